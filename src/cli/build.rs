@@ -1,0 +1,365 @@
+//! `rbuild build`: the only place where the stages meet. Arguments become a validated
+//! [`BuildOptions`]; then parse → lower → solve → export, with progress events throughout and
+//! one error path that renders the Dockerfile snippet.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, anyhow, bail};
+
+use super::resolver::Resolver;
+use super::{BuildArgs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, init_logging};
+use crate::dockerfile::diagnostic::{DockerfileError, render_snippet};
+use crate::dockerfile::syntax::{Dockerfile, Span, parse};
+use crate::exporter::{ExportRequest, OutputSpec, export, merge_annotations, parse_output};
+use crate::frontend::{FrontendOptions, NamedContext, Platform, lower};
+use crate::ops::OpError;
+use crate::ops::context::StoreHashCache;
+use crate::progress::{Event, Mode, Progress};
+use crate::solver::{NoCache, SolveOptions, Solver};
+use crate::store::{LockMode, Store};
+
+/// Everything a build needs, validated.
+pub struct BuildOptions {
+    pub context_dir: PathBuf,
+    pub dockerfile_name: String,
+    pub dockerfile_path: Option<PathBuf>,
+    pub dockerfile_bytes: Vec<u8>,
+    pub outputs: Vec<OutputSpec>,
+    pub tags: Vec<String>,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    pub platform: Platform,
+    pub progress: Mode,
+    pub no_cache: NoCache,
+    pub labels: BTreeMap<String, String>,
+    pub iidfile: Option<PathBuf>,
+    pub metadata_file: Option<PathBuf>,
+    pub quiet: bool,
+    pub jobs: usize,
+    pub root: PathBuf,
+    pub source_date_epoch: Option<i64>,
+    pub debug_cache: bool,
+}
+
+fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => bail!("invalid {what} `{text}`: expected KEY=VALUE"),
+    }
+}
+
+impl BuildOptions {
+    pub fn from_args(args: BuildArgs) -> anyhow::Result<BuildOptions> {
+        let context_dir = args
+            .context
+            .canonicalize()
+            .with_context(|| format!("unable to prepare context: path `{}` not found", args.context.display()))?;
+        if !context_dir.is_dir() {
+            bail!("unable to prepare context: `{}` is not a directory", args.context.display());
+        }
+        let (dockerfile_name, dockerfile_path, dockerfile_bytes) = match args.file.as_deref() {
+            Some("-") => {
+                let mut bytes = Vec::new();
+                std::io::stdin().read_to_end(&mut bytes).context("failed to read the Dockerfile from stdin")?;
+                ("Dockerfile".to_string(), None, bytes)
+            }
+            file => {
+                let path = match file {
+                    Some(file) => PathBuf::from(file),
+                    None => context_dir.join("Dockerfile"),
+                };
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("failed to read Dockerfile `{}`", path.display()))?;
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+                (name, Some(path), bytes)
+            }
+        };
+        let mut outputs = Vec::new();
+        for output in &args.outputs {
+            outputs.push(parse_output(output).map_err(|error| anyhow!("{error}"))?);
+        }
+        let mut build_args = BTreeMap::new();
+        for arg in &args.build_args {
+            match arg.split_once('=') {
+                Some((key, value)) => {
+                    build_args.insert(key.to_string(), value.to_string());
+                }
+                // A bare KEY takes the value from the environment, or is ignored when unset.
+                None => {
+                    if let Ok(value) = std::env::var(arg) {
+                        build_args.insert(arg.clone(), value);
+                    }
+                }
+            }
+        }
+        let mut named_contexts = BTreeMap::new();
+        for context in &args.build_contexts {
+            let (name, value) = key_value(context, "build context")?;
+            let named = if let Some(rest) = value.strip_prefix("oci-layout://") {
+                let (path, selector) = split_layout(rest);
+                NamedContext::OciLayout { path: PathBuf::from(path), selector: selector.to_string() }
+            } else if value.contains("://") {
+                bail!("unsupported build context `{value}`: use a directory or oci-layout://PATH");
+            } else {
+                let path = PathBuf::from(&value);
+                let dir = path.canonicalize().with_context(|| format!("build context `{name}`: `{value}` not found"))?;
+                NamedContext::Directory(dir)
+            };
+            named_contexts.insert(name, named);
+        }
+        let platform = match &args.platform {
+            Some(text) => Platform::parse(text).ok_or_else(|| anyhow!("invalid platform `{text}`: expected os/arch[/variant]"))?,
+            None => Platform::host(),
+        };
+        let progress: Mode = args.progress.parse().map_err(|error| anyhow!("{error}"))?;
+        let no_cache = if args.no_cache {
+            NoCache::All
+        } else if !args.no_cache_filter.is_empty() {
+            NoCache::Stages(args.no_cache_filter.iter().map(|stage| stage.to_lowercase()).collect::<HashSet<_>>())
+        } else {
+            NoCache::None
+        };
+        let mut labels = BTreeMap::new();
+        for label in &args.labels {
+            let (key, value) = key_value(label, "label")?;
+            labels.insert(key, value);
+        }
+        let mut annotations = BTreeMap::new();
+        for annotation in &args.annotations {
+            let (key, value) = key_value(annotation, "annotation")?;
+            annotations.insert(key, value);
+        }
+        merge_annotations(&mut outputs, &annotations);
+        let epoch_text = build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+        let source_date_epoch = match epoch_text.filter(|text| !text.is_empty()) {
+            Some(text) => Some(text.parse::<i64>().map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH `{text}`: expected seconds"))?),
+            None => None,
+        };
+        for tag in &args.tags {
+            crate::exporter::normalize(tag).map_err(|error| anyhow!("invalid tag `{tag}`: {error}"))?;
+        }
+        let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        if jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        Ok(BuildOptions {
+            context_dir,
+            dockerfile_name,
+            dockerfile_path,
+            dockerfile_bytes,
+            outputs,
+            tags: args.tags,
+            target: args.target,
+            build_args,
+            named_contexts,
+            platform,
+            progress,
+            no_cache,
+            labels,
+            iidfile: args.iidfile,
+            metadata_file: args.metadata_file,
+            quiet: args.quiet,
+            jobs,
+            root: args.root.root.unwrap_or_else(Store::default_root),
+            source_date_epoch,
+            debug_cache: args.debug_cache,
+        })
+    }
+}
+
+/// `PATH:tag` or `PATH@sha256:...` (a `:` in the last path component starts a tag).
+fn split_layout(text: &str) -> (&str, &str) {
+    if let Some(at) = text.rfind('@') {
+        return (&text[..at], &text[at..]);
+    }
+    let last_slash = text.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match text[last_slash..].rfind(':') {
+        Some(colon) => (&text[..last_slash + colon], &text[last_slash + colon..]),
+        None => (text, ""),
+    }
+}
+
+/// How a build ended badly.
+enum Failure {
+    /// With the Dockerfile span to show, if any.
+    Build { message: String, span: Option<Span> },
+    Interrupted,
+}
+
+pub fn run(args: BuildArgs) -> i32 {
+    init_logging(args.root.debug);
+    let options = match BuildOptions::from_args(args) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("ERROR: {error:#}");
+            return EXIT_USAGE;
+        }
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled ends the process at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED, cancel.clone());
+        let _ = signal_hook::flag::register(signal, cancel.clone());
+    }
+    let mode = if options.quiet { Mode::Quiet } else { options.progress.resolve(std::io::stderr().is_terminal()) };
+    let progress = Progress::start(mode, Box::new(std::io::stderr()));
+    let outcome = build(&options, &progress, &cancel);
+    progress.finish();
+    match outcome {
+        Ok(image_id) => {
+            if options.outputs.is_empty() {
+                eprintln!(
+                    "WARNING: No output specified. Build result will only remain in the build cache. \
+                     Use -o type=oci,dest=FILE (or type=docker, tar, local) to write it out"
+                );
+            }
+            if options.quiet
+                && let Some(image_id) = image_id
+            {
+                println!("{image_id}");
+            }
+            0
+        }
+        Err(Failure::Interrupted) => {
+            eprintln!("ERROR: interrupted");
+            EXIT_INTERRUPTED
+        }
+        Err(Failure::Build { message, span }) => {
+            if let Some(span) = span {
+                let source = String::from_utf8_lossy(&options.dockerfile_bytes).replace("\r\n", "\n");
+                let source = source.strip_prefix('\u{feff}').unwrap_or(&source);
+                eprint!("{}", render_snippet(&options.dockerfile_name, source, span));
+            }
+            eprintln!("ERROR: failed to solve: {message}");
+            if cancel.load(Ordering::SeqCst) && message == "canceled" { EXIT_INTERRUPTED } else { EXIT_FAILED }
+        }
+    }
+}
+
+fn dockerfile_failure(error: DockerfileError) -> Failure {
+    let message = match &error.help {
+        Some(help) => format!("{} ({help})", error.message),
+        None => error.message.clone(),
+    };
+    Failure::Build { message, span: error.span }
+}
+
+fn plain_failure(error: anyhow::Error) -> Failure {
+    Failure::Build { message: format!("{error:#}"), span: None }
+}
+
+/// The whole build; returns the image id when an image was written.
+fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) -> Result<Option<String>, Failure> {
+    let sender = progress.sender();
+    sender.send(Event::Started { vertex: 0, name: format!("[internal] load build definition from {}", options.dockerfile_name) });
+    sender.send(Event::Status {
+        vertex: 0,
+        id: "transferring dockerfile".into(),
+        current: options.dockerfile_bytes.len() as u64,
+        total: None,
+        done: true,
+    });
+    let dockerfile: Dockerfile = match parse(&options.dockerfile_name, &options.dockerfile_bytes) {
+        Ok(dockerfile) => dockerfile,
+        Err(error) => {
+            sender.send(Event::Failed { vertex: 0, error: error.message.clone() });
+            return Err(dockerfile_failure(error));
+        }
+    };
+    sender.send(Event::Finished { vertex: 0 });
+
+    let store = Store::open(&options.root, LockMode::Shared)
+        .with_context(|| format!("failed to open the state root `{}`", options.root.display()))
+        .map_err(plain_failure)?;
+
+    let frontend_options = FrontendOptions {
+        dockerfile,
+        dockerfile_path: options.dockerfile_path.clone(),
+        context_dir: options.context_dir.clone(),
+        target: options.target.clone(),
+        build_args: options.build_args.clone(),
+        named_contexts: options.named_contexts.clone(),
+        platform: options.platform.clone(),
+        source_date_epoch: options.source_date_epoch,
+        labels: options.labels.clone(),
+    };
+    let plan = lower(&frontend_options, &Resolver).map_err(dockerfile_failure)?;
+    for warning in &plan.warnings {
+        sender.send(Event::Warning { message: warning.clone() });
+    }
+    tracing::debug!(graph = %plan.graph.dump(&[plan.target]), "lowered");
+
+    let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
+    let solver = Solver {
+        store: &store,
+        hash_cache: &hash_cache,
+        progress: sender.clone(),
+        cancel: cancel.clone(),
+        options: SolveOptions { jobs: options.jobs, no_cache: options.no_cache.clone(), explain_misses: options.debug_cache },
+        vertex_offset: 1,
+    };
+    let solved = solver.solve(&plan.graph, &[plan.target]);
+    // Hashes computed so far are worth keeping even when the build failed.
+    if let Err(error) = hash_cache.save(&store) {
+        tracing::warn!("failed to save file hashes: {error}");
+    }
+    let solved = match solved {
+        Ok(solved) => solved,
+        Err(error) => {
+            if matches!(error.error, OpError::Canceled) && cancel.load(Ordering::SeqCst) {
+                return Err(Failure::Interrupted);
+            }
+            let span = error
+                .vertex
+                .and_then(|vertex| plan.graph.vertices[vertex].origin.clone())
+                .map(|origin| Span { start_line: origin.start_line, end_line: origin.end_line });
+            return Err(Failure::Build { message: error.error.to_string(), span });
+        }
+    };
+    let layers = solved.outputs[&plan.target].layers().to_vec();
+    if options.outputs.is_empty() {
+        return Ok(None);
+    }
+    let request = ExportRequest {
+        store: &store,
+        layers: &layers,
+        document: &plan.image,
+        outputs: &options.outputs,
+        tags: &options.tags,
+        epoch: options.source_date_epoch,
+        progress: &sender,
+        first_vertex: plan.graph.vertices.len() + 1,
+    };
+    let result = export(&request).context("failed to export").map_err(plain_failure)?;
+    if let Some(path) = &options.metadata_file {
+        let text = serde_json::to_string_pretty(&result.metadata()).unwrap_or_default();
+        write_file(path, text.as_bytes()).map_err(plain_failure)?;
+    }
+    let image_id = result.image_id();
+    if let (Some(path), Some(image_id)) = (&options.iidfile, &image_id) {
+        write_file(path, image_id.as_bytes()).map_err(plain_failure)?;
+    }
+    Ok(image_id)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("failed to write `{}`", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_selectors_split_at_the_last_component() {
+        assert_eq!(split_layout("/a/b:tag"), ("/a/b", ":tag"));
+        assert_eq!(split_layout("/a:b/c"), ("/a:b/c", ""));
+        assert_eq!(split_layout("/a/b@sha256:00"), ("/a/b", "@sha256:00"));
+        assert_eq!(split_layout("rel"), ("rel", ""));
+    }
+}

@@ -1,0 +1,214 @@
+//! The command line: clap definitions, and the one place that joins the stages of a build
+//! (`build`). `rbuild -f F .` is `rbuild build -f F .`: `build` is the default subcommand.
+//! Flags and their spelling follow `docker buildx build`.
+
+pub mod build;
+pub mod cache;
+pub mod docs;
+mod resolver;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes (DESIGN.md section 7).
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rbuild",
+    version,
+    about = "A daemonless, rootless Dockerfile builder",
+    long_about = "rbuild builds Dockerfiles the way BuildKit does, in one process, without a daemon or root.\n\
+                  `rbuild [OPTIONS] PATH` is `rbuild build [OPTIONS] PATH`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile (the default command)
+    Build(BuildArgs),
+    /// Manage the build cache
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Print shell completions
+    Completion {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RootArgs {
+    /// State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]
+    #[arg(long, env = "RBUILD_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Show debug logs (also RBUILD_LOG=debug)
+    #[arg(long)]
+    pub debug: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory
+    #[arg(value_name = "PATH")]
+    pub context: PathBuf,
+    /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<String>,
+    /// Name and optionally a tag (format: `name:tag`)
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Additional build contexts (`name=DIR` or `name=oci-layout://PATH[:tag|@digest]`)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Set type of progress output (auto, plain, tty, quiet, rawjson)
+    #[arg(long, env = "BUILDKIT_PROGRESS", default_value = "auto", value_name = "MODE")]
+    pub progress: String,
+    /// Do not use cache when building the image
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not cache specified stages
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Set target platform for build (`os/arch[/variant]`)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Set metadata for an image (`KEY=VALUE`)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add annotation to the image (`KEY=VALUE`)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Write the image ID to a file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata to a file
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Suppress the build output and print image ID on success
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Steps run at the same time [default: number of cores]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Say why each step missed the cache (a log line under the step)
+    #[arg(long)]
+    pub debug_cache: bool,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Disk usage
+    Du(DuArgs),
+    /// Remove build cache
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// Provide a more verbose output
+    #[arg(long)]
+    pub verbose: bool,
+    /// Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Format the output (`table` or `json`)
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    pub format: String,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Include base image layers
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Provide filter values (`until=24h`)
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Amount of disk space to keep for cache (e.g. `10GB`)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Provide a more verbose output
+    #[arg(long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+/// Inserts `build` when the first argument is not a subcommand, so `rbuild -f F .` works.
+pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const KNOWN: &[&str] = &["build", "cache", "completion", "help", "-h", "--help", "-V", "--version"];
+    let first = args.get(1).map(|arg| arg.to_string_lossy().into_owned());
+    match first {
+        Some(first) if KNOWN.contains(&first.as_str()) => args,
+        None => args,
+        Some(_) => {
+            args.insert(1, "build".into());
+            args
+        }
+    }
+}
+
+/// Runs a parsed command; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Build(args) => build::run(args),
+        Command::Cache { command } => cache::run(command),
+        Command::Completion { shell } => {
+            let mut out = std::io::stdout().lock();
+            docs::write_completion(shell, &mut out);
+            0
+        }
+    }
+}
+
+/// Sets up tracing once: `--debug` or `RBUILD_LOG`.
+pub fn init_logging(debug: bool) {
+    let filter = if debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("RBUILD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_is_the_default_subcommand() {
+        let args = |list: &[&str]| list.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(with_default_subcommand(args(&["rbuild", "-f", "F", "."])), args(&["rbuild", "build", "-f", "F", "."]));
+        assert_eq!(with_default_subcommand(args(&["rbuild", "cache", "du"])), args(&["rbuild", "cache", "du"]));
+        assert_eq!(with_default_subcommand(args(&["rbuild", "--version"])), args(&["rbuild", "--version"]));
+        let cli = Cli::try_parse_from(with_default_subcommand(args(&["rbuild", "-t", "x", "--no-cache-filter", "a,b", "."]))).unwrap();
+        let Command::Build(build) = cli.command else { panic!("not build") };
+        assert_eq!(build.no_cache_filter, ["a", "b"]);
+        assert_eq!(build.tags, ["x"]);
+    }
+}

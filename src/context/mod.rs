@@ -1,0 +1,6 @@
+//! The build context: `.dockerignore` rules and the selection and hashing of the files a
+//! `COPY` or `ADD` uses. Nothing here knows about the store; file hashes are remembered through
+//! the [`selection::HashCache`] the caller gives.
+
+pub mod dockerignore;
+pub mod selection;

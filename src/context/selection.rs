@@ -1,0 +1,1200 @@
+//! Selects the build-context files one COPY/ADD uses and hashes them into a content digest,
+//! the root of that step's cache key (DESIGN.md section 3).
+//!
+//! How a source is resolved, following BuildKit (`cache/contenthash`, fsutil's copy):
+//! - The source is cleaned as `path.Join("/", source)`: `./x`, `/x` and `../x` all mean `x` in
+//!   the context root, so nothing escapes the context.
+//! - It is split into the longest wildcard-free prefix and the wildcard part. Only the prefix's
+//!   subtree is listed, and inside it only directories a wildcard component can still match,
+//!   so files no COPY uses are never read. Wildcards (`*`, `?`, `[...]`, `\`) follow Go's
+//!   `path.Match`, one path component at a time; a match ends the wildcard part and selects
+//!   that path and everything below it.
+//! - Symlinks met *inside* the prefix are resolved within the context (an absolute target
+//!   starts again at the context root, `..` stops at it), like BuildKit's scoped lookup; the
+//!   entries keep the path the user wrote. Every other symlink, including a source's last
+//!   component and links pointing out of the context, is recorded as a symlink and never
+//!   followed, so no file outside the context is ever read.
+//! - `.dockerignore` is tested against the real (resolved) path with parent matching, as if
+//!   the context had been transferred through it: an excluded directory is walked only when an
+//!   exception may re-include something below it, and is kept only when something below it is.
+//! - `--exclude` patterns use the same language, tested against the path relative to each
+//!   matched source (BuildKit's semantics: `COPY --exclude=*.mp3 dir* /d` drops `dir1/x.mp3`);
+//!   the matched source itself is never tested against them.
+//!
+//! Errors: a source that matches nothing, or only paths removed by `.dockerignore`, is
+//! [`SelectionError::NotFound`], naming the rule when one removed it. Paths removed by
+//! `--exclude` only give an empty selection (BuildKit accepts `ADD --exclude=* dir* /d`).
+//!
+//! The selection digest (cache-key input, versioned by its first line):
+//!
+//! | input                                   | in digest | why                                  |
+//! |-----------------------------------------|-----------|--------------------------------------|
+//! | path relative to the context root       | yes       | where the content lands              |
+//! | kind, permission bits (incl. setuid)    | yes       | copied into the layer                |
+//! | file content (sha256), symlink target   | yes       | the data itself                      |
+//! | mtime, uid/gid, inode, host path        | no        | differ between checkouts, not content |
+//!
+//! Contents are hashed on the rayon pool. A [`HashCache`] keyed by [`StatKey`] (size, mtime,
+//! ctime, inode, device) skips unchanged files; a file whose stat changes while it is read is
+//! hashed but not cached. Sockets, fifos and device nodes are skipped (a rootless copy cannot
+//! reproduce them). A name that is not UTF-8 is an error rather than a lossy, colliding path.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::dockerignore::{
+    DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards,
+};
+
+/// Linux's own limit on symlinks followed in one lookup.
+const MAX_SYMLINKS: usize = 40;
+const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
+
+/// The entries one COPY/ADD uses and their combined digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Sorted by path; each path once.
+    pub entries: Vec<Entry>,
+    /// `sha256:<hex>` over the entries (see the module table).
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the context root, `/`-separated; `.` is the context root itself.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`).
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_nanos: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File { size: u64, digest: String },
+    Directory,
+    Symlink { target: String },
+}
+
+/// Remembers content digests of files by their stat, across builds.
+pub trait HashCache: Sync {
+    fn get(&self, key: &StatKey) -> Option<String>;
+    fn put(&self, key: &StatKey, digest: &str);
+}
+
+/// What identifies an unchanged file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatKey {
+    /// Absolute path on the host.
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_nanos: i128,
+    pub ctime_nanos: i128,
+    pub inode: u64,
+    pub device: u64,
+}
+
+impl StatKey {
+    fn new(path: PathBuf, metadata: &Metadata) -> StatKey {
+        let nanos =
+            |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
+        StatKey {
+            path,
+            size: metadata.size(),
+            mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_nanos: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+            device: metadata.dev(),
+        }
+    }
+}
+
+/// A [`HashCache`] that never hits and stores nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHashCache;
+
+impl HashCache for NoHashCache {
+    fn get(&self, _key: &StatKey) -> Option<String> {
+        None
+    }
+
+    fn put(&self, _key: &StatKey, _digest: &str) {}
+}
+
+/// Display and `Error` are written by hand: thiserror treats any field named `source` as the
+/// error's cause, and `NotFound { source }` (the COPY source) is the agreed shape.
+#[derive(Debug)]
+pub enum SelectionError {
+    /// `source` is the cleaned source as BuildKit prints it (`/x`); `excluded_by` is the
+    /// `.dockerignore` rule (text, line) that removed it, if one did.
+    NotFound {
+        source: String,
+        excluded_by: Option<(String, usize)>,
+    },
+    /// A wildcard in a COPY source is malformed.
+    InvalidSource {
+        source: String,
+    },
+    /// A `--exclude` pattern is malformed.
+    InvalidExclude(DockerIgnoreError),
+    TooManyLinks {
+        source: String,
+    },
+    NonUtf8Path {
+        path: PathBuf,
+    },
+    Io {
+        action: IoAction,
+        path: PathBuf,
+        error: io::Error,
+    },
+}
+
+/// What was being done when an I/O call failed, for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoAction {
+    OpenContext,
+    ReadMetadata,
+    ReadDirectory,
+    ReadLink,
+    ReadFile,
+}
+
+impl fmt::Display for SelectionError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelectionError::NotFound {
+                source,
+                excluded_by: None,
+            } => {
+                write!(
+                    formatter,
+                    "failed to compute cache key: \"{source}\": not found"
+                )
+            }
+            SelectionError::NotFound {
+                source,
+                excluded_by: Some((pattern, line)),
+            } => write!(
+                formatter,
+                "failed to compute cache key: \"{source}\": not found (excluded by .dockerignore rule `{pattern}` on line {line})"
+            ),
+            SelectionError::InvalidSource { source } => {
+                write!(
+                    formatter,
+                    "invalid source `{source}`: syntax error in pattern"
+                )
+            }
+            SelectionError::InvalidExclude(_) => write!(formatter, "invalid --exclude pattern"),
+            SelectionError::TooManyLinks { source } => {
+                write!(
+                    formatter,
+                    "too many levels of symbolic links resolving `{source}`"
+                )
+            }
+            SelectionError::NonUtf8Path { path } => {
+                write!(formatter, "path `{}` is not valid UTF-8", path.display())
+            }
+            SelectionError::Io { action, path, .. } => {
+                let verb = match action {
+                    IoAction::OpenContext => "failed to open build context",
+                    IoAction::ReadMetadata => "failed to read metadata of",
+                    IoAction::ReadDirectory => "failed to read directory",
+                    IoAction::ReadLink => "failed to read symlink",
+                    IoAction::ReadFile => "failed to read file",
+                };
+                write!(formatter, "{verb} `{}`", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SelectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SelectionError::InvalidExclude(error) => Some(error),
+            SelectionError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Selects and hashes the context files that `sources` (already expanded COPY/ADD sources,
+/// relative to the context root) reach, minus `.dockerignore` and `--exclude` matches.
+pub fn select(
+    context_dir: &Path,
+    ignore: &DockerIgnore,
+    sources: &[String],
+    excludes: &[String],
+    cache: &dyn HashCache,
+) -> Result<Selection, SelectionError> {
+    let root = fs::canonicalize(context_dir).map_err(|error| SelectionError::Io {
+        action: IoAction::OpenContext,
+        path: context_dir.to_path_buf(),
+        error,
+    })?;
+    let excludes = DockerIgnore::from_patterns(excludes).map_err(SelectionError::InvalidExclude)?;
+    let mut walker = Walker {
+        root: &root,
+        ignore,
+        excludes: &excludes,
+        found: BTreeMap::new(),
+    };
+    for source in sources {
+        walker.select_source(source)?;
+    }
+    let mut entries = hash_entries(walker.found, cache)?;
+    // rayon keeps the map's order; sorting again keeps the invariant independent of that.
+    entries.sort_by(|left, right| left.path.cmp(&right.path));
+    let digest = selection_digest(&entries);
+    Ok(Selection { entries, digest })
+}
+
+/// An entry found by the walk, before its content is hashed.
+struct Found {
+    absolute: PathBuf,
+    kind: FoundKind,
+    mode: u32,
+    mtime: i64,
+    mtime_nanos: u32,
+}
+
+enum FoundKind {
+    File(StatKey),
+    Directory,
+    Symlink(String),
+}
+
+/// What became of one walked path.
+enum Outcome {
+    Kept,
+    /// Removed by this `.dockerignore` rule (text, line).
+    Ignored(String, usize),
+    /// Removed by `--exclude`, or not a kind that can be copied.
+    Dropped,
+}
+
+enum Resolved {
+    /// Real path relative to the root (no symlinks in it but possibly the last component).
+    Found(String),
+    Missing,
+    /// A symlink on the way is itself removed by `.dockerignore`.
+    Ignored(String, usize),
+}
+
+struct Walker<'a> {
+    root: &'a Path,
+    ignore: &'a DockerIgnore,
+    excludes: &'a DockerIgnore,
+    found: BTreeMap<String, Found>,
+}
+
+impl Walker<'_> {
+    fn select_source(&mut self, source: &str) -> Result<(), SelectionError> {
+        let cleaned = clean_path(&format!("/{source}"));
+        let components: Vec<&str> = cleaned.split('/').filter(|part| !part.is_empty()).collect();
+        let split = components
+            .iter()
+            .position(|part| contains_wildcards(part))
+            .unwrap_or(components.len());
+        let (prefix, wildcard_part) = components.split_at(split);
+        let patterns = wildcard_part
+            .iter()
+            .map(|part| MatchPattern::compile(part))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| SelectionError::InvalidSource {
+                source: cleaned.clone(),
+            })?;
+        let not_found = |excluded_by| SelectionError::NotFound {
+            source: cleaned.clone(),
+            excluded_by,
+        };
+
+        let real_prefix = match self.resolve(prefix, !patterns.is_empty(), &cleaned)? {
+            Resolved::Found(real) => real,
+            Resolved::Missing => return Err(not_found(None)),
+            Resolved::Ignored(text, line) => return Err(not_found(Some((text, line)))),
+        };
+        let original_prefix = prefix.join("/");
+
+        let mut matches = Vec::new();
+        if patterns.is_empty() {
+            matches.push((real_prefix, original_prefix));
+        } else {
+            self.find_matches(&real_prefix, &original_prefix, &patterns, &mut matches)?;
+        }
+        if matches.is_empty() {
+            return Err(not_found(None));
+        }
+
+        let mut first_ignored = None;
+        let mut any_accepted = false;
+        for (real, original) in matches {
+            match self.visit(&real, &original, None)? {
+                Outcome::Kept | Outcome::Dropped => any_accepted = true,
+                Outcome::Ignored(text, line) => {
+                    first_ignored.get_or_insert((text, line));
+                }
+            }
+        }
+        match (any_accepted, first_ignored) {
+            (false, Some(rule)) => Err(not_found(Some(rule))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves the wildcard-free prefix inside the context: symlinks on the way are followed
+    /// within the root, the last component only when `follow_last`.
+    fn resolve(
+        &self,
+        components: &[&str],
+        follow_last: bool,
+        source: &str,
+    ) -> Result<Resolved, SelectionError> {
+        let mut current: Vec<String> = Vec::new();
+        let mut remaining: VecDeque<String> =
+            components.iter().map(|part| part.to_string()).collect();
+        let mut links_followed = 0;
+        while let Some(part) = remaining.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    current.pop();
+                    continue;
+                }
+                _ => current.push(part),
+            }
+            let relative = current.join("/");
+            let absolute = self.root.join(&relative);
+            let metadata = match fs::symlink_metadata(&absolute) {
+                Ok(metadata) => metadata,
+                Err(error) if is_missing(&error) => return Ok(Resolved::Missing),
+                Err(error) => return Err(io_error(IoAction::ReadMetadata, absolute, error)),
+            };
+            let is_last = remaining.is_empty();
+            if metadata.file_type().is_symlink() && (!is_last || follow_last) {
+                if let Some(rule) = self.ignore.excluded_by(&relative) {
+                    return Ok(Resolved::Ignored(rule.text.clone(), rule.line));
+                }
+                links_followed += 1;
+                if links_followed > MAX_SYMLINKS {
+                    return Err(SelectionError::TooManyLinks {
+                        source: source.to_string(),
+                    });
+                }
+                let target = read_link_text(&absolute)?;
+                current.pop();
+                if target.starts_with('/') {
+                    current.clear();
+                }
+                for part in target.split('/').rev() {
+                    remaining.push_front(part.to_string());
+                }
+            } else if !is_last && !metadata.is_dir() {
+                return Ok(Resolved::Missing);
+            }
+        }
+        Ok(Resolved::Found(current.join("/")))
+    }
+
+    /// Lists only directories the wildcard components can still match; a path matching all of
+    /// them is a match (symlinked directories are not entered, as in BuildKit's tree).
+    fn find_matches(
+        &self,
+        real_dir: &str,
+        original_dir: &str,
+        patterns: &[MatchPattern],
+        matches: &mut Vec<(String, String)>,
+    ) -> Result<(), SelectionError> {
+        let Some((pattern, rest)) = patterns.split_first() else {
+            return Ok(());
+        };
+        let absolute = self.root.join(real_dir);
+        let mut names = match read_names(&absolute) {
+            Ok(names) => names,
+            Err(error) if is_missing(&error) => return Ok(()),
+            Err(error) => return Err(io_error(IoAction::ReadDirectory, absolute, error)),
+        };
+        names.sort();
+        for name in names {
+            if !pattern.matches(&name.to_string_lossy()) {
+                continue;
+            }
+            let name = utf8_name(name, &absolute)?;
+            let real = join(real_dir, &name);
+            let original = join(original_dir, &name);
+            if rest.is_empty() {
+                matches.push((real, original));
+                continue;
+            }
+            let entry_path = self.root.join(&real);
+            let metadata = fs::symlink_metadata(&entry_path)
+                .map_err(|error| io_error(IoAction::ReadMetadata, entry_path, error))?;
+            // Ignored directories are still entered so that a not-found error can name the rule.
+            if metadata.is_dir() {
+                self.find_matches(&real, &original, rest, matches)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks one matched path and what is below it. `exclude_path` is the path relative to the
+    /// matched source (`None` for the match itself, which `--exclude` never removes).
+    fn visit(
+        &mut self,
+        real: &str,
+        original: &str,
+        exclude_path: Option<&str>,
+    ) -> Result<Outcome, SelectionError> {
+        let absolute = self.root.join(real);
+        let metadata = match fs::symlink_metadata(&absolute) {
+            Ok(metadata) => metadata,
+            // Deleted while we walk: as if it had never been there.
+            Err(error) if is_missing(&error) => return Ok(Outcome::Dropped),
+            Err(error) => return Err(io_error(IoAction::ReadMetadata, absolute, error)),
+        };
+        let ignored_by = self
+            .ignore
+            .excluded_by(real)
+            .map(|rule| (rule.text.clone(), rule.line));
+        let excluded = exclude_path.is_some_and(|path| self.excludes.is_excluded(path));
+        let removed = || match &ignored_by {
+            Some((text, line)) => Outcome::Ignored(text.clone(), *line),
+            None => Outcome::Dropped,
+        };
+        let file_type = metadata.file_type();
+
+        if file_type.is_dir() {
+            let may_descend = (ignored_by.is_none() || self.ignore.may_include_below(real))
+                && (!excluded
+                    || exclude_path.is_some_and(|path| self.excludes.may_include_below(path)));
+            if !may_descend {
+                return Ok(removed());
+            }
+            let names = read_names(&absolute)
+                .map_err(|error| io_error(IoAction::ReadDirectory, absolute.clone(), error))?;
+            let mut any_child_kept = false;
+            for name in names {
+                let name = utf8_name(name, &absolute)?;
+                let child_exclude_path = match exclude_path {
+                    Some(path) => format!("{path}/{name}"),
+                    None => name.clone(),
+                };
+                let outcome = self.visit(
+                    &join(real, &name),
+                    &join(original, &name),
+                    Some(&child_exclude_path),
+                )?;
+                any_child_kept |= matches!(outcome, Outcome::Kept);
+            }
+            // An excluded directory survives only as the parent of something re-included.
+            if (ignored_by.is_some() || excluded) && !any_child_kept {
+                return Ok(removed());
+            }
+            self.record(original, absolute, FoundKind::Directory, &metadata);
+            return Ok(Outcome::Kept);
+        }
+
+        if ignored_by.is_some() || excluded {
+            return Ok(removed());
+        }
+        let kind = if file_type.is_symlink() {
+            FoundKind::Symlink(read_link_text(&absolute)?)
+        } else if file_type.is_file() {
+            FoundKind::File(StatKey::new(absolute.clone(), &metadata))
+        } else {
+            return Ok(Outcome::Dropped);
+        };
+        self.record(original, absolute, kind, &metadata);
+        Ok(Outcome::Kept)
+    }
+
+    fn record(&mut self, original: &str, absolute: PathBuf, kind: FoundKind, metadata: &Metadata) {
+        let path = if original.is_empty() {
+            ".".to_string()
+        } else {
+            original.to_string()
+        };
+        self.found.entry(path).or_insert(Found {
+            absolute,
+            kind,
+            mode: metadata.mode() & 0o7777,
+            mtime: metadata.mtime(),
+            // The kernel keeps nanoseconds below one second, so this always fits.
+            mtime_nanos: u32::try_from(metadata.mtime_nsec()).unwrap_or(0),
+        });
+    }
+}
+
+/// Hashes file contents in parallel, asking the cache first.
+fn hash_entries(
+    found: BTreeMap<String, Found>,
+    cache: &dyn HashCache,
+) -> Result<Vec<Entry>, SelectionError> {
+    found
+        .into_par_iter()
+        .map(|(path, found)| {
+            let kind = match found.kind {
+                FoundKind::Directory => EntryKind::Directory,
+                FoundKind::Symlink(target) => EntryKind::Symlink { target },
+                FoundKind::File(key) => {
+                    let digest = match cache.get(&key) {
+                        Some(digest) => digest,
+                        None => {
+                            let digest = hash_file(&found.absolute)?;
+                            // Only a file that did not change while we read it may be cached.
+                            let after = fs::symlink_metadata(&found.absolute)
+                                .map(|metadata| StatKey::new(found.absolute.clone(), &metadata));
+                            if after.as_ref().is_ok_and(|after| *after == key) {
+                                cache.put(&key, &digest);
+                            }
+                            digest
+                        }
+                    };
+                    EntryKind::File {
+                        size: key.size,
+                        digest,
+                    }
+                }
+            };
+            Ok(Entry {
+                path,
+                kind,
+                mode: found.mode,
+                mtime: found.mtime,
+                mtime_nanos: found.mtime_nanos,
+            })
+        })
+        .collect()
+}
+
+fn hash_file(path: &Path) -> Result<String, SelectionError> {
+    let read_error = |error| io_error(IoAction::ReadFile, path.to_path_buf(), error);
+    let mut file = File::open(path).map_err(read_error)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(read_error(error)),
+        };
+        hasher.update(&buffer[..read]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// Every field ends with NUL, which no path, digest or link target can contain, so two
+/// different selections never feed the same bytes.
+fn selection_digest(entries: &[Entry]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(DIGEST_VERSION.as_bytes());
+    hasher.update(b"\n");
+    for entry in entries {
+        let (kind, payload) = match &entry.kind {
+            EntryKind::File { digest, .. } => ("file", digest.as_str()),
+            EntryKind::Directory => ("dir", ""),
+            EntryKind::Symlink { target } => ("symlink", target.as_str()),
+        };
+        for field in [
+            entry.path.as_str(),
+            kind,
+            &format!("{:o}", entry.mode),
+            payload,
+        ] {
+            hasher.update(field.as_bytes());
+            hasher.update([0u8]);
+        }
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn read_names(directory: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    fs::read_dir(directory)?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect()
+}
+
+fn utf8_name(name: std::ffi::OsString, directory: &Path) -> Result<String, SelectionError> {
+    name.into_string()
+        .map_err(|name| SelectionError::NonUtf8Path {
+            path: directory.join(name),
+        })
+}
+
+fn read_link_text(path: &Path) -> Result<String, SelectionError> {
+    let target = fs::read_link(path)
+        .map_err(|error| io_error(IoAction::ReadLink, path.to_path_buf(), error))?;
+    target
+        .into_os_string()
+        .into_string()
+        .map_err(|_| SelectionError::NonUtf8Path {
+            path: path.to_path_buf(),
+        })
+}
+
+fn is_missing(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn io_error(action: IoAction, path: PathBuf, error: io::Error) -> SelectionError {
+    SelectionError::Io {
+        action,
+        path,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    fn write(root: &Path, path: &str, content: &str) {
+        let full = root.join(path);
+        fs::create_dir_all(full.parent().expect("has parent")).expect("mkdir");
+        fs::write(full, content).expect("write");
+    }
+
+    fn sample_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        write(root, "src/main.rs", "fn main() {}\n");
+        write(root, "src/lib.rs", "pub fn f() {}\n");
+        write(root, "src/nested/deep.rs", "// deep\n");
+        write(root, "docs/a.md", "# a\n");
+        write(root, "docs/b.txt", "b\n");
+        write(root, "home.txt", "home\n");
+        write(root, "homer.md", "homer\n");
+        write(root, "README.md", "readme\n");
+        write(root, "secret/key.pem", "key\n");
+        write(root, "secret/public.pem", "public\n");
+        dir
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    fn paths(selection: &Selection) -> Vec<&str> {
+        selection
+            .entries
+            .iter()
+            .map(|entry| entry.path.as_str())
+            .collect()
+    }
+
+    fn select_simple(
+        root: &Path,
+        ignore: &str,
+        sources: &[&str],
+        excludes: &[&str],
+    ) -> Result<Selection, SelectionError> {
+        let ignore = DockerIgnore::parse(ignore).expect("valid ignore file");
+        select(
+            root,
+            &ignore,
+            &strings(sources),
+            &strings(excludes),
+            &NoHashCache,
+        )
+    }
+
+    #[test]
+    fn sources_select_files_directories_and_wildcards() {
+        let tree = sample_tree();
+        let table: &[(&[&str], &[&str])] = &[
+            (&["README.md"], &["README.md"]),
+            (&["./README.md"], &["README.md"]),
+            (&["/README.md"], &["README.md"]),
+            (&["../README.md"], &["README.md"]),
+            (&["src/../README.md"], &["README.md"]),
+            (&["docs"], &["docs", "docs/a.md", "docs/b.txt"]),
+            (&["docs/"], &["docs", "docs/a.md", "docs/b.txt"]),
+            (&["hom*"], &["home.txt", "homer.md"]),
+            (&["*.md"], &["README.md", "homer.md"]),
+            (&["src/*.rs"], &["src/lib.rs", "src/main.rs"]),
+            (&["*/a.md"], &["docs/a.md"]),
+            (
+                &["s?c"],
+                &[
+                    "src",
+                    "src/lib.rs",
+                    "src/main.rs",
+                    "src/nested",
+                    "src/nested/deep.rs",
+                ],
+            ),
+            (&["[d]ocs/[a-b].*"], &["docs/a.md", "docs/b.txt"]),
+            (
+                &["home.txt", "docs/a.md", "home.txt"],
+                &["docs/a.md", "home.txt"],
+            ),
+        ];
+        for &(sources, expected) in table {
+            let selection = select_simple(tree.path(), "", sources, &[])
+                .unwrap_or_else(|error| panic!("{sources:?}: {error}"));
+            assert_eq!(paths(&selection), expected, "sources {sources:?}");
+        }
+    }
+
+    #[test]
+    fn context_root_selects_everything_not_ignored() {
+        let tree = sample_tree();
+        let selection =
+            select_simple(tree.path(), "secret\n**/*.txt\n", &["."], &[]).expect("selects");
+        assert_eq!(
+            paths(&selection),
+            [
+                ".",
+                "README.md",
+                "docs",
+                "docs/a.md",
+                "homer.md",
+                "src",
+                "src/lib.rs",
+                "src/main.rs",
+                "src/nested",
+                "src/nested/deep.rs"
+            ]
+        );
+    }
+
+    #[test]
+    fn entries_carry_kind_size_digest_and_mode() {
+        let tree = sample_tree();
+        let file = tree.path().join("home.txt");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o4755)).expect("chmod");
+        fs::set_permissions(tree.path().join("docs"), fs::Permissions::from_mode(0o1750))
+            .expect("chmod");
+        let selection =
+            select_simple(tree.path(), "", &["home.txt", "docs"], &[]).expect("selects");
+        let by_path: BTreeMap<&str, &Entry> = selection
+            .entries
+            .iter()
+            .map(|entry| (entry.path.as_str(), entry))
+            .collect();
+        let home = by_path["home.txt"];
+        assert_eq!(home.mode, 0o4755);
+        let expected_digest = format!("sha256:{}", hex::encode(Sha256::digest(b"home\n")));
+        assert_eq!(
+            home.kind,
+            EntryKind::File {
+                size: 5,
+                digest: expected_digest
+            }
+        );
+        let metadata = fs::symlink_metadata(&file).expect("stat");
+        assert_eq!(
+            (home.mtime, i64::from(home.mtime_nanos)),
+            (metadata.mtime(), metadata.mtime_nsec())
+        );
+        assert_eq!(by_path["docs"].kind, EntryKind::Directory);
+        assert_eq!(by_path["docs"].mode, 0o1750);
+        assert!(selection.digest.starts_with("sha256:") && selection.digest.len() == 71);
+    }
+
+    #[test]
+    fn missing_sources_are_not_found_like_buildkit() {
+        let tree = sample_tree();
+        let table: &[&str] = &[
+            "nope",
+            "src/nope.rs",
+            "*.nothing",
+            "nope/*",
+            "README.md/x",
+            "home.txt/*",
+        ];
+        for &source in table {
+            match select_simple(tree.path(), "", &[source], &[]) {
+                Err(SelectionError::NotFound {
+                    excluded_by: None, ..
+                }) => {}
+                other => panic!("{source:?}: expected not found, got {other:?}"),
+            }
+        }
+        let error = select_simple(tree.path(), "", &["./x/../nope"], &[]).expect_err("missing");
+        assert_eq!(
+            error.to_string(),
+            "failed to compute cache key: \"/nope\": not found"
+        );
+    }
+
+    #[test]
+    fn dockerignore_exclusion_names_the_rule() {
+        let tree = sample_tree();
+        let ignore = "# secrets\nsecret\n*.txt\n";
+        let table: &[(&str, &str, usize)] = &[
+            ("secret", "secret", 2),
+            ("secret/key.pem", "secret", 2),
+            ("home.txt", "*.txt", 3),
+            ("*.txt", "*.txt", 3),
+            ("secre?", "secret", 2),
+            ("*/key.pem", "secret", 2),
+        ];
+        for &(source, rule, line) in table {
+            match select_simple(tree.path(), ignore, &[source], &[]) {
+                Err(SelectionError::NotFound {
+                    excluded_by: Some((text, actual_line)),
+                    ..
+                }) => {
+                    assert_eq!((text.as_str(), actual_line), (rule, line), "{source:?}")
+                }
+                other => panic!("{source:?}: expected an excluded not-found, got {other:?}"),
+            }
+        }
+        let error =
+            select_simple(tree.path(), ignore, &["secret/key.pem"], &[]).expect_err("excluded");
+        assert_eq!(
+            error.to_string(),
+            "failed to compute cache key: \"/secret/key.pem\": not found (excluded by .dockerignore rule `secret` on line 2)"
+        );
+        // Ignored matches of a wildcard are dropped silently when others remain.
+        let selection = select_simple(tree.path(), "homer.md\n", &["hom*"], &[]).expect("selects");
+        assert_eq!(paths(&selection), ["home.txt"]);
+    }
+
+    #[test]
+    fn exceptions_reinclude_inside_excluded_directories() {
+        let tree = sample_tree();
+        let selection = select_simple(
+            tree.path(),
+            "secret\n!secret/public.pem\n",
+            &["secret"],
+            &[],
+        )
+        .expect("selects");
+        assert_eq!(paths(&selection), ["secret", "secret/public.pem"]);
+
+        let selection =
+            select_simple(tree.path(), "src\n!src/**/*.rs\n", &["."], &[]).expect("selects");
+        let selected = paths(&selection);
+        assert!(
+            selected.contains(&"src/nested/deep.rs") && selected.contains(&"src/nested"),
+            "{selected:?}"
+        );
+
+        // Excluded directory with nothing re-included below: gone entirely.
+        let selection =
+            select_simple(tree.path(), "docs\n!docs/none\n", &["."], &[]).expect("selects");
+        assert!(
+            !paths(&selection)
+                .iter()
+                .any(|path| path.starts_with("docs"))
+        );
+    }
+
+    #[test]
+    fn copy_excludes_apply_relative_to_each_match() {
+        let tree = sample_tree();
+        let table: &[(&[&str], &[&str], &[&str])] = &[
+            (&["docs"], &["*.txt"], &["docs", "docs/a.md"]),
+            (
+                &["."],
+                &["*/*.txt", "src"],
+                &[
+                    ".",
+                    "README.md",
+                    "docs",
+                    "docs/a.md",
+                    "home.txt",
+                    "homer.md",
+                    "secret",
+                    "secret/key.pem",
+                    "secret/public.pem",
+                ],
+            ),
+            // `*.rs` does not cross `/`: relative to `src`, `nested/deep.rs` stays
+            (
+                &["s*"],
+                &["*.rs"],
+                &[
+                    "secret",
+                    "secret/key.pem",
+                    "secret/public.pem",
+                    "src",
+                    "src/nested",
+                    "src/nested/deep.rs",
+                ],
+            ),
+            (
+                &["s*"],
+                &["**/*.rs"],
+                &[
+                    "secret",
+                    "secret/key.pem",
+                    "secret/public.pem",
+                    "src",
+                    "src/nested",
+                ],
+            ),
+            (
+                &["s*"],
+                &["**/*.rs", "!nested/deep.rs"],
+                &[
+                    "secret",
+                    "secret/key.pem",
+                    "secret/public.pem",
+                    "src",
+                    "src/nested",
+                    "src/nested/deep.rs",
+                ],
+            ),
+            // the match itself is never tested (BuildKit's `ADD --exclude=* dir* /d`)
+            (&["docs"], &["*"], &["docs"]),
+            (&["home.txt"], &["*.txt"], &["home.txt"]),
+        ];
+        for &(sources, excludes, expected) in table {
+            let selection = select_simple(tree.path(), "", sources, excludes)
+                .unwrap_or_else(|error| panic!("{sources:?} {excludes:?}: {error}"));
+            assert_eq!(
+                paths(&selection),
+                expected,
+                "{sources:?} minus {excludes:?}"
+            );
+        }
+        assert!(matches!(
+            select_simple(tree.path(), "", &["docs"], &["[bad"]),
+            Err(SelectionError::InvalidExclude(_))
+        ));
+        assert!(matches!(
+            select_simple(tree.path(), "", &["[bad"], &[]),
+            Err(SelectionError::InvalidSource { .. })
+        ));
+    }
+
+    #[test]
+    fn symlinks_are_recorded_not_followed() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        write(outside.path(), "passwd", "root:x:0:0\n");
+        let tree = sample_tree();
+        let root = tree.path();
+        symlink(outside.path().join("passwd"), root.join("docs/escape")).expect("symlink");
+        symlink("../README.md", root.join("docs/readme-link")).expect("symlink");
+        symlink(outside.path(), root.join("outdir")).expect("symlink");
+
+        let selection = select_simple(root, "", &["docs"], &[]).expect("selects");
+        let by_path: BTreeMap<&str, &EntryKind> = selection
+            .entries
+            .iter()
+            .map(|entry| (entry.path.as_str(), &entry.kind))
+            .collect();
+        assert_eq!(
+            by_path["docs/escape"],
+            &EntryKind::Symlink {
+                target: outside.path().join("passwd").to_string_lossy().into_owned()
+            }
+        );
+        assert_eq!(
+            by_path["docs/readme-link"],
+            &EntryKind::Symlink {
+                target: "../README.md".to_string()
+            }
+        );
+
+        // A source that is itself a symlink out of the context: the link, never the target.
+        let selection = select_simple(root, "", &["outdir"], &[]).expect("selects");
+        assert_eq!(paths(&selection), ["outdir"]);
+        assert!(matches!(
+            selection.entries[0].kind,
+            EntryKind::Symlink { .. }
+        ));
+
+        // Walking through it would leave the context: an absolute target restarts at the root.
+        match select_simple(root, "", &["outdir/passwd"], &[]) {
+            Err(SelectionError::NotFound { .. }) => {}
+            other => panic!("expected not found, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn symlinked_directories_in_the_prefix_resolve_inside_the_context() {
+        let tree = sample_tree();
+        let root = tree.path();
+        symlink("src", root.join("code")).expect("symlink");
+        symlink("/docs", root.join("absolute-docs")).expect("symlink");
+        let selection =
+            select_simple(root, "", &["code/main.rs", "absolute-docs/*.md"], &[]).expect("selects");
+        assert_eq!(paths(&selection), ["absolute-docs/a.md", "code/main.rs"]);
+        // .dockerignore sees the real path.
+        match select_simple(root, "src/main.rs\n", &["code/main.rs"], &[]) {
+            Err(SelectionError::NotFound {
+                excluded_by: Some((text, 1)),
+                ..
+            }) => assert_eq!(text, "src/main.rs"),
+            other => panic!("expected excluded, got {other:?}"),
+        }
+        symlink("loop", root.join("loop")).expect("symlink");
+        assert!(matches!(
+            select_simple(root, "", &["loop/x"], &[]),
+            Err(SelectionError::TooManyLinks { .. })
+        ));
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
+            let entry = entry.expect("walk");
+            let relative = entry.path().strip_prefix(from).expect("inside");
+            let target = to.join(relative);
+            if entry.file_type().is_dir() {
+                fs::create_dir_all(&target).expect("mkdir");
+            } else {
+                fs::copy(entry.path(), &target).expect("copy");
+            }
+            let mode = entry.metadata().expect("metadata").permissions();
+            fs::set_permissions(&target, mode).expect("chmod");
+        }
+    }
+
+    #[test]
+    fn digest_depends_on_content_and_mode_only() {
+        let first = sample_tree();
+        let second = tempfile::tempdir().expect("tempdir");
+        copy_tree(first.path(), second.path());
+        let old = SystemTime::now() - Duration::from_secs(86_400 * 400);
+        File::options()
+            .write(true)
+            .open(second.path().join("src/main.rs"))
+            .expect("open")
+            .set_modified(old)
+            .expect("set mtime");
+
+        let digest_of = |root: &Path| {
+            select_simple(root, "", &["src", "docs"], &[])
+                .expect("selects")
+                .digest
+        };
+        let original = digest_of(first.path());
+        assert_eq!(
+            digest_of(second.path()),
+            original,
+            "same content elsewhere with other mtimes"
+        );
+
+        write(second.path(), "src/main.rs", "fn main() {}\r");
+        let changed_byte = digest_of(second.path());
+        assert_ne!(changed_byte, original, "one byte changed");
+
+        write(second.path(), "src/main.rs", "fn main() {}\n");
+        assert_eq!(digest_of(second.path()), original, "byte restored");
+        fs::set_permissions(
+            second.path().join("src/main.rs"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        assert_ne!(digest_of(second.path()), original, "mode changed");
+    }
+
+    #[derive(Default)]
+    struct RecordingCache {
+        stored: Mutex<Vec<(StatKey, String)>>,
+        lookups: Mutex<Vec<PathBuf>>,
+        answer: Option<String>,
+    }
+
+    impl HashCache for RecordingCache {
+        fn get(&self, key: &StatKey) -> Option<String> {
+            self.lookups.lock().expect("lock").push(key.path.clone());
+            self.answer.clone()
+        }
+
+        fn put(&self, key: &StatKey, digest: &str) {
+            self.stored
+                .lock()
+                .expect("lock")
+                .push((key.clone(), digest.to_string()));
+        }
+    }
+
+    #[test]
+    fn cache_is_consulted_by_stat_key() {
+        let tree = sample_tree();
+        let ignore = DockerIgnore::empty();
+        let cache = RecordingCache::default();
+        let selection =
+            select(tree.path(), &ignore, &strings(&["docs"]), &[], &cache).expect("selects");
+        let stored = cache.stored.lock().expect("lock").clone();
+        assert_eq!(stored.len(), 2, "both files hashed and stored");
+        let canonical = fs::canonicalize(tree.path()).expect("canonical");
+        let (key, digest) = stored
+            .iter()
+            .find(|(key, _)| key.path.ends_with("docs/a.md"))
+            .expect("a.md stored");
+        assert_eq!(key.path, canonical.join("docs/a.md"));
+        assert_eq!(key.size, 4);
+        assert!(key.inode != 0 && key.mtime_nanos > 0 && key.ctime_nanos > 0);
+        let entry = selection
+            .entries
+            .iter()
+            .find(|entry| entry.path == "docs/a.md")
+            .expect("entry");
+        assert_eq!(
+            entry.kind,
+            EntryKind::File {
+                size: 4,
+                digest: digest.clone()
+            }
+        );
+
+        // A hit is trusted without reading the file: the answer shows up in the entry.
+        let hit = RecordingCache {
+            answer: Some("sha256:cached".to_string()),
+            ..RecordingCache::default()
+        };
+        let selection =
+            select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], &hit).expect("selects");
+        assert_eq!(
+            selection.entries[0].kind,
+            EntryKind::File {
+                size: 4,
+                digest: "sha256:cached".to_string()
+            }
+        );
+        assert_eq!(hit.lookups.lock().expect("lock").len(), 1);
+        assert!(hit.stored.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn only_reachable_files_are_hashed() {
+        let tree = sample_tree();
+        let cache = RecordingCache::default();
+        let sources = strings(&["src/*.rs", "docs/a.md"]);
+        select(tree.path(), &DockerIgnore::empty(), &sources, &[], &cache).expect("selects");
+        let mut looked_up: Vec<String> = cache
+            .lookups
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|path| {
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        looked_up.sort();
+        assert_eq!(looked_up, ["a.md", "lib.rs", "main.rs"]);
+    }
+}

@@ -1,0 +1,1184 @@
+//! Dockerfile word expansion: quotes, the escape character and `$` parameter expansion, with the
+//! semantics of BuildKit's `frontend/dockerfile/shell` lexer (`ProcessWord`, `ProcessWords`).
+//!
+//! Role: turn one raw instruction argument into its final text ([`Lexer::process_word`]) or into
+//! the list of words a shell would see ([`Lexer::process_words`]). Pure: no I/O, the environment
+//! comes in as a lookup function (`Some` = set, possibly empty; `None` = unset).
+//!
+//! Supported syntax, as BuildKit: `'...'` (literal), `"..."` (the escape character only escapes
+//! `"`, `$` and itself; backquotes are not command substitution), the escape character outside
+//! quotes (`\` by default, a backtick after an `escape` parser directive), `$NAME`, `${NAME}`, positional (`$1`, `$001`)
+//! and special (`$@ $* $# $? $- $$ $! $0`) parameters, which are looked up like any name and are
+//! normally unset, and `${NAME<op>word}` with `:-  -  :+  +  :?  ?  #  ##  %  %%  /  //` where
+//! `word` may itself contain quotes and expansions.
+//!
+//! Invariants and deliberate BuildKit compatibility (each one pinned by a test):
+//! - Unquoted text from an expansion is split on white space by `process_words`; quoted text and
+//!   escaped characters never split. A word that ends up empty (`""`) is dropped, as in BuildKit.
+//! - Patterns (`#`, `%`, `/`) keep their escape characters while being read (the pattern language
+//!   has its own escapes: `\*`, `\?`, `\\`, and `\}` / `\/` for the delimiters); any other `\x`
+//!   is an error. The replacement of `${V/p/r}` keeps escape characters literally too.
+//! - `*` and `?` never match a newline (BuildKit turns patterns into Go regular expressions where
+//!   `.` excludes `\n`); `${V//p/r}` expands `$$`, `$0` and `$name` in `r` the way Go's
+//!   `Regexp.ReplaceAllString` does, while `${V/p/r}` uses `r` literally.
+//! - Errors carry BuildKit's full wording, wrapper included:
+//!   `failed to process "${X:?msg}": X: msg`.
+//!
+//! Decision: patterns are matched by a small position-set automaton instead of a regular
+//! expression crate. The pattern language has only literals, `?` and `*`, so "longest" and
+//! "shortest" are simply the largest or smallest reachable end; this keeps the module free of
+//! dependencies and gives the same answers as BuildKit's greedy/lazy regular expressions (for
+//! patterns of fixed-width pieces and stars, leftmost-first preference picks exactly the extreme
+//! end). Trade-off: O(value × pattern) per start position, irrelevant for Dockerfile values.
+
+/// Expands Dockerfile words. `escape` is the Dockerfile escape character: `\` by default, a
+/// backtick when the Dockerfile starts with the parser directive `# escape=` and a backtick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lexer {
+    pub escape: char,
+}
+
+/// A word could not be expanded; `message` is BuildKit's wording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ShellError {
+    pub message: String,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Self::new('\\')
+    }
+}
+
+impl Lexer {
+    #[must_use]
+    pub fn new(escape: char) -> Self {
+        Self { escape }
+    }
+
+    /// One word, quotes removed, expansions applied (like BuildKit `ProcessWord`); white space
+    /// inside the word is kept.
+    ///
+    /// # Errors
+    /// Unterminated quotes or `${`, unsupported modifiers, invalid patterns, and `${V:?msg}` /
+    /// `${V?msg}` on a missing variable; the message is BuildKit's, e.g.
+    /// `failed to process "${X:?msg}": X: msg`.
+    pub fn process_word(
+        &self,
+        word: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, ShellError> {
+        self.process(word, env).map(|expansion| expansion.text)
+    }
+
+    /// Split into words with expansion (like BuildKit `ProcessWords`): unquoted white space,
+    /// including white space produced by an unquoted expansion, separates words; empty words
+    /// are dropped.
+    ///
+    /// # Errors
+    /// The same as [`Lexer::process_word`].
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<String>, ShellError> {
+        self.process(word, env)
+            .map(|expansion| expansion.words.finish())
+    }
+
+    fn process(
+        &self,
+        word: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Expansion, ShellError> {
+        let mut scanner = WordScanner::new(word, self.escape, env);
+        scanner
+            .process_until(None, false)
+            .map_err(|reason| ShellError {
+                message: format!("failed to process {}: {reason}", go_quote(word)),
+            })
+    }
+}
+
+/// What one pass of [`WordScanner::process_until`] produced: the joined text and its split form.
+struct Expansion {
+    text: String,
+    words: Words,
+}
+
+/// Accumulates shell words. `in_word` becomes true as soon as anything quoted or escaped was
+/// added, even if empty, which matters only for where splitting happens (BuildKit's rules).
+#[derive(Default)]
+struct Words {
+    finished: Vec<String>,
+    current: String,
+    in_word: bool,
+}
+
+impl Words {
+    /// Adds unquoted text: white space separates words.
+    fn add_splitting_char(&mut self, character: char) {
+        if !character.is_whitespace() {
+            self.add_literal_char(character);
+        } else if self.in_word && !self.current.is_empty() {
+            self.finished.push(std::mem::take(&mut self.current));
+            self.in_word = false;
+        }
+    }
+
+    fn add_splitting_text(&mut self, text: &str) {
+        text.chars()
+            .for_each(|character| self.add_splitting_char(character));
+    }
+
+    /// Adds quoted or escaped text: never splits.
+    fn add_literal_char(&mut self, character: char) {
+        self.current.push(character);
+        self.in_word = true;
+    }
+
+    fn add_literal_text(&mut self, text: &str) {
+        self.current.push_str(text);
+        self.in_word = true;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.finished.push(self.current);
+        }
+        self.finished
+    }
+}
+
+/// The reason an expansion failed, before it is wrapped with the word (BuildKit's inner error).
+type Reason = String;
+
+const MISSING_BRACE: &str = "syntax error: missing '}'";
+
+/// Cursor over one word. Positions are in `char`s: BuildKit scans runes, and every operation
+/// here (names, `?` in patterns, splitting) is defined per character.
+struct WordScanner<'a> {
+    characters: Vec<char>,
+    position: usize,
+    escape: char,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> WordScanner<'a> {
+    fn new(word: &str, escape: char, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            characters: characters_without_bom(word),
+            position: 0,
+            escape,
+            env,
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.characters.get(self.position).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let character = self.peek()?;
+        self.position += 1;
+        Some(character)
+    }
+
+    /// Reads up to (and consumes) `stop`, or to the end of the word when `stop` is `None`.
+    /// `raw_escapes` keeps escape characters in the output (used for patterns).
+    fn process_until(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<Expansion, Reason> {
+        let mut text = String::new();
+        let mut words = Words::default();
+        while let Some(character) = self.peek() {
+            if Some(character) == stop {
+                self.position += 1;
+                return Ok(Expansion { text, words });
+            }
+            match character {
+                '$' => {
+                    let value = self.process_dollar()?;
+                    text.push_str(&value);
+                    words.add_splitting_text(&value);
+                }
+                '\'' => {
+                    let value = self.process_single_quote()?;
+                    text.push_str(&value);
+                    words.add_literal_text(&value);
+                }
+                '"' => {
+                    let value = self.process_double_quote(raw_escapes)?;
+                    text.push_str(&value);
+                    words.add_literal_text(&value);
+                }
+                _ => {
+                    self.position += 1;
+                    if character != self.escape {
+                        text.push(character);
+                        words.add_splitting_char(character);
+                        continue;
+                    }
+                    if raw_escapes {
+                        text.push(character);
+                        words.add_literal_char(character);
+                    }
+                    // An escape character at the very end escapes nothing and disappears.
+                    let Some(escaped) = self.next() else { break };
+                    text.push(escaped);
+                    words.add_literal_char(escaped);
+                }
+            }
+        }
+        match stop {
+            Some(stop) => Err(format!(
+                "unexpected end of statement while looking for matching {stop}"
+            )),
+            None => Ok(Expansion { text, words }),
+        }
+    }
+
+    fn process_single_quote(&mut self) -> Result<String, Reason> {
+        self.position += 1;
+        let mut text = String::new();
+        loop {
+            match self.next() {
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching single-quote"
+                            .to_owned(),
+                    );
+                }
+                Some('\'') => return Ok(text),
+                Some(character) => text.push(character),
+            }
+        }
+    }
+
+    fn process_double_quote(&mut self, raw_escapes: bool) -> Result<String, Reason> {
+        self.position += 1;
+        let mut text = String::new();
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching double-quote"
+                            .to_owned(),
+                    );
+                }
+                Some('"') => {
+                    self.position += 1;
+                    return Ok(text);
+                }
+                Some('$') => text.push_str(&self.process_dollar()?),
+                Some(mut character) => {
+                    self.position += 1;
+                    if character == self.escape {
+                        if raw_escapes {
+                            text.push(character);
+                        }
+                        match self.peek() {
+                            // Left for the loop, which reports the missing closing quote.
+                            None => continue,
+                            Some(next) if next == '"' || next == '$' || next == self.escape => {
+                                character = next;
+                                self.position += 1;
+                            }
+                            // Any other escape stays literal inside double quotes.
+                            Some(_) => {}
+                        }
+                    }
+                    text.push(character);
+                }
+            }
+        }
+    }
+
+    /// Expands the `$...` at the cursor.
+    fn process_dollar(&mut self) -> Result<String, Reason> {
+        self.position += 1;
+        if self.peek() != Some('{') {
+            let name = self.process_name();
+            if name.is_empty() {
+                return Ok("$".to_owned());
+            }
+            return Ok(self.lookup(&name).unwrap_or_default());
+        }
+        self.position += 1;
+        match self.peek() {
+            None => return Err(MISSING_BRACE.to_owned()),
+            Some('{' | '}' | ':') => return Err("syntax error: bad substitution".to_owned()),
+            Some(_) => {}
+        }
+        let name = self.process_name();
+        match self.next() {
+            Some('}') => Ok(self.lookup(&name).unwrap_or_default()),
+            Some(':') => {
+                let operator = self.next();
+                let spelled = format!(":{}", go_char(operator));
+                self.apply_operator(&name, operator, true, &spelled)
+            }
+            Some(operator @ ('+' | '-' | '?' | '#' | '%')) => {
+                self.apply_operator(&name, Some(operator), false, &operator.to_string())
+            }
+            Some('/') => self.substitute(&name),
+            other => Err(unsupported_modifier(&go_char(other))),
+        }
+    }
+
+    /// `${name<operator>word}` for every operator but `/`. `empty_is_unset` is the `:` form.
+    fn apply_operator(
+        &mut self,
+        name: &str,
+        operator: Option<char>,
+        empty_is_unset: bool,
+        spelled: &str,
+    ) -> Result<String, Reason> {
+        let is_pattern = matches!(operator, Some('#' | '%'));
+        let word = self.process_until_brace(is_pattern)?;
+        let value = self.lookup(name);
+        let is_missing = match &value {
+            None => true,
+            Some(value) => empty_is_unset && value.is_empty(),
+        };
+        match operator {
+            Some('-') => Ok(if is_missing {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
+            Some('+') => Ok(if is_missing { String::new() } else { word }),
+            Some('?') => match value {
+                Some(value) if !is_missing => Ok(value),
+                _ => {
+                    let message = if !word.is_empty() {
+                        word
+                    } else if value.is_none() {
+                        "is not allowed to be unset".to_owned()
+                    } else {
+                        "is not allowed to be empty".to_owned()
+                    };
+                    Err(format!("{name}: {message}"))
+                }
+            },
+            Some(operator @ ('#' | '%')) => {
+                let (pattern, longest) = match word.strip_prefix(operator) {
+                    Some(rest) => (rest.to_owned(), true),
+                    None => (word, false),
+                };
+                let value = value.unwrap_or_default();
+                if operator == '#' {
+                    trim_prefix(&pattern, &value, longest)
+                } else {
+                    trim_suffix(&pattern, &value, longest)
+                }
+            }
+            _ => Err(unsupported_modifier(spelled)),
+        }
+    }
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}`.
+    fn substitute(&mut self, name: &str) -> Result<String, Reason> {
+        let replace_all = self.peek() == Some('/');
+        if replace_all {
+            self.position += 1;
+        }
+        let pattern = match self.process_until(Some('/'), true) {
+            Ok(expansion) => expansion.text,
+            Err(_) if self.peek().is_none() => {
+                return Err("syntax error: missing '/' in ${}".to_owned());
+            }
+            Err(reason) => return Err(reason),
+        };
+        let replacement = self.process_until_brace(true)?;
+        let value = self.lookup(name).unwrap_or_default();
+        let pattern =
+            Pattern::parse(&pattern).map_err(|reason| invalid_pattern(&pattern, &reason))?;
+        let value: Vec<char> = value.chars().collect();
+        Ok(if replace_all {
+            pattern.replace_all(&value, &replacement)
+        } else {
+            pattern.replace_first(&value, &replacement)
+        })
+    }
+
+    /// Reads the word of `${name<op>word}` up to its closing brace.
+    fn process_until_brace(&mut self, raw_escapes: bool) -> Result<String, Reason> {
+        match self.process_until(Some('}'), raw_escapes) {
+            Ok(expansion) => Ok(expansion.text),
+            Err(_) if self.peek().is_none() => Err(MISSING_BRACE.to_owned()),
+            Err(reason) => Err(reason),
+        }
+    }
+
+    /// A parameter name: digits only when it starts with a digit (`$10` is parameter 10), one
+    /// special character, or letters, digits and `_`. Empty when none of these follows.
+    fn process_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(character) = self.peek() {
+            if name.is_empty() && character.is_numeric() {
+                while let Some(digit) = self.peek().filter(|next| next.is_numeric()) {
+                    name.push(digit);
+                    self.position += 1;
+                }
+                return name;
+            }
+            if name.is_empty() && is_special_parameter(character) {
+                self.position += 1;
+                return character.to_string();
+            }
+            if !(character.is_alphanumeric() || character == '_') {
+                break;
+            }
+            name.push(character);
+            self.position += 1;
+        }
+        name
+    }
+
+    fn lookup(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+}
+
+fn is_special_parameter(character: char) -> bool {
+    matches!(character, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
+}
+
+fn unsupported_modifier(spelled: &str) -> Reason {
+    format!("unsupported modifier ({spelled}) in substitution")
+}
+
+fn invalid_pattern(pattern: &str, reason: &str) -> Reason {
+    format!("invalid pattern ({pattern}) in substitution: {reason}")
+}
+
+/// Go's `string(rune)` of a scanner result: the end of input (-1) prints as U+FFFD.
+fn go_char(character: Option<char>) -> String {
+    character.unwrap_or(char::REPLACEMENT_CHARACTER).to_string()
+}
+
+/// Go's `text/scanner` silently skips a byte order mark at the start of its input; so do we, so
+/// that a word (or pattern) starting with U+FEFF expands as in BuildKit.
+fn characters_without_bom(text: &str) -> Vec<char> {
+    text.strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .chars()
+        .collect()
+}
+
+/// `${value#pattern}` (shortest) and `${value##pattern}` (`longest`).
+fn trim_prefix(pattern_text: &str, value: &str, longest: bool) -> Result<String, Reason> {
+    let pattern =
+        Pattern::parse(pattern_text).map_err(|reason| invalid_pattern(pattern_text, &reason))?;
+    let value: Vec<char> = value.chars().collect();
+    let ends = pattern.match_ends(&value, 0);
+    let end = if longest {
+        ends.iter().rposition(|&reachable| reachable)
+    } else {
+        ends.iter().position(|&reachable| reachable)
+    };
+    Ok(value[end.unwrap_or(0)..].iter().collect())
+}
+
+/// `${value%pattern}` and `${value%%pattern}`: a prefix trim of the reversed value with the
+/// reversed pattern. Reversing (rather than matching suffixes directly) keeps BuildKit's error
+/// text, which shows the reversed pattern.
+fn trim_suffix(pattern_text: &str, value: &str, longest: bool) -> Result<String, Reason> {
+    let reversed_value: String = value.chars().rev().collect();
+    let trimmed = trim_prefix(&reverse_pattern(pattern_text), &reversed_value, longest)?;
+    Ok(trimmed.chars().rev().collect())
+}
+
+/// Reverses a pattern while keeping each `\x` escape pair in order (`a\*c` → `c\*a`).
+fn reverse_pattern(pattern: &str) -> String {
+    let characters: Vec<char> = pattern.chars().collect();
+    let mut pieces: Vec<&[char]> = Vec::with_capacity(characters.len());
+    let mut index = 0;
+    while index < characters.len() {
+        let width = if characters[index] == '\\' && index + 1 < characters.len() {
+            2
+        } else {
+            1
+        };
+        pieces.push(&characters[index..index + width]);
+        index += width;
+    }
+    pieces.iter().rev().flat_map(|piece| piece.iter()).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatternToken {
+    Literal(char),
+    /// `?`: one character other than a newline.
+    AnyCharacter,
+    /// `*`: any run of characters without a newline.
+    AnyRun,
+}
+
+/// A shell pattern as BuildKit accepts it: literals, `?`, `*`, and the escapes `\*`, `\?`, `\\`,
+/// plus `\}` and `\/` which stand for the delimiter. No bracket expressions.
+struct Pattern {
+    tokens: Vec<PatternToken>,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Self, Reason> {
+        let characters = characters_without_bom(text);
+        let mut tokens = Vec::with_capacity(characters.len());
+        let mut index = 0;
+        while index < characters.len() {
+            let character = characters[index];
+            index += 1;
+            let token = match character {
+                '*' => PatternToken::AnyRun,
+                '?' => PatternToken::AnyCharacter,
+                '\\' => match characters.get(index).copied() {
+                    // The backslash only protected the delimiter from the word reader; the
+                    // delimiter is read as a plain character on the next turn.
+                    Some('}' | '/') => continue,
+                    Some(escaped @ ('*' | '?' | '\\')) => {
+                        index += 1;
+                        PatternToken::Literal(escaped)
+                    }
+                    other => return Err(format!("invalid escape '\\{}'", go_char(other))),
+                },
+                literal => PatternToken::Literal(literal),
+            };
+            tokens.push(token);
+        }
+        Ok(Self { tokens })
+    }
+
+    /// `ends[e]` is true when the pattern matches exactly `value[start..e]`.
+    fn match_ends(&self, value: &[char], start: usize) -> Vec<bool> {
+        let mut reachable = vec![false; value.len() + 1];
+        reachable[start] = true;
+        for token in &self.tokens {
+            let mut next = vec![false; value.len() + 1];
+            match token {
+                PatternToken::Literal(expected) => {
+                    for position in 0..value.len() {
+                        next[position + 1] = reachable[position] && value[position] == *expected;
+                    }
+                }
+                PatternToken::AnyCharacter => {
+                    for position in 0..value.len() {
+                        next[position + 1] = reachable[position] && value[position] != '\n';
+                    }
+                }
+                PatternToken::AnyRun => {
+                    let mut running = false;
+                    for position in 0..=value.len() {
+                        running = reachable[position]
+                            || (running && position > 0 && value[position - 1] != '\n');
+                        next[position] = running;
+                    }
+                }
+            }
+            reachable = next;
+        }
+        reachable
+    }
+
+    /// The leftmost match starting at or after `from`, with its longest end (what a greedy
+    /// leftmost-first regular expression finds), as `(start, end)`.
+    fn find(&self, value: &[char], from: usize) -> Option<(usize, usize)> {
+        (from..=value.len()).find_map(|start| {
+            let end = self
+                .match_ends(value, start)
+                .iter()
+                .rposition(|&reachable| reachable)?;
+            Some((start, end))
+        })
+    }
+
+    fn replace_first(&self, value: &[char], replacement: &str) -> String {
+        match self.find(value, 0) {
+            Some((start, end)) => {
+                let mut output: String = value[..start].iter().collect();
+                output.push_str(replacement);
+                output.extend(&value[end..]);
+                output
+            }
+            None => value.iter().collect(),
+        }
+    }
+
+    /// Replaces every non-overlapping match, as Go's `ReplaceAllString`: an empty match right
+    /// after a previous match is skipped, and the search always advances by at least one
+    /// character.
+    fn replace_all(&self, value: &[char], replacement: &str) -> String {
+        let mut output = String::new();
+        let mut last_match_end = 0;
+        let mut search_from = 0;
+        while search_from <= value.len() {
+            let Some((start, end)) = self.find(value, search_from) else {
+                break;
+            };
+            output.extend(&value[last_match_end..start]);
+            if end > last_match_end || start == 0 {
+                let matched: String = value[start..end].iter().collect();
+                expand_go_template(replacement, &matched, &mut output);
+            }
+            last_match_end = end;
+            search_from = if search_from + 1 > end {
+                search_from + 1
+            } else {
+                end
+            };
+        }
+        output.extend(&value[last_match_end..]);
+        output
+    }
+}
+
+/// Go's `Regexp.Expand` for a pattern with no capture groups: `$$` is `$`, `$0`/`${0}` is the
+/// whole match, any other well-formed `$name` / `${name}` is empty, and a malformed `$` stays.
+fn expand_go_template(template: &str, matched: &str, output: &mut String) {
+    let mut rest = template;
+    while let Some(dollar) = rest.find('$') {
+        output.push_str(&rest[..dollar]);
+        rest = &rest[dollar + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            output.push('$');
+            rest = after;
+            continue;
+        }
+        let (braced, body) = match rest.strip_prefix('{') {
+            Some(body) => (true, body),
+            None => (false, rest),
+        };
+        let name_length: usize = body
+            .chars()
+            .take_while(|character| character.is_alphanumeric() || *character == '_')
+            .map(char::len_utf8)
+            .sum();
+        let name = &body[..name_length];
+        let after_name = &body[name_length..];
+        let remainder = if name.is_empty() {
+            None
+        } else if braced {
+            after_name.strip_prefix('}')
+        } else {
+            Some(after_name)
+        };
+        let Some(remainder) = remainder else {
+            output.push('$');
+            continue;
+        };
+        if name.bytes().all(|byte| byte == b'0') {
+            output.push_str(matched);
+        }
+        rest = remainder;
+    }
+    output.push_str(rest);
+}
+
+/// Go's `%q` (strconv.Quote), used where BuildKit quotes the failing word. Printability is
+/// approximated: control, white-space (other than a space), format and private-use characters
+/// are escaped; unassigned code points are not recognised.
+fn go_quote(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\u{7}' => quoted.push_str("\\a"),
+            '\u{8}' => quoted.push_str("\\b"),
+            '\u{c}' => quoted.push_str("\\f"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            '\u{b}' => quoted.push_str("\\v"),
+            printable if is_go_printable(printable) => quoted.push(printable),
+            // Writing to a String cannot fail.
+            low if (low as u32) < 0x20 || low == '\u{7f}' => {
+                let _ = write!(quoted, "\\x{:02x}", low as u32);
+            }
+            bmp if (bmp as u32) < 0x10000 => {
+                let _ = write!(quoted, "\\u{:04x}", bmp as u32);
+            }
+            other => {
+                let _ = write!(quoted, "\\U{:08x}", other as u32);
+            }
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+fn is_go_printable(character: char) -> bool {
+    if character == ' ' {
+        return true;
+    }
+    let code = character as u32;
+    let is_format = matches!(
+        code,
+        0xad | 0x600..=0x605
+            | 0x61c
+            | 0x6dd
+            | 0x70f
+            | 0x8e2
+            | 0x180e
+            | 0x200b..=0x200f
+            | 0x202a..=0x202e
+            | 0x2060..=0x2064
+            | 0x2066..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0x110bd
+            | 0x1bca0..=0x1bca3
+            | 0x1d173..=0x1d17a
+            | 0xe0001
+            | 0xe0020..=0xe007f
+    );
+    let is_private_use = matches!(code, 0xe000..=0xf8ff | 0xf0000..=0xffffd | 0x100000..=0x10fffd);
+    !character.is_control() && !character.is_whitespace() && !is_format && !is_private_use
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const REFERENCE_DIRECTORY: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/buildkit-shell");
+
+    fn read_reference(name: &str) -> String {
+        let path = format!("{REFERENCE_DIRECTORY}/{name}");
+        std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"))
+    }
+
+    fn lookup_in(map: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+        move |name| map.get(name).cloned()
+    }
+
+    fn environment(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    fn word(lexer: Lexer, input: &str, pairs: &[(&str, &str)]) -> Result<String, ShellError> {
+        let map = environment(pairs);
+        lexer.process_word(input, &lookup_in(&map))
+    }
+
+    fn expand(input: &str, pairs: &[(&str, &str)]) -> String {
+        word(Lexer::default(), input, pairs).unwrap_or_else(|error| panic!("{input}: {error}"))
+    }
+
+    fn failure(input: &str, pairs: &[(&str, &str)]) -> String {
+        match word(Lexer::default(), input, pairs) {
+            Ok(text) => panic!("{input} expanded to {text:?}, expected an error"),
+            Err(error) => error.message,
+        }
+    }
+
+    #[test]
+    fn buildkit_env_var_table() {
+        let table = read_reference("envVarTest");
+        let map = environment(&[
+            ("PWD", "/home"),
+            ("SHELL", "bash"),
+            ("KOREAN", "한국어"),
+            ("NULL", ""),
+        ]);
+        let lexer = Lexer::new('\\');
+        let mut checked = 0;
+        let mut failures = Vec::new();
+        for (index, line) in table.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.trim().split('|').map(str::trim).collect();
+            assert_eq!(fields.len(), 3, "envVarTest:{}: malformed line", index + 1);
+            let (platform, input, expected) = (fields[0], fields[1], fields[2]);
+            if platform == "W" {
+                continue;
+            }
+            checked += 1;
+            let outcome = match lexer.process_word(input, &lookup_in(&map)) {
+                Ok(text) => text,
+                Err(_) => "error".to_owned(),
+            };
+            if outcome != expected {
+                failures.push(format!(
+                    "envVarTest:{}: {input:?} gave {outcome:?}, expected {expected:?}",
+                    index + 1
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(checked > 200, "only {checked} lines checked");
+    }
+
+    #[test]
+    fn buildkit_words_table() {
+        let table = read_reference("wordsTest");
+        let lexer = Lexer::new('\\');
+        let mut map = HashMap::new();
+        let mut checked = 0;
+        let mut failures = Vec::new();
+        for (index, line) in table.lines().enumerate() {
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some(definition) = line.strip_prefix("ENV ") {
+                let (name, value) = definition
+                    .trim_start_matches(' ')
+                    .split_once('=')
+                    .unwrap_or((definition, ""));
+                map.insert(name.to_owned(), value.to_owned());
+                continue;
+            }
+            let fields: Vec<&str> = line.split('|').collect();
+            assert_eq!(fields.len(), 2, "wordsTest:{}: malformed line", index + 1);
+            let input = fields[0].trim();
+            let expected: Vec<&str> = fields[1].trim_start_matches(' ').split(',').collect();
+            checked += 1;
+            let outcome = lexer
+                .process_words(input, &lookup_in(&map))
+                .unwrap_or_else(|_| vec!["error".to_owned()]);
+            if outcome != expected {
+                failures.push(format!(
+                    "wordsTest:{}: {input:?} gave {outcome:?}, expected {expected:?}",
+                    index + 1
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(checked > 20, "only {checked} lines checked");
+    }
+
+    #[test]
+    fn required_with_message_reports_name_and_message() {
+        assert_eq!(
+            failure("${X:?msg}", &[]),
+            r#"failed to process "${X:?msg}": X: msg"#
+        );
+        assert_eq!(
+            failure("${X:?msg}", &[("X", "")]),
+            r#"failed to process "${X:?msg}": X: msg"#
+        );
+        assert_eq!(expand("${X:?msg}", &[("X", "v")]), "v");
+        // The message is itself expanded.
+        assert_eq!(
+            failure("${VAR:?message here$ARG}", &[("ARG", "x")]),
+            r#"failed to process "${VAR:?message here$ARG}": VAR: message herex"#
+        );
+    }
+
+    #[test]
+    fn required_without_message_uses_buildkit_wording() {
+        assert_eq!(
+            failure("${X?}", &[]),
+            r#"failed to process "${X?}": X: is not allowed to be unset"#
+        );
+        assert_eq!(
+            failure("${X:?}", &[]),
+            r#"failed to process "${X:?}": X: is not allowed to be unset"#
+        );
+        assert_eq!(
+            failure("${X:?}", &[("X", "")]),
+            r#"failed to process "${X:?}": X: is not allowed to be empty"#
+        );
+        assert_eq!(expand("a${X?}b", &[("X", "")]), "ab");
+        assert_eq!(expand("${X?oops}", &[("X", "")]), "");
+    }
+
+    #[test]
+    fn syntax_errors_use_buildkit_wording() {
+        let cases = [
+            ("he${PWD", "unsupported modifier (\u{fffd}) in substitution"),
+            ("${}", "syntax error: bad substitution"),
+            ("${", "syntax error: missing '}'"),
+            ("${X:-abc", "syntax error: missing '}'"),
+            ("${X:=a}", "unsupported modifier (:=) in substitution"),
+            ("${X=a}", "unsupported modifier (=) in substitution"),
+            ("${X//a}", "syntax error: missing '/' in ${}"),
+            (
+                "'abc",
+                "unexpected end of statement while looking for matching single-quote",
+            ),
+            (
+                "\"abc",
+                "unexpected end of statement while looking for matching double-quote",
+            ),
+            (
+                "${X#\\x}",
+                "invalid pattern (\\x) in substitution: invalid escape '\\x'",
+            ),
+            // BuildKit shows the reversed pattern for suffix trims.
+            (
+                "${X%ab\\x}",
+                "invalid pattern (\\xba) in substitution: invalid escape '\\x'",
+            ),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(
+                failure(input, &[]),
+                format!("failed to process {}: {reason}", go_quote(input)),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            failure("${X%$P}", &[("X", "x"), ("P", "ab\\")]),
+            r#"failed to process "${X%$P}": invalid pattern (\ba) in substitution: invalid escape '\b'"#
+        );
+    }
+
+    #[test]
+    fn backtick_escape_leaves_backslash_literal() {
+        let lexer = Lexer::new('`');
+        let pairs = [("USER", "me"), ("SPACE", "a b")];
+        assert_eq!(
+            word(lexer, r"C:\Users\$USER", &pairs).as_deref(),
+            Ok(r"C:\Users\me")
+        );
+        assert_eq!(word(lexer, r"a`$USER", &pairs).as_deref(), Ok("a$USER"));
+        assert_eq!(word(lexer, r#""x`"y""#, &pairs).as_deref(), Ok(r#"x"y"#));
+        assert_eq!(word(lexer, r#""x\""#, &pairs).as_deref(), Ok(r"x\"));
+        assert_eq!(word(lexer, r#""a``b`c""#, &pairs).as_deref(), Ok("a`b`c"));
+        assert_eq!(word(lexer, "end`", &pairs).as_deref(), Ok("end"));
+        let map = environment(&pairs);
+        assert_eq!(
+            lexer.process_words(r"a`  b $SPACE", &lookup_in(&map)),
+            Ok(vec![
+                "a ".to_owned(),
+                "b".to_owned(),
+                "a".to_owned(),
+                "b".to_owned()
+            ])
+        );
+        assert_eq!(
+            lexer.process_words(r"C:\dir\ x", &lookup_in(&map)),
+            Ok(vec![r"C:\dir\".to_owned(), "x".to_owned()])
+        );
+    }
+
+    #[test]
+    fn default_values_and_alternatives() {
+        let pairs = [("FOO", "xxx"), ("BAR", "")];
+        assert_eq!(
+            expand("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &pairs),
+            "xxx  ccc"
+        );
+        assert_eq!(
+            expand("${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}", &pairs),
+            "xxx bbb ccc"
+        );
+        assert_eq!(
+            expand("${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}", &pairs),
+            "aaa bbb "
+        );
+        assert_eq!(
+            expand("${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}", &pairs),
+            "aaa  "
+        );
+        assert_eq!(expand("${BAZ:-\"a  b\"}", &pairs), "a  b");
+        assert_eq!(expand("${BAZ:-'}'}", &pairs), "}");
+        assert_eq!(
+            expand(
+                "something-${VERSION}.${TARGETOS}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz",
+                &[
+                    ("VERSION", "v1"),
+                    ("TARGETOS", "linux"),
+                    ("TARGETVARIANT", "v7")
+                ]
+            ),
+            "something-v1.linux-v7.tar.gz"
+        );
+    }
+
+    #[test]
+    fn prefix_and_suffix_trimming() {
+        let cases = [
+            ("${FOO#()[]{\\}^$.\\*\\?|\\\\}", "()[]{}^$.*?|\\x", "x"),
+            ("${FOO%%\\**}", "xx**", "xx"),
+            ("${FOO#*x*y}", "xxyy", "y"),
+            ("${FOO#*}", "xxyy", "xxyy"),
+            ("${FOO##*}", "xxyy", ""),
+            ("${FOO#}", "xxyy", "xxyy"),
+            ("${FOO##*x}", "xxyy", "yy"),
+            ("${FOO##}", "xxyy", "xxyy"),
+            ("${FOO#?\\?}", "???y", "?y"),
+            ("${FOO%%\\**\\*}", "a***yy*", "a"),
+            ("${FOO%}", "xxyy", "xxyy"),
+            ("${FOO%y*}", "xxyy", "xxy"),
+            ("${FOO%%y*}", "xxyy", "xx"),
+            ("${FOO%.*}", "archive.tar.gz", "archive.tar"),
+            ("${FOO%%.*}", "archive.tar.gz", "archive"),
+            ("${FOO##*/}", "/usr/local/bin/tool", "tool"),
+            ("${FOO#*/}", "/usr/local/bin/tool", "usr/local/bin/tool"),
+            ("${FOO#nomatch}", "value", "value"),
+            ("${FOO:#v}", "value", "alue"),
+            // `*` does not cross a newline (Go's `.`).
+            ("${FOO##*b}", "ab\nab", "\nab"),
+        ];
+        for (input, value, expected) in cases {
+            assert_eq!(
+                expand(input, &[("FOO", value)]),
+                expected,
+                "{input} on {value:?}"
+            );
+        }
+        assert_eq!(
+            expand("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "x")]),
+            "xyy"
+        );
+        assert_eq!(
+            expand("${ABC:-.}${FOO%x}${ABC:-.}", &[("FOO", "xxyy")]),
+            ".xxyy."
+        );
+        assert_eq!(expand("${UNSET#a}", &[]), "");
+    }
+
+    #[test]
+    fn pattern_substitution() {
+        assert_eq!(
+            expand(
+                "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
+                &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", "\\*/")]
+            ),
+            "/foo.*/*.txt - /foo..*.txt"
+        );
+        assert_eq!(
+            expand(
+                "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
+                &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")]
+            ),
+            "/tmp/bar.txt - /bar.txt"
+        );
+        assert_eq!(
+            expand(
+                "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "/a/foo/b/c.txt"),
+                    ("NEEDLE", "/?/"),
+                    ("REPLACEMENT", "/")
+                ]
+            ),
+            "/foo/b/c.txt - /foo/c.txt"
+        );
+        assert_eq!(
+            expand(
+                "${FOO/$N/$R}",
+                &[
+                    ("FOO", "http://google.de"),
+                    ("N", "http://"),
+                    ("R", "https://")
+                ]
+            ),
+            "https://google.de"
+        );
+        // The escape before the delimiter is dropped from the pattern but kept in the replacement.
+        assert_eq!(
+            expand("${FOO//\\//\\/}", &[("FOO", "/tmp/foo.txt")]),
+            "\\/tmp\\/foo.txt"
+        );
+        assert_eq!(
+            expand("${FOO/$BAR/ww}", &[("FOO", "xxyy"), ("BAR", "")]),
+            "wwxxyy"
+        );
+        assert_eq!(expand("${FOO///}", &[("FOO", "xxyy")]), "xxyy");
+        assert_eq!(expand("${FOO///}", &[]), "");
+        assert_eq!(expand("${FOO//a*/X}", &[("FOO", "bab\nab")]), "bX\nX");
+        assert_eq!(expand("${FOO//?/-}", &[("FOO", "안녕")]), "--");
+        // Empty pattern with replace-all inserts around every character, as Go's ReplaceAllString.
+        assert_eq!(expand("${FOO///-}", &[("FOO", "ab")]), "-a-b-");
+        // Go template expansion applies to replace-all only.
+        assert_eq!(
+            expand("${FOO//b/[$R]}", &[("FOO", "abc"), ("R", "$0$$x$y")]),
+            "a[b$x]c"
+        );
+        assert_eq!(
+            expand("${FOO/b/[$R]}", &[("FOO", "abc"), ("R", "$0$$x$y")]),
+            "a[$0$$x$y]c"
+        );
+        assert_eq!(
+            failure("${FOO//ww}", &[("FOO", "x")]),
+            r#"failed to process "${FOO//ww}": syntax error: missing '/' in ${}"#
+        );
+    }
+
+    #[test]
+    fn words_split_only_unquoted_expansions() {
+        let map = environment(&[("SPACE", " a  b "), ("EMPTY", "")]);
+        let lexer = Lexer::default();
+        let words = |input: &str| lexer.process_words(input, &lookup_in(&map));
+        assert_eq!(
+            words("x$SPACE\"$SPACE\""),
+            Ok(vec![
+                "x".to_owned(),
+                "a".to_owned(),
+                "b".to_owned(),
+                " a  b ".to_owned()
+            ])
+        );
+        assert_eq!(words("a \"\" b"), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(words("  $EMPTY  "), Ok(vec![]));
+        assert_eq!(
+            words("a\\ b 'c d'"),
+            Ok(vec!["a b".to_owned(), "c d".to_owned()])
+        );
+        assert!(words("'open").is_err());
+    }
+
+    #[test]
+    fn names_and_special_parameters() {
+        let pairs = [("A_1", "x"), ("한", "k")];
+        assert_eq!(expand("$A_1.$A_1x", &pairs), "x.");
+        assert_eq!(expand("$한국", &pairs), "");
+        assert_eq!(expand("${한}", &pairs), "k");
+        assert_eq!(expand("$12ab", &[("12", "n")]), "nab");
+        assert_eq!(expand("$$x", &[]), "x");
+        assert_eq!(expand("a$", &[]), "a$");
+        assert_eq!(expand("\u{feff}$A_1", &pairs), "x");
+    }
+
+    #[test]
+    fn go_quote_matches_strconv_quote() {
+        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_quote("\t\n\u{1}\u{7f}"), r#""\t\n\x01\x7f""#);
+        assert_eq!(go_quote("안녕 x"), "\"안녕 x\"");
+        assert_eq!(go_quote("\u{a0}\u{200b}"), r#""\u00a0\u200b""#);
+        assert_eq!(go_quote("\u{e0001}"), r#""\U000e0001""#);
+    }
+
+    #[test]
+    fn reverse_pattern_keeps_escape_pairs() {
+        let cases = [
+            ("a\\*c", "c\\*a"),
+            ("\\\\\\ab", "b\\a\\\\"),
+            ("ab\\", "\\ba"),
+            ("👽\\🚀🖖", "🖖\\🚀👽"),
+            ("\\\\b", "b\\\\"),
+        ];
+        for (pattern, expected) in cases {
+            assert_eq!(reverse_pattern(pattern), expected, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn pattern_parse_rejects_unknown_escapes() {
+        for invalid in ["\\", "\\x", "\\\\\\"] {
+            assert!(Pattern::parse(invalid).is_err(), "{invalid}");
+        }
+        assert_eq!(
+            Pattern::parse("\\*?*").map(|pattern| pattern.tokens),
+            Ok(vec![
+                PatternToken::Literal('*'),
+                PatternToken::AnyCharacter,
+                PatternToken::AnyRun
+            ])
+        );
+    }
+}

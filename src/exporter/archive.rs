@@ -1,0 +1,178 @@
+//! OCI image layouts (as a tar or a directory) and docker archives (`docker load`,
+//! `podman load`), written from blobs in the store.
+//!
+//! Archives are deterministic: entries in a fixed order, mode 0644/0755, owner 0, mtime from
+//! SOURCE_DATE_EPOCH or 0. A docker archive is an OCI layout plus the `manifest.json` that
+//! `docker load` reads, as Docker 25 and BuildKit write it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::image::{BuiltImage, Descriptor, OCI_INDEX, copy_blob};
+use super::reference::Reference;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write `{path}`")]
+pub struct ArchiveError {
+    pub path: String,
+    #[source]
+    pub source: io::Error,
+}
+
+#[derive(Serialize)]
+struct Index<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    manifests: Vec<Descriptor>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags")]
+    repo_tags: Vec<String>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+fn blob_name(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap_or(digest))
+}
+
+/// `index.json` of the layout: one manifest, named by each reference.
+fn index_json(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut manifests = Vec::new();
+    if names.is_empty() {
+        manifests.push(image.manifest.clone());
+    }
+    for name in names {
+        let mut descriptor = image.manifest.clone();
+        descriptor.annotations.insert("io.containerd.image.name".into(), name.full.clone());
+        descriptor.annotations.insert("org.opencontainers.image.ref.name".into(), name.tag.clone());
+        manifests.push(descriptor);
+    }
+    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests, annotations }).unwrap_or_default()
+}
+
+const LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// The files of the layout (name, bytes or blob digest), in archive order.
+enum Content {
+    Bytes(Vec<u8>),
+    Blob(String, u64),
+}
+
+fn layout_files(
+    image: &BuiltImage,
+    names: &[Reference],
+    annotations: &BTreeMap<String, String>,
+    docker: bool,
+) -> Vec<(String, Content)> {
+    let mut files = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for blob in image.blobs() {
+        if seen.insert(blob.digest.clone()) {
+            files.push((blob_name(&blob.digest), Content::Blob(blob.digest.clone(), blob.size)));
+        }
+    }
+    files.push(("index.json".into(), Content::Bytes(index_json(image, names, annotations))));
+    if docker {
+        let manifest = vec![DockerManifestEntry {
+            config: blob_name(&image.config.digest),
+            repo_tags: names.iter().map(|name| name.familiar.clone()).collect(),
+            layers: image.layers.iter().map(|layer| blob_name(&layer.digest)).collect(),
+        }];
+        files.push(("manifest.json".into(), Content::Bytes(serde_json::to_vec(&manifest).unwrap_or_default())));
+    }
+    files.push(("oci-layout".into(), Content::Bytes(LAYOUT.to_vec())));
+    files
+}
+
+/// Writes the layout as a tar stream.
+pub fn write_tar(
+    store: &Store,
+    image: &BuiltImage,
+    names: &[Reference],
+    annotations: &BTreeMap<String, String>,
+    docker: bool,
+    mtime: i64,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Deterministic);
+    for directory in ["blobs/", "blobs/sha256/"] {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_mtime(mtime.max(0) as u64);
+        header.set_size(0);
+        builder.append_data(&mut header, directory, io::empty())?;
+    }
+    for (name, content) in layout_files(image, names, annotations, docker) {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_mtime(mtime.max(0) as u64);
+        match content {
+            Content::Bytes(bytes) => {
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, &name, &bytes[..])?;
+            }
+            Content::Blob(digest, size) => {
+                header.set_size(size);
+                let file = fs::File::open(store.blob_path(&digest))?;
+                builder.append_data(&mut header, &name, file)?;
+            }
+        }
+    }
+    builder.into_inner()?.flush()
+}
+
+/// Writes the layout as a directory (`tar=false`); an existing layout there gains the image.
+pub fn write_directory(
+    store: &Store,
+    image: &BuiltImage,
+    names: &[Reference],
+    annotations: &BTreeMap<String, String>,
+    directory: &Path,
+) -> Result<(), ArchiveError> {
+    let error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ArchiveError { path, source }
+    };
+    let blobs = directory.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(error(&blobs))?;
+    for (name, content) in layout_files(image, names, annotations, false) {
+        let path = directory.join(&name);
+        match content {
+            Content::Bytes(bytes) => write_atomically(&path, &bytes).map_err(error(&path))?,
+            Content::Blob(digest, _) => {
+                if path.exists() {
+                    continue;
+                }
+                let temporary = path.with_extension("tmp");
+                let mut file = fs::File::create(&temporary).map_err(error(&temporary))?;
+                copy_blob(store, &digest, &mut file).map_err(error(&path))?;
+                file.sync_all().map_err(error(&path))?;
+                fs::rename(&temporary, &path).map_err(error(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temporary = path.with_file_name(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    fs::write(&temporary, bytes)?;
+    fs::rename(&temporary, path)
+}

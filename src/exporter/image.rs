@@ -1,0 +1,258 @@
+//! Assembles an image from the solved layers: compressed layer blobs, the config and the
+//! manifest, all as blobs in the store.
+//!
+//! A layer is compressed once per (diff id, compression, level): the blob's digest is recorded
+//! and reused, so an unchanged layer keeps its digest across builds and exports. Base image
+//! layers keep their original blobs (re-compressing would change their digests). Layers are
+//! compressed in parallel (rayon). With `rewrite-timestamp` and SOURCE_DATE_EPOCH, layers are
+//! re-written with mtimes clamped to the epoch (new diff ids, not memoized).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::output::Compression;
+use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
+use crate::ops::Layer;
+use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
+use crate::store::{BlobRow, Store, StoreError, now};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("failed to write layer `{diff_id}`")]
+    Layer { diff_id: String, source: crate::snapshot::layer_tar::LayerTarError },
+    #[error("failed to compress layer `{diff_id}`")]
+    Compress { diff_id: String, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Manifest<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    config: &'a Descriptor,
+    layers: &'a [Descriptor],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+}
+
+/// How to encode the image.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub oci_mediatypes: bool,
+    /// SOURCE_DATE_EPOCH, used for history times and, with `rewrite_timestamp`, file mtimes.
+    pub epoch: Option<i64>,
+    pub rewrite_timestamp: bool,
+    pub manifest_annotations: BTreeMap<String, String>,
+}
+
+/// An image whose blobs are all in the store.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+impl BuiltImage {
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.layers.iter().chain([&self.config, &self.manifest])
+    }
+}
+
+fn layer_media_type(compression: &str, oci: bool) -> &'static str {
+    match (compression, oci) {
+        ("gzip", true) => "application/vnd.oci.image.layer.v1.tar+gzip",
+        ("zstd", _) => "application/vnd.oci.image.layer.v1.tar+zstd",
+        ("gzip", false) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        (_, true) => "application/vnd.oci.image.layer.v1.tar",
+        (_, false) => "application/vnd.docker.image.rootfs.diff.tar",
+    }
+}
+
+/// One layer blob: (descriptor, diff id).
+fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding) -> Result<(Descriptor, String), ImageError> {
+    let compression = encoding.compression.name();
+    let level = encoding.level.map(i64::from).unwrap_or(-1);
+    let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
+    if clamp.is_none() {
+        let database = store.database();
+        // Base image blobs (level -1) are reused whatever level was asked for.
+        let existing = match database.blob_for(&layer.diff_id, compression, level)? {
+            Some(blob) => Some(blob),
+            None => database.blob_for(&layer.diff_id, compression, -1)?,
+        };
+        if let Some(blob) = existing.filter(|blob| store.blob_path(&blob.digest).exists()) {
+            let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
+            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new() }, layer.diff_id.clone()));
+        }
+    }
+    let writer = store.blob_writer()?;
+    let options = LayerTarOptions { clamp_mtime: clamp };
+    let compress_error = |source| ImageError::Compress { diff_id: layer.diff_id.clone(), source };
+    let layer_error = |source| ImageError::Layer { diff_id: layer.diff_id.clone(), source };
+    let (summary, writer) = match encoding.compression {
+        Compression::Gzip => {
+            let level = encoding.level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
+            let mut encoder = flate2::GzBuilder::new().mtime(0).write(writer, flate2::Compression::new(level));
+            let summary = write_layer_tar(&layer.path, &mut encoder, &options).map_err(layer_error)?;
+            (summary, encoder.finish().map_err(compress_error)?)
+        }
+        Compression::Zstd => {
+            let level = encoding.level.unwrap_or(3);
+            let mut encoder = zstd::Encoder::new(writer, level).map_err(compress_error)?;
+            let summary = write_layer_tar(&layer.path, &mut encoder, &options).map_err(layer_error)?;
+            (summary, encoder.finish().map_err(compress_error)?)
+        }
+        Compression::Uncompressed => {
+            let mut writer = writer;
+            let summary = write_layer_tar(&layer.path, &mut writer, &options).map_err(layer_error)?;
+            writer.flush().map_err(compress_error)?;
+            (summary, writer)
+        }
+    };
+    let (digest, size) = writer.finish()?;
+    if clamp.is_none() {
+        store.database().put_blob(&BlobRow {
+            digest: digest.clone(),
+            diff_id: summary.diff_id.clone(),
+            compression: compression.into(),
+            level,
+            media_type: layer_media_type(compression, true).into(),
+            size,
+            last_used_at: now(),
+        })?;
+    }
+    let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
+    Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new() }, summary.diff_id))
+}
+
+/// Writes the layer blobs, config and manifest of `layers` with the frontend's `document`.
+pub fn build(store: &Store, layers: &[Layer], document: &ImageDocument, encoding: &Encoding) -> Result<BuiltImage, ImageError> {
+    let blobs: Vec<(Descriptor, String)> =
+        layers.par_iter().map(|layer| layer_blob(store, layer, encoding)).collect::<Result<_, _>>()?;
+    let mut document = document.clone();
+    document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.clone()).collect() };
+    fill_history_times(&mut document, layers, encoding.epoch);
+    let config_bytes = serde_json::to_vec(&document).unwrap_or_default();
+    let (config_digest, config_size) = store.put_blob(&config_bytes)?;
+    let (config_type, manifest_type) =
+        if encoding.oci_mediatypes { (OCI_CONFIG, OCI_MANIFEST) } else { (DOCKER_CONFIG, DOCKER_MANIFEST) };
+    let config = Descriptor { media_type: config_type.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new() };
+    let layer_descriptors: Vec<Descriptor> = blobs.into_iter().map(|(descriptor, _)| descriptor).collect();
+    let manifest_bytes = serde_json::to_vec(&Manifest {
+        schema_version: 2,
+        media_type: manifest_type,
+        config: &config,
+        layers: &layer_descriptors,
+        annotations: &encoding.manifest_annotations,
+    })
+    .unwrap_or_default();
+    let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
+    let now = now();
+    let mut database = store.database();
+    for (digest, size, media_type) in [
+        (&config.digest, config.size, config_type),
+        (&manifest_digest, manifest_size, manifest_type),
+    ] {
+        database.put_blob(&BlobRow {
+            digest: digest.clone(),
+            diff_id: String::new(),
+            compression: "none".into(),
+            level: 0,
+            media_type: media_type.into(),
+            size,
+            last_used_at: now,
+        })?;
+    }
+    Ok(BuiltImage {
+        manifest: Descriptor { media_type: manifest_type.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new() },
+        config,
+        layers: layer_descriptors,
+    })
+}
+
+/// BuildKit's rule: history entries without a time take the creation time of their layer;
+/// entries without a layer take the previous entry's time (or the next layer's when first);
+/// the image's `created` is the last entry's time. With SOURCE_DATE_EPOCH, the frontend has set
+/// every new entry's time and `created` is the epoch.
+fn fill_history_times(document: &mut ImageDocument, layers: &[Layer], epoch: Option<i64>) {
+    let layer_entries = document.history.iter().filter(|entry| !entry.empty_layer).count();
+    // Layers without a history entry of their own (none for Dockerfile builds) are skipped.
+    let skip = layers.len().saturating_sub(layer_entries);
+    let mut layer_times = layers.iter().skip(skip).map(|layer| layer.created_at);
+    let mut pending: Vec<usize> = Vec::new();
+    let mut previous: Option<String> = None;
+    for index in 0..document.history.len() {
+        let with_layer = !document.history[index].empty_layer;
+        let layer_time = if with_layer { layer_times.next() } else { None };
+        if document.history[index].created.is_none() {
+            match (layer_time, &previous) {
+                (Some(time), _) => document.history[index].created = Some(rfc3339(time)),
+                (None, Some(previous)) => document.history[index].created = Some(previous.clone()),
+                (None, None) => pending.push(index),
+            }
+        }
+        if let Some(created) = document.history[index].created.clone() {
+            for waiting in pending.drain(..) {
+                document.history[waiting].created = Some(created.clone());
+            }
+            previous = Some(created);
+        }
+    }
+    document.created = match epoch {
+        Some(epoch) => Some(rfc3339(epoch)),
+        None => previous.or_else(|| layers.last().map(|layer| rfc3339(layer.created_at))),
+    };
+}
+
+/// Copies a blob from the store into `out`.
+pub fn copy_blob(store: &Store, digest: &str, out: &mut dyn Write) -> io::Result<u64> {
+    let mut file = File::open(store.blob_path(digest))?;
+    io::copy(&mut file, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::image_config::History;
+
+    #[test]
+    fn history_times_come_from_layers_and_fill_forward() {
+        let mut document = ImageDocument::default();
+        for (created_by, empty) in [("ENV A=1", true), ("COPY a / # buildkit", false), ("CMD [\"x\"]", true)] {
+            document.history.push(History { created_by: Some(created_by.into()), empty_layer: empty, ..Default::default() });
+        }
+        let layers = vec![Layer { diff_id: "sha256:x".into(), path: "/nonexistent".into(), created_at: 1_700_000_000 }];
+        fill_history_times(&mut document, &layers, None);
+        let times: Vec<_> = document.history.iter().map(|entry| entry.created.clone().unwrap()).collect();
+        assert_eq!(times, vec!["2023-11-14T22:13:20Z"; 3]);
+        assert_eq!(document.created.as_deref(), Some("2023-11-14T22:13:20Z"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Turns the solved target into the requested outputs: OCI layouts, docker archives, root
+//! filesystem tars and directories, and the metadata file.
+//!
+//! The image (blobs, config, manifest) is assembled once per distinct encoding and shared by
+//! every output that uses it. Files are written next to their destination and renamed into
+//! place when complete, so a failed export never leaves a truncated archive behind.
+
+pub mod archive;
+pub mod image;
+pub mod output;
+pub mod reference;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::frontend::ImageDocument;
+use crate::ops::Layer;
+use crate::progress::{Event, Sender};
+use crate::snapshot::flatten::{FileMode, flatten};
+use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
+use crate::snapshot::view::LayeredView;
+use crate::store::Store;
+
+pub use image::{BuiltImage, Encoding};
+pub use output::{Compression, Destination, OutputKind, OutputSpec, parse_output};
+pub use reference::{Reference, normalize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error("failed to write `{path}`")]
+    Write { path: String, source: io::Error },
+    #[error(transparent)]
+    Flatten(#[from] crate::snapshot::flatten::FlattenError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("failed to write the root filesystem tar")]
+    RootfsTar(#[from] crate::snapshot::layer_tar::LayerTarError),
+    #[error(transparent)]
+    Reference(#[from] reference::ReferenceError),
+}
+
+/// What the build produced, for `--metadata-file` and `--iidfile`.
+#[derive(Debug, Default, Clone)]
+pub struct ExportResult {
+    pub image: Option<BuiltImage>,
+    pub names: Vec<String>,
+    /// Whether the image went to a docker archive (whose image id is the config digest).
+    pub docker: bool,
+}
+
+impl ExportResult {
+    /// buildx's metadata keys.
+    pub fn metadata(&self) -> serde_json::Value {
+        let Some(image) = &self.image else { return json!({}) };
+        let mut metadata = json!({
+            "containerimage.config.digest": image.config.digest,
+            "containerimage.descriptor": {
+                "mediaType": image.manifest.media_type,
+                "digest": image.manifest.digest,
+                "size": image.manifest.size,
+            },
+            "containerimage.digest": image.manifest.digest,
+        });
+        if !self.names.is_empty() {
+            metadata["image.name"] = json!(self.names.join(","));
+        }
+        metadata
+    }
+
+    /// What `--iidfile` holds.
+    pub fn image_id(&self) -> Option<String> {
+        let image = self.image.as_ref()?;
+        Some(if self.docker { image.config.digest.clone() } else { image.manifest.digest.clone() })
+    }
+}
+
+pub struct ExportRequest<'a> {
+    pub store: &'a Store,
+    pub layers: &'a [Layer],
+    pub document: &'a ImageDocument,
+    pub outputs: &'a [OutputSpec],
+    /// `-t` names, added to every image output.
+    pub tags: &'a [String],
+    pub epoch: Option<i64>,
+    pub progress: &'a Sender,
+    /// The first progress vertex number free for the exporter.
+    pub first_vertex: usize,
+}
+
+pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
+    let mut result = ExportResult::default();
+    let mut built: Vec<(String, BuiltImage)> = Vec::new();
+    for (offset, output) in request.outputs.iter().enumerate() {
+        let vertex = request.first_vertex + offset;
+        let name = match output.kind {
+            OutputKind::Oci => "exporting to oci image format",
+            OutputKind::Docker => "exporting to docker image format",
+            OutputKind::Tar => "exporting to client tarball",
+            OutputKind::Local => "exporting to client directory",
+        };
+        request.progress.send(Event::Started { vertex, name: name.into() });
+        let exported = export_one(request, output, vertex, &mut built, &mut result);
+        match &exported {
+            Ok(()) => request.progress.send(Event::Finished { vertex }),
+            Err(error) => request.progress.send(Event::Failed { vertex, error: error.to_string() }),
+        }
+        exported?;
+    }
+    Ok(result)
+}
+
+fn status(progress: &Sender, vertex: usize, id: impl Into<String>, done: bool) {
+    progress.send(Event::Status { vertex, id: id.into(), current: 0, total: None, done });
+}
+
+fn export_one(
+    request: &ExportRequest,
+    output: &OutputSpec,
+    vertex: usize,
+    built: &mut Vec<(String, BuiltImage)>,
+    result: &mut ExportResult,
+) -> Result<(), ExportError> {
+    let destination = output.dest.clone().unwrap_or(Destination::Stdout);
+    match output.kind {
+        OutputKind::Oci | OutputKind::Docker => {
+            let encoding = Encoding {
+                compression: output.compression,
+                level: output.compression_level,
+                oci_mediatypes: output.oci_mediatypes,
+                epoch: request.epoch,
+                rewrite_timestamp: output.rewrite_timestamp,
+                manifest_annotations: output.manifest_annotations.clone(),
+            };
+            let key = format!("{encoding:?}");
+            status(request.progress, vertex, "exporting layers", false);
+            let image = match built.iter().find(|(existing, _)| *existing == key) {
+                Some((_, image)) => image.clone(),
+                None => {
+                    let image = image::build(request.store, request.layers, request.document, &encoding)?;
+                    built.push((key, image.clone()));
+                    image
+                }
+            };
+            status(request.progress, vertex, "exporting layers", true);
+            status(request.progress, vertex, format!("exporting manifest {}", image.manifest.digest), true);
+            status(request.progress, vertex, format!("exporting config {}", image.config.digest), true);
+            let mut names = Vec::new();
+            for name in request.tags.iter().chain(&output.names) {
+                let reference = normalize(name)?;
+                if !names.contains(&reference) {
+                    names.push(reference);
+                }
+            }
+            let docker = output.kind == OutputKind::Docker;
+            let mtime = request.epoch.unwrap_or(0);
+            status(request.progress, vertex, "sending tarball", false);
+            match (&destination, output.tar || docker) {
+                (Destination::Path(path), false) => {
+                    archive::write_directory(request.store, &image, &names, &output.index_annotations, path)?
+                }
+                (destination, _) => write_destination(destination, &mut |out| {
+                    archive::write_tar(request.store, &image, &names, &output.index_annotations, docker, mtime, out)
+                })?,
+            }
+            status(request.progress, vertex, "sending tarball", true);
+            result.docker = docker;
+            for name in &names {
+                if !result.names.contains(&name.full) {
+                    result.names.push(name.full.clone());
+                }
+            }
+            result.image = Some(image);
+            Ok(())
+        }
+        OutputKind::Tar => {
+            let view = LayeredView::new(request.layers.iter().map(|layer| layer.path.clone()));
+            let staging = request.store.temp_dir("rootfs-")?;
+            let root = staging.path().join("rootfs");
+            flatten(&view, &root, FileMode::HardLink)?;
+            let clamp = if output.rewrite_timestamp { request.epoch } else { None };
+            write_destination(&destination, &mut |out| {
+                write_layer_tar(&root, out, &LayerTarOptions { clamp_mtime: clamp })
+                    .map(|_| ())
+                    .map_err(io::Error::other)
+            })?;
+            let _ = crate::store::remove_tree(staging.path());
+            Ok(())
+        }
+        OutputKind::Local => {
+            let Destination::Path(path) = &destination else {
+                return Err(ExportError::Write { path: "-".into(), source: io::Error::other("local output needs a directory") });
+            };
+            let view = LayeredView::new(request.layers.iter().map(|layer| layer.path.clone()));
+            flatten(&view, path, FileMode::Copy)?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes a stream to a file (via a temporary file renamed into place) or to stdout.
+fn write_destination(
+    destination: &Destination,
+    write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), ExportError> {
+    match destination {
+        Destination::Stdout => {
+            let stdout = io::stdout();
+            let mut lock = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            write(&mut lock).and_then(|_| lock.flush()).map_err(|source| ExportError::Write { path: "-".into(), source })
+        }
+        Destination::Path(path) => {
+            let write_error = |source| ExportError::Write { path: path.display().to_string(), source };
+            let parent = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => Path::new(".").to_path_buf(),
+            };
+            fs::create_dir_all(&parent).map_err(write_error)?;
+            let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(&parent).map_err(write_error)?;
+            {
+                let mut buffered = io::BufWriter::with_capacity(1 << 20, temporary.as_file_mut());
+                write(&mut buffered).and_then(|_| buffered.flush()).map_err(write_error)?;
+            }
+            temporary.as_file().sync_all().map_err(write_error)?;
+            temporary.persist(path).map_err(|error| write_error(error.error))?;
+            // A tempfile is created 0600; an archive is an ordinary file.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(write_error)?;
+            Ok(())
+        }
+    }
+}
+
+/// Names for `BTreeMap`-keyed annotations given with `--annotation`.
+pub fn merge_annotations(outputs: &mut [OutputSpec], annotations: &BTreeMap<String, String>) {
+    for output in outputs {
+        for (key, value) in annotations {
+            output.manifest_annotations.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+}

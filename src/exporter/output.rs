@@ -1,0 +1,209 @@
+//! `-o` / `--output` values, parsed as buildx parses them: CSV `key=value` pairs with
+//! `type=`; a bare path means `type=local,dest=PATH`; `-` means a tar on stdout.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Oci,
+    Docker,
+    Tar,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    Uncompressed,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Uncompressed => "uncompressed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Path(PathBuf),
+    Stdout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub kind: OutputKind,
+    pub dest: Option<Destination>,
+    /// `tar=false` writes an OCI layout directory instead of an archive.
+    pub tar: bool,
+    pub names: Vec<String>,
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
+    pub oci_mediatypes: bool,
+    /// `annotation.KEY=V` (manifest), `annotation-index.KEY=V`, `annotation-manifest.KEY=V`.
+    pub manifest_annotations: BTreeMap<String, String>,
+    pub index_annotations: BTreeMap<String, String>,
+    pub rewrite_timestamp: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OutputError {
+    #[error("invalid output `{0}`: expected key=value pairs")]
+    Syntax(String),
+    #[error("unsupported output type `{0}` (supported: oci, docker, tar, local)")]
+    UnknownType(String),
+    #[error("output type `{0}` is not supported yet: registries come with a later version of rbuild")]
+    NotYet(String),
+    #[error("invalid value `{value}` for output key `{key}`")]
+    Value { key: String, value: String },
+    #[error("unknown output key `{key}` for type `{kind}`")]
+    UnknownKey { key: String, kind: String },
+    #[error("dest is required for {0} output")]
+    MissingDest(String),
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(OutputError::Value { key: key.into(), value: value.into() }),
+    }
+}
+
+/// Splits a CSV line, honouring double quotes (buildx allows `"name=a,b"`).
+fn split_csv(text: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    fields.push(current);
+    fields
+}
+
+pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
+    if text == "-" {
+        return Ok(spec(OutputKind::Tar, Some(Destination::Stdout)));
+    }
+    if !text.contains('=') && !text.contains(',') {
+        return Ok(spec(OutputKind::Local, Some(Destination::Path(PathBuf::from(text)))));
+    }
+    let mut pairs = Vec::new();
+    for field in split_csv(text) {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(OutputError::Syntax(text.into()));
+        };
+        pairs.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let kind_name = pairs
+        .iter()
+        .find(|(key, _)| key == "type")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| "local".into());
+    let kind = match kind_name.as_str() {
+        "oci" => OutputKind::Oci,
+        "docker" => OutputKind::Docker,
+        "tar" => OutputKind::Tar,
+        "local" => OutputKind::Local,
+        "image" | "registry" => return Err(OutputError::NotYet(kind_name)),
+        other => return Err(OutputError::UnknownType(other.into())),
+    };
+    let mut output = spec(kind, None);
+    let image_kind = matches!(kind, OutputKind::Oci | OutputKind::Docker);
+    let mut mediatypes_given = None;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "type" => {}
+            "dest" => {
+                output.dest = Some(if value == "-" { Destination::Stdout } else { Destination::Path(PathBuf::from(value)) })
+            }
+            "tar" if image_kind => output.tar = parse_bool(&key, &value)?,
+            "name" if image_kind => output.names.extend(value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from)),
+            "compression" if image_kind => {
+                output.compression = match value.as_str() {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::Uncompressed,
+                    _ => return Err(OutputError::Value { key, value }),
+                }
+            }
+            "compression-level" if image_kind => {
+                output.compression_level = Some(value.parse().map_err(|_| OutputError::Value { key: key.clone(), value: value.clone() })?)
+            }
+            "force-compression" if image_kind => {
+                parse_bool(&key, &value)?;
+            }
+            "oci-mediatypes" if image_kind => mediatypes_given = Some(parse_bool(&key, &value)?),
+            "rewrite-timestamp" => output.rewrite_timestamp = parse_bool(&key, &value)?,
+            "platform-split" | "buildinfo" | "attestation-inline" => {}
+            key if image_kind && key.starts_with("annotation-index.") => {
+                output.index_annotations.insert(key["annotation-index.".len()..].to_string(), value);
+            }
+            key if image_kind && key.starts_with("annotation-manifest.") => {
+                output.manifest_annotations.insert(key["annotation-manifest.".len()..].to_string(), value);
+            }
+            key if image_kind && key.starts_with("annotation.") => {
+                output.manifest_annotations.insert(key["annotation.".len()..].to_string(), value);
+            }
+            _ => return Err(OutputError::UnknownKey { key, kind: kind_name.clone() }),
+        }
+    }
+    // OCI media types are the default for `oci` and required for zstd; `docker` defaults to
+    // Docker's own.
+    output.oci_mediatypes = mediatypes_given.unwrap_or(kind == OutputKind::Oci) || output.compression == Compression::Zstd;
+    if output.dest.is_none() {
+        return Err(OutputError::MissingDest(kind_name));
+    }
+    Ok(output)
+}
+
+fn spec(kind: OutputKind, dest: Option<Destination>) -> OutputSpec {
+    OutputSpec {
+        kind,
+        dest,
+        tar: true,
+        names: Vec::new(),
+        compression: Compression::Gzip,
+        compression_level: None,
+        oci_mediatypes: kind == OutputKind::Oci,
+        manifest_annotations: BTreeMap::new(),
+        index_annotations: BTreeMap::new(),
+        rewrite_timestamp: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_like_buildx() {
+        let oci = parse_output("type=oci,dest=out.tar").unwrap();
+        assert_eq!(oci.kind, OutputKind::Oci);
+        assert_eq!(oci.dest, Some(Destination::Path("out.tar".into())));
+        assert!(oci.oci_mediatypes && oci.tar);
+        assert_eq!(parse_output("out").unwrap().kind, OutputKind::Local);
+        assert_eq!(parse_output("-").unwrap().dest, Some(Destination::Stdout));
+        let docker = parse_output("type=docker,dest=a.tar,\"name=a:1,b:2\",compression=zstd,annotation.x=y").unwrap();
+        assert_eq!(docker.names, ["a:1", "b:2"]);
+        assert!(docker.oci_mediatypes, "zstd forces OCI media types");
+        assert_eq!(docker.manifest_annotations["x"], "y");
+        assert_eq!(parse_output("type=docker,dest=a.tar").unwrap().oci_mediatypes, false);
+        assert_eq!(parse_output("type=oci,dest=d,tar=false").unwrap().tar, false);
+        assert!(matches!(parse_output("type=nope,dest=x"), Err(OutputError::UnknownType(_))));
+        assert!(matches!(parse_output("type=oci"), Err(OutputError::MissingDest(_))));
+        assert!(matches!(parse_output("type=local,dest=x,tar=false"), Err(OutputError::UnknownKey { .. })));
+        assert!(matches!(parse_output("type=oci,dest=x,compression=lz4"), Err(OutputError::Value { .. })));
+        assert!(matches!(parse_output("type=registry,name=x"), Err(OutputError::NotYet(_))));
+    }
+}

@@ -1,0 +1,207 @@
+//! Lowers `COPY` and `ADD` (local sources and heredocs) to a file op.
+//!
+//! Words are expanded in the stage's scope; a relative destination is joined to WORKDIR with its
+//! trailing `/` kept; `--from` names a stage, a named context or an image; heredoc sources
+//! become files written by the op; `--link` copies onto an empty base and stacks the result on
+//! the stage with a merge, so the layer does not depend on what is below it.
+
+use super::dispatch::{StageState, parse_owner, uppercase_first_word};
+use super::{Lowering, NamedContext, origin};
+use crate::dockerfile::diagnostic::DockerfileError;
+use crate::dockerfile::instruction::{Command, CopyCommand, Located};
+use crate::dockerfile::syntax::{Span, heredoc_name};
+use crate::graph::{Chmod, ContextSource, CopyAction, FileAction, MkfileAction, Op, VertexId};
+
+pub(super) fn lower_copy(
+    lowering: &mut Lowering,
+    state: &mut StageState,
+    located: &Located<Command>,
+    copy: &CopyCommand,
+    is_add: bool,
+) -> Result<(), DockerfileError> {
+    let span = located.span;
+    let keyword = if is_add { "ADD" } else { "COPY" };
+    let expand = |state: &StageState, word: &str| -> Result<String, DockerfileError> {
+        state.scope.expand(&lowering.lexer, word).map_err(|error| DockerfileError::at(error.message, span))
+    };
+    let epoch = lowering.options.source_date_epoch;
+
+    let mut sources = Vec::new();
+    let mut heredocs = Vec::new();
+    for word in &copy.sources {
+        if let Some(name) = heredoc_name(word) {
+            let Some(heredoc) = copy.heredocs.iter().find(|heredoc| heredoc.name == name) else {
+                return Err(DockerfileError::at(format!("heredoc `{name}` has no body"), span));
+            };
+            let body = if heredoc.expand { expand(state, &heredoc.body)? } else { heredoc.body.clone() };
+            heredocs.push((name, body));
+            continue;
+        }
+        let source = expand(state, word)?;
+        if is_add && is_remote(&source) {
+            return Err(DockerfileError::at(
+                format!("ADD from a URL or git repository (`{source}`) is not supported yet"),
+                span,
+            ));
+        }
+        sources.push(source);
+    }
+    let dest_word = expand(state, &copy.dest)?;
+    let dest = destination(&dest_word, &state.image.config.working_dir);
+    let owner = match &copy.chown {
+        Some(chown) => Some(parse_owner(&expand(state, chown)?)),
+        None => None,
+    };
+    let chmod = match &copy.chmod {
+        Some(text) => {
+            let text = expand(state, text)?;
+            Some(Chmod::parse(&text).map_err(|message| DockerfileError::at(message, span))?)
+        }
+        None => None,
+    };
+    let mut excludes = Vec::new();
+    for exclude in &copy.excludes {
+        excludes.push(expand(state, exclude)?);
+    }
+
+    // Where the sources come from.
+    let source_vertex = match &copy.from {
+        None => (!sources.is_empty()).then(|| lowering.context_vertex()),
+        Some(from) => {
+            let from = expand(state, from)?;
+            Some(source_from(lowering, state, &from, span)?)
+        }
+    };
+
+    let mut actions = Vec::new();
+    for (name, body) in &heredocs {
+        let path = if dest.ends_with('/') { format!("{dest}{name}") } else { dest.clone() };
+        actions.push(FileAction::Mkfile(MkfileAction {
+            path,
+            data: body.clone().into_bytes(),
+            mode: 0o644,
+            owner: owner.clone(),
+            chmod: chmod.clone(),
+            timestamp: epoch,
+        }));
+    }
+    if !sources.is_empty() {
+        actions.push(FileAction::Copy(CopyAction {
+            source_input: 1,
+            sources: sources.clone(),
+            dest: dest.clone(),
+            owner: owner.clone(),
+            chmod: chmod.clone(),
+            excludes,
+            parents: copy.parents,
+            unpack: is_add && copy.unpack != Some(false),
+            timestamp: epoch,
+        }));
+    }
+
+    let original = located.original.trim();
+    let shown = state.scope.expand(&lowering.lexer, original).unwrap_or_else(|_| original.to_string());
+    let name = state.step_name(&uppercase_first_word(&shown));
+    let base = state.vertex;
+    let op = Op::File { actions };
+    let stage = Some(state.stage_name.clone());
+    let copy_base = if copy.link { lowering.scratch_vertex() } else { base };
+    let mut inputs = vec![copy_base];
+    inputs.extend(source_vertex);
+    let copied = lowering.graph.add(op, inputs, name.clone(), origin(span), stage.clone());
+    state.vertex = if copy.link {
+        lowering.graph.add(Op::Merge, vec![base, copied], "", origin(span), stage)
+    } else {
+        copied
+    };
+
+    let mut created_by = String::from(keyword);
+    if copy.parents {
+        created_by.push_str(" --parents");
+    }
+    if let Some(chown) = &copy.chown {
+        created_by.push_str(&format!(" --chown={chown}"));
+    }
+    if let Some(chmod) = &copy.chmod {
+        created_by.push_str(&format!(" --chmod={chmod}"));
+    }
+    for word in &copy.sources {
+        match heredoc_name(word) {
+            Some(_) => {}
+            None => created_by.push_str(&format!(" {word}")),
+        }
+    }
+    for (name, _) in &heredocs {
+        created_by.push_str(&format!(" <<{name}"));
+    }
+    created_by.push_str(&format!(" {} # buildkit", copy.dest));
+    state.commit(created_by, true, epoch);
+    Ok(())
+}
+
+fn is_remote(source: &str) -> bool {
+    ["http://", "https://", "git@", "git://"].iter().any(|prefix| source.starts_with(prefix))
+}
+
+/// Joins a relative destination to WORKDIR, keeping a trailing `/` (it means "into").
+fn destination(dest: &str, working_dir: &str) -> String {
+    let trailing = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        let base = if working_dir.is_empty() { "/" } else { working_dir };
+        format!("{}/{dest}", base.trim_end_matches('/'))
+    };
+    let mut cleaned = super::dispatch::clean_absolute(&joined);
+    if trailing && !cleaned.ends_with('/') {
+        cleaned.push('/');
+    }
+    cleaned
+}
+
+/// The vertex a `--from` names: a stage, a named context, or an image.
+fn source_from(lowering: &mut Lowering, state: &StageState, from: &str, span: Span) -> Result<VertexId, DockerfileError> {
+    if let Some(index) = lowering.find_stage(from, None) {
+        if index == state.index {
+            return Err(DockerfileError::at(format!("COPY --from of the stage itself (`{from}`)"), span));
+        }
+        return Ok(lowering.stage(index)?.vertex);
+    }
+    if let Some((name, context)) = lowering.named_context(from).map(|(n, c)| (n.clone(), c.clone())) {
+        return match context {
+            NamedContext::Directory(dir) => Ok(lowering.graph.add(
+                Op::Context(ContextSource { name: name.clone(), dir, dockerfile: None }),
+                vec![],
+                format!("[context {name}] load from client"),
+                None,
+                None,
+            )),
+            NamedContext::OciLayout { path, selector } => {
+                let resolved = lowering
+                    .resolver
+                    .resolve_layout(&path, &selector, &lowering.options.platform)
+                    .map_err(|message| DockerfileError::at(message, span))?;
+                Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("[context {name}] {}", resolved.display), None, None))
+            }
+        };
+    }
+    let resolved = lowering
+        .resolver
+        .resolve_reference(from, &lowering.options.platform)
+        .map_err(|message| DockerfileError::at(message, span))?;
+    Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("FROM {}", resolved.display), None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_join_workdir_and_keep_the_slash() {
+        assert_eq!(destination("app/", "/srv"), "/srv/app/");
+        assert_eq!(destination(".", "/srv"), "/srv/");
+        assert_eq!(destination("file", "/"), "/file");
+        assert_eq!(destination("/abs/../x", "/srv"), "/x");
+        assert_eq!(destination("sub/file", ""), "/sub/file");
+    }
+}

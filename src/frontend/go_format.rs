@@ -1,0 +1,151 @@
+//! Go formatting that BuildKit's history strings and config values are made of: `%q` of a
+//! string slice, `time.Duration` parsing and `String()`. Matching them byte for byte keeps our
+//! image configs (and so digests) equal to BuildKit's for the same Dockerfile.
+
+/// Go's `fmt.Sprintf("%q", []string{...})`: `["a" "b"]`.
+pub fn quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `strconv.Quote`.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => {
+                if (c as u32) <= 0xffff {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%v` of a string slice: `[a b]`.
+pub fn plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Parses a Go duration (`1m30s`, `500ms`, `1.5h`) into nanoseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if number_end == 0 {
+            return None;
+        }
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += number * unit;
+    }
+    let nanos = total.round() as i64;
+    Some(if negative { -nanos } else { nanos })
+}
+
+/// Go's `time.Duration.String()`: `0s`, `1.5s`, `500ms`, `1m30s`, `1h0m0s`.
+pub fn duration_string(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let negative = nanos < 0;
+    let value = nanos.unsigned_abs();
+    let sign = if negative { "-" } else { "" };
+    if value < 1_000_000_000 {
+        let (unit, scale) = if value < 1_000 {
+            ("ns", 1)
+        } else if value < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{sign}{}{unit}", fraction(value, scale));
+    }
+    let hours = value / 3_600_000_000_000;
+    let minutes = value / 60_000_000_000 % 60;
+    let seconds_nanos = value % 60_000_000_000;
+    let seconds = fraction(seconds_nanos, 1_000_000_000);
+    if hours > 0 {
+        format!("{sign}{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{sign}{minutes}m{seconds}s")
+    } else {
+        format!("{sign}{seconds}s")
+    }
+}
+
+/// `value / scale` with the fraction's trailing zeros removed.
+fn fraction(value: u64, scale: u64) -> String {
+    let whole = value / scale;
+    let rest = value % scale;
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let digits = scale.to_string().len() - 1;
+    let text = format!("{rest:0digits$}");
+    format!("{whole}.{}", text.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_matches_go() {
+        assert_eq!(quote_list(&["/bin/sh".into(), "-c".into(), "echo \"hi\"\n".into()]), r#"["/bin/sh" "-c" "echo \"hi\"\n"]"#);
+        assert_eq!(plain_list(&["/bin/bash".into(), "-c".into()]), "[/bin/bash -c]");
+    }
+
+    #[test]
+    fn durations_match_go() {
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(duration_string(0), "0s");
+        assert_eq!(duration_string(30_000_000_000), "30s");
+        assert_eq!(duration_string(90_000_000_000), "1m30s");
+        assert_eq!(duration_string(3_600_000_000_000), "1h0m0s");
+        assert_eq!(duration_string(1_500_000_000), "1.5s");
+        assert_eq!(duration_string(500_000_000), "500ms");
+    }
+}

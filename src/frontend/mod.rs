@@ -1,0 +1,320 @@
+//! Lowers a parsed Dockerfile to a build [`Graph`] and the image config of the target stage.
+//!
+//! Pure apart from the [`ImageResolver`] it is given: stages are resolved by name, index or
+//! named context; only the stages the target needs are lowered (each once, on demand, so a
+//! stage that is never used costs nothing and a cycle is reported); ARG/ENV scoping follows
+//! `scope`; the image config and history follow BuildKit's dockerfile2llb. Every error carries
+//! the span of its instruction, for the Dockerfile snippet.
+
+mod copy;
+mod dispatch;
+mod go_format;
+pub mod image_config;
+pub mod scope;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use crate::dockerfile::diagnostic::DockerfileError;
+use crate::dockerfile::instruction::{Command, Located, commands};
+use crate::dockerfile::shell::Lexer;
+use crate::dockerfile::syntax::{Dockerfile, Span};
+use crate::graph::{ContextSource, Graph, ImageSource, Op, Origin, VertexId};
+
+pub use image_config::{ContainerConfig, History, ImageDocument};
+pub use scope::Platform;
+
+/// A `--build-context name=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    Directory(PathBuf),
+    /// `oci-layout://PATH[:tag|@digest]`: the selector is `:tag`, `@digest` or empty.
+    OciLayout { path: PathBuf, selector: String },
+}
+
+/// A base image, resolved before lowering (its config shapes the stage).
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub source: ImageSource,
+    /// How progress names it, e.g. `docker.io/library/busybox:latest@sha256:...`.
+    pub display: String,
+    pub config: ImageDocument,
+}
+
+/// Finds base images. The frontend does no I/O itself.
+pub trait ImageResolver {
+    fn resolve_layout(&self, path: &std::path::Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+    fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+}
+
+pub struct FrontendOptions {
+    pub dockerfile: Dockerfile,
+    pub dockerfile_path: Option<PathBuf>,
+    pub context_dir: PathBuf,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    pub platform: Platform,
+    pub source_date_epoch: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub graph: Graph,
+    pub target: VertexId,
+    pub target_stage: String,
+    pub image: ImageDocument,
+    pub warnings: Vec<String>,
+}
+
+/// What a stage turned into.
+#[derive(Debug, Clone)]
+struct StageResult {
+    vertex: VertexId,
+    image: ImageDocument,
+    /// The ARGs in scope at the end, inherited by a stage built FROM this one.
+    args: Vec<(String, Option<String>)>,
+}
+
+struct StageDefinition {
+    /// Lower-case `AS` name.
+    name: Option<String>,
+    from: Located<Command>,
+    commands: Vec<Located<Command>>,
+}
+
+pub(crate) struct Lowering<'a> {
+    options: &'a FrontendOptions,
+    resolver: &'a dyn ImageResolver,
+    lexer: Lexer,
+    graph: Graph,
+    stages: Vec<StageDefinition>,
+    results: HashMap<usize, StageResult>,
+    in_progress: BTreeSet<usize>,
+    global_args: Vec<(String, Option<String>)>,
+    predefined: BTreeMap<String, String>,
+    warnings: Vec<String>,
+    /// Whether names get a stage prefix (more than one stage).
+    multi_stage: bool,
+}
+
+pub fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<Plan, DockerfileError> {
+    let located = commands(&options.dockerfile)?;
+    let lexer = Lexer::new(options.dockerfile.directives.escape);
+    let mut globals = Vec::new();
+    let mut stages: Vec<StageDefinition> = Vec::new();
+    for command in located {
+        match &command.value {
+            Command::From { name, .. } => {
+                stages.push(StageDefinition { name: name.clone(), from: command.clone(), commands: Vec::new() })
+            }
+            _ => match stages.last_mut() {
+                Some(stage) => stage.commands.push(command),
+                None => globals.push(command),
+            },
+        }
+    }
+    if stages.is_empty() {
+        return Err(DockerfileError::new("dockerfile contains no stages to build", None));
+    }
+    let predefined = scope::predefined_args(&options.platform, &Platform::host());
+    let mut lowering = Lowering {
+        options,
+        resolver,
+        lexer,
+        graph: Graph::new(),
+        multi_stage: stages.len() > 1,
+        stages,
+        results: HashMap::new(),
+        in_progress: BTreeSet::new(),
+        global_args: Vec::new(),
+        predefined,
+        warnings: Vec::new(),
+    };
+    lowering.global_args(&globals)?;
+    let target_index = lowering.target_index()?;
+    let result = lowering.stage(target_index)?;
+    let mut image = result.image;
+    for (key, value) in &options.labels {
+        image.config.labels.insert(key.clone(), value.clone());
+    }
+    image.architecture = options.platform.architecture.clone();
+    image.os = options.platform.os.clone();
+    image.variant = options.platform.variant.clone();
+    // Unused build args are ignored silently, as BuildKit does.
+    let target_stage = lowering.stage_display_name(target_index);
+    Ok(Plan {
+        graph: lowering.graph,
+        target: result.vertex,
+        target_stage,
+        image,
+        warnings: lowering.warnings,
+    })
+}
+
+fn origin(span: Span) -> Option<Origin> {
+    Some(Origin { start_line: span.start_line, end_line: span.end_line })
+}
+
+/// The stage names a user may give to `--target`, for the error listing them.
+fn describe_stages(stages: &[StageDefinition]) -> String {
+    let names: Vec<String> = stages
+        .iter()
+        .enumerate()
+        .map(|(index, stage)| stage.name.clone().unwrap_or_else(|| format!("{index} (unnamed)")))
+        .collect();
+    names.join(", ")
+}
+
+impl Lowering<'_> {
+    fn global_args(&mut self, globals: &[Located<Command>]) -> Result<(), DockerfileError> {
+        for command in globals {
+            let Command::Arg(pairs) = &command.value else {
+                return Err(DockerfileError::at("no build stage in current context", command.span));
+            };
+            for (name, default) in pairs {
+                let value = self.arg_value(name, default.as_deref(), command.span, true)?;
+                self.global_args.retain(|(key, _)| key != name);
+                self.global_args.push((name.clone(), value));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `ARG name[=default]`: a build arg wins, then the default (expanded in the
+    /// current scope), then (in a stage) the global value or the predefined one.
+    fn arg_value(&mut self, name: &str, default: Option<&str>, span: Span, global: bool) -> Result<Option<String>, DockerfileError> {
+        if let Some(value) = self.options.build_args.get(name) {
+            return Ok(Some(value.clone()));
+        }
+        if let Some(default) = default {
+            let scope = self.global_scope();
+            let _ = global;
+            return scope
+                .expand(&self.lexer, default)
+                .map(Some)
+                .map_err(|error| DockerfileError::at(error.message, span));
+        }
+        if let Some((_, value)) = self.global_args.iter().find(|(key, _)| key == name) {
+            return Ok(value.clone());
+        }
+        Ok(self.predefined.get(name).cloned())
+    }
+
+    /// What FROM lines see: predefined platform ARGs and global ARGs.
+    fn global_scope(&self) -> scope::Scope {
+        let mut scope = scope::Scope::default();
+        for (name, value) in &self.predefined {
+            scope.set_arg(name, Some(value.clone()));
+        }
+        for (name, value) in &self.global_args {
+            scope.set_arg(name, value.clone());
+        }
+        scope
+    }
+
+    fn target_index(&self) -> Result<usize, DockerfileError> {
+        let Some(target) = &self.options.target else { return Ok(self.stages.len() - 1) };
+        let wanted = target.to_lowercase();
+        self.stages
+            .iter()
+            .position(|stage| stage.name.as_deref() == Some(wanted.as_str()))
+            .ok_or_else(|| {
+                DockerfileError::new(
+                    format!(
+                        "target stage \"{target}\" could not be found (stages: {})",
+                        describe_stages(&self.stages)
+                    ),
+                    None,
+                )
+            })
+    }
+
+    fn stage_display_name(&self, index: usize) -> String {
+        self.stages[index].name.clone().unwrap_or_else(|| format!("stage-{index}"))
+    }
+
+    /// A stage by the name or index a `FROM` or `COPY --from` uses, if it names one.
+    /// `before` limits the search to earlier stages (FROM can only build on earlier stages).
+    fn find_stage(&self, name: &str, before: Option<usize>) -> Option<usize> {
+        let lower = name.to_lowercase();
+        let limit = before.unwrap_or(self.stages.len());
+        if let Some(index) = self.stages[..limit].iter().position(|stage| stage.name.as_deref() == Some(lower.as_str())) {
+            return Some(index);
+        }
+        if before.is_none()
+            && let Ok(index) = name.parse::<usize>()
+            && index < self.stages.len()
+        {
+            return Some(index);
+        }
+        None
+    }
+
+    /// A `--build-context` matching an image or stage name, normalized as BuildKit does.
+    fn named_context(&self, name: &str) -> Option<(&String, &NamedContext)> {
+        let key = normalize_context_key(name);
+        self.options
+            .named_contexts
+            .iter()
+            .find(|(context_name, _)| normalize_context_key(context_name) == key)
+    }
+
+    /// Lowers stage `index` (memoized).
+    fn stage(&mut self, index: usize) -> Result<StageResult, DockerfileError> {
+        if let Some(result) = self.results.get(&index) {
+            return Ok(result.clone());
+        }
+        if !self.in_progress.insert(index) {
+            let span = self.stages[index].from.span;
+            return Err(DockerfileError::at(
+                format!("circular dependency detected on stage: {}", self.stage_display_name(index)),
+                span,
+            ));
+        }
+        let result = dispatch::lower_stage(self, index)?;
+        self.in_progress.remove(&index);
+        self.results.insert(index, result.clone());
+        Ok(result)
+    }
+
+    fn context_vertex(&mut self) -> VertexId {
+        let source = ContextSource {
+            name: "context".into(),
+            dir: self.options.context_dir.clone(),
+            dockerfile: self.options.dockerfile_path.clone(),
+        };
+        self.graph.add(Op::Context(source), vec![], "[internal] load build context", None, None)
+    }
+
+    fn scratch_vertex(&mut self) -> VertexId {
+        self.graph.add(Op::Scratch, vec![], "", None, None)
+    }
+}
+
+/// BuildKit's key for named contexts: familiar name without `:latest`.
+fn normalize_context_key(name: &str) -> String {
+    let mut name = name.to_lowercase();
+    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "library/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            name = rest.to_string();
+            break;
+        }
+    }
+    name.strip_suffix(":latest").map(String::from).unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keys_normalize_like_buildkit() {
+        for name in ["busybox", "busybox:latest", "docker.io/library/busybox", "docker.io/library/busybox:latest", "library/busybox"] {
+            assert_eq!(normalize_context_key(name), "busybox", "{name}");
+        }
+        assert_eq!(normalize_context_key("busybox:1.36"), "busybox:1.36");
+        assert_eq!(normalize_context_key("ghcr.io/x/y"), "ghcr.io/x/y");
+    }
+}

@@ -1,0 +1,148 @@
+//! Variables in scope while a stage is lowered, and word expansion against them.
+//!
+//! Rules (BuildKit's): global ARGs (before the first FROM) are visible in FROM lines, and in a
+//! stage only when the stage declares them again (`ARG NAME` takes the global value). Predefined
+//! platform ARGs (TARGETPLATFORM, BUILDARCH, ...) are visible in FROM lines and, like globals,
+//! in a stage only when declared. `--build-arg` overrides an ARG's default. An ENV of the same
+//! name wins over an ARG. Expansion never sees the host environment.
+
+use std::collections::BTreeMap;
+
+use crate::dockerfile::shell::{Lexer, ShellError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The machine rbuild runs on, in OCI/Go names.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            "arm" => "arm",
+            other => other,
+        };
+        let variant = match architecture {
+            "arm" => Some("v7".to_string()),
+            _ => None,
+        };
+        Platform { os: "linux".into(), architecture: architecture.into(), variant }
+    }
+
+    /// `os/arch[/variant]`.
+    pub fn parse(text: &str) -> Option<Platform> {
+        let mut parts = text.split('/');
+        let os = parts.next().filter(|p| !p.is_empty())?.to_string();
+        let architecture = parts.next().filter(|p| !p.is_empty())?.to_string();
+        let variant = parts.next().map(String::from);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Platform { os, architecture, variant })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(formatter, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The predefined ARGs of a build (platform ones; proxy ones are only for RUN).
+pub fn predefined_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
+    let mut args = BTreeMap::new();
+    for (prefix, platform) in [("TARGET", target), ("BUILD", build)] {
+        args.insert(format!("{prefix}PLATFORM"), platform.to_string());
+        args.insert(format!("{prefix}OS"), platform.os.clone());
+        args.insert(format!("{prefix}ARCH"), platform.architecture.clone());
+        args.insert(format!("{prefix}VARIANT"), platform.variant.clone().unwrap_or_default());
+    }
+    args
+}
+
+/// Names of the proxy ARGs that are predefined (usable without declaration in RUN, never in
+/// the image or the cache key).
+pub const PROXY_ARGS: [&str; 8] = [
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
+];
+
+/// Variables of one stage while it is lowered.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Declared ARGs with their values (None: declared without a value and none given).
+    pub args: Vec<(String, Option<String>)>,
+    /// The stage's environment: the base image's ENV plus ENV instructions, in order.
+    pub env: Vec<(String, String)>,
+}
+
+impl Scope {
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        if let Some((_, value)) = self.env.iter().rev().find(|(key, _)| key == name) {
+            return Some(value.clone());
+        }
+        self.args.iter().rev().find(|(key, _)| key == name).and_then(|(_, value)| value.clone())
+    }
+
+    pub fn set_arg(&mut self, name: &str, value: Option<String>) {
+        self.args.retain(|(key, _)| key != name);
+        self.args.push((name.to_string(), value));
+    }
+
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        match self.env.iter_mut().find(|(key, _)| key == name) {
+            Some(existing) => existing.1 = value.to_string(),
+            None => self.env.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    pub fn expand(&self, lexer: &Lexer, word: &str) -> Result<String, ShellError> {
+        lexer.process_word(word, &|name| self.lookup(name))
+    }
+
+    pub fn expand_words(&self, lexer: &Lexer, word: &str) -> Result<Vec<String>, ShellError> {
+        lexer.process_words(word, &|name| self.lookup(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_wins_over_arg_of_the_same_name() {
+        let mut scope = Scope::default();
+        scope.set_arg("V", Some("arg".into()));
+        assert_eq!(scope.lookup("V").as_deref(), Some("arg"));
+        scope.set_env("V", "env");
+        assert_eq!(scope.lookup("V").as_deref(), Some("env"));
+        scope.set_arg("V", Some("again".into()));
+        assert_eq!(scope.lookup("V").as_deref(), Some("env"));
+        scope.set_arg("EMPTY", None);
+        assert_eq!(scope.lookup("EMPTY"), None);
+        let lexer = Lexer::new('\\');
+        assert_eq!(scope.expand(&lexer, "${V}-${EMPTY:-d}").unwrap(), "env-d");
+    }
+
+    #[test]
+    fn platforms_parse_and_print() {
+        let platform = Platform::parse("linux/arm/v7").unwrap();
+        assert_eq!(platform.to_string(), "linux/arm/v7");
+        assert!(Platform::parse("linux").is_none());
+        let args = predefined_args(&Platform::parse("linux/arm64").unwrap(), &Platform::parse("linux/amd64").unwrap());
+        assert_eq!(args["TARGETARCH"], "arm64");
+        assert_eq!(args["BUILDPLATFORM"], "linux/amd64");
+        assert_eq!(args["TARGETVARIANT"], "");
+    }
+}

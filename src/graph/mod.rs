@@ -1,0 +1,186 @@
+//! The build graph: plain data, no I/O, no knowledge of Dockerfiles.
+//!
+//! A [`Graph`] is a DAG of [`Vertex`]es. Each vertex applies one [`Op`] to the outputs of its
+//! inputs. Its [`Digest`] is its identity inside one run: it hashes the op's canonical
+//! definition and the digests of the inputs, so two identical vertices (say, two stages that
+//! `COPY` the same files onto `scratch`) are added once and run once.
+//!
+//! The digest is *not* the cache key. Cache keys (see `solver::cache_key`) replace some inputs by
+//! what they resolve to at run time, such as the content digest of the context files a `COPY`
+//! uses. Vertices refer to each other by [`VertexId`], an index into [`Graph::vertices`]; inputs
+//! always have smaller ids than the vertex that uses them, so the vector is in topological order.
+
+mod op;
+
+pub use op::{
+    Chmod, ContextSource, CopyAction, FileAction, ImageSource, MkdirAction, MkfileAction, Op,
+    Owner,
+};
+
+use std::collections::HashMap;
+use std::fmt;
+
+use sha2::{Digest as _, Sha256};
+
+/// Index of a vertex in its graph.
+pub type VertexId = usize;
+
+/// A `sha256:<hex>` digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Digest(pub String);
+
+impl Digest {
+    /// The digest of some bytes.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+    }
+
+    /// The hex part, without `sha256:`.
+    pub fn hex(&self) -> &str {
+        self.0.strip_prefix("sha256:").unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// Where a vertex comes from in the Dockerfile, for error snippets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub start_line: usize,
+    pub end_line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vertex {
+    pub op: Op,
+    pub inputs: Vec<VertexId>,
+    /// The progress name, e.g. `[stage-1 2/3] COPY a /b`.
+    pub name: String,
+    pub origin: Option<Origin>,
+    /// The stage this vertex belongs to (for `--no-cache-filter`), if any.
+    pub stage: Option<String>,
+    pub digest: Digest,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Graph {
+    pub vertices: Vec<Vertex>,
+    by_digest: HashMap<Digest, VertexId>,
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Adds a vertex, or returns the id of an identical one already in the graph.
+    ///
+    /// Identity is the op and the inputs, not the name: the first name wins, as BuildKit shows
+    /// a deduplicated vertex once.
+    pub fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<VertexId>,
+        name: impl Into<String>,
+        origin: Option<Origin>,
+        stage: Option<String>,
+    ) -> VertexId {
+        let mut hasher = Sha256::new();
+        hasher.update(b"rbuild.vertex.v1\0");
+        hasher.update(op.definition().as_bytes());
+        for input in &inputs {
+            hasher.update(b"\0input\0");
+            hasher.update(self.vertices[*input].digest.0.as_bytes());
+        }
+        let digest = Digest(format!("sha256:{}", hex::encode(hasher.finalize())));
+        if let Some(existing) = self.by_digest.get(&digest) {
+            return *existing;
+        }
+        let id = self.vertices.len();
+        self.vertices.push(Vertex { op, inputs, name: name.into(), origin, stage, digest: digest.clone() });
+        self.by_digest.insert(digest, id);
+        id
+    }
+
+    /// The vertices `targets` depend on (themselves included), in topological order.
+    pub fn reachable(&self, targets: &[VertexId]) -> Vec<VertexId> {
+        let mut needed = vec![false; self.vertices.len()];
+        let mut stack: Vec<VertexId> = targets.to_vec();
+        while let Some(id) = stack.pop() {
+            if needed[id] {
+                continue;
+            }
+            needed[id] = true;
+            stack.extend(self.vertices[id].inputs.iter().copied());
+        }
+        (0..self.vertices.len()).filter(|id| needed[*id]).collect()
+    }
+
+    /// A stable text dump, one vertex a line, for snapshot tests and `rbuild debug graph`.
+    pub fn dump(&self, targets: &[VertexId]) -> String {
+        let mut out = String::new();
+        for id in self.reachable(targets) {
+            let vertex = &self.vertices[id];
+            let inputs: Vec<String> = vertex.inputs.iter().map(|input| format!("v{input}")).collect();
+            out.push_str(&format!(
+                "v{id} [{}] {} <- [{}]\n    {}\n",
+                vertex.name,
+                vertex.op.kind(),
+                inputs.join(", "),
+                vertex.op.definition()
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_vertices_are_added_once() {
+        let mut graph = Graph::new();
+        let scratch = graph.add(Op::Scratch, vec![], "scratch", None, None);
+        let again = graph.add(Op::Scratch, vec![], "another name", None, None);
+        assert_eq!(scratch, again);
+        let mkdir = Op::File {
+            actions: vec![FileAction::Mkdir(MkdirAction {
+                path: "/app".into(),
+                mode: 0o755,
+                owner: None,
+                timestamp: None,
+            })],
+        };
+        let first = graph.add(mkdir.clone(), vec![scratch], "WORKDIR /app", None, None);
+        let second = graph.add(mkdir, vec![scratch], "WORKDIR /app", None, None);
+        assert_eq!(first, second);
+        assert_eq!(graph.vertices.len(), 2);
+        assert_eq!(graph.reachable(&[first]), vec![scratch, first]);
+    }
+
+    #[test]
+    fn digest_depends_on_inputs() {
+        let mut graph = Graph::new();
+        let scratch = graph.add(Op::Scratch, vec![], "scratch", None, None);
+        let image = graph.add(
+            Op::Image(ImageSource::OciLayout {
+                path: "/x".into(),
+                manifest_digest: Digest::of(b"m"),
+                reference: "x".into(),
+            }),
+            vec![],
+            "image",
+            None,
+            None,
+        );
+        let op = Op::Merge;
+        let a = graph.add(op.clone(), vec![scratch, image], "merge", None, None);
+        let b = graph.add(op, vec![image, scratch], "merge", None, None);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,210 @@
+//! The closed set of operations a vertex can apply, and their canonical definitions.
+//!
+//! An op's [`Op::definition`] is canonical JSON of the op (field order fixed by the types), the
+//! part of a vertex digest and of a cache key that the op itself contributes. Everything in an op
+//! is already expanded (ARGs, WORKDIR-relative paths), so equal definitions mean equal work.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::Digest;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// The empty filesystem.
+    Scratch,
+    /// A base image's layers.
+    Image(ImageSource),
+    /// A build context directory: the main one or a named `--build-context`. Its output is a
+    /// handle on the directory; the files a `COPY` uses are selected and hashed by that `COPY`.
+    Context(ContextSource),
+    /// File changes on top of input 0: copy, mkdir, mkfile. Produces one new layer.
+    File { actions: Vec<FileAction> },
+    /// The layers of every input, stacked in order (`COPY --link`).
+    Merge,
+}
+
+impl Op {
+    /// Canonical JSON of the op.
+    pub fn definition(&self) -> String {
+        // Serializing plain data (strings, numbers, paths, enums) to a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Scratch => "scratch",
+            Op::Image(_) => "image",
+            Op::Context(_) => "context",
+            Op::File { .. } => "file",
+            Op::Merge => "merge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// An image in an OCI layout directory, pinned to a manifest digest.
+    OciLayout { path: PathBuf, manifest_digest: Digest, reference: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContextSource {
+    /// `context` for the main context, else the `--build-context` name.
+    pub name: String,
+    pub dir: PathBuf,
+    /// The Dockerfile, whose `<name>.dockerignore` wins over the context's `.dockerignore`.
+    pub dockerfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAction {
+    Copy(CopyAction),
+    Mkdir(MkdirAction),
+    Mkfile(MkfileAction),
+}
+
+/// `user[:group]` as written, resolved against the destination's /etc/passwd and /etc/group
+/// when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chmod {
+    Octal(u32),
+    /// `u+x,go-w`, `a=rX`: applied per file, as chmod(1) does.
+    Symbolic(String),
+}
+
+impl Chmod {
+    /// Parses a `--chmod` value: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `a=rX`).
+    pub fn parse(text: &str) -> Result<Chmod, String> {
+        let invalid = || format!("invalid chmod parameter: `{text}`");
+        if !text.is_empty() && text.chars().all(|c| c.is_digit(8)) {
+            let mode = u32::from_str_radix(text, 8).map_err(|_| invalid())?;
+            if mode > 0o7777 {
+                return Err(invalid());
+            }
+            return Ok(Chmod::Octal(mode));
+        }
+        apply_symbolic(text, 0, false).ok_or_else(invalid)?;
+        Ok(Chmod::Symbolic(text.into()))
+    }
+
+    /// The new permission bits of a file that has `mode`.
+    pub fn apply(&self, mode: u32, is_directory: bool) -> u32 {
+        match self {
+            Chmod::Octal(bits) => *bits,
+            Chmod::Symbolic(text) => apply_symbolic(text, mode, is_directory).unwrap_or(mode & 0o7777),
+        }
+    }
+}
+
+/// chmod(1) symbolic modes: `[ugoa]*[+-=][rwxXst]*`, comma-separated.
+fn apply_symbolic(text: &str, mode: u32, is_directory: bool) -> Option<u32> {
+    let mut mode = mode & 0o7777;
+    for clause in text.split(',') {
+        let operator_at = clause.find(['+', '-', '='])?;
+        let (who, rest) = clause.split_at(operator_at);
+        let mut mask = 0u32;
+        for c in who.chars() {
+            mask |= match c {
+                'u' => 0o4700,
+                'g' => 0o2070,
+                'o' => 0o1007,
+                'a' => 0o7777,
+                _ => return None,
+            };
+        }
+        if who.is_empty() {
+            mask = 0o7777;
+        }
+        let mut chars = rest.chars();
+        let operator = chars.next()?;
+        let mut bits = 0u32;
+        for c in chars {
+            bits |= match c {
+                'r' => 0o444,
+                'w' => 0o222,
+                'x' => 0o111,
+                'X' if is_directory || mode & 0o111 != 0 => 0o111,
+                'X' => 0,
+                's' => 0o6000,
+                't' => 0o1000,
+                _ => return None,
+            };
+        }
+        let bits = bits & mask;
+        mode = match operator {
+            '+' => mode | bits,
+            '-' => mode & !bits,
+            '=' => (mode & !mask) | bits,
+            _ => return None,
+        };
+    }
+    Some(mode)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyAction {
+    /// Index into the vertex's inputs of the source (0 is the destination base).
+    pub source_input: usize,
+    /// Source paths or wildcard patterns, relative to the source root.
+    pub sources: Vec<String>,
+    /// Absolute destination; a trailing `/` means "into this directory".
+    pub dest: String,
+    pub owner: Option<Owner>,
+    pub chmod: Option<Chmod>,
+    pub excludes: Vec<String>,
+    /// `--parents`: keep the source's directory structure under dest.
+    pub parents: bool,
+    /// `ADD`: extract local tar archives into dest.
+    pub unpack: bool,
+    /// Time for directories the copy creates (SOURCE_DATE_EPOCH), else the Unix epoch.
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MkdirAction {
+    pub path: String,
+    pub mode: u32,
+    pub owner: Option<Owner>,
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MkfileAction {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub mode: u32,
+    pub owner: Option<Owner>,
+    pub chmod: Option<Chmod>,
+    pub timestamp: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        assert_eq!(Chmod::parse("755").unwrap(), Chmod::Octal(0o755));
+        assert_eq!(Chmod::parse("0644").unwrap(), Chmod::Octal(0o644));
+        assert!(Chmod::parse("9").is_err());
+        assert!(Chmod::parse("u+q").is_err());
+        let symbolic = Chmod::parse("u+x,go-w").unwrap();
+        assert_eq!(symbolic.apply(0o666, false), 0o744);
+        let capital_x = Chmod::parse("a=rX").unwrap();
+        assert_eq!(capital_x.apply(0o600, false), 0o444);
+        assert_eq!(capital_x.apply(0o700, false), 0o555);
+        assert_eq!(capital_x.apply(0o700, true), 0o555);
+    }
+}

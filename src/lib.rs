@@ -1,0 +1,37 @@
+//! rbuild: a daemonless, rootless Dockerfile builder in one binary.
+//!
+//! Data flows one way (DESIGN.md section 1):
+//!
+//! ```text
+//! cli ──> frontend ──> solver ──> ops ──> exporter
+//!          │  (Dockerfile → Graph)   │  (exec, copy, sources)
+//!          dockerfile               store (blobs, snapshots, SQLite), snapshot, context
+//! ```
+//!
+//! - [`cli`] parses arguments into validated options and is the only module that joins the
+//!   stages of a build.
+//! - [`dockerfile`] turns bytes into instructions with spans; [`dockerfile::shell`] expands words.
+//!   Pure, no I/O.
+//! - [`frontend`] lowers instructions to a [`graph::Graph`] and the target's image config.
+//! - [`graph`] is plain data: vertices, ops, digests.
+//! - [`solver`] schedules the graph: cache keys, lookups, parallel runs, cancellation.
+//! - [`ops`] run one vertex each (base images, context files, file changes).
+//! - [`store`] owns the state directory: blobs, snapshots, the SQLite database, locks, du, prune.
+//! - [`snapshot`] reads and writes layers (tar in and out, merged views, flattening).
+//! - [`context`] selects and hashes build context files, with `.dockerignore` rules.
+//! - [`exporter`] writes OCI layouts, docker archives, root filesystem tars and directories.
+//! - [`progress`] renders events; no other module writes to the terminal.
+//!
+//! `tests/architecture.rs` keeps the dependency directions true.
+
+pub mod cli;
+pub mod context;
+pub mod dockerfile;
+pub mod exporter;
+pub mod frontend;
+pub mod graph;
+pub mod ops;
+pub mod progress;
+pub mod snapshot;
+pub mod solver;
+pub mod store;

@@ -1,0 +1,510 @@
+//! File ops: `COPY`, `ADD` (local), `WORKDIR`'s mkdir and heredoc files, as one new layer on
+//! top of input 0.
+//!
+//! The new layer is an overlay upper directory: only what the op writes, plus the parent
+//! directories it writes into, copied up with their metadata from below (so the layer tar
+//! carries them unchanged). Destinations resolve inside the destination filesystem: `..` stays
+//! at `/`, symlinks on the way (`/bin` → `usr/bin`) are followed in the image, never on the host.
+//! Directory times are set after everything is written, so a layer does not depend on when it
+//! was made: directories the op creates get `SOURCE_DATE_EPOCH` or the Unix epoch.
+//!
+//! Copy rules (as BuildKit): a source directory copies its contents; several sources or a
+//! wildcard need a directory destination; a destination ending in `/`, or an existing
+//! directory, receives sources under their own names; context files belong to root unless
+//! `--chown`; `--chmod` applies to every file and directory copied.
+//!
+//! | cache key input                                   | in key | why                        |
+//! |---------------------------------------------------|--------|----------------------------|
+//! | actions (paths, owner, mode, data, timestamps)     | yes    | they change the result     |
+//! | key of the destination base and of stage sources   | yes    | the result builds on them  |
+//! | content digest of the context files selected       | yes    | by content, never by mtime |
+//! | host paths of the context                          | no     | the same files anywhere    |
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{PermissionsExt, lchown, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::owner::{self, OwnerError};
+use super::source::{SourceEntry, SourceKind, SourceListing, clean, has_wildcard};
+use super::{CacheInput, ContextHandle, Environment, Layer, OpError, Output, layer};
+use crate::context::selection::{Selection, SelectionError, select};
+use crate::graph::{CopyAction, FileAction, MkdirAction, MkfileAction, Vertex};
+use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, extract, is_tar_archive};
+use crate::snapshot::view::{LayeredView, Node};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("failed to compute cache key: {0}")]
+    Selection(#[from] SelectionError),
+    #[error("failed to compute cache key: failed to calculate checksum of ref: \"/{path}\": not found")]
+    NotFound { path: String },
+    #[error(
+        "when using COPY with more than one source file, the destination must be a directory and end with a /"
+    )]
+    DestinationNotDirectory,
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    #[error("failed to copy to `{path}`")]
+    Write { path: String, source: io::Error },
+    #[error("failed to read `{path}`")]
+    Read { path: String, source: io::Error },
+    #[error("failed to unpack `{path}`")]
+    Unpack { path: String, source: crate::snapshot::extract::ExtractError },
+    #[error("copy source is not a filesystem")]
+    NotAFilesystem,
+}
+
+/// Selections of context files made while computing cache keys, reused by `run`.
+#[derive(Default)]
+pub struct SelectionMemo {
+    selections: Mutex<HashMap<(usize, String), Arc<Selection>>>,
+}
+
+fn memo_key(handle: &ContextHandle, action: &CopyAction) -> (usize, String) {
+    (handle as *const ContextHandle as usize, format!("{:?}|{:?}", action.sources, action.excludes))
+}
+
+/// Selects the context files of one copy. A wildcard that matches nothing selects nothing,
+/// as BuildKit allows; a plain path that is missing is an error.
+fn selection_for(
+    handle: &ContextHandle,
+    action: &CopyAction,
+    environment: &Environment,
+) -> Result<Arc<Selection>, FileError> {
+    let key = memo_key(handle, action);
+    if let Some(found) = environment.selections.selections.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(found.clone());
+    }
+    let mut sources: Vec<String> = action.sources.iter().map(|source| format!("/{}", clean(source))).collect();
+    let selection = loop {
+        match select(&handle.dir, &handle.ignore, &sources, &action.excludes, environment.hash_cache) {
+            Ok(selection) => break selection,
+            Err(SelectionError::NotFound { source, .. })
+                if has_wildcard(&source) && sources.iter().any(|s| *s == source) =>
+            {
+                sources.retain(|s| *s != source);
+                if sources.is_empty() {
+                    break Selection { entries: Vec::new(), digest: crate::graph::Digest::of(b"").0 };
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    let selection = Arc::new(selection);
+    environment.selections.selections.lock().unwrap_or_else(|p| p.into_inner()).insert(key, selection.clone());
+    Ok(selection)
+}
+
+pub fn cache_inputs(
+    actions: &[FileAction],
+    inputs: &[(String, Output)],
+    environment: &Environment,
+) -> Result<Vec<CacheInput>, OpError> {
+    let mut cache_inputs = Vec::new();
+    for (index, (key, output)) in inputs.iter().enumerate() {
+        if matches!(output, Output::Layers(_)) {
+            cache_inputs.push((format!("input {index}"), key.clone()));
+        }
+    }
+    for (index, action) in actions.iter().enumerate() {
+        if let FileAction::Copy(copy) = action
+            && let Some((_, Output::Context(handle))) = inputs.get(copy.source_input)
+        {
+            let selection = selection_for(handle, copy, environment)?;
+            cache_inputs.push((format!("files of action {index} ({})", copy.sources.join(" ")), selection.digest.clone()));
+        }
+    }
+    Ok(cache_inputs)
+}
+
+pub fn run(
+    vertex: &Vertex,
+    actions: &[FileAction],
+    inputs: &[Output],
+    environment: &Environment,
+) -> Result<Vec<Layer>, OpError> {
+    let base = inputs.first().ok_or(FileError::NotAFilesystem)?;
+    let Output::Layers(base_layers) = base else { return Err(FileError::NotAFilesystem.into()) };
+    let upper = environment.store.temp_dir("file-")?;
+    let mut writer = UpperWriter::new(base.layer_paths(), upper.path().to_path_buf());
+    for action in actions {
+        environment.check_canceled()?;
+        match action {
+            FileAction::Mkdir(mkdir) => writer.mkdir(mkdir)?,
+            FileAction::Mkfile(mkfile) => writer.mkfile(mkfile)?,
+            FileAction::Copy(copy) => {
+                let source = inputs.get(copy.source_input).ok_or(FileError::NotAFilesystem)?;
+                let listing = match source {
+                    Output::Context(handle) => {
+                        let selection = selection_for(handle, copy, environment)?;
+                        SourceListing::from_selection(&handle.dir, &selection)
+                    }
+                    Output::Layers(_) => {
+                        let view = LayeredView::new(source.layer_paths());
+                        SourceListing::from_view(&view, &copy.sources)
+                            .map_err(|source| FileError::Read { path: copy.sources.join(" "), source })?
+                    }
+                };
+                writer.copy(copy, &listing)?;
+            }
+        }
+    }
+    writer.finish()?;
+    let mut layers: Vec<Layer> = base_layers.to_vec();
+    layers.push(layer::commit(environment.store, upper, &vertex.name, false)?);
+    Ok(layers)
+}
+
+/// Metadata to give a path the op writes.
+#[derive(Debug, Clone, Copy)]
+struct Metadata {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    mtime_nanos: u32,
+}
+
+/// Writes into the upper directory with the base below it.
+struct UpperWriter {
+    base: Vec<PathBuf>,
+    upper: PathBuf,
+    /// Directory times to set at the end, by real path.
+    directory_times: BTreeMap<PathBuf, (i64, u32)>,
+}
+
+fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    move |source| FileError::Write { path: path.display().to_string(), source }
+}
+
+impl UpperWriter {
+    fn new(base: Vec<PathBuf>, upper: PathBuf) -> UpperWriter {
+        UpperWriter { base, upper, directory_times: BTreeMap::new() }
+    }
+
+    /// The merged view of the base and what was written so far.
+    fn view(&self) -> LayeredView {
+        let mut layers = self.base.clone();
+        layers.push(self.upper.clone());
+        LayeredView::new(layers)
+    }
+
+    fn base_view(&self) -> LayeredView {
+        LayeredView::new(self.base.clone())
+    }
+
+    /// Resolves a destination path in the merged view: the resolved absolute path and its node.
+    fn resolve(&self, path: &str, follow_last: bool) -> Result<(Node, String), FileError> {
+        self.view().resolve(path, follow_last).map_err(|source| FileError::Read { path: path.into(), source })
+    }
+
+    /// Makes sure the resolved absolute directory `path` exists in the upper directory: parts
+    /// that exist below are copied up with their metadata, missing parts are created with
+    /// `created`. Returns the real path.
+    fn ensure_directory(&mut self, path: &str, created: Metadata) -> Result<PathBuf, FileError> {
+        let base_view = self.base_view();
+        let mut virtual_path = String::new();
+        let mut real = self.upper.clone();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            virtual_path.push('/');
+            virtual_path.push_str(part);
+            real.push(part);
+            match fs::symlink_metadata(&real) {
+                Ok(existing) if existing.is_dir() => continue,
+                Ok(_) => fs::remove_file(&real).map_err(write_error(&real))?,
+                Err(_) => {}
+            }
+            let (below, _) = base_view
+                .resolve(&virtual_path, false)
+                .map_err(|source| FileError::Read { path: virtual_path.clone(), source })?;
+            let metadata = match below.metadata() {
+                Some(metadata) if below.is_directory() => {
+                    use std::os::unix::fs::MetadataExt;
+                    Metadata {
+                        mode: metadata.mode() & 0o7777,
+                        uid: metadata.uid(),
+                        gid: metadata.gid(),
+                        mtime: metadata.mtime(),
+                        mtime_nanos: metadata.mtime_nsec() as u32,
+                    }
+                }
+                _ => created,
+            };
+            fs::create_dir(&real).map_err(write_error(&real))?;
+            self.apply(&real, &metadata, true)?;
+        }
+        Ok(real)
+    }
+
+    fn apply(&mut self, real: &Path, metadata: &Metadata, is_directory: bool) -> Result<(), FileError> {
+        set_owner(real, metadata.uid, metadata.gid)?;
+        fs::set_permissions(real, fs::Permissions::from_mode(metadata.mode)).map_err(write_error(real))?;
+        if is_directory {
+            self.directory_times.insert(real.to_path_buf(), (metadata.mtime, metadata.mtime_nanos));
+        } else {
+            set_time(real, metadata.mtime, metadata.mtime_nanos)?;
+        }
+        Ok(())
+    }
+
+    fn created(owner: Option<(u32, u32)>, timestamp: Option<i64>, mode: u32) -> Metadata {
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        Metadata { mode, uid, gid, mtime: timestamp.unwrap_or(0), mtime_nanos: 0 }
+    }
+
+    fn owner(&self, owner: &Option<crate::graph::Owner>) -> Result<Option<(u32, u32)>, FileError> {
+        match owner {
+            None => Ok(None),
+            Some(owner) => Ok(Some(owner::resolve(&self.base_view(), owner)?)),
+        }
+    }
+
+    fn mkdir(&mut self, mkdir: &MkdirAction) -> Result<(), FileError> {
+        let owner = self.owner(&mkdir.owner)?;
+        let (node, resolved) = self.resolve(&mkdir.path, true)?;
+        if node.is_directory() {
+            return Ok(());
+        }
+        let created = Self::created(owner, mkdir.timestamp, mkdir.mode);
+        self.ensure_directory(&resolved, created)?;
+        Ok(())
+    }
+
+    fn mkfile(&mut self, mkfile: &MkfileAction) -> Result<(), FileError> {
+        let owner = self.owner(&mkfile.owner)?;
+        let (parent, name) = split_parent(&mkfile.path);
+        let (_, parent_resolved) = self.resolve(&parent, true)?;
+        let parent_real = self.ensure_directory(&parent_resolved, Self::created(owner, mkfile.timestamp, 0o755))?;
+        let target = parent_real.join(name);
+        remove_existing(&target)?;
+        fs::write(&target, &mkfile.data).map_err(write_error(&target))?;
+        let mode = match &mkfile.chmod {
+            Some(chmod) => chmod.apply(mkfile.mode, false),
+            None => mkfile.mode,
+        };
+        self.apply(&target, &Self::created(owner, mkfile.timestamp, mode), false)
+    }
+
+    fn copy(&mut self, action: &CopyAction, listing: &SourceListing) -> Result<(), FileError> {
+        let owner = self.owner(&action.owner)?;
+        let wildcard = action.sources.iter().any(|source| has_wildcard(source));
+        let dest_is_directory_by_syntax =
+            action.dest.ends_with('/') || action.dest.ends_with("/.") || action.sources.len() > 1 || wildcard;
+        let (dest_node, dest_resolved) = self.resolve(&action.dest, true)?;
+        let dest_is_directory = dest_is_directory_by_syntax || dest_node.is_directory();
+        let mut total_matches = 0;
+        for source in &action.sources {
+            let pattern = clean(source);
+            let matches: Vec<&SourceEntry> = if pattern.is_empty() {
+                vec![]
+            } else {
+                listing.matches(&pattern)
+            };
+            if pattern.is_empty() {
+                // The source root: its contents go into the destination directory.
+                let created = Self::created(owner, action.timestamp, 0o755);
+                self.ensure_directory(&dest_resolved, created)?;
+                for entry in listing.descendants("") {
+                    self.place(action, owner, entry, &format!("{dest_resolved}/{}", entry.path))?;
+                }
+                total_matches += 1;
+                continue;
+            }
+            if matches.is_empty() && !has_wildcard(source) {
+                return Err(FileError::NotFound { path: pattern });
+            }
+            total_matches += matches.len();
+            for entry in matches {
+                let relative_root = if action.parents { parents_path(source, &entry.path) } else { String::new() };
+                if entry.kind == SourceKind::Directory {
+                    let target_dir = if action.parents {
+                        format!("{dest_resolved}/{relative_root}")
+                    } else {
+                        dest_resolved.clone()
+                    };
+                    // A directory copies its contents; a created destination takes its metadata.
+                    let (existing, target_resolved) = self.resolve(&target_dir, true)?;
+                    let metadata = if existing.is_directory() {
+                        None
+                    } else {
+                        Some(self.entry_metadata(action, owner, entry))
+                    };
+                    let parent_created = Self::created(owner, action.timestamp, 0o755);
+                    let real = self.ensure_directory(&target_resolved, parent_created)?;
+                    if let Some(metadata) = metadata {
+                        self.apply(&real, &metadata, true)?;
+                    }
+                    let prefix_length = if entry.path.is_empty() { 0 } else { entry.path.len() + 1 };
+                    for child in listing.descendants(&entry.path) {
+                        let relative = &child.path[prefix_length..];
+                        self.place(action, owner, child, &format!("{target_resolved}/{relative}"))?;
+                    }
+                } else {
+                    let target = if action.parents {
+                        format!("{dest_resolved}/{relative_root}")
+                    } else if dest_is_directory {
+                        format!("{dest_resolved}/{}", file_name(&entry.path))
+                    } else {
+                        dest_resolved.clone()
+                    };
+                    self.place(action, owner, entry, &target)?;
+                }
+            }
+        }
+        if total_matches > 1 && !dest_is_directory {
+            return Err(FileError::DestinationNotDirectory);
+        }
+        Ok(())
+    }
+
+    fn entry_metadata(&self, action: &CopyAction, owner: Option<(u32, u32)>, entry: &SourceEntry) -> Metadata {
+        let (uid, gid) = owner.unwrap_or((entry.uid, entry.gid));
+        let is_directory = entry.kind == SourceKind::Directory;
+        let mode = match &action.chmod {
+            Some(chmod) => chmod.apply(entry.mode, is_directory),
+            None => entry.mode,
+        };
+        Metadata { mode, uid, gid, mtime: entry.mtime, mtime_nanos: entry.mtime_nanos }
+    }
+
+    /// Writes one source entry at the absolute destination path `target`.
+    fn place(
+        &mut self,
+        action: &CopyAction,
+        owner: Option<(u32, u32)>,
+        entry: &SourceEntry,
+        target: &str,
+    ) -> Result<(), FileError> {
+        let (parent, name) = split_parent(target);
+        let (_, parent_resolved) = self.resolve(&parent, true)?;
+        let parent_real =
+            self.ensure_directory(&parent_resolved, Self::created(owner, action.timestamp, 0o755))?;
+        let real = parent_real.join(name);
+        let metadata = self.entry_metadata(action, owner, entry);
+        match &entry.kind {
+            SourceKind::Directory => {
+                match fs::symlink_metadata(&real) {
+                    Ok(existing) if existing.is_dir() => {}
+                    Ok(_) => {
+                        remove_existing(&real)?;
+                        fs::create_dir(&real).map_err(write_error(&real))?;
+                    }
+                    Err(_) => fs::create_dir(&real).map_err(write_error(&real))?,
+                }
+                self.apply(&real, &metadata, true)
+            }
+            SourceKind::File => {
+                remove_existing(&real)?;
+                if action.unpack && is_tar_archive(&entry.real).unwrap_or(false) {
+                    return self.unpack(entry, &parent_resolved, owner);
+                }
+                fs::copy(&entry.real, &real)
+                    .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
+                self.apply(&real, &metadata, false)
+            }
+            SourceKind::Symlink(link) => {
+                remove_existing(&real)?;
+                symlink(link, &real).map_err(write_error(&real))?;
+                set_owner(&real, metadata.uid, metadata.gid)?;
+                set_time(&real, metadata.mtime, metadata.mtime_nanos)
+            }
+            SourceKind::Special { mode, device } => {
+                remove_existing(&real)?;
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
+                let permissions = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
+                nix::sys::stat::mknod(&real, kind, permissions, *device)
+                    .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+                    .map_err(write_error(&real))?;
+                self.apply(&real, &metadata, false)
+            }
+        }
+    }
+
+    /// `ADD archive.tar /dest/`: extracts into the directory the file would have gone to.
+    fn unpack(&mut self, entry: &SourceEntry, directory: &str, owner: Option<(u32, u32)>) -> Result<(), FileError> {
+        let real = self.ensure_directory(directory, Self::created(owner, None, 0o755))?;
+        let file = fs::File::open(&entry.real)
+            .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
+        let reader = crate::snapshot::extract::decompressed(file)
+            .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
+        let ownership = match owner {
+            Some((uid, gid)) => Ownership::Fixed { uid, gid },
+            None => Ownership::FromArchive,
+        };
+        extract(reader, &real, &ExtractOptions { whiteouts: WhiteoutMode::Literal, ownership })
+            .map_err(|source| FileError::Unpack { path: entry.path.clone(), source })?;
+        Ok(())
+    }
+
+    /// Sets directory times, deepest first, now that nothing more is written into them.
+    fn finish(&mut self) -> Result<(), FileError> {
+        for (path, (seconds, nanos)) in self.directory_times.iter().rev() {
+            set_time(path, *seconds, *nanos)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--parents`: the path kept under the destination. A `/./` in the source marks where the
+/// kept part starts; otherwise it is the whole matched path.
+fn parents_path(source: &str, matched: &str) -> String {
+    match source.find("/./").or_else(|| source.starts_with("./").then_some(0)) {
+        Some(index) if index > 0 => {
+            let pivot_depth = clean(&source[..index]).split('/').filter(|p| !p.is_empty()).count();
+            matched.split('/').skip(pivot_depth).collect::<Vec<_>>().join("/")
+        }
+        _ => matched.to_string(),
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn split_parent(path: &str) -> (String, String) {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((parent, name)) => (if parent.is_empty() { "/".into() } else { parent.into() }, name.into()),
+        None => ("/".into(), trimmed.into()),
+    }
+}
+
+fn remove_existing(path: &Path) -> Result<(), FileError> {
+    match fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_dir() => crate::store::remove_tree(path).map_err(write_error(path)),
+        Ok(_) => fs::remove_file(path).map_err(write_error(path)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), FileError> {
+    match lchown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        // Unprivileged without a user namespace: the owner cannot be kept on disk.
+        Err(error) if error.raw_os_error() == Some(libc::EPERM) && !nix::unistd::geteuid().is_root() => Ok(()),
+        Err(error) => Err(FileError::Write { path: path.display().to_string(), source: error }),
+    }
+}
+
+fn set_time(path: &Path, seconds: i64, nanos: u32) -> Result<(), FileError> {
+    let time = nix::sys::time::TimeSpec::new(seconds, nanos as i64);
+    nix::sys::stat::utimensat(None, path, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+        .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+        .map_err(write_error(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_keep_the_path_after_the_pivot() {
+        assert_eq!(parents_path("a/b/c.txt", "a/b/c.txt"), "a/b/c.txt");
+        assert_eq!(parents_path("a/./b/*.txt", "a/b/c.txt"), "b/c.txt");
+        assert_eq!(split_parent("/a/b/"), ("/a".to_string(), "b".to_string()));
+        assert_eq!(split_parent("/a"), ("/".to_string(), "a".to_string()));
+    }
+}

@@ -1,0 +1,270 @@
+//! Base images from OCI layout directories (`--build-context name=oci-layout://PATH[:tag|@digest]`).
+//!
+//! Resolving (at frontend time) reads `index.json`, picks the manifest by tag, digest or
+//! platform, and reads the image config, so the frontend can give its ENV, WORKDIR, USER... to
+//! the stage. Running unpacks each layer into a snapshot named by the image's own diff id and
+//! copies the compressed blob into the store, so an export reuses the exact blob (same digest)
+//! and never depends on the layout directory again. Every blob is verified against its digest,
+//! and every layer against its diff id, while it is read.
+//!
+//! | cache key input        | in key | why                                        |
+//! |------------------------|--------|--------------------------------------------|
+//! | manifest digest        | yes    | it pins the layers and the config          |
+//! | layout path, tag       | no     | names, not content                         |
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
+use sha2::{Digest as _, Sha256};
+
+use super::layer::Layer;
+use super::{CacheInput, Environment};
+use crate::graph::{Digest, ImageSource};
+use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
+use crate::store::{BlobRow, LayerRow, now};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("failed to read OCI layout `{path}`")]
+    Read { path: String, source: io::Error },
+    #[error("invalid OCI layout `{path}`: {message}")]
+    Invalid { path: String, message: String },
+    #[error("`{reference}` not found in OCI layout `{path}`")]
+    NotFound { path: String, reference: String },
+    #[error("no manifest for platform `{platform}` in `{reference}`")]
+    NoPlatform { reference: String, platform: String },
+    #[error("blob `{expected}` of `{path}` has digest `{actual}`")]
+    DigestMismatch { path: String, expected: String, actual: String },
+    #[error("failed to unpack layer `{digest}`")]
+    Extract { digest: String, source: crate::snapshot::extract::ExtractError },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseError),
+}
+
+/// An image chosen from a layout: what the frontend needs to build a stage on it.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub source: ImageSource,
+    /// The raw image config JSON.
+    pub config: Vec<u8>,
+}
+
+/// Picks a manifest in the layout at `path`. `selector` is `:tag`, `@sha256:...` or empty.
+pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Option<&str>)) -> Result<ResolvedImage, ImageError> {
+    let path_text = path.display().to_string();
+    let index_path = path.join("index.json");
+    let index = ImageIndex::from_file(&index_path)
+        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let (tag, digest) = if let Some(digest) = selector.strip_prefix('@') {
+        (None, Some(digest.to_string()))
+    } else if let Some(tag) = selector.strip_prefix(':') {
+        (Some(tag.to_string()), None)
+    } else {
+        (None, None)
+    };
+    let reference = format!("oci-layout://{path_text}{selector}");
+    let manifests = index.manifests();
+    let chosen = manifests.iter().find(|descriptor| {
+        if let Some(digest) = &digest {
+            return descriptor.digest().to_string() == *digest;
+        }
+        let name = descriptor
+            .annotations()
+            .as_ref()
+            .and_then(|annotations| annotations.get("org.opencontainers.image.ref.name"))
+            .map(String::as_str);
+        match (&tag, name) {
+            (Some(tag), Some(name)) => name == tag || name.ends_with(&format!(":{tag}")),
+            (Some(_), None) => false,
+            (None, name) => manifests.len() == 1 || name == Some("latest") || name.is_some_and(|n| n.ends_with(":latest")),
+        }
+    });
+    let Some(descriptor) = chosen else {
+        return Err(ImageError::NotFound { path: path_text, reference });
+    };
+    let mut digest = descriptor.digest().to_string();
+    let mut media_type = descriptor.media_type().clone();
+    // Nested indexes: pick the platform.
+    for _ in 0..4 {
+        if !is_index(&media_type) {
+            break;
+        }
+        let bytes = read_blob(path, &digest)?;
+        let nested = ImageIndex::from_reader(&bytes[..])
+            .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+        let (os, architecture, variant) = platform;
+        let found = nested.manifests().iter().find(|candidate| {
+            candidate.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == os
+                    && p.architecture().to_string() == architecture
+                    && variant.is_none_or(|v| p.variant().as_deref() == Some(v))
+            })
+        });
+        let Some(found) = found else {
+            return Err(ImageError::NoPlatform {
+                reference,
+                platform: format!("{os}/{architecture}{}", variant.map(|v| format!("/{v}")).unwrap_or_default()),
+            });
+        };
+        digest = found.digest().to_string();
+        media_type = found.media_type().clone();
+    }
+    let manifest_bytes = read_blob(path, &digest)?;
+    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
+        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let config = read_blob(path, &manifest.config().digest().to_string())?;
+    Ok(ResolvedImage {
+        source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference },
+        config,
+    })
+}
+
+fn is_index(media_type: &MediaType) -> bool {
+    match media_type {
+        MediaType::ImageIndex => true,
+        MediaType::Other(other) => other == "application/vnd.docker.distribution.manifest.list.v2+json",
+        _ => false,
+    }
+}
+
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    layout.join("blobs").join(algorithm).join(hex)
+}
+
+/// Reads a small blob and checks its digest.
+fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
+    let path = blob_path(layout, digest);
+    let bytes = fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
+    let actual = Digest::of(&bytes).0;
+    if actual != digest {
+        return Err(ImageError::DigestMismatch { path: path.display().to_string(), expected: digest.into(), actual });
+    }
+    Ok(bytes)
+}
+
+pub fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
+    match source {
+        ImageSource::OciLayout { manifest_digest, .. } => vec![("image".into(), manifest_digest.0.clone())],
+    }
+}
+
+/// Unpacks the image's layers into the store (each once: a known diff id is reused).
+pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>, ImageError> {
+    let ImageSource::OciLayout { path, manifest_digest, reference } = source;
+    let manifest_bytes = read_blob(path, &manifest_digest.0)?;
+    let path_text = path.display().to_string();
+    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
+        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let config_bytes = read_blob(path, &manifest.config().digest().to_string())?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(|id| id.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(ImageError::Invalid {
+            path: path_text,
+            message: format!("{} layers but {} diff ids", manifest.layers().len(), diff_ids.len()),
+        });
+    }
+    let store = environment.store;
+    let mut layers = Vec::new();
+    for (descriptor, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+        environment.check_canceled().map_err(|_| ImageError::Invalid { path: path_text.clone(), message: "canceled".into() })?;
+        let blob_digest = descriptor.digest().to_string();
+        let snapshot = store.snapshot_path(diff_id);
+        let known = store.database().layer(diff_id)?;
+        if let Some(row) = known.filter(|_| snapshot.is_dir()) {
+            layers.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at: row.created_at });
+            continue;
+        }
+        let layer_path = blob_path(path, &blob_digest);
+        // Copy the blob into the store first (verifying it), then unpack from the store's copy.
+        let mut file = File::open(&layer_path)
+            .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        let mut writer = store.blob_writer()?;
+        io::copy(&mut file, &mut writer)
+            .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        let (stored_digest, size) = writer.finish()?;
+        if stored_digest != blob_digest {
+            return Err(ImageError::DigestMismatch {
+                path: layer_path.display().to_string(),
+                expected: blob_digest,
+                actual: stored_digest,
+            });
+        }
+        let directory = store.temp_dir("layer-")?;
+        let blob = File::open(store.blob_path(&stored_digest))
+            .map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
+        let reader = decompressed(blob).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
+        let mut hashing = HashingReader { inner: reader, hasher: Sha256::new() };
+        extract(
+            &mut hashing,
+            directory.path(),
+            &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: Ownership::FromArchive },
+        )
+        .map_err(|source| ImageError::Extract { digest: blob_digest.clone(), source })?;
+        // Tar readers stop at the end-of-archive marker; hash any padding after it too.
+        io::copy(&mut hashing, &mut io::sink()).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
+        let actual = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        if &actual != diff_id {
+            return Err(ImageError::DigestMismatch { path: layer_path.display().to_string(), expected: diff_id.clone(), actual });
+        }
+        let snapshot = store.commit_snapshot(directory, diff_id)?;
+        let now = now();
+        let size_on_disk = crate::store::usage::tree_size(&snapshot)
+            .map_err(|source| ImageError::Read { path: snapshot.display().to_string(), source })?;
+        let mut database = store.database();
+        database.put_layer(&LayerRow {
+            diff_id: diff_id.clone(),
+            size: size_on_disk,
+            created_at: now,
+            last_used_at: now,
+            from_image: true,
+            description: format!("{reference} layer"),
+        })?;
+        database.put_blob(&BlobRow {
+            digest: stored_digest,
+            diff_id: diff_id.clone(),
+            compression: compression_of(descriptor.media_type()).into(),
+            level: -1,
+            media_type: descriptor.media_type().to_string(),
+            size,
+            last_used_at: now,
+        })?;
+        let created_at = database.layer(diff_id)?.map(|row| row.created_at).unwrap_or(now);
+        layers.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at });
+    }
+    Ok(layers)
+}
+
+/// The compression a layer media type names.
+pub fn compression_of(media_type: &MediaType) -> &'static str {
+    let text = media_type.to_string();
+    if text.ends_with("zstd") {
+        "zstd"
+    } else if text.ends_with("gzip") || text.ends_with(".tar.gzip") || text == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+        "gzip"
+    } else {
+        "uncompressed"
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let count = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..count]);
+        Ok(count)
+    }
+}

@@ -1,0 +1,75 @@
+//! A layer as ops hand it around, and the one way a new layer enters the store.
+//!
+//! A layer is a snapshot directory (overlay format) named by its diff id: the digest of the
+//! deterministic tar `snapshot::layer_tar` writes from it. Committing computes that digest,
+//! moves the directory into place and records the row; an empty directory is no layer at all.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
+use crate::store::usage::tree_size;
+use crate::store::{LayerRow, Store, StoreError, now};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// The snapshot directory.
+    pub path: PathBuf,
+    /// When the layer was first made: its history timestamp.
+    pub created_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("failed to compute the diff of `{path}`")]
+    Diff { path: String, source: crate::snapshot::layer_tar::LayerTarError },
+    #[error("failed to measure `{path}`")]
+    Size { path: String, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseError),
+}
+
+/// Turns a finished snapshot directory into a layer. An empty directory is an empty layer:
+/// BuildKit exports a step with no change as a real (empty) layer too.
+pub fn commit(
+    store: &Store,
+    directory: tempfile::TempDir,
+    description: &str,
+    from_image: bool,
+) -> Result<Layer, LayerError> {
+    let path_text = directory.path().display().to_string();
+    let summary = write_layer_tar(directory.path(), io::sink(), &LayerTarOptions { clamp_mtime: None })
+        .map_err(|source| LayerError::Diff { path: path_text.clone(), source })?;
+    let path = store.commit_snapshot(directory, &summary.diff_id)?;
+    let size = tree_size(&path).map_err(|source| LayerError::Size { path: path.display().to_string(), source })?;
+    let now = now();
+    store.database().put_layer(&LayerRow {
+        diff_id: summary.diff_id.clone(),
+        size,
+        created_at: now,
+        last_used_at: now,
+        from_image,
+        description: description.to_string(),
+    })?;
+    let created_at = store.database().layer(&summary.diff_id)?.map(|row| row.created_at).unwrap_or(now);
+    Ok(Layer { diff_id: summary.diff_id, path, created_at })
+}
+
+/// The layers of a record, if every one is still in the store (else the record is a miss).
+pub fn load(store: &Store, diff_ids: &[String]) -> Result<Option<Vec<Layer>>, StoreError> {
+    let database = store.database();
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let Some(row) = database.layer(diff_id)? else { return Ok(None) };
+        let path = store.snapshot_path(diff_id);
+        if !path.is_dir() {
+            return Ok(None);
+        }
+        layers.push(Layer { diff_id: diff_id.clone(), path, created_at: row.created_at });
+    }
+    Ok(Some(layers))
+}

@@ -1,0 +1,117 @@
+//! Runs one vertex. Each op lives in its own file and has two entry points: `cache_inputs`,
+//! what goes into its cache key (may read files: a `COPY` hashes the context files it uses), and
+//! `run`, which produces its [`Output`].
+//!
+//! Ops never talk to the terminal and never decide about caching: the solver asks for the key,
+//! looks it up, and only then runs the op. An op that produces a layer commits it to the store
+//! itself (`layer::commit`), so a result in the store is always complete.
+
+pub mod context;
+pub mod file;
+pub mod image;
+pub mod layer;
+mod owner;
+mod source;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::context::selection::HashCache;
+use crate::graph::{Op, Vertex};
+use crate::store::Store;
+
+pub use context::ContextHandle;
+pub use layer::Layer;
+
+/// What a vertex produced.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A filesystem: layers, bottom first.
+    Layers(Arc<[Layer]>),
+    /// A build context directory, read by the `COPY`s that use it.
+    Context(Arc<ContextHandle>),
+}
+
+impl Output {
+    pub fn layers(&self) -> &[Layer] {
+        match self {
+            Output::Layers(layers) => layers,
+            Output::Context(_) => &[],
+        }
+    }
+
+    pub fn layer_paths(&self) -> Vec<PathBuf> {
+        self.layers().iter().map(|layer| layer.path.clone()).collect()
+    }
+}
+
+/// Everything an op may use besides its inputs.
+pub struct Environment<'a> {
+    pub store: &'a Store,
+    pub hash_cache: &'a (dyn HashCache + 'a),
+    pub cancel: &'a AtomicBool,
+    pub selections: &'a file::SelectionMemo,
+}
+
+impl Environment<'_> {
+    pub fn check_canceled(&self) -> Result<(), OpError> {
+        if self.cancel.load(Ordering::Relaxed) { Err(OpError::Canceled) } else { Ok(()) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("canceled")]
+    Canceled,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    File(#[from] file::FileError),
+    #[error(transparent)]
+    Layer(#[from] layer::LayerError),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+}
+
+/// One named input of a cache key, kept in the record so `cache why` can say what changed.
+pub type CacheInput = (String, String);
+
+/// The inputs of a vertex's cache key besides the op kind, given its inputs' keys and outputs.
+pub fn cache_inputs(
+    vertex: &Vertex,
+    inputs: &[(String, Output)],
+    environment: &Environment,
+) -> Result<Vec<CacheInput>, OpError> {
+    let input_keys = || -> Vec<CacheInput> {
+        inputs.iter().enumerate().map(|(index, (key, _))| (format!("input {index}"), key.clone())).collect()
+    };
+    Ok(match &vertex.op {
+        Op::Scratch => vec![],
+        Op::Image(source) => image::cache_inputs(source),
+        Op::Context(source) => context::cache_inputs(source),
+        Op::Merge => input_keys(),
+        Op::File { actions } => {
+            let mut all = vec![("op".to_string(), vertex.op.definition())];
+            all.extend(file::cache_inputs(actions, inputs, environment)?);
+            all
+        }
+    })
+}
+
+/// Runs the vertex.
+pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Result<Output, OpError> {
+    environment.check_canceled()?;
+    match &vertex.op {
+        Op::Scratch => Ok(Output::Layers(Arc::from(Vec::new()))),
+        Op::Image(source) => Ok(Output::Layers(image::run(source, environment)?.into())),
+        Op::Context(source) => Ok(Output::Context(Arc::new(context::open(source)?))),
+        Op::Merge => {
+            let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();
+            Ok(Output::Layers(layers.into()))
+        }
+        Op::File { actions } => Ok(Output::Layers(file::run(vertex, actions, inputs, environment)?.into())),
+    }
+}

@@ -1,0 +1,81 @@
+//! `--chown` for file ops: owners resolved in the destination's /etc/passwd and
+//! /etc/group (as BuildKit does: a name is looked up, a number is used as is, a numeric user
+//! without a group also gives the group).
+
+use crate::graph::Owner;
+use crate::snapshot::view::LayeredView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error("unable to find user `{0}`: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group `{0}`: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("failed to read `{path}` of the destination")]
+    Read { path: String, source: std::io::Error },
+}
+
+/// Resolves `user[:group]` against the destination filesystem.
+pub fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), OwnerError> {
+    let (uid, user_gid) = match owner.user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => {
+            let passwd = read(view, "/etc/passwd")?;
+            find(&passwd, &owner.user, 2)
+                .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+                .ok_or_else(|| OwnerError::UnknownUser(owner.user.clone()))?
+        }
+    };
+    let gid = match &owner.group {
+        None => user_gid,
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = read(view, "/etc/group")?;
+                find(&groups, group, 2)
+                    .and_then(|fields| fields[2].parse().ok())
+                    .ok_or_else(|| OwnerError::UnknownGroup(group.clone()))?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn read(view: &LayeredView, path: &str) -> Result<String, OwnerError> {
+    let bytes = view
+        .read_file(path)
+        .map_err(|source| OwnerError::Read { path: path.into(), source })?
+        .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The `:`-separated fields of the first line whose first field is `name`, if it has more
+/// than `min_index` fields.
+fn find<'a>(file: &'a str, name: &str, min_index: usize) -> Option<Vec<&'a str>> {
+    file.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > min_index + 1 && fields[0] == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn owners_resolve_in_the_destination() {
+        let layer = tempfile::tempdir().unwrap();
+        fs::create_dir(layer.path().join("etc")).unwrap();
+        fs::write(layer.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
+        fs::write(layer.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let view = LayeredView::new([layer.path().to_path_buf()]);
+        let owner = |user: &str, group: Option<&str>| Owner { user: user.into(), group: group.map(String::from) };
+        assert_eq!(resolve(&view, &owner("app", None)).unwrap(), (1000, 1001));
+        assert_eq!(resolve(&view, &owner("app", Some("staff"))).unwrap(), (1000, 50));
+        assert_eq!(resolve(&view, &owner("42", None)).unwrap(), (42, 42));
+        assert_eq!(resolve(&view, &owner("42", Some("7"))).unwrap(), (42, 7));
+        assert!(matches!(resolve(&view, &owner("nobody", None)), Err(OwnerError::UnknownUser(_))));
+        assert!(matches!(resolve(&view, &owner("app", Some("wheel"))), Err(OwnerError::UnknownGroup(_))));
+    }
+}

@@ -1,0 +1,331 @@
+//! The files a copy reads, listed the same way whether they come from a build context (a
+//! [`Selection`], already filtered by .dockerignore and `--exclude`) or from another stage's
+//! filesystem (a [`LayeredView`]): one sorted map from relative path to entry. The copy logic in
+//! `file.rs` works on this listing only.
+//!
+//! Paths are relative, `/`-separated, without a leading `/`; the empty path is the source root.
+//! A top-level match that is a symlink is followed (BuildKit copies what a named link points
+//! to), inside the source only; links below a match are copied as links.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::context::selection::{EntryKind, Selection};
+use crate::snapshot::view::{LayeredView, Node};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    File,
+    Directory,
+    Symlink(PathBuf),
+    /// A device or fifo, recreated with mknod.
+    Special { mode: u32, device: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    pub path: String,
+    pub kind: SourceKind,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nanos: u32,
+    /// Where the bytes are on the host.
+    pub real: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub struct SourceListing {
+    pub entries: BTreeMap<String, SourceEntry>,
+}
+
+/// Cleans a source path or pattern: no leading `/` or `./`, no `.` parts, no trailing `/`,
+/// `..` cannot climb above the root.
+pub fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+pub fn has_wildcard(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+impl SourceListing {
+    /// Context files: owned by root, as BuildKit copies them.
+    pub fn from_selection(dir: &Path, selection: &Selection) -> SourceListing {
+        let mut entries = BTreeMap::new();
+        for entry in &selection.entries {
+            // The context root is listed as `.`; the listing names it by the empty path.
+            let path = if entry.path == "." { String::new() } else { entry.path.clone() };
+            let kind = match &entry.kind {
+                EntryKind::File { .. } => SourceKind::File,
+                EntryKind::Directory => SourceKind::Directory,
+                EntryKind::Symlink { target } => SourceKind::Symlink(PathBuf::from(target)),
+            };
+            entries.insert(
+                path.clone(),
+                SourceEntry {
+                    path,
+                    kind,
+                    mode: entry.mode & 0o7777,
+                    uid: 0,
+                    gid: 0,
+                    mtime: entry.mtime,
+                    mtime_nanos: entry.mtime_nanos,
+                    real: dir.join(&entry.path),
+                },
+            );
+        }
+        let mut listing = SourceListing { entries };
+        listing.follow_top_level_links(dir);
+        listing
+    }
+
+    /// Replaces a selected symlink whose target is a file inside the context by that file.
+    fn follow_top_level_links(&mut self, dir: &Path) {
+        let links: Vec<(String, PathBuf)> = self
+            .entries
+            .values()
+            .filter_map(|entry| match &entry.kind {
+                SourceKind::Symlink(target) => Some((entry.path.clone(), target.clone())),
+                _ => None,
+            })
+            .collect();
+        for (path, target) in links {
+            let parent = Path::new(&path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let resolved = if target.is_absolute() {
+                clean(&target.to_string_lossy())
+            } else {
+                clean(&format!("{parent}/{}", target.to_string_lossy()))
+            };
+            let real = dir.join(&resolved);
+            let Ok(metadata) = real.symlink_metadata() else { continue };
+            if metadata.is_file()
+                && let Some(entry) = self.entries.get_mut(&path)
+            {
+                entry.kind = SourceKind::File;
+                entry.mode = metadata.permissions().mode() & 0o7777;
+                entry.real = real;
+            }
+        }
+    }
+
+    /// Another stage's files for the given patterns, with their owners.
+    pub fn from_view(view: &LayeredView, patterns: &[String]) -> io::Result<SourceListing> {
+        let mut listing = SourceListing::default();
+        for pattern in patterns {
+            let pattern = clean(pattern);
+            for (path, node) in view_matches(view, &pattern)? {
+                listing.add_tree(view, &path, &node)?;
+            }
+        }
+        Ok(listing)
+    }
+
+    fn add_tree(&mut self, view: &LayeredView, path: &str, node: &Node) -> io::Result<()> {
+        let Some(metadata) = node.metadata() else { return Ok(()) };
+        let real = match node {
+            Node::Leaf { path, .. } => path.clone(),
+            Node::Directory { stack, .. } => stack.first().cloned().unwrap_or_default(),
+            Node::Missing => return Ok(()),
+        };
+        let file_type = metadata.file_type();
+        let kind = if node.is_directory() {
+            SourceKind::Directory
+        } else if file_type.is_symlink() {
+            SourceKind::Symlink(std::fs::read_link(&real)?)
+        } else if file_type.is_file() {
+            SourceKind::File
+        } else {
+            SourceKind::Special { mode: metadata.mode(), device: metadata.rdev() }
+        };
+        self.entries.insert(
+            path.to_string(),
+            SourceEntry {
+                path: path.to_string(),
+                kind,
+                mode: metadata.mode() & 0o7777,
+                uid: metadata.uid(),
+                gid: metadata.gid(),
+                mtime: metadata.mtime(),
+                mtime_nanos: metadata.mtime_nsec() as u32,
+                real,
+            },
+        );
+        if node.is_directory() {
+            for (name, child) in view.read_dir(node)? {
+                let child_path = join(path, &name);
+                self.add_tree(view, &child_path, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries a cleaned pattern names directly (not their contents).
+    pub fn matches(&self, pattern: &str) -> Vec<&SourceEntry> {
+        if pattern.is_empty() {
+            return self.entries.get("").into_iter().collect();
+        }
+        if !has_wildcard(pattern) {
+            return self.entries.get(pattern).into_iter().collect();
+        }
+        let pattern_parts: Vec<&str> = pattern.split('/').collect();
+        self.entries
+            .values()
+            .filter(|entry| {
+                let parts: Vec<&str> = entry.path.split('/').collect();
+                parts.len() == pattern_parts.len()
+                    && parts.iter().zip(&pattern_parts).all(|(name, glob)| glob_match(glob, name))
+            })
+            .collect()
+    }
+
+    /// Everything below `path` (the whole listing for the root), in path order.
+    pub fn descendants<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a SourceEntry> + 'a {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(move |(key, _)| key.starts_with(&prefix))
+            .filter(|(key, _)| !key.is_empty())
+            .map(|(_, entry)| entry)
+    }
+}
+
+fn join(parent: &str, name: &OsStr) -> String {
+    let name = name.to_string_lossy();
+    if parent.is_empty() { name.into_owned() } else { format!("{parent}/{name}") }
+}
+
+/// The paths and nodes a cleaned pattern matches in a view; named symlinks followed.
+fn view_matches(view: &LayeredView, pattern: &str) -> io::Result<Vec<(String, Node)>> {
+    if !has_wildcard(pattern) {
+        let (node, _) = view.resolve(&format!("/{pattern}"), true)?;
+        return Ok(if node.exists() { vec![(pattern.to_string(), node)] } else { vec![] });
+    }
+    let mut current: Vec<(String, Node)> = vec![(String::new(), view.root()?)];
+    for part in pattern.split('/') {
+        let mut next = Vec::new();
+        for (path, node) in &current {
+            if has_wildcard(part) {
+                for (name, child) in view.read_dir(node)? {
+                    if glob_match(part, &name.to_string_lossy()) {
+                        next.push((join(path, &name), child));
+                    }
+                }
+            } else {
+                let child_path = join(path, OsStr::new(part));
+                let (child, _) = view.resolve(&format!("/{child_path}"), true)?;
+                if child.exists() {
+                    next.push((child_path, child));
+                }
+            }
+        }
+        current = next;
+    }
+    // Follow named links.
+    let mut resolved = Vec::new();
+    for (path, node) in current {
+        let node = match &node {
+            Node::Leaf { metadata, .. } if metadata.file_type().is_symlink() => view.resolve(&format!("/{path}"), true)?.0,
+            _ => node,
+        };
+        if node.exists() {
+            resolved.push((path, node));
+        }
+    }
+    Ok(resolved)
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[a-z]`, `[^a]`, `\` escapes.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    glob_from(&pattern, &name)
+}
+
+fn glob_from(pattern: &[char], name: &[char]) -> bool {
+    let Some((&first, rest)) = pattern.split_first() else { return name.is_empty() };
+    match first {
+        '*' => (0..=name.len()).any(|skip| glob_from(rest, &name[skip..])),
+        '?' => !name.is_empty() && glob_from(rest, &name[1..]),
+        '[' => {
+            let Some((&c, name_rest)) = name.split_first() else { return false };
+            match class_match(rest, c) {
+                Some((true, after)) => glob_from(after, name_rest),
+                _ => false,
+            }
+        }
+        '\\' if !rest.is_empty() => name.first() == Some(&rest[0]) && glob_from(&rest[1..], &name[1..]),
+        literal => name.first() == Some(&literal) && glob_from(rest, &name[1..]),
+    }
+}
+
+/// Matches `c` against a class body (after `[`); returns whether it matched and the pattern
+/// after the closing `]`, or None for a malformed class.
+fn class_match(body: &[char], c: char) -> Option<(bool, &[char])> {
+    let (negated, mut rest) = match body.first() {
+        Some('^') | Some('!') => (true, &body[1..]),
+        _ => (false, body),
+    };
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let (&start, after) = rest.split_first()?;
+        if start == ']' && !first {
+            return Some((matched != negated, after));
+        }
+        first = false;
+        let (start, after) = if start == '\\' { (*after.first()?, &after[1..]) } else { (start, after) };
+        if after.first() == Some(&'-') && after.get(1).is_some_and(|end| *end != ']') {
+            let end = after[1];
+            if start <= c && c <= end {
+                matched = true;
+            }
+            rest = &after[2..];
+        } else {
+            if start == c {
+                matched = true;
+            }
+            rest = after;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_follow_go_filepath_match() {
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(!glob_match("*.txt", "a.txt.bak"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(glob_match("[a-c]x", "bx"));
+        assert!(!glob_match("[^a-c]x", "bx"));
+        assert!(glob_match("\\*", "*"));
+        assert!(!glob_match("\\*", "a"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn cleaning_stays_inside_the_root() {
+        assert_eq!(clean("/a/./b/"), "a/b");
+        assert_eq!(clean("../../x"), "x");
+        assert_eq!(clean("."), "");
+        assert_eq!(clean("./"), "");
+    }
+}

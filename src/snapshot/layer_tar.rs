@@ -1,0 +1,910 @@
+//! Writes a deterministic OCI layer tar from a snapshot directory in overlay format (a whiteout
+//! is a character device 0/0, an opaque directory carries `user.overlay.opaque` or
+//! `trusted.overlay.opaque` = `y`), and computes its diff id while writing.
+//!
+//! Invariants:
+//! - The same tree gives the same bytes. Entry order is a depth-first walk with the entries of
+//!   each directory sorted by the bytes of their tar names (the order of GNU `tar --sort=name`
+//!   and of BuildKit's walk), so a directory always comes before its children. Only numeric
+//!   owners are written (no user or group names), times are whole seconds, PAX records carry no
+//!   atime or ctime and are sorted by key.
+//! - A whiteout becomes an empty regular file `.wh.<name>` (mode 0600, owner and mtime of the
+//!   device, as moby writes it) and is sorted under that name. An opaque directory is followed
+//!   at once by `<dir>/.wh..wh..opq` (directory's owner, permission bits and mtime), before its
+//!   children, as moby writes it.
+//! - The second and later paths of one inode (in walk order) are hardlink entries to the first;
+//!   xattrs are written once, on the first path. Directories are never hardlinks.
+//! - Overlay xattrs (`user.overlay.*`, `trusted.overlay.*`) are never written: they describe the
+//!   snapshot's on-disk format, not the image.
+//!
+//! Decisions:
+//! - Headers are USTAR with PAX extended headers only where USTAR cannot hold a value (long
+//!   name or link name, xattrs, large ids or sizes, negative mtimes); names that fit are split
+//!   into USTAR prefix and name as Go's `archive/tar` does. The stream is written by hand from
+//!   `tar::Header` blocks rather than through `tar::Builder`, whose path helpers drop the
+//!   trailing `/` of directory names and fall back to GNU long-name entries.
+//! - Sockets cannot be represented in a tar and are skipped (Go's `archive/tar` refuses them).
+//! - Mtimes newer than `clamp_mtime` are clamped (BuildKit's `rewrite-timestamp`); older ones
+//!   are kept, so clamping never makes a tree newer.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Name of the marker entry that makes a directory opaque in an OCI layer.
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// Prefix of a whiteout entry in an OCI layer.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Overlay xattrs that mark a directory opaque (`userxattr` mounts use the first).
+pub const OPAQUE_XATTRS: [&str; 2] = ["user.overlay.opaque", "trusted.overlay.opaque"];
+
+const BLOCK_SIZE: u64 = 512;
+
+/// Xattr (name, value) pairs; names without their `SCHILY.xattr.` prefix.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+/// Largest value a 12-byte octal header field (size, mtime) holds.
+const MAX_OCTAL_12: u64 = 0o77_777_777_777;
+/// Largest value an 8-byte octal header field (uid, gid) holds.
+const MAX_OCTAL_8: u64 = 0o7_777_777;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerTarOptions {
+    /// rewrite-timestamp: mtimes newer than this (seconds since the epoch) are set to it.
+    pub clamp_mtime: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerTarSummary {
+    /// Tar entries written, PAX extended headers not counted.
+    pub entries: u64,
+    /// Length of the tar stream in bytes.
+    pub bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar stream.
+    pub diff_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerTarError {
+    #[error("failed to read `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to write layer tar")]
+    Write(#[source] io::Error),
+    #[error("file `{path}` changed size while it was archived")]
+    SizeChanged { path: PathBuf },
+}
+
+/// Writes the layer tar of the snapshot `dir` to `out` and returns its summary. `out` is not
+/// flushed beyond what the writes themselves do; the caller owns buffering and fsync.
+pub fn write_layer_tar<W: Write>(
+    dir: &Path,
+    out: W,
+    options: &LayerTarOptions,
+) -> Result<LayerTarSummary, LayerTarError> {
+    let mut writer = LayerWriter {
+        out: HashingWriter {
+            inner: out,
+            hasher: Sha256::new(),
+            written: 0,
+        },
+        clamp_mtime: options.clamp_mtime,
+        first_paths: HashMap::new(),
+        entries: 0,
+    };
+    writer.write_directory(dir, &[])?;
+    // Two zero blocks end a tar archive.
+    writer
+        .out
+        .write_all(&[0; 2 * BLOCK_SIZE as usize])
+        .map_err(LayerTarError::Write)?;
+    let HashingWriter {
+        hasher, written, ..
+    } = writer.out;
+    Ok(LayerTarSummary {
+        entries: writer.entries,
+        bytes: written,
+        diff_id: format!("sha256:{}", hex::encode(hasher.finalize())),
+    })
+}
+
+/// Whether the snapshot `dir` has nothing in it, so its layer would add nothing (BuildKit
+/// skips such layers when the instruction allows it).
+pub fn is_empty_layer(dir: &Path) -> Result<bool, LayerTarError> {
+    let mut entries = fs::read_dir(dir).map_err(|source| LayerTarError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(entries.next().is_none())
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let count = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..count]);
+        self.written += count as u64;
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Child {
+    file_name: OsString,
+    /// Name of the entry in the tar (the whiteout name for a whiteout device).
+    tar_component: Vec<u8>,
+    metadata: Metadata,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Regular,
+    HardLink,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Directory,
+    Fifo,
+}
+
+impl Kind {
+    fn type_flag(self) -> u8 {
+        match self {
+            Kind::Regular => b'0',
+            Kind::HardLink => b'1',
+            Kind::Symlink => b'2',
+            Kind::CharDevice => b'3',
+            Kind::BlockDevice => b'4',
+            Kind::Directory => b'5',
+            Kind::Fifo => b'6',
+        }
+    }
+}
+
+/// Everything one tar entry says about a file, before it is encoded.
+struct EntryHeader<'a> {
+    name: &'a [u8],
+    kind: Kind,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    size: u64,
+    link_name: &'a [u8],
+    device: (u64, u64),
+    xattrs: Xattrs,
+}
+
+struct LayerWriter<W> {
+    out: HashingWriter<W>,
+    clamp_mtime: Option<i64>,
+    /// Tar name of the first path seen for each multiply linked inode, by (device, inode).
+    first_paths: HashMap<(u64, u64), Vec<u8>>,
+    entries: u64,
+}
+
+fn is_whiteout(metadata: &Metadata) -> bool {
+    metadata.file_type().is_char_device() && metadata.rdev() == 0
+}
+
+impl<W: Write> LayerWriter<W> {
+    fn write_directory(&mut self, disk_dir: &Path, tar_prefix: &[u8]) -> Result<(), LayerTarError> {
+        let read_error = |source| LayerTarError::Read {
+            path: disk_dir.to_path_buf(),
+            source,
+        };
+        let mut children = Vec::new();
+        for dir_entry in fs::read_dir(disk_dir).map_err(read_error)? {
+            let dir_entry = dir_entry.map_err(read_error)?;
+            let path = dir_entry.path();
+            let metadata = fs::symlink_metadata(&path).map_err(|source| LayerTarError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file_name = dir_entry.file_name();
+            let tar_component = if is_whiteout(&metadata) {
+                [WHITEOUT_PREFIX, file_name.as_bytes()].concat()
+            } else {
+                file_name.as_bytes().to_vec()
+            };
+            children.push(Child {
+                file_name,
+                tar_component,
+                metadata,
+            });
+        }
+        children.sort_by(|left, right| left.tar_component.cmp(&right.tar_component));
+
+        for child in children {
+            let path = disk_dir.join(&child.file_name);
+            let mut name = [tar_prefix, &child.tar_component].concat();
+            let file_type = child.metadata.file_type();
+            if file_type.is_dir() {
+                name.push(b'/');
+                let (xattrs, opaque) = read_xattrs(&path)?;
+                self.write_entry(&path, &child.metadata, &name, Kind::Directory, &[], xattrs)?;
+                if opaque {
+                    let marker = [name.as_slice(), OPAQUE_MARKER].concat();
+                    let header = EntryHeader {
+                        name: &marker,
+                        kind: Kind::Regular,
+                        mode: child.metadata.mode() & 0o777,
+                        uid: child.metadata.uid().into(),
+                        gid: child.metadata.gid().into(),
+                        mtime: self.clamped(child.metadata.mtime()),
+                        size: 0,
+                        link_name: &[],
+                        device: (0, 0),
+                        xattrs: Vec::new(),
+                    };
+                    self.append(&header, None)?;
+                }
+                self.write_directory(&path, &name)?;
+            } else if is_whiteout(&child.metadata) {
+                let header = EntryHeader {
+                    name: &name,
+                    kind: Kind::Regular,
+                    mode: 0o600,
+                    uid: child.metadata.uid().into(),
+                    gid: child.metadata.gid().into(),
+                    mtime: self.clamped(child.metadata.mtime()),
+                    size: 0,
+                    link_name: &[],
+                    device: (0, 0),
+                    xattrs: Vec::new(),
+                };
+                self.append(&header, None)?;
+            } else if file_type.is_socket() {
+                continue;
+            } else {
+                self.write_non_directory(&path, &child.metadata, &name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_non_directory(
+        &mut self,
+        path: &Path,
+        metadata: &Metadata,
+        name: &[u8],
+    ) -> Result<(), LayerTarError> {
+        if metadata.nlink() > 1 {
+            let inode = (metadata.dev(), metadata.ino());
+            if let Some(first) = self.first_paths.get(&inode) {
+                let first = first.clone();
+                return self.write_entry(path, metadata, name, Kind::HardLink, &first, Vec::new());
+            }
+            self.first_paths.insert(inode, name.to_vec());
+        }
+        let file_type = metadata.file_type();
+        let (xattrs, _) = read_xattrs(path)?;
+        if file_type.is_symlink() {
+            let target = fs::read_link(path).map_err(|source| LayerTarError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            self.write_entry(
+                path,
+                metadata,
+                name,
+                Kind::Symlink,
+                target.as_os_str().as_bytes(),
+                xattrs,
+            )
+        } else if file_type.is_char_device() {
+            self.write_entry(path, metadata, name, Kind::CharDevice, &[], xattrs)
+        } else if file_type.is_block_device() {
+            self.write_entry(path, metadata, name, Kind::BlockDevice, &[], xattrs)
+        } else if file_type.is_fifo() {
+            self.write_entry(path, metadata, name, Kind::Fifo, &[], xattrs)
+        } else {
+            self.write_entry(path, metadata, name, Kind::Regular, &[], xattrs)
+        }
+    }
+
+    fn clamped(&self, mtime: i64) -> i64 {
+        match self.clamp_mtime {
+            Some(limit) if mtime > limit => limit,
+            _ => mtime,
+        }
+    }
+
+    fn write_entry(
+        &mut self,
+        path: &Path,
+        metadata: &Metadata,
+        name: &[u8],
+        kind: Kind,
+        link_name: &[u8],
+        xattrs: Xattrs,
+    ) -> Result<(), LayerTarError> {
+        let device = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            let device = metadata.rdev();
+            (
+                u64::from(libc::major(device)),
+                u64::from(libc::minor(device)),
+            )
+        } else {
+            (0, 0)
+        };
+        let size = if kind == Kind::Regular {
+            metadata.len()
+        } else {
+            0
+        };
+        let header = EntryHeader {
+            name,
+            kind,
+            mode: metadata.mode() & 0o7777,
+            uid: metadata.uid().into(),
+            gid: metadata.gid().into(),
+            mtime: self.clamped(metadata.mtime()),
+            size,
+            link_name,
+            device,
+            xattrs,
+        };
+        if kind == Kind::Regular && size > 0 {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|source| LayerTarError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            self.append(&header, Some((file, path)))
+        } else {
+            self.append(&header, None)
+        }
+    }
+
+    fn append(
+        &mut self,
+        entry: &EntryHeader<'_>,
+        data: Option<(File, &Path)>,
+    ) -> Result<(), LayerTarError> {
+        let mut header = tar::Header::new_ustar();
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+
+        if !set_ustar_name(&mut header, entry.name) {
+            records.push((b"path".to_vec(), entry.name.to_vec()));
+        }
+        if entry.link_name.len() > 100 {
+            records.push((b"linkpath".to_vec(), entry.link_name.to_vec()));
+            header
+                .as_old_mut()
+                .linkname
+                .copy_from_slice(&entry.link_name[..100]);
+        } else {
+            header.as_old_mut().linkname[..entry.link_name.len()].copy_from_slice(entry.link_name);
+        }
+        if entry.uid > MAX_OCTAL_8 {
+            records.push((b"uid".to_vec(), entry.uid.to_string().into_bytes()));
+        }
+        if entry.gid > MAX_OCTAL_8 {
+            records.push((b"gid".to_vec(), entry.gid.to_string().into_bytes()));
+        }
+        if entry.size > MAX_OCTAL_12 {
+            records.push((b"size".to_vec(), entry.size.to_string().into_bytes()));
+        }
+        let mtime = u64::try_from(entry.mtime).unwrap_or(0);
+        if entry.mtime < 0 || mtime > MAX_OCTAL_12 {
+            records.push((b"mtime".to_vec(), entry.mtime.to_string().into_bytes()));
+        }
+        for (key, value) in &entry.xattrs {
+            records.push(([b"SCHILY.xattr.".as_slice(), key].concat(), value.clone()));
+        }
+
+        header.set_entry_type(tar::EntryType::new(entry.kind.type_flag()));
+        header.set_mode(entry.mode);
+        header.set_uid(entry.uid);
+        header.set_gid(entry.gid);
+        header.set_size(entry.size);
+        header.set_mtime(mtime);
+        // USTAR device fields are 8 octal bytes; larger numbers need PAX, which no reader we
+        // target understands for devices, so such nodes keep the truncated number.
+        header
+            .set_device_major(u32::try_from(entry.device.0).unwrap_or(u32::MAX))
+            .map_err(LayerTarError::Write)?;
+        header
+            .set_device_minor(u32::try_from(entry.device.1).unwrap_or(u32::MAX))
+            .map_err(LayerTarError::Write)?;
+        header.set_cksum();
+
+        if !records.is_empty() {
+            self.write_pax_header(entry.name, records)?;
+        }
+        self.out
+            .write_all(header.as_bytes())
+            .map_err(LayerTarError::Write)?;
+        if let Some((file, path)) = data {
+            self.copy_content(file, path, entry.size)?;
+            self.pad(entry.size)?;
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Copies exactly `size` bytes of `file`: the header already promised that many.
+    fn copy_content(&mut self, file: File, path: &Path, size: u64) -> Result<(), LayerTarError> {
+        let mut content = file.take(size);
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let count = match content.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(LayerTarError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            self.out
+                .write_all(&buffer[..count])
+                .map_err(LayerTarError::Write)?;
+            copied += count as u64;
+        }
+        if copied != size {
+            return Err(LayerTarError::SizeChanged {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_pax_header(
+        &mut self,
+        name: &[u8],
+        mut records: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), LayerTarError> {
+        records.sort();
+        let mut data = Vec::new();
+        for (key, value) in &records {
+            // A record is "<length> <key>=<value>\n" where the length counts its own digits.
+            let rest = key.len() + value.len() + 3;
+            let mut length = rest + 1;
+            while rest + length.to_string().len() != length {
+                length = rest + length.to_string().len();
+            }
+            data.extend_from_slice(length.to_string().as_bytes());
+            data.push(b' ');
+            data.extend_from_slice(key);
+            data.push(b'=');
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        // Go's archive/tar names the extended header `<dir>/PaxHeaders.0/<base>`, mode, owner
+        // and mtime zero; readers ignore the name, any fixed choice keeps the output stable.
+        let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+        let (directory, base) = match trimmed.iter().rposition(|byte| *byte == b'/') {
+            Some(index) => (&trimmed[..=index], &trimmed[index + 1..]),
+            None => (&trimmed[..0], trimmed),
+        };
+        let pax_name = [directory, b"PaxHeaders.0/", base].concat();
+        let mut header = tar::Header::new_ustar();
+        let length = pax_name.len().min(100);
+        header.as_old_mut().name[..length].copy_from_slice(&pax_name[..length]);
+        header.set_entry_type(tar::EntryType::XHeader);
+        header.set_mode(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        self.out
+            .write_all(header.as_bytes())
+            .map_err(LayerTarError::Write)?;
+        self.out.write_all(&data).map_err(LayerTarError::Write)?;
+        self.pad(data.len() as u64)
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), LayerTarError> {
+        let remainder = (size % BLOCK_SIZE) as usize;
+        if remainder != 0 {
+            let zeros = [0u8; BLOCK_SIZE as usize];
+            self.out
+                .write_all(&zeros[remainder..])
+                .map_err(LayerTarError::Write)?;
+        }
+        Ok(())
+    }
+}
+
+/// Puts `name` in the USTAR name (and prefix) fields; false when it does not fit, in which
+/// case the name field holds its first 100 bytes and a PAX `path` record is needed.
+fn set_ustar_name(header: &mut tar::Header, name: &[u8]) -> bool {
+    let Some(ustar) = header.as_ustar_mut() else {
+        return false;
+    };
+    if name.len() <= ustar.name.len() {
+        ustar.name[..name.len()].copy_from_slice(name);
+        return true;
+    }
+    // Split at the last `/` that leaves a prefix of at most 155 bytes, as Go does.
+    let search_end = name.len().min(ustar.prefix.len() + 1);
+    if let Some(index) = name[..search_end].iter().rposition(|byte| *byte == b'/') {
+        let (prefix, rest) = (&name[..index], &name[index + 1..]);
+        if !prefix.is_empty() && !rest.is_empty() && rest.len() <= ustar.name.len() {
+            ustar.prefix[..prefix.len()].copy_from_slice(prefix);
+            ustar.name[..rest.len()].copy_from_slice(rest);
+            return true;
+        }
+    }
+    let length = ustar.name.len();
+    ustar.name.copy_from_slice(&name[..length]);
+    false
+}
+
+/// The xattrs of `path` (not following a symlink) that belong in the layer, sorted by name,
+/// and whether an overlay opaque xattr marks it. A filesystem without xattrs has none.
+fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), LayerTarError> {
+    let read_error = |source| LayerTarError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => {
+            return Ok((Vec::new(), false));
+        }
+        Err(error) => return Err(read_error(error)),
+    };
+    let mut xattrs = Vec::new();
+    let mut opaque = false;
+    for name in names {
+        // `None`: removed between list and get, nothing to write.
+        let Some(value) = xattr::get(path, &name).map_err(read_error)? else {
+            continue;
+        };
+        let name = name.as_bytes();
+        if OPAQUE_XATTRS
+            .iter()
+            .any(|opaque_name| name == opaque_name.as_bytes())
+        {
+            opaque |= value == b"y";
+        } else if !is_overlay_xattr(name) {
+            xattrs.push((name.to_vec(), value));
+        }
+    }
+    xattrs.sort();
+    Ok((xattrs, opaque))
+}
+
+/// Whether an xattr describes the overlay format rather than the file.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.overlay.") || name.starts_with(b"trusted.overlay.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::process::Command;
+
+    fn require_root() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "this test needs root (mknod of devices, chown): run it as root"
+        );
+    }
+
+    fn set_mtime(path: &Path, seconds: i64) {
+        let time = nix::sys::time::TimeSpec::new(seconds, 123_456_789);
+        nix::sys::stat::utimensat(
+            None,
+            path,
+            &time,
+            &time,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+
+    fn write_to_vec(dir: &Path, options: &LayerTarOptions) -> (Vec<u8>, LayerTarSummary) {
+        let mut bytes = Vec::new();
+        let summary = write_layer_tar(dir, &mut bytes, options).unwrap();
+        (bytes, summary)
+    }
+
+    /// (name, type flag, mode, uid, gid, mtime, size, link name) of one entry.
+    type Listed = (String, u8, u32, u64, u64, u64, u64, String);
+
+    /// Every entry, read by the tar crate.
+    fn list(bytes: &[u8]) -> Vec<Listed> {
+        let mut archive = tar::Archive::new(bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let header = entry.header();
+                (
+                    String::from_utf8(entry.path_bytes().into_owned()).unwrap(),
+                    header.entry_type().as_byte(),
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    header.gid().unwrap(),
+                    header.mtime().unwrap(),
+                    header.size().unwrap(),
+                    entry
+                        .link_name_bytes()
+                        .map(|name| String::from_utf8(name.into_owned()).unwrap())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn names(bytes: &[u8]) -> Vec<String> {
+        list(bytes).into_iter().map(|entry| entry.0).collect()
+    }
+
+    /// A tree with most kinds of entries; mtimes are fixed (with nanoseconds).
+    fn build_tree(root: &Path) {
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir(root.join("a-b")).unwrap();
+        fs::write(root.join("a/b/file"), b"hello").unwrap();
+        fs::write(root.join("a/z"), b"").unwrap();
+        fs::write(root.join("top"), vec![7u8; 1500]).unwrap();
+        fs::set_permissions(root.join("top"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::set_permissions(root.join("a-b"), fs::Permissions::from_mode(0o1777)).unwrap();
+        symlink("a/b/file", root.join("link")).unwrap();
+        fs::hard_link(root.join("a/b/file"), root.join("hard")).unwrap();
+        nix::unistd::mkfifo(
+            &root.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        std::os::unix::fs::lchown(root.join("a/z"), Some(1234), Some(5678)).unwrap();
+        xattr::set(root.join("top"), "user.note", b"with\nnewline\0and nul").unwrap();
+        let long_name = "d".repeat(120);
+        fs::create_dir_all(root.join("a").join(&long_name)).unwrap();
+        fs::write(
+            root.join("a").join(&long_name).join("e".repeat(110)),
+            b"long",
+        )
+        .unwrap();
+        for entry in walkdir::WalkDir::new(root).contents_first(true) {
+            set_mtime(entry.unwrap().path(), 1_700_000_000);
+        }
+    }
+
+    #[test]
+    fn two_writes_of_one_tree_are_byte_identical_and_match_the_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let (first, summary) = write_to_vec(dir.path(), &LayerTarOptions::default());
+        let (second, _) = write_to_vec(dir.path(), &LayerTarOptions::default());
+        assert_eq!(first, second);
+        assert_eq!(summary.bytes, first.len() as u64);
+        assert_eq!(
+            summary.diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&first)))
+        );
+        assert_eq!(summary.entries, names(&first).len() as u64);
+        assert_eq!(first.len() % 512, 0);
+    }
+
+    #[test]
+    fn entries_are_walked_depth_first_in_name_order_with_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let (bytes, _) = write_to_vec(dir.path(), &LayerTarOptions::default());
+        let long_dir = format!("a/{}/", "d".repeat(120));
+        let long_file = format!("{long_dir}{}", "e".repeat(110));
+        assert_eq!(
+            names(&bytes),
+            vec![
+                "a/".to_string(),
+                "a/b/".into(),
+                "a/b/file".into(),
+                long_dir,
+                long_file,
+                "a/z".into(),
+                "a-b/".into(),
+                "fifo".into(),
+                "hard".into(),
+                "link".into(),
+                "top".into(),
+            ]
+        );
+        let entries = list(&bytes);
+        let find = |name: &str| {
+            entries
+                .iter()
+                .find(|entry| entry.0 == name)
+                .unwrap()
+                .clone()
+        };
+        let hard = find("hard");
+        assert_eq!((hard.1, hard.6, hard.7.as_str()), (b'1', 0, "a/b/file"));
+        let link = find("link");
+        assert_eq!((link.1, link.7.as_str()), (b'2', "a/b/file"));
+        assert_eq!(find("top").2, 0o4755);
+        assert_eq!(find("top").6, 1500);
+        assert_eq!(find("a-b/").2, 0o1777);
+        assert_eq!(find("fifo").1, b'6');
+        let z = find("a/z");
+        assert_eq!((z.3, z.4, z.5), (1234, 5678, 1_700_000_000));
+        // No user or group names, USTAR magic.
+        let header = tar::Header::from_byte_slice(&bytes[..512]);
+        assert_eq!(header.username_bytes(), Some(&b""[..]));
+        assert_eq!(header.groupname_bytes(), Some(&b""[..]));
+        assert_eq!(&bytes[257..265], b"ustar\x0000");
+    }
+
+    #[test]
+    fn pax_headers_carry_long_names_and_binary_xattrs_without_times() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let (bytes, _) = write_to_vec(dir.path(), &LayerTarOptions::default());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(" SCHILY.xattr.user.note=with\nnewline\0and nul\n"));
+        assert!(!text.contains("atime="));
+        assert!(!text.contains("ctime="));
+        assert!(
+            !text.contains("mtime="),
+            "sub-second times must not be written"
+        );
+        // The 110-byte file name cannot be split into USTAR prefix and name.
+        assert!(text.contains(&format!(
+            " path=a/{}/{}\n",
+            "d".repeat(120),
+            "e".repeat(110)
+        )));
+        // GNU tar reads the same names (it understands PAX).
+        let work = tempfile::tempdir().unwrap();
+        let tar_path = work.path().join("layer.tar");
+        fs::write(&tar_path, &bytes).unwrap();
+        let output = Command::new("tar")
+            .arg("-tf")
+            .arg(&tar_path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listed = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(listed.lines().collect::<Vec<_>>(), names(&bytes));
+    }
+
+    #[test]
+    fn clamp_mtime_rewrites_only_newer_times() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("old"), b"").unwrap();
+        fs::write(dir.path().join("new"), b"").unwrap();
+        set_mtime(&dir.path().join("old"), 1000);
+        set_mtime(&dir.path().join("new"), 5000);
+        let options = LayerTarOptions {
+            clamp_mtime: Some(2000),
+        };
+        let (bytes, _) = write_to_vec(dir.path(), &options);
+        let times: Vec<(String, u64)> = list(&bytes)
+            .into_iter()
+            .map(|entry| (entry.0, entry.5))
+            .collect();
+        assert_eq!(
+            times,
+            vec![("new".to_string(), 2000), ("old".to_string(), 1000)]
+        );
+        // Touching a file newer than the clamp does not change the layer.
+        set_mtime(&dir.path().join("new"), 9000);
+        assert_eq!(write_to_vec(dir.path(), &options).0, bytes);
+        assert_ne!(
+            write_to_vec(dir.path(), &LayerTarOptions::default()).0,
+            bytes
+        );
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories_become_oci_markers() {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("opaque")).unwrap();
+        fs::create_dir(root.join("trusted")).unwrap();
+        fs::write(root.join("opaque/kept"), b"x").unwrap();
+        for (path, mode) in [
+            ("opaque", 0o755),
+            ("trusted", 0o755),
+            ("opaque/kept", 0o644),
+        ] {
+            fs::set_permissions(root.join(path), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        xattr::set(root.join("opaque"), "user.overlay.opaque", b"y").unwrap();
+        xattr::set(root.join("trusted"), "trusted.overlay.opaque", b"y").unwrap();
+        xattr::set(root.join("opaque"), "user.overlay.origin", b"junk").unwrap();
+        nix::sys::stat::mknod(
+            &root.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::lchown(root.join("gone"), Some(7), Some(8)).unwrap();
+        nix::sys::stat::mknod(
+            &root.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        fs::set_permissions(root.join("null"), fs::Permissions::from_mode(0o666)).unwrap();
+        for entry in walkdir::WalkDir::new(root).contents_first(true) {
+            set_mtime(entry.unwrap().path(), 1_600_000_000);
+        }
+        let (bytes, _) = write_to_vec(root, &LayerTarOptions::default());
+        let entries = list(&bytes);
+        let summary: Vec<(&str, u8, u32, u64)> = entries
+            .iter()
+            .map(|entry| (entry.0.as_str(), entry.1, entry.2, entry.3))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (".wh.gone", b'0', 0o600, 7),
+                ("null", b'3', 0o666, 0),
+                ("opaque/", b'5', 0o755, 0),
+                ("opaque/.wh..wh..opq", b'0', 0o755, 0),
+                ("opaque/kept", b'0', 0o644, 0),
+                ("trusted/", b'5', 0o755, 0),
+                ("trusted/.wh..wh..opq", b'0', 0o755, 0),
+            ]
+        );
+        assert!(entries.iter().all(|entry| entry.5 == 1_600_000_000));
+        let null = tar::Header::from_byte_slice(&bytes[512..1024]);
+        assert_eq!(
+            (null.device_major().unwrap(), null.device_minor().unwrap()),
+            (Some(1), Some(3))
+        );
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("overlay"),
+            "overlay xattrs must not be written"
+        );
+    }
+
+    #[test]
+    fn empty_layer_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(is_empty_layer(dir.path()).unwrap());
+        let (bytes, summary) = write_to_vec(dir.path(), &LayerTarOptions::default());
+        assert_eq!((bytes.len(), summary.entries), (1024, 0));
+        fs::write(dir.path().join("file"), b"").unwrap();
+        assert!(!is_empty_layer(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn ustar_split_follows_go() {
+        let mut header = tar::Header::new_ustar();
+        let name = format!("{}/{}", "p".repeat(150), "n".repeat(90));
+        assert!(set_ustar_name(&mut header, name.as_bytes()));
+        assert_eq!(header.path_bytes().as_ref(), name.as_bytes());
+        let mut header = tar::Header::new_ustar();
+        assert!(!set_ustar_name(&mut header, "x".repeat(101).as_bytes()));
+    }
+}

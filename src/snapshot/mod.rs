@@ -1,0 +1,10 @@
+//! Layers on disk. Snapshot directories are unpacked layers in overlay format (whiteouts as
+//! character devices 0/0, opaque directories marked with `user.overlay.opaque`), so they can be
+//! overlay lower directories as they are. This module turns them into deterministic tars
+//! ([`layer_tar`]), unpacks tars into them safely ([`extract`]), reads a stack of them as one
+//! tree ([`view`]) and materializes such a tree ([`flatten`]).
+
+pub mod extract;
+pub mod flatten;
+pub mod layer_tar;
+pub mod view;

@@ -1,0 +1,285 @@
+//! Schedules a [`Graph`]. One coordinator (the calling thread) owns all mutable state: the
+//! ready queue, the results, the count of unfinished inputs. Workers (`--jobs` threads) only
+//! compute a vertex's cache key, look it up, run the op on a miss, and send a [`Done`] back.
+//!
+//! Invariants: a vertex runs at most once per solve (identical vertices were merged when the
+//! graph was built); a vertex starts only when all its inputs are done; after the first failure
+//! nothing new starts, running ops see the cancel flag, and the solve returns that first error.
+//! Every state change is an event for `progress`.
+
+pub mod cache_key;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use crate::context::selection::HashCache;
+use crate::graph::{Graph, Op, VertexId};
+use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
+use crate::progress::{Event, Sender};
+use crate::store::{RecordRow, Store, now};
+
+/// Which vertices must not be taken from the cache.
+#[derive(Debug, Clone, Default)]
+pub enum NoCache {
+    #[default]
+    None,
+    All,
+    /// `--no-cache-filter`: these stages (names or indexes as written).
+    Stages(HashSet<String>),
+}
+
+pub struct SolveOptions {
+    pub jobs: usize,
+    pub no_cache: NoCache,
+    /// Log, under each step that misses, which cache input changed since its last record.
+    pub explain_misses: bool,
+}
+
+/// The failure of one vertex.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SolveError {
+    pub vertex: Option<VertexId>,
+    #[source]
+    pub error: OpError,
+}
+
+#[derive(Debug, Default)]
+pub struct Solved {
+    pub outputs: HashMap<VertexId, Output>,
+    pub keys: HashMap<VertexId, String>,
+    pub cached: HashSet<VertexId>,
+}
+
+struct Job {
+    vertex: VertexId,
+    inputs: Vec<(String, Output)>,
+}
+
+struct Done {
+    vertex: VertexId,
+    result: Result<(String, Output, bool), OpError>,
+}
+
+pub struct Solver<'a> {
+    pub store: &'a Store,
+    pub hash_cache: &'a (dyn HashCache + 'a),
+    pub progress: Sender,
+    pub cancel: Arc<AtomicBool>,
+    pub options: SolveOptions,
+    /// Added to vertex ids in progress events (the caller's own vertices come first).
+    pub vertex_offset: usize,
+}
+
+impl Solver<'_> {
+    pub fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
+        let needed = graph.reachable(targets);
+        let needed_set: HashSet<VertexId> = needed.iter().copied().collect();
+        let mut waiting: HashMap<VertexId, usize> = HashMap::new();
+        let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
+        let mut ready = VecDeque::new();
+        for &id in &needed {
+            let inputs: HashSet<VertexId> = graph.vertices[id].inputs.iter().copied().collect();
+            for input in &inputs {
+                dependents.entry(*input).or_default().push(id);
+            }
+            if inputs.is_empty() {
+                ready.push_back(id);
+            } else {
+                waiting.insert(id, inputs.len());
+            }
+        }
+        let selections = SelectionMemo::default();
+        let (job_sender, job_receiver) = mpsc::channel::<Job>();
+        let job_receiver = Mutex::new(job_receiver);
+        let (done_sender, done_receiver) = mpsc::channel::<Done>();
+        let mut solved = Solved::default();
+        let mut first_error: Option<SolveError> = None;
+        std::thread::scope(|scope| {
+            for _ in 0..self.options.jobs.max(1) {
+                let done_sender = done_sender.clone();
+                let job_receiver = &job_receiver;
+                let selections = &selections;
+                scope.spawn(move || {
+                    loop {
+                        let job = match job_receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok(job) = job else { break };
+                        let result = self.process(graph, job.vertex, &job.inputs, selections);
+                        if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(done_sender);
+            let mut running = 0usize;
+            loop {
+                while first_error.is_none() {
+                    let Some(id) = ready.pop_front() else { break };
+                    let inputs = graph.vertices[id]
+                        .inputs
+                        .iter()
+                        .map(|input| (solved.keys[input].clone(), solved.outputs[input].clone()))
+                        .collect();
+                    if job_sender.send(Job { vertex: id, inputs }).is_ok() {
+                        running += 1;
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok(done) = done_receiver.recv() else { break };
+                running -= 1;
+                match done.result {
+                    Ok((key, output, cached)) => {
+                        solved.keys.insert(done.vertex, key);
+                        solved.outputs.insert(done.vertex, output);
+                        if cached {
+                            solved.cached.insert(done.vertex);
+                        }
+                        for dependent in dependents.get(&done.vertex).into_iter().flatten() {
+                            if !needed_set.contains(dependent) {
+                                continue;
+                            }
+                            if let Some(count) = waiting.get_mut(dependent) {
+                                *count -= 1;
+                                if *count == 0 {
+                                    waiting.remove(dependent);
+                                    ready.push_back(*dependent);
+                                }
+                            }
+                        }
+                    }
+                    Err(OpError::Canceled) => {}
+                    Err(error) => {
+                        if first_error.is_none() {
+                            self.cancel.store(true, Ordering::SeqCst);
+                            first_error = Some(SolveError { vertex: Some(done.vertex), error });
+                        }
+                    }
+                }
+            }
+            drop(job_sender);
+        });
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(SolveError { vertex: None, error: OpError::Canceled });
+        }
+        Ok(solved)
+    }
+
+    fn skip_cache(&self, graph: &Graph, vertex: VertexId) -> bool {
+        match &self.options.no_cache {
+            NoCache::None => false,
+            NoCache::All => true,
+            NoCache::Stages(stages) => graph.vertices[vertex].stage.as_ref().is_some_and(|stage| stages.contains(stage)),
+        }
+    }
+
+    /// Key, lookup, run: one vertex, on a worker thread.
+    fn process(
+        &self,
+        graph: &Graph,
+        id: VertexId,
+        inputs: &[(String, Output)],
+        selections: &SelectionMemo,
+    ) -> Result<(String, Output, bool), OpError> {
+        let vertex = &graph.vertices[id];
+        let environment = Environment {
+            store: self.store,
+            hash_cache: self.hash_cache,
+            cancel: &self.cancel,
+            selections,
+        };
+        let shown = !vertex.name.is_empty();
+        let id = id + self.vertex_offset;
+        let report = |event: Event| {
+            if shown {
+                self.progress.send(event);
+            }
+        };
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(OpError::Canceled);
+        }
+        let cache_inputs = match ops::cache_inputs(vertex, inputs, &environment) {
+            Ok(cache_inputs) => cache_inputs,
+            Err(error) => {
+                report(Event::Started { vertex: id, name: vertex.name.clone() });
+                report(Event::Failed { vertex: id, error: error.to_string() });
+                return Err(error);
+            }
+        };
+        let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
+        let recorded = matches!(vertex.op, Op::Image(_) | Op::File { .. });
+        if recorded && !self.skip_cache(graph, id - self.vertex_offset) {
+            let record = self.store.database().record(&key)?;
+            if let Some(record) = record
+                && let Some(layers) = ops::layer::load(self.store, &record.layers)?
+            {
+                self.store.database().touch_record(&key, now())?;
+                report(Event::Cached { vertex: id, name: vertex.name.clone() });
+                return Ok((key, Output::Layers(layers.into()), true));
+            }
+        }
+        report(Event::Started { vertex: id, name: vertex.name.clone() });
+        if recorded && self.options.explain_misses {
+            for line in self.explain_miss(&vertex.name, &cache_inputs)? {
+                report(Event::Log { vertex: id, stream: crate::progress::Stream::Stderr, bytes: format!("{line}\n").into_bytes() });
+            }
+        }
+        let input_outputs: Vec<Output> = inputs.iter().map(|(_, output)| output.clone()).collect();
+        match ops::run(vertex, &input_outputs, &environment) {
+            Ok(output) => {
+                if recorded {
+                    let now = now();
+                    self.store.database().put_record(&RecordRow {
+                        cache_key: key.clone(),
+                        description: cache_key::description(&vertex.name),
+                        layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
+                        inputs: cache_inputs,
+                        created_at: now,
+                        last_used_at: now,
+                    })?;
+                }
+                report(Event::Finished { vertex: id });
+                Ok((key, output, false))
+            }
+            Err(OpError::Canceled) => {
+                report(Event::Canceled { vertex: id });
+                Err(OpError::Canceled)
+            }
+            Err(error) => {
+                report(Event::Failed { vertex: id, error: error.to_string() });
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Solver<'_> {
+    /// Why a step missed: its inputs against the newest record of the same step.
+    fn explain_miss(&self, name: &str, inputs: &[(String, String)]) -> Result<Vec<String>, OpError> {
+        let description = cache_key::description(name);
+        let previous = self.store.database().records_described(&description)?;
+        let Some(previous) = previous.first() else {
+            return Ok(vec![format!("cache miss: no earlier record of `{description}`")]);
+        };
+        let reasons = cache_key::explain_miss(&previous.inputs, inputs);
+        if reasons.is_empty() {
+            return Ok(vec!["cache miss: the earlier result is no longer in the store".into()]);
+        }
+        Ok(reasons.into_iter().map(|reason| format!("cache miss: {reason}")).collect())
+    }
+}
+
+impl From<crate::store::DatabaseError> for OpError {
+    fn from(error: crate::store::DatabaseError) -> OpError {
+        OpError::Store(error.into())
+    }
+}

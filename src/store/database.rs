@@ -1,0 +1,496 @@
+//! The SQLite database of the state root: cache records, layers, blobs, file hashes.
+//!
+//! WAL mode, a 30 s busy timeout, and every write in a short `BEGIN IMMEDIATE` transaction, so
+//! several rbuild processes can share one root. No transaction is ever held across a step or a
+//! download: callers do their slow work first and then write a row.
+//! A row whose file is missing is a cache miss (the caller checks); a file without a row is
+//! garbage that `prune` collects.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+/// Never edit, reorder or remove an entry: `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE layer (
+        diff_id TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL,
+        from_image INTEGER NOT NULL,
+        description TEXT NOT NULL
+    );
+    CREATE TABLE blob (
+        digest TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        compression TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL
+    );
+    CREATE INDEX blob_by_diff_id ON blob (diff_id, compression, level);
+    CREATE TABLE record (
+        cache_key TEXT PRIMARY KEY,
+        description TEXT NOT NULL,
+        layers TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL
+    );
+    CREATE TABLE file_hash (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_nanos TEXT NOT NULL,
+        ctime_nanos TEXT NOT NULL,
+        inode INTEGER NOT NULL,
+        device INTEGER NOT NULL,
+        digest TEXT NOT NULL
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("failed to open the cache database `{path}`")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("failed to migrate the cache database to version {version}")]
+    Migrate { version: usize, source: rusqlite::Error },
+    #[error("cache database is version {found}, newer than this rbuild understands ({known})")]
+    TooNew { found: usize, known: usize },
+    #[error("cache database query failed")]
+    Query(#[from] rusqlite::Error),
+}
+
+/// A cache record: the result of one vertex, by cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    pub cache_key: String,
+    pub description: String,
+    /// The diff ids of the result's layers, bottom first.
+    pub layers: Vec<String>,
+    /// What went into the key, by name, for `cache why`.
+    pub inputs: Vec<(String, String)>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRow {
+    pub diff_id: String,
+    pub size: u64,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub from_image: bool,
+    /// The step that made it, for `cache du --verbose`.
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    pub digest: String,
+    pub diff_id: String,
+    pub compression: String,
+    pub level: i64,
+    pub media_type: String,
+    pub size: u64,
+    pub last_used_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHashRow {
+    pub size: u64,
+    pub mtime_nanos: i128,
+    pub ctime_nanos: i128,
+    pub inode: u64,
+    pub device: u64,
+    pub digest: String,
+}
+
+pub struct Database {
+    connection: Connection,
+}
+
+impl Database {
+    pub fn open(path: &Path) -> Result<Database, DatabaseError> {
+        let open_error = |source| DatabaseError::Open { path: path.display().to_string(), source };
+        let connection = Connection::open(path).map_err(open_error)?;
+        connection.busy_timeout(Duration::from_secs(30)).map_err(open_error)?;
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+        connection.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
+        let mut database = Database { connection };
+        database.migrate()?;
+        Ok(database)
+    }
+
+    fn migrate(&mut self) -> Result<(), DatabaseError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let applied = transaction.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? as usize;
+        if applied > MIGRATIONS.len() {
+            return Err(DatabaseError::TooNew { found: applied, known: MIGRATIONS.len() });
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let version = index + 1;
+            let version_number = version as i64;
+            transaction
+                .execute_batch(migration)
+                .map_err(|source| DatabaseError::Migrate { version, source })?;
+            transaction
+                .pragma_update(None, "user_version", version_number)
+                .map_err(|source| DatabaseError::Migrate { version, source })?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn write<T>(
+        &mut self,
+        body: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, DatabaseError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = body(&transaction)?;
+        transaction.commit()?;
+        Ok(value)
+    }
+
+    pub fn record(&self, cache_key: &str) -> Result<Option<RecordRow>, DatabaseError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT cache_key, description, layers, inputs, created_at, last_used_at
+                 FROM record WHERE cache_key = ?1",
+                params![cache_key],
+                record_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn records(&self) -> Result<Vec<RecordRow>, DatabaseError> {
+        let mut statement = self.connection.prepare(
+            "SELECT cache_key, description, layers, inputs, created_at, last_used_at
+             FROM record ORDER BY last_used_at DESC, cache_key",
+        )?;
+        let rows = statement.query_map([], record_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records with the same description (the same Dockerfile step), newest first: the
+    /// candidates `cache why` compares a miss against.
+    pub fn records_described(&self, description: &str) -> Result<Vec<RecordRow>, DatabaseError> {
+        let mut statement = self.connection.prepare(
+            "SELECT cache_key, description, layers, inputs, created_at, last_used_at
+             FROM record WHERE description = ?1 ORDER BY created_at DESC LIMIT 5",
+        )?;
+        let rows = statement
+            .query_map(params![description], record_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn put_record(&mut self, record: &RecordRow) -> Result<(), DatabaseError> {
+        let layers = serde_json::to_string(&record.layers).unwrap_or_default();
+        let inputs = serde_json::to_string(&record.inputs).unwrap_or_default();
+        self.write(|transaction| {
+            transaction.execute(
+                "INSERT INTO record (cache_key, description, layers, inputs, created_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (cache_key) DO UPDATE SET last_used_at = excluded.last_used_at",
+                params![
+                    record.cache_key,
+                    record.description,
+                    layers,
+                    inputs,
+                    record.created_at,
+                    record.last_used_at
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn touch_record(&mut self, cache_key: &str, now: i64) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "UPDATE record SET last_used_at = ?2 WHERE cache_key = ?1",
+                params![cache_key, now],
+            )?;
+            transaction.execute(
+                "UPDATE layer SET last_used_at = ?2 WHERE diff_id IN
+                 (SELECT value FROM json_each((SELECT layers FROM record WHERE cache_key = ?1)))",
+                params![cache_key, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn delete_record(&mut self, cache_key: &str) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute("DELETE FROM record WHERE cache_key = ?1", params![cache_key])
+        })?;
+        Ok(())
+    }
+
+    pub fn layer(&self, diff_id: &str) -> Result<Option<LayerRow>, DatabaseError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT diff_id, size, created_at, last_used_at, from_image, description FROM layer WHERE diff_id = ?1",
+                params![diff_id],
+                layer_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn layers(&self) -> Result<Vec<LayerRow>, DatabaseError> {
+        let mut statement = self.connection.prepare(
+            "SELECT diff_id, size, created_at, last_used_at, from_image, description FROM layer
+             ORDER BY last_used_at DESC, diff_id",
+        )?;
+        let rows = statement.query_map([], layer_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Inserts a layer, or refreshes its use time when it is already known (the first
+    /// creation time wins: it is the layer's history timestamp).
+    pub fn put_layer(&mut self, layer: &LayerRow) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "INSERT INTO layer (diff_id, size, created_at, last_used_at, from_image, description)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (diff_id) DO UPDATE SET last_used_at = excluded.last_used_at,
+                   from_image = max(from_image, excluded.from_image)",
+                params![
+                    layer.diff_id,
+                    layer.size as i64,
+                    layer.created_at,
+                    layer.last_used_at,
+                    layer.from_image,
+                    layer.description
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn delete_layer(&mut self, diff_id: &str) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "DELETE FROM record WHERE EXISTS (SELECT 1 FROM json_each(record.layers) WHERE value = ?1)",
+                params![diff_id],
+            )?;
+            transaction.execute("DELETE FROM layer WHERE diff_id = ?1", params![diff_id])
+        })?;
+        Ok(())
+    }
+
+    /// The blob of a layer in a given compression, if one was made before: a layer is never
+    /// recompressed to a new digest.
+    pub fn blob_for(
+        &self,
+        diff_id: &str,
+        compression: &str,
+        level: i64,
+    ) -> Result<Option<BlobRow>, DatabaseError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT digest, diff_id, compression, level, media_type, size, last_used_at FROM blob
+                 WHERE diff_id = ?1 AND compression = ?2 AND level = ?3
+                 ORDER BY digest LIMIT 1",
+                params![diff_id, compression, level],
+                blob_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn blobs(&self) -> Result<Vec<BlobRow>, DatabaseError> {
+        let mut statement = self.connection.prepare(
+            "SELECT digest, diff_id, compression, level, media_type, size, last_used_at FROM blob
+             ORDER BY last_used_at DESC, digest",
+        )?;
+        let rows = statement.query_map([], blob_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn put_blob(&mut self, blob: &BlobRow) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "INSERT INTO blob (digest, diff_id, compression, level, media_type, size, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
+                params![
+                    blob.digest,
+                    blob.diff_id,
+                    blob.compression,
+                    blob.level,
+                    blob.media_type,
+                    blob.size as i64,
+                    blob.last_used_at
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn delete_blob(&mut self, digest: &str) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute("DELETE FROM blob WHERE digest = ?1", params![digest])
+        })?;
+        Ok(())
+    }
+
+    /// Every remembered file hash, by absolute path.
+    pub fn all_file_hashes(&self) -> Result<std::collections::HashMap<String, FileHashRow>, DatabaseError> {
+        let mut statement = self.connection.prepare(
+            "SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash",
+        )?;
+        let rows = statement.query_map([], |row| {
+            let mtime: String = row.get(2)?;
+            let ctime: String = row.get(3)?;
+            Ok((
+                row.get::<_, String>(0)?,
+                FileHashRow {
+                    size: row.get::<_, i64>(1)? as u64,
+                    mtime_nanos: mtime.parse().unwrap_or(-1),
+                    ctime_nanos: ctime.parse().unwrap_or(-1),
+                    inode: row.get::<_, i64>(4)? as u64,
+                    device: row.get::<_, i64>(5)? as u64,
+                    digest: row.get(6)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores many file hashes in one transaction (one per build, after hashing).
+    pub fn put_file_hashes(&mut self, rows: &[(String, FileHashRow)]) -> Result<(), DatabaseError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(|transaction| {
+            let mut statement = transaction.prepare(
+                "INSERT OR REPLACE INTO file_hash (path, size, mtime_nanos, ctime_nanos, inode, device, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (path, row) in rows {
+                statement.execute(params![
+                    path,
+                    row.size as i64,
+                    row.mtime_nanos.to_string(),
+                    row.ctime_nanos.to_string(),
+                    row.inode as i64,
+                    row.device as i64,
+                    row.digest
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn clear_file_hashes(&mut self) -> Result<(), DatabaseError> {
+        self.write(|transaction| transaction.execute("DELETE FROM file_hash", []))?;
+        Ok(())
+    }
+}
+
+fn record_from_row(row: &rusqlite::Row) -> rusqlite::Result<RecordRow> {
+    let layers: String = row.get(2)?;
+    let inputs: String = row.get(3)?;
+    Ok(RecordRow {
+        cache_key: row.get(0)?,
+        description: row.get(1)?,
+        layers: serde_json::from_str(&layers).unwrap_or_default(),
+        inputs: serde_json::from_str(&inputs).unwrap_or_default(),
+        created_at: row.get(4)?,
+        last_used_at: row.get(5)?,
+    })
+}
+
+fn layer_from_row(row: &rusqlite::Row) -> rusqlite::Result<LayerRow> {
+    Ok(LayerRow {
+        diff_id: row.get(0)?,
+        size: row.get::<_, i64>(1)? as u64,
+        created_at: row.get(2)?,
+        last_used_at: row.get(3)?,
+        from_image: row.get(4)?,
+        description: row.get(5)?,
+    })
+}
+
+fn blob_from_row(row: &rusqlite::Row) -> rusqlite::Result<BlobRow> {
+    Ok(BlobRow {
+        digest: row.get(0)?,
+        diff_id: row.get(1)?,
+        compression: row.get(2)?,
+        level: row.get(3)?,
+        media_type: row.get(4)?,
+        size: row.get::<_, i64>(5)? as u64,
+        last_used_at: row.get(6)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_records_round_trip() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("db.sqlite");
+        let mut database = Database::open(&path).unwrap();
+        let record = RecordRow {
+            cache_key: "sha256:k".into(),
+            description: "COPY a /b".into(),
+            layers: vec!["sha256:l1".into(), "sha256:l2".into()],
+            inputs: vec![("source".into(), "sha256:c".into())],
+            created_at: 10,
+            last_used_at: 10,
+        };
+        database.put_record(&record).unwrap();
+        drop(database);
+        let database = Database::open(&path).unwrap();
+        let version: i64 =
+            database.connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        assert_eq!(database.record("sha256:k").unwrap(), Some(record));
+        assert_eq!(database.record("sha256:other").unwrap(), None);
+    }
+
+    #[test]
+    fn deleting_a_layer_drops_the_records_that_use_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
+        for (key, layers) in [("a", vec!["l1"]), ("b", vec!["l1", "l2"]), ("c", vec!["l3"])] {
+            database
+                .put_record(&RecordRow {
+                    cache_key: key.into(),
+                    description: String::new(),
+                    layers: layers.into_iter().map(String::from).collect(),
+                    inputs: vec![],
+                    created_at: 0,
+                    last_used_at: 0,
+                })
+                .unwrap();
+        }
+        database.delete_layer("l1").unwrap();
+        let left: Vec<String> = database.records().unwrap().into_iter().map(|r| r.cache_key).collect();
+        assert_eq!(left, vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("db.sqlite");
+        let connection = Connection::open(&path).unwrap();
+        connection.pragma_update(None, "user_version", 99).unwrap();
+        drop(connection);
+        assert!(matches!(Database::open(&path), Err(DatabaseError::TooNew { found: 99, .. })));
+    }
+}

@@ -1,0 +1,276 @@
+//! The state root: everything rbuild keeps between runs.
+//!
+//! ```text
+//! CACHEDIR.TAG
+//! lock                   shared flock per build, exclusive for prune
+//! db-v1.sqlite           cache records, layers, blobs, file hashes (see `database`)
+//! blobs-v1/sha256/<hex>  compressed layers, configs, manifests
+//! snapshots-v1/<hex>/    unpacked layers in overlay format, named by diff id
+//! mounts-v1/<id>/        RUN --mount=type=cache directories
+//! tmp/                   work in progress; renamed into place when complete
+//! ```
+//!
+//! Invariants: a file reaches `blobs-v1` or `snapshots-v1` only by an atomic rename of a
+//! complete, synced file or directory from `tmp/`, and only then gets its database row. A crash
+//! at any point leaves a state the next run accepts: a row without a file is a cache miss, a file
+//! without a row is garbage for `prune`. The store owns no policy: ops decide what to record.
+
+pub mod database;
+pub mod usage;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest as _, Sha256};
+
+pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerRow, RecordRow};
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by rbuild.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to prepare the state root `{path}`")]
+    Layout { path: String, source: io::Error },
+    #[error("failed to lock the state root `{path}`")]
+    Lock { path: String, source: io::Error },
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error("failed to write to the state root `{path}`")]
+    Write { path: String, source: io::Error },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Builds: many at once.
+    Shared,
+    /// Prune: alone.
+    Exclusive,
+}
+
+pub struct Store {
+    root: PathBuf,
+    database: Mutex<Database>,
+    _lock: File,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Store {
+    /// `$XDG_CACHE_HOME/rbuild`, `~/.cache/rbuild`, or `/var/lib/rbuild` for real root without
+    /// XDG variables.
+    pub fn default_root() -> PathBuf {
+        if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(cache).join("rbuild");
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/rbuild");
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".cache/rbuild"),
+            None => PathBuf::from("/var/lib/rbuild"),
+        }
+    }
+
+    pub fn open(root: &Path, mode: LockMode) -> Result<Store, StoreError> {
+        let layout_error =
+            |path: &Path, source| StoreError::Layout { path: path.display().to_string(), source };
+        for directory in ["blobs-v1/sha256", "snapshots-v1", "mounts-v1", "tmp"] {
+            let path = root.join(directory);
+            fs::create_dir_all(&path).map_err(|source| layout_error(&path, source))?;
+        }
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            fs::write(&tag, CACHEDIR_TAG).map_err(|source| layout_error(&tag, source))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| layout_error(&lock_path, source))?;
+        let locked = match mode {
+            LockMode::Shared => lock.lock_shared(),
+            LockMode::Exclusive => lock.lock(),
+        };
+        locked.map_err(|source| StoreError::Lock { path: lock_path.display().to_string(), source })?;
+        let database = Database::open(&root.join("db-v1.sqlite"))?;
+        Ok(Store { root: root.to_path_buf(), database: Mutex::new(database), _lock: lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn database(&self) -> MutexGuard<'_, Database> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back the
+        // open transaction when the guard's transaction is dropped.
+        self.database.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh directory under `tmp/`, removed when dropped unless moved into place.
+    pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, StoreError> {
+        let parent = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&parent)
+            .map_err(|source| StoreError::Write { path: parent.display().to_string(), source })
+    }
+
+    pub fn snapshot_path(&self, diff_id: &str) -> PathBuf {
+        self.root.join("snapshots-v1").join(diff_id.strip_prefix("sha256:").unwrap_or(diff_id))
+    }
+
+    /// Moves a finished snapshot directory into place under its diff id. When another process
+    /// committed the same layer first, ours is discarded: the content is the same.
+    pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &str) -> Result<PathBuf, StoreError> {
+        let target = self.snapshot_path(diff_id);
+        if target.exists() {
+            return Ok(target);
+        }
+        let source = directory.keep();
+        sync_filesystem(&source);
+        match fs::rename(&source, &target) {
+            Ok(()) => Ok(target),
+            Err(_) if target.exists() => {
+                let _ = remove_tree(&source);
+                Ok(target)
+            }
+            Err(error) => {
+                let _ = remove_tree(&source);
+                Err(StoreError::Write { path: target.display().to_string(), source: error })
+            }
+        }
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root.join("blobs-v1/sha256").join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// A writer that hashes what it writes and lands in `blobs-v1` under that digest.
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        let parent = self.root.join("tmp");
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&parent)
+            .map_err(|source| StoreError::Write { path: parent.display().to_string(), source })?;
+        Ok(BlobWriter { file: io::BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), size: 0, store_root: self.root.clone() })
+    }
+
+    /// Writes a small blob (config, manifest) and returns its digest and size.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {
+        let mut writer = self.blob_writer()?;
+        writer
+            .write_all(bytes)
+            .map_err(|source| StoreError::Write { path: self.root.display().to_string(), source })?;
+        writer.finish()
+    }
+}
+
+pub struct BlobWriter {
+    file: io::BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    size: u64,
+    store_root: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buffer)?;
+        self.hasher.update(&buffer[..written]);
+        self.size += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Syncs and renames the blob into place; returns `sha256:<hex>` and the size.
+    pub fn finish(self) -> Result<(String, u64), StoreError> {
+        let hex = hex::encode(self.hasher.finalize());
+        let target = self.store_root.join("blobs-v1/sha256").join(&hex);
+        let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
+        let file = self.file.into_inner().map_err(|error| write_error(error.into_error()))?;
+        file.as_file().sync_all().map_err(write_error)?;
+        if !target.exists() {
+            file.persist(&target).map_err(|error| write_error(error.error))?;
+        }
+        Ok((format!("sha256:{hex}"), self.size))
+    }
+}
+
+/// Flushes the filesystem holding `path`, so a renamed directory is complete after a crash.
+fn sync_filesystem(path: &Path) {
+    if let Ok(file) = File::open(path) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs takes a valid open file descriptor and has no memory effects.
+        unsafe { libc::syncfs(file.as_raw_fd()) };
+    }
+}
+
+/// Removes a directory tree, making read-only directories writable first (layers may contain
+/// directories with mode 0555 that `remove_dir_all` cannot empty).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
+                }
+            }
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_land_under_their_digest() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        let (digest, size) = store.put_blob(b"hello").unwrap();
+        assert_eq!(digest, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(size, 5);
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), b"hello");
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+        assert!(root.path().join("CACHEDIR.TAG").exists());
+    }
+
+    #[test]
+    fn a_second_commit_of_the_same_layer_keeps_the_first() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        let first = store.temp_dir("snapshot-").unwrap();
+        fs::write(first.path().join("a"), "1").unwrap();
+        let path = store.commit_snapshot(first, "sha256:abc").unwrap();
+        let second = store.temp_dir("snapshot-").unwrap();
+        fs::write(second.path().join("a"), "2").unwrap();
+        assert_eq!(store.commit_snapshot(second, "sha256:abc").unwrap(), path);
+        assert_eq!(fs::read_to_string(path.join("a")).unwrap(), "1");
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn shared_locks_coexist() {
+        let root = tempfile::tempdir().unwrap();
+        let _first = Store::open(root.path(), LockMode::Shared).unwrap();
+        let _second = Store::open(root.path(), LockMode::Shared).unwrap();
+    }
+}

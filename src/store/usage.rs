@@ -1,0 +1,349 @@
+//! Disk usage and pruning of the state root (`rbuild cache du`, `rbuild cache prune`).
+//!
+//! The unit of accounting is an [`Item`]: a layer (its snapshot directory plus the compressed
+//! blobs made from it) or an internal blob (an image config or manifest). Sizes are apparent
+//! sizes of every file and directory, each inode counted once, which is what `du -sb` reports for
+//! `snapshots-v1` and `blobs-v1`: the total `du` prints is what is on disk.
+//! Pruning holds the exclusive lock, so nothing it removes is in use; it deletes rows before
+//! files, so a crash in between leaves only garbage, which the next prune collects.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::{Store, StoreError, remove_tree};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Item {
+    /// The diff id of a layer, or the digest of an internal blob.
+    pub id: String,
+    /// `regular` for build layers, `source.image` for base image layers, `internal` for configs
+    /// and manifests.
+    pub kind: &'static str,
+    pub description: String,
+    pub size: u64,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+/// Every item in the store, most recently used first.
+pub fn items(store: &Store) -> Result<Vec<Item>, StoreError> {
+    let database = store.database();
+    let blobs = database.blobs()?;
+    let mut items = Vec::new();
+    for layer in database.layers()? {
+        let blob_size: u64 =
+            blobs.iter().filter(|blob| blob.diff_id == layer.diff_id).map(|blob| blob.size).sum();
+        items.push(Item {
+            id: layer.diff_id.clone(),
+            kind: if layer.from_image { "source.image" } else { "regular" },
+            description: layer.description.clone(),
+            size: layer.size + blob_size,
+            created_at: layer.created_at,
+            last_used_at: layer.last_used_at,
+        });
+    }
+    for blob in blobs.iter().filter(|blob| blob.diff_id.is_empty()) {
+        items.push(Item {
+            id: blob.digest.clone(),
+            kind: "internal",
+            description: blob.media_type.clone(),
+            size: blob.size,
+            created_at: blob.last_used_at,
+            last_used_at: blob.last_used_at,
+        });
+    }
+    items.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(items)
+}
+
+/// Which items a prune removes.
+#[derive(Debug, Clone, Default)]
+pub struct PrunePolicy {
+    /// Also base image layers (`-a`).
+    pub all: bool,
+    /// Only items unused for at least this many seconds (`--filter until=`).
+    pub unused_for: Option<i64>,
+    /// Keep the most recently used items up to this many bytes (`--keep-storage`).
+    pub keep_bytes: Option<u64>,
+}
+
+/// Removes what `policy` selects, then garbage (files without rows, leftovers in `tmp/`).
+/// Returns the removed items.
+pub fn prune(store: &Store, policy: &PrunePolicy, now: i64) -> Result<Vec<Item>, StoreError> {
+    let all_items = items(store)?;
+    let mut candidates: Vec<&Item> = all_items
+        .iter()
+        .filter(|item| policy.all || item.kind != "source.image")
+        .filter(|item| policy.unused_for.is_none_or(|age| now - item.last_used_at >= age))
+        .collect();
+    if let Some(keep) = policy.keep_bytes {
+        // Least recently used go first, until what stays fits.
+        candidates.sort_by(|a, b| a.last_used_at.cmp(&b.last_used_at).then_with(|| a.id.cmp(&b.id)));
+        let mut total: u64 = all_items.iter().map(|item| item.size).sum();
+        candidates.retain(|item| {
+            if total <= keep {
+                return false;
+            }
+            total = total.saturating_sub(item.size);
+            true
+        });
+    }
+    let mut removed = Vec::new();
+    for item in candidates {
+        remove_item(store, item)?;
+        removed.push(item.clone());
+    }
+    collect_garbage(store)?;
+    Ok(removed)
+}
+
+fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
+    let write_error = |path: &Path, source| StoreError::Write { path: path.display().to_string(), source };
+    if item.kind == "internal" {
+        store.database().delete_blob(&item.id)?;
+        let path = store.blob_path(&item.id);
+        remove_file(&path).map_err(|source| write_error(&path, source))?;
+        return Ok(());
+    }
+    let blobs: Vec<String> = {
+        let mut database = store.database();
+        let blobs = database
+            .blobs()?
+            .into_iter()
+            .filter(|blob| blob.diff_id == item.id)
+            .map(|blob| blob.digest)
+            .collect::<Vec<_>>();
+        for blob in &blobs {
+            database.delete_blob(blob)?;
+        }
+        database.delete_layer(&item.id)?;
+        blobs
+    };
+    for blob in blobs {
+        let path = store.blob_path(&blob);
+        remove_file(&path).map_err(|source| write_error(&path, source))?;
+    }
+    let snapshot = store.snapshot_path(&item.id);
+    remove_tree(&snapshot).map_err(|source| write_error(&snapshot, source))
+}
+
+/// Removes snapshot directories and blobs that have no row, and everything under `tmp/`.
+/// Only sound under the exclusive lock.
+fn collect_garbage(store: &Store) -> Result<(), StoreError> {
+    let write_error = |path: &Path, source| StoreError::Write { path: path.display().to_string(), source };
+    let (layers, blobs): (HashSet<String>, HashSet<String>) = {
+        let database = store.database();
+        let layers = database.layers()?.into_iter().map(|layer| hex_of(&layer.diff_id)).collect();
+        let blobs = database.blobs()?.into_iter().map(|blob| hex_of(&blob.digest)).collect();
+        (layers, blobs)
+    };
+    let snapshots = store.root().join("snapshots-v1");
+    for entry in read_dir(&snapshots).map_err(|source| write_error(&snapshots, source))? {
+        if !layers.contains(&entry) {
+            let path = snapshots.join(&entry);
+            remove_tree(&path).map_err(|source| write_error(&path, source))?;
+        }
+    }
+    let blob_directory = store.root().join("blobs-v1/sha256");
+    for entry in read_dir(&blob_directory).map_err(|source| write_error(&blob_directory, source))? {
+        if !blobs.contains(&entry) {
+            let path = blob_directory.join(&entry);
+            remove_file(&path).map_err(|source| write_error(&path, source))?;
+        }
+    }
+    let tmp = store.root().join("tmp");
+    for entry in read_dir(&tmp).map_err(|source| write_error(&tmp, source))? {
+        let path = tmp.join(&entry);
+        let removed = if path.is_dir() { remove_tree(&path) } else { remove_file(&path) };
+        removed.map_err(|source| write_error(&path, source))?;
+    }
+    Ok(())
+}
+
+fn hex_of(digest: &str) -> String {
+    digest.strip_prefix("sha256:").unwrap_or(digest).to_string()
+}
+
+fn read_dir(path: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(path)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+fn remove_file(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Apparent size of a tree: every file, directory and link, each inode once (`du -sb`).
+pub fn tree_size(path: &Path) -> io::Result<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = entry.map_err(io::Error::other)?;
+        let metadata = entry.path().symlink_metadata()?;
+        if metadata.nlink() > 1 && !metadata.is_dir() && !seen.insert((metadata.dev(), metadata.ino())) {
+            continue;
+        }
+        total += metadata.len();
+    }
+    Ok(total)
+}
+
+/// go-units' `HumanSize`: decimal units, four significant digits (`19.41MB`, `0B`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{}{}", format_significant(value, 4), UNITS[unit])
+}
+
+/// `%.4g` of Go: up to `digits` significant digits, no trailing zeros.
+fn format_significant(value: f64, digits: usize) -> String {
+    if value == 0.0 {
+        return "0".into();
+    }
+    let magnitude = value.abs().log10().floor() as i32;
+    let decimals = (digits as i32 - 1 - magnitude).max(0) as usize;
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
+}
+
+/// go-units' `RAMInBytes`: `10GB`, `512m`, `1.5gib`, plain bytes; binary multipliers.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim().trim_end_matches("ib").trim_end_matches('b');
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return None,
+    };
+    Some((number * multiplier as f64) as u64)
+}
+
+/// go-units' `HumanDuration` followed by ` ago`, as buildx shows "last accessed".
+pub fn human_age(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    let minutes = seconds / 60;
+    let hours = (seconds as f64 / 3600.0 + 0.5) as i64;
+    let text = if seconds < 1 {
+        "Less than a second".to_string()
+    } else if seconds == 1 {
+        "1 second".to_string()
+    } else if seconds < 60 {
+        format!("{seconds} seconds")
+    } else if minutes == 1 {
+        "About a minute".to_string()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".to_string()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", hours / 24 / 365)
+    };
+    format!("{text} ago")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LayerRow, LockMode};
+
+    #[test]
+    fn sizes_print_like_go_units() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(19_414_000), "19.41MB");
+        assert_eq!(human_size(1_234_567_890), "1.235GB");
+        assert_eq!(parse_size("10GB"), Some(10 << 30));
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(human_age(0), "Less than a second ago");
+        assert_eq!(human_age(90), "About a minute ago");
+        assert_eq!(human_age(3 * 86400), "3 days ago");
+    }
+
+    fn add_layer(store: &Store, name: &str, bytes: usize, last_used_at: i64, from_image: bool) {
+        let directory = store.temp_dir("snapshot-").unwrap();
+        fs::write(directory.path().join("file"), vec![b'x'; bytes]).unwrap();
+        let diff_id = format!("sha256:{name}");
+        let path = store.commit_snapshot(directory, &diff_id).unwrap();
+        store
+            .database()
+            .put_layer(&LayerRow {
+                diff_id,
+                size: tree_size(&path).unwrap(),
+                created_at: last_used_at,
+                last_used_at,
+                from_image,
+                description: name.into(),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_base_layers_unless_all_and_removes_garbage() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        add_layer(&store, "old", 1000, 100, false);
+        add_layer(&store, "new", 1000, 900, false);
+        add_layer(&store, "base", 1000, 100, true);
+        fs::create_dir(root.path().join("snapshots-v1/orphan")).unwrap();
+        fs::write(root.path().join("tmp/leftover"), "x").unwrap();
+        let on_disk = tree_size(&root.path().join("snapshots-v1")).unwrap()
+            - fs::metadata(root.path().join("snapshots-v1")).unwrap().len()
+            - fs::metadata(root.path().join("snapshots-v1/orphan")).unwrap().len();
+        let total: u64 = items(&store).unwrap().iter().map(|item| item.size).sum();
+        assert_eq!(total, on_disk);
+
+        let removed = prune(&store, &PrunePolicy { unused_for: Some(500), ..Default::default() }, 1000).unwrap();
+        assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["old"]);
+        assert!(!root.path().join("snapshots-v1/old").exists());
+        assert!(!root.path().join("snapshots-v1/orphan").exists());
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+
+        prune(&store, &PrunePolicy { all: true, ..Default::default() }, 1000).unwrap();
+        assert!(items(&store).unwrap().is_empty());
+        assert_eq!(fs::read_dir(root.path().join("snapshots-v1")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn keep_storage_removes_least_recently_used_first() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        add_layer(&store, "a", 10_000, 1, false);
+        add_layer(&store, "b", 10_000, 2, false);
+        add_layer(&store, "c", 10_000, 3, false);
+        let policy = PrunePolicy { keep_bytes: Some(25_000), ..Default::default() };
+        let removed = prune(&store, &policy, 10).unwrap();
+        assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+}
