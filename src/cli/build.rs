@@ -259,7 +259,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     sender.send(Event::Started { vertex: 0, name: format!("[internal] load build definition from {}", options.dockerfile_name) });
     sender.send(Event::Status {
         vertex: 0,
-        id: "transferring dockerfile".into(),
+        id: "transferring dockerfile:".into(),
         current: options.dockerfile_bytes.len() as u64,
         total: None,
         done: true,

@@ -342,7 +342,8 @@ mod tests {
         add_layer(&store, "a", 10_000, 1, false);
         add_layer(&store, "b", 10_000, 2, false);
         add_layer(&store, "c", 10_000, 3, false);
-        let policy = PrunePolicy { keep_bytes: Some(25_000), ..Default::default() };
+        // Each item is 10 000 bytes of file plus its directory entry; 30 000 keeps two.
+        let policy = PrunePolicy { keep_bytes: Some(30_000), ..Default::default() };
         let removed = prune(&store, &policy, 10).unwrap();
         assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["a"]);
     }

@@ -1,0 +1,146 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'rbuild'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'rbuild' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('build', 'build', [CompletionResultType]::ParameterValue, 'Build an image from a Dockerfile (the default command)')
+            [CompletionResult]::new('cache', 'cache', [CompletionResultType]::ParameterValue, 'Manage the build cache')
+            [CompletionResult]::new('completion', 'completion', [CompletionResultType]::ParameterValue, 'Print shell completions')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rbuild;build' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Name and optionally a tag (format: `name:tag`)')
+            [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'Name and optionally a tag (format: `name:tag`)')
+            [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Set the target build stage to build')
+            [CompletionResult]::new('--build-arg', '--build-arg', [CompletionResultType]::ParameterName, 'Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)')
+            [CompletionResult]::new('--build-context', '--build-context', [CompletionResultType]::ParameterName, 'Additional build contexts (`name=DIR` or `name=oci-layout://PATH[:tag|@digest]`)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)')
+            [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Set type of progress output (auto, plain, tty, quiet, rawjson)')
+            [CompletionResult]::new('--no-cache-filter', '--no-cache-filter', [CompletionResultType]::ParameterName, 'Do not cache specified stages')
+            [CompletionResult]::new('--platform', '--platform', [CompletionResultType]::ParameterName, 'Set target platform for build (`os/arch[/variant]`)')
+            [CompletionResult]::new('--label', '--label', [CompletionResultType]::ParameterName, 'Set metadata for an image (`KEY=VALUE`)')
+            [CompletionResult]::new('--annotation', '--annotation', [CompletionResultType]::ParameterName, 'Add annotation to the image (`KEY=VALUE`)')
+            [CompletionResult]::new('--iidfile', '--iidfile', [CompletionResultType]::ParameterName, 'Write the image ID to a file')
+            [CompletionResult]::new('--metadata-file', '--metadata-file', [CompletionResultType]::ParameterName, 'Write build result metadata to a file')
+            [CompletionResult]::new('-j', '-j', [CompletionResultType]::ParameterName, 'Steps run at the same time [default: number of cores]')
+            [CompletionResult]::new('--jobs', '--jobs', [CompletionResultType]::ParameterName, 'Steps run at the same time [default: number of cores]')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
+            [CompletionResult]::new('--no-cache', '--no-cache', [CompletionResultType]::ParameterName, 'Do not use cache when building the image')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Suppress the build output and print image ID on success')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Suppress the build output and print image ID on success')
+            [CompletionResult]::new('--debug-cache', '--debug-cache', [CompletionResultType]::ParameterName, 'Say why each step missed the cache (a log line under the step)')
+            [CompletionResult]::new('--debug', '--debug', [CompletionResultType]::ParameterName, 'Show debug logs (also RBUILD_LOG=debug)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'rbuild;cache' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('du', 'du', [CompletionResultType]::ParameterValue, 'Disk usage')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove build cache')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rbuild;cache;du' {
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Format the output (`table` or `json`)')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Provide a more verbose output')
+            [CompletionResult]::new('--debug', '--debug', [CompletionResultType]::ParameterName, 'Show debug logs (also RBUILD_LOG=debug)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'rbuild;cache;prune' {
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Provide filter values (`until=24h`)')
+            [CompletionResult]::new('--keep-storage', '--keep-storage', [CompletionResultType]::ParameterName, 'Amount of disk space to keep for cache (e.g. `10GB`)')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'Include base image layers')
+            [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Include base image layers')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Do not prompt for confirmation')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Do not prompt for confirmation')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Provide a more verbose output')
+            [CompletionResult]::new('--debug', '--debug', [CompletionResultType]::ParameterName, 'Show debug logs (also RBUILD_LOG=debug)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'rbuild;cache;help' {
+            [CompletionResult]::new('du', 'du', [CompletionResultType]::ParameterValue, 'Disk usage')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove build cache')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rbuild;cache;help;du' {
+            break
+        }
+        'rbuild;cache;help;prune' {
+            break
+        }
+        'rbuild;cache;help;help' {
+            break
+        }
+        'rbuild;completion' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'rbuild;help' {
+            [CompletionResult]::new('build', 'build', [CompletionResultType]::ParameterValue, 'Build an image from a Dockerfile (the default command)')
+            [CompletionResult]::new('cache', 'cache', [CompletionResultType]::ParameterValue, 'Manage the build cache')
+            [CompletionResult]::new('completion', 'completion', [CompletionResultType]::ParameterValue, 'Print shell completions')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rbuild;help;build' {
+            break
+        }
+        'rbuild;help;cache' {
+            [CompletionResult]::new('du', 'du', [CompletionResultType]::ParameterValue, 'Disk usage')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove build cache')
+            break
+        }
+        'rbuild;help;cache;du' {
+            break
+        }
+        'rbuild;help;cache;prune' {
+            break
+        }
+        'rbuild;help;completion' {
+            break
+        }
+        'rbuild;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,124 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[rbuild] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'rbuild'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'rbuild'= {
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand build 'Build an image from a Dockerfile (the default command)'
+            cand cache 'Manage the build cache'
+            cand completion 'Print shell completions'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rbuild;build'= {
+            cand -f 'Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)'
+            cand --file 'Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)'
+            cand -t 'Name and optionally a tag (format: `name:tag`)'
+            cand --tag 'Name and optionally a tag (format: `name:tag`)'
+            cand --target 'Set the target build stage to build'
+            cand --build-arg 'Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)'
+            cand --build-context 'Additional build contexts (`name=DIR` or `name=oci-layout://PATH[:tag|@digest]`)'
+            cand -o 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)'
+            cand --output 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)'
+            cand --progress 'Set type of progress output (auto, plain, tty, quiet, rawjson)'
+            cand --no-cache-filter 'Do not cache specified stages'
+            cand --platform 'Set target platform for build (`os/arch[/variant]`)'
+            cand --label 'Set metadata for an image (`KEY=VALUE`)'
+            cand --annotation 'Add annotation to the image (`KEY=VALUE`)'
+            cand --iidfile 'Write the image ID to a file'
+            cand --metadata-file 'Write build result metadata to a file'
+            cand -j 'Steps run at the same time [default: number of cores]'
+            cand --jobs 'Steps run at the same time [default: number of cores]'
+            cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
+            cand --no-cache 'Do not use cache when building the image'
+            cand -q 'Suppress the build output and print image ID on success'
+            cand --quiet 'Suppress the build output and print image ID on success'
+            cand --debug-cache 'Say why each step missed the cache (a log line under the step)'
+            cand --debug 'Show debug logs (also RBUILD_LOG=debug)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'rbuild;cache'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand du 'Disk usage'
+            cand prune 'Remove build cache'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rbuild;cache;du'= {
+            cand --filter 'Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)'
+            cand --format 'Format the output (`table` or `json`)'
+            cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
+            cand --verbose 'Provide a more verbose output'
+            cand --debug 'Show debug logs (also RBUILD_LOG=debug)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'rbuild;cache;prune'= {
+            cand --filter 'Provide filter values (`until=24h`)'
+            cand --keep-storage 'Amount of disk space to keep for cache (e.g. `10GB`)'
+            cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
+            cand -a 'Include base image layers'
+            cand --all 'Include base image layers'
+            cand -f 'Do not prompt for confirmation'
+            cand --force 'Do not prompt for confirmation'
+            cand --verbose 'Provide a more verbose output'
+            cand --debug 'Show debug logs (also RBUILD_LOG=debug)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'rbuild;cache;help'= {
+            cand du 'Disk usage'
+            cand prune 'Remove build cache'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rbuild;cache;help;du'= {
+        }
+        &'rbuild;cache;help;prune'= {
+        }
+        &'rbuild;cache;help;help'= {
+        }
+        &'rbuild;completion'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'rbuild;help'= {
+            cand build 'Build an image from a Dockerfile (the default command)'
+            cand cache 'Manage the build cache'
+            cand completion 'Print shell completions'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rbuild;help;build'= {
+        }
+        &'rbuild;help;cache'= {
+            cand du 'Disk usage'
+            cand prune 'Remove build cache'
+        }
+        &'rbuild;help;cache;du'= {
+        }
+        &'rbuild;help;cache;prune'= {
+        }
+        &'rbuild;help;completion'= {
+        }
+        &'rbuild;help;help'= {
+        }
+    ]
+    $completions[$command]
+}
