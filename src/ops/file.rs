@@ -129,7 +129,8 @@ pub fn run(
     let base = inputs.first().ok_or(FileError::NotAFilesystem)?;
     let Output::Layers(base_layers) = base else { return Err(FileError::NotAFilesystem.into()) };
     let upper = environment.store.temp_dir("file-")?;
-    let mut writer = UpperWriter::new(base.layer_paths(), upper.path().to_path_buf());
+    let scratch = environment.store.temp_dir("unpack-")?;
+    let mut writer = UpperWriter::new(base.layer_paths(), upper.path().to_path_buf(), scratch.path().to_path_buf());
     for action in actions {
         environment.check_canceled()?;
         match action {
@@ -172,6 +173,10 @@ struct Metadata {
 struct UpperWriter {
     base: Vec<PathBuf>,
     upper: PathBuf,
+    /// Where `ADD` unpacks archives before placing their entries.
+    scratch: PathBuf,
+    /// Archives unpacked so far (names their staging directories).
+    unpacked: usize,
     /// Directory times to set at the end, by real path.
     directory_times: BTreeMap<PathBuf, (i64, u32)>,
 }
@@ -181,8 +186,8 @@ fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 }
 
 impl UpperWriter {
-    fn new(base: Vec<PathBuf>, upper: PathBuf) -> UpperWriter {
-        UpperWriter { base, upper, directory_times: BTreeMap::new() }
+    fn new(base: Vec<PathBuf>, upper: PathBuf, scratch: PathBuf) -> UpperWriter {
+        UpperWriter { base, upper, scratch, unpacked: 0, directory_times: BTreeMap::new() }
     }
 
     /// The merged view of the base and what was written so far.
@@ -399,7 +404,7 @@ impl UpperWriter {
             SourceKind::File => {
                 remove_existing(&real)?;
                 if action.unpack && is_tar_archive(&entry.real).unwrap_or(false) {
-                    return self.unpack(entry, &parent_resolved, owner);
+                    return self.unpack(action, entry, &parent_resolved, owner);
                 }
                 fs::copy(&entry.real, &real)
                     .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
@@ -424,19 +429,39 @@ impl UpperWriter {
     }
 
     /// `ADD archive.tar /dest/`: extracts into the directory the file would have gone to.
-    fn unpack(&mut self, entry: &SourceEntry, directory: &str, owner: Option<(u32, u32)>) -> Result<(), FileError> {
-        let real = self.ensure_directory(directory, Self::created(owner, None, 0o755))?;
-        let file = fs::File::open(&entry.real)
-            .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
-        let reader = crate::snapshot::extract::decompressed(file)
-            .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
+    ///
+    /// The archive is unpacked aside first and its entries are then placed like copied files,
+    /// so its paths resolve through the image: `lib/x` in the archive lands in `/usr/lib/x`
+    /// when `/lib` is a symlink to `usr/lib`, as BuildKit does, instead of hiding `/lib`.
+    fn unpack(
+        &mut self,
+        action: &CopyAction,
+        entry: &SourceEntry,
+        directory: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), FileError> {
+        self.ensure_directory(directory, Self::created(owner, action.timestamp, 0o755))?;
+        self.unpacked += 1;
+        let staging = self.scratch.join(format!("archive-{}", self.unpacked));
+        fs::create_dir_all(&staging).map_err(write_error(&staging))?;
+        let read_error = |source| FileError::Read { path: entry.real.display().to_string(), source };
+        let file = fs::File::open(&entry.real).map_err(read_error)?;
+        let reader = crate::snapshot::extract::decompressed(file).map_err(read_error)?;
         let ownership = match owner {
             Some((uid, gid)) => Ownership::Fixed { uid, gid },
-            None => Ownership::FromArchive,
+            None if nix::unistd::geteuid().is_root() => Ownership::FromArchive,
+            None => Ownership::BestEffort,
         };
-        extract(reader, &real, &ExtractOptions { whiteouts: WhiteoutMode::Literal, ownership })
+        extract(reader, &staging, &ExtractOptions { whiteouts: WhiteoutMode::Literal, ownership })
             .map_err(|source| FileError::Unpack { path: entry.path.clone(), source })?;
-        Ok(())
+        let view = LayeredView::new([staging.clone()]);
+        let listing = SourceListing::from_view(&view, &[String::new()]).map_err(read_error)?;
+        // Archive entries keep their own modes; `--chmod` is for copied files.
+        let placed = CopyAction { chmod: None, unpack: false, ..action.clone() };
+        for archived in listing.descendants("") {
+            self.place(&placed, owner, archived, &format!("{}/{}", directory.trim_end_matches('/'), archived.path))?;
+        }
+        crate::store::remove_tree(&staging).map_err(write_error(&staging))
     }
 
     /// Sets directory times, deepest first, now that nothing more is written into them.

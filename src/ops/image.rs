@@ -207,7 +207,7 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
         extract(
             &mut hashing,
             directory.path(),
-            &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: Ownership::FromArchive },
+            &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: archive_ownership() },
         )
         .map_err(|source| ImageError::Extract { digest: blob_digest.clone(), source })?;
         // Tar readers stop at the end-of-archive marker; hash any padding after it too.
@@ -242,6 +242,12 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
         layers.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at });
     }
     Ok(layers)
+}
+
+/// Root keeps the owners of an archive; an unprivileged user (outside a user namespace) keeps
+/// what it can.
+fn archive_ownership() -> Ownership {
+    if nix::unistd::geteuid().is_root() { Ownership::FromArchive } else { Ownership::BestEffort }
 }
 
 /// The compression a layer media type names.
