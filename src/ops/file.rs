@@ -175,6 +175,8 @@ struct UpperWriter {
     upper: PathBuf,
     /// Where `ADD` unpacks archives before placing their entries.
     scratch: PathBuf,
+    /// Where each hard-linked source file was first written, so later links link to it.
+    links: HashMap<(u64, u64), PathBuf>,
     /// Archives unpacked so far (names their staging directories).
     unpacked: usize,
     /// Directory times to set at the end, by real path.
@@ -187,7 +189,7 @@ fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 
 impl UpperWriter {
     fn new(base: Vec<PathBuf>, upper: PathBuf, scratch: PathBuf) -> UpperWriter {
-        UpperWriter { base, upper, scratch, unpacked: 0, directory_times: BTreeMap::new() }
+        UpperWriter { base, upper, scratch, links: HashMap::new(), unpacked: 0, directory_times: BTreeMap::new() }
     }
 
     /// The merged view of the base and what was written so far.
@@ -406,8 +408,16 @@ impl UpperWriter {
                 if action.unpack && is_tar_archive(&entry.real).unwrap_or(false) {
                     return self.unpack(action, entry, &parent_resolved, owner);
                 }
+                if let Some(first) = entry.link.and_then(|link| self.links.get(&link))
+                    && fs::hard_link(first, &real).is_ok()
+                {
+                    return Ok(());
+                }
                 fs::copy(&entry.real, &real)
                     .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
+                if let Some(link) = entry.link {
+                    self.links.insert(link, real.clone());
+                }
                 self.apply(&real, &metadata, false)
             }
             SourceKind::Symlink(link) => {
@@ -461,6 +471,8 @@ impl UpperWriter {
         for archived in listing.descendants("") {
             self.place(&placed, owner, archived, &format!("{}/{}", directory.trim_end_matches('/'), archived.path))?;
         }
+        // The staging inodes are freed now and may be reused: forget them as link identities.
+        self.links.clear();
         crate::store::remove_tree(&staging).map_err(write_error(&staging))
     }
 

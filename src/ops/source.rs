@@ -37,6 +37,13 @@ pub struct SourceEntry {
     pub mtime_nanos: u32,
     /// Where the bytes are on the host.
     pub real: PathBuf,
+    /// (device, inode) of a file with several links, so the copy keeps them linked.
+    pub link: Option<(u64, u64)>,
+}
+
+/// The hard-link identity of a regular file with more than one link.
+fn link_of(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    (metadata.is_file() && metadata.nlink() > 1).then(|| (metadata.dev(), metadata.ino()))
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +94,10 @@ impl SourceListing {
                     mtime: entry.mtime,
                     mtime_nanos: entry.mtime_nanos,
                     real: dir.join(&entry.path),
+                    link: match &entry.kind {
+                        EntryKind::File { .. } => dir.join(&entry.path).symlink_metadata().ok().as_ref().and_then(link_of),
+                        _ => None,
+                    },
                 },
             );
         }
@@ -163,6 +174,7 @@ impl SourceListing {
                 gid: metadata.gid(),
                 mtime: metadata.mtime(),
                 mtime_nanos: metadata.mtime_nsec() as u32,
+                link: link_of(metadata),
                 real,
             },
         );
