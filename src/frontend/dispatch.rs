@@ -120,7 +120,6 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         state = new_state(index, label, display_name, total, 0, empty_image());
         base_from_context(lowering, &mut state, &context_name, &context, from.span)?;
         triggers = std::mem::take(&mut state.image.config.on_build);
-        state.total += triggers.len();
     } else {
         let resolved = lowering
             .resolver
@@ -223,6 +222,8 @@ fn base_from_context(
                 .map_err(|message| DockerfileError::at(message, span))?;
             state.image = resolved.config.clone();
             state.image.created = None;
+            // Inherited triggers count as steps; the total must be right before the first name.
+            state.total += state.image.config.on_build.len();
             let name = state.step_name(&format!("FROM {}", resolved.display));
             state.vertex = lowering.graph.add(Op::Image(resolved.source), vec![], name, origin(span), Some(state.stage_name.clone()));
         }

@@ -305,16 +305,6 @@ fn normalize_context_key(name: &str) -> String {
     name.strip_suffix(":latest").map(String::from).unwrap_or(name)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
 
-    #[test]
-    fn context_keys_normalize_like_buildkit() {
-        for name in ["busybox", "busybox:latest", "docker.io/library/busybox", "docker.io/library/busybox:latest", "library/busybox"] {
-            assert_eq!(normalize_context_key(name), "busybox", "{name}");
-        }
-        assert_eq!(normalize_context_key("busybox:1.36"), "busybox:1.36");
-        assert_eq!(normalize_context_key("ghcr.io/x/y"), "ghcr.io/x/y");
-    }
-}
+#[cfg(test)]
+mod tests;
