@@ -318,9 +318,12 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
                 .vertex
                 .and_then(|vertex| plan.graph.vertices[vertex].origin.clone())
                 .map(|origin| Span { start_line: origin.start_line, end_line: origin.end_line });
-            return Err(Failure::Build { message: error.error.to_string(), span });
+            return Err(Failure::Build { message: error_chain(&error.error), span });
         }
     };
+    if cancel.load(Ordering::SeqCst) {
+        return Err(Failure::Interrupted);
+    }
     let layers = solved.outputs[&plan.target].layers().to_vec();
     if options.outputs.is_empty() {
         return Ok(None);
@@ -334,8 +337,13 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         epoch: options.source_date_epoch,
         progress: &sender,
         first_vertex: plan.graph.vertices.len() + 1,
+        cancel,
     };
-    let result = export(&request).context("failed to export").map_err(plain_failure)?;
+    let exported = export(&request);
+    if cancel.load(Ordering::SeqCst) {
+        return Err(Failure::Interrupted);
+    }
+    let result = exported.context("failed to export").map_err(plain_failure)?;
     if let Some(path) = &options.metadata_file {
         let text = serde_json::to_string_pretty(&result.metadata()).unwrap_or_default();
         write_file(path, text.as_bytes()).map_err(plain_failure)?;
@@ -345,6 +353,21 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         write_file(path, image_id.as_bytes()).map_err(plain_failure)?;
     }
     Ok(image_id)
+}
+
+/// An error and its causes, `: `-separated, each said once (a message may already end with
+/// its source's text).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    message
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

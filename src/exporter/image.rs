@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use super::output::Compression;
 use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
-use crate::ops::Layer;
+use crate::ops::{Cancellable, Layer};
+use std::sync::atomic::AtomicBool;
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::store::{BlobRow, Store, StoreError, now};
 
@@ -97,7 +98,7 @@ fn layer_media_type(compression: &str, oci: bool) -> &'static str {
 }
 
 /// One layer blob: (descriptor, diff id).
-fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding) -> Result<(Descriptor, String), ImageError> {
+fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &AtomicBool) -> Result<(Descriptor, String), ImageError> {
     let compression = encoding.compression.name();
     let level = encoding.level.map(i64::from).unwrap_or(-1);
     let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
@@ -113,7 +114,7 @@ fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding) -> Result<(Desc
             return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new() }, layer.diff_id.clone()));
         }
     }
-    let writer = store.blob_writer()?;
+    let writer = Cancellable { inner: store.blob_writer()?, cancel };
     let options = LayerTarOptions { clamp_mtime: clamp };
     let compress_error = |source| ImageError::Compress { diff_id: layer.diff_id.clone(), source };
     let layer_error = |source| ImageError::Layer { diff_id: layer.diff_id.clone(), source };
@@ -137,7 +138,7 @@ fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding) -> Result<(Desc
             (summary, writer)
         }
     };
-    let (digest, size) = writer.finish()?;
+    let (digest, size) = writer.inner.finish()?;
     if clamp.is_none() {
         store.database().put_blob(&BlobRow {
             digest: digest.clone(),
@@ -154,9 +155,15 @@ fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding) -> Result<(Desc
 }
 
 /// Writes the layer blobs, config and manifest of `layers` with the frontend's `document`.
-pub fn build(store: &Store, layers: &[Layer], document: &ImageDocument, encoding: &Encoding) -> Result<BuiltImage, ImageError> {
+pub fn build(
+    store: &Store,
+    layers: &[Layer],
+    document: &ImageDocument,
+    encoding: &Encoding,
+    cancel: &AtomicBool,
+) -> Result<BuiltImage, ImageError> {
     let blobs: Vec<(Descriptor, String)> =
-        layers.par_iter().map(|layer| layer_blob(store, layer, encoding)).collect::<Result<_, _>>()?;
+        layers.par_iter().map(|layer| layer_blob(store, layer, encoding, cancel)).collect::<Result<_, _>>()?;
     let mut document = document.clone();
     document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.clone()).collect() };
     fill_history_times(&mut document, layers, encoding.epoch);

@@ -18,7 +18,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::frontend::ImageDocument;
-use crate::ops::Layer;
+use crate::ops::{Cancellable, Layer};
+use std::sync::atomic::AtomicBool;
 use crate::progress::{Event, Sender};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
@@ -93,6 +94,8 @@ pub struct ExportRequest<'a> {
     pub progress: &'a Sender,
     /// The first progress vertex number free for the exporter.
     pub first_vertex: usize,
+    /// Set on Ctrl-C: writes stop and the export fails with `interrupted`.
+    pub cancel: &'a AtomicBool,
 }
 
 pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
@@ -144,7 +147,7 @@ fn export_one(
             let image = match built.iter().find(|(existing, _)| *existing == key) {
                 Some((_, image)) => image.clone(),
                 None => {
-                    let image = image::build(request.store, request.layers, request.document, &encoding)?;
+                    let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel)?;
                     built.push((key, image.clone()));
                     image
                 }
@@ -166,7 +169,7 @@ fn export_one(
                 (Destination::Path(path), false) => {
                     archive::write_directory(request.store, &image, &names, &output.index_annotations, path)?
                 }
-                (destination, _) => write_destination(destination, &mut |out| {
+                (destination, _) => write_destination(destination, request.cancel, &mut |out| {
                     archive::write_tar(request.store, &image, &names, &output.index_annotations, docker, mtime, out)
                 })?,
             }
@@ -186,7 +189,7 @@ fn export_one(
             let root = staging.path().join("rootfs");
             flatten(&view, &root, FileMode::HardLink)?;
             let clamp = if output.rewrite_timestamp { request.epoch } else { None };
-            write_destination(&destination, &mut |out| {
+            write_destination(&destination, request.cancel, &mut |out| {
                 write_layer_tar(&root, out, &LayerTarOptions { clamp_mtime: clamp })
                     .map(|_| ())
                     .map_err(io::Error::other)
@@ -208,12 +211,13 @@ fn export_one(
 /// Writes a stream to a file (via a temporary file renamed into place) or to stdout.
 fn write_destination(
     destination: &Destination,
+    cancel: &AtomicBool,
     write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
 ) -> Result<(), ExportError> {
     match destination {
         Destination::Stdout => {
             let stdout = io::stdout();
-            let mut lock = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut lock = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, stdout.lock()), cancel };
             write(&mut lock).and_then(|_| lock.flush()).map_err(|source| ExportError::Write { path: "-".into(), source })
         }
         Destination::Path(path) => {
@@ -225,7 +229,7 @@ fn write_destination(
             fs::create_dir_all(&parent).map_err(write_error)?;
             let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(&parent).map_err(write_error)?;
             {
-                let mut buffered = io::BufWriter::with_capacity(1 << 20, temporary.as_file_mut());
+                let mut buffered = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, temporary.as_file_mut()), cancel };
                 write(&mut buffered).and_then(|_| buffered.flush()).map_err(write_error)?;
             }
             temporary.as_file().sync_all().map_err(write_error)?;

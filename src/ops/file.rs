@@ -25,6 +25,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::owner::{self, OwnerError};
@@ -37,7 +38,7 @@ use crate::snapshot::view::{LayeredView, Node};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("failed to compute cache key: {0}")]
+    #[error(transparent)]
     Selection(#[from] SelectionError),
     #[error("failed to compute cache key: failed to calculate checksum of ref: \"/{path}\": not found")]
     NotFound { path: String },
@@ -55,6 +56,8 @@ pub enum FileError {
     Unpack { path: String, source: crate::snapshot::extract::ExtractError },
     #[error("copy source is not a filesystem")]
     NotAFilesystem,
+    #[error("canceled")]
+    Canceled,
 }
 
 /// Selections of context files made while computing cache keys, reused by `run`.
@@ -141,7 +144,7 @@ pub fn run(
                 let listing = match source {
                     Output::Context(handle) => {
                         let selection = selection_for(handle, copy, environment)?;
-                        SourceListing::from_selection(&handle.dir, &selection)
+                        SourceListing::from_selection(&handle.dir, &selection, &copy.sources)
                     }
                     Output::Layers(_) => {
                         let view = LayeredView::new(source.layer_paths());
@@ -149,13 +152,16 @@ pub fn run(
                             .map_err(|source| FileError::Read { path: copy.sources.join(" "), source })?
                     }
                 };
-                writer.copy(copy, &listing)?;
+                writer.copy(copy, &listing, environment.cancel)?;
             }
         }
     }
     writer.finish()?;
     let mut layers: Vec<Layer> = base_layers.to_vec();
-    layers.push(layer::commit(environment.store, upper, &vertex.name, false)?);
+    environment.check_canceled()?;
+    let committed = layer::commit(environment.store, upper, &vertex.name, false, environment.cancel);
+    environment.check_canceled()?;
+    layers.push(committed?);
     Ok(layers)
 }
 
@@ -295,7 +301,7 @@ impl UpperWriter {
         self.apply(&target, &Self::created(owner, mkfile.timestamp, mode), false)
     }
 
-    fn copy(&mut self, action: &CopyAction, listing: &SourceListing) -> Result<(), FileError> {
+    fn copy(&mut self, action: &CopyAction, listing: &SourceListing, cancel: &AtomicBool) -> Result<(), FileError> {
         let owner = self.owner(&action.owner)?;
         let wildcard = action.sources.iter().any(|source| has_wildcard(source));
         let dest_is_directory_by_syntax =
@@ -346,10 +352,18 @@ impl UpperWriter {
                     }
                     let prefix_length = if entry.path.is_empty() { 0 } else { entry.path.len() + 1 };
                     for child in listing.descendants(&entry.path) {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(FileError::Canceled);
+                        }
                         let relative = &child.path[prefix_length..];
                         self.place(action, owner, child, &format!("{target_resolved}/{relative}"))?;
                     }
                 } else {
+                    if action.unpack && entry.kind == SourceKind::File && is_tar_archive(&entry.real).unwrap_or(false) {
+                        // An archive unpacks into the destination itself, slash or not.
+                        self.unpack(action, entry, &dest_resolved, owner)?;
+                        continue;
+                    }
                     let target = if action.parents {
                         format!("{dest_resolved}/{relative_root}")
                     } else if dest_is_directory {
@@ -405,9 +419,6 @@ impl UpperWriter {
             }
             SourceKind::File => {
                 remove_existing(&real)?;
-                if action.unpack && is_tar_archive(&entry.real).unwrap_or(false) {
-                    return self.unpack(action, entry, &parent_resolved, owner);
-                }
                 if let Some(first) = entry.link.and_then(|link| self.links.get(&link))
                     && fs::hard_link(first, &real).is_ok()
                 {

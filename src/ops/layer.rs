@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::store::usage::tree_size;
@@ -40,9 +41,11 @@ pub fn commit(
     directory: tempfile::TempDir,
     description: &str,
     from_image: bool,
+    cancel: &AtomicBool,
 ) -> Result<Layer, LayerError> {
     let path_text = directory.path().display().to_string();
-    let summary = write_layer_tar(directory.path(), io::sink(), &LayerTarOptions { clamp_mtime: None })
+    let sink = super::Cancellable { inner: io::sink(), cancel };
+    let summary = write_layer_tar(directory.path(), sink, &LayerTarOptions { clamp_mtime: None })
         .map_err(|source| LayerError::Diff { path: path_text.clone(), source })?;
     let path = store.commit_snapshot(directory, &summary.diff_id)?;
     let size = tree_size(&path).map_err(|source| LayerError::Size { path: path.display().to_string(), source })?;

@@ -76,6 +76,27 @@ pub enum OpError {
     Context(#[from] context::ContextError),
 }
 
+/// A writer that fails once the build is canceled, so long writes (layer
+/// tars, compression, archives) stop promptly on Ctrl-C or a failure elsewhere.
+pub struct Cancellable<'a, W> {
+    pub inner: W,
+    pub cancel: &'a AtomicBool,
+}
+
+impl<W: std::io::Write> std::io::Write for Cancellable<'_, W> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            // Not `Interrupted`: `write_all` retries that kind forever.
+            return Err(std::io::Error::other("canceled"));
+        }
+        self.inner.write(buffer)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// One named input of a cache key, kept in the record so `cache why` can say what changed.
 pub type CacheInput = (String, String);
 
@@ -112,6 +133,10 @@ pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Res
             let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();
             Ok(Output::Layers(layers.into()))
         }
-        Op::File { actions } => Ok(Output::Layers(file::run(vertex, actions, inputs, environment)?.into())),
+        Op::File { actions } => match file::run(vertex, actions, inputs, environment) {
+            Ok(layers) => Ok(Output::Layers(layers.into())),
+            Err(OpError::File(file::FileError::Canceled)) => Err(OpError::Canceled),
+            Err(error) => Err(error),
+        },
     }
 }

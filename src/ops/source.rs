@@ -72,8 +72,9 @@ pub fn has_wildcard(pattern: &str) -> bool {
 }
 
 impl SourceListing {
-    /// Context files: owned by root, as BuildKit copies them.
-    pub fn from_selection(dir: &Path, selection: &Selection) -> SourceListing {
+    /// Context files: owned by root, as BuildKit copies them. A symlink that a pattern names
+    /// itself is followed; links below are kept as links.
+    pub fn from_selection(dir: &Path, selection: &Selection, patterns: &[String]) -> SourceListing {
         let mut entries = BTreeMap::new();
         for entry in &selection.entries {
             // The context root is listed as `.`; the listing names it by the empty path.
@@ -102,15 +103,16 @@ impl SourceListing {
             );
         }
         let mut listing = SourceListing { entries };
-        listing.follow_top_level_links(dir);
+        listing.follow_named_links(dir, patterns);
         listing
     }
 
-    /// Replaces a selected symlink whose target is a file inside the context by that file.
-    fn follow_top_level_links(&mut self, dir: &Path) {
-        let links: Vec<(String, PathBuf)> = self
-            .entries
-            .values()
+    /// Replaces a symlink a pattern names, whose target is a file inside the context, by that
+    /// file.
+    fn follow_named_links(&mut self, dir: &Path, patterns: &[String]) {
+        let links: Vec<(String, PathBuf)> = patterns
+            .iter()
+            .flat_map(|pattern| self.matches(&clean(pattern)))
             .filter_map(|entry| match &entry.kind {
                 SourceKind::Symlink(target) => Some((entry.path.clone(), target.clone())),
                 _ => None,

@@ -1,0 +1,226 @@
+//! Determinism, cache hits and misses (read from `--progress=plain`), `cache du`, `cache prune`,
+//! and two processes sharing one state root.
+
+use std::path::Path;
+
+use crate::support::*;
+
+const EPOCH: &str = "1700000000";
+
+/// The Dockerfile steps (not `[internal]`, not exporting) and their outcomes.
+fn dockerfile_steps(run: &Run) -> Vec<(String, String)> {
+    run.steps().into_iter().filter(|(name, _)| name.starts_with('[') && !name.starts_with("[internal]")).collect()
+}
+
+fn manifest_digest(archive: &Path) -> String {
+    skopeo_inspect(archive)["Digest"].as_str().unwrap().to_string()
+}
+
+/// Every file and directory of the context gets the same mtime.
+fn pin_mtimes(project: &Project) {
+    for path in tree(&project.ctx()) {
+        tool("touch", &["-h", "-d", &format!("@{EPOCH}"), project.ctx().join(path.trim_end_matches('/')).to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn unchanged_rebuild_is_all_cached_and_identical() {
+    let project = Project::from_fixture("cache");
+    let first = project.build_oci("first.tar", &[]);
+    let second_path = project.out("second.tar");
+    let run = project.build(&["-o", &format!("type=oci,dest={}", second_path.display())]).ok();
+    let steps = dockerfile_steps(&run);
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    for (name, outcome) in &steps {
+        assert_eq!(outcome, "CACHED", "step {name} on an unchanged rebuild\n{}", run.stderr);
+    }
+    assert_eq!(manifest_digest(&first), manifest_digest(&second_path));
+}
+
+#[test]
+fn separate_roots_give_the_same_digest_with_source_date_epoch() {
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let project = Project::from_fixture("cache");
+        pin_mtimes(&project);
+        let archive = project.out("out.tar");
+        let mut command = project.build_command(&["-t", "app:1", "-o", &format!("type=oci,dest={}", archive.display())]);
+        command.env("SOURCE_DATE_EPOCH", EPOCH);
+        run_command(command, None).ok();
+        let config = skopeo_config(&archive);
+        assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+        for entry in config["history"].as_array().unwrap() {
+            assert_eq!(entry["created"], "2023-11-14T22:13:20Z", "{entry}");
+        }
+        digests.push(manifest_digest(&archive));
+    }
+    assert_eq!(digests[0], digests[1], "two fresh roots, same inputs, different digests");
+}
+
+#[test]
+fn changing_a_file_rebuilds_only_the_steps_that_use_it() {
+    let project = Project::from_fixture("cache");
+    let first = project.build_oci("first.tar", &[]);
+
+    project.write("one.txt", "changed\n");
+    let run = project.build(&["-o", &format!("type=oci,dest={}", project.out("second.tar").display())]).ok();
+    assert_eq!(run.step("COPY two.txt"), "CACHED");
+    assert_eq!(run.step("COPY three.txt"), "CACHED");
+    assert_eq!(run.step("COPY --from=other"), "CACHED");
+    assert_eq!(run.step("COPY one.txt"), "DONE");
+    assert_ne!(manifest_digest(&first), manifest_digest(&project.out("second.tar")));
+
+    // three.txt feeds stage `other`, and through it every later step of `final`.
+    project.write("three.txt", "changed\n");
+    let run = project.build(&["-o", &format!("type=oci,dest={}", project.out("third.tar").display())]).ok();
+    assert_eq!(run.step("COPY two.txt"), "CACHED");
+    assert_eq!(run.step("COPY three.txt"), "DONE");
+    assert_eq!(run.step("COPY --from=other"), "DONE");
+    assert_eq!(run.step("COPY one.txt"), "DONE");
+    let rootfs = umoci_unpack_untagged(&project, &project.out("third.tar"));
+    assert_eq!(read(&rootfs.join("copied.txt")), "changed\n");
+    assert_eq!(read(&rootfs.join("one.txt")), "changed\n");
+}
+
+/// umoci needs a tag: re-export the archive under one with skopeo.
+fn umoci_unpack_untagged(project: &Project, archive: &Path) -> std::path::PathBuf {
+    let tagged = project.out("tagged.tar");
+    tool("skopeo", &["copy", &format!("oci-archive:{}", archive.display()), &format!("oci-archive:{}:t", tagged.display())]);
+    umoci_unpack(&tagged, "t")
+}
+
+#[test]
+fn no_cache_rebuilds_every_step_to_the_same_image() {
+    let project = Project::from_fixture("cache");
+    let first = project.build_oci("first.tar", &[]);
+    let second = project.out("second.tar");
+    let run = project.build(&["--no-cache", "-o", &format!("type=oci,dest={}", second.display())]).ok();
+    let steps = dockerfile_steps(&run);
+    assert_eq!(steps.len(), 4);
+    for (name, outcome) in &steps {
+        assert_eq!(outcome, "DONE", "step {name} with --no-cache");
+    }
+    assert_eq!(manifest_digest(&first), manifest_digest(&second));
+}
+
+#[test]
+fn no_cache_filter_rebuilds_only_that_stage() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("first.tar", &[]);
+    let run = project.build(&["--no-cache-filter", "other", "-o", &format!("type=oci,dest={}", project.out("second.tar").display())]).ok();
+    assert_eq!(run.step("[other 1/1] COPY three.txt"), "DONE");
+    assert_eq!(run.step("[final 1/3] COPY two.txt"), "CACHED");
+    assert_eq!(run.step("[final 3/3] COPY one.txt"), "CACHED");
+}
+
+/// What `cache du` accounts: every file and directory under `snapshots-v1` and `blobs-v1`,
+/// each inode once (`du -sb`), minus those two directories and `blobs-v1/sha256` themselves.
+fn on_disk(root: &Path) -> u64 {
+    let du = |path: &Path| -> u64 {
+        tool("du", &["-sb", path.to_str().unwrap()]).split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let own = |path: &Path| -> u64 { tool("stat", &["-c", "%s", path.to_str().unwrap()]).trim().parse().unwrap() };
+    let snapshots = root.join("snapshots-v1");
+    let blobs = root.join("blobs-v1");
+    du(&snapshots) - own(&snapshots) + du(&blobs) - own(&blobs) - own(&blobs.join("sha256"))
+}
+
+/// go-units' HumanSize (`26.84kB`), to compare with the table.
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let digits_before = if value < 10.0 { 1 } else if value < 100.0 { 2 } else { 3 };
+    let text = format!("{value:.*}", 4 - digits_before);
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    format!("{text}{}", units[unit])
+}
+
+#[test]
+fn cache_du_total_matches_the_disk() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    let expected = on_disk(&project.root());
+    assert!(expected > 0);
+
+    let table = project.cache(&["du"]).ok().stdout_text();
+    let header = table.lines().next().unwrap();
+    for column in ["ID", "RECLAIMABLE", "SIZE", "LAST ACCESSED"] {
+        assert!(header.contains(column), "header {header:?}");
+    }
+    let total = table.lines().find(|line| line.starts_with("Total:")).unwrap_or_else(|| panic!("no Total: in\n{table}"));
+    assert_eq!(total.split_whitespace().nth(1).unwrap(), human_size(expected), "{table}");
+
+    let records = json(&project.cache(&["du", "--format", "json"]).ok().stdout_text());
+    let records = records.as_array().expect("a JSON array");
+    assert!(!records.is_empty());
+    let sum: u64 = records.iter().map(|record| record["Size"].as_u64().expect("Size")).sum();
+    assert_eq!(sum, expected, "sum of JSON sizes vs du -sb");
+    for record in records {
+        assert!(record["ID"].as_str().is_some_and(|id| id.len() == 64), "{record}");
+        assert!(record["Type"] == "regular" || record["Type"] == "internal", "{record}");
+    }
+    // One table row per record.
+    let rows = table.lines().skip(1).take_while(|line| !line.is_empty() && !line.contains(':')).count();
+    assert_eq!(rows, records.len(), "{table}");
+}
+
+#[test]
+fn cache_prune_all_empties_the_store() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    project.cache(&["prune", "-a", "-f"]).ok();
+    let records = json(&project.cache(&["du", "--format", "json"]).ok().stdout_text());
+    assert_eq!(records, serde_json::json!([]));
+    assert!(tree(&project.root().join("snapshots-v1")).is_empty());
+    assert!(tree(&project.root().join("blobs-v1/sha256")).is_empty());
+    let table = project.cache(&["du"]).ok().stdout_text();
+    assert!(table.lines().any(|line| line.split_whitespace().collect::<Vec<_>>() == ["Total:", "0B"]), "{table}");
+    // The next build starts from nothing and works.
+    let run = project.build(&["-o", &format!("type=oci,dest={}", project.out("again.tar").display())]).ok();
+    for (name, outcome) in dockerfile_steps(&run) {
+        assert_eq!(outcome, "DONE", "step {name} after prune");
+    }
+}
+
+#[test]
+fn two_processes_share_one_root() {
+    let first = Project::from_fixture("cache");
+    let second = Project::from_fixture("config");
+    let root = first.root();
+    let spawn = |project: &Project, archive: &Path| {
+        let mut command = project.command(&[
+            "build",
+            "--root",
+            root.to_str().unwrap(),
+            "--progress=plain",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            project.ctx().to_str().unwrap(),
+        ]);
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let mut children = Vec::new();
+    for round in 0..2 {
+        children.push(spawn(&first, &first.out(&format!("a{round}.tar"))));
+        children.push(spawn(&second, &second.out(&format!("b{round}.tar"))));
+    }
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a concurrent build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    for archive in [first.out("a0.tar"), first.out("a1.tar"), second.out("b0.tar"), second.out("b1.tar")] {
+        assert_eq!(skopeo_inspect(&archive)["Layers"].as_array().unwrap().len(), 3, "{}", archive.display());
+    }
+    // The shared root is consistent afterwards: a rebuild is all cached.
+    let run = first.build_command(&["-o", &format!("type=oci,dest={}", first.out("again.tar").display())]);
+    let run = run_command(run, None).ok();
+    for (name, outcome) in dockerfile_steps(&run) {
+        assert_eq!(outcome, "CACHED", "step {name} after concurrent builds");
+    }
+}

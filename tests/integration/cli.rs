@@ -1,0 +1,43 @@
+//! The command line outside of builds: completions, `-q`, the default `build` subcommand.
+
+use crate::support::*;
+
+#[test]
+fn completion_bash_mentions_the_build_flags() {
+    let project = Project::new();
+    let run = run_command(project.command(&["completion", "bash"]), None).ok();
+    let script = run.stdout_text();
+    assert!(script.contains("--build-arg"), "{script}");
+    assert!(script.contains("--build-context") && script.contains("--no-cache-filter"), "{script}");
+    assert!(script.contains("complete ") && script.contains("rbuild"), "a bash completion script");
+    // bash accepts it.
+    let checked = tool("bash", &["-n", "-c", &script]);
+    assert_eq!(checked, "");
+}
+
+#[test]
+fn quiet_prints_only_the_image_id_and_build_is_the_default_command() {
+    let project = Project::new();
+    project.write("a.txt", "a\n").dockerfile("FROM scratch\nCOPY a.txt /a.txt\n");
+    let archive = project.out("out.tar");
+    let root = project.root();
+    let ctx = project.ctx();
+    // No `build` word: it is the default subcommand.
+    let run = run_command(
+        project.command(&["--root", root.to_str().unwrap(), "-q", "-o", &format!("type=oci,dest={}", archive.display()), ctx.to_str().unwrap()]),
+        None,
+    )
+    .ok();
+    let digest = skopeo_inspect(&archive)["Digest"].as_str().unwrap().to_string();
+    assert_eq!(run.stdout_text(), format!("{digest}\n"));
+    assert!(!run.stderr.contains("#1 "), "quiet shows no progress:\n{}", run.stderr);
+}
+
+#[test]
+fn missing_context_is_a_usage_error() {
+    let project = Project::new();
+    let missing = project.out("missing");
+    let root = project.root();
+    let run = run_command(project.command(&["build", "--root", root.to_str().unwrap(), missing.to_str().unwrap()]), None).fails(2);
+    run.stderr_has(&format!("unable to prepare context: path `{}` not found", missing.display()));
+}

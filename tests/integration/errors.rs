@@ -1,0 +1,122 @@
+//! Failures: exit codes, BuildKit's Dockerfile snippet, messages that name the culprit, and
+//! nothing half-written left behind.
+
+use std::fs;
+
+use crate::support::*;
+
+/// Asserts BuildKit's snippet: `Dockerfile:N`, a dashed rule, the numbered lines with `>>>` on
+/// line `line`, and the rule again.
+#[track_caller]
+fn assert_snippet(stderr: &str, line: usize, text: &str) {
+    let header = format!("Dockerfile:{line}\n--------------------\n");
+    let start = stderr.find(&header).unwrap_or_else(|| panic!("no {header:?} in stderr:\n{stderr}"));
+    let snippet = &stderr[start + header.len()..];
+    let end = snippet.find("--------------------\n").unwrap_or_else(|| panic!("snippet not closed:\n{stderr}"));
+    let body = &snippet[..end];
+    let marked = format!("{line:>4} | >>> {text}\n");
+    assert!(body.contains(&marked), "no {marked:?} in snippet:\n{body}");
+    assert_eq!(body.matches(">>>").count(), 1, "one marked line:\n{body}");
+}
+
+#[test]
+fn unknown_instruction_shows_the_snippet_and_a_suggestion() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY a /a\nCOPPY a /b\n");
+    let run = project.build(&["-o", "type=local,dest=out"]).fails(1);
+    assert_snippet(&run.stderr, 3, "COPPY a /b");
+    run.stderr_has("   2 |     COPY a /a\n");
+    run.stderr_has("unknown instruction: COPPY");
+    run.stderr_has("did you mean COPY?");
+    assert!(run.stdout.is_empty(), "stdout carries data only");
+    assert!(!project.out("out").exists());
+}
+
+#[test]
+fn unknown_copy_flag_is_named() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY --frm=x a /b\n");
+    let run = project.build(&["-o", "type=local,dest=out"]).fails(1);
+    assert_snippet(&run.stderr, 2, "COPY --frm=x a /b");
+    // BuildKit strips the dashes (`unknown flag: frm`); either spelling names the flag.
+    assert!(
+        run.stderr.lines().any(|line| line.starts_with("ERROR: ") && (line.contains("unknown flag: frm") || line.contains("unknown flag: --frm"))),
+        "{}",
+        run.stderr
+    );
+    run.stderr_has("did you mean from?");
+}
+
+#[test]
+fn missing_copy_source_names_the_file() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY a /a\nCOPY missing.txt /b\n");
+    let run = project.build(&["-o", "type=local,dest=out"]).fails(1);
+    assert_snippet(&run.stderr, 3, "COPY missing.txt /b");
+    run.stderr_has("\"/missing.txt\": not found");
+    assert!(run.stderr.lines().any(|line| line.starts_with("ERROR: failed to solve: ") && line.contains("missing.txt")), "{}", run.stderr);
+    assert_eq!(run.step("COPY missing.txt"), "ERROR");
+}
+
+#[test]
+fn error_messages_do_not_repeat_their_source() {
+    // STYLE.md: "A message never repeats its source".
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY missing.txt /b\n");
+    let run = project.build(&["-o", "type=local,dest=out"]).fails(1);
+    run.stderr_lacks("failed to compute cache key: failed to compute cache key");
+}
+
+#[test]
+fn bad_output_is_a_usage_error() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY a /a\n");
+    let run = project.build(&["-o", "type=bogus,dest=x"]).fails(2);
+    run.stderr_has("unsupported output type `bogus`");
+    let run = project.build(&["-o", "type=oci"]).fails(2);
+    run.stderr_has("dest is required");
+    let run = project.build(&["-o", "type=oci,dest=x,compression=lz4"]).fails(2);
+    run.stderr_has("lz4");
+    assert!(!project.root().join("snapshots-v1").exists() || tree(&project.root().join("snapshots-v1")).is_empty());
+}
+
+#[test]
+fn run_is_not_supported_yet_with_the_snippet() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY a /a\nRUN echo hi\n");
+    let run = project.build(&["-o", "type=local,dest=out"]).fails(1);
+    assert_snippet(&run.stderr, 3, "RUN echo hi");
+    run.stderr_has("RUN is not supported yet");
+    assert!(!project.out("out").exists());
+}
+
+#[test]
+fn unknown_target_lists_the_stages() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch AS build\nCOPY a /a\nFROM scratch AS final\nCOPY a /b\n");
+    let run = project.build(&["--target", "nope", "-o", "type=local,dest=out"]).fails(1);
+    run.stderr_has("ERROR: failed to solve: target stage \"nope\" could not be found (stages: build, final)");
+    assert!(!project.out("out").exists());
+}
+
+#[test]
+fn failed_build_leaves_no_partial_output_and_a_usable_root() {
+    let project = Project::new();
+    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY a /a\n");
+    let archive = project.build_oci("out.tar", &[]);
+    let good = fs::read(&archive).unwrap();
+
+    project.dockerfile("FROM scratch\nCOPY a /a\nCOPY missing /m\n");
+    let fresh = project.out("fresh.tar");
+    project.build(&["-o", &format!("type=oci,dest={}", fresh.display())]).fails(1);
+    project.build(&["-o", &format!("type=oci,dest={}", archive.display())]).fails(1);
+    assert!(!fresh.exists(), "a failed build wrote {}", fresh.display());
+    assert!(fs::read(&archive).unwrap() == good, "a failed build touched an existing output");
+    let leftovers: Vec<String> = tree(project.dir()).into_iter().filter(|path| path.contains(".rbuild-")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    project.dockerfile("FROM scratch\nCOPY a /a\nCOPY a /again\n");
+    let after = project.build_oci("after.tar", &["-t", "app:1"]);
+    let rootfs = umoci_unpack(&after, "1");
+    assert_eq!(tree(&rootfs), ["a", "again"]);
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `rbuild` binary, a fresh state root per test, outputs checked with
+//! independent tools (skopeo, umoci, GNU tar, podman). One binary, one module per topic.
+
+mod cache;
+mod cli;
+mod context;
+mod dockerfile;
+mod errors;
+mod outputs;
+mod support;

@@ -1,0 +1,276 @@
+//! Every `-o` type, checked with the tool a user would use on it.
+
+use std::fs;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// testdata/e2e/config with `a.txt` 0644 and `run.sh` 0644 (COPY --chmod makes it 0755).
+fn config_project() -> Project {
+    let project = Project::from_fixture("config");
+    set_mode(&project.ctx().join("a.txt"), 0o644);
+    set_mode(&project.ctx().join("run.sh"), 0o644);
+    project
+}
+
+#[test]
+fn oci_archive_carries_the_image_config() {
+    let project = config_project();
+    let archive = project.build_oci("out.tar", &["-t", "app:1"]);
+
+    let inspect = skopeo_inspect(&archive);
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Os"], "linux");
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3, "WORKDIR, COPY, COPY: {inspect:#}");
+
+    let config = skopeo_config(&archive);
+    let container = &config["config"];
+    assert_eq!(
+        container["Env"],
+        json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1", "B=two words"])
+    );
+    assert_eq!(container["WorkingDir"], "/app");
+    assert_eq!(container["Entrypoint"], json!(["/app/run.sh"]));
+    assert_eq!(container["Cmd"], json!(["serve"]));
+    assert_eq!(container["Labels"], json!({"com.example.k": "v", "other": "x"}));
+    assert_eq!(container["ExposedPorts"], json!({"53/udp": {}, "8080/tcp": {}}));
+    assert_eq!(container["Volumes"], json!({"/data": {}}));
+    assert_eq!(container["User"], "1000:1000");
+    assert_eq!(container["StopSignal"], "SIGTERM");
+    assert_eq!(
+        container["Healthcheck"],
+        json!({"Test": ["CMD", "/app/run.sh", "check"], "Interval": 30_000_000_000u64, "Timeout": 5_000_000_000u64, "Retries": 3})
+    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn oci_archive_history_follows_buildkit() {
+    let project = config_project();
+    let archive = project.build_oci("out.tar", &["-t", "app:1"]);
+    let config = skopeo_config(&archive);
+    let history: Vec<(String, bool)> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["comment"], "buildkit.dockerfile.v0", "{entry}");
+            (entry["created_by"].as_str().unwrap().to_string(), entry["empty_layer"] == json!(true))
+        })
+        .collect();
+    let expected_prefix = [
+        ("ENV A=1 B=two words", true),
+        ("WORKDIR /app", false),
+        ("COPY a.txt /b # buildkit", false),
+        ("COPY --chown=1000:1000 --chmod=0755 run.sh /app/run.sh # buildkit", false),
+        ("LABEL com.example.k=v other=x", true),
+    ];
+    for (index, (created_by, empty)) in expected_prefix.iter().enumerate() {
+        assert_eq!(history[index], (created_by.to_string(), *empty), "history[{index}] of {history:#?}");
+    }
+    assert!(history[5].0.starts_with("EXPOSE ") && history[5].0.contains("8080/tcp") && history[5].1, "{history:#?}");
+    assert_eq!(history[6].1, true);
+    assert!(history[6].0.starts_with("VOLUME ") && history[6].0.contains("/data"), "{history:#?}");
+    assert_eq!(history[7], ("USER 1000:1000".to_string(), true));
+    assert_eq!(history[8], ("STOPSIGNAL SIGTERM".to_string(), true));
+    assert!(history[9].0.starts_with("HEALTHCHECK ") && history[9].1, "{history:#?}");
+    assert_eq!(history[10], ("ENTRYPOINT [\"/app/run.sh\"]".to_string(), true));
+    assert_eq!(history[11], ("CMD [\"serve\"]".to_string(), true));
+    assert_eq!(history.len(), 12);
+    // As many non-empty history entries as layers.
+    assert_eq!(history.iter().filter(|(_, empty)| !empty).count(), config["rootfs"]["diff_ids"].as_array().unwrap().len());
+}
+
+#[test]
+fn oci_archive_unpacks_with_umoci() {
+    let project = config_project();
+    let archive = project.build_oci("out.tar", &["-t", "app:1"]);
+    let rootfs = umoci_unpack(&archive, "1");
+    assert_eq!(tree(&rootfs), ["app/", "app/run.sh", "b"]);
+    assert_eq!(read(&rootfs.join("b")), "alpha\n");
+    assert_eq!(read(&rootfs.join("app/run.sh")), "#!/bin/sh\necho hi\n");
+    assert_eq!(mode_of(&rootfs.join("b")), 0o644);
+    assert_eq!(mode_of(&rootfs.join("app/run.sh")), 0o755);
+    assert_eq!(mode_of(&rootfs.join("app")), 0o755);
+
+    // Ownership as the layers record it (a rootless unpack cannot show it).
+    let listings = layer_listings(&archive);
+    assert_eq!(listing_fields(listing_line(&listings[1], "b")), ("-rw-r--r--".into(), "0/0".into()));
+    assert_eq!(listing_fields(listing_line(&listings[2], "app/run.sh")), ("-rwxr-xr-x".into(), "1000/1000".into()));
+}
+
+#[test]
+fn oci_archive_index_names_the_tag() {
+    let project = config_project();
+    let archive = project.build_oci("out.tar", &["-t", "app:1"]);
+    let layout = extract_layout(&archive);
+    let index = json(&read(&layout.join("index.json")));
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1);
+    assert_eq!(manifests[0]["annotations"]["io.containerd.image.name"], "docker.io/library/app:1");
+    assert_eq!(manifests[0]["annotations"]["org.opencontainers.image.ref.name"], "1");
+    assert_eq!(json(&read(&layout.join("oci-layout"))), json!({"imageLayoutVersion": "1.0.0"}));
+    // skopeo resolves the same image by that tag.
+    let by_tag = json(&tool("skopeo", &["inspect", &format!("oci-archive:{}:1", archive.display())]));
+    assert_eq!(by_tag["Digest"], manifests[0]["digest"]);
+}
+
+#[test]
+fn oci_layout_directory_with_tar_false() {
+    let project = config_project();
+    let layout = project.out("layout");
+    let spec = format!("type=oci,dest={},tar=false", layout.display());
+    project.build(&["-o", &spec, "-t", "app:1"]).ok();
+    assert!(layout.is_dir(), "tar=false writes a directory");
+    assert!(layout.join("oci-layout").is_file() && layout.join("index.json").is_file());
+    let inspect = json(&tool("skopeo", &["inspect", &format!("oci:{}:1", layout.display())]));
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    // Every blob the manifest names is there, with the right digest.
+    let manifest = json(&tool("skopeo", &["inspect", "--raw", &format!("oci:{}:1", layout.display())]));
+    for layer in manifest["layers"].as_array().unwrap() {
+        let hex = layer["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+        let blob = layout.join("blobs/sha256").join(hex);
+        let sum = tool("sha256sum", &[blob.to_str().unwrap()]);
+        assert!(sum.starts_with(hex), "blob {hex} has digest {sum}");
+        assert_eq!(fs::metadata(&blob).unwrap().len(), layer["size"].as_u64().unwrap());
+    }
+}
+
+#[test]
+fn docker_archive_loads_into_podman() {
+    let project = config_project();
+    let archive = project.out("docker.tar");
+    let spec = format!("type=docker,dest={}", archive.display());
+    project.build(&["-o", &spec, "-t", "app:1"]).ok();
+    let podman = Podman::new(project.dir());
+    let loaded = podman.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    assert!(loaded.stdout_text().contains("docker.io/library/app:1"), "podman load said: {}", loaded.stdout_text());
+    let inspect = json(&podman.run(&["image", "inspect", "docker.io/library/app:1"]).ok().stdout_text());
+    let image = &inspect[0];
+    assert_eq!(image["RepoTags"], json!(["docker.io/library/app:1"]));
+    assert_eq!(image["Config"]["WorkingDir"], "/app");
+    assert_eq!(image["Config"]["Cmd"], json!(["serve"]));
+    assert_eq!(image["Config"]["Entrypoint"], json!(["/app/run.sh"]));
+    assert_eq!(image["Config"]["User"], "1000:1000");
+    assert_eq!(image["Config"]["Labels"]["com.example.k"], "v");
+    assert!(image["Config"]["Env"].as_array().unwrap().contains(&json!("B=two words")));
+    assert_eq!(image["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn docker_archive_iidfile_is_the_config_digest() {
+    let project = config_project();
+    let archive = project.out("docker.tar");
+    let iidfile = project.out("iid");
+    let spec = format!("type=docker,dest={}", archive.display());
+    project.build(&["-o", &spec, "-t", "app:1", "--iidfile", iidfile.to_str().unwrap()]).ok();
+    let podman = Podman::new(project.dir());
+    podman.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    let id = podman.run(&["image", "inspect", "--format", "{{.Id}}", "docker.io/library/app:1"]).ok().stdout_text();
+    assert_eq!(read(&iidfile), format!("sha256:{}", id.trim()));
+}
+
+#[test]
+fn tar_output_is_the_root_filesystem() {
+    let project = config_project();
+    let rootfs = project.out("rootfs.tar");
+    let spec = format!("type=tar,dest={}", rootfs.display());
+    project.build(&["-o", &spec]).ok();
+    let listing = tool("tar", &["--numeric-owner", "-tvf", rootfs.to_str().unwrap()]);
+    let mut names: Vec<&str> = listing.lines().map(|line| line.split_whitespace().last().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["app/", "app/run.sh", "b"], "{listing}");
+    assert_eq!(listing_fields(listing_line(&listing, "app/run.sh")), ("-rwxr-xr-x".into(), "1000/1000".into()));
+    assert_eq!(listing_fields(listing_line(&listing, "b")), ("-rw-r--r--".into(), "0/0".into()));
+    assert_eq!(tool("tar", &["-xOf", rootfs.to_str().unwrap(), "b"]), "alpha\n");
+}
+
+#[test]
+fn local_output_is_a_directory_tree() {
+    let project = config_project();
+    let dir = project.build_local("out", &[]);
+    assert_eq!(tree(&dir), ["app/", "app/run.sh", "b"]);
+    assert_eq!(read(&dir.join("b")), "alpha\n");
+    assert_eq!(mode_of(&dir.join("app/run.sh")), 0o755);
+    // A bare path means type=local too.
+    let bare = project.out("bare");
+    project.build(&["-o", bare.to_str().unwrap()]).ok();
+    assert_eq!(tree(&bare), ["app/", "app/run.sh", "b"]);
+}
+
+#[test]
+fn dash_output_writes_only_the_tar_to_stdout() {
+    let project = config_project();
+    let run = project.build(&["-o", "-"]).ok();
+    assert!(!run.stdout.is_empty());
+    assert_eq!(run.stdout.len() % 512, 0, "a tar is whole 512-byte blocks");
+    let captured = project.out("stdout.tar");
+    fs::write(&captured, &run.stdout).unwrap();
+    let listing = tool("tar", &["-tf", captured.to_str().unwrap()]);
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort();
+    assert_eq!(names, ["app/", "app/run.sh", "b"]);
+    // Byte for byte what type=tar writes to a file: nothing else went to stdout.
+    let file = project.out("file.tar");
+    project.build(&["-o", &format!("type=tar,dest={}", file.display())]).ok();
+    assert!(fs::read(&file).unwrap() == run.stdout, "stdout differs from the type=tar file");
+    // Progress went to stderr.
+    run.stderr_has("exporting to client tarball");
+}
+
+#[test]
+fn compression_sets_layer_media_types() {
+    let project = config_project();
+    let cases = [
+        ("gzip", "application/vnd.oci.image.layer.v1.tar+gzip", &[0x1f_u8, 0x8b][..]),
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd", &[0x28, 0xb5, 0x2f, 0xfd][..]),
+        ("uncompressed", "application/vnd.oci.image.layer.v1.tar", &[][..]),
+    ];
+    let mut diff_ids: Vec<Value> = Vec::new();
+    for (compression, media_type, magic) in cases {
+        let archive = project.out(&format!("{compression}.tar"));
+        let spec = format!("type=oci,dest={},compression={compression}", archive.display());
+        project.build(&["-o", &spec]).ok();
+        let manifest = skopeo_manifest(&archive);
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 3);
+        let layout = extract_layout(&archive);
+        for layer in layers {
+            assert_eq!(layer["mediaType"], media_type, "{compression}: {manifest:#}");
+            let hex = layer["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+            let blob = fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+            assert!(blob.starts_with(magic), "{compression} blob starts with {:02x?}", &blob[..8]);
+            if compression == "uncompressed" {
+                assert_eq!(&blob[257..262], b"ustar", "an uncompressed layer is a plain tar");
+            }
+            // GNU tar (with zstd installed) reads every one of them.
+            tool("tar", &["-tf", layout.join("blobs/sha256").join(hex).to_str().unwrap()]);
+        }
+        diff_ids.push(skopeo_config(&archive)["rootfs"]["diff_ids"].clone());
+    }
+    assert_eq!(diff_ids[0], diff_ids[1], "the same layers whatever the compression");
+    assert_eq!(diff_ids[0], diff_ids[2]);
+}
+
+#[test]
+fn iidfile_and_metadata_file_agree_with_skopeo() {
+    let project = config_project();
+    let iidfile = project.out("iid");
+    let metadata_file = project.out("metadata.json");
+    let archive = project.build_oci(
+        "out.tar",
+        &["-t", "app:1", "--iidfile", iidfile.to_str().unwrap(), "--metadata-file", metadata_file.to_str().unwrap()],
+    );
+    let digest = skopeo_inspect(&archive)["Digest"].as_str().unwrap().to_string();
+    let manifest_bytes = tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]);
+    let manifest = json(&manifest_bytes);
+    assert_eq!(read(&iidfile), digest, "iidfile holds the manifest digest for an oci output");
+    let metadata = json(&read(&metadata_file));
+    assert_eq!(metadata["containerimage.digest"], digest.as_str());
+    assert_eq!(metadata["containerimage.config.digest"], manifest["config"]["digest"]);
+    assert_eq!(metadata["containerimage.descriptor"]["digest"], digest.as_str());
+    assert_eq!(metadata["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(metadata["containerimage.descriptor"]["size"], manifest_bytes.len());
+    assert_eq!(metadata["image.name"], "docker.io/library/app:1");
+}

@@ -1,0 +1,397 @@
+//! What every end-to-end test needs: a fresh project (context directory, state root, output
+//! directory) in a temp dir, the real `rbuild` binary, and the independent tools that check its
+//! outputs (skopeo, umoci, GNU tar, podman). A missing tool fails the test loudly: these tests
+//! never skip.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+pub const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+
+/// The fixtures of these tests.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/e2e").join(name)
+}
+
+/// Fails the test when `name` is not on PATH (`.ci/run` installs every tool used here).
+pub fn require_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(found, "required tool `{name}` is not installed (run .ci/run, which installs skopeo, umoci, podman, tar, zstd)");
+}
+
+/// The result of one process.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub what: String,
+}
+
+impl Run {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Asserts success and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "`{}` failed with exit code {}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.what, self.code, self.stderr, self.stdout_text()
+        );
+        self
+    }
+
+    /// Asserts the exit code and returns self.
+    #[track_caller]
+    pub fn fails(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "`{}` exited with {} instead of {code}\n--- stderr ---\n{}",
+            self.what, self.code, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(self.stderr.contains(needle), "stderr of `{}` lacks {needle:?}\n--- stderr ---\n{}", self.what, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_lacks(&self, needle: &str) -> &Run {
+        assert!(!self.stderr.contains(needle), "stderr of `{}` has {needle:?}\n--- stderr ---\n{}", self.what, self.stderr);
+        self
+    }
+
+    /// `(step name, outcome)` of every vertex in `--progress=plain` output, in order of first
+    /// appearance; outcome is `CACHED`, `DONE` or `ERROR`.
+    pub fn steps(&self) -> Vec<(String, String)> {
+        plain_steps(&self.stderr)
+    }
+
+    /// The outcome of the one step whose name contains `needle`.
+    #[track_caller]
+    pub fn step(&self, needle: &str) -> String {
+        let matching: Vec<_> = self.steps().into_iter().filter(|(name, _)| name.contains(needle)).collect();
+        assert_eq!(matching.len(), 1, "expected one step matching {needle:?}, got {matching:?}\n--- stderr ---\n{}", self.stderr);
+        matching[0].1.clone()
+    }
+}
+
+pub fn plain_steps(stderr: &str) -> Vec<(String, String)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else { continue };
+        let Some((number, text)) = rest.split_once(' ') else { continue };
+        if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if !names.contains_key(number) {
+            names.insert(number.to_string(), text.to_string());
+            order.push(number.to_string());
+            continue;
+        }
+        if text == "CACHED" || text.starts_with("DONE") || text.starts_with("ERROR") {
+            let outcome = text.split_whitespace().next().unwrap_or("").trim_end_matches(':').to_string();
+            outcomes.insert(number.to_string(), outcome);
+        }
+    }
+    order
+        .into_iter()
+        .map(|number| (names[&number].clone(), outcomes.get(&number).cloned().unwrap_or_default()))
+        .collect()
+}
+
+pub fn run_command(mut command: Command, stdin: Option<&[u8]>) -> Run {
+    let what = format!("{command:?}");
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = command.spawn().unwrap_or_else(|error| panic!("failed to start {what}: {error}"));
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        what,
+    }
+}
+
+/// Runs a tool, asserting it exists and succeeds; returns stdout.
+#[track_caller]
+pub fn tool(program: &str, args: &[&str]) -> String {
+    require_tool(program);
+    let mut command = Command::new(program);
+    command.args(args);
+    run_command(command, None).ok().stdout_text()
+}
+
+/// One test's world: `ctx/` (the build context), `root/` (the state root), and room for
+/// outputs, all in one temp dir removed at the end.
+pub struct Project {
+    pub temp: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        let temp = tempfile::Builder::new().prefix("rbuild-e2e-").tempdir().unwrap();
+        fs::create_dir(temp.path().join("ctx")).unwrap();
+        Project { temp }
+    }
+
+    /// A project whose context is a copy of `testdata/e2e/NAME`.
+    pub fn from_fixture(name: &str) -> Project {
+        let project = Project::new();
+        copy_tree(&fixture(name), &project.ctx());
+        project
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.temp.path()
+    }
+
+    pub fn ctx(&self) -> PathBuf {
+        self.dir().join("ctx")
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir().join("root")
+    }
+
+    /// A path for an output, beside the context.
+    pub fn out(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    /// Writes a file of the context (parents created).
+    pub fn write(&self, relative: &str, content: &str) -> &Project {
+        write_file(&self.ctx().join(relative), content);
+        self
+    }
+
+    pub fn dockerfile(&self, content: &str) -> &Project {
+        self.write("Dockerfile", content)
+    }
+
+    /// `rbuild ARGS` with `--root` of this project and no inherited RBUILD/BuildKit variables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(RBUILD);
+        command.args(args);
+        command.current_dir(self.dir());
+        for variable in ["RBUILD_ROOT", "RBUILD_LOG", "BUILDKIT_PROGRESS", "SOURCE_DATE_EPOCH", "NO_COLOR"] {
+            command.env_remove(variable);
+        }
+        command
+    }
+
+    /// `rbuild build --root ROOT --progress=plain ARGS ctx`.
+    pub fn build_command(&self, args: &[&str]) -> Command {
+        let root = self.root();
+        let mut full: Vec<&str> = vec!["build", "--root", root.to_str().unwrap(), "--progress=plain"];
+        full.extend_from_slice(args);
+        let ctx = self.ctx();
+        full.push(ctx.to_str().unwrap());
+        self.command(&full)
+    }
+
+    pub fn build(&self, args: &[&str]) -> Run {
+        run_command(self.build_command(args), None)
+    }
+
+    /// Builds to `type=oci,dest=NAME` (plus `args`), asserting success; returns the archive.
+    #[track_caller]
+    pub fn build_oci(&self, name: &str, args: &[&str]) -> PathBuf {
+        let archive = self.out(name);
+        let spec = format!("type=oci,dest={}", archive.display());
+        let mut full = vec!["-o", spec.as_str()];
+        full.extend_from_slice(args);
+        self.build(&full).ok();
+        assert!(archive.is_file(), "no archive at {}", archive.display());
+        archive
+    }
+
+    /// Builds to `type=local,dest=NAME`, asserting success; returns the directory.
+    #[track_caller]
+    pub fn build_local(&self, name: &str, args: &[&str]) -> PathBuf {
+        let dir = self.out(name);
+        let spec = format!("type=local,dest={}", dir.display());
+        let mut full = vec!["-o", spec.as_str()];
+        full.extend_from_slice(args);
+        self.build(&full).ok();
+        assert!(dir.is_dir(), "no directory at {}", dir.display());
+        dir
+    }
+
+    /// `rbuild cache SUBCOMMAND... --root ROOT`.
+    pub fn cache(&self, args: &[&str]) -> Run {
+        let root = self.root();
+        let mut full = vec!["cache"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--root", root.to_str().unwrap()]);
+        run_command(self.command(&full), None)
+    }
+}
+
+pub fn write_file(path: &Path, content: &str) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(path, content).unwrap();
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|error| panic!("failed to read {}: {error}", path.display()))
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap_or_else(|error| panic!("fixture {}: {error}", from.display())) {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Every path under `dir`, relative, sorted, directories with a trailing `/`, symlinks as
+/// `name -> target`.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let relative = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                out.push(format!("{relative} -> {}", fs::read_link(&path).unwrap().display()));
+            } else if kind.is_dir() {
+                out.push(format!("{relative}/"));
+                walk(base, &path, out);
+            } else {
+                out.push(relative);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display())).permissions().mode() & 0o7777
+}
+
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}):\n{text}"))
+}
+
+/// `skopeo inspect oci-archive:ARCHIVE`.
+pub fn skopeo_inspect(archive: &Path) -> Value {
+    json(&tool("skopeo", &["inspect", &format!("oci-archive:{}", archive.display())]))
+}
+
+/// The raw image config of an OCI archive (`skopeo inspect --config --raw`), which keeps
+/// fields the OCI struct drops (Healthcheck).
+pub fn skopeo_config(archive: &Path) -> Value {
+    json(&tool("skopeo", &["inspect", "--config", "--raw", &format!("oci-archive:{}", archive.display())]))
+}
+
+/// The raw manifest of an OCI archive.
+pub fn skopeo_manifest(archive: &Path) -> Value {
+    json(&tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]))
+}
+
+/// Extracts an OCI archive into a layout directory beside it (GNU tar).
+pub fn extract_layout(archive: &Path) -> PathBuf {
+    let layout = archive.with_extension("layout");
+    fs::create_dir_all(&layout).unwrap();
+    tool("tar", &["-xf", archive.to_str().unwrap(), "-C", layout.to_str().unwrap()]);
+    layout
+}
+
+/// `umoci unpack --rootless` of `archive` at `tag`; returns the root filesystem.
+pub fn umoci_unpack(archive: &Path, tag: &str) -> PathBuf {
+    let layout = extract_layout(archive);
+    let bundle = archive.with_extension("bundle");
+    tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:{tag}", layout.display()), bundle.to_str().unwrap()]);
+    bundle.join("rootfs")
+}
+
+/// `tar --numeric-owner -tvf` of every layer of an OCI archive, one listing per layer.
+pub fn layer_listings(archive: &Path) -> Vec<String> {
+    let layout = extract_layout(archive);
+    let manifest = skopeo_manifest(archive);
+    manifest["layers"]
+        .as_array()
+        .expect("manifest layers")
+        .iter()
+        .map(|layer| {
+            let digest = layer["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+            let blob = layout.join("blobs/sha256").join(digest);
+            tool("tar", &["--numeric-owner", "-tvf", blob.to_str().unwrap()])
+        })
+        .collect()
+}
+
+/// The line of a `tar -tv` listing naming `path` exactly.
+#[track_caller]
+pub fn listing_line<'a>(listing: &'a str, path: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|line| line.split_whitespace().nth(5) == Some(path) || line.ends_with(&format!(" {path}")))
+        .unwrap_or_else(|| panic!("no {path:?} in listing:\n{listing}"))
+}
+
+/// `(mode string, owner)` of a `tar -tv` line, e.g. `("-rwxr-xr-x", "1000/1000")`.
+pub fn listing_fields(line: &str) -> (String, String) {
+    let mut fields = line.split_whitespace();
+    (fields.next().unwrap().to_string(), fields.next().unwrap().to_string())
+}
+
+/// A private podman storage in `dir` (vfs, no daemon).
+pub struct Podman {
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+}
+
+impl Podman {
+    pub fn new(dir: &Path) -> Podman {
+        require_tool("podman");
+        let podman = Podman { root: dir.join("podman-root"), runroot: dir.join("podman-runroot") };
+        fs::create_dir_all(&podman.root).unwrap();
+        fs::create_dir_all(&podman.runroot).unwrap();
+        podman
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut command = Command::new("podman");
+        command.args(["--root", self.root.to_str().unwrap(), "--runroot", self.runroot.to_str().unwrap(), "--storage-driver", "vfs"]);
+        command.args(args);
+        run_command(command, None)
+    }
+}
