@@ -7,7 +7,7 @@
 
 use super::go_format::{duration_string, parse_duration, plain_list, quote_list};
 use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
-use super::scope::Scope;
+use super::scope::{Platform, Scope};
 use super::{Lowering, NamedContext, StageResult, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::{Command, Healthcheck, Located, command, onbuild_expression};
@@ -78,8 +78,21 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
     let from = definition.from.clone();
     let commands = definition.commands.clone();
     let stage_name = definition.name.clone();
-    let Command::From { image: base_word, .. } = &from.value else {
+    let Command::From { image: base_word, platform: platform_word, .. } = &from.value else {
         return Err(DockerfileError::at("stage does not start with FROM", from.span));
+    };
+    // `FROM --platform=...` picks the base image's platform (expanded with global ARGs).
+    let platform = match platform_word {
+        Some(word) => {
+            let text = lowering
+                .global_scope()
+                .expand(&lowering.lexer, word)
+                .map_err(|error| DockerfileError::at(error.message, from.span))?;
+            Platform::parse(&text).ok_or_else(|| {
+                DockerfileError::at(format!("failed to parse platform {text}: expected os/arch[/variant]"), from.span)
+            })?
+        }
+        None => lowering.options.platform.clone(),
     };
     let display_name = lowering.stage_display_name(index);
     let label = if lowering.multi_stage { format!("{display_name} ") } else { String::new() };
@@ -90,7 +103,7 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         && let Some((context_name, context)) = lowering.named_context(name).map(|(n, c)| (n.clone(), c.clone()))
     {
         let mut state = new_state(index, label, display_name, 0, 0, empty_image());
-        base_from_context(lowering, &mut state, &context_name, &context, from.span)?;
+        base_from_context(lowering, &mut state, &context_name, &context, from.span, &platform)?;
         return Ok(finish(state));
     }
 
@@ -118,12 +131,12 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
     } else if let Some((context_name, context)) = lowering.named_context(&base_name).map(|(n, c)| (n.clone(), c.clone())) {
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + 1;
         state = new_state(index, label, display_name, total, 0, empty_image());
-        base_from_context(lowering, &mut state, &context_name, &context, from.span)?;
+        base_from_context(lowering, &mut state, &context_name, &context, from.span, &platform)?;
         triggers = std::mem::take(&mut state.image.config.on_build);
     } else {
         let resolved = lowering
             .resolver
-            .resolve_reference(&base_name, &lowering.options.platform)
+            .resolve_reference(&base_name, &platform)
             .map_err(|message| DockerfileError::at(message, from.span))?;
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + 1;
         state = new_state(index, label, display_name, total, 0, resolved.config.clone());
@@ -187,6 +200,7 @@ fn base_from_context(
     context_name: &str,
     context: &NamedContext,
     span: Span,
+    platform: &Platform,
 ) -> Result<(), DockerfileError> {
     match context {
         NamedContext::Directory(dir) => {
@@ -218,7 +232,7 @@ fn base_from_context(
         NamedContext::OciLayout { path, selector } => {
             let resolved = lowering
                 .resolver
-                .resolve_layout(path, selector, &lowering.options.platform)
+                .resolve_layout(path, selector, platform)
                 .map_err(|message| DockerfileError::at(message, span))?;
             state.image = resolved.config.clone();
             state.image.created = None;
