@@ -507,7 +507,7 @@ fn check_interval(name: &str, value: &str) -> Result<(), String> {
 
 /// Parses Go's `time.ParseDuration` syntax (`1h30m`, `1.5s`, `-2ms`, `0`) into nanoseconds,
 /// with Go's error messages.
-fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
+pub fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
     let invalid = || format!("time: invalid duration {}", syntax::go_quote(text));
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),

@@ -5,7 +5,8 @@
 //! Dockerfile has several stages, the step count over FROM (for image bases), COPY, ADD, RUN,
 //! WORKDIR and inherited triggers; the index right-aligned to the width of the total.
 
-use super::go_format::{duration_string, parse_duration, plain_list, quote_list};
+use super::go_format::{duration_string, plain_list, quote_list};
+use crate::dockerfile::instruction::go_duration_nanoseconds;
 use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
 use super::scope::{Platform, Scope};
 use super::{Lowering, NamedContext, StageResult, origin};
@@ -518,9 +519,10 @@ fn healthcheck_config(state: &StageState, healthcheck: &Healthcheck) -> Result<H
             let duration = |value: &Option<String>, name: &str| -> Result<i64, String> {
                 match value {
                     None => Ok(0),
-                    Some(text) => match parse_duration(text) {
-                        Some(nanos) if nanos >= 0 => Ok(nanos),
-                        _ => Err(format!("invalid {name} duration `{text}`")),
+                    Some(text) => match go_duration_nanoseconds(text) {
+                        Ok(nanos) if nanos >= 0.0 => Ok(nanos.round() as i64),
+                        Ok(_) => Err(format!("{name} cannot be negative")),
+                        Err(message) => Err(message),
                     },
                 }
             };

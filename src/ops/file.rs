@@ -34,6 +34,7 @@ use super::{CacheInput, ContextHandle, Environment, Layer, OpError, Output, laye
 use crate::context::selection::{Selection, SelectionError, select};
 use crate::graph::{CopyAction, FileAction, MkdirAction, MkfileAction, Vertex};
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, extract, is_tar_archive};
+use crate::snapshot::flatten::set_times;
 use crate::snapshot::view::{LayeredView, Node};
 
 #[derive(Debug, thiserror::Error)]
@@ -538,10 +539,7 @@ fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), FileError> {
 }
 
 fn set_time(path: &Path, seconds: i64, nanos: u32) -> Result<(), FileError> {
-    let time = nix::sys::time::TimeSpec::new(seconds, nanos as i64);
-    nix::sys::stat::utimensat(None, path, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-        .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
-        .map_err(write_error(path))
+    set_times(path, seconds, i64::from(nanos)).map_err(write_error(path))
 }
 
 #[cfg(test)]

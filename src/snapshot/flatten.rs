@@ -58,7 +58,7 @@ pub fn flatten(view: &LayeredView, destination: &Path, mode: FileMode) -> Result
     let root = view.root().map_err(error(destination))?;
     flattener.directory(&root, destination)?;
     for (path, metadata) in flattener.directories.iter().rev() {
-        set_times(path, metadata).map_err(error(path))?;
+        set_times(path, metadata.mtime(), metadata.mtime_nsec()).map_err(error(path))?;
     }
     Ok(())
 }
@@ -114,7 +114,7 @@ impl Flattener<'_> {
                     let link = fs::read_link(path).map_err(error(path))?;
                     symlink(&link, target).map_err(error(target))?;
                     self.owner(target, metadata).map_err(error(target))?;
-                    return set_times(target, metadata).map_err(error(target));
+                    return set_times(target, metadata.mtime(), metadata.mtime_nsec()).map_err(error(target));
                 }
                 if file_type.is_file() {
                     if self.mode == FileMode::HardLink {
@@ -133,7 +133,7 @@ impl Flattener<'_> {
                 fs::set_permissions(target, fs::Permissions::from_mode(metadata.mode() & 0o7777))
                     .map_err(error(target))?;
                 copy_xattrs(path, target);
-                set_times(target, metadata).map_err(error(target))
+                set_times(target, metadata.mtime(), metadata.mtime_nsec()).map_err(error(target))
             }
         }
     }
@@ -159,9 +159,9 @@ fn copy_xattrs(source: &Path, target: &Path) {
     }
 }
 
-/// Sets access and modification times without following symlinks.
-pub fn set_times(path: &Path, metadata: &Metadata) -> io::Result<()> {
-    let time = nix::sys::time::TimeSpec::new(metadata.mtime(), metadata.mtime_nsec());
+/// Sets access and modification times to `seconds.nanos` without following symlinks.
+pub fn set_times(path: &Path, seconds: i64, nanos: i64) -> io::Result<()> {
+    let time = nix::sys::time::TimeSpec::new(seconds, nanos);
     nix::sys::stat::utimensat(
         None,
         path,
