@@ -120,3 +120,52 @@ fn failed_build_leaves_no_partial_output_and_a_usable_root() {
     let rootfs = umoci_unpack(&after, "1");
     assert_eq!(tree(&rootfs), ["a", "again"]);
 }
+
+/// Ctrl-C (SIGINT) during a long copy and during the export: exit 130, no output file, nothing
+/// left in the state root's `tmp/`, and the root still builds afterwards.
+#[test]
+fn interrupt_cancels_cleanly_with_130() {
+    let project = Project::new();
+    project.dockerfile("FROM scratch\nCOPY big /big\n");
+    let big = project.ctx().join("big");
+    let mut file = std::fs::File::create(&big).unwrap();
+    // Incompressible data, so copying, hashing and compressing take long enough to interrupt.
+    let mut state: u64 = 0x9e3779b97f4a7c15;
+    let mut buffer = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        for chunk in buffer.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        std::io::Write::write_all(&mut file, &buffer).unwrap();
+    }
+    drop(file);
+    let output = project.out("image.tar");
+    for delay_ms in [200u64, 1500] {
+        let child = project
+            .build_command(&["-o", &format!("type=oci,dest={}", output.display())])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+        let finished = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&finished.stderr);
+        if finished.status.code() == Some(0) {
+            // The machine was fast enough to finish first; then the output is complete.
+            assert!(output.exists());
+            std::fs::remove_file(&output).unwrap();
+            continue;
+        }
+        assert_eq!(finished.status.code(), Some(130), "after {delay_ms} ms: {stderr}");
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        assert!(!output.exists(), "a canceled build wrote {}", output.display());
+        let leftovers: Vec<_> = std::fs::read_dir(project.root().join("tmp")).unwrap().collect();
+        assert!(leftovers.is_empty(), "tmp/ keeps {leftovers:?}");
+    }
+    project.build(&["-o", &format!("type=oci,dest={}", output.display())]).ok();
+    assert!(output.exists());
+}
