@@ -13,8 +13,8 @@
 mod op;
 
 pub use op::{
-    Chmod, ContextSource, CopyAction, FileAction, ImageSource, MkdirAction, MkfileAction, Op,
-    Owner,
+    CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, ImageSource,
+    MkdirAction, MkfileAction, NetworkMode, Op, Owner,
 };
 
 use std::collections::HashMap;

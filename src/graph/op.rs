@@ -24,6 +24,8 @@ pub enum Op {
     File { actions: Vec<FileAction> },
     /// The layers of every input, stacked in order (`COPY --link`).
     Merge,
+    /// A command in a container on input 0 (`RUN`). Produces one new layer: the diff.
+    Exec(ExecOp),
 }
 
 impl Op {
@@ -40,8 +42,59 @@ impl Op {
             Op::Context(_) => "context",
             Op::File { .. } => "file",
             Op::Merge => "merge",
+            Op::Exec(_) => "exec",
         }
     }
+}
+
+/// A `RUN` step. Everything here is in the cache key but `proxy_env` (BuildKit keeps proxy
+/// settings out of keys and images).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecOp {
+    pub args: Vec<String>,
+    /// The process environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// USER as written (`name`, `uid`, `name:group`), resolved in the container.
+    pub user: String,
+    pub hostname: String,
+    pub network: NetworkMode,
+    pub mounts: Vec<ExecMount>,
+    #[serde(skip)]
+    pub proxy_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// The host's network namespace (rootless BuildKit's default).
+    Default,
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecMount {
+    pub target: String,
+    pub kind: ExecMountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecMountKind {
+    /// A path of input `input` (a stage, named context or the main context).
+    Bind { input: usize, source: String, readwrite: bool },
+    /// A directory kept in the state root across builds.
+    Cache { id: String, sharing: CacheSharing, mode: u32, uid: u32, gid: u32, from: Option<(usize, String)> },
+    Tmpfs { size: Option<u64> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

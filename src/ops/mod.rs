@@ -64,6 +64,8 @@ impl Environment<'_> {
 pub enum OpError {
     #[error("canceled")]
     Canceled,
+    #[error("{0} is not supported yet")]
+    Unsupported(&'static str),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -114,6 +116,7 @@ pub fn cache_inputs(
         Op::Image(source) => image::cache_inputs(source),
         Op::Context(source) => context::cache_inputs(source),
         Op::Merge => input_keys(),
+        Op::Exec(_) => return Err(OpError::Unsupported("RUN")),
         Op::File { actions } => {
             let mut all = vec![("op".to_string(), vertex.op.definition())];
             all.extend(file::cache_inputs(actions, inputs, environment)?);
@@ -129,6 +132,7 @@ pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Res
         Op::Scratch => Ok(Output::Layers(Arc::from(Vec::new()))),
         Op::Image(source) => Ok(Output::Layers(image::run(source, environment)?.into())),
         Op::Context(source) => Ok(Output::Context(Arc::new(context::open(source)?))),
+        Op::Exec(_) => Err(OpError::Unsupported("RUN")),
         Op::Merge => {
             let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();
             Ok(Output::Layers(layers.into()))
