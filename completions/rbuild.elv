@@ -46,6 +46,7 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand --metadata-file 'Write build result metadata to a file'
             cand -j 'Steps run at the same time [default: number of cores]'
             cand --jobs 'Steps run at the same time [default: number of cores]'
+            cand --network 'Networking mode for RUN steps: default (the host''s), none, host'
             cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
             cand --no-cache 'Do not use cache when building the image'
             cand -q 'Suppress the build output and print image ID on success'

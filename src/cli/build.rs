@@ -16,6 +16,7 @@ use crate::dockerfile::diagnostic::{DockerfileError, render_snippet};
 use crate::dockerfile::syntax::{Dockerfile, Span, parse};
 use crate::exporter::{ExportRequest, OutputSpec, export, merge_annotations, parse_output};
 use crate::frontend::{FrontendOptions, NamedContext, Platform, lower};
+use crate::graph::NetworkMode;
 use crate::ops::OpError;
 use crate::ops::context::StoreHashCache;
 use crate::progress::{Event, Mode, Progress};
@@ -44,6 +45,7 @@ pub struct BuildOptions {
     pub root: PathBuf,
     pub source_date_epoch: Option<i64>,
     pub debug_cache: bool,
+    pub network: NetworkMode,
 }
 
 fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -143,6 +145,12 @@ impl BuildOptions {
         for tag in &args.tags {
             crate::exporter::normalize(tag).map_err(|error| anyhow!("invalid tag `{tag}`: {error}"))?;
         }
+        let network = match args.network.as_str() {
+            "default" => NetworkMode::Default,
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            other => bail!("invalid network mode `{other}`: expected default, none or host"),
+        };
         let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         if jobs == 0 {
             bail!("--jobs must be at least 1");
@@ -168,6 +176,7 @@ impl BuildOptions {
             root: args.root.root.unwrap_or_else(Store::default_root),
             source_date_epoch,
             debug_cache: args.debug_cache,
+            network,
         })
     }
 }
@@ -287,6 +296,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         platform: options.platform.clone(),
         source_date_epoch: options.source_date_epoch,
         labels: options.labels.clone(),
+        network: options.network,
     };
     let plan = lower(&frontend_options, &Resolver).map_err(dockerfile_failure)?;
     for warning in &plan.warnings {

@@ -108,6 +108,9 @@ pub struct BuildArgs {
     /// Steps run at the same time [default: number of cores]
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Networking mode for RUN steps: default (the host's), none, host
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    pub network: String,
     /// Say why each step missed the cache (a log line under the step)
     #[arg(long)]
     pub debug_cache: bool,

@@ -160,7 +160,7 @@ fn destination(dest: &str, working_dir: &str) -> String {
 }
 
 /// The vertex a `--from` names: a stage, a named context, or an image.
-fn source_from(lowering: &mut Lowering, state: &StageState, from: &str, span: Span) -> Result<VertexId, DockerfileError> {
+pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &str, span: Span) -> Result<VertexId, DockerfileError> {
     if let Some(index) = lowering.find_stage(from, None) {
         if index == state.index {
             return Err(DockerfileError::at(format!("COPY --from of the stage itself (`{from}`)"), span));

@@ -270,10 +270,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
     let epoch = lowering.options.source_date_epoch;
     match &located.value {
         Command::From { .. } => Err(DockerfileError::at("FROM cannot be used here", span)),
-        Command::Run(_) => Err(DockerfileError::at(
-            "RUN is not supported yet: rbuild builds Dockerfiles without RUN steps for now",
-            span,
-        )),
+        Command::Run(run) => super::run::lower_run(lowering, state, located, run),
         Command::Env(pairs) => {
             let mut expanded = Vec::new();
             for (key, value) in pairs {

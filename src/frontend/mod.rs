@@ -9,6 +9,7 @@
 mod copy;
 mod dispatch;
 mod go_format;
+mod run;
 pub mod image_config;
 pub mod scope;
 
@@ -19,7 +20,7 @@ use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::{Command, Located, commands};
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::syntax::{Dockerfile, Span};
-use crate::graph::{ContextSource, Graph, ImageSource, Op, Origin, VertexId};
+use crate::graph::{ContextSource, Graph, ImageSource, NetworkMode, Op, Origin, VertexId};
 
 pub use image_config::{ContainerConfig, History, ImageDocument};
 pub use scope::Platform;
@@ -57,6 +58,8 @@ pub struct FrontendOptions {
     pub platform: Platform,
     pub source_date_epoch: Option<i64>,
     pub labels: BTreeMap<String, String>,
+    /// `--network`: the default of `RUN --network`.
+    pub network: NetworkMode,
 }
 
 #[derive(Debug)]

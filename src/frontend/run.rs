@@ -1,0 +1,214 @@
+//! Lowers `RUN` to an exec op: the argv (shell form through SHELL, exec form as written, a
+//! heredoc body as the script), the process environment as BuildKit builds it, the working
+//! directory and user of the stage, `--network`, and `--mount` (bind, cache, tmpfs).
+//!
+//! History: `RUN [|N K=V ...] argv # buildkit`, where the `|N` prefix lists the stage's ARGs.
+
+use super::dispatch::{StageState, uppercase_first_word};
+use super::{Lowering, origin};
+use crate::dockerfile::diagnostic::DockerfileError;
+use crate::dockerfile::instruction::{Command, Located, RunCommand};
+use crate::dockerfile::syntax::{Args, Span, heredoc_name};
+use crate::graph::{CacheSharing, ExecMount, ExecMountKind, ExecOp, NetworkMode, Op, VertexId};
+
+/// BuildKit's hostname inside RUN steps.
+const HOSTNAME: &str = "buildkitsandbox";
+
+pub(super) fn lower_run(
+    lowering: &mut Lowering,
+    state: &mut StageState,
+    located: &Located<Command>,
+    run: &RunCommand,
+) -> Result<(), DockerfileError> {
+    let span = located.span;
+    let shell = if state.image.config.shell.is_empty() {
+        vec!["/bin/sh".to_string(), "-c".to_string()]
+    } else {
+        state.image.config.shell.clone()
+    };
+    let args = match &run.args {
+        Args::Exec(words) => words.clone(),
+        Args::Shell(text) => {
+            let script = match (run.heredocs.as_slice(), heredoc_name(text.trim())) {
+                ([], _) => text.clone(),
+                ([heredoc], Some(name)) if heredoc.name == name => {
+                    if heredoc.body.starts_with("#!") {
+                        return Err(DockerfileError::at("RUN heredocs with a `#!` line are not supported yet", span));
+                    }
+                    heredoc.body.clone()
+                }
+                _ => {
+                    return Err(DockerfileError::at(
+                        "RUN with heredocs inside a command line is not supported yet; use `RUN <<EOF` alone",
+                        span,
+                    ));
+                }
+            };
+            let mut args = shell;
+            args.push(script);
+            args
+        }
+    };
+
+    // The process environment: the image's, then ARGs the image does not set.
+    let mut env: Vec<String> = state.scope.env.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    let mut arg_entries = Vec::new();
+    for (name, value) in &state.scope.args {
+        let shown = state.scope.lookup(name).or_else(|| value.clone()).unwrap_or_default();
+        arg_entries.push(format!("{name}={shown}"));
+        if let Some(value) = value
+            && !state.scope.env.iter().any(|(key, _)| key == name)
+        {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    let proxy_env: Vec<String> = lowering
+        .options
+        .build_args
+        .iter()
+        .filter(|(name, _)| super::scope::PROXY_ARGS.contains(&name.as_str()))
+        .filter(|(name, _)| !state.scope.args.iter().any(|(declared, _)| declared == *name))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+
+    let network = match run.network.as_deref() {
+        None => lowering.options.network,
+        Some("default") => NetworkMode::Default,
+        Some("none") => NetworkMode::None,
+        Some("host") => NetworkMode::Host,
+        Some(other) => return Err(DockerfileError::at(format!("unsupported network mode `{other}` (default, none, host)"), span)),
+    };
+    if run.security.as_deref().is_some_and(|security| security != "sandbox") {
+        return Err(DockerfileError::at("RUN --security=insecure is not supported", span));
+    }
+
+    let mut inputs = vec![state.vertex];
+    let mut mounts = Vec::new();
+    for text in &run.mounts {
+        let text = state.scope.expand(&lowering.lexer, text).map_err(|error| DockerfileError::at(error.message, span))?;
+        mounts.push(parse_mount(lowering, state, &text, &mut inputs, span)?);
+    }
+
+    let op = ExecOp {
+        args: args.clone(),
+        env,
+        cwd: if state.image.config.working_dir.is_empty() { "/".into() } else { state.image.config.working_dir.clone() },
+        user: state.image.config.user.clone(),
+        hostname: HOSTNAME.into(),
+        network,
+        mounts,
+        proxy_env,
+    };
+    let name = state.step_name(&uppercase_first_word(located.original.trim()));
+    state.vertex = lowering.graph.add(Op::Exec(op), inputs, name, origin(span), Some(state.stage_name.clone()));
+    let prefix = if arg_entries.is_empty() { String::new() } else { format!("|{} {} ", arg_entries.len(), arg_entries.join(" ")) };
+    state.commit(format!("RUN {prefix}{} # buildkit", args.join(" ")), true, lowering.options.source_date_epoch);
+    Ok(())
+}
+
+/// One `--mount=type=...,target=...` value.
+fn parse_mount(
+    lowering: &mut Lowering,
+    state: &StageState,
+    text: &str,
+    inputs: &mut Vec<VertexId>,
+    span: Span,
+) -> Result<ExecMount, DockerfileError> {
+    let invalid = |message: String| DockerfileError::at(format!("invalid mount `{text}`: {message}"), span);
+    let mut fields = std::collections::BTreeMap::new();
+    for field in text.split(',') {
+        let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+        fields.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    let get = |names: &[&str]| names.iter().find_map(|name| fields.get(*name).cloned());
+    let kind = get(&["type"]).unwrap_or_else(|| "bind".into());
+    let target = get(&["target", "dst", "destination"]).ok_or_else(|| invalid("a target is required".into()))?;
+    let target = if target.starts_with('/') {
+        target
+    } else {
+        let base = if state.image.config.working_dir.is_empty() { "/" } else { &state.image.config.working_dir };
+        format!("{}/{target}", base.trim_end_matches('/'))
+    };
+    let flag = |name: &str| get(&[name]).is_some_and(|value| value == "true" || value == "1");
+    let number = |name: &str, default: u32, radix: u32| -> Result<u32, DockerfileError> {
+        match get(&[name]) {
+            None => Ok(default),
+            Some(value) => u32::from_str_radix(&value, radix).map_err(|_| invalid(format!("`{name}` must be a number"))),
+        }
+    };
+    let source_input = |from: Option<String>, inputs: &mut Vec<VertexId>, lowering: &mut Lowering| -> Result<usize, DockerfileError> {
+        let vertex = match from {
+            Some(from) => super::copy::source_from(lowering, state, &from, span)?,
+            None => lowering.context_vertex(),
+        };
+        inputs.push(vertex);
+        Ok(inputs.len() - 1)
+    };
+    let kind = match kind.as_str() {
+        "bind" => {
+            let input = source_input(get(&["from"]), inputs, lowering)?;
+            ExecMountKind::Bind { input, source: get(&["source", "src"]).unwrap_or_else(|| "/".into()), readwrite: flag("rw") || flag("readwrite") }
+        }
+        "cache" => {
+            let sharing = match get(&["sharing"]).as_deref() {
+                None | Some("shared") => CacheSharing::Shared,
+                Some("private") => CacheSharing::Private,
+                Some("locked") => CacheSharing::Locked,
+                Some(other) => return Err(invalid(format!("unknown sharing `{other}`"))),
+            };
+            let from = match get(&["from"]) {
+                Some(from) => {
+                    let input = source_input(Some(from), inputs, lowering)?;
+                    Some((input, get(&["source", "src"]).unwrap_or_else(|| "/".into())))
+                }
+                None => None,
+            };
+            ExecMountKind::Cache {
+                id: get(&["id"]).unwrap_or_else(|| target.clone()),
+                sharing,
+                mode: number("mode", 0o755, 8)?,
+                uid: number("uid", 0, 10)?,
+                gid: number("gid", 0, 10)?,
+                from,
+            }
+        }
+        "tmpfs" => {
+            let size = match get(&["size"]) {
+                None => None,
+                Some(value) => Some(crate::frontend::run::parse_bytes(&value).ok_or_else(|| invalid(format!("invalid size `{value}`")))?),
+            };
+            ExecMountKind::Tmpfs { size }
+        }
+        "secret" | "ssh" => return Err(invalid(format!("`type={kind}` mounts are not supported yet"))),
+        other => return Err(invalid(format!("unknown mount type `{other}`"))),
+    };
+    Ok(ExecMount { target, kind })
+}
+
+/// `64m`, `1g`, `512k`, plain bytes (binary multipliers, as BuildKit's tmpfs size).
+pub(super) fn parse_bytes(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("64m"), Some(64 << 20));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("1x"), None);
+    }
+}
