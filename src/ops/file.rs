@@ -67,24 +67,33 @@ pub struct SelectionMemo {
     selections: Mutex<HashMap<(usize, String), Arc<Selection>>>,
 }
 
-fn memo_key(handle: &ContextHandle, action: &CopyAction) -> (usize, String) {
-    (handle as *const ContextHandle as usize, format!("{:?}|{:?}", action.sources, action.excludes))
+fn memo_key(handle: &ContextHandle, sources: &[String], excludes: &[String]) -> (usize, String) {
+    (handle as *const ContextHandle as usize, format!("{sources:?}|{excludes:?}"))
 }
 
-/// Selects the context files of one copy. A wildcard that matches nothing selects nothing,
-/// as BuildKit allows; a plain path that is missing is an error.
 fn selection_for(
     handle: &ContextHandle,
     action: &CopyAction,
     environment: &Environment,
 ) -> Result<Arc<Selection>, FileError> {
-    let key = memo_key(handle, action);
+    select_context(handle, &action.sources, &action.excludes, environment)
+}
+
+/// Selects context files (memoized per build). A wildcard that matches nothing selects
+/// nothing, as BuildKit allows; a plain path that is missing is an error.
+pub fn select_context(
+    handle: &ContextHandle,
+    sources: &[String],
+    excludes: &[String],
+    environment: &Environment,
+) -> Result<Arc<Selection>, FileError> {
+    let key = memo_key(handle, sources, excludes);
     if let Some(found) = environment.selections.selections.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(found.clone());
     }
-    let mut sources: Vec<String> = action.sources.iter().map(|source| format!("/{}", clean(source))).collect();
+    let mut sources: Vec<String> = sources.iter().map(|source| format!("/{}", clean(source))).collect();
     let selection = loop {
-        match select(&handle.dir, &handle.ignore, &sources, &action.excludes, environment.hash_cache) {
+        match select(&handle.dir, &handle.ignore, &sources, excludes, environment.hash_cache) {
             Ok(selection) => break selection,
             Err(SelectionError::NotFound { source, .. })
                 if has_wildcard(&source) && sources.iter().any(|s| *s == source) =>
