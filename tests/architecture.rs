@@ -7,15 +7,17 @@ use std::path::Path;
 
 /// module → the crate modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "snapshot", "solver", "store"]),
+    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "sandbox", "snapshot", "solver", "store"]),
     ("dockerfile", &[]),
     ("graph", &[]),
     ("frontend", &["dockerfile", "graph"]),
     ("solver", &["context", "graph", "ops", "progress", "store"]),
-    ("ops", &["context", "graph", "snapshot", "store"]),
+    ("ops", &["context", "graph", "sandbox", "snapshot", "store"]),
     // The exporter reads the image config the frontend made (plain data) and the layers ops made.
     ("exporter", &["frontend", "ops", "progress", "snapshot", "store"]),
     ("snapshot", &["store"]),
+    // Containers: self-contained, so its re-exec'd child pulls in nothing else.
+    ("sandbox", &[]),
     ("context", &[]),
     ("store", &[]),
     ("progress", &[]),

@@ -191,6 +191,9 @@ struct UpperWriter {
     upper: PathBuf,
     /// Where `ADD` unpacks archives before placing their entries.
     scratch: PathBuf,
+    /// Destination parent directories already resolved and made: written path → real path.
+    /// Copies write many files into few directories.
+    parents: HashMap<String, PathBuf>,
     /// Where each hard-linked source file was first written, so later links link to it.
     links: HashMap<(u64, u64), PathBuf>,
     /// Archives unpacked so far (names their staging directories).
@@ -205,7 +208,7 @@ fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 
 impl UpperWriter {
     fn new(base: Vec<PathBuf>, upper: PathBuf, scratch: PathBuf) -> UpperWriter {
-        UpperWriter { base, upper, scratch, links: HashMap::new(), unpacked: 0, directory_times: BTreeMap::new() }
+        UpperWriter { base, upper, scratch, parents: HashMap::new(), links: HashMap::new(), unpacked: 0, directory_times: BTreeMap::new() }
     }
 
     /// The merged view of the base and what was written so far.
@@ -410,11 +413,25 @@ impl UpperWriter {
         target: &str,
     ) -> Result<(), FileError> {
         let (parent, name) = split_parent(target);
-        let (_, parent_resolved) = self.resolve(&parent, true)?;
-        let parent_real =
-            self.ensure_directory(&parent_resolved, Self::created(owner, action.timestamp, 0o755))?;
+        let parent_real = match self.parents.get(&parent) {
+            Some(known) => known.clone(),
+            None => {
+                let (_, parent_resolved) = self.resolve(&parent, true)?;
+                let parent_real =
+                    self.ensure_directory(&parent_resolved, Self::created(owner, action.timestamp, 0o755))?;
+                self.parents.insert(parent.clone(), parent_real.clone());
+                parent_real
+            }
+        };
         let real = parent_real.join(name);
         let metadata = self.entry_metadata(action, owner, entry);
+        if !matches!(entry.kind, SourceKind::Directory) {
+            // A non-directory may replace a directory or become a symlink that later paths go
+            // through: what was resolved before may no longer hold.
+            if fs::symlink_metadata(&real).is_ok_and(|existing| existing.is_dir()) || matches!(entry.kind, SourceKind::Symlink(_)) {
+                self.parents.clear();
+            }
+        }
         match &entry.kind {
             SourceKind::Directory => {
                 match fs::symlink_metadata(&real) {

@@ -6,5 +6,6 @@ mod cli;
 mod context;
 mod dockerfile;
 mod errors;
+mod images;
 mod outputs;
 mod support;
