@@ -3,7 +3,15 @@
 use clap::Parser;
 
 fn main() {
-    let args = rbuild::cli::with_default_subcommand(std::env::args_os().collect());
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Before any thread exists: the hidden step runner never returns; otherwise rbuild enters
+    // its own user and mount namespace (re-exec when not root).
+    rbuild::sandbox::maybe_run_step_child(&raw);
+    if let Err(error) = rbuild::sandbox::enter(&raw) {
+        eprintln!("ERROR: {error}");
+        std::process::exit(rbuild::cli::EXIT_FAILED);
+    }
+    let args = rbuild::cli::with_default_subcommand(raw);
     let cli = match rbuild::cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {

@@ -11,7 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dockerfile", &[]),
     ("graph", &[]),
     ("frontend", &["dockerfile", "graph"]),
-    ("solver", &["context", "graph", "ops", "progress", "store"]),
+    ("solver", &["context", "graph", "ops", "progress", "sandbox", "store"]),
     ("ops", &["context", "graph", "sandbox", "snapshot", "store"]),
     // The exporter reads the image config the frontend made (plain data) and the layers ops made.
     ("exporter", &["frontend", "ops", "progress", "snapshot", "store"]),

@@ -7,6 +7,7 @@
 //! itself (`layer::commit`), so a result in the store is always complete.
 
 pub mod context;
+pub mod exec;
 pub mod file;
 pub mod image;
 pub mod layer;
@@ -52,6 +53,8 @@ pub struct Environment<'a> {
     pub hash_cache: &'a (dyn HashCache + 'a),
     pub cancel: &'a AtomicBool,
     pub selections: &'a file::SelectionMemo,
+    /// Where a running step's output goes (progress log lines of this vertex).
+    pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
 }
 
 impl Environment<'_> {
@@ -76,6 +79,8 @@ pub enum OpError {
     Layer(#[from] layer::LayerError),
     #[error(transparent)]
     Context(#[from] context::ContextError),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
 }
 
 /// A writer that fails once the build is canceled, so long writes (layer
@@ -116,7 +121,7 @@ pub fn cache_inputs(
         Op::Image(source) => image::cache_inputs(source),
         Op::Context(source) => context::cache_inputs(source),
         Op::Merge => input_keys(),
-        Op::Exec(_) => return Err(OpError::Unsupported("RUN")),
+        Op::Exec(exec_op) => exec::cache_inputs(vertex, exec_op, inputs, environment)?,
         Op::File { actions } => {
             let mut all = vec![("op".to_string(), vertex.op.definition())];
             all.extend(file::cache_inputs(actions, inputs, environment)?);
@@ -132,7 +137,7 @@ pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Res
         Op::Scratch => Ok(Output::Layers(Arc::from(Vec::new()))),
         Op::Image(source) => Ok(Output::Layers(image::run(source, environment)?.into())),
         Op::Context(source) => Ok(Output::Context(Arc::new(context::open(source)?))),
-        Op::Exec(_) => Err(OpError::Unsupported("RUN")),
+        Op::Exec(exec_op) => Ok(Output::Layers(exec::run(vertex, exec_op, inputs, environment)?.into())),
         Op::Merge => {
             let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();
             Ok(Output::Layers(layers.into()))

@@ -191,14 +191,22 @@ impl Solver<'_> {
         selections: &SelectionMemo,
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
+        let shown = !vertex.name.is_empty();
+        let id = id + self.vertex_offset;
+        let log = |stream: crate::sandbox::Stream, bytes: &[u8]| {
+            let stream = match stream {
+                crate::sandbox::Stream::Stdout => crate::progress::Stream::Stdout,
+                crate::sandbox::Stream::Stderr => crate::progress::Stream::Stderr,
+            };
+            self.progress.send(Event::Log { vertex: id, stream, bytes: bytes.to_vec() });
+        };
         let environment = Environment {
             store: self.store,
             hash_cache: self.hash_cache,
             cancel: &self.cancel,
             selections,
+            log: &log,
         };
-        let shown = !vertex.name.is_empty();
-        let id = id + self.vertex_offset;
         let report = |event: Event| {
             if shown {
                 self.progress.send(event);
@@ -216,7 +224,7 @@ impl Solver<'_> {
             }
         };
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
-        let recorded = matches!(vertex.op, Op::Image(_) | Op::File { .. });
+        let recorded = matches!(vertex.op, Op::Image(_) | Op::File { .. } | Op::Exec(_));
         if recorded && !self.skip_cache(graph, id - self.vertex_offset) {
             let record = self.store.database().record(&key)?;
             if let Some(record) = record

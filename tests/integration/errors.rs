@@ -81,12 +81,15 @@ fn bad_output_is_a_usage_error() {
 }
 
 #[test]
-fn run_is_not_supported_yet_with_the_snippet() {
+fn failing_run_shows_the_snippet_the_log_and_the_exit_code() {
     let project = Project::new();
-    project.write("a", "x\n").dockerfile("FROM scratch\nCOPY a /a\nRUN echo hi\n");
-    let run = project.build(&["-o", "type=local,dest=out"]).fails(1);
-    assert_snippet(&run.stderr, 3, "RUN echo hi");
-    run.stderr_has("RUN is not supported yet");
+    project.write("a", "x\n").dockerfile("FROM busybox\nCOPY a /a\nRUN echo before-failing && exit 3\nRUN echo never\n");
+    let context = crate::images::busybox_context();
+    let run = project.build(&["--build-context", &context, "-o", "type=local,dest=out"]).fails(1);
+    assert_snippet(&run.stderr, 3, "RUN echo before-failing && exit 3");
+    run.stderr_has("before-failing");
+    run.stderr_has("ERROR: failed to solve: process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3");
+    run.stderr_lacks("] RUN echo never");
     assert!(!project.out("out").exists());
 }
 

@@ -1,0 +1,247 @@
+//! `RUN`: a command in a container on top of input 0; its diff is the new layer.
+//!
+//! The container's root filesystem is an overlay mounted by the sandbox: the input's snapshot
+//! directories as lower layers, a fresh upper directory in the store's `tmp/`. The upper
+//! directory is already in the store's snapshot format (overlay whiteouts and opaque markers),
+//! so after the step it is committed as the layer as it is, minus the stubs the sandbox and the
+//! mounts left (mount points that did not exist in the image).
+//!
+//! Mounts: `bind` materializes the source (a stage's files, or the context files selected for
+//! it) in a temporary directory, hard-linked when read-only, copied when `rw` (writes are
+//! thrown away, as in BuildKit); `cache` is a directory under `mounts-v1/` kept across builds;
+//! `tmpfs` is the sandbox's.
+//!
+//! | cache key input                                    | in key | why                          |
+//! |----------------------------------------------------|--------|------------------------------|
+//! | argv, env, cwd, user, hostname, network, mounts     | yes    | they change the result       |
+//! | key of the base and of stage mount sources          | yes    | the result builds on them    |
+//! | content digest of context files bind-mounted        | yes    | by content, never by mtime   |
+//! | proxy variables, cache mount contents               | no     | not part of the result       |
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::source::clean;
+use super::{CacheInput, Environment, Layer, OpError, Output, file, layer};
+use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex};
+use crate::sandbox::{self, MountKind, Network, StepSpec};
+use crate::snapshot::flatten::{FileMode, flatten};
+use crate::snapshot::view::LayeredView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    Failed { command: String, code: i32 },
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error("failed to prepare mount `{target}`")]
+    Mount { target: String, source: io::Error },
+    #[error("failed to clean the step's diff")]
+    Diff(#[source] io::Error),
+}
+
+pub fn cache_inputs(
+    vertex: &Vertex,
+    op: &ExecOp,
+    inputs: &[(String, Output)],
+    environment: &Environment,
+) -> Result<Vec<CacheInput>, OpError> {
+    let mut cache_inputs = vec![("op".to_string(), vertex.op.definition())];
+    for (index, (key, output)) in inputs.iter().enumerate() {
+        match output {
+            Output::Layers(_) => cache_inputs.push((format!("input {index}"), key.clone())),
+            Output::Context(handle) => {
+                for mount in &op.mounts {
+                    if let ExecMountKind::Bind { input, source, .. } = &mount.kind
+                        && *input == index
+                    {
+                        let selection = file::select_context(handle, &[source.clone()], &[], environment)?;
+                        cache_inputs.push((format!("files of mount {}", mount.target), selection.digest.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(cache_inputs)
+}
+
+/// Temporary directories and locks that live as long as the step.
+#[derive(Default)]
+struct Prepared {
+    mounts: Vec<sandbox::Mount>,
+    _temporary: Vec<tempfile::TempDir>,
+    _locks: Vec<fs::File>,
+}
+
+pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
+    let base = inputs.first().ok_or(OpError::Unsupported("RUN without a base"))?;
+    let store = environment.store;
+    let upper = store.temp_dir("exec-")?;
+    let work = store.temp_dir("work-")?;
+    let prepared = prepare_mounts(op, inputs, environment)?;
+    let mut env = op.env.clone();
+    env.extend(op.proxy_env.iter().cloned());
+    let spec = StepSpec {
+        lowers: base.layer_paths(),
+        upper: upper.path().to_path_buf(),
+        work: work.path().to_path_buf(),
+        args: op.args.clone(),
+        env,
+        cwd: op.cwd.clone(),
+        user: op.user.clone(),
+        hostname: op.hostname.clone(),
+        network: match op.network {
+            NetworkMode::None => Network::None,
+            NetworkMode::Default | NetworkMode::Host => Network::Host,
+        },
+        mounts: prepared.mounts.clone(),
+    };
+    let outcome = sandbox::run_step(&spec, &mut |stream, bytes| (environment.log)(stream, bytes), environment.cancel);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(sandbox::SandboxError::Canceled) => return Err(OpError::Canceled),
+        Err(error) => return Err(ExecError::from(error).into()),
+    };
+    drop(prepared);
+    if outcome.exit_code != 0 {
+        return Err(ExecError::Failed { command: op.args.join(" "), code: outcome.exit_code }.into());
+    }
+    environment.check_canceled()?;
+    let view = LayeredView::new(base.layer_paths());
+    let mut stubs: Vec<String> = op.mounts.iter().map(|mount| mount.target.clone()).collect();
+    stubs.extend(sandbox::STUBS.iter().map(|stub| stub.to_string()));
+    remove_stubs(&view, upper.path(), &stubs).map_err(ExecError::Diff)?;
+    let mut layers: Vec<Layer> = base.layers().to_vec();
+    layers.push(layer::commit(store, upper, &vertex.name, false, environment.cancel)?);
+    Ok(layers)
+}
+
+fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Prepared, OpError> {
+    let store = environment.store;
+    let mut prepared = Prepared::default();
+    for mount in &op.mounts {
+        let mount_error = |source| ExecError::Mount { target: mount.target.clone(), source };
+        let kind = match &mount.kind {
+            ExecMountKind::Tmpfs { size } => MountKind::Tmpfs { size: *size },
+            ExecMountKind::Bind { input, source, readwrite } => {
+                let staging = store.temp_dir("bind-")?;
+                let directory = staging.path().join("root");
+                materialize(&inputs[*input], source, &directory, *readwrite, environment)?;
+                prepared._temporary.push(staging);
+                MountKind::Bind { source: directory, readonly: !readwrite }
+            }
+            ExecMountKind::Cache { id, sharing, mode, uid, gid, from } => {
+                let name = crate::graph::Digest::of(id.as_bytes()).hex().to_string();
+                let directory = store.root().join("mounts-v1").join(&name);
+                if !directory.exists() {
+                    let staging = store.temp_dir("cache-")?;
+                    let fresh = staging.path().join("root");
+                    match from {
+                        Some((input, source)) => materialize(&inputs[*input], source, &fresh, true, environment)?,
+                        None => fs::create_dir(&fresh).map_err(mount_error)?,
+                    }
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&fresh, fs::Permissions::from_mode(*mode)).map_err(mount_error)?;
+                    let _ = std::os::unix::fs::chown(&fresh, Some(*uid), Some(*gid));
+                    // Another build may have made it meanwhile: then ours is dropped.
+                    let _ = fs::rename(&fresh, &directory);
+                }
+                let lock_path = store.root().join("mounts-v1").join(format!("{name}.lock"));
+                let lock = fs::File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(mount_error)?;
+                match sharing {
+                    CacheSharing::Shared => lock.lock_shared().map_err(mount_error)?,
+                    CacheSharing::Locked => lock.lock().map_err(mount_error)?,
+                    CacheSharing::Private => {
+                        if lock.try_lock().is_err() {
+                            // In use: this step gets a fresh private directory.
+                            let staging = store.temp_dir("cache-private-")?;
+                            let private = staging.path().join("root");
+                            fs::create_dir(&private).map_err(mount_error)?;
+                            prepared._temporary.push(staging);
+                            prepared.mounts.push(sandbox::Mount { target: mount.target.clone(), kind: MountKind::Bind { source: private, readonly: false } });
+                            continue;
+                        }
+                    }
+                }
+                prepared._locks.push(lock);
+                MountKind::Bind { source: directory, readonly: false }
+            }
+        };
+        prepared.mounts.push(sandbox::Mount { target: mount.target.clone(), kind });
+    }
+    Ok(prepared)
+}
+
+/// Writes `source` of an input (a stage's filesystem or context files) as a plain directory.
+fn materialize(input: &Output, source: &str, directory: &Path, writable: bool, environment: &Environment) -> Result<(), OpError> {
+    let mode = if writable { FileMode::Copy } else { FileMode::HardLink };
+    match input {
+        Output::Layers(_) => {
+            let view = LayeredView::new(input.layer_paths());
+            let (node, _) = view
+                .resolve(&format!("/{}", clean(source)), true)
+                .map_err(|error| ExecError::Mount { target: source.into(), source: error })?;
+            // A view rooted at the source directory: its stack is the layers' directories there.
+            let stack = match node {
+                crate::snapshot::view::Node::Directory { stack, .. } => stack,
+                _ => return Err(ExecError::Mount { target: source.into(), source: io::Error::from(io::ErrorKind::NotADirectory) }.into()),
+            };
+            let sub_view = LayeredView::new(stack.into_iter().rev());
+            flatten(&sub_view, directory, mode).map_err(|error| ExecError::Mount { target: source.into(), source: io::Error::other(error) })?;
+        }
+        Output::Context(handle) => {
+            let selection = file::select_context(handle, &[source.to_string()], &[], environment)?;
+            let prefix = clean(source);
+            fs::create_dir_all(directory).map_err(|error| ExecError::Mount { target: source.into(), source: error })?;
+            for entry in &selection.entries {
+                let relative = entry.path.strip_prefix(&prefix).unwrap_or(&entry.path).trim_start_matches('/');
+                if relative.is_empty() || entry.path == "." {
+                    continue;
+                }
+                let from = handle.dir.join(&entry.path);
+                let to = directory.join(relative);
+                let copied = match &entry.kind {
+                    crate::context::selection::EntryKind::Directory => fs::create_dir_all(&to),
+                    crate::context::selection::EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &to),
+                    crate::context::selection::EntryKind::File { .. } if !writable => {
+                        fs::hard_link(&from, &to).or_else(|_| fs::copy(&from, &to).map(|_| ()))
+                    }
+                    crate::context::selection::EntryKind::File { .. } => fs::copy(&from, &to).map(|_| ()),
+                };
+                copied.map_err(|error| ExecError::Mount { target: source.into(), source: error })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes from the diff the mount points that did not exist in the image: empty directories
+/// or files at `paths` (and their parents the step created only for them).
+fn remove_stubs(base: &LayeredView, upper: &Path, paths: &[String]) -> io::Result<()> {
+    for path in paths {
+        let relative = clean(path);
+        if relative.is_empty() {
+            continue;
+        }
+        let mut current = PathBuf::from(&relative);
+        loop {
+            let real = upper.join(&current);
+            let Ok(metadata) = fs::symlink_metadata(&real) else { break };
+            let (below, _) = base.resolve(&format!("/{}", current.display()), false)?;
+            if below.exists() {
+                break;
+            }
+            let empty = if metadata.is_dir() { fs::read_dir(&real)?.next().is_none() } else { metadata.is_file() && metadata.len() == 0 };
+            if !empty {
+                break;
+            }
+            if metadata.is_dir() { fs::remove_dir(&real)? } else { fs::remove_file(&real)? }
+            match current.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => current = parent.to_path_buf(),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Runs one RUN step in a container (youki's `libcontainer`), for root and for unprivileged users.
+//!
+//! The scheme (DESIGN.md section 5, measured in `shared/notes/sandbox-findings.md`, "B1"):
+//!
+//! 1. [`enter`] runs first in `main()`, while the process is single-threaded. Not root: rbuild
+//!    re-execs itself inside a new user + mount namespace whose maps `newuidmap`/`newgidmap` write
+//!    (caller → 0, subordinate ranges above). Root, or the re-exec'd process: a private mount
+//!    namespace, and cgroup2 bound over `/sys/fs/cgroup` on hybrid hosts when in a user namespace.
+//! 2. [`run_step`] (any thread of the multi-threaded main process) spawns `/proc/self/exe
+//!    __run-step <spec file>`. That single-threaded runner ([`maybe_run_step_child`]) owns the
+//!    container's whole life: its own mount namespace (so the overlay mount dies with it), a fresh
+//!    network namespace with `lo` up for [`Network::None`], the overlay mount, the OCI spec, the
+//!    libcontainer calls, the wait, `delete`, the unmount and the clean-up of mount-point stubs.
+//!    libcontainer changes the cwd, takes the env lock in its forked children and marks its caller
+//!    non-dumpable: all of that stays inside the runner.
+//!
+//! Ownership: the caller owns `lowers`, `upper` (the diff) and `work` of a [`StepSpec`]; the runner
+//! mounts them, removes `work` afterwards and leaves `upper` holding exactly the step's changes in
+//! overlay format (whiteouts = char 0/0, opaque dirs = `user.overlay.opaque`). Mount-point stubs
+//! the runner had to create (e.g. `/proc`, `/etc/hosts`) are removed again when still empty, as
+//! BuildKit does; their parent directories may remain in `upper` as copied-up directories with
+//! restored mtimes, which the diff must treat as unchanged when their metadata equals the lower's.
+//!
+//! In `main()`, before any thread exists: `sandbox::maybe_run_step_child(&args)` first (the
+//! runner is already inside rbuild's namespaces and must not enter new ones), then
+//! `sandbox::enter(&args)?`, then everything else. Both take the full `std::env::args_os()`.
+//!
+//! Invariant: nothing outlives [`run_step`]: the runner gets `SIGTERM` when the calling thread's
+//! process dies (`PR_SET_PDEATHSIG`), kills the container (pid namespace: killing its init kills
+//! all), and the container's init gets `SIGKILL` if the runner itself dies.
+
+mod executor;
+mod network;
+mod overlay;
+mod rootfs;
+mod runner;
+mod spec;
+mod step;
+mod user;
+mod userns;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use overlay::overlay_supported;
+pub use step::{run_step, set_runner_program};
+pub use userns::enter;
+
+/// Mount points the sandbox creates in the rootfs when the image lacks them (besides the targets
+/// of [`StepSpec::mounts`]). The runner already removes those still empty after the step, as
+/// BuildKit's stub cleaner does; a diff may filter these paths again as a safety net.
+pub const STUBS: &[&str] = &["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"];
+
+/// The hidden subcommand that makes a process the step runner.
+pub(crate) const RUN_STEP_COMMAND: &str = "__run-step";
+
+/// One RUN step, as the runner receives it (serialized to a file in the step's temp dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// Snapshot directories, bottom first; empty = scratch.
+    pub lowers: Vec<PathBuf>,
+    /// Overlay upperdir: receives the step's changes.
+    pub upper: PathBuf,
+    /// Overlay workdir, on the same filesystem as `upper`; removed after the step.
+    pub work: PathBuf,
+    /// argv, already with the shell for the shell form.
+    pub args: Vec<String>,
+    /// `KEY=VALUE`, the process environment (plus `HOME` from /etc/passwd when absent, as runc).
+    pub env: Vec<String>,
+    /// Absolute working directory, created (owned by the user) if missing.
+    pub cwd: String,
+    /// USER as written: "", "name", "uid", "name:group", "uid:gid".
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<Mount>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace; /etc/resolv.conf and /etc/hosts are bound read-only.
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path inside the container.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    Bind { source: PathBuf, readonly: bool },
+    Tmpfs { size: Option<u64> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// The container's exit code; 128+N when killed by signal N.
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "`newuidmap` and `newgidmap` are needed to run rootless with the subordinate ids of `{user}`; install the `uidmap` package"
+    )]
+    MissingNewIdMap { user: String },
+    #[error(
+        "rbuild must start single-threaded to enter a user namespace (found {threads} threads)"
+    )]
+    NotSingleThreaded { threads: usize },
+    #[error("failed to {action}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to {action}")]
+    Syscall {
+        action: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("`{program}` failed to write the id map of process {pid}: {message}")]
+    IdMap {
+        program: String,
+        pid: i32,
+        message: String,
+    },
+    #[error("unable to find user `{name}`: no matching entries in passwd file")]
+    UserNotFound { name: String },
+    #[error("unable to find group `{name}`: no matching entries in group file")]
+    GroupNotFound { name: String },
+    #[error("invalid user `{user}`")]
+    InvalidUser { user: String },
+    #[error("invalid step: {reason}")]
+    InvalidStep { reason: String },
+    #[error("failed to build the container spec")]
+    Spec(#[source] oci_spec::OciSpecError),
+    #[error("container runtime failed: {message}")]
+    Container { message: String },
+    #[error("step runner failed: {message}")]
+    Runner { message: String },
+    #[error("step canceled")]
+    Canceled,
+}
+
+impl SandboxError {
+    pub(crate) fn io(action: impl Into<String>, source: std::io::Error) -> Self {
+        SandboxError::Io {
+            action: action.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn syscall(action: impl Into<String>, source: nix::Error) -> Self {
+        SandboxError::Syscall {
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+/// If argv says this process is the hidden step runner (`rbuild __run-step <spec file>`), runs the
+/// step and exits with the container's code; else returns.
+pub fn maybe_run_step_child(args: &[OsString]) {
+    if args
+        .get(1)
+        .is_some_and(|argument| argument == RUN_STEP_COMMAND)
+    {
+        let Some(spec_file) = args.get(2) else {
+            eprintln!("rbuild: `{RUN_STEP_COMMAND}` needs a spec file");
+            std::process::exit(125);
+        };
+        runner::run(std::path::Path::new(spec_file));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_spec_round_trips_through_json() {
+        let spec = StepSpec {
+            lowers: vec![PathBuf::from("/a"), PathBuf::from("/b")],
+            upper: PathBuf::from("/u"),
+            work: PathBuf::from("/w"),
+            args: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: "1000:1000".into(),
+            hostname: "buildkitsandbox".into(),
+            network: Network::None,
+            mounts: vec![
+                Mount {
+                    target: "/cache".into(),
+                    kind: MountKind::Tmpfs {
+                        size: Some(1 << 20),
+                    },
+                },
+                Mount {
+                    target: "/src".into(),
+                    kind: MountKind::Bind {
+                        source: PathBuf::from("/host"),
+                        readonly: true,
+                    },
+                },
+            ],
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<StepSpec>(&text).unwrap(), spec);
+    }
+
+    #[test]
+    fn non_runner_arguments_return() {
+        // Returning (instead of exiting) is the observable behaviour here.
+        maybe_run_step_child(&[OsString::from("rbuild"), OsString::from("build")]);
+        maybe_run_step_child(&[OsString::from("rbuild")]);
+    }
+}

@@ -1,0 +1,185 @@
+//! The step's root filesystem: an overlay of the snapshot directories, mounted by the runner in its
+//! own mount namespace (so the mount disappears with the runner, whatever kills it).
+//!
+//! `userxattr` is always set: the store marks opaque directories with `user.overlay.opaque`, and
+//! inside a user namespace overlayfs without it accepts the mount but fails to delete directories
+//! (EIO). Lower directories are passed through short relative symlinks (`l/0`, `l/1`, ...) from the
+//! runner's temp dir, which keeps the option string far below the one-page mount data limit and
+//! sidesteps escaping of `:` and `,` in store paths. With no lower, an empty directory of the temp
+//! dir is the single lower (overlayfs needs at least one).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use super::SandboxError;
+
+/// Mounts the overlay at `target`. `scratch` is a directory of the runner's temp dir for the
+/// symlinks and the empty lower; the process cwd is set to it (the runner is single-threaded).
+pub(crate) fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    scratch: &Path,
+) -> Result<(), SandboxError> {
+    let options = prepare_options(lowers, upper, work, scratch)?;
+    std::env::set_current_dir(scratch)
+        .map_err(|error| SandboxError::io(format!("enter `{}`", scratch.display()), error))?;
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|error| {
+        SandboxError::syscall(
+            format!("mount the overlay on `{}` ({options})", target.display()),
+            error,
+        )
+    })
+}
+
+pub(crate) fn unmount(target: &Path) -> Result<(), SandboxError> {
+    umount2(target, MntFlags::MNT_DETACH)
+        .map_err(|error| SandboxError::syscall(format!("unmount `{}`", target.display()), error))
+}
+
+/// Creates the lower symlinks in `scratch` and returns the mount options, relative to `scratch`.
+fn prepare_options(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    scratch: &Path,
+) -> Result<String, SandboxError> {
+    for path in [upper, work] {
+        let text = path.to_string_lossy();
+        if !path.is_absolute() || text.contains([',', ':', '\\']) {
+            return Err(SandboxError::InvalidStep {
+                reason: format!("overlay directory `{text}` must be absolute without `,` `:` `\\`"),
+            });
+        }
+    }
+    let links = scratch.join("l");
+    fs::create_dir_all(&links)
+        .map_err(|error| SandboxError::io(format!("create `{}`", links.display()), error))?;
+    let lower_names: Vec<String> = if lowers.is_empty() {
+        let empty = scratch.join("empty");
+        fs::create_dir_all(&empty)
+            .map_err(|error| SandboxError::io(format!("create `{}`", empty.display()), error))?;
+        vec!["empty".to_string()]
+    } else {
+        // overlayfs lists the topmost lower first; the spec lists the bottom first.
+        let mut names = Vec::with_capacity(lowers.len());
+        for (index, lower) in lowers.iter().enumerate().rev() {
+            let name = format!("l/{index}");
+            std::os::unix::fs::symlink(lower, scratch.join(&name)).map_err(|error| {
+                SandboxError::io(format!("link lower `{}`", lower.display()), error)
+            })?;
+            names.push(name);
+        }
+        names
+    };
+    Ok(overlay_options(&lower_names, upper, work))
+}
+
+pub(crate) fn overlay_options(lower_names: &[String], upper: &Path, work: &Path) -> String {
+    format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower_names.join(":"),
+        upper.display(),
+        work.display()
+    )
+}
+
+/// Whether overlay mounts (with `userxattr`, deleting a lower directory) work here. Probed once
+/// in the system temp dir, in this process's mount namespace, so call it after [`super::enter`].
+pub fn overlay_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let supported = probe(&std::env::temp_dir());
+        if let Err(error) = &supported {
+            tracing::debug!(%error, "overlay probe failed");
+        }
+        supported.unwrap_or(false)
+    })
+}
+
+fn probe(base: &Path) -> Result<bool, SandboxError> {
+    let directory = tempfile::Builder::new()
+        .prefix("rbuild-overlay-probe-")
+        .tempdir_in(base)
+        .map_err(|error| SandboxError::io("create the overlay probe directory", error))?;
+    let root = directory.path();
+    let [lower, upper, work, merged] =
+        ["lower", "upper", "work", "merged"].map(|name| root.join(name));
+    for path in [&lower, &upper, &work, &merged] {
+        fs::create_dir(path)
+            .map_err(|error| SandboxError::io("create the overlay probe directory", error))?;
+    }
+    fs::create_dir_all(lower.join("directory/inner"))
+        .map_err(|error| SandboxError::io("fill the overlay probe directory", error))?;
+    let options = overlay_options(&[lower.display().to_string()], &upper, &work);
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|error| SandboxError::syscall("mount the probe overlay", error))?;
+    let deleted = fs::remove_dir_all(merged.join("directory")).is_ok();
+    let _ = umount2(&merged, MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir_all(&work);
+    Ok(deleted && upper.join("directory").exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowers_are_linked_top_first() {
+        let scratch = tempfile::tempdir().unwrap();
+        let lowers = [PathBuf::from("/store/bottom"), PathBuf::from("/store/top")];
+        let options = prepare_options(
+            &lowers,
+            Path::new("/store/upper"),
+            Path::new("/store/work"),
+            scratch.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            options,
+            "lowerdir=l/1:l/0,upperdir=/store/upper,workdir=/store/work,userxattr"
+        );
+        assert_eq!(
+            fs::read_link(scratch.path().join("l/1")).unwrap(),
+            PathBuf::from("/store/top")
+        );
+        assert_eq!(
+            fs::read_link(scratch.path().join("l/0")).unwrap(),
+            PathBuf::from("/store/bottom")
+        );
+    }
+
+    #[test]
+    fn scratch_uses_an_empty_lower() {
+        let scratch = tempfile::tempdir().unwrap();
+        let options =
+            prepare_options(&[], Path::new("/u"), Path::new("/w"), scratch.path()).unwrap();
+        assert_eq!(options, "lowerdir=empty,upperdir=/u,workdir=/w,userxattr");
+        assert!(scratch.path().join("empty").is_dir());
+    }
+
+    #[test]
+    fn separators_in_upper_are_rejected() {
+        let scratch = tempfile::tempdir().unwrap();
+        let error =
+            prepare_options(&[], Path::new("/a:b"), Path::new("/w"), scratch.path()).unwrap_err();
+        assert!(matches!(error, SandboxError::InvalidStep { .. }));
+    }
+}

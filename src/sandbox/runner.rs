@@ -1,0 +1,384 @@
+//! The step runner: the single-threaded `rbuild __run-step <spec file>` process that owns one
+//! container's whole life.
+//!
+//! Order: signal handlers → subreaper → private mount namespace (→ fresh network namespace) →
+//! overlay mount → USER resolution → stubs and cwd → spec → libcontainer build/start → wait
+//! (or kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → unmount → workdir
+//! removal. The result goes to `result.json` next to the spec file; stdout/stderr are the
+//! container's own (libcontainer dups them into the init), so nothing else may print there.
+//!
+//! Invariant: the runner stays single-threaded (libcontainer clones it with raw `clone3`) and the
+//! overlay is mounted in the runner's own mount namespace, so it vanishes with the runner even
+//! when the runner is killed with `SIGKILL`. A cancel or the parent's death (`PR_SET_PDEATHSIG` =
+//! `SIGTERM`, set by [`super::step`]) wakes the wait loop through a self-pipe and kills the
+//! container's init (pid namespace: everything in it dies).
+
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::executor::EnvSafeExecutor;
+use super::rootfs::Root;
+use super::{Network, SandboxError, StepSpec, network, overlay, spec, user};
+
+pub(crate) const RESULT_FILE: &str = "result.json";
+
+/// What the runner reports to [`super::run_step`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RunnerResult {
+    Exited {
+        exit_code: i32,
+        removed_stubs: Vec<String>,
+    },
+    Canceled,
+    Failed {
+        message: String,
+    },
+}
+
+/// Write end of the self-pipe the signal handler writes to (-1 before set-up).
+static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn wake(_signal: libc::c_int) {
+    let fd = WAKE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; a full pipe just drops the byte.
+        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// Runs the step described by `spec_file` and exits with the container's code (125 when the
+/// runner failed, 130 when canceled).
+pub(crate) fn run(spec_file: &Path) -> ! {
+    let directory = spec_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let parent = nix::unistd::getppid();
+    let result = match run_step(spec_file, &directory) {
+        Ok(result) => result,
+        Err(error) => RunnerResult::Failed {
+            message: error_chain(&error),
+        },
+    };
+    let code = match &result {
+        RunnerResult::Exited { exit_code, .. } => *exit_code,
+        RunnerResult::Canceled => 130,
+        RunnerResult::Failed { .. } => 125,
+    };
+    if nix::unistd::getppid() != parent {
+        // rbuild is gone: nobody will read the result or remove the step's temp dir.
+        let _ = fs::remove_dir_all(&directory);
+    } else if let Ok(text) = serde_json::to_vec(&result) {
+        let _ = fs::write(directory.join(RESULT_FILE), text);
+    }
+    std::process::exit(code)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|error| SandboxError::syscall("create the wake pipe", error))?;
+    WAKE_WRITE.store(write.as_raw_fd(), Ordering::Relaxed);
+    // The write end lives as long as the process.
+    std::mem::forget(write);
+    let action = SigAction::new(
+        SigHandler::Handler(wake),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only calls write(2).
+        unsafe { sigaction(signal, &action) }
+            .map_err(|error| SandboxError::syscall("install a signal handler", error))?;
+    }
+    Ok(read)
+}
+
+fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxError> {
+    let wake_read = install_signal_handlers()?;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let text = fs::read(spec_file).map_err(|error| {
+        SandboxError::io(format!("read step spec `{}`", spec_file.display()), error)
+    })?;
+    let step: StepSpec =
+        serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep {
+            reason: format!("unreadable step spec: {error}"),
+        })?;
+    if !step.cwd.starts_with('/') || step.args.is_empty() {
+        return Err(SandboxError::InvalidStep {
+            reason: format!("cwd `{}` must be absolute and args non-empty", step.cwd),
+        });
+    }
+
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|error| SandboxError::syscall("create the step's mount namespace", error))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|error| SandboxError::syscall("make `/` rprivate", error))?;
+    if step.network == Network::None {
+        network::enter_isolated_network()?;
+    }
+    // Inherited groups (the host's, or rbuild's) must not leak into a step without supplementary
+    // groups: libcontainer calls setgroups only for a non-empty list. Denied with a single-id
+    // map, where there is nothing to drop.
+    let _ = nix::unistd::setgroups(&[]);
+
+    let rootfs = directory.join("rootfs");
+    let scratch = directory.join("overlay");
+    for path in [&rootfs, &scratch] {
+        fs::create_dir_all(path)
+            .map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+    }
+    overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch)?;
+    let result = run_mounted(&step, directory, &rootfs, &wake_read);
+    let unmounted = overlay::unmount(&rootfs);
+    let _ = std::env::set_current_dir("/");
+    let _ = fs::remove_dir_all(&step.work);
+    for name in ["bundle", "state", "overlay"] {
+        let _ = fs::remove_dir_all(directory.join(name));
+    }
+    let result = result?;
+    unmounted?;
+    Ok(result)
+}
+
+fn run_mounted(
+    step: &StepSpec,
+    directory: &Path,
+    rootfs: &Path,
+    wake_read: &OwnedFd,
+) -> Result<RunnerResult, SandboxError> {
+    let root = Root::open(rootfs)?;
+    let identity = user::resolve(
+        &step.user,
+        root.read_to_string("/etc/passwd")?.as_deref(),
+        root.read_to_string("/etc/group")?.as_deref(),
+    )?;
+    let mut stubs = Vec::new();
+    let mut outcome = (|| {
+        for (destination, kind) in spec::stub_destinations(step) {
+            stubs.extend(root.create_stub(&destination, kind)?);
+        }
+        root.create_dir_all(&step.cwd, (identity.uid, identity.gid))?;
+        run_container(step, &identity, directory, root.path(), wake_read)
+    })();
+    let removed = root.remove_stubs(&stubs);
+    if let Ok(RunnerResult::Exited { removed_stubs, .. }) = &mut outcome {
+        *removed_stubs = removed;
+    }
+    outcome
+}
+
+/// Whether `id` is inside the ranges of a /proc/self/{uid,gid}_map.
+fn id_mapped(map: &str, id: u32) -> bool {
+    map.lines().any(|line| {
+        let fields: Vec<u64> = line.split_whitespace().filter_map(|field| field.parse().ok()).collect();
+        matches!(fields[..], [inside, _, count] if (inside..inside + count).contains(&u64::from(id)))
+    })
+}
+
+fn container_error(error: impl std::error::Error) -> SandboxError {
+    SandboxError::Container {
+        message: error_chain(&error),
+    }
+}
+
+fn run_container(
+    step: &StepSpec,
+    identity: &user::Identity,
+    directory: &Path,
+    rootfs: &Path,
+    wake_read: &OwnedFd,
+) -> Result<RunnerResult, SandboxError> {
+    let id = format!("rbuild-{}", std::process::id());
+    let cgroups_path = format!("/rbuild/{id}");
+    let bundle = directory.join("bundle");
+    let state = directory.join("state");
+    for path in [&bundle, &state] {
+        fs::create_dir_all(path)
+            .map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+    }
+    let environment = spec::Environment {
+        rootfs,
+        cgroups_path: &cgroups_path,
+        tty_group_mapped: fs::read_to_string("/proc/self/gid_map")
+            .is_ok_and(|map| id_mapped(&map, 5)),
+        setgroups_allowed: fs::read_to_string("/proc/self/setgroups")
+            .map_or(true, |text| text.trim() != "deny"),
+    };
+    let oci_spec = spec::build(step, identity, &environment)?;
+    oci_spec
+        .save(bundle.join("config.json"))
+        .map_err(SandboxError::Spec)?;
+
+    let stdin =
+        File::open("/dev/null").map_err(|error| SandboxError::io("open `/dev/null`", error))?;
+    let duplicate = |fd: libc::c_int| {
+        nix::unistd::dup(fd)
+            .map_err(|error| SandboxError::syscall("duplicate the output descriptors", error))
+    };
+    // SAFETY: `dup` returned fresh descriptors that we own from here on.
+    let (stdout, stderr) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            OwnedFd::from_raw_fd(duplicate(1)?),
+            OwnedFd::from_raw_fd(duplicate(2)?),
+        )
+    };
+    let mut container = ContainerBuilder::new(id, SyscallType::default())
+        .with_executor(EnvSafeExecutor)
+        .with_root_path(&state)
+        .map_err(container_error)?
+        .with_stdin(OwnedFd::from(stdin))
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_init(&bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(container_error)?;
+    let result = start_and_wait(&mut container, wake_read);
+    if let Err(error) = container.delete(true) {
+        tracing::debug!(%error, "container delete failed");
+    }
+    result
+}
+
+fn start_and_wait(
+    container: &mut libcontainer::container::Container,
+    wake_read: &OwnedFd,
+) -> Result<RunnerResult, SandboxError> {
+    let pid = container.pid().ok_or_else(|| SandboxError::Container {
+        message: "the container has no init process".into(),
+    })?;
+    if let Err(error) = container.start() {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(container_error(error));
+    }
+    // SAFETY: pidfd_open(2) on our own child; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as libc::c_int;
+    let mut canceled = false;
+    let mut reaped = None;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake_read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // Without a pidfd (old kernel) poll only the wake pipe, with a timeout to check the child.
+        let (list, timeout) = if pidfd >= 0 {
+            (&mut fds[..], -1)
+        } else {
+            (&mut fds[1..], 50)
+        };
+        // SAFETY: poll over a live array of pollfd.
+        let ready = unsafe { libc::poll(list.as_mut_ptr(), list.len() as libc::nfds_t, timeout) };
+        if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+        if !canceled && fds[1].revents & libc::POLLIN != 0 {
+            canceled = true;
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        if pidfd >= 0 {
+            if fds[0].revents & libc::POLLIN != 0 {
+                break;
+            }
+        } else if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+            && status != WaitStatus::StillAlive
+        {
+            reaped = Some(Ok(status));
+            break;
+        }
+    }
+    if pidfd >= 0 {
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(pidfd) };
+    }
+    let status = reaped.unwrap_or_else(|| {
+        loop {
+            match waitpid(pid, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        }
+    });
+    // The init's orphans (none expected: the pid namespace ends with it) are ours as subreaper.
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    if canceled {
+        return Ok(RunnerResult::Canceled);
+    }
+    let exit_code = match status {
+        Ok(WaitStatus::Exited(_, code)) => code,
+        Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+        Ok(_) | Err(_) => 255,
+    };
+    Ok(RunnerResult::Exited {
+        exit_code,
+        removed_stubs: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_maps_are_read_as_ranges() {
+        let map = "         0       1001          1\n         1     100000      65536\n";
+        assert!(id_mapped(map, 0));
+        assert!(id_mapped(map, 5));
+        assert!(id_mapped(map, 65536));
+        assert!(!id_mapped(map, 65537));
+        assert!(!id_mapped("0 1001 1\n", 5));
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let error = SandboxError::io("read `x`", std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(
+            error_chain(&error),
+            "failed to read `x`: No such file or directory (os error 2)"
+        );
+    }
+}

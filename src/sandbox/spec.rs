@@ -1,0 +1,397 @@
+//! The OCI runtime spec of one step, for libcontainer running inside rbuild's namespaces.
+//!
+//! Fixed choices (each measured in `shared/notes/sandbox-findings.md`):
+//! - no user namespace in the spec: rbuild is already in its own, and libcontainer's would force
+//!   setgroups=deny and fail on cgroup v1;
+//! - namespaces pid, ipc, uts, mount; the network namespace is the runner's (host or its fresh one);
+//! - `resources = None` (a default devices cgroup rule fails rootless), absolute cgroups path;
+//! - Docker's 14 default capabilities in bounding, effective and permitted; no_new_privileges off
+//!   so setuid helpers (`su`, `sudo`) work as under Docker;
+//! - /sys is an rbind of the host's (a fresh sysfs needs a network namespace the user namespace
+//!   owns); devpts gets `gid=5` only when gid 5 is mapped;
+//! - host networking binds the host's /etc/resolv.conf and /etc/hosts read-only.
+
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Mount as OciMount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::rootfs::StubKind;
+use super::user::Identity;
+use super::{MountKind, Network, SandboxError, StepSpec};
+
+/// Facts about the runner's environment the spec depends on.
+pub(crate) struct Environment<'a> {
+    pub rootfs: &'a Path,
+    pub cgroups_path: &'a str,
+    /// gid 5 (`tty`) exists in the current user namespace.
+    pub tty_group_mapped: bool,
+    /// setgroups(2) is allowed (not a single-id unprivileged map).
+    pub setgroups_allowed: bool,
+}
+
+const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+const HOST_NETWORK_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
+
+fn mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<OciMount, SandboxError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(
+            options
+                .iter()
+                .map(|option| option.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(SandboxError::Spec)
+}
+
+/// The mounts of the spec, in mount order.
+fn mounts(step: &StepSpec, environment: &Environment) -> Result<Vec<OciMount>, SandboxError> {
+    let mut devpts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
+    if environment.tty_group_mapped {
+        devpts.push("gid=5");
+    }
+    let mut list = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount("/dev/pts", "devpts", "devpts", &devpts)?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "none",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        )?,
+    ];
+    if step.network == Network::Host {
+        for file in HOST_NETWORK_FILES {
+            if Path::new(file).exists() {
+                list.push(mount(file, "none", file, &["rbind", "ro"])?);
+            }
+        }
+    }
+    for extra in &step.mounts {
+        list.push(match &extra.kind {
+            MountKind::Bind { source, readonly } => {
+                let mut options = vec!["rbind"];
+                if *readonly {
+                    options.push("ro");
+                }
+                mount(&extra.target, "none", &source.to_string_lossy(), &options)?
+            }
+            MountKind::Tmpfs { size } => {
+                let size = size.map(|bytes| format!("size={bytes}"));
+                let mut options = vec!["nosuid", "nodev"];
+                if let Some(size) = &size {
+                    options.push(size);
+                }
+                mount(&extra.target, "tmpfs", "tmpfs", &options)?
+            }
+        });
+    }
+    Ok(list)
+}
+
+/// Destinations that need a file or directory in the rootfs before libcontainer mounts on them.
+/// Paths under /dev, /proc and /sys live on the mounts above and need none.
+pub(crate) fn stub_destinations(step: &StepSpec) -> Vec<(String, StubKind)> {
+    let mut stubs = vec![
+        ("/proc".to_string(), StubKind::Directory),
+        ("/dev".to_string(), StubKind::Directory),
+        ("/sys".to_string(), StubKind::Directory),
+    ];
+    if step.network == Network::Host {
+        for file in HOST_NETWORK_FILES {
+            if Path::new(file).exists() {
+                stubs.push((file.to_string(), StubKind::File));
+            }
+        }
+    }
+    for extra in &step.mounts {
+        let under_api = ["/dev", "/proc", "/sys"]
+            .iter()
+            .any(|api| extra.target == *api || extra.target.starts_with(&format!("{api}/")));
+        if under_api {
+            continue;
+        }
+        let kind = match &extra.kind {
+            MountKind::Bind { source, .. } if !source.is_dir() => StubKind::File,
+            _ => StubKind::Directory,
+        };
+        stubs.push((extra.target.clone(), kind));
+    }
+    stubs
+}
+
+/// `env` plus `HOME` from the passwd entry when absent, as runc does.
+fn process_environment(step: &StepSpec, identity: &Identity) -> Vec<String> {
+    let mut env = step.env.clone();
+    if !env.iter().any(|entry| entry.starts_with("HOME=")) {
+        env.push(format!("HOME={}", identity.home));
+    }
+    env
+}
+
+pub(crate) fn build(
+    step: &StepSpec,
+    identity: &Identity,
+    environment: &Environment,
+) -> Result<Spec, SandboxError> {
+    let capabilities: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(capabilities.clone())
+        .effective(capabilities.clone())
+        .permitted(capabilities)
+        .inheritable(oci_spec::runtime::Capabilities::new())
+        .ambient(oci_spec::runtime::Capabilities::new())
+        .build()
+        .map_err(SandboxError::Spec)?;
+    let mut user = UserBuilder::default().uid(identity.uid).gid(identity.gid);
+    if environment.setgroups_allowed {
+        user = user.additional_gids(identity.additional_gids.clone());
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(step.args.clone())
+        .env(process_environment(step, identity))
+        .cwd(step.cwd.clone())
+        .user(user.build().map_err(SandboxError::Spec)?)
+        .capabilities(capabilities)
+        .no_new_privileges(false)
+        .rlimits(
+            oci_spec::runtime::Process::default()
+                .rlimits()
+                .clone()
+                .unwrap_or_default(),
+        )
+        .build()
+        .map_err(SandboxError::Spec)?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ]
+    .into_iter()
+    .map(|typ| {
+        LinuxNamespaceBuilder::default()
+            .typ(typ)
+            .build()
+            .map_err(SandboxError::Spec)
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+    let defaults = oci_spec::runtime::Linux::default();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(environment.cgroups_path)
+        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .build()
+        .map_err(SandboxError::Spec)?;
+    // The builder's default fills in an (empty) devices rule set; v1 would write devices.allow.
+    linux.set_resources(None);
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(environment.rootfs)
+                .readonly(false)
+                .build()
+                .map_err(SandboxError::Spec)?,
+        )
+        .hostname(step.hostname.clone())
+        .process(process)
+        .mounts(mounts(step, environment)?)
+        .linux(linux)
+        .build()
+        .map_err(SandboxError::Spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Mount;
+    use std::path::PathBuf;
+
+    fn step(network: Network) -> StepSpec {
+        StepSpec {
+            lowers: vec![],
+            upper: PathBuf::from("/u"),
+            work: PathBuf::from("/w"),
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/src".into(),
+            user: String::new(),
+            hostname: "box".into(),
+            network,
+            mounts: vec![Mount {
+                target: "/cache".into(),
+                kind: MountKind::Tmpfs { size: Some(4096) },
+            }],
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![10],
+            home: "/home/u".into(),
+        }
+    }
+
+    fn environment(mapped: bool) -> Environment<'static> {
+        Environment {
+            rootfs: Path::new("/rootfs"),
+            cgroups_path: "/rbuild/1",
+            tty_group_mapped: mapped,
+            setgroups_allowed: mapped,
+        }
+    }
+
+    #[test]
+    fn spec_has_the_documented_fields() {
+        let spec = build(&step(Network::None), &identity(), &environment(true)).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.resources().is_none());
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/rbuild/1"))
+        );
+        let types: Vec<_> = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|namespace| namespace.typ())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts,
+                LinuxNamespaceType::Mount
+            ]
+        );
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.user().additional_gids().as_deref(), Some(&[10][..]));
+        assert_eq!(
+            process.env().as_ref().unwrap().last().map(String::as_str),
+            Some("HOME=/home/u")
+        );
+        let capabilities = process.capabilities().as_ref().unwrap();
+        assert_eq!(capabilities.bounding().as_ref().unwrap().len(), 14);
+        assert_eq!(capabilities.effective(), capabilities.permitted());
+        assert_eq!(spec.hostname().as_deref(), Some("box"));
+        let destinations: Vec<_> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|mount| mount.destination().display().to_string())
+            .collect();
+        assert_eq!(
+            destinations,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/cache"
+            ]
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"gid=5\""), "{json}");
+        assert!(json.contains("\"size=4096\""), "{json}");
+    }
+
+    #[test]
+    fn unmapped_tty_group_drops_gid_option_and_groups() {
+        let spec = build(&step(Network::None), &identity(), &environment(false)).unwrap();
+        assert!(!serde_json::to_string(&spec).unwrap().contains("gid=5"));
+        assert!(
+            spec.process()
+                .as_ref()
+                .unwrap()
+                .user()
+                .additional_gids()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn host_network_binds_resolver_files_read_only() {
+        let spec = build(&step(Network::Host), &identity(), &environment(true)).unwrap();
+        let hosts = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|mount| mount.destination() == Path::new("/etc/hosts"));
+        if Path::new("/etc/hosts").exists() {
+            assert_eq!(
+                hosts.unwrap().options().as_deref(),
+                Some(&["rbind".to_string(), "ro".to_string()][..])
+            );
+        }
+        let stubs = stub_destinations(&step(Network::Host));
+        assert!(stubs.contains(&("/cache".to_string(), StubKind::Directory)));
+        for (path, _) in stubs.iter().filter(|(path, _)| path != "/cache") {
+            assert!(
+                crate::sandbox::STUBS.contains(&path.as_str()),
+                "{path} missing from STUBS"
+            );
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The caller's side of a step: spawn the runner, stream its output, cancel it, read its result.
+//!
+//! Safe from any thread of the multi-threaded main process: the only process-global effects are a
+//! fork/exec (std's `Command`) and a temp dir. The runner gets `PR_SET_PDEATHSIG = SIGTERM` (fired
+//! when the spawning thread dies: that thread is blocked here until the runner has exited, so in
+//! practice when rbuild dies) and its own process group, so a terminal's Ctrl-C reaches rbuild
+//! only and rbuild decides what to cancel.
+//!
+//! Cancel: poll the flag every 50 ms; when set, `SIGTERM` the runner (which kills the container and
+//! cleans up), then `SIGKILL` it after [`KILL_GRACE`]: even then the overlay mount vanishes with the
+//! runner's mount namespace and the container's init dies by its own PDEATHSIG.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::runner::{RESULT_FILE, RunnerResult};
+use super::{RUN_STEP_COMMAND, SandboxError, StepOutcome, StepSpec, Stream};
+
+/// The program [`run_step`] starts as the runner; `/proc/self/exe` unless set.
+static RUNNER_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes [`run_step`] start `program` (an rbuild binary whose `main()` calls
+/// [`super::maybe_run_step_child`]) instead of `/proc/self/exe`: for test binaries, which are not
+/// rbuild. Effective once, before the first step.
+pub fn set_runner_program(program: std::path::PathBuf) {
+    let _ = RUNNER_PROGRAM.set(program);
+}
+
+/// How long a canceled runner may take to clean up before it is killed.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// See the module docs of [`super`].
+pub fn run_step(
+    spec: &StepSpec,
+    output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+) -> Result<StepOutcome, SandboxError> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(SandboxError::Canceled);
+    }
+    let directory = tempfile::Builder::new()
+        .prefix("rbuild-step-")
+        .tempdir()
+        .map_err(|error| SandboxError::io("create the step's temp dir", error))?;
+    let spec_file = directory.path().join("spec.json");
+    let text = serde_json::to_vec(spec).map_err(|error| SandboxError::InvalidStep {
+        reason: error.to_string(),
+    })?;
+    std::fs::write(&spec_file, text)
+        .map_err(|error| SandboxError::io(format!("write `{}`", spec_file.display()), error))?;
+
+    let program = RUNNER_PROGRAM
+        .get()
+        .map_or(std::path::Path::new("/proc/self/exe"), |path| {
+            path.as_path()
+        });
+    let mut command = Command::new(program);
+    command
+        .arg0("rbuild")
+        .arg(RUN_STEP_COMMAND)
+        .arg(&spec_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|error| SandboxError::io("start the step runner", error))?;
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SandboxError::Runner {
+            message: "the runner has no output pipes".into(),
+        });
+    };
+
+    let mut open = [true, true];
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut terminated_at: Option<Instant> = None;
+    let mut killed = false;
+    while open[0] || open[1] {
+        if cancel.load(Ordering::Relaxed) && terminated_at.is_none() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            terminated_at = Some(Instant::now());
+        }
+        if let Some(at) = terminated_at
+            && !killed
+            && at.elapsed() > KILL_GRACE
+        {
+            let _ = child.kill();
+            killed = true;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: if open[0] { stdout.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if open[1] { stderr.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll over a live array; negative fds are ignored by the kernel.
+        let ready =
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, CANCEL_POLL.as_millis() as libc::c_int) };
+        if ready <= 0 {
+            continue;
+        }
+        for (index, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+            if !open[index] || fds[index].revents == 0 {
+                continue;
+            }
+            let read = if index == 0 {
+                stdout.read(&mut buffer)
+            } else {
+                stderr.read(&mut buffer)
+            };
+            match read {
+                Ok(0) => open[index] = false,
+                Ok(count) => output(stream, &buffer[..count]),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => open[index] = false,
+            }
+        }
+    }
+    // Output closed: the container is gone; the runner is cleaning up.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if cancel.load(Ordering::Relaxed) && terminated_at.is_none() {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            terminated_at = Some(Instant::now());
+        }
+        if terminated_at.is_some_and(|at| at.elapsed() > KILL_GRACE) && !killed {
+            let _ = child.kill();
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+
+    let result = std::fs::read(directory.path().join(RESULT_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
+    if terminated_at.is_some() {
+        return Err(SandboxError::Canceled);
+    }
+    match result {
+        Some(RunnerResult::Exited {
+            exit_code,
+            removed_stubs,
+        }) => {
+            tracing::debug!(?removed_stubs, exit_code, "step finished");
+            Ok(StepOutcome { exit_code })
+        }
+        Some(RunnerResult::Canceled) => Err(SandboxError::Canceled),
+        Some(RunnerResult::Failed { message }) => Err(SandboxError::Runner { message }),
+        None => Err(SandboxError::Runner {
+            message: match status {
+                Some(status) => format!("the runner ended without a result ({status})"),
+                None => "the runner ended without a result".into(),
+            },
+        }),
+    }
+}

@@ -1,0 +1,423 @@
+//! Start-up: puts rbuild into namespaces it owns before any thread exists.
+//!
+//! Not root: fork; the child `unshare`s a user + mount namespace; the parent writes its id maps
+//! (`newuidmap`/`newgidmap`: caller → 0, then every /etc/subuid and /etc/subgid range of the
+//! caller stacked above, as podman and buildah do); the child becomes uid/gid 0 and re-execs
+//! `/proc/self/exe` with the same argv. The parent stays as a thin waiter: it forwards signals sent
+//! to it and exits with the child's status (re-raising the child's fatal signal).
+//!
+//! Root, and the re-exec'd process: `/` becomes rprivate in a new mount namespace, so overlay and
+//! bind mounts never propagate to the host. In a user namespace on a hybrid cgroup host the
+//! cgroup2 hierarchy is bound over /sys/fs/cgroup: libcontainer's v1 manager cannot create
+//! cgroups without privileges, its v2 manager tolerates that ("rootless cgroup").
+//!
+//! Decision: no subordinate ids is a warning, not an error: one mapping still runs every step as
+//! root; only USER with another id and `chown` fail (and setgroups is denied, as the kernel
+//! requires for an unprivileged single-id gid map).
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+
+use super::SandboxError;
+
+/// Signals the waiting parent passes on to rbuild inside the namespace.
+const FORWARDED_SIGNALS: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// See the module docs.
+pub fn enter(args: &[OsString]) -> Result<(), SandboxError> {
+    if !Uid::effective().is_root() {
+        enter_user_namespace(args)?;
+    }
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|error| SandboxError::syscall("create a mount namespace", error))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|error| SandboxError::syscall("make `/` rprivate", error))?;
+    if in_user_namespace() && is_hybrid_cgroup_host() {
+        mount(
+            Some("/sys/fs/cgroup/unified"),
+            "/sys/fs/cgroup",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|error| SandboxError::syscall("bind cgroup2 over `/sys/fs/cgroup`", error))?;
+    }
+    Ok(())
+}
+
+/// Whether this process is in a user namespace other than the initial one.
+pub(crate) fn in_user_namespace() -> bool {
+    fs::read_to_string("/proc/self/uid_map")
+        .map(|map| !map.split_whitespace().eq(["0", "0", "4294967295"]))
+        .unwrap_or(false)
+}
+
+fn is_hybrid_cgroup_host() -> bool {
+    use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+    let is = |path: &str, magic| statfs(path).is_ok_and(|stat| stat.filesystem_type() == magic);
+    is("/sys/fs/cgroup", TMPFS_MAGIC) && is("/sys/fs/cgroup/unified", CGROUP2_SUPER_MAGIC)
+}
+
+/// One line of /etc/subuid or /etc/subgid that belongs to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubordinateRange {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// Ranges of `name` (or of its numeric id) in a subuid/subgid file, in file order.
+pub(crate) fn parse_subordinate_ranges(text: &str, name: &str, id: u32) -> Vec<SubordinateRange> {
+    let id = id.to_string();
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                return None;
+            }
+            let mut fields = line.split(':');
+            let owner = fields.next()?;
+            let start = fields.next()?.trim().parse().ok()?;
+            let count = fields.next()?.trim().parse().ok()?;
+            (owner == name || owner == id).then_some(SubordinateRange { start, count })
+        })
+        .filter(|range| range.count > 0)
+        .collect()
+}
+
+/// `newuidmap` arguments after the pid: caller → 0, ranges stacked from 1.
+pub(crate) fn map_arguments(host_id: u32, ranges: &[SubordinateRange]) -> Vec<String> {
+    let mut arguments = vec!["0".to_string(), host_id.to_string(), "1".to_string()];
+    let mut next_inside = 1u64;
+    for range in ranges {
+        arguments.extend([
+            next_inside.to_string(),
+            range.start.to_string(),
+            range.count.to_string(),
+        ]);
+        next_inside += u64::from(range.count);
+    }
+    arguments
+}
+
+fn thread_count() -> usize {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Threads:"))
+                .and_then(|count| count.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+enum IdMapping {
+    /// `newuidmap`/`newgidmap` with the caller's subordinate ranges.
+    Helpers {
+        newuidmap: PathBuf,
+        newgidmap: PathBuf,
+        uid_ranges: Vec<SubordinateRange>,
+        gid_ranges: Vec<SubordinateRange>,
+    },
+    /// Only the caller's own ids, written directly (needs setgroups=deny).
+    Single,
+}
+
+fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|user| user.name)
+        .unwrap_or_else(|| uid.to_string());
+    let ranges = |path: &str, id: u32| {
+        fs::read_to_string(path)
+            .map(|text| parse_subordinate_ranges(&text, &name, id))
+            .unwrap_or_default()
+    };
+    let uid_ranges = ranges("/etc/subuid", uid.as_raw());
+    let gid_ranges = ranges("/etc/subgid", gid.as_raw());
+    if uid_ranges.is_empty() || gid_ranges.is_empty() {
+        eprintln!(
+            "rbuild: warning: no subordinate ids for `{name}` in /etc/subuid and /etc/subgid; running with one id mapping (USER other than root, chown and setgroups will fail)"
+        );
+        return Ok(IdMapping::Single);
+    }
+    match (find_program("newuidmap"), find_program("newgidmap")) {
+        (Some(newuidmap), Some(newgidmap)) => Ok(IdMapping::Helpers {
+            newuidmap,
+            newgidmap,
+            uid_ranges,
+            gid_ranges,
+        }),
+        _ => Err(SandboxError::MissingNewIdMap { user: name }),
+    }
+}
+
+/// Forks; the child returns `Ok` only after its re-exec, so in practice this returns only errors
+/// and never returns in the parent (which exits with the child's status).
+fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(SandboxError::NotSingleThreaded { threads });
+    }
+    let uid = Uid::current();
+    let gid = Gid::current();
+    let mapping = plan_id_mapping(uid, gid)?;
+    let argv = args
+        .iter()
+        .map(|argument| CString::new(argument.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| SandboxError::InvalidStep {
+            reason: "argument with a NUL byte".into(),
+        })?;
+
+    let (to_parent_read, to_parent_write) = pipe()?;
+    let (to_child_read, to_child_write) = pipe()?;
+    let mut forwarded = SigSet::empty();
+    for signal in FORWARDED_SIGNALS {
+        forwarded.add(signal);
+    }
+    forwarded.add(Signal::SIGCHLD);
+    let mut previous_mask = SigSet::empty();
+    // Blocked before fork so no signal is lost between fork and the parent's wait loop; the child
+    // restores the mask before it execs.
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&forwarded),
+        Some(&mut previous_mask),
+    )
+    .map_err(|error| SandboxError::syscall("block signals", error))?;
+
+    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
+    match unsafe { fork() }.map_err(|error| SandboxError::syscall("fork", error))? {
+        ForkResult::Child => {
+            drop(to_parent_read);
+            drop(to_child_write);
+            let unshared = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS);
+            let _ = write_byte(&to_parent_write, if unshared.is_ok() { b'u' } else { b'e' });
+            if let Err(error) = unshared {
+                eprintln!("rbuild: failed to create a user namespace: {error}");
+                // SAFETY: `_exit` in a forked child skips the parent's atexit handlers.
+                unsafe { libc::_exit(125) };
+            }
+            if read_byte(&to_child_read) != Some(b'm') {
+                // The parent reported its error already.
+                unsafe { libc::_exit(125) };
+            }
+            let _ = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
+            let _ = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+            // Host supplementary groups show up as `nogroup` inside; drop them (denied when
+            // setgroups is off, which is harmless).
+            let _ = nix::unistd::setgroups(&[]);
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
+            let error = nix::unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
+            eprintln!("rbuild: failed to re-execute itself in a user namespace: {error}");
+            unsafe { libc::_exit(125) };
+        }
+        ForkResult::Parent { child } => {
+            drop(to_parent_write);
+            drop(to_child_read);
+            let result = match read_byte(&to_parent_read) {
+                Some(b'u') => write_maps(child, uid, gid, &mapping),
+                _ => Err(SandboxError::Runner {
+                    message: "the child could not create a user namespace".into(),
+                }),
+            };
+            if let Err(error) = result {
+                let _ = write_byte(&to_child_write, b'x');
+                let _ = waitpid(child, None);
+                let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
+                return Err(error);
+            }
+            let _ = write_byte(&to_child_write, b'm');
+            wait_and_forward(child, &forwarded)
+        }
+    }
+}
+
+fn write_maps(child: Pid, uid: Uid, gid: Gid, mapping: &IdMapping) -> Result<(), SandboxError> {
+    match mapping {
+        IdMapping::Helpers {
+            newuidmap,
+            newgidmap,
+            uid_ranges,
+            gid_ranges,
+        } => {
+            run_map_helper(newuidmap, child, &map_arguments(uid.as_raw(), uid_ranges))?;
+            run_map_helper(newgidmap, child, &map_arguments(gid.as_raw(), gid_ranges))
+        }
+        IdMapping::Single => {
+            let proc = PathBuf::from(format!("/proc/{child}"));
+            let write = |name: &str, text: String| {
+                fs::write(proc.join(name), text).map_err(|error| {
+                    SandboxError::io(format!("write `/proc/{child}/{name}`"), error)
+                })
+            };
+            write("uid_map", format!("0 {uid} 1"))?;
+            write("setgroups", "deny".into())?;
+            write("gid_map", format!("0 {gid} 1"))
+        }
+    }
+}
+
+fn run_map_helper(program: &Path, child: Pid, arguments: &[String]) -> Result<(), SandboxError> {
+    let output = std::process::Command::new(program)
+        .arg(child.to_string())
+        .args(arguments)
+        .output()
+        .map_err(|error| SandboxError::io(format!("run `{}`", program.display()), error))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(SandboxError::IdMap {
+        program: program.display().to_string(),
+        pid: child.as_raw(),
+        message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    })
+}
+
+/// The parent's remaining life: pass signals on, then mirror the child's end.
+fn wait_and_forward(child: Pid, signals: &SigSet) -> ! {
+    loop {
+        // SAFETY: zeroed siginfo is a valid out-parameter for sigwaitinfo.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let number = unsafe { libc::sigwaitinfo(signals.as_ref(), &mut info) };
+        if number < 0 {
+            continue;
+        }
+        if number == libc::SIGCHLD {
+            loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                    Ok(WaitStatus::Signaled(_, signal, _)) => exit_like_signal(signal),
+                    Ok(WaitStatus::StillAlive) => break,
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => std::process::exit(125),
+                }
+            }
+            continue;
+        }
+        // Terminal-generated signals (SI_KERNEL) reach the whole foreground process group, the
+        // child included: passing them on would deliver them twice.
+        if info.si_code == libc::SI_KERNEL {
+            continue;
+        }
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.as_raw(), number) };
+    }
+}
+
+fn exit_like_signal(signal: Signal) -> ! {
+    // SAFETY: resetting a disposition and raising are plain syscalls.
+    unsafe {
+        libc::signal(signal as libc::c_int, libc::SIG_DFL);
+    }
+    let mut set = SigSet::empty();
+    set.add(signal);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    let _ = nix::sys::signal::raise(signal);
+    std::process::exit(128 + signal as i32)
+}
+
+fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|error| SandboxError::syscall("create a pipe", error))
+}
+
+fn write_byte(fd: &std::os::fd::OwnedFd, byte: u8) -> nix::Result<usize> {
+    nix::unistd::write(fd, &[byte])
+}
+
+fn read_byte(fd: &std::os::fd::OwnedFd) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    let mut buffer = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buffer) {
+            Ok(1) => return Some(buffer[0]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_match_name_or_uid_in_file_order() {
+        let text = "# comment\nalice:100000:65536\nbob:165536:65536\n1001:300000:10\nalice:400000:5\nbroken\ncarol:1:0\n";
+        assert_eq!(
+            parse_subordinate_ranges(text, "alice", 1000),
+            vec![
+                SubordinateRange {
+                    start: 100000,
+                    count: 65536
+                },
+                SubordinateRange {
+                    start: 400000,
+                    count: 5
+                }
+            ]
+        );
+        assert_eq!(
+            parse_subordinate_ranges(text, "dave", 1001),
+            vec![SubordinateRange {
+                start: 300000,
+                count: 10
+            }]
+        );
+        assert!(parse_subordinate_ranges(text, "carol", 7).is_empty());
+    }
+
+    #[test]
+    fn map_arguments_stack_ranges_above_root() {
+        let ranges = [
+            SubordinateRange {
+                start: 100000,
+                count: 65536,
+            },
+            SubordinateRange {
+                start: 400000,
+                count: 5,
+            },
+        ];
+        assert_eq!(
+            map_arguments(1001, &ranges),
+            [
+                "0", "1001", "1", "1", "100000", "65536", "65537", "400000", "5"
+            ]
+        );
+    }
+}
