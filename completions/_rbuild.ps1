@@ -50,6 +50,8 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             [CompletionResult]::new('--metadata-file', '--metadata-file', [CompletionResultType]::ParameterName, 'Write build result metadata to a file')
             [CompletionResult]::new('-j', '-j', [CompletionResultType]::ParameterName, 'Steps run at the same time [default: number of cores]')
             [CompletionResult]::new('--jobs', '--jobs', [CompletionResultType]::ParameterName, 'Steps run at the same time [default: number of cores]')
+            [CompletionResult]::new('--secret', '--secret', [CompletionResultType]::ParameterName, 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)')
+            [CompletionResult]::new('--ssh', '--ssh', [CompletionResultType]::ParameterName, 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)')
             [CompletionResult]::new('--network', '--network', [CompletionResultType]::ParameterName, 'Networking mode for RUN steps: default (the host''s), none, host')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
             [CompletionResult]::new('--no-cache', '--no-cache', [CompletionResultType]::ParameterName, 'Do not use cache when building the image')

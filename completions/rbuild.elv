@@ -46,6 +46,8 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand --metadata-file 'Write build result metadata to a file'
             cand -j 'Steps run at the same time [default: number of cores]'
             cand --jobs 'Steps run at the same time [default: number of cores]'
+            cand --secret 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)'
+            cand --ssh 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)'
             cand --network 'Networking mode for RUN steps: default (the host''s), none, host'
             cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
             cand --no-cache 'Do not use cache when building the image'

@@ -18,6 +18,7 @@ use crate::exporter::{ExportRequest, OutputSpec, export, merge_annotations, pars
 use crate::frontend::{FrontendOptions, NamedContext, Platform, lower};
 use crate::graph::NetworkMode;
 use crate::ops::OpError;
+use crate::ops::exec::{Secrets, SshSources};
 use crate::ops::context::StoreHashCache;
 use crate::progress::{Event, Mode, Progress};
 use crate::solver::{NoCache, SolveOptions, Solver};
@@ -46,6 +47,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     pub debug_cache: bool,
     pub network: NetworkMode,
+    pub secrets: Secrets,
+    pub ssh: SshSources,
 }
 
 fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -151,6 +154,8 @@ impl BuildOptions {
             "host" => NetworkMode::Host,
             other => bail!("invalid network mode `{other}`: expected default, none or host"),
         };
+        let secrets = parse_secrets(&args.secrets)?;
+        let ssh = parse_ssh(&args.ssh)?;
         let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         if jobs == 0 {
             bail!("--jobs must be at least 1");
@@ -177,8 +182,71 @@ impl BuildOptions {
             source_date_epoch,
             debug_cache: args.debug_cache,
             network,
+            secrets,
+            ssh,
         })
     }
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR][,type=file|env]`, as buildx: without `src` or `env`,
+/// the environment variable named like the id, else the file named like it. Values are read
+/// now and held in memory.
+fn parse_secrets(specs: &[String]) -> anyhow::Result<Secrets> {
+    let mut secrets = Secrets::default();
+    for spec in specs {
+        let mut id = None;
+        let mut source = None;
+        let mut variable = None;
+        let mut kind = None;
+        for field in spec.split(',') {
+            let (key, value) = field.split_once('=').unwrap_or(("id", field));
+            match key {
+                "id" => id = Some(value.to_string()),
+                "src" | "source" => source = Some(PathBuf::from(value)),
+                "env" => variable = Some(value.to_string()),
+                "type" => kind = Some(value.to_string()),
+                _ => bail!("invalid secret `{spec}`: unknown key `{key}`"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow!("invalid secret `{spec}`: `id` is required"))?;
+        if kind.as_deref() == Some("env") && variable.is_none() {
+            variable = Some(source.take().map(|s| s.display().to_string()).unwrap_or_else(|| id.clone()));
+        }
+        let value = match (source, variable) {
+            (Some(path), _) => std::fs::read(&path).with_context(|| format!("failed to read secret `{id}` from `{}`", path.display()))?,
+            (None, Some(name)) => std::env::var_os(&name)
+                .ok_or_else(|| anyhow!("secret `{id}`: environment variable `{name}` is not set"))?
+                .into_encoded_bytes(),
+            (None, None) => match std::env::var_os(&id) {
+                Some(value) => value.into_encoded_bytes(),
+                None => std::fs::read(&id).with_context(|| format!("secret `{id}`: no environment variable or file of that name"))?,
+            },
+        };
+        secrets.insert(id, value);
+    }
+    Ok(secrets)
+}
+
+/// `--ssh default` (the agent at $SSH_AUTH_SOCK) or `--ssh ID=PATH[,PATH]` (keys or sockets).
+fn parse_ssh(specs: &[String]) -> anyhow::Result<SshSources> {
+    let mut ssh = SshSources::default();
+    for spec in specs {
+        let (id, paths) = match spec.split_once('=') {
+            Some((id, paths)) => (id.to_string(), paths.split(',').map(PathBuf::from).collect::<Vec<_>>()),
+            None => {
+                let socket = std::env::var_os("SSH_AUTH_SOCK")
+                    .ok_or_else(|| anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent, or give key files: --ssh {spec}=~/.ssh/id_ed25519)"))?;
+                (spec.clone(), vec![PathBuf::from(socket)])
+            }
+        };
+        for path in &paths {
+            if !path.exists() {
+                bail!("--ssh {id}: `{}` not found", path.display());
+            }
+        }
+        ssh.sources.insert(id, paths);
+    }
+    Ok(ssh)
 }
 
 /// `PATH:tag` or `PATH@sha256:...` (a `:` in the last path component starts a tag).
@@ -312,6 +380,8 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         cancel: cancel.clone(),
         options: SolveOptions { jobs: options.jobs, no_cache: options.no_cache.clone(), explain_misses: options.debug_cache },
         vertex_offset: 1,
+        secrets: &options.secrets,
+        ssh: &options.ssh,
     };
     let solved = solver.solve(&plan.graph, &[plan.target]);
     // Hashes computed so far are worth keeping even when the build failed.

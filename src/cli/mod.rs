@@ -108,6 +108,12 @@ pub struct BuildArgs {
     /// Steps run at the same time [default: number of cores]
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
     /// Networking mode for RUN steps: default (the host's), none, host
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub network: String,

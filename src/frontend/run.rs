@@ -122,7 +122,15 @@ fn parse_mount(
     }
     let get = |names: &[&str]| names.iter().find_map(|name| fields.get(*name).cloned());
     let kind = get(&["type"]).unwrap_or_else(|| "bind".into());
-    let target = get(&["target", "dst", "destination"]).ok_or_else(|| invalid("a target is required".into()))?;
+    // Secrets and ssh sockets have default targets, as in BuildKit.
+    let default_target = match kind.as_str() {
+        "secret" => get(&["id"]).map(|id| format!("/run/secrets/{id}")),
+        "ssh" => Some(format!("/run/buildkit/ssh_agent.{}", inputs.len() - 1)),
+        _ => None,
+    };
+    let target = get(&["target", "dst", "destination"])
+        .or(default_target)
+        .ok_or_else(|| invalid("a target is required".into()))?;
     let target = if target.starts_with('/') {
         target
     } else {
@@ -179,10 +187,35 @@ fn parse_mount(
             };
             ExecMountKind::Tmpfs { size }
         }
-        "secret" | "ssh" => return Err(invalid(format!("`type={kind}` mounts are not supported yet"))),
+        "secret" => {
+            let id = get(&["id"]).unwrap_or_else(|| target_name(&target));
+            let env = get(&["env"]);
+            let explicit_target = get(&["target", "dst", "destination"]).is_some();
+            ExecMountKind::Secret {
+                file: explicit_target || env.is_none(),
+                id,
+                env,
+                required: flag("required"),
+                mode: number("mode", 0o400, 8)?,
+                uid: number("uid", 0, 10)?,
+                gid: number("gid", 0, 10)?,
+            }
+        }
+        "ssh" => ExecMountKind::Ssh {
+            id: get(&["id"]).unwrap_or_else(|| "default".into()),
+            required: flag("required"),
+            mode: number("mode", 0o600, 8)?,
+            uid: number("uid", 0, 10)?,
+            gid: number("gid", 0, 10)?,
+        },
         other => return Err(invalid(format!("unknown mount type `{other}`"))),
     };
     Ok(ExecMount { target, kind })
+}
+
+/// The last component of a path (a secret's default id).
+fn target_name(target: &str) -> String {
+    target.trim_end_matches('/').rsplit('/').next().unwrap_or(target).to_string()
 }
 
 /// `64m`, `1g`, `512k`, plain bytes (binary multipliers, as BuildKit's tmpfs size).

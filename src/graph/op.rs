@@ -87,6 +87,10 @@ pub enum ExecMountKind {
     /// A directory kept in the state root across builds.
     Cache { id: String, sharing: CacheSharing, mode: u32, uid: u32, gid: u32, from: Option<(usize, String)> },
     Tmpfs { size: Option<u64> },
+    /// `--secret` `id`: a file at the target and/or an environment variable; never its value.
+    Secret { id: String, file: bool, env: Option<String>, required: bool, mode: u32, uid: u32, gid: u32 },
+    /// `--ssh` `id`: an agent socket at the target.
+    Ssh { id: String, required: bool, mode: u32, uid: u32, gid: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -18,6 +18,7 @@
 //! | content digest of context files bind-mounted        | yes    | by content, never by mtime   |
 //! | proxy variables, cache mount contents               | no     | not part of the result       |
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,30 @@ pub enum ExecError {
     Mount { target: String, source: io::Error },
     #[error("failed to clean the step's diff")]
     Diff(#[source] io::Error),
+    #[error("secret {0}: not found")]
+    MissingSecret(String),
+    #[error("no SSH key or agent given for `{0}`: use --ssh {0}=PATH or --ssh default")]
+    MissingSsh(String),
+}
+
+/// Writes a secret file with its mode and owner, readable by nobody else on the host.
+fn write_private(path: &Path, value: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = fs::File::options().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(value)?;
+    drop(file);
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// The agent socket for an ssh mount: a forwarded agent socket as it is.
+fn ssh_socket(sources: &[PathBuf], _prepared: &mut Prepared) -> io::Result<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    match sources {
+        [single] if fs::metadata(single)?.file_type().is_socket() => Ok(single.clone()),
+        _ => Err(io::Error::other("serving private key files is not supported yet; forward an agent with --ssh default")),
+    }
 }
 
 pub fn cache_inputs(
@@ -66,12 +91,47 @@ pub fn cache_inputs(
     Ok(cache_inputs)
 }
 
-/// Temporary directories and locks that live as long as the step.
+/// `--secret` values, by id. Held in memory only; never printed (no `Debug` of values).
+#[derive(Default)]
+pub struct Secrets {
+    values: HashMap<String, Vec<u8>>,
+}
+
+impl Secrets {
+    pub fn insert(&mut self, id: String, value: Vec<u8>) {
+        self.values.insert(id, value);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&[u8]> {
+        self.values.get(id).map(Vec::as_slice)
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.values.keys()).finish()
+    }
+}
+
+/// `--ssh` sources, by id: agent sockets or private key files.
+#[derive(Debug, Default)]
+pub struct SshSources {
+    pub sources: HashMap<String, Vec<PathBuf>>,
+}
+
+/// Temporary directories, locks and agents that live as long as the step.
 #[derive(Default)]
 struct Prepared {
     mounts: Vec<sandbox::Mount>,
+    /// Environment variables the mounts add (`env=` secrets, `SSH_AUTH_SOCK`).
+    env: Vec<String>,
     _temporary: Vec<tempfile::TempDir>,
     _locks: Vec<fs::File>,
+}
+
+/// A private directory in memory (tmpfs), for secret files and agent sockets.
+fn memory_directory(prefix: &str) -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(prefix).tempdir_in(sandbox::memory_dir())
 }
 
 pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
@@ -82,6 +142,11 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
     let prepared = prepare_mounts(op, inputs, environment)?;
     let mut env = op.env.clone();
     env.extend(op.proxy_env.iter().cloned());
+    for variable in &prepared.env {
+        let name = variable.split('=').next().unwrap_or_default();
+        env.retain(|existing| existing.split('=').next() != Some(name));
+        env.push(variable.clone());
+    }
     let spec = StepSpec {
         lowers: base.layer_paths(),
         upper: upper.path().to_path_buf(),
@@ -124,6 +189,40 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
         let mount_error = |source| ExecError::Mount { target: mount.target.clone(), source };
         let kind = match &mount.kind {
             ExecMountKind::Tmpfs { size } => MountKind::Tmpfs { size: *size },
+            ExecMountKind::Secret { id, file, env, required, mode, uid, gid } => {
+                let Some(value) = environment.secrets.get(id) else {
+                    if *required {
+                        return Err(ExecError::MissingSecret(id.clone()).into());
+                    }
+                    continue;
+                };
+                if let Some(name) = env {
+                    prepared.env.push(format!("{name}={}", String::from_utf8_lossy(value)));
+                }
+                if !file {
+                    continue;
+                }
+                let directory = memory_directory("rbuild-secret-").map_err(mount_error)?;
+                let path = directory.path().join("secret");
+                write_private(&path, value, *mode, *uid, *gid).map_err(mount_error)?;
+                prepared._temporary.push(directory);
+                MountKind::Bind { source: path, readonly: true }
+            }
+            ExecMountKind::Ssh { id, required, mode, uid, gid } => {
+                let sources = environment.ssh.sources.get(id).cloned().unwrap_or_default();
+                if sources.is_empty() {
+                    if *required {
+                        return Err(ExecError::MissingSsh(id.clone()).into());
+                    }
+                    continue;
+                }
+                let _ = (mode, uid, gid);
+                let socket = ssh_socket(&sources, &mut prepared).map_err(mount_error)?;
+                if !op.env.iter().any(|variable| variable.starts_with("SSH_AUTH_SOCK=")) {
+                    prepared.env.push(format!("SSH_AUTH_SOCK={}", mount.target));
+                }
+                MountKind::Bind { source: socket, readonly: false }
+            }
             ExecMountKind::Bind { input, source, readwrite } => {
                 let staging = store.temp_dir("bind-")?;
                 let directory = staging.path().join("root");

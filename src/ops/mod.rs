@@ -53,6 +53,9 @@ pub struct Environment<'a> {
     pub hash_cache: &'a (dyn HashCache + 'a),
     pub cancel: &'a AtomicBool,
     pub selections: &'a file::SelectionMemo,
+    /// `--secret` values and `--ssh` sources for RUN mounts.
+    pub secrets: &'a exec::Secrets,
+    pub ssh: &'a exec::SshSources,
     /// Where a running step's output goes (progress log lines of this vertex).
     pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
 }

@@ -53,6 +53,15 @@ pub use userns::enter;
 /// BuildKit's stub cleaner does; a diff may filter these paths again as a safety net.
 pub const STUBS: &[&str] = &["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"];
 
+/// A directory in memory for short-lived private files (step specs, secrets): `/dev/shm` when
+/// it is a writable tmpfs, else the system temp dir.
+pub fn memory_dir() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    let writable = nix::unistd::access(&shm, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
+    let tmpfs = nix::sys::statfs::statfs(&shm).is_ok_and(|stat| stat.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if writable && tmpfs { shm } else { std::env::temp_dir() }
+}
+
 /// The hidden subcommand that makes a process the step runner.
 pub(crate) const RUN_STEP_COMMAND: &str = "__run-step";
 

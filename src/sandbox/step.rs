@@ -43,9 +43,11 @@ pub fn run_step(
     if cancel.load(Ordering::Relaxed) {
         return Err(SandboxError::Canceled);
     }
+    // On a tmpfs when there is one: the spec holds the environment, secrets included, and must
+    // never reach a disk.
     let directory = tempfile::Builder::new()
         .prefix("rbuild-step-")
-        .tempdir()
+        .tempdir_in(super::memory_dir())
         .map_err(|error| SandboxError::io("create the step's temp dir", error))?;
     let spec_file = directory.path().join("spec.json");
     let text = serde_json::to_vec(spec).map_err(|error| SandboxError::InvalidStep {

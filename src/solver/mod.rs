@@ -70,6 +70,8 @@ pub struct Solver<'a> {
     pub options: SolveOptions,
     /// Added to vertex ids in progress events (the caller's own vertices come first).
     pub vertex_offset: usize,
+    pub secrets: &'a crate::ops::exec::Secrets,
+    pub ssh: &'a crate::ops::exec::SshSources,
 }
 
 impl Solver<'_> {
@@ -205,6 +207,8 @@ impl Solver<'_> {
             hash_cache: self.hash_cache,
             cancel: &self.cancel,
             selections,
+            secrets: self.secrets,
+            ssh: self.ssh,
             log: &log,
         };
         let report = |event: Event| {
