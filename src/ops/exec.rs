@@ -246,8 +246,14 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                     // Another build may have made it meanwhile: then ours is dropped.
                     let _ = fs::rename(&fresh, &directory);
                 }
+                let id_path = store.root().join("mounts-v1").join(format!("{name}.id"));
+                if !id_path.exists() {
+                    fs::write(&id_path, id).map_err(mount_error)?;
+                }
                 let lock_path = store.root().join("mounts-v1").join(format!("{name}.lock"));
                 let lock = fs::File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(mount_error)?;
+                // The lock's mtime is the mount's last use, for `cache du` and `prune --filter until`.
+                let _ = lock.set_modified(std::time::SystemTime::now());
                 match sharing {
                     CacheSharing::Shared => lock.lock_shared().map_err(mount_error)?,
                     CacheSharing::Locked => lock.lock().map_err(mount_error)?,

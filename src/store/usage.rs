@@ -20,7 +20,7 @@ pub struct Item {
     /// The diff id of a layer, or the digest of an internal blob.
     pub id: String,
     /// `regular` for build layers, `source.image` for base image layers, `internal` for configs
-    /// and manifests.
+    /// and manifests, `exec.cachemount` for cache mounts.
     pub kind: &'static str,
     pub description: String,
     pub size: u64,
@@ -55,7 +55,34 @@ pub fn items(store: &Store) -> Result<Vec<Item>, StoreError> {
             last_used_at: blob.last_used_at,
         });
     }
+    items.extend(cache_mounts(store)?);
     items.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(items)
+}
+
+/// `RUN --mount=type=cache` directories: `mounts-v1/<hex>/` with `<hex>.id` (the mount id) and
+/// `<hex>.lock` (touched on each use: its mtime is the last use).
+fn cache_mounts(store: &Store) -> Result<Vec<Item>, StoreError> {
+    let directory = store.root().join("mounts-v1");
+    let read_error = |source| StoreError::Write { path: directory.display().to_string(), source };
+    let mut items = Vec::new();
+    for name in read_dir(&directory).map_err(read_error)? {
+        let path = directory.join(&name);
+        if !path.is_dir() {
+            continue;
+        }
+        let id = fs::read_to_string(directory.join(format!("{name}.id"))).unwrap_or_default();
+        let time = |path: &Path| fs::metadata(path).map(|m| m.mtime()).unwrap_or(0);
+        let size = tree_size(&path).map_err(|source| StoreError::Write { path: path.display().to_string(), source })?;
+        items.push(Item {
+            id: name.clone(),
+            kind: "exec.cachemount",
+            description: format!("cached mount {id}"),
+            size,
+            created_at: time(&path),
+            last_used_at: time(&directory.join(format!("{name}.lock"))).max(time(&path)),
+        });
+    }
     Ok(items)
 }
 
@@ -102,6 +129,15 @@ pub fn prune(store: &Store, policy: &PrunePolicy, now: i64) -> Result<Vec<Item>,
 
 fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
     let write_error = |path: &Path, source| StoreError::Write { path: path.display().to_string(), source };
+    if item.kind == "exec.cachemount" {
+        let directory = store.root().join("mounts-v1");
+        for suffix in [".id", ".lock"] {
+            let path = directory.join(format!("{}{suffix}", item.id));
+            remove_file(&path).map_err(|source| write_error(&path, source))?;
+        }
+        let path = directory.join(&item.id);
+        return remove_tree(&path).map_err(|source| write_error(&path, source));
+    }
     if item.kind == "internal" {
         store.database().delete_blob(&item.id)?;
         let path = store.blob_path(&item.id);
@@ -273,7 +309,7 @@ pub fn human_age(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LayerRow, LockMode};
+    use crate::store::{LayerRow, LockMode, now};
 
     #[test]
     fn sizes_print_like_go_units() {
@@ -333,6 +369,24 @@ mod tests {
         prune(&store, &PrunePolicy { all: true, ..Default::default() }, 1000).unwrap();
         assert!(items(&store).unwrap().is_empty());
         assert_eq!(fs::read_dir(root.path().join("snapshots-v1")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn cache_mounts_are_listed_and_pruned() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        let mounts = root.path().join("mounts-v1");
+        fs::create_dir(mounts.join("abc")).unwrap();
+        fs::write(mounts.join("abc/data"), vec![b'x'; 5000]).unwrap();
+        fs::write(mounts.join("abc.id"), "/root/.cache").unwrap();
+        fs::write(mounts.join("abc.lock"), "").unwrap();
+        let listed = items(&store).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].kind, "exec.cachemount");
+        assert_eq!(listed[0].description, "cached mount /root/.cache");
+        assert_eq!(listed[0].size, tree_size(&mounts.join("abc")).unwrap());
+        prune(&store, &PrunePolicy::default(), now()).unwrap();
+        assert_eq!(fs::read_dir(&mounts).unwrap().count(), 0);
     }
 
     #[test]

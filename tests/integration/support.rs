@@ -395,3 +395,102 @@ impl Podman {
         run_command(command, None)
     }
 }
+
+/// The unprivileged user that rootless end-to-end tests run rbuild as.
+pub const TEST_USER: &str = "rbuild-test";
+/// Its subordinate id range (`/etc/subuid` and `/etc/subgid`): `rbuild-test:200000:65536`.
+pub const TEST_SUBID_START: u32 = 200000;
+pub const TEST_SUBID_COUNT: u32 = 65536;
+
+/// Makes sure [`TEST_USER`] exists (`useradd -m`) with subordinate uid and gid ranges, and returns
+/// its `(uid, gid)`. Idempotent; serialized across threads and processes by a lock file
+/// (`/run/lock/rbuild-test-user.lock`, else the temp dir). Needs root; fails loudly otherwise.
+pub fn ensure_test_user() -> (u32, u32) {
+    use nix::fcntl::{Flock, FlockArg};
+    static USER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *USER.get_or_init(|| {
+        assert!(nix::unistd::geteuid().is_root(), "the rootless tests create the user `{TEST_USER}`, which needs root");
+        for program in ["useradd", "runuser", "newuidmap", "newgidmap"] {
+            let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| Path::new(dir).join(program).is_file());
+            assert!(found, "required tool `{program}` is not installed (useradd: passwd, runuser: util-linux, newuidmap: uidmap)");
+        }
+        let lock_dir = if Path::new("/run/lock").is_dir() { PathBuf::from("/run/lock") } else { std::env::temp_dir() };
+        let lock_path = lock_dir.join("rbuild-test-user.lock");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap_or_else(|error| panic!("{}: {error}", lock_path.display()));
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap_or_else(|(_, errno)| panic!("flock {}: {errno}", lock_path.display()));
+        if nix::unistd::User::from_name(TEST_USER).unwrap().is_none() {
+            let mut command = Command::new("/usr/sbin/useradd");
+            command.args(["-m", "-s", "/bin/sh", TEST_USER]);
+            run_command(command, None).ok();
+        }
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let text = fs::read_to_string(file).unwrap_or_default();
+            let wanted = format!("{TEST_USER}:{TEST_SUBID_START}:{TEST_SUBID_COUNT}");
+            if text.lines().any(|line| line.trim() == wanted) {
+                continue;
+            }
+            // Drop any other range of the user (useradd may have allocated one), keep the rest.
+            let mut kept: String = text
+                .lines()
+                .filter(|line| !line.starts_with(&format!("{TEST_USER}:")))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            kept.push_str(&wanted);
+            kept.push('\n');
+            let tmp = format!("{file}.rbuild-test-tmp");
+            fs::write(&tmp, kept).unwrap();
+            set_mode(Path::new(&tmp), 0o644);
+            fs::rename(&tmp, file).unwrap();
+        }
+        let user = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap_or_else(|| panic!("user {TEST_USER} missing after useradd"));
+        (user.uid.as_raw(), user.gid.as_raw())
+    })
+}
+
+/// `chown -R UID:GID PATH` (symlinks themselves, not their targets).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    let mut command = Command::new("chown");
+    command.args(["-R", "-h", &format!("{uid}:{gid}"), path.to_str().unwrap()]);
+    run_command(command, None).ok();
+}
+
+/// Hands a project to [`TEST_USER`]: the whole temp dir (context, state root, outputs) becomes
+/// theirs. Call again after writing new context files if they must be writable by the user
+/// (root-written files are readable anyway).
+pub fn give_to_test_user(project: &Project) {
+    let (uid, gid) = ensure_test_user();
+    chown_tree(project.dir(), uid, gid);
+}
+
+/// The same command, run as [`TEST_USER`] by `runuser -u rbuild-test -- PROGRAM ARGS` (same
+/// cwd and environment changes; `runuser` sets HOME, USER, LOGNAME and SHELL for the user).
+pub fn as_test_user(command: &Command) -> Command {
+    ensure_test_user();
+    let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
+        .into_iter()
+        .find(|path| Path::new(path).is_file())
+        .expect("required tool `runuser` (util-linux) is not installed");
+    let mut wrapped = Command::new(runuser);
+    wrapped.args(["-u", TEST_USER, "--"]);
+    wrapped.arg(command.get_program());
+    wrapped.args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    // The user's own cache/config directories, not root's.
+    for variable in ["XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "TMPDIR"] {
+        wrapped.env_remove(variable);
+    }
+    wrapped
+}
