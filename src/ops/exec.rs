@@ -332,10 +332,28 @@ fn remove_stubs(base: &LayeredView, upper: &Path, paths: &[String]) -> io::Resul
         let mut current = PathBuf::from(&relative);
         loop {
             let real = upper.join(&current);
-            let Ok(metadata) = fs::symlink_metadata(&real) else { break };
+            let Ok(metadata) = fs::symlink_metadata(&real) else {
+                // Already gone (the sandbox removes its stubs): look at the parent it may have left.
+                match current.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => {
+                        current = parent.to_path_buf();
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
             let (below, _) = base.resolve(&format!("/{}", current.display()), false)?;
-            if below.exists() {
-                break;
+            if let Some(lower) = below.metadata() {
+                // A directory copied up only to hold a stub, unchanged otherwise, is no change.
+                use std::os::unix::fs::MetadataExt;
+                let unchanged = metadata.is_dir()
+                    && lower.is_dir()
+                    && (metadata.mode(), metadata.uid(), metadata.gid(), metadata.mtime()) == (lower.mode(), lower.uid(), lower.gid(), lower.mtime())
+                    && !crate::snapshot::view::is_opaque(&real)
+                    && fs::read_dir(&real)?.next().is_none();
+                if !unchanged {
+                    break;
+                }
             }
             let empty = if metadata.is_dir() { fs::read_dir(&real)?.next().is_none() } else { metadata.is_file() && metadata.len() == 0 };
             if !empty {
