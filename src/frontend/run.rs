@@ -26,27 +26,38 @@ pub(super) fn lower_run(
     } else {
         state.image.config.shell.clone()
     };
+    let mut script_mount = None;
     let args = match &run.args {
         Args::Exec(words) => words.clone(),
         Args::Shell(text) => {
-            let script = match (run.heredocs.as_slice(), heredoc_name(text.trim())) {
-                ([], _) => text.clone(),
-                ([heredoc], Some(name)) if heredoc.name == name => {
-                    if heredoc.body.starts_with("#!") {
-                        return Err(DockerfileError::at("RUN heredocs with a `#!` line are not supported yet", span));
+            match (run.heredocs.as_slice(), heredoc_name(text.trim())) {
+                ([], _) => with_shell(shell, text.clone()),
+                // A lone heredoc with a `#!` line is a script run by its interpreter: written to
+                // `/dev/pipes/NAME` and executed, as BuildKit does.
+                ([heredoc], Some(name)) if heredoc.name == name && heredoc.body.starts_with("#!") => {
+                    let path = format!("/dev/pipes/{name}");
+                    script_mount = Some(ExecMount {
+                        target: path.clone(),
+                        kind: ExecMountKind::Inline { data: heredoc.body.clone().into_bytes(), mode: 0o755 },
+                    });
+                    vec![path]
+                }
+                ([heredoc], Some(name)) if heredoc.name == name => with_shell(shell, heredoc.body.clone()),
+                // Heredocs inside a command line: the shell reads them, so the command line is
+                // given back to it with the bodies and delimiters after it.
+                (heredocs, _) => {
+                    let mut script = text.clone();
+                    for heredoc in heredocs {
+                        script.push('\n');
+                        script.push_str(&heredoc.body);
+                        if !heredoc.body.ends_with('\n') && !heredoc.body.is_empty() {
+                            script.push('\n');
+                        }
+                        script.push_str(&heredoc.name);
                     }
-                    heredoc.body.clone()
+                    with_shell(shell, script)
                 }
-                _ => {
-                    return Err(DockerfileError::at(
-                        "RUN with heredocs inside a command line is not supported yet; use `RUN <<EOF` alone",
-                        span,
-                    ));
-                }
-            };
-            let mut args = shell;
-            args.push(script);
-            args
+            }
         }
     };
 
@@ -83,7 +94,7 @@ pub(super) fn lower_run(
     }
 
     let mut inputs = vec![state.vertex];
-    let mut mounts = Vec::new();
+    let mut mounts: Vec<ExecMount> = script_mount.into_iter().collect();
     for text in &run.mounts {
         let text = state.scope.expand(&lowering.lexer, text).map_err(|error| DockerfileError::at(error.message, span))?;
         mounts.push(parse_mount(lowering, state, &text, &mut inputs, span)?);
@@ -104,6 +115,11 @@ pub(super) fn lower_run(
     let prefix = if arg_entries.is_empty() { String::new() } else { format!("|{} {} ", arg_entries.len(), arg_entries.join(" ")) };
     state.commit(format!("RUN {prefix}{} # buildkit", args.join(" ")), true, lowering.options.source_date_epoch);
     Ok(())
+}
+
+fn with_shell(mut shell: Vec<String>, script: String) -> Vec<String> {
+    shell.push(script);
+    shell
 }
 
 /// One `--mount=type=...,target=...` value.

@@ -89,6 +89,8 @@ pub enum ExecMountKind {
     Tmpfs { size: Option<u64> },
     /// `--secret` `id`: a file at the target and/or an environment variable; never its value.
     Secret { id: String, file: bool, env: Option<String>, required: bool, mode: u32, uid: u32, gid: u32 },
+    /// A file with this content (a `RUN <<EOF` script with a `#!` line).
+    Inline { data: Vec<u8>, mode: u32 },
     /// `--ssh` `id`: an agent socket at the target.
     Ssh { id: String, required: bool, mode: u32, uid: u32, gid: u32 },
 }

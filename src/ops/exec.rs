@@ -189,6 +189,13 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
         let mount_error = |source| ExecError::Mount { target: mount.target.clone(), source };
         let kind = match &mount.kind {
             ExecMountKind::Tmpfs { size } => MountKind::Tmpfs { size: *size },
+            ExecMountKind::Inline { data, mode } => {
+                let directory = memory_directory("rbuild-script-").map_err(mount_error)?;
+                let path = directory.path().join("script");
+                write_private(&path, data, *mode, 0, 0).map_err(mount_error)?;
+                prepared._temporary.push(directory);
+                MountKind::Bind { source: path, readonly: true }
+            }
             ExecMountKind::Secret { id, file, env, required, mode, uid, gid } => {
                 let Some(value) = environment.secrets.get(id) else {
                     if *required {

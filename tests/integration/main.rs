@@ -8,4 +8,5 @@ mod dockerfile;
 mod errors;
 mod images;
 mod outputs;
+mod run;
 mod support;
