@@ -43,7 +43,7 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l label -d 'Set me
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l annotation -d 'Add annotation to the image (`KEY=VALUE`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l iidfile -d 'Write the image ID to a file' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l metadata-file -d 'Write build result metadata to a file' -r -F
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s j -l jobs -d 'Steps run at the same time [default: number of cores]' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s j -l jobs -d 'Steps run at the same time [default: 4 × cores, at least 8]' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l secret -d 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ssh -d 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Networking mode for RUN steps: default (the host\'s), none, host' -r

@@ -156,7 +156,12 @@ impl BuildOptions {
         };
         let secrets = parse_secrets(&args.secrets)?;
         let ssh = parse_ssh(&args.ssh)?;
-        let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        // Steps mostly wait (on containers, disks): more run at once than there are cores, so four
+        // independent `RUN sleep 2` stages take 2 s on two cores; CPU-heavy work inside a step
+        // (hashing, compression) is bounded by rayon's pool of one thread per core anyway.
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 4).max(8));
         if jobs == 0 {
             bail!("--jobs must be at least 1");
         }

@@ -105,7 +105,7 @@ pub struct BuildArgs {
     /// Suppress the build output and print image ID on success
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Steps run at the same time [default: number of cores]
+    /// Steps run at the same time [default: 4 × cores, at least 8]
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)
