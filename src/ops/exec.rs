@@ -57,13 +57,15 @@ fn write_private(path: &Path, value: &[u8], mode: u32, uid: u32, gid: u32) -> io
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
-/// The agent socket for an ssh mount: a forwarded agent socket as it is.
-fn ssh_socket(sources: &[PathBuf], _prepared: &mut Prepared) -> io::Result<PathBuf> {
-    use std::os::unix::fs::FileTypeExt;
-    match sources {
-        [single] if fs::metadata(single)?.file_type().is_socket() => Ok(single.clone()),
-        _ => Err(io::Error::other("serving private key files is not supported yet; forward an agent with --ssh default")),
-    }
+/// The agent socket for an ssh mount: rbuild's own agent on a socket in memory, serving the
+/// given key files, or relaying (list and sign only) to the given agent socket.
+fn ssh_socket(sources: &[PathBuf], prepared: &mut Prepared) -> io::Result<PathBuf> {
+    let directory = memory_directory("rbuild-ssh-")?;
+    let socket = directory.path().join("agent.sock");
+    let agent = super::ssh_agent::Agent::start(&socket, sources).map_err(io::Error::other)?;
+    prepared._agents.push(agent);
+    prepared._temporary.push(directory);
+    Ok(socket)
 }
 
 pub fn cache_inputs(
@@ -125,6 +127,7 @@ struct Prepared {
     mounts: Vec<sandbox::Mount>,
     /// Environment variables the mounts add (`env=` secrets, `SSH_AUTH_SOCK`).
     env: Vec<String>,
+    _agents: Vec<super::ssh_agent::Agent>,
     _temporary: Vec<tempfile::TempDir>,
     _locks: Vec<fs::File>,
 }

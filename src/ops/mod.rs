@@ -13,6 +13,7 @@ pub mod image;
 pub mod layer;
 mod owner;
 mod source;
+pub mod ssh_agent;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -21,6 +21,13 @@
 //! BuildKit does; their parent directories may remain in `upper` as copied-up directories with
 //! restored mtimes, which the diff must treat as unchanged when their metadata equals the lower's.
 //!
+//! Where overlay is not possible ([`snapshotter`] says [`Snapshotter::Copy`]), the caller gives
+//! [`StepSpec::rootfs`] instead: a plain directory holding the whole root filesystem (the lowers
+//! copied by `snapshot::tree_diff::prepare_rootfs`). The runner binds it recursively as the root,
+//! ignores `lowers`, `upper` and `work`, removes its stubs there as in an overlay, and leaves the
+//! directory as the step left it; the caller then computes the diff (`snapshot::tree_diff::diff`)
+//! into an upper directory.
+//!
 //! In `main()`, before any thread exists: `sandbox::maybe_run_step_child(&args)` first (the
 //! runner is already inside rbuild's namespaces and must not enter new ones), then
 //! `sandbox::enter(&args)?`, then everything else. Both take the full `std::env::args_os()`.
@@ -44,7 +51,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use overlay::overlay_supported;
+pub use overlay::{SNAPSHOTTER_VARIABLE, Snapshotter, overlay_supported, snapshotter};
 pub use step::{run_step, set_runner_program};
 pub use userns::enter;
 
@@ -85,6 +92,12 @@ pub struct StepSpec {
     pub hostname: String,
     pub network: Network,
     pub mounts: Vec<Mount>,
+    /// `None`: the root filesystem is the overlay of `lowers`, `upper` and `work`. `Some`: this
+    /// absolute directory is the whole root filesystem, bound as it is (the copying snapshotter);
+    /// `lowers`, `upper` and `work` are then ignored. The step writes into it directly, and the
+    /// runner removes the mount-point stubs it created there, as it does in an overlay.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +177,8 @@ pub enum SandboxError {
     Runner { message: String },
     #[error("step canceled")]
     Canceled,
+    #[error("unknown snapshotter `{value}` in `RBUILD_SNAPSHOTTER` (expected `overlay` or `copy`)")]
+    UnknownSnapshotter { value: String },
 }
 
 impl SandboxError {
@@ -228,9 +243,37 @@ mod tests {
                     },
                 },
             ],
+            rootfs: None,
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<StepSpec>(&text).unwrap(), spec);
+        let copying = StepSpec {
+            rootfs: Some(PathBuf::from("/store/tmp/rootfs")),
+            ..spec.clone()
+        };
+        let text = serde_json::to_string(&copying).unwrap();
+        assert_eq!(serde_json::from_str::<StepSpec>(&text).unwrap(), copying);
+    }
+
+    #[test]
+    fn step_specs_without_rootfs_use_the_overlay() {
+        let mut value = serde_json::to_value(StepSpec {
+            lowers: vec![],
+            upper: PathBuf::from("/u"),
+            work: PathBuf::from("/w"),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: String::new(),
+            network: Network::Host,
+            mounts: vec![],
+            rootfs: Some(PathBuf::from("/r")),
+        })
+        .unwrap();
+        value.as_object_mut().unwrap().remove("rootfs");
+        let spec: StepSpec = serde_json::from_value(value).unwrap();
+        assert_eq!(spec.rootfs, None);
     }
 
     #[test]

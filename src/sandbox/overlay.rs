@@ -1,6 +1,9 @@
 //! The step's root filesystem: an overlay of the snapshot directories, mounted by the runner in its
 //! own mount namespace (so the mount disappears with the runner, whatever kills it).
 //!
+//! Which snapshotter a build uses is decided here too ([`snapshotter`]): overlay where it works,
+//! the copying snapshotter elsewhere, `RBUILD_SNAPSHOTTER` to force either.
+//!
 //! `userxattr` is always set: the store marks opaque directories with `user.overlay.opaque`, and
 //! inside a user namespace overlayfs without it accepts the mount but fails to delete directories
 //! (EIO). Lower directories are passed through short relative symlinks (`l/0`, `l/1`, ...) from the
@@ -137,9 +140,73 @@ fn probe(base: &Path) -> Result<bool, SandboxError> {
     Ok(deleted && upper.join("directory").exists())
 }
 
+/// How the root filesystem of a step is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// An overlay of the snapshot directories; the upperdir is the diff.
+    Overlay,
+    /// A plain copy of the snapshot directories ([`super::StepSpec::rootfs`]); the diff is
+    /// computed afterwards by comparing the copy with the snapshots.
+    Copy,
+}
+
+/// The environment variable that forces a snapshotter: `overlay` or `copy` (empty or `auto`:
+/// decide by probing).
+pub const SNAPSHOTTER_VARIABLE: &str = "RBUILD_SNAPSHOTTER";
+
+/// The snapshotter for this process: `RBUILD_SNAPSHOTTER` when set, else overlay when
+/// [`overlay_supported`] (probed once), else copy. Call it after [`super::enter`], like the probe.
+pub fn snapshotter() -> Result<Snapshotter, SandboxError> {
+    let value = std::env::var(SNAPSHOTTER_VARIABLE).unwrap_or_default();
+    choose_snapshotter(&value, overlay_supported)
+}
+
+fn choose_snapshotter(
+    value: &str,
+    supported: impl FnOnce() -> bool,
+) -> Result<Snapshotter, SandboxError> {
+    match value.trim() {
+        "overlay" | "overlayfs" => Ok(Snapshotter::Overlay),
+        "copy" | "native" => Ok(Snapshotter::Copy),
+        "" | "auto" => Ok(if supported() {
+            Snapshotter::Overlay
+        } else {
+            Snapshotter::Copy
+        }),
+        other => Err(SandboxError::UnknownSnapshotter {
+            value: other.to_string(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_snapshotter_variable_wins_over_the_probe() {
+        let never = || -> bool { panic!("the probe must not run when the variable decides") };
+        assert_eq!(
+            choose_snapshotter("copy", never).unwrap(),
+            Snapshotter::Copy
+        );
+        assert_eq!(
+            choose_snapshotter("overlay", never).unwrap(),
+            Snapshotter::Overlay
+        );
+        assert_eq!(
+            choose_snapshotter("", || true).unwrap(),
+            Snapshotter::Overlay
+        );
+        assert_eq!(
+            choose_snapshotter("auto", || false).unwrap(),
+            Snapshotter::Copy
+        );
+        assert!(matches!(
+            choose_snapshotter("zfs", || true),
+            Err(SandboxError::UnknownSnapshotter { value }) if value == "zfs"
+        ));
+    }
 
     #[test]
     fn lowers_are_linked_top_first() {

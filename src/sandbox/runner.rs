@@ -2,16 +2,17 @@
 //! container's whole life.
 //!
 //! Order: signal handlers → subreaper → private mount namespace (→ fresh network namespace) →
-//! overlay mount → USER resolution → stubs and cwd → spec → libcontainer build/start → wait
-//! (or kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → unmount → workdir
-//! removal. The result goes to `result.json` next to the spec file; stdout/stderr are the
+//! overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
+//! USER resolution → stubs and cwd → spec → libcontainer build/start → wait (or kill on
+//! `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → unmount → workdir removal
+//! (overlay only). The result goes to `result.json` next to the spec file; stdout/stderr are the
 //! container's own (libcontainer dups them into the init), so nothing else may print there.
 //!
 //! Invariant: the runner stays single-threaded (libcontainer clones it with raw `clone3`) and the
-//! overlay is mounted in the runner's own mount namespace, so it vanishes with the runner even
-//! when the runner is killed with `SIGKILL`. A cancel or the parent's death (`PR_SET_PDEATHSIG` =
-//! `SIGTERM`, set by [`super::step`]) wakes the wait loop through a self-pipe and kills the
-//! container's init (pid namespace: everything in it dies).
+//! overlay (or the bind of a plain rootfs) is mounted in the runner's own mount namespace, so it
+//! vanishes with the runner even when the runner is killed with `SIGKILL`. A cancel or the
+//! parent's death (`PR_SET_PDEATHSIG` = `SIGTERM`, set by [`super::step`]) wakes the wait loop
+//! through a self-pipe and kills the container's init (pid namespace: everything in it dies).
 
 use std::fs::{self, File};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -157,17 +158,54 @@ fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxE
         fs::create_dir_all(path)
             .map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
     }
-    overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch)?;
+    match &step.rootfs {
+        None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch)?,
+        Some(source) => bind_rootfs(source, &rootfs)?,
+    }
     let result = run_mounted(&step, directory, &rootfs, &wake_read);
     let unmounted = overlay::unmount(&rootfs);
     let _ = std::env::set_current_dir("/");
-    let _ = fs::remove_dir_all(&step.work);
+    if step.rootfs.is_none() {
+        let _ = fs::remove_dir_all(&step.work);
+    }
     for name in ["bundle", "state", "overlay"] {
         let _ = fs::remove_dir_all(directory.join(name));
     }
     let result = result?;
     unmounted?;
     Ok(result)
+}
+
+/// Binds the plain directory `source` (recursively) at `target`: the copying snapshotter's
+/// rootfs. A mount rather than `source` itself, so the rootfs is a mount point as libcontainer
+/// expects, and so it goes away with the runner's mount namespace like the overlay does.
+fn bind_rootfs(source: &Path, target: &Path) -> Result<(), SandboxError> {
+    let is_directory = fs::symlink_metadata(source).is_ok_and(|metadata| metadata.is_dir());
+    if !source.is_absolute() || !is_directory {
+        return Err(SandboxError::InvalidStep {
+            reason: format!(
+                "rootfs `{}` must be an absolute directory",
+                source.display()
+            ),
+        });
+    }
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|error| {
+        SandboxError::syscall(
+            format!(
+                "bind rootfs `{}` on `{}`",
+                source.display(),
+                target.display()
+            ),
+            error,
+        )
+    })
 }
 
 fn run_mounted(
@@ -371,6 +409,23 @@ mod tests {
         assert!(id_mapped(map, 65536));
         assert!(!id_mapped(map, 65537));
         assert!(!id_mapped("0 1001 1\n", 5));
+    }
+
+    #[test]
+    fn a_rootfs_must_be_an_absolute_directory() {
+        let target = tempfile::tempdir().unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        for source in [
+            Path::new("relative/dir"),
+            file.path(),
+            Path::new("/nonexistent-rbuild-rootfs"),
+        ] {
+            let error = bind_rootfs(source, target.path()).unwrap_err();
+            assert!(
+                matches!(error, SandboxError::InvalidStep { .. }),
+                "{source:?}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -276,6 +276,7 @@ mod tests {
                 target: "/cache".into(),
                 kind: MountKind::Tmpfs { size: Some(4096) },
             }],
+            rootfs: None,
         }
     }
 
