@@ -28,6 +28,7 @@ use super::{CacheInput, Environment, Layer, OpError, Output, file, layer};
 use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex};
 use crate::sandbox::{self, MountKind, Network, StepSpec};
 use crate::snapshot::flatten::{FileMode, flatten};
+use crate::snapshot::tree_diff;
 use crate::snapshot::view::LayeredView;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum ExecError {
     Mount { target: String, source: io::Error },
     #[error("failed to clean the step's diff")]
     Diff(#[source] io::Error),
+    #[error("failed to compute the step's changes")]
+    TreeDiff(#[source] crate::snapshot::tree_diff::TreeDiffError),
     #[error("secret {0}: not found")]
     MissingSecret(String),
     #[error("no SSH key or agent given for `{0}`: use --ssh {0}=PATH or --ssh default")]
@@ -140,8 +143,24 @@ fn memory_directory(prefix: &str) -> io::Result<tempfile::TempDir> {
 pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
     let base = inputs.first().ok_or(OpError::Unsupported("RUN without a base"))?;
     let store = environment.store;
+    let view = LayeredView::new(base.layer_paths());
     let upper = store.temp_dir("exec-")?;
-    let work = store.temp_dir("work-")?;
+    // The overlay's `/` takes the upper directory's mode: 0700 would lock out non-root users.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(upper.path(), fs::Permissions::from_mode(0o755))
+            .map_err(|source| ExecError::Mount { target: "/".into(), source })?;
+    }
+    // The overlay, or where it is not possible (or `RBUILD_SNAPSHOTTER=copy`), a copy of the
+    // image that the step changes in place and a tree diff afterwards.
+    let (work, rootfs) = match sandbox::snapshotter().map_err(ExecError::from)? {
+        sandbox::Snapshotter::Overlay => (Some(store.temp_dir("work-")?), None),
+        sandbox::Snapshotter::Copy => {
+            let rootfs = store.temp_dir("rootfs-")?;
+            tree_diff::prepare_rootfs(&view, rootfs.path()).map_err(ExecError::TreeDiff)?;
+            (None, Some(rootfs))
+        }
+    };
     let prepared = prepare_mounts(op, inputs, environment)?;
     let mut env = op.env.clone();
     env.extend(op.proxy_env.iter().cloned());
@@ -153,7 +172,7 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
     let spec = StepSpec {
         lowers: base.layer_paths(),
         upper: upper.path().to_path_buf(),
-        work: work.path().to_path_buf(),
+        work: work.as_ref().map_or_else(PathBuf::new, |work| work.path().to_path_buf()),
         args: op.args.clone(),
         env,
         cwd: op.cwd.clone(),
@@ -164,6 +183,7 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
             NetworkMode::Default | NetworkMode::Host => Network::Host,
         },
         mounts: prepared.mounts.clone(),
+        rootfs: rootfs.as_ref().map(|rootfs| rootfs.path().to_path_buf()),
     };
     let outcome = sandbox::run_step(&spec, &mut |stream, bytes| (environment.log)(stream, bytes), environment.cancel);
     let outcome = match outcome {
@@ -176,7 +196,10 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
         return Err(ExecError::Failed { command: op.args.join(" "), code: outcome.exit_code }.into());
     }
     environment.check_canceled()?;
-    let view = LayeredView::new(base.layer_paths());
+    if let Some(rootfs) = rootfs {
+        tree_diff::diff(&view, rootfs.path(), upper.path()).map_err(ExecError::TreeDiff)?;
+        let _ = crate::store::remove_tree(rootfs.path());
+    }
     let mut stubs: Vec<String> = op.mounts.iter().map(|mount| mount.target.clone()).collect();
     stubs.extend(sandbox::STUBS.iter().map(|stub| stub.to_string()));
     remove_stubs(&view, upper.path(), &stubs).map_err(ExecError::Diff)?;

@@ -2,9 +2,11 @@
 //! character devices 0/0, opaque directories marked with `user.overlay.opaque`), so they can be
 //! overlay lower directories as they are. This module turns them into deterministic tars
 //! ([`layer_tar`]), unpacks tars into them safely ([`extract`]), reads a stack of them as one
-//! tree ([`view`]) and materializes such a tree ([`flatten`]).
+//! tree ([`view`]), materializes such a tree ([`flatten`]) and, where overlay is not possible,
+//! computes a step's changes as an overlay-style upper directory ([`tree_diff`]).
 
 pub mod extract;
 pub mod flatten;
 pub mod layer_tar;
+pub mod tree_diff;
 pub mod view;
