@@ -173,7 +173,8 @@ pub enum SandboxError {
     Spec(#[source] oci_spec::OciSpecError),
     #[error("container runtime failed: {message}")]
     Container { message: String },
-    #[error("step runner failed: {message}")]
+    /// The runner's own error, already worded for the user (`unable to find user ...`).
+    #[error("{message}")]
     Runner { message: String },
     #[error("step canceled")]
     Canceled,

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# RUN step benchmark: per-step overhead of 30 trivial RUN steps (cold and cached) and four
+# independent `RUN sleep 2` stages built in parallel. Prints figures; asserts only that the
+# builds succeed. Uses the busybox test image (testdata/images/make-busybox.sh).
+#
+#   benches/run-steps.sh            # builds rbuild --release first
+#   RBUILD=/path/to/rbuild benches/run-steps.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "${RBUILD:-}" ]; then
+    (cd "$here" && cargo build --release --quiet)
+    RBUILD="$here/target/release/rbuild"
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+RBUILD="$RBUILD" "$here/testdata/images/make-busybox.sh" "$work/busybox" > /dev/null
+context="busybox=oci-layout://$work/busybox:latest"
+
+mkdir -p "$work/steps"
+{
+    echo "FROM busybox"
+    for i in $(seq 1 30); do echo "RUN echo step-$i > /step-$i"; done
+} > "$work/steps/Dockerfile"
+
+mkdir -p "$work/parallel"
+{
+    for stage in a b c d; do
+        echo "FROM busybox AS $stage"
+        echo "RUN sleep 2 && echo $stage > /$stage"
+    done
+    echo "FROM scratch"
+    for stage in a b c d; do echo "COPY --from=$stage /$stage /$stage"; done
+} > "$work/parallel/Dockerfile"
+
+seconds() { date +%s.%N; }
+measure() { # label, then the command; prints the wall time
+    local label=$1; shift
+    local start end
+    start=$(seconds)
+    "$@" > /dev/null 2>&1
+    end=$(seconds)
+    printf '%-44s %8.3f s\n' "$label" "$(echo "$end - $start" | bc -l)"
+}
+
+echo "rbuild: $RBUILD"
+for mode in overlay copy; do
+    root="$work/root-$mode"
+    export RBUILD_SNAPSHOTTER=$mode
+    measure "30 RUN steps, cold ($mode)" "$RBUILD" --root "$root" --progress=plain --build-context "$context" "$work/steps"
+    measure "30 RUN steps, cached ($mode)" "$RBUILD" --root "$root" --progress=plain --build-context "$context" "$work/steps"
+    cold=$( { /usr/bin/time -f %e "$RBUILD" --root "$root" --no-cache --progress=quiet --build-context "$context" "$work/steps" > /dev/null 2>/dev/null; } 2>&1 | tail -1)
+    printf '%-44s %8.1f ms\n' "  per step, --no-cache ($mode)" "$(echo "$cold * 1000 / 30" | bc -l)"
+    measure "4 parallel stages of sleep 2 ($mode)" "$RBUILD" --root "$root" --no-cache --progress=plain --build-context "$context" "$work/parallel"
+done

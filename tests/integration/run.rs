@@ -1,0 +1,653 @@
+//! RUN steps in real containers, as root and as an unprivileged user (`rbuild-test`, with
+//! subordinate ids, through `runuser`): the forms of RUN, the process environment, USER,
+//! WORKDIR, the hostname, the diff (ownership, whiteouts, opaque directories, no mount-point
+//! stubs), `--mount`, `--network`, failures, Ctrl-C, parallel stages, the cache, and a real
+//! Debian `apt-get install` loaded into podman.
+//!
+//! Every busybox test runs its body once per [`Mode`] with [`both`] and asserts the same results.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::images::{BUSYBOX_TAG, busybox_layout, context_arg, debian_context};
+use crate::support::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// rbuild run by root (this test process).
+    Root,
+    /// rbuild run by `rbuild-test` through `runuser`, with its own subordinate ids.
+    Rootless,
+}
+
+/// One project and the mode its builds run in. In rootless mode the whole project dir (context,
+/// state root, outputs, and a copy of the busybox layout) belongs to the test user.
+struct Case {
+    project: Project,
+    mode: Mode,
+    busybox: String,
+}
+
+impl Case {
+    fn new(mode: Mode) -> Case {
+        let project = Project::new();
+        let busybox = match mode {
+            Mode::Root => context_arg("busybox", &busybox_layout(), BUSYBOX_TAG),
+            Mode::Rootless => {
+                let layout = project.out("busybox-layout");
+                tool("cp", &["-a", busybox_layout().to_str().unwrap(), layout.to_str().unwrap()]);
+                give_to_test_user(&project);
+                context_arg("busybox", &layout, BUSYBOX_TAG)
+            }
+        };
+        Case { project, mode, busybox }
+    }
+
+    fn dockerfile(&self, content: &str) -> &Case {
+        self.project.dockerfile(content);
+        self
+    }
+
+    fn write(&self, relative: &str, content: &str) -> &Case {
+        self.project.write(relative, content);
+        self
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.project.out(name)
+    }
+
+    /// `rbuild build --root ROOT --progress=plain --build-context busybox=... ARGS ctx`, as this
+    /// case's user.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut full = vec!["--build-context", self.busybox.as_str()];
+        full.extend_from_slice(args);
+        let command = self.project.build_command(&full);
+        match self.mode {
+            Mode::Root => command,
+            Mode::Rootless => as_test_user(&command),
+        }
+    }
+
+    fn build(&self, args: &[&str]) -> Run {
+        let mut run = run_command(self.command(args), None);
+        run.what = format!("[{:?}] {}", self.mode, run.what);
+        run
+    }
+
+    /// Builds to `type=oci,dest=NAME` and `type=local,dest=DIR` at once; returns both.
+    #[track_caller]
+    fn build_both(&self, name: &str, dir: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+        let archive = self.out(name);
+        let local = self.out(dir);
+        let oci = format!("type=oci,dest={}", archive.display());
+        let local_spec = format!("type=local,dest={}", local.display());
+        let mut full = vec!["-o", oci.as_str(), "-o", local_spec.as_str()];
+        full.extend_from_slice(args);
+        self.build(&full).ok();
+        assert!(archive.is_file(), "[{:?}] no archive at {}", self.mode, archive.display());
+        assert!(local.is_dir(), "[{:?}] no directory at {}", self.mode, local.display());
+        (archive, local)
+    }
+
+    #[track_caller]
+    fn build_local(&self, dir: &str, args: &[&str]) -> PathBuf {
+        let local = self.out(dir);
+        let spec = format!("type=local,dest={}", local.display());
+        let mut full = vec!["-o", spec.as_str()];
+        full.extend_from_slice(args);
+        self.build(&full).ok();
+        assert!(local.is_dir(), "[{:?}] no directory at {}", self.mode, local.display());
+        local
+    }
+}
+
+/// Runs `test` as root, then rootless, each in a fresh project.
+fn both(test: impl Fn(&Case)) {
+    for mode in [Mode::Root, Mode::Rootless] {
+        eprintln!("=== mode {mode:?}");
+        let case = Case::new(mode);
+        test(&case);
+    }
+}
+
+/// The content of `dir/relative`.
+#[track_caller]
+fn file(dir: &Path, relative: &str) -> String {
+    read(&dir.join(relative))
+}
+
+/// The number of layers of the busybox image.
+fn busybox_layer_count() -> usize {
+    let layout = busybox_layout();
+    let index = json(&read(&layout.join("index.json")));
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+    let manifest = json(&read(&layout.join("blobs/sha256").join(digest)));
+    manifest["layers"].as_array().unwrap().len()
+}
+
+/// The paths of a `tar -tv` listing (6th field on; symlinks keep ` -> target`).
+fn listing_paths(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            // mode owner size date time path; the size is right-aligned, so skip fields loosely.
+            let mut rest = line;
+            for _ in 0..5 {
+                rest = rest.trim_start();
+                let end = rest.find(char::is_whitespace)?;
+                rest = &rest[end..];
+            }
+            Some(rest.trim_start().trim_start_matches("./").to_string())
+        })
+        .collect()
+}
+
+/// Asserts BuildKit's snippet: `Dockerfile:N`, a dashed rule, the numbered lines with `>>>` on
+/// line `line`, and the rule again.
+#[track_caller]
+fn assert_snippet(stderr: &str, line: usize, text: &str) {
+    let header = format!("Dockerfile:{line}\n--------------------\n");
+    let start = stderr.find(&header).unwrap_or_else(|| panic!("no {header:?} in stderr:\n{stderr}"));
+    let snippet = &stderr[start + header.len()..];
+    let end = snippet.find("--------------------\n").unwrap_or_else(|| panic!("snippet not closed:\n{stderr}"));
+    let body = &snippet[..end];
+    let marked = format!("{line:>4} | >>> {text}\n");
+    assert!(body.contains(&marked), "no {marked:?} in snippet:\n{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Forms, environment, USER, WORKDIR, hostname
+// ---------------------------------------------------------------------------------------------
+
+const FORMS: &str = r#"FROM busybox
+ARG A=from-arg
+ARG B
+ENV E=from-env
+RUN echo "shell $0" > /shell-form
+RUN ["/bin/sh", "-c", "echo \"$0 $1\" > /exec-form", "zero", "one"]
+RUN ["touch", "/exec-path"]
+RUN echo "flags:$-" > /flags-default
+SHELL ["/bin/sh", "-ec"]
+RUN echo "$0 flags:$-" > /flags-shell
+RUN <<EOF
+echo line1 > /heredoc
+echo "line2 $E" >> /heredoc
+EOF
+RUN env > /env
+USER app
+RUN id > /home/app/id-name
+USER 1000
+RUN id > /home/app/id-uid
+USER 1000:50
+RUN id > /home/app/id-uid-gid
+USER root
+WORKDIR /new/work/dir
+RUN pwd > /pwd && touch here && ls -ld /new/work/dir | cut -c1-10 > /workdir-mode
+RUN hostname > /hostname
+RUN cat /proc/self/uid_map > /uid_map && cat /proc/self/gid_map > /gid_map
+"#;
+
+#[test]
+fn run_forms_environment_user_workdir_hostname() {
+    both(|case| {
+        case.dockerfile(FORMS);
+        let (archive, out) = case.build_both("img.tar", "out", &["--build-arg", "B=from-cli"]);
+
+        // Shell form through the default `/bin/sh -c`.
+        assert_eq!(file(&out, "shell-form"), "shell /bin/sh\n");
+        // Exec form: argv as written, no shell in between; PATH lookup of the program.
+        assert_eq!(file(&out, "exec-form"), "zero one\n");
+        assert!(out.join("exec-path").is_file());
+        // SHELL ["/bin/sh", "-ec"]: the shell runs with -e.
+        let default_flags = file(&out, "flags-default");
+        assert!(default_flags.starts_with("flags:") && !default_flags.contains('e'), "{default_flags:?}");
+        let shell_flags = file(&out, "flags-shell");
+        assert!(shell_flags.starts_with("/bin/sh flags:") && shell_flags.trim_end().rsplit(':').next().unwrap().contains('e'), "{shell_flags:?}");
+        // Heredoc: the body is the script.
+        assert_eq!(file(&out, "heredoc"), "line1\nline2 from-env\n");
+
+        // ENV and ARG (declared with a default, and from --build-arg) in the process environment.
+        let env = file(&out, "env");
+        let lines: Vec<&str> = env.lines().collect();
+        for wanted in ["A=from-arg", "B=from-cli", "E=from-env", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] {
+            assert!(lines.contains(&wanted), "no {wanted} in the RUN environment:\n{env}");
+        }
+        for line in &lines {
+            assert!(!line.starts_with("CARGO") && !line.starts_with("RUST") && !line.starts_with("SUDO"), "host variable {line} leaked:\n{env}");
+        }
+        // ...but build args are not in the image config.
+        let config = skopeo_config(&archive);
+        let image_env: Vec<String> =
+            config["config"]["Env"].as_array().unwrap().iter().map(|value| value.as_str().unwrap().to_string()).collect();
+        assert!(image_env.contains(&"E=from-env".to_string()), "{image_env:?}");
+        assert!(!image_env.iter().any(|entry| entry.starts_with("A=") || entry.starts_with("B=")), "build args in Env: {image_env:?}");
+
+        // USER by name and by uid: the primary group from /etc/passwd, the supplementary groups
+        // from /etc/group (app is a member of staff), as BuildKit (runc's GetExecUser) does. With
+        // an explicit group there are no supplementary groups (busybox `id` then prints none).
+        assert_eq!(file(&out, "home/app/id-name"), "uid=1000(app) gid=1000(app) groups=50(staff)\n");
+        assert_eq!(file(&out, "home/app/id-uid"), "uid=1000(app) gid=1000(app) groups=50(staff)\n");
+        assert_eq!(file(&out, "home/app/id-uid-gid"), "uid=1000(app) gid=50(staff)\n");
+
+        // WORKDIR created when missing, and the cwd.
+        assert_eq!(file(&out, "pwd"), "/new/work/dir\n");
+        assert!(out.join("new/work/dir/here").is_file());
+        assert_eq!(file(&out, "workdir-mode"), "drwxr-xr-x\n");
+
+        // BuildKit's hostname.
+        assert_eq!(file(&out, "hostname"), "buildkitsandbox\n");
+
+        // Rootless for real: the caller is container root, its subordinate ids above it.
+        let maps = |name: &str| -> Vec<Vec<String>> {
+            file(&out, name).lines().map(|line| line.split_whitespace().map(str::to_string).collect()).collect()
+        };
+        let (uid_map, gid_map) = (maps("uid_map"), maps("gid_map"));
+        match case.mode {
+            Mode::Root => {
+                assert_eq!(uid_map, vec![vec!["0", "0", "4294967295"]]);
+                assert_eq!(gid_map, vec![vec!["0", "0", "4294967295"]]);
+            }
+            Mode::Rootless => {
+                let (uid, gid) = ensure_test_user();
+                let start = TEST_SUBID_START.to_string();
+                let count = TEST_SUBID_COUNT.to_string();
+                assert_eq!(uid_map, vec![vec!["0".to_string(), uid.to_string(), "1".into()], vec!["1".into(), start.clone(), count.clone()]]);
+                assert_eq!(gid_map, vec![vec!["0".to_string(), gid.to_string(), "1".into()], vec!["1".into(), start, count]]);
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Ownership and the diff
+// ---------------------------------------------------------------------------------------------
+
+const DIFF: &str = "FROM busybox
+RUN mkdir -p /d && touch /d/a /d/b && echo x > /gone && mkdir /keep && echo k > /keep/k
+RUN rm /gone
+RUN rm -rf /d && mkdir /d && touch /d/c
+RUN true
+RUN touch /f && chown 1000:50 /f
+";
+
+#[test]
+fn run_diff_ownership_whiteouts_opaque_and_no_stubs() {
+    let base = busybox_layer_count();
+    both(|case| {
+        case.dockerfile(DIFF);
+        let (archive, out) = case.build_both("img.tar", "out", &[]);
+        let listings = layer_listings(&archive);
+        assert_eq!(listings.len(), base + 5, "one layer per RUN on top of busybox's {base}");
+        let runs = &listings[base..];
+
+        // chown inside the container → container-side owner in the layer, rootless too.
+        let last = runs.last().unwrap();
+        let (mode, owner) = listing_fields(listing_line(last, "f"));
+        assert_eq!((mode.as_str(), owner.as_str()), ("-rw-r--r--", "1000/50"), "{last}");
+        // The first RUN's files are root's.
+        assert_eq!(listing_fields(listing_line(&runs[0], "keep/k")).1, "0/0", "{}", runs[0]);
+
+        // Deleted in a later RUN: a whiteout in that layer, absent from the filesystem.
+        let deleted = listing_paths(&runs[1]);
+        assert!(deleted.contains(&".wh.gone".to_string()), "no whiteout for /gone in:\n{}", runs[1]);
+        assert!(!out.join("gone").exists(), "/gone was deleted yet is in -o type=local");
+        assert!(out.join("keep/k").is_file());
+
+        // Removed and recreated directory: an opaque marker, only the new content.
+        let recreated = listing_paths(&runs[2]);
+        assert!(recreated.contains(&"d/.wh..wh..opq".to_string()), "no opaque marker for /d in:\n{}", runs[2]);
+        assert!(recreated.contains(&"d/c".to_string()), "{}", runs[2]);
+        assert_eq!(tree(&out.join("d")), vec!["c"]);
+
+        // No mount-point stubs in any RUN layer; a RUN that changes nothing gives an empty layer.
+        for (index, listing) in runs.iter().enumerate() {
+            for path in listing_paths(listing) {
+                let stub = ["proc", "dev", "sys"].iter().any(|stub| path == format!("{stub}/") || path.starts_with(&format!("{stub}/")))
+                    || path == "etc/hosts"
+                    || path == "etc/resolv.conf";
+                assert!(!stub, "mount-point stub {path} in RUN layer {index}:\n{listing}");
+            }
+        }
+        assert_eq!(listing_paths(&runs[3]), Vec::<String>::new(), "`RUN true` changed nothing, yet its layer has:\n{}", runs[3]);
+        for stub in ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf"] {
+            assert!(!out.join(stub).exists(), "stub {stub} in -o type=local");
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Mounts
+// ---------------------------------------------------------------------------------------------
+
+const BIND: &str = "FROM busybox AS stagename
+RUN mkdir /x && echo from-stage > /x/s
+
+FROM busybox
+RUN --mount=type=bind,target=/src cat /src/a.txt /src/sub/b.txt > /bind-read
+RUN --mount=type=bind,target=/src sh -c 'if touch /src/new 2>/dev/null; then echo writable; else echo read-only; fi' > /bind-ro
+RUN --mount=type=bind,from=stagename,source=/x,target=/m cat /m/s > /from-stage
+RUN --mount=type=bind,target=/src,rw sh -c 'echo changed > /src/a.txt && cat /src/a.txt' > /bind-rw
+RUN --mount=type=bind,target=/src cat /src/a.txt > /bind-after
+";
+
+#[test]
+fn run_bind_mounts() {
+    both(|case| {
+        case.write("a.txt", "context a\n").write("sub/b.txt", "context b\n").dockerfile(BIND);
+        let (archive, out) = case.build_both("img.tar", "out", &[]);
+        assert_eq!(file(&out, "bind-read"), "context a\ncontext b\n");
+        assert_eq!(file(&out, "bind-ro"), "read-only\n");
+        assert_eq!(file(&out, "from-stage"), "from-stage\n");
+        assert_eq!(file(&out, "bind-rw"), "changed\n");
+        // rw: writes are thrown away, in the next step and on the host.
+        assert_eq!(file(&out, "bind-after"), "context a\n");
+        assert_eq!(read(&case.project.ctx().join("a.txt")), "context a\n");
+        // The mount points are not in the image.
+        for absent in ["src", "m", "x"] {
+            assert!(!out.join(absent).exists(), "/{absent} in the image");
+        }
+        for listing in layer_listings(&archive) {
+            for path in listing_paths(&listing) {
+                assert!(!path.starts_with("src") && !path.starts_with("m/") && path != "m", "mount {path} in a layer:\n{listing}");
+            }
+        }
+    });
+}
+
+const CACHE_MOUNT: &str = "FROM busybox
+RUN --mount=type=cache,target=/cache sh -c 'echo run >> /cache/log; wc -l < /cache/log > /count'
+RUN --mount=type=cache,target=/locked,sharing=locked sh -c 'echo x > /locked/y && cat /locked/y > /locked-seen'
+RUN --mount=type=cache,target=/owned,uid=1000,gid=50,mode=0750 stat -c '%u %g %a' /owned > /owned-stat
+";
+
+#[test]
+fn run_cache_mounts_survive_builds() {
+    both(|case| {
+        case.dockerfile(CACHE_MOUNT);
+        let first = case.build_local("first", &[]);
+        assert_eq!(file(&first, "count").trim(), "1");
+        assert_eq!(file(&first, "locked-seen"), "x\n");
+        assert_eq!(file(&first, "owned-stat"), "1000 50 750\n");
+        // The cache's content is not in the image.
+        assert!(!first.join("cache/log").exists(), "cache mount content in the image");
+        assert!(!first.join("locked/y").exists(), "cache mount content in the image");
+
+        let second = case.build_local("second", &["--no-cache"]);
+        assert_eq!(file(&second, "count").trim(), "2", "the --no-cache rebuild sees the first build's cache");
+        assert_eq!(file(&second, "owned-stat"), "1000 50 750\n");
+    });
+}
+
+const TMPFS: &str = "FROM busybox
+RUN --mount=type=tmpfs,target=/t sh -c 'echo x > /t/file && cat /t/file > /tmpfs-seen && grep \" /t \" /proc/mounts | cut -d\" \" -f3 > /tmpfs-type'
+";
+
+#[test]
+fn run_tmpfs_mount_leaves_nothing() {
+    both(|case| {
+        case.dockerfile(TMPFS);
+        let (archive, out) = case.build_both("img.tar", "out", &[]);
+        assert_eq!(file(&out, "tmpfs-seen"), "x\n");
+        assert_eq!(file(&out, "tmpfs-type"), "tmpfs\n");
+        assert!(!out.join("t/file").exists(), "a tmpfs file in the image");
+        let listings = layer_listings(&archive);
+        let last = listings.last().unwrap();
+        assert!(!listing_paths(last).iter().any(|path| path.starts_with("t/")), "tmpfs content in the layer:\n{last}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Network
+// ---------------------------------------------------------------------------------------------
+
+/// The interface names of a `/proc/net/dev`.
+fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    proc_net_dev.lines().skip(2).filter_map(|line| line.split(':').next()).map(|name| name.trim().to_string()).collect()
+}
+
+#[test]
+fn run_network_none() {
+    both(|case| {
+        case.dockerfile(
+            "FROM busybox\nRUN --network=none cat /proc/net/dev > /none\nRUN cat /proc/net/dev > /default\nRUN --network=host cat /proc/net/dev > /host\n",
+        );
+        let host_before = interfaces(&read(Path::new("/proc/net/dev")));
+        let out = case.build_local("out", &[]);
+        assert_eq!(interfaces(&file(&out, "none")), vec!["lo"]);
+        // Default: the host's network, as rootless BuildKit. Other tests (podman) add and remove
+        // interfaces meanwhile, so compare with the interfaces the host had before and after.
+        let after = interfaces(&read(Path::new("/proc/net/dev")));
+        let stable: Vec<&String> = host_before.iter().filter(|name| after.contains(name)).collect();
+        assert!(stable.len() > 1, "this host has only lo; the default network cannot be told apart");
+        for name in ["default", "host"] {
+            let seen = interfaces(&file(&out, name));
+            for interface in &stable {
+                assert!(seen.contains(interface), "[{:?}] RUN ({name} network) lacks the host's {interface}: {seen:?}", case.mode);
+            }
+            for interface in &seen {
+                assert!(host_before.contains(interface) || after.contains(interface), "[{:?}] {interface} is not the host's", case.mode);
+            }
+        }
+
+        // --network=none on the command line: the default for RUN.
+        let case_cli = Case::new(case.mode);
+        case_cli.dockerfile("FROM busybox\nRUN cat /proc/net/dev > /default\n");
+        let out = case_cli.build_local("out", &["--network=none"]);
+        assert_eq!(interfaces(&file(&out, "default")), vec!["lo"]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Failure and cancel
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn run_failure_shows_snippet_and_exit_code() {
+    both(|case| {
+        case.dockerfile("FROM busybox\nRUN echo before-failing && exit 3\nRUN echo never > /never\n");
+        let out = case.out("out");
+        let run = case.build(&["-o", &format!("type=local,dest={}", out.display())]).fails(1);
+        assert_snippet(&run.stderr, 2, "RUN echo before-failing && exit 3");
+        run.stderr_has("process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3");
+        run.stderr_has("before-failing");
+        assert_eq!(run.step("RUN echo before-failing"), "ERROR");
+        assert!(run.stderr.lines().any(|line| line.starts_with("ERROR: failed to solve: ")), "{}", run.stderr);
+        assert!(!run.stderr.contains("#4 [3/3] RUN echo never"), "the step after the failure ran:\n{}", run.stderr);
+        assert!(!out.exists(), "a failed build wrote its output");
+    });
+}
+
+fn pgrep(pattern: &str) -> Vec<String> {
+    let mut command = Command::new("pgrep");
+    command.args(["-a", "-f", pattern]);
+    let run = run_command(command, None);
+    assert!(run.code == 0 || run.code == 1, "pgrep failed: {}", run.stderr);
+    run.stdout_text().lines().map(str::to_string).collect()
+}
+
+/// The pids of the children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().map(|pid| pid.parse().unwrap()).collect()
+}
+
+#[test]
+fn run_interrupt_cancels_the_container() {
+    require_tool("pgrep");
+    both(|case| {
+        // A duration no other test uses, so pgrep sees only this container.
+        let marker = match case.mode {
+            Mode::Root => "sleep 37",
+            Mode::Rootless => "sleep 38",
+        };
+        case.dockerfile(&format!("FROM busybox\nRUN {marker}\n"));
+        let output = case.out("img.tar");
+        let mut child = case
+            .command(&["-o", &format!("type=oci,dest={}", output.display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines() {
+                text.push_str(&line.unwrap());
+                text.push('\n');
+            }
+            text
+        });
+        // Wait for the container's process.
+        let started = Instant::now();
+        while pgrep(marker).is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(30), "`{marker}` never started");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SIGINT to the rbuild process itself (under runuser when rootless).
+        let target = match case.mode {
+            Mode::Root => child.id(),
+            Mode::Rootless => {
+                let kids = children(child.id());
+                assert_eq!(kids.len(), 1, "runuser should have one child (rbuild), has {kids:?}");
+                kids[0]
+            }
+        };
+        let signaled = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(target as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if signaled.elapsed() > Duration::from_secs(10) {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("[{:?}] rbuild still running 10 s after SIGINT", case.mode);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let elapsed = signaled.elapsed();
+        let stderr = reader.join().unwrap();
+        assert_eq!(status.code(), Some(130), "[{:?}] exit status after SIGINT\n{stderr}", case.mode);
+        assert!(elapsed < Duration::from_secs(5), "[{:?}] took {elapsed:?} to stop", case.mode);
+        let left = pgrep(marker);
+        assert!(left.is_empty(), "[{:?}] processes left after the cancel: {left:?}", case.mode);
+        let dir = case.project.dir().to_string_lossy().into_owned();
+        let mounts: Vec<String> = read(Path::new("/proc/self/mountinfo")).lines().filter(|line| line.contains(&dir)).map(str::to_string).collect();
+        assert!(mounts.is_empty(), "[{:?}] mounts left under the project: {mounts:?}", case.mode);
+        let tmp = case.project.root().join("tmp");
+        let leftovers: Vec<_> = fs::read_dir(&tmp).unwrap_or_else(|error| panic!("{}: {error}", tmp.display())).map(|entry| entry.unwrap().path()).collect();
+        assert!(leftovers.is_empty(), "[{:?}] tmp/ keeps {leftovers:?}", case.mode);
+        assert!(!output.exists(), "a canceled build wrote {}", output.display());
+
+        // The state root the cancel left is usable.
+        case.dockerfile("FROM busybox\nRUN echo after-cancel > /after\n");
+        let out = case.build_local("out", &[]);
+        assert_eq!(file(&out, "after"), "after-cancel\n");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Parallel stages, 7. cache
+// ---------------------------------------------------------------------------------------------
+
+const PARALLEL: &str = "FROM busybox AS a
+RUN sleep 2 && echo a > /a
+FROM busybox AS b
+RUN sleep 2 && echo b > /b
+FROM busybox AS c
+RUN sleep 2 && echo c > /c
+FROM busybox AS d
+RUN sleep 2 && echo d > /d
+FROM busybox
+COPY --from=a /a /a
+COPY --from=b /b /b
+COPY --from=c /c /c
+COPY --from=d /d /d
+";
+
+#[test]
+fn run_independent_stages_in_parallel() {
+    both(|case| {
+        case.dockerfile(PARALLEL);
+        let started = Instant::now();
+        let out = case.build_local("out", &[]);
+        let elapsed = started.elapsed();
+        for name in ["a", "b", "c", "d"] {
+            assert_eq!(file(&out, name), format!("{name}\n"));
+        }
+        assert!(elapsed < Duration::from_secs(6), "[{:?}] four parallel `sleep 2` stages took {elapsed:?}", case.mode);
+    });
+}
+
+#[test]
+fn run_rebuild_is_cached_and_identical() {
+    both(|case| {
+        case.write("a.txt", "a\n")
+            .dockerfile("FROM busybox\nRUN echo one > /one\nRUN --mount=type=bind,target=/src cp /src/a.txt /a\nRUN date +%s%N > /stamp\n");
+        let first = case.out("first.tar");
+        let second = case.out("second.tar");
+        let run = case.build(&["-o", &format!("type=oci,dest={}", first.display())]).ok();
+        for step in ["RUN echo one", "RUN --mount", "RUN date"] {
+            assert_eq!(run.step(step), "DONE", "{}", run.stderr);
+        }
+        let run = case.build(&["-o", &format!("type=oci,dest={}", second.display())]).ok();
+        for step in ["RUN echo one", "RUN --mount", "RUN date"] {
+            assert_eq!(run.step(step), "CACHED", "[{:?}] second build\n{}", case.mode, run.stderr);
+        }
+        let digest = |archive: &Path| skopeo_inspect(archive)["Digest"].as_str().unwrap().to_string();
+        assert_eq!(digest(&first), digest(&second));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Debian: apt-get install, loaded and run by podman
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn run_debian_apt_get_install_hello_runs_in_podman() {
+    let context = debian_context();
+    let project = Project::new();
+    project.dockerfile("FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends hello\n");
+    let archive = project.out("x.tar");
+    project
+        .build(&["--build-context", &context, "-o", &format!("type=docker,dest={}", archive.display()), "-t", "hello-test"])
+        .ok();
+    let podman = Podman::new(project.dir());
+    podman.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    // This machine is not podman-friendly: its cgroups are hybrid with a controller in the cgroup2
+    // hierarchy (crun refuses: "cgroups in hybrid mode not supported"), so podman runs in a
+    // private mount namespace without /sys/fs/cgroup/unified; and its hard RLIMIT_NOFILE is below
+    // podman's default, which crun may not raise, so the limits are set explicitly.
+    require_tool("unshare");
+    let mut command = Command::new("unshare");
+    command.args([
+        "-m",
+        "sh",
+        "-c",
+        "if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi; exec podman \"$@\"",
+        "sh",
+        "--root",
+        podman.root.to_str().unwrap(),
+        "--runroot",
+        podman.runroot.to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--network",
+        "none",
+        "hello-test",
+        "hello",
+    ]);
+    let run = run_command(command, None).ok();
+    assert_eq!(run.stdout_text(), "Hello, world!\n");
+}
