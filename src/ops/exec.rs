@@ -49,6 +49,24 @@ pub enum ExecError {
     MissingSsh(String),
 }
 
+/// `/etc/hosts` (generated) and `/etc/resolv.conf` (the host's) for a step without network.
+fn network_files(hostname: &str, prepared: &mut Prepared) -> io::Result<()> {
+    let directory = memory_directory("rbuild-hosts-")?;
+    let hosts = directory.path().join("hosts");
+    let text = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    write_private(&hosts, text.as_bytes(), 0o644, 0, 0)?;
+    prepared.mounts.push(sandbox::Mount { target: "/etc/hosts".into(), kind: MountKind::Bind { source: hosts, readonly: true } });
+    let resolv = Path::new("/etc/resolv.conf");
+    if resolv.exists() {
+        prepared.mounts.push(sandbox::Mount {
+            target: "/etc/resolv.conf".into(),
+            kind: MountKind::Bind { source: resolv.to_path_buf(), readonly: true },
+        });
+    }
+    prepared._temporary.push(directory);
+    Ok(())
+}
+
 /// Writes a secret file with its mode and owner, readable by nobody else on the host.
 fn write_private(path: &Path, value: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
     use std::io::Write;
@@ -161,7 +179,12 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
             (None, Some(rootfs))
         }
     };
-    let prepared = prepare_mounts(op, inputs, environment)?;
+    let mut prepared = prepare_mounts(op, inputs, environment)?;
+    if op.network == NetworkMode::None {
+        // A fresh network namespace still has names, as in BuildKit: its own /etc/hosts with
+        // localhost and the hostname, and the host's resolver configuration.
+        network_files(&op.hostname, &mut prepared).map_err(|source| ExecError::Mount { target: "/etc/hosts".into(), source })?;
+    }
     let mut env = op.env.clone();
     env.extend(op.proxy_env.iter().cloned());
     for variable in &prepared.env {
