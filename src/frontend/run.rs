@@ -97,7 +97,8 @@ pub(super) fn lower_run(
     let mut mounts: Vec<ExecMount> = script_mount.into_iter().collect();
     for text in &run.mounts {
         let text = state.scope.expand(&lowering.lexer, text).map_err(|error| DockerfileError::at(error.message, span))?;
-        mounts.push(parse_mount(lowering, state, &text, &mut inputs, span)?);
+        let ssh_index = mounts.iter().filter(|mount| matches!(mount.kind, ExecMountKind::Ssh { .. })).count();
+        mounts.push(parse_mount(lowering, state, &text, &mut inputs, ssh_index, span)?);
     }
 
     let op = ExecOp {
@@ -128,6 +129,7 @@ fn parse_mount(
     state: &StageState,
     text: &str,
     inputs: &mut Vec<VertexId>,
+    ssh_index: usize,
     span: Span,
 ) -> Result<ExecMount, DockerfileError> {
     let invalid = |message: String| DockerfileError::at(format!("invalid mount `{text}`: {message}"), span);
@@ -141,7 +143,7 @@ fn parse_mount(
     // Secrets and ssh sockets have default targets, as in BuildKit.
     let default_target = match kind.as_str() {
         "secret" => get(&["id"]).map(|id| format!("/run/secrets/{id}")),
-        "ssh" => Some(format!("/run/buildkit/ssh_agent.{}", inputs.len() - 1)),
+        "ssh" => Some(format!("/run/buildkit/ssh_agent.{ssh_index}")),
         _ => None,
     };
     let target = get(&["target", "dst", "destination"])

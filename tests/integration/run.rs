@@ -651,3 +651,88 @@ fn run_debian_apt_get_install_hello_runs_in_podman() {
     let run = run_command(command, None).ok();
     assert_eq!(run.stdout_text(), "Hello, world!\n");
 }
+
+const SECRETS: &str = "FROM busybox
+RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /file-length && stat -c '%a %u' /run/secrets/token > /file-stat
+RUN --mount=type=secret,id=token,env=TOKEN,required=true sh -c 'echo ${#TOKEN} > /env-length'
+RUN --mount=type=secret,id=token,target=/s,mode=0440,uid=1000 stat -c '%a %u' /s > /custom-stat
+RUN --mount=type=secret,id=absent echo optional > /optional
+";
+
+/// Every file under `dir` whose bytes contain `needle` (reading through permission bits).
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if entry.file_type().is_file()
+            && let Ok(bytes) = fs::read(entry.path())
+            && bytes.windows(needle.len()).any(|window| window == needle)
+        {
+            found.push(entry.path().display().to_string());
+        }
+    }
+    found
+}
+
+/// Secrets reach RUN as files and variables and nowhere else: not in the image (layers, config,
+/// history), not in the state root, not in the progress output.
+#[test]
+fn run_secrets_never_leave_the_step() {
+    both(|case| {
+        let value = format!("s3cr3t-{}", std::process::id());
+        case.dockerfile(SECRETS).write("../token.txt", &value);
+        if case.mode == Mode::Rootless {
+            give_to_test_user(&case.project);
+        }
+        let token_file = case.project.dir().join("token.txt");
+        let secret = format!("id=token,src={}", token_file.display());
+        let archive = case.out("image.tar");
+        let local = case.out("local");
+        let oci = format!("type=oci,dest={}", archive.display());
+        let local_spec = format!("type=local,dest={}", local.display());
+        let run = case.build(&["--secret", &secret, "-o", &oci, "-o", &local_spec]).ok();
+        assert_eq!(file(&local, "file-length").trim(), value.len().to_string());
+        assert_eq!(file(&local, "file-stat"), "400 0\n");
+        assert_eq!(file(&local, "env-length").trim(), value.len().to_string());
+        assert_eq!(file(&local, "custom-stat"), "440 1000\n");
+        assert_eq!(file(&local, "optional"), "optional\n");
+        assert!(!local.join("run").exists(), "the secret's mount point stayed in the image");
+        assert!(!run.stderr.contains(&value), "the secret is in the progress output");
+        let unpacked = case.out("unpacked");
+        fs::create_dir_all(&unpacked).unwrap();
+        tool("tar", &["-xf", archive.to_str().unwrap(), "-C", unpacked.to_str().unwrap()]);
+        for blob in fs::read_dir(unpacked.join("blobs/sha256")).unwrap() {
+            let path = blob.unwrap().path();
+            let listing = Command::new("tar").args(["-xzOf", path.to_str().unwrap()]).output().unwrap();
+            let bytes = if listing.status.success() { listing.stdout } else { fs::read(&path).unwrap() };
+            assert!(!bytes.windows(value.len()).any(|w| w == value.as_bytes()), "the secret is in blob {}", path.display());
+        }
+        let in_root = files_containing(&case.project.root(), value.as_bytes());
+        assert!(in_root.is_empty(), "the secret is in the state root: {in_root:?}");
+
+        // A required secret that is not given fails the build with its id.
+        case.dockerfile("FROM busybox\nRUN --mount=type=secret,id=missing,required=true true\n");
+        let failed = case.build(&[]).fails(1);
+        failed.stderr_has("secret missing: not found");
+    });
+}
+
+/// `--ssh ID=KEYFILE`: rbuild's own agent answers inside the step; `--ssh default` forwards
+/// `$SSH_AUTH_SOCK`.
+#[test]
+fn run_ssh_mounts_serve_an_agent() {
+    require_tool("ssh-keygen");
+    both(|case| {
+        let key = case.project.dir().join("id_test");
+        tool("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-test-key", "-f", key.to_str().unwrap()]);
+        if case.mode == Mode::Rootless {
+            give_to_test_user(&case.project);
+        }
+        case.dockerfile(
+            "FROM busybox\nRUN --mount=type=ssh,id=deploy sh -c 'test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock'\n",
+        );
+        let spec = format!("deploy={}", key.display());
+        let local = case.build_local("local", &["--ssh", &spec]);
+        assert_eq!(file(&local, "sock"), "/run/buildkit/ssh_agent.0\n");
+        assert!(!local.join("run").exists(), "the agent's mount point stayed in the image");
+    });
+}
