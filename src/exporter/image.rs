@@ -121,7 +121,7 @@ fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &Atomic
     let (summary, writer) = match encoding.compression {
         Compression::Gzip => {
             let level = encoding.level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
-            let mut encoder = flate2::GzBuilder::new().mtime(0).write(writer, flate2::Compression::new(level));
+            let mut encoder = super::parallel_gzip::ParallelGzip::new(writer, level);
             let summary = write_layer_tar(&layer.path, &mut encoder, &options).map_err(layer_error)?;
             (summary, encoder.finish().map_err(compress_error)?)
         }

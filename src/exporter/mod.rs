@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod image;
 pub mod output;
+mod parallel_gzip;
 pub mod reference;
 
 use std::collections::BTreeMap;
