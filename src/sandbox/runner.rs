@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -134,16 +133,7 @@ fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxE
         });
     }
 
-    unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|error| SandboxError::syscall("create the step's mount namespace", error))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|error| SandboxError::syscall("make `/` rprivate", error))?;
+    super::userns::private_mount_namespace("create the step's mount namespace")?;
     if step.network == Network::None {
         network::enter_isolated_network()?;
     }

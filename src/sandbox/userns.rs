@@ -39,21 +39,20 @@ const FORWARDED_SIGNALS: [Signal; 7] = [
     Signal::SIGWINCH,
 ];
 
+/// A new mount namespace in which `/` is recursively private, so nothing mounted here
+/// propagates to the host (and dies with the namespace).
+pub(crate) fn private_mount_namespace(what: &str) -> Result<(), SandboxError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|error| SandboxError::syscall(what, error))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|error| SandboxError::syscall("make `/` rprivate", error))
+}
+
 /// See the module docs.
 pub fn enter(args: &[OsString]) -> Result<(), SandboxError> {
     if !Uid::effective().is_root() {
         enter_user_namespace(args)?;
     }
-    unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|error| SandboxError::syscall("create a mount namespace", error))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|error| SandboxError::syscall("make `/` rprivate", error))?;
+    private_mount_namespace("create a mount namespace")?;
     if in_user_namespace() && is_hybrid_cgroup_host() {
         mount(
             Some("/sys/fs/cgroup/unified"),

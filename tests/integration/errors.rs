@@ -5,20 +5,6 @@ use std::fs;
 
 use crate::support::*;
 
-/// Asserts BuildKit's snippet: `Dockerfile:N`, a dashed rule, the numbered lines with `>>>` on
-/// line `line`, and the rule again.
-#[track_caller]
-fn assert_snippet(stderr: &str, line: usize, text: &str) {
-    let header = format!("Dockerfile:{line}\n--------------------\n");
-    let start = stderr.find(&header).unwrap_or_else(|| panic!("no {header:?} in stderr:\n{stderr}"));
-    let snippet = &stderr[start + header.len()..];
-    let end = snippet.find("--------------------\n").unwrap_or_else(|| panic!("snippet not closed:\n{stderr}"));
-    let body = &snippet[..end];
-    let marked = format!("{line:>4} | >>> {text}\n");
-    assert!(body.contains(&marked), "no {marked:?} in snippet:\n{body}");
-    assert_eq!(body.matches(">>>").count(), 1, "one marked line:\n{body}");
-}
-
 #[test]
 fn unknown_instruction_shows_the_snippet_and_a_suggestion() {
     let project = Project::new();
