@@ -13,7 +13,7 @@ if [ -z "${RBUILD:-}" ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-RBUILD="$RBUILD" "$here/testdata/images/make-busybox.sh" "$work/busybox" > /dev/null
+RBUILD="$RBUILD" "$here/testdata/images/make-busybox.sh" "$work/busybox" > /dev/null 2>&1
 context="busybox=oci-layout://$work/busybox:latest"
 
 mkdir -p "$work/steps"
@@ -33,13 +33,15 @@ mkdir -p "$work/parallel"
 } > "$work/parallel/Dockerfile"
 
 seconds() { date +%s.%N; }
-measure() { # label, then the command; prints the wall time
+elapsed=0
+measure() { # label, then the command; prints the wall time and keeps it in $elapsed
     local label=$1; shift
     local start end
     start=$(seconds)
     "$@" > /dev/null 2>&1
     end=$(seconds)
-    printf '%-44s %8.3f s\n' "$label" "$(echo "$end - $start" | bc -l)"
+    elapsed=$(echo "$end - $start" | bc -l)
+    printf '%-44s %8.3f s\n' "$label" "$elapsed"
 }
 
 echo "rbuild: $RBUILD"
@@ -48,7 +50,7 @@ for mode in overlay copy; do
     export RBUILD_SNAPSHOTTER=$mode
     measure "30 RUN steps, cold ($mode)" "$RBUILD" --root "$root" --progress=plain --build-context "$context" "$work/steps"
     measure "30 RUN steps, cached ($mode)" "$RBUILD" --root "$root" --progress=plain --build-context "$context" "$work/steps"
-    cold=$( { /usr/bin/time -f %e "$RBUILD" --root "$root" --no-cache --progress=quiet --build-context "$context" "$work/steps" > /dev/null 2>/dev/null; } 2>&1 | tail -1)
-    printf '%-44s %8.1f ms\n' "  per step, --no-cache ($mode)" "$(echo "$cold * 1000 / 30" | bc -l)"
+    measure "30 RUN steps, --no-cache ($mode)" "$RBUILD" --root "$root" --no-cache --progress=quiet --build-context "$context" "$work/steps"
+    printf '%-44s %8.1f ms\n' "  per step ($mode)" "$(echo "$elapsed * 1000 / 30" | bc -l)"
     measure "4 parallel stages of sleep 2 ($mode)" "$RBUILD" --root "$root" --no-cache --progress=plain --build-context "$context" "$work/parallel"
 done
