@@ -43,6 +43,8 @@ pub enum ImageError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Database(#[from] crate::store::DatabaseError),
+    #[error("canceled")]
+    Canceled,
 }
 
 /// An image chosen from a layout: what the frontend needs to build a stage on it.
@@ -158,46 +160,73 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
     let ImageSource::OciLayout { path, manifest_digest, reference } = source;
     let manifest_bytes = read_blob(path, &manifest_digest.0)?;
     let path_text = path.display().to_string();
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
-        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let invalid = |error: &dyn std::fmt::Display| ImageError::Invalid { path: path_text.clone(), message: error.to_string() };
+    let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|error| invalid(&error))?;
     let config_bytes = read_blob(path, &manifest.config().digest().to_string())?;
-    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
-        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let layers: Vec<BlobDescriptor> = manifest
+        .layers()
+        .iter()
+        .map(|descriptor| BlobDescriptor {
+            digest: descriptor.digest().to_string(),
+            size: descriptor.size(),
+            media_type: descriptor.media_type().to_string(),
+        })
+        .collect();
+    import_layers(environment, reference, &config_bytes, &layers, &mut |digest, out| {
+        let layer_path = blob_path(path, digest);
+        let mut file = File::open(&layer_path)
+            .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        io::copy(&mut file, out).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        Ok(())
+    })
+}
+
+/// A layer blob as a manifest lists it.
+#[derive(Debug, Clone)]
+pub struct BlobDescriptor {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Brings an image's layers into the store, wherever the blobs come from: `fetch` writes a
+/// blob's bytes; they land in the store's blobs (verified against the digest), are unpacked
+/// into a snapshot (verified against the config's diff id) and recorded. A layer whose diff id
+/// the store already has is not fetched at all.
+pub fn import_layers(
+    environment: &Environment,
+    reference: &str,
+    config_bytes: &[u8],
+    descriptors: &[BlobDescriptor],
+    fetch: &mut dyn FnMut(&str, &mut dyn io::Write) -> Result<(), ImageError>,
+) -> Result<Vec<Layer>, ImageError> {
+    let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
+    let config: serde_json::Value = serde_json::from_slice(config_bytes).map_err(|error| invalid(error.to_string()))?;
     let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
         .as_array()
         .map(|ids| ids.iter().filter_map(|id| id.as_str().map(String::from)).collect())
         .unwrap_or_default();
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(ImageError::Invalid {
-            path: path_text,
-            message: format!("{} layers but {} diff ids", manifest.layers().len(), diff_ids.len()),
-        });
+    if diff_ids.len() != descriptors.len() {
+        return Err(invalid(format!("{} layers but {} diff ids", descriptors.len(), diff_ids.len())));
     }
     let store = environment.store;
     let mut layers = Vec::new();
-    for (descriptor, diff_id) in manifest.layers().iter().zip(&diff_ids) {
-        environment.check_canceled().map_err(|_| ImageError::Invalid { path: path_text.clone(), message: "canceled".into() })?;
-        let blob_digest = descriptor.digest().to_string();
+    for (descriptor, diff_id) in descriptors.iter().zip(&diff_ids) {
+        environment.check_canceled().map_err(|_| ImageError::Canceled)?;
+        let blob_digest = descriptor.digest.clone();
         let snapshot = store.snapshot_path(diff_id);
         let known = store.database().layer(diff_id)?;
         if let Some(row) = known.filter(|_| snapshot.is_dir()) {
             layers.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at: row.created_at });
             continue;
         }
-        let layer_path = blob_path(path, &blob_digest);
-        // Copy the blob into the store first (verifying it), then unpack from the store's copy.
-        let mut file = File::open(&layer_path)
-            .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        // The blob goes into the store first (verified), then is unpacked from the store's copy.
         let mut writer = store.blob_writer()?;
-        io::copy(&mut file, &mut writer)
-            .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        fetch(&blob_digest, &mut writer)?;
         let (stored_digest, size) = writer.finish()?;
         if stored_digest != blob_digest {
-            return Err(ImageError::DigestMismatch {
-                path: layer_path.display().to_string(),
-                expected: blob_digest,
-                actual: stored_digest,
-            });
+            let _ = std::fs::remove_file(store.blob_path(&stored_digest));
+            return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: blob_digest, actual: stored_digest });
         }
         let directory = store.temp_dir("layer-")?;
         let blob = File::open(store.blob_path(&stored_digest))
@@ -214,7 +243,7 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
         io::copy(&mut hashing, &mut io::sink()).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
         let actual = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
         if &actual != diff_id {
-            return Err(ImageError::DigestMismatch { path: layer_path.display().to_string(), expected: diff_id.clone(), actual });
+            return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: diff_id.clone(), actual });
         }
         let snapshot = store.commit_snapshot(directory, diff_id)?;
         let now = now();
@@ -232,9 +261,9 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
         database.put_blob(&BlobRow {
             digest: stored_digest,
             diff_id: diff_id.clone(),
-            compression: compression_of(descriptor.media_type()).into(),
+            compression: compression_of(&descriptor.media_type).into(),
             level: -1,
-            media_type: descriptor.media_type().to_string(),
+            media_type: descriptor.media_type.clone(),
             size,
             last_used_at: now,
         })?;
@@ -251,8 +280,8 @@ fn archive_ownership() -> Ownership {
 }
 
 /// The compression a layer media type names.
-pub fn compression_of(media_type: &MediaType) -> &'static str {
-    let text = media_type.to_string();
+pub fn compression_of(media_type: &str) -> &'static str {
+    let text = media_type;
     if text.ends_with("zstd") {
         "zstd"
     } else if text.ends_with("gzip") || text.ends_with(".tar.gzip") || text == "application/vnd.docker.image.rootfs.diff.tar.gzip" {

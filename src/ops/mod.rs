@@ -139,7 +139,11 @@ pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Res
     environment.check_canceled()?;
     match &vertex.op {
         Op::Scratch => Ok(Output::Layers(Arc::from(Vec::new()))),
-        Op::Image(source) => Ok(Output::Layers(image::run(source, environment)?.into())),
+        Op::Image(source) => match image::run(source, environment) {
+            Ok(layers) => Ok(Output::Layers(layers.into())),
+            Err(image::ImageError::Canceled) => Err(OpError::Canceled),
+            Err(error) => Err(error.into()),
+        },
         Op::Context(source) => Ok(Output::Context(Arc::new(context::open(source)?))),
         Op::Exec(exec_op) => Ok(Output::Layers(exec::run(vertex, exec_op, inputs, environment)?.into())),
         Op::Merge => {
