@@ -48,6 +48,14 @@ const MIGRATIONS: &[&str] = &[
         device INTEGER NOT NULL,
         digest TEXT NOT NULL
     );",
+    // Registry tags resolved to manifest digests: a second build needs no network, `--pull`
+    // resolves again. The manifest and config are blobs in the store.
+    "CREATE TABLE image_tag (
+        reference TEXT PRIMARY KEY,
+        manifest_digest TEXT NOT NULL,
+        config_digest TEXT NOT NULL,
+        resolved_at INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +354,29 @@ impl Database {
         Ok(())
     }
 
+    /// The manifest and config digests a registry reference resolved to, and when.
+    pub fn image_tag(&self, reference: &str) -> Result<Option<(String, String, i64)>, DatabaseError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT manifest_digest, config_digest, resolved_at FROM image_tag WHERE reference = ?1",
+                params![reference],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn put_image_tag(&mut self, reference: &str, manifest_digest: &str, config_digest: &str, now: i64) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "INSERT OR REPLACE INTO image_tag (reference, manifest_digest, config_digest, resolved_at) VALUES (?1, ?2, ?3, ?4)",
+                params![reference, manifest_digest, config_digest, now],
+            )
+        })?;
+        Ok(())
+    }
+
     /// Every remembered file hash, by absolute path.
     pub fn all_file_hashes(&self) -> Result<std::collections::HashMap<String, FileHashRow>, DatabaseError> {
         let mut statement = self.connection.prepare(
@@ -461,6 +492,19 @@ mod tests {
         assert_eq!(version as usize, MIGRATIONS.len());
         assert_eq!(database.record("sha256:k").unwrap(), Some(record));
         assert_eq!(database.record("sha256:other").unwrap(), None);
+    }
+
+    #[test]
+    fn image_tags_round_trip() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
+        assert_eq!(database.image_tag("docker.io/library/busybox:latest").unwrap(), None);
+        database.put_image_tag("docker.io/library/busybox:latest", "sha256:m", "sha256:c", 5).unwrap();
+        database.put_image_tag("docker.io/library/busybox:latest", "sha256:m2", "sha256:c2", 6).unwrap();
+        assert_eq!(
+            database.image_tag("docker.io/library/busybox:latest").unwrap(),
+            Some(("sha256:m2".to_string(), "sha256:c2".to_string(), 6))
+        );
     }
 
     #[test]
