@@ -46,10 +46,12 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l metadata-file -d
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s j -l jobs -d 'Steps run at the same time [default: 4 × cores, at least 8]' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l secret -d 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ssh -d 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l config -d 'Registry configuration (buildkitd.toml\'s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Networking mode for RUN steps: default (the host\'s), none, host' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l no-cache -d 'Do not use cache when building the image'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s q -l quiet -d 'Suppress the build output and print image ID on success'
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l pull -d 'Always resolve base images again (a resolved tag is otherwise reused, also offline)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l debug-cache -d 'Say why each step missed the cache (a log line under the step)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l debug -d 'Show debug logs (also RBUILD_LOG=debug)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s h -l help -d 'Print help'

@@ -17,6 +17,7 @@
 //! - [`solver`] schedules the graph: cache keys, lookups, parallel runs, cancellation.
 //! - [`ops`] run one vertex each (base images, context files, file changes).
 //! - [`store`] owns the state directory: blobs, snapshots, the SQLite database, locks, du, prune.
+//! - [`registry`] talks to OCI registries: resolve, pull blobs (mirrors, auth, retries).
 //! - [`sandbox`] runs a RUN step in a rootless container (user namespace, overlay, libcontainer).
 //! - [`snapshot`] reads and writes layers (tar in and out, merged views, flattening).
 //! - [`context`] selects and hashes build context files, with `.dockerignore` rules.
@@ -33,6 +34,7 @@ pub mod frontend;
 pub mod graph;
 pub mod ops;
 pub mod progress;
+pub mod registry;
 pub mod sandbox;
 pub mod snapshot;
 pub mod solver;

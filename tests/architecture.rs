@@ -7,12 +7,14 @@ use std::path::Path;
 
 /// module → the crate modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "sandbox", "snapshot", "solver", "store"]),
+    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "registry", "sandbox", "snapshot", "solver", "store"]),
+    // Registries: self-contained, on its own tokio runtime.
+    ("registry", &[]),
     ("dockerfile", &[]),
     ("graph", &[]),
     ("frontend", &["dockerfile", "graph"]),
-    ("solver", &["context", "graph", "ops", "progress", "sandbox", "store"]),
-    ("ops", &["context", "graph", "sandbox", "snapshot", "store"]),
+    ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
+    ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
     // The exporter reads the image config the frontend made (plain data) and the layers ops made.
     ("exporter", &["frontend", "ops", "progress", "snapshot", "store"]),
     ("snapshot", &["store"]),

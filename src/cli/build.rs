@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub network: NetworkMode,
     pub secrets: Secrets,
     pub ssh: SshSources,
+    pub pull: bool,
+    pub registry_config: Option<PathBuf>,
 }
 
 fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -189,6 +191,8 @@ impl BuildOptions {
             network,
             secrets,
             ssh,
+            pull: args.pull,
+            registry_config: args.config,
         })
     }
 }
@@ -371,7 +375,16 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         labels: options.labels.clone(),
         network: options.network,
     };
-    let plan = lower(&frontend_options, &Resolver).map_err(dockerfile_failure)?;
+    // The registry client is made once; a build that pulls nothing never touches the network.
+    let registry_config = crate::registry::RegistryConfig::load(options.registry_config.as_deref())
+        .context("failed to read the registry configuration")
+        .map_err(plain_failure)?;
+    let credentials = crate::registry::Credentials::load().context("failed to read registry credentials").map_err(plain_failure)?;
+    let registry = crate::registry::Client::new(registry_config, credentials)
+        .context("failed to set up the registry client")
+        .map_err(plain_failure)?;
+    let resolver = Resolver { store: &store, registry: Some(&registry), pull: options.pull };
+    let plan = lower(&frontend_options, &resolver).map_err(dockerfile_failure)?;
     for warning in &plan.warnings {
         sender.send(Event::Warning { message: warning.clone() });
     }
@@ -387,6 +400,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         vertex_offset: 1,
         secrets: &options.secrets,
         ssh: &options.ssh,
+        registry: Some(&registry),
     };
     let solved = solver.solve(&plan.graph, &[plan.target]);
     // Hashes computed so far are worth keeping even when the build failed.

@@ -114,6 +114,12 @@ pub struct BuildArgs {
     /// SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
+    /// Always resolve base images again (a resolved tag is otherwise reused, also offline)
+    #[arg(long)]
+    pub pull: bool,
+    /// Registry configuration (buildkitd.toml's `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Networking mode for RUN steps: default (the host's), none, host
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub network: String,

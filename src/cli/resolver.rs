@@ -5,26 +5,79 @@ use std::path::Path;
 use crate::frontend::{ImageDocument, ImageResolver, Platform, ResolvedImage};
 use crate::ops::image::resolve_oci_layout;
 
-pub struct Resolver;
+/// Layouts from disk; registry references through the store's resolved tags, or the registry
+/// (`--pull`, or a tag not resolved before), recording what was resolved.
+pub struct Resolver<'a> {
+    pub store: &'a crate::store::Store,
+    pub registry: Option<&'a crate::registry::Client>,
+    pub pull: bool,
+}
 
-impl ImageResolver for Resolver {
+impl ImageResolver for Resolver<'_> {
     fn resolve_layout(&self, path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let resolved = resolve_oci_layout(path, selector, (&platform.os, &platform.architecture, platform.variant.as_deref()))
             .map_err(|error| error.to_string())?;
         let config: ImageDocument = serde_json::from_slice(&resolved.config)
             .map_err(|error| format!("invalid image config in `{}`: {error}", path.display()))?;
-        let crate::graph::ImageSource::OciLayout { manifest_digest, reference, .. } = &resolved.source;
-        let display = format!("{reference}@{manifest_digest}");
+        let display = match &resolved.source {
+            crate::graph::ImageSource::OciLayout { manifest_digest, reference, .. } => format!("{reference}@{manifest_digest}"),
+            crate::graph::ImageSource::Registry { manifest_digest, reference } => format!("{reference}@{manifest_digest}"),
+        };
         Ok(ResolvedImage { source: resolved.source.clone(), display, config })
     }
 
-    fn resolve_reference(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
-        let name = crate::exporter::normalize(reference).map(|r| r.full).unwrap_or_else(|_| reference.to_string());
-        let short = name.strip_prefix("docker.io/library/").unwrap_or(&name);
-        let short = short.strip_suffix(":latest").unwrap_or(short);
-        Err(format!(
-            "failed to resolve source metadata for {name}: pulling from registries is not supported yet; \
-             give the image as an OCI layout with --build-context {short}=oci-layout://PATH"
-        ))
+    fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let parsed = crate::registry::Reference::parse(reference).map_err(|error| error.to_string())?;
+        let name = parsed.to_string();
+        let failed = |message: String| format!("failed to resolve source metadata for {name}: {message}");
+        let key = format!("{name} {platform}");
+        let known = if self.pull { None } else { self.store.database().image_tag(&key).map_err(|e| failed(e.to_string()))? };
+        let cached = known.filter(|(manifest, config, _)| {
+            self.store.blob_path(manifest).exists() && self.store.blob_path(config).exists()
+        });
+        let (manifest_digest, config_bytes) = match cached {
+            Some((manifest, config, _)) => {
+                let bytes = std::fs::read(self.store.blob_path(&config)).map_err(|e| failed(e.to_string()))?;
+                (manifest, bytes)
+            }
+            None => {
+                let client = self.registry.ok_or_else(|| failed("no registry configuration".into()))?;
+                let resolved = client
+                    .resolve(&parsed, &platform.os, &platform.architecture, platform.variant.as_deref())
+                    .map_err(|error| failed(error.to_string()))?;
+                let (manifest, _) = self.store.put_blob(&resolved.manifest).map_err(|e| failed(e.to_string()))?;
+                let (config, _) = self.store.put_blob(&resolved.config).map_err(|e| failed(e.to_string()))?;
+                if manifest != resolved.manifest_digest || config != resolved.config_digest {
+                    return Err(failed("the registry's manifest or config does not match its digest".into()));
+                }
+                let now = crate::store::now();
+                let mut database = self.store.database();
+                for (digest, size, media_type) in [
+                    (&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()),
+                    (&config, resolved.config.len(), "application/vnd.oci.image.config.v1+json"),
+                ] {
+                    database
+                        .put_blob(&crate::store::BlobRow {
+                            digest: digest.clone(),
+                            diff_id: String::new(),
+                            compression: "none".into(),
+                            level: 0,
+                            media_type: media_type.into(),
+                            size: size as u64,
+                            last_used_at: now,
+                        })
+                        .map_err(|e| failed(e.to_string()))?;
+                }
+                database.put_image_tag(&key, &manifest, &config, now).map_err(|e| failed(e.to_string()))?;
+                (manifest, resolved.config)
+            }
+        };
+        let config: ImageDocument =
+            serde_json::from_slice(&config_bytes).map_err(|error| failed(format!("invalid image config: {error}")))?;
+        Ok(ResolvedImage {
+            source: crate::graph::ImageSource::Registry { reference: name.clone(), manifest_digest: crate::graph::Digest(manifest_digest.clone()) },
+            display: format!("{name}@{manifest_digest}"),
+            config,
+        })
     }
 }

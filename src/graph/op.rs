@@ -108,6 +108,9 @@ pub enum CacheSharing {
 pub enum ImageSource {
     /// An image in an OCI layout directory, pinned to a manifest digest.
     OciLayout { path: PathBuf, manifest_digest: Digest, reference: String },
+    /// An image in a registry, pinned to a manifest digest; its manifest and config are blobs in
+    /// the store (put there when the reference was resolved).
+    Registry { reference: String, manifest_digest: Digest },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

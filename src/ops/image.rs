@@ -45,6 +45,8 @@ pub enum ImageError {
     Database(#[from] crate::store::DatabaseError),
     #[error("canceled")]
     Canceled,
+    #[error("failed to pull `{reference}`: {message}")]
+    Pull { reference: String, message: String },
 }
 
 /// An image chosen from a layout: what the frontend needs to build a stage on it.
@@ -151,13 +153,18 @@ fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
 
 pub fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
     match source {
-        ImageSource::OciLayout { manifest_digest, .. } => vec![("image".into(), manifest_digest.0.clone())],
+        ImageSource::OciLayout { manifest_digest, .. } | ImageSource::Registry { manifest_digest, .. } => {
+            vec![("image".into(), manifest_digest.0.clone())]
+        }
     }
 }
 
 /// Unpacks the image's layers into the store (each once: a known diff id is reused).
 pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>, ImageError> {
-    let ImageSource::OciLayout { path, manifest_digest, reference } = source;
+    let (path, manifest_digest, reference) = match source {
+        ImageSource::OciLayout { path, manifest_digest, reference } => (path, manifest_digest, reference),
+        ImageSource::Registry { reference, manifest_digest } => return pull(reference, manifest_digest, environment),
+    };
     let manifest_bytes = read_blob(path, &manifest_digest.0)?;
     let path_text = path.display().to_string();
     let invalid = |error: &dyn std::fmt::Display| ImageError::Invalid { path: path_text.clone(), message: error.to_string() };
@@ -178,6 +185,47 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
             .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         io::copy(&mut file, out).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         Ok(())
+    })
+}
+
+/// The layers of a registry image: the manifest and config come from the store (the resolver
+/// put them there), the layer blobs from the registry, each only when its diff id is new.
+fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) -> Result<Vec<Layer>, ImageError> {
+    let store = environment.store;
+    let read = |digest: &str| -> Result<Vec<u8>, ImageError> {
+        let path = store.blob_path(digest);
+        let bytes = std::fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
+        if Digest::of(&bytes).0 != digest {
+            return Err(ImageError::DigestMismatch { path: path.display().to_string(), expected: digest.into(), actual: Digest::of(&bytes).0 });
+        }
+        Ok(bytes)
+    };
+    let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
+    let manifest: serde_json::Value = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
+    let config_digest = manifest["config"]["digest"].as_str().ok_or_else(|| invalid("manifest without a config".into()))?.to_string();
+    let config_bytes = read(&config_digest)?;
+    let descriptors: Vec<BlobDescriptor> = manifest["layers"]
+        .as_array()
+        .map(|layers| {
+            layers
+                .iter()
+                .map(|layer| BlobDescriptor {
+                    digest: layer["digest"].as_str().unwrap_or_default().to_string(),
+                    size: layer["size"].as_u64().unwrap_or(0),
+                    media_type: layer["mediaType"].as_str().unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
+    let parsed = crate::registry::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
+    let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
+    import_layers(environment, reference, &config_bytes, &descriptors, &mut |digest, out| {
+        let size = sizes.get(digest).copied();
+        let mut progress = |done: u64, total: u64| (environment.status)(digest, done, Some(total), done >= total && total > 0);
+        client
+            .fetch_blob(&parsed, digest, size, out, &mut progress)
+            .map_err(|error| ImageError::Pull { reference: reference.to_string(), message: error.to_string() })
     })
 }
 

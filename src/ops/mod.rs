@@ -57,6 +57,10 @@ pub struct Environment<'a> {
     /// `--secret` values and `--ssh` sources for RUN mounts.
     pub secrets: &'a exec::Secrets,
     pub ssh: &'a exec::SshSources,
+    /// The registry client, when the build pulls images.
+    pub registry: Option<&'a crate::registry::Client>,
+    /// Transfer progress of this vertex: (id, bytes done, total, done).
+    pub status: &'a (dyn Fn(&str, u64, Option<u64>, bool) + Sync + 'a),
     /// Where a running step's output goes (progress log lines of this vertex).
     pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
 }

@@ -70,6 +70,7 @@ pub struct Solver<'a> {
     pub options: SolveOptions,
     /// Added to vertex ids in progress events (the caller's own vertices come first).
     pub vertex_offset: usize,
+    pub registry: Option<&'a crate::registry::Client>,
     pub secrets: &'a crate::ops::exec::Secrets,
     pub ssh: &'a crate::ops::exec::SshSources,
 }
@@ -202,6 +203,9 @@ impl Solver<'_> {
             };
             self.progress.send(Event::Log { vertex: id, stream, bytes: bytes.to_vec() });
         };
+        let status = |status_id: &str, current: u64, total: Option<u64>, done: bool| {
+            self.progress.send(Event::Status { vertex: id, id: status_id.to_string(), current, total, done });
+        };
         let environment = Environment {
             store: self.store,
             hash_cache: self.hash_cache,
@@ -209,6 +213,8 @@ impl Solver<'_> {
             selections,
             secrets: self.secrets,
             ssh: self.ssh,
+            registry: self.registry,
+            status: &status,
             log: &log,
         };
         let report = |event: Event| {

@@ -8,5 +8,6 @@ mod dockerfile;
 mod errors;
 mod images;
 mod outputs;
+mod registry;
 mod run;
 mod support;

@@ -1,0 +1,990 @@
+//! The pull side of the OCI distribution API: resolve a reference to the platform's manifest and
+//! config, and stream blobs, verifying every byte against its digest.
+//!
+//! Ownership: a [`Client`] owns one multi-threaded tokio runtime (two workers) and runs all
+//! registry I/O on it; its methods are blocking and may be called from many threads (rayon
+//! workers) at once, but never from inside a tokio runtime. HTTP clients are built lazily per
+//! host (each host has its own TLS roots, client certificate and verification switch) and, like
+//! tokens, cached behind short-lived mutexes that are never held across an await.
+//!
+//! Hosts: a reference's mirrors (`[registry."docker.io"] mirrors = [...]`, each with its own
+//! section's settings) are tried in order, then the registry itself (`registry-1.docker.io` for
+//! `docker.io`). As in containerd's resolver, any failure moves on to the next host; the error
+//! reported is the first one that was not a 404, else "not found". Plain HTTP for `http = true`
+//! (localhost by default); `insecure = true` skips verification and, with `http`, falls back to
+//! plain HTTP for the rest of the process after the first TLS/connection failure (BuildKit's
+//! `httpFallback`).
+//!
+//! Auth: a request goes out with the cached authorization for (host, scope); on 401 the
+//! `WWW-Authenticate` challenge is answered once per request (Bearer: token from the realm,
+//! anonymous or with the host's credentials; Basic: the credentials), a second 401 is
+//! "pull access denied". 403 is "insufficient scope".
+//!
+//! Retries: connection errors, 408, 429 and 5xx are retried with exponential backoff honouring
+//! `Retry-After`, at most [`RetryPolicy::attempts`] tries within a bounded total delay. A blob
+//! stream that breaks is re-requested from the byte where it stopped (`Range`; a server that
+//! ignores it sends everything and the known prefix is skipped), so the bytes given to `out` and
+//! the running digest stay one continuous stream and the final check covers the whole blob.
+//!
+//! Decision: reqwest directly instead of oci-client. oci-client (0.18, on reqwest 0.13 with
+//! aws-lc) has one TLS configuration for all hosts (no per-host CA, client certificate or
+//! insecure switch), no mirrors, no retries and errors too coarse for "pull access denied" vs
+//! "not found"; what remains of the distribution API for pulling is four requests, cheaper to own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+
+use super::auth::{Credential, Credentials, parse_challenge};
+use super::config::{HostConfig, RegistryConfig};
+use super::error::RegistryError;
+use super::manifest::{self, AnyManifest, ConfigPlatform, Hasher, MANIFEST_ACCEPT};
+use super::reference::{DOCKER_HUB, Reference};
+
+/// Manifests bigger than this are refused (containerd uses the same bound).
+const MANIFEST_LIMIT: usize = 4 << 20;
+/// Image configs are small JSON documents; this bounds memory for a hostile registry.
+const CONFIG_LIMIT: usize = 32 << 20;
+const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The reference with `digest` set to what the tag points to (the index when there is one).
+    pub reference: Reference,
+    /// The digest of the platform's image manifest (equal to `reference.digest` for a
+    /// single-platform image).
+    pub manifest_digest: String,
+    pub manifest: Vec<u8>,
+    pub manifest_media_type: String,
+    pub config: Vec<u8>,
+    pub config_digest: String,
+    pub layers: Vec<LayerDescriptor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Bounds for retrying transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries in total, the first included.
+    pub attempts: u32,
+    /// Delay before the second try; doubled for each further try.
+    pub initial_delay: Duration,
+    /// Cap on one delay, `Retry-After` included.
+    pub max_delay: Duration,
+    /// Cap on the sum of delays of one request.
+    pub max_total_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 4,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+            max_total_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One way to reach a host: base URL and the HTTP client with that host's TLS settings.
+struct Endpoint {
+    /// `host[:port]` as contacted; credentials are looked up by it.
+    host: String,
+    /// Path prefix before `/v2` (a mirror may have one), without trailing slash.
+    prefix: String,
+    http: reqwest::Client,
+    /// Starts on HTTPS; switches to HTTP for good after a connection failure when `fallback`.
+    plain_http: AtomicBool,
+    fallback: bool,
+}
+
+impl Endpoint {
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.plain_http.load(Ordering::Relaxed) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}{}/v2/{path}", self.host, self.prefix)
+    }
+}
+
+pub struct Client {
+    runtime: tokio::runtime::Runtime,
+    config: RegistryConfig,
+    credentials: Credentials,
+    retry: RetryPolicy,
+    /// Endpoints per registry host (mirrors first), built on first use.
+    endpoints: Mutex<HashMap<String, Arc<Vec<Arc<Endpoint>>>>>,
+    /// `Authorization` header values per (host, scope).
+    authorizations: Mutex<HashMap<(String, String), String>>,
+}
+
+/// How a request ended when it did not give a usable response.
+enum Failure {
+    /// The host does not have it; try the next host, and say "not found" if none has it.
+    NotFound,
+    Error(RegistryError),
+}
+
+impl From<RegistryError> for Failure {
+    fn from(error: RegistryError) -> Failure {
+        Failure::Error(error)
+    }
+}
+
+impl Client {
+    pub fn new(config: RegistryConfig, credentials: Credentials) -> Result<Client, RegistryError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rbuild-registry")
+            .enable_all()
+            .build()
+            .map_err(|source| RegistryError::Runtime { source })?;
+        Ok(Client {
+            runtime,
+            config,
+            credentials,
+            retry: RetryPolicy::default(),
+            endpoints: Mutex::new(HashMap::new()),
+            authorizations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Client {
+        self.retry = retry;
+        self
+    }
+
+    pub fn resolve(
+        &self,
+        reference: &Reference,
+        os: &str,
+        architecture: &str,
+        variant: Option<&str>,
+    ) -> Result<Resolved, RegistryError> {
+        let endpoints = self.endpoints(&reference.registry)?;
+        self.runtime.block_on(async {
+            let mut first_error = None;
+            for endpoint in endpoints.iter() {
+                match self.resolve_at(endpoint, reference, os, architecture, variant).await {
+                    Ok(resolved) => return Ok(resolved),
+                    Err(Failure::NotFound) => tracing::debug!("{reference}: not found at `{}`", endpoint.host),
+                    Err(Failure::Error(error)) => {
+                        tracing::debug!("resolving {reference} at `{}` failed: {error}", endpoint.host);
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            Err(first_error.unwrap_or_else(|| RegistryError::NotFound {
+                reference: reference.to_string(),
+            }))
+        })
+    }
+
+    pub fn fetch_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        size: Option<u64>,
+        out: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), RegistryError> {
+        let name = blob_name(reference, digest);
+        let hasher = Hasher::for_digest(digest).ok_or_else(|| RegistryError::UnsupportedDigest {
+            reference: name.clone(),
+            digest: digest.to_string(),
+        })?;
+        let endpoints = self.endpoints(&reference.registry)?;
+        self.runtime.block_on(async {
+            let mut stream = BlobStream {
+                reference,
+                name: &name,
+                digest,
+                size,
+                written: 0,
+                hasher: Some(hasher),
+                out,
+                progress,
+            };
+            let mut first_error = None;
+            for endpoint in endpoints.iter() {
+                match self.stream_blob(endpoint, &mut stream).await {
+                    Ok(()) => return stream.finish(),
+                    Err(Failure::NotFound) => tracing::debug!("{name}: not found at `{}`", endpoint.host),
+                    // A digest or write failure is final: the bytes already given to `out` are wrong.
+                    Err(Failure::Error(
+                        error @ (RegistryError::DigestMismatch { .. }
+                        | RegistryError::SizeMismatch { .. }
+                        | RegistryError::Write { .. }),
+                    )) => {
+                        return Err(error);
+                    }
+                    Err(Failure::Error(error)) => {
+                        tracing::debug!("fetching {name} from `{}` failed: {error}", endpoint.host);
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            Err(first_error.unwrap_or(RegistryError::NotFound {
+                reference: name.clone(),
+            }))
+        })
+    }
+
+    fn endpoints(&self, registry: &str) -> Result<Arc<Vec<Arc<Endpoint>>>, RegistryError> {
+        if let Some(endpoints) = self.lock_endpoints().get(registry) {
+            return Ok(endpoints.clone());
+        }
+        let host_config = self.config.host(registry);
+        let mut endpoints = Vec::new();
+        for mirror in &host_config.mirrors {
+            let mirror = mirror
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            let (host, prefix) = match mirror.split_once('/') {
+                Some((host, path)) => (host, format!("/{path}")),
+                None => (mirror, String::new()),
+            };
+            endpoints.push(Arc::new(build_endpoint(host, prefix, &self.config.host(host))?));
+        }
+        let api_host = if registry == DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        endpoints.push(Arc::new(build_endpoint(api_host, String::new(), &host_config)?));
+        let endpoints = Arc::new(endpoints);
+        self.lock_endpoints().insert(registry.to_string(), endpoints.clone());
+        Ok(endpoints)
+    }
+
+    fn lock_endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<Arc<Endpoint>>>>> {
+        // A poisoned map is still consistent: entries are inserted whole.
+        self.endpoints.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    async fn resolve_at(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        os: &str,
+        architecture: &str,
+        variant: Option<&str>,
+    ) -> Result<Resolved, Failure> {
+        let (top_digest, top_bytes, top_header) = match &reference.digest {
+            Some(digest) => {
+                let (bytes, header) = self.get_manifest(endpoint, reference, digest).await?;
+                (digest.clone(), bytes, header)
+            }
+            None => self.get_manifest_by_tag(endpoint, reference).await?,
+        };
+        let mut resolved_reference = reference.clone();
+        resolved_reference.digest = Some(top_digest.clone());
+        let invalid = |reason: String| {
+            Failure::Error(RegistryError::InvalidManifest {
+                reference: reference.to_string(),
+                reason,
+            })
+        };
+        let top: AnyManifest = serde_json::from_slice(&top_bytes).map_err(|error| invalid(error.to_string()))?;
+        let top_type = top.media_type(top_header.as_deref());
+        let platform_text = || match variant {
+            Some(variant) => format!("{os}/{architecture}/{variant}"),
+            None => format!("{os}/{architecture}"),
+        };
+
+        let (manifest_digest, manifest_bytes, manifest, media_type, single) = if manifest::is_index(&top_type) {
+            let entries = top.manifests.as_deref().unwrap_or_default();
+            let entry = manifest::select(entries, os, architecture, variant).ok_or_else(|| {
+                Failure::Error(RegistryError::NoMatchingPlatform {
+                    reference: resolved_reference.to_string(),
+                    platform: platform_text(),
+                })
+            })?;
+            let (bytes, header) = self.get_manifest(endpoint, reference, &entry.digest).await?;
+            let parsed: AnyManifest = serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
+            let media_type = parsed.media_type(header.as_deref().or(Some(&entry.media_type)));
+            (entry.digest.clone(), bytes, parsed, media_type, false)
+        } else if manifest::is_manifest(&top_type) {
+            (top_digest.clone(), top_bytes, top, top_type, true)
+        } else {
+            return Err(Failure::Error(RegistryError::UnsupportedMediaType {
+                reference: reference.to_string(),
+                media_type: top_type,
+            }));
+        };
+        if !manifest::is_manifest(&media_type) || manifest.schema_version != 2 {
+            return Err(Failure::Error(RegistryError::UnsupportedMediaType {
+                reference: reference.to_string(),
+                media_type,
+            }));
+        }
+        let config_descriptor = manifest.config.as_ref().ok_or_else(|| invalid("no config".into()))?;
+        let config = self
+            .get_small_blob(
+                endpoint,
+                reference,
+                &config_descriptor.digest,
+                config_descriptor.size,
+                CONFIG_LIMIT,
+            )
+            .await?;
+        if single {
+            // An image without an index says its platform only in the config; containerd checks it.
+            let platform: ConfigPlatform =
+                serde_json::from_slice(&config).map_err(|error| invalid(format!("config: {error}")))?;
+            let candidate = manifest::Platform {
+                os: platform.os,
+                architecture: platform.architecture,
+                variant: platform.variant,
+            };
+            if manifest::match_rank(&candidate, os, architecture, variant).is_none() {
+                return Err(Failure::Error(RegistryError::NoMatchingPlatform {
+                    reference: resolved_reference.to_string(),
+                    platform: platform_text(),
+                }));
+            }
+        }
+        let layers = manifest
+            .layers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|layer| LayerDescriptor {
+                digest: layer.digest,
+                size: layer.size,
+                media_type: layer.media_type,
+            })
+            .collect();
+        Ok(Resolved {
+            reference: resolved_reference,
+            manifest_digest,
+            manifest: manifest_bytes,
+            manifest_media_type: media_type,
+            config,
+            config_digest: config_descriptor.digest.clone(),
+            layers,
+        })
+    }
+
+    /// HEAD for the digest (cheap, and not counted by Docker Hub's rate limit), then GET by
+    /// digest; GET by tag when HEAD gives no digest or is refused.
+    async fn get_manifest_by_tag(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+    ) -> Result<(String, Vec<u8>, Option<String>), Failure> {
+        let tag = reference.manifest_selector();
+        let path = format!("{}/manifests/{tag}", reference.repository);
+        let head = self
+            .send(endpoint, reference, Method::HEAD, &path, MANIFEST_ACCEPT, 0)
+            .await?;
+        match head.status() {
+            status if status.is_success() => {
+                let digest = header_text(head.headers(), "docker-content-digest");
+                if let Some(digest) = digest.filter(|digest| Hasher::for_digest(digest).is_some()) {
+                    let (bytes, header) = self.get_manifest(endpoint, reference, &digest).await?;
+                    return Ok((digest, bytes, header));
+                }
+            }
+            StatusCode::NOT_FOUND => return Err(Failure::NotFound),
+            status => tracing::debug!("HEAD {path} at `{}` gave `{status}`; trying GET", endpoint.host),
+        }
+        let response = self
+            .send(endpoint, reference, Method::GET, &path, MANIFEST_ACCEPT, 0)
+            .await?;
+        let response = check_status(response, endpoint, reference)?;
+        let header = header_text(response.headers(), CONTENT_TYPE.as_str());
+        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT).await?;
+        Ok((manifest::sha256_digest(&bytes), bytes, header))
+    }
+
+    /// A manifest by digest, verified.
+    async fn get_manifest(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<(Vec<u8>, Option<String>), Failure> {
+        let path = format!("{}/manifests/{digest}", reference.repository);
+        let response = self
+            .send(endpoint, reference, Method::GET, &path, MANIFEST_ACCEPT, 0)
+            .await?;
+        let response = check_status(response, endpoint, reference)?;
+        let header = header_text(response.headers(), CONTENT_TYPE.as_str());
+        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT).await?;
+        verify(reference, digest, &bytes)?;
+        Ok((bytes, header))
+    }
+
+    /// A blob read whole into memory (the config), verified.
+    async fn get_small_blob(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        digest: &str,
+        size: u64,
+        limit: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        let name = blob_name(reference, digest);
+        if size > limit as u64 {
+            return Err(Failure::Error(RegistryError::ManifestTooLarge {
+                reference: name,
+                limit,
+            }));
+        }
+        let path = format!("{}/blobs/{digest}", reference.repository);
+        let response = self.send(endpoint, reference, Method::GET, &path, "*/*", 0).await?;
+        let response = check_status(response, endpoint, reference)?;
+        let bytes = read_limited(response, endpoint, reference, limit).await?;
+        if bytes.len() as u64 != size {
+            return Err(Failure::Error(RegistryError::SizeMismatch {
+                reference: name,
+                digest: digest.to_string(),
+                expected: size,
+                actual: bytes.len() as u64,
+            }));
+        }
+        verify(reference, digest, &bytes)?;
+        Ok(bytes)
+    }
+
+    async fn stream_blob(&self, endpoint: &Endpoint, stream: &mut BlobStream<'_>) -> Result<(), Failure> {
+        let path = format!("{}/blobs/{}", stream.reference.repository, stream.digest);
+        let mut breaks = 0;
+        loop {
+            let response = self
+                .send(endpoint, stream.reference, Method::GET, &path, "*/*", stream.written)
+                .await?;
+            let mut response = check_status(response, endpoint, stream.reference)?;
+            // 206 continues where we stopped; 200 is the whole blob again, its known prefix skipped.
+            let mut skip = if response.status() == StatusCode::PARTIAL_CONTENT {
+                0
+            } else {
+                stream.written
+            };
+            let total = stream
+                .size
+                .or_else(|| response.content_length().map(|length| length + stream.written - skip))
+                .unwrap_or(0);
+            loop {
+                match response.chunk().await {
+                    Ok(Some(bytes)) => {
+                        let fresh = if skip >= bytes.len() as u64 {
+                            skip -= bytes.len() as u64;
+                            continue;
+                        } else {
+                            let start = skip as usize;
+                            skip = 0;
+                            &bytes[start..]
+                        };
+                        stream.accept(fresh)?;
+                        (stream.progress)(stream.written, total.max(stream.written));
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(error) => {
+                        breaks += 1;
+                        if breaks >= self.retry.attempts {
+                            return Err(Failure::Error(RegistryError::Connect {
+                                host: endpoint.host.clone(),
+                                reference: stream.name.to_string(),
+                                source: error,
+                            }));
+                        }
+                        tracing::debug!(
+                            "stream of {} from `{}` broke at {} bytes: {error}; resuming",
+                            stream.name,
+                            endpoint.host,
+                            stream.written
+                        );
+                        tokio::time::sleep(self.retry.initial_delay * 2u32.pow(breaks - 1)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One request with authentication and retries. Returns any response that is not 401/403
+    /// and not worth retrying; 401/403 become [`RegistryError::AccessDenied`].
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        method: Method,
+        path: &str,
+        accept: &str,
+        range_start: u64,
+    ) -> Result<reqwest::Response, Failure> {
+        let scope = format!("repository:{}:pull", reference.repository);
+        let key = (endpoint.host.clone(), scope.clone());
+        let mut answered_challenge = false;
+        loop {
+            let authorization = self.lock_authorizations().get(&key).cloned();
+            let response = self
+                .send_with_retries(endpoint, reference, || {
+                    let mut request = endpoint
+                        .http
+                        .request(method.clone(), endpoint.url(path))
+                        .header(ACCEPT, accept);
+                    if let Some(authorization) = &authorization {
+                        request = request.header(AUTHORIZATION, authorization);
+                    }
+                    if range_start > 0 {
+                        request = request.header(RANGE, format!("bytes={range_start}-"));
+                    }
+                    request
+                })
+                .await?;
+            match response.status() {
+                StatusCode::UNAUTHORIZED if !answered_challenge => {
+                    answered_challenge = true;
+                    let authorization = self
+                        .answer_challenge(endpoint, reference, &scope, response.headers())
+                        .await?;
+                    self.lock_authorizations().insert(key.clone(), authorization);
+                }
+                StatusCode::UNAUTHORIZED => {
+                    let credential = self.credentials.get(&endpoint.host)?;
+                    let reason = match credential {
+                        Some(credential) => format!(
+                            "authentication failed for `{}` at `{}`",
+                            credential.username(),
+                            endpoint.host
+                        ),
+                        None => "authentication required".to_string(),
+                    };
+                    return Err(Failure::Error(RegistryError::AccessDenied {
+                        reference: reference.to_string(),
+                        reason,
+                    }));
+                }
+                StatusCode::FORBIDDEN => {
+                    let reason = format!("insufficient scope{}", server_message(response).await);
+                    return Err(Failure::Error(RegistryError::AccessDenied {
+                        reference: reference.to_string(),
+                        reason,
+                    }));
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    fn lock_authorizations(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        // A poisoned map is still consistent: values are replaced whole.
+        self.authorizations.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The `Authorization` value that answers a 401's challenge.
+    async fn answer_challenge(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        scope: &str,
+        headers: &HeaderMap,
+    ) -> Result<String, Failure> {
+        let credential = self.credentials.get(&endpoint.host)?;
+        let denied = |reason: String| {
+            Failure::Error(RegistryError::AccessDenied {
+                reference: reference.to_string(),
+                reason,
+            })
+        };
+        let challenge = headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .filter_map(parse_challenge)
+            .find(|challenge| challenge.scheme == "bearer" || challenge.scheme == "basic");
+        let Some(challenge) = challenge else {
+            return Err(denied("authentication required".into()));
+        };
+        if challenge.scheme == "basic" {
+            return match credential {
+                Some(Credential::Basic { username, password }) => Ok(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+                )),
+                _ => Err(denied("authentication required".into())),
+            };
+        }
+        let Some(realm) = challenge.parameters.get("realm") else {
+            return Err(denied("authentication required".into()));
+        };
+        let service = challenge.parameters.get("service").cloned().unwrap_or_default();
+        let realm_url = reqwest::Url::parse(realm).map_err(|error| {
+            Failure::Error(RegistryError::Token {
+                realm: realm.clone(),
+                reference: reference.to_string(),
+                detail: error.to_string(),
+            })
+        })?;
+        let response = self
+            .send_with_retries(endpoint, reference, || match &credential {
+                Some(Credential::IdentityToken { token, .. }) => endpoint.http.post(realm_url.clone()).form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("service", service.as_str()),
+                    ("scope", scope),
+                    ("client_id", "rbuild"),
+                ]),
+                other => {
+                    let mut query = vec![("scope", scope)];
+                    if !service.is_empty() {
+                        query.push(("service", service.as_str()));
+                    }
+                    let request = endpoint.http.get(realm_url.clone()).query(&query);
+                    match other {
+                        Some(Credential::Basic { username, password }) => request.basic_auth(username, Some(password)),
+                        _ => request,
+                    }
+                }
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let reason = match &credential {
+                Some(credential) => format!(
+                    "authentication failed for `{}` at `{}`",
+                    credential.username(),
+                    endpoint.host
+                ),
+                None => "authentication required".to_string(),
+            };
+            return Err(denied(reason));
+        }
+        if !status.is_success() {
+            return Err(Failure::Error(RegistryError::Token {
+                realm: realm.clone(),
+                reference: reference.to_string(),
+                detail: format!("status `{status}`{}", server_message(response).await),
+            }));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            #[serde(default)]
+            token: String,
+            #[serde(default)]
+            access_token: String,
+        }
+        let bytes = read_limited(response, endpoint, reference, 1 << 20).await?;
+        let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|error| {
+            Failure::Error(RegistryError::Token {
+                realm: realm.clone(),
+                reference: reference.to_string(),
+                detail: error.to_string(),
+            })
+        })?;
+        let token = if answer.token.is_empty() {
+            answer.access_token
+        } else {
+            answer.token
+        };
+        if token.is_empty() {
+            return Err(Failure::Error(RegistryError::Token {
+                realm: realm.clone(),
+                reference: reference.to_string(),
+                detail: "no token in the answer".into(),
+            }));
+        }
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// Sends `build()` until it gives a response that is not 408, 429 or 5xx, or the policy is
+    /// spent (then the last response is returned, for the caller's error message).
+    async fn send_with_retries(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let started = Instant::now();
+        let mut total_delay = Duration::ZERO;
+        let mut attempt = 1;
+        loop {
+            let outcome = build().send().await;
+            let retry_after = match &outcome {
+                Ok(response) if is_retryable(response.status()) => retry_after(response.headers()),
+                Ok(_) => None,
+                Err(error)
+                    if endpoint.fallback
+                        && !endpoint.plain_http.load(Ordering::Relaxed)
+                        && (error.is_connect() || error.is_request()) =>
+                {
+                    tracing::debug!("HTTPS to `{}` failed ({error}); falling back to HTTP", endpoint.host);
+                    endpoint.plain_http.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                Err(_) => None,
+            };
+            let retryable = match &outcome {
+                Ok(response) => is_retryable(response.status()),
+                Err(error) => !error.is_builder() && !error.is_redirect(),
+            };
+            let delay = retry_after
+                .unwrap_or(self.retry.initial_delay * 2u32.saturating_pow(attempt - 1))
+                .min(self.retry.max_delay);
+            if !retryable || attempt >= self.retry.attempts || total_delay + delay > self.retry.max_total_delay {
+                return outcome.map_err(|source| RegistryError::Connect {
+                    host: endpoint.host.clone(),
+                    reference: reference.to_string(),
+                    source,
+                });
+            }
+            match &outcome {
+                Ok(response) => tracing::debug!(
+                    "`{}` answered `{}`; retrying in {delay:?}",
+                    endpoint.host,
+                    response.status()
+                ),
+                Err(error) => tracing::debug!("request to `{}` failed: {error}; retrying in {delay:?}", endpoint.host),
+            }
+            drop(outcome);
+            tokio::time::sleep(delay).await;
+            total_delay += delay;
+            attempt += 1;
+            tracing::trace!("retry {attempt} after {:?}", started.elapsed());
+        }
+    }
+}
+
+/// The state of one blob download, kept across resumed requests and hosts.
+struct BlobStream<'a> {
+    reference: &'a Reference,
+    /// `registry/repository@digest`, for messages.
+    name: &'a str,
+    digest: &'a str,
+    size: Option<u64>,
+    written: u64,
+    /// Taken by [`BlobStream::finish`].
+    hasher: Option<Hasher>,
+    out: &'a mut dyn std::io::Write,
+    progress: &'a mut dyn FnMut(u64, u64),
+}
+
+impl BlobStream<'_> {
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        if let Some(size) = self.size
+            && self.written + bytes.len() as u64 > size
+        {
+            return Err(Failure::Error(RegistryError::SizeMismatch {
+                reference: self.name.to_string(),
+                digest: self.digest.to_string(),
+                expected: size,
+                actual: self.written + bytes.len() as u64,
+            }));
+        }
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(bytes);
+        }
+        self.out.write_all(bytes).map_err(|source| RegistryError::Write {
+            reference: self.name.to_string(),
+            digest: self.digest.to_string(),
+            source,
+        })?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), RegistryError> {
+        if let Some(size) = self.size
+            && self.written != size
+        {
+            return Err(RegistryError::SizeMismatch {
+                reference: self.name.to_string(),
+                digest: self.digest.to_string(),
+                expected: size,
+                actual: self.written,
+            });
+        }
+        let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
+        if actual != self.digest {
+            return Err(RegistryError::DigestMismatch {
+                reference: self.name.to_string(),
+                expected: self.digest.to_string(),
+                actual,
+            });
+        }
+        self.out.flush().map_err(|source| RegistryError::Write {
+            reference: self.name.to_string(),
+            digest: self.digest.to_string(),
+            source,
+        })
+    }
+}
+
+fn build_endpoint(host: &str, prefix: String, config: &HostConfig) -> Result<Endpoint, RegistryError> {
+    let tls_error = |source| RegistryError::Tls {
+        host: host.to_string(),
+        source,
+    };
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(60))
+        .danger_accept_invalid_certs(config.insecure);
+    for path in &config.ca {
+        let pem = std::fs::read(path).map_err(|source| RegistryError::ReadCertificate {
+            path: path.clone(),
+            source,
+        })?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(tls_error)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    // rustls takes one client identity; the first pair is used, as Go's TLS picks the first
+    // certificate that fits and registries ask for one.
+    if let Some((key, cert)) = config.keypair.first() {
+        let mut pem = std::fs::read(cert).map_err(|source| RegistryError::ReadCertificate {
+            path: cert.clone(),
+            source,
+        })?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).map_err(|source| RegistryError::ReadCertificate {
+            path: key.clone(),
+            source,
+        })?);
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(tls_error)?);
+    }
+    let http = builder.build().map_err(tls_error)?;
+    Ok(Endpoint {
+        host: host.to_string(),
+        prefix,
+        http,
+        plain_http: AtomicBool::new(config.http && !config.insecure),
+        fallback: config.http && config.insecure,
+    })
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for registries and is ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+}
+
+fn blob_name(reference: &Reference, digest: &str) -> String {
+    format!("{}/{}@{digest}", reference.registry, reference.repository)
+}
+
+/// Maps the statuses `send` lets through: 404 moves on to the next host, other failures are errors.
+fn check_status(
+    response: reqwest::Response,
+    endpoint: &Endpoint,
+    reference: &Reference,
+) -> Result<reqwest::Response, Failure> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Err(Failure::NotFound);
+    }
+    Err(Failure::Error(RegistryError::UnexpectedStatus {
+        host: endpoint.host.clone(),
+        reference: reference.to_string(),
+        status: status.as_u16(),
+        message: String::new(),
+    }))
+}
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    endpoint: &Endpoint,
+    reference: &Reference,
+    limit: usize,
+) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(Failure::Error(RegistryError::ManifestTooLarge {
+                        reference: reference.to_string(),
+                        limit,
+                    }));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(bytes),
+            Err(source) => {
+                return Err(Failure::Error(RegistryError::Connect {
+                    host: endpoint.host.clone(),
+                    reference: reference.to_string(),
+                    source,
+                }));
+            }
+        }
+    }
+}
+
+fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<(), Failure> {
+    let mut hasher = Hasher::for_digest(digest).ok_or_else(|| RegistryError::UnsupportedDigest {
+        reference: reference.to_string(),
+        digest: digest.to_string(),
+    })?;
+    hasher.update(bytes);
+    let actual = hasher.finish();
+    if actual != digest {
+        return Err(Failure::Error(RegistryError::DigestMismatch {
+            reference: blob_name(reference, digest),
+            expected: digest.to_string(),
+            actual,
+        }));
+    }
+    Ok(())
+}
+
+/// `: CODE: message` from a distribution error body, or nothing.
+async fn server_message(response: reqwest::Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let Ok(bytes) = response.bytes().await else {
+        return String::new();
+    };
+    match serde_json::from_slice::<Errors>(&bytes) {
+        Ok(errors) if !errors.errors.is_empty() => {
+            let entries: Vec<String> = errors
+                .errors
+                .iter()
+                .map(|entry| format!("{}: {}", entry.code.to_ascii_lowercase(), entry.message))
+                .collect();
+            format!(": server message: {}", entries.join(", "))
+        }
+        _ => String::new(),
+    }
+}

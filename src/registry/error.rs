@@ -1,0 +1,111 @@
+//! The one error type of the registry client. Messages name the image (or the host for transport
+//! failures) so the caller can print them as they are, BuildKit-style: `X: not found` and
+//! `pull access denied for X: ...` keep BuildKit's wording; everything else follows the house
+//! style (lowercase, values in backticks).
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid reference format: `{text}`: {reason}")]
+    InvalidReference { text: String, reason: &'static str },
+
+    #[error("failed to read registry config `{}`", path.display())]
+    ReadConfig { path: PathBuf, source: std::io::Error },
+
+    #[error("failed to parse registry config `{}`", path.display())]
+    ParseConfig {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+
+    #[error("failed to read credentials file `{}`", path.display())]
+    ReadCredentials { path: PathBuf, source: std::io::Error },
+
+    #[error("failed to parse credentials file `{}`", path.display())]
+    ParseCredentials { path: PathBuf, source: serde_json::Error },
+
+    #[error("invalid `auth` entry for `{host}` in `{}`", path.display())]
+    InvalidAuthEntry { host: String, path: PathBuf },
+
+    #[error("credential helper `docker-credential-{helper}` failed for `{host}`: {message}")]
+    CredentialHelper {
+        helper: String,
+        host: String,
+        message: String,
+    },
+
+    #[error("failed to read certificate file `{}`", path.display())]
+    ReadCertificate { path: PathBuf, source: std::io::Error },
+
+    #[error("invalid TLS settings for registry `{host}`")]
+    Tls { host: String, source: reqwest::Error },
+
+    #[error("failed to start the registry runtime")]
+    Runtime { source: std::io::Error },
+
+    #[error("pull access denied for {reference}: {reason}")]
+    AccessDenied { reference: String, reason: String },
+
+    #[error("{reference}: not found")]
+    NotFound { reference: String },
+
+    #[error("no match for platform `{platform}` in manifest of {reference}")]
+    NoMatchingPlatform { reference: String, platform: String },
+
+    #[error("failed to connect to registry `{host}` for {reference}")]
+    Connect {
+        host: String,
+        reference: String,
+        source: reqwest::Error,
+    },
+
+    #[error("unexpected status `{status}` from registry `{host}` for {reference}{message}")]
+    UnexpectedStatus {
+        host: String,
+        reference: String,
+        status: u16,
+        message: String,
+    },
+
+    #[error("failed to get an auth token from `{realm}` for {reference}")]
+    Token {
+        realm: String,
+        reference: String,
+        detail: String,
+    },
+
+    #[error("digest mismatch for {reference}: expected `{expected}`, got `{actual}`")]
+    DigestMismatch {
+        reference: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("size mismatch for `{digest}` of {reference}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        reference: String,
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("unsupported digest `{digest}` for {reference}")]
+    UnsupportedDigest { reference: String, digest: String },
+
+    #[error("manifest of {reference} is too large (more than {limit} bytes)")]
+    ManifestTooLarge { reference: String, limit: usize },
+
+    #[error("invalid manifest for {reference}: {reason}")]
+    InvalidManifest { reference: String, reason: String },
+
+    #[error("unsupported manifest media type `{media_type}` for {reference}")]
+    UnsupportedMediaType { reference: String, media_type: String },
+
+    #[error("failed to write blob `{digest}` of {reference}")]
+    Write {
+        reference: String,
+        digest: String,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,263 @@
+//! Manifest media types, the parts of index and image manifests the client reads, and platform
+//! selection in an index. Selection follows containerd's `platforms.Only`: architectures and
+//! variants are normalized (`x86_64` → `amd64`, `aarch64` → `arm64`, arm64 `v8` = no variant,
+//! arm without variant = `v7`), an exact match wins, and an arm request also accepts older
+//! arm variants (v7 runs v6 and v5), newest first. Entries with OS `unknown` (attestations) never
+//! match. Digest helpers live here too: every byte that leaves the client is checked with them.
+
+use serde::Deserialize;
+use sha2::Digest as _;
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Sent as `Accept` on manifest requests; schema 1 is not asked for (BuildKit refuses it too).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+pub(crate) fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
+pub(crate) fn is_manifest(media_type: &str) -> bool {
+    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+pub(crate) struct Platform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// Both index and image manifests; which fields are set tells them apart when the registry's
+/// `Content-Type` is vague.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AnyManifest {
+    #[serde(rename = "schemaVersion", default)]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Option<Vec<Descriptor>>,
+}
+
+impl AnyManifest {
+    /// The media type from the document, else from the header, else guessed from the shape.
+    pub fn media_type(&self, header: Option<&str>) -> String {
+        if let Some(media_type) = self.media_type.as_deref().filter(|value| !value.is_empty()) {
+            return media_type.to_string();
+        }
+        if let Some(header) = header.map(|value| value.split(';').next().unwrap_or(value).trim())
+            && (is_index(header) || is_manifest(header))
+        {
+            return header.to_string();
+        }
+        if self.manifests.is_some() {
+            OCI_INDEX.to_string()
+        } else {
+            OCI_MANIFEST.to_string()
+        }
+    }
+}
+
+/// The image config's platform fields, to check a single-platform manifest.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConfigPlatform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+pub(crate) fn normalize(architecture: &str, variant: Option<&str>) -> (String, String) {
+    let variant = variant.unwrap_or("").to_ascii_lowercase();
+    let architecture = architecture.to_ascii_lowercase();
+    match architecture.as_str() {
+        "x86_64" | "x86-64" | "amd64" => ("amd64".into(), if variant == "v1" { String::new() } else { variant }),
+        "aarch64" | "arm64" => (
+            "arm64".into(),
+            if variant == "v8" || variant == "8" {
+                String::new()
+            } else {
+                variant
+            },
+        ),
+        "armhf" => ("arm".into(), "v7".into()),
+        "armel" => ("arm".into(), "v6".into()),
+        "arm" => (
+            "arm".into(),
+            match variant.as_str() {
+                "" | "7" => "v7".into(),
+                "5" | "6" | "8" => format!("v{variant}"),
+                _ => variant,
+            },
+        ),
+        "i386" | "386" => ("386".into(), variant),
+        other => (other.to_string(), variant),
+    }
+}
+
+/// How well `candidate` serves the request: `Some(0)` exact, higher is worse, `None` no match.
+pub(crate) fn match_rank(candidate: &Platform, os: &str, architecture: &str, variant: Option<&str>) -> Option<u32> {
+    if !candidate.os.eq_ignore_ascii_case(os) {
+        return None;
+    }
+    let (wanted_architecture, wanted_variant) = normalize(architecture, variant);
+    let (architecture, candidate_variant) = normalize(&candidate.architecture, candidate.variant.as_deref());
+    if architecture != wanted_architecture {
+        return None;
+    }
+    if candidate_variant == wanted_variant {
+        return Some(0);
+    }
+    if architecture == "arm" {
+        let level = |variant: &str| variant.strip_prefix('v').and_then(|number| number.parse::<u32>().ok());
+        if let (Some(wanted), Some(have)) = (level(&wanted_variant), level(&candidate_variant))
+            && have < wanted
+        {
+            return Some(wanted - have);
+        }
+    }
+    None
+}
+
+/// The best entry of an index for the platform (the first of equally good ones).
+pub(crate) fn select<'index>(
+    entries: &'index [Descriptor],
+    os: &str,
+    architecture: &str,
+    variant: Option<&str>,
+) -> Option<&'index Descriptor> {
+    entries
+        .iter()
+        .filter(|entry| is_manifest(&entry.media_type) || entry.media_type.is_empty())
+        .filter_map(|entry| Some((match_rank(entry.platform.as_ref()?, os, architecture, variant)?, entry)))
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, entry)| entry)
+}
+
+/// An incremental digest for the algorithms registries use.
+pub(crate) enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// `None` for an algorithm we cannot verify.
+    pub fn for_digest(digest: &str) -> Option<Hasher> {
+        match digest.split_once(':')?.0 {
+            "sha256" => Some(Hasher::Sha256(sha2::Sha256::new())),
+            "sha512" => Some(Hasher::Sha512(sha2::Sha512::new())),
+            _ => None,
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(hasher) => hasher.update(bytes),
+            Hasher::Sha512(hasher) => hasher.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> String {
+        match self {
+            Hasher::Sha256(hasher) => format!("sha256:{}", hex_string(&hasher.finalize())),
+            Hasher::Sha512(hasher) => format!("sha512:{}", hex_string(&hasher.finalize())),
+        }
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex_string(&sha2::Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(architecture: &str, variant: Option<&str>, digest: &str) -> Descriptor {
+        Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: digest.into(),
+            size: 1,
+            platform: Some(Platform {
+                os: "linux".into(),
+                architecture: architecture.into(),
+                variant: variant.map(Into::into),
+            }),
+        }
+    }
+
+    #[test]
+    fn selects_platform() {
+        let entries = vec![
+            entry("amd64", None, "amd64"),
+            entry("arm", Some("v6"), "armv6"),
+            entry("arm", Some("v7"), "armv7"),
+            entry("arm64", Some("v8"), "arm64"),
+            Descriptor {
+                media_type: OCI_MANIFEST.into(),
+                digest: "attestation".into(),
+                size: 1,
+                platform: Some(Platform {
+                    os: "unknown".into(),
+                    architecture: "unknown".into(),
+                    variant: None,
+                }),
+            },
+        ];
+        let pick =
+            |architecture, variant| select(&entries, "linux", architecture, variant).map(|entry| entry.digest.as_str());
+        assert_eq!(pick("amd64", None), Some("amd64"));
+        assert_eq!(pick("x86_64", None), Some("amd64"));
+        assert_eq!(pick("arm64", None), Some("arm64"));
+        assert_eq!(pick("aarch64", Some("v8")), Some("arm64"));
+        assert_eq!(pick("arm", None), Some("armv7"));
+        assert_eq!(pick("arm", Some("v6")), Some("armv6"));
+        assert_eq!(pick("arm", Some("v8")), Some("armv7"), "newest older variant");
+        assert_eq!(pick("arm", Some("v5")), None);
+        assert_eq!(pick("s390x", None), None);
+        assert_eq!(
+            select(&entries, "windows", "amd64", None).map(|entry| entry.digest.as_str()),
+            None
+        );
+    }
+
+    #[test]
+    fn digests() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let mut hasher = Hasher::for_digest("sha256:x").unwrap();
+        hasher.update(b"a");
+        hasher.update(b"bc");
+        assert_eq!(hasher.finish(), sha256_digest(b"abc"));
+        assert!(Hasher::for_digest("md5:x").is_none());
+    }
+}

@@ -1,0 +1,33 @@
+//! Pulling from OCI registries: references, per-host settings, credentials, and a blocking
+//! [`Client`] that resolves an image for a platform and streams its blobs.
+//!
+//! Self-contained: nothing here imports other rbuild modules; `ops` and `cli` wire it in.
+//! Invariant: every manifest, config and blob the client hands out has been checked against
+//! its digest (for a streamed blob, a mismatch is reported after the last byte, and the caller
+//! discards what it wrote).
+//!
+//! | file           | concept                                                        |
+//! |----------------|----------------------------------------------------------------|
+//! | `reference.rs` | `busybox` → `docker.io/library/busybox:latest`                 |
+//! | `config.rs`    | `[registry."host"]` sections of a buildkitd.toml-style file    |
+//! | `auth.rs`      | docker/podman credential files, helpers, `WWW-Authenticate`    |
+//! | `manifest.rs`  | media types, platform selection, digests                       |
+//! | `client.rs`    | hosts and mirrors, token/basic auth, retries, resolve, blobs   |
+//! | `error.rs`     | [`RegistryError`]                                              |
+
+mod auth;
+mod client;
+mod config;
+mod error;
+mod manifest;
+mod reference;
+
+pub use auth::{Credential, Credentials};
+pub use client::{Client, LayerDescriptor, Resolved, RetryPolicy};
+pub use config::{HostConfig, RegistryConfig};
+pub use error::RegistryError;
+pub use manifest::{DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST};
+pub use reference::Reference;
+
+#[cfg(test)]
+mod tests;

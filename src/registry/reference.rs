@@ -1,0 +1,246 @@
+//! Image references with Docker's normalization: `busybox` is `docker.io/library/busybox:latest`,
+//! `index.docker.io/x` is `docker.io/library/x`, a first path component with `.` or `:` or equal
+//! to `localhost` is a registry host. Invariant: a parsed [`Reference`] always has a tag or a
+//! digest (a bare name gets `latest`), and its repository is lowercase and valid.
+
+use super::error::RegistryError;
+
+pub const DOCKER_HUB: &str = "docker.io";
+const DEFAULT_TAG: &str = "latest";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reference {
+    /// Registry host as users write it (`docker.io`, `127.0.0.1:5000`), not the API host.
+    pub registry: String,
+    /// Repository path inside the registry (`library/busybox`).
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `algorithm:hex`, checked for format only.
+    pub digest: Option<String>,
+}
+
+impl Reference {
+    pub fn parse(text: &str) -> Result<Reference, RegistryError> {
+        let invalid = |reason| RegistryError::InvalidReference {
+            text: text.to_string(),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(invalid("empty reference"));
+        }
+        let (name_and_tag, digest) = match text.split_once('@') {
+            Some((name, digest)) => (name, Some(digest)),
+            None => (text, None),
+        };
+        // The tag is after the last `:` that follows the last `/`; a `:` before it is a port.
+        let last_slash = name_and_tag.rfind('/').map_or(0, |index| index + 1);
+        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+            Some(index) => {
+                let split = last_slash + index;
+                (&name_and_tag[..split], Some(&name_and_tag[split + 1..]))
+            }
+            None => (name_and_tag, None),
+        };
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+
+        if repository.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(invalid("repository name must be lowercase"));
+        }
+        if !valid_repository(&repository) {
+            return Err(invalid("invalid repository name"));
+        }
+        if !valid_host(&registry) {
+            return Err(invalid("invalid registry host"));
+        }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(invalid("invalid tag"));
+        }
+        if let Some(digest) = digest
+            && !valid_digest(digest)
+        {
+            return Err(invalid("invalid digest"));
+        }
+        let tag = match (tag, digest) {
+            (None, None) => Some(DEFAULT_TAG.to_string()),
+            (tag, _) => tag.map(str::to_string),
+        };
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest: digest.map(str::to_string),
+        })
+    }
+
+    /// `registry/repository[:tag][@digest]`, fully qualified (never shortened to `busybox`).
+    #[allow(clippy::inherent_to_string_shadow_display)]
+    pub fn to_string(&self) -> String {
+        let mut text = format!("{}/{}", self.registry, self.repository);
+        if let Some(tag) = &self.tag {
+            text.push(':');
+            text.push_str(tag);
+        }
+        if let Some(digest) = &self.digest {
+            text.push('@');
+            text.push_str(digest);
+        }
+        text
+    }
+
+    /// What the manifest endpoint is asked for: the digest when there is one, else the tag.
+    pub(crate) fn manifest_selector(&self) -> &str {
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or(DEFAULT_TAG)
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&Reference::to_string(self))
+    }
+}
+
+/// Components `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`, separated by `/`.
+fn valid_repository(repository: &str) -> bool {
+    !repository.is_empty()
+        && repository.len() <= 255
+        && repository.split('/').all(|component| {
+            let bytes = component.as_bytes();
+            let alphanumeric = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
+            if bytes.is_empty() || !alphanumeric(bytes[0]) || !alphanumeric(bytes[bytes.len() - 1]) {
+                return false;
+            }
+            let mut index = 0;
+            while index < bytes.len() {
+                let byte = bytes[index];
+                if alphanumeric(byte) {
+                    index += 1;
+                    continue;
+                }
+                let start = index;
+                while index < bytes.len() && !alphanumeric(bytes[index]) {
+                    index += 1;
+                }
+                let separator = &component[start..index];
+                if !(separator == "." || separator == "_" || separator == "__" || separator.bytes().all(|b| b == b'-'))
+                {
+                    return false;
+                }
+            }
+            true
+        })
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+}
+
+fn valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn valid_digest(digest: &str) -> bool {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return false;
+    };
+    let hex_ok = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let algorithm_ok = !algorithm.is_empty()
+        && algorithm
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'_' | b'-'));
+    algorithm_ok && hex_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn normalizes_like_docker() {
+        let cases = [
+            ("busybox", "docker.io/library/busybox:latest"),
+            ("busybox:1.36", "docker.io/library/busybox:1.36"),
+            ("library/busybox", "docker.io/library/busybox:latest"),
+            ("user/app:v1", "docker.io/user/app:v1"),
+            ("index.docker.io/busybox", "docker.io/library/busybox:latest"),
+            ("docker.io/busybox", "docker.io/library/busybox:latest"),
+            ("localhost/app", "localhost/app:latest"),
+            ("localhost:5000/app", "localhost:5000/app:latest"),
+            ("127.0.0.1:5000/library/busybox:t1", "127.0.0.1:5000/library/busybox:t1"),
+            ("ghcr.io/org/team/app:1.0-rc.1", "ghcr.io/org/team/app:1.0-rc.1"),
+            ("quay.io/a_b/c__d/e--f", "quay.io/a_b/c__d/e--f:latest"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(Reference::parse(input).unwrap().to_string(), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn splits_fields() {
+        let reference = Reference::parse(&format!("127.0.0.1:5000/busybox:1.0@{DIGEST}")).unwrap();
+        assert_eq!(reference.registry, "127.0.0.1:5000");
+        assert_eq!(reference.repository, "busybox");
+        assert_eq!(reference.tag.as_deref(), Some("1.0"));
+        assert_eq!(reference.digest.as_deref(), Some(DIGEST));
+        assert_eq!(reference.manifest_selector(), DIGEST);
+
+        let by_digest = Reference::parse(&format!("busybox@{DIGEST}")).unwrap();
+        assert_eq!(by_digest.tag, None);
+        assert_eq!(by_digest.to_string(), format!("docker.io/library/busybox@{DIGEST}"));
+    }
+
+    #[test]
+    fn rejects_invalid() {
+        for input in [
+            "",
+            "Busybox",
+            "docker.io/Library/x",
+            "busybox:",
+            "busybox:-x",
+            "a//b",
+            "-a",
+            "a-",
+            "busybox@sha256:12",
+            "a..b",
+            ":tag",
+        ] {
+            assert!(Reference::parse(input).is_err(), "{input:?} should be rejected");
+        }
+        let error = Reference::parse("Busybox").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid reference format: `Busybox`: repository name must be lowercase"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Pulling base images from a real registry: Debian's `docker-registry` (the CNCF distribution
+//! registry) on 127.0.0.1, filled with `skopeo copy` from the busybox test image, reached through
+//! a `docker.io` mirror entry so that `FROM busybox` works unchanged.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::images::{BUSYBOX_TAG, busybox_layout};
+use crate::support::*;
+
+const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+
+/// A registry process on a free port, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _directory: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(
+            std::path::Path::new(REGISTRY_BINARY).exists(),
+            "{REGISTRY_BINARY} is missing: install Debian's docker-registry package (.ci/run does)"
+        );
+        let directory = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            directory.path().join("storage").display()
+        );
+        let config_path = directory.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(REGISTRY_BINARY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..400 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Registry { child, port, _directory: directory };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the registry on port {port} did not start");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Pushes the busybox test image as `library/busybox:latest`.
+    fn push_busybox(&self) {
+        require_tool("skopeo");
+        let source = format!("oci:{}:{BUSYBOX_TAG}", busybox_layout().display());
+        let destination = format!("docker://{}/library/busybox:latest", self.host());
+        tool("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &source, &destination]);
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A config.toml sending docker.io to the registry as a mirror, over plain http.
+fn mirror_config(project: &Project, registry: &Registry) -> PathBuf {
+    let path = project.dir().join("config.toml");
+    let host = registry.host();
+    std::fs::write(&path, format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n\n[registry.\"{host}\"]\nhttp = true\n")).unwrap();
+    path
+}
+
+#[test]
+fn from_busybox_pulls_through_a_mirror_then_builds_offline() {
+    let mut registry = Registry::start();
+    registry.push_busybox();
+    let project = Project::new();
+    let config = mirror_config(&project, &registry);
+    let config = config.to_str().unwrap();
+    project.dockerfile("FROM busybox\nRUN echo pulled > /x\n");
+
+    let first = project.build(&["--config", config, "-o", "type=local,dest=out"]).ok();
+    let from = first.step("FROM docker.io/library/busybox:latest@sha256:");
+    assert!(from.contains("DONE"), "FROM was not pulled: {from}");
+    assert_eq!(std::fs::read_to_string(project.out("out").join("x")).unwrap(), "pulled\n");
+    assert!(project.out("out").join("bin/busybox").exists(), "the base image's files are in the result");
+
+    // Pulled images stay: the registry is gone and the same build is all CACHED.
+    registry.stop();
+    let offline = project.build(&["--config", config]).ok();
+    for (name, status) in offline.steps() {
+        if !name.contains("[internal]") {
+            assert!(status.contains("CACHED"), "{name}: {status}");
+        }
+    }
+    // A new RUN on the cached base works offline too.
+    project.dockerfile("FROM busybox\nRUN echo offline > /y\n");
+    project.build(&["--config", config, "-o", "type=local,dest=out2"]).ok();
+    assert_eq!(std::fs::read_to_string(project.out("out2").join("y")).unwrap(), "offline\n");
+
+    // `--pull` resolves again: with the registry down, that fails with a clear error.
+    let failed = project.build(&["--config", config, "--pull"]).fails(1);
+    failed.stderr_has("failed to resolve source metadata for docker.io/library/busybox:latest");
+}
+
+#[test]
+fn a_missing_image_is_named() {
+    let registry = Registry::start();
+    let project = Project::new();
+    let config = mirror_config(&project, &registry);
+    project.dockerfile(&format!("FROM {}/library/nosuchimage:1.0\n", registry.host()));
+    let failed = project.build(&["--config", config.to_str().unwrap()]).fails(1);
+    failed.stderr_has(&format!("{}/library/nosuchimage:1.0: not found", registry.host()));
+    failed.stderr_has("Dockerfile:1");
+}
