@@ -56,12 +56,19 @@ command -v python3 >/dev/null || { echo "python3 is needed to generate the conte
 # ---------------------------------------------------------------- temp dir
 base=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 T=$(mktemp -d "$base/rbuild-bench.XXXXXX")
+# Many unlinks at once: on this VM's ext4 (mounted with discard) a plain rm -rf of 50,000 files
+# takes 25-50 s, the same files removed 16 at a time take 2-4 s.
+fast_rm() {
+    [[ -e "$1" ]] || return 0
+    find "$1" -type f -print0 | xargs -0 -r -P 16 -n 2000 rm -f
+    rm -rf "$1"
+}
 cleanup() {
     if [[ "${BENCH_KEEP:-}" == 1 ]]; then
         echo "kept $T" >&2
     else
         local t0=$SECONDS
-        rm -rf "$T"
+        fast_rm "$T"
         echo "(removed $T in $((SECONDS - t0))s; whole script ${SECONDS}s)" >&2
     fi
 }
@@ -218,8 +225,8 @@ bench "50k touch 100, -o oci" all touch_100 "${B1[@]}" -o "type=oci,dest=@OUT@" 
 log "1d. rebuild after changing one file ($CHANGED): only COPY . /tree runs again"
 bench "50k change 1, no -o" 2 change_one "${B1[@]}" "$CTX"
 bench "50k change 1, -o oci" 2 change_one "${B1[@]}" -o "type=oci,dest=@OUT@" "$CTX"
-# (nothing deleted here: deleting ~500,000 files takes minutes on some disks and slows the runs
-# around it; the exit trap removes the lot)
+# (nothing deleted here: deleting ~500,000 files takes a while and slows the runs around it;
+# the exit trap removes the lot)
 
 # ================================================================ 2. a 1 GiB layer
 log "2. ${BIG_MB} MiB of random data"
