@@ -179,7 +179,7 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
             media_type: descriptor.media_type().to_string(),
         })
         .collect();
-    import_layers(environment, reference, &config_bytes, &layers, &mut |digest, out| {
+    import_layers(environment, reference, &config_bytes, &layers, &|digest, out| {
         let layer_path = blob_path(path, digest);
         let mut file = File::open(&layer_path)
             .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
@@ -220,13 +220,33 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
     let parsed = crate::registry::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
     let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
-    import_layers(environment, reference, &config_bytes, &descriptors, &mut |digest, out| {
+    import_layers(environment, reference, &config_bytes, &descriptors, &|digest, out| {
         let size = sizes.get(digest).copied();
         let mut progress = |done: u64, total: u64| (environment.status)(digest, done, Some(total), done >= total && total > 0);
         client
             .fetch_blob(&parsed, digest, size, out, &mut progress)
             .map_err(|error| ImageError::Pull { reference: reference.to_string(), message: error.to_string() })
     })
+}
+
+/// Blobs fetched at the same time when an image is pulled.
+const PARALLEL_FETCHES: usize = 4;
+
+/// One blob into the store, verified against its digest.
+fn fetch_blob(
+    store: &crate::store::Store,
+    reference: &str,
+    digest: &str,
+    fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
+) -> Result<(String, u64), ImageError> {
+    let mut writer = store.blob_writer()?;
+    fetch(digest, &mut writer)?;
+    let (stored_digest, size) = writer.finish()?;
+    if stored_digest != digest {
+        let _ = std::fs::remove_file(store.blob_path(&stored_digest));
+        return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: digest.into(), actual: stored_digest });
+    }
+    Ok((stored_digest, size))
 }
 
 /// A layer blob as a manifest lists it.
@@ -246,7 +266,7 @@ pub fn import_layers(
     reference: &str,
     config_bytes: &[u8],
     descriptors: &[BlobDescriptor],
-    fetch: &mut dyn FnMut(&str, &mut dyn io::Write) -> Result<(), ImageError>,
+    fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
 ) -> Result<Vec<Layer>, ImageError> {
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
     let config: serde_json::Value = serde_json::from_slice(config_bytes).map_err(|error| invalid(error.to_string()))?;
@@ -258,24 +278,48 @@ pub fn import_layers(
         return Err(invalid(format!("{} layers but {} diff ids", descriptors.len(), diff_ids.len())));
     }
     let store = environment.store;
+    // Which layers the store lacks; their blobs are fetched at the same time, on plain threads
+    // (a fetch mostly waits on the network), a few at once.
+    let mut known = Vec::with_capacity(diff_ids.len());
+    for diff_id in &diff_ids {
+        let row = store.database().layer(diff_id)?;
+        known.push(row.filter(|_| store.snapshot_path(diff_id).is_dir()));
+    }
+    let missing: Vec<usize> = (0..descriptors.len()).filter(|index| known[*index].is_none()).collect();
+    let mut fetched: std::collections::HashMap<usize, (String, u64)> = std::collections::HashMap::new();
+    for batch in missing.chunks(PARALLEL_FETCHES) {
+        environment.check_canceled().map_err(|_| ImageError::Canceled)?;
+        let results: Vec<(usize, Result<(String, u64), ImageError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|&index| {
+                    let digest = descriptors[index].digest.clone();
+                    (index, scope.spawn(move || fetch_blob(store, reference, &digest, fetch)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(index, handle)| {
+                    let result = handle.join().unwrap_or_else(|_| Err(invalid("a fetch thread panicked".into())));
+                    (index, result)
+                })
+                .collect()
+        });
+        for (index, result) in results {
+            fetched.insert(index, result?);
+        }
+    }
     let mut layers = Vec::new();
-    for (descriptor, diff_id) in descriptors.iter().zip(&diff_ids) {
+    for (index, (descriptor, diff_id)) in descriptors.iter().zip(&diff_ids).enumerate() {
         environment.check_canceled().map_err(|_| ImageError::Canceled)?;
         let blob_digest = descriptor.digest.clone();
-        let snapshot = store.snapshot_path(diff_id);
-        let known = store.database().layer(diff_id)?;
-        if let Some(row) = known.filter(|_| snapshot.is_dir()) {
-            layers.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at: row.created_at });
+        if let Some(row) = &known[index] {
+            layers.push(Layer { diff_id: diff_id.clone(), path: store.snapshot_path(diff_id), created_at: row.created_at });
             continue;
         }
-        // The blob goes into the store first (verified), then is unpacked from the store's copy.
-        let mut writer = store.blob_writer()?;
-        fetch(&blob_digest, &mut writer)?;
-        let (stored_digest, size) = writer.finish()?;
-        if stored_digest != blob_digest {
-            let _ = std::fs::remove_file(store.blob_path(&stored_digest));
-            return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: blob_digest, actual: stored_digest });
-        }
+        let Some((stored_digest, size)) = fetched.remove(&index) else {
+            return Err(invalid(format!("layer {blob_digest} was not fetched")));
+        };
         let directory = store.temp_dir("layer-")?;
         let blob = File::open(store.blob_path(&stored_digest))
             .map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
