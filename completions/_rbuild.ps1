@@ -58,6 +58,7 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             [CompletionResult]::new('--no-cache', '--no-cache', [CompletionResultType]::ParameterName, 'Do not use cache when building the image')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Suppress the build output and print image ID on success')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Suppress the build output and print image ID on success')
+            [CompletionResult]::new('--push', '--push', [CompletionResultType]::ParameterName, 'Push the image to the registry of each -t name (shorthand for --output=type=registry)')
             [CompletionResult]::new('--pull', '--pull', [CompletionResultType]::ParameterName, 'Always resolve base images again (a resolved tag is otherwise reused, also offline)')
             [CompletionResult]::new('--debug-cache', '--debug-cache', [CompletionResultType]::ParameterName, 'Say why each step missed the cache (a log line under the step)')
             [CompletionResult]::new('--debug', '--debug', [CompletionResultType]::ParameterName, 'Show debug logs (also RBUILD_LOG=debug)')

@@ -54,6 +54,7 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand --no-cache 'Do not use cache when building the image'
             cand -q 'Suppress the build output and print image ID on success'
             cand --quiet 'Suppress the build output and print image ID on success'
+            cand --push 'Push the image to the registry of each -t name (shorthand for --output=type=registry)'
             cand --pull 'Always resolve base images again (a resolved tag is otherwise reused, also offline)'
             cand --debug-cache 'Say why each step missed the cache (a log line under the step)'
             cand --debug 'Show debug logs (also RBUILD_LOG=debug)'

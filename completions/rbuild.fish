@@ -51,6 +51,7 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Netw
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l no-cache -d 'Do not use cache when building the image'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s q -l quiet -d 'Suppress the build output and print image ID on success'
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l push -d 'Push the image to the registry of each -t name (shorthand for --output=type=registry)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l pull -d 'Always resolve base images again (a resolved tag is otherwise reused, also offline)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l debug-cache -d 'Say why each step missed the cache (a log line under the step)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l debug -d 'Show debug logs (also RBUILD_LOG=debug)'

@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
     ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
     // The exporter reads the image config the frontend made (plain data) and the layers ops made.
-    ("exporter", &["frontend", "ops", "progress", "snapshot", "store"]),
+    ("exporter", &["frontend", "ops", "progress", "registry", "snapshot", "store"]),
     ("snapshot", &["store"]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.
     ("sandbox", &[]),

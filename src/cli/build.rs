@@ -90,6 +90,12 @@ impl BuildOptions {
         for output in &args.outputs {
             outputs.push(parse_output(output).map_err(|error| anyhow!("{error}"))?);
         }
+        if args.push {
+            if args.tags.is_empty() {
+                bail!("--push needs an image name: add -t NAME");
+            }
+            outputs.push(parse_output("type=registry").map_err(|error| anyhow!("{error}"))?);
+        }
         let mut build_args = BTreeMap::new();
         for arg in &args.build_args {
             match arg.split_once('=') {
@@ -437,6 +443,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         progress: &sender,
         first_vertex: plan.graph.vertices.len() + 1,
         cancel,
+        registry: Some(&registry),
     };
     let exported = export(&request);
     if cancel.load(Ordering::SeqCst) {

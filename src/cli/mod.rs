@@ -114,6 +114,9 @@ pub struct BuildArgs {
     /// SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
+    /// Push the image to the registry of each -t name (shorthand for --output=type=registry)
+    #[arg(long)]
+    pub push: bool,
     /// Always resolve base images again (a resolved tag is otherwise reused, also offline)
     #[arg(long)]
     pub pull: bool,

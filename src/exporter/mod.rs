@@ -9,6 +9,7 @@ pub mod archive;
 pub mod image;
 pub mod output;
 mod parallel_gzip;
+mod push;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,12 @@ pub enum ExportError {
     RootfsTar(#[from] crate::snapshot::layer_tar::LayerTarError),
     #[error(transparent)]
     Reference(#[from] reference::ReferenceError),
+    #[error(transparent)]
+    Push(#[from] push::PushError),
+    #[error("no registry client for a push")]
+    NoRegistry,
+    #[error("pushing needs an image name: use -t NAME or name=NAME")]
+    NoName,
 }
 
 /// What the build produced, for `--metadata-file` and `--iidfile`.
@@ -97,6 +104,8 @@ pub struct ExportRequest<'a> {
     pub first_vertex: usize,
     /// Set on Ctrl-C: writes stop and the export fails with `interrupted`.
     pub cancel: &'a AtomicBool,
+    /// For `type=registry` / `push=true`.
+    pub registry: Option<&'a crate::registry::Client>,
 }
 
 pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
@@ -109,6 +118,7 @@ pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
             OutputKind::Docker => "exporting to docker image format",
             OutputKind::Tar => "exporting to client tarball",
             OutputKind::Local => "exporting to client directory",
+            OutputKind::Registry => "exporting to image",
         };
         request.progress.send(Event::Started { vertex, name: name.into() });
         let exported = export_one(request, output, vertex, &mut built, &mut result);
@@ -134,6 +144,43 @@ fn export_one(
 ) -> Result<(), ExportError> {
     let destination = output.dest.clone().unwrap_or(Destination::Stdout);
     match output.kind {
+        OutputKind::Registry => {
+            let encoding = Encoding {
+                compression: output.compression,
+                level: output.compression_level,
+                oci_mediatypes: output.oci_mediatypes,
+                epoch: request.epoch,
+                rewrite_timestamp: output.rewrite_timestamp,
+                manifest_annotations: output.manifest_annotations.clone(),
+            };
+            let key = format!("{encoding:?}");
+            status(request.progress, vertex, "exporting layers", false);
+            let image = match built.iter().find(|(existing, _)| *existing == key) {
+                Some((_, image)) => image.clone(),
+                None => {
+                    let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel)?;
+                    built.push((key, image.clone()));
+                    image
+                }
+            };
+            status(request.progress, vertex, "exporting layers", true);
+            status(request.progress, vertex, format!("exporting manifest {}", image.manifest.digest), true);
+            status(request.progress, vertex, format!("exporting config {}", image.config.digest), true);
+            let client = request.registry.ok_or(ExportError::NoRegistry)?;
+            let names: Vec<&String> = request.tags.iter().chain(&output.names).collect();
+            if names.is_empty() {
+                return Err(ExportError::NoName);
+            }
+            for name in names {
+                push::push(request.store, client, &image, name, request.progress, vertex)?;
+                let full = normalize(name)?.full;
+                if !result.names.contains(&full) {
+                    result.names.push(full);
+                }
+            }
+            result.image = Some(image);
+            Ok(())
+        }
         OutputKind::Oci | OutputKind::Docker => {
             let encoding = Encoding {
                 compression: output.compression,

@@ -10,6 +10,8 @@ pub enum OutputKind {
     Docker,
     Tar,
     Local,
+    /// `type=image,push=true` and `type=registry`: pushed to the registry of each name.
+    Registry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub enum OutputError {
     UnknownKey { key: String, kind: String },
     #[error("dest is required for {0} output")]
     MissingDest(String),
+    #[error("rbuild has no image store: use `type=image,push=true` (or `type=registry`) to push, or `type=oci`/`type=docker` to write an archive")]
+    NoImageStore,
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
@@ -115,11 +119,12 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
         "docker" => OutputKind::Docker,
         "tar" => OutputKind::Tar,
         "local" => OutputKind::Local,
-        "image" | "registry" => return Err(OutputError::NotYet(kind_name)),
+        "image" | "registry" => OutputKind::Registry,
         other => return Err(OutputError::UnknownType(other.into())),
     };
     let mut output = spec(kind, None);
-    let image_kind = matches!(kind, OutputKind::Oci | OutputKind::Docker);
+    let image_kind = matches!(kind, OutputKind::Oci | OutputKind::Docker | OutputKind::Registry);
+    let mut push = kind_name == "registry";
     let mut mediatypes_given = None;
     for (key, value) in pairs {
         match key.as_str() {
@@ -145,6 +150,8 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
             }
             "oci-mediatypes" if image_kind => mediatypes_given = Some(parse_bool(&key, &value)?),
             "rewrite-timestamp" => output.rewrite_timestamp = parse_bool(&key, &value)?,
+            "push" if image_kind => push = parse_bool(&key, &value)?,
+            "registry.insecure" | "unpack" | "store" | "name-canonical" | "dangling-name-prefix" if image_kind => {}
             "platform-split" | "buildinfo" | "attestation-inline" => {}
             key if image_kind && key.starts_with("annotation-index.") => {
                 output.index_annotations.insert(key["annotation-index.".len()..].to_string(), value);
@@ -160,7 +167,14 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
     }
     // OCI media types are the default for `oci` and required for zstd; `docker` defaults to
     // Docker's own.
-    output.oci_mediatypes = mediatypes_given.unwrap_or(kind == OutputKind::Oci) || output.compression == Compression::Zstd;
+    output.oci_mediatypes = mediatypes_given.unwrap_or(matches!(kind, OutputKind::Oci | OutputKind::Registry))
+        || output.compression == Compression::Zstd;
+    if kind == OutputKind::Registry {
+        if !push {
+            return Err(OutputError::NoImageStore);
+        }
+        return Ok(output);
+    }
     if output.dest.is_none() {
         return Err(OutputError::MissingDest(kind_name));
     }
@@ -204,6 +218,11 @@ mod tests {
         assert!(matches!(parse_output("type=oci"), Err(OutputError::MissingDest(_))));
         assert!(matches!(parse_output("type=local,dest=x,tar=false"), Err(OutputError::UnknownKey { .. })));
         assert!(matches!(parse_output("type=oci,dest=x,compression=lz4"), Err(OutputError::Value { .. })));
-        assert!(matches!(parse_output("type=registry,name=x"), Err(OutputError::NotYet(_))));
+        let registry = parse_output("type=registry,name=r.example/a:1").unwrap();
+        assert_eq!(registry.kind, OutputKind::Registry);
+        assert_eq!(registry.names, ["r.example/a:1"]);
+        assert!(registry.oci_mediatypes);
+        assert_eq!(parse_output("type=image,name=x,push=true").unwrap().kind, OutputKind::Registry);
+        assert!(matches!(parse_output("type=image,name=x"), Err(OutputError::NoImageStore)));
     }
 }

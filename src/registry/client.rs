@@ -1,5 +1,6 @@
 //! The pull side of the OCI distribution API: resolve a reference to the platform's manifest and
-//! config, and stream blobs, verifying every byte against its digest.
+//! config, and stream blobs, verifying every byte against its digest. Also the machinery both
+//! sides share (hosts, authorization, retries); `push.rs` builds the push side on it.
 //!
 //! Ownership: a [`Client`] owns one multi-threaded tokio runtime (two workers) and runs all
 //! registry I/O on it; its methods are blocking and may be called from many threads (rayon
@@ -50,6 +51,9 @@ use super::reference::{DOCKER_HUB, Reference};
 const MANIFEST_LIMIT: usize = 4 << 20;
 /// Image configs are small JSON documents; this bounds memory for a hostile registry.
 const CONFIG_LIMIT: usize = 32 << 20;
+/// containerd pushes a blob in one request; chunks bound the memory of a retried request and let
+/// a registry that limits request bodies (nginx's `client_max_body_size`) take big layers.
+const DEFAULT_UPLOAD_CHUNK_SIZE: usize = 8 << 20;
 const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone)]
@@ -98,9 +102,9 @@ impl Default for RetryPolicy {
 }
 
 /// One way to reach a host: base URL and the HTTP client with that host's TLS settings.
-struct Endpoint {
+pub(super) struct Endpoint {
     /// `host[:port]` as contacted; credentials are looked up by it.
-    host: String,
+    pub(super) host: String,
     /// Path prefix before `/v2` (a mirror may have one), without trailing slash.
     prefix: String,
     http: reqwest::Client,
@@ -121,10 +125,12 @@ impl Endpoint {
 }
 
 pub struct Client {
-    runtime: tokio::runtime::Runtime,
+    pub(super) runtime: tokio::runtime::Runtime,
     config: RegistryConfig,
     credentials: Credentials,
-    retry: RetryPolicy,
+    pub(super) retry: RetryPolicy,
+    /// Bytes per `PATCH` of a blob upload.
+    pub(super) upload_chunk_size: usize,
     /// Endpoints per registry host (mirrors first), built on first use.
     endpoints: Mutex<HashMap<String, Arc<Vec<Arc<Endpoint>>>>>,
     /// `Authorization` header values per (host, scope).
@@ -132,7 +138,7 @@ pub struct Client {
 }
 
 /// How a request ended when it did not give a usable response.
-enum Failure {
+pub(super) enum Failure {
     /// The host does not have it; try the next host, and say "not found" if none has it.
     NotFound,
     Error(RegistryError),
@@ -141,6 +147,67 @@ enum Failure {
 impl From<RegistryError> for Failure {
     fn from(error: RegistryError) -> Failure {
         Failure::Error(error)
+    }
+}
+
+impl Failure {
+    /// The error to report when no other host is left to try; `name` is what was not found.
+    pub(super) fn into_error(self, name: &str) -> RegistryError {
+        match self {
+            Failure::NotFound => RegistryError::NotFound {
+                reference: name.to_string(),
+            },
+            Failure::Error(error) => error,
+        }
+    }
+}
+
+/// What a request asks of the registry's authorization: the token scopes (their joined text
+/// keys the cached `Authorization`), and whether a refusal is a pull or a push refusal.
+pub(super) struct Access {
+    scopes: Vec<String>,
+    push: bool,
+}
+
+impl Access {
+    fn pull(reference: &Reference) -> Access {
+        Access {
+            scopes: vec![format!("repository:{}:pull", reference.repository)],
+            push: false,
+        }
+    }
+
+    /// Pull and push on the reference's repository, plus pull on `mount_from` (the source of a
+    /// cross-repository mount), as containerd's pusher asks.
+    pub(super) fn push(reference: &Reference, mount_from: Option<&str>) -> Access {
+        let mut scopes = vec![format!("repository:{}:pull,push", reference.repository)];
+        scopes.extend(mount_from.map(|source| format!("repository:{source}:pull")));
+        Access { scopes, push: true }
+    }
+
+    fn denied(&self, reference: &Reference, reason: String) -> RegistryError {
+        let reference = reference.to_string();
+        if self.push {
+            RegistryError::PushAccessDenied { reference, reason }
+        } else {
+            RegistryError::AccessDenied { reference, reason }
+        }
+    }
+}
+
+/// Where a request goes: a path under the endpoint's `/v2/` (its scheme may change between tries
+/// through the HTTP fallback), or a URL the registry gave (an upload's `Location`).
+pub(super) enum Target<'a> {
+    Path(&'a str),
+    Url(&'a reqwest::Url),
+}
+
+/// `host[:port]` of a URL, comparable with [`Endpoint::host`].
+fn authority(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => String::new(),
     }
 }
 
@@ -157,6 +224,7 @@ impl Client {
             config,
             credentials,
             retry: RetryPolicy::default(),
+            upload_chunk_size: DEFAULT_UPLOAD_CHUNK_SIZE,
             endpoints: Mutex::new(HashMap::new()),
             authorizations: Mutex::new(HashMap::new()),
         })
@@ -164,6 +232,12 @@ impl Client {
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Client {
         self.retry = retry;
+        self
+    }
+
+    /// Bytes per `PATCH` request of a blob upload (at least 1; default 8 MiB).
+    pub fn with_upload_chunk_size(mut self, bytes: usize) -> Client {
+        self.upload_chunk_size = bytes.max(1);
         self
     }
 
@@ -269,6 +343,13 @@ impl Client {
         let endpoints = Arc::new(endpoints);
         self.lock_endpoints().insert(registry.to_string(), endpoints.clone());
         Ok(endpoints)
+    }
+
+    /// The registry itself, never a mirror: pushes go where the reference names.
+    pub(super) fn push_endpoint(&self, registry: &str) -> Result<Arc<Endpoint>, RegistryError> {
+        let endpoints = self.endpoints(registry)?;
+        // `endpoints` always ends with the registry's own endpoint, after its mirrors.
+        Ok(endpoints.last().cloned().expect("the registry endpoint is always last"))
     }
 
     fn lock_endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<Arc<Endpoint>>>>> {
@@ -517,8 +598,7 @@ impl Client {
         }
     }
 
-    /// One request with authentication and retries. Returns any response that is not 401/403
-    /// and not worth retrying; 401/403 become [`RegistryError::AccessDenied`].
+    /// A pull request under `/v2/` with authentication and retries; see [`Client::send_as`].
     async fn send(
         &self,
         endpoint: &Endpoint,
@@ -528,22 +608,55 @@ impl Client {
         accept: &str,
         range_start: u64,
     ) -> Result<reqwest::Response, Failure> {
-        let scope = format!("repository:{}:pull", reference.repository);
-        let key = (endpoint.host.clone(), scope.clone());
+        let access = Access::pull(reference);
+        self.send_as(
+            endpoint,
+            reference,
+            &access,
+            method,
+            Target::Path(path),
+            true,
+            |request| {
+                let request = request.header(ACCEPT, accept);
+                if range_start > 0 {
+                    request.header(RANGE, format!("bytes={range_start}-"))
+                } else {
+                    request
+                }
+            },
+        )
+        .await
+    }
+
+    /// One request with authentication and (when `retries`) retries. `customize` adds headers and
+    /// body; it runs once per try. Returns any response that is not 401/403 and not worth
+    /// retrying; 401/403 become `access`'s "access denied".
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_as(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        access: &Access,
+        method: Method,
+        target: Target<'_>,
+        retries: bool,
+        customize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        let key = (endpoint.host.clone(), access.scopes.join(" "));
         let mut answered_challenge = false;
         loop {
             let authorization = self.lock_authorizations().get(&key).cloned();
             let response = self
-                .send_with_retries(endpoint, reference, || {
-                    let mut request = endpoint
-                        .http
-                        .request(method.clone(), endpoint.url(path))
-                        .header(ACCEPT, accept);
-                    if let Some(authorization) = &authorization {
+                .send_with_retries(endpoint, reference, retries, || {
+                    let (url, same_host) = match &target {
+                        Target::Path(path) => (endpoint.url(path), true),
+                        Target::Url(url) => (url.to_string(), authority(url) == endpoint.host),
+                    };
+                    let mut request = customize(endpoint.http.request(method.clone(), url));
+                    // A token is for the registry; an upload `Location` on another host (a storage
+                    // redirect) carries its own authorization in the URL.
+                    if let Some(authorization) = authorization.as_ref().filter(|_| same_host) {
                         request = request.header(AUTHORIZATION, authorization);
-                    }
-                    if range_start > 0 {
-                        request = request.header(RANGE, format!("bytes={range_start}-"));
                     }
                     request
                 })
@@ -552,7 +665,7 @@ impl Client {
                 StatusCode::UNAUTHORIZED if !answered_challenge => {
                     answered_challenge = true;
                     let authorization = self
-                        .answer_challenge(endpoint, reference, &scope, response.headers())
+                        .answer_challenge(endpoint, reference, access, response.headers())
                         .await?;
                     self.lock_authorizations().insert(key.clone(), authorization);
                 }
@@ -566,17 +679,11 @@ impl Client {
                         ),
                         None => "authentication required".to_string(),
                     };
-                    return Err(Failure::Error(RegistryError::AccessDenied {
-                        reference: reference.to_string(),
-                        reason,
-                    }));
+                    return Err(Failure::Error(access.denied(reference, reason)));
                 }
                 StatusCode::FORBIDDEN => {
                     let reason = format!("insufficient scope{}", server_message(response).await);
-                    return Err(Failure::Error(RegistryError::AccessDenied {
-                        reference: reference.to_string(),
-                        reason,
-                    }));
+                    return Err(Failure::Error(access.denied(reference, reason)));
                 }
                 _ => return Ok(response),
             }
@@ -593,16 +700,11 @@ impl Client {
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
-        scope: &str,
+        access: &Access,
         headers: &HeaderMap,
     ) -> Result<String, Failure> {
         let credential = self.credentials.get(&endpoint.host)?;
-        let denied = |reason: String| {
-            Failure::Error(RegistryError::AccessDenied {
-                reference: reference.to_string(),
-                reason,
-            })
-        };
+        let denied = |reason: String| Failure::Error(access.denied(reference, reason));
         let challenge = headers
             .get_all(WWW_AUTHENTICATE)
             .iter()
@@ -632,17 +734,20 @@ impl Client {
                 detail: error.to_string(),
             })
         })?;
+        // As containerd: the OAuth form joins scopes with spaces, the GET repeats `scope`.
+        let joined_scopes = access.scopes.join(" ");
         let response = self
-            .send_with_retries(endpoint, reference, || match &credential {
+            .send_with_retries(endpoint, reference, true, || match &credential {
                 Some(Credential::IdentityToken { token, .. }) => endpoint.http.post(realm_url.clone()).form(&[
                     ("grant_type", "refresh_token"),
                     ("refresh_token", token.as_str()),
                     ("service", service.as_str()),
-                    ("scope", scope),
+                    ("scope", joined_scopes.as_str()),
                     ("client_id", "rbuild"),
                 ]),
                 other => {
-                    let mut query = vec![("scope", scope)];
+                    let mut query: Vec<(&str, &str)> =
+                        access.scopes.iter().map(|scope| ("scope", scope.as_str())).collect();
                     if !service.is_empty() {
                         query.push(("service", service.as_str()));
                     }
@@ -704,13 +809,16 @@ impl Client {
     }
 
     /// Sends `build()` until it gives a response that is not 408, 429 or 5xx, or the policy is
-    /// spent (then the last response is returned, for the caller's error message).
+    /// spent (then the last response is returned, for the caller's error message). Without
+    /// `retries` there is one try (the HTTP fallback still applies).
     async fn send_with_retries(
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
+        retries: bool,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
+        let attempts = if retries { self.retry.attempts } else { 1 };
         let started = Instant::now();
         let mut total_delay = Duration::ZERO;
         let mut attempt = 1;
@@ -737,7 +845,7 @@ impl Client {
             let delay = retry_after
                 .unwrap_or(self.retry.initial_delay * 2u32.saturating_pow(attempt - 1))
                 .min(self.retry.max_delay);
-            if !retryable || attempt >= self.retry.attempts || total_delay + delay > self.retry.max_total_delay {
+            if !retryable || attempt >= attempts || total_delay + delay > self.retry.max_total_delay {
                 return outcome.map_err(|source| RegistryError::Connect {
                     host: endpoint.host.clone(),
                     reference: reference.to_string(),
@@ -870,7 +978,7 @@ fn build_endpoint(host: &str, prefix: String, config: &HostConfig) -> Result<End
     })
 }
 
-fn is_retryable(status: StatusCode) -> bool {
+pub(super) fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
@@ -880,14 +988,14 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string)
 }
 
-fn blob_name(reference: &Reference, digest: &str) -> String {
+pub(super) fn blob_name(reference: &Reference, digest: &str) -> String {
     format!("{}/{}@{digest}", reference.registry, reference.repository)
 }
 
@@ -942,7 +1050,7 @@ async fn read_limited(
     }
 }
 
-fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<(), Failure> {
+pub(super) fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<(), Failure> {
     let mut hasher = Hasher::for_digest(digest).ok_or_else(|| RegistryError::UnsupportedDigest {
         reference: reference.to_string(),
         digest: digest.to_string(),
@@ -960,7 +1068,7 @@ fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<(), Failu
 }
 
 /// `: CODE: message` from a distribution error body, or nothing.
-async fn server_message(response: reqwest::Response) -> String {
+pub(super) async fn server_message(response: reqwest::Response) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         #[serde(default)]
@@ -978,11 +1086,14 @@ async fn server_message(response: reqwest::Response) -> String {
     };
     match serde_json::from_slice::<Errors>(&bytes) {
         Ok(errors) if !errors.errors.is_empty() => {
-            let entries: Vec<String> = errors
-                .errors
-                .iter()
-                .map(|entry| format!("{}: {}", entry.code.to_ascii_lowercase(), entry.message))
-                .collect();
+            // A registry repeats one entry per offending item (every unknown blob of a manifest).
+            let mut entries: Vec<String> = Vec::new();
+            for entry in &errors.errors {
+                let text = format!("{}: {}", entry.code.to_ascii_lowercase(), entry.message);
+                if !entries.contains(&text) {
+                    entries.push(text);
+                }
+            }
             format!(": server message: {}", entries.join(", "))
         }
         _ => String::new(),

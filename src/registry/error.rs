@@ -1,7 +1,7 @@
 //! The one error type of the registry client. Messages name the image (or the host for transport
 //! failures) so the caller can print them as they are, BuildKit-style: `X: not found` and
-//! `pull access denied for X: ...` keep BuildKit's wording; everything else follows the house
-//! style (lowercase, values in backticks).
+//! `pull access denied for X: ...` keep BuildKit's wording, `push access denied for X: ...`
+//! mirrors it; everything else follows the house style (lowercase, values in backticks).
 
 use std::path::PathBuf;
 
@@ -46,6 +46,9 @@ pub enum RegistryError {
 
     #[error("pull access denied for {reference}: {reason}")]
     AccessDenied { reference: String, reason: String },
+
+    #[error("push access denied for {reference}: {reason}")]
+    PushAccessDenied { reference: String, reason: String },
 
     #[error("{reference}: not found")]
     NotFound { reference: String },
@@ -101,6 +104,21 @@ pub enum RegistryError {
 
     #[error("unsupported manifest media type `{media_type}` for {reference}")]
     UnsupportedMediaType { reference: String, media_type: String },
+
+    #[error("failed to read blob `{digest}` to push to {reference}")]
+    ReadBlob {
+        reference: String,
+        digest: String,
+        source: std::io::Error,
+    },
+
+    #[error("registry `{host}` acknowledged {acknowledged} bytes of {reference} after {sent} were sent")]
+    UploadOffset {
+        host: String,
+        reference: String,
+        sent: u64,
+        acknowledged: u64,
+    },
 
     #[error("failed to write blob `{digest}` of {reference}")]
     Write {

@@ -1,25 +1,28 @@
-//! Pulling from OCI registries: references, per-host settings, credentials, and a blocking
-//! [`Client`] that resolves an image for a platform and streams its blobs.
+//! Pulling from and pushing to OCI registries: references, per-host settings, credentials, and a
+//! blocking [`Client`] that resolves an image for a platform and streams its blobs, and uploads
+//! blobs and manifests.
 //!
 //! Self-contained: nothing here imports other rbuild modules; `ops` and `cli` wire it in.
 //! Invariant: every manifest, config and blob the client hands out has been checked against
 //! its digest (for a streamed blob, a mismatch is reported after the last byte, and the caller
-//! discards what it wrote).
+//! discards what it wrote); every blob it uploads is checked before the upload is committed.
 //!
-//! | file           | concept                                                        |
-//! |----------------|----------------------------------------------------------------|
-//! | `reference.rs` | `busybox` → `docker.io/library/busybox:latest`                 |
-//! | `config.rs`    | `[registry."host"]` sections of a buildkitd.toml-style file    |
-//! | `auth.rs`      | docker/podman credential files, helpers, `WWW-Authenticate`    |
-//! | `manifest.rs`  | media types, platform selection, digests                       |
-//! | `client.rs`    | hosts and mirrors, token/basic auth, retries, resolve, blobs   |
-//! | `error.rs`     | [`RegistryError`]                                              |
+//! | file           | concept                                                             |
+//! |----------------|---------------------------------------------------------------------|
+//! | `reference.rs` | `busybox` → `docker.io/library/busybox:latest`                      |
+//! | `config.rs`    | `[registry."host"]` sections of a buildkitd.toml-style file         |
+//! | `auth.rs`      | docker/podman credential files, helpers, `WWW-Authenticate`         |
+//! | `manifest.rs`  | media types, platform selection, digests                            |
+//! | `client.rs`    | hosts and mirrors, token/basic auth, retries, resolve, blobs        |
+//! | `push.rs`      | blob existence, cross-repository mounts, chunked uploads, manifests |
+//! | `error.rs`     | [`RegistryError`]                                                   |
 
 mod auth;
 mod client;
 mod config;
 mod error;
 mod manifest;
+mod push;
 mod reference;
 
 pub use auth::{Credential, Credentials};

@@ -48,8 +48,9 @@ impl Registry {
         let directory = tempfile::tempdir().unwrap();
         let storage = directory.path().join("storage");
         let port = free_port();
+        // The access log (on stdout) lets tests count the requests the registry served.
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
         if let Some(tls) = tls {
@@ -67,10 +68,11 @@ impl Registry {
         }
         let config_path = directory.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
+        let access_log = std::fs::File::create(directory.path().join("access.log")).unwrap();
         let child = Command::new(REGISTRY_BINARY)
             .arg("serve")
             .arg(&config_path)
-            .stdout(Stdio::null())
+            .stdout(access_log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -91,6 +93,15 @@ impl Registry {
 
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Access-log lines of requests whose request line starts with `prefix` (`PATCH /v2/a/`).
+    fn requests(&self, prefix: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.storage.with_file_name("access.log")).unwrap();
+        log.lines()
+            .filter(|line| line.contains(&format!("\"{prefix}")))
+            .map(str::to_string)
+            .collect()
     }
 
     fn blob_data(&self, digest: &str) -> PathBuf {
@@ -536,6 +547,34 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
     .unwrap();
     assert_eq!(sha256_digest(&bytes), resolved.layers[0].digest);
 
+    // Pushing the arm64 image to another repository with the same credentials, then reading it.
+    let pushed = Reference::parse(&format!("{host}/team/pushed:v1")).unwrap();
+    let layout_blob =
+        |digest: &str| std::fs::read(image.layout.path().join("blobs/sha256").join(&digest[7..])).unwrap();
+    let push_one = |client: &Client, digest: &str| {
+        let bytes = layout_blob(digest);
+        client.push_blob(
+            &pushed,
+            digest,
+            bytes.len() as u64,
+            None,
+            &mut || Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+            &mut |_, _| {},
+        )
+    };
+    let (_, manifest_digest, config_digest, layer_digest, _) = &image.platforms[1];
+    assert!(push_one(&client, config_digest).unwrap());
+    assert!(push_one(&client, layer_digest).unwrap());
+    assert!(!push_one(&client, layer_digest).unwrap(), "already there");
+    assert_eq!(
+        client
+            .push_manifest(&pushed, OCI_MANIFEST, &layout_blob(manifest_digest))
+            .unwrap(),
+        *manifest_digest
+    );
+    let resolved = client.resolve(&pushed, "linux", "arm64", None).unwrap();
+    assert_eq!(&resolved.manifest_digest, manifest_digest);
+
     // Wrong credentials, and none.
     std::fs::write(
         docker_config.join("config.json"),
@@ -554,6 +593,19 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
         error,
         format!("pull access denied for {host}/team/app:v1: authentication failed for `alice` at `{host}`")
     );
+    let error = push_one(&client, config_digest).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!("push access denied for {host}/team/pushed:v1: authentication failed for `alice` at `{host}`")
+    );
+    let error = client
+        .push_manifest(&pushed, OCI_MANIFEST, &layout_blob(manifest_digest))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("push access denied for {host}/team/pushed:v1: authentication failed for `alice` at `{host}`")
+    );
     let client = Client::new(config_from(&config_text), Credentials::anonymous())
         .unwrap()
         .with_retry_policy(fast_retries());
@@ -564,6 +616,11 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
     assert_eq!(
         error,
         format!("pull access denied for {host}/team/app:v1: authentication required")
+    );
+    let error = push_one(&client, config_digest).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!("push access denied for {host}/team/pushed:v1: authentication required")
     );
 
     // Without the CA the certificate is not trusted; `insecure` skips verification.
@@ -596,6 +653,7 @@ struct Request {
     method: String,
     path: String,
     headers: BTreeMap<String, String>,
+    body: Vec<u8>,
 }
 
 /// What the handler wants written: status, headers, body, and how many body bytes to send
@@ -650,14 +708,20 @@ fn scripted_server(handler: impl Fn(&Request) -> Answer + Send + 'static) -> u16
                     headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
                 }
             }
+            let mut body = Vec::new();
             if let Some(length) = headers
                 .get("content-length")
                 .and_then(|value| value.parse::<usize>().ok())
             {
-                let mut body = vec![0; length];
+                body = vec![0; length];
                 reader.read_exact(&mut body).unwrap();
             }
-            let answer = handler(&Request { method, path, headers });
+            let answer = handler(&Request {
+                method,
+                path,
+                headers,
+                body,
+            });
             let mut head = format!(
                 "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                 answer.status,
@@ -845,5 +909,419 @@ fn bearer_tokens_retries_and_resumed_streams() {
     assert_eq!(
         error,
         format!("pull access denied for {host}/team/app:v1: authentication failed for `bob` at `{host}`")
+    );
+}
+
+/// An image made for pushing: a config, a gzipped layer and an uncompressed layer of 20 MiB of
+/// noise (more than two upload chunks of 8 MiB), with its OCI manifest.
+struct PushImage {
+    /// (digest, bytes): config, small layer, big layer.
+    blobs: Vec<(String, Vec<u8>)>,
+    manifest: Vec<u8>,
+    manifest_digest: String,
+}
+
+fn make_push_image() -> PushImage {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path();
+    std::fs::write(path.join("hello"), "hello, push\n".repeat(500)).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(path.join("noise"), &noise).unwrap();
+    let tar = |file: &str| {
+        let output = Command::new("tar")
+            .args(["-cf", "-", "--owner=0", "--group=0", "--mtime=@0", "-C"])
+            .arg(path)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        output.stdout
+    };
+    let small_tar = tar("hello");
+    let mut gzip = Command::new("gzip")
+        .arg("-nc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    gzip.stdin.take().unwrap().write_all(&small_tar).unwrap();
+    let small_layer = gzip.wait_with_output().unwrap().stdout;
+    let big_layer = tar("noise");
+    assert!(big_layer.len() > 2 * (8 << 20));
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}},"config":{{"Cmd":["/bin/sh"]}}}}"#,
+        sha256_digest(&small_tar),
+        sha256_digest(&big_layer)
+    )
+    .into_bytes();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        sha256_digest(&config),
+        config.len(),
+        sha256_digest(&small_layer),
+        small_layer.len(),
+        sha256_digest(&big_layer),
+        big_layer.len()
+    )
+    .into_bytes();
+    PushImage {
+        blobs: [config, small_layer, big_layer]
+            .into_iter()
+            .map(|bytes| (sha256_digest(&bytes), bytes))
+            .collect(),
+        manifest_digest: sha256_digest(&manifest),
+        manifest,
+    }
+}
+
+/// Per blob: whether it was uploaded, and its `progress(done, total)` calls.
+type Pushed = Vec<(bool, Vec<(u64, u64)>)>;
+
+fn push_blobs(
+    client: &Client,
+    reference: &Reference,
+    image: &PushImage,
+    mount_from: Option<&str>,
+) -> Result<Pushed, RegistryError> {
+    let mut results = Vec::new();
+    for (digest, bytes) in &image.blobs {
+        let mut calls = Vec::new();
+        let uploaded = client.push_blob(
+            reference,
+            digest,
+            bytes.len() as u64,
+            mount_from,
+            &mut || Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+            &mut |done, total| calls.push((done, total)),
+        )?;
+        results.push((uploaded, calls));
+    }
+    Ok(results)
+}
+
+fn skopeo(arguments: &[&str]) -> Vec<u8> {
+    let output = Command::new("skopeo").args(arguments).output().unwrap();
+    assert!(
+        output.status.success(),
+        "skopeo {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[test]
+fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
+    let registry = Registry::start(None, None);
+    let host = registry.host();
+    let image = make_push_image();
+    let client = Client::new(RegistryConfig::default(), Credentials::anonymous())
+        .unwrap()
+        .with_retry_policy(fast_retries());
+    let reference = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
+
+    // First push: every blob is uploaded; the big one in three chunks.
+    let results = push_blobs(&client, &reference, &image, None).unwrap();
+    assert!(results.iter().all(|(uploaded, _)| *uploaded));
+    let big = image.blobs[2].1.len() as u64;
+    assert_eq!(
+        results[2].1,
+        [(0, big), (8 << 20, big), (16 << 20, big), (big, big)],
+        "progress after each chunk"
+    );
+    assert_eq!(registry.requests("PATCH /v2/team/app/blobs/uploads/").len(), 1 + 1 + 3);
+    let closing = registry.requests("PUT /v2/team/app/blobs/uploads/");
+    assert_eq!(closing.len(), 3);
+    assert!(closing.iter().all(|line| line.contains("\" 201 ")), "{closing:?}");
+    assert_eq!(
+        client.push_manifest(&reference, OCI_MANIFEST, &image.manifest).unwrap(),
+        image.manifest_digest
+    );
+
+    // skopeo sees the digest we pushed and copies out the same bytes.
+    let inspect: serde_json::Value = serde_json::from_slice(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{host}/team/app:v1"),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], image.manifest_digest.as_str());
+    let out = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/team/app:v1"),
+        &format!("oci:{}:v1", out.path().display()),
+    ]);
+    let copied = |digest: &str| {
+        std::fs::read(
+            out.path()
+                .join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap_or_else(|error| {
+            panic!(
+                "{digest} not copied ({error}): {:?}",
+                std::fs::read_dir(out.path().join("blobs/sha256"))
+                    .unwrap()
+                    .collect::<Vec<_>>()
+            )
+        })
+    };
+    assert_eq!(copied(&image.manifest_digest), image.manifest);
+    for (digest, bytes) in &image.blobs {
+        assert!(copied(digest) == *bytes, "blob {digest} differs");
+    }
+
+    // Second push: nothing is uploaded; the manifest gets the same digest.
+    let uploads_before = registry.requests("POST /v2/team/app/blobs/uploads/").len();
+    let results = push_blobs(&client, &reference, &image, None).unwrap();
+    assert!(results.iter().all(|(uploaded, calls)| !uploaded && calls.is_empty()));
+    assert_eq!(
+        registry.requests("POST /v2/team/app/blobs/uploads/").len(),
+        uploads_before
+    );
+    assert_eq!(
+        client.push_manifest(&reference, OCI_MANIFEST, &image.manifest).unwrap(),
+        image.manifest_digest
+    );
+
+    // Another repository: every blob is mounted from the first, nothing uploaded.
+    let other = Reference::parse(&format!("{host}/other/app@{}", image.manifest_digest)).unwrap();
+    let results = push_blobs(&client, &other, &image, Some("team/app")).unwrap();
+    assert!(results.iter().all(|(uploaded, _)| !uploaded));
+    let mounts = registry.requests("POST /v2/other/app/blobs/uploads/?mount=");
+    assert_eq!(mounts.len(), 3);
+    assert!(mounts.iter().all(|line| line.contains("\" 201 ")), "{mounts:?}");
+    assert!(registry.requests("PATCH /v2/other/app/").is_empty());
+    for (digest, _) in &image.blobs {
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
+            .arg(format!("http://{host}/v2/other/app/blobs/{digest}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout),
+            "200",
+            "HEAD {digest} in other/app"
+        );
+    }
+    // By digest, and readable through the pull side.
+    assert_eq!(
+        client.push_manifest(&other, OCI_MANIFEST, &image.manifest).unwrap(),
+        image.manifest_digest
+    );
+    let resolved = client.resolve(&other, "linux", "amd64", None).unwrap();
+    assert_eq!(resolved.manifest, image.manifest);
+
+    // A reference whose digest is not the manifest's is refused before any request.
+    let wrong = Reference::parse(&format!("{host}/other/app@{}", image.blobs[0].0)).unwrap();
+    assert!(matches!(
+        client.push_manifest(&wrong, OCI_MANIFEST, &image.manifest),
+        Err(RegistryError::DigestMismatch { .. })
+    ));
+    // A manifest whose blobs the repository lacks: the registry's status and message.
+    let third = Reference::parse(&format!("{host}/third/app:v1")).unwrap();
+    let error = client
+        .push_manifest(&third, OCI_MANIFEST, &image.manifest)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!(
+            "unexpected status `400` from registry `{host}` for {host}/third/app:v1: server message: manifest_blob_unknown: blob unknown to registry"
+        )
+    );
+    // A reader that gives other bytes than the digest says: nothing is committed.
+    let (digest, bytes) = &image.blobs[1];
+    let error = client
+        .push_blob(
+            &third,
+            digest,
+            bytes.len() as u64,
+            None,
+            &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; 1000]))),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, RegistryError::SizeMismatch { actual: 1000, .. }),
+        "{error}"
+    );
+    let error = client
+        .push_blob(
+            &third,
+            digest,
+            bytes.len() as u64,
+            None,
+            &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; bytes.len()]))),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+    assert!(matches!(error, RegistryError::DigestMismatch { .. }), "{error}");
+    assert!(registry.requests("PUT /v2/third/app/blobs/").is_empty());
+}
+
+#[test]
+fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
+    let blob: Vec<u8> = (0..1000u32).map(|value| (value % 241) as u8).collect();
+    let digest = sha256_digest(&blob);
+    let half = blob.len() / 2;
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let patches = Arc::new(AtomicUsize::new(0));
+    let port_cell = Arc::new(Mutex::new(0u16));
+    let port = {
+        let (log, received, patches, port_cell, digest) = (
+            log.clone(),
+            received.clone(),
+            patches.clone(),
+            port_cell.clone(),
+            digest.clone(),
+        );
+        scripted_server(move |request| {
+            let port = *port_cell.lock().unwrap();
+            log.lock().unwrap().push(format!(
+                "{} {} {}",
+                request.method,
+                request.path,
+                request.headers.get("content-range").map_or("", String::as_str)
+            ));
+            if request.path.starts_with("/token") {
+                return Answer::new(200, br#"{"token":"push-token"}"#);
+            }
+            if request.headers.get("authorization").map(String::as_str) != Some("Bearer push-token") {
+                return Answer::new(401, b"{}").header(
+                    "WWW-Authenticate",
+                    &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="scripted""#),
+                );
+            }
+            let uploads = "/v2/team/app/blobs/uploads/";
+            match (request.method.as_str(), request.path.as_str()) {
+                ("HEAD", _) => Answer::new(404, b""),
+                // The mount is refused with a session (relative Location), whose first PATCH fails.
+                ("POST", path) if path.contains("mount=") => {
+                    Answer::new(202, b"").header("Location", &format!("{uploads}s1"))
+                }
+                ("PATCH", path) if path.ends_with("/s1") => Answer::new(503, b""),
+                ("DELETE", _) => Answer::new(204, b""),
+                ("POST", path) if path == uploads => {
+                    Answer::new(202, b"").header("Location", &format!("http://127.0.0.1:{port}{uploads}s2?_state=a"))
+                }
+                ("PATCH", _) => {
+                    let start: usize = request.headers["content-range"]
+                        .split('-')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let mut received = received.lock().unwrap();
+                    assert_eq!(start, received.len(), "PATCH continues where the registry is");
+                    // The first PATCH of the session only half lands.
+                    let take = if patches.fetch_add(1, Ordering::SeqCst) == 0 {
+                        half - start
+                    } else {
+                        request.body.len()
+                    };
+                    received.extend_from_slice(&request.body[..take]);
+                    Answer::new(202, b"")
+                        .header("Range", &format!("0-{}", received.len() - 1))
+                        .header("Location", &format!("{uploads}s3?_state=b"))
+                }
+                ("PUT", path) if path.starts_with(&format!("{uploads}s3?")) => {
+                    assert!(
+                        path.contains(&format!("digest={}", digest.replace(':', "%3A"))),
+                        "{path}"
+                    );
+                    Answer::new(201, b"").header("Docker-Content-Digest", &digest)
+                }
+                ("PUT", path) if path.starts_with("/v2/team/app/manifests/") => Answer::new(
+                    403,
+                    br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+                ),
+                _ => Answer::new(404, b""),
+            }
+        })
+    };
+    *port_cell.lock().unwrap() = port;
+    let host = format!("127.0.0.1:{port}");
+    let client = Client::new(RegistryConfig::default(), Credentials::anonymous())
+        .unwrap()
+        .with_retry_policy(fast_retries());
+    let reference = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
+    let mut opened = 0;
+    let mut calls = Vec::new();
+    let uploaded = client
+        .push_blob(
+            &reference,
+            &digest,
+            blob.len() as u64,
+            Some("base/img"),
+            &mut || {
+                opened += 1;
+                Ok(Box::new(std::io::Cursor::new(blob.clone())))
+            },
+            &mut |done, total| calls.push((done, total)),
+        )
+        .unwrap();
+    assert!(uploaded);
+    assert_eq!(*received.lock().unwrap(), blob, "the registry got every byte once");
+    assert_eq!(opened, 2, "the failed session restarted from a fresh reader");
+    assert_eq!(calls, [(0, 1000), (0, 1000), (1000, 1000)]);
+    let requests: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| !line.starts_with("GET /token"))
+        .cloned()
+        .collect();
+    let uploads = "/v2/team/app/blobs/uploads/";
+    let expected = [
+        format!("HEAD /v2/team/app/blobs/{digest} "),
+        format!("HEAD /v2/team/app/blobs/{digest} "),
+        format!("POST {uploads}?mount={digest}&from=base/img "),
+        format!("POST {uploads}?mount={digest}&from=base/img "),
+        format!("PATCH {uploads}s1 0-999"),
+        format!("DELETE {uploads}s1 "),
+        format!("POST {uploads} "),
+        format!("PATCH {uploads}s2?_state=a 0-999"),
+        format!("PATCH {uploads}s3?_state=b 500-999"),
+        format!("PUT {uploads}s3?_state=b&digest={} ", digest.replace(':', "%3A")),
+    ];
+    assert_eq!(requests, expected);
+    let tokens: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.starts_with("GET /token"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            "GET /token?scope=repository%3Ateam%2Fapp%3Apull%2Cpush&service=scripted ",
+            "GET /token?scope=repository%3Ateam%2Fapp%3Apull%2Cpush&scope=repository%3Abase%2Fimg%3Apull&service=scripted ",
+        ],
+        "a token per scope set, the mount's with pull on its source"
+    );
+
+    let error = client
+        .push_manifest(&reference, OCI_MANIFEST, b"{}")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!(
+            "push access denied for {host}/team/app:v1: insufficient scope: server message: denied: requested access to the resource is denied"
+        )
     );
 }

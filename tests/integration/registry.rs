@@ -124,3 +124,37 @@ fn a_missing_image_is_named() {
     failed.stderr_has(&format!("{}/library/nosuchimage:1.0: not found", registry.host()));
     failed.stderr_has("Dockerfile:1");
 }
+
+/// `--push -t` and `-o type=registry,name=`: the image lands in the registry, `skopeo` reads it
+/// back with the digest `--metadata-file` recorded; a second push uploads nothing new.
+#[test]
+fn push_lands_in_the_registry_with_the_recorded_digest() {
+    let registry = Registry::start();
+    registry.push_busybox();
+    let project = Project::new();
+    let config = mirror_config(&project, &registry);
+    let config = config.to_str().unwrap();
+    project.write("hello.txt", "pushed by rbuild\n").dockerfile("FROM busybox\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt > /copy\n");
+    let name = format!("{}/team/app:1", registry.host());
+    let metadata = project.out("metadata.json");
+    project.build(&["--config", config, "--push", "-t", &name, "--metadata-file", metadata.to_str().unwrap()]).ok();
+    let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+    let digest = recorded["containerimage.digest"].as_str().unwrap().to_string();
+    assert_eq!(recorded["image.name"].as_str(), Some(name.as_str()));
+    let inspected: serde_json::Value =
+        serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &format!("docker://{name}")])).unwrap();
+    assert_eq!(inspected["Digest"].as_str(), Some(digest.as_str()));
+    // Pulled back, the image has the file.
+    let layout = project.out("pulled");
+    tool("skopeo", &["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{name}"), &format!("oci:{}:app", layout.display())]);
+    let unpacked = project.out("unpacked");
+    tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:app", layout.display()), unpacked.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(unpacked.join("rootfs/copy")).unwrap(), "pushed by rbuild\n");
+
+    // Another name through `-o type=registry`: same digest (blobs mounted or already there).
+    let second = format!("{}/team/other:2", registry.host());
+    project.build(&["--config", config, "-o", &format!("type=registry,name={second}")]).ok();
+    let inspected: serde_json::Value =
+        serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &format!("docker://{second}")])).unwrap();
+    assert_eq!(inspected["Digest"].as_str(), Some(digest.as_str()));
+}

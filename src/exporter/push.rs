@@ -1,0 +1,48 @@
+//! Pushes a built image to a registry: every blob the registry lacks (layers, then the
+//! config), then the manifest under the name's tag. Blobs come from the store; the registry
+//! client skips those the registry has and mounts those another repository of the same
+//! registry has. Progress in BuildKit's words: `pushing layers`, per-blob bytes, `pushing
+//! manifest for NAME@DIGEST`.
+
+use std::fs::File;
+
+use super::image::BuiltImage;
+use crate::progress::{Event, Sender};
+use crate::registry::{Client, Reference};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("invalid image name `{name}`: {message}")]
+    Name { name: String, message: String },
+    #[error("failed to push `{name}`: {message}")]
+    Push { name: String, message: String },
+    #[error("`{name}` was stored as `{actual}`, not `{expected}`")]
+    DigestMismatch { name: String, expected: String, actual: String },
+}
+
+pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, progress: &Sender, vertex: usize) -> Result<(), PushError> {
+    let reference = Reference::parse(name).map_err(|error| PushError::Name { name: name.into(), message: error.to_string() })?;
+    let failed = |error: crate::registry::RegistryError| PushError::Push { name: name.into(), message: error.to_string() };
+    progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: false });
+    for blob in image.layers.iter().chain([&image.config]) {
+        let path = store.blob_path(&blob.digest);
+        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(File::open(&path)?)) };
+        let digest = blob.digest.clone();
+        let mut report = |done: u64, total: u64| {
+            progress.send(Event::Status { vertex, id: digest.clone(), current: done, total: Some(total), done: done >= total });
+        };
+        client.push_blob(&reference, &blob.digest, blob.size, None, &mut open, &mut report).map_err(failed)?;
+    }
+    progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: true });
+    let manifest = std::fs::read(store.blob_path(&image.manifest.digest))
+        .map_err(|error| PushError::Push { name: name.into(), message: error.to_string() })?;
+    let id = format!("pushing manifest for {reference}@{}", image.manifest.digest);
+    progress.send(Event::Status { vertex, id: id.clone(), current: 0, total: None, done: false });
+    let pushed = client.push_manifest(&reference, &image.manifest.media_type, &manifest).map_err(failed)?;
+    if pushed != image.manifest.digest {
+        return Err(PushError::DigestMismatch { name: name.into(), expected: image.manifest.digest.clone(), actual: pushed });
+    }
+    progress.send(Event::Status { vertex, id, current: 0, total: None, done: true });
+    Ok(())
+}
