@@ -4,6 +4,7 @@
 //! registry has. Progress in BuildKit's words: `pushing layers`, per-blob bytes, `pushing
 //! manifest for NAME@DIGEST`.
 
+use std::collections::HashMap;
 use std::fs::File;
 
 use super::image::BuiltImage;
@@ -21,10 +22,33 @@ pub enum PushError {
     DigestMismatch { name: String, expected: String, actual: String },
 }
 
+/// Layers of base images pulled from the same registry, by digest → their repository, so the
+/// push can mount them instead of uploading them.
+fn mount_sources(store: &Store, target: &Reference) -> HashMap<String, String> {
+    let mut sources = HashMap::new();
+    let Ok(tags) = store.database().image_tags() else { return sources };
+    for (key, manifest_digest) in tags {
+        let name = key.split(' ').next().unwrap_or_default();
+        let Ok(pulled) = Reference::parse(name) else { continue };
+        if pulled.registry != target.registry || pulled.repository == target.repository {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(store.blob_path(&manifest_digest)) else { continue };
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            if let Some(digest) = layer["digest"].as_str() {
+                sources.entry(digest.to_string()).or_insert_with(|| pulled.repository.clone());
+            }
+        }
+    }
+    sources
+}
+
 pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, progress: &Sender, vertex: usize) -> Result<(), PushError> {
     let reference = Reference::parse(name).map_err(|error| PushError::Name { name: name.into(), message: error.to_string() })?;
     let failed = |error: crate::registry::RegistryError| PushError::Push { name: name.into(), message: error.to_string() };
     progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: false });
+    let mounts = mount_sources(store, &reference);
     for blob in image.layers.iter().chain([&image.config]) {
         let path = store.blob_path(&blob.digest);
         let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(File::open(&path)?)) };
@@ -32,7 +56,8 @@ pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, prog
         let mut report = |done: u64, total: u64| {
             progress.send(Event::Status { vertex, id: digest.clone(), current: done, total: Some(total), done: done >= total });
         };
-        client.push_blob(&reference, &blob.digest, blob.size, None, &mut open, &mut report).map_err(failed)?;
+        let mount_from = mounts.get(&blob.digest).map(String::as_str);
+        client.push_blob(&reference, &blob.digest, blob.size, mount_from, &mut open, &mut report).map_err(failed)?;
     }
     progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: true });
     let manifest = std::fs::read(store.blob_path(&image.manifest.digest))

@@ -367,6 +367,13 @@ impl Database {
         Ok(row)
     }
 
+    /// Every resolved registry reference with its manifest digest.
+    pub fn image_tags(&self) -> Result<Vec<(String, String)>, DatabaseError> {
+        let mut statement = self.connection.prepare("SELECT reference, manifest_digest FROM image_tag ORDER BY reference")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn put_image_tag(&mut self, reference: &str, manifest_digest: &str, config_digest: &str, now: i64) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute(

@@ -157,4 +157,12 @@ fn push_lands_in_the_registry_with_the_recorded_digest() {
     let inspected: serde_json::Value =
         serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &format!("docker://{second}")])).unwrap();
     assert_eq!(inspected["Digest"].as_str(), Some(digest.as_str()));
+
+    // A base pulled from the same registry: its layers are mounted into the new repository.
+    project.dockerfile(&format!("FROM {}/library/busybox:latest\nCOPY hello.txt /hello.txt\n", registry.host()));
+    let mounted = format!("{}/team/mounted:1", registry.host());
+    project.build(&["--config", config, "--push", "-t", &mounted]).ok();
+    let inspected: serde_json::Value =
+        serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &format!("docker://{mounted}")])).unwrap();
+    assert!(inspected["Layers"].as_array().is_some_and(|layers| layers.len() >= 2), "{inspected}");
 }
