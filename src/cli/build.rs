@@ -389,7 +389,14 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     let registry = crate::registry::Client::new(registry_config, credentials)
         .context("failed to set up the registry client")
         .map_err(plain_failure)?;
-    let resolver = Resolver { store: &store, registry: Some(&registry), pull: options.pull };
+    let resolver = Resolver {
+        store: &store,
+        registry: Some(&registry),
+        pull: options.pull,
+        progress: sender.clone(),
+        // Above the graph's and the exporter's vertex numbers (the printer numbers in order seen).
+        next_vertex: std::sync::atomic::AtomicUsize::new(1 << 20),
+    };
     let plan = lower(&frontend_options, &resolver).map_err(dockerfile_failure)?;
     for warning in &plan.warnings {
         sender.send(Event::Warning { message: warning.clone() });

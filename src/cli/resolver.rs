@@ -11,6 +11,24 @@ pub struct Resolver<'a> {
     pub store: &'a crate::store::Store,
     pub registry: Option<&'a crate::registry::Client>,
     pub pull: bool,
+    /// `[internal] load metadata for NAME` progress, as BuildKit shows resolves.
+    pub progress: crate::progress::Sender,
+    pub next_vertex: std::sync::atomic::AtomicUsize,
+}
+
+impl Resolver<'_> {
+    /// Reports a resolve as its own progress vertex.
+    fn reported<T>(&self, name: &str, resolve: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+        use crate::progress::Event;
+        let vertex = self.next_vertex.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.progress.send(Event::Started { vertex, name: format!("[internal] load metadata for {name}") });
+        let result = resolve();
+        match &result {
+            Ok(_) => self.progress.send(Event::Finished { vertex }),
+            Err(error) => self.progress.send(Event::Failed { vertex, error: error.clone() }),
+        }
+        result
+    }
 }
 
 impl ImageResolver for Resolver<'_> {
@@ -29,6 +47,12 @@ impl ImageResolver for Resolver<'_> {
     fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let parsed = crate::registry::Reference::parse(reference).map_err(|error| error.to_string())?;
         let name = parsed.to_string();
+        self.reported(&name, || self.resolve_registry(&parsed, &name, platform))
+    }
+}
+
+impl Resolver<'_> {
+    fn resolve_registry(&self, parsed: &crate::registry::Reference, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let failed = |message: String| format!("failed to resolve source metadata for {name}: {message}");
         let key = format!("{name} {platform}");
         let known = if self.pull { None } else { self.store.database().image_tag(&key).map_err(|e| failed(e.to_string()))? };
@@ -43,7 +67,7 @@ impl ImageResolver for Resolver<'_> {
             None => {
                 let client = self.registry.ok_or_else(|| failed("no registry configuration".into()))?;
                 let resolved = client
-                    .resolve(&parsed, &platform.os, &platform.architecture, platform.variant.as_deref())
+                    .resolve(parsed, &platform.os, &platform.architecture, platform.variant.as_deref())
                     .map_err(|error| failed(error.to_string()))?;
                 let (manifest, _) = self.store.put_blob(&resolved.manifest).map_err(|e| failed(e.to_string()))?;
                 let (config, _) = self.store.put_blob(&resolved.config).map_err(|e| failed(e.to_string()))?;
@@ -75,7 +99,7 @@ impl ImageResolver for Resolver<'_> {
         let config: ImageDocument =
             serde_json::from_slice(&config_bytes).map_err(|error| failed(format!("invalid image config: {error}")))?;
         Ok(ResolvedImage {
-            source: crate::graph::ImageSource::Registry { reference: name.clone(), manifest_digest: crate::graph::Digest(manifest_digest.clone()) },
+            source: crate::graph::ImageSource::Registry { reference: name.to_string(), manifest_digest: crate::graph::Digest(manifest_digest.clone()) },
             display: format!("{name}@{manifest_digest}"),
             config,
         })
