@@ -52,6 +52,8 @@ impl ImageResolver for Resolver<'_> {
 }
 
 impl Resolver<'_> {
+    /// A registry reference: the store's resolved tag unless `--pull`, else the registry (and
+    /// the manifest, config and tag recorded in the store).
     fn resolve_registry(&self, parsed: &crate::registry::Reference, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let failed = |message: String| format!("failed to resolve source metadata for {name}: {message}");
         let key = format!("{name} {platform}");

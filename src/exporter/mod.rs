@@ -145,27 +145,7 @@ fn export_one(
     let destination = output.dest.clone().unwrap_or(Destination::Stdout);
     match output.kind {
         OutputKind::Registry => {
-            let encoding = Encoding {
-                compression: output.compression,
-                level: output.compression_level,
-                oci_mediatypes: output.oci_mediatypes,
-                epoch: request.epoch,
-                rewrite_timestamp: output.rewrite_timestamp,
-                manifest_annotations: output.manifest_annotations.clone(),
-            };
-            let key = format!("{encoding:?}");
-            status(request.progress, vertex, "exporting layers", false);
-            let image = match built.iter().find(|(existing, _)| *existing == key) {
-                Some((_, image)) => image.clone(),
-                None => {
-                    let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel)?;
-                    built.push((key, image.clone()));
-                    image
-                }
-            };
-            status(request.progress, vertex, "exporting layers", true);
-            status(request.progress, vertex, format!("exporting manifest {}", image.manifest.digest), true);
-            status(request.progress, vertex, format!("exporting config {}", image.config.digest), true);
+            let image = built_image(request, output, vertex, built)?;
             let client = request.registry.ok_or(ExportError::NoRegistry)?;
             let names: Vec<&String> = request.tags.iter().chain(&output.names).collect();
             if names.is_empty() {
@@ -182,27 +162,7 @@ fn export_one(
             Ok(())
         }
         OutputKind::Oci | OutputKind::Docker => {
-            let encoding = Encoding {
-                compression: output.compression,
-                level: output.compression_level,
-                oci_mediatypes: output.oci_mediatypes,
-                epoch: request.epoch,
-                rewrite_timestamp: output.rewrite_timestamp,
-                manifest_annotations: output.manifest_annotations.clone(),
-            };
-            let key = format!("{encoding:?}");
-            status(request.progress, vertex, "exporting layers", false);
-            let image = match built.iter().find(|(existing, _)| *existing == key) {
-                Some((_, image)) => image.clone(),
-                None => {
-                    let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel)?;
-                    built.push((key, image.clone()));
-                    image
-                }
-            };
-            status(request.progress, vertex, "exporting layers", true);
-            status(request.progress, vertex, format!("exporting manifest {}", image.manifest.digest), true);
-            status(request.progress, vertex, format!("exporting config {}", image.config.digest), true);
+            let image = built_image(request, output, vertex, built)?;
             let mut names = Vec::new();
             for name in request.tags.iter().chain(&output.names) {
                 let reference = normalize(name)?;
@@ -254,6 +214,37 @@ fn export_one(
             Ok(())
         }
     }
+}
+
+/// The image an output asks for: built once per encoding and shared by the outputs that use it.
+fn built_image(
+    request: &ExportRequest,
+    output: &OutputSpec,
+    vertex: usize,
+    built: &mut Vec<(String, BuiltImage)>,
+) -> Result<BuiltImage, ExportError> {
+    let encoding = Encoding {
+        compression: output.compression,
+        level: output.compression_level,
+        oci_mediatypes: output.oci_mediatypes,
+        epoch: request.epoch,
+        rewrite_timestamp: output.rewrite_timestamp,
+        manifest_annotations: output.manifest_annotations.clone(),
+    };
+    let key = format!("{encoding:?}");
+    status(request.progress, vertex, "exporting layers", false);
+    let image = match built.iter().find(|(existing, _)| *existing == key) {
+        Some((_, image)) => image.clone(),
+        None => {
+            let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel)?;
+            built.push((key, image.clone()));
+            image
+        }
+    };
+    status(request.progress, vertex, "exporting layers", true);
+    status(request.progress, vertex, format!("exporting manifest {}", image.manifest.digest), true);
+    status(request.progress, vertex, format!("exporting config {}", image.config.digest), true);
+    Ok(image)
 }
 
 /// Writes a stream to a file (via a temporary file renamed into place) or to stdout.
