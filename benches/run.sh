@@ -7,7 +7,7 @@
 # Environment:
 #   RBUILD         the binary to measure (default: build it with cargo)
 #   REPS           repetitions of every timed build (default 3)
-#   BENCH_TMPDIR   where the temp dir goes (default $TMPDIR or /tmp); needs ~5 GB free
+#   BENCH_TMPDIR   where the temp dir goes (default $TMPDIR or /tmp); needs ~10 GB free
 #   BENCH_KEEP=1   keep the temp dir (for reproducing a figure)
 #   BIG_MB         size of the big-layer file in MiB (default 1024)
 #   N_FILES, TREE_BYTES  size of the many-files context (default 50000 files, 200000000 bytes)
