@@ -82,6 +82,12 @@ impl Store {
     pub fn open(root: &Path, mode: LockMode) -> Result<Store, StoreError> {
         let layout_error =
             |path: &Path, source| StoreError::Layout { path: path.display().to_string(), source };
+        // A root that is a symlink to a directory not made yet (a dangling link) gets its target.
+        if root.is_symlink() && !root.exists() {
+            let target = fs::read_link(root).map_err(|source| layout_error(root, source))?;
+            let target = root.parent().map(|parent| parent.join(&target)).unwrap_or(target);
+            fs::create_dir_all(&target).map_err(|source| layout_error(&target, source))?;
+        }
         for directory in ["blobs-v1/sha256", "snapshots-v1", "mounts-v1", "tmp"] {
             let path = root.join(directory);
             fs::create_dir_all(&path).map_err(|source| layout_error(&path, source))?;
@@ -265,6 +271,14 @@ mod tests {
         assert_eq!(store.commit_snapshot(second, "sha256:abc").unwrap(), path);
         assert_eq!(fs::read_to_string(path.join("a")).unwrap(), "1");
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dangling_symlink_root_gets_its_target() {
+        let parent = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("target", parent.path().join("root")).unwrap();
+        Store::open(&parent.path().join("root"), LockMode::Shared).unwrap();
+        assert!(parent.path().join("target/blobs-v1/sha256").is_dir());
     }
 
     #[test]
