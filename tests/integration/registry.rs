@@ -21,6 +21,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with("")
+    }
+
+    /// With extra configuration (`tls:` under `http:`, `auth:`), given as YAML lines.
+    fn start_with(extra: &str) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BINARY).exists(),
             "{REGISTRY_BINARY} is missing: install Debian's docker-registry package (.ci/run does)"
@@ -28,7 +33,7 @@ impl Registry {
         let directory = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
             directory.path().join("storage").display()
         );
         let config_path = directory.path().join("config.yml");
@@ -55,10 +60,18 @@ impl Registry {
 
     /// Pushes the busybox test image as `library/busybox:latest`.
     fn push_busybox(&self) {
+        self.push_busybox_with(&[]);
+    }
+
+    fn push_busybox_with(&self, extra: &[&str]) {
         require_tool("skopeo");
         let source = format!("oci:{}:{BUSYBOX_TAG}", busybox_layout().display());
         let destination = format!("docker://{}/library/busybox:latest", self.host());
-        tool("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &source, &destination]);
+        let mut arguments = vec!["copy", "--quiet", "--dest-tls-verify=false"];
+        arguments.extend_from_slice(extra);
+        arguments.push(&source);
+        arguments.push(&destination);
+        tool("skopeo", &arguments);
     }
 
     fn stop(&mut self) {
@@ -165,4 +178,71 @@ fn push_lands_in_the_registry_with_the_recorded_digest() {
     let inspected: serde_json::Value =
         serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &format!("docker://{mounted}")])).unwrap();
     assert!(inspected["Layers"].as_array().is_some_and(|layers| layers.len() >= 2), "{inspected}");
+}
+
+/// A TLS registry with a self-signed CA (given with `ca=`) and htpasswd basic auth, the
+/// credentials from a docker config.json: the pull works; wrong credentials give a clear error.
+#[test]
+fn tls_registry_with_basic_auth_and_credentials_from_docker_config() {
+    require_tool("openssl");
+    require_tool("htpasswd");
+    let project = Project::new();
+    let pki = project.dir().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let openssl = |arguments: &[&str]| {
+        let output = Command::new("openssl").args(arguments).current_dir(&pki).output().unwrap();
+        assert!(output.status.success(), "openssl {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rbuild e2e ca"]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(pki.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    let htpasswd = Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]).output().unwrap();
+    assert!(htpasswd.status.success());
+    std::fs::write(pki.join("htpasswd"), &htpasswd.stdout).unwrap();
+    let registry = Registry::start_with(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: rbuild-e2e\n    path: {}\n",
+        pki.join("server.pem").display(),
+        pki.join("server.key").display(),
+        pki.join("htpasswd").display()
+    ));
+    registry.push_busybox_with(&["--dest-creds", "alice:wonderland"]);
+    let host = registry.host();
+    let config = project.dir().join("config.toml");
+    std::fs::write(&config, format!("[registry.\"{host}\"]\nhttp = false\nca = [\"{}\"]\n", pki.join("ca.pem").display())).unwrap();
+    let docker_config = |user: &str, password: &str| {
+        let directory = project.dir().join(format!("docker-{user}-{password}"));
+        std::fs::create_dir_all(&directory).unwrap();
+        let auth = base64_encode(format!("{user}:{password}").as_bytes());
+        std::fs::write(directory.join("config.json"), format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{auth}\"}}}}}}")).unwrap();
+        directory
+    };
+    project.dockerfile(&format!("FROM {host}/library/busybox:latest\nRUN echo over-tls > /x\n"));
+    let build = |docker: &std::path::Path, args: &[&str]| {
+        let mut command = project.build_command(&[&["--config", config.to_str().unwrap()], args].concat());
+        command.env("DOCKER_CONFIG", docker);
+        run_command(command, None)
+    };
+    let good = docker_config("alice", "wonderland");
+    build(&good, &["-o", "type=local,dest=out"]).ok();
+    assert_eq!(std::fs::read_to_string(project.out("out").join("x")).unwrap(), "over-tls\n");
+    let bad = docker_config("alice", "nope");
+    let failed = build(&bad, &["--pull"]).fails(1);
+    failed.stderr_has(&format!("pull access denied for {host}/library/busybox:latest"));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let value = chunk.iter().enumerate().fold(0u32, |value, (index, byte)| value | (u32::from(*byte) << (16 - 8 * index)));
+        for index in 0..4 {
+            if index <= chunk.len() {
+                out.push(TABLE[(value >> (18 - 6 * index) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
