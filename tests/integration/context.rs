@@ -85,6 +85,29 @@ fn symlinks_stay_symlinks() {
     assert!(listing.lines().any(|line| line.starts_with('l') && line.ends_with("all/dangling -> /does/not/exist")), "{listing}");
 }
 
+/// A source named directly that is a symlink to a directory copies that directory's contents
+/// (and a change inside it invalidates the step); links out of the context lead nowhere.
+#[test]
+fn a_named_link_to_a_directory_copies_its_contents() {
+    let project = Project::new();
+    project.write("real/a.txt", "a\n").write("real/sub/b.txt", "b\n").dockerfile("FROM scratch\nCOPY current /app\n");
+    symlink("real", project.ctx().join("current")).unwrap();
+    let dir = project.build_local("out", &[]);
+    assert_eq!(read(&dir.join("app/a.txt")), "a\n");
+    assert_eq!(read(&dir.join("app/sub/b.txt")), "b\n");
+    project.write("real/a.txt", "changed\n");
+    let dir = project.build_local("again", &[]);
+    assert_eq!(read(&dir.join("app/a.txt")), "changed\n", "the step did not see the change behind the link");
+    // A link that leaves the context is resolved inside it, where there is no `etc`: the host's
+    // /etc is never read (the link itself is copied, as a link).
+    symlink("../../../../etc", project.ctx().join("escape")).unwrap();
+    project.dockerfile("FROM scratch\nCOPY escape /etc-copy\n");
+    let dir = project.build_local("escaped", &[]);
+    let copied = std::fs::symlink_metadata(dir.join("etc-copy")).unwrap();
+    assert!(copied.file_type().is_symlink(), "the escaping link was followed");
+    assert_eq!(std::fs::read_link(dir.join("etc-copy")).unwrap(), std::path::Path::new("../../../../etc"));
+}
+
 #[test]
 fn dockerfile_from_stdin() {
     let project = Project::new();
