@@ -97,7 +97,6 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
     };
     let display_name = lowering.stage_display_name(index);
     let label = if lowering.multi_stage { format!("{display_name} ") } else { String::new() };
-    let epoch = lowering.options.source_date_epoch;
 
     // A named context with the stage's name replaces the whole stage.
     if let Some(name) = &stage_name
@@ -164,7 +163,6 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
     for located in &commands {
         dispatch(lowering, &mut state, located)?;
     }
-    let _ = epoch;
     Ok(finish(state))
 }
 
@@ -392,7 +390,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
             Ok(())
         }
         Command::Healthcheck(healthcheck) => {
-            let config = healthcheck_config(state, healthcheck).map_err(|message| DockerfileError::at(message, span))?;
+            let config = healthcheck_config(healthcheck).map_err(|message| DockerfileError::at(message, span))?;
             let message = format!(
                 "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
                 plain_list(&config.test),
@@ -409,15 +407,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
         Command::Arg(pairs) => {
             let mut entries = Vec::new();
             for (name, default) in pairs {
-                let value = if let Some(value) = lowering.options.build_args.get(name) {
-                    Some(value.clone())
-                } else if let Some(default) = default {
-                    Some(expand(lowering, state, default, span)?)
-                } else if let Some((_, value)) = lowering.global_args.iter().find(|(key, _)| key == name) {
-                    value.clone()
-                } else {
-                    lowering.predefined.get(name).cloned()
-                };
+                let value = lowering.arg_value(name, default.as_deref(), &state.scope, span)?;
                 entries.push(match &value {
                     Some(value) => format!("{name}={value}"),
                     None => name.clone(),
@@ -500,7 +490,7 @@ fn valid_signal(signal: &str) -> bool {
     NAMES.contains(&name) || name.starts_with("RTMIN") || name.starts_with("RTMAX")
 }
 
-fn healthcheck_config(state: &StageState, healthcheck: &Healthcheck) -> Result<HealthcheckConfig, String> {
+fn healthcheck_config(healthcheck: &Healthcheck) -> Result<HealthcheckConfig, String> {
     match healthcheck {
         Healthcheck::None => Ok(HealthcheckConfig { test: vec!["NONE".into()], ..Default::default() }),
         Healthcheck::Check { test, interval, timeout, start_period, start_interval, retries } => {
@@ -512,7 +502,6 @@ fn healthcheck_config(state: &StageState, healthcheck: &Healthcheck) -> Result<H
                 }
                 Args::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
             };
-            let _ = state;
             let duration = |value: &Option<String>, name: &str| -> Result<i64, String> {
                 match value {
                     None => Ok(0),

@@ -177,7 +177,8 @@ impl Lowering<'_> {
                 return Err(DockerfileError::at("no build stage in current context", command.span));
             };
             for (name, default) in pairs {
-                let value = self.arg_value(name, default.as_deref(), command.span, true)?;
+                let scope = self.global_scope();
+                let value = self.arg_value(name, default.as_deref(), &scope, command.span)?;
                 self.global_args.retain(|(key, _)| key != name);
                 self.global_args.push((name.clone(), value));
             }
@@ -185,15 +186,13 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    /// The value of `ARG name[=default]`: a build arg wins, then the default (expanded in the
-    /// current scope), then (in a stage) the global value or the predefined one.
-    fn arg_value(&mut self, name: &str, default: Option<&str>, span: Span, global: bool) -> Result<Option<String>, DockerfileError> {
+    /// The value of `ARG name[=default]`, global or in a stage: a build arg wins, then the
+    /// default (expanded in `scope`), then the global value, then the predefined one.
+    fn arg_value(&self, name: &str, default: Option<&str>, scope: &scope::Scope, span: Span) -> Result<Option<String>, DockerfileError> {
         if let Some(value) = self.options.build_args.get(name) {
             return Ok(Some(value.clone()));
         }
         if let Some(default) = default {
-            let scope = self.global_scope();
-            let _ = global;
             return scope
                 .expand(&self.lexer, default)
                 .map(Some)

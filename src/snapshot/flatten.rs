@@ -7,7 +7,6 @@
 //! it and dropped silently where it may not (an unprivileged user writing a local output).
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -71,13 +70,12 @@ impl Flattener<'_> {
                 continue;
             }
             let target = destination.join(&name);
-            self.entry(&name, &child, &target)?;
+            self.entry(&child, &target)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, name: &OsStr, node: &Node, target: &Path) -> Result<(), FlattenError> {
-        let _ = name;
+    fn entry(&mut self, node: &Node, target: &Path) -> Result<(), FlattenError> {
         match node {
             Node::Missing => Ok(()),
             Node::Directory { metadata, .. } => {
