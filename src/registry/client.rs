@@ -44,7 +44,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::{Credential, Credentials, parse_challenge};
 use super::config::{HostConfig, RegistryConfig};
 use super::error::RegistryError;
-use super::manifest::{self, AnyManifest, ConfigPlatform, Hasher, MANIFEST_ACCEPT};
+use super::manifest::{self, AnyManifest, Hasher, MANIFEST_ACCEPT};
 use super::reference::{DOCKER_HUB, Reference};
 
 /// Manifests bigger than this are refused (containerd uses the same bound).
@@ -424,15 +424,11 @@ impl Client {
             )
             .await?;
         if single {
-            // An image without an index says its platform only in the config; containerd checks it.
-            let platform: ConfigPlatform =
+            // An image without an index says its platform only in the config (the same fields
+            // as an index entry's platform); containerd checks it.
+            let platform: manifest::Platform =
                 serde_json::from_slice(&config).map_err(|error| invalid(format!("config: {error}")))?;
-            let candidate = manifest::Platform {
-                os: platform.os,
-                architecture: platform.architecture,
-                variant: platform.variant,
-            };
-            if manifest::match_rank(&candidate, os, architecture, variant).is_none() {
+            if manifest::match_rank(&platform, os, architecture, variant).is_none() {
                 return Err(Failure::Error(RegistryError::NoMatchingPlatform {
                     reference: resolved_reference.to_string(),
                     platform: platform_text(),
@@ -483,13 +479,24 @@ impl Client {
             StatusCode::NOT_FOUND => return Err(Failure::NotFound),
             status => tracing::debug!("HEAD {path} at `{}` gave `{status}`; trying GET", endpoint.host),
         }
+        let (bytes, header) = self.fetch_manifest(endpoint, reference, &path).await?;
+        Ok((manifest::sha256_digest(&bytes), bytes, header))
+    }
+
+    /// GET of a manifest path: its bytes (size-limited) and its Content-Type.
+    async fn fetch_manifest(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        path: &str,
+    ) -> Result<(Vec<u8>, Option<String>), Failure> {
         let response = self
-            .send(endpoint, reference, Method::GET, &path, MANIFEST_ACCEPT, 0)
+            .send(endpoint, reference, Method::GET, path, MANIFEST_ACCEPT, 0)
             .await?;
         let response = check_status(response, endpoint, reference)?;
         let header = header_text(response.headers(), CONTENT_TYPE.as_str());
         let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT).await?;
-        Ok((manifest::sha256_digest(&bytes), bytes, header))
+        Ok((bytes, header))
     }
 
     /// A manifest by digest, verified.
@@ -500,12 +507,7 @@ impl Client {
         digest: &str,
     ) -> Result<(Vec<u8>, Option<String>), Failure> {
         let path = format!("{}/manifests/{digest}", reference.repository);
-        let response = self
-            .send(endpoint, reference, Method::GET, &path, MANIFEST_ACCEPT, 0)
-            .await?;
-        let response = check_status(response, endpoint, reference)?;
-        let header = header_text(response.headers(), CONTENT_TYPE.as_str());
-        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT).await?;
+        let (bytes, header) = self.fetch_manifest(endpoint, reference, &path).await?;
         verify(reference, digest, &bytes)?;
         Ok((bytes, header))
     }

@@ -79,17 +79,6 @@ impl AnyManifest {
     }
 }
 
-/// The image config's platform fields, to check a single-platform manifest.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ConfigPlatform {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
 pub(crate) fn normalize(architecture: &str, variant: Option<&str>) -> (String, String) {
     let variant = variant.unwrap_or("").to_ascii_lowercase();
     let architecture = architecture.to_ascii_lowercase();
