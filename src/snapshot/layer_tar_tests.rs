@@ -14,15 +14,7 @@ fn require_root() {
 }
 
 fn set_mtime(path: &Path, seconds: i64) {
-    let time = nix::sys::time::TimeSpec::new(seconds, 123_456_789);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &time,
-        &time,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
+    crate::snapshot::flatten::set_times(path, seconds, 123_456_789).unwrap();
 }
 
 fn write_to_vec(dir: &Path, options: &LayerTarOptions) -> (Vec<u8>, LayerTarSummary) {

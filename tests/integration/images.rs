@@ -16,7 +16,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -128,14 +127,7 @@ fn cached(name: &str, key: &str, make: fn(&Path, &Path)) -> PathBuf {
         return final_dir;
     }
     let lock_path = dir.join(format!("{name}.lock"));
-    let lock_file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap_or_else(|error| panic!("{}: {error}", lock_path.display()));
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, errno)| panic!("flock {}: {errno}", lock_path.display()));
+    let _lock = lock_exclusive(&lock_path);
     if ready(&final_dir) {
         return final_dir;
     }

@@ -406,7 +406,6 @@ pub const TEST_SUBID_COUNT: u32 = 65536;
 /// its `(uid, gid)`. Idempotent; serialized across threads and processes by a lock file
 /// (`/run/lock/rbuild-test-user.lock`, else the temp dir). Needs root; fails loudly otherwise.
 pub fn ensure_test_user() -> (u32, u32) {
-    use nix::fcntl::{Flock, FlockArg};
     static USER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     *USER.get_or_init(|| {
         assert!(nix::unistd::geteuid().is_root(), "the rootless tests create the user `{TEST_USER}`, which needs root");
@@ -416,13 +415,7 @@ pub fn ensure_test_user() -> (u32, u32) {
         }
         let lock_dir = if Path::new("/run/lock").is_dir() { PathBuf::from("/run/lock") } else { std::env::temp_dir() };
         let lock_path = lock_dir.join("rbuild-test-user.lock");
-        let lock_file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .unwrap_or_else(|error| panic!("{}: {error}", lock_path.display()));
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap_or_else(|(_, errno)| panic!("flock {}: {errno}", lock_path.display()));
+        let _lock = lock_exclusive(&lock_path);
         if nix::unistd::User::from_name(TEST_USER).unwrap().is_none() {
             let mut command = Command::new("/usr/sbin/useradd");
             command.args(["-m", "-s", "/bin/sh", TEST_USER]);
@@ -509,3 +502,16 @@ pub fn assert_snippet(stderr: &str, line: usize, text: &str) {
     assert_eq!(body.matches(">>>").count(), 1, "one marked line:\n{body}");
 }
 
+
+/// An exclusive flock on `path` (created if missing), held until the returned value is dropped:
+/// serialises work shared by test threads and test processes.
+pub fn lock_exclusive(path: &Path) -> nix::fcntl::Flock<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, errno)| panic!("flock {}: {errno}", path.display()))
+}
