@@ -46,6 +46,8 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l metadata-file -d
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s j -l jobs -d 'Steps run at the same time [default: 4 × cores, at least 8]' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l secret -d 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ssh -d 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-to -d 'Export the build cache (e.g. "type=registry,ref=host/app:cache,mode=max", "type=local,dest=DIR")' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-from -d 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l config -d 'Registry configuration (buildkitd.toml\'s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Networking mode for RUN steps: default (the host\'s), none, host' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F

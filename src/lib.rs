@@ -18,6 +18,7 @@
 //! - [`ops`] run one vertex each (base images, context files, file changes).
 //! - [`store`] owns the state directory: blobs, snapshots, the SQLite database, locks, du, prune.
 //! - [`registry`] talks to OCI registries: resolve, pull blobs (mirrors, auth, retries).
+//! - [`remote_cache`] shares the build cache between machines: `--cache-to`, `--cache-from`.
 //! - [`sandbox`] runs a RUN step in a rootless container (user namespace, overlay, libcontainer).
 //! - [`snapshot`] reads and writes layers (tar in and out, merged views, flattening).
 //! - [`context`] selects and hashes build context files, with `.dockerignore` rules.
@@ -35,6 +36,7 @@ pub mod graph;
 pub mod ops;
 pub mod progress;
 pub mod registry;
+pub mod remote_cache;
 pub mod sandbox;
 pub mod snapshot;
 pub mod solver;

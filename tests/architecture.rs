@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// module → the crate modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "registry", "sandbox", "snapshot", "solver", "store"]),
+    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "registry", "remote_cache", "sandbox", "snapshot", "solver", "store"]),
     // Registries: self-contained, on its own tokio runtime.
     ("registry", &[]),
     ("dockerfile", &[]),
@@ -17,6 +17,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
     // The exporter reads the image config the frontend made (plain data) and the layers ops made.
     ("exporter", &["frontend", "ops", "progress", "registry", "snapshot", "store"]),
+    // The shared cache: reads and writes records and layer blobs (through the exporter's
+    // compression), hands out lazy layers (ops).
+    ("remote_cache", &["exporter", "graph", "ops", "progress", "registry", "store"]),
     ("snapshot", &["store"]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.
     ("sandbox", &[]),

@@ -21,6 +21,7 @@ use crate::ops::OpError;
 use crate::ops::exec::{Secrets, SshSources};
 use crate::ops::context::StoreHashCache;
 use crate::progress::{Event, Mode, Progress};
+use crate::remote_cache::{CacheExport, CacheImport, ExportRecord, ExportSet, parse_cache_from, parse_cache_to};
 use crate::solver::{NoCache, SolveOptions, Solver};
 use crate::store::{LockMode, Store};
 
@@ -51,6 +52,8 @@ pub struct BuildOptions {
     pub ssh: SshSources,
     pub pull: bool,
     pub registry_config: Option<PathBuf>,
+    pub cache_to: Vec<CacheExport>,
+    pub cache_from: Vec<CacheImport>,
 }
 
 fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -173,6 +176,8 @@ impl BuildOptions {
         if jobs == 0 {
             bail!("--jobs must be at least 1");
         }
+        let cache_to = args.cache_to.iter().map(|spec| parse_cache_to(spec)).collect::<Result<Vec<_>, _>>()?;
+        let cache_from = args.cache_from.iter().map(|spec| parse_cache_from(spec)).collect::<Result<Vec<_>, _>>()?;
         Ok(BuildOptions {
             context_dir,
             dockerfile_name,
@@ -199,6 +204,8 @@ impl BuildOptions {
             ssh,
             pull: args.pull,
             registry_config: args.config,
+            cache_to,
+            cache_from,
         })
     }
 }
@@ -301,7 +308,7 @@ pub fn run(args: BuildArgs) -> i32 {
     let mode = if options.quiet { Mode::Quiet } else { options.progress.resolve(std::io::stderr().is_terminal()) };
     let progress = Progress::start(mode, Box::new(std::io::stderr()));
     let outcome = build(&options, &progress, &cancel);
-    progress.finish();
+    progress.finish(outcome.is_err());
     match outcome {
         Ok(image_id) => {
             if options.outputs.is_empty() {
@@ -386,9 +393,11 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         .context("failed to read the registry configuration")
         .map_err(plain_failure)?;
     let credentials = crate::registry::Credentials::load().context("failed to read registry credentials").map_err(plain_failure)?;
-    let registry = crate::registry::Client::new(registry_config, credentials)
-        .context("failed to set up the registry client")
-        .map_err(plain_failure)?;
+    let registry = Arc::new(
+        crate::registry::Client::new(registry_config, credentials)
+            .context("failed to set up the registry client")
+            .map_err(plain_failure)?,
+    );
     let resolver = Resolver {
         store: &store,
         registry: Some(&registry),
@@ -403,6 +412,8 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     }
     tracing::debug!(graph = %plan.graph.dump(&[plan.target]), "lowered");
 
+    // Above the resolver's numbers; the printer numbers vertices in the order it sees them.
+    let imported = crate::remote_cache::import(&options.cache_from, &registry, &sender, 1 << 21);
     let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
     let solver = Solver {
         store: &store,
@@ -414,6 +425,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         secrets: &options.secrets,
         ssh: &options.ssh,
         registry: Some(&registry),
+        imported: &imported,
     };
     let solved = solver.solve(&plan.graph, &[plan.target]);
     // Hashes computed so far are worth keeping even when the build failed.
@@ -437,20 +449,39 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         return Err(Failure::Interrupted);
     }
     let layers = solved.outputs[&plan.target].layers().to_vec();
-    if options.outputs.is_empty() {
-        return Ok(None);
-    }
+    let exporter_vertex = plan.graph.vertices.len() + 1;
+    let result = if options.outputs.is_empty() {
+        None
+    } else {
+        Some(export_outputs(options, &store, &registry, &plan, &layers, &sender, exporter_vertex, cancel)?)
+    };
+    export_caches(options, &store, &registry, &plan.graph, &solved, &layers, &sender, exporter_vertex + options.outputs.len(), cancel)?;
+    Ok(result.flatten())
+}
+
+/// Writes the `-o` outputs, the metadata file and the iidfile; returns the image id.
+#[allow(clippy::too_many_arguments)]
+fn export_outputs(
+    options: &BuildOptions,
+    store: &Store,
+    registry: &crate::registry::Client,
+    plan: &crate::frontend::Plan,
+    layers: &[crate::ops::Layer],
+    sender: &crate::progress::Sender,
+    first_vertex: usize,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Option<String>, Failure> {
     let request = ExportRequest {
-        store: &store,
-        layers: &layers,
+        store,
+        layers,
         document: &plan.image,
         outputs: &options.outputs,
         tags: &options.tags,
         epoch: options.source_date_epoch,
-        progress: &sender,
-        first_vertex: plan.graph.vertices.len() + 1,
+        progress: sender,
+        first_vertex,
         cancel,
-        registry: Some(&registry),
+        registry: Some(registry),
     };
     let exported = export(&request);
     if cancel.load(Ordering::SeqCst) {
@@ -466,6 +497,70 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         write_file(path, image_id.as_bytes()).map_err(plain_failure)?;
     }
     Ok(image_id)
+}
+
+/// Writes every `--cache-to`: the records of the steps this build used. A failed export fails
+/// the build unless its spec says `ignore-error=true`.
+#[allow(clippy::too_many_arguments)]
+fn export_caches(
+    options: &BuildOptions,
+    store: &Store,
+    registry: &crate::registry::Client,
+    graph: &crate::graph::Graph,
+    solved: &crate::solver::Solved,
+    image_layers: &[crate::ops::Layer],
+    sender: &crate::progress::Sender,
+    first_vertex: usize,
+    cancel: &Arc<AtomicBool>,
+) -> Result<(), Failure> {
+    if options.cache_to.is_empty() {
+        return Ok(());
+    }
+    let mut records = Vec::new();
+    let mut mounts = Vec::new();
+    for (&vertex, key) in &solved.keys {
+        let op = &graph.vertices[vertex].op;
+        if let crate::graph::Op::Exec(exec) = op {
+            for mount in &exec.mounts {
+                if let crate::graph::ExecMountKind::Cache { id, .. } = &mount.kind
+                    && !mounts.iter().any(|(known, _)| known == id)
+                {
+                    mounts.push((id.clone(), crate::ops::exec::cache_mount_dir(store, id)));
+                }
+            }
+        }
+        if !crate::solver::is_recorded(op) {
+            continue;
+        }
+        let Some(row) = store.database().record(key).context("failed to read the cache records").map_err(plain_failure)? else {
+            continue;
+        };
+        records.push(ExportRecord {
+            key: key.clone(),
+            description: row.description,
+            inputs: row.inputs,
+            layers: solved.outputs[&vertex].layers().to_vec(),
+        });
+    }
+    records.sort_by(|a, b| a.key.cmp(&b.key));
+    let image_layers: Vec<String> = image_layers.iter().map(|layer| layer.diff_id.clone()).collect();
+    let set = ExportSet { records: &records, image_layers: &image_layers, mounts: &mounts };
+    for (offset, spec) in options.cache_to.iter().enumerate() {
+        let exported = crate::remote_cache::export(store, registry, spec, &set, sender, first_vertex + offset, cancel);
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Failure::Interrupted);
+        }
+        match exported {
+            Ok(()) => {}
+            Err(error) if spec.ignore_error => {
+                sender.send(Event::Warning { message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)) });
+            }
+            Err(error) => {
+                return Err(Failure::Build { message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)), span: None });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An error and its causes, `: `-separated, each said once (a message may already end with

@@ -120,6 +120,12 @@ pub struct BuildArgs {
     /// Always resolve base images again (a resolved tag is otherwise reused, also offline)
     #[arg(long)]
     pub pull: bool,
+    /// Export the build cache (e.g. "type=registry,ref=host/app:cache,mode=max", "type=local,dest=DIR")
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Registry configuration (buildkitd.toml's `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -16,7 +16,10 @@ use serde::Serialize;
 
 use super::output::Compression;
 use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
+use crate::ops::image::compression_of;
+use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::store::{BlobRow, Store, StoreError, now};
@@ -29,10 +32,12 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("failed to write layer `{diff_id}`")]
-    Layer { diff_id: String, source: crate::snapshot::layer_tar::LayerTarError },
-    #[error("failed to compress layer `{diff_id}`")]
-    Compress { diff_id: String, source: io::Error },
+    #[error("failed to write the layer of `{tree}`")]
+    Layer { tree: String, source: crate::snapshot::layer_tar::LayerTarError },
+    #[error("failed to compress the layer of `{tree}`")]
+    Compress { tree: String, source: io::Error },
+    #[error(transparent)]
+    Fetch(#[from] crate::ops::image::ImageError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -87,7 +92,7 @@ impl BuiltImage {
     }
 }
 
-fn layer_media_type(compression: &str, oci: bool) -> &'static str {
+pub fn layer_media_type(compression: &str, oci: bool) -> &'static str {
     match (compression, oci) {
         ("gzip", true) => "application/vnd.oci.image.layer.v1.tar+gzip",
         ("zstd", _) => "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -97,11 +102,20 @@ fn layer_media_type(compression: &str, oci: bool) -> &'static str {
     }
 }
 
-/// One layer blob: (descriptor, diff id).
-fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &AtomicBool) -> Result<(Descriptor, String), ImageError> {
+/// One layer blob: (descriptor, diff id). A known blob with the asked compression is reused;
+/// a lazy layer (an imported cache hit) gives its own blob when the compression matches, else
+/// its files are fetched and compressed.
+pub fn layer_blob(
+    store: &Store,
+    layer: &Layer,
+    encoding: &Encoding,
+    cancel: &AtomicBool,
+    status: &Status,
+) -> Result<(Descriptor, String), ImageError> {
     let compression = encoding.compression.name();
     let level = encoding.level.map(i64::from).unwrap_or(-1);
     let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
+    let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
     if clamp.is_none() {
         let database = store.database();
         // Base image blobs (level -1) are reused whatever level was asked for.
@@ -109,48 +123,74 @@ fn layer_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &Atomic
             Some(blob) => Some(blob),
             None => database.blob_for(&layer.diff_id, compression, -1)?,
         };
+        drop(database);
         if let Some(blob) = existing.filter(|blob| store.blob_path(&blob.digest).exists()) {
-            let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
+            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new() }, layer.diff_id.clone()));
+        }
+        if let Some(remote) = layer.remote.as_ref().filter(|remote| compression_of(&remote.blob.media_type) == compression) {
+            let blob = fetch_layer_blob(store, layer, remote, status)?;
             return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new() }, layer.diff_id.clone()));
         }
     }
+    let materialized;
+    let layer = if layer.is_lazy() {
+        materialized = materialize(store, std::slice::from_ref(layer), cancel, status)?;
+        &materialized[0]
+    } else {
+        layer
+    };
+    let (descriptor, diff_id) = compress_tree(store, &layer.path, encoding.compression, encoding.level, clamp, cancel)?;
+    if clamp.is_none() {
+        store.database().put_blob(&BlobRow {
+            digest: descriptor.digest.clone(),
+            diff_id: diff_id.clone(),
+            compression: compression.into(),
+            level,
+            media_type: layer_media_type(compression, true).into(),
+            size: descriptor.size,
+            last_used_at: now(),
+        })?;
+    }
+    Ok((Descriptor { media_type, ..descriptor }, diff_id))
+}
+
+/// Writes the deterministic layer tar of the directory `tree`, compressed, as a blob in the
+/// store: its (OCI media-typed) descriptor and the tar's diff id.
+pub fn compress_tree(
+    store: &Store,
+    tree: &Path,
+    compression: Compression,
+    level: Option<i32>,
+    clamp_mtime: Option<i64>,
+    cancel: &AtomicBool,
+) -> Result<(Descriptor, String), ImageError> {
     let writer = Cancellable { inner: store.blob_writer()?, cancel };
-    let options = LayerTarOptions { clamp_mtime: clamp };
-    let compress_error = |source| ImageError::Compress { diff_id: layer.diff_id.clone(), source };
-    let layer_error = |source| ImageError::Layer { diff_id: layer.diff_id.clone(), source };
-    let (summary, writer) = match encoding.compression {
+    let options = LayerTarOptions { clamp_mtime };
+    let name = tree.display().to_string();
+    let compress_error = |source| ImageError::Compress { tree: name.clone(), source };
+    let layer_error = |source| ImageError::Layer { tree: name.clone(), source };
+    let (summary, writer) = match compression {
         Compression::Gzip => {
-            let level = encoding.level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
+            let level = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
             let mut encoder = super::parallel_gzip::ParallelGzip::new(writer, level);
-            let summary = write_layer_tar(&layer.path, &mut encoder, &options).map_err(layer_error)?;
+            let summary = write_layer_tar(tree, &mut encoder, &options).map_err(layer_error)?;
             (summary, encoder.finish().map_err(compress_error)?)
         }
         Compression::Zstd => {
-            let level = encoding.level.unwrap_or(3);
+            let level = level.unwrap_or(3);
             let mut encoder = zstd::Encoder::new(writer, level).map_err(compress_error)?;
-            let summary = write_layer_tar(&layer.path, &mut encoder, &options).map_err(layer_error)?;
+            let summary = write_layer_tar(tree, &mut encoder, &options).map_err(layer_error)?;
             (summary, encoder.finish().map_err(compress_error)?)
         }
         Compression::Uncompressed => {
             let mut writer = writer;
-            let summary = write_layer_tar(&layer.path, &mut writer, &options).map_err(layer_error)?;
+            let summary = write_layer_tar(tree, &mut writer, &options).map_err(layer_error)?;
             writer.flush().map_err(compress_error)?;
             (summary, writer)
         }
     };
     let (digest, size) = writer.inner.finish()?;
-    if clamp.is_none() {
-        store.database().put_blob(&BlobRow {
-            digest: digest.clone(),
-            diff_id: summary.diff_id.clone(),
-            compression: compression.into(),
-            level,
-            media_type: layer_media_type(compression, true).into(),
-            size,
-            last_used_at: now(),
-        })?;
-    }
-    let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
+    let media_type = layer_media_type(compression.name(), true).to_string();
     Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new() }, summary.diff_id))
 }
 
@@ -161,9 +201,10 @@ pub fn build(
     document: &ImageDocument,
     encoding: &Encoding,
     cancel: &AtomicBool,
+    status: &Status,
 ) -> Result<BuiltImage, ImageError> {
     let blobs: Vec<(Descriptor, String)> =
-        layers.par_iter().map(|layer| layer_blob(store, layer, encoding, cancel)).collect::<Result<_, _>>()?;
+        layers.par_iter().map(|layer| layer_blob(store, layer, encoding, cancel, status)).collect::<Result<_, _>>()?;
     let mut document = document.clone();
     document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.clone()).collect() };
     fill_history_times(&mut document, layers, encoding.epoch);
@@ -256,7 +297,7 @@ mod tests {
         for (created_by, empty) in [("ENV A=1", true), ("COPY a / # buildkit", false), ("CMD [\"x\"]", true)] {
             document.history.push(History { created_by: Some(created_by.into()), empty_layer: empty, ..Default::default() });
         }
-        let layers = vec![Layer { diff_id: "sha256:x".into(), path: "/nonexistent".into(), created_at: 1_700_000_000 }];
+        let layers = vec![Layer { diff_id: "sha256:x".into(), path: "/nonexistent".into(), created_at: 1_700_000_000, remote: None }];
         fill_history_times(&mut document, &layers, None);
         let times: Vec<_> = document.history.iter().map(|entry| entry.created.clone().unwrap()).collect();
         assert_eq!(times, vec!["2023-11-14T22:13:20Z"; 3]);

@@ -192,7 +192,8 @@ fn export_one(
             Ok(())
         }
         OutputKind::Tar => {
-            let view = LayeredView::new(request.layers.iter().map(|layer| layer.path.clone()));
+            let layers = local_layers(request, vertex)?;
+            let view = LayeredView::new(layers.iter().map(|layer| layer.path.clone()));
             let staging = request.store.temp_dir("rootfs-")?;
             let root = staging.path().join("rootfs");
             flatten(&view, &root, FileMode::HardLink)?;
@@ -209,11 +210,20 @@ fn export_one(
             let Destination::Path(path) = &destination else {
                 return Err(ExportError::Write { path: "-".into(), source: io::Error::other("local output needs a directory") });
             };
-            let view = LayeredView::new(request.layers.iter().map(|layer| layer.path.clone()));
+            let layers = local_layers(request, vertex)?;
+            let view = LayeredView::new(layers.iter().map(|layer| layer.path.clone()));
             flatten(&view, path, FileMode::Copy)?;
             Ok(())
         }
     }
+}
+
+/// The layers with their files in the store: those of imported cache hits are fetched now.
+fn local_layers(request: &ExportRequest, vertex: usize) -> Result<Vec<Layer>, ExportError> {
+    let status = |id: &str, current: u64, total: Option<u64>, done: bool| {
+        request.progress.send(Event::Status { vertex, id: id.to_string(), current, total, done });
+    };
+    Ok(crate::ops::lazy::materialize(request.store, request.layers, request.cancel, &status).map_err(image::ImageError::from)?)
 }
 
 /// The image an output asks for: built once per encoding and shared by the outputs that use it.
@@ -236,7 +246,10 @@ fn built_image(
     let image = match built.iter().find(|(existing, _)| *existing == key) {
         Some((_, image)) => image.clone(),
         None => {
-            let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel)?;
+            let status = |id: &str, current: u64, total: Option<u64>, done: bool| {
+                request.progress.send(Event::Status { vertex, id: id.to_string(), current, total, done });
+            };
+            let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel, &status)?;
             built.push((key, image.clone()));
             image
         }

@@ -22,6 +22,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub fn parse(text: &str) -> Option<Compression> {
+        match text {
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            "uncompressed" => Some(Compression::Uncompressed),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Compression::Gzip => "gzip",
@@ -71,7 +80,7 @@ pub enum OutputError {
     NoImageStore,
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
+pub fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
@@ -80,7 +89,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
 }
 
 /// Splits a CSV line, honouring double quotes (buildx allows `"name=a,b"`).
-fn split_csv(text: &str) -> Vec<String> {
+pub fn split_csv(text: &str) -> Vec<String> {
     let mut fields = Vec::new();
     let mut current = String::new();
     let mut quoted = false;
@@ -135,12 +144,7 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
             "tar" if image_kind => output.tar = parse_bool(&key, &value)?,
             "name" if image_kind => output.names.extend(value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from)),
             "compression" if image_kind => {
-                output.compression = match value.as_str() {
-                    "gzip" => Compression::Gzip,
-                    "zstd" => Compression::Zstd,
-                    "uncompressed" => Compression::Uncompressed,
-                    _ => return Err(OutputError::Value { key, value }),
-                }
+                output.compression = Compression::parse(&value).ok_or(OutputError::Value { key, value })?
             }
             "compression-level" if image_kind => {
                 output.compression_level = Some(value.parse().map_err(|_| OutputError::Value { key: key.clone(), value: value.clone() })?)

@@ -287,14 +287,20 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                 MountKind::Bind { source: directory, readonly: !readwrite }
             }
             ExecMountKind::Cache { id, sharing, mode, uid, gid, from } => {
-                let name = crate::graph::Digest::of(id.as_bytes()).hex().to_string();
-                let directory = store.root().join("mounts-v1").join(&name);
+                let directory = cache_mount_dir(store, id);
+                let name = directory.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
                 if !directory.exists() {
                     let staging = store.temp_dir("cache-")?;
                     let fresh = staging.path().join("root");
                     match from {
                         Some((input, source)) => materialize(&inputs[*input], source, &fresh, true, environment)?,
-                        None => fs::create_dir(&fresh).map_err(mount_error)?,
+                        None => {
+                            fs::create_dir(&fresh).map_err(mount_error)?;
+                            // A mount exported with `--cache-to ...,cache-mounts=true` starts warm.
+                            if let Some(remote) = environment.imported.mounts.get(id) {
+                                super::lazy::unpack_mount(store, remote, &fresh, environment.status)?;
+                            }
+                        }
                     }
                     use std::os::unix::fs::PermissionsExt;
                     fs::set_permissions(&fresh, fs::Permissions::from_mode(*mode)).map_err(mount_error)?;
@@ -332,6 +338,11 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
         prepared.mounts.push(sandbox::Mount { target: mount.target.clone(), kind });
     }
     Ok(prepared)
+}
+
+/// The directory of the cache mount `id` in the state root.
+pub fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
+    store.root().join("mounts-v1").join(crate::graph::Digest::of(id.as_bytes()).hex())
 }
 
 /// Writes `source` of an input (a stage's filesystem or context files) as a plain directory.

@@ -15,6 +15,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
@@ -233,7 +234,7 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
 const PARALLEL_FETCHES: usize = 4;
 
 /// One blob into the store, verified against its digest.
-fn fetch_blob(
+pub fn fetch_blob(
     store: &crate::store::Store,
     reference: &str,
     digest: &str,
@@ -277,24 +278,53 @@ pub fn import_layers(
     if diff_ids.len() != descriptors.len() {
         return Err(invalid(format!("{} layers but {} diff ids", descriptors.len(), diff_ids.len())));
     }
-    let store = environment.store;
+    let blobs: Vec<LayerBlob> = descriptors
+        .iter()
+        .zip(diff_ids)
+        .map(|(blob, diff_id)| LayerBlob { blob: blob.clone(), diff_id, created_at: None, from_image: true, description: format!("{reference} layer") })
+        .collect();
+    unpack_layers(environment.store, environment.cancel, reference, &blobs, fetch)
+}
+
+/// A layer blob to bring into the store, and what to record about its layer.
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub blob: BlobDescriptor,
+    pub diff_id: String,
+    /// The layer's creation time when known (a cached step's), else now.
+    pub created_at: Option<i64>,
+    pub from_image: bool,
+    pub description: String,
+}
+
+/// Fetches (a few at once), verifies, unpacks and records the layers the store lacks; `name`
+/// names where they come from in errors.
+pub fn unpack_layers(
+    store: &crate::store::Store,
+    cancel: &AtomicBool,
+    name: &str,
+    layers: &[LayerBlob],
+    fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
+) -> Result<Vec<Layer>, ImageError> {
+    let invalid = |message: String| ImageError::Invalid { path: name.to_string(), message };
+    let check_canceled = || if cancel.load(Ordering::Relaxed) { Err(ImageError::Canceled) } else { Ok(()) };
     // Which layers the store lacks; their blobs are fetched at the same time, on plain threads
     // (a fetch mostly waits on the network), a few at once.
-    let mut known = Vec::with_capacity(diff_ids.len());
-    for diff_id in &diff_ids {
-        let row = store.database().layer(diff_id)?;
-        known.push(row.filter(|_| store.snapshot_path(diff_id).is_dir()));
+    let mut known = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let row = store.database().layer(&layer.diff_id)?;
+        known.push(row.filter(|_| store.snapshot_path(&layer.diff_id).is_dir()));
     }
-    let missing: Vec<usize> = (0..descriptors.len()).filter(|index| known[*index].is_none()).collect();
+    let missing: Vec<usize> = (0..layers.len()).filter(|index| known[*index].is_none()).collect();
     let mut fetched: std::collections::HashMap<usize, (String, u64)> = std::collections::HashMap::new();
     for batch in missing.chunks(PARALLEL_FETCHES) {
-        environment.check_canceled().map_err(|_| ImageError::Canceled)?;
+        check_canceled()?;
         let results: Vec<(usize, Result<(String, u64), ImageError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = batch
                 .iter()
                 .map(|&index| {
-                    let digest = descriptors[index].digest.clone();
-                    (index, scope.spawn(move || fetch_blob(store, reference, &digest, fetch)))
+                    let digest = layers[index].blob.digest.clone();
+                    (index, scope.spawn(move || fetch_blob(store, name, &digest, fetch)))
                 })
                 .collect();
             handles
@@ -309,12 +339,13 @@ pub fn import_layers(
             fetched.insert(index, result?);
         }
     }
-    let mut layers = Vec::new();
-    for (index, (descriptor, diff_id)) in descriptors.iter().zip(&diff_ids).enumerate() {
-        environment.check_canceled().map_err(|_| ImageError::Canceled)?;
-        let blob_digest = descriptor.digest.clone();
+    let mut unpacked = Vec::new();
+    for (index, layer) in layers.iter().enumerate() {
+        check_canceled()?;
+        let diff_id = &layer.diff_id;
+        let blob_digest = layer.blob.digest.clone();
         if let Some(row) = &known[index] {
-            layers.push(Layer { diff_id: diff_id.clone(), path: store.snapshot_path(diff_id), created_at: row.created_at });
+            unpacked.push(Layer { diff_id: diff_id.clone(), path: store.snapshot_path(diff_id), created_at: row.created_at, remote: None });
             continue;
         }
         let Some((stored_digest, size)) = fetched.remove(&index) else {
@@ -335,7 +366,7 @@ pub fn import_layers(
         io::copy(&mut hashing, &mut io::sink()).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
         let actual = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
         if &actual != diff_id {
-            return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: diff_id.clone(), actual });
+            return Err(ImageError::DigestMismatch { path: name.to_string(), expected: diff_id.clone(), actual });
         }
         let snapshot = store.commit_snapshot(directory, diff_id)?;
         let now = now();
@@ -345,29 +376,29 @@ pub fn import_layers(
         database.put_layer(&LayerRow {
             diff_id: diff_id.clone(),
             size: size_on_disk,
-            created_at: now,
+            created_at: layer.created_at.unwrap_or(now),
             last_used_at: now,
-            from_image: true,
-            description: format!("{reference} layer"),
+            from_image: layer.from_image,
+            description: layer.description.clone(),
         })?;
         database.put_blob(&BlobRow {
             digest: stored_digest,
             diff_id: diff_id.clone(),
-            compression: compression_of(&descriptor.media_type).into(),
+            compression: compression_of(&layer.blob.media_type).into(),
             level: -1,
-            media_type: descriptor.media_type.clone(),
+            media_type: layer.blob.media_type.clone(),
             size,
             last_used_at: now,
         })?;
         let created_at = database.layer(diff_id)?.map(|row| row.created_at).unwrap_or(now);
-        layers.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at });
+        unpacked.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at, remote: None });
     }
-    Ok(layers)
+    Ok(unpacked)
 }
 
 /// Root keeps the owners of an archive; an unprivileged user (outside a user namespace) keeps
 /// what it can.
-fn archive_ownership() -> Ownership {
+pub(super) fn archive_ownership() -> Ownership {
     if nix::unistd::geteuid().is_root() { Ownership::FromArchive } else { Ownership::BestEffort }
 }
 

@@ -20,6 +20,16 @@ pub struct Layer {
     pub path: PathBuf,
     /// When the layer was first made: its history timestamp.
     pub created_at: i64,
+    /// Where the layer's blob is when its snapshot is not in the store yet (a step that hit a
+    /// `--cache-from` cache): fetched only when something needs it ([`super::lazy`]).
+    pub remote: Option<super::lazy::RemoteBlob>,
+}
+
+impl Layer {
+    /// Whether the snapshot must still be fetched before the layer's files can be read.
+    pub fn is_lazy(&self) -> bool {
+        self.remote.is_some() && !self.path.is_dir()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +69,7 @@ pub fn commit(
         description: description.to_string(),
     })?;
     let created_at = store.database().layer(&summary.diff_id)?.map(|row| row.created_at).unwrap_or(now);
-    Ok(Layer { diff_id: summary.diff_id, path, created_at })
+    Ok(Layer { diff_id: summary.diff_id, path, created_at, remote: None })
 }
 
 /// The layers of a record, if every one is still in the store (else the record is a miss).
@@ -72,7 +82,7 @@ pub fn load(store: &Store, diff_ids: &[String]) -> Result<Option<Vec<Layer>>, St
         if !path.is_dir() {
             return Ok(None);
         }
-        layers.push(Layer { diff_id: diff_id.clone(), path, created_at: row.created_at });
+        layers.push(Layer { diff_id: diff_id.clone(), path, created_at: row.created_at, remote: None });
     }
     Ok(Some(layers))
 }

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod file;
 pub mod image;
 pub mod layer;
+pub mod lazy;
 mod owner;
 mod source;
 pub mod ssh_agent;
@@ -59,6 +60,8 @@ pub struct Environment<'a> {
     pub ssh: &'a exec::SshSources,
     /// The registry client, when the build pulls images.
     pub registry: Option<&'a crate::registry::Client>,
+    /// What `--cache-from` offers (cache mount contents, for RUN).
+    pub imported: &'a lazy::ImportedCache,
     /// Transfer progress of this vertex: (id, bytes done, total, done).
     pub status: &'a (dyn Fn(&str, u64, Option<u64>, bool) + Sync + 'a),
     /// Where a running step's output goes (progress log lines of this vertex).

@@ -196,8 +196,10 @@ pub trait Printer: Send {
     /// Called when no event arrived for [`TICK`]: lets live views move their clocks and lets the
     /// plain printer switch to a vertex that has waited too long.
     fn tick(&mut self, now: Timestamp) -> io::Result<()>;
-    /// The stream ended: flush what is pending and print the summary (error logs, warnings).
-    fn finish(&mut self, now: Timestamp) -> io::Result<()>;
+    /// The stream ended: flush what is pending and print the summary (warnings, and when the
+    /// build failed, the logs of the failed vertices; a vertex may fail without failing the
+    /// build, like a cache import).
+    fn finish(&mut self, now: Timestamp, build_failed: bool) -> io::Result<()>;
 }
 
 /// How long the reporter waits for an event before calling [`Printer::tick`]; BuildKit
@@ -216,14 +218,14 @@ impl Printer for QuietPrinter {
         Ok(())
     }
 
-    fn finish(&mut self, _now: Timestamp) -> io::Result<()> {
+    fn finish(&mut self, _now: Timestamp, _build_failed: bool) -> io::Result<()> {
         Ok(())
     }
 }
 
 enum Message {
     Event(Event),
-    Finish,
+    Finish { build_failed: bool },
 }
 
 /// The sending half: cheap to clone, usable from any thread. Sending never blocks and never
@@ -295,13 +297,13 @@ impl Progress {
     }
 
     /// Ends the stream, waits for the reporter, which prints the final summary lines.
-    pub fn finish(mut self) {
-        self.shut_down();
+    pub fn finish(mut self, build_failed: bool) {
+        self.shut_down(build_failed);
     }
 
-    fn shut_down(&mut self) {
+    fn shut_down(&mut self, build_failed: bool) {
         if let Some(reporter) = self.reporter.take() {
-            let _ = self.channel.send(Message::Finish);
+            let _ = self.channel.send(Message::Finish { build_failed });
             // A panic in a printer has already been reported by the panic hook; the build
             // result does not depend on progress output.
             let _ = reporter.join();
@@ -311,7 +313,7 @@ impl Progress {
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.shut_down();
+        self.shut_down(true);
     }
 }
 
@@ -324,9 +326,15 @@ fn report(receiver: mpsc::Receiver<Message>, mut printer: Box<dyn Printer>, cloc
             Ok(Message::Event(_)) => Ok(()),
             Err(mpsc::RecvTimeoutError::Timeout) if writable => printer.tick(clock.now()),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
-            Ok(Message::Finish) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Ok(Message::Finish { build_failed }) => {
                 if writable {
-                    let _ = printer.finish(clock.now());
+                    let _ = printer.finish(clock.now(), build_failed);
+                }
+                return;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if writable {
+                    let _ = printer.finish(clock.now(), true);
                 }
                 return;
             }
@@ -601,7 +609,7 @@ mod tests {
         sender.send(Event::Warning {
             message: "W: careful".to_owned(),
         });
-        progress.finish();
+        progress.finish(true);
         assert_eq!(
             buffer.text(),
             "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use docker --debug to expand):\n - W: careful\n"
@@ -638,7 +646,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         time.store(6_500, Ordering::SeqCst);
         sender.send(Event::Finished { vertex: 0 });
-        progress.finish();
+        progress.finish(true);
         let text = buffer.text();
         let final_frame = &text[text.rfind("[+] Building").unwrap()..];
         assert!(

@@ -427,7 +427,7 @@ impl Printer for PlainPrinter {
         Ok(())
     }
 
-    fn finish(&mut self, now: Timestamp) -> io::Result<()> {
+    fn finish(&mut self, now: Timestamp, build_failed: bool) -> io::Result<()> {
         // A vertex that ended while one of its statuses was still open has not printed its end.
         self.closing = true;
         for (slot, vertex) in self.trace.vertices.iter().enumerate() {
@@ -445,7 +445,9 @@ impl Printer for PlainPrinter {
             }
         }
         self.out.end_line()?;
-        self.out.write(&self.trace.error_logs())?;
+        if build_failed {
+            self.out.write(&self.trace.error_logs())?;
+        }
         self.out
             .write(warnings_summary(&self.trace.warnings).as_bytes())?;
         self.out.writer.flush()

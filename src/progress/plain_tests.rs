@@ -15,7 +15,7 @@ fn render(script: Vec<(u64, Event)>) -> String {
         last = start + Duration::from_millis(millis);
         printer.event(event, last).unwrap();
     }
-    printer.finish(last).unwrap();
+    printer.finish(last, true).unwrap();
     buffer.text()
 }
 

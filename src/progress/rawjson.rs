@@ -221,7 +221,7 @@ impl Printer for RawJsonPrinter {
         Ok(())
     }
 
-    fn finish(&mut self, _now: Timestamp) -> io::Result<()> {
+    fn finish(&mut self, _now: Timestamp, _build_failed: bool) -> io::Result<()> {
         self.out.flush()
     }
 }
@@ -242,7 +242,7 @@ mod tests {
                 .event(event, start + Duration::from_millis(millis))
                 .unwrap();
         }
-        printer.finish(start).unwrap();
+        printer.finish(start, true).unwrap();
         buffer
             .text()
             .lines()

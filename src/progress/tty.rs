@@ -475,12 +475,14 @@ impl Printer for TtyPrinter {
         Ok(())
     }
 
-    fn finish(&mut self, now: Timestamp) -> io::Result<()> {
+    fn finish(&mut self, now: Timestamp, build_failed: bool) -> io::Result<()> {
         self.bar.finish_and_clear();
         let mut text = self.frame(now, true).join("\n");
         text.push('\n');
         let mut text = text.into_bytes();
-        text.extend_from_slice(&self.trace.error_logs());
+        if build_failed {
+            text.extend_from_slice(&self.trace.error_logs());
+        }
         text.extend_from_slice(warnings_summary(&self.trace.warnings).as_bytes());
         let mut output = self
             .output
@@ -607,7 +609,7 @@ mod tests {
                 at(2_060),
             )
             .unwrap();
-        printer.finish(at(2_100)).unwrap();
+        printer.finish(at(2_100), true).unwrap();
         let text = buffer.text();
         let summary = format!(
             "[+] Building 2.1s (3/3) FINISHED\n\
@@ -655,7 +657,7 @@ mod tests {
                 .event(Event::Finished { vertex }, at(6_000))
                 .unwrap();
         }
-        printer.finish(at(6_000)).unwrap();
+        printer.finish(at(6_000), true).unwrap();
         let text = buffer.text();
         let final_frame = &text[text.rfind("[+] Building").unwrap()..];
         assert!(final_frame.starts_with("[+] Building 6.0s (40/40) FINISHED\n"));

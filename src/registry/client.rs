@@ -317,7 +317,7 @@ impl Client {
         })
     }
 
-    fn endpoints(&self, registry: &str) -> Result<Arc<Vec<Arc<Endpoint>>>, RegistryError> {
+    pub(super) fn endpoints(&self, registry: &str) -> Result<Arc<Vec<Arc<Endpoint>>>, RegistryError> {
         if let Some(endpoints) = self.lock_endpoints().get(registry) {
             return Ok(endpoints.clone());
         }
@@ -458,7 +458,7 @@ impl Client {
 
     /// HEAD for the digest (cheap, and not counted by Docker Hub's rate limit), then GET by
     /// digest; GET by tag when HEAD gives no digest or is refused.
-    async fn get_manifest_by_tag(
+    pub(super) async fn get_manifest_by_tag(
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
@@ -500,7 +500,7 @@ impl Client {
     }
 
     /// A manifest by digest, verified.
-    async fn get_manifest(
+    pub(super) async fn get_manifest(
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
@@ -513,7 +513,7 @@ impl Client {
     }
 
     /// A blob read whole into memory (the config), verified.
-    async fn get_small_blob(
+    pub(super) async fn get_small_blob(
         &self,
         endpoint: &Endpoint,
         reference: &Reference,

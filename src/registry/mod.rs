@@ -15,8 +15,10 @@
 //! | `manifest.rs`  | media types, platform selection, digests                            |
 //! | `client.rs`    | hosts and mirrors, token/basic auth, retries, resolve, blobs        |
 //! | `push.rs`      | blob existence, cross-repository mounts, chunked uploads, manifests |
+//! | `artifact.rs`  | a non-image manifest (a build cache) and its config                 |
 //! | `error.rs`     | [`RegistryError`]                                                   |
 
+mod artifact;
 mod auth;
 mod client;
 mod config;
@@ -25,6 +27,7 @@ mod manifest;
 mod push;
 mod reference;
 
+pub use artifact::Artifact;
 pub use auth::{Credential, Credentials};
 pub use client::{Client, LayerDescriptor, Resolved, RetryPolicy};
 pub use config::{HostConfig, RegistryConfig};

@@ -41,7 +41,7 @@ pub fn explain_miss(previous: &[(String, String)], current: &[(String, String)])
     let mut reasons = Vec::new();
     for (name, value) in current {
         match previous.iter().find(|(previous_name, _)| previous_name == name) {
-            Some((_, old)) if old == value => {}
+            Some((_, old)) if old == value || *old == digest_of(value) => {}
             Some((_, old)) => reasons.push(format!("{name} changed: {} -> {}", short(old), short(value))),
             None => reasons.push(format!("{name} is new")),
         }
@@ -52,6 +52,11 @@ pub fn explain_miss(previous: &[(String, String)], current: &[(String, String)])
         }
     }
     reasons
+}
+
+/// An imported record keeps long input values as their digest (`remote_cache::format`).
+fn digest_of(value: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
 }
 
 fn short(value: &str) -> String {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use crate::context::selection::HashCache;
 use crate::graph::{Graph, Op, VertexId};
+use crate::ops::lazy::{ImportedCache, materialize};
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Event, Sender};
 use crate::store::{RecordRow, Store, now};
@@ -73,6 +74,8 @@ pub struct Solver<'a> {
     pub registry: Option<&'a crate::registry::Client>,
     pub secrets: &'a crate::ops::exec::Secrets,
     pub ssh: &'a crate::ops::exec::SshSources,
+    /// Records of `--cache-from` caches, consulted when the store misses.
+    pub imported: &'a ImportedCache,
 }
 
 impl Solver<'_> {
@@ -214,6 +217,7 @@ impl Solver<'_> {
             secrets: self.secrets,
             ssh: self.ssh,
             registry: self.registry,
+            imported: self.imported,
             status: &status,
             log: &log,
         };
@@ -234,13 +238,27 @@ impl Solver<'_> {
             }
         };
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
-        let recorded = matches!(vertex.op, Op::Image(_) | Op::File { .. } | Op::Exec(_));
+        let recorded = is_recorded(&vertex.op);
         if recorded && !self.skip_cache(graph, id - self.vertex_offset) {
             let record = self.store.database().record(&key)?;
             if let Some(record) = record
                 && let Some(layers) = ops::layer::load(self.store, &record.layers)?
             {
                 self.store.database().touch_record(&key, now())?;
+                report(Event::Cached { vertex: id, name: vertex.name.clone() });
+                return Ok((key, Output::Layers(layers.into()), true));
+            }
+            if let Some((remote, layers)) = self.imported.layers(self.store, &key)? {
+                // Recorded here too: once its layers are fetched, the next build hits locally.
+                let now = now();
+                self.store.database().put_record(&RecordRow {
+                    cache_key: key.clone(),
+                    description: remote.description.clone(),
+                    layers: layers.iter().map(|layer| layer.diff_id.clone()).collect(),
+                    inputs: cache_inputs,
+                    created_at: now,
+                    last_used_at: now,
+                })?;
                 report(Event::Cached { vertex: id, name: vertex.name.clone() });
                 return Ok((key, Output::Layers(layers.into()), true));
             }
@@ -251,7 +269,28 @@ impl Solver<'_> {
                 report(Event::Log { vertex: id, stream: crate::progress::Stream::Stderr, bytes: format!("{line}\n").into_bytes() });
             }
         }
-        let input_outputs: Vec<Output> = inputs.iter().map(|(_, output)| output.clone()).collect();
+        // A step that runs needs the files of its inputs: layers of imported cache hits are
+        // fetched now.
+        let mut input_outputs: Vec<Output> = Vec::with_capacity(inputs.len());
+        for (_, output) in inputs {
+            input_outputs.push(match output {
+                Output::Layers(layers) if layers.iter().any(ops::Layer::is_lazy) => {
+                    match materialize(self.store, layers, &self.cancel, &status) {
+                        Ok(layers) => Output::Layers(layers.into()),
+                        Err(ops::image::ImageError::Canceled) => {
+                            report(Event::Canceled { vertex: id });
+                            return Err(OpError::Canceled);
+                        }
+                        Err(error) => {
+                            let error = OpError::from(error);
+                            report(Event::Failed { vertex: id, error: error.to_string() });
+                            return Err(error);
+                        }
+                    }
+                }
+                output => output.clone(),
+            });
+        }
         match ops::run(vertex, &input_outputs, &environment) {
             Ok(output) => {
                 if recorded {
@@ -284,16 +323,26 @@ impl Solver<'_> {
     /// Why a step missed: its inputs against the newest record of the same step.
     fn explain_miss(&self, name: &str, inputs: &[(String, String)]) -> Result<Vec<String>, OpError> {
         let description = cache_key::description(name);
-        let previous = self.store.database().records_described(&description)?;
-        let Some(previous) = previous.first() else {
-            return Ok(vec![format!("cache miss: no earlier record of `{description}`")]);
+        let local = self.store.database().records_described(&description)?;
+        // Else the same step in an imported cache: why did this machine miss what CI made?
+        let previous = match local.first() {
+            Some(record) => &record.inputs,
+            None => match self.imported.records.values().find(|record| record.description == description) {
+                Some(record) => &record.inputs,
+                None => return Ok(vec![format!("cache miss: no earlier record of `{description}`")]),
+            },
         };
-        let reasons = cache_key::explain_miss(&previous.inputs, inputs);
+        let reasons = cache_key::explain_miss(previous, inputs);
         if reasons.is_empty() {
             return Ok(vec!["cache miss: the earlier result is no longer in the store".into()]);
         }
         Ok(reasons.into_iter().map(|reason| format!("cache miss: {reason}")).collect())
     }
+}
+
+/// Whether an op's result is kept as a cache record (the ops that make layers).
+pub fn is_recorded(op: &Op) -> bool {
+    matches!(op, Op::Image(_) | Op::File { .. } | Op::Exec(_))
 }
 
 impl From<crate::store::DatabaseError> for OpError {

@@ -299,6 +299,18 @@ impl Database {
 
     /// The blob of a layer in a given compression, if one was made before: a layer is never
     /// recompressed to a new digest.
+    pub fn blob(&self, digest: &str) -> Result<Option<BlobRow>, DatabaseError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT digest, diff_id, compression, level, media_type, size, last_used_at FROM blob WHERE digest = ?1",
+                params![digest],
+                blob_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
     pub fn blob_for(
         &self,
         diff_id: &str,

@@ -82,6 +82,8 @@ impl Store {
     pub fn open(root: &Path, mode: LockMode) -> Result<Store, StoreError> {
         let layout_error =
             |path: &Path, source| StoreError::Layout { path: path.display().to_string(), source };
+        // Paths in the root are handed to mounts and to processes with another working directory.
+        let root = &std::path::absolute(root).map_err(|source| layout_error(root, source))?;
         // A root that is a symlink to a directory not made yet (a dangling link) gets its target.
         if root.is_symlink() && !root.exists() {
             let target = fs::read_link(root).map_err(|source| layout_error(root, source))?;

@@ -1,0 +1,221 @@
+//! Writing a cache for `--cache-to`: the records of this build (all of them with `mode=max`,
+//! those of the exported image's steps with `mode=min`), their layer blobs (the blobs the image
+//! export used when the compression is the same, so nothing is compressed twice), the cache
+//! mounts with `cache-mounts=true`, the config and the manifest; then a push (blobs the
+//! registry has are skipped) or an OCI layout directory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::format::{CONFIG_MEDIA_TYPE, CacheConfig, LayerEntry, MountEntry, RecordEntry};
+use super::layout::Layout;
+use super::spec::{CacheExport, CacheLocation, CacheMode};
+use super::CacheError;
+use crate::exporter::image::{Descriptor, Encoding, OCI_MANIFEST, compress_tree, layer_blob};
+use crate::ops::Layer;
+use crate::progress::{Event, Sender};
+use crate::registry::{Client, Reference};
+use crate::store::Store;
+
+/// One step's result, as the build used it.
+#[derive(Debug, Clone)]
+pub struct ExportRecord {
+    pub key: String,
+    pub description: String,
+    pub inputs: Vec<(String, String)>,
+    pub layers: Vec<Layer>,
+}
+
+/// What an export needs besides the cache spec.
+pub struct ExportSet<'a> {
+    pub records: &'a [ExportRecord],
+    /// The diff ids of the exported image, for `mode=min`.
+    pub image_layers: &'a [String],
+    /// Cache mount directories by id, for `cache-mounts=true`.
+    pub mounts: &'a [(String, PathBuf)],
+}
+
+/// Writes the cache; progress on `vertex` in BuildKit's words.
+pub fn export(
+    store: &Store,
+    registry: &Client,
+    spec: &CacheExport,
+    set: &ExportSet,
+    progress: &Sender,
+    vertex: usize,
+    cancel: &AtomicBool,
+) -> Result<(), CacheError> {
+    let name = match spec.location {
+        CacheLocation::Registry { .. } => "exporting cache to registry",
+        CacheLocation::Local { .. } => "exporting cache to client directory",
+    };
+    progress.send(Event::Started { vertex, name: name.into() });
+    let result = write(store, registry, spec, set, progress, vertex, cancel);
+    match &result {
+        Ok(()) => progress.send(Event::Finished { vertex }),
+        Err(error) => progress.send(Event::Failed { vertex, error: error.to_string() }),
+    }
+    result
+}
+
+fn write(
+    store: &Store,
+    registry: &Client,
+    spec: &CacheExport,
+    set: &ExportSet,
+    progress: &Sender,
+    vertex: usize,
+    cancel: &AtomicBool,
+) -> Result<(), CacheError> {
+    let status = |id: &str, current: u64, total: Option<u64>, done: bool| {
+        progress.send(Event::Status { vertex, id: id.to_string(), current, total, done });
+    };
+    status("preparing build cache for export", 0, None, false);
+    let image_layers: HashSet<&str> = set.image_layers.iter().map(String::as_str).collect();
+    let chosen: Vec<&ExportRecord> = set
+        .records
+        .iter()
+        .filter(|record| spec.mode == CacheMode::Max || record.layers.iter().all(|layer| image_layers.contains(layer.diff_id.as_str())))
+        .collect();
+    let mut layers: BTreeMap<&str, &Layer> = BTreeMap::new();
+    for record in &chosen {
+        for layer in &record.layers {
+            layers.entry(layer.diff_id.as_str()).or_insert(layer);
+        }
+    }
+    let encoding = Encoding {
+        compression: spec.compression,
+        level: spec.compression_level,
+        oci_mediatypes: true,
+        epoch: None,
+        rewrite_timestamp: false,
+        manifest_annotations: BTreeMap::new(),
+    };
+    let layers: Vec<&Layer> = layers.into_values().collect();
+    let blobs: Vec<(Descriptor, String)> =
+        layers.par_iter().map(|layer| layer_blob(store, layer, &encoding, cancel, &status)).collect::<Result<_, _>>()?;
+    let mut mount_blobs = Vec::new();
+    if spec.cache_mounts {
+        for (id, dir) in set.mounts.iter().filter(|(_, dir)| dir.is_dir()) {
+            let (descriptor, _) = compress_tree(store, dir, spec.compression, spec.compression_level, None, cancel)?;
+            mount_blobs.push((id.clone(), descriptor));
+        }
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Err(CacheError::Canceled);
+    }
+    let config = CacheConfig::new(
+        layers
+            .iter()
+            .zip(&blobs)
+            .map(|(layer, (blob, _))| LayerEntry { blob: blob.digest.clone(), diff_id: layer.diff_id.clone(), created: layer.created_at })
+            .collect(),
+        chosen
+            .iter()
+            .map(|record| RecordEntry {
+                key: record.key.clone(),
+                description: record.description.clone(),
+                layers: record.layers.iter().map(|layer| layer.diff_id.clone()).collect(),
+                inputs: record.inputs.clone(),
+            })
+            .collect(),
+        mount_blobs.iter().map(|(id, blob)| MountEntry { id: id.clone(), blob: blob.digest.clone() }).collect(),
+    );
+    status("preparing build cache for export", 0, None, true);
+    let config_bytes = config.to_bytes();
+    let (config_digest, config_size) = store.put_blob(&config_bytes)?;
+    let config_descriptor =
+        Descriptor { media_type: CONFIG_MEDIA_TYPE.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new() };
+    // The config lists layers by diff id; the manifest lists their blobs in the same order.
+    let by_diff_id: std::collections::HashMap<&str, &Descriptor> =
+        layers.iter().zip(&blobs).map(|(layer, (blob, _))| (layer.diff_id.as_str(), blob)).collect();
+    let mut manifest_layers: Vec<Descriptor> = Vec::new();
+    for entry in &config.layers {
+        let blob = by_diff_id[entry.diff_id.as_str()];
+        if !manifest_layers.iter().any(|existing| existing.digest == blob.digest) {
+            manifest_layers.push(blob.clone());
+        }
+    }
+    for (_, blob) in &mount_blobs {
+        if !manifest_layers.iter().any(|existing| existing.digest == blob.digest) {
+            manifest_layers.push(blob.clone());
+        }
+    }
+    let manifest_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_descriptor,
+        "layers": manifest_layers,
+    }))
+    .unwrap_or_default();
+    let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
+    let manifest = Descriptor { media_type: OCI_MANIFEST.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new() };
+    let uploads: Vec<&Descriptor> = manifest_layers.iter().chain([&config_descriptor]).collect();
+    let written = match &spec.location {
+        CacheLocation::Registry { reference } => push(store, registry, reference, &uploads, &manifest, &status),
+        CacheLocation::Local { dir, tag, .. } => {
+            let layout = Layout::new(dir);
+            let _lock = layout.lock()?;
+            for blob in &uploads {
+                let id = writing(blob);
+                status(&id, 0, None, false);
+                layout.put_blob(blob, &store.blob_path(&blob.digest))?;
+                status(&id, 0, None, true);
+            }
+            let id = format!("writing cache manifest {}", manifest.digest);
+            status(&id, 0, None, false);
+            layout.put_blob(&manifest, &store.blob_path(&manifest.digest))?;
+            layout.tag(tag, &manifest)?;
+            status(&id, 0, None, true);
+            Ok(())
+        }
+    };
+    // Mount tars, the config and the manifest have no row: nothing else will use them.
+    for (_, blob) in &mount_blobs {
+        if store.database().blob(&blob.digest)?.is_none() {
+            let _ = std::fs::remove_file(store.blob_path(&blob.digest));
+        }
+    }
+    written
+}
+
+/// BuildKit's status line for a cache blob.
+fn writing(blob: &Descriptor) -> String {
+    let what = if blob.media_type == CONFIG_MEDIA_TYPE { "config" } else { "layer" };
+    format!("writing {what} {}", blob.digest)
+}
+
+fn push(
+    store: &Store,
+    registry: &Client,
+    reference: &str,
+    uploads: &[&Descriptor],
+    manifest: &Descriptor,
+    status: &(dyn Fn(&str, u64, Option<u64>, bool) + Sync),
+) -> Result<(), CacheError> {
+    let invalid = |message: String| CacheError::Invalid { location: reference.to_string(), message };
+    let target = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
+    for blob in uploads {
+        let path = store.blob_path(&blob.digest);
+        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(File::open(&path)?)) };
+        let id = writing(blob);
+        let mut report = |done: u64, total: u64| status(&id, done, Some(total), done >= total);
+        registry.push_blob(&target, &blob.digest, blob.size, None, &mut open, &mut report)?;
+        status(&id, blob.size, Some(blob.size), true);
+    }
+    let manifest_bytes = std::fs::read(store.blob_path(&manifest.digest))
+        .map_err(|source| CacheError::Read { path: manifest.digest.clone(), source })?;
+    let id = format!("writing cache manifest {}", manifest.digest);
+    status(&id, 0, None, false);
+    let pushed = registry.push_manifest(&target, OCI_MANIFEST, &manifest_bytes)?;
+    if pushed != manifest.digest {
+        return Err(invalid(format!("the registry stored the manifest as {pushed}, not {}", manifest.digest)));
+    }
+    status(&id, 0, None, true);
+    Ok(())
+}
