@@ -196,7 +196,7 @@ fn push(
     reference: &str,
     uploads: &[&Descriptor],
     manifest: &Descriptor,
-    status: &(dyn Fn(&str, u64, Option<u64>, bool) + Sync),
+    status: &crate::ops::lazy::Status,
 ) -> Result<(), CacheError> {
     let invalid = |message: String| CacheError::Invalid { location: reference.to_string(), message };
     let target = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;

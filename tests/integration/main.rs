@@ -9,5 +9,6 @@ mod errors;
 mod images;
 mod outputs;
 mod registry;
+mod remote_cache;
 mod run;
 mod support;

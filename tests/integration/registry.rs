@@ -12,20 +12,23 @@ use crate::support::*;
 
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 
-/// A registry process on a free port, killed on drop.
-struct Registry {
+/// A registry process on a free port, killed on drop. Its access log (one line per request,
+/// `"GET /v2/.../blobs/sha256:... HTTP/1.1" 200`) is kept in a file.
+pub(crate) struct Registry {
     child: Child,
     port: u16,
-    _directory: tempfile::TempDir,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    directory: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         Registry::start_with("")
     }
 
     /// With extra configuration (`tls:` under `http:`, `auth:`), given as YAML lines.
-    fn start_with(extra: &str) -> Registry {
+    pub(crate) fn start_with(extra: &str) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BINARY).exists(),
             "{REGISTRY_BINARY} is missing: install Debian's docker-registry package (.ci/run does)"
@@ -33,33 +36,71 @@ impl Registry {
         let directory = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
             directory.path().join("storage").display()
         );
         let config_path = directory.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
+        let log_path = directory.path().join("access.log");
+        let child = Registry::spawn(&config_path, &log_path, port);
+        Registry { child, port, config_path, log_path, directory }
+    }
+
+    fn spawn(config_path: &std::path::Path, log_path: &std::path::Path, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
         let child = Command::new(REGISTRY_BINARY)
             .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .arg(config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         for _ in 0..400 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Registry { child, port, _directory: directory };
+                return child;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!("the registry on port {port} did not start");
     }
 
-    fn host(&self) -> String {
+    /// Starts the stopped registry again, on the same port with the same storage.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.child = Registry::spawn(&self.config_path, &self.log_path, self.port);
+    }
+
+    /// Where the registry keeps blob `digest` (`sha256:...`) on disk.
+    pub(crate) fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.directory.path().join(format!("storage/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+
+    /// The digests of the blobs served with `GET .../blobs/DIGEST` since the log was cleared.
+    pub(crate) fn blob_gets(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut digests = Vec::new();
+        for line in log.lines() {
+            let Some(start) = line.find("\"GET /v2/") else { continue };
+            let request = &line[start..];
+            if let Some(at) = request.find("/blobs/sha256:") {
+                let digest: String = request[at + "/blobs/".len()..].chars().take(71).collect();
+                digests.push(digest);
+            }
+        }
+        digests
+    }
+
+    pub(crate) fn clear_log(&self) {
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&self.log_path).unwrap();
+    }
+
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Pushes the busybox test image as `library/busybox:latest`.
-    fn push_busybox(&self) {
+    pub(crate) fn push_busybox(&self) {
         self.push_busybox_with(&[]);
     }
 
@@ -74,7 +115,7 @@ impl Registry {
         tool("skopeo", &arguments);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -87,7 +128,7 @@ impl Drop for Registry {
 }
 
 /// A config.toml sending docker.io to the registry as a mirror, over plain http.
-fn mirror_config(project: &Project, registry: &Registry) -> PathBuf {
+pub(crate) fn mirror_config(project: &Project, registry: &Registry) -> PathBuf {
     let path = project.dir().join("config.toml");
     let host = registry.host();
     std::fs::write(&path, format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n\n[registry.\"{host}\"]\nhttp = true\n")).unwrap();

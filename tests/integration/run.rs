@@ -16,7 +16,7 @@ use crate::images::{BUSYBOX_TAG, busybox_layout, context_arg, debian_context};
 use crate::support::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     /// rbuild run by root (this test process).
     Root,
     /// rbuild run by `rbuild-test` through `runuser`, with its own subordinate ids.
@@ -25,14 +25,14 @@ enum Mode {
 
 /// One project and the mode its builds run in. In rootless mode the whole project dir (context,
 /// state root, outputs, and a copy of the busybox layout) belongs to the test user.
-struct Case {
-    project: Project,
-    mode: Mode,
+pub(crate) struct Case {
+    pub(crate) project: Project,
+    pub(crate) mode: Mode,
     busybox: String,
 }
 
 impl Case {
-    fn new(mode: Mode) -> Case {
+    pub(crate) fn new(mode: Mode) -> Case {
         let project = Project::new();
         let busybox = match mode {
             Mode::Root => context_arg("busybox", &busybox_layout(), BUSYBOX_TAG),
@@ -46,23 +46,23 @@ impl Case {
         Case { project, mode, busybox }
     }
 
-    fn dockerfile(&self, content: &str) -> &Case {
+    pub(crate) fn dockerfile(&self, content: &str) -> &Case {
         self.project.dockerfile(content);
         self
     }
 
-    fn write(&self, relative: &str, content: &str) -> &Case {
+    pub(crate) fn write(&self, relative: &str, content: &str) -> &Case {
         self.project.write(relative, content);
         self
     }
 
-    fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self.project.out(name)
     }
 
     /// `rbuild build --root ROOT --progress=plain --build-context busybox=... ARGS ctx`, as this
     /// case's user.
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut full = vec!["--build-context", self.busybox.as_str()];
         full.extend_from_slice(args);
         let command = self.project.build_command(&full);
@@ -72,7 +72,7 @@ impl Case {
         }
     }
 
-    fn build(&self, args: &[&str]) -> Run {
+    pub(crate) fn build(&self, args: &[&str]) -> Run {
         let mut run = run_command(self.command(args), None);
         run.what = format!("[{:?}] {}", self.mode, run.what);
         run
@@ -94,7 +94,7 @@ impl Case {
     }
 
     #[track_caller]
-    fn build_local(&self, dir: &str, args: &[&str]) -> PathBuf {
+    pub(crate) fn build_local(&self, dir: &str, args: &[&str]) -> PathBuf {
         let local = self.out(dir);
         let spec = format!("type=local,dest={}", local.display());
         let mut full = vec!["-o", spec.as_str()];
@@ -106,7 +106,7 @@ impl Case {
 }
 
 /// Runs `test` as root, then rootless, each in a fresh project.
-fn both(test: impl Fn(&Case)) {
+pub(crate) fn both(test: impl Fn(&Case)) {
     for mode in [Mode::Root, Mode::Rootless] {
         eprintln!("=== mode {mode:?}");
         let case = Case::new(mode);
