@@ -29,6 +29,11 @@ pub trait BlobSource: Send + Sync {
     fn name(&self) -> &str;
     /// Writes the bytes of blob `digest` to `out`, reporting (bytes done, total).
     fn fetch(&self, digest: &str, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String>;
+    /// (registry, repository) for a registry source: a push to another repository of the same
+    /// registry can mount the blob instead of uploading it.
+    fn registry_repository(&self) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// A blob and the source that has it.

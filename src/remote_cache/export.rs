@@ -4,7 +4,7 @@
 //! mounts with `cache-mounts=true`, the config and the manifest; then a push (blobs the
 //! registry has are skipped) or an OCI layout directory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,8 @@ use super::spec::{CacheExport, CacheLocation, CacheMode};
 use super::CacheError;
 use crate::exporter::image::{Descriptor, Encoding, OCI_MANIFEST, compress_tree, layer_blob};
 use crate::ops::Layer;
+use crate::ops::image::compression_of;
+use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
 use crate::progress::{Event, Sender};
 use crate::registry::{Client, Reference};
 use crate::store::Store;
@@ -98,7 +100,20 @@ fn write(
     };
     let layers: Vec<&Layer> = layers.into_values().collect();
     let blobs: Vec<(Descriptor, String)> =
-        layers.par_iter().map(|layer| layer_blob(store, layer, &encoding, cancel, &status)).collect::<Result<_, _>>()?;
+        layers.par_iter().map(|layer| cache_blob(store, layer, &encoding, cancel, &status)).collect::<Result<_, _>>()?;
+    // Blobs of lazy layers, fetched into the store only if the target lacks them.
+    let lazy: HashMap<String, (&Layer, &RemoteBlob)> = layers
+        .iter()
+        .filter_map(|layer| layer.remote.as_ref().map(|remote| (remote.blob.digest.clone(), (*layer, remote))))
+        .collect();
+    let ensure_stored = |digest: &str| -> Result<(), CacheError> {
+        if let Some((layer, remote)) = lazy.get(digest)
+            && !store.blob_path(digest).exists()
+        {
+            fetch_layer_blob(store, layer, remote, &status).map_err(crate::exporter::image::ImageError::from)?;
+        }
+        Ok(())
+    };
     let mut mount_blobs = Vec::new();
     if spec.cache_mounts {
         for (id, dir) in set.mounts.iter().filter(|(_, dir)| dir.is_dir()) {
@@ -157,14 +172,19 @@ fn write(
     let manifest = Descriptor { media_type: OCI_MANIFEST.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new() };
     let uploads: Vec<&Descriptor> = manifest_layers.iter().chain([&config_descriptor]).collect();
     let written = match &spec.location {
-        CacheLocation::Registry { reference } => push(store, registry, reference, &uploads, &manifest, &status),
+        CacheLocation::Registry { reference } => {
+            push(store, registry, reference, &uploads, &manifest, &mount_sources(&lazy, reference), &ensure_stored, &status)
+        }
         CacheLocation::Local { dir, tag, .. } => {
             let layout = Layout::new(dir);
             let _lock = layout.lock()?;
             for blob in &uploads {
                 let id = writing(blob);
                 status(&id, 0, None, false);
-                layout.put_blob(blob, &store.blob_path(&blob.digest))?;
+                if !layout.has_blob(blob) {
+                    ensure_stored(&blob.digest)?;
+                    layout.put_blob(blob, &store.blob_path(&blob.digest))?;
+                }
                 status(&id, 0, None, true);
             }
             let id = format!("writing cache manifest {}", manifest.digest);
@@ -184,28 +204,68 @@ fn write(
     written
 }
 
+/// A layer's blob for the cache: the one the store has with this compression, or, for a lazy
+/// layer whose blob has it, that blob as it is (not downloaded: the target may have it).
+fn cache_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &AtomicBool, status: &Status) -> Result<(Descriptor, String), CacheError> {
+    let compression = encoding.compression.name();
+    if let Some(remote) = &layer.remote
+        && layer.is_lazy()
+        && compression_of(&remote.blob.media_type) == compression
+        && store.database().blob_for(&layer.diff_id, compression, encoding.level.map(i64::from).unwrap_or(-1))?.is_none()
+    {
+        let descriptor = Descriptor {
+            media_type: remote.blob.media_type.clone(),
+            digest: remote.blob.digest.clone(),
+            size: remote.blob.size,
+            annotations: BTreeMap::new(),
+        };
+        return Ok((descriptor, layer.diff_id.clone()));
+    }
+    Ok(layer_blob(store, layer, encoding, cancel, status)?)
+}
+
+/// Lazy layers whose blobs are in another repository of the target's registry: mounted, not
+/// uploaded (and so never downloaded).
+fn mount_sources(lazy: &HashMap<String, (&Layer, &RemoteBlob)>, reference: &str) -> HashMap<String, String> {
+    let Ok(target) = Reference::parse(reference) else { return HashMap::new() };
+    lazy.iter()
+        .filter_map(|(digest, (_, remote))| {
+            let (registry, repository) = remote.source.registry_repository()?;
+            (registry == target.registry && repository != target.repository).then(|| (digest.clone(), repository))
+        })
+        .collect()
+}
+
 /// BuildKit's status line for a cache blob.
 fn writing(blob: &Descriptor) -> String {
     let what = if blob.media_type == CONFIG_MEDIA_TYPE { "config" } else { "layer" };
     format!("writing {what} {}", blob.digest)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn push(
     store: &Store,
     registry: &Client,
     reference: &str,
     uploads: &[&Descriptor],
     manifest: &Descriptor,
-    status: &crate::ops::lazy::Status,
+    mounts: &HashMap<String, String>,
+    ensure_stored: &(dyn Fn(&str) -> Result<(), CacheError> + Sync),
+    status: &Status,
 ) -> Result<(), CacheError> {
     let invalid = |message: String| CacheError::Invalid { location: reference.to_string(), message };
     let target = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
     for blob in uploads {
         let path = store.blob_path(&blob.digest);
-        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(File::open(&path)?)) };
+        // Opened only when the registry lacks the blob and cannot mount it.
+        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            ensure_stored(&blob.digest).map_err(std::io::Error::other)?;
+            Ok(Box::new(File::open(&path)?))
+        };
         let id = writing(blob);
         let mut report = |done: u64, total: u64| status(&id, done, Some(total), done >= total);
-        registry.push_blob(&target, &blob.digest, blob.size, None, &mut open, &mut report)?;
+        let mount_from = mounts.get(&blob.digest).map(String::as_str);
+        registry.push_blob(&target, &blob.digest, blob.size, mount_from, &mut open, &mut report)?;
         status(&id, blob.size, Some(blob.size), true);
     }
     let manifest_bytes = std::fs::read(store.blob_path(&manifest.digest))

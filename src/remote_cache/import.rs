@@ -128,6 +128,10 @@ impl BlobSource for RegistrySource {
     fn fetch(&self, digest: &str, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
         self.client.fetch_blob(&self.reference, digest, Some(size), out, progress).map_err(|error| error.to_string())
     }
+
+    fn registry_repository(&self) -> Option<(String, String)> {
+        Some((self.reference.registry.clone(), self.reference.repository.clone()))
+    }
 }
 
 struct LayoutSource {

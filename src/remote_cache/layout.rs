@@ -109,10 +109,15 @@ impl Layout {
         Ok(file)
     }
 
-    /// Writes a blob unless the directory has it already (same size).
+    /// Whether the directory has the blob (with its size).
+    pub fn has_blob(&self, descriptor: &Descriptor) -> bool {
+        fs::metadata(self.blob_path(&descriptor.digest)).is_ok_and(|metadata| metadata.len() == descriptor.size)
+    }
+
+    /// Writes a blob unless the directory has it already.
     pub fn put_blob(&self, descriptor: &Descriptor, source: &Path) -> Result<(), CacheError> {
         let target = self.blob_path(&descriptor.digest);
-        if fs::metadata(&target).is_ok_and(|metadata| metadata.len() == descriptor.size) {
+        if self.has_blob(descriptor) {
             return Ok(());
         }
         let mut input = File::open(source).map_err(Layout::read_error(source))?;

@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::images::busybox_context;
 use crate::registry::{Registry, mirror_config};
 use crate::run::{Case, Mode};
 use crate::support::*;
@@ -95,10 +94,18 @@ fn a_second_machine_gets_every_step_from_the_registry_cache_and_downloads_only_t
     let fetched: BTreeSet<String> = gets.iter().cloned().collect();
     assert_eq!(gets.len(), fetched.len(), "a blob was downloaded twice: {gets:?}");
     let mut expected = image_layers.clone();
-    expected.insert(cache_config_digest);
+    expected.insert(cache_config_digest.clone());
     expected.insert(busybox_config);
     assert_eq!(fetched, expected);
     assert_eq!(entries(&second.root().join("snapshots-v1")), 0, "a build of cache hits unpacks nothing");
+
+    // Writing the cache back, as every CI job does, downloads no layer (the registry has them
+    // all) and gives the same cache manifest: same keys, same blobs, same times.
+    registry.clear_log();
+    second.build(&["--config", second_config.to_str().unwrap(), "--cache-from", &cache, "--cache-to", &to]).ok();
+    assert_eq!(registry.blob_gets(), vec![cache_config_digest.clone()]);
+    let rewritten = registry_json(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{cache}")]);
+    assert_eq!(rewritten, manifest, "the cache written back is the same document");
 
     // A change on machine two: the builder stage still hits; the steps after the change run on
     // layers fetched from the cache, and --debug-cache says why they missed.
@@ -279,4 +286,29 @@ fn a_cache_blob_with_the_wrong_bytes_is_rejected() {
     failed.stderr_has("digest");
     assert!(!second.root().join("blobs-v1").join(layer.replace("sha256:", "sha256/")).exists(), "the bad blob was kept");
     assert!(!second.out("x.tar").exists());
+}
+
+/// Bad specs are usage errors; an export to an unreachable registry fails the build, unless
+/// `ignore-error=true` makes it a warning.
+#[test]
+fn cache_specs_are_checked_and_export_errors_can_be_ignored() {
+    let project = Project::new();
+    project.write("a.txt", "a\n").dockerfile("FROM scratch\nCOPY a.txt /a.txt\n");
+    project.build(&["--cache-to", "type=gha"]).fails(2).stderr_has("cache type `gha` is not supported");
+    project.build(&["--cache-to", "type=registry,ref=x/y,mode=all"]).fails(2).stderr_has("invalid value `all` for cache key `mode`");
+    project.build(&["--cache-from", "type=local"]).fails(2).stderr_has("--cache-from type `local` needs `src`");
+
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host = format!("127.0.0.1:{port}");
+    let config = project.dir().join("config.toml");
+    std::fs::write(&config, format!("[registry.\"{host}\"]\nhttp = true\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let to = format!("type=registry,ref={host}/team/app:cache");
+    let failed = project.build(&["--config", config, "--cache-to", &to]).fails(1);
+    failed.stderr_has(&format!("ERROR: failed to solve: failed to export the cache to {host}/team/app:cache"));
+    let ignored = project.build(&["--config", config, "--cache-to", &format!("{to},ignore-error=true")]).ok();
+    assert_eq!(ignored.step("exporting cache to registry"), "ERROR");
+    ignored.stderr_has("failed to export the cache to");
+    ignored.stderr_lacks("failed to solve");
 }
