@@ -59,7 +59,10 @@ base=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 T=$(mktemp -d "$base/rbuild-cache-bench.XXXXXX")
 registry_pid=
 cleanup() {
-    [[ -n "$registry_pid" ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+    if [[ -n "$registry_pid" ]]; then
+        kill "$registry_pid" 2>/dev/null || true
+        wait "$registry_pid" 2>/dev/null || true
+    fi
     if [[ "${BENCH_KEEP:-}" == 1 ]]; then
         echo "kept $T" >&2
     else
@@ -135,7 +138,7 @@ run() {
             c = 0; un = ""
             for (i = 1; i <= n; i++) {
                 if (order[i] in cached) c++
-                else un = un (un == "" ? "" : "; ") name[order[i]]
+                else { match(name[order[i]], /^\[[^]]*\]/); un = un (un == "" ? "" : " ") substr(name[order[i]], RSTART, RLENGTH) }
             }
             printf "%d/%d\t%s\t%s\t%s\t%s\n", c, n, (un == "" ? "-" : un), total(im), total(ce), total(ex)
         }' "$logf")

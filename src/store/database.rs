@@ -236,6 +236,21 @@ impl Database {
         Ok(())
     }
 
+    /// Drops the rows that stand for nothing in the store: records naming a layer the store
+    /// does not have (an imported cache hit whose layers were never fetched), and layer blobs
+    /// whose layer is gone (a lazy layer's blob fetched for an export).
+    pub fn delete_unbacked(&mut self) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "DELETE FROM record WHERE EXISTS (SELECT 1 FROM json_each(record.layers)
+                 WHERE value NOT IN (SELECT diff_id FROM layer))",
+                [],
+            )?;
+            transaction.execute("DELETE FROM blob WHERE diff_id != '' AND diff_id NOT IN (SELECT diff_id FROM layer)", [])
+        })?;
+        Ok(())
+    }
+
     pub fn delete_record(&mut self, cache_key: &str) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute("DELETE FROM record WHERE cache_key = ?1", params![cache_key])
@@ -524,6 +539,51 @@ mod tests {
             database.image_tag("docker.io/library/busybox:latest").unwrap(),
             Some(("sha256:m2".to_string(), "sha256:c2".to_string(), 6))
         );
+    }
+
+    #[test]
+    fn rows_without_their_layers_are_dropped() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
+        let layer = |diff_id: &str| LayerRow {
+            diff_id: diff_id.into(),
+            size: 1,
+            created_at: 0,
+            last_used_at: 0,
+            from_image: false,
+            description: String::new(),
+        };
+        database.put_layer(&layer("l1")).unwrap();
+        for (key, layers) in [("kept", vec!["l1"]), ("lazy", vec!["l1", "l2"])] {
+            database
+                .put_record(&RecordRow {
+                    cache_key: key.into(),
+                    description: String::new(),
+                    layers: layers.into_iter().map(String::from).collect(),
+                    inputs: vec![],
+                    created_at: 0,
+                    last_used_at: 0,
+                })
+                .unwrap();
+        }
+        for (digest, diff_id) in [("sha256:b1", "l1"), ("sha256:b2", "l2"), ("sha256:config", "")] {
+            database
+                .put_blob(&BlobRow {
+                    digest: digest.into(),
+                    diff_id: diff_id.into(),
+                    compression: "gzip".into(),
+                    level: -1,
+                    media_type: String::new(),
+                    size: 1,
+                    last_used_at: 0,
+                })
+                .unwrap();
+        }
+        database.delete_unbacked().unwrap();
+        let records: Vec<String> = database.records().unwrap().into_iter().map(|record| record.cache_key).collect();
+        assert_eq!(records, vec!["kept".to_string()]);
+        let blobs: Vec<String> = database.blobs().unwrap().into_iter().map(|blob| blob.digest).collect();
+        assert_eq!(blobs, vec!["sha256:b1".to_string(), "sha256:config".to_string()]);
     }
 
     #[test]

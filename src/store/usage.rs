@@ -171,7 +171,8 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
 fn collect_garbage(store: &Store) -> Result<(), StoreError> {
     let write_error = |path: &Path, source| StoreError::Write { path: path.display().to_string(), source };
     let (layers, blobs): (HashSet<String>, HashSet<String>) = {
-        let database = store.database();
+        let mut database = store.database();
+        database.delete_unbacked()?;
         let layers = database.layers()?.into_iter().map(|layer| hex_of(&layer.diff_id)).collect();
         let blobs = database.blobs()?.into_iter().map(|blob| hex_of(&blob.digest)).collect();
         (layers, blobs)
