@@ -312,3 +312,27 @@ fn cache_specs_are_checked_and_export_errors_can_be_ignored() {
     ignored.stderr_has("failed to export the cache to");
     ignored.stderr_lacks("failed to solve");
 }
+
+/// `mode=min` (the default) keeps only the steps of the exported image: another machine runs
+/// the builder stage again, and its result's key still hits the final stage's steps.
+#[test]
+fn mode_min_keeps_the_steps_of_the_image_only() {
+    let busybox = crate::images::busybox_context();
+    let first = Project::new();
+    first.write("app.txt", "v1\n").dockerfile(TWO_STAGES);
+    let dir = first.out("cache-min");
+    let one = first.build_oci("one.tar", &["--build-context", &busybox, "--cache-to", &format!("type=local,dest={}", dir.display())]);
+    let manifest = registry_json(&["inspect", "--raw", &format!("oci:{}:latest", dir.display())]);
+    let cached: BTreeSet<String> =
+        manifest["layers"].as_array().unwrap().iter().map(|layer| layer["digest"].as_str().unwrap().to_string()).collect();
+    let image: BTreeSet<String> =
+        skopeo_inspect(&one)["Layers"].as_array().unwrap().iter().map(|layer| layer.as_str().unwrap().to_string()).collect();
+    assert_eq!(cached, image, "mode=min: the image's layers and no other");
+
+    let second = Project::new();
+    copy_tree(&first.ctx(), &second.ctx());
+    let run = second.build(&["--build-context", &busybox, "--cache-from", &format!("type=local,src={}", dir.display())]).ok();
+    assert_eq!(run.step("[builder 2/2] RUN"), "DONE");
+    assert_eq!(run.step("COPY --from=builder"), "CACHED");
+    assert_eq!(run.step("RUN cat /app.txt"), "CACHED");
+}
