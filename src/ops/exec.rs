@@ -272,8 +272,11 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                     }
                     continue;
                 }
-                let _ = (mode, uid, gid);
                 let socket = ssh_socket(&sources, &mut prepared).map_err(mount_error)?;
+                // The socket is rbuild's own agent's: it takes the mount's mode and owner.
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&socket, fs::Permissions::from_mode(*mode)).map_err(mount_error)?;
+                std::os::unix::fs::chown(&socket, Some(*uid), Some(*gid)).map_err(mount_error)?;
                 if !op.env.iter().any(|variable| variable.starts_with("SSH_AUTH_SOCK=")) {
                     prepared.env.push(format!("SSH_AUTH_SOCK={}", mount.target));
                 }

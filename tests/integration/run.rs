@@ -716,11 +716,14 @@ fn run_ssh_mounts_serve_an_agent() {
             give_to_test_user(&case.project);
         }
         case.dockerfile(
-            "FROM busybox\nRUN --mount=type=ssh,id=deploy sh -c 'test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock'\n",
+            "FROM busybox\nRUN --mount=type=ssh,id=deploy sh -c 'test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock && stat -c \"%a %u:%g\" \"$SSH_AUTH_SOCK\" > /default'\n\
+             RUN --mount=type=ssh,id=deploy,mode=0660,uid=1000,gid=1001 stat -c '%a %u:%g' /run/buildkit/ssh_agent.0 > /chosen\n",
         );
         let spec = format!("deploy={}", key.display());
         let local = case.build_local("local", &["--ssh", &spec]);
         assert_eq!(file(&local, "sock"), "/run/buildkit/ssh_agent.0\n");
+        assert_eq!(file(&local, "default"), "600 0:0\n", "BuildKit's default mode and owner");
+        assert_eq!(file(&local, "chosen"), "660 1000:1001\n");
         assert!(!local.join("run").exists(), "the agent's mount point stayed in the image");
     });
 }
