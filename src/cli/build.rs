@@ -405,6 +405,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         progress: sender.clone(),
         // Above the graph's and the exporter's vertex numbers (the printer numbers in order seen).
         next_vertex: std::sync::atomic::AtomicUsize::new(1 << 20),
+        resolved: Default::default(),
     };
     let plan = lower(&frontend_options, &resolver).map_err(dockerfile_failure)?;
     for warning in &plan.warnings {

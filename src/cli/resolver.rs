@@ -14,6 +14,9 @@ pub struct Resolver<'a> {
     /// `[internal] load metadata for NAME` progress, as BuildKit shows resolves.
     pub progress: crate::progress::Sender,
     pub next_vertex: std::sync::atomic::AtomicUsize,
+    /// References resolved in this build (with the platform): stages on the same base resolve
+    /// it once, so they get the same digest even with `--pull` and a tag that moves meanwhile.
+    pub resolved: std::sync::Mutex<std::collections::HashMap<String, ResolvedImage>>,
 }
 
 impl Resolver<'_> {
@@ -47,7 +50,13 @@ impl ImageResolver for Resolver<'_> {
     fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let parsed = crate::registry::Reference::parse(reference).map_err(|error| error.to_string())?;
         let name = parsed.to_string();
-        self.reported(&name, || self.resolve_registry(&parsed, &name, platform))
+        let key = format!("{name} {platform}");
+        if let Some(known) = self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
+            return Ok(known.clone());
+        }
+        let resolved = self.reported(&name, || self.resolve_registry(&parsed, &name, platform))?;
+        self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, resolved.clone());
+        Ok(resolved)
     }
 }
 
