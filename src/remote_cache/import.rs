@@ -33,6 +33,8 @@ pub fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: &Sender
             Err(error) => {
                 tracing::debug!("cache import from {} failed: {error}", source.location);
                 progress.send(Event::Failed { vertex, error: error.to_string() });
+                // Also in the summary: the tty view shows only that the line failed.
+                progress.send(Event::Warning { message: format!("cache import from {} skipped: {error}", source.location) });
             }
         }
     }

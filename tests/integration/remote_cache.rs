@@ -137,6 +137,7 @@ fn a_second_machine_gets_every_step_from_the_registry_cache_and_downloads_only_t
     let run = second.build(&["--config", second_config.to_str().unwrap(), "--cache-from", &missing]).ok();
     assert_eq!(run.step("importing cache manifest from"), "ERROR");
     run.stderr_has(&format!("{missing}: not found"));
+    run.stderr_has(&format!("cache import from {missing} skipped"));
     run.stderr_lacks("------\n > importing cache manifest");
 }
 
