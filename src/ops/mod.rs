@@ -63,7 +63,7 @@ pub struct Environment<'a> {
     /// What `--cache-from` offers (cache mount contents, for RUN).
     pub imported: &'a lazy::ImportedCache,
     /// Transfer progress of this vertex: (id, bytes done, total, done).
-    pub status: &'a (dyn Fn(&str, u64, Option<u64>, bool) + Sync + 'a),
+    pub status: &'a lazy::Status<'a>,
     /// Where a running step's output goes (progress log lines of this vertex).
     pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
 }

@@ -48,7 +48,7 @@ impl Registry {
 
     fn spawn(config_path: &std::path::Path, log_path: &std::path::Path, port: u16) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-        let child = Command::new(REGISTRY_BINARY)
+        let mut child = Command::new(REGISTRY_BINARY)
             .arg("serve")
             .arg(config_path)
             .stdout(log.try_clone().unwrap())
@@ -61,7 +61,9 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("the registry on port {port} did not start");
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the registry on port {port} did not start: {}", std::fs::read_to_string(log_path).unwrap_or_default());
     }
 
     /// Starts the stopped registry again, on the same port with the same storage.
