@@ -1,10 +1,11 @@
 //! Small OCI artifacts: an image manifest whose config is not an image config (a build cache),
 //! fetched whole with its config. No platform selection: the manifest is taken as it is.
 
-use super::client::{Client, Failure, LayerDescriptor};
+use super::client::{Client, LayerDescriptor};
 use super::error::RegistryError;
 use super::manifest::{self, AnyManifest};
 use super::reference::Reference;
+use super::request::Failure;
 
 /// An artifact manifest and its config, both verified against their digests.
 #[derive(Debug, Clone)]

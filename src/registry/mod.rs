@@ -13,7 +13,8 @@
 //! | `config.rs`    | `[registry."host"]` sections of a buildkitd.toml-style file         |
 //! | `auth.rs`      | docker/podman credential files, helpers, `WWW-Authenticate`         |
 //! | `manifest.rs`  | media types, platform selection, digests                            |
-//! | `client.rs`    | hosts and mirrors, token/basic auth, retries, resolve, blobs        |
+//! | `client.rs`    | hosts and mirrors, resolve, blobs                                   |
+//! | `request.rs`   | token/basic auth, sending with retries, how a request failed        |
 //! | `push.rs`      | blob existence, cross-repository mounts, chunked uploads, manifests |
 //! | `artifact.rs`  | a non-image manifest (a build cache) and its config                 |
 //! | `error.rs`     | [`RegistryError`]                                                   |
@@ -26,6 +27,7 @@ mod error;
 mod manifest;
 mod push;
 mod reference;
+mod request;
 
 pub use artifact::Artifact;
 pub use auth::{Credential, Credentials};

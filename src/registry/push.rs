@@ -30,12 +30,11 @@ use std::io::Read;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::client::{
-    Access, Client, Endpoint, Failure, Target, blob_name, header_text, is_retryable, server_message, verify,
-};
+use super::client::{Client, Endpoint, blob_name, header_text, verify};
 use super::error::RegistryError;
 use super::manifest::{Hasher, sha256_digest};
 use super::reference::Reference;
+use super::request::{Access, Failure, Target, is_retryable, server_message};
 
 /// The outcome of a cross-repository mount request.
 enum Mount {
