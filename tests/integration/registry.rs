@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::images::{BUSYBOX_TAG, busybox_layout};
+use crate::images::{BUSYBOX_TAG, DEBIAN_TAG, busybox_layout, debian_layout};
 use crate::support::*;
 
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
@@ -288,4 +288,23 @@ fn base64_encode(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// `FROM debian:bookworm` through the docker.io mirror: a realistic base (the debootstrap test
+/// image, pushed by skopeo) is pulled, and a RUN uses its tools.
+#[test]
+fn from_debian_pulls_through_a_mirror() {
+    let registry = Registry::start();
+    require_tool("skopeo");
+    let source = format!("oci:{}:{DEBIAN_TAG}", debian_layout().display());
+    let destination = format!("docker://{}/library/debian:{DEBIAN_TAG}", registry.host());
+    tool("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &source, &destination]);
+    let project = Project::new();
+    let config = mirror_config(&project, &registry);
+    project.dockerfile(&format!("FROM debian:{DEBIAN_TAG}\nRUN cat /etc/debian_version > /version && dpkg-query -W -f '${{Package}}\\n' bash > /bash\n"));
+    let run = project.build(&["--config", config.to_str().unwrap(), "-o", "type=local,dest=out"]).ok();
+    assert!(run.step(&format!("FROM docker.io/library/debian:{DEBIAN_TAG}@sha256:")).contains("DONE"));
+    let out = project.out("out");
+    assert!(std::fs::read_to_string(out.join("version")).unwrap().starts_with("12"), "a Debian 12 root filesystem");
+    assert_eq!(std::fs::read_to_string(out.join("bash")).unwrap(), "bash\n");
 }
