@@ -131,6 +131,11 @@ pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
     Ok(result)
 }
 
+/// Transfer progress (`id`, bytes done, total, done) reported on `vertex`.
+pub fn transfer_status(progress: &Sender, vertex: usize) -> impl Fn(&str, u64, Option<u64>, bool) + Sync + '_ {
+    move |id, current, total, done| progress.send(Event::Status { vertex, id: id.to_string(), current, total, done })
+}
+
 fn status(progress: &Sender, vertex: usize, id: impl Into<String>, done: bool) {
     progress.send(Event::Status { vertex, id: id.into(), current: 0, total: None, done });
 }
@@ -220,9 +225,7 @@ fn export_one(
 
 /// The layers with their files in the store: those of imported cache hits are fetched now.
 fn local_layers(request: &ExportRequest, vertex: usize) -> Result<Vec<Layer>, ExportError> {
-    let status = |id: &str, current: u64, total: Option<u64>, done: bool| {
-        request.progress.send(Event::Status { vertex, id: id.to_string(), current, total, done });
-    };
+    let status = transfer_status(request.progress, vertex);
     Ok(crate::ops::lazy::materialize(request.store, request.layers, request.cancel, &status).map_err(image::ImageError::from)?)
 }
 
@@ -246,9 +249,7 @@ fn built_image(
     let image = match built.iter().find(|(existing, _)| *existing == key) {
         Some((_, image)) => image.clone(),
         None => {
-            let status = |id: &str, current: u64, total: Option<u64>, done: bool| {
-                request.progress.send(Event::Status { vertex, id: id.to_string(), current, total, done });
-            };
+            let status = transfer_status(request.progress, vertex);
             let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel, &status)?;
             built.push((key, image.clone()));
             image
@@ -272,26 +273,28 @@ fn write_destination(
             let mut lock = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, stdout.lock()), cancel };
             write(&mut lock).and_then(|_| lock.flush()).map_err(|source| ExportError::Write { path: "-".into(), source })
         }
-        Destination::Path(path) => {
-            let write_error = |source| ExportError::Write { path: path.display().to_string(), source };
-            let parent = match path.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-                _ => Path::new(".").to_path_buf(),
-            };
-            fs::create_dir_all(&parent).map_err(write_error)?;
-            let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(&parent).map_err(write_error)?;
-            {
-                let mut buffered = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, temporary.as_file_mut()), cancel };
-                write(&mut buffered).and_then(|_| buffered.flush()).map_err(write_error)?;
-            }
-            temporary.as_file().sync_all().map_err(write_error)?;
-            temporary.persist(path).map_err(|error| write_error(error.error))?;
-            // A tempfile is created 0600; an archive is an ordinary file.
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(write_error)?;
-            Ok(())
-        }
+        Destination::Path(path) => replace_file(path, &mut |file| {
+            let mut buffered = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, file), cancel };
+            write(&mut buffered).and_then(|_| buffered.flush())
+        })
+        .map_err(|source| ExportError::Write { path: path.display().to_string(), source }),
     }
+}
+
+/// Writes a file whole or not at all: into a temporary file beside it (parents created), synced,
+/// renamed into place, and made an ordinary 0644 file (a tempfile is created 0600).
+pub fn replace_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    fs::create_dir_all(&parent)?;
+    let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(&parent)?;
+    write(temporary.as_file_mut())?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|error| error.error)?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
 }
 
 /// Names for `BTreeMap`-keyed annotations given with `--annotation`.

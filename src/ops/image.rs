@@ -136,14 +136,15 @@ fn is_index(media_type: &MediaType) -> bool {
     }
 }
 
-fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+/// Where blob `digest` is in the OCI layout directory `layout`.
+pub fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
     let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     layout.join("blobs").join(algorithm).join(hex)
 }
 
 /// Reads a small blob and checks its digest.
 fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
-    let path = blob_path(layout, digest);
+    let path = layout_blob_path(layout, digest);
     let bytes = fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
     let actual = Digest::of(&bytes).0;
     if actual != digest {
@@ -181,7 +182,7 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
         })
         .collect();
     import_layers(environment, reference, &config_bytes, &layers, &|digest, out| {
-        let layer_path = blob_path(path, digest);
+        let layer_path = layout_blob_path(path, digest);
         let mut file = File::open(&layer_path)
             .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         io::copy(&mut file, out).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;

@@ -17,6 +17,7 @@ use super::layout::Layout;
 use super::spec::{CacheExport, CacheLocation, CacheMode};
 use super::CacheError;
 use crate::exporter::image::{Descriptor, Encoding, OCI_MANIFEST, compress_tree, layer_blob};
+use crate::exporter::transfer_status;
 use crate::ops::Layer;
 use crate::ops::image::compression_of;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
@@ -74,9 +75,7 @@ fn write(
     vertex: usize,
     cancel: &AtomicBool,
 ) -> Result<(), CacheError> {
-    let status = |id: &str, current: u64, total: Option<u64>, done: bool| {
-        progress.send(Event::Status { vertex, id: id.to_string(), current, total, done });
-    };
+    let status = transfer_status(progress, vertex);
     status("preparing build cache for export", 0, None, false);
     let image_layers: HashSet<&str> = set.image_layers.iter().map(String::as_str).collect();
     let chosen: Vec<&ExportRecord> = set

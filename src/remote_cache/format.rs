@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use crate::graph::Digest;
 
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 pub const VERSION: u32 = 1;
@@ -115,7 +115,7 @@ fn compact_input(value: &str) -> String {
     if value.len() <= INPUT_LIMIT || value.starts_with("sha256:") && value.len() == 71 {
         return value.to_string();
     }
-    format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
+    Digest::of(value.as_bytes()).0
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 use super::CacheError;
 use crate::exporter::image::{Descriptor, OCI_INDEX};
+use crate::exporter::replace_file;
+use crate::ops::image::layout_blob_path;
 use crate::graph::Digest;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -30,8 +32,7 @@ impl Layout {
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-        self.dir.join("blobs").join(algorithm).join(hex)
+        layout_blob_path(&self.dir, digest)
     }
 
     fn read_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -170,14 +171,7 @@ impl Layout {
     }
 
     fn write_atomically(&self, target: &Path, write: &mut dyn FnMut(&mut File) -> io::Result<()>) -> Result<(), CacheError> {
-        let parent = target.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(parent).map_err(Layout::write_error(parent))?;
-        let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(parent).map_err(Layout::write_error(target))?;
-        write(temporary.as_file_mut()).map_err(Layout::write_error(target))?;
-        temporary.as_file().sync_all().map_err(Layout::write_error(target))?;
-        temporary.persist(target).map_err(|error| Layout::write_error(target)(error.error))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(target, fs::Permissions::from_mode(0o644)).map_err(Layout::write_error(target))?;
-        Ok(())
+        replace_file(target, write).map_err(Layout::write_error(target))
     }
+
 }

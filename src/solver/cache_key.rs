@@ -9,6 +9,8 @@
 
 use sha2::{Digest as _, Sha256};
 
+use crate::graph::Digest;
+
 /// Bump when the meaning of a key changes: old records then simply miss.
 const FORMAT: &str = "rbuild.cache.v1";
 
@@ -41,7 +43,8 @@ pub fn explain_miss(previous: &[(String, String)], current: &[(String, String)])
     let mut reasons = Vec::new();
     for (name, value) in current {
         match previous.iter().find(|(previous_name, _)| previous_name == name) {
-            Some((_, old)) if old == value || *old == digest_of(value) => {}
+            // An imported record keeps long values as their digest (`remote_cache::format`).
+            Some((_, old)) if old == value || *old == Digest::of(value.as_bytes()).0 => {}
             Some((_, old)) => reasons.push(format!("{name} changed: {} -> {}", short(old), short(value))),
             None => reasons.push(format!("{name} is new")),
         }
@@ -52,11 +55,6 @@ pub fn explain_miss(previous: &[(String, String)], current: &[(String, String)])
         }
     }
     reasons
-}
-
-/// An imported record keeps long input values as their digest (`remote_cache::format`).
-fn digest_of(value: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
 }
 
 fn short(value: &str) -> String {

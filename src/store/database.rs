@@ -505,6 +505,18 @@ fn blob_from_row(row: &rusqlite::Row) -> rusqlite::Result<BlobRow> {
 mod tests {
     use super::*;
 
+    /// A record of `key` on `layers`, with nothing else to say.
+    fn record_of(key: &str, layers: &[&str]) -> RecordRow {
+        RecordRow {
+            cache_key: key.into(),
+            description: String::new(),
+            layers: layers.iter().map(|layer| layer.to_string()).collect(),
+            inputs: vec![],
+            created_at: 0,
+            last_used_at: 0,
+        }
+    }
+
     #[test]
     fn migrations_apply_once_and_records_round_trip() {
         let directory = tempfile::tempdir().unwrap();
@@ -555,16 +567,7 @@ mod tests {
         };
         database.put_layer(&layer("l1")).unwrap();
         for (key, layers) in [("kept", vec!["l1"]), ("lazy", vec!["l1", "l2"])] {
-            database
-                .put_record(&RecordRow {
-                    cache_key: key.into(),
-                    description: String::new(),
-                    layers: layers.into_iter().map(String::from).collect(),
-                    inputs: vec![],
-                    created_at: 0,
-                    last_used_at: 0,
-                })
-                .unwrap();
+            database.put_record(&record_of(key, &layers)).unwrap();
         }
         for (digest, diff_id) in [("sha256:b1", "l1"), ("sha256:b2", "l2"), ("sha256:config", "")] {
             database
@@ -591,16 +594,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
         for (key, layers) in [("a", vec!["l1"]), ("b", vec!["l1", "l2"]), ("c", vec!["l3"])] {
-            database
-                .put_record(&RecordRow {
-                    cache_key: key.into(),
-                    description: String::new(),
-                    layers: layers.into_iter().map(String::from).collect(),
-                    inputs: vec![],
-                    created_at: 0,
-                    last_used_at: 0,
-                })
-                .unwrap();
+            database.put_record(&record_of(key, &layers)).unwrap();
         }
         database.delete_layer("l1").unwrap();
         let left: Vec<String> = database.records().unwrap().into_iter().map(|r| r.cache_key).collect();
