@@ -77,7 +77,7 @@ fn prepare_options(
     } else {
         // overlayfs lists the topmost lower first; the spec lists the bottom first.
         let mut names = Vec::with_capacity(lowers.len());
-        for (index, lower) in lowers.iter().enumerate().rev() {
+        for (index, lower) in distinct_from_top(lowers) {
             let name = format!("l/{index}");
             std::os::unix::fs::symlink(lower, scratch.join(&name)).map_err(|error| {
                 SandboxError::io(format!("link lower `{}`", lower.display()), error)
@@ -87,6 +87,17 @@ fn prepare_options(
         names
     };
     Ok(overlay_options(&lower_names, upper, work))
+}
+
+/// The lowers, topmost first, each directory once (at its topmost place), with their indexes in
+/// `lowers`. overlayfs refuses a directory that appears twice among the lowers (ELOOP), which the
+/// same snapshot does whenever a layer repeats (two RUN steps that change nothing share the empty
+/// snapshot). Dropping the lower copies keeps the merged view: everything a lower copy holds,
+/// whiteouts and opaque markers included, the upper copy holds too, and it covers every layer
+/// the lower one did.
+fn distinct_from_top(lowers: &[PathBuf]) -> Vec<(usize, &PathBuf)> {
+    let mut seen = std::collections::HashSet::new();
+    lowers.iter().enumerate().rev().filter(|(_, lower)| seen.insert(lower.as_path())).collect()
 }
 
 pub(crate) fn overlay_options(lower_names: &[String], upper: &Path, work: &Path) -> String {
@@ -231,6 +242,19 @@ mod tests {
             fs::read_link(scratch.path().join("l/0")).unwrap(),
             PathBuf::from("/store/bottom")
         );
+    }
+
+    /// Regression: two RUN steps that changed nothing, then a third, failed with ELOOP because
+    /// the empty snapshot was a lower twice.
+    #[test]
+    fn a_repeated_lower_is_listed_once_at_its_topmost_place() {
+        let scratch = tempfile::tempdir().unwrap();
+        let lowers = ["/s/base", "/s/empty", "/s/a", "/s/empty"].map(PathBuf::from);
+        let options =
+            prepare_options(&lowers, Path::new("/u"), Path::new("/w"), scratch.path()).unwrap();
+        assert_eq!(options, "lowerdir=l/3:l/2:l/0,upperdir=/u,workdir=/w,userxattr");
+        assert_eq!(fs::read_link(scratch.path().join("l/3")).unwrap(), PathBuf::from("/s/empty"));
+        assert!(!scratch.path().join("l/1").exists());
     }
 
     #[test]
