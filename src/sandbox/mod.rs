@@ -58,7 +58,12 @@ pub use userns::enter;
 /// Mount points the sandbox creates in the rootfs when the image lacks them (besides the targets
 /// of [`StepSpec::mounts`]). The runner already removes those still empty after the step, as
 /// BuildKit's stub cleaner does; a diff may filter these paths again as a safety net.
-pub const STUBS: &[&str] = &["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"];
+pub const STUBS: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
+
+/// Mount points of the kernel's file systems, created (0755, root) when the image lacks them and
+/// then kept in the step's layer: runc makes them under BuildKit and its stub cleaner leaves them
+/// (measured with the oracle: a RUN on an image without `/dev` adds `dev`, `proc` and `sys`).
+pub const KEPT_MOUNT_POINTS: &[&str] = &["/proc", "/dev", "/sys"];
 
 /// A directory in memory for short-lived private files (step specs, secrets): `/dev/shm` when
 /// it is a writable tmpfs, else the system temp dir.

@@ -213,7 +213,10 @@ fn run_mounted(
     let mut stubs = Vec::new();
     let mut outcome = (|| {
         for (destination, kind) in spec::stub_destinations(step) {
-            stubs.extend(root.create_stub(&destination, kind)?);
+            let created = root.create_stub(&destination, kind)?;
+            if !super::KEPT_MOUNT_POINTS.contains(&destination.as_str()) {
+                stubs.extend(created);
+            }
         }
         root.create_dir_all(&step.cwd, (identity.uid, identity.gid))?;
         run_container(step, &identity, directory, root.path(), wake_read)

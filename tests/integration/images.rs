@@ -28,7 +28,6 @@ pub const BUSYBOX_TAG: &str = "latest";
 pub const DEBIAN_TAG: &str = "bookworm";
 
 const DEBIAN_SUITE: &str = "bookworm";
-const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 /// Bump when `make_debian` changes what goes into the image.
 const DEBIAN_RECIPE: &str = "debian-recipe-1: debootstrap minbase, no special files, no .debs, no hostname/resolv.conf";
 /// Fixed image times, so the layouts are reproducible.
@@ -55,7 +54,7 @@ pub fn busybox_layout() -> PathBuf {
 }
 
 /// An OCI layout directory holding `debian:bookworm` (tag [`DEBIAN_TAG`]): the root filesystem of
-/// `debootstrap --variant=minbase bookworm DIR http://deb.debian.org/debian` (owners, modes,
+/// `debootstrap --variant=minbase bookworm DIR` (its default mirror; owners, modes,
 /// setuid bits and hard links kept; device nodes, downloaded .debs, /etc/hostname and
 /// /etc/resolv.conf left out) added to `FROM scratch` as a tar, `CMD ["bash"]`. Needs root and
 /// the mirror; installs debootstrap with apt-get when missing; fails loudly otherwise. The
@@ -111,7 +110,7 @@ fn busybox_key() -> String {
 
 fn debian_key() -> String {
     let dockerfile = recipe_file("debian/Dockerfile");
-    hash_parts(&[b"debian", DEBIAN_SUITE.as_bytes(), DEBIAN_MIRROR.as_bytes(), DEBIAN_RECIPE.as_bytes(), &dockerfile])
+    hash_parts(&[b"debian", DEBIAN_SUITE.as_bytes(), DEBIAN_RECIPE.as_bytes(), &dockerfile])
 }
 
 /// The layout `target/test-images/NAME-KEY`, made by `make(dest, work)` unless it exists.
@@ -193,12 +192,12 @@ fn make_debian(dest: &Path, work: &Path) {
     );
     let rootfs = work.join("rootfs");
     let mut command = Command::new(debootstrap());
-    command.args(["--variant=minbase", DEBIAN_SUITE]).arg(&rootfs).arg(DEBIAN_MIRROR);
+    command.args(["--variant=minbase", DEBIAN_SUITE]).arg(&rootfs);
     let run = run_command(command, None);
     assert_eq!(
         run.code,
         0,
-        "debootstrap of {DEBIAN_SUITE} from {DEBIAN_MIRROR} failed (exit {}): is the mirror reachable?\n--- stderr ---\n{}\n--- stdout (end) ---\n{}",
+        "debootstrap of {DEBIAN_SUITE} from its default mirror failed (exit {}): is the mirror reachable?\n--- stderr ---\n{}\n--- stdout (end) ---\n{}",
         run.code,
         run.stderr,
         tail(&run.stdout_text(), 40)

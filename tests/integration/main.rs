@@ -3,6 +3,7 @@
 
 mod cache;
 mod cli;
+mod conformance;
 mod context;
 mod dockerfile;
 mod errors;

@@ -1,0 +1,1 @@
+ln context/one context/two

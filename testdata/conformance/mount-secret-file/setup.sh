@@ -1,0 +1,1 @@
+printf secretvalue > secret.txt

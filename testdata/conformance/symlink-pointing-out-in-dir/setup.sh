@@ -1,0 +1,1 @@
+ln -s ../../../outside context/dir/out
