@@ -48,15 +48,11 @@ pub(super) fn lower_copy(
     }
     let dest_word = expand(state, &copy.dest)?;
     let dest = destination(&dest_word, &state.image.config.working_dir);
-    let owner = match &copy.chown {
-        Some(chown) => Some(parse_owner(&expand(state, chown)?)),
-        None => None,
-    };
-    let chmod = match &copy.chmod {
-        Some(text) => {
-            let text = expand(state, text)?;
-            Some(Chmod::parse(&text).map_err(|message| DockerfileError::at(message, span))?)
-        }
+    let chown_word = copy.chown.as_ref().map(|chown| expand(state, chown)).transpose()?;
+    let owner = chown_word.as_deref().map(parse_owner);
+    let chmod_word = copy.chmod.as_ref().map(|chmod| expand(state, chmod)).transpose()?;
+    let chmod = match &chmod_word {
+        Some(text) => Some(Chmod::parse(text).map_err(|message| DockerfileError::at(message, span))?),
         None => None,
     };
     let mut excludes = Vec::new();
@@ -115,26 +111,25 @@ pub(super) fn lower_copy(
         copied
     };
 
+    // History shows the words after expansion, as BuildKit records them (the destination as
+    // written, not joined to WORKDIR; `--exclude` and `--link` left out).
     let mut created_by = String::from(keyword);
     if copy.parents {
         created_by.push_str(" --parents");
     }
-    if let Some(chown) = &copy.chown {
+    if let Some(chown) = &chown_word {
         created_by.push_str(&format!(" --chown={chown}"));
     }
-    if let Some(chmod) = &copy.chmod {
+    if let Some(chmod) = &chmod_word {
         created_by.push_str(&format!(" --chmod={chmod}"));
     }
-    for word in &copy.sources {
-        match heredoc_name(word) {
-            Some(_) => {}
-            None => created_by.push_str(&format!(" {word}")),
-        }
+    for source in &sources {
+        created_by.push_str(&format!(" {source}"));
     }
     for (name, _) in &heredocs {
         created_by.push_str(&format!(" <<{name}"));
     }
-    created_by.push_str(&format!(" {} # buildkit", copy.dest));
+    created_by.push_str(&format!(" {dest_word} # buildkit"));
     state.commit(created_by, true, epoch);
     Ok(())
 }

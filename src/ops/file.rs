@@ -322,6 +322,14 @@ impl UpperWriter {
         Ok(())
     }
 
+    /// A directory a COPY creates on the way to its destination: `--chmod` and `--chown` apply
+    /// to it as to what is copied (measured with the oracle: `COPY --chmod=640 a /dst/` makes
+    /// `/dst` 0640).
+    fn created_directory(action: &CopyAction, owner: Option<(u32, u32)>) -> Metadata {
+        let mode = action.chmod.as_ref().map_or(0o755, |chmod| chmod.apply(0o755, true));
+        Self::created(owner, action.timestamp, mode)
+    }
+
     fn created(owner: Option<(u32, u32)>, timestamp: Option<i64>, mode: u32) -> Metadata {
         let (uid, gid) = owner.unwrap_or((0, 0));
         Metadata { mode, uid, gid, mtime: timestamp.unwrap_or(0), mtime_nanos: 0 }
@@ -377,8 +385,7 @@ impl UpperWriter {
             };
             if pattern.is_empty() {
                 // The source root: its contents go into the destination directory.
-                let created = Self::created(owner, action.timestamp, 0o755);
-                self.ensure_directory(&dest_resolved, created)?;
+                self.ensure_directory(&dest_resolved, Self::created_directory(action, owner))?;
                 for entry in listing.descendants("") {
                     self.place(action, owner, entry, &format!("{dest_resolved}/{}", entry.path))?;
                 }
@@ -404,8 +411,7 @@ impl UpperWriter {
                     } else {
                         Some(self.entry_metadata(action, owner, entry))
                     };
-                    let parent_created = Self::created(owner, action.timestamp, 0o755);
-                    let real = self.ensure_directory(&target_resolved, parent_created)?;
+                    let real = self.ensure_directory(&target_resolved, Self::created_directory(action, owner))?;
                     if let Some(metadata) = metadata {
                         self.apply(&real, &metadata, true)?;
                     }
@@ -464,7 +470,7 @@ impl UpperWriter {
             None => {
                 let (_, parent_resolved) = self.resolve(&parent, true)?;
                 let parent_real =
-                    self.ensure_directory(&parent_resolved, Self::created(owner, action.timestamp, 0o755))?;
+                    self.ensure_directory(&parent_resolved, Self::created_directory(action, owner))?;
                 self.parents.insert(parent.clone(), parent_real.clone());
                 parent_real
             }
@@ -534,7 +540,7 @@ impl UpperWriter {
         directory: &str,
         owner: Option<(u32, u32)>,
     ) -> Result<(), FileError> {
-        self.ensure_directory(directory, Self::created(owner, action.timestamp, 0o755))?;
+        self.ensure_directory(directory, Self::created_directory(action, owner))?;
         self.unpacked += 1;
         let staging = self.scratch.join(format!("archive-{}", self.unpacked));
         fs::create_dir_all(&staging).map_err(write_error(&staging))?;

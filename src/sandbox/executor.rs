@@ -5,6 +5,11 @@
 //! the lock was held at clone time); this one never touches `std::env`. It also asks for
 //! `SIGKILL` when the runner dies, so a container never outlives its runner (the container is a
 //! pid namespace: its init's death ends every process in it).
+//!
+//! The workload starts with every signal at its default disposition and none blocked, as under
+//! BuildKit (runc's init is Go, which ignores nothing). rbuild is Rust, whose runtime ignores
+//! `SIGPIPE`, and an ignored signal survives `execve`: a pipeline's writer would then get EPIPE
+//! instead of dying when its reader exits (measured: `SigIgn` 0x1000 against BuildKit's 0).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -20,6 +25,32 @@ use libcontainer::workload::{
 
 #[derive(Clone)]
 pub(crate) struct EnvSafeExecutor;
+
+/// Every catchable signal back to `SIG_DFL` and an empty signal mask (see the module docs).
+/// Real-time signals too: a parent may ignore them (seen: signal 32 under `cargo test`), and
+/// glibc's `sigaction` refuses the two it reserves, so this asks the kernel directly.
+fn reset_signals() {
+    /// The kernel's `struct sigaction` for `rt_sigaction(2)` (handler, flags, restorer, mask).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for number in 1..=64 {
+        if number == libc::SIGKILL || number == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL with no handler or restorer; the struct outlives the call; the size
+        // is the kernel's 64-signal mask. This process execs right after.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, number, &default as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8usize);
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None);
+}
 
 fn process_parts(spec: &Spec) -> (Vec<String>, Vec<String>) {
     let process = spec.process().as_ref();
@@ -101,6 +132,7 @@ impl Executor for EnvSafeExecutor {
         };
         let program =
             CString::new(program.as_os_str().as_bytes()).map_err(|_| ExecutorError::InvalidArg)?;
+        reset_signals();
         let error = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
         let _ = writeln!(std::io::stderr(), "exec {}: {error}", args[0]);
         Err(ExecutorError::Other(format!(

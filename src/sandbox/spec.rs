@@ -171,6 +171,24 @@ pub(crate) fn stub_destinations(step: &StepSpec) -> Vec<(String, StubKind)> {
     stubs
 }
 
+/// `RLIMIT_NOFILE` at this process's hard limit, soft and hard. BuildKit gives its containers
+/// the limits of buildkitd, whose Go runtime raises the soft open-files limit to the hard one
+/// (measured with the oracle: `ulimit -n` = `ulimit -Hn` in a RUN step); a fixed 1024, the
+/// OCI default, breaks builds that open many files.
+fn open_files_limit() -> Result<oci_spec::runtime::PosixRlimit, SandboxError> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(SandboxError::io("read the open files limit", std::io::Error::last_os_error()));
+    }
+    oci_spec::runtime::PosixRlimitBuilder::default()
+        .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+        .hard(limit.rlim_max)
+        .soft(limit.rlim_max)
+        .build()
+        .map_err(SandboxError::Spec)
+}
+
 /// `env` plus `HOME` from the passwd entry when absent, as runc does.
 fn process_environment(step: &StepSpec, identity: &Identity) -> Vec<String> {
     let mut env = step.env.clone();
@@ -206,12 +224,7 @@ pub(crate) fn build(
         .user(user.build().map_err(SandboxError::Spec)?)
         .capabilities(capabilities)
         .no_new_privileges(false)
-        .rlimits(
-            oci_spec::runtime::Process::default()
-                .rlimits()
-                .clone()
-                .unwrap_or_default(),
-        )
+        .rlimits(vec![open_files_limit()?])
         .build()
         .map_err(SandboxError::Spec)?;
     let namespaces = [

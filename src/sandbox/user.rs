@@ -4,10 +4,12 @@
 //! | USER            | uid / gid                                    | supplementary groups           |
 //! |-----------------|----------------------------------------------|--------------------------------|
 //! | ""              | as "0"; when that fails, 0 / 0               | as for "0"                     |
-//! | "a:b", both numeric or `root` | taken as written (no lookup)   | none                           |
-//! | "name" / "uid"  | passwd entry by name or uid; a numeric uid without entry: uid / 0 | groups listing the user |
-//! | "user:group"    | user as above, group by name or gid; numeric gid without entry as written | none |
+//! | "a:b", both numeric or `root` | taken as written (no lookup)   | the gid                        |
+//! | "name" / "uid"  | passwd entry by name or uid; a numeric uid without entry: uid / 0 | the gid and the groups listing the user |
+//! | "user:group"    | user as above, group by name or gid; numeric gid without entry as written | the gid |
 //!
+//! The primary gid is always among the supplementary groups, as under BuildKit (measured with the
+//! oracle: `USER 1234:5678` gives `groups=5678`, `USER app` gives `groups=50(staff),1000(app)`).
 //! Unknown names are errors ("unable to find user ..."), as in BuildKit. HOME comes from the
 //! passwd entry, else "/".
 
@@ -105,7 +107,7 @@ pub(crate) fn resolve(
         return Ok(Identity {
             uid,
             gid,
-            additional_gids: Vec::new(),
+            additional_gids: vec![gid],
             home: home_of(uid),
         });
     }
@@ -172,6 +174,10 @@ pub(crate) fn resolve(
             }
         }
     }
+    if !additional_gids.contains(&gid) {
+        additional_gids.push(gid);
+    }
+    additional_gids.sort_unstable();
     Ok(Identity {
         uid,
         gid,
@@ -203,7 +209,7 @@ mod tests {
             Identity {
                 uid: 0,
                 gid: 0,
-                additional_gids: vec![],
+                additional_gids: vec![0],
                 home: "/".into()
             }
         );
@@ -217,7 +223,7 @@ mod tests {
             Identity {
                 uid: 1000,
                 gid: 1000,
-                additional_gids: vec![10],
+                additional_gids: vec![10, 1000],
                 home: "/home/u1000".into()
             }
         );
@@ -231,7 +237,7 @@ mod tests {
             Identity {
                 uid: 4242,
                 gid: 0,
-                additional_gids: vec![],
+                additional_gids: vec![0],
                 home: "/".into()
             }
         );
@@ -244,7 +250,7 @@ mod tests {
             Identity {
                 uid: 1000,
                 gid: 33,
-                additional_gids: vec![],
+                additional_gids: vec![33],
                 home: "/home/u1000".into()
             }
         );
@@ -252,13 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn group_by_name_replaces_primary_and_drops_supplementary() {
+    fn group_by_name_replaces_primary_and_is_the_only_supplementary() {
         assert_eq!(
             identity("u1000:wheel").unwrap(),
             Identity {
                 uid: 1000,
                 gid: 10,
-                additional_gids: vec![],
+                additional_gids: vec![10],
                 home: "/home/u1000".into()
             }
         );

@@ -15,6 +15,9 @@
 //! | `expected/config.json` | BuildKit's image config ([`config_summary`]) |
 //! | `expected/error.txt` | instead of the two above: BuildKit failed, with this message; rbuild must fail too |
 //!
+//! `RBUILD_CONFORMANCE_CASES=a,b` builds only those cases; `RBUILD_CONFORMANCE_KEEP=1` keeps the
+//! work directory of each case that differs (its path is in the report).
+//!
 //! `testdata/conformance/known-differences.txt` lists the cases rbuild does not build as BuildKit
 //! yet, one per line with the reason. The test fails when any other case differs, and when a
 //! listed case no longer differs (so the list only shrinks).
@@ -67,17 +70,24 @@ fn known_differences() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The case copied into `work` (`work/Dockerfile`, `work/context/`, ...) with `setup.sh` run
-/// there. Returns the build arguments: `-f work/Dockerfile`, the case's `args`, and last the
-/// context directory.
-fn prepare(name: &str, work: &Path) -> Vec<String> {
+/// The case copied into `work` (`work/Dockerfile`, `work/context/`, ...); then `before_setup`
+/// runs (it may hand the files to another user) and `setup.sh` runs there, as the test user in
+/// rootless mode (a `chown` after it would clear set-id bits, and root's 0600 files would be
+/// unreadable). Returns the build arguments: `-f work/Dockerfile`, the case's `args`, and last
+/// the context directory.
+fn prepare(name: &str, work: &Path, mode: crate::run::Mode, before_setup: impl FnOnce()) -> Vec<String> {
     let source = corpus_dir().join(name);
     copy_tree(&source, work);
     let _ = fs::remove_dir_all(work.join("expected"));
     fs::create_dir_all(work.join("context")).unwrap();
+    before_setup();
     if work.join("setup.sh").is_file() {
         let mut command = Command::new("sh");
         command.args(["-e", "setup.sh"]).current_dir(work);
+        let command = match mode {
+            crate::run::Mode::Root => command,
+            crate::run::Mode::Rootless => as_test_user(&command),
+        };
         run_command(command, None).ok();
     }
     let mut args = vec!["-f".to_string(), work.join("Dockerfile").display().to_string()];
@@ -344,7 +354,6 @@ fn run_corpus(mode: crate::run::Mode) {
 fn build_case(name: &str, mode: crate::run::Mode) -> String {
     let project = Project::new();
     let work = project.out("case");
-    let args = prepare(name, &work);
     let tar_path = project.out("rootfs.tar");
     let oci_path = project.out("image.tar");
     let busybox = match mode {
@@ -352,10 +361,14 @@ fn build_case(name: &str, mode: crate::run::Mode) -> String {
         crate::run::Mode::Rootless => {
             let layout = project.out("busybox-layout");
             tool("cp", &["-a", busybox_layout().to_str().unwrap(), layout.to_str().unwrap()]);
-            give_to_test_user(&project);
             context_arg("busybox", &layout, BUSYBOX_TAG)
         }
     };
+    let args = prepare(name, &work, mode, || {
+        if mode == crate::run::Mode::Rootless {
+            give_to_test_user(&project);
+        }
+    });
     let root = project.root();
     let tar_spec = format!("type=tar,dest={}", tar_path.display());
     let oci_spec = format!("type=oci,dest={}", oci_path.display());
@@ -370,6 +383,10 @@ fn build_case(name: &str, mode: crate::run::Mode) -> String {
     let run = run_command(command, None);
     let outcome = outcome_of(run.code == 0, &tar_path, &oci_path, &run.stderr);
     let mut report = compare(name, &outcome);
+    if !report.is_empty() && std::env::var_os("RBUILD_CONFORMANCE_KEEP").is_some() {
+        report.push_str(&format!("  kept: {}\n", project.temp.keep().display()));
+        return report;
+    }
     if !report.is_empty() && run.code != 0 {
         let tail: Vec<&str> = run.stderr.lines().rev().take(12).collect();
         report.push_str(&format!("  rbuild's output ends:\n    {}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n    ")));
@@ -397,7 +414,7 @@ fn record() {
     for name in case_names() {
         let temp = tempfile::Builder::new().prefix("rbuild-record-").tempdir().unwrap();
         let work = temp.path().join("case");
-        let args = prepare(&name, &work);
+        let args = prepare(&name, &work, crate::run::Mode::Root, || {});
         let tar_path = temp.path().join("rootfs.tar");
         let oci_path = temp.path().join("image.tar");
         let mut log = String::new();
