@@ -8,9 +8,9 @@
 //! Directory times are set after everything is written, so a layer does not depend on when it
 //! was made: directories the op creates get `SOURCE_DATE_EPOCH` or the Unix epoch.
 //!
-//! Copy rules (as BuildKit): a source directory copies its contents; several sources or a
-//! wildcard need a directory destination; a destination ending in `/`, or an existing
-//! directory, receives sources under their own names; context files belong to root unless
+//! Copy rules (as BuildKit): a source directory copies its contents; a destination ending in
+//! `/`, or an existing directory, receives sources under their own names, any other is the path
+//! each source is copied onto; context files belong to root unless
 //! `--chown`; `--chmod` applies to every file and directory copied.
 //!
 //! | cache key input                                   | in key | why                        |
@@ -43,10 +43,6 @@ pub enum FileError {
     Selection(#[from] SelectionError),
     #[error("failed to compute cache key: failed to calculate checksum of ref: \"/{path}\": not found")]
     NotFound { path: String },
-    #[error(
-        "when using COPY with more than one source file, the destination must be a directory and end with a /"
-    )]
-    DestinationNotDirectory,
     #[error(transparent)]
     Owner(#[from] OwnerError),
     #[error("failed to copy to `{path}`")]
@@ -370,12 +366,13 @@ impl UpperWriter {
 
     fn copy(&mut self, action: &CopyAction, listing: &SourceListing, cancel: &AtomicBool) -> Result<(), FileError> {
         let owner = self.owner(&action.owner)?;
-        let wildcard = action.sources.iter().any(|source| has_wildcard(source));
-        let dest_is_directory_by_syntax =
-            action.dest.ends_with('/') || action.dest.ends_with("/.") || action.sources.len() > 1 || wildcard;
+        // Only a trailing `/` or an existing directory makes the destination a directory, as in
+        // BuildKit v0.32 (measured with the oracle): otherwise every source, however many the
+        // sources or wildcard matches, is copied onto the destination path itself, the last
+        // one winning (`COPY f*.go foo2.go` writes the file `foo2.go`).
+        let dest_is_directory_by_syntax = action.dest.ends_with('/') || action.dest.ends_with("/.");
         let (dest_node, dest_resolved) = self.resolve(&action.dest, true)?;
         let dest_is_directory = dest_is_directory_by_syntax || dest_node.is_directory();
-        let mut total_matches = 0;
         for source in &action.sources {
             let pattern = clean(source);
             let matches: Vec<&SourceEntry> = if pattern.is_empty() {
@@ -389,13 +386,11 @@ impl UpperWriter {
                 for entry in listing.descendants("") {
                     self.place(action, owner, entry, &format!("{dest_resolved}/{}", entry.path))?;
                 }
-                total_matches += 1;
                 continue;
             }
             if matches.is_empty() && !has_wildcard(source) {
                 return Err(FileError::NotFound { path: pattern });
             }
-            total_matches += matches.len();
             for entry in matches {
                 let relative_root = if action.parents { parents_path(source, &entry.path) } else { String::new() };
                 if entry.kind == SourceKind::Directory {
@@ -439,9 +434,6 @@ impl UpperWriter {
                     self.place(action, owner, entry, &target)?;
                 }
             }
-        }
-        if total_matches > 1 && !dest_is_directory {
-            return Err(FileError::DestinationNotDirectory);
         }
         Ok(())
     }
