@@ -11,9 +11,13 @@
 //!   that path and everything below it.
 //! - Symlinks met *inside* the prefix are resolved within the context (an absolute target
 //!   starts again at the context root, `..` stops at it), like BuildKit's scoped lookup; the
-//!   entries keep the path the user wrote. Every other symlink, including a source's last
-//!   component and links pointing out of the context, is recorded as a symlink and never
-//!   followed, so no file outside the context is ever read.
+//!   entries keep the path the user wrote. A matched source that is itself a symlink (named,
+//!   or matched by a wildcard) is resolved the same way, chains included, and what it leads
+//!   to is selected under the source's name: a file's content, a directory's tree. A link that
+//!   leads nowhere inside the context (dangling, or out of it) is "not found", as in BuildKit.
+//!   Symlinks below a selected directory are recorded as symlinks and never followed, so no
+//!   file outside the context is ever read. Each entry carries its [`Entry::real`] path, the
+//!   only path a copy may read.
 //! - `.dockerignore` is tested against the real (resolved) path with parent matching, as if
 //!   the context had been transferred through it: an excluded directory is walked only when an
 //!   exception may re-include something below it, and is kept only when something below it is.
@@ -70,6 +74,10 @@ pub struct Selection {
 pub struct Entry {
     /// Relative to the context root, `/`-separated; `.` is the context root itself.
     pub path: String,
+    /// Where the entry's content is: inside the context, every symlink on the way resolved
+    /// within it (not in the digest). Reading `context/path` instead could follow a link out of
+    /// the context.
+    pub real: PathBuf,
     pub kind: EntryKind,
     /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`).
     pub mode: u32,
@@ -338,6 +346,17 @@ impl Walker<'_> {
         let mut first_ignored = None;
         let mut any_accepted = false;
         for (real, original) in matches {
+            // A matched symlink stands for what it leads to, inside the context.
+            let real = match self.follow_match(&real, &cleaned)? {
+                Resolved::Found(target) => target,
+                Resolved::Missing => {
+                    return Err(SelectionError::NotFound { source: format!("/{original}"), excluded_by: None });
+                }
+                Resolved::Ignored(text, line) => {
+                    first_ignored.get_or_insert((text, line));
+                    continue;
+                }
+            };
             match self.visit(&real, &original, None)? {
                 Outcome::Kept | Outcome::Dropped => any_accepted = true,
                 Outcome::Ignored(text, line) => {
@@ -349,6 +368,31 @@ impl Walker<'_> {
             (false, Some(rule)) => Err(not_found(Some(rule))),
             _ => Ok(()),
         }
+    }
+
+    /// A match (a real path, symlinks resolved but possibly the last component) with its last
+    /// component followed too when it is a symlink. The target is tested against
+    /// `.dockerignore`, as BuildKit's transferred context would lack it.
+    fn follow_match(&self, real: &str, source: &str) -> Result<Resolved, SelectionError> {
+        let absolute = self.root.join(real);
+        let is_link = fs::symlink_metadata(&absolute)
+            .map_err(|error| io_error(IoAction::ReadMetadata, absolute, error))?
+            .file_type()
+            .is_symlink();
+        if !is_link {
+            return Ok(Resolved::Found(real.to_string()));
+        }
+        if let Some(rule) = self.ignore.excluded_by(real) {
+            return Ok(Resolved::Ignored(rule.text.clone(), rule.line));
+        }
+        let components: Vec<&str> = real.split('/').collect();
+        let resolved = self.resolve(&components, true, source)?;
+        if let Resolved::Found(target) = &resolved
+            && let Some(rule) = self.ignore.excluded_by(target)
+        {
+            return Ok(Resolved::Ignored(rule.text.clone(), rule.line));
+        }
+        Ok(resolved)
     }
 
     /// Resolves the wildcard-free prefix inside the context: symlinks on the way are followed
@@ -567,6 +611,7 @@ fn hash_entries(
             };
             Ok(Entry {
                 path,
+                real: found.absolute,
                 kind,
                 mode: found.mode,
                 mtime: found.mtime,

@@ -347,13 +347,12 @@ fn symlinks_are_recorded_not_followed() {
         }
     );
 
-    // A source that is itself a symlink out of the context: the link, never the target.
-    let selection = select_simple(root, "", &["outdir"], &[]).expect("selects");
-    assert_eq!(paths(&selection), ["outdir"]);
-    assert!(matches!(
-        selection.entries[0].kind,
-        EntryKind::Symlink { .. }
-    ));
+    // A source that is itself a symlink out of the context leads nowhere inside it: not found,
+    // as in BuildKit, and never the target.
+    match select_simple(root, "", &["outdir"], &[]) {
+        Err(SelectionError::NotFound { .. }) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
 
     // Walking through it would leave the context: an absolute target restarts at the root.
     match select_simple(root, "", &["outdir/passwd"], &[]) {
@@ -529,4 +528,24 @@ fn only_reachable_files_are_hashed() {
         .collect();
     looked_up.sort();
     assert_eq!(looked_up, ["a.md", "lib.rs", "main.rs"]);
+}
+
+/// Regression: `COPY lnk/passwd /x` with `lnk -> /etc` and a context file `etc/passwd` copied the
+/// host's /etc/passwd, because the copy read `context/lnk/passwd` on the host while the digest
+/// came from `context/etc/passwd`. Every entry's real path is inside the context.
+#[test]
+fn entries_are_read_from_their_path_inside_the_context() {
+    let tree = sample_tree();
+    let root = tree.path();
+    write(root, "etc/passwd", "context passwd\n");
+    symlink("/etc", root.join("lnk")).expect("symlink");
+    symlink("/etc/passwd", root.join("file-link")).expect("symlink");
+    let canonical = fs::canonicalize(root).unwrap();
+    for source in ["lnk/passwd", "file-link", "fil*-link"] {
+        let selection = select_simple(root, "", &[source], &[]).expect("selects");
+        assert_eq!(selection.entries.len(), 1, "{source}");
+        let entry = &selection.entries[0];
+        assert_eq!(entry.real, canonical.join("etc/passwd"), "{source}");
+        assert!(matches!(entry.kind, EntryKind::File { size: 15, .. }), "{source}: {:?}", entry.kind);
+    }
 }

@@ -75,49 +75,6 @@ fn selection_for(
     select_context(handle, &action.sources, &action.excludes, environment)
 }
 
-/// The copy as it reads the context: a source that is a symlink to a directory inside the
-/// context stands for that directory (BuildKit follows a named link; a directory source copies
-/// its contents, so the link's own name does not matter). Links to files are followed later,
-/// keeping their name (`SourceListing::from_selection`).
-fn context_action(handle: &ContextHandle, action: &CopyAction) -> CopyAction {
-    let sources = action
-        .sources
-        .iter()
-        .map(|source| match directory_link_target(&handle.dir, &clean(source)) {
-            Some(target) => target,
-            None => source.clone(),
-        })
-        .collect();
-    CopyAction { sources, ..action.clone() }
-}
-
-/// Where `path` leads when it is a symlink (possibly through several) to a directory inside
-/// `root`: the cleaned relative path of that directory. Never leaves `root`.
-fn directory_link_target(root: &std::path::Path, path: &str) -> Option<String> {
-    if has_wildcard(path) || path.is_empty() {
-        return None;
-    }
-    let mut current = path.to_string();
-    let mut followed = false;
-    for _ in 0..40 {
-        let real = root.join(&current);
-        let metadata = fs::symlink_metadata(&real).ok()?;
-        if !metadata.file_type().is_symlink() {
-            return (followed && metadata.is_dir()).then_some(current);
-        }
-        let target = fs::read_link(&real).ok()?;
-        let target = target.to_string_lossy();
-        current = if target.starts_with('/') {
-            clean(&target)
-        } else {
-            let parent = current.rsplit_once('/').map(|(parent, _)| parent).unwrap_or("");
-            clean(&format!("{parent}/{target}"))
-        };
-        followed = true;
-    }
-    None
-}
-
 /// Selects context files (memoized per build). A wildcard that matches nothing selects
 /// nothing, as BuildKit allows; a plain path that is missing is an error.
 pub fn select_context(
@@ -165,7 +122,7 @@ pub fn cache_inputs(
         if let FileAction::Copy(copy) = action
             && let Some((_, Output::Context(handle))) = inputs.get(copy.source_input)
         {
-            let selection = selection_for(handle, &context_action(handle, copy), environment)?;
+            let selection = selection_for(handle, copy, environment)?;
             cache_inputs.push((format!("files of action {index} ({})", copy.sources.join(" ")), selection.digest.clone()));
         }
     }
@@ -192,10 +149,8 @@ pub fn run(
                 let source = inputs.get(copy.source_input).ok_or(FileError::NotAFilesystem)?;
                 let (copy, listing) = match source {
                     Output::Context(handle) => {
-                        let copy = context_action(handle, copy);
-                        let selection = selection_for(handle, &copy, environment)?;
-                        let listing = SourceListing::from_selection(&handle.dir, &selection, &copy.sources);
-                        (copy, listing)
+                        let selection = selection_for(handle, copy, environment)?;
+                        (copy.clone(), SourceListing::from_selection(&selection))
                     }
                     Output::Layers(_) => {
                         let view = LayeredView::new(source.layer_paths());

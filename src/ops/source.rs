@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use crate::context::selection::{EntryKind, Selection};
 use crate::snapshot::view::{LayeredView, Node};
@@ -72,9 +72,9 @@ pub fn has_wildcard(pattern: &str) -> bool {
 }
 
 impl SourceListing {
-    /// Context files: owned by root, as BuildKit copies them. A symlink that a pattern names
-    /// itself is followed; links below are kept as links.
-    pub fn from_selection(dir: &Path, selection: &Selection, patterns: &[String]) -> SourceListing {
+    /// Context files: owned by root, as BuildKit copies them. The selection has already followed
+    /// the symlinks that sources name or match; each entry is read from its real path.
+    pub fn from_selection(selection: &Selection) -> SourceListing {
         let mut entries = BTreeMap::new();
         for entry in &selection.entries {
             // The context root is listed as `.`; the listing names it by the empty path.
@@ -94,50 +94,17 @@ impl SourceListing {
                     gid: 0,
                     mtime: entry.mtime,
                     mtime_nanos: entry.mtime_nanos,
-                    real: dir.join(&entry.path),
+                    real: entry.real.clone(),
                     link: match &entry.kind {
-                        EntryKind::File { .. } => dir.join(&entry.path).symlink_metadata().ok().as_ref().and_then(link_of),
+                        EntryKind::File { .. } => entry.real.symlink_metadata().ok().as_ref().and_then(link_of),
                         _ => None,
                     },
                 },
             );
         }
-        let mut listing = SourceListing { entries };
-        listing.follow_named_links(dir, patterns);
-        listing
+        SourceListing { entries }
     }
 
-    /// Replaces a symlink a pattern names, whose target is a file inside the context, by that
-    /// file.
-    fn follow_named_links(&mut self, dir: &Path, patterns: &[String]) {
-        let links: Vec<(String, PathBuf)> = patterns
-            .iter()
-            .flat_map(|pattern| self.matches(&clean(pattern)))
-            .filter_map(|entry| match &entry.kind {
-                SourceKind::Symlink(target) => Some((entry.path.clone(), target.clone())),
-                _ => None,
-            })
-            .collect();
-        for (path, target) in links {
-            let parent = Path::new(&path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            let resolved = if target.is_absolute() {
-                clean(&target.to_string_lossy())
-            } else {
-                clean(&format!("{parent}/{}", target.to_string_lossy()))
-            };
-            let real = dir.join(&resolved);
-            let Ok(metadata) = real.symlink_metadata() else { continue };
-            if metadata.is_file()
-                && let Some(entry) = self.entries.get_mut(&path)
-            {
-                entry.kind = SourceKind::File;
-                entry.mode = metadata.permissions().mode() & 0o7777;
-                entry.real = real;
-            }
-        }
-    }
-
-    /// Another stage's files for the given patterns, with their owners.
     pub fn from_view(view: &LayeredView, patterns: &[String]) -> io::Result<SourceListing> {
         let mut listing = SourceListing::default();
         for pattern in patterns {

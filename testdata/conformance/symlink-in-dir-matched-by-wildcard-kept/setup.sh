@@ -1,0 +1,1 @@
+ln -s a.txt context/d1/link
