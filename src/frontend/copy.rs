@@ -49,7 +49,8 @@ pub(super) fn lower_copy(
     let dest_word = expand(state, &copy.dest)?;
     let dest = destination(&dest_word, &state.image.config.working_dir);
     let chown_word = copy.chown.as_ref().map(|chown| expand(state, chown)).transpose()?;
-    let owner = chown_word.as_deref().map(parse_owner);
+    // An empty `--chown` (after expansion) is no chown at all, as BuildKit's `parseUser("")`.
+    let owner = chown_word.as_deref().filter(|word| !word.is_empty()).map(parse_owner);
     let chmod_word = copy.chmod.as_ref().map(|chmod| expand(state, chmod)).transpose()?;
     let chmod = match &chmod_word {
         Some(text) => Some(Chmod::parse(text).map_err(|message| DockerfileError::at(message, span))?),
@@ -63,10 +64,14 @@ pub(super) fn lower_copy(
     // Where the sources come from.
     let source_vertex = match &copy.from {
         None => (!sources.is_empty()).then(|| lowering.context_vertex()),
-        Some(from) => {
-            let from = expand(state, from)?;
-            Some(source_from(lowering, state, &from, span)?)
+        // BuildKit resolves `--from` before any variable is known, and says so.
+        Some(from) if from.contains('$') => {
+            return Err(DockerfileError::at(
+                "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                span,
+            ));
         }
+        Some(from) => Some(source_from(lowering, state, from, span)?),
     };
 
     let mut actions = Vec::new();

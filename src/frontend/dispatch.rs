@@ -412,6 +412,10 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
                     Some(value) => format!("{name}={value}"),
                     None => name.clone(),
                 });
+                // Declared again without a value in a stage built FROM another stage: the value
+                // the parent stage gave it stays, though history shows the bare name (measured
+                // with the oracle: `ARG V` gives `RUN |1 V=parent` and history `ARG V`).
+                let value = value.or_else(|| state.scope.args.iter().rev().find(|(key, _)| key == name).and_then(|(_, value)| value.clone()));
                 state.scope.set_arg(name, value);
             }
             state.commit(format!("ARG {}", entries.join(" ")), false, epoch);

@@ -135,10 +135,16 @@ fn parse_mount(
     let invalid = |message: String| DockerfileError::at(format!("invalid mount `{text}`: {message}"), span);
     let mut fields = std::collections::BTreeMap::new();
     for field in text.split(',') {
-        let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+        let (key, value) = match field.split_once('=') {
+            Some((key, value)) => (key, value),
+            // Only these stand alone, as in BuildKit's `parseMount`.
+            None if ["readonly", "ro", "readwrite", "rw", "required"].contains(&field.trim().to_ascii_lowercase().as_str()) => (field, "true"),
+            None => return Err(DockerfileError::at(format!("invalid field '{field}' must be a key=value pair"), span)),
+        };
         fields.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
     }
-    let get = |names: &[&str]| names.iter().find_map(|name| fields.get(*name).cloned());
+    // An empty value is no value: `from=` means the build context, as in BuildKit.
+    let get = |names: &[&str]| names.iter().find_map(|name| fields.get(*name).filter(|value| !value.is_empty()).cloned());
     let kind = get(&["type"]).unwrap_or_else(|| "bind".into());
     // Secrets and ssh sockets have default targets, as in BuildKit.
     let default_target = match kind.as_str() {
