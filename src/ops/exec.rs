@@ -349,46 +349,65 @@ pub fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
 }
 
 /// Writes `source` of an input (a stage's filesystem or context files) as a plain directory.
+/// Makes `directory` hold what `source` names in `input`: its tree for a directory, or, for a
+/// single file, the file itself at that path (so the mount is a file, as in BuildKit).
+/// Read-only mounts hard-link where they can; writable ones copy, so nothing writes through.
 fn materialize(input: &Output, source: &str, directory: &Path, writable: bool, environment: &Environment) -> Result<(), OpError> {
     let mode = if writable { FileMode::Copy } else { FileMode::HardLink };
+    let mount_error = |error: io::Error| ExecError::Mount { target: source.into(), source: error };
     match input {
         Output::Layers(_) => {
             let view = LayeredView::new(input.layer_paths());
-            let (node, _) = view
-                .resolve(&format!("/{}", clean(source)), true)
-                .map_err(|error| ExecError::Mount { target: source.into(), source: error })?;
-            // A view rooted at the source directory: its stack is the layers' directories there.
-            let stack = match node {
-                crate::snapshot::view::Node::Directory { stack, .. } => stack,
-                _ => return Err(ExecError::Mount { target: source.into(), source: io::Error::from(io::ErrorKind::NotADirectory) }.into()),
-            };
-            let sub_view = LayeredView::new(stack.into_iter().rev());
-            flatten(&sub_view, directory, mode).map_err(|error| ExecError::Mount { target: source.into(), source: io::Error::other(error) })?;
+            let (node, _) = view.resolve(&format!("/{}", clean(source)), true).map_err(mount_error)?;
+            match node {
+                // A view rooted at the source directory: its stack is the layers' directories there.
+                crate::snapshot::view::Node::Directory { stack, .. } => {
+                    let sub_view = LayeredView::new(stack.into_iter().rev());
+                    flatten(&sub_view, directory, mode).map_err(|error| mount_error(io::Error::other(error)))?;
+                }
+                crate::snapshot::view::Node::Leaf { path, metadata } if metadata.is_file() => {
+                    place_file(&path, directory, writable).map_err(mount_error)?;
+                }
+                _ => return Err(mount_error(io::Error::from(io::ErrorKind::NotFound)).into()),
+            }
         }
         Output::Context(handle) => {
             let selection = file::select_context(handle, &[source.to_string()], &[], environment)?;
             let prefix = clean(source);
-            fs::create_dir_all(directory).map_err(|error| ExecError::Mount { target: source.into(), source: error })?;
+            let single_file = selection
+                .entries
+                .iter()
+                .find(|entry| entry.path == prefix && matches!(entry.kind, crate::context::selection::EntryKind::File { .. }));
+            if let Some(entry) = single_file {
+                place_file(&entry.real, directory, writable).map_err(mount_error)?;
+                return Ok(());
+            }
+            fs::create_dir_all(directory).map_err(mount_error)?;
             for entry in &selection.entries {
                 let relative = entry.path.strip_prefix(&prefix).unwrap_or(&entry.path).trim_start_matches('/');
                 if relative.is_empty() || entry.path == "." {
                     continue;
                 }
-                let from = handle.dir.join(&entry.path);
+                // `entry.real`, never `context/path`: that could go through a link out of the context.
                 let to = directory.join(relative);
                 let copied = match &entry.kind {
                     crate::context::selection::EntryKind::Directory => fs::create_dir_all(&to),
                     crate::context::selection::EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &to),
-                    crate::context::selection::EntryKind::File { .. } if !writable => {
-                        fs::hard_link(&from, &to).or_else(|_| fs::copy(&from, &to).map(|_| ()))
-                    }
-                    crate::context::selection::EntryKind::File { .. } => fs::copy(&from, &to).map(|_| ()),
+                    crate::context::selection::EntryKind::File { .. } => place_file(&entry.real, &to, writable),
                 };
-                copied.map_err(|error| ExecError::Mount { target: source.into(), source: error })?;
+                copied.map_err(mount_error)?;
             }
         }
     }
     Ok(())
+}
+
+/// A file at `to`: a hard link of `from` when read-only and possible, else a copy.
+fn place_file(from: &Path, to: &Path, writable: bool) -> io::Result<()> {
+    if !writable && fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map(|_| ())
 }
 
 /// Removes from the diff the mount points that did not exist in the image: empty directories
