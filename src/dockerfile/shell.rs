@@ -87,12 +87,38 @@ impl Lexer {
             .map(|expansion| expansion.words.finish())
     }
 
+    /// The body of a heredoc with an unquoted delimiter (like BuildKit's lexer with
+    /// `SkipProcessQuotes`): quotes are ordinary characters, kept and not special, so `'$V'`
+    /// expands; `$` expansions work as outside quotes, and `\` escapes whatever the Dockerfile's
+    /// escape directive says (measured with the oracle: after `# escape=` and a backtick, a
+    /// heredoc body still takes `\n` as `n` and keeps backticks).
+    ///
+    /// # Errors
+    /// The same as [`Lexer::process_word`].
+    pub fn process_heredoc(
+        &self,
+        body: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, ShellError> {
+        Lexer::new('\\').process_with(body, env, true).map(|expansion| expansion.text)
+    }
+
     fn process(
         &self,
         word: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Expansion, ShellError> {
+        self.process_with(word, env, false)
+    }
+
+    fn process_with(
+        &self,
+        word: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        skip_quotes: bool,
+    ) -> Result<Expansion, ShellError> {
         let mut scanner = WordScanner::new(word, self.escape, env);
+        scanner.skip_quotes = skip_quotes;
         scanner
             .process_until(None, false)
             .map_err(|reason| ShellError {
@@ -162,6 +188,8 @@ struct WordScanner<'a> {
     characters: Vec<char>,
     position: usize,
     escape: char,
+    /// Quotes are ordinary characters ([`Lexer::process_heredoc`]).
+    skip_quotes: bool,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -171,6 +199,7 @@ impl<'a> WordScanner<'a> {
             characters: characters_without_bom(word),
             position: 0,
             escape,
+            skip_quotes: false,
             env,
         }
     }
@@ -205,12 +234,12 @@ impl<'a> WordScanner<'a> {
                     text.push_str(&value);
                     words.add_splitting_text(&value);
                 }
-                '\'' => {
+                '\'' if !self.skip_quotes => {
                     let value = self.process_single_quote()?;
                     text.push_str(&value);
                     words.add_literal_text(&value);
                 }
-                '"' => {
+                '"' if !self.skip_quotes => {
                     let value = self.process_double_quote(raw_escapes)?;
                     text.push_str(&value);
                     words.add_literal_text(&value);

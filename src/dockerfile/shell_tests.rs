@@ -437,3 +437,16 @@ fn pattern_parse_rejects_unknown_escapes() {
         ])
     );
 }
+
+/// Regression: COPY heredoc bodies lost their quotes (BuildKit keeps them, and expands `$V` even
+/// inside single quotes); the escape character is always `\` there (conformance cases
+/// heredoc-copy-quotes-do-not-stop-expansion and heredoc-copy-backtick-escape).
+#[test]
+fn heredoc_bodies_keep_quotes_and_escape_with_backslash() {
+    let env = |name: &str| (name == "V").then(|| "value".to_string());
+    let backslash = Lexer::new('\\');
+    assert_eq!(backslash.process_heredoc("'$V' \"$V\" '${V}'\n", &env).unwrap(), "'value' \"value\" 'value'\n");
+    assert_eq!(backslash.process_heredoc("back\\\\slash tab\\t\nend \\\n", &env).unwrap(), "back\\slash tabt\nend \n");
+    let backtick = Lexer::new('`');
+    assert_eq!(backtick.process_heredoc("`$V $V \\n `\n", &env).unwrap(), "`value value n `\n");
+}

@@ -33,7 +33,14 @@ pub(super) fn lower_copy(
             let Some(heredoc) = copy.heredocs.iter().find(|heredoc| heredoc.name == name) else {
                 return Err(DockerfileError::at(format!("heredoc `{name}` has no body"), span));
             };
-            let body = if heredoc.expand { expand(state, &heredoc.body)? } else { heredoc.body.clone() };
+            let body = if heredoc.expand {
+                state
+                    .scope
+                    .expand_heredoc(&lowering.lexer, &heredoc.body)
+                    .map_err(|error| DockerfileError::at(error.message, span))?
+            } else {
+                heredoc.body.clone()
+            };
             heredocs.push((name, body));
             continue;
         }

@@ -111,6 +111,11 @@ impl Scope {
         lexer.process_word(word, &|name| self.lookup(name))
     }
 
+    /// A heredoc body with an unquoted delimiter: quotes are kept as written.
+    pub fn expand_heredoc(&self, lexer: &Lexer, body: &str) -> Result<String, ShellError> {
+        lexer.process_heredoc(body, &|name| self.lookup(name))
+    }
+
     pub fn expand_words(&self, lexer: &Lexer, word: &str) -> Result<Vec<String>, ShellError> {
         lexer.process_words(word, &|name| self.lookup(name))
     }
