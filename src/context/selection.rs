@@ -25,8 +25,9 @@
 //!   matched source (BuildKit's semantics: `COPY --exclude=*.mp3 dir* /d` drops `dir1/x.mp3`);
 //!   the matched source itself is never tested against them.
 //!
-//! Errors: a source that matches nothing, or only paths removed by `.dockerignore`, is
-//! [`SelectionError::NotFound`], naming the rule when one removed it. Paths removed by
+//! Errors: a source without wildcards that matches nothing, or only paths removed by
+//! `.dockerignore`, is [`SelectionError::NotFound`], naming the rule when one removed it; a
+//! wildcard source that matches nothing selects nothing (BuildKit builds `COPY nomatch* /d/`). Paths removed by
 //! `--exclude` only give an empty selection (BuildKit accepts `ADD --exclude=* dir* /d`).
 //!
 //! The selection digest (cache-key input, versioned by its first line):
@@ -66,6 +67,9 @@ const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 pub struct Selection {
     /// Sorted by path; each path once.
     pub entries: Vec<Entry>,
+    /// For each source, in order, the paths it matched (sorted; `.` for the context root):
+    /// the roots a copy starts from. Decided here once; the copy never matches again.
+    pub roots: Vec<Vec<String>>,
     /// `sha256:<hex>` over the entries (see the module table).
     pub digest: String,
 }
@@ -242,6 +246,7 @@ pub fn select(
     ignore: &DockerIgnore,
     sources: &[String],
     excludes: &[String],
+    parents: bool,
     cache: &dyn HashCache,
 ) -> Result<Selection, SelectionError> {
     let root = fs::canonicalize(context_dir).map_err(|error| SelectionError::Io {
@@ -254,16 +259,46 @@ pub fn select(
         root: &root,
         ignore,
         excludes: &excludes,
+        parents,
         found: BTreeMap::new(),
     };
+    let mut roots = Vec::with_capacity(sources.len());
     for source in sources {
-        walker.select_source(source)?;
+        // A wildcard that matches nothing (or only ignored paths) selects nothing, as BuildKit
+        // allows; a plain path that is missing is an error.
+        let cleaned = clean_path(&format!("/{source}"));
+        match walker.select_source(source) {
+            Ok(matched) => roots.push(matched),
+            Err(SelectionError::NotFound { source: missing, .. }) if missing == cleaned && contains_wildcards(&cleaned) => {
+                roots.push(Vec::new());
+            }
+            Err(error) => return Err(error),
+        }
     }
     let mut entries = hash_entries(walker.found, cache)?;
     // rayon keeps the map's order; sorting again keeps the invariant independent of that.
     entries.sort_by(|left, right| left.path.cmp(&right.path));
     let digest = selection_digest(&entries);
-    Ok(Selection { entries, digest })
+    Ok(Selection { entries, roots, digest })
+}
+
+/// One wildcard component of a source.
+struct Component {
+    pattern: MatchPattern,
+    /// `**` under `--parents`: any number of directories, none included.
+    any_depth: bool,
+}
+
+/// A `--parents` source split at its pivot: (`a/b`, `c`) for `a/b/./c`, (``, `c`) for `./c`;
+/// `None` without a pivot (the whole path is kept).
+fn pivot_split(source: &str) -> Option<(String, String)> {
+    if let Some(position) = source.find("/./") {
+        return Some((source[..position].to_string(), source[position + 3..].to_string()));
+    }
+    if let Some(before) = source.strip_suffix("/.").filter(|before| !before.is_empty()) {
+        return Some((before.to_string(), String::new()));
+    }
+    source.strip_prefix("./").map(|after| (String::new(), after.to_string()))
 }
 
 /// An entry found by the walk, before its content is hashed.
@@ -302,13 +337,28 @@ struct Walker<'a> {
     root: &'a Path,
     ignore: &'a DockerIgnore,
     excludes: &'a DockerIgnore,
+    /// `COPY --parents`: `**` matches any number of directories, and `--exclude` is tested
+    /// against each path after the source's `/./` pivot, the match itself included.
+    parents: bool,
     found: BTreeMap<String, Found>,
 }
 
 impl Walker<'_> {
-    fn select_source(&mut self, source: &str) -> Result<(), SelectionError> {
+    /// Selects one source; returns the paths it matched.
+    fn select_source(&mut self, source: &str) -> Result<Vec<String>, SelectionError> {
         let cleaned = clean_path(&format!("/{source}"));
         let components: Vec<&str> = cleaned.split('/').filter(|part| !part.is_empty()).collect();
+        // `--parents`: what comes before the `/./` pivot is not kept, nor seen by `--exclude`.
+        // A pivot with nothing after it names nothing: "not found", as BuildKit says.
+        let pivot = if self.parents { pivot_split(source) } else { None };
+        if let Some((before, after)) = &pivot
+            && !before.is_empty()
+            && clean_path(&format!("/{after}")).trim_matches('/').is_empty()
+        {
+            return Err(SelectionError::NotFound { source: clean_path(&format!("/{before}")), excluded_by: None });
+        }
+        let pivot = pivot.map(|(before, _)| before);
+        let pivot_components = pivot.as_deref().map_or(0, |prefix| prefix.split('/').filter(|part| !part.is_empty() && *part != ".").count());
         let split = components
             .iter()
             .position(|part| contains_wildcards(part))
@@ -316,7 +366,10 @@ impl Walker<'_> {
         let (prefix, wildcard_part) = components.split_at(split);
         let patterns = wildcard_part
             .iter()
-            .map(|part| MatchPattern::compile(part))
+            .map(|part| {
+                let any_depth = self.parents && *part == "**";
+                MatchPattern::compile(part).map(|pattern| Component { pattern, any_depth })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| SelectionError::InvalidSource {
                 source: cleaned.clone(),
@@ -345,6 +398,7 @@ impl Walker<'_> {
 
         let mut first_ignored = None;
         let mut any_accepted = false;
+        let mut roots = Vec::new();
         for (real, original) in matches {
             // A matched symlink stands for what it leads to, inside the context.
             let real = match self.follow_match(&real, &cleaned)? {
@@ -357,8 +411,13 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            match self.visit(&real, &original, None)? {
-                Outcome::Kept | Outcome::Dropped => any_accepted = true,
+            let exclude_path = self.parents.then(|| original.split('/').skip(pivot_components).collect::<Vec<_>>().join("/"));
+            match self.visit(&real, &original, exclude_path.as_deref().filter(|path| !path.is_empty()))? {
+                Outcome::Kept => {
+                    any_accepted = true;
+                    roots.push(if original.is_empty() { ".".to_string() } else { original });
+                }
+                Outcome::Dropped => any_accepted = true,
                 Outcome::Ignored(text, line) => {
                     first_ignored.get_or_insert((text, line));
                 }
@@ -366,7 +425,11 @@ impl Walker<'_> {
         }
         match (any_accepted, first_ignored) {
             (false, Some(rule)) => Err(not_found(Some(rule))),
-            _ => Ok(()),
+            _ => {
+                roots.sort();
+                roots.dedup();
+                Ok(roots)
+            }
         }
     }
 
@@ -455,12 +518,16 @@ impl Walker<'_> {
         &self,
         real_dir: &str,
         original_dir: &str,
-        patterns: &[MatchPattern],
+        patterns: &[Component],
         matches: &mut Vec<(String, String)>,
     ) -> Result<(), SelectionError> {
-        let Some((pattern, rest)) = patterns.split_first() else {
+        let Some((component, rest)) = patterns.split_first() else {
             return Ok(());
         };
+        if component.any_depth {
+            return self.find_any_depth(real_dir, original_dir, patterns, matches);
+        }
+        let pattern = &component.pattern;
         let absolute = self.root.join(real_dir);
         let mut names = match read_names(&absolute) {
             Ok(names) => names,
@@ -485,6 +552,45 @@ impl Walker<'_> {
             // Ignored directories are still entered so that a not-found error can name the rule.
             if metadata.is_dir() {
                 self.find_matches(&real, &original, rest, matches)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `**` under `--parents`: the rest matched here (no directory), then in every directory
+    /// below (not through symlinks). `**` last matches everything below, directories included.
+    fn find_any_depth(
+        &self,
+        real_dir: &str,
+        original_dir: &str,
+        patterns: &[Component],
+        matches: &mut Vec<(String, String)>,
+    ) -> Result<(), SelectionError> {
+        let rest = &patterns[1..];
+        if rest.is_empty() {
+            if !original_dir.is_empty() {
+                matches.push((real_dir.to_string(), original_dir.to_string()));
+            }
+        } else {
+            self.find_matches(real_dir, original_dir, rest, matches)?;
+        }
+        let absolute = self.root.join(real_dir);
+        let mut names = match read_names(&absolute) {
+            Ok(names) => names,
+            Err(error) if is_missing(&error) || error.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
+            Err(error) => return Err(io_error(IoAction::ReadDirectory, absolute, error)),
+        };
+        names.sort();
+        for name in names {
+            let name = utf8_name(name, &absolute)?;
+            let real = join(real_dir, &name);
+            let entry_path = self.root.join(&real);
+            let metadata = fs::symlink_metadata(&entry_path)
+                .map_err(|error| io_error(IoAction::ReadMetadata, entry_path, error))?;
+            if metadata.is_dir() {
+                self.find_any_depth(&real, &join(original_dir, &name), patterns, matches)?;
+            } else if rest.is_empty() {
+                matches.push((real, join(original_dir, &name)));
             }
         }
         Ok(())

@@ -51,6 +51,7 @@ fn select_simple(
         &ignore,
         &strings(sources),
         &strings(excludes),
+        false,
         &NoHashCache,
     )
 }
@@ -152,14 +153,12 @@ fn entries_carry_kind_size_digest_and_mode() {
 #[test]
 fn missing_sources_are_not_found_like_buildkit() {
     let tree = sample_tree();
-    let table: &[&str] = &[
-        "nope",
-        "src/nope.rs",
-        "*.nothing",
-        "nope/*",
-        "README.md/x",
-        "home.txt/*",
-    ];
+    let table: &[&str] = &["nope", "src/nope.rs", "README.md/x"];
+    // A wildcard that matches nothing selects nothing (BuildKit builds `COPY nomatch* /d/`).
+    for source in ["*.nothing", "nope/*", "home.txt/*"] {
+        let selection = select_simple(tree.path(), "", &[source], &[]).expect(source);
+        assert!(selection.entries.is_empty() && selection.roots == [Vec::<String>::new()], "{source}: {selection:?}");
+    }
     for &source in table {
         match select_simple(tree.path(), "", &[source], &[]) {
             Err(SelectionError::NotFound {
@@ -179,14 +178,12 @@ fn missing_sources_are_not_found_like_buildkit() {
 fn dockerignore_exclusion_names_the_rule() {
     let tree = sample_tree();
     let ignore = "# secrets\nsecret\n*.txt\n";
-    let table: &[(&str, &str, usize)] = &[
-        ("secret", "secret", 2),
-        ("secret/key.pem", "secret", 2),
-        ("home.txt", "*.txt", 3),
-        ("*.txt", "*.txt", 3),
-        ("secre?", "secret", 2),
-        ("*/key.pem", "secret", 2),
-    ];
+    let table: &[(&str, &str, usize)] = &[("secret", "secret", 2), ("secret/key.pem", "secret", 2), ("home.txt", "*.txt", 3)];
+    // A wildcard whose matches are all ignored matches nothing: it selects nothing.
+    for source in ["*.txt", "secre?", "*/key.pem"] {
+        let selection = select_simple(tree.path(), ignore, &[source], &[]).expect(source);
+        assert!(selection.entries.is_empty(), "{source}: {selection:?}");
+    }
     for &(source, rule, line) in table {
         match select_simple(tree.path(), ignore, &[source], &[]) {
             Err(SelectionError::NotFound {
@@ -466,7 +463,7 @@ fn cache_is_consulted_by_stat_key() {
     let ignore = DockerIgnore::empty();
     let cache = RecordingCache::default();
     let selection =
-        select(tree.path(), &ignore, &strings(&["docs"]), &[], &cache).expect("selects");
+        select(tree.path(), &ignore, &strings(&["docs"]), &[], false, &cache).expect("selects");
     let stored = cache.stored.lock().expect("lock").clone();
     assert_eq!(stored.len(), 2, "both files hashed and stored");
     let canonical = fs::canonicalize(tree.path()).expect("canonical");
@@ -496,7 +493,7 @@ fn cache_is_consulted_by_stat_key() {
         ..RecordingCache::default()
     };
     let selection =
-        select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], &hit).expect("selects");
+        select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], false, &hit).expect("selects");
     assert_eq!(
         selection.entries[0].kind,
         EntryKind::File {
@@ -513,7 +510,7 @@ fn only_reachable_files_are_hashed() {
     let tree = sample_tree();
     let cache = RecordingCache::default();
     let sources = strings(&["src/*.rs", "docs/a.md"]);
-    select(tree.path(), &DockerIgnore::empty(), &sources, &[], &cache).expect("selects");
+    select(tree.path(), &DockerIgnore::empty(), &sources, &[], false, &cache).expect("selects");
     let mut looked_up: Vec<String> = cache
         .lookups
         .lock()
@@ -548,4 +545,27 @@ fn entries_are_read_from_their_path_inside_the_context() {
         assert_eq!(entry.real, canonical.join("etc/passwd"), "{source}");
         assert!(matches!(entry.kind, EntryKind::File { size: 15, .. }), "{source}: {:?}", entry.kind);
     }
+}
+
+/// `COPY --parents`: `**` matches any number of directories, `--exclude` sees the path after the
+/// pivot, a pivot with nothing after it is not found, and each source's roots are recorded
+/// (conformance cases copy-parents-*, recorded from the oracle).
+#[test]
+fn parents_rules_and_roots() {
+    let tree = tempfile::tempdir().expect("tempdir");
+    let root = tree.path();
+    for path in ["x.txt", "a/x.txt", "a/b/x.txt", "a/b/skip.txt", "a/b/keep.txt"] {
+        write(root, path, "x\n");
+    }
+    let parents = |sources: &[&str], excludes: &[&str]| {
+        select(root, &DockerIgnore::empty(), &strings(sources), &strings(excludes), true, &NoHashCache)
+    };
+    let selection = parents(&["**/x.txt"], &[]).expect("selects");
+    assert_eq!(selection.roots, [["a/b/x.txt", "a/x.txt", "x.txt"]]);
+    let selection = parents(&["./a/./b/*.txt"], &["b/skip.txt"]).expect("selects");
+    assert_eq!(selection.roots, [["a/b/keep.txt", "a/b/x.txt"]]);
+    assert!(matches!(parents(&["./a/./"], &[]), Err(SelectionError::NotFound { source, .. }) if source == "/a"));
+    // Without --parents, `**` is one directory, like `*`.
+    let selection = select_simple(root, "", &["**/x.txt", "nomatch*"], &[]).expect("selects");
+    assert_eq!(selection.roots, [vec!["a/x.txt".to_string()], vec![]]);
 }

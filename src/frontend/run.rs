@@ -33,14 +33,15 @@ pub(super) fn lower_run(
             match (run.heredocs.as_slice(), heredoc_name(text.trim())) {
                 ([], _) => with_shell(shell, text.clone()),
                 // A lone heredoc with a `#!` line is a script run by its interpreter: written to
-                // `/dev/pipes/NAME` and executed, as BuildKit does.
+                // `/dev/pipes/NAME` and run through the shell, as BuildKit does (its history
+                // reads `RUN /bin/sh -c /dev/pipes/EOF`).
                 ([heredoc], Some(name)) if heredoc.name == name && heredoc.body.starts_with("#!") => {
                     let path = format!("/dev/pipes/{name}");
                     script_mount = Some(ExecMount {
                         target: path.clone(),
                         kind: ExecMountKind::Inline { data: heredoc.body.clone().into_bytes(), mode: 0o755 },
                     });
-                    vec![path]
+                    with_shell(shell, path)
                 }
                 ([heredoc], Some(name)) if heredoc.name == name => with_shell(shell, heredoc.body.clone()),
                 // Heredocs inside a command line: the shell reads them, so the command line is

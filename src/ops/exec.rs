@@ -104,7 +104,7 @@ pub fn cache_inputs(
                     if let ExecMountKind::Bind { input, source, .. } = &mount.kind
                         && *input == index
                     {
-                        let selection = file::select_context(handle, &[source.clone()], &[], environment)?;
+                        let selection = file::select_context(handle, &[source.clone()], &[], false, environment)?;
                         cache_inputs.push((format!("files of mount {}", mount.target), selection.digest.clone()));
                     }
                 }
@@ -372,7 +372,7 @@ fn materialize(input: &Output, source: &str, directory: &Path, writable: bool, e
             }
         }
         Output::Context(handle) => {
-            let selection = file::select_context(handle, &[source.to_string()], &[], environment)?;
+            let selection = file::select_context(handle, &[source.to_string()], &[], false, environment)?;
             let prefix = clean(source);
             let single_file = selection
                 .entries

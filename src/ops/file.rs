@@ -43,6 +43,8 @@ pub enum FileError {
     Selection(#[from] SelectionError),
     #[error("failed to compute cache key: failed to calculate checksum of ref: \"/{path}\": not found")]
     NotFound { path: String },
+    #[error("cannot copy to non-directory: {path}")]
+    NotADirectory { path: String },
     #[error(transparent)]
     Owner(#[from] OwnerError),
     #[error("failed to copy to `{path}`")]
@@ -63,8 +65,8 @@ pub struct SelectionMemo {
     selections: Mutex<HashMap<(usize, String), Arc<Selection>>>,
 }
 
-fn memo_key(handle: &ContextHandle, sources: &[String], excludes: &[String]) -> (usize, String) {
-    (handle as *const ContextHandle as usize, format!("{sources:?}|{excludes:?}"))
+fn memo_key(handle: &ContextHandle, sources: &[String], excludes: &[String], parents: bool) -> (usize, String) {
+    (handle as *const ContextHandle as usize, format!("{sources:?}|{excludes:?}|{parents}"))
 }
 
 fn selection_for(
@@ -72,37 +74,23 @@ fn selection_for(
     action: &CopyAction,
     environment: &Environment,
 ) -> Result<Arc<Selection>, FileError> {
-    select_context(handle, &action.sources, &action.excludes, environment)
+    select_context(handle, &action.sources, &action.excludes, action.parents, environment)
 }
 
-/// Selects context files (memoized per build). A wildcard that matches nothing selects
-/// nothing, as BuildKit allows; a plain path that is missing is an error.
+/// Selects context files (memoized per build): what each source names, decided once by the
+/// context selection for both the cache key and the copy.
 pub fn select_context(
     handle: &ContextHandle,
     sources: &[String],
     excludes: &[String],
+    parents: bool,
     environment: &Environment,
 ) -> Result<Arc<Selection>, FileError> {
-    let key = memo_key(handle, sources, excludes);
+    let key = memo_key(handle, sources, excludes, parents);
     if let Some(found) = environment.selections.selections.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(found.clone());
     }
-    let mut sources: Vec<String> = sources.iter().map(|source| format!("/{}", clean(source))).collect();
-    let selection = loop {
-        match select(&handle.dir, &handle.ignore, &sources, excludes, environment.hash_cache) {
-            Ok(selection) => break selection,
-            Err(SelectionError::NotFound { source, .. })
-                if has_wildcard(&source) && sources.iter().any(|s| *s == source) =>
-            {
-                sources.retain(|s| *s != source);
-                if sources.is_empty() {
-                    break Selection { entries: Vec::new(), digest: crate::graph::Digest::of(b"").0 };
-                }
-            }
-            Err(error) => return Err(error.into()),
-        }
-    };
-    let selection = Arc::new(selection);
+    let selection = Arc::new(select(&handle.dir, &handle.ignore, sources, excludes, parents, environment.hash_cache)?);
     environment.selections.selections.lock().unwrap_or_else(|p| p.into_inner()).insert(key, selection.clone());
     Ok(selection)
 }
@@ -154,7 +142,7 @@ pub fn run(
                     }
                     Output::Layers(_) => {
                         let view = LayeredView::new(source.layer_paths());
-                        let listing = SourceListing::from_view(&view, &copy.sources)
+                        let listing = SourceListing::from_view(&view, &copy.sources, copy.parents)
                             .map_err(|source| FileError::Read { path: copy.sources.join(" "), source })?;
                         (copy.clone(), listing)
                     }
@@ -328,14 +316,11 @@ impl UpperWriter {
         let dest_is_directory_by_syntax = action.dest.ends_with('/') || action.dest.ends_with("/.");
         let (dest_node, dest_resolved) = self.resolve(&action.dest, true)?;
         let dest_is_directory = dest_is_directory_by_syntax || dest_node.is_directory();
-        for source in &action.sources {
+        for (index, source) in action.sources.iter().enumerate() {
             let pattern = clean(source);
-            let matches: Vec<&SourceEntry> = if pattern.is_empty() {
-                vec![]
-            } else {
-                listing.matches(&pattern)
-            };
-            if pattern.is_empty() {
+            let roots = listing.roots.get(index).map(Vec::as_slice).unwrap_or_default();
+            let matches: Vec<&SourceEntry> = roots.iter().filter_map(|root| listing.entries.get(root)).collect();
+            if roots.iter().any(String::is_empty) {
                 // The source root: its contents go into the destination directory.
                 self.ensure_directory(&dest_resolved, Self::created_directory(action, owner))?;
                 for entry in listing.descendants("") {
@@ -356,6 +341,9 @@ impl UpperWriter {
                     };
                     // A directory copies its contents; a created destination takes its metadata.
                     let (existing, target_resolved) = self.resolve(&target_dir, true)?;
+                    if existing.exists() && !existing.is_directory() {
+                        return Err(FileError::NotADirectory { path: target_resolved });
+                    }
                     let metadata = if existing.is_directory() {
                         None
                     } else {
@@ -502,7 +490,7 @@ impl UpperWriter {
         extract(reader, &staging, &ExtractOptions { whiteouts: WhiteoutMode::Literal, ownership })
             .map_err(|source| FileError::Unpack { path: entry.path.clone(), source })?;
         let view = LayeredView::new([staging.clone()]);
-        let listing = SourceListing::from_view(&view, &[String::new()]).map_err(read_error)?;
+        let listing = SourceListing::from_view(&view, &[String::new()], false).map_err(read_error)?;
         // Archive entries keep their own modes; `--chmod` is for copied files.
         let placed = CopyAction { chmod: None, unpack: false, ..action.clone() };
         for archived in listing.descendants("") {

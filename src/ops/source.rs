@@ -49,6 +49,9 @@ fn link_of(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
 #[derive(Debug, Default)]
 pub struct SourceListing {
     pub entries: BTreeMap<String, SourceEntry>,
+    /// For each source, in order, the paths of the entries it matched (the empty path for the
+    /// source root): where a copy starts. Matching happens once, when the listing is made.
+    pub roots: Vec<Vec<String>>,
 }
 
 /// Cleans a source path or pattern: no leading `/` or `./`, no `.` parts, no trailing `/`,
@@ -102,16 +105,27 @@ impl SourceListing {
                 },
             );
         }
-        SourceListing { entries }
+        let roots = selection
+            .roots
+            .iter()
+            .map(|matched| matched.iter().map(|path| if path == "." { String::new() } else { path.clone() }).collect())
+            .collect();
+        SourceListing { entries, roots }
     }
 
-    pub fn from_view(view: &LayeredView, patterns: &[String]) -> io::Result<SourceListing> {
+    /// A stage's (or image's) files. `parents`: `**` matches any number of directories.
+    pub fn from_view(view: &LayeredView, patterns: &[String], parents: bool) -> io::Result<SourceListing> {
         let mut listing = SourceListing::default();
         for pattern in patterns {
             let pattern = clean(pattern);
-            for (path, node) in view_matches(view, &pattern)? {
+            let mut matched = Vec::new();
+            for (path, node) in view_matches(view, &pattern, parents)? {
                 listing.add_tree(view, &path, &node)?;
+                matched.push(path);
             }
+            matched.sort();
+            matched.dedup();
+            listing.roots.push(matched);
         }
         Ok(listing)
     }
@@ -156,25 +170,6 @@ impl SourceListing {
         Ok(())
     }
 
-    /// The entries a cleaned pattern names directly (not their contents).
-    pub fn matches(&self, pattern: &str) -> Vec<&SourceEntry> {
-        if pattern.is_empty() {
-            return self.entries.get("").into_iter().collect();
-        }
-        if !has_wildcard(pattern) {
-            return self.entries.get(pattern).into_iter().collect();
-        }
-        let pattern_parts: Vec<&str> = pattern.split('/').collect();
-        self.entries
-            .values()
-            .filter(|entry| {
-                let parts: Vec<&str> = entry.path.split('/').collect();
-                parts.len() == pattern_parts.len()
-                    && parts.iter().zip(&pattern_parts).all(|(name, glob)| glob_match(glob, name))
-            })
-            .collect()
-    }
-
     /// Everything below `path` (the whole listing for the root), in path order.
     pub fn descendants<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a SourceEntry> + 'a {
         let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
@@ -192,31 +187,15 @@ fn join(parent: &str, name: &OsStr) -> String {
 }
 
 /// The paths and nodes a cleaned pattern matches in a view; named symlinks followed.
-fn view_matches(view: &LayeredView, pattern: &str) -> io::Result<Vec<(String, Node)>> {
+/// `parents`: a `**` component matches any number of directories (none included).
+fn view_matches(view: &LayeredView, pattern: &str, parents: bool) -> io::Result<Vec<(String, Node)>> {
     if !has_wildcard(pattern) {
         let (node, _) = view.resolve(&format!("/{pattern}"), true)?;
         return Ok(if node.exists() { vec![(pattern.to_string(), node)] } else { vec![] });
     }
-    let mut current: Vec<(String, Node)> = vec![(String::new(), view.root()?)];
-    for part in pattern.split('/') {
-        let mut next = Vec::new();
-        for (path, node) in &current {
-            if has_wildcard(part) {
-                for (name, child) in view.read_dir(node)? {
-                    if glob_match(part, &name.to_string_lossy()) {
-                        next.push((join(path, &name), child));
-                    }
-                }
-            } else {
-                let child_path = join(path, OsStr::new(part));
-                let (child, _) = view.resolve(&format!("/{child_path}"), true)?;
-                if child.exists() {
-                    next.push((child_path, child));
-                }
-            }
-        }
-        current = next;
-    }
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let mut current = Vec::new();
+    match_parts(view, String::new(), view.root()?, &parts, parents, &mut current)?;
     // Follow named links.
     let mut resolved = Vec::new();
     for (path, node) in current {
@@ -229,6 +208,47 @@ fn view_matches(view: &LayeredView, pattern: &str) -> io::Result<Vec<(String, No
         }
     }
     Ok(resolved)
+}
+
+/// Matches `parts` below `node` (at `path`), adding every full match to `found`.
+fn match_parts(view: &LayeredView, path: String, node: Node, parts: &[&str], parents: bool, found: &mut Vec<(String, Node)>) -> io::Result<()> {
+    let Some((&part, rest)) = parts.split_first() else {
+        found.push((path, node));
+        return Ok(());
+    };
+    if parents && part == "**" {
+        // No directory: the rest matches here (`**` last matches nothing by itself here).
+        if !rest.is_empty() {
+            match_parts(view, path.clone(), node.clone(), rest, parents, found)?;
+        }
+        if node.is_directory() {
+            for (name, child) in view.read_dir(&node)? {
+                let child_path = join(&path, &name);
+                if child.is_directory() {
+                    match_parts(view, child_path, child, parts, parents, found)?;
+                } else if rest.is_empty() {
+                    found.push((child_path, child));
+                }
+            }
+        }
+        return Ok(());
+    }
+    if has_wildcard(part) {
+        if node.is_directory() {
+            for (name, child) in view.read_dir(&node)? {
+                if glob_match(part, &name.to_string_lossy()) {
+                    match_parts(view, join(&path, &name), child, rest, parents, found)?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let child_path = join(&path, OsStr::new(part));
+    let (child, _) = view.resolve(&format!("/{child_path}"), true)?;
+    if child.exists() {
+        match_parts(view, child_path, child, rest, parents, found)?;
+    }
+    Ok(())
 }
 
 /// Go's `filepath.Match` for one path component: `*`, `?`, `[a-z]`, `[^a]`, `\` escapes.
