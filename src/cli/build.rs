@@ -523,7 +523,8 @@ fn export_caches(
         let op = &graph.vertices[vertex].op;
         if let crate::graph::Op::Exec(exec) = op {
             for mount in &exec.mounts {
-                if let crate::graph::ExecMountKind::Cache { id, .. } = &mount.kind
+                // Mounts seeded `from` a stage are derived from it: only plain ones travel.
+                if let crate::graph::ExecMountKind::Cache { id, from: None, .. } = &mount.kind
                     && !mounts.iter().any(|(known, _)| known == id)
                 {
                     mounts.push((id.clone(), crate::ops::exec::cache_mount_dir(store, id)));

@@ -290,8 +290,19 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                 MountKind::Bind { source: directory, readonly: !readwrite }
             }
             ExecMountKind::Cache { id, sharing, mode, uid, gid, from } => {
-                let directory = cache_mount_dir(store, id);
+                // Seeded `from` a stage or context, the cache is another one than the plain `id`,
+                // one per seed (as BuildKit keys it by id and source ref; measured with the oracle).
+                let directory = match from {
+                    None => cache_mount_dir(store, id),
+                    Some((input, source)) => {
+                        let seed = seed_identity(&inputs[*input], source, environment)?;
+                        cache_mount_dir(store, &format!("{id}\0from {seed} {source}"))
+                    }
+                };
                 let name = directory.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+                if let Some(fresh) = environment.fresh_mounts {
+                    fresh.reset_once(store, &directory).map_err(mount_error)?;
+                }
                 if !directory.exists() {
                     let staging = store.temp_dir("cache-")?;
                     let fresh = staging.path().join("root");
@@ -343,12 +354,41 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
     Ok(prepared)
 }
 
+/// Cache mounts emptied in this build. BuildKit v0.32 starts a step that ignores the cache with
+/// an empty cache mount, which then replaces the old one (measured with the oracle: after a
+/// `--no-cache` build the mount holds only what that build wrote). Each mount is emptied at
+/// its first use in the build, so two steps of one build still share it.
+#[derive(Default)]
+pub struct FreshMounts {
+    reset: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+impl FreshMounts {
+    fn reset_once(&self, store: &crate::store::Store, directory: &Path) -> io::Result<()> {
+        let mut reset = self.reset.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !reset.insert(directory.to_path_buf()) || !directory.exists() {
+            return Ok(());
+        }
+        // Moved aside first, so a crash leaves no half-emptied mount behind.
+        let trash = store.temp_dir("cache-old-").map_err(io::Error::other)?;
+        fs::rename(directory, trash.path().join("old"))?;
+        crate::store::remove_tree(trash.path())
+    }
+}
+
 /// The directory of the cache mount `id` in the state root.
 pub fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
     store.root().join("mounts-v1").join(crate::graph::Digest::of(id.as_bytes()).hex())
 }
 
-/// Writes `source` of an input (a stage's filesystem or context files) as a plain directory.
+/// What a cache mount's seed is made of: the layers' diff ids, or the selected context files.
+fn seed_identity(input: &Output, source: &str, environment: &Environment) -> Result<String, OpError> {
+    Ok(match input {
+        Output::Layers(layers) => crate::graph::Digest::of(layers.iter().map(|layer| layer.diff_id.as_str()).collect::<Vec<_>>().join(",").as_bytes()).hex().to_string(),
+        Output::Context(handle) => file::select_context(handle, &[source.to_string()], &[], false, environment)?.digest.clone(),
+    })
+}
+
 /// Makes `directory` hold what `source` names in `input`: its tree for a directory, or, for a
 /// single file, the file itself at that path (so the mount is a file, as in BuildKit).
 /// Read-only mounts hard-link where they can; writable ones copy, so nothing writes through.

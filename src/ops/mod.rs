@@ -66,6 +66,9 @@ pub struct Environment<'a> {
     pub status: &'a lazy::Status<'a>,
     /// Where a running step's output goes (progress log lines of this vertex).
     pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
+    /// The vertex ignores the cache (`--no-cache`, `--no-cache-filter`): its cache mounts start
+    /// empty, once per build ([`exec::FreshMounts`]).
+    pub fresh_mounts: Option<&'a exec::FreshMounts>,
 }
 
 impl Environment<'_> {

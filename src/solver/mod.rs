@@ -97,6 +97,7 @@ impl Solver<'_> {
             }
         }
         let selections = SelectionMemo::default();
+        let fresh_mounts = ops::exec::FreshMounts::default();
         let (job_sender, job_receiver) = mpsc::channel::<Job>();
         let job_receiver = Mutex::new(job_receiver);
         let (done_sender, done_receiver) = mpsc::channel::<Done>();
@@ -107,6 +108,7 @@ impl Solver<'_> {
                 let done_sender = done_sender.clone();
                 let job_receiver = &job_receiver;
                 let selections = &selections;
+                let fresh_mounts = &fresh_mounts;
                 scope.spawn(move || {
                     loop {
                         let job = match job_receiver.lock() {
@@ -114,7 +116,7 @@ impl Solver<'_> {
                             Err(_) => break,
                         };
                         let Ok(job) = job else { break };
-                        let result = self.process(graph, job.vertex, &job.inputs, selections);
+                        let result = self.process(graph, job.vertex, &job.inputs, selections, fresh_mounts);
                         if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
                             break;
                         }
@@ -195,6 +197,7 @@ impl Solver<'_> {
         id: VertexId,
         inputs: &[(String, Output)],
         selections: &SelectionMemo,
+        fresh_mounts: &ops::exec::FreshMounts,
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let shown = !vertex.name.is_empty();
@@ -220,6 +223,7 @@ impl Solver<'_> {
             imported: self.imported,
             status: &status,
             log: &log,
+            fresh_mounts: self.skip_cache(graph, id - self.vertex_offset).then_some(fresh_mounts),
         };
         let report = |event: Event| {
             if shown {

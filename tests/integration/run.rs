@@ -734,3 +734,24 @@ fn run_ssh_mounts_serve_an_agent() {
         assert!(!local.join("run").exists(), "the agent's mount point stayed in the image");
     });
 }
+
+/// BuildKit v0.32 starts a `--no-cache` step with an empty cache mount, which then replaces the
+/// old one. Recorded with the oracle (the same Dockerfile, builds N=1..4, the third with
+/// `--no-cache`): `/before` lists ``, `stamp-1`, ``, `stamp-3`.
+#[test]
+fn no_cache_starts_cache_mounts_empty() {
+    both(|case| {
+        case.dockerfile("FROM busybox\nARG N\nRUN --mount=type=cache,target=/c,id=nc ls /c > /before; touch /c/stamp-$N\n");
+        let mut seen = Vec::new();
+        for n in 1..=4 {
+            let arg = format!("N={n}");
+            let mut args = vec!["--build-arg", arg.as_str()];
+            if n == 3 {
+                args.push("--no-cache");
+            }
+            let out = case.build_local(&format!("out{n}"), &args);
+            seen.push(file(&out, "before"));
+        }
+        assert_eq!(seen, ["", "stamp-1\n", "", "stamp-3\n"], "[{:?}]", case.mode);
+    });
+}
