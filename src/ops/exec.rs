@@ -175,8 +175,8 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
         sandbox::Snapshotter::Overlay => (Some(store.temp_dir("work-")?), None),
         sandbox::Snapshotter::Copy => {
             let rootfs = store.temp_dir("rootfs-")?;
-            tree_diff::prepare_rootfs(&view, rootfs.path()).map_err(ExecError::TreeDiff)?;
-            (None, Some(rootfs))
+            let copied = tree_diff::prepare_rootfs(&view, rootfs.path()).map_err(ExecError::TreeDiff)?;
+            (None, Some((rootfs, copied)))
         }
     };
     let mut prepared = prepare_mounts(op, inputs, environment)?;
@@ -206,7 +206,7 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
             NetworkMode::Default | NetworkMode::Host => Network::Host,
         },
         mounts: prepared.mounts.clone(),
-        rootfs: rootfs.as_ref().map(|rootfs| rootfs.path().to_path_buf()),
+        rootfs: rootfs.as_ref().map(|(rootfs, _)| rootfs.path().to_path_buf()),
     };
     let outcome = sandbox::run_step(&spec, &mut |stream, bytes| (environment.log)(stream, bytes), environment.cancel);
     let outcome = match outcome {
@@ -219,8 +219,8 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
         return Err(ExecError::Failed { command: op.args.join(" "), code: outcome.exit_code }.into());
     }
     environment.check_canceled()?;
-    if let Some(rootfs) = rootfs {
-        tree_diff::diff(&view, rootfs.path(), upper.path()).map_err(ExecError::TreeDiff)?;
+    if let Some((rootfs, copied)) = rootfs {
+        tree_diff::diff(&view, rootfs.path(), upper.path(), Some(copied)).map_err(ExecError::TreeDiff)?;
         let _ = crate::store::remove_tree(rootfs.path());
     }
     let mut stubs: Vec<String> = op.mounts.iter().map(|mount| mount.target.clone()).collect();

@@ -16,12 +16,15 @@
 //!   directory itself (with its own metadata) only when it changed or something below it did.
 //!
 //! Decisions:
-//! - A regular file with the same size and mtime (to the nanosecond) is unchanged; contents are
-//!   never read. Reading them would double the cost of every step (the whole root filesystem read
-//!   again). The price: a step that rewrites a file with same-size content and then sets its
-//!   mtime back to the old value to the nanosecond (`touch -r`, `cp -p` from a twin, `tar x` of
-//!   the same timestamps) is missed. continuity (BuildKit's differ) reads contents only when both
-//!   mtimes have zero nanoseconds; image files usually do, so that rule would read nearly all.
+//! - Contents are never read: reading them would double the cost of every step (the whole root
+//!   filesystem read again). A regular file is changed when its size or mtime differ, or, for a
+//!   tree made by [`prepare_rootfs`], when its ctime is later than the moment the copy was
+//!   complete ([`Prepared::settled`]): the kernel sets ctime on every write, chmod, link or
+//!   `touch -d`, and no program can set it back. Without that a step that rewrote a file with
+//!   same-size content and then set its mtime back (`echo bbbb > f && touch -d @0 f`, or
+//!   `groupadd` on `/etc/group-`) was missed, where overlay (and BuildKit) copy it up.
+//!   [`prepare_rootfs`] waits until the clock that stamps ctime has moved past its last write
+//!   (the coarse clock: a few milliseconds at most), so a change can never share that stamp.
 //! - Opaque directories, as overlayfs makes them: a directory that replaces a non-directory is
 //!   marked opaque (overlayfs marks every directory created over a whiteout). A directory present
 //!   on both sides whose lower entries are all gone is marked opaque instead of getting one
@@ -115,7 +118,7 @@ fn errno(errno: nix::errno::Errno) -> io::Error {
 /// The root directory itself becomes `0755` owned by `0:0`, as in images: the snapshot
 /// directories' own roots are store temp directories (`0700`), which would shut out every
 /// `USER` but root. A layer never carries the root's metadata, so the diff ignores it.
-pub fn prepare_rootfs(view: &LayeredView, directory: &Path) -> Result<(), TreeDiffError> {
+pub fn prepare_rootfs(view: &LayeredView, directory: &Path) -> Result<Prepared, TreeDiffError> {
     flatten(view, directory, FileMode::Copy).map_err(|source| TreeDiffError::Prepare {
         path: directory.to_path_buf(),
         source,
@@ -126,7 +129,39 @@ pub fn prepare_rootfs(view: &LayeredView, directory: &Path) -> Result<(), TreeDi
     copy_directory_xattrs(view, &root, directory)?;
     lchown(directory, Some(0), Some(0)).map_err(write_error(directory))?;
     fs::set_permissions(directory, fs::Permissions::from_mode(0o755))
-        .map_err(write_error(directory))
+        .map_err(write_error(directory))?;
+    let settled = settle_clock(directory).map_err(write_error(directory))?;
+    Ok(Prepared { settled })
+}
+
+/// What [`diff`] needs to know of a tree made by [`prepare_rootfs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// The ctime (seconds, nanoseconds) of the copy's last write: a file whose ctime is later
+    /// was changed after the copy.
+    pub settled: (i64, i64),
+}
+
+/// The ctime stamp of a file created now in `directory`, returned once a newer file gets a
+/// strictly later stamp (so nothing written afterwards can carry it). The probe files are
+/// removed; the directory's own times change, which no layer carries.
+fn settle_clock(directory: &Path) -> io::Result<(i64, i64)> {
+    let probe = directory.join(".rbuild-clock-probe");
+    let stamp = |path: &Path| -> io::Result<(i64, i64)> {
+        fs::File::create(path)?;
+        let metadata = fs::symlink_metadata(path)?;
+        fs::remove_file(path)?;
+        Ok((metadata.ctime(), metadata.ctime_nsec()))
+    };
+    let settled = stamp(&probe)?;
+    // The coarse clock ticks every few milliseconds; 2,000 tries of 1 ms bound a stuck clock.
+    for _ in 0..2000 {
+        if stamp(&probe)? > settled {
+            return Ok(settled);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(io::Error::other("the file time stamps did not advance"))
 }
 
 fn copy_directory_xattrs(
@@ -159,9 +194,11 @@ pub fn diff(
     lower: &LayeredView,
     changed: &Path,
     upper: &Path,
+    prepared: Option<Prepared>,
 ) -> Result<DiffSummary, TreeDiffError> {
     let mut differ = Differ {
         view: lower,
+        prepared,
         forced_inodes: HashSet::new(),
         written_inodes: HashMap::new(),
         summary: DiffSummary::default(),
@@ -175,6 +212,8 @@ pub fn diff(
 
 struct Differ<'a> {
     view: &'a LayeredView,
+    /// Set when `changed` was made by [`prepare_rootfs`]: ctimes then tell changes apart.
+    prepared: Option<Prepared>,
     /// Inodes of the changed tree (device, inode) whose paths must all be written: one of them
     /// differs from below.
     forced_inodes: HashSet<(u64, u64)>,
@@ -227,7 +266,7 @@ impl Differ<'_> {
                     Node::Leaf {
                         path: lower_path,
                         metadata: lower_metadata,
-                    } => same_entry(lower_path, lower_metadata, path, &metadata)?,
+                    } => same_entry(lower_path, lower_metadata, path, &metadata, self.prepared)?,
                     _ => false,
                 };
                 if !same {
@@ -287,7 +326,7 @@ impl Differ<'_> {
                 Some(Node::Leaf {
                     path,
                     metadata: lower_metadata,
-                }) => same_entry(path, lower_metadata, &changed_path, &metadata)?,
+                }) => same_entry(path, lower_metadata, &changed_path, &metadata, self.prepared)?,
                 _ => false,
             };
             let forced = metadata.nlink() > 1
@@ -355,7 +394,7 @@ impl Differ<'_> {
             ) => {
                 let outcome = self.directory(Some(node), changed, upper, true)?;
                 let same = match stack.first() {
-                    Some(top) => same_entry(top, lower_metadata, changed, metadata)?,
+                    Some(top) => same_entry(top, lower_metadata, changed, metadata, self.prepared)?,
                     None => false,
                 };
                 (outcome, !same, false)
@@ -443,7 +482,14 @@ fn same_entry(
     lower_metadata: &Metadata,
     changed: &Path,
     metadata: &Metadata,
+    prepared: Option<Prepared>,
 ) -> Result<bool, TreeDiffError> {
+    if let Some(prepared) = prepared
+        && metadata.is_file()
+        && (metadata.ctime(), metadata.ctime_nsec()) > prepared.settled
+    {
+        return Ok(false);
+    }
     if lower_metadata.mode() != metadata.mode()
         || lower_metadata.uid() != metadata.uid()
         || lower_metadata.gid() != metadata.gid()

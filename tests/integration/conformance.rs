@@ -1,7 +1,8 @@
 //! The conformance corpus: `testdata/conformance/CASE/` holds a Dockerfile, its context and what
 //! BuildKit (v0.32.2, `../shared/tools/buildkit/oracle`) built from them, recorded by
-//! `testdata/conformance/record.sh`. [`corpus_as_root`] and [`corpus_rootless`] build every case
-//! with rbuild and compare, path by path and field by field; BuildKit is not needed here.
+//! `testdata/conformance/record.sh`. [`corpus_as_root`], [`corpus_rootless`] and
+//! [`corpus_with_the_copying_snapshotter`] build every case with rbuild and compare, path by path
+//! and field by field; BuildKit is not needed here.
 //!
 //! A case directory:
 //!
@@ -19,7 +20,8 @@
 //! work directory of each case that differs (its path is in the report).
 //!
 //! `testdata/conformance/known-differences.txt` lists the cases rbuild does not build as BuildKit
-//! yet, one per line with the reason. The test fails when any other case differs, and when a
+//! yet, one per line with the reason; a reason starting `[copy]` or `[rootless]` is expected only
+//! with the copying snapshotter or rootless. The test fails when any other case differs, and when a
 //! listed case no longer differs (so the list only shrinks).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -318,10 +320,19 @@ fn line_diff(what: &str, expected: &str, actual: &str) -> String {
 
 /// Builds every case with rbuild in `mode` (three at a time) and checks the results against the
 /// recordings and `known-differences.txt`.
-fn run_corpus(mode: crate::run::Mode) {
+fn run_corpus(mode: crate::run::Mode, snapshotter: Option<&str>) {
     let names = case_names();
     assert!(!names.is_empty() || std::env::var("RBUILD_CONFORMANCE_CASES").is_ok(), "no cases in testdata/conformance");
-    let known = known_differences();
+    // An entry tagged `[copy]` or `[rootless]` is expected to differ only in that run.
+    let run_tag = match (mode, snapshotter) {
+        (_, Some("copy")) => "[copy]",
+        (crate::run::Mode::Rootless, _) => "[rootless]",
+        _ => "",
+    };
+    let known: BTreeMap<String, String> = known_differences()
+        .into_iter()
+        .filter(|(_, reason)| !reason.starts_with('[') || (!run_tag.is_empty() && reason.starts_with(run_tag)))
+        .collect();
     let queue = Mutex::new(names.clone());
     let results: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
     std::thread::scope(|scope| {
@@ -329,7 +340,7 @@ fn run_corpus(mode: crate::run::Mode) {
             scope.spawn(|| {
                 loop {
                     let Some(name) = queue.lock().unwrap().pop() else { break };
-                    let report = build_case(&name, mode);
+                    let report = build_case(&name, mode, snapshotter);
                     results.lock().unwrap().insert(name, report);
                 }
             });
@@ -339,19 +350,19 @@ fn run_corpus(mode: crate::run::Mode) {
     let mut failures = String::new();
     for (name, report) in &results {
         match (report.is_empty(), known.get(name)) {
-            (false, None) => failures.push_str(&format!("== {name} differs from BuildKit ({mode:?}):\n{report}")),
-            (true, Some(reason)) if !reason.contains("rootless only") || mode == crate::run::Mode::Rootless => failures
-                .push_str(&format!("== {name} now builds as BuildKit ({mode:?}): remove it from known-differences.txt ({reason})\n")),
+            (false, None) => failures.push_str(&format!("== {name} differs from BuildKit ({mode:?}, {snapshotter:?}):\n{report}")),
+            (true, Some(reason)) => failures
+                .push_str(&format!("== {name} now builds as BuildKit ({mode:?}, {snapshotter:?}): remove it from known-differences.txt ({reason})\n")),
             _ => {}
         }
     }
     let same = results.values().filter(|report| report.is_empty()).count();
-    eprintln!("conformance ({mode:?}): {same} of {} cases as BuildKit, {} known differences", results.len(), known.len());
+    eprintln!("conformance ({mode:?}, {snapshotter:?}): {same} of {} cases as BuildKit, {} known differences", results.len(), known.len());
     assert!(failures.is_empty(), "{failures}");
 }
 
 /// Builds one case to a rootfs tar and an OCI archive in one run; returns the differences.
-fn build_case(name: &str, mode: crate::run::Mode) -> String {
+fn build_case(name: &str, mode: crate::run::Mode, snapshotter: Option<&str>) -> String {
     let project = Project::new();
     let work = project.out("case");
     let tar_path = project.out("rootfs.tar");
@@ -376,6 +387,9 @@ fn build_case(name: &str, mode: crate::run::Mode) -> String {
     full.extend(args.iter().map(String::as_str));
     let mut command = project.command(&full);
     command.current_dir(&work);
+    if let Some(snapshotter) = snapshotter {
+        command.env("RBUILD_SNAPSHOTTER", snapshotter);
+    }
     let command = match mode {
         crate::run::Mode::Root => command,
         crate::run::Mode::Rootless => as_test_user(&command),
@@ -396,12 +410,18 @@ fn build_case(name: &str, mode: crate::run::Mode) -> String {
 
 #[test]
 fn corpus_as_root() {
-    run_corpus(crate::run::Mode::Root);
+    run_corpus(crate::run::Mode::Root, None);
 }
 
 #[test]
 fn corpus_rootless() {
-    run_corpus(crate::run::Mode::Rootless);
+    run_corpus(crate::run::Mode::Rootless, None);
+}
+
+/// The copying snapshotter (where overlay is not available) must give the same layers.
+#[test]
+fn corpus_with_the_copying_snapshotter() {
+    run_corpus(crate::run::Mode::Root, Some("copy"));
 }
 
 /// Records BuildKit's results: `testdata/conformance/record.sh` runs this with `RBUILD_ORACLE`
