@@ -131,17 +131,7 @@ impl DockerIgnore {
         context_dir: &Path,
         dockerfile: Option<&Path>,
     ) -> Result<(Option<PathBuf>, DockerIgnore), DockerIgnoreError> {
-        let mut candidates = Vec::with_capacity(2);
-        if let Some(dockerfile) = dockerfile
-            && let Some(name) = dockerfile.file_name()
-        {
-            let mut ignore_name = name.to_os_string();
-            ignore_name.push(".dockerignore");
-            candidates.push(dockerfile.with_file_name(ignore_name));
-        }
-        candidates.push(context_dir.join(".dockerignore"));
-
-        for candidate in candidates {
+        for candidate in Self::candidates(context_dir, dockerfile) {
             match fs::read(&candidate) {
                 Ok(bytes) => {
                     // Go reads bytes; an invalid sequence can only occur in a pattern that then
@@ -164,6 +154,21 @@ impl DockerIgnore {
             }
         }
         Ok((None, DockerIgnore::empty()))
+    }
+
+    /// The ignore files that may apply, in order of precedence: `<dockerfile name>.dockerignore`
+    /// next to the Dockerfile, then `<context>/.dockerignore`.
+    pub fn candidates(context_dir: &Path, dockerfile: Option<&Path>) -> Vec<PathBuf> {
+        let mut candidates = Vec::with_capacity(2);
+        if let Some(dockerfile) = dockerfile
+            && let Some(name) = dockerfile.file_name()
+        {
+            let mut ignore_name = name.to_os_string();
+            ignore_name.push(".dockerignore");
+            candidates.push(dockerfile.with_file_name(ignore_name));
+        }
+        candidates.push(context_dir.join(".dockerignore"));
+        candidates
     }
 
     /// For a `/`-separated path relative to the context root: the last rule that matches it or

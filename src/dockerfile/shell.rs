@@ -103,6 +103,15 @@ impl Lexer {
         Lexer::new('\\').process_with(body, env, true).map(|expansion| expansion.text)
     }
 
+    /// A step's name as BuildKit shows it in progress (`processCmdEnv`): variables that are set
+    /// expanded, operators included; an unset one left as written (`${U:-d}` stays); quotes kept
+    /// with their contents processed; escapes removed. On an error, the text as written.
+    pub fn process_progress_name(&self, text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+        let mut scanner = WordScanner::new(text, self.escape, env);
+        scanner.progress_name = true;
+        scanner.process_until(None, false).map_or_else(|_| text.to_string(), |expansion| expansion.text)
+    }
+
     fn process(
         &self,
         word: &str,
@@ -190,6 +199,8 @@ struct WordScanner<'a> {
     escape: char,
     /// Quotes are ordinary characters ([`Lexer::process_heredoc`]).
     skip_quotes: bool,
+    /// Quotes are kept and unset variables left as written ([`Lexer::process_progress_name`]).
+    progress_name: bool,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -200,6 +211,7 @@ impl<'a> WordScanner<'a> {
             position: 0,
             escape,
             skip_quotes: false,
+            progress_name: false,
             env,
         }
     }
@@ -236,11 +248,13 @@ impl<'a> WordScanner<'a> {
                 }
                 '\'' if !self.skip_quotes => {
                     let value = self.process_single_quote()?;
+                    let value = if self.progress_name { format!("'{value}'") } else { value };
                     text.push_str(&value);
                     words.add_literal_text(&value);
                 }
                 '"' if !self.skip_quotes => {
                     let value = self.process_double_quote(raw_escapes)?;
+                    let value = if self.progress_name { format!("\"{value}\"") } else { value };
                     text.push_str(&value);
                     words.add_literal_text(&value);
                 }
@@ -328,6 +342,32 @@ impl<'a> WordScanner<'a> {
 
     /// Expands the `$...` at the cursor.
     fn process_dollar(&mut self) -> Result<String, Reason> {
+        if !self.progress_name {
+            return self.expand_dollar();
+        }
+        // A progress name keeps an expansion of an unset variable as written, operator and all.
+        let start = self.position;
+        let name = self.peek_dollar_name();
+        let result = self.expand_dollar();
+        if !name.is_empty() && self.lookup(&name).is_none() {
+            return Ok(self.characters[start..self.position].iter().collect());
+        }
+        result
+    }
+
+    /// The name after the `$` (or `${`) at the cursor, which does not move.
+    fn peek_dollar_name(&mut self) -> String {
+        let start = self.position;
+        self.position += 1;
+        if self.peek() == Some('{') {
+            self.position += 1;
+        }
+        let name = self.process_name();
+        self.position = start;
+        name
+    }
+
+    fn expand_dollar(&mut self) -> Result<String, Reason> {
         self.position += 1;
         if self.peek() != Some('{') {
             let name = self.process_name();

@@ -450,3 +450,24 @@ fn heredoc_bodies_keep_quotes_and_escape_with_backslash() {
     let backtick = Lexer::new('`');
     assert_eq!(backtick.process_heredoc("`$V $V \\n `\n", &env).unwrap(), "`value value n `\n");
 }
+
+/// Progress names as BuildKit shows them (recorded with the oracle from `ARG V=1`, `ENV E=env`):
+/// set variables expand, unset ones stay as written, quotes stay, escapes go.
+#[test]
+fn progress_names_expand_only_what_is_set() {
+    let env = |name: &str| match name {
+        "V" => Some("1".to_string()),
+        "E" => Some("env".to_string()),
+        _ => None,
+    };
+    let lexer = Lexer::new('\\');
+    let cases = [
+        ("RUN echo \"a  b\" '$V' $V ${U:-dflt} > /x", "RUN echo \"a  b\" '$V' 1 ${U:-dflt} > /x"),
+        ("RUN echo ${V:-x} ${V:+y} \\$V \"$V\" ${V} $E", "RUN echo 1 y $V \"1\" 1 env"),
+        ("RUN echo $UNSET ${UNSET} ${UNSET:+z} \"${UNSET:-d}\" a\\ b", "RUN echo $UNSET ${UNSET} ${UNSET:+z} \"${UNSET:-d}\" a b"),
+        ("RUN [\"sh\", \"-c\", \"echo $V\"]", "RUN [\"sh\", \"-c\", \"echo 1\"]"),
+    ];
+    for (text, shown) in cases {
+        assert_eq!(lexer.process_progress_name(text, &env), shown, "{text}");
+    }
+}

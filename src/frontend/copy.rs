@@ -108,7 +108,7 @@ pub(super) fn lower_copy(
     }
 
     let original = located.original.trim();
-    let shown = state.scope.expand(&lowering.lexer, original).unwrap_or_else(|_| original.to_string());
+    let shown = state.scope.progress_name(&lowering.lexer, original);
     let name = state.step_name(&uppercase_first_word(&shown));
     let base = state.vertex;
     let op = Op::File { actions };

@@ -351,7 +351,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
                 actions: vec![FileAction::Mkdir(MkdirAction { path: directory.clone(), mode: 0o755, owner, timestamp: epoch })],
             };
             let original = located.original.trim();
-            let shown = expand(lowering, state, original, span).unwrap_or_else(|_| original.to_string());
+            let shown = state.scope.progress_name(&lowering.lexer, original);
             let name = state.step_name(&uppercase_first_word(&shown));
             let base = state.vertex;
             state.vertex = lowering.graph.add(op, vec![base], name, origin(span), Some(state.stage_name.clone()));

@@ -112,7 +112,18 @@ pub(super) fn lower_run(
         mounts,
         proxy_env,
     };
-    let name = state.step_name(&uppercase_first_word(located.original.trim()));
+    let mut shown = state.scope.progress_name(&lowering.lexer, located.original.trim());
+    // A command that is one heredoc shows its first line, as BuildKit: `RUN <<EOF (make...)`.
+    if let Args::Shell(text) = &run.args
+        && let ([heredoc], Some(name)) = (run.heredocs.as_slice(), heredoc_name(text.trim()))
+        && heredoc.name == name
+    {
+        let mut lines = heredoc.body.lines();
+        let first = state.scope.progress_name(&lowering.lexer, lines.next().unwrap_or(""));
+        let more = if lines.next().is_some() { "..." } else { "" };
+        shown.push_str(&format!(" ({first}{more})"));
+    }
+    let name = state.step_name(&uppercase_first_word(&shown));
     state.vertex = lowering.graph.add(Op::Exec(op), inputs, name, origin(span), Some(state.stage_name.clone()));
     let prefix = if arg_entries.is_empty() { String::new() } else { format!("|{} {} ", arg_entries.len(), arg_entries.join(" ")) };
     state.commit(format!("RUN {prefix}{} # buildkit", args.join(" ")), true, lowering.options.source_date_epoch);

@@ -111,6 +111,11 @@ impl Scope {
         lexer.process_word(word, &|name| self.lookup(name))
     }
 
+    /// A step's name in progress, as BuildKit shows it ([`Lexer::process_progress_name`]).
+    pub fn progress_name(&self, lexer: &Lexer, text: &str) -> String {
+        lexer.process_progress_name(text, &|name| self.lookup(name))
+    }
+
     /// A heredoc body with an unquoted delimiter: quotes are kept as written.
     pub fn expand_heredoc(&self, lexer: &Lexer, body: &str) -> Result<String, ShellError> {
         lexer.process_heredoc(body, &|name| self.lookup(name))
