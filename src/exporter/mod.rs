@@ -217,7 +217,14 @@ fn export_one(
             };
             let layers = local_layers(request, vertex)?;
             let view = LayeredView::new(layers.iter().map(|layer| layer.path.clone()));
-            flatten(&view, path, FileMode::Copy)?;
+            // A new destination is made 0700, an existing one keeps its mode and whatever else
+            // it holds, as with BuildKit (measured with the oracle).
+            if !path.exists() {
+                std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                    .create(path)
+                    .map_err(|source| ExportError::Write { path: path.display().to_string(), source })?;
+            }
+            flatten(&view, path, FileMode::CallerCopy)?;
             Ok(())
         }
     }

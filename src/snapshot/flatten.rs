@@ -14,10 +14,16 @@ use std::path::{Path, PathBuf};
 
 use super::view::{LayeredView, Node, is_whiteout_name};
 
+/// How files are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileMode {
+    /// Copies with the image's owners (as root).
     Copy,
+    /// Hard links to the snapshots' files (read-only uses).
     HardLink,
+    /// Copies owned by whoever runs rbuild: `-o type=local`, as BuildKit's client writes the
+    /// files it receives (measured with the oracle: an image's 1000:50 arrives as 0:0 for root).
+    CallerCopy,
 }
 
 /// Builds the error for an I/O failure on `path`.
@@ -52,7 +58,7 @@ pub fn flatten(view: &LayeredView, destination: &Path, mode: FileMode) -> Result
         mode,
         links: HashMap::new(),
         directories: Vec::new(),
-        can_chown: nix::unistd::geteuid().is_root(),
+        can_chown: nix::unistd::geteuid().is_root() && mode != FileMode::CallerCopy,
     };
     let root = view.root().map_err(error(destination))?;
     flattener.directory(&root, destination)?;
@@ -97,8 +103,11 @@ impl Flattener<'_> {
                 Ok(())
             }
             Node::Leaf { path, metadata } => {
-                if fs::symlink_metadata(target).is_ok() {
-                    crate::store::remove_tree(target).map_err(error(target))?;
+                // What is there already (a second export into the same directory) gives way.
+                match fs::symlink_metadata(target) {
+                    Ok(existing) if existing.is_dir() => crate::store::remove_tree(target).map_err(error(target))?,
+                    Ok(_) => fs::remove_file(target).map_err(error(target))?,
+                    Err(_) => {}
                 }
                 let key = (metadata.dev(), metadata.ino());
                 if metadata.nlink() > 1 && !metadata.is_dir() {
