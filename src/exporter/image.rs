@@ -52,6 +52,19 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Set on an image manifest's descriptor, as BuildKit writes it in `index.json` and the
+    /// metadata file; never on layers or configs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<DescriptorPlatform>,
+}
+
+/// The platform of a manifest descriptor (OCI image index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DescriptorPlatform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,11 +138,11 @@ pub fn layer_blob(
         };
         drop(database);
         if let Some(blob) = existing.filter(|blob| store.blob_path(&blob.digest).exists()) {
-            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new() }, layer.diff_id.clone()));
+            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
         }
         if let Some(remote) = layer.remote.as_ref().filter(|remote| compression_of(&remote.blob.media_type) == compression) {
             let blob = fetch_layer_blob(store, layer, remote, status)?;
-            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new() }, layer.diff_id.clone()));
+            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
         }
     }
     let materialized;
@@ -191,7 +204,7 @@ pub fn compress_tree(
     };
     let (digest, size) = writer.inner.finish()?;
     let media_type = layer_media_type(compression.name(), true).to_string();
-    Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new() }, summary.diff_id))
+    Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new(), platform: None }, summary.diff_id))
 }
 
 /// Writes the layer blobs, config and manifest of `layers` with the frontend's `document`.
@@ -212,7 +225,7 @@ pub fn build(
     let (config_digest, config_size) = store.put_blob(&config_bytes)?;
     let (config_type, manifest_type) =
         if encoding.oci_mediatypes { (OCI_CONFIG, OCI_MANIFEST) } else { (DOCKER_CONFIG, DOCKER_MANIFEST) };
-    let config = Descriptor { media_type: config_type.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new() };
+    let config = Descriptor { media_type: config_type.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new(), platform: None };
     let layer_descriptors: Vec<Descriptor> = blobs.into_iter().map(|(descriptor, _)| descriptor).collect();
     let manifest_bytes = serde_json::to_vec(&Manifest {
         schema_version: 2,
@@ -240,7 +253,17 @@ pub fn build(
         })?;
     }
     Ok(BuiltImage {
-        manifest: Descriptor { media_type: manifest_type.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new() },
+        manifest: Descriptor {
+            media_type: manifest_type.into(),
+            digest: manifest_digest,
+            size: manifest_size,
+            annotations: BTreeMap::new(),
+            platform: Some(DescriptorPlatform {
+                architecture: document.architecture.clone(),
+                os: document.os.clone(),
+                variant: document.variant.clone(),
+            }),
+        },
         config,
         layers: layer_descriptors,
     })

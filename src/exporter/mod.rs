@@ -71,11 +71,7 @@ impl ExportResult {
         let Some(image) = &self.image else { return json!({}) };
         let mut metadata = json!({
             "containerimage.config.digest": image.config.digest,
-            "containerimage.descriptor": {
-                "mediaType": image.manifest.media_type,
-                "digest": image.manifest.digest,
-                "size": image.manifest.size,
-            },
+            "containerimage.descriptor": image.manifest,
             "containerimage.digest": image.manifest.digest,
         });
         if !self.names.is_empty() {

@@ -144,7 +144,7 @@ fn write(
     let config_bytes = config.to_bytes();
     let (config_digest, config_size) = store.put_blob(&config_bytes)?;
     let config_descriptor =
-        Descriptor { media_type: CONFIG_MEDIA_TYPE.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new() };
+        Descriptor { media_type: CONFIG_MEDIA_TYPE.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new(), platform: None };
     // The config lists layers by diff id; the manifest lists their blobs in the same order.
     let by_diff_id: std::collections::HashMap<&str, &Descriptor> =
         layers.iter().zip(&blobs).map(|(layer, (blob, _))| (layer.diff_id.as_str(), blob)).collect();
@@ -168,7 +168,7 @@ fn write(
     }))
     .unwrap_or_default();
     let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
-    let manifest = Descriptor { media_type: OCI_MANIFEST.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new() };
+    let manifest = Descriptor { media_type: OCI_MANIFEST.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new(), platform: None };
     let uploads: Vec<&Descriptor> = manifest_layers.iter().chain([&config_descriptor]).collect();
     let written = match &spec.location {
         CacheLocation::Registry { reference } => {
@@ -217,6 +217,7 @@ fn cache_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &Atomic
             digest: remote.blob.digest.clone(),
             size: remote.blob.size,
             annotations: BTreeMap::new(),
+            platform: None,
         };
         return Ok((descriptor, layer.diff_id.clone()));
     }

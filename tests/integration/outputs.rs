@@ -110,6 +110,8 @@ fn oci_archive_index_names_the_tag() {
     assert_eq!(manifests.len(), 1);
     assert_eq!(manifests[0]["annotations"]["io.containerd.image.name"], "docker.io/library/app:1");
     assert_eq!(manifests[0]["annotations"]["org.opencontainers.image.ref.name"], "1");
+    // The descriptor carries the platform, as BuildKit's index.json does.
+    assert_eq!(manifests[0]["platform"], json!({"architecture": "amd64", "os": "linux"}));
     assert_eq!(json(&read(&layout.join("oci-layout"))), json!({"imageLayoutVersion": "1.0.0"}));
     // skopeo resolves the same image by that tag.
     let by_tag = json(&tool("skopeo", &["inspect", &format!("oci-archive:{}:1", archive.display())]));
@@ -197,6 +199,29 @@ fn local_output_is_a_directory_tree() {
     let bare = project.out("bare");
     project.build(&["-o", bare.to_str().unwrap()]).ok();
     assert_eq!(tree(&bare), ["app/", "app/run.sh", "b"]);
+}
+
+/// As BuildKit's client writes a local output (each point measured with the oracle): files
+/// belong to the caller whatever their owner in the image (app/run.sh is 1000:1000 there), a
+/// new directory is made 0700, an existing one keeps its mode and its other files, and a
+/// second export into it overwrites (it failed with "Not a directory").
+#[test]
+fn local_output_is_written_as_buildkit_client_writes_it() {
+    let project = config_project();
+    let dir = project.build_local("out", &[]);
+    assert_eq!(mode_of(&dir), 0o700);
+    let run_sh = std::fs::symlink_metadata(dir.join("app/run.sh")).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&run_sh), std::os::unix::fs::MetadataExt::gid(&run_sh)), (0, 0));
+    let existing = project.out("existing");
+    write_file(&existing.join("stale"), "kept\n");
+    set_mode(&existing, 0o750);
+    for _ in 0..2 {
+        let spec = format!("type=local,dest={}", existing.display());
+        project.build(&["-o", &spec]).ok();
+    }
+    assert_eq!(mode_of(&existing), 0o750);
+    assert_eq!(tree(&existing), ["app/", "app/run.sh", "b", "stale"]);
+    assert_eq!(read(&existing.join("stale")), "kept\n");
 }
 
 #[test]
