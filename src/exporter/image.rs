@@ -129,6 +129,14 @@ pub fn layer_blob(
     let level = encoding.level.map(i64::from).unwrap_or(-1);
     let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
     let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
+    // `rewrite-timestamp` rewrites only the layers builds made: a base image's layer keeps its
+    // blob (level -1), whatever its times, as BuildKit does (measured with the oracle).
+    if clamp.is_some() {
+        let base = store.database().blob_for(&layer.diff_id, compression, -1)?;
+        if let Some(blob) = base.filter(|blob| store.blob_path(&blob.digest).exists()) {
+            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
+        }
+    }
     if clamp.is_none() {
         let database = store.database();
         // Base image blobs (level -1) are reused whatever level was asked for.

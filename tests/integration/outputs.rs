@@ -299,3 +299,29 @@ fn iidfile_and_metadata_file_agree_with_skopeo() {
     assert_eq!(metadata["containerimage.descriptor"]["size"], manifest_bytes.len());
     assert_eq!(metadata["image.name"], "docker.io/library/app:1");
 }
+
+/// `rewrite-timestamp=true` rewrites only the layers builds made: the base image's layers keep
+/// their blobs even when their files are newer than SOURCE_DATE_EPOCH (as the oracle showed with
+/// this Dockerfile and SOURCE_DATE_EPOCH=1), and the new layer's times are clamped.
+#[test]
+fn rewrite_timestamp_keeps_base_layer_blobs() {
+    let project = Project::new();
+    project.dockerfile("FROM busybox\nRUN echo hi > /hi\n");
+    let busybox = crate::images::busybox_context();
+    let archive = project.out("image.tar");
+    let spec = format!("type=oci,dest={},rewrite-timestamp=true", archive.display());
+    let mut command = project.build_command(&["--build-context", &busybox, "-o", &spec]);
+    command.env("SOURCE_DATE_EPOCH", "1");
+    run_command(command, None).ok();
+    let layout = crate::images::busybox_layout();
+    let base_index = json(&read(&layout.join("index.json")));
+    let base_manifest_digest = base_index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let base_manifest = json(&read(&layout.join("blobs/sha256").join(base_manifest_digest)));
+    let base_layers: Vec<Value> = base_manifest["layers"].as_array().unwrap().iter().map(|layer| layer["digest"].clone()).collect();
+    let manifest = skopeo_manifest(&archive);
+    let layers: Vec<Value> = manifest["layers"].as_array().unwrap().iter().map(|layer| layer["digest"].clone()).collect();
+    assert_eq!(layers.len(), base_layers.len() + 1);
+    assert_eq!(&layers[..base_layers.len()], &base_layers[..], "base layers were rewritten");
+    let listing = layer_listings(&archive).pop().unwrap();
+    assert!(listing.lines().any(|line| line.ends_with(" hi") && line.contains("1970-01-01 00:00")), "{listing}");
+}
