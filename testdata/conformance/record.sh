@@ -4,6 +4,10 @@
 # Run as root from anywhere in the repository:
 #
 #   testdata/conformance/record.sh [CASE...]
+#   testdata/conformance/record.sh --compare [CASE...]
+#
+# --compare records nothing: it runs `oracle compare` (BuildKit beside target/release/rbuild, rootfs
+# as local trees and the image config) on each case and prints the cases that differ.
 #
 # It builds the busybox test image (testdata/images/make-busybox.sh, the same recipe the tests
 # use), serves it from Debian's docker-registry on 127.0.0.1:$RECORD_PORT (default 5123) as
@@ -12,6 +16,8 @@
 # tar and an OCI archive and writes expected/rootfs.txt and expected/config.json (or
 # expected/error.txt when BuildKit fails).
 set -euo pipefail
+compare=0
+if [ "${1:-}" = --compare ]; then compare=1; shift; fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 oracle=${ORACLE:-$repo/../shared/tools/buildkit/oracle}
@@ -42,6 +48,31 @@ if [ -f "$config" ] && ! grep -q "\"127.0.0.1:$port\"" "$config"; then "$oracle"
 "$oracle" start --mirror "127.0.0.1:$port"
 # BuildKit caches resolved tags: make it resolve busybox from this registry again.
 "$oracle" buildctl prune --all >/dev/null
+
+if [ $compare = 1 ]; then
+    cargo build --quiet --release --bin rbuild
+    # rbuild finds the mirror through its default config path, in a state root of its own.
+    mkdir -p "$work/xdg/rbuild"
+    printf '[registry."docker.io"]\nmirrors = ["127.0.0.1:%s"]\n[registry."127.0.0.1:%s"]\nhttp = true\n' "$port" "$port" \
+        >"$work/xdg/rbuild/config.toml"
+    names=("$@")
+    [ ${#names[@]} -gt 0 ] || mapfile -t names < <(cd "$here" && ls -d */ | tr -d / | while read -r n; do [ -f "$n/Dockerfile" ] && echo "$n"; done)
+    same=0; differ=()
+    for name in "${names[@]}"; do
+        case_dir=$work/cases/$name
+        mkdir -p "$case_dir" && cp -a "$here/$name/." "$case_dir/" && rm -rf "$case_dir/expected" && mkdir -p "$case_dir/context"
+        (cd "$case_dir" && if [ -f setup.sh ]; then sh -e setup.sh; fi)
+        args=(); [ -f "$case_dir/args" ] && mapfile -t args < <(grep -v '^#' "$case_dir/args" | sed '/^$/d')
+        if (cd "$case_dir" && XDG_CONFIG_HOME=$work/xdg RBUILD_ROOT=$work/state RBUILD=$repo/target/release/rbuild \
+            "$oracle" compare -f Dockerfile "${args[@]}" context >"$work/$name.compare" 2>&1); then
+            same=$((same + 1))
+        else
+            differ+=("$name"); echo "== $name"; cat "$work/$name.compare"
+        fi
+    done
+    echo "oracle compare: $same of ${#names[@]} cases the same; differ: ${differ[*]:-none}"
+    exit 0
+fi
 
 cases=$(IFS=,; echo "$*")
 RBUILD_ORACLE=$oracle RBUILD_CONFORMANCE_CASES=${cases:-${RBUILD_CONFORMANCE_CASES:-}} \
