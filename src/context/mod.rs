@@ -1,6 +1,7 @@
 //! The build context: `.dockerignore` rules and the selection and hashing of the files a
 //! `COPY` or `ADD` uses. Nothing here knows about the store; file hashes are remembered through
-//! the [`selection::HashCache`] the caller gives.
+//! the [`content_hash::HashCache`] the caller gives.
 
+pub mod content_hash;
 pub mod dockerignore;
 pub mod selection;

@@ -46,14 +46,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
+use std::fs::{self, Metadata};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::content_hash::{HashCache, StatKey};
+use super::content_hash::hash_file;
 use super::dockerignore::{
     DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards,
 };
@@ -94,51 +96,6 @@ pub enum EntryKind {
     File { size: u64, digest: String },
     Directory,
     Symlink { target: String },
-}
-
-/// Remembers content digests of files by their stat, across builds.
-pub trait HashCache: Sync {
-    fn get(&self, key: &StatKey) -> Option<String>;
-    fn put(&self, key: &StatKey, digest: &str);
-}
-
-/// What identifies an unchanged file without reading it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StatKey {
-    /// Absolute path on the host.
-    pub path: PathBuf,
-    pub size: u64,
-    pub mtime_nanos: i128,
-    pub ctime_nanos: i128,
-    pub inode: u64,
-    pub device: u64,
-}
-
-impl StatKey {
-    fn new(path: PathBuf, metadata: &Metadata) -> StatKey {
-        let nanos =
-            |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
-        StatKey {
-            path,
-            size: metadata.size(),
-            mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
-            ctime_nanos: nanos(metadata.ctime(), metadata.ctime_nsec()),
-            inode: metadata.ino(),
-            device: metadata.dev(),
-        }
-    }
-}
-
-/// A [`HashCache`] that never hits and stores nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHashCache;
-
-impl HashCache for NoHashCache {
-    fn get(&self, _key: &StatKey) -> Option<String> {
-        None
-    }
-
-    fn put(&self, _key: &StatKey, _digest: &str) {}
 }
 
 /// Display and `Error` are written by hand: thiserror treats any field named `source` as the
@@ -699,7 +656,8 @@ fn hash_entries(
                     let digest = match cache.get(&key) {
                         Some(digest) => digest,
                         None => {
-                            let digest = hash_file(&found.absolute)?;
+                            let digest = hash_file(&found.absolute)
+                                .map_err(|error| io_error(IoAction::ReadFile, found.absolute.clone(), error))?;
                             // Only a file that did not change while we read it may be cached.
                             let after = fs::symlink_metadata(&found.absolute)
                                 .map(|metadata| StatKey::new(found.absolute.clone(), &metadata));
@@ -725,23 +683,6 @@ fn hash_entries(
             })
         })
         .collect()
-}
-
-fn hash_file(path: &Path) -> Result<String, SelectionError> {
-    let read_error = |error| io_error(IoAction::ReadFile, path.to_path_buf(), error);
-    let mut file = File::open(path).map_err(read_error)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(read_error(error)),
-        };
-        hasher.update(&buffer[..read]);
-    }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// Every field ends with NUL, which no path, digest or link target can contain, so two

@@ -1,6 +1,8 @@
 //! Tests of `selection.rs`, kept apart so the module itself stays readable.
 
 use super::*;
+use crate::context::content_hash::NoHashCache;
+use std::fs::File;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use super::CacheInput;
 use crate::context::dockerignore::{DockerIgnore, DockerIgnoreError};
-use crate::context::selection::{HashCache, StatKey};
+use crate::context::content_hash::{HashCache, StatKey};
 use crate::graph::ContextSource;
 use crate::store::{FileHashRow, Store, StoreError};
 

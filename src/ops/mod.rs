@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::context::selection::HashCache;
+use crate::context::content_hash::HashCache;
 use crate::graph::{Op, Vertex};
 use crate::store::Store;
 

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::context::selection::HashCache;
+use crate::context::content_hash::HashCache;
 use crate::graph::{Graph, Op, VertexId};
 use crate::ops::lazy::{ImportedCache, materialize};
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};

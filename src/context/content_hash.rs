@@ -1,0 +1,72 @@
+//! File contents by digest, and a memory of them by stat: what makes an unchanged context
+//! file cost one `stat` instead of a read. The selection asks a [`HashCache`] (the store keeps
+//! one across builds) before it reads a file, and [`hash_file`] reads it when it must.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Remembers content digests of files by their stat, across builds.
+pub trait HashCache: Sync {
+    fn get(&self, key: &StatKey) -> Option<String>;
+    fn put(&self, key: &StatKey, digest: &str);
+}
+
+/// What identifies an unchanged file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatKey {
+    /// Absolute path on the host.
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_nanos: i128,
+    pub ctime_nanos: i128,
+    pub inode: u64,
+    pub device: u64,
+}
+
+impl StatKey {
+    pub(super) fn new(path: PathBuf, metadata: &Metadata) -> StatKey {
+        let nanos =
+            |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
+        StatKey {
+            path,
+            size: metadata.size(),
+            mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_nanos: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+            device: metadata.dev(),
+        }
+    }
+}
+
+/// A [`HashCache`] that never hits and stores nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHashCache;
+
+impl HashCache for NoHashCache {
+    fn get(&self, _key: &StatKey) -> Option<String> {
+        None
+    }
+
+    fn put(&self, _key: &StatKey, _digest: &str) {}
+}
+
+/// `sha256:<hex>` of a file's bytes.
+pub(super) fn hash_file(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..read]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
