@@ -104,11 +104,14 @@ fn mounts(step: &StepSpec, environment: &Environment) -> Result<Vec<OciMount>, S
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
+        // `rro`: read-only all the way down (mount_setattr with AT_RECURSIVE). `ro` alone
+        // covers only the top mount, and the host's cgroup hierarchies below it stayed
+        // writable: `echo 7 > /sys/fs/cgroup/pids/NAME/pids.max` changed a host cgroup.
         mount(
             "/sys",
             "none",
             "/sys",
-            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+            &["rbind", "nosuid", "noexec", "nodev", "ro", "rro"],
         )?,
     ];
     if step.network == Network::Host {

@@ -757,3 +757,24 @@ fn no_cache_starts_cache_mounts_empty() {
         assert_eq!(seen, ["", "stamp-1\n", "", "stamp-3\n"], "[{:?}]", case.mode);
     });
 }
+
+/// Regression: /sys was bound read-only at its top only, so the host's cgroup hierarchies below
+/// it stayed writable from a RUN step as root (`echo 7 > /sys/fs/cgroup/pids/NAME/pids.max`
+/// changed a host cgroup). Every mount under /sys is read-only now, as under BuildKit, where
+/// the same probe says `Read-only file system`.
+#[test]
+fn sys_and_the_host_cgroups_are_read_only() {
+    both(|case| {
+        case.dockerfile(
+            "FROM busybox\nRUN awk '$5 ~ \"^/sys\" {print $5, $6}' /proc/self/mountinfo > /sys-mounts; mkdir /sys/fs/cgroup/rbuild-probe 2> /mkdir-error || true\n",
+        );
+        let out = case.build_local("out", &[]);
+        let mounts = file(&out, "sys-mounts");
+        assert!(mounts.lines().any(|line| line.starts_with("/sys/fs/cgroup")), "[{:?}] no cgroup mount seen:\n{mounts}", case.mode);
+        for line in mounts.lines() {
+            let options = line.split_whitespace().nth(1).unwrap_or("");
+            assert!(options.split(',').any(|option| option == "ro"), "[{:?}] writable: {line}\n{mounts}", case.mode);
+        }
+        assert!(file(&out, "mkdir-error").contains("Read-only file system"), "[{:?}] {}", case.mode, file(&out, "mkdir-error"));
+    });
+}
