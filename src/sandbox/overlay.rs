@@ -27,6 +27,7 @@ pub(crate) fn mount_overlay(
     work: &Path,
     target: &Path,
     scratch: &Path,
+    nodev: bool,
 ) -> Result<(), SandboxError> {
     let options = prepare_options(lowers, upper, work, scratch)?;
     std::env::set_current_dir(scratch)
@@ -35,7 +36,7 @@ pub(crate) fn mount_overlay(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::empty(),
+        if nodev { MsFlags::MS_NODEV } else { MsFlags::empty() },
         Some(options.as_str()),
     )
     .map_err(|error| {

@@ -148,9 +148,12 @@ fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxE
         fs::create_dir_all(path)
             .map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
     }
+    // Without a devices cgroup (and outside a user namespace) no device node of the root
+    // filesystem may open: layers and earlier steps could have made any.
+    let nodev = device_guard() == spec::DeviceGuard::NoMknod;
     match &step.rootfs {
-        None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch)?,
-        Some(source) => bind_rootfs(source, &rootfs)?,
+        None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch, nodev)?,
+        Some(source) => bind_rootfs(source, &rootfs, nodev)?,
     }
     let result = run_mounted(&step, directory, &rootfs, &wake_read);
     let unmounted = overlay::unmount(&rootfs);
@@ -169,7 +172,7 @@ fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxE
 /// Binds the plain directory `source` (recursively) at `target`: the copying snapshotter's
 /// rootfs. A mount rather than `source` itself, so the rootfs is a mount point as libcontainer
 /// expects, and so it goes away with the runner's mount namespace like the overlay does.
-fn bind_rootfs(source: &Path, target: &Path) -> Result<(), SandboxError> {
+fn bind_rootfs(source: &Path, target: &Path, nodev: bool) -> Result<(), SandboxError> {
     let is_directory = fs::symlink_metadata(source).is_ok_and(|metadata| metadata.is_dir());
     if !source.is_absolute() || !is_directory {
         return Err(SandboxError::InvalidStep {
@@ -195,7 +198,12 @@ fn bind_rootfs(source: &Path, target: &Path) -> Result<(), SandboxError> {
             ),
             error,
         )
-    })
+    })?;
+    if nodev {
+        mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV, None::<&str>)
+            .map_err(|error| SandboxError::syscall(format!("remount `{}` nodev", target.display()), error))?;
+    }
+    Ok(())
 }
 
 fn run_mounted(
@@ -226,6 +234,17 @@ fn run_mounted(
         *removed_stubs = removed;
     }
     outcome
+}
+
+/// How host devices are kept out ([`spec::DeviceGuard`]): by the user namespace, else by a
+/// cgroup v1 devices controller when the host has one mounted, else by taking CAP_MKNOD away.
+pub(crate) fn device_guard() -> spec::DeviceGuard {
+    if super::userns::in_user_namespace() {
+        return spec::DeviceGuard::UserNamespace;
+    }
+    let devices_controller = nix::sys::statfs::statfs("/sys/fs/cgroup/devices")
+        .is_ok_and(|stat| stat.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC);
+    if devices_controller { spec::DeviceGuard::DevicesCgroup } else { spec::DeviceGuard::NoMknod }
 }
 
 /// Whether `id` is inside the ranges of a /proc/self/{uid,gid}_map.
@@ -264,6 +283,7 @@ fn run_container(
             .is_ok_and(|map| id_mapped(&map, 5)),
         setgroups_allowed: fs::read_to_string("/proc/self/setgroups")
             .map_or(true, |text| text.trim() != "deny"),
+        device_guard: device_guard(),
     };
     let oci_spec = spec::build(step, identity, &environment)?;
     oci_spec
@@ -413,7 +433,7 @@ mod tests {
             file.path(),
             Path::new("/nonexistent-rbuild-rootfs"),
         ] {
-            let error = bind_rootfs(source, target.path()).unwrap_err();
+            let error = bind_rootfs(source, target.path(), false).unwrap_err();
             assert!(
                 matches!(error, SandboxError::InvalidStep { .. }),
                 "{source:?}: {error}"

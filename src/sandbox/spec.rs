@@ -4,7 +4,11 @@
 //! - no user namespace in the spec: rbuild is already in its own, and libcontainer's would force
 //!   setgroups=deny and fail on cgroup v1;
 //! - namespaces pid, ipc, uts, mount; the network namespace is the runner's (host or its fresh one);
-//! - `resources = None` (a default devices cgroup rule fails rootless), absolute cgroups path;
+//! - devices ([`DeviceGuard`]): rootless, the user namespace keeps host devices out and
+//!   `resources = None` (a devices cgroup rule fails there); as root, runc's devices allow list
+//!   in a v1 devices cgroup, or where there is none, no CAP_MKNOD and `nodev` mounts; an
+//!   absolute cgroups path;
+//! - /sys and everything mounted below it (the host's cgroup hierarchies) read-only;
 //! - Docker's 14 default capabilities in bounding, effective and permitted; no_new_privileges off
 //!   so setuid helpers (`su`, `sudo`) work as under Docker;
 //! - /sys is an rbind of the host's (a fresh sysfs needs a network namespace the user namespace
@@ -30,6 +34,56 @@ pub(crate) struct Environment<'a> {
     pub tty_group_mapped: bool,
     /// setgroups(2) is allowed (not a single-id unprivileged map).
     pub setgroups_allowed: bool,
+    /// How host devices are kept out of the container ([`DeviceGuard`]).
+    pub device_guard: DeviceGuard,
+}
+
+/// How a step is kept from host devices. Rootless needs nothing more: outside the initial user
+/// namespace mknod of a device fails and every mount is `nodev`. As root:
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceGuard {
+    /// In a user namespace: the kernel's rules suffice.
+    UserNamespace,
+    /// Root with a cgroup v1 devices controller: runc's allow list ([`ALLOWED_DEVICES`]), with
+    /// CAP_MKNOD kept, as Docker and BuildKit do.
+    DevicesCgroup,
+    /// Root without one (cgroup v2 needs an eBPF program rbuild does not load): no CAP_MKNOD,
+    /// and the root filesystem and bind mounts are `nodev`, so no device node there opens.
+    NoMknod,
+}
+
+/// The devices a step may use (char major, minor; `None` = any minor), as the list and
+/// runc's default: null, zero, full, random, urandom, tty, console, ptmx, pts, fuse. Every
+/// other device can be created (`m`) but not opened, as under Docker.
+pub(crate) const ALLOWED_DEVICES: [(i64, Option<i64>); 10] =
+    [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(1)), (5, Some(2)), (136, None), (10, Some(229))];
+
+/// The devices cgroup rules: deny everything, allow mknod of any device and the use of
+/// [`ALLOWED_DEVICES`].
+fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SandboxError> {
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    let rule = |allow: bool, typ: Option<LinuxDeviceType>, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut builder = LinuxDeviceCgroupBuilder::default().allow(allow).access(access);
+        if let Some(typ) = typ {
+            builder = builder.typ(typ);
+        }
+        if let Some(major) = major {
+            builder = builder.major(major);
+        }
+        if let Some(minor) = minor {
+            builder = builder.minor(minor);
+        }
+        builder.build().map_err(SandboxError::Spec)
+    };
+    let mut rules = vec![
+        rule(false, Some(LinuxDeviceType::A), None, None, "rwm")?,
+        rule(true, Some(LinuxDeviceType::C), None, None, "m")?,
+        rule(true, Some(LinuxDeviceType::B), None, None, "m")?,
+    ];
+    for (major, minor) in ALLOWED_DEVICES {
+        rules.push(rule(true, Some(LinuxDeviceType::C), Some(major), minor, "rwm")?);
+    }
+    Ok(rules)
 }
 
 const DEFAULT_CAPABILITIES: [Capability; 14] = [
@@ -128,6 +182,9 @@ fn mounts(step: &StepSpec, environment: &Environment) -> Result<Vec<OciMount>, S
                 if *readonly {
                     options.push("ro");
                 }
+                if environment.device_guard == DeviceGuard::NoMknod {
+                    options.push("nodev");
+                }
                 mount(&extra.target, "none", &source.to_string_lossy(), &options)?
             }
             MountKind::Tmpfs { size } => {
@@ -206,7 +263,10 @@ pub(crate) fn build(
     identity: &Identity,
     environment: &Environment,
 ) -> Result<Spec, SandboxError> {
-    let capabilities: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let capabilities: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES
+        .into_iter()
+        .filter(|capability| environment.device_guard != DeviceGuard::NoMknod || *capability != Capability::Mknod)
+        .collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(capabilities.clone())
         .effective(capabilities.clone())
@@ -252,8 +312,17 @@ pub(crate) fn build(
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .build()
         .map_err(SandboxError::Spec)?;
-    // The builder's default fills in an (empty) devices rule set; v1 would write devices.allow.
+    // The builder's default fills in an (empty) devices rule set; v1 would write devices.allow,
+    // which fails rootless. As root with a v1 devices controller: runc's allow list.
     linux.set_resources(None);
+    if environment.device_guard == DeviceGuard::DevicesCgroup {
+        linux.set_resources(Some(
+            oci_spec::runtime::LinuxResourcesBuilder::default()
+                .devices(device_rules()?)
+                .build()
+                .map_err(SandboxError::Spec)?,
+        ));
+    }
     SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -311,7 +380,26 @@ mod tests {
             cgroups_path: "/rbuild/1",
             tty_group_mapped: mapped,
             setgroups_allowed: mapped,
+            device_guard: DeviceGuard::UserNamespace,
         }
+    }
+
+    #[test]
+    fn the_device_guard_shapes_resources_capabilities_and_mounts() {
+        let guarded = |guard: DeviceGuard| {
+            let environment = Environment { device_guard: guard, ..environment(true) };
+            build(&step(Network::Host), &identity(), &environment).unwrap()
+        };
+        let cgroup = guarded(DeviceGuard::DevicesCgroup);
+        let rules = cgroup.linux().as_ref().unwrap().resources().as_ref().unwrap().devices().clone().unwrap();
+        assert!(!rules[0].allow() && rules[0].access().as_deref() == Some("rwm"), "deny all first: {rules:?}");
+        assert_eq!(rules.len(), 3 + ALLOWED_DEVICES.len());
+        let bounding = |spec: &Spec| spec.process().as_ref().unwrap().capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        assert!(bounding(&cgroup).contains(&Capability::Mknod));
+        let no_mknod = guarded(DeviceGuard::NoMknod);
+        assert!(no_mknod.linux().as_ref().unwrap().resources().is_none());
+        assert!(!bounding(&no_mknod).contains(&Capability::Mknod));
+        assert!(guarded(DeviceGuard::UserNamespace).linux().as_ref().unwrap().resources().is_none());
     }
 
     #[test]
