@@ -91,7 +91,9 @@ impl BuildOptions {
         };
         let mut outputs = Vec::new();
         for output in &args.outputs {
-            outputs.push(parse_output(output).map_err(|error| anyhow!("{error}"))?);
+            let output = parse_output(output).map_err(|error| anyhow!("{error}"))?;
+            output.check_destination().map_err(|error| anyhow!("{error}"))?;
+            outputs.push(output);
         }
         if args.push {
             if args.tags.is_empty() {

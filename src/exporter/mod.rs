@@ -276,7 +276,7 @@ fn write_destination(
             let mut lock = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, stdout.lock()), cancel };
             write(&mut lock).and_then(|_| lock.flush()).map_err(|source| ExportError::Write { path: "-".into(), source })
         }
-        Destination::Path(path) => replace_file(path, &mut |file| {
+        Destination::Path(path) => write_user_file(path, &mut |file| {
             let mut buffered = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, file), cancel };
             write(&mut buffered).and_then(|_| buffered.flush())
         })
@@ -284,14 +284,25 @@ fn write_destination(
     }
 }
 
-/// Writes a file whole or not at all: into a temporary file beside it (parents created), synced,
-/// renamed into place, and made an ordinary 0644 file (a tempfile is created 0600).
+/// An archive the user asked for at `path`. A device, fifo or symlink there is written into, as
+/// BuildKit's client does (before, `/dev/full` or a symlink was replaced by a regular file); a
+/// regular file or a new one is replaced whole ([`replace_file`]). The parent must exist.
+fn write_user_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
+    let written_into = fs::symlink_metadata(path).is_ok_and(|metadata| !metadata.is_file() && !metadata.is_dir());
+    if !written_into {
+        return replace_file(path, write);
+    }
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    write(&mut file)
+}
+
+/// Writes a file whole or not at all: into a temporary file beside it (the parent must exist),
+/// synced, renamed into place, and made an ordinary 0644 file (a tempfile is created 0600).
 pub fn replace_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => Path::new(".").to_path_buf(),
     };
-    fs::create_dir_all(&parent)?;
     let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(&parent)?;
     write(temporary.as_file_mut())?;
     temporary.as_file().sync_all()?;

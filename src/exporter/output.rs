@@ -78,6 +78,10 @@ pub enum OutputError {
     MissingDest(String),
     #[error("rbuild has no image store: use `type=image,push=true` (or `type=registry`) to push, or `type=oci`/`type=docker` to write an archive")]
     NoImageStore,
+    #[error("empty output: give `-o type=TYPE,dest=PATH` (oci, docker, tar, local) or `-o PATH`")]
+    Empty,
+    #[error("invalid output `{dest}`: the directory `{parent}` does not exist")]
+    MissingParent { dest: String, parent: String },
 }
 
 pub fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
@@ -85,6 +89,27 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
         _ => Err(OutputError::Value { key: key.into(), value: value.into() }),
+    }
+}
+
+impl OutputSpec {
+    /// An archive goes where the user points, into an existing directory: its parents are never
+    /// made (BuildKit's client opens the file before the build and fails the same way).
+    pub fn check_destination(&self) -> Result<(), OutputError> {
+        let Some(Destination::Path(path)) = &self.dest else { return Ok(()) };
+        let archive = match self.kind {
+            OutputKind::Tar => true,
+            OutputKind::Oci | OutputKind::Docker => self.tar,
+            OutputKind::Local | OutputKind::Registry => false,
+        };
+        let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty());
+        match parent {
+            Some(parent) if archive && !parent.is_dir() => Err(OutputError::MissingParent {
+                dest: path.display().to_string(),
+                parent: parent.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -105,6 +130,9 @@ pub fn split_csv(text: &str) -> Vec<String> {
 }
 
 pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
+    if text.trim().is_empty() {
+        return Err(OutputError::Empty);
+    }
     if text == "-" {
         return Ok(spec(OutputKind::Tar, Some(Destination::Stdout)));
     }

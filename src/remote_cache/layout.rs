@@ -171,6 +171,9 @@ impl Layout {
     }
 
     fn write_atomically(&self, target: &Path, write: &mut dyn FnMut(&mut File) -> io::Result<()>) -> Result<(), CacheError> {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(Layout::write_error(target))?;
+        }
         replace_file(target, write).map_err(Layout::write_error(target))
     }
 

@@ -325,3 +325,29 @@ fn rewrite_timestamp_keeps_base_layer_blobs() {
     let listing = layer_listings(&archive).pop().unwrap();
     assert!(listing.lines().any(|line| line.ends_with(" hi") && line.contains("1970-01-01 00:00")), "{listing}");
 }
+
+/// Outputs write where the user points and nowhere else (issue 9, point 2; BuildKit's client
+/// behaves the same way, checked with the oracle): a symlink is written through and kept, a
+/// device is written into and stays a device, a missing parent directory is an error before
+/// the build (nothing is created), and an empty `-o` is an error.
+#[test]
+fn archive_outputs_write_into_what_is_there() {
+    let project = config_project();
+    let target = project.out("target.tar");
+    let link = project.out("link.tar");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    project.build(&["-o", &format!("type=tar,dest={}", link.display())]).ok();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the symlink was replaced");
+    assert_eq!(tool("tar", &["-xOf", target.to_str().unwrap(), "b"]), "alpha\n");
+
+    // /dev/full: every write fails with ENOSPC; the node must stay a device.
+    let full = project.out("full");
+    nix::sys::stat::mknod(&full, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 7)).unwrap();
+    project.build(&["-o", &format!("type=oci,dest={}", full.display())]).fails(1).stderr_has("No space left on device");
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::symlink_metadata(&full).unwrap().file_type()), "the device node was replaced");
+
+    let missing = project.out("missing/out.tar");
+    project.build(&["-o", &format!("type=oci,dest={}", missing.display())]).fails(2).stderr_has("does not exist");
+    assert!(!project.out("missing").exists(), "the missing parent was created");
+    project.build(&["-o", ""]).fails(2).stderr_has("empty output");
+}
