@@ -63,6 +63,9 @@ fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// The largest Dockerfile read (stdin included): more is an error, never a read without end.
+const DOCKERFILE_LIMIT: u64 = 16 << 20;
+
 impl BuildOptions {
     pub fn from_args(args: BuildArgs) -> anyhow::Result<BuildOptions> {
         let context_dir = args
@@ -75,7 +78,13 @@ impl BuildOptions {
         let (dockerfile_name, dockerfile_path, dockerfile_bytes) = match args.file.as_deref() {
             Some("-") => {
                 let mut bytes = Vec::new();
-                std::io::stdin().read_to_end(&mut bytes).context("failed to read the Dockerfile from stdin")?;
+                std::io::stdin()
+                    .take(DOCKERFILE_LIMIT + 1)
+                    .read_to_end(&mut bytes)
+                    .context("failed to read the Dockerfile from stdin")?;
+                if bytes.len() as u64 > DOCKERFILE_LIMIT {
+                    bail!("failed to read the Dockerfile from stdin: larger than the limit of {DOCKERFILE_LIMIT} bytes");
+                }
                 ("Dockerfile".to_string(), None, bytes)
             }
             file => {
@@ -83,9 +92,12 @@ impl BuildOptions {
                     Some(file) => PathBuf::from(file),
                     None => context_dir.join("Dockerfile"),
                 };
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("failed to read Dockerfile `{}`", path.display()))?;
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+                // Read as BuildKit does, from its directory: a link that leaves it leads nowhere.
+                let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let bytes = crate::context::in_root::read_file(directory, &name, DOCKERFILE_LIMIT)
+                    .with_context(|| format!("failed to read Dockerfile `{}`", path.display()))?
+                    .ok_or_else(|| anyhow!("failed to read dockerfile: open {name}: no such file or directory (`{}`)", path.display()))?;
                 (name, Some(path), bytes)
             }
         };

@@ -25,9 +25,11 @@
 //! The glob engine here is also used by [`super::selection`] for COPY source wildcards, which
 //! follow Go's `path.Match` (no `**`), through [`MatchPattern`].
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// The largest `.dockerignore` read: more is an error, never a read without end.
+const IGNORE_FILE_LIMIT: u64 = 16 << 20;
 
 /// One rule of an ignore file.
 #[derive(Debug, Clone)]
@@ -132,26 +134,20 @@ impl DockerIgnore {
         dockerfile: Option<&Path>,
     ) -> Result<(Option<PathBuf>, DockerIgnore), DockerIgnoreError> {
         for candidate in Self::candidates(context_dir, dockerfile) {
-            match fs::read(&candidate) {
-                Ok(bytes) => {
-                    // Go reads bytes; an invalid sequence can only occur in a pattern that then
-                    // fails to match real (UTF-8) paths, so a lossy read changes no outcome.
-                    let text = String::from_utf8_lossy(&bytes);
-                    let rules =
-                        DockerIgnore::parse(&text).map_err(|error| DockerIgnoreError::Parse {
-                            path: candidate.clone(),
-                            source: Box::new(error),
-                        })?;
-                    return Ok((Some(candidate), rules));
-                }
-                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                Err(error) => {
-                    return Err(DockerIgnoreError::Read {
-                        path: candidate,
-                        source: error,
-                    });
-                }
-            }
+            // Read inside the directory it lies in, as BuildKit receives it: a link out of it
+            // leads nowhere (the file then does not count), and a huge file is an error.
+            let (Some(directory), Some(name)) = (candidate.parent(), candidate.file_name()) else { continue };
+            let bytes = super::in_root::read_file(directory, &name.to_string_lossy(), IGNORE_FILE_LIMIT)
+                .map_err(|error| DockerIgnoreError::Read { path: candidate.clone(), source: error })?;
+            let Some(bytes) = bytes else { continue };
+            // Go reads bytes; an invalid sequence can only occur in a pattern that then
+            // fails to match real (UTF-8) paths, so a lossy read changes no outcome.
+            let text = String::from_utf8_lossy(&bytes);
+            let rules = DockerIgnore::parse(&text).map_err(|error| DockerIgnoreError::Parse {
+                path: candidate.clone(),
+                source: Box::new(error),
+            })?;
+            return Ok((Some(candidate), rules));
         }
         Ok((None, DockerIgnore::empty()))
     }

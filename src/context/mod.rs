@@ -4,4 +4,5 @@
 
 pub mod content_hash;
 pub mod dockerignore;
+pub mod in_root;
 pub mod selection;

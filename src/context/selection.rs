@@ -44,7 +44,7 @@
 //! hashed but not cached. Sockets, fifos and device nodes are skipped (a rootless copy cannot
 //! reproduce them). A name that is not UTF-8 is an error rather than a lossy, colliding path.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, Metadata};
 use std::io;
@@ -56,12 +56,11 @@ use sha2::{Digest, Sha256};
 
 use super::content_hash::{HashCache, StatKey};
 use super::content_hash::hash_file;
+use super::in_root::InRoot;
 use super::dockerignore::{
     DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards,
 };
 
-/// Linux's own limit on symlinks followed in one lookup.
-const MAX_SYMLINKS: usize = 40;
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
 /// The entries one COPY/ADD uses and their combined digest.
@@ -423,50 +422,18 @@ impl Walker<'_> {
         follow_last: bool,
         source: &str,
     ) -> Result<Resolved, SelectionError> {
-        let mut current: Vec<String> = Vec::new();
-        let mut remaining: VecDeque<String> =
-            components.iter().map(|part| part.to_string()).collect();
-        let mut links_followed = 0;
-        while let Some(part) = remaining.pop_front() {
-            match part.as_str() {
-                "" | "." => continue,
-                ".." => {
-                    current.pop();
-                    continue;
-                }
-                _ => current.push(part),
-            }
-            let relative = current.join("/");
-            let absolute = self.root.join(&relative);
-            let metadata = match fs::symlink_metadata(&absolute) {
-                Ok(metadata) => metadata,
-                Err(error) if is_missing(&error) => return Ok(Resolved::Missing),
-                Err(error) => return Err(io_error(IoAction::ReadMetadata, absolute, error)),
-            };
-            let is_last = remaining.is_empty();
-            if metadata.file_type().is_symlink() && (!is_last || follow_last) {
-                if let Some(rule) = self.ignore.excluded_by(&relative) {
-                    return Ok(Resolved::Ignored(rule.text.clone(), rule.line));
-                }
-                links_followed += 1;
-                if links_followed > MAX_SYMLINKS {
-                    return Err(SelectionError::TooManyLinks {
-                        source: source.to_string(),
-                    });
-                }
-                let target = read_link_text(&absolute)?;
-                current.pop();
-                if target.starts_with('/') {
-                    current.clear();
-                }
-                for part in target.split('/').rev() {
-                    remaining.push_front(part.to_string());
-                }
-            } else if !is_last && !metadata.is_dir() {
-                return Ok(Resolved::Missing);
-            }
-        }
-        Ok(Resolved::Found(current.join("/")))
+        let path = components.join("/");
+        let resolved = super::in_root::resolve(self.root, &path, follow_last, &mut |link| self.ignore.excluded_by(link).is_none())
+            .map_err(|error| io_error(IoAction::ReadMetadata, self.root.join(&path), error))?;
+        Ok(match resolved {
+            InRoot::Found(real) => Resolved::Found(real),
+            InRoot::Missing => Resolved::Missing,
+            InRoot::Stopped(link) => match self.ignore.excluded_by(&link) {
+                Some(rule) => Resolved::Ignored(rule.text.clone(), rule.line),
+                None => Resolved::Missing,
+            },
+            InRoot::TooManyLinks => return Err(SelectionError::TooManyLinks { source: source.to_string() }),
+        })
     }
 
     /// Lists only directories the wildcard components can still match; a path matching all of

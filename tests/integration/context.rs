@@ -217,3 +217,30 @@ fn named_context_from_an_rbuild_layout() {
     // The base history comes first.
     assert_eq!(config["history"][0]["created_by"], "ENV BASE_ENV=yes");
 }
+
+/// The context cannot reach out (issue 9, point 3; BuildKit did the same with these files, asked
+/// with the oracle): a `.dockerignore` that links inside the context is followed, one that
+/// links out (to `/dev/zero`, which read until memory ran out, or to a host file) counts as
+/// absent; a default Dockerfile that links out of its directory is "no such file", and one
+/// that links inside it is read.
+#[test]
+fn links_out_of_the_context_lead_nowhere() {
+    let project = Project::new();
+    project.write("a.txt", "a\n").write("b.txt", "b\n").write("real-ignore", "a.txt\n").write("real-dockerfile", "FROM scratch\nCOPY . /\n");
+    let ctx = project.ctx();
+    symlink("real-dockerfile", ctx.join("Dockerfile")).unwrap();
+    symlink("real-ignore", ctx.join(".dockerignore")).unwrap();
+    let inside = project.build_local("inside", &[]);
+    assert!(!inside.join("a.txt").exists() && inside.join("b.txt").exists(), "{:?}", tree(&inside));
+    for target in ["/dev/zero", "/etc/hostname"] {
+        std::fs::remove_file(ctx.join(".dockerignore")).unwrap();
+        symlink(target, ctx.join(".dockerignore")).unwrap();
+        let spec = format!("type=local,dest={}", project.out("out").display());
+        let command = project.build_command(&["-o", &spec]);
+        let run = run_command(command, None).ok();
+        assert!(project.out("out").join("a.txt").exists(), "{target}: the link was followed\n{}", run.stderr);
+    }
+    std::fs::remove_file(ctx.join("Dockerfile")).unwrap();
+    symlink("/dev/zero", ctx.join("Dockerfile")).unwrap();
+    project.build(&[]).fails(2).stderr_has("failed to read dockerfile: open Dockerfile: no such file or directory");
+}
