@@ -1,6 +1,7 @@
 //! Tests of `dockerignore.rs`, kept apart so the module itself stays readable.
 
 use super::*;
+use std::fs;
 
 /// `(ignore file, path, expected)`: expected is `None` when included, else the line of the
 /// rule that excludes.
