@@ -816,18 +816,7 @@ fn host_devices_are_out_of_reach() {
         let dest = case.out("no-devices-cgroup");
         let spec = format!("type=local,dest={}", dest.display());
         let build = case.command(&["--no-cache", "-o", &spec]);
-        let mut command = Command::new("unshare");
-        command.args(["-m", "sh", "-c", "umount -l /sys/fs/cgroup/devices && exec \"$@\"", "sh"]);
-        command.arg(build.get_program()).args(build.get_args());
-        if let Some(dir) = build.get_current_dir() {
-            command.current_dir(dir);
-        }
-        for (key, value) in build.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
+        let command = wrapped_command("unshare", &["-m", "sh", "-c", "umount -l /sys/fs/cgroup/devices && exec \"$@\"", "sh"], &build);
         run_command(command, None).ok();
         assert_eq!(file(&dest, "kmsg-status"), "1\n", "a device node from a layer opened without a devices cgroup");
     }

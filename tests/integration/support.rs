@@ -468,8 +468,19 @@ pub fn as_test_user(command: &Command) -> Command {
         .into_iter()
         .find(|path| Path::new(path).is_file())
         .expect("required tool `runuser` (util-linux) is not installed");
-    let mut wrapped = Command::new(runuser);
-    wrapped.args(["-u", TEST_USER, "--"]);
+    let mut wrapped = wrapped_command(runuser, &["-u", TEST_USER, "--"], command);
+    // The user's own cache/config directories, not root's.
+    for variable in ["XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "TMPDIR"] {
+        wrapped.env_remove(variable);
+    }
+    wrapped
+}
+
+/// `PROGRAM PREFIX... COMMAND ARGS...` with the command's working directory and environment
+/// changes: the command run by another one (`runuser`, `unshare`).
+pub fn wrapped_command(program: &str, prefix: &[&str], command: &Command) -> Command {
+    let mut wrapped = Command::new(program);
+    wrapped.args(prefix);
     wrapped.arg(command.get_program());
     wrapped.args(command.get_args());
     if let Some(dir) = command.get_current_dir() {
@@ -480,10 +491,6 @@ pub fn as_test_user(command: &Command) -> Command {
             Some(value) => wrapped.env(key, value),
             None => wrapped.env_remove(key),
         };
-    }
-    // The user's own cache/config directories, not root's.
-    for variable in ["XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "TMPDIR"] {
-        wrapped.env_remove(variable);
     }
     wrapped
 }
