@@ -14,6 +14,7 @@ use super::resolver::Resolver;
 use super::{BuildArgs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, init_logging};
 use crate::dockerfile::diagnostic::{DockerfileError, render_snippet};
 use crate::dockerfile::syntax::{Dockerfile, Span, parse};
+use crate::context::in_root::read_limited;
 use crate::exporter::{ExportRequest, OutputSpec, export, merge_annotations, parse_output};
 use crate::frontend::{FrontendOptions, NamedContext, Platform, lower};
 use crate::graph::NetworkMode;
@@ -65,6 +66,9 @@ fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
 
 /// The largest Dockerfile read (stdin included): more is an error, never a read without end.
 const DOCKERFILE_LIMIT: u64 = 16 << 20;
+/// The largest secret, BuildKit's (500 KB): secrets live in memory, and a file source such as
+/// `/dev/zero` must not read until memory runs out.
+const SECRET_LIMIT: u64 = 500 * 1024;
 
 impl BuildOptions {
     pub fn from_args(args: BuildArgs) -> anyhow::Result<BuildOptions> {
@@ -249,13 +253,15 @@ fn parse_secrets(specs: &[String]) -> anyhow::Result<Secrets> {
             variable = Some(source.take().map(|s| s.display().to_string()).unwrap_or_else(|| id.clone()));
         }
         let value = match (source, variable) {
-            (Some(path), _) => std::fs::read(&path).with_context(|| format!("failed to read secret `{id}` from `{}`", path.display()))?,
+            (Some(path), _) => read_limited(&path, SECRET_LIMIT)
+                .with_context(|| format!("failed to read secret `{id}` from `{}`", path.display()))?,
             (None, Some(name)) => std::env::var_os(&name)
                 .ok_or_else(|| anyhow!("secret `{id}`: environment variable `{name}` is not set"))?
                 .into_encoded_bytes(),
             (None, None) => match std::env::var_os(&id) {
                 Some(value) => value.into_encoded_bytes(),
-                None => std::fs::read(&id).with_context(|| format!("secret `{id}`: no environment variable or file of that name"))?,
+                None => read_limited(Path::new(&id), SECRET_LIMIT)
+                    .with_context(|| format!("secret `{id}`: no environment variable or file of that name"))?,
             },
         };
         secrets.insert(id, value);

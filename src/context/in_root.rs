@@ -82,7 +82,13 @@ pub fn read_file(root: &Path, name: &str, limit: u64) -> io::Result<Option<Vec<u
         InRoot::Missing | InRoot::Stopped(_) => return Ok(None),
         InRoot::TooManyLinks => return Err(io::Error::from_raw_os_error(libc::ELOOP)),
     };
-    let metadata = fs::metadata(&real)?;
+    read_limited(&real, limit).map(Some)
+}
+
+/// Reads a file the user named (a secret, a Dockerfile): a regular file of at most `limit`
+/// bytes, else an error, never a read without end (`/dev/zero`, a fifo).
+pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let metadata = fs::metadata(path)?;
     if metadata.is_dir() {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
@@ -90,11 +96,11 @@ pub fn read_file(root: &Path, name: &str, limit: u64) -> io::Result<Option<Vec<u
         return Err(io::Error::other("not a regular file"));
     }
     let mut bytes = Vec::new();
-    fs::File::open(&real)?.take(limit + 1).read_to_end(&mut bytes)?;
+    fs::File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(io::Error::other(format!("larger than the limit of {limit} bytes")));
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -122,6 +128,7 @@ mod tests {
         assert!(read("loop").is_err());
         fs::write(root.join("big"), vec![b'x'; 65]).unwrap();
         assert!(read("big").unwrap_err().to_string().contains("limit"));
+        assert!(read_limited(Path::new("/dev/zero"), 64).unwrap_err().to_string().contains("not a regular file"));
         assert_eq!(resolve(root, "lnk/x", false, &mut |_| false).unwrap(), InRoot::Missing);
         symlink("etc", root.join("dir")).unwrap();
         assert_eq!(resolve(root, "dir/passwd", false, &mut |_| false).unwrap(), InRoot::Stopped("dir".into()));

@@ -158,3 +158,15 @@ fn interrupt_cancels_cleanly_with_130() {
     project.build(&["-o", &format!("type=oci,dest={}", output.display())]).ok();
     assert!(output.exists());
 }
+
+/// Files the user names are read with limits (issue 9, point 3): a secret from `/dev/zero` read
+/// until memory ran out; now it is refused, and so is one above BuildKit's 500 KB.
+#[test]
+fn secret_sources_are_bounded() {
+    let project = Project::new();
+    project.dockerfile("FROM scratch\n");
+    project.build(&["--secret", "id=z,src=/dev/zero"]).fails(2).stderr_has("not a regular file");
+    let big = project.out("big");
+    std::fs::write(&big, vec![b'x'; 500 * 1024 + 1]).unwrap();
+    project.build(&["--secret", &format!("id=big,src={}", big.display())]).fails(2).stderr_has("larger than the limit");
+}
