@@ -244,3 +244,15 @@ fn links_out_of_the_context_lead_nowhere() {
     symlink("/dev/zero", ctx.join("Dockerfile")).unwrap();
     project.build(&[]).fails(2).stderr_has("failed to read dockerfile: open Dockerfile: no such file or directory");
 }
+
+/// A bind mount's `source=` that links out of the context is "not found", as in BuildKit; the
+/// host directory is never mounted.
+#[test]
+fn a_bind_source_linking_out_of_the_context_is_not_found() {
+    let project = Project::new();
+    project.dockerfile("FROM scratch
+RUN --mount=type=bind,source=out,target=/x true
+");
+    symlink("../../../../../etc", project.ctx().join("out")).unwrap();
+    project.build(&[]).fails(1).stderr_has("\"/out\": not found");
+}
