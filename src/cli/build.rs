@@ -64,6 +64,12 @@ fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// The most steps run at once (`-j`): one thread each, and 100,000 threads is no build.
+const MAX_JOBS: usize = 1024;
+
+/// The stack of the thread that runs a build (see where it starts).
+const BUILD_STACK_BYTES: usize = 1 << 30;
+
 /// The largest Dockerfile read (stdin included): more is an error, never a read without end.
 const DOCKERFILE_LIMIT: u64 = 16 << 20;
 /// The largest secret, BuildKit's (500 KB): secrets live in memory, and a file source such as
@@ -193,6 +199,9 @@ impl BuildOptions {
             .unwrap_or_else(|| (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 4).max(8));
         if jobs == 0 {
             bail!("--jobs must be at least 1");
+        }
+        if jobs > MAX_JOBS {
+            bail!("--jobs must be at most {MAX_JOBS}: each job is a thread and may run a container");
         }
         let cache_to = args.cache_to.iter().map(|spec| parse_cache_to(spec)).collect::<Result<Vec<_>, _>>()?;
         let cache_from = args.cache_from.iter().map(|spec| parse_cache_from(spec)).collect::<Result<Vec<_>, _>>()?;
@@ -327,7 +336,18 @@ pub fn run(args: BuildArgs) -> i32 {
     }
     let mode = if options.quiet { Mode::Quiet } else { options.progress.resolve(std::io::stderr().is_terminal()) };
     let progress = Progress::start(mode, Box::new(std::io::stderr()));
-    let outcome = build(&options, &progress, &cancel);
+    // The parser, the frontend and the graph walk recurse as deep as the Dockerfile nests
+    // (`${A:-${B:-...}}` to the 64 KiB line limit, chains of thousands of stages, as BuildKit
+    // accepts): a thread with a large stack holds them, where the main thread's 8 MiB
+    // overflowed and aborted. The stack is address space; only what is used is memory.
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("build".into())
+            .stack_size(BUILD_STACK_BYTES)
+            .spawn_scoped(scope, || build(&options, &progress, &cancel))
+            .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .unwrap_or_else(|error| Err(plain_failure(anyhow!("failed to start the build thread: {error}"))))
+    });
     progress.finish(outcome.is_err());
     match outcome {
         Ok(image_id) => {

@@ -191,6 +191,10 @@ type Reason = String;
 
 const MISSING_BRACE: &str = "syntax error: missing '}'";
 
+/// The deepest `${A:-${B:-...}}` expanded (BuildKit, in Go, has only its stack's limit; 60,000
+/// levels were measured to fit rbuild's build thread several times over).
+const MAX_NESTING: usize = 100_000;
+
 /// Cursor over one word. Positions are in `char`s: BuildKit scans runes, and every operation
 /// here (names, `?` in patterns, splitting) is defined per character.
 struct WordScanner<'a> {
@@ -201,6 +205,8 @@ struct WordScanner<'a> {
     skip_quotes: bool,
     /// Quotes are kept and unset variables left as written ([`Lexer::process_progress_name`]).
     progress_name: bool,
+    /// How many `$` expansions enclose the cursor.
+    depth: usize,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -212,6 +218,7 @@ impl<'a> WordScanner<'a> {
             escape,
             skip_quotes: false,
             progress_name: false,
+            depth: 0,
             env,
         }
     }
@@ -342,6 +349,18 @@ impl<'a> WordScanner<'a> {
 
     /// Expands the `$...` at the cursor.
     fn process_dollar(&mut self) -> Result<String, Reason> {
+        // Each nested `${...}` is a level of recursion: bounded, so a hostile line fails with a
+        // message instead of overflowing the stack.
+        if self.depth >= MAX_NESTING {
+            return Err(format!("expansions nested deeper than {MAX_NESTING} levels"));
+        }
+        self.depth += 1;
+        let result = self.process_dollar_at_depth();
+        self.depth -= 1;
+        result
+    }
+
+    fn process_dollar_at_depth(&mut self) -> Result<String, Reason> {
         if !self.progress_name {
             return self.expand_dollar();
         }

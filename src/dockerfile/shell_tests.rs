@@ -471,3 +471,24 @@ fn progress_names_expand_only_what_is_set() {
         assert_eq!(lexer.process_progress_name(text, &env), shown, "{text}");
     }
 }
+
+/// Regression: nesting of 8,516 levels overflowed the stack and aborted rbuild. Deep nesting
+/// expands; beyond the bound it is an error with a message.
+#[test]
+fn nesting_is_bounded_with_a_message() {
+    let env = |_: &str| None;
+    let nested = |levels: usize| format!("{}x{}", "${A:-".repeat(levels), "}".repeat(levels));
+    let lexer = Lexer::new('\\');
+    let deep = std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(move || {
+            let fits = lexer.process_word(&nested(20_000), &env);
+            let beyond = lexer.process_word(&nested(100_001), &env);
+            (fits, beyond)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(deep.0.unwrap(), "x");
+    assert!(deep.1.unwrap_err().message.contains("nested deeper than 100000 levels"));
+}

@@ -130,6 +130,9 @@ pub struct Dockerfile {
 
 pub const DEFAULT_ESCAPE: char = '\\';
 
+/// BuildKit's longest Dockerfile line, in bytes.
+pub const MAX_LINE_BYTES: usize = 65535;
+
 const UTF8_BOM: &str = "\u{feff}";
 
 /// Parses a Dockerfile. `name` is only used for display.
@@ -140,6 +143,11 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Dockerfile, DockerfileError> {
         .unwrap_or(&decoded)
         .replace("\r\n", "\n");
     let lines: Vec<&str> = text.split_inclusive('\n').map(trim_newline).collect();
+    // BuildKit reads lines with a 64 KiB scanner; a longer one is an error there (no snippet:
+    // the line itself would fill the terminal).
+    if lines.iter().any(|line| line.len() > MAX_LINE_BYTES) {
+        return Err(DockerfileError::new(format!("dockerfile line greater than max allowed size of {MAX_LINE_BYTES}"), None));
+    }
 
     let mut directives = DirectiveReader::default();
     let mut instructions = Vec::new();

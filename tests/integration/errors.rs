@@ -170,3 +170,25 @@ fn secret_sources_are_bounded() {
     std::fs::write(&big, vec![b'x'; 500 * 1024 + 1]).unwrap();
     project.build(&["--secret", &format!("id=big,src={}", big.display())]).fails(2).stderr_has("larger than the limit");
 }
+
+/// Deep or huge input fails cleanly or builds (issue 9, point 4), where rbuild overflowed its
+/// stack and aborted: 9,000 nested expansions and a chain of 2,047 stages build (as with
+/// BuildKit), a line over BuildKit's 65,535 bytes is BuildKit's error, and `-j 100000` is
+/// refused instead of starting 100,000 threads.
+#[test]
+fn deep_and_huge_dockerfiles_fail_cleanly() {
+    let project = Project::new();
+    project.write("a", "a\n");
+    let nested = format!("FROM scratch\nENV X={}x{}\nCOPY a /a\n", "${A:-".repeat(9000), "}".repeat(9000));
+    project.dockerfile(&nested);
+    project.build(&[]).ok();
+    let mut chain = String::from("FROM scratch AS s0\nCOPY a /a\n");
+    for stage in 1..2047 {
+        chain.push_str(&format!("FROM s{} AS s{stage}\n", stage - 1));
+    }
+    project.dockerfile(&chain);
+    project.build(&[]).ok();
+    project.build(&["-j", "100000"]).fails(2).stderr_has("--jobs must be at most");
+    project.dockerfile(&format!("FROM scratch\nENV A={}\n", "x".repeat(70_000)));
+    project.build(&[]).fails(1).stderr_has("ERROR: failed to solve: dockerfile line greater than max allowed size of 65535");
+}
