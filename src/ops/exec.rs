@@ -155,7 +155,7 @@ struct Prepared {
 
 /// A private directory in memory (tmpfs), for secret files and agent sockets.
 fn memory_directory(prefix: &str) -> io::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix(prefix).tempdir_in(sandbox::memory_dir())
+    sandbox::private_temp_dir(prefix)
 }
 
 pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {

@@ -65,6 +65,17 @@ pub const STUBS: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
 /// (measured with the oracle: a RUN on an image without `/dev` adds `dev`, `proc` and `sys`).
 pub const KEPT_MOUNT_POINTS: &[&str] = &["/proc", "/dev", "/sys"];
 
+/// A temp dir in [`memory_dir`] that only rbuild's user can enter (0700).
+pub fn private_temp_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(memory_dir())?;
+    std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o700))?;
+    Ok(directory)
+}
+
 /// A directory in memory for short-lived private files (step specs, secrets): `/dev/shm` when
 /// it is a writable tmpfs, else the system temp dir.
 pub fn memory_dir() -> PathBuf {

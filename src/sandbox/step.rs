@@ -45,16 +45,25 @@ pub fn run_step(
     }
     // On a tmpfs when there is one: the spec holds the environment, secrets included, and must
     // never reach a disk.
-    let directory = tempfile::Builder::new()
-        .prefix("rbuild-step-")
-        .tempdir_in(super::memory_dir())
+    // Private to rbuild's user (a temp dir is made 0755): the spec and the bundle written in it
+    // hold the step's environment, `env=` secrets included.
+    let directory = super::private_temp_dir("rbuild-step-")
         .map_err(|error| SandboxError::io("create the step's temp dir", error))?;
     let spec_file = directory.path().join("spec.json");
     let text = serde_json::to_vec(spec).map_err(|error| SandboxError::InvalidStep {
         reason: error.to_string(),
     })?;
-    std::fs::write(&spec_file, text)
-        .map_err(|error| SandboxError::io(format!("write `{}`", spec_file.display()), error))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spec_file)
+            .and_then(|mut file| file.write_all(&text))
+            .map_err(|error| SandboxError::io(format!("write `{}`", spec_file.display()), error))?;
+    }
 
     let program = RUNNER_PROGRAM
         .get()

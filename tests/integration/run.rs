@@ -821,3 +821,24 @@ fn host_devices_are_out_of_reach() {
         assert_eq!(file(&dest, "kmsg-status"), "1\n", "a device node from a layer opened without a devices cgroup");
     }
 }
+
+/// Secrets stay secret on the host too (issue 9, point 8): while a step with an `env=` secret
+/// and a `mode=0444` secret file runs, another host user finds the value in no file of rbuild's
+/// (the step's files in /dev/shm were 0755 and 0644 and held it).
+#[test]
+fn another_host_user_cannot_read_a_running_steps_secrets() {
+    let case = Case::new(Mode::Root);
+    let value = "rbuild-secret-value-8c1f";
+    case.write("secret.txt", value);
+    // The user's own file is private, as a secret file should be.
+    set_mode(&case.project.ctx().join("secret.txt"), 0o600);
+    case.dockerfile("FROM busybox\nRUN --mount=type=secret,id=s,env=SEC --mount=type=secret,id=s,target=/s,mode=0444 sleep 3\n");
+    let secret = format!("id=s,src={}", case.project.ctx().join("secret.txt").display());
+    let mut build = case.command(&["--secret", &secret]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut search = Command::new("runuser");
+    search.args(["-u", "nobody", "--", "grep", "-rl", value, "/dev/shm", "/tmp"]);
+    let found = run_command(search, None);
+    assert!(build.wait().unwrap().success(), "the build failed");
+    assert!(!found.stdout_text().contains('/'), "another user read the secret in: {}", found.stdout_text());
+}
