@@ -138,11 +138,30 @@ impl Store {
     }
 
     /// Moves a finished snapshot directory into place under its diff id. When another process
-    /// committed the same layer first, ours is discarded: the content is the same.
+    /// committed the same layer first (it has a record), ours is discarded: the content is the
+    /// same. A directory there without a record is not trusted (a `cache prune` killed while it
+    /// deleted one left half a snapshot, which was then adopted and exported with thousands of
+    /// files missing): ours takes its place in one atomic exchange, and it is removed.
     pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &str) -> Result<PathBuf, StoreError> {
         let target = self.snapshot_path(diff_id);
         if target.exists() {
-            return Ok(target);
+            if self.database().layer(diff_id)?.is_some() {
+                return Ok(target);
+            }
+            let source = directory.keep();
+            sync_filesystem(&source);
+            let exchanged = nix::fcntl::renameat2(None, &source, None, &target, nix::fcntl::RenameFlags::RENAME_EXCHANGE);
+            return match exchanged {
+                // `source` now holds the untrusted directory.
+                Ok(()) => {
+                    let _ = remove_tree(&source);
+                    Ok(target)
+                }
+                Err(error) => {
+                    let _ = remove_tree(&source);
+                    Err(StoreError::Write { path: target.display().to_string(), source: io::Error::from(error) })
+                }
+            };
         }
         let source = directory.keep();
         sync_filesystem(&source);
@@ -227,6 +246,20 @@ fn sync_filesystem(path: &Path) {
     }
 }
 
+/// Removes a directory of the store so that it is never seen half-removed: first renamed into
+/// `tmp/` (atomic; what a kill leaves there is swept later), then removed.
+pub fn remove_aside(store_root: &Path, path: &Path) -> io::Result<()> {
+    let aside = tempfile::Builder::new().prefix("removing-").tempdir_in(store_root.join("tmp"))?.keep();
+    match fs::rename(path, aside.join("tree")) {
+        Ok(()) => remove_tree(&aside),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => remove_tree(&aside),
+        Err(error) => {
+            let _ = fs::remove_dir(&aside);
+            Err(error)
+        }
+    }
+}
+
 /// Removes a directory tree, making read-only directories writable first (layers may contain
 /// directories with mode 0555 that `remove_dir_all` cannot empty).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
@@ -268,11 +301,48 @@ mod tests {
         let first = store.temp_dir("snapshot-").unwrap();
         fs::write(first.path().join("a"), "1").unwrap();
         let path = store.commit_snapshot(first, "sha256:abc").unwrap();
+        record_layer(&store, "sha256:abc");
         let second = store.temp_dir("snapshot-").unwrap();
         fs::write(second.path().join("a"), "2").unwrap();
         assert_eq!(store.commit_snapshot(second, "sha256:abc").unwrap(), path);
         assert_eq!(fs::read_to_string(path.join("a")).unwrap(), "1");
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    fn record_layer(store: &Store, diff_id: &str) {
+        store
+            .database()
+            .put_layer(&LayerRow { diff_id: diff_id.into(), size: 1, created_at: 1, last_used_at: 1, from_image: false, description: String::new() })
+            .unwrap();
+    }
+
+    /// Regression: a `cache prune` killed while it deleted a snapshot left half of it without a
+    /// record; the next build's commit adopted it and exported an image missing files.
+    #[test]
+    fn a_snapshot_without_a_record_is_replaced_not_adopted() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        let half = store.snapshot_path("sha256:abc");
+        fs::create_dir_all(&half).unwrap();
+        fs::write(half.join("a"), "1").unwrap();
+        let fresh = store.temp_dir("snapshot-").unwrap();
+        fs::write(fresh.path().join("a"), "1").unwrap();
+        fs::write(fresh.path().join("b"), "2").unwrap();
+        let path = store.commit_snapshot(fresh, "sha256:abc").unwrap();
+        assert_eq!(fs::read_to_string(path.join("b")).unwrap(), "2", "the half snapshot was adopted");
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn removal_goes_through_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        let snapshot = store.snapshot_path("sha256:abc");
+        fs::create_dir_all(snapshot.join("deep/er")).unwrap();
+        remove_aside(store.root(), &snapshot).unwrap();
+        assert!(!snapshot.exists());
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+        remove_aside(store.root(), &snapshot).unwrap();
     }
 
     #[test]

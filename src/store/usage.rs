@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::{Store, StoreError, remove_tree};
+use super::{Store, StoreError, remove_aside, remove_tree};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Item {
@@ -136,7 +136,7 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
             remove_file(&path).map_err(|source| write_error(&path, source))?;
         }
         let path = directory.join(&item.id);
-        return remove_tree(&path).map_err(|source| write_error(&path, source));
+        return remove_aside(store.root(), &path).map_err(|source| write_error(&path, source));
     }
     if item.kind == "internal" {
         store.database().delete_blob(&item.id)?;
@@ -163,7 +163,7 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
         remove_file(&path).map_err(|source| write_error(&path, source))?;
     }
     let snapshot = store.snapshot_path(&item.id);
-    remove_tree(&snapshot).map_err(|source| write_error(&snapshot, source))
+    remove_aside(store.root(), &snapshot).map_err(|source| write_error(&snapshot, source))
 }
 
 /// Removes snapshot directories and blobs that have no row, and everything under `tmp/`.
@@ -181,7 +181,7 @@ fn collect_garbage(store: &Store) -> Result<(), StoreError> {
     for entry in read_dir(&snapshots).map_err(|source| write_error(&snapshots, source))? {
         if !layers.contains(&entry) {
             let path = snapshots.join(&entry);
-            remove_tree(&path).map_err(|source| write_error(&path, source))?;
+            remove_aside(store.root(), &path).map_err(|source| write_error(&path, source))?;
         }
     }
     let blob_directory = store.root().join("blobs-v1/sha256");
