@@ -161,17 +161,18 @@ pub fn layer_blob(
         layer
     };
     let (descriptor, diff_id) = compress_tree(store, &layer.path, encoding.compression, encoding.level, clamp, cancel)?;
-    if clamp.is_none() {
-        store.database().put_blob(&BlobRow {
-            digest: descriptor.digest.clone(),
-            diff_id: diff_id.clone(),
-            compression: compression.into(),
-            level,
-            media_type: layer_media_type(compression, true).into(),
-            size: descriptor.size,
-            last_used_at: now(),
-        })?;
-    }
+    // Recorded under the diff id of what was written, rewritten times included: a blob in the
+    // store has a row, so `cache du` counts it and prune can remove it (a `rewrite-timestamp`
+    // export left rowless blobs that du missed).
+    store.database().put_blob(&BlobRow {
+        digest: descriptor.digest.clone(),
+        diff_id: diff_id.clone(),
+        compression: compression.into(),
+        level,
+        media_type: layer_media_type(compression, true).into(),
+        size: descriptor.size,
+        last_used_at: now(),
+    })?;
     Ok((Descriptor { media_type, ..descriptor }, diff_id))
 }
 

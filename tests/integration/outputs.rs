@@ -324,6 +324,14 @@ fn rewrite_timestamp_keeps_base_layer_blobs() {
     assert_eq!(&layers[..base_layers.len()], &base_layers[..], "base layers were rewritten");
     let listing = layer_listings(&archive).pop().unwrap();
     assert!(listing.lines().any(|line| line.ends_with(" hi") && line.contains("1970-01-01 00:00")), "{listing}");
+    // Every blob in the store has a row (the rewritten layer's blob had none, so `cache du`
+    // missed it).
+    let database = rusqlite::Connection::open(project.root().join("db-v1.sqlite")).unwrap();
+    let rows: Vec<String> = database.prepare("SELECT digest FROM blob").unwrap().query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect();
+    for entry in fs::read_dir(project.root().join("blobs-v1/sha256")).unwrap() {
+        let digest = format!("sha256:{}", entry.unwrap().file_name().to_string_lossy());
+        assert!(rows.contains(&digest), "blob {digest} has no row");
+    }
 }
 
 /// Outputs write where the user points and nowhere else (issue 9, point 2; BuildKit's client
