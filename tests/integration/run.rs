@@ -828,7 +828,10 @@ fn host_devices_are_out_of_reach() {
 #[test]
 fn another_host_user_cannot_read_a_running_steps_secrets() {
     let case = Case::new(Mode::Root);
-    let value = "rbuild-secret-value-8c1f";
+    // Made at run time: the value must not be in this file or the test binary, which the
+    // search would find.
+    let value = format!("rbuild-secret-{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let value = value.as_str();
     case.write("secret.txt", value);
     // The user's own file is private, as a secret file should be.
     set_mode(&case.project.ctx().join("secret.txt"), 0o600);
@@ -837,7 +840,7 @@ fn another_host_user_cannot_read_a_running_steps_secrets() {
     let mut build = case.command(&["--secret", &secret]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let mut search = Command::new("runuser");
-    search.args(["-u", "nobody", "--", "grep", "-rl", value, "/dev/shm", "/tmp"]);
+    search.args(["-u", "nobody", "--", "grep", "-rl", value, "/dev/shm"]).arg(case.project.dir());
     let found = run_command(search, None);
     assert!(build.wait().unwrap().success(), "the build failed");
     assert!(!found.stdout_text().contains('/'), "another user read the secret in: {}", found.stdout_text());
