@@ -453,13 +453,7 @@ impl Walker<'_> {
         }
         let pattern = &component.pattern;
         let absolute = self.root.join(real_dir);
-        let mut names = match read_names(&absolute) {
-            Ok(names) => names,
-            Err(error) if is_missing(&error) => return Ok(()),
-            Err(error) => return Err(io_error(IoAction::ReadDirectory, absolute, error)),
-        };
-        names.sort();
-        for name in names {
+        for name in self.list_directory(real_dir)? {
             if !pattern.matches(&name.to_string_lossy()) {
                 continue;
             }
@@ -470,11 +464,8 @@ impl Walker<'_> {
                 matches.push((real, original));
                 continue;
             }
-            let entry_path = self.root.join(&real);
-            let metadata = fs::symlink_metadata(&entry_path)
-                .map_err(|error| io_error(IoAction::ReadMetadata, entry_path, error))?;
             // Ignored directories are still entered so that a not-found error can name the rule.
-            if metadata.is_dir() {
+            if self.is_directory(&real)? {
                 self.find_matches(&real, &original, rest, matches)?;
             }
         }
@@ -499,25 +490,37 @@ impl Walker<'_> {
             self.find_matches(real_dir, original_dir, rest, matches)?;
         }
         let absolute = self.root.join(real_dir);
-        let mut names = match read_names(&absolute) {
-            Ok(names) => names,
-            Err(error) if is_missing(&error) || error.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
-            Err(error) => return Err(io_error(IoAction::ReadDirectory, absolute, error)),
-        };
-        names.sort();
-        for name in names {
+        for name in self.list_directory(real_dir)? {
             let name = utf8_name(name, &absolute)?;
             let real = join(real_dir, &name);
-            let entry_path = self.root.join(&real);
-            let metadata = fs::symlink_metadata(&entry_path)
-                .map_err(|error| io_error(IoAction::ReadMetadata, entry_path, error))?;
-            if metadata.is_dir() {
+            if self.is_directory(&real)? {
                 self.find_any_depth(&real, &join(original_dir, &name), patterns, matches)?;
             } else if rest.is_empty() {
                 matches.push((real, join(original_dir, &name)));
             }
         }
         Ok(())
+    }
+
+    /// The sorted names in a directory of the context; none when it is missing or not a
+    /// directory (a pattern that goes on below a file matches nothing there).
+    fn list_directory(&self, real_dir: &str) -> Result<Vec<std::ffi::OsString>, SelectionError> {
+        let absolute = self.root.join(real_dir);
+        let mut names = match read_names(&absolute) {
+            Ok(names) => names,
+            Err(error) if is_missing(&error) => return Ok(Vec::new()),
+            Err(error) => return Err(io_error(IoAction::ReadDirectory, absolute, error)),
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// Whether a path of the context is a directory itself (a symlink is not).
+    fn is_directory(&self, real: &str) -> Result<bool, SelectionError> {
+        let path = self.root.join(real);
+        let metadata =
+            fs::symlink_metadata(&path).map_err(|error| io_error(IoAction::ReadMetadata, path, error))?;
+        Ok(metadata.is_dir())
     }
 
     /// Walks one matched path and what is below it. `exclude_path` is the path relative to the

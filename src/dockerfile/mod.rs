@@ -5,4 +5,5 @@
 pub mod diagnostic;
 pub mod instruction;
 pub mod shell;
+mod shell_pattern;
 pub mod syntax;

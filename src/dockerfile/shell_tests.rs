@@ -409,35 +409,6 @@ fn go_quote_matches_strconv_quote() {
     assert_eq!(go_quote("\u{e0001}"), r#""\U000e0001""#);
 }
 
-#[test]
-fn reverse_pattern_keeps_escape_pairs() {
-    let cases = [
-        ("a\\*c", "c\\*a"),
-        ("\\\\\\ab", "b\\a\\\\"),
-        ("ab\\", "\\ba"),
-        ("👽\\🚀🖖", "🖖\\🚀👽"),
-        ("\\\\b", "b\\\\"),
-    ];
-    for (pattern, expected) in cases {
-        assert_eq!(reverse_pattern(pattern), expected, "{pattern}");
-    }
-}
-
-#[test]
-fn pattern_parse_rejects_unknown_escapes() {
-    for invalid in ["\\", "\\x", "\\\\\\"] {
-        assert!(Pattern::parse(invalid).is_err(), "{invalid}");
-    }
-    assert_eq!(
-        Pattern::parse("\\*?*").map(|pattern| pattern.tokens),
-        Ok(vec![
-            PatternToken::Literal('*'),
-            PatternToken::AnyCharacter,
-            PatternToken::AnyRun
-        ])
-    );
-}
-
 /// Regression: COPY heredoc bodies lost their quotes (BuildKit keeps them, and expands `$V` even
 /// inside single quotes); the escape character is always `\` there (conformance cases
 /// heredoc-copy-quotes-do-not-stop-expansion and heredoc-copy-backtick-escape).

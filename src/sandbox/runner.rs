@@ -150,12 +150,13 @@ fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxE
     }
     // Without a devices cgroup (and outside a user namespace) no device node of the root
     // filesystem may open: layers and earlier steps could have made any.
-    let nodev = device_guard() == spec::DeviceGuard::NoMknod;
+    let guard = device_guard();
+    let nodev = guard == spec::DeviceGuard::NoMknod;
     match &step.rootfs {
         None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch, nodev)?,
         Some(source) => bind_rootfs(source, &rootfs, nodev)?,
     }
-    let result = run_mounted(&step, directory, &rootfs, &wake_read);
+    let result = run_mounted(&step, directory, &rootfs, &wake_read, guard);
     let unmounted = overlay::unmount(&rootfs);
     let _ = std::env::set_current_dir("/");
     if step.rootfs.is_none() {
@@ -211,6 +212,7 @@ fn run_mounted(
     directory: &Path,
     rootfs: &Path,
     wake_read: &OwnedFd,
+    device_guard: spec::DeviceGuard,
 ) -> Result<RunnerResult, SandboxError> {
     let root = Root::open(rootfs)?;
     let identity = user::resolve(
@@ -227,7 +229,7 @@ fn run_mounted(
             }
         }
         root.create_dir_all(&step.cwd, (identity.uid, identity.gid))?;
-        run_container(step, &identity, directory, root.path(), wake_read)
+        run_container(step, &identity, directory, root.path(), wake_read, device_guard)
     })();
     let removed = root.remove_stubs(&stubs);
     if let Ok(RunnerResult::Exited { removed_stubs, .. }) = &mut outcome {
@@ -267,6 +269,7 @@ fn run_container(
     directory: &Path,
     rootfs: &Path,
     wake_read: &OwnedFd,
+    device_guard: spec::DeviceGuard,
 ) -> Result<RunnerResult, SandboxError> {
     let id = format!("rbuild-{}", std::process::id());
     let cgroups_path = format!("/rbuild/{id}");
@@ -283,7 +286,7 @@ fn run_container(
             .is_ok_and(|map| id_mapped(&map, 5)),
         setgroups_allowed: fs::read_to_string("/proc/self/setgroups")
             .map_or(true, |text| text.trim() != "deny"),
-        device_guard: device_guard(),
+        device_guard,
     };
     let oci_spec = spec::build(step, identity, &environment)?;
     oci_spec
