@@ -41,6 +41,7 @@ mod network;
 mod overlay;
 mod rootfs;
 mod runner;
+mod seccomp;
 mod spec;
 mod step;
 mod user;

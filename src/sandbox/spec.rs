@@ -13,7 +13,8 @@
 //!   so setuid helpers (`su`, `sudo`) work as under Docker;
 //! - /sys is an rbind of the host's (a fresh sysfs needs a network namespace the user namespace
 //!   owns); devpts gets `gid=5` only when gid 5 is mapped;
-//! - host networking binds the host's /etc/resolv.conf and /etc/hosts read-only.
+//! - host networking binds the host's /etc/resolv.conf and /etc/hosts read-only;
+//! - BuildKit's default seccomp profile ([`super::seccomp`]).
 
 use std::path::Path;
 
@@ -86,7 +87,7 @@ fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SandboxEr
     Ok(rules)
 }
 
-const DEFAULT_CAPABILITIES: [Capability; 14] = [
+pub(super) const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
@@ -279,17 +280,20 @@ pub(crate) fn build(
     if environment.setgroups_allowed {
         user = user.additional_gids(identity.additional_gids.clone());
     }
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .args(step.args.clone())
         .env(process_environment(step, identity))
         .cwd(step.cwd.clone())
         .user(user.build().map_err(SandboxError::Spec)?)
         .capabilities(capabilities)
-        .no_new_privileges(false)
         .rlimits(vec![open_files_limit()?])
         .build()
         .map_err(SandboxError::Spec)?;
+    // Unset rather than `false`: libcontainer reads only whether the field is present. Absent,
+    // the bit stays off and the seccomp filter is loaded while CAP_SYS_ADMIN is still held;
+    // `Some(false)` would load it after the capabilities are dropped, where loading fails.
+    process.set_no_new_privileges(None);
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
@@ -312,6 +316,7 @@ pub(crate) fn build(
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .build()
         .map_err(SandboxError::Spec)?;
+    linux.set_seccomp(Some(super::seccomp::profile()?));
     // The builder's default fills in an (empty) devices rule set; v1 would write devices.allow,
     // which fails rootless. As root with a v1 devices controller: runc's allow list.
     linux.set_resources(None);
