@@ -401,6 +401,30 @@ impl Database {
         Ok(rows)
     }
 
+    /// The manifests and configs of resolved registry references: what a build needs to start
+    /// from those images without a registry.
+    pub fn image_tag_blobs(&self) -> Result<std::collections::HashSet<String>, DatabaseError> {
+        let mut statement = self.connection.prepare("SELECT manifest_digest, config_digest FROM image_tag")?;
+        let mut digests = std::collections::HashSet::new();
+        for row in statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))? {
+            let (manifest, config) = row?;
+            digests.insert(manifest);
+            digests.insert(config);
+        }
+        Ok(digests)
+    }
+
+    /// Forgets the references resolved to a manifest or config that is being removed.
+    pub fn delete_image_tags_using(&mut self, digest: &str) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "DELETE FROM image_tag WHERE manifest_digest = ?1 OR config_digest = ?1",
+                params![digest],
+            )
+        })?;
+        Ok(())
+    }
+
     pub fn put_image_tag(&mut self, reference: &str, manifest_digest: &str, config_digest: &str, now: i64) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute(

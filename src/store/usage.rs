@@ -89,7 +89,7 @@ fn cache_mounts(store: &Store) -> Result<Vec<Item>, StoreError> {
 /// Which items a prune removes.
 #[derive(Debug, Clone, Default)]
 pub struct PrunePolicy {
-    /// Also base image layers (`-a`).
+    /// Also base images: their layers, manifests and configs (`-a`).
     pub all: bool,
     /// Only items unused for at least this many seconds (`--filter until=`).
     pub unused_for: Option<i64>,
@@ -101,9 +101,12 @@ pub struct PrunePolicy {
 /// Returns the removed items.
 pub fn prune(store: &Store, policy: &PrunePolicy, now: i64) -> Result<Vec<Item>, StoreError> {
     let all_items = items(store)?;
+    // Without `-a` a base image stays whole: its layers, and the manifest and config a build
+    // reads before it reaches a registry (offline builds go on).
+    let base_image_blobs = store.database().image_tag_blobs()?;
     let mut candidates: Vec<&Item> = all_items
         .iter()
-        .filter(|item| policy.all || item.kind != "source.image")
+        .filter(|item| policy.all || (item.kind != "source.image" && !base_image_blobs.contains(&item.id)))
         .filter(|item| policy.unused_for.is_none_or(|age| now - item.last_used_at >= age))
         .collect();
     if let Some(keep) = policy.keep_bytes {
@@ -139,7 +142,11 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
         return remove_aside(store.root(), &path).map_err(|source| write_error(&path, source));
     }
     if item.kind == "internal" {
-        store.database().delete_blob(&item.id)?;
+        {
+            let mut database = store.database();
+            database.delete_image_tags_using(&item.id)?;
+            database.delete_blob(&item.id)?;
+        }
         let path = store.blob_path(&item.id);
         remove_file(&path).map_err(|source| write_error(&path, source))?;
         return Ok(());
@@ -353,22 +360,32 @@ mod tests {
         add_layer(&store, "old", 1000, 100, false);
         add_layer(&store, "new", 1000, 900, false);
         add_layer(&store, "base", 1000, 100, true);
+        let (manifest, _) = store.put_blob(b"{\"manifest\":1}").unwrap();
+        let (config, _) = store.put_blob(b"{\"config\":1}").unwrap();
+        for digest in [&manifest, &config] {
+            store.database().put_blob(&crate::store::BlobRow { digest: digest.clone(), diff_id: String::new(), compression: "none".into(), level: 0, media_type: "m".into(), size: 12, last_used_at: 100 }).unwrap();
+        }
+        store.database().put_image_tag("docker.io/library/base:latest linux/amd64", &manifest, &config, 100).unwrap();
         fs::create_dir(root.path().join("snapshots-v1/orphan")).unwrap();
         fs::write(root.path().join("tmp/leftover"), "x").unwrap();
         let on_disk = tree_size(&root.path().join("snapshots-v1")).unwrap()
             - fs::metadata(root.path().join("snapshots-v1")).unwrap().len()
             - fs::metadata(root.path().join("snapshots-v1/orphan")).unwrap().len();
-        let total: u64 = items(&store).unwrap().iter().map(|item| item.size).sum();
+        let total: u64 = items(&store).unwrap().iter().filter(|item| item.kind != "internal").map(|item| item.size).sum();
         assert_eq!(total, on_disk);
 
         let removed = prune(&store, &PrunePolicy { unused_for: Some(500), ..Default::default() }, 1000).unwrap();
         assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["old"]);
+        // The base image's manifest and config stay with its layers.
+        assert!(store.blob_path(&manifest).exists() && store.blob_path(&config).exists());
+        assert!(store.database().image_tag("docker.io/library/base:latest linux/amd64").unwrap().is_some());
         assert!(!root.path().join("snapshots-v1/old").exists());
         assert!(!root.path().join("snapshots-v1/orphan").exists());
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
 
         prune(&store, &PrunePolicy { all: true, ..Default::default() }, 1000).unwrap();
         assert!(items(&store).unwrap().is_empty());
+        assert!(store.database().image_tag("docker.io/library/base:latest linux/amd64").unwrap().is_none());
         assert_eq!(fs::read_dir(root.path().join("snapshots-v1")).unwrap().count(), 0);
     }
 

@@ -160,6 +160,9 @@ fn from_busybox_pulls_through_a_mirror_then_builds_offline() {
             assert!(status.contains("CACHED"), "{name}: {status}");
         }
     }
+    // `cache prune` without `-a` keeps the base image whole, its manifest and config included
+    // (it removed them, and the next build needed the registry).
+    project.cache(&["prune", "-f"]).ok();
     // A new RUN on the cached base works offline too.
     project.dockerfile("FROM busybox\nRUN echo offline > /y\n");
     project.build(&["--config", config, "-o", "type=local,dest=out2"]).ok();
@@ -168,6 +171,10 @@ fn from_busybox_pulls_through_a_mirror_then_builds_offline() {
     // `--pull` resolves again: with the registry down, that fails with a clear error.
     let failed = project.build(&["--config", config, "--pull"]).fails(1);
     failed.stderr_has("failed to resolve source metadata for docker.io/library/busybox:latest");
+
+    // `-a` removes the base image too: now the registry is needed.
+    project.cache(&["prune", "-a", "-f"]).ok();
+    project.build(&["--config", config]).fails(1).stderr_has("failed to resolve source metadata for docker.io/library/busybox:latest");
 }
 
 #[test]
