@@ -167,6 +167,7 @@ fn prune_command(args: PruneArgs) -> anyhow::Result<()> {
         }
     }
     let store = open(args.root.root, LockMode::Exclusive)?;
+    crate::sandbox::sweep_leftovers();
     let policy = PrunePolicy { all: args.all, unused_for: filters.unused_for, keep_bytes };
     let removed = prune(&store, &policy, now())?;
     let mut out = std::io::stdout().lock();

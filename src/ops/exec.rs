@@ -51,7 +51,7 @@ pub enum ExecError {
 
 /// `/etc/hosts` (generated) and `/etc/resolv.conf` (the host's) for a step without network.
 fn network_files(hostname: &str, prepared: &mut Prepared) -> io::Result<()> {
-    let directory = sandbox::private_temp_dir("rbuild-hosts-")?;
+    let directory = sandbox::PrivateDir::new("hosts")?;
     let hosts = directory.path().join("hosts");
     let text = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     write_private(&hosts, text.as_bytes(), 0o644, 0, 0)?;
@@ -63,7 +63,7 @@ fn network_files(hostname: &str, prepared: &mut Prepared) -> io::Result<()> {
             kind: MountKind::Bind { source: resolv.to_path_buf(), readonly: true },
         });
     }
-    prepared._temporary.push(directory);
+    prepared._private.push(directory);
     Ok(())
 }
 
@@ -81,11 +81,11 @@ fn write_private(path: &Path, value: &[u8], mode: u32, uid: u32, gid: u32) -> io
 /// The agent socket for an ssh mount: rbuild's own agent on a socket in memory, serving the
 /// given key files, or relaying (list and sign only) to the given agent socket.
 fn ssh_socket(sources: &[PathBuf], prepared: &mut Prepared) -> io::Result<PathBuf> {
-    let directory = sandbox::private_temp_dir("rbuild-ssh-")?;
+    let directory = sandbox::PrivateDir::new("ssh")?;
     let socket = directory.path().join("agent.sock");
     let agent = super::ssh_agent::Agent::start(&socket, sources).map_err(io::Error::other)?;
     prepared._agents.push(agent);
-    prepared._temporary.push(directory);
+    prepared._private.push(directory);
     Ok(socket)
 }
 
@@ -150,6 +150,7 @@ struct Prepared {
     env: Vec<String>,
     _agents: Vec<super::ssh_agent::Agent>,
     _temporary: Vec<tempfile::TempDir>,
+    _private: Vec<sandbox::PrivateDir>,
     _locks: Vec<fs::File>,
 }
 
@@ -234,10 +235,10 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
         let kind = match &mount.kind {
             ExecMountKind::Tmpfs { size } => MountKind::Tmpfs { size: *size },
             ExecMountKind::Inline { data, mode } => {
-                let directory = sandbox::private_temp_dir("rbuild-script-").map_err(mount_error)?;
+                let directory = sandbox::PrivateDir::new("script").map_err(mount_error)?;
                 let path = directory.path().join("script");
                 write_private(&path, data, *mode, 0, 0).map_err(mount_error)?;
-                prepared._temporary.push(directory);
+                prepared._private.push(directory);
                 MountKind::Bind { source: path, readonly: true }
             }
             ExecMountKind::Secret { id, file, env, required, mode, uid, gid } => {
@@ -253,10 +254,10 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                 if !file {
                     continue;
                 }
-                let directory = sandbox::private_temp_dir("rbuild-secret-").map_err(mount_error)?;
+                let directory = sandbox::PrivateDir::new("secret").map_err(mount_error)?;
                 let path = directory.path().join("secret");
                 write_private(&path, value, *mode, *uid, *gid).map_err(mount_error)?;
-                prepared._temporary.push(directory);
+                prepared._private.push(directory);
                 MountKind::Bind { source: path, readonly: true }
             }
             ExecMountKind::Ssh { id, required, mode, uid, gid } => {

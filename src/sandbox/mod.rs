@@ -7,7 +7,8 @@
 //!    (caller → 0, subordinate ranges above). Root, or the re-exec'd process: a private mount
 //!    namespace, and cgroup2 bound over `/sys/fs/cgroup` on hybrid hosts when in a user namespace.
 //! 2. [`run_step`] (any thread of the multi-threaded main process) spawns `/proc/self/exe
-//!    __run-step <spec file>`. That single-threaded runner ([`maybe_run_step_child`]) owns the
+//!    __run-step <step directory> <spec descriptor>` (the [`StepSpec`] in an inherited memory
+//!    file: it holds `env=` secrets, which never go into a file). That single-threaded runner ([`maybe_run_step_child`]) owns the
 //!    container's whole life: its own mount namespace (so the overlay mount dies with it), a fresh
 //!    network namespace with `lo` up for [`Network::None`], the overlay mount, the OCI spec, the
 //!    libcontainer calls, the wait, `delete`, the unmount and the clean-up of mount-point stubs.
@@ -36,9 +37,11 @@
 //! process dies (`PR_SET_PDEATHSIG`), kills the container (pid namespace: killing its init kills
 //! all), and the container's init gets `SIGKILL` if the runner itself dies.
 
+mod cgroup;
 mod executor;
 mod network;
 mod overlay;
+mod private_dir;
 mod rootfs;
 mod runner;
 mod seccomp;
@@ -53,6 +56,15 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use overlay::{SNAPSHOTTER_VARIABLE, Snapshotter, overlay_supported, snapshotter};
+pub use private_dir::PrivateDir;
+use private_dir::memory_file;
+
+/// Removes what killed rbuild processes of this user left outside the state root: private
+/// directories in `/dev/shm` (step specs, secrets) and step cgroups. Best effort, cheap; run at
+/// the start of every build and by `cache prune`. Returns how many were removed.
+pub fn sweep_leftovers() -> usize {
+    private_dir::sweep() + cgroup::sweep()
+}
 pub use step::{run_step, set_runner_program};
 pub use userns::enter;
 
@@ -65,26 +77,6 @@ pub const STUBS: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
 /// then kept in the step's layer: runc makes them under BuildKit and its stub cleaner leaves them
 /// (measured with the oracle: a RUN on an image without `/dev` adds `dev`, `proc` and `sys`).
 pub const KEPT_MOUNT_POINTS: &[&str] = &["/proc", "/dev", "/sys"];
-
-/// A temp dir in [`memory_dir`] that only rbuild's user can enter (0700).
-pub fn private_temp_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    let directory = tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(memory_dir())?;
-    std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o700))?;
-    Ok(directory)
-}
-
-/// A directory in memory for short-lived private files (step specs, secrets): `/dev/shm` when
-/// it is a writable tmpfs, else the system temp dir.
-pub fn memory_dir() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    let writable = nix::unistd::access(&shm, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
-    let tmpfs = nix::sys::statfs::statfs(&shm).is_ok_and(|stat| stat.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if writable && tmpfs { shm } else { std::env::temp_dir() }
-}
 
 /// The hidden subcommand that makes a process the step runner.
 pub(crate) const RUN_STEP_COMMAND: &str = "__run-step";
@@ -215,18 +207,19 @@ impl SandboxError {
     }
 }
 
-/// If argv says this process is the hidden step runner (`rbuild __run-step <spec file>`), runs the
-/// step and exits with the container's code; else returns.
+/// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>
+/// <spec descriptor>`), runs the step and exits with the container's code; else returns.
 pub fn maybe_run_step_child(args: &[OsString]) {
     if args
         .get(1)
         .is_some_and(|argument| argument == RUN_STEP_COMMAND)
     {
-        let Some(spec_file) = args.get(2) else {
-            eprintln!("rbuild: `{RUN_STEP_COMMAND}` needs a spec file");
+        let spec_descriptor = args.get(3).and_then(|text| text.to_str()?.parse::<i32>().ok());
+        let (Some(directory), Some(spec_descriptor)) = (args.get(2), spec_descriptor) else {
+            eprintln!("rbuild: `{RUN_STEP_COMMAND}` needs a step directory and a spec descriptor");
             std::process::exit(125);
         };
-        runner::run(std::path::Path::new(spec_file));
+        runner::run(std::path::Path::new(directory), spec_descriptor);
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::fs::{self, File};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -57,15 +57,13 @@ extern "C" fn wake(_signal: libc::c_int) {
     }
 }
 
-/// Runs the step described by `spec_file` and exits with the container's code (125 when the
-/// runner failed, 130 when canceled).
-pub(crate) fn run(spec_file: &Path) -> ! {
-    let directory = spec_file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
+/// Runs the step whose [`StepSpec`] is in the inherited descriptor `spec_descriptor`, in the
+/// private step directory `directory`, and exits with the container's code (125 when the runner
+/// failed, 130 when canceled).
+pub(crate) fn run(directory: &Path, spec_descriptor: i32) -> ! {
+    let directory = directory.to_path_buf();
     let parent = nix::unistd::getppid();
-    let result = match run_step(spec_file, &directory) {
+    let result = match run_step(spec_descriptor, &directory) {
         Ok(result) => result,
         Err(error) => RunnerResult::Failed {
             message: error_chain(&error),
@@ -83,6 +81,21 @@ pub(crate) fn run(spec_file: &Path) -> ! {
         let _ = fs::write(directory.join(RESULT_FILE), text);
     }
     std::process::exit(code)
+}
+
+/// Reads the step spec from the memory file rbuild passed (by its path in /proc, so a number
+/// that is not an open descriptor of ours is an error, never someone else's file).
+fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
+    let path = format!("/proc/self/fd/{spec_descriptor}");
+    let mut file = fs::File::open(&path)
+        .map_err(|error| SandboxError::io(format!("open the step spec `{path}`"), error))?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut text)
+        .map_err(|error| SandboxError::io(format!("read the step spec `{path}`"), error))?;
+    // The inherited descriptor is not needed any more; the container must not inherit it.
+    // SAFETY: closing a descriptor this process was handed and no one else here uses.
+    unsafe { libc::close(spec_descriptor) };
+    Ok(text)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -116,13 +129,11 @@ fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
     Ok(read)
 }
 
-fn run_step(spec_file: &Path, directory: &Path) -> Result<RunnerResult, SandboxError> {
+fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, SandboxError> {
     let wake_read = install_signal_handlers()?;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let text = fs::read(spec_file).map_err(|error| {
-        SandboxError::io(format!("read step spec `{}`", spec_file.display()), error)
-    })?;
+    let text = read_spec(spec_descriptor)?;
     let step: StepSpec =
         serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep {
             reason: format!("unreadable step spec: {error}"),
@@ -272,7 +283,7 @@ fn run_container(
     device_guard: spec::DeviceGuard,
 ) -> Result<RunnerResult, SandboxError> {
     let id = format!("rbuild-{}", std::process::id());
-    let cgroups_path = format!("/rbuild/{id}");
+    let cgroups_path = super::cgroup::path_for(std::process::id());
     let bundle = directory.join("bundle");
     let state = directory.join("state");
     for path in [&bundle, &state] {
@@ -289,9 +300,15 @@ fn run_container(
         device_guard,
     };
     let oci_spec = spec::build(step, identity, &environment)?;
-    oci_spec
-        .save(bundle.join("config.json"))
-        .map_err(SandboxError::Spec)?;
+    // The OCI spec holds the process environment, `env=` secrets included: libcontainer reads
+    // `config.json` by path, so that is a link to a memory file of this process.
+    let spec_text = serde_json::to_vec(&oci_spec)
+        .map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })?;
+    let spec_memory = super::memory_file("config.json", &spec_text)
+        .map_err(|error| SandboxError::io("keep the container spec in memory", error))?;
+    let spec_link = format!("/proc/{}/fd/{}", std::process::id(), spec_memory.as_raw_fd());
+    std::os::unix::fs::symlink(&spec_link, bundle.join("config.json"))
+        .map_err(|error| SandboxError::io(format!("link `{}`", bundle.join("config.json").display()), error))?;
 
     let stdin =
         File::open("/dev/null").map_err(|error| SandboxError::io("open `/dev/null`", error))?;

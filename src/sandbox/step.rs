@@ -43,27 +43,16 @@ pub fn run_step(
     if cancel.load(Ordering::Relaxed) {
         return Err(SandboxError::Canceled);
     }
-    // On a tmpfs when there is one: the spec holds the environment, secrets included, and must
-    // never reach a disk.
-    // Private to rbuild's user (a temp dir is made 0755): the spec and the bundle written in it
-    // hold the step's environment, `env=` secrets included.
-    let directory = super::private_temp_dir("rbuild-step-")
+    // Private to rbuild's user: the runner keeps the container's state and its result here.
+    let directory = super::PrivateDir::new("step")
         .map_err(|error| SandboxError::io("create the step's temp dir", error))?;
-    let spec_file = directory.path().join("spec.json");
+    // The spec holds the environment, `env=` secrets included: in memory, never in a file.
     let text = serde_json::to_vec(spec).map_err(|error| SandboxError::InvalidStep {
         reason: error.to_string(),
     })?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&spec_file)
-            .and_then(|mut file| file.write_all(&text))
-            .map_err(|error| SandboxError::io(format!("write `{}`", spec_file.display()), error))?;
-    }
+    let spec_memory = super::memory_file("step-spec", &text)
+        .map_err(|error| SandboxError::io("keep the step spec in memory", error))?;
+    let spec_descriptor = spec_memory.as_raw_fd();
 
     let program = RUNNER_PROGRAM
         .get()
@@ -74,13 +63,14 @@ pub fn run_step(
     command
         .arg0("rbuild")
         .arg(RUN_STEP_COMMAND)
-        .arg(&spec_file)
+        .arg(directory.path())
+        .arg(spec_descriptor.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: only async-signal-safe syscalls between fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGTERM as libc::c_ulong,
@@ -89,6 +79,10 @@ pub fn run_step(
                 0,
             );
             libc::setpgid(0, 0);
+            // The spec's memory file is inherited by the runner only (close-on-exec elsewhere).
+            if libc::fcntl(spec_descriptor, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }

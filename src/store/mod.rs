@@ -13,7 +13,8 @@
 //! Invariants: a file reaches `blobs-v1` or `snapshots-v1` only by an atomic rename of a
 //! complete, synced file or directory from `tmp/`, and only then gets its database row. A crash
 //! at any point leaves a state the next run accepts: a row without a file is a cache miss, a file
-//! without a row is garbage for `prune`. The store owns no policy: ops decide what to record.
+//! without a row is garbage, which `prune` collects, and so does a build that opens the root
+//! while no other process holds it. The store owns no policy: ops decide what to record.
 
 pub mod database;
 pub mod usage;
@@ -105,13 +106,33 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(|source| layout_error(&lock_path, source))?;
-        let locked = match mode {
-            LockMode::Shared => lock.lock_shared(),
-            LockMode::Exclusive => lock.lock(),
+        let lock_error = |source| StoreError::Lock { path: lock_path.display().to_string(), source };
+        // A build that finds itself alone on the root sweeps what killed processes left (`tmp/`
+        // entries, snapshots and blobs without rows) before it takes its shared lock; with other
+        // builds running, a later one does, or `cache prune`.
+        let alone = match mode {
+            LockMode::Shared => match lock.try_lock() {
+                Ok(()) => true,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    lock.lock_shared().map_err(lock_error)?;
+                    false
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(source)),
+            },
+            LockMode::Exclusive => {
+                lock.lock().map_err(lock_error)?;
+                false
+            }
         };
-        locked.map_err(|source| StoreError::Lock { path: lock_path.display().to_string(), source })?;
         let database = Database::open(&root.join("db-v1.sqlite"))?;
-        Ok(Store { root: root.to_path_buf(), database: Mutex::new(database), _lock: lock })
+        let store = Store { root: root.to_path_buf(), database: Mutex::new(database), _lock: lock };
+        if alone {
+            let swept = usage::collect_garbage(&store);
+            // Converting the exclusive lock to a shared one.
+            store._lock.lock_shared().map_err(lock_error)?;
+            swept?;
+        }
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {

@@ -175,7 +175,7 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
 
 /// Removes snapshot directories and blobs that have no row, and everything under `tmp/`.
 /// Only sound under the exclusive lock.
-fn collect_garbage(store: &Store) -> Result<(), StoreError> {
+pub(super) fn collect_garbage(store: &Store) -> Result<(), StoreError> {
     let write_error = |path: &Path, source| StoreError::Write { path: path.display().to_string(), source };
     let (layers, blobs): (HashSet<String>, HashSet<String>) = {
         let mut database = store.database();

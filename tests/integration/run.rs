@@ -845,3 +845,92 @@ fn another_host_user_cannot_read_a_running_steps_secrets() {
     assert!(build.wait().unwrap().success(), "the build failed");
     assert!(!found.stdout_text().contains('/'), "another user read the secret in: {}", found.stdout_text());
 }
+
+/// Every process below `pid` (by parent pid, whichever thread started it).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+        let parent: u32 = after_comm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        parents.push((child, parent));
+    }
+    let mut found = vec![pid];
+    let mut index = 0;
+    while index < found.len() {
+        let current = found[index];
+        found.extend(parents.iter().filter(|(_, parent)| *parent == current).map(|(child, _)| *child));
+        index += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Issue 9, points 7 and 8: a build killed with SIGKILL, every process of it at once (runner and
+/// container included, so nothing can clean up), leaves its step directory in /dev/shm, its work
+/// in `tmp/` and, as root on a cgroup v1 host, a cgroup per controller. None of it holds the
+/// `env=` secret (the step spec and the container's spec are memory files), and the next build
+/// on the root sweeps all of it.
+#[test]
+fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
+    both(|case| {
+        let value = format!("rbuild-killed-secret-{}-{:?}", std::process::id(), std::time::SystemTime::now());
+        case.write("secret.txt", &value);
+        if case.mode == Mode::Rootless {
+            give_to_test_user(&case.project);
+        }
+        case.dockerfile("FROM busybox\nRUN --mount=type=secret,id=s,env=SEC sleep 61\n");
+        let secret = format!("id=s,src={}", case.project.ctx().join("secret.txt").display());
+        let mut build = case.command(&["--secret", &secret]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let started = Instant::now();
+        let runner = loop {
+            let runner = descendants(build.id()).into_iter().find(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).nth(1) == Some(b"__run-step"))
+            });
+            let container_started = runner.is_some_and(|runner| !descendants(runner).is_empty());
+            if let (Some(runner), true) = (runner, container_started) {
+                break runner;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "[{:?}] the step did not start", case.mode);
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let cmdline = fs::read(format!("/proc/{runner}/cmdline")).unwrap();
+        let step_directory = PathBuf::from(String::from_utf8(cmdline.split(|byte| *byte == 0).nth(2).unwrap().to_vec()).unwrap());
+        let mut tree = descendants(build.id());
+        tree.push(build.id());
+        for signal in [libc::SIGSTOP, libc::SIGKILL] {
+            for pid in &tree {
+                // SAFETY: kill(2) on processes of this test's build.
+                unsafe { libc::kill(*pid as libc::pid_t, signal) };
+            }
+        }
+        build.wait().unwrap();
+        for pid in &tree {
+            while Path::new(&format!("/proc/{pid}")).exists() && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        let tmp = case.project.root().join("tmp");
+        // The step directory in /dev/shm and the cgroup are left too, unless a build of another
+        // test running now swept them already (the sweep's unit tests pin which go).
+        assert!(fs::read_dir(&tmp).unwrap().count() > 0, "[{:?}] the kill left nothing in tmp/", case.mode);
+        let cgroup = Path::new("/sys/fs/cgroup/pids/rbuild").join(format!("rbuild-{runner}"));
+        let cgroup_left = case.mode == Mode::Root && cgroup.is_dir();
+        let mut search = Command::new("grep");
+        search.args(["-rl", &value, "/dev/shm"]).arg(case.project.root());
+        let found = run_command(search, None);
+        assert!(!found.stdout_text().contains('/'), "[{:?}] the secret is in a file: {}", case.mode, found.stdout_text());
+
+        case.dockerfile("FROM busybox\nRUN echo after > /after\n");
+        case.build(&[]).ok();
+        assert!(!step_directory.exists(), "[{:?}] the killed build's step directory stayed", case.mode);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "[{:?}] tmp/ was not swept", case.mode);
+        if cgroup_left {
+            assert!(!cgroup.exists(), "the killed runner's cgroup stayed");
+        }
+    });
+}
