@@ -3,6 +3,7 @@
 //! ```text
 //! CACHEDIR.TAG
 //! lock                   shared flock per build, exclusive for prune
+//! lock.gate              held (exclusive) while taking `lock`, so a waiting prune is not starved
 //! db-v1.sqlite           cache records, layers, blobs, file hashes (see `database`)
 //! blobs-v1/sha256/<hex>  compressed layers, configs, manifests
 //! snapshots-v1/<hex>/    unpacked layers in overlay format, named by diff id
@@ -100,13 +101,17 @@ impl Store {
             fs::write(&tag, CACHEDIR_TAG).map_err(|source| layout_error(&tag, source))?;
         }
         let lock_path = root.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| layout_error(&lock_path, source))?;
+        let open_lock = |path: &Path| {
+            File::options().create(true).truncate(false).write(true).open(path).map_err(|source| layout_error(path, source))
+        };
+        let lock = open_lock(&lock_path)?;
         let lock_error = |source| StoreError::Lock { path: lock_path.display().to_string(), source };
+        // Every process passes the gate, alone, to take its lock; a prune keeps it while it waits
+        // for the exclusive lock, so builds starting meanwhile queue behind it (flock alone lets a
+        // stream of shared holders starve an exclusive waiter forever).
+        let gate_path = root.join("lock.gate");
+        let gate = open_lock(&gate_path)?;
+        gate.lock().map_err(|source| StoreError::Lock { path: gate_path.display().to_string(), source })?;
         // A build that finds itself alone on the root sweeps what killed processes left (`tmp/`
         // entries, snapshots and blobs without rows) before it takes its shared lock; with other
         // builds running, a later one does, or `cache prune`.
@@ -124,6 +129,7 @@ impl Store {
                 false
             }
         };
+        drop(gate);
         let database = Database::open(&root.join("db-v1.sqlite"))?;
         let store = Store { root: root.to_path_buf(), database: Mutex::new(database), _lock: lock };
         if alone {

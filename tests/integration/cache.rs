@@ -187,6 +187,33 @@ fn cache_prune_all_empties_the_store() {
     }
 }
 
+/// Issue 9, point 7: a prune waiting for the root is not starved by builds that start while it
+/// waits (with 8 builders it never ran): they queue behind it.
+#[test]
+fn a_waiting_prune_goes_before_builds_that_start_after_it() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    let root = project.root();
+    // A build running now, in effect: a shared lock on the root.
+    let running = nix::fcntl::Flock::lock(std::fs::File::open(root.join("lock")).unwrap(), nix::fcntl::FlockArg::LockShared).unwrap();
+    let root_arg = root.to_str().unwrap();
+    let mut prune = project.command(&["cache", "prune", "-f", "--root", root_arg]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    // The prune waits for the exclusive lock, holding the gate.
+    let started = std::time::Instant::now();
+    while nix::fcntl::Flock::lock(std::fs::File::open(root.join("lock.gate")).unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+        assert!(prune.try_wait().unwrap().is_none(), "the prune ran beside a running build");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the prune never took the gate");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut build = project.build_command(&[]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(build.try_wait().unwrap().is_none(), "a build started after the waiting prune went first");
+    assert!(prune.try_wait().unwrap().is_none(), "the prune ran beside a running build");
+    drop(running);
+    assert!(prune.wait().unwrap().success());
+    assert!(build.wait().unwrap().success());
+}
+
 #[test]
 fn two_processes_share_one_root() {
     let first = Project::from_fixture("cache");
