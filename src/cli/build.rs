@@ -430,6 +430,9 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     let store = Store::open(&options.root, LockMode::Shared)
         .with_context(|| format!("failed to open the state root `{}`", options.root.display()))
         .map_err(plain_failure)?;
+    for warning in store.warnings() {
+        sender.send(Event::Warning { message: warning.clone() });
+    }
     crate::sandbox::sweep_leftovers();
 
     let frontend_options = FrontendOptions {

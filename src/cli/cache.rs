@@ -79,7 +79,11 @@ fn short_id(id: &str) -> &str {
 
 fn open(root: Option<std::path::PathBuf>, mode: LockMode) -> anyhow::Result<Store> {
     let root = root.unwrap_or_else(Store::default_root);
-    Store::open(&root, mode).with_context(|| format!("failed to open the state root `{}`", root.display()))
+    let store = Store::open(&root, mode).with_context(|| format!("failed to open the state root `{}`", root.display()))?;
+    for warning in store.warnings() {
+        eprintln!("WARNING: {warning}");
+    }
+    Ok(store)
 }
 
 fn du(args: DuArgs) -> anyhow::Result<()> {

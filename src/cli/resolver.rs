@@ -67,14 +67,13 @@ impl Resolver<'_> {
         let failed = |message: String| format!("failed to resolve source metadata for {name}: {message}");
         let key = format!("{name} {platform}");
         let known = if self.pull { None } else { self.store.database().image_tag(&key).map_err(|e| failed(e.to_string()))? };
-        let cached = known.filter(|(manifest, config, _)| {
-            self.store.blob_path(manifest).exists() && self.store.blob_path(config).exists()
+        // Read whole and checked against their digests: a damaged one is fetched again.
+        let cached = known.and_then(|(manifest, config, _)| {
+            self.store.read_blob(&manifest)?;
+            Some((manifest, self.store.read_blob(&config)?))
         });
         let (manifest_digest, config_bytes) = match cached {
-            Some((manifest, config, _)) => {
-                let bytes = std::fs::read(self.store.blob_path(&config)).map_err(|e| failed(e.to_string()))?;
-                (manifest, bytes)
-            }
+            Some((manifest, bytes)) => (manifest, bytes),
             None => {
                 let client = self.registry.ok_or_else(|| failed("no registry configuration".into()))?;
                 let resolved = client

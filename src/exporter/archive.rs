@@ -130,8 +130,8 @@ pub fn write_tar(
             }
             Content::Blob(digest, size) => {
                 header.set_size(size);
-                let file = fs::File::open(store.blob_path(&digest))?;
-                builder.append_data(&mut header, &name, file)?;
+                let blob = store.open_blob(&digest)?;
+                builder.append_data(&mut header, &name, blob)?;
             }
         }
     }
@@ -162,8 +162,11 @@ pub fn write_directory(
                 }
                 let temporary = path.with_extension("tmp");
                 let mut file = fs::File::create(&temporary).map_err(error(&temporary))?;
-                copy_blob(store, &digest, &mut file).map_err(error(&path))?;
-                file.sync_all().map_err(error(&path))?;
+                let copied = copy_blob(store, &digest, &mut file).and_then(|_| file.sync_all());
+                if let Err(source) = copied {
+                    let _ = fs::remove_file(&temporary);
+                    return Err(error(&path)(source));
+                }
                 fs::rename(&temporary, &path).map_err(error(&path))?;
             }
         }

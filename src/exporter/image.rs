@@ -8,7 +8,6 @@
 //! re-written with mtimes clamped to the epoch (new diff ids, not memoized).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Write};
 
 use rayon::prelude::*;
@@ -133,7 +132,7 @@ pub fn layer_blob(
     // blob (level -1), whatever its times, as BuildKit does (measured with the oracle).
     if clamp.is_some() {
         let base = store.database().blob_for(&layer.diff_id, compression, -1)?;
-        if let Some(blob) = base.filter(|blob| store.blob_path(&blob.digest).exists()) {
+        if let Some(blob) = base.filter(|blob| store.blob_is_intact(&blob.digest, blob.size)) {
             return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
         }
     }
@@ -145,7 +144,7 @@ pub fn layer_blob(
             None => database.blob_for(&layer.diff_id, compression, -1)?,
         };
         drop(database);
-        if let Some(blob) = existing.filter(|blob| store.blob_path(&blob.digest).exists()) {
+        if let Some(blob) = existing.filter(|blob| store.blob_is_intact(&blob.digest, blob.size)) {
             return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
         }
         if let Some(remote) = layer.remote.as_ref().filter(|remote| compression_of(&remote.blob.media_type) == compression) {
@@ -313,9 +312,9 @@ fn fill_history_times(document: &mut ImageDocument, layers: &[Layer], epoch: Opt
 }
 
 /// Copies a blob from the store into `out`.
+/// Copies a blob of the store, failing on a damaged one ([`Store::open_blob`]).
 pub fn copy_blob(store: &Store, digest: &str, out: &mut dyn Write) -> io::Result<u64> {
-    let mut file = File::open(store.blob_path(digest))?;
-    io::copy(&mut file, out)
+    io::copy(&mut store.open_blob(digest)?, out)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! manifest for NAME@DIGEST`.
 
 use std::collections::HashMap;
-use std::fs::File;
 
 use super::image::BuiltImage;
 use crate::progress::{Event, Sender};
@@ -50,8 +49,7 @@ pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, prog
     progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: false });
     let mounts = mount_sources(store, &reference);
     for blob in image.layers.iter().chain([&image.config]) {
-        let path = store.blob_path(&blob.digest);
-        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(File::open(&path)?)) };
+        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(store.open_blob(&blob.digest)?)) };
         let digest = blob.digest.clone();
         let mut report = |done: u64, total: u64| {
             progress.send(Event::Status { vertex, id: digest.clone(), current: done, total: Some(total), done: done >= total });

@@ -438,8 +438,13 @@ impl UpperWriter {
                 {
                     return Ok(());
                 }
-                fs::copy(&entry.real, &real)
-                    .map_err(|source| FileError::Read { path: entry.real.display().to_string(), source })?;
+                fs::copy(&entry.real, &real).map_err(|source| {
+                    // One call reads the source and writes the copy: say which side failed.
+                    let writing = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EROFS));
+                    let path = if writing { &real } else { &entry.real };
+                    let path = path.display().to_string();
+                    if writing { FileError::Write { path, source } } else { FileError::Read { path, source } }
+                })?;
                 if let Some(link) = entry.link {
                     self.links.insert(link, real.clone());
                 }

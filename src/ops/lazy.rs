@@ -140,7 +140,7 @@ pub fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, status:
 /// The compressed blob of a lazy layer, fetched into the store and recorded like a base
 /// image's blob (level -1), so every export with its compression reuses the same digest.
 pub fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<BlobRow, ImageError> {
-    if let Some(row) = store.database().blob(&remote.blob.digest)?.filter(|_| store.blob_path(&remote.blob.digest).exists()) {
+    if let Some(row) = store.database().blob(&remote.blob.digest)?.filter(|row| store.blob_is_intact(&row.digest, row.size)) {
         return Ok(row);
     }
     let fetch = |_: &str, out: &mut dyn Write| fetch_remote(remote, out, status);

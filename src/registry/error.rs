@@ -120,7 +120,7 @@ pub enum RegistryError {
         acknowledged: u64,
     },
 
-    #[error("failed to write blob `{digest}` of {reference}")]
+    #[error("failed to write blob `{digest}` of {reference}: {source}")]
     Write {
         reference: String,
         digest: String,

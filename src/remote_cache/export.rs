@@ -107,7 +107,7 @@ fn write(
         .collect();
     let ensure_stored = |digest: &str| -> Result<(), CacheError> {
         if let Some((layer, remote)) = lazy.get(digest)
-            && !store.blob_path(digest).exists()
+            && !store.blob_is_intact(digest, remote.blob.size)
         {
             fetch_layer_blob(store, layer, remote, &status).map_err(crate::exporter::image::ImageError::from)?;
         }
@@ -182,13 +182,13 @@ fn write(
                 status(&id, 0, None, false);
                 if !layout.has_blob(blob) {
                     ensure_stored(&blob.digest)?;
-                    layout.put_blob(blob, &store.blob_path(&blob.digest))?;
+                    layout.put_blob(blob, store)?;
                 }
                 status(&id, 0, None, true);
             }
             let id = format!("writing cache manifest {}", manifest.digest);
             status(&id, 0, None, false);
-            layout.put_blob(&manifest, &store.blob_path(&manifest.digest))?;
+            layout.put_blob(&manifest, store)?;
             layout.tag(tag, &manifest)?;
             status(&id, 0, None, true);
             Ok(())

@@ -115,13 +115,15 @@ impl Layout {
         fs::metadata(self.blob_path(&descriptor.digest)).is_ok_and(|metadata| metadata.len() == descriptor.size)
     }
 
-    /// Writes a blob unless the directory has it already.
-    pub fn put_blob(&self, descriptor: &Descriptor, source: &Path) -> Result<(), CacheError> {
+    /// Writes a blob of the store unless the directory has it already (a damaged one fails,
+    /// see `Store::open_blob`).
+    pub fn put_blob(&self, descriptor: &Descriptor, store: &crate::store::Store) -> Result<(), CacheError> {
         let target = self.blob_path(&descriptor.digest);
         if self.has_blob(descriptor) {
             return Ok(());
         }
-        let mut input = File::open(source).map_err(Layout::read_error(source))?;
+        let source = store.blob_path(&descriptor.digest);
+        let mut input = store.open_blob(&descriptor.digest).map_err(Layout::read_error(&source))?;
         self.write_atomically(&target, &mut |out| io::copy(&mut input, out).map(|_| ()))
     }
 

@@ -68,6 +68,16 @@ pub enum DatabaseError {
     TooNew { found: usize, known: usize },
     #[error("cache database query failed")]
     Query(#[from] rusqlite::Error),
+    #[error("the cache database `{path}` is damaged: {reason}")]
+    Damaged { path: String, reason: String },
+}
+
+/// Whether SQLite says the file is not a sound database (as opposed to busy, full, or denied).
+fn is_damage(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// A cache record: the result of one vertex, by cache key.
@@ -120,14 +130,31 @@ pub struct Database {
 }
 
 impl Database {
+    /// Opens (or creates) the database and checks it: a damaged file is
+    /// [`DatabaseError::Damaged`], for the store to move aside. The check (`quick_check`) reads
+    /// every page: about 50 ms for 200,000 file hashes, far less for usual roots.
     pub fn open(path: &Path) -> Result<Database, DatabaseError> {
-        let open_error = |source| DatabaseError::Open { path: path.display().to_string(), source };
+        let damaged = |reason: String| DatabaseError::Damaged { path: path.display().to_string(), reason };
+        let open_error = |source: rusqlite::Error| {
+            if is_damage(&source) { damaged(source.to_string()) } else { DatabaseError::Open { path: path.display().to_string(), source } }
+        };
         let connection = Connection::open(path).map_err(open_error)?;
         connection.busy_timeout(Duration::from_secs(30)).map_err(open_error)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
+        let problems: Vec<String> = {
+            let mut statement = connection.prepare("PRAGMA quick_check(3)").map_err(open_error)?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(open_error)?;
+            rows.collect::<Result<_, _>>().map_err(open_error)?
+        };
+        if problems != ["ok"] {
+            return Err(damaged(problems.join("; ")));
+        }
         let mut database = Database { connection };
-        database.migrate()?;
+        database.migrate().map_err(|error| match error {
+            DatabaseError::Migrate { source, .. } | DatabaseError::Query(source) if is_damage(&source) => damaged(source.to_string()),
+            other => other,
+        })?;
         Ok(database)
     }
 

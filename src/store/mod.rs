@@ -57,6 +57,8 @@ pub enum LockMode {
 pub struct Store {
     root: PathBuf,
     database: Mutex<Database>,
+    /// What opening the root repaired, for the user to read.
+    warnings: Vec<String>,
     _lock: File,
 }
 
@@ -115,7 +117,7 @@ impl Store {
         // A build that finds itself alone on the root sweeps what killed processes left (`tmp/`
         // entries, snapshots and blobs without rows) before it takes its shared lock; with other
         // builds running, a later one does, or `cache prune`.
-        let alone = match mode {
+        let mut alone = match mode {
             LockMode::Shared => match lock.try_lock() {
                 Ok(()) => true,
                 Err(std::fs::TryLockError::WouldBlock) => {
@@ -130,9 +132,34 @@ impl Store {
             }
         };
         drop(gate);
-        let database = Database::open(&root.join("db-v1.sqlite"))?;
-        let store = Store { root: root.to_path_buf(), database: Mutex::new(database), _lock: lock };
-        if alone {
+        let database_path = root.join("db-v1.sqlite");
+        let mut warnings = Vec::new();
+        let database = match Database::open(&database_path) {
+            Err(DatabaseError::Damaged { .. }) => {
+                // Only a process alone on the root may replace the database; the others wait
+                // (they fail on the same file, or find it replaced).
+                if mode == LockMode::Shared && !alone {
+                    lock.lock().map_err(lock_error)?;
+                    alone = true;
+                }
+                match Database::open(&database_path) {
+                    Err(DatabaseError::Damaged { reason, .. }) => {
+                        let aside = move_database_aside(&database_path)
+                            .map_err(|source| StoreError::Write { path: database_path.display().to_string(), source })?;
+                        warnings.push(format!(
+                            "the cache database `{}` was damaged ({reason}); it was moved to `{}` and the build cache starts empty",
+                            database_path.display(),
+                            aside.display()
+                        ));
+                        Database::open(&database_path)?
+                    }
+                    other => other?,
+                }
+            }
+            other => other?,
+        };
+        let store = Store { root: root.to_path_buf(), database: Mutex::new(database), warnings, _lock: lock };
+        if alone && mode == LockMode::Shared {
             let swept = usage::collect_garbage(&store);
             // Converting the exclusive lock to a shared one.
             store._lock.lock_shared().map_err(lock_error)?;
@@ -143,6 +170,11 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// What opening the root found damaged and repaired (one line each).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn database(&self) -> MutexGuard<'_, Database> {
@@ -209,6 +241,30 @@ impl Store {
         self.root.join("blobs-v1/sha256").join(digest.strip_prefix("sha256:").unwrap_or(digest))
     }
 
+    /// Whether a blob is there with the size its row says: the cheap check before reusing one
+    /// (a blob cut short by a full disk or a damaged root is then made or fetched again).
+    pub fn blob_is_intact(&self, digest: &str, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest)).is_ok_and(|metadata| metadata.is_file() && metadata.len() == size)
+    }
+
+    /// Opens a blob for export: the reader hashes what it reads and, at the end, fails if the
+    /// bytes do not match the digest, removing the damaged blob so that the next build makes or
+    /// fetches it again. A damaged blob is never exported whole.
+    pub fn open_blob(&self, digest: &str) -> io::Result<VerifiedBlob> {
+        let path = self.blob_path(digest);
+        let file = File::open(&path)?;
+        let expected = digest.strip_prefix("sha256:").unwrap_or(digest).to_string();
+        Ok(VerifiedBlob { file, hasher: Sha256::new(), expected, path })
+    }
+
+    /// Reads a small blob (a manifest or config) whole, `None` when it is missing or its bytes
+    /// do not match its digest (it is removed then).
+    pub fn read_blob(&self, digest: &str) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut self.open_blob(digest).ok()?, &mut bytes).ok()?;
+        Some(bytes)
+    }
+
     /// A writer that hashes what it writes and lands in `blobs-v1` under that digest.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         let parent = self.root.join("tmp");
@@ -226,6 +282,39 @@ impl Store {
             .write_all(bytes)
             .map_err(|source| StoreError::Write { path: self.root.display().to_string(), source })?;
         writer.finish()
+    }
+}
+
+/// A blob being read for export; see [`Store::open_blob`].
+pub struct VerifiedBlob {
+    file: File,
+    hasher: Sha256,
+    expected: String,
+    path: PathBuf,
+}
+
+impl io::Read for VerifiedBlob {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read(buffer)?;
+        if read > 0 || buffer.is_empty() {
+            self.hasher.update(&buffer[..read]);
+            return Ok(read);
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != self.expected {
+            let _ = fs::remove_file(&self.path);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the blob `{}` in the state root was damaged (its bytes hash to sha256:{actual}); it was removed, build again to make or fetch it anew",
+                    self.path.display()
+                ),
+            ));
+        }
+        // Matched: further reads stay at the end (the hasher is fresh, and `expected` now names
+        // the empty content's digest so a second end-of-file check passes).
+        self.expected = hex::encode(Sha256::new().finalize());
+        Ok(0)
     }
 }
 
@@ -257,11 +346,21 @@ impl BlobWriter {
         let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
         let file = self.file.into_inner().map_err(|error| write_error(error.into_error()))?;
         file.as_file().sync_all().map_err(write_error)?;
-        if !target.exists() {
-            file.persist(&target).map_err(|error| write_error(error.error))?;
-        }
+        // Replaces whatever is there: the same bytes from another process, or a damaged blob.
+        file.persist(&target).map_err(|error| write_error(error.error))?;
         Ok((format!("sha256:{hex}"), self.size))
     }
+}
+
+/// Moves a damaged database (and its write-ahead log) to `<name>.damaged`, replacing an earlier
+/// one, so the next open starts a fresh one. Returns where it went.
+fn move_database_aside(path: &Path) -> io::Result<PathBuf> {
+    let aside = path.with_extension("sqlite.damaged");
+    fs::rename(path, &aside)?;
+    let sibling = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
+    let _ = fs::rename(sibling("-wal"), PathBuf::from(format!("{}-wal", aside.display())));
+    let _ = fs::remove_file(sibling("-shm"));
+    Ok(aside)
 }
 
 /// Flushes the filesystem holding `path`, so a renamed directory is complete after a crash.

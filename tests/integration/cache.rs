@@ -251,3 +251,92 @@ fn two_processes_share_one_root() {
         assert_eq!(outcome, "CACHED", "step {name} after concurrent builds");
     }
 }
+
+/// The diff ids of an archive's image, which do not depend on when it was built.
+fn diff_ids(archive: &Path) -> serde_json::Value {
+    skopeo_config(archive)["rootfs"]["diff_ids"].clone()
+}
+
+/// Overwrites `length` bytes of a file at `offset` with a pattern.
+fn damage(path: &Path, offset: u64, length: usize) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(&vec![0x5a; length]).unwrap();
+}
+
+/// Issue 9, point 6: a damaged cache database is found when the root is opened, moved aside
+/// with one line that says so, and the build goes on with an empty cache to the same image; a
+/// root damaged that way is pruned whole.
+#[test]
+fn a_damaged_database_is_moved_aside_and_the_build_goes_on() {
+    let project = Project::from_fixture("cache");
+    let first = project.build_oci("first.tar", &[]);
+    let database = project.root().join("db-v1.sqlite");
+    damage(&database, 0, 100);
+    let second = project.out("second.tar");
+    let run = project.build(&["-o", &format!("type=oci,dest={}", second.display())]).ok();
+    run.stderr_has(&format!("the cache database `{}` was damaged", database.display()));
+    run.stderr_has("db-v1.sqlite.damaged` and the build cache starts empty");
+    for (name, outcome) in dockerfile_steps(&run) {
+        assert_eq!(outcome, "DONE", "step {name} with an empty cache");
+    }
+    assert_eq!(diff_ids(&second), diff_ids(&first));
+    assert!(project.root().join("db-v1.sqlite.damaged").is_file());
+
+    // Damaged inside (not the header): `cache prune -a` still empties the root.
+    let size = std::fs::metadata(&database).unwrap().len();
+    damage(&database, size / 2, 4096);
+    project.cache(&["prune", "-a", "-f"]).ok().stderr_has("was damaged");
+    assert!(tree(&project.root().join("snapshots-v1")).is_empty());
+    assert!(tree(&project.root().join("blobs-v1/sha256")).is_empty());
+}
+
+/// Issue 9, point 6: a layer blob whose bytes no longer match its digest is never exported: the
+/// export fails naming it and removes it, and the next build makes it again. A blob cut short is
+/// caught before use and made again at once.
+#[test]
+fn a_damaged_blob_is_never_exported() {
+    let project = Project::from_fixture("cache");
+    let first = project.build_oci("first.tar", &[]);
+    let layers: Vec<String> = skopeo_manifest(&first)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string())
+        .collect();
+    let blob = project.root().join("blobs-v1/sha256").join(&layers[0]);
+    let size = std::fs::metadata(&blob).unwrap().len();
+    damage(&blob, size / 2, 1);
+    let second = project.out("second.tar");
+    let run = project.build(&["-o", &format!("type=oci,dest={}", second.display())]).fails(1);
+    run.stderr_has(&format!("the blob `{}` in the state root was damaged", blob.display()));
+    assert!(!second.exists(), "an archive with a damaged blob was written");
+    assert!(!blob.exists(), "the damaged blob stayed");
+
+    let third = project.build_oci("third.tar", &[]);
+    assert_eq!(skopeo_manifest(&third)["layers"], skopeo_manifest(&first)["layers"]);
+
+    std::fs::OpenOptions::new().write(true).open(&blob).unwrap().set_len(size / 2).unwrap();
+    let fourth = project.build_oci("fourth.tar", &[]);
+    assert_eq!(skopeo_manifest(&fourth)["layers"], skopeo_manifest(&first)["layers"]);
+    assert_eq!(std::fs::metadata(&blob).unwrap().len(), size);
+}
+
+/// Issue 9, point 6: a full disk under the state root ends the build with the system's words
+/// and a path in the root, exit 1.
+#[test]
+fn a_full_state_root_says_so() {
+    require_tool("unshare");
+    let project = Project::from_fixture("cache");
+    // Incompressible, larger than the root's file system.
+    let noise: String = (0..400_000u32).map(|index| char::from(b'a' + (index.wrapping_mul(2_654_435_761) >> 27) as u8 % 26)).collect();
+    project.write("one.txt", &noise);
+    let root = project.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let build = project.build_command(&["-o", &format!("type=oci,dest={}", project.out("full.tar").display())]);
+    let mount = format!("mount -t tmpfs -o size=256k tmpfs '{}' && exec \"$@\"", root.display());
+    let run = run_command(wrapped_command("unshare", &["-m", "sh", "-c", &mount, "sh"], &build), None).fails(1);
+    run.stderr_has("No space left on device");
+    run.stderr_has(&root.display().to_string());
+}
