@@ -329,11 +329,7 @@ pub fn run(args: BuildArgs) -> i32 {
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while the first is being handled ends the process at once.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED, cancel.clone());
-        let _ = signal_hook::flag::register(signal, cancel.clone());
-    }
+    super::interrupt::install(cancel.clone());
     let mode = if options.quiet { Mode::Quiet } else { options.progress.resolve(std::io::stderr().is_terminal()) };
     let progress = Progress::start(mode, Box::new(std::io::stderr()));
     // The parser, the frontend and the graph walk recurse as deep as the Dockerfile nests

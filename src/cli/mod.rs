@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cache;
 pub mod docs;
+mod interrupt;
 mod resolver;
 
 use std::path::PathBuf;

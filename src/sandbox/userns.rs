@@ -4,7 +4,9 @@
 //! (`newuidmap`/`newgidmap`: caller → 0, then every /etc/subuid and /etc/subgid range of the
 //! caller stacked above, as podman and buildah do); the child becomes uid/gid 0 and re-execs
 //! `/proc/self/exe` with the same argv. The parent stays as a thin waiter: it forwards signals sent
-//! to it and exits with the child's status (re-raising the child's fatal signal).
+//! to it and exits with the child's status (re-raising the child's fatal signal). The child gets
+//! SIGTERM when the waiter dies (`PR_SET_PDEATHSIG`), so a killed waiter leaves no build behind;
+//! a signal that reaches the child directly and through the waiter counts once (`cli::interrupt`).
 //!
 //! Root, and the re-exec'd process: `/` becomes rprivate in a new mount namespace, so overlay and
 //! bind mounts never propagate to the host. In a user namespace on a hybrid cgroup host the
@@ -217,6 +219,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
     )
     .map_err(|error| SandboxError::syscall("block signals", error))?;
 
+    let waiter = nix::unistd::getpid();
     // SAFETY: the process is single-threaded (checked above), so the child may run any code.
     match unsafe { fork() }.map_err(|error| SandboxError::syscall("fork", error))? {
         ForkResult::Child => {
@@ -238,6 +241,15 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             // Host supplementary groups show up as `nogroup` inside; drop them (denied when
             // setgroups is off, which is harmless).
             let _ = nix::unistd::setgroups(&[]);
+            // The build dies with the waiter, however the waiter dies (kill -9 of the process
+            // the user started left the build, its runner and container writing outputs): it
+            // gets SIGTERM, its orderly cancel. Set after the credential changes, which clear it;
+            // kept across the exec.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
+            if nix::unistd::getppid() != waiter {
+                unsafe { libc::_exit(125) };
+            }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
             let error = nix::unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
             eprintln!("rbuild: failed to re-execute itself in a user namespace: {error}");

@@ -72,6 +72,14 @@ impl Case {
         }
     }
 
+    /// [`Case::command`] without the switch to the test user: for a test that starts rbuild as
+    /// that user its own way.
+    pub(crate) fn command_as_caller(&self, args: &[&str]) -> Command {
+        let mut full = vec!["--build-context", self.busybox.as_str()];
+        full.extend_from_slice(args);
+        self.project.build_command(&full)
+    }
+
     pub(crate) fn build(&self, args: &[&str]) -> Run {
         let mut run = run_command(self.command(args), None);
         run.what = format!("[{:?}] {}", self.mode, run.what);
@@ -933,4 +941,93 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
             assert!(!cgroup.exists(), "the killed runner's cgroup stayed");
         }
     });
+}
+
+/// rbuild as this case's user, started the way a shell starts it: its own process group, no
+/// process in between (rootless: `setpriv`, which execs, with a clean environment).
+fn spawn_in_own_group(case: &Case, args: &[&str]) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::os::unix::process::CommandExt;
+    let command = case.command_as_caller(args);
+    let mut command = match case.mode {
+        Mode::Root => command,
+        Mode::Rootless => {
+            let (uid, gid) = ensure_test_user();
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).unwrap().unwrap();
+            let ids = [format!("--reuid={uid}"), format!("--regid={gid}")];
+            let mut wrapped = wrapped_command("setpriv", &[&ids[0], &ids[1], "--init-groups", "--"], &command);
+            wrapped.env_clear().env("HOME", &user.dir).env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin");
+            wrapped
+        }
+    };
+    command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines() {
+            text.push_str(&line.unwrap());
+            text.push('\n');
+        }
+        text
+    });
+    (child, reader)
+}
+
+fn wait_for_process(marker: &str) {
+    let started = Instant::now();
+    while pgrep(marker).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "`{marker}` never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 9, point 9: a signal to the whole process group (a CI runner stopping a job, `kill -INT
+/// -PGID`) reaches a rootless build directly and again through its waiter; it must count once:
+/// one orderly cancel (CANCELED, nothing left in tmp/), never the immediate exit a second signal
+/// means (3 of 5 tries skipped the cancel). And kill -9 of the process the user started (the
+/// rootless waiter) leaves no build behind: the build, its runner and its container stop too.
+#[test]
+fn a_group_signal_cancels_once_and_a_killed_waiter_leaves_no_build() {
+    require_tool("pgrep");
+    require_tool("setpriv");
+    for mode in [Mode::Root, Mode::Rootless] {
+        let case = Case::new(mode);
+        let marker = match mode {
+            Mode::Root => "sleep 43",
+            Mode::Rootless => "sleep 44",
+        };
+        case.dockerfile(&format!("FROM busybox\nRUN {marker}\n"));
+        let output = case.out("img.tar");
+        let output_arg = format!("type=oci,dest={}", output.display());
+        for attempt in 0..3 {
+            let (mut child, reader) = spawn_in_own_group(&case, &["-o", &output_arg]);
+            wait_for_process(marker);
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+            let status = child.wait().unwrap();
+            let stderr = reader.join().unwrap();
+            assert_eq!(status.code(), Some(130), "[{mode:?} #{attempt}] exit status\n{stderr}");
+            assert!(stderr.contains(" CANCELED"), "[{mode:?} #{attempt}] no orderly cancel\n{stderr}");
+            let tmp = fs::read_dir(case.project.root().join("tmp")).unwrap().count();
+            assert_eq!(tmp, 0, "[{mode:?} #{attempt}] tmp/ kept entries\n{stderr}");
+            assert!(pgrep(marker).is_empty(), "[{mode:?} #{attempt}] the container outlived the cancel");
+        }
+        if mode == Mode::Rootless {
+            let (mut waiter, reader) = spawn_in_own_group(&case, &["-o", &output_arg]);
+            wait_for_process(marker);
+            waiter.kill().unwrap();
+            waiter.wait().unwrap();
+            drop(reader);
+            let killed = Instant::now();
+            while !pgrep(marker).is_empty() {
+                assert!(killed.elapsed() < Duration::from_secs(10), "the build outlived its killed waiter");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let root = case.project.root().display().to_string();
+            while !pgrep(&root).is_empty() {
+                assert!(killed.elapsed() < Duration::from_secs(10), "rbuild outlived its killed waiter: {:?}", pgrep(&root));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(!output.exists(), "the orphaned build wrote its output");
+        }
+    }
 }

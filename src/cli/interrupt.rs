@@ -1,0 +1,72 @@
+//! Ctrl-C and SIGTERM during a build: the first signal starts one orderly cancel, a second one
+//! ends the process at once (exit 130), as `docker buildx build` does.
+//!
+//! Role: [`install`] registers the handler for SIGINT and SIGTERM; the build reads the cancel
+//! flag it sets.
+//!
+//! Decision: one signal can arrive twice. Rootless, rbuild runs as the child of a thin waiter
+//! (`sandbox::enter`) that passes on the signals sent to it; a signal sent to the whole process
+//! group (`kill -INT -PGID`, a CI runner stopping a job) reaches the build directly and again
+//! through the waiter. Counting both as two signals skipped the orderly cancel (exit 130 at once,
+//! `tmp/` and `/dev/shm` left behind). So a signal from the parent and a signal from anyone else
+//! with the same number, within [`TWIN_WINDOW_MS`] of each other, count as one. Two signals of
+//! the same kind (two Ctrl-C at a terminal, which the waiter does not pass on) still end the
+//! process at once.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::EXIT_INTERRUPTED;
+
+/// How far apart a signal and its forwarded copy may arrive.
+const TWIN_WINDOW_MS: i64 = 1000;
+
+static CANCEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+/// The first signal: its number, whether it came from the parent, and when (ms, monotonic).
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static FIRST_FROM_PARENT: AtomicBool = AtomicBool::new(false);
+static FIRST_AT_MS: AtomicI64 = AtomicI64::new(0);
+/// Whether the first signal's twin was seen (a third signal is then a second one).
+static TWIN_SEEN: AtomicBool = AtomicBool::new(false);
+static PARENT: AtomicI32 = AtomicI32::new(0);
+
+/// Sets `cancel` on the first SIGINT or SIGTERM; exits with 130 on a second one.
+pub fn install(cancel: Arc<AtomicBool>) {
+    let _ = CANCEL.set(cancel);
+    PARENT.store(nix::unistd::getppid().as_raw(), Ordering::Relaxed);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only uses atomics, clock_gettime and _exit (async-signal-safe).
+        let _ = unsafe { signal_hook_registry::register_sigaction(signal, handle) };
+    }
+}
+
+fn handle(info: &libc::siginfo_t) {
+    let signal = info.si_signo;
+    // SAFETY: si_pid is valid to read for signals sent by kill(2) (SI_USER); for others it is 0
+    // or a pid we do not compare equal to the parent's by chance of a kernel sender.
+    let sender = if info.si_code == libc::SI_USER { unsafe { info.si_pid() } } else { 0 };
+    let from_parent = sender != 0 && sender == PARENT.load(Ordering::Relaxed);
+    let now = monotonic_ms();
+    let Some(cancel) = CANCEL.get() else { return };
+    if !cancel.swap(true, Ordering::SeqCst) {
+        FIRST_SIGNAL.store(signal, Ordering::SeqCst);
+        FIRST_FROM_PARENT.store(from_parent, Ordering::SeqCst);
+        FIRST_AT_MS.store(now, Ordering::SeqCst);
+        return;
+    }
+    let twin = FIRST_SIGNAL.load(Ordering::SeqCst) == signal
+        && FIRST_FROM_PARENT.load(Ordering::SeqCst) != from_parent
+        && now - FIRST_AT_MS.load(Ordering::SeqCst) <= TWIN_WINDOW_MS;
+    if twin && !TWIN_SEEN.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(EXIT_INTERRUPTED) };
+}
+
+fn monotonic_ms() -> i64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+}
