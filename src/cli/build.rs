@@ -371,7 +371,7 @@ pub fn run(args: BuildArgs) -> i32 {
                 eprint!("{}", render_snippet(&options.dockerfile_name, source, span));
             }
             eprintln!("ERROR: failed to solve: {message}");
-            if cancel.load(Ordering::SeqCst) && message == "canceled" { EXIT_INTERRUPTED } else { EXIT_FAILED }
+            if cancel.load(Ordering::SeqCst) { EXIT_INTERRUPTED } else { EXIT_FAILED }
         }
     }
 }
@@ -451,7 +451,8 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     let registry = Arc::new(
         crate::registry::Client::new(registry_config, credentials)
             .context("failed to set up the registry client")
-            .map_err(plain_failure)?,
+            .map_err(plain_failure)?
+            .with_cancel(cancel.clone()),
     );
     let resolver = Resolver {
         store: &store,

@@ -137,8 +137,14 @@ fn is_index(media_type: &MediaType) -> bool {
 }
 
 /// Where blob `digest` is in the OCI layout directory `layout`.
+/// A digest that is not `algorithm:hex` in plain characters (from a hostile index: `sha256:../x`)
+/// names a file that never exists, never a path outside the layout.
 pub fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
     let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    let plain = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
+    if !plain(algorithm) || !plain(hex) {
+        return layout.join("blobs").join("not-a-digest");
+    }
     layout.join("blobs").join(algorithm).join(hex)
 }
 

@@ -22,7 +22,7 @@ impl Client {
     /// (at most `config_limit` bytes). `Ok(None)` when no host has it.
     pub fn fetch_artifact(&self, reference: &Reference, config_limit: usize) -> Result<Option<Artifact>, RegistryError> {
         let endpoints = self.endpoints(&reference.registry)?;
-        self.runtime.block_on(async {
+        self.block_on(async {
             let mut first_error = None;
             for endpoint in endpoints.iter() {
                 let fetched = async {

@@ -50,6 +50,7 @@ const CONFIG_LIMIT: usize = 32 << 20;
 const DEFAULT_UPLOAD_CHUNK_SIZE: usize = 8 << 20;
 const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
 
+
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// The reference with `digest` set to what the tag points to (the index when there is one).
@@ -71,7 +72,8 @@ pub struct LayerDescriptor {
     pub media_type: String,
 }
 
-/// Bounds for retrying transient failures.
+/// Bounds for retrying transient failures, and for waiting on a slow server: a server that
+/// drips bytes cannot hold a build forever.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Tries in total, the first included.
@@ -82,6 +84,13 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Cap on the sum of delays of one request.
     pub max_total_delay: Duration,
+    /// The longest wait for a response's headers.
+    pub response_deadline: Duration,
+    /// The longest wait for the whole body of a small document (manifest, config, token).
+    pub small_body_deadline: Duration,
+    /// A blob download that brings fewer than `stall_min_bytes` in a `stall_window` stalled.
+    pub stall_window: Duration,
+    pub stall_min_bytes: u64,
 }
 
 impl Default for RetryPolicy {
@@ -91,6 +100,10 @@ impl Default for RetryPolicy {
             initial_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(10),
             max_total_delay: Duration::from_secs(30),
+            response_deadline: Duration::from_secs(60),
+            small_body_deadline: Duration::from_secs(120),
+            stall_window: Duration::from_secs(60),
+            stall_min_bytes: 16 << 10,
         }
     }
 }
@@ -129,6 +142,8 @@ pub struct Client {
     endpoints: Mutex<HashMap<String, Arc<Vec<Arc<Endpoint>>>>>,
     /// `Authorization` header values per (host, scope).
     pub(super) authorizations: Mutex<HashMap<(String, String), String>>,
+    /// Set by Ctrl-C or SIGTERM: every request in flight ends at once.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Client {
@@ -147,6 +162,7 @@ impl Client {
             upload_chunk_size: DEFAULT_UPLOAD_CHUNK_SIZE,
             endpoints: Mutex::new(HashMap::new()),
             authorizations: Mutex::new(HashMap::new()),
+            cancel: None,
         })
     }
 
@@ -161,6 +177,23 @@ impl Client {
         self
     }
 
+    /// Ends every request with [`RegistryError::Canceled`] once `cancel` is set.
+    pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Client {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Runs registry work on the client's runtime until it ends or the build is canceled.
+    pub(super) fn block_on<T>(&self, work: impl std::future::Future<Output = Result<T, RegistryError>>) -> Result<T, RegistryError> {
+        let cancel = self.cancel.clone();
+        self.runtime.block_on(async move {
+            tokio::select! {
+                result = work => result,
+                () = canceled(cancel) => Err(RegistryError::Canceled),
+            }
+        })
+    }
+
     pub fn resolve(
         &self,
         reference: &Reference,
@@ -169,7 +202,7 @@ impl Client {
         variant: Option<&str>,
     ) -> Result<Resolved, RegistryError> {
         let endpoints = self.endpoints(&reference.registry)?;
-        self.runtime.block_on(async {
+        self.block_on(async {
             let mut first_error = None;
             for endpoint in endpoints.iter() {
                 match self.resolve_at(endpoint, reference, os, architecture, variant).await {
@@ -201,7 +234,7 @@ impl Client {
             digest: digest.to_string(),
         })?;
         let endpoints = self.endpoints(&reference.registry)?;
-        self.runtime.block_on(async {
+        self.block_on(async {
             let mut stream = BlobStream {
                 reference,
                 name: &name,
@@ -415,7 +448,7 @@ impl Client {
             .await?;
         let response = check_status(response, endpoint, reference)?;
         let header = header_text(response.headers(), CONTENT_TYPE.as_str());
-        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT).await?;
+        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT, self.retry.small_body_deadline).await?;
         Ok((bytes, header))
     }
 
@@ -451,7 +484,7 @@ impl Client {
         let path = format!("{}/blobs/{digest}", reference.repository);
         let response = self.send(endpoint, reference, Method::GET, &path, "*/*", 0).await?;
         let response = check_status(response, endpoint, reference)?;
-        let bytes = read_limited(response, endpoint, reference, limit).await?;
+        let bytes = read_limited(response, endpoint, reference, limit, self.retry.small_body_deadline).await?;
         if bytes.len() as u64 != size {
             return Err(Failure::Error(RegistryError::SizeMismatch {
                 reference: name,
@@ -482,8 +515,26 @@ impl Client {
                 .size
                 .or_else(|| response.content_length().map(|length| length + stream.written - skip))
                 .unwrap_or(0);
+            let mut window_started = std::time::Instant::now();
+            let mut window_bytes = 0u64;
             loop {
-                match response.chunk().await {
+                let chunk = response.chunk().await;
+                if let Ok(Some(bytes)) = &chunk {
+                    window_bytes += bytes.len() as u64;
+                }
+                if window_started.elapsed() >= self.retry.stall_window {
+                    if window_bytes < self.retry.stall_min_bytes {
+                        return Err(Failure::Error(RegistryError::Stalled {
+                            host: endpoint.host.clone(),
+                            reference: stream.name.to_string(),
+                            bytes: window_bytes,
+                            seconds: window_started.elapsed().as_secs_f64(),
+                        }));
+                    }
+                    window_started = std::time::Instant::now();
+                    window_bytes = 0;
+                }
+                match chunk {
                     Ok(Some(bytes)) => {
                         let fresh = if skip >= bytes.len() as u64 {
                             skip -= bytes.len() as u64;
@@ -630,6 +681,14 @@ fn build_endpoint(host: &str, prefix: String, config: &HostConfig) -> Result<End
     })
 }
 
+/// Ends when `cancel` is set; never without one.
+async fn canceled(cancel: Option<Arc<AtomicBool>>) {
+    let Some(cancel) = cancel else { return std::future::pending().await };
+    while !cancel.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(super) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -662,8 +721,27 @@ fn check_status(
     }))
 }
 
+/// The body of a small document, at most `limit` bytes, within `deadline`.
 pub(super) async fn read_limited(
     mut response: reqwest::Response,
+    endpoint: &Endpoint,
+    reference: &Reference,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, Failure> {
+    let read = read_limited_body(&mut response, endpoint, reference, limit);
+    match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::Error(RegistryError::Timeout {
+            host: endpoint.host.clone(),
+            reference: reference.to_string(),
+            seconds: deadline.as_secs_f64(),
+        })),
+    }
+}
+
+async fn read_limited_body(
+    response: &mut reqwest::Response,
     endpoint: &Endpoint,
     reference: &Reference,
     limit: usize,

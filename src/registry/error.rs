@@ -120,6 +120,15 @@ pub enum RegistryError {
         acknowledged: u64,
     },
 
+    #[error("timed out: `{host}` did not send {reference} within {seconds:.0} s")]
+    Timeout { host: String, reference: String, seconds: f64 },
+
+    #[error("timed out: `{host}` stalled sending {reference} ({bytes} bytes in {seconds:.0} s)")]
+    Stalled { host: String, reference: String, bytes: u64, seconds: f64 },
+
+    #[error("canceled")]
+    Canceled,
+
     #[error("failed to write blob `{digest}` of {reference}: {source}")]
     Write {
         reference: String,

@@ -28,6 +28,8 @@ pub(crate) fn is_manifest(media_type: &str) -> bool {
 pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
+    /// Checked as it is read: it goes into URLs and store paths (`sha256:../x` must never).
+    #[serde(deserialize_with = "checked_digest")]
     pub digest: String,
     pub size: u64,
     #[serde(default)]
@@ -146,6 +148,27 @@ pub(crate) fn select<'index>(
         .map(|(_, entry)| entry)
 }
 
+/// Whether `digest` is `sha256:` and 64 lowercase hex digits, or `sha512:` and 128: the
+/// algorithms the client can verify, in the only form safe to put in a URL or a path.
+pub(crate) fn is_valid_digest(digest: &str) -> bool {
+    let hex_length = match digest.split_once(':') {
+        Some(("sha256", hex)) => (hex, 64),
+        Some(("sha512", hex)) => (hex, 128),
+        _ => return false,
+    };
+    let (hex, length) = hex_length;
+    hex.len() == length && hex.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+fn checked_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let digest = String::deserialize(deserializer)?;
+    if !is_valid_digest(&digest) {
+        let shown: String = digest.chars().take(80).collect();
+        return Err(serde::de::Error::custom(format!("invalid digest `{shown}`")));
+    }
+    Ok(digest)
+}
+
 /// An incremental digest for the algorithms registries use.
 pub(crate) enum Hasher {
     Sha256(sha2::Sha256),
@@ -235,6 +258,18 @@ mod tests {
             select(&entries, "windows", "amd64", None).map(|entry| entry.digest.as_str()),
             None
         );
+    }
+
+    #[test]
+    fn descriptors_with_unsafe_digests_are_refused() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        for bad in ["sha256:../x", "sha256:", &format!("sha256:{}", "A".repeat(64)), &format!("md5:{}", "a".repeat(32)), &format!("sha256:{}/..", "a".repeat(61))] {
+            let text = format!(r#"{{"digest": "{bad}", "size": 1}}"#);
+            let error = serde_json::from_str::<Descriptor>(&text).unwrap_err().to_string();
+            assert!(error.contains("invalid digest"), "{bad}: {error}");
+        }
+        let text = format!(r#"{{"digest": "{good}", "size": 1}}"#);
+        assert_eq!(serde_json::from_str::<Descriptor>(&text).unwrap().digest, good);
     }
 
     #[test]

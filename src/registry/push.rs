@@ -82,7 +82,7 @@ impl Client {
         }
         let endpoint = self.push_endpoint(&reference.registry)?;
         let access = Access::push(reference, None);
-        self.runtime.block_on(async {
+        self.block_on(async {
             if self.blob_exists(&endpoint, reference, &access, &name, digest).await? {
                 tracing::debug!("{name}: already in the registry");
                 return Ok(false);
@@ -135,7 +135,7 @@ impl Client {
         let path = format!("{}/manifests/{selector}", reference.repository);
         let endpoint = self.push_endpoint(&reference.registry)?;
         let access = Access::push(reference, None);
-        self.runtime.block_on(async {
+        self.block_on(async {
             let response = self
                 .send_as(
                     &endpoint,

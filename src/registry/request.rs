@@ -277,7 +277,7 @@ impl Client {
             #[serde(default)]
             access_token: String,
         }
-        let bytes = read_limited(response, endpoint, reference, 1 << 20).await?;
+        let bytes = read_limited(response, endpoint, reference, 1 << 20, self.retry.small_body_deadline).await?;
         let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|error| {
             Failure::Error(RegistryError::Token {
                 realm: realm.clone(),
@@ -315,7 +315,13 @@ impl Client {
         let mut total_delay = Duration::ZERO;
         let mut attempt = 1;
         loop {
-            let outcome = build().send().await;
+            let Ok(outcome) = tokio::time::timeout(self.retry.response_deadline, build().send()).await else {
+                return Err(RegistryError::Timeout {
+                    host: endpoint.host.clone(),
+                    reference: reference.to_string(),
+                    seconds: self.retry.response_deadline.as_secs_f64(),
+                });
+            };
             let retry_after = match &outcome {
                 Ok(response) if is_retryable(response.status()) => retry_after(response.headers()),
                 Ok(_) => None,
@@ -380,6 +386,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
+/// The most characters of a registry's own error text that an error line shows.
+const SERVER_MESSAGE_LIMIT: usize = 300;
+
 /// `: CODE: message` from a distribution error body, or nothing.
 pub(super) async fn server_message(response: reqwest::Response) -> String {
     #[derive(serde::Deserialize)]
@@ -394,7 +403,7 @@ pub(super) async fn server_message(response: reqwest::Response) -> String {
         #[serde(default)]
         message: String,
     }
-    let Ok(bytes) = response.bytes().await else {
+    let Ok(Ok(bytes)) = tokio::time::timeout(std::time::Duration::from_secs(10), response.bytes()).await else {
         return String::new();
     };
     match serde_json::from_slice::<Errors>(&bytes) {
@@ -407,7 +416,11 @@ pub(super) async fn server_message(response: reqwest::Response) -> String {
                     entries.push(text);
                 }
             }
-            format!(": server message: {}", entries.join(", "))
+            // Bounded: a hostile registry must not fill the terminal with one error line.
+            let message = entries.join(", ");
+            let shown: String = message.chars().take(SERVER_MESSAGE_LIMIT).collect();
+            let cut = if shown.len() < message.len() { " [...]" } else { "" };
+            format!(": server message: {shown}{cut}")
         }
         _ => String::new(),
     }

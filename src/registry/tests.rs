@@ -23,6 +23,7 @@ fn fast_retries() -> RetryPolicy {
         initial_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(200),
         max_total_delay: Duration::from_secs(2),
+        ..RetryPolicy::default()
     }
 }
 
@@ -663,6 +664,10 @@ struct Answer {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     cut_after: Option<usize>,
+    /// Send the body a byte at a time, this far apart.
+    drip: Option<Duration>,
+    /// Say nothing for this long, then close.
+    silent_for: Option<Duration>,
 }
 
 impl Answer {
@@ -672,6 +677,8 @@ impl Answer {
             headers: Vec::new(),
             body: body.to_vec(),
             cut_after: None,
+            drip: None,
+            silent_for: None,
         }
     }
 
@@ -722,6 +729,10 @@ fn scripted_server(handler: impl Fn(&Request) -> Answer + Send + 'static) -> u16
                 headers,
                 body,
             });
+            if let Some(silence) = answer.silent_for {
+                std::thread::sleep(silence);
+                continue;
+            }
             let mut head = format!(
                 "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                 answer.status,
@@ -733,8 +744,21 @@ fn scripted_server(handler: impl Fn(&Request) -> Answer + Send + 'static) -> u16
             head += "\r\n";
             let _ = stream.write_all(head.as_bytes());
             let body = &answer.body[..answer.cut_after.unwrap_or(answer.body.len())];
-            let _ = stream.write_all(body);
-            let _ = stream.flush();
+            match answer.drip {
+                Some(pause) => {
+                    let _ = stream.flush();
+                    for byte in body {
+                        if stream.write_all(std::slice::from_ref(byte)).and_then(|()| stream.flush()).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(pause);
+                    }
+                }
+                None => {
+                    let _ = stream.write_all(body);
+                    let _ = stream.flush();
+                }
+            }
         }
     });
     port
@@ -1324,4 +1348,66 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
             "push access denied for {host}/team/app:v1: insufficient scope: server message: denied: requested access to the resource is denied"
         )
     );
+}
+
+/// Issue 9, point 5: a server that drips a manifest or a blob, or says nothing, ends in a timeout
+/// error (a drip of one byte every 20 s waited without end), and a cancel ends a wait at once.
+#[test]
+fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1},"layers":[]}"#.to_vec();
+    let blob = vec![7u8; 4096];
+    let blob_digest = sha256_digest(&blob);
+    let port = {
+        let (manifest, blob) = (manifest.clone(), blob.clone());
+        scripted_server(move |request| match request.path.as_str() {
+            "/v2/drip/manifests/v1" => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &manifest) }
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+            path if path.starts_with("/v2/drip/blobs/") => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &blob) },
+            _ => Answer { silent_for: Some(Duration::from_secs(4)), ..Answer::new(200, b"") },
+        })
+    };
+    let policy = RetryPolicy {
+        attempts: 1,
+        response_deadline: Duration::from_millis(700),
+        small_body_deadline: Duration::from_millis(700),
+        stall_window: Duration::from_millis(700),
+        stall_min_bytes: 1024,
+        ..fast_retries()
+    };
+    let client = Client::new(RegistryConfig::default(), Credentials::anonymous()).unwrap().with_retry_policy(policy);
+    let host = format!("127.0.0.1:{port}");
+    let dripped = Reference::parse(&format!("{host}/drip:v1")).unwrap();
+
+    let started = std::time::Instant::now();
+    let error = client.resolve(&dripped, "linux", "amd64", None).unwrap_err();
+    assert!(matches!(error, RegistryError::Timeout { .. }), "{error}");
+    assert!(error.to_string().starts_with("timed out: "), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+
+    let error = fetch(&client, &dripped, &blob_digest, Some(blob.len() as u64)).unwrap_err();
+    assert!(matches!(error, RegistryError::Stalled { .. }), "{error}");
+
+    let silent = Reference::parse(&format!("{host}/silent:v1")).unwrap();
+    let error = client.resolve(&silent, "linux", "amd64", None).unwrap_err();
+    assert!(matches!(error, RegistryError::Timeout { .. }), "{error}");
+
+    // Default (long) deadlines: only the cancel ends the wait.
+    std::thread::sleep(Duration::from_secs(4));
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = Client::new(RegistryConfig::default(), Credentials::anonymous())
+        .unwrap()
+        .with_retry_policy(RetryPolicy { attempts: 1, ..RetryPolicy::default() })
+        .with_cancel(cancel.clone());
+    let setter = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.store(true, Ordering::SeqCst);
+        })
+    };
+    let started = std::time::Instant::now();
+    let error = client.resolve(&silent, "linux", "amd64", None).unwrap_err();
+    setter.join().unwrap();
+    assert!(matches!(error, RegistryError::Canceled), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the cancel took {:?}", started.elapsed());
 }

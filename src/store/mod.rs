@@ -237,8 +237,12 @@ impl Store {
         }
     }
 
+    /// Where blob `digest` is (or would be). A digest that is not plain hex (from a hostile
+    /// manifest or cache: `sha256:../x`) names a file that never exists, never a path outside.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs-v1/sha256").join(digest.strip_prefix("sha256:").unwrap_or(digest))
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let plain = !hex.is_empty() && hex.bytes().all(|byte| byte.is_ascii_hexdigit());
+        self.root.join("blobs-v1/sha256").join(if plain { hex } else { "not-a-digest" })
     }
 
     /// Whether a blob is there with the size its row says: the cheap check before reusing one
