@@ -315,3 +315,38 @@ fn from_debian_pulls_through_a_mirror() {
     assert!(std::fs::read_to_string(out.join("version")).unwrap().starts_with("12"), "a Debian 12 root filesystem");
     assert_eq!(std::fs::read_to_string(out.join("bash")).unwrap(), "bash\n");
 }
+
+/// Issue 9, point 5: SIGTERM (or Ctrl-C) ends a build whose base image resolve waits on a
+/// registry that accepted the connection and says nothing (it was ignored until the read
+/// timed out): exit 130 within a second or two.
+#[test]
+fn sigterm_cancels_a_resolve_stalled_on_a_silent_registry() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let project = Project::new();
+    let config = project.dir().join("config.toml");
+    let host = format!("127.0.0.1:{port}");
+    std::fs::write(&config, format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n\n[registry.\"{host}\"]\nhttp = true\n")).unwrap();
+    project.dockerfile("FROM busybox\nRUN true\n");
+    let mut build = project
+        .build_command(&["--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The resolve reaches the silent registry within milliseconds; then it waits.
+    std::thread::sleep(Duration::from_millis(1000));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(build.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let signaled = std::time::Instant::now();
+    let status = build.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(build.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(signaled.elapsed() < Duration::from_secs(5), "took {:?} after SIGTERM\n{stderr}", signaled.elapsed());
+    assert_eq!(status.code(), Some(130), "{stderr}");
+}
