@@ -8,6 +8,7 @@
 use super::go_format::{duration_string, plain_list, quote_list};
 use crate::dockerfile::instruction::go_duration_nanoseconds;
 use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
+use super::history::HistoryChain;
 use super::scope::{Platform, Scope};
 use super::{Lowering, NamedContext, StageResult, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
@@ -28,7 +29,10 @@ pub(super) struct StageState {
     pub step: usize,
     pub total: usize,
     pub vertex: VertexId,
+    /// The config so far; its `history` holds this stage's own entries (and a base image's).
     pub image: ImageDocument,
+    /// The history of the stage this one is built on.
+    pub inherited_history: HistoryChain,
     pub scope: Scope,
     pub cmd_set: bool,
 }
@@ -127,6 +131,7 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         triggers = image.config.on_build.clone();
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + triggers.len();
         state = new_state(index, label, display_name, total, parent_result.vertex, image);
+        state.inherited_history = parent_result.history.clone();
         state.scope.args = parent_result.args.clone();
     } else if let Some((context_name, context)) = lowering.named_context(&base_name).map(|(n, c)| (n.clone(), c.clone())) {
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + 1;
@@ -175,13 +180,15 @@ fn new_state(index: usize, label: String, stage_name: String, total: usize, vert
         total,
         vertex,
         image,
+        inherited_history: HistoryChain::default(),
         scope: Scope::default(),
         cmd_set: false,
     }
 }
 
-fn finish(state: StageState) -> StageResult {
-    StageResult { vertex: state.vertex, image: state.image, args: state.scope.args }
+fn finish(mut state: StageState) -> StageResult {
+    let history = state.inherited_history.extended(std::mem::take(&mut state.image.history));
+    StageResult { vertex: state.vertex, image: state.image, history, args: state.scope.args }
 }
 
 fn split_env(entry: &str) -> (String, String) {

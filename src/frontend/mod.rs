@@ -9,6 +9,7 @@
 mod copy;
 mod dispatch;
 mod go_format;
+mod history;
 mod run;
 pub mod image_config;
 pub mod scope;
@@ -75,7 +76,9 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 struct StageResult {
     vertex: VertexId,
+    /// The image config without its history, which is in `history`.
     image: ImageDocument,
+    history: history::HistoryChain,
     /// The ARGs in scope at the end, inherited by a stage built FROM this one.
     args: Vec<(String, Option<String>)>,
 }
@@ -139,6 +142,7 @@ pub fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<
     let target_index = lowering.target_index()?;
     let result = lowering.stage(target_index)?;
     let mut image = result.image;
+    image.history = result.history.flatten();
     for (key, value) in &options.labels {
         image.config.labels.insert(key.clone(), value.clone());
     }
