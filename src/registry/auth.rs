@@ -145,7 +145,7 @@ impl Credentials {
     pub fn from_files(paths: &[PathBuf]) -> Result<Credentials, RegistryError> {
         let mut sources = Vec::new();
         for path in paths {
-            let text = match std::fs::read_to_string(path) {
+            let text = match super::config::read_bounded(path) {
                 Ok(text) => text,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => {

@@ -78,7 +78,7 @@ impl RegistryConfig {
                 None => return Ok(RegistryConfig::default()),
             },
         };
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_bounded(&path) {
             Ok(text) => text,
             Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(RegistryConfig::default());
@@ -149,6 +149,21 @@ pub(crate) fn is_localhost(host: &str) -> bool {
         }),
     };
     name == "localhost" || name == "::1" || name.starts_with("127.")
+}
+
+/// The most bytes rbuild reads of a registry config or credentials file.
+pub(super) const FILE_LIMIT: u64 = 4 << 20;
+
+/// Reads a config or credentials file of at most [`FILE_LIMIT`] bytes: a symlink to `/dev/zero`
+/// or a huge file is an error, never a read without end.
+pub(super) fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(std::io::Error::other(format!("larger than the limit of {FILE_LIMIT} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 #[cfg(test)]

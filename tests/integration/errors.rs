@@ -169,6 +169,16 @@ fn secret_sources_are_bounded() {
     let big = project.out("big");
     std::fs::write(&big, vec![b'x'; 500 * 1024 + 1]).unwrap();
     project.build(&["--secret", &format!("id=big,src={}", big.display())]).fails(2).stderr_has("larger than the limit");
+    // The registry config, and the credentials file through DOCKER_CONFIG, likewise.
+    let zero = project.out("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    project.build(&["--config", zero.to_str().unwrap()]).fails(1).stderr_has("failed to read registry config").stderr_has("larger than the limit");
+    let docker_config = project.out("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", docker_config.join("config.json")).unwrap();
+    let mut command = project.build_command(&[]);
+    command.env("DOCKER_CONFIG", &docker_config);
+    run_command(command, None).fails(1).stderr_has("failed to read credentials file").stderr_has("larger than the limit");
 }
 
 /// Deep or huge input fails cleanly or builds (issue 9, point 4), where rbuild overflowed its
