@@ -511,43 +511,59 @@ fn validate_go_syntax(pattern: &str) -> Result<(), SyntaxError> {
     MatchPattern::compile(pattern).map(|_| ())
 }
 
+/// Whether `tokens` match all of `text`. Simulated over the set of reachable positions, one
+/// token at a time (O(tokens × text)): a backtracking match took exponential time on a hostile
+/// pattern such as `*.m*.m*.m*...` (found by fuzzing; the build never finished).
 fn match_tokens(tokens: &[Token], text: &[char]) -> bool {
-    let Some((token, rest)) = tokens.split_first() else {
-        return text.is_empty();
-    };
-    match token {
-        Token::Literal(expected) => {
-            text.first() == Some(expected) && match_tokens(rest, &text[1..])
-        }
-        Token::AnyChar => {
-            text.first().is_some_and(|&ch| ch != '/') && match_tokens(rest, &text[1..])
-        }
-        Token::Class { negated, ranges } => {
-            text.first().is_some_and(|&ch| {
-                let inside = ranges.iter().any(|&(low, high)| low <= ch && ch <= high);
-                inside != *negated
-            }) && match_tokens(rest, &text[1..])
-        }
-        Token::Star => {
-            for skip in 0..=text.len() {
-                if match_tokens(rest, &text[skip..]) {
-                    return true;
-                }
-                if text.get(skip) == Some(&'/') {
-                    break;
+    let mut reachable = vec![false; text.len() + 1];
+    reachable[0] = true;
+    for token in tokens {
+        let mut next = vec![false; text.len() + 1];
+        match token {
+            Token::Literal(_) | Token::AnyChar | Token::Class { .. } => {
+                for (position, &ch) in text.iter().enumerate() {
+                    next[position + 1] = reachable[position] && single_char_matches(token, ch);
                 }
             }
-            false
+            Token::Star => {
+                // Any run without `/`.
+                let mut running = false;
+                for position in 0..=text.len() {
+                    running = reachable[position] || (running && position > 0 && text[position - 1] != '/');
+                    next[position] = running;
+                }
+            }
+            Token::AnyDirectories => {
+                // Nothing, or anything that ends in `/`.
+                let mut seen = false;
+                for position in 0..=text.len() {
+                    next[position] = reachable[position] || (seen && text[position - 1] == '/');
+                    seen |= reachable[position];
+                }
+            }
+            Token::AnyRest => {
+                let mut seen = false;
+                for position in 0..=text.len() {
+                    seen |= reachable[position];
+                    next[position] = seen;
+                }
+            }
+            Token::Never => {}
         }
-        Token::AnyDirectories => {
-            match_tokens(rest, text)
-                || text
-                    .iter()
-                    .enumerate()
-                    .any(|(index, &ch)| ch == '/' && match_tokens(rest, &text[index + 1..]))
+        reachable = next;
+        if !reachable.contains(&true) {
+            return false;
         }
-        Token::AnyRest => true,
-        Token::Never => false,
+    }
+    reachable[text.len()]
+}
+
+fn single_char_matches(token: &Token, ch: char) -> bool {
+    match token {
+        Token::Literal(expected) => ch == *expected,
+        Token::AnyChar => ch != '/',
+        Token::Class { negated, ranges } => ranges.iter().any(|&(low, high)| low <= ch && ch <= high) != *negated,
+        _ => false,
     }
 }
 

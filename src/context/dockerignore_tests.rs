@@ -279,3 +279,14 @@ fn match_pattern_is_go_path_match() {
     assert!(!contains_wildcards("a\\*"));
     assert!(!contains_wildcards("plain"));
 }
+
+/// Regression (found by fuzzing): `*.m*.m*...` against a long name backtracked exponentially
+/// and never returned; matching is linear in the pattern times the path now.
+#[test]
+fn a_pattern_of_many_stars_matches_in_linear_time() {
+    let pattern = format!("{}x", "*.m".repeat(60));
+    let ignore = DockerIgnore::parse(&pattern).unwrap();
+    let path = ".m".repeat(200);
+    assert!(!ignore.is_excluded(&path));
+    assert!(ignore.is_excluded(&format!("{path}x")));
+}
