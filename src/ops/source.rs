@@ -255,24 +255,35 @@ fn match_parts(view: &LayeredView, path: String, node: Node, parts: &[&str], par
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let name: Vec<char> = name.chars().collect();
-    glob_from(&pattern, &name)
+    // Each (pattern rest, name rest) pair is tried once: without this, `*a*a*a...` backtracked
+    // exponentially on a hostile Dockerfile's COPY source.
+    let mut failed = std::collections::HashSet::new();
+    glob_from(&pattern, &name, &mut failed)
 }
 
-fn glob_from(pattern: &[char], name: &[char]) -> bool {
-    let Some((&first, rest)) = pattern.split_first() else { return name.is_empty() };
-    match first {
-        '*' => (0..=name.len()).any(|skip| glob_from(rest, &name[skip..])),
-        '?' => !name.is_empty() && glob_from(rest, &name[1..]),
-        '[' => {
-            let Some((&c, name_rest)) = name.split_first() else { return false };
-            match class_match(rest, c) {
-                Some((true, after)) => glob_from(after, name_rest),
-                _ => false,
-            }
-        }
-        '\\' if !rest.is_empty() => name.first() == Some(&rest[0]) && glob_from(&rest[1..], &name[1..]),
-        literal => name.first() == Some(&literal) && glob_from(rest, &name[1..]),
+fn glob_from(pattern: &[char], name: &[char], failed: &mut std::collections::HashSet<(usize, usize)>) -> bool {
+    let state = (pattern.len(), name.len());
+    if failed.contains(&state) {
+        return false;
     }
+    let Some((&first, rest)) = pattern.split_first() else { return name.is_empty() };
+    let matched = match first {
+        '*' => (0..=name.len()).any(|skip| glob_from(rest, &name[skip..], failed)),
+        '?' => !name.is_empty() && glob_from(rest, &name[1..], failed),
+        '[' => match name.split_first() {
+            Some((&c, name_rest)) => match class_match(rest, c) {
+                Some((true, after)) => glob_from(after, name_rest, failed),
+                _ => false,
+            },
+            None => false,
+        },
+        '\\' if !rest.is_empty() => name.first() == Some(&rest[0]) && glob_from(&rest[1..], &name[1..], failed),
+        literal => name.first() == Some(&literal) && glob_from(rest, &name[1..], failed),
+    };
+    if !matched {
+        failed.insert(state);
+    }
+    matched
 }
 
 /// Matches `c` against a class body (after `[`); returns whether it matched and the pattern
@@ -320,6 +331,15 @@ mod tests {
         assert!(glob_match("\\*", "*"));
         assert!(!glob_match("\\*", "a"));
         assert!(glob_match("*", ""));
+    }
+
+    /// Regression: `*a*a*...` against a long name backtracked exponentially (a hostile
+    /// Dockerfile's COPY source never finished); each state is tried once now.
+    #[test]
+    fn many_stars_match_in_polynomial_time() {
+        let pattern = format!("{}b", "*a".repeat(40));
+        assert!(!glob_match(&pattern, &"a".repeat(300)));
+        assert!(glob_match(&pattern, &format!("{}b", "a".repeat(300))));
     }
 
     #[test]
