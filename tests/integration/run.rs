@@ -474,6 +474,18 @@ fn pgrep(pattern: &str) -> Vec<String> {
     run.stdout_text().lines().map(str::to_string).collect()
 }
 
+/// Reads a child's output to its end on a thread of its own; join for the text.
+fn read_in_background(output: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(output).lines() {
+            text.push_str(&line.unwrap());
+            text.push('\n');
+        }
+        text
+    })
+}
+
 /// The pids of the children of `pid`.
 fn children(pid: u32) -> Vec<u32> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
@@ -499,14 +511,7 @@ fn run_interrupt_cancels_the_container() {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            for line in BufReader::new(stderr).lines() {
-                text.push_str(&line.unwrap());
-                text.push('\n');
-            }
-            text
-        });
+        let reader = read_in_background(stderr);
         // Wait for the container's process.
         let started = Instant::now();
         while pgrep(marker).is_empty() {
@@ -962,14 +967,7 @@ fn spawn_in_own_group(case: &Case, args: &[&str]) -> (std::process::Child, std::
     command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stderr).lines() {
-            text.push_str(&line.unwrap());
-            text.push('\n');
-        }
-        text
-    });
+    let reader = read_in_background(stderr);
     (child, reader)
 }
 
