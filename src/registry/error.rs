@@ -56,7 +56,9 @@ pub enum RegistryError {
     #[error("no match for platform `{platform}` in manifest of {reference}")]
     NoMatchingPlatform { reference: String, platform: String },
 
-    #[error("failed to connect to registry `{host}` for {reference}")]
+    /// A transport failure: connecting, a redirect loop, a body cut short, a timeout. The
+    /// message says which (BuildKit's users saw "failed to connect" for all of them).
+    #[error("{}", transport_message(host, reference, source))]
     Connect {
         host: String,
         reference: String,
@@ -135,4 +137,19 @@ pub enum RegistryError {
         digest: String,
         source: std::io::Error,
     },
+}
+
+fn transport_message(host: &str, reference: &str, source: &reqwest::Error) -> String {
+    let what = if source.is_timeout() {
+        "timed out talking to"
+    } else if source.is_redirect() {
+        "too many redirects from"
+    } else if source.is_connect() {
+        "failed to connect to"
+    } else if source.is_body() || source.is_decode() {
+        "the response was cut short by"
+    } else {
+        "failed to talk to"
+    };
+    format!("{what} registry `{host}` for {reference}")
 }

@@ -1351,7 +1351,8 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
 }
 
 /// Issue 9, point 5: a server that drips a manifest or a blob, or says nothing, ends in a timeout
-/// error (a drip of one byte every 20 s waited without end), and a cancel ends a wait at once.
+/// error (a drip of one byte every 20 s waited without end); a redirect loop and a body cut short
+/// are named as such; a cancel ends a wait at once.
 #[test]
 fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
     let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1},"layers":[]}"#.to_vec();
@@ -1363,6 +1364,9 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
             "/v2/drip/manifests/v1" => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &manifest) }
                 .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
             path if path.starts_with("/v2/drip/blobs/") => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &blob) },
+            "/v2/loop/manifests/v1" => Answer::new(307, b"").header("Location", "/v2/loop/manifests/v1"),
+            "/v2/cut/manifests/v1" => Answer { cut_after: Some(20), ..Answer::new(200, &manifest) }
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
             _ => Answer { silent_for: Some(Duration::from_secs(4)), ..Answer::new(200, b"") },
         })
     };
@@ -1387,9 +1391,18 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
     let error = fetch(&client, &dripped, &blob_digest, Some(blob.len() as u64)).unwrap_err();
     assert!(matches!(error, RegistryError::Stalled { .. }), "{error}");
 
+    // A redirect loop and a body cut short say so, not "failed to connect".
+    let looping = Reference::parse(&format!("{host}/loop:v1")).unwrap();
+    let error = client.resolve(&looping, "linux", "amd64", None).unwrap_err();
+    assert!(error.to_string().starts_with("too many redirects from registry"), "{error}");
+    let cut = Reference::parse(&format!("{host}/cut:v1")).unwrap();
+    let error = client.resolve(&cut, "linux", "amd64", None).unwrap_err();
+    assert!(error.to_string().starts_with("the response was cut short by registry"), "{error}");
+
     let silent = Reference::parse(&format!("{host}/silent:v1")).unwrap();
     let error = client.resolve(&silent, "linux", "amd64", None).unwrap_err();
     assert!(matches!(error, RegistryError::Timeout { .. }), "{error}");
+
 
     // Default (long) deadlines: only the cancel ends the wait.
     std::thread::sleep(Duration::from_secs(4));
