@@ -28,7 +28,8 @@ pub(crate) enum Mode {
 pub(crate) struct Case {
     pub(crate) project: Project,
     pub(crate) mode: Mode,
-    busybox: String,
+    /// `busybox=oci-layout://...`, the `--build-context` every build of the case gets.
+    pub(crate) busybox: String,
 }
 
 impl Case {
@@ -1028,4 +1029,30 @@ fn a_group_signal_cancels_once_and_a_killed_waiter_leaves_no_build() {
             assert!(!output.exists(), "the orphaned build wrote its output");
         }
     }
+}
+
+/// Issue 10, point 1: an unprivileged user with subordinate ids runs rbuild with nothing set
+/// (no `--root`, no `RBUILD_ROOT`, no `XDG_*`, a clean environment) and it works, its state in
+/// `~/.cache/rbuild`. rbuild chose its default root inside its user namespace, where it is uid 0,
+/// took `/var/lib/rbuild`, and failed with "Permission denied".
+#[test]
+fn a_rootless_user_builds_with_no_flags_and_state_in_the_home_cache() {
+    let case = Case::new(Mode::Rootless);
+    case.dockerfile("FROM busybox\nRUN echo laptop > /where\n");
+    let (uid, gid) = ensure_test_user();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).unwrap().unwrap();
+    let archive = case.out("laptop.tar");
+    let ids = [format!("--reuid={uid}"), format!("--regid={gid}")];
+    let home = format!("HOME={}", user.dir.display());
+    let output = format!("type=oci,dest={}", archive.display());
+    let mut command = Command::new("setpriv");
+    // `env -i`: HOME and PATH are the whole environment rbuild sees.
+    command.args([&ids[0], &ids[1], "--init-groups", "--", "env", "-i", &home, "PATH=/usr/bin:/bin", RBUILD]);
+    command.args(["-o", &output, "--build-context", &case.busybox]).arg(case.project.ctx());
+    run_command(command, None).ok();
+    assert!(archive.is_file(), "no archive at {}", archive.display());
+    let root = user.dir.join(".cache/rbuild");
+    assert!(root.join("db-v1.sqlite").is_file(), "no state root at {}", root.display());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&root).unwrap().uid(), uid, "the state root belongs to the user");
 }
