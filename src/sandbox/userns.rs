@@ -107,6 +107,30 @@ pub(crate) fn parse_subordinate_ranges(text: &str, name: &str, id: u32) -> Vec<S
         .collect()
 }
 
+/// The ranges as the kernel accepts them: sorted, overlapping and adjacent ones merged (a line
+/// written twice, common after `useradd` plus a manual entry, made newuidmap fail with "Invalid
+/// argument"), and the caller's own id cut out (it is mapped to 0 already).
+pub(crate) fn normalize_ranges(mut ranges: Vec<SubordinateRange>, host_id: u32) -> Vec<SubordinateRange> {
+    ranges.sort_by_key(|range| range.start);
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for range in ranges {
+        let (start, end) = (u64::from(range.start), u64::from(range.start) + u64::from(range.count));
+        match merged.last_mut() {
+            Some((_, last_end)) if start <= *last_end => *last_end = (*last_end).max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let own = u64::from(host_id);
+    merged
+        .into_iter()
+        .flat_map(|(start, end)| {
+            if (start..end).contains(&own) { vec![(start, own), (own + 1, end)] } else { vec![(start, end)] }
+        })
+        .filter(|(start, end)| end > start)
+        .filter_map(|(start, end)| Some(SubordinateRange { start: u32::try_from(start).ok()?, count: u32::try_from(end - start).ok()? }))
+        .collect()
+}
+
 /// `newuidmap` arguments after the pid: caller → 0, ranges stacked from 1.
 pub(crate) fn map_arguments(host_id: u32, ranges: &[SubordinateRange]) -> Vec<String> {
     let mut arguments = vec!["0".to_string(), host_id.to_string(), "1".to_string()];
@@ -120,6 +144,21 @@ pub(crate) fn map_arguments(host_id: u32, ranges: &[SubordinateRange]) -> Vec<St
         next_inside += u64::from(range.count);
     }
     arguments
+}
+
+/// Ubuntu's switch that confines unprivileged user namespaces with AppArmor (23.10 and later).
+const APPARMOR_RESTRICTION: &str = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns";
+
+/// What to tell a user whose user namespace was refused, given the AppArmor switch's value.
+fn restriction_hint(apparmor_switch: Option<&str>) -> String {
+    if apparmor_switch.map(str::trim) == Some("1") {
+        "; AppArmor restricts unprivileged user namespaces here (kernel.apparmor_restrict_unprivileged_userns=1): \
+         give rbuild an AppArmor profile with `userns,` (see the README) or, as root, \
+         `sysctl kernel.apparmor_restrict_unprivileged_userns=0`"
+            .into()
+    } else {
+        String::new()
+    }
 }
 
 fn thread_count() -> usize {
@@ -165,11 +204,11 @@ fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
             .map(|text| parse_subordinate_ranges(&text, &name, id))
             .unwrap_or_default()
     };
-    let uid_ranges = ranges("/etc/subuid", uid.as_raw());
-    let gid_ranges = ranges("/etc/subgid", gid.as_raw());
+    let uid_ranges = normalize_ranges(ranges("/etc/subuid", uid.as_raw()), uid.as_raw());
+    let gid_ranges = normalize_ranges(ranges("/etc/subgid", gid.as_raw()), gid.as_raw());
     if uid_ranges.is_empty() || gid_ranges.is_empty() {
         eprintln!(
-            "rbuild: warning: no subordinate ids for `{name}` in /etc/subuid and /etc/subgid; running with one id mapping (USER other than root, chown and setgroups will fail)"
+            "rbuild: warning: no subordinate ids for `{name}` in /etc/subuid and /etc/subgid; running with one id mapping (USER other than root, chown and setgroups will fail). To add them, as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}"
         );
         return Ok(IdMapping::Single);
     }
@@ -228,7 +267,8 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             let unshared = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS);
             let _ = write_byte(&to_parent_write, if unshared.is_ok() { b'u' } else { b'e' });
             if let Err(error) = unshared {
-                eprintln!("rbuild: failed to create a user namespace: {error}");
+                let hint = restriction_hint(fs::read_to_string(APPARMOR_RESTRICTION).ok().as_deref());
+                eprintln!("rbuild: failed to create a user namespace: {error}{hint}");
                 // SAFETY: `_exit` in a forked child skips the parent's atexit handlers.
                 unsafe { libc::_exit(125) };
             }
@@ -265,6 +305,10 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
                 }),
             };
             if let Err(error) = result {
+                let hint = restriction_hint(fs::read_to_string(APPARMOR_RESTRICTION).ok().as_deref());
+                if !hint.is_empty() {
+                    eprintln!("rbuild: the user namespace could not be set up{hint}");
+                }
                 let _ = write_byte(&to_child_write, b'x');
                 let _ = waitpid(child, None);
                 let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
@@ -385,6 +429,24 @@ fn read_byte(fd: &std::os::fd::OwnedFd) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_merged_and_keep_out_the_callers_own_id() {
+        let range = |start, count| SubordinateRange { start, count };
+        // A line written twice, an overlapping one and an adjacent one become one range.
+        let ranges = vec![range(100000, 65536), range(100000, 65536), range(150000, 20000), range(170000, 10)];
+        assert_eq!(normalize_ranges(ranges, 1000), vec![range(100000, 70010)]);
+        // The caller's own id inside a range is cut out.
+        assert_eq!(normalize_ranges(vec![range(900, 200)], 1000), vec![range(900, 100), range(1001, 99)]);
+        assert!(normalize_ranges(vec![range(1000, 1)], 1000).is_empty());
+    }
+
+    #[test]
+    fn a_refused_user_namespace_explains_ubuntus_apparmor_switch() {
+        assert!(restriction_hint(Some("1\n")).contains("kernel.apparmor_restrict_unprivileged_userns=0"));
+        assert_eq!(restriction_hint(Some("0\n")), "");
+        assert_eq!(restriction_hint(None), "");
+    }
 
     #[test]
     fn subordinate_ranges_match_name_or_uid_in_file_order() {

@@ -1056,3 +1056,38 @@ fn a_rootless_user_builds_with_no_flags_and_state_in_the_home_cache() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(fs::metadata(&root).unwrap().uid(), uid, "the state root belongs to the user");
 }
+
+/// Issue 10, point 1: a user whose /etc/subuid and /etc/subgid hold the same range twice (as
+/// after `useradd` plus a manual entry) builds rootless, with `USER 1000` and `chown`: the ranges
+/// are merged (newuidmap failed with "Invalid argument").
+#[test]
+fn repeated_subordinate_ranges_are_merged() {
+    const USER: &str = "rbuild-test-dup";
+    let lock = lock_exclusive(Path::new("/run/lock/rbuild-test-dup.lock"));
+    if nix::unistd::User::from_name(USER).unwrap().is_none() {
+        let mut command = Command::new("/usr/sbin/useradd");
+        command.args(["--create-home", "--no-user-group", "--gid", "100", USER]);
+        run_command(command, None).ok();
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|line| line.starts_with(&format!("{USER}:"))) {
+            let line = format!("{USER}:400000:65536\n");
+            fs::write(file, format!("{text}{line}{line}")).unwrap();
+        }
+    }
+    drop(lock);
+    let user = nix::unistd::User::from_name(USER).unwrap().unwrap();
+    let project = Project::new();
+    let layout = project.out("busybox-layout");
+    tool("cp", &["-a", busybox_layout().to_str().unwrap(), layout.to_str().unwrap()]);
+    project.dockerfile("FROM busybox\nRUN mkdir /owned && chown 1000:1000 /owned\nUSER 1000\nRUN id -u > /tmp/uid\n");
+    chown_tree(project.dir(), user.uid.as_raw(), user.gid.as_raw());
+    let build = project.build_command(&["--build-context", &context_arg("busybox", &layout, BUSYBOX_TAG), "-o", &format!("type=local,dest={}", project.out("out").display())]);
+    let ids = [format!("--reuid={}", user.uid), format!("--regid={}", user.gid)];
+    let mut command = wrapped_command("setpriv", &[&ids[0], &ids[1], "--init-groups", "--"], &build);
+    command.env_clear().env("HOME", &user.dir).env("PATH", "/usr/bin:/bin");
+    let run = run_command(command, None).ok();
+    run.stderr_lacks("subordinate ids");
+    assert_eq!(file(&project.out("out"), "tmp/uid"), "1000\n");
+}
