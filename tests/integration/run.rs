@@ -1070,11 +1070,13 @@ fn repeated_subordinate_ranges_are_merged() {
         run_command(command, None).ok();
     }
     for file in ["/etc/subuid", "/etc/subgid"] {
+        // useradd may have given the user a range already: that line, written a second time.
         let text = fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|line| line.starts_with(&format!("{USER}:"))) {
-            let line = format!("{USER}:400000:65536\n");
-            fs::write(file, format!("{text}{line}{line}")).unwrap();
-        }
+        let line = text.lines().find(|line| line.starts_with(&format!("{USER}:"))).map_or(format!("{USER}:400000:65536"), str::to_string);
+        let copies = text.lines().filter(|existing| *existing == line).count();
+        let missing = format!("{line}\n").repeat(2usize.saturating_sub(copies));
+        let text = if text.is_empty() || text.ends_with('\n') { text } else { format!("{text}\n") };
+        fs::write(file, format!("{text}{missing}")).unwrap();
     }
     drop(lock);
     let user = nix::unistd::User::from_name(USER).unwrap().unwrap();
