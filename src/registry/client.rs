@@ -448,7 +448,7 @@ impl Client {
             .await?;
         let response = check_status(response, endpoint, reference)?;
         let header = header_text(response.headers(), CONTENT_TYPE.as_str());
-        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT, self.retry.small_body_deadline).await?;
+        let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT, self.retry.small_body_deadline, "the manifest").await?;
         Ok((bytes, header))
     }
 
@@ -476,7 +476,8 @@ impl Client {
     ) -> Result<Vec<u8>, Failure> {
         let name = blob_name(reference, digest);
         if size > limit as u64 {
-            return Err(Failure::Error(RegistryError::ManifestTooLarge {
+            return Err(Failure::Error(RegistryError::TooLarge {
+                what: "the config",
                 reference: name,
                 limit,
             }));
@@ -484,7 +485,7 @@ impl Client {
         let path = format!("{}/blobs/{digest}", reference.repository);
         let response = self.send(endpoint, reference, Method::GET, &path, "*/*", 0).await?;
         let response = check_status(response, endpoint, reference)?;
-        let bytes = read_limited(response, endpoint, reference, limit, self.retry.small_body_deadline).await?;
+        let bytes = read_limited(response, endpoint, reference, limit, self.retry.small_body_deadline, "the config").await?;
         if bytes.len() as u64 != size {
             return Err(Failure::Error(RegistryError::SizeMismatch {
                 reference: name,
@@ -728,8 +729,9 @@ pub(super) async fn read_limited(
     reference: &Reference,
     limit: usize,
     deadline: Duration,
+    what: &'static str,
 ) -> Result<Vec<u8>, Failure> {
-    let read = read_limited_body(&mut response, endpoint, reference, limit);
+    let read = read_limited_body(&mut response, endpoint, reference, limit, what);
     match tokio::time::timeout(deadline, read).await {
         Ok(result) => result,
         Err(_) => Err(Failure::Error(RegistryError::Timeout {
@@ -745,13 +747,15 @@ async fn read_limited_body(
     endpoint: &Endpoint,
     reference: &Reference,
     limit: usize,
+    what: &'static str,
 ) -> Result<Vec<u8>, Failure> {
     let mut bytes = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if bytes.len() + chunk.len() > limit {
-                    return Err(Failure::Error(RegistryError::ManifestTooLarge {
+                    return Err(Failure::Error(RegistryError::TooLarge {
+                        what,
                         reference: reference.to_string(),
                         limit,
                     }));

@@ -98,8 +98,9 @@ pub enum RegistryError {
     #[error("unsupported digest `{digest}` for {reference}")]
     UnsupportedDigest { reference: String, digest: String },
 
-    #[error("manifest of {reference} is too large (more than {limit} bytes)")]
-    ManifestTooLarge { reference: String, limit: usize },
+    /// `what`: the manifest, the config, the token response.
+    #[error("{what} of {reference} is too large (more than {limit} bytes)")]
+    TooLarge { what: &'static str, reference: String, limit: usize },
 
     #[error("invalid manifest for {reference}: {reason}")]
     InvalidManifest { reference: String, reason: String },

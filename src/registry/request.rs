@@ -277,7 +277,7 @@ impl Client {
             #[serde(default)]
             access_token: String,
         }
-        let bytes = read_limited(response, endpoint, reference, 1 << 20, self.retry.small_body_deadline).await?;
+        let bytes = read_limited(response, endpoint, reference, 1 << 20, self.retry.small_body_deadline, "the token response").await?;
         let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|error| {
             Failure::Error(RegistryError::Token {
                 realm: realm.clone(),
