@@ -11,6 +11,10 @@ fn main() {
         eprintln!("ERROR: {error}");
         std::process::exit(rbuild::cli::EXIT_FAILED);
     }
+    if let Some(sentence) = rbuild::cli::habits::check(&raw) {
+        eprintln!("ERROR: {sentence}");
+        std::process::exit(rbuild::cli::EXIT_USAGE);
+    }
     let args = rbuild::cli::with_default_subcommand(raw);
     let cli = match rbuild::cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,

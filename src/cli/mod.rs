@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cache;
 pub mod docs;
+pub mod habits;
 mod interrupt;
 mod resolver;
 

@@ -41,3 +41,21 @@ fn missing_context_is_a_usage_error() {
     let run = run_command(project.command(&["build", "--root", root.to_str().unwrap(), missing.to_str().unwrap()]), None).fails(2);
     run.stderr_has(&format!("unable to prepare context: path `{}` not found", missing.display()));
 }
+
+/// Issue 10, point 2: flags buildx users type that rbuild does not take get a sentence saying
+/// what to do instead, and `rbuild du` / `rbuild prune` point to `rbuild cache`; exit 2.
+#[test]
+fn buildx_habits_get_a_sentence() {
+    let project = Project::new();
+    project.dockerfile("FROM scratch\n");
+    let ctx = project.ctx();
+    let ctx = ctx.to_str().unwrap();
+    let run = run_command(project.command(&["--load", ctx]), None).fails(2);
+    run.stderr_has("ERROR: unknown flag: --load: ").stderr_has("-o type=docker,dest=image.tar");
+    for flag in ["--provenance=false", "--sbom=true", "--builder=x", "--shm-size=1g", "--ulimit=nofile=1", "--add-host=a:1.2.3.4", "--allow=network.host", "--cgroup-parent=x", "-D"] {
+        let run = run_command(project.command(&["build", flag, ctx]), None).fails(2);
+        run.stderr_has(&format!("ERROR: unknown flag: {}: ", flag.split('=').next().unwrap()));
+    }
+    run_command(project.command(&["du"]), None).fails(2).stderr_has("`rbuild du` is `rbuild cache du`");
+    run_command(project.command(&["prune", "-f"]), None).fails(2).stderr_has("`rbuild prune` is `rbuild cache prune`");
+}
