@@ -52,6 +52,7 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand --cache-from 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")'
             cand --config 'Registry configuration (buildkitd.toml''s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]'
             cand --network 'Networking mode for RUN steps: default (the host''s), none, host'
+            cand --add-host 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable'
             cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
             cand --no-cache 'Do not use cache when building the image'
             cand -q 'Suppress the build output and print image ID on success'

@@ -50,6 +50,7 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-to -d 'Exp
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-from -d 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l config -d 'Registry configuration (buildkitd.toml\'s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Networking mode for RUN steps: default (the host\'s), none, host' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l add-host -d 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l no-cache -d 'Do not use cache when building the image'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s q -l quiet -d 'Suppress the build output and print image ID on success'

@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     pub debug_cache: bool,
     pub network: NetworkMode,
+    /// `--add-host`: (name, address) lines for /etc/hosts of RUN steps.
+    pub extra_hosts: Vec<(String, String)>,
     pub secrets: Secrets,
     pub ssh: SshSources,
     pub pull: bool,
@@ -189,6 +191,7 @@ impl BuildOptions {
             "host" => NetworkMode::Host,
             other => bail!("invalid network mode `{other}`: expected default, none or host"),
         };
+        let extra_hosts = parse_extra_hosts(&args.add_hosts)?;
         let secrets = parse_secrets(&args.secrets)?;
         let ssh = parse_ssh(&args.ssh)?;
         // Steps mostly wait (on containers, disks): more run at once than there are cores, so four
@@ -227,6 +230,7 @@ impl BuildOptions {
             source_date_epoch,
             debug_cache: args.debug_cache,
             network,
+            extra_hosts,
             secrets,
             ssh,
             pull: args.pull,
@@ -442,6 +446,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         source_date_epoch: options.source_date_epoch,
         labels: options.labels.clone(),
         network: options.network,
+        extra_hosts: options.extra_hosts.clone(),
     };
     // The registry client is made once; a build that pulls nothing never touches the network.
     let registry_config = crate::registry::RegistryConfig::load(options.registry_config.as_deref())
@@ -639,6 +644,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("failed to write `{}`", path.display()))
+}
+
+/// `--add-host host:ip` (an IPv6 address keeps its colons: the name ends at the first one), as
+/// buildx; `host=ip` too.
+fn parse_extra_hosts(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|value| {
+            let (name, address) = value
+                .split_once('=')
+                .or_else(|| value.split_once(':'))
+                .ok_or_else(|| anyhow!("invalid add-host `{value}`: expected host:ip"))?;
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                bail!("invalid add-host `{value}`: expected host:ip");
+            }
+            let parsed: std::net::IpAddr = address.parse().map_err(|_| anyhow!("invalid IP address in add-host: `{address}`"))?;
+            Ok((name.to_string(), parsed.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

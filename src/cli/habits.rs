@@ -17,7 +17,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--allow", "rbuild grants no entitlements yet; leave the flag out"),
     ("--shm-size", "rbuild does not size /dev/shm of RUN steps yet; leave the flag out"),
     ("--ulimit", "rbuild does not set ulimits of RUN steps yet (the open files limit is raised to its maximum, as BuildKit does); leave the flag out"),
-    ("--add-host", "rbuild does not add /etc/hosts entries yet; use `RUN echo 'ADDRESS NAME' >> /etc/hosts && ...` in the step that needs it"),
     ("--cgroup-parent", "rbuild does not place RUN steps under a given cgroup; leave the flag out"),
     ("-D", "rbuild's debug output is `--debug`"),
 ];

@@ -134,6 +134,9 @@ pub struct BuildArgs {
     /// Networking mode for RUN steps: default (the host's), none, host
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub network: String,
+    /// Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
     /// Say why each step missed the cache (a log line under the step)
     #[arg(long)]
     pub debug_cache: bool,

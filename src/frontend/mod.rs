@@ -61,6 +61,8 @@ pub struct FrontendOptions {
     pub labels: BTreeMap<String, String>,
     /// `--network`: the default of `RUN --network`.
     pub network: NetworkMode,
+    /// `--add-host`: (name, address) for /etc/hosts of every RUN step.
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 #[derive(Debug)]

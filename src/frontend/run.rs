@@ -108,6 +108,7 @@ pub(super) fn lower_run(
         cwd: if state.image.config.working_dir.is_empty() { "/".into() } else { state.image.config.working_dir.clone() },
         user: state.image.config.user.clone(),
         hostname: HOSTNAME.into(),
+        extra_hosts: lowering.options.extra_hosts.clone(),
         network,
         mounts,
         proxy_env,

@@ -50,6 +50,7 @@ fn options(dockerfile: &str) -> FrontendOptions {
         source_date_epoch: None,
         labels: BTreeMap::new(),
         network: crate::graph::NetworkMode::Default,
+        extra_hosts: Vec::new(),
     }
 }
 

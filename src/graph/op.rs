@@ -58,6 +58,10 @@ pub struct ExecOp {
     /// USER as written (`name`, `uid`, `name:group`), resolved in the container.
     pub user: String,
     pub hostname: String,
+    /// `--add-host` entries (name, address), appended to the step's /etc/hosts. Left out of
+    /// the key when empty, so keys made before the flag existed stay valid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, String)>,
     pub network: NetworkMode,
     pub mounts: Vec<ExecMount>,
     #[serde(skip)]

@@ -50,10 +50,13 @@ pub enum ExecError {
 }
 
 /// `/etc/hosts` (generated) and `/etc/resolv.conf` (the host's) for a step without network.
-fn network_files(hostname: &str, prepared: &mut Prepared) -> io::Result<()> {
+fn network_files(hostname: &str, extra_hosts: &[(String, String)], prepared: &mut Prepared) -> io::Result<()> {
     let directory = sandbox::PrivateDir::new("hosts")?;
     let hosts = directory.path().join("hosts");
-    let text = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut text = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (name, address) in extra_hosts {
+        text.push_str(&format!("{address}\t{name}\n"));
+    }
     write_private(&hosts, text.as_bytes(), 0o644, 0, 0)?;
     prepared.mounts.push(sandbox::Mount { target: "/etc/hosts".into(), kind: MountKind::Bind { source: hosts, readonly: true } });
     let resolv = Path::new("/etc/resolv.conf");
@@ -176,10 +179,12 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
         }
     };
     let mut prepared = prepare_mounts(op, inputs, environment)?;
-    if op.network == NetworkMode::None {
+    if op.network == NetworkMode::None || !op.extra_hosts.is_empty() {
         // A fresh network namespace still has names, as in BuildKit: its own /etc/hosts with
-        // localhost and the hostname, and the host's resolver configuration.
-        network_files(&op.hostname, &mut prepared).map_err(|source| ExecError::Mount { target: "/etc/hosts".into(), source })?;
+        // localhost and the hostname, and the host's resolver configuration. `--add-host`
+        // entries go into such a file too, after those lines, in any network mode (as BuildKit
+        // writes it, measured with the oracle).
+        network_files(&op.hostname, &op.extra_hosts, &mut prepared).map_err(|source| ExecError::Mount { target: "/etc/hosts".into(), source })?;
     }
     let mut env = op.env.clone();
     env.extend(op.proxy_env.iter().cloned());

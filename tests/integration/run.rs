@@ -1093,3 +1093,19 @@ fn repeated_subordinate_ranges_are_merged() {
     run.stderr_lacks("subordinate ids");
     assert_eq!(file(&project.out("out"), "tmp/uid"), "1000\n");
 }
+
+/// Issue 10, point 2: `--add-host` puts its entries into /etc/hosts of every RUN step, after
+/// the localhost lines, as BuildKit writes it (golden recorded with the oracle:
+/// testdata/e2e/add-host), and is part of the steps' cache key; a bad address is a usage error.
+#[test]
+fn add_host_entries_reach_run_steps() {
+    let expected = read(&fixture("add-host").join("hosts.expected"));
+    both(|case| {
+        case.dockerfile(&read(&fixture("add-host").join("Dockerfile")));
+        let out = case.build_local("out", &["--add-host", "myhost:10.1.2.3", "--add-host", "other=1.1.1.1"]);
+        assert_eq!(file(&out, "hosts.txt"), expected, "[{:?}]", case.mode);
+        let again = case.build(&["--add-host", "myhost:10.9.9.9"]).ok();
+        assert!(again.step("RUN cat /etc/hosts").contains("DONE"), "[{:?}] another --add-host hit the cache", case.mode);
+        case.build(&["--add-host", "myhost:10.1.2"]).fails(2).stderr_has("invalid IP address in add-host: `10.1.2`");
+    });
+}
