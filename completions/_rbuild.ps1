@@ -57,6 +57,8 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Registry configuration (buildkitd.toml''s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]')
             [CompletionResult]::new('--network', '--network', [CompletionResultType]::ParameterName, 'Networking mode for RUN steps: default (the host''s), none, host')
             [CompletionResult]::new('--add-host', '--add-host', [CompletionResultType]::ParameterName, 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable')
+            [CompletionResult]::new('--ulimit', '--ulimit', [CompletionResultType]::ParameterName, 'A resource limit of RUN steps (format: "name=soft[:hard]", e.g. "nofile=1024:2048"); repeatable')
+            [CompletionResult]::new('--shm-size', '--shm-size', [CompletionResultType]::ParameterName, 'Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
             [CompletionResult]::new('--no-cache', '--no-cache', [CompletionResultType]::ParameterName, 'Do not use cache when building the image')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Suppress the build output and print image ID on success')

@@ -85,7 +85,7 @@ _rbuild() {
             return 0
             ;;
         rbuild__subcmd__build)
-            opts="-f -t -o -q -j -h --file --tag --target --build-arg --build-context --output --progress --no-cache --no-cache-filter --platform --label --annotation --iidfile --metadata-file --quiet --jobs --secret --ssh --push --pull --cache-to --cache-from --config --network --add-host --debug-cache --root --debug --help"
+            opts="-f -t -o -q -j -h --file --tag --target --build-arg --build-context --output --progress --no-cache --no-cache-filter --platform --label --annotation --iidfile --metadata-file --quiet --jobs --secret --ssh --push --pull --cache-to --cache-from --config --network --add-host --ulimit --shm-size --debug-cache --root --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +188,14 @@ _rbuild() {
                     return 0
                     ;;
                 --add-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ulimit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shm-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -51,6 +51,8 @@ pub struct BuildOptions {
     pub network: NetworkMode,
     /// `--add-host`: (name, address) lines for /etc/hosts of RUN steps.
     pub extra_hosts: Vec<(String, String)>,
+    pub ulimits: Vec<(String, u64, u64)>,
+    pub shm_size: Option<u64>,
     pub secrets: Secrets,
     pub ssh: SshSources,
     pub pull: bool,
@@ -192,6 +194,11 @@ impl BuildOptions {
             other => bail!("invalid network mode `{other}`: expected default, none or host"),
         };
         let extra_hosts = parse_extra_hosts(&args.add_hosts)?;
+        let ulimits = args.ulimits.iter().map(|text| parse_ulimit(text)).collect::<anyhow::Result<Vec<_>>>()?;
+        let shm_size = match &args.shm_size {
+            Some(text) => Some(crate::store::usage::parse_size(text).filter(|bytes| *bytes > 0).ok_or_else(|| anyhow!("invalid --shm-size `{text}`"))?),
+            None => None,
+        };
         let secrets = parse_secrets(&args.secrets)?;
         let ssh = parse_ssh(&args.ssh)?;
         // Steps mostly wait (on containers, disks): more run at once than there are cores, so four
@@ -231,6 +238,8 @@ impl BuildOptions {
             debug_cache: args.debug_cache,
             network,
             extra_hosts,
+            ulimits,
+            shm_size,
             secrets,
             ssh,
             pull: args.pull,
@@ -447,6 +456,8 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         labels: options.labels.clone(),
         network: options.network,
         extra_hosts: options.extra_hosts.clone(),
+        ulimits: options.ulimits.clone(),
+        shm_size: options.shm_size,
     };
     // The registry client is made once; a build that pulls nothing never touches the network.
     let registry_config = crate::registry::RegistryConfig::load(options.registry_config.as_deref())
@@ -644,6 +655,32 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("failed to write `{}`", path.display()))
+}
+
+/// The limit names `--ulimit` takes, as Docker spells them.
+const ULIMIT_NAMES: &[&str] = &[
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime",
+    "sigpending", "stack", "as",
+];
+
+/// `--ulimit name=soft[:hard]` (`-1` is unlimited; without `:hard` both are `soft`), as Docker.
+fn parse_ulimit(text: &str) -> anyhow::Result<(String, u64, u64)> {
+    let invalid = || anyhow!("invalid --ulimit `{text}`: expected name=soft[:hard] with a name of {}", ULIMIT_NAMES.join(", "));
+    let (name, values) = text.split_once('=').ok_or_else(invalid)?;
+    if !ULIMIT_NAMES.contains(&name) {
+        return Err(invalid());
+    }
+    let value = |text: &str| -> anyhow::Result<u64> {
+        if text == "-1" { Ok(u64::MAX) } else { text.parse::<u64>().map_err(|_| invalid()) }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((soft, hard)) => (value(soft)?, value(hard)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        bail!("invalid --ulimit `{text}`: the soft limit is above the hard limit");
+    }
+    Ok((name.to_string(), soft, hard))
 }
 
 /// `--add-host host:ip` (an IPv6 address keeps its colons: the name ends at the first one), as

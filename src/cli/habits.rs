@@ -15,8 +15,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--attest", "rbuild does not make attestations; leave the flag out"),
     ("--builder", "rbuild has no builder instances: every run builds in this process; leave the flag out"),
     ("--allow", "rbuild grants no entitlements yet; leave the flag out"),
-    ("--shm-size", "rbuild does not size /dev/shm of RUN steps yet; leave the flag out"),
-    ("--ulimit", "rbuild does not set ulimits of RUN steps yet (the open files limit is raised to its maximum, as BuildKit does); leave the flag out"),
     ("--cgroup-parent", "rbuild does not place RUN steps under a given cgroup; leave the flag out"),
     ("-D", "rbuild's debug output is `--debug`"),
 ];

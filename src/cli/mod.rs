@@ -137,6 +137,12 @@ pub struct BuildArgs {
     /// Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
+    /// A resource limit of RUN steps (format: "name=soft[:hard]", e.g. "nofile=1024:2048"); repeatable
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
     /// Say why each step missed the cache (a log line under the step)
     #[arg(long)]
     pub debug_cache: bool,

@@ -63,6 +63,10 @@ pub struct FrontendOptions {
     pub network: NetworkMode,
     /// `--add-host`: (name, address) for /etc/hosts of every RUN step.
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`: (name, soft, hard) for every RUN step.
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--shm-size`: bytes of /dev/shm in RUN steps.
+    pub shm_size: Option<u64>,
 }
 
 #[derive(Debug)]

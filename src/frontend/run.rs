@@ -109,6 +109,8 @@ pub(super) fn lower_run(
         user: state.image.config.user.clone(),
         hostname: HOSTNAME.into(),
         extra_hosts: lowering.options.extra_hosts.clone(),
+        ulimits: lowering.options.ulimits.clone(),
+        shm_size: lowering.options.shm_size,
         network,
         mounts,
         proxy_env,

@@ -51,6 +51,8 @@ fn options(dockerfile: &str) -> FrontendOptions {
         labels: BTreeMap::new(),
         network: crate::graph::NetworkMode::Default,
         extra_hosts: Vec::new(),
+        ulimits: Vec::new(),
+        shm_size: None,
     }
 }
 

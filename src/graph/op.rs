@@ -62,6 +62,12 @@ pub struct ExecOp {
     /// the key when empty, so keys made before the flag existed stay valid.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit` entries (name, soft, hard); out of the key when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--shm-size` in bytes; out of the key when not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
     pub network: NetworkMode,
     pub mounts: Vec<ExecMount>,
     #[serde(skip)]

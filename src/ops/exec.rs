@@ -208,6 +208,8 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
         },
         mounts: prepared.mounts.clone(),
         rootfs: rootfs.as_ref().map(|(rootfs, _)| rootfs.path().to_path_buf()),
+        ulimits: op.ulimits.clone(),
+        shm_size: op.shm_size,
     };
     let outcome = sandbox::run_step(&spec, &mut |stream, bytes| (environment.log)(stream, bytes), environment.cancel);
     let outcome = match outcome {

@@ -107,6 +107,12 @@ pub struct StepSpec {
     /// runner removes the mount-point stubs it created there, as it does in an overlay.
     #[serde(default)]
     pub rootfs: Option<PathBuf>,
+    /// `--ulimit`: (name as Docker spells it, soft, hard), replacing the inherited limits.
+    #[serde(default)]
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--shm-size` in bytes; `None`: 64 MiB, as BuildKit.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +261,8 @@ mod tests {
                 },
             ],
             rootfs: None,
+            ulimits: vec![("nofile".into(), 1024, 2048)],
+            shm_size: Some(1 << 27),
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<StepSpec>(&text).unwrap(), spec);
@@ -280,6 +288,8 @@ mod tests {
             network: Network::Host,
             mounts: vec![],
             rootfs: Some(PathBuf::from("/r")),
+            ulimits: vec![],
+            shm_size: None,
         })
         .unwrap();
         value.as_object_mut().unwrap().remove("rootfs");

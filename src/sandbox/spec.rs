@@ -138,6 +138,7 @@ fn mounts(step: &StepSpec, environment: &Environment) -> Result<Vec<OciMount>, S
     if environment.tty_group_mapped {
         devpts.push("gid=5");
     }
+    let shm_size = step.shm_size.map_or_else(|| "size=65536k".to_string(), |bytes| format!("size={bytes}"));
     let mut list = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -151,7 +152,7 @@ fn mounts(step: &StepSpec, environment: &Environment) -> Result<Vec<OciMount>, S
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
         )?,
         mount(
             "/dev/mqueue",
@@ -250,6 +251,39 @@ fn open_files_limit() -> Result<oci_spec::runtime::PosixRlimit, SandboxError> {
         .map_err(SandboxError::Spec)
 }
 
+/// The process limits: the open files limit as buildkitd's ([`open_files_limit`]), then each
+/// `--ulimit`, which replaces a limit of the same name.
+fn rlimits(step: &StepSpec) -> Result<Vec<oci_spec::runtime::PosixRlimit>, SandboxError> {
+    use oci_spec::runtime::PosixRlimitType as Type;
+    let mut limits = vec![open_files_limit()?];
+    for (name, soft, hard) in &step.ulimits {
+        let typ = match name.as_str() {
+            "core" => Type::RlimitCore,
+            "cpu" => Type::RlimitCpu,
+            "data" => Type::RlimitData,
+            "fsize" => Type::RlimitFsize,
+            "locks" => Type::RlimitLocks,
+            "memlock" => Type::RlimitMemlock,
+            "msgqueue" => Type::RlimitMsgqueue,
+            "nice" => Type::RlimitNice,
+            "nofile" => Type::RlimitNofile,
+            "nproc" => Type::RlimitNproc,
+            "rss" => Type::RlimitRss,
+            "rtprio" => Type::RlimitRtprio,
+            "rttime" => Type::RlimitRttime,
+            "sigpending" => Type::RlimitSigpending,
+            "stack" => Type::RlimitStack,
+            "as" => Type::RlimitAs,
+            other => return Err(SandboxError::InvalidStep { reason: format!("unknown ulimit `{other}`") }),
+        };
+        limits.retain(|limit| limit.typ() != typ);
+        limits.push(
+            oci_spec::runtime::PosixRlimitBuilder::default().typ(typ).soft(*soft).hard(*hard).build().map_err(SandboxError::Spec)?,
+        );
+    }
+    Ok(limits)
+}
+
 /// `env` plus `HOME` from the passwd entry when absent, as runc does.
 fn process_environment(step: &StepSpec, identity: &Identity) -> Vec<String> {
     let mut env = step.env.clone();
@@ -287,7 +321,7 @@ pub(crate) fn build(
         .cwd(step.cwd.clone())
         .user(user.build().map_err(SandboxError::Spec)?)
         .capabilities(capabilities)
-        .rlimits(vec![open_files_limit()?])
+        .rlimits(rlimits(step)?)
         .build()
         .map_err(SandboxError::Spec)?;
     // Unset rather than `false`: libcontainer reads only whether the field is present. Absent,
@@ -367,6 +401,8 @@ mod tests {
                 kind: MountKind::Tmpfs { size: Some(4096) },
             }],
             rootfs: None,
+            ulimits: vec![],
+            shm_size: None,
         }
     }
 

@@ -52,7 +52,7 @@ fn buildx_habits_get_a_sentence() {
     let ctx = ctx.to_str().unwrap();
     let run = run_command(project.command(&["--load", ctx]), None).fails(2);
     run.stderr_has("ERROR: unknown flag: --load: ").stderr_has("-o type=docker,dest=image.tar");
-    for flag in ["--provenance=false", "--sbom=true", "--builder=x", "--shm-size=1g", "--ulimit=nofile=1", "--allow=network.host", "--cgroup-parent=x", "-D"] {
+    for flag in ["--provenance=false", "--sbom=true", "--builder=x", "--allow=network.host", "--cgroup-parent=x", "-D"] {
         let run = run_command(project.command(&["build", flag, ctx]), None).fails(2);
         run.stderr_has(&format!("ERROR: unknown flag: {}: ", flag.split('=').next().unwrap()));
     }

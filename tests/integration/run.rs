@@ -1109,3 +1109,20 @@ fn add_host_entries_reach_run_steps() {
         case.build(&["--add-host", "myhost:10.1.2"]).fails(2).stderr_has("invalid IP address in add-host: `10.1.2`");
     });
 }
+
+/// Issue 10, point 2: `--ulimit` and `--shm-size` reach RUN steps as under BuildKit (golden
+/// recorded with the oracle: testdata/e2e/ulimit); bad values are usage errors.
+#[test]
+fn ulimit_and_shm_size_reach_run_steps() {
+    let expected = read(&fixture("ulimit").join("limits.expected"));
+    both(|case| {
+        case.dockerfile(&read(&fixture("ulimit").join("Dockerfile")));
+        let out = case.build_local("out", &["--ulimit", "nofile=1024:2048", "--ulimit", "nproc=4000:8000", "--shm-size", "128m"]);
+        assert_eq!(file(&out, "limits.txt"), expected, "[{:?}]", case.mode);
+    });
+    let case = Case::new(Mode::Root);
+    case.dockerfile("FROM busybox\n");
+    case.build(&["--ulimit", "nofile=10:5"]).fails(2).stderr_has("the soft limit is above the hard limit");
+    case.build(&["--ulimit", "files=10"]).fails(2).stderr_has("invalid --ulimit `files=10`");
+    case.build(&["--shm-size", "lots"]).fails(2).stderr_has("invalid --shm-size `lots`");
+}
