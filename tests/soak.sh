@@ -14,6 +14,7 @@
 #   tmp        entries left in the state root's tmp/ after a final build on the quiet root
 #   shm        rbuild-* directories left in /dev/shm
 #   cgroups    rbuild-* cgroups left under /sys/fs/cgroup
+#   orphans    processes of a killed build still running 30 s after the kill
 #   processes  rbuild processes left running
 #   rowless    blobs and snapshots without a database row after the final build
 set -euo pipefail
@@ -120,22 +121,32 @@ builder() { # NUMBER
         project=${projects[$((RANDOM % ${#projects[@]}))]}
         dest=$work/out-$1-$n
         setsid bash -c "$(declare -f as_user build); rootless=$rootless user=$user home=$home rbuild=$rbuild work=$work context_arg=$context_arg build $root $project $dest" >"$dest.log" 2>&1 &
-        local pid=$! action=$((RANDOM % 10))
+        local pid=$! action=$((RANDOM % 10)) tree
         killed=0
         if [ $action -lt 5 ]; then
             delay=$((RANDOM % 4000))
             sleep "$((delay / 1000)).$(printf %03d $((delay % 1000)))"
             if kill -0 "$pid" 2>/dev/null; then
                 killed=1
+                tree="$pid $(descendants "$pid")"
                 case $action in
                     0|1) kill -9 "$pid" $(descendants "$pid" | head -1) 2>/dev/null || true ;;  # the process the user started
-                    2|3) local tree; tree="$pid $(descendants "$pid")"; kill -STOP $tree 2>/dev/null || true; kill -9 $tree 2>/dev/null || true ;;
+                    2|3) kill -STOP $tree 2>/dev/null || true; kill -9 $tree 2>/dev/null || true ;;
                     4) kill -INT -- "-$pid" 2>/dev/null || true ;;
                 esac
             fi
         fi
         status=0
         { wait "$pid"; } 2>/dev/null || status=$?
+        # What a kill left must stop by itself within 30 s (the build dies with the process the
+        # user started); a process still there then is an orphan.
+        if [ $killed = 1 ]; then
+            local waited=0 alive
+            while alive=$(for process in $tree; do kill -0 "$process" 2>/dev/null && echo "$process"; done) && [ -n "$alive" ] && [ $waited -lt 300 ]; do
+                sleep 0.1; waited=$((waited + 1))
+            done
+            [ -z "$alive" ] || echo "orphan: $dest: $alive" >>"$work/counts/orphans"
+        fi
         if [ $status = 0 ]; then
             if ! cmp -s <(listing "$dest") "$work/reference-$project.list"; then
                 echo "wrong: $dest ($project)" >>"$work/counts/wrong"
@@ -192,14 +203,15 @@ EOF
 )
 wrong=$(count_lines "$work/counts/wrong")
 failed=$(count_lines "$work/counts/failed")
+orphans=$(count_lines "$work/counts/orphans")
 tmp=$(find "$root/tmp" -mindepth 1 -maxdepth 1 | wc -l)
 shm=$(find /dev/shm -maxdepth 1 -name 'rbuild-*' -user "$([ $rootless = 1 ] && echo "$user" || echo root)" | wc -l)
 cgroups=$(find /sys/fs/cgroup -maxdepth 3 -type d -name 'rbuild-[0-9]*' 2>/dev/null | wc -l)
 processes=$({ pgrep -f "$rbuild" || true; pgrep -f "__run-step" || true; } | wc -l)
 builds=$(find "$work" -maxdepth 1 -name 'out-*.log' | wc -l)
 echo "soak: $builds builds ($([ $rootless = 1 ] && echo rootless || echo root)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for name in wrong failed tmp shm cgroups processes rowless; do echo "$name ${!name}"; done
+for name in wrong failed orphans tmp shm cgroups processes rowless; do echo "$name ${!name}"; done
 cat "$work/counts/"* 2>/dev/null | head -20
-total=$((wrong + failed + tmp + shm + cgroups + processes + rowless))
+total=$((wrong + failed + orphans + tmp + shm + cgroups + processes + rowless))
 if [ $total = 0 ]; then rm -rf "$work"; else echo "soak: kept $work"; fi
 [ $total = 0 ]
