@@ -73,7 +73,8 @@ pub enum RegistryError {
         message: String,
     },
 
-    #[error("failed to get an auth token from `{realm}` for {reference}")]
+    /// The realm comes from the registry: shown at most 200 characters long.
+    #[error("failed to get an auth token from `{}` for {reference}: {detail}", realm.chars().take(200).collect::<String>())]
     Token {
         realm: String,
         reference: String,

@@ -1365,6 +1365,7 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
                 .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
             path if path.starts_with("/v2/drip/blobs/") => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &blob) },
             "/v2/loop/manifests/v1" => Answer::new(307, b"").header("Location", "/v2/loop/manifests/v1"),
+            "/v2/badrealm/manifests/v1" => Answer::new(401, b"").header("WWW-Authenticate", r#"Bearer realm="not a url",service="x""#),
             "/v2/big/manifests/v1" => Answer::new(200, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":40000000},"layers":[]}"#)
                 .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
             "/v2/cut/manifests/v1" => Answer { cut_after: Some(20), ..Answer::new(200, &manifest) }
@@ -1400,6 +1401,11 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
     let cut = Reference::parse(&format!("{host}/cut:v1")).unwrap();
     let error = client.resolve(&cut, "linux", "amd64", None).unwrap_err();
     assert!(error.to_string().starts_with("the response was cut short by registry"), "{error}");
+    // A token realm that is no URL is named, with why.
+    let bad_realm = Reference::parse(&format!("{host}/badrealm:v1")).unwrap();
+    let error = client.resolve(&bad_realm, "linux", "amd64", None).unwrap_err();
+    assert!(error.to_string().starts_with("failed to get an auth token from `not a url`"), "{error}");
+    assert!(error.to_string().contains("relative URL without a base"), "{error}");
     // An oversized config is named as the config (it was called the manifest).
     let big = Reference::parse(&format!("{host}/big:v1")).unwrap();
     let error = client.resolve(&big, "linux", "amd64", None).unwrap_err();
