@@ -114,6 +114,17 @@ descendants() {
     for child in $children; do echo "$child"; descendants "$child"; done
 }
 
+# The PIDs given that are still running: a zombie waiting for its reaper has ended (this
+# machine's init reaps reparented processes slowly).
+running() {
+    for process in "$@"; do
+        local stat
+        stat=$(cat "/proc/$process/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        [ "${stat%% *}" = Z ] || echo "$process"
+    done
+}
+
 builder() { # NUMBER
     local n=0 killed status dest project delay
     while [ "$(date +%s)" -lt "$end" ]; do
@@ -142,10 +153,12 @@ builder() { # NUMBER
         # user started); a process still there then is an orphan.
         if [ $killed = 1 ]; then
             local waited=0 alive
-            while alive=$(for process in $tree; do kill -0 "$process" 2>/dev/null && echo "$process"; done) && [ -n "$alive" ] && [ $waited -lt 300 ]; do
+            while alive=$(running $tree) && [ -n "$alive" ] && [ $waited -lt 300 ]; do
                 sleep 0.1; waited=$((waited + 1))
             done
-            [ -z "$alive" ] || echo "orphan: $dest: $alive" >>"$work/counts/orphans"
+            if [ -n "$alive" ]; then
+                echo "orphan: $dest: $(for process in $alive; do tr '\0' ' ' </proc/"$process"/cmdline; echo; done)" >>"$work/counts/orphans"
+            fi
         fi
         if [ $status = 0 ]; then
             if ! cmp -s <(listing "$dest") "$work/reference-$project.list"; then
