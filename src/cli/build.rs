@@ -384,7 +384,9 @@ pub fn run(args: BuildArgs) -> i32 {
                 eprint!("{}", render_snippet(&options.dockerfile_name, source, span));
             }
             eprintln!("ERROR: failed to solve: {message}");
-            if cancel.load(Ordering::SeqCst) { EXIT_INTERRUPTED } else { EXIT_FAILED }
+            // Interrupted (a step or a registry request canceled by Ctrl-C or SIGTERM), not a
+            // failure: the cancel flag alone is also set by a failing step.
+            if super::interrupt::received() { EXIT_INTERRUPTED } else { EXIT_FAILED }
         }
     }
 }

@@ -64,6 +64,12 @@ fn handle(info: &libc::siginfo_t) {
     unsafe { libc::_exit(EXIT_INTERRUPTED) };
 }
 
+/// Whether SIGINT or SIGTERM arrived (the build's cancel flag is also set by a failing step,
+/// which is no interruption).
+pub fn received() -> bool {
+    FIRST_SIGNAL.load(Ordering::SeqCst) != 0
+}
+
 fn monotonic_ms() -> i64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
