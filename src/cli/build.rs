@@ -129,6 +129,9 @@ impl BuildOptions {
         }
         let mut build_args = BTreeMap::new();
         for arg in &args.build_args {
+            if arg.is_empty() || arg.starts_with('=') {
+                bail!("invalid --build-arg `{arg}`: the name is empty (expected KEY=VALUE or KEY)");
+            }
             match arg.split_once('=') {
                 Some((key, value)) => {
                     build_args.insert(key.to_string(), value.to_string());

@@ -1,5 +1,6 @@
 //! `-o` / `--output` values, parsed as buildx parses them: CSV `key=value` pairs with
-//! `type=`; a bare path means `type=local,dest=PATH`; `-` means a tar on stdout.
+//! `type=`; a bare path means `type=local,dest=PATH`; `-` means a tar on stdout; key=value pairs
+//! without `type=` are an error, as in buildx.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ pub enum OutputError {
     NoImageStore,
     #[error("empty output: give `-o type=TYPE,dest=PATH` (oci, docker, tar, local) or `-o PATH`")]
     Empty,
+    /// buildx's words: `-o dest=x.tar` without `type=` is refused, not taken for a directory.
+    #[error("type is required for output")]
+    MissingType,
     #[error("invalid output `{dest}`: the directory `{parent}` does not exist")]
     MissingParent { dest: String, parent: String },
 }
@@ -150,7 +154,7 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
         .iter()
         .find(|(key, _)| key == "type")
         .map(|(_, value)| value.clone())
-        .unwrap_or_else(|| "local".into());
+        .ok_or(OutputError::MissingType)?;
     let kind = match kind_name.as_str() {
         "oci" => OutputKind::Oci,
         "docker" => OutputKind::Docker,
@@ -247,6 +251,7 @@ mod tests {
         assert_eq!(parse_output("type=docker,dest=a.tar").unwrap().oci_mediatypes, false);
         assert_eq!(parse_output("type=oci,dest=d,tar=false").unwrap().tar, false);
         assert!(matches!(parse_output("type=nope,dest=x"), Err(OutputError::UnknownType(_))));
+        assert!(matches!(parse_output("dest=x.tar"), Err(OutputError::MissingType)));
         assert!(matches!(parse_output("type=oci"), Err(OutputError::MissingDest(_))));
         assert!(matches!(parse_output("type=local,dest=x,tar=false"), Err(OutputError::UnknownKey { .. })));
         assert!(matches!(parse_output("type=oci,dest=x,compression=lz4"), Err(OutputError::Value { .. })));

@@ -63,6 +63,10 @@ fn bad_output_is_a_usage_error() {
     run.stderr_has("dest is required");
     let run = project.build(&["-o", "type=oci,dest=x,compression=lz4"]).fails(2);
     run.stderr_has("lz4");
+    // As buildx (issue 10, point 3): no type is an error, not a directory named by `dest`; a
+    // build arg without a name too.
+    project.build(&["-o", "dest=x.tar"]).fails(2).stderr_has("ERROR: type is required for output");
+    project.build(&["--build-arg", "=x"]).fails(2).stderr_has("invalid --build-arg `=x`");
     assert!(!project.root().join("snapshots-v1").exists() || tree(&project.root().join("snapshots-v1")).is_empty());
 }
 
