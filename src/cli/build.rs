@@ -662,17 +662,12 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("failed to write `{}`", path.display()))
 }
 
-/// The limit names `--ulimit` takes, as Docker spells them.
-const ULIMIT_NAMES: &[&str] = &[
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime",
-    "sigpending", "stack", "as",
-];
-
 /// `--ulimit name=soft[:hard]` (`-1` is unlimited; without `:hard` both are `soft`), as Docker.
 fn parse_ulimit(text: &str) -> anyhow::Result<(String, u64, u64)> {
-    let invalid = || anyhow!("invalid --ulimit `{text}`: expected name=soft[:hard] with a name of {}", ULIMIT_NAMES.join(", "));
+    let names = || crate::sandbox::ulimit_names().collect::<Vec<_>>().join(", ");
+    let invalid = || anyhow!("invalid --ulimit `{text}`: expected name=soft[:hard] with a name of {}", names());
     let (name, values) = text.split_once('=').ok_or_else(invalid)?;
-    if !ULIMIT_NAMES.contains(&name) {
+    if !crate::sandbox::ulimit_names().any(|known| known == name) {
         return Err(invalid());
     }
     let value = |text: &str| -> anyhow::Result<u64> {

@@ -59,6 +59,11 @@ pub use overlay::{SNAPSHOTTER_VARIABLE, Snapshotter, overlay_supported, snapshot
 pub use private_dir::PrivateDir;
 use private_dir::memory_file;
 
+/// The resource limit names `--ulimit` takes (`nofile`, `nproc`, ...), as Docker spells them.
+pub fn ulimit_names() -> impl Iterator<Item = &'static str> {
+    spec::ULIMITS.iter().map(|(name, _)| *name)
+}
+
 /// Removes what killed rbuild processes of this user left outside the state root: private
 /// directories in `/dev/shm` (step specs, secrets) and step cgroups. Best effort, cheap; run at
 /// the start of every build and by `cache prune`. Returns how many were removed.

@@ -251,30 +251,36 @@ fn open_files_limit() -> Result<oci_spec::runtime::PosixRlimit, SandboxError> {
         .map_err(SandboxError::Spec)
 }
 
+/// The resource limits `--ulimit` names, as Docker spells them.
+pub(super) const ULIMITS: [(&str, oci_spec::runtime::PosixRlimitType); 16] = {
+    use oci_spec::runtime::PosixRlimitType as Type;
+    [
+        ("core", Type::RlimitCore),
+        ("cpu", Type::RlimitCpu),
+        ("data", Type::RlimitData),
+        ("fsize", Type::RlimitFsize),
+        ("locks", Type::RlimitLocks),
+        ("memlock", Type::RlimitMemlock),
+        ("msgqueue", Type::RlimitMsgqueue),
+        ("nice", Type::RlimitNice),
+        ("nofile", Type::RlimitNofile),
+        ("nproc", Type::RlimitNproc),
+        ("rss", Type::RlimitRss),
+        ("rtprio", Type::RlimitRtprio),
+        ("rttime", Type::RlimitRttime),
+        ("sigpending", Type::RlimitSigpending),
+        ("stack", Type::RlimitStack),
+        ("as", Type::RlimitAs),
+    ]
+};
+
 /// The process limits: the open files limit as buildkitd's ([`open_files_limit`]), then each
 /// `--ulimit`, which replaces a limit of the same name.
 fn rlimits(step: &StepSpec) -> Result<Vec<oci_spec::runtime::PosixRlimit>, SandboxError> {
-    use oci_spec::runtime::PosixRlimitType as Type;
     let mut limits = vec![open_files_limit()?];
     for (name, soft, hard) in &step.ulimits {
-        let typ = match name.as_str() {
-            "core" => Type::RlimitCore,
-            "cpu" => Type::RlimitCpu,
-            "data" => Type::RlimitData,
-            "fsize" => Type::RlimitFsize,
-            "locks" => Type::RlimitLocks,
-            "memlock" => Type::RlimitMemlock,
-            "msgqueue" => Type::RlimitMsgqueue,
-            "nice" => Type::RlimitNice,
-            "nofile" => Type::RlimitNofile,
-            "nproc" => Type::RlimitNproc,
-            "rss" => Type::RlimitRss,
-            "rtprio" => Type::RlimitRtprio,
-            "rttime" => Type::RlimitRttime,
-            "sigpending" => Type::RlimitSigpending,
-            "stack" => Type::RlimitStack,
-            "as" => Type::RlimitAs,
-            other => return Err(SandboxError::InvalidStep { reason: format!("unknown ulimit `{other}`") }),
+        let Some(&(_, typ)) = ULIMITS.iter().find(|(known, _)| known == name) else {
+            return Err(SandboxError::InvalidStep { reason: format!("unknown ulimit `{name}`") });
         };
         limits.retain(|limit| limit.typ() != typ);
         limits.push(
