@@ -236,7 +236,7 @@ impl BuildOptions {
             metadata_file: args.metadata_file,
             quiet: args.quiet,
             jobs,
-            root: args.root.root.unwrap_or_else(Store::default_root),
+            root: args.root.root.unwrap_or_else(super::default_root),
             source_date_epoch,
             debug_cache: args.debug_cache,
             network,

@@ -78,7 +78,7 @@ fn short_id(id: &str) -> &str {
 }
 
 fn open(root: Option<std::path::PathBuf>, mode: LockMode) -> anyhow::Result<Store> {
-    let root = root.unwrap_or_else(Store::default_root);
+    let root = root.unwrap_or_else(super::default_root);
     let store = Store::open(&root, mode).with_context(|| format!("failed to open the state root `{}`", root.display()))?;
     for warning in store.warnings() {
         eprintln!("WARNING: {warning}");

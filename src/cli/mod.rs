@@ -221,6 +221,11 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// The state root when neither `--root` nor `RBUILD_ROOT` names one ([`Store::default_root`]).
+pub fn default_root() -> PathBuf {
+    crate::store::Store::default_root(crate::sandbox::in_user_namespace())
+}
+
 /// Sets up tracing once: `--debug` or `RBUILD_LOG`.
 pub fn init_logging(debug: bool) {
     let filter = if debug {

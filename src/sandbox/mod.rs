@@ -71,7 +71,7 @@ pub fn sweep_leftovers() -> usize {
     private_dir::sweep() + cgroup::sweep()
 }
 pub use step::{run_step, set_runner_program};
-pub use userns::enter;
+pub use userns::{enter, in_user_namespace};
 
 /// Mount points the sandbox creates in the rootfs when the image lacks them (besides the targets
 /// of [`StepSpec::mounts`]). The runner already removes those still empty after the step, as

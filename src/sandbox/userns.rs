@@ -69,7 +69,7 @@ pub fn enter(args: &[OsString]) -> Result<(), SandboxError> {
 }
 
 /// Whether this process is in a user namespace other than the initial one.
-pub(crate) fn in_user_namespace() -> bool {
+pub fn in_user_namespace() -> bool {
     fs::read_to_string("/proc/self/uid_map")
         .map(|map| !map.split_whitespace().eq(["0", "0", "4294967295"]))
         .unwrap_or(false)

@@ -69,14 +69,14 @@ pub fn now() -> i64 {
 
 impl Store {
     /// `$XDG_CACHE_HOME/rbuild`, `~/.cache/rbuild`, or `/var/lib/rbuild` for real root without
-    /// XDG variables. Real root is root of the initial user namespace: rootless, rbuild runs as
-    /// uid 0 of its own user namespace, and took `/var/lib/rbuild` there ("Permission denied"
-    /// for every user who gave no `--root`).
-    pub fn default_root() -> PathBuf {
+    /// XDG variables. Real root is root of the initial user namespace, which the caller says
+    /// (`in_user_namespace`): rootless, rbuild runs as uid 0 of its own user namespace, and took
+    /// `/var/lib/rbuild` there ("Permission denied" for every user who gave no `--root`).
+    pub fn default_root(in_user_namespace: bool) -> PathBuf {
         if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(cache).join("rbuild");
         }
-        if nix::unistd::geteuid().is_root() && in_initial_user_namespace() {
+        if nix::unistd::geteuid().is_root() && !in_user_namespace {
             return PathBuf::from("/var/lib/rbuild");
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
@@ -356,12 +356,6 @@ impl BlobWriter {
         file.persist(&target).map_err(|error| write_error(error.error))?;
         Ok((format!("sha256:{hex}"), self.size))
     }
-}
-
-/// Whether this process is in the host's own user namespace (its uid map is the identity over
-/// every id).
-fn in_initial_user_namespace() -> bool {
-    fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| map.split_whitespace().eq(["0", "0", "4294967295"]))
 }
 
 /// Moves a damaged database (and its write-ahead log) to `<name>.damaged`, replacing an earlier
