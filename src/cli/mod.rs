@@ -221,7 +221,8 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// The state root when neither `--root` nor `RBUILD_ROOT` names one ([`Store::default_root`]).
+/// The state root when neither `--root` nor `RBUILD_ROOT` names one
+/// ([`crate::store::Store::default_root`]).
 pub fn default_root() -> PathBuf {
     crate::store::Store::default_root(crate::sandbox::in_user_namespace())
 }

@@ -161,7 +161,8 @@ impl Store {
             other => other?,
         };
         let store = Store { root: root.to_path_buf(), database: Mutex::new(database), warnings, _lock: lock };
-        if alone && mode == LockMode::Shared {
+        // Only a shared opener is ever `alone`; it converts its exclusive lock below.
+        if alone {
             let swept = usage::collect_garbage(&store);
             // Converting the exclusive lock to a shared one.
             store._lock.lock_shared().map_err(lock_error)?;
@@ -260,7 +261,7 @@ impl Store {
         let path = self.blob_path(digest);
         let file = File::open(&path)?;
         let expected = digest.strip_prefix("sha256:").unwrap_or(digest).to_string();
-        Ok(VerifiedBlob { file, hasher: Sha256::new(), expected, path })
+        Ok(VerifiedBlob { file, hasher: Some(Sha256::new()), expected, path, damage: None })
     }
 
     /// Reads a small blob (a manifest or config) whole, `None` when it is missing or its bytes
@@ -294,33 +295,37 @@ impl Store {
 /// A blob being read for export; see [`Store::open_blob`].
 pub struct VerifiedBlob {
     file: File,
-    hasher: Sha256,
+    /// Taken at the end of the file, when the digest is checked.
+    hasher: Option<Sha256>,
     expected: String,
     path: PathBuf,
+    /// What the check found, said again by every later read.
+    damage: Option<String>,
 }
 
 impl io::Read for VerifiedBlob {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let read = self.file.read(buffer)?;
         if read > 0 || buffer.is_empty() {
-            self.hasher.update(&buffer[..read]);
+            if let Some(hasher) = &mut self.hasher {
+                hasher.update(&buffer[..read]);
+            }
             return Ok(read);
         }
-        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        if actual != self.expected {
-            let _ = fs::remove_file(&self.path);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
+        if let Some(hasher) = self.hasher.take() {
+            let actual = hex::encode(hasher.finalize());
+            if actual != self.expected {
+                let _ = fs::remove_file(&self.path);
+                self.damage = Some(format!(
                     "the blob `{}` in the state root was damaged (its bytes hash to sha256:{actual}); it was removed, build again to make or fetch it anew",
                     self.path.display()
-                ),
-            ));
+                ));
+            }
         }
-        // Matched: further reads stay at the end (the hasher is fresh, and `expected` now names
-        // the empty content's digest so a second end-of-file check passes).
-        self.expected = hex::encode(Sha256::new().finalize());
-        Ok(0)
+        match &self.damage {
+            Some(message) => Err(io::Error::new(io::ErrorKind::InvalidData, message.clone())),
+            None => Ok(0),
+        }
     }
 }
 
