@@ -7,13 +7,15 @@ fn main() {
     // Before any thread exists: the hidden step runner never returns; otherwise rbuild enters
     // its own user and mount namespace (re-exec when not root).
     rbuild::sandbox::maybe_run_step_child(&raw);
-    if let Err(error) = rbuild::sandbox::enter(&raw) {
-        eprintln!("ERROR: {error}");
-        std::process::exit(rbuild::cli::EXIT_FAILED);
-    }
+    // A buildx habit is a usage error: said before entering any namespace (rootless, that is a
+    // fork, newuidmap and a re-exec for nothing).
     if let Some(sentence) = rbuild::cli::habits::check(&raw) {
         eprintln!("ERROR: {sentence}");
         std::process::exit(rbuild::cli::EXIT_USAGE);
+    }
+    if let Err(error) = rbuild::sandbox::enter(&raw) {
+        eprintln!("ERROR: {error}");
+        std::process::exit(rbuild::cli::EXIT_FAILED);
     }
     let args = rbuild::cli::with_default_subcommand(raw);
     let cli = match rbuild::cli::Cli::try_parse_from(args) {

@@ -14,6 +14,7 @@
 //! | cache key input                                    | in key | why                          |
 //! |----------------------------------------------------|--------|------------------------------|
 //! | argv, env, cwd, user, hostname, network, mounts     | yes    | they change the result       |
+//! | `--add-host`, `--ulimit`, `--shm-size` (when given) | yes    | they change the result       |
 //! | key of the base and of stage mount sources          | yes    | the result builds on them    |
 //! | content digest of context files bind-mounted        | yes    | by content, never by mtime   |
 //! | proxy variables, cache mount contents               | no     | not part of the result       |

@@ -149,6 +149,11 @@ pub(crate) fn map_arguments(host_id: u32, ranges: &[SubordinateRange]) -> Vec<St
 /// Ubuntu's switch that confines unprivileged user namespaces with AppArmor (23.10 and later).
 const APPARMOR_RESTRICTION: &str = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns";
 
+/// [`restriction_hint`] for this machine.
+fn apparmor_hint() -> String {
+    restriction_hint(fs::read_to_string(APPARMOR_RESTRICTION).ok().as_deref())
+}
+
 /// What to tell a user whose user namespace was refused, given the AppArmor switch's value.
 fn restriction_hint(apparmor_switch: Option<&str>) -> String {
     if apparmor_switch.map(str::trim) == Some("1") {
@@ -267,7 +272,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             let unshared = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS);
             let _ = write_byte(&to_parent_write, if unshared.is_ok() { b'u' } else { b'e' });
             if let Err(error) = unshared {
-                let hint = restriction_hint(fs::read_to_string(APPARMOR_RESTRICTION).ok().as_deref());
+                let hint = apparmor_hint();
                 eprintln!("rbuild: failed to create a user namespace: {error}{hint}");
                 // SAFETY: `_exit` in a forked child skips the parent's atexit handlers.
                 unsafe { libc::_exit(125) };
@@ -305,7 +310,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
                 }),
             };
             if let Err(error) = result {
-                let hint = restriction_hint(fs::read_to_string(APPARMOR_RESTRICTION).ok().as_deref());
+                let hint = apparmor_hint();
                 if !hint.is_empty() {
                     eprintln!("rbuild: the user namespace could not be set up{hint}");
                 }
