@@ -53,6 +53,8 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, String)>,
     pub ulimits: Vec<(String, u64, u64)>,
     pub shm_size: Option<u64>,
+    /// `--allow network.host`, or `--network host`: `RUN --network=host` may run.
+    pub allow_network_host: bool,
     pub secrets: Secrets,
     pub ssh: SshSources,
     pub pull: bool,
@@ -196,6 +198,7 @@ impl BuildOptions {
             "host" => NetworkMode::Host,
             other => bail!("invalid network mode `{other}`: expected default, none or host"),
         };
+        let allow_network_host = parse_entitlements(&args.allow)? || network == NetworkMode::Host;
         let extra_hosts = parse_extra_hosts(&args.add_hosts)?;
         let ulimits = args.ulimits.iter().map(|text| parse_ulimit(text)).collect::<anyhow::Result<Vec<_>>>()?;
         let shm_size = match &args.shm_size {
@@ -243,6 +246,7 @@ impl BuildOptions {
             extra_hosts,
             ulimits,
             shm_size,
+            allow_network_host,
             secrets,
             ssh,
             pull: args.pull,
@@ -463,6 +467,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         extra_hosts: options.extra_hosts.clone(),
         ulimits: options.ulimits.clone(),
         shm_size: options.shm_size,
+        allow_network_host: options.allow_network_host,
     };
     // The registry client is made once; a build that pulls nothing never touches the network.
     let registry_config = crate::registry::RegistryConfig::load(options.registry_config.as_deref())
@@ -685,6 +690,23 @@ fn parse_ulimit(text: &str) -> anyhow::Result<(String, u64, u64)> {
 
 /// `--add-host host:ip` (an IPv6 address keeps its colons: the name ends at the first one), as
 /// buildx; `host=ip` too.
+/// `--allow` values, as buildx takes them; true when `network.host` is granted. rbuild runs no
+/// insecure or device-holding steps, so those entitlements are refused with what to do instead.
+fn parse_entitlements(values: &[String]) -> anyhow::Result<bool> {
+    let mut network_host = false;
+    for value in values.iter().map(|value| value.trim()).filter(|value| !value.is_empty()) {
+        match value {
+            "network.host" => network_host = true,
+            "security.insecure" => bail!("entitlement `security.insecure` is not supported: rbuild runs every RUN step sandboxed (RUN --security=insecure is refused); leave it out"),
+            _ if value == "device" || value.starts_with("device=") => {
+                bail!("entitlement `{value}` is not supported: rbuild gives RUN steps no host devices; leave it out")
+            }
+            _ => bail!("invalid entitlement: {value} (rbuild grants network.host)"),
+        }
+    }
+    Ok(network_host)
+}
+
 fn parse_extra_hosts(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     values
         .iter()
@@ -705,6 +727,17 @@ fn parse_extra_hosts(values: &[String]) -> anyhow::Result<Vec<(String, String)>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entitlements_grant_network_host_and_refuse_the_rest() {
+        let list = |values: &[&str]| values.iter().map(|value| value.to_string()).collect::<Vec<_>>();
+        assert!(!parse_entitlements(&[]).unwrap());
+        assert!(parse_entitlements(&list(&["network.host"])).unwrap());
+        assert!(parse_entitlements(&list(&["", "network.host"])).unwrap());
+        assert!(parse_entitlements(&list(&["security.insecure"])).unwrap_err().to_string().contains("sandboxed"));
+        assert!(parse_entitlements(&list(&["device=/dev/kvm"])).unwrap_err().to_string().contains("no host devices"));
+        assert_eq!(parse_entitlements(&list(&["net.host"])).unwrap_err().to_string(), "invalid entitlement: net.host (rbuild grants network.host)");
+    }
 
     #[test]
     fn layout_selectors_split_at_the_last_component() {

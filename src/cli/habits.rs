@@ -14,7 +14,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--sbom", "rbuild does not make attestations; leave the flag out"),
     ("--attest", "rbuild does not make attestations; leave the flag out"),
     ("--builder", "rbuild has no builder instances: every run builds in this process; leave the flag out"),
-    ("--allow", "rbuild grants no entitlements yet; leave the flag out"),
     ("--cgroup-parent", "rbuild does not place RUN steps under a given cgroup; leave the flag out"),
     ("-D", "rbuild's debug output is `--debug`"),
 ];

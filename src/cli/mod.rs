@@ -143,6 +143,9 @@ pub struct BuildArgs {
     /// Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
+    /// Allow extra privileged entitlement: network.host (needed by RUN --network=host); repeatable
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// Say why each step missed the cache (a log line under the step)
     #[arg(long)]
     pub debug_cache: bool,

@@ -67,6 +67,9 @@ pub struct FrontendOptions {
     pub ulimits: Vec<(String, u64, u64)>,
     /// `--shm-size`: bytes of /dev/shm in RUN steps.
     pub shm_size: Option<u64>,
+    /// The `network.host` entitlement (`--allow network.host`, implied by `--network host`):
+    /// without it `RUN --network=host` is refused, as BuildKit refuses it.
+    pub allow_network_host: bool,
 }
 
 #[derive(Debug)]

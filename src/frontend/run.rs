@@ -87,6 +87,9 @@ pub(super) fn lower_run(
         None => lowering.options.network,
         Some("default") => NetworkMode::Default,
         Some("none") => NetworkMode::None,
+        Some("host") if !lowering.options.allow_network_host => {
+            return Err(DockerfileError::at("network.host is not allowed: RUN --network=host needs `--allow network.host`", span));
+        }
         Some("host") => NetworkMode::Host,
         Some(other) => return Err(DockerfileError::at(format!("unsupported network mode `{other}` (default, none, host)"), span)),
     };

@@ -53,6 +53,7 @@ fn options(dockerfile: &str) -> FrontendOptions {
         extra_hosts: Vec::new(),
         ulimits: Vec::new(),
         shm_size: None,
+        allow_network_host: false,
     }
 }
 

@@ -52,10 +52,13 @@ fn buildx_habits_get_a_sentence() {
     let ctx = ctx.to_str().unwrap();
     let run = run_command(project.command(&["--load", ctx]), None).fails(2);
     run.stderr_has("ERROR: unknown flag: --load: ").stderr_has("-o type=docker,dest=image.tar");
-    for flag in ["--provenance=false", "--sbom=true", "--builder=x", "--allow=network.host", "--cgroup-parent=x", "-D"] {
+    for flag in ["--provenance=false", "--sbom=true", "--builder=x", "--cgroup-parent=x", "-D"] {
         let run = run_command(project.command(&["build", flag, ctx]), None).fails(2);
         run.stderr_has(&format!("ERROR: unknown flag: {}: ", flag.split('=').next().unwrap()));
     }
+    let run = run_command(project.command(&["build", "--allow", "security.insecure", ctx]), None).fails(2);
+    run.stderr_has("ERROR: entitlement `security.insecure` is not supported: rbuild runs every RUN step sandboxed");
+    run_command(project.command(&["build", "--allow=net.host", ctx]), None).fails(2).stderr_has("ERROR: invalid entitlement: net.host");
     run_command(project.command(&["du"]), None).fails(2).stderr_has("`rbuild du` is `rbuild cache du`");
     run_command(project.command(&["prune", "-f"]), None).fails(2).stderr_has("`rbuild prune` is `rbuild cache prune`");
 }

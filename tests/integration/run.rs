@@ -421,8 +421,12 @@ fn run_network_none() {
         case.dockerfile(
             "FROM busybox\nRUN --network=none cat /proc/net/dev > /none\nRUN cat /proc/net/dev > /default\nRUN --network=host cat /proc/net/dev > /host\n",
         );
+        // RUN --network=host needs the network.host entitlement, as in BuildKit.
+        let refused = case.build(&[]).fails(1);
+        assert_snippet(&refused.stderr, 4, "RUN --network=host cat /proc/net/dev > /host");
+        refused.stderr_has("ERROR: failed to solve: network.host is not allowed: RUN --network=host needs `--allow network.host`");
         let host_before = interfaces(&read(Path::new("/proc/net/dev")));
-        let out = case.build_local("out", &[]);
+        let out = case.build_local("out", &["--allow", "network.host"]);
         assert_eq!(interfaces(&file(&out, "none")), vec!["lo"]);
         // Default: the host's network, as rootless BuildKit. Other tests (podman) add and remove
         // interfaces meanwhile, so compare with the interfaces the host had before and after.
@@ -444,6 +448,12 @@ fn run_network_none() {
         case_cli.dockerfile("FROM busybox\nRUN cat /proc/net/dev > /default\n");
         let out = case_cli.build_local("out", &["--network=none"]);
         assert_eq!(interfaces(&file(&out, "default")), vec!["lo"]);
+
+        // --network=host on the command line grants the entitlement, as buildx's does.
+        let case_host = Case::new(case.mode);
+        case_host.dockerfile("FROM busybox\nRUN --network=host cat /proc/net/dev > /host\n");
+        let out = case_host.build_local("out", &["--network=host"]);
+        assert!(interfaces(&file(&out, "host")).len() > 1);
     });
 }
 
