@@ -59,6 +59,7 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             [CompletionResult]::new('--add-host', '--add-host', [CompletionResultType]::ParameterName, 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable')
             [CompletionResult]::new('--ulimit', '--ulimit', [CompletionResultType]::ParameterName, 'A resource limit of RUN steps (format: "name=soft[:hard]", e.g. "nofile=1024:2048"); repeatable')
             [CompletionResult]::new('--shm-size', '--shm-size', [CompletionResultType]::ParameterName, 'Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)')
+            [CompletionResult]::new('--allow', '--allow', [CompletionResultType]::ParameterName, 'Allow extra privileged entitlement: network.host (needed by RUN --network=host); repeatable')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
             [CompletionResult]::new('--no-cache', '--no-cache', [CompletionResultType]::ParameterName, 'Do not use cache when building the image')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Suppress the build output and print image ID on success')

@@ -85,7 +85,7 @@ _rbuild() {
             return 0
             ;;
         rbuild__subcmd__build)
-            opts="-f -t -o -q -j -h --file --tag --target --build-arg --build-context --output --progress --no-cache --no-cache-filter --platform --label --annotation --iidfile --metadata-file --quiet --jobs --secret --ssh --push --pull --cache-to --cache-from --config --network --add-host --ulimit --shm-size --debug-cache --root --debug --help"
+            opts="-f -t -o -q -j -h --file --tag --target --build-arg --build-context --output --progress --no-cache --no-cache-filter --platform --label --annotation --iidfile --metadata-file --quiet --jobs --secret --ssh --push --pull --cache-to --cache-from --config --network --add-host --ulimit --shm-size --allow --debug-cache --root --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +196,10 @@ _rbuild() {
                     return 0
                     ;;
                 --shm-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -55,6 +55,7 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand --add-host 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable'
             cand --ulimit 'A resource limit of RUN steps (format: "name=soft[:hard]", e.g. "nofile=1024:2048"); repeatable'
             cand --shm-size 'Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)'
+            cand --allow 'Allow extra privileged entitlement: network.host (needed by RUN --network=host); repeatable'
             cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
             cand --no-cache 'Do not use cache when building the image'
             cand -q 'Suppress the build output and print image ID on success'

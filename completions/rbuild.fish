@@ -53,6 +53,7 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Netw
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l add-host -d 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ulimit -d 'A resource limit of RUN steps (format: "name=soft[:hard]", e.g. "nofile=1024:2048"); repeatable' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l shm-size -d 'Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l allow -d 'Allow extra privileged entitlement: network.host (needed by RUN --network=host); repeatable' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l no-cache -d 'Do not use cache when building the image'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s q -l quiet -d 'Suppress the build output and print image ID on success'

@@ -11,7 +11,8 @@
 //! Hosts: a reference's mirrors (`[registry."docker.io"] mirrors = [...]`, each with its own
 //! section's settings) are tried in order, then the registry itself (`registry-1.docker.io` for
 //! `docker.io`). As in containerd's resolver, any failure moves on to the next host; the error
-//! reported is the first one that was not a 404, else "not found". Plain HTTP for `http = true`
+//! reported is the first one that was not a 404, else "not found" ([`HostFailures`]: a host
+//! that could not be reached does not hide another's "not found"). Plain HTTP for `http = true`
 //! (localhost by default); `insecure = true` skips verification and, with `http`, falls back to
 //! plain HTTP for the rest of the process after the first TLS/connection failure (BuildKit's
 //! `httpFallback`).
@@ -27,6 +28,7 @@
 //! "not found"; what remains of the distribution API for pulling is four requests, cheaper to own.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +39,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::Credentials;
 use super::config::{HostConfig, RegistryConfig};
 use super::error::RegistryError;
+use super::transport::{Cause, config_hint};
 use super::manifest::{self, AnyManifest, Hasher, MANIFEST_ACCEPT};
 use super::reference::{DOCKER_HUB, Reference};
 use super::request::Failure;
@@ -118,6 +121,8 @@ pub(super) struct Endpoint {
     /// Starts on HTTPS; switches to HTTP for good after a connection failure when `fallback`.
     pub(super) plain_http: AtomicBool,
     pub(super) fallback: bool,
+    /// The registry config file, named in hints.
+    config_file: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -128,6 +133,21 @@ impl Endpoint {
             "https"
         };
         format!("{scheme}://{}{}/v2/{path}", self.host, self.prefix)
+    }
+
+    /// A request to this host got no answer: what broke, and the config key that fixes it.
+    pub(super) fn transport_error(&self, reference: String, source: reqwest::Error) -> RegistryError {
+        let cause = if source.is_timeout() || source.is_redirect() {
+            String::new()
+        } else {
+            Cause::of(&source).describe(&self.host, self.config_file.as_deref())
+        };
+        RegistryError::Connect {
+            host: self.host.clone(),
+            reference,
+            source,
+            cause,
+        }
     }
 }
 
@@ -203,20 +223,21 @@ impl Client {
     ) -> Result<Resolved, RegistryError> {
         let endpoints = self.endpoints(&reference.registry)?;
         self.block_on(async {
-            let mut first_error = None;
+            let mut failures = HostFailures::default();
             for endpoint in endpoints.iter() {
                 match self.resolve_at(endpoint, reference, os, architecture, variant).await {
                     Ok(resolved) => return Ok(resolved),
-                    Err(Failure::NotFound) => tracing::debug!("{reference}: not found at `{}`", endpoint.host),
+                    Err(Failure::NotFound) => {
+                        tracing::debug!("{reference}: not found at `{}`", endpoint.host);
+                        failures.not_found = true;
+                    }
                     Err(Failure::Error(error)) => {
                         tracing::debug!("resolving {reference} at `{}` failed: {error}", endpoint.host);
-                        first_error.get_or_insert(error);
+                        failures.add(error);
                     }
                 }
             }
-            Err(first_error.unwrap_or_else(|| RegistryError::NotFound {
-                reference: reference.to_string(),
-            }))
+            Err(failures.into_error(reference.to_string()))
         })
     }
 
@@ -245,11 +266,14 @@ impl Client {
                 out,
                 progress,
             };
-            let mut first_error = None;
+            let mut failures = HostFailures::default();
             for endpoint in endpoints.iter() {
                 match self.stream_blob(endpoint, &mut stream).await {
                     Ok(()) => return stream.finish(),
-                    Err(Failure::NotFound) => tracing::debug!("{name}: not found at `{}`", endpoint.host),
+                    Err(Failure::NotFound) => {
+                        tracing::debug!("{name}: not found at `{}`", endpoint.host);
+                        failures.not_found = true;
+                    }
                     // A digest or write failure is final: the bytes already given to `out` are wrong.
                     Err(Failure::Error(
                         error @ (RegistryError::DigestMismatch { .. }
@@ -260,13 +284,11 @@ impl Client {
                     }
                     Err(Failure::Error(error)) => {
                         tracing::debug!("fetching {name} from `{}` failed: {error}", endpoint.host);
-                        first_error.get_or_insert(error);
+                        failures.add(error);
                     }
                 }
             }
-            Err(first_error.unwrap_or(RegistryError::NotFound {
-                reference: name.clone(),
-            }))
+            Err(failures.into_error(name.clone()))
         })
     }
 
@@ -285,14 +307,14 @@ impl Client {
                 Some((host, path)) => (host, format!("/{path}")),
                 None => (mirror, String::new()),
             };
-            endpoints.push(Arc::new(build_endpoint(host, prefix, &self.config.host(host))?));
+            endpoints.push(Arc::new(build_endpoint(host, prefix, &self.config.host(host), self.config.file.clone())?));
         }
         let api_host = if registry == DOCKER_HUB {
             "registry-1.docker.io"
         } else {
             registry
         };
-        endpoints.push(Arc::new(build_endpoint(api_host, String::new(), &host_config)?));
+        endpoints.push(Arc::new(build_endpoint(api_host, String::new(), &host_config, self.config.file.clone())?));
         let endpoints = Arc::new(endpoints);
         self.lock_endpoints().insert(registry.to_string(), endpoints.clone());
         Ok(endpoints)
@@ -552,11 +574,7 @@ impl Client {
                     Err(error) => {
                         breaks += 1;
                         if breaks >= self.retry.attempts {
-                            return Err(Failure::Error(RegistryError::Connect {
-                                host: endpoint.host.clone(),
-                                reference: stream.name.to_string(),
-                                source: error,
-                            }));
+                            return Err(Failure::Error(endpoint.transport_error(stream.name.to_string(), error)));
                         }
                         tracing::debug!(
                             "stream of {} from `{}` broke at {} bytes: {error}; resuming",
@@ -570,6 +588,34 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// What the hosts of one reference (mirrors, then the registry) answered when none had it.
+/// As containerd's resolver: the first real error wins, else "not found". A host that could
+/// not be reached ranks below a host that answered "not found": with a docker.io mirror and no
+/// way to Docker Hub, a tag the mirror lacks is "not found" (as BuildKit says), not a
+/// connection failure to a host the user never meant to use.
+#[derive(Default)]
+struct HostFailures {
+    not_found: bool,
+    first_error: Option<RegistryError>,
+    first_unreachable: Option<RegistryError>,
+}
+
+impl HostFailures {
+    fn add(&mut self, error: RegistryError) {
+        let unreachable = matches!(
+            error,
+            RegistryError::Connect { .. } | RegistryError::Timeout { .. } | RegistryError::Stalled { .. }
+        );
+        let slot = if unreachable { &mut self.first_unreachable } else { &mut self.first_error };
+        slot.get_or_insert(error);
+    }
+
+    fn into_error(self, reference: String) -> RegistryError {
+        let unreachable = if self.not_found { None } else { self.first_unreachable };
+        self.first_error.or(unreachable).unwrap_or(RegistryError::NotFound { reference })
     }
 }
 
@@ -638,7 +684,7 @@ impl BlobStream<'_> {
     }
 }
 
-fn build_endpoint(host: &str, prefix: String, config: &HostConfig) -> Result<Endpoint, RegistryError> {
+fn build_endpoint(host: &str, prefix: String, config: &HostConfig, config_file: Option<PathBuf>) -> Result<Endpoint, RegistryError> {
     let tls_error = |source| RegistryError::Tls {
         host: host.to_string(),
         source,
@@ -679,6 +725,7 @@ fn build_endpoint(host: &str, prefix: String, config: &HostConfig) -> Result<End
         http,
         plain_http: AtomicBool::new(config.http && !config.insecure),
         fallback: config.http && config.insecure,
+        config_file,
     })
 }
 
@@ -714,11 +761,18 @@ fn check_status(
     if status == StatusCode::NOT_FOUND {
         return Err(Failure::NotFound);
     }
+    // An HTTPS server asked in plain HTTP answers 400 ("Client sent an HTTP request to an
+    // HTTPS server"): say which key makes rbuild speak HTTPS to it.
+    let message = if status == StatusCode::BAD_REQUEST && endpoint.plain_http.load(Ordering::Relaxed) {
+        format!(" (plain HTTP was used; if `{}` speaks HTTPS, {})", endpoint.host, config_hint("http = false", &endpoint.host, endpoint.config_file.as_deref()))
+    } else {
+        String::new()
+    };
     Err(Failure::Error(RegistryError::UnexpectedStatus {
         host: endpoint.host.clone(),
         reference: reference.to_string(),
         status: status.as_u16(),
-        message: String::new(),
+        message,
     }))
 }
 
@@ -764,11 +818,7 @@ async fn read_limited_body(
             }
             Ok(None) => return Ok(bytes),
             Err(source) => {
-                return Err(Failure::Error(RegistryError::Connect {
-                    host: endpoint.host.clone(),
-                    reference: reference.to_string(),
-                    source,
-                }));
+                return Err(Failure::Error(endpoint.transport_error(reference.to_string(), source)));
             }
         }
     }

@@ -42,6 +42,9 @@ pub struct HostConfig {
 pub struct RegistryConfig {
     /// Keyed by the host as written in references (`docker.io`, `127.0.0.1:5000`).
     pub hosts: BTreeMap<String, HostConfig>,
+    /// The file read (or, when it does not exist, the default one that would be): error hints
+    /// name it.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -81,15 +84,17 @@ impl RegistryConfig {
         let text = match read_bounded(&path) {
             Ok(text) => text,
             Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(RegistryConfig::default());
+                return Ok(RegistryConfig { file: Some(path), ..RegistryConfig::default() });
             }
             Err(source) => return Err(RegistryError::ReadConfig { path, source }),
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        RegistryConfig::parse(&text, base).map_err(|source| RegistryError::ParseConfig {
+        let mut config = RegistryConfig::parse(&text, base).map_err(|source| RegistryError::ParseConfig {
             path: path.clone(),
             source: Box::new(source),
-        })
+        })?;
+        config.file = Some(path);
+        Ok(config)
     }
 
     fn parse(text: &str, base: &Path) -> Result<RegistryConfig, toml::de::Error> {
@@ -112,7 +117,7 @@ impl RegistryConfig {
                 (host, config)
             })
             .collect();
-        Ok(RegistryConfig { hosts })
+        Ok(RegistryConfig { hosts, file: None })
     }
 
     /// The settings of `host`; a host without a section gets BuildKit's defaults (HTTPS, except

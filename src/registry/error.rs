@@ -57,12 +57,14 @@ pub enum RegistryError {
     NoMatchingPlatform { reference: String, platform: String },
 
     /// A transport failure: connecting, a redirect loop, a body cut short, a timeout. The
-    /// message says which (BuildKit's users saw "failed to connect" for all of them).
-    #[error("{}", transport_message(host, reference, source))]
+    /// message says which (BuildKit's users saw "failed to connect" for all of them), and
+    /// `cause` what broke underneath with the config key that fixes it (`transport.rs`).
+    #[error("{}{cause}", transport_message(host, reference, source))]
     Connect {
         host: String,
         reference: String,
         source: reqwest::Error,
+        cause: String,
     },
 
     #[error("unexpected status `{status}` from registry `{host}` for {reference}{message}")]

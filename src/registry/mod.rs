@@ -16,6 +16,7 @@
 //! | `client.rs`    | hosts and mirrors, resolve, blobs                                   |
 //! | `request.rs`   | token/basic auth, sending with retries, how a request failed        |
 //! | `push.rs`      | blob existence, cross-repository mounts, chunked uploads, manifests |
+//! | `transport.rs` | why a request got no answer, and the config key that fixes it       |
 //! | `artifact.rs`  | a non-image manifest (a build cache) and its config                 |
 //! | `error.rs`     | [`RegistryError`]                                                   |
 
@@ -28,6 +29,7 @@ mod manifest;
 mod push;
 mod reference;
 mod request;
+mod transport;
 
 pub use artifact::Artifact;
 pub use auth::{Credential, Credentials};

@@ -344,11 +344,7 @@ impl Client {
                 .unwrap_or(self.retry.initial_delay * 2u32.saturating_pow(attempt - 1))
                 .min(self.retry.max_delay);
             if !retryable || attempt >= attempts || total_delay + delay > self.retry.max_total_delay {
-                return outcome.map_err(|source| RegistryError::Connect {
-                    host: endpoint.host.clone(),
-                    reference: reference.to_string(),
-                    source,
-                });
+                return outcome.map_err(|source| endpoint.transport_error(reference.to_string(), source));
             }
             match &outcome {
                 Ok(response) => tracing::debug!(

@@ -237,16 +237,7 @@ fn tls_registry_with_basic_auth_and_credentials_from_docker_config() {
     require_tool("openssl");
     require_tool("htpasswd");
     let project = Project::new();
-    let pki = project.dir().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let openssl = |arguments: &[&str]| {
-        let output = Command::new("openssl").args(arguments).current_dir(&pki).output().unwrap();
-        assert!(output.status.success(), "openssl {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
-    };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rbuild e2e ca"]);
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(pki.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    let pki = self_signed_pki(&project);
     let htpasswd = Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]).output().unwrap();
     assert!(htpasswd.status.success());
     std::fs::write(pki.join("htpasswd"), &htpasswd.stdout).unwrap();
@@ -279,6 +270,74 @@ fn tls_registry_with_basic_auth_and_credentials_from_docker_config() {
     let bad = docker_config("alice", "nope");
     let failed = build(&bad, &["--pull"]).fails(1);
     failed.stderr_has(&format!("pull access denied for {host}/library/busybox:latest"));
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`server.pem`,
+/// `server.key`), in `PROJECT/pki`.
+fn self_signed_pki(project: &Project) -> PathBuf {
+    require_tool("openssl");
+    let pki = project.dir().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let openssl = |arguments: &[&str]| {
+        let output = Command::new("openssl").args(arguments).current_dir(&pki).output().unwrap();
+        assert!(output.status.success(), "openssl {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rbuild e2e ca"]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(pki.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    pki
+}
+
+/// Issue 10, point 2: a registry that cannot be reached says why, with the config key that
+/// fixes it: HTTPS to a plain-HTTP registry, plain HTTP to an HTTPS one, a CA nobody trusts, a
+/// closed port, a host that does not exist. Behind a docker.io mirror, a tag the mirror lacks is
+/// the mirror's "not found" (as BuildKit says), not a failure to reach Docker Hub.
+#[test]
+fn registry_errors_say_why_and_name_the_key() {
+    let project = Project::new();
+    let config = project.dir().join("config.toml");
+    let build = |dockerfile: &str, config_text: &str| {
+        std::fs::write(&config, config_text).unwrap();
+        project.dockerfile(dockerfile);
+        project.build(&["--config", config.to_str().unwrap()]).fails(1)
+    };
+    let in_config = format!("in `{}`", config.display());
+
+    let plain = Registry::start();
+    plain.push_busybox();
+    let host = plain.host();
+    build(&format!("FROM {host}/library/busybox\n"), &format!("[registry.\"{host}\"]\nhttp = false\n")).stderr_has(&format!(
+        "failed to connect to registry `{host}` for {host}/library/busybox:latest: server gave HTTP response to HTTPS client; set `http = true` under `[registry.\"{host}\"]` {in_config}"
+    ));
+
+    let pki = self_signed_pki(&project);
+    let tls = Registry::start_with(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        pki.join("server.pem").display(),
+        pki.join("server.key").display()
+    ));
+    let tls_host = tls.host();
+    build(&format!("FROM {tls_host}/library/busybox\n"), &format!("[registry.\"{tls_host}\"]\nhttp = false\n")).stderr_has(&format!(
+        "failed to connect to registry `{tls_host}` for {tls_host}/library/busybox:latest: certificate signed by unknown authority; set `ca = [\"/path/to/ca.pem\"]` under `[registry.\"{tls_host}\"]` {in_config} (or `insecure = true` to skip verification)"
+    ));
+    // Localhost is plain HTTP unless configured; the HTTPS registry answers 400.
+    build(&format!("FROM {tls_host}/library/busybox\n"), "").stderr_has(&format!(
+        "unexpected status `400` from registry `{tls_host}` for {tls_host}/library/busybox:latest (plain HTTP was used; if `{tls_host}` speaks HTTPS, set `http = false` under `[registry.\"{tls_host}\"]` {in_config})"
+    ));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    build(&format!("FROM 127.0.0.1:{closed}/app\n"), "")
+        .stderr_has(&format!("failed to connect to registry `127.0.0.1:{closed}` for 127.0.0.1:{closed}/app:latest: connection refused"));
+    build("FROM no-such-host.invalid/app\n", "").stderr_has("for no-such-host.invalid/app:latest: no such host `no-such-host.invalid`");
+
+    let mirror = format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n");
+    let failed = build("FROM busybox:nosuchtag\n", &mirror);
+    failed.stderr_has("ERROR: failed to solve: failed to resolve source metadata for docker.io/library/busybox:nosuchtag: docker.io/library/busybox:nosuchtag: not found");
+    failed.stderr_lacks("failed to connect");
+    // A mistyped stage name in COPY --from is taken for an image, and is not found the same way.
+    let failed = build("FROM busybox\nCOPY --from=buidler /x /\n", &mirror);
+    failed.stderr_has("docker.io/library/buidler:latest: not found").stderr_lacks("failed to connect");
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
