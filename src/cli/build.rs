@@ -26,9 +26,13 @@ use crate::remote_cache::{CacheExport, CacheImport, ExportRecord, ExportSet, par
 use crate::solver::{NoCache, SolveOptions, Solver};
 use crate::store::{LockMode, Store};
 
+use super::stdin_context::StdinContext;
+
 /// Everything a build needs, validated.
 pub struct BuildOptions {
     pub context_dir: PathBuf,
+    /// The context given as `-`: kept (and its directory with it) for the whole build.
+    pub stdin_context: Option<StdinContext>,
     pub dockerfile_name: String,
     pub dockerfile_path: Option<PathBuf>,
     pub dockerfile_bytes: Vec<u8>,
@@ -84,14 +88,20 @@ const SECRET_LIMIT: u64 = 500 * 1024;
 
 impl BuildOptions {
     pub fn from_args(args: BuildArgs) -> anyhow::Result<BuildOptions> {
-        let context_dir = args
-            .context
+        let stdin_context = match args.context.as_os_str() == "-" {
+            true => Some(StdinContext::read(args.file.as_deref(), DOCKERFILE_LIMIT)?),
+            false => None,
+        };
+        let context_path = stdin_context.as_ref().map_or(args.context.as_path(), |stdin| stdin.dir.path());
+        let context_dir = context_path
             .canonicalize()
             .with_context(|| format!("unable to prepare context: path `{}` not found", args.context.display()))?;
         if !context_dir.is_dir() {
             bail!("unable to prepare context: `{}` is not a directory", args.context.display());
         }
+        let stdin_dockerfile = stdin_context.as_ref().and_then(|stdin| stdin.dockerfile.clone());
         let (dockerfile_name, dockerfile_path, dockerfile_bytes) = match args.file.as_deref() {
+            _ if stdin_dockerfile.is_some() => ("Dockerfile".to_string(), None, stdin_dockerfile.unwrap_or_default()),
             Some("-") => {
                 let mut bytes = Vec::new();
                 std::io::stdin()
@@ -223,6 +233,7 @@ impl BuildOptions {
         let cache_from = args.cache_from.iter().map(|spec| parse_cache_from(spec)).collect::<Result<Vec<_>, _>>()?;
         Ok(BuildOptions {
             context_dir,
+            stdin_context,
             dockerfile_name,
             dockerfile_path,
             dockerfile_bytes,

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod habits;
 mod interrupt;
 mod resolver;
+mod stdin_context;
 
 use std::path::PathBuf;
 
@@ -59,7 +60,7 @@ pub struct RootArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory
+    /// Build context directory (`-`: a tar archive or a Dockerfile on stdin)
     #[arg(value_name = "PATH")]
     pub context: PathBuf,
     /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)

@@ -118,7 +118,7 @@ pub fn is_tar_archive(path: &Path) -> io::Result<bool> {
     if read_full(&mut content, &mut block).is_err() {
         return Ok(false);
     }
-    Ok(!is_zero_block(&block) && checksum_matches(&block))
+    Ok(is_tar_header(&block))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +298,11 @@ fn is_zero_block(block: &[u8; BLOCK_SIZE]) -> bool {
 
 /// The header checksum, computed unsigned or signed (old writers), with the checksum field
 /// counted as spaces.
+/// Whether `head` starts with a tar header block (not zero, checksum right).
+pub fn is_tar_header(head: &[u8]) -> bool {
+    head.first_chunk::<BLOCK_SIZE>().is_some_and(|block| !is_zero_block(block) && checksum_matches(block))
+}
+
 fn checksum_matches(block: &[u8; BLOCK_SIZE]) -> bool {
     let header = tar::Header::from_byte_slice(block);
     let Ok(recorded) = header.cksum() else {

@@ -62,3 +62,31 @@ fn buildx_habits_get_a_sentence() {
     run_command(project.command(&["du"]), None).fails(2).stderr_has("`rbuild du` is `rbuild cache du`");
     run_command(project.command(&["prune", "-f"]), None).fails(2).stderr_has("`rbuild prune` is `rbuild cache prune`");
 }
+
+/// Issue 10, point 2: a context given as `-` is read from stdin as buildx reads it: a tar
+/// archive (here gzip) is the context; anything else is the Dockerfile, with an empty context.
+#[test]
+fn context_from_stdin_is_a_tar_or_a_dockerfile() {
+    let project = Project::new();
+    let root = project.root();
+    let stdin_build = |args: &[&str]| project.command(&[&["build", "--root", root.to_str().unwrap(), "--progress=plain"], args, &["-"]].concat());
+    project.write("a.txt", "from the archive\n").dockerfile("FROM scratch\nCOPY a.txt /a.txt\n");
+    let archive = project.dir().join("context.tar.gz");
+    tool("tar", &["-czf", archive.to_str().unwrap(), "-C", project.ctx().to_str().unwrap(), "."]);
+    let out = project.out("from-tar");
+    let spec = format!("type=local,dest={}", out.display());
+    run_command(stdin_build(&["-o", &spec]), Some(&std::fs::read(&archive).unwrap())).ok();
+    assert_eq!(read(&out.join("a.txt")), "from the archive\n");
+
+    // A Dockerfile on stdin: the context is empty, so COPY finds nothing.
+    let out = project.out("from-dockerfile");
+    let spec = format!("type=oci,dest={}", out.display());
+    run_command(stdin_build(&["-o", &spec]), Some(b"FROM scratch\nLABEL from=stdin\n")).ok();
+    assert_eq!(skopeo_config(&out)["config"]["Labels"]["from"], "stdin");
+    let failed = run_command(stdin_build(&[]), Some(b"FROM scratch\nCOPY a.txt /\n")).fails(1);
+    failed.stderr_has("\"/a.txt\": not found");
+
+    run_command(stdin_build(&["-f", "-"]), Some(b"FROM scratch\n"))
+        .fails(2)
+        .stderr_has("ERROR: invalid argument: can't use stdin for both build context and dockerfile");
+}
