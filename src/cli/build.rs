@@ -15,7 +15,7 @@ use super::{BuildArgs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, init_logging};
 use crate::dockerfile::diagnostic::{DockerfileError, render_snippet};
 use crate::dockerfile::syntax::{Dockerfile, Span, parse};
 use crate::context::in_root::read_limited;
-use crate::exporter::{ExportRequest, OutputSpec, export, merge_annotations, parse_output};
+use crate::exporter::{ExportRequest, OutputKind, OutputSpec, annotation_flag_keys, export, merge_annotations, parse_output};
 use crate::frontend::{FrontendOptions, NamedContext, Platform, lower};
 use crate::graph::NetworkMode;
 use crate::ops::OpError;
@@ -139,6 +139,7 @@ impl BuildOptions {
             }
             outputs.push(parse_output("type=registry").map_err(|error| anyhow!("{error}"))?);
         }
+        check_image_files(&outputs, args.iidfile.is_some(), args.metadata_file.is_some())?;
         let mut build_args = BTreeMap::new();
         for arg in &args.build_args {
             if arg.is_empty() || arg.starts_with('=') {
@@ -176,6 +177,9 @@ impl BuildOptions {
             None => Platform::host(),
         };
         let progress: Mode = args.progress.parse().map_err(|error| anyhow!("{error}"))?;
+        if args.quiet && !matches!(progress, Mode::Auto | Mode::Quiet) {
+            bail!("progress={} and quiet cannot be used together", args.progress);
+        }
         let no_cache = if args.no_cache {
             NoCache::All
         } else if !args.no_cache_filter.is_empty() {
@@ -190,10 +194,11 @@ impl BuildOptions {
         }
         let mut annotations = BTreeMap::new();
         for annotation in &args.annotations {
-            let (key, value) = key_value(annotation, "annotation")?;
-            annotations.insert(key, value);
+            annotations.extend(annotation_flag_keys(annotation).map_err(|error| anyhow!("{error}"))?);
         }
-        merge_annotations(&mut outputs, &annotations);
+        // A later value for the same key wins, as in buildx's map.
+        let annotations: Vec<(String, String)> = annotations.into_iter().collect();
+        merge_annotations(&mut outputs, &annotations).map_err(|error| anyhow!("{error}"))?;
         let epoch_text = build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
         let source_date_epoch = match epoch_text.filter(|text| !text.is_empty()) {
             Some(text) => Some(text.parse::<i64>().map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH `{text}`: expected seconds"))?),
@@ -248,7 +253,8 @@ impl BuildOptions {
             labels,
             iidfile: args.iidfile,
             metadata_file: args.metadata_file,
-            quiet: args.quiet,
+            // buildx prints the image id in quiet mode, however it was chosen.
+            quiet: args.quiet || progress == Mode::Quiet,
             jobs,
             root: args.root.root.unwrap_or_else(super::default_root),
             source_date_epoch,
@@ -359,6 +365,10 @@ pub fn run(args: BuildArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Err(error) = remove_stale_files(&options) {
+        eprintln!("ERROR: {error:#}");
+        return EXIT_FAILED;
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     super::interrupt::install(cancel.clone());
     let mode = if options.quiet { Mode::Quiet } else { options.progress.resolve(std::io::stderr().is_terminal()) };
@@ -674,8 +684,24 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
+/// Writes `--iidfile` and `--metadata-file` whole or not at all (a reader never sees half).
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("failed to write `{}`", path.display()))
+    crate::exporter::replace_file(path, &mut |file| std::io::Write::write_all(file, bytes))
+        .with_context(|| format!("failed to write `{}`", path.display()))
+}
+
+/// Removes the `--iidfile` and `--metadata-file` of an earlier build before this one starts, as
+/// buildx removes the id file: a failed build leaves no stale id behind.
+fn remove_stale_files(options: &BuildOptions) -> anyhow::Result<()> {
+    for path in [&options.iidfile, &options.metadata_file].into_iter().flatten() {
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error).with_context(|| format!("failed to remove the earlier `{}`", path.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `--ulimit name=soft[:hard]` (`-1` is unlimited; without `:hard` both are `soft`), as Docker.
@@ -701,6 +727,24 @@ fn parse_ulimit(text: &str) -> anyhow::Result<(String, u64, u64)> {
 
 /// `--add-host host:ip` (an IPv6 address keeps its colons: the name ends at the first one), as
 /// buildx; `host=ip` too.
+/// `--iidfile` and `--metadata-file` name an image: buildx refuses an image id with a local or
+/// tar output (its words), and rbuild refuses both files when no output makes an image at all,
+/// where buildx writes an empty id or a file without image keys.
+fn check_image_files(outputs: &[OutputSpec], iidfile: bool, metadata_file: bool) -> anyhow::Result<()> {
+    let without_image = |output: &OutputSpec| matches!(output.kind, OutputKind::Local | OutputKind::Tar);
+    if iidfile && outputs.iter().any(without_image) {
+        bail!("local and tar exporters are incompatible with image ID file");
+    }
+    if outputs.iter().all(without_image) {
+        for (flag, given) in [("--iidfile", iidfile), ("--metadata-file", metadata_file)] {
+            if given {
+                bail!("{flag} needs an output that makes an image (-o type=oci|docker|registry,... or --push); local and tar outputs and no output make none");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `--allow` values, as buildx takes them; true when `network.host` is granted. rbuild runs no
 /// insecure or device-holding steps, so those entitlements are refused with what to do instead.
 fn parse_entitlements(values: &[String]) -> anyhow::Result<bool> {

@@ -36,12 +36,21 @@ pub fn check(args: &[OsString]) -> Option<String> {
         if argument == "--" {
             break;
         }
+        if argument == "--progress=none" || (argument == "--progress" && next_is(args, &argument, "none")) {
+            return Some("invalid progress mode `none`: rbuild's silent mode is `--progress=quiet` (or -q), which prints only the image id".into());
+        }
         let name = argument.split('=').next().unwrap_or(&argument);
         if let Some((flag, hint)) = REFUSED_FLAGS.iter().find(|(flag, _)| *flag == name) {
             return Some(format!("unknown flag: {flag}: {hint}"));
         }
     }
     None
+}
+
+/// Whether the argument after the first `flag` in `args` is `value`.
+fn next_is(args: &[OsString], flag: &str, value: &str) -> bool {
+    let position = args.iter().position(|argument| argument.to_string_lossy() == flag);
+    position.and_then(|at| args.get(at + 1)).is_some_and(|next| next.to_string_lossy() == value)
 }
 
 #[cfg(test)]
@@ -60,6 +69,9 @@ mod tests {
         assert_eq!(check(&args(&["rbuild", "du"])).unwrap(), "`rbuild du` is `rbuild cache du`");
         assert_eq!(check(&args(&["rbuild", "prune", "-f"])).unwrap(), "`rbuild prune` is `rbuild cache prune`");
         assert!(check(&args(&["rbuild", "-f", "Dockerfile", "."])).is_none());
+        assert!(check(&args(&["rbuild", "--progress", "none", "."])).unwrap().contains("--progress=quiet"));
+        assert!(check(&args(&["rbuild", "--progress=none", "."])).unwrap().contains("--progress=quiet"));
+        assert!(check(&args(&["rbuild", "--progress", "plain", "."])).is_none());
         // After `--` and inside other subcommands nothing is taken for a flag.
         assert!(check(&args(&["rbuild", "cache", "prune", "--load"])).is_none());
         assert!(check(&args(&["rbuild", "build", "--", "--load"])).is_none());

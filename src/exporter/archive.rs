@@ -31,8 +31,6 @@ struct Index<'a> {
     #[serde(rename = "mediaType")]
     media_type: &'a str,
     manifests: Vec<Descriptor>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: &'a BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -49,19 +47,22 @@ fn blob_name(digest: &str) -> String {
     format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap_or(digest))
 }
 
-/// `index.json` of the layout: one manifest, named by each reference.
-fn index_json(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<String, String>) -> Vec<u8> {
+/// `index.json` of the layout: one manifest, named by each reference, its descriptor carrying
+/// the `annotation-manifest-descriptor.*` keys.
+fn index_json(image: &BuiltImage, names: &[Reference], descriptor_annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut described = image.manifest.clone();
+    described.annotations.extend(descriptor_annotations.iter().map(|(key, value)| (key.clone(), value.clone())));
     let mut manifests = Vec::new();
     if names.is_empty() {
-        manifests.push(image.manifest.clone());
+        manifests.push(described.clone());
     }
     for name in names {
-        let mut descriptor = image.manifest.clone();
+        let mut descriptor = described.clone();
         descriptor.annotations.insert("io.containerd.image.name".into(), name.full.clone());
         descriptor.annotations.insert("org.opencontainers.image.ref.name".into(), name.tag.clone());
         manifests.push(descriptor);
     }
-    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests, annotations }).unwrap_or_default()
+    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default()
 }
 
 const LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

@@ -12,7 +12,6 @@ mod parallel_gzip;
 mod push;
 pub mod reference;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
@@ -29,7 +28,7 @@ use crate::snapshot::view::LayeredView;
 use crate::store::Store;
 
 pub use image::{BuiltImage, Encoding};
-pub use output::{Compression, Destination, OutputKind, OutputSpec, parse_output};
+pub use output::{Compression, Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
 pub use reference::{Reference, normalize};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +60,6 @@ pub enum ExportError {
 pub struct ExportResult {
     pub image: Option<BuiltImage>,
     pub names: Vec<String>,
-    /// Whether the image went to a docker archive (whose image id is the config digest).
-    pub docker: bool,
 }
 
 impl ExportResult {
@@ -80,10 +77,10 @@ impl ExportResult {
         metadata
     }
 
-    /// What `--iidfile` holds.
+    /// What `--iidfile` and `-q` give: the config digest, as buildx's image id is for every
+    /// output that makes an image.
     pub fn image_id(&self) -> Option<String> {
-        let image = self.image.as_ref()?;
-        Some(if self.docker { image.config.digest.clone() } else { image.manifest.digest.clone() })
+        Some(self.image.as_ref()?.config.digest.clone())
     }
 }
 
@@ -176,14 +173,13 @@ fn export_one(
             status(request.progress, vertex, "sending tarball", false);
             match (&destination, output.tar || docker) {
                 (Destination::Path(path), false) => {
-                    archive::write_directory(request.store, &image, &names, &output.index_annotations, path)?
+                    archive::write_directory(request.store, &image, &names, &output.descriptor_annotations, path)?
                 }
                 (destination, _) => write_destination(destination, request.cancel, &mut |out| {
-                    archive::write_tar(request.store, &image, &names, &output.index_annotations, docker, mtime, out)
+                    archive::write_tar(request.store, &image, &names, &output.descriptor_annotations, docker, mtime, out)
                 })?,
             }
             status(request.progress, vertex, "sending tarball", true);
-            result.docker = docker;
             for name in &names {
                 if !result.names.contains(&name.full) {
                     result.names.push(name.full.clone());
@@ -311,11 +307,13 @@ pub fn replace_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Res
     fs::set_permissions(path, fs::Permissions::from_mode(0o644))
 }
 
-/// Names for `BTreeMap`-keyed annotations given with `--annotation`.
-pub fn merge_annotations(outputs: &mut [OutputSpec], annotations: &BTreeMap<String, String>) {
-    for output in outputs {
+/// `--annotation` values (as exporter keys, see [`annotation_flag_keys`]) on every output that
+/// makes an image; an output's own `annotation*` keys win.
+pub fn merge_annotations(outputs: &mut [OutputSpec], annotations: &[(String, String)]) -> Result<(), OutputError> {
+    for output in outputs.iter_mut().filter(|output| !matches!(output.kind, OutputKind::Local | OutputKind::Tar)) {
         for (key, value) in annotations {
-            output.manifest_annotations.entry(key.clone()).or_insert_with(|| value.clone());
+            output.add_annotation(key, value.clone(), false)?;
         }
     }
+    Ok(())
 }

@@ -57,9 +57,10 @@ pub struct OutputSpec {
     pub compression: Compression,
     pub compression_level: Option<i32>,
     pub oci_mediatypes: bool,
-    /// `annotation.KEY=V` (manifest), `annotation-index.KEY=V`, `annotation-manifest.KEY=V`.
+    /// `annotation.KEY=V` and `annotation-manifest.KEY=V`: on the image manifest.
     pub manifest_annotations: BTreeMap<String, String>,
-    pub index_annotations: BTreeMap<String, String>,
+    /// `annotation-manifest-descriptor.KEY=V`: on the manifest's descriptor in `index.json`.
+    pub descriptor_annotations: BTreeMap<String, String>,
     pub rewrite_timestamp: bool,
 }
 
@@ -86,6 +87,78 @@ pub enum OutputError {
     MissingType,
     #[error("invalid output `{dest}`: the directory `{parent}` does not exist")]
     MissingParent { dest: String, parent: String },
+    /// BuildKit's words: an index exists only for several platforms.
+    #[error("index annotations not supported for single platform export")]
+    IndexAnnotations,
+    #[error("invalid annotation `{0}`, expected key=value")]
+    AnnotationFlag(String),
+    #[error("invalid annotation key `{0}` (expected annotation[-TYPE][[PLATFORM]].KEY, TYPE one of manifest, manifest-descriptor, index, index-descriptor)")]
+    AnnotationKey(String),
+}
+
+/// Where an annotation goes (BuildKit's annotation types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationTarget {
+    Manifest,
+    ManifestDescriptor,
+    Index,
+    IndexDescriptor,
+}
+
+/// `annotation[-TYPE][[PLATFORM]].KEY` as BuildKit's exporters read it: (type, platform, key).
+pub fn parse_annotation_key(text: &str) -> Result<(AnnotationTarget, Option<String>, String), OutputError> {
+    let invalid = || OutputError::AnnotationKey(text.to_string());
+    let rest = text.strip_prefix("annotation").ok_or_else(invalid)?;
+    let (kind, rest) = match rest.find(['.', '[']) {
+        Some(at) => rest.split_at(at),
+        None => return Err(invalid()),
+    };
+    let target = match kind {
+        "" | "-manifest" => AnnotationTarget::Manifest,
+        "-manifest-descriptor" => AnnotationTarget::ManifestDescriptor,
+        "-index" => AnnotationTarget::Index,
+        "-index-descriptor" => AnnotationTarget::IndexDescriptor,
+        _ => return Err(invalid()),
+    };
+    let (platform, rest) = match rest.strip_prefix('[') {
+        Some(inner) => {
+            let (platform, after) = inner.split_once(']').ok_or_else(invalid)?;
+            (Some(platform.to_string()), after)
+        }
+        None => (None, rest),
+    };
+    let key = rest.strip_prefix('.').filter(|key| !key.is_empty()).ok_or_else(invalid)?;
+    Ok((target, platform, key.to_string()))
+}
+
+/// buildx's `--annotation [TYPE[,TYPE...]][[PLATFORM]]:KEY=VALUE` as exporter keys
+/// (`annotation-TYPE[PLATFORM].KEY`, or `annotation.KEY` without a type) with the value.
+pub fn annotation_flag_keys(flag: &str) -> Result<Vec<(String, String)>, OutputError> {
+    let (left, value) = flag.split_once('=').ok_or_else(|| OutputError::AnnotationFlag(flag.to_string()))?;
+    // A prefix is lowercase types with optional platforms, before the first `:`; a key with a
+    // colon of its own (`org.example:x`) and no such prefix is kept whole, as buildx's pattern does.
+    let typed = left.split_once(':').filter(|(prefix, _)| {
+        !prefix.is_empty()
+            && prefix.split(',').all(|part| {
+                let (name, platform) = match part.split_once('[') {
+                    Some((name, platform)) => (name, platform.strip_suffix(']')),
+                    None => (part, Some("")),
+                };
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    && platform.is_some_and(|platform| platform.chars().all(|c| c.is_ascii_alphanumeric() || "_/-".contains(c)))
+            })
+    });
+    let Some((prefix, key)) = typed else {
+        return Ok(vec![(format!("annotation.{left}"), value.to_string())]);
+    };
+    Ok(prefix
+        .split(',')
+        .map(|part| {
+            let name_end = part.find('[').unwrap_or(part.len());
+            (format!("annotation-{}{}.{key}", &part[..name_end], &part[name_end..]), value.to_string())
+        })
+        .collect())
 }
 
 pub fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
@@ -99,6 +172,24 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
 impl OutputSpec {
     /// An archive goes where the user points, into an existing directory: its parents are never
     /// made (BuildKit's client opens the file before the build and fails the same way).
+    /// An exporter annotation key (`annotation-manifest.KEY`, ...) with its value; `replace`
+    /// false keeps a value the output already has (its own `-o` keys win over `--annotation`).
+    pub fn add_annotation(&mut self, key: &str, value: String, replace: bool) -> Result<(), OutputError> {
+        let (target, platform, name) = parse_annotation_key(key)?;
+        let map = match (target, platform) {
+            (AnnotationTarget::Manifest, None) => &mut self.manifest_annotations,
+            (AnnotationTarget::ManifestDescriptor, None) => &mut self.descriptor_annotations,
+            // One platform is built, and BuildKit's single-platform export applies only
+            // annotations without a platform: `[linux/amd64]` ones are dropped, as there.
+            (AnnotationTarget::Manifest | AnnotationTarget::ManifestDescriptor, Some(_)) => return Ok(()),
+            (AnnotationTarget::Index | AnnotationTarget::IndexDescriptor, _) => return Err(OutputError::IndexAnnotations),
+        };
+        if replace || !map.contains_key(&name) {
+            map.insert(name, value);
+        }
+        Ok(())
+    }
+
     pub fn check_destination(&self) -> Result<(), OutputError> {
         let Some(Destination::Path(path)) = &self.dest else { return Ok(()) };
         let archive = match self.kind {
@@ -189,15 +280,7 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
             "push" if image_kind => push = parse_bool(&key, &value)?,
             "registry.insecure" | "unpack" | "store" | "name-canonical" | "dangling-name-prefix" if image_kind => {}
             "platform-split" | "buildinfo" | "attestation-inline" => {}
-            key if image_kind && key.starts_with("annotation-index.") => {
-                output.index_annotations.insert(key["annotation-index.".len()..].to_string(), value);
-            }
-            key if image_kind && key.starts_with("annotation-manifest.") => {
-                output.manifest_annotations.insert(key["annotation-manifest.".len()..].to_string(), value);
-            }
-            key if image_kind && key.starts_with("annotation.") => {
-                output.manifest_annotations.insert(key["annotation.".len()..].to_string(), value);
-            }
+            key if image_kind && key.starts_with("annotation") => output.add_annotation(&key, value, true)?,
             _ => return Err(OutputError::UnknownKey { key, kind: kind_name.clone() }),
         }
     }
@@ -227,7 +310,7 @@ fn spec(kind: OutputKind, dest: Option<Destination>) -> OutputSpec {
         compression_level: None,
         oci_mediatypes: kind == OutputKind::Oci,
         manifest_annotations: BTreeMap::new(),
-        index_annotations: BTreeMap::new(),
+        descriptor_annotations: BTreeMap::new(),
         rewrite_timestamp: false,
     }
 }
@@ -235,6 +318,23 @@ fn spec(kind: OutputKind, dest: Option<Destination>) -> OutputSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn annotation_flags_become_exporter_keys_as_buildx_makes_them() {
+        let keys = |flag: &str| annotation_flag_keys(flag).unwrap();
+        assert_eq!(keys("a=b"), vec![("annotation.a".to_string(), "b".to_string())]);
+        assert_eq!(keys("org.example:x=1"), vec![("annotation.org.example:x".to_string(), "1".to_string())]);
+        assert_eq!(
+            keys("manifest,manifest-descriptor[linux/amd64]:k=v=w"),
+            vec![("annotation-manifest.k".to_string(), "v=w".to_string()), ("annotation-manifest-descriptor[linux/amd64].k".to_string(), "v=w".to_string())]
+        );
+        assert!(annotation_flag_keys("nokey").is_err());
+        assert_eq!(parse_annotation_key("annotation-manifest[linux/arm64].k").unwrap(), (AnnotationTarget::Manifest, Some("linux/arm64".into()), "k".into()));
+        assert_eq!(parse_annotation_key("annotation.org.example:x").unwrap(), (AnnotationTarget::Manifest, None, "org.example:x".into()));
+        for bad in ["annotation-bogus.k", "annotation.", "annotation-manifest[x.k", "annotationk"] {
+            assert!(parse_annotation_key(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn outputs_parse_like_buildx() {

@@ -28,9 +28,20 @@ fn quiet_prints_only_the_image_id_and_build_is_the_default_command() {
         None,
     )
     .ok();
-    let digest = skopeo_inspect(&archive)["Digest"].as_str().unwrap().to_string();
+    // buildx's image id: the config digest.
+    let digest = skopeo_manifest(&archive)["config"]["digest"].as_str().unwrap().to_string();
     assert_eq!(run.stdout_text(), format!("{digest}\n"));
     assert!(!run.stderr.contains("#1 "), "quiet shows no progress:\n{}", run.stderr);
+    // --progress=quiet is -q; -q with another progress mode is buildx's error.
+    let run = run_command(
+        project.command(&["--root", root.to_str().unwrap(), "--progress=quiet", "-o", &format!("type=oci,dest={}", archive.display()), ctx.to_str().unwrap()]),
+        None,
+    )
+    .ok();
+    assert_eq!(run.stdout_text(), format!("{digest}\n"));
+    run_command(project.command(&["--root", root.to_str().unwrap(), "-q", "--progress=plain", ctx.to_str().unwrap()]), None)
+        .fails(2)
+        .stderr_has("ERROR: progress=plain and quiet cannot be used together");
 }
 
 #[test]

@@ -290,7 +290,7 @@ fn iidfile_and_metadata_file_agree_with_skopeo() {
     let digest = skopeo_inspect(&archive)["Digest"].as_str().unwrap().to_string();
     let manifest_bytes = tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]);
     let manifest = json(&manifest_bytes);
-    assert_eq!(read(&iidfile), digest, "iidfile holds the manifest digest for an oci output");
+    assert_eq!(read(&iidfile), manifest["config"]["digest"].as_str().unwrap(), "iidfile holds the config digest, as buildx's image id");
     let metadata = json(&read(&metadata_file));
     assert_eq!(metadata["containerimage.digest"], digest.as_str());
     assert_eq!(metadata["containerimage.config.digest"], manifest["config"]["digest"]);
@@ -298,6 +298,61 @@ fn iidfile_and_metadata_file_agree_with_skopeo() {
     assert_eq!(metadata["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     assert_eq!(metadata["containerimage.descriptor"]["size"], manifest_bytes.len());
     assert_eq!(metadata["image.name"], "docker.io/library/app:1");
+}
+
+/// Issue 10, point 3: `--iidfile` and `--metadata-file` need an output that makes an image
+/// (buildx's words for local and tar), are removed before a build so a failed one leaves no
+/// stale id, and are written whole (no temporary file is left beside them).
+#[test]
+fn iidfile_and_metadata_file_name_an_image_or_refuse() {
+    let project = config_project();
+    let iidfile = project.out("iid");
+    let metadata_file = project.out("metadata.json");
+    let local = format!("type=local,dest={}", project.out("local").display());
+    let iid = iidfile.to_str().unwrap();
+    let metadata = metadata_file.to_str().unwrap();
+    project.build(&["-o", &local, "--iidfile", iid]).fails(2).stderr_has("ERROR: local and tar exporters are incompatible with image ID file");
+    project.build(&["--iidfile", iid]).fails(2).stderr_has("ERROR: --iidfile needs an output that makes an image");
+    project.build(&["-o", &local, "--metadata-file", metadata]).fails(2).stderr_has("ERROR: --metadata-file needs an output that makes an image");
+
+    let archive = project.build_oci("out.tar", &["--iidfile", iid, "--metadata-file", metadata]);
+    let config_digest = json(&tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]))["config"]["digest"].as_str().unwrap().to_string();
+    assert_eq!(read(&iidfile), config_digest);
+    let siblings: Vec<String> = fs::read_dir(project.dir()).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!siblings.iter().any(|name| name.starts_with(".rbuild-")), "a temporary file was left: {siblings:?}");
+
+    // A failing build removes the files of the earlier one.
+    project.dockerfile("FROM scratch\nCOPY missing.txt /\n");
+    let spec = format!("type=oci,dest={}", project.out("failed.tar").display());
+    project.build(&["-o", &spec, "--iidfile", iid, "--metadata-file", metadata]).fails(1);
+    assert!(!iidfile.exists() && !metadata_file.exists(), "a stale id survived a failed build");
+}
+
+/// Issue 10, point 3: `--annotation` takes buildx's `TYPE[,TYPE][[PLATFORM]]:` prefixes and puts
+/// each where BuildKit's single-platform OCI export put it (testdata/e2e/annotations, recorded
+/// with the oracle): manifest-descriptor ones on index.json's descriptor, untyped ones on the
+/// manifest, platform-qualified ones nowhere; index ones are BuildKit's error.
+#[test]
+fn annotations_go_where_buildkit_puts_them() {
+    let project = Project::from_fixture("annotations");
+    let expected = json(&read(&fixture("annotations").join("expected.json")));
+    let busybox = crate::images::busybox_context();
+    let flags = ["manifest-descriptor:md=1", "manifest[linux/amd64]:pa=3", "manifest[linux/arm64]:pb=4", "plain=6"];
+    let mut args = vec!["--build-context", busybox.as_str()];
+    for flag in &flags {
+        args.extend(["--annotation", flag]);
+    }
+    let archive = project.build_oci("out.tar", &args);
+    let layout = extract_layout(&archive);
+    let index = json(&read(&layout.join("index.json")));
+    assert_eq!(index["manifests"][0]["annotations"], expected["descriptor"], "{index:#}");
+    let manifest = skopeo_manifest(&archive);
+    assert_eq!(manifest["annotations"], expected["manifest"], "{manifest:#}");
+    for index_flag in ["index:ix=5", "index-descriptor:id=2"] {
+        let spec = format!("type=oci,dest={}", project.out("index.tar").display());
+        let failed = project.build(&["--build-context", &busybox, "-o", &spec, "--annotation", index_flag]).fails(2);
+        failed.stderr_has(&format!("ERROR: {}", expected["index_error"].as_str().unwrap()));
+    }
 }
 
 /// `rewrite-timestamp=true` rewrites only the layers builds made: the base image's layers keep
