@@ -81,18 +81,21 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             break
         }
         'rbuild;cache;du' {
-            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Format the output (`table` or `json`)')
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Provide filter values (`type=regular`, `description~=REGEXP`, `id=REGEXP`, `type!=internal`, `until=24h`, ...)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Format the output (`table`, `pretty` or `json`: one JSON object per line)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
-            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Provide a more verbose output')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Shorthand for `--format=pretty`')
             [CompletionResult]::new('--debug', '--debug', [CompletionResultType]::ParameterName, 'Show debug logs (also RBUILD_LOG=debug)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
         'rbuild;cache;prune' {
-            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Provide filter values (`until=24h`)')
-            [CompletionResult]::new('--keep-storage', '--keep-storage', [CompletionResultType]::ParameterName, 'Amount of disk space to keep for cache (e.g. `10GB`)')
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Provide filter values (`until=24h`, `type=regular`, `description~=REGEXP`, `id=REGEXP`, ...)')
+            [CompletionResult]::new('--reserved-space', '--reserved-space', [CompletionResultType]::ParameterName, 'Amount of disk space always allowed to keep for cache (e.g. `10GB`)')
+            [CompletionResult]::new('--max-used-space', '--max-used-space', [CompletionResultType]::ParameterName, 'Maximum amount of disk space allowed to keep for cache')
+            [CompletionResult]::new('--min-free-space', '--min-free-space', [CompletionResultType]::ParameterName, 'Target amount of free disk space after pruning')
+            [CompletionResult]::new('--keep-storage', '--keep-storage', [CompletionResultType]::ParameterName, 'Amount of disk space to keep for cache (deprecated: `--reserved-space`)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]')
             [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'Include base image layers')
             [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Include base image layers')

@@ -229,7 +229,7 @@ _rbuild() {
             return 0
             ;;
         rbuild__subcmd__cache__subcmd__du)
-            opts="-h --verbose --filter --format --root --debug --help"
+            opts="-h --filter --format --verbose --root --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,13 +311,25 @@ _rbuild() {
             return 0
             ;;
         rbuild__subcmd__cache__subcmd__prune)
-            opts="-a -f -h --all --filter --keep-storage --force --verbose --root --debug --help"
+            opts="-a -f -h --all --filter --reserved-space --max-used-space --min-free-space --keep-storage --force --verbose --root --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --filter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reserved-space)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-used-space)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-free-space)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -75,17 +75,20 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'rbuild;cache;du'= {
-            cand --filter 'Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)'
-            cand --format 'Format the output (`table` or `json`)'
+            cand --filter 'Provide filter values (`type=regular`, `description~=REGEXP`, `id=REGEXP`, `type!=internal`, `until=24h`, ...)'
+            cand --format 'Format the output (`table`, `pretty` or `json`: one JSON object per line)'
             cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
-            cand --verbose 'Provide a more verbose output'
+            cand --verbose 'Shorthand for `--format=pretty`'
             cand --debug 'Show debug logs (also RBUILD_LOG=debug)'
             cand -h 'Print help'
             cand --help 'Print help'
         }
         &'rbuild;cache;prune'= {
-            cand --filter 'Provide filter values (`until=24h`)'
-            cand --keep-storage 'Amount of disk space to keep for cache (e.g. `10GB`)'
+            cand --filter 'Provide filter values (`until=24h`, `type=regular`, `description~=REGEXP`, `id=REGEXP`, ...)'
+            cand --reserved-space 'Amount of disk space always allowed to keep for cache (e.g. `10GB`)'
+            cand --max-used-space 'Maximum amount of disk space allowed to keep for cache'
+            cand --min-free-space 'Target amount of free disk space after pruning'
+            cand --keep-storage 'Amount of disk space to keep for cache (deprecated: `--reserved-space`)'
             cand --root 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]'
             cand -a 'Include base image layers'
             cand --all 'Include base image layers'

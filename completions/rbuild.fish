@@ -66,14 +66,17 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen_subcommand_from du prune help" -f -a "du" -d 'Disk usage'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen_subcommand_from du prune help" -f -a "prune" -d 'Remove build cache'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen_subcommand_from du prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l filter -d 'Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l format -d 'Format the output (`table` or `json`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l filter -d 'Provide filter values (`type=regular`, `description~=REGEXP`, `id=REGEXP`, `type!=internal`, `until=24h`, ...)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l format -d 'Format the output (`table`, `pretty` or `json`: one JSON object per line)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
-complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l verbose -d 'Provide a more verbose output'
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l verbose -d 'Shorthand for `--format=pretty`'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l debug -d 'Show debug logs (also RBUILD_LOG=debug)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -s h -l help -d 'Print help'
-complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l filter -d 'Provide filter values (`until=24h`)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l keep-storage -d 'Amount of disk space to keep for cache (e.g. `10GB`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l filter -d 'Provide filter values (`until=24h`, `type=regular`, `description~=REGEXP`, `id=REGEXP`, ...)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l reserved-space -d 'Amount of disk space always allowed to keep for cache (e.g. `10GB`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l max-used-space -d 'Maximum amount of disk space allowed to keep for cache' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l min-free-space -d 'Target amount of free disk space after pruning' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l keep-storage -d 'Amount of disk space to keep for cache (deprecated: `--reserved-space`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -s a -l all -d 'Include base image layers'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from prune" -s f -l force -d 'Do not prompt for confirmation'

@@ -6,6 +6,7 @@ pub mod build;
 pub mod cache;
 pub mod docs;
 pub mod habits;
+mod records;
 mod interrupt;
 mod resolver;
 mod stdin_context;
@@ -164,15 +165,15 @@ pub enum CacheCommand {
 
 #[derive(Debug, Args)]
 pub struct DuArgs {
-    /// Provide a more verbose output
-    #[arg(long)]
-    pub verbose: bool,
-    /// Provide filter values (`type=regular|source.image|internal`, `until=24h`, `id=PREFIX`)
+    /// Provide filter values (`type=regular`, `description~=REGEXP`, `id=REGEXP`, `type!=internal`, `until=24h`, ...)
     #[arg(long, value_name = "FILTER")]
     pub filter: Vec<String>,
-    /// Format the output (`table` or `json`)
-    #[arg(long, default_value = "table", value_name = "FORMAT")]
-    pub format: String,
+    /// Format the output (`table`, `pretty` or `json`: one JSON object per line)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Shorthand for `--format=pretty`
+    #[arg(long)]
+    pub verbose: bool,
     #[command(flatten)]
     pub root: RootArgs,
 }
@@ -182,12 +183,21 @@ pub struct PruneArgs {
     /// Include base image layers
     #[arg(short = 'a', long)]
     pub all: bool,
-    /// Provide filter values (`until=24h`)
+    /// Provide filter values (`until=24h`, `type=regular`, `description~=REGEXP`, `id=REGEXP`, ...)
     #[arg(long, value_name = "FILTER")]
     pub filter: Vec<String>,
-    /// Amount of disk space to keep for cache (e.g. `10GB`)
-    #[arg(long, value_name = "SIZE")]
-    pub keep_storage: Option<String>,
+    /// Amount of disk space always allowed to keep for cache (e.g. `10GB`)
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::store::usage::ram_in_bytes)]
+    pub reserved_space: u64,
+    /// Maximum amount of disk space allowed to keep for cache
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::store::usage::ram_in_bytes)]
+    pub max_used_space: u64,
+    /// Target amount of free disk space after pruning
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::store::usage::ram_in_bytes)]
+    pub min_free_space: u64,
+    /// Amount of disk space to keep for cache (deprecated: `--reserved-space`)
+    #[arg(long, value_name = "BYTES", hide = true, value_parser = crate::store::usage::ram_in_bytes)]
+    pub keep_storage: Option<u64>,
     /// Do not prompt for confirmation
     #[arg(short = 'f', long)]
     pub force: bool,

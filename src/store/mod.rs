@@ -18,6 +18,7 @@
 //! while no other process holds it. The store owns no policy: ops decide what to record.
 
 pub mod database;
+pub mod filter;
 pub mod usage;
 
 use std::fs::{self, File};

@@ -6,6 +6,12 @@
 //! `snapshots-v1` and `blobs-v1`: the total `du` prints is what is on disk.
 //! Pruning holds the exclusive lock, so nothing it removes is in use; it deletes rows before
 //! files, so a crash in between leaves only garbage, which the next prune collects.
+//!
+//! Which items a prune takes follows BuildKit's `cache.Manager.Prune`: the candidates are those
+//! the filter ([`super::filter`]) and `until` select (without `-a`, not base images); with no
+//! space limit all of them go; with one ([`SpaceLimits`], buildx's `--reserved-space`,
+//! `--max-used-space`, `--min-free-space`) they go least recently used first until the total
+//! fits the limit.
 
 use std::collections::HashSet;
 use std::fs;
@@ -13,6 +19,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::filter::Filter;
 use super::{Store, StoreError, remove_aside, remove_tree};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,6 +33,35 @@ pub struct Item {
     pub size: u64,
     pub created_at: i64,
     pub last_used_at: i64,
+}
+
+impl Item {
+    /// The id as `du` shows it and filters see it: without `sha256:`.
+    pub fn display_id(&self) -> &str {
+        self.id.strip_prefix("sha256:").unwrap_or(&self.id)
+    }
+
+    /// A cache mount changes in place, as BuildKit's mutable `exec.cachemount` records do;
+    /// layers and blobs never change.
+    pub fn mutable(&self) -> bool {
+        self.kind == "exec.cachemount"
+    }
+
+    /// A filter field and whether it is present, as BuildKit's `adaptUsageInfo`: only the first
+    /// element of the path counts. rbuild keeps no parents and holds the exclusive lock when it
+    /// prunes, so `parents` is absent, nothing is `inuse` or `shared`, everything is `private`.
+    pub fn field(&self, path: &[String]) -> (String, bool) {
+        let text = |value: &str| (value.to_string(), !value.is_empty());
+        match path.first().map(String::as_str) {
+            Some("id") => text(self.display_id()),
+            Some("description") => text(&self.description),
+            Some("type") => text(self.kind),
+            Some("mutable") => (String::new(), self.mutable()),
+            Some("immutable") => (String::new(), !self.mutable()),
+            Some("private") => (String::new(), true),
+            _ => (String::new(), false),
+        }
+    }
 }
 
 /// Every item in the store, most recently used first.
@@ -93,8 +129,50 @@ pub struct PrunePolicy {
     pub all: bool,
     /// Only items unused for at least this many seconds (`--filter until=`).
     pub unused_for: Option<i64>,
-    /// Keep the most recently used items up to this many bytes (`--keep-storage`).
-    pub keep_bytes: Option<u64>,
+    /// Only items this filter matches (`--filter`).
+    pub filter: Filter,
+    /// How much the cache may keep.
+    pub space: SpaceLimits,
+}
+
+/// buildx's space flags of `prune`, in bytes; 0 is "not set".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceLimits {
+    /// `--reserved-space` (and its old name `--keep-storage`): never prune below this.
+    pub reserved: u64,
+    /// `--max-used-space`: prune down to this.
+    pub max_used: u64,
+    /// `--min-free-space`: prune until the file system of the state root has this much free.
+    pub min_free: u64,
+}
+
+impl SpaceLimits {
+    /// How many bytes the cache may keep, given its `total` and the `free` bytes of its file
+    /// system; `None` without a limit. BuildKit's `calculateKeepBytes`: start from the maximum,
+    /// lower it by what is missing from the free space, never below the reserve (nor below 0,
+    /// when more is missing than the cache holds: then every candidate goes).
+    pub fn keep_bytes(&self, total: u64, free: u64) -> Option<i128> {
+        if *self == SpaceLimits::default() {
+            return None;
+        }
+        let (total, reserved, max_used, min_free) = (total as i128, self.reserved as i128, self.max_used as i128, self.min_free as i128);
+        let mut keep = max_used;
+        let excess = min_free - free as i128;
+        if excess > 0 {
+            keep = if keep == 0 { total - excess } else { keep.min(total - excess) };
+        } else if min_free != 0 && keep == 0 {
+            // Enough is free already: nothing goes.
+            keep = total;
+        }
+        Some(keep.max(reserved))
+    }
+}
+
+/// Free bytes of the file system holding `path`, as BuildKit's `disk.GetDiskStat` counts them
+/// (`f_bfree × f_bsize`: blocks reserved for root included).
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok((stat.blocks_free() as u64).saturating_mul(stat.block_size() as u64))
 }
 
 /// Removes what `policy` selects, then garbage (files without rows, leftovers in `tmp/`).
@@ -108,16 +186,26 @@ pub fn prune(store: &Store, policy: &PrunePolicy, now: i64) -> Result<Vec<Item>,
         .iter()
         .filter(|item| policy.all || (item.kind != "source.image" && !base_image_blobs.contains(&item.id)))
         .filter(|item| policy.unused_for.is_none_or(|age| now - item.last_used_at >= age))
+        .filter(|item| policy.filter.matches(|path| item.field(path)))
         .collect();
-    if let Some(keep) = policy.keep_bytes {
-        // Least recently used go first, until what stays fits.
+    let total: u64 = all_items.iter().map(|item| item.size).sum();
+    let free = if policy.space.min_free == 0 {
+        0
+    } else {
+        free_space(store.root()).map_err(|source| StoreError::Write { path: store.root().display().to_string(), source })?
+    };
+    if let Some(keep) = policy.space.keep_bytes(total, free) {
+        // Least recently used go first, until what stays fits. BuildKit stops when the total is
+        // below the limit (`<`), which removes one more item when it is exactly at the limit and
+        // contradicts its own "if only minFreeSpace is set and it doesn't match then we don't
+        // delete anything": a total at the limit fits here.
         candidates.sort_by(|a, b| a.last_used_at.cmp(&b.last_used_at).then_with(|| a.id.cmp(&b.id)));
-        let mut total: u64 = all_items.iter().map(|item| item.size).sum();
+        let mut total = total as i128;
         candidates.retain(|item| {
             if total <= keep {
                 return false;
             }
-            total = total.saturating_sub(item.size);
+            total -= item.size as i128;
             true
         });
     }
@@ -264,23 +352,48 @@ fn format_significant(value: f64, digits: usize) -> String {
     if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
 }
 
-/// go-units' `RAMInBytes`: `10GB`, `512m`, `1.5gib`, plain bytes; binary multipliers.
+/// [`ram_in_bytes`], without its message.
 pub fn parse_size(text: &str) -> Option<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let split = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let unit = unit.trim().trim_end_matches("ib").trim_end_matches('b');
-    let multiplier: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return None,
+    ram_in_bytes(text).ok()
+}
+
+/// go-units' `RAMInBytes`, which docker's `MemBytes` flags (buildx's `--reserved-space`,
+/// `--max-used-space`, `--min-free-space`, `--shm-size`) parse with: a decimal number, an
+/// optional space, then `b`, or one of `k m g t p` optionally followed by `i`, `b` or `ib`,
+/// any case; binary multipliers (`10GB` is 10 × 2³⁰, as `10gib`). The error is go-units' text.
+pub fn ram_in_bytes(text: &str) -> Result<u64, String> {
+    let Some(separator) = text.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ') else {
+        return Err(format!("invalid size: '{text}'"));
     };
-    Some((number * multiplier as f64) as u64)
+    let (number, suffix) = if text.as_bytes()[separator] == b' ' {
+        (&text[..separator], &text[separator + 1..])
+    } else {
+        text.split_at(separator + 1)
+    };
+    let size: f64 = number.parse().map_err(|_| format!("strconv.ParseFloat: parsing \"{number}\": invalid syntax"))?;
+    if size < 0.0 || size.is_nan() {
+        return Err(format!("invalid size: '{text}'"));
+    }
+    let suffix = suffix.to_ascii_lowercase();
+    let bad_suffix = || format!("invalid suffix: '{suffix}'");
+    let multiplier: f64 = match suffix.as_bytes() {
+        [] | [b'b'] => 1.0,
+        [unit, rest @ ..] => {
+            let power = match unit {
+                b'k' => 1,
+                b'm' => 2,
+                b'g' => 3,
+                b't' => 4,
+                b'p' => 5,
+                _ => return Err(bad_suffix()),
+            };
+            if !matches!(rest, [] | [b'i'] | [b'b'] | [b'i', b'b']) {
+                return Err(bad_suffix());
+            }
+            1024f64.powi(power)
+        }
+    };
+    Ok((size * multiplier) as u64)
 }
 
 /// go-units' `HumanDuration` followed by ` ago`, as buildx shows "last accessed".
@@ -330,6 +443,17 @@ mod tests {
         assert_eq!(parse_size("512m"), Some(512 << 20));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size("ten"), None);
+        // go-units' RAMInBytes, case by case.
+        assert_eq!(ram_in_bytes("1.5gib"), Ok(3 << 29));
+        assert_eq!(ram_in_bytes("2 KB"), Ok(2048));
+        assert_eq!(ram_in_bytes("7b"), Ok(7));
+        assert_eq!(ram_in_bytes("1e3"), Ok(1000));
+        assert_eq!(ram_in_bytes("10XB"), Err("invalid suffix: 'xb'".into()));
+        assert_eq!(ram_in_bytes("10kbi"), Err("invalid suffix: 'kbi'".into()));
+        assert_eq!(ram_in_bytes("10bb"), Err("invalid suffix: 'bb'".into()));
+        assert_eq!(ram_in_bytes("GB"), Err("invalid size: 'GB'".into()));
+        assert_eq!(ram_in_bytes("-1"), Err("invalid size: '-1'".into()));
+        assert_eq!(ram_in_bytes("1.2.3m"), Err("strconv.ParseFloat: parsing \"1.2.3\": invalid syntax".into()));
         assert_eq!(human_age(0), "Less than a second ago");
         assert_eq!(human_age(90), "About a minute ago");
         assert_eq!(human_age(3 * 86400), "3 days ago");
@@ -407,6 +531,46 @@ mod tests {
         assert_eq!(fs::read_dir(&mounts).unwrap().count(), 0);
     }
 
+    /// BuildKit's `calculateKeepBytes`, case by case.
+    #[test]
+    fn space_limits_give_what_stays() {
+        let limits = |reserved, max_used, min_free| SpaceLimits { reserved, max_used, min_free };
+        assert_eq!(limits(0, 0, 0).keep_bytes(1000, 50), None);
+        assert_eq!(limits(0, 600, 0).keep_bytes(1000, 50), Some(600));
+        assert_eq!(limits(800, 600, 0).keep_bytes(1000, 50), Some(800));
+        assert_eq!(limits(300, 0, 0).keep_bytes(1000, 50), Some(300));
+        // 250 bytes short of the free space: keep 250 less than there is.
+        assert_eq!(limits(0, 0, 300).keep_bytes(1000, 50), Some(750));
+        assert_eq!(limits(0, 600, 300).keep_bytes(1000, 50), Some(600));
+        assert_eq!(limits(0, 900, 300).keep_bytes(1000, 50), Some(750));
+        assert_eq!(limits(800, 0, 300).keep_bytes(1000, 50), Some(800));
+        // Enough free: everything stays.
+        assert_eq!(limits(0, 0, 30).keep_bytes(1000, 50), Some(1000));
+        // More missing than the cache holds: all candidates go.
+        assert_eq!(limits(0, 0, 5000).keep_bytes(1000, 50), Some(0));
+    }
+
+    #[test]
+    fn prune_takes_what_the_filter_matches_and_min_free_space_what_is_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path(), LockMode::Shared).unwrap();
+        for (name, time) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            add_layer(&store, name, 1000, time, false);
+        }
+        let filter = crate::store::filter::RecordFilter::from_flags(&["description~=^b$".into()]).unwrap().filter;
+        let removed = prune(&store, &PrunePolicy { filter, ..Default::default() }, 10).unwrap();
+        assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["b"]);
+        // Enough free already (1 byte wanted): nothing goes.
+        let space = |min_free| PrunePolicy { space: SpaceLimits { min_free, ..Default::default() }, ..Default::default() };
+        assert!(prune(&store, &space(1), 10).unwrap().is_empty());
+        // More wanted than the disk holds: everything goes, oldest first. (Between the two the
+        // amount depends on the free space, which other processes change: see
+        // `space_limits_give_what_stays`.)
+        assert!(free_space(root.path()).unwrap() > 0);
+        let removed = prune(&store, &space(u64::MAX / 4), 10).unwrap();
+        assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["a", "c", "d"]);
+    }
+
     #[test]
     fn keep_storage_removes_least_recently_used_first() {
         let root = tempfile::tempdir().unwrap();
@@ -415,7 +579,7 @@ mod tests {
         add_layer(&store, "b", 10_000, 2, false);
         add_layer(&store, "c", 10_000, 3, false);
         // Each item is 10 000 bytes of file plus its directory entry; 30 000 keeps two.
-        let policy = PrunePolicy { keep_bytes: Some(30_000), ..Default::default() };
+        let policy = PrunePolicy { space: SpaceLimits { max_used: 30_000, ..Default::default() }, ..Default::default() };
         let removed = prune(&store, &policy, 10).unwrap();
         assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["a"]);
     }

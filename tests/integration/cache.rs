@@ -155,18 +155,188 @@ fn cache_du_total_matches_the_disk() {
     let total = table.lines().find(|line| line.starts_with("Total:")).unwrap_or_else(|| panic!("no Total: in\n{table}"));
     assert_eq!(total.split_whitespace().nth(1).unwrap(), human_size(expected), "{table}");
 
-    let records = json(&project.cache(&["du", "--format", "json"]).ok().stdout_text());
-    let records = records.as_array().expect("a JSON array");
+    // buildx's JSON: one object a line, the formatter's keys, sizes and times as text.
+    let records = json_lines(&project.cache(&["du", "--format", "json"]).ok().stdout_text());
     assert!(!records.is_empty());
-    let sum: u64 = records.iter().map(|record| record["Size"].as_u64().expect("Size")).sum();
-    assert_eq!(sum, expected, "sum of JSON sizes vs du -sb");
-    for record in records {
-        assert!(record["ID"].as_str().is_some_and(|id| id.len() == 64), "{record}");
+    let keys = ["CreatedAt", "Description", "ID", "LastUsedAt", "Mutable", "Parents", "Reclaimable", "Shared", "Size", "Type", "UsageCount"];
+    for record in &records {
+        let object = record.as_object().expect("an object");
+        assert_eq!(object.keys().map(String::as_str).collect::<Vec<_>>(), keys, "{record}");
+        assert!(record["ID"].as_str().is_some_and(|id| id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())), "{record}");
         assert!(record["Type"] == "regular" || record["Type"] == "internal", "{record}");
+        let created = record["CreatedAt"].as_str().unwrap();
+        assert!(created.len() == 29 && created.ends_with(" +0000 UTC") && created.as_bytes()[10] == b' ', "{record}");
+        assert!(record["LastUsedAt"].as_str().unwrap().ends_with(" ago"), "{record}");
+        assert!(record["Size"].as_str().unwrap().ends_with('B'), "{record}");
+        assert_eq!((&record["Mutable"], &record["Reclaimable"], &record["Shared"]), (&false.into(), &true.into(), &false.into()), "{record}");
+        assert!(record["Parents"].is_null() && record["UsageCount"].is_u64(), "{record}");
     }
-    // One table row per record.
-    let rows = table.lines().skip(1).take_while(|line| !line.is_empty() && !line.contains(':')).count();
-    assert_eq!(rows, records.len(), "{table}");
+    // The table shows the same records, with the same sizes.
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).take_while(|line| !line.contains(':')).map(|line| line.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), records.len(), "{table}");
+    for (row, record) in rows.iter().zip(&records) {
+        assert_eq!((row[0], row[1], row[2]), (record["ID"].as_str().unwrap(), "true", record["Size"].as_str().unwrap()), "{table}");
+    }
+}
+
+/// `du --format json` lines, parsed.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(json).collect()
+}
+
+/// IDs of `du --format json --filter FILTER...`.
+fn ids(project: &Project, filters: &[&str]) -> Vec<String> {
+    let mut args = vec!["du", "--format", "json"];
+    for filter in filters {
+        args.extend(["--filter", filter]);
+    }
+    json_lines(&project.cache(&args).ok().stdout_text()).iter().map(|record| record["ID"].as_str().unwrap().to_string()).collect()
+}
+
+fn descriptions(project: &Project) -> Vec<String> {
+    json_lines(&project.cache(&["du", "--format", "json"]).ok().stdout_text()).iter().map(|record| record["Description"].as_str().unwrap().to_string()).collect()
+}
+
+/// Issue 10, point 4: buildx's filters, with BuildKit's operators (recorded from it in
+/// testdata/cache/buildctl-filters.txt), on `du` and `prune`.
+#[test]
+fn du_and_prune_take_buildx_filters() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    let all = ids(&project, &[]);
+    let regular = ids(&project, &["type=regular"]);
+    let other = ids(&project, &["type!=regular"]);
+    assert_eq!(regular.len(), 4, "one layer per COPY: {regular:?}");
+    assert!(!other.is_empty(), "the image's config and manifest are `internal`");
+    assert_eq!(regular.len() + other.len(), all.len());
+    // `description~=` is a regular expression; several filters must all match. (A value has no
+    // spaces: buildx joins the filters unquoted, and BuildKit stops a value at a space.)
+    let copied = ids(&project, &["description~=COPY.(one|two)\\.txt", "type=regular"]);
+    assert_eq!(copied.len(), 2, "{:?}", descriptions(&project));
+    assert!(ids(&project, &["description~=COPY.(one|two)\\.txt", "type=internal"]).is_empty());
+    // `id=` finds ids containing the text.
+    assert_eq!(ids(&project, &[&format!("id={}", &regular[0][10..20])]), [regular[0].clone()]);
+    // An unknown field: `==` matches nothing, `!=` everything (as BuildKit).
+    assert!(ids(&project, &["color=red"]).is_empty());
+    assert_eq!(ids(&project, &["color!=red"]).len(), all.len());
+    // With a filter the table has no summary.
+    let table = project.cache(&["du", "--filter", "type=regular"]).ok().stdout_text();
+    assert_eq!(table.lines().count(), 1 + regular.len(), "{table}");
+    assert!(!table.contains("Total:"), "{table}");
+
+    for (filter, message) in [
+        ("type", "invalid filter `type`: bad format of filter (expected name=value)"),
+        ("type==regular", "failed to parse filter `type===regular`: [type >|=|< ==regular]: unsupported operator \"===\""),
+        ("until=1d", "\"until\" filter expects a duration (e.g., '24h'): time: unknown unit \"d\" in duration \"1d\""),
+        ("description=a b", "failed to parse filter `description==a b`: [description==a >| |< b]: unexpected input:  "),
+    ] {
+        project.cache(&["du", "--filter", filter]).fails(2).stderr_has(&format!("ERROR: {message}\n"));
+        project.cache(&["prune", "-f", "--filter", filter]).fails(2).stderr_has(&format!("ERROR: {message}\n"));
+    }
+    project.cache(&["du", "--filter", "type=a", "--filter", "type=b"]).fails(2).stderr_has("\"type\" filter expects only one value");
+
+    // prune takes exactly what the filter selects.
+    let run = project.cache(&["prune", "-f", "--filter", "description~=COPY.one\\.txt"]).ok();
+    let pruned = run.stdout_text();
+    assert_eq!(pruned.lines().count(), 3, "header, one row, total:\n{pruned}");
+    assert!(pruned.lines().last().unwrap().starts_with("Total:\t"), "{pruned}");
+    let left = descriptions(&project);
+    assert_eq!(left.len(), all.len() - 1, "{left:?}");
+    assert!(!left.iter().any(|description| description.contains("COPY one.txt")), "{left:?}");
+    // Everything was used just now: `until=1h` takes nothing.
+    let run = project.cache(&["prune", "-f", "--filter", "until=1h"]).ok();
+    assert_eq!(run.stdout_text(), "Total:\t0B\n");
+}
+
+/// Issue 10, point 4: `--reserved-space`, `--max-used-space`, `--min-free-space` as BuildKit
+/// weighs them, `--keep-storage` as the old name of the first, sizes as go-units reads them.
+#[test]
+fn prune_keeps_what_the_space_flags_allow() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    let count = ids(&project, &[]).len();
+    let removed = |args: &[&str]| -> usize {
+        let mut full = vec!["prune", "-f"];
+        full.extend_from_slice(args);
+        let run = project.cache(&full).ok();
+        run.stdout_text().lines().filter(|line| line.len() > 64 && !line.starts_with("ID")).count()
+    };
+    // Enough free space already: nothing goes.
+    assert_eq!(removed(&["--min-free-space", "1"]), 0);
+    // The reserve wins over the maximum.
+    assert_eq!(removed(&["--max-used-space", "1", "--reserved-space", "1PB"]), 0);
+    let run = project.cache(&["prune", "-f", "--keep-storage", "1pb", "--max-used-space", "1"]).ok();
+    run.stderr_has("Flag --keep-storage has been deprecated, keep-storage flag has been changed to reserved-space");
+    assert_eq!(ids(&project, &[]).len(), count);
+    // A maximum of 10 kB: the oldest go until the rest fits (the store holds about 18 kB).
+    let gone = removed(&["--max-used-space", "10kb"]);
+    assert!(gone > 0 && gone < count, "{gone} of {count}");
+    let table = project.cache(&["du"]).ok().stdout_text();
+    let total = table.lines().find(|line| line.starts_with("Total:")).unwrap();
+    let total = total.split_whitespace().nth(1).unwrap();
+    let bytes = match total.strip_suffix("kB") {
+        Some(kilobytes) => kilobytes.parse::<f64>().unwrap() * 1000.0,
+        None => total.trim_end_matches('B').parse::<f64>().unwrap(),
+    };
+    assert!(bytes <= 10240.0, "{table}");
+    // More free space wanted than the disk has: everything that may go goes.
+    assert_eq!(removed(&["--min-free-space", "1000PB"]), count - gone);
+    assert!(ids(&project, &[]).is_empty());
+
+    project.cache(&["prune", "-f", "--max-used-space", "10XB"]).fails(2).stderr_has("invalid suffix: 'xb'");
+    project.cache(&["prune", "-f", "--reserved-space", "GB"]).fails(2).stderr_has("invalid size: 'GB'");
+}
+
+/// Issue 10, point 4: a reader that goes away ends `du` as it ends buildx (a Go program):
+/// killed by SIGPIPE, nothing on stderr. Measured with the oracle: `buildctl du` into a closed
+/// pipe exits by signal 13 (status 141 in a shell).
+#[test]
+fn a_closed_stdout_ends_du_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    let root = project.root();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = project
+        .command(&["cache", "du", "--verbose", "--root", root.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+
+    // The everyday form: `| head -1` prints the header and nothing complains.
+    let script = format!("'{RBUILD}' cache du --root '{}' | head -1", root.display());
+    let run = run_command(wrapped_command("sh", &["-c", &script], &project.command(&[])), None).ok();
+    assert_eq!(run.stdout_text().split_whitespace().collect::<Vec<_>>(), ["ID", "RECLAIMABLE", "SIZE", "LAST", "ACCESSED"]);
+    assert_eq!(run.stderr, "");
+}
+
+/// Issue 10, point 4: without `-f`, `prune` asks and reads one line from stdin, a pipe too:
+/// `y` or `Y` prunes; anything else, or nothing, leaves the cache and exits 0 (as buildx).
+#[test]
+fn prune_reads_its_answer_from_a_pipe() {
+    let project = Project::from_fixture("cache");
+    project.build_oci("out.tar", &[]);
+    let count = ids(&project, &[]).len();
+    let prune = |stdin: Option<&[u8]>| {
+        let root = project.root();
+        run_command(project.command(&["cache", "prune", "--root", root.to_str().unwrap()]), stdin).ok()
+    };
+    for answer in [&b"yes\n"[..], b"n\n", b"\n", b" y\n"] {
+        let run = prune(Some(answer));
+        run.stderr_has("WARNING! This will remove all dangling build cache. Are you sure you want to continue? [y/N] ");
+        assert_eq!(run.stdout_text(), "", "answer {:?}", String::from_utf8_lossy(answer));
+        assert_eq!(ids(&project, &[]).len(), count, "answer {:?}", String::from_utf8_lossy(answer));
+    }
+    // stdin at its end (/dev/null): no.
+    prune(None);
+    assert_eq!(ids(&project, &[]).len(), count);
+    let run = prune(Some(b"Y\r\n"));
+    assert!(run.stdout_text().starts_with("ID\t"), "{}", run.stdout_text());
+    assert!(ids(&project, &[]).is_empty());
 }
 
 #[test]
@@ -174,8 +344,7 @@ fn cache_prune_all_empties_the_store() {
     let project = Project::from_fixture("cache");
     project.build_oci("out.tar", &[]);
     project.cache(&["prune", "-a", "-f"]).ok();
-    let records = json(&project.cache(&["du", "--format", "json"]).ok().stdout_text());
-    assert_eq!(records, serde_json::json!([]));
+    assert_eq!(project.cache(&["du", "--format", "json"]).ok().stdout_text(), "", "no records, no lines");
     assert!(tree(&project.root().join("snapshots-v1")).is_empty());
     assert!(tree(&project.root().join("blobs-v1/sha256")).is_empty());
     let table = project.cache(&["du"]).ok().stdout_text();
