@@ -1,3 +1,14 @@
+_rbuild_stages() {
+    local file=Dockerfile i
+    for ((i = 1; i < ${#COMP_WORDS[@]} - 1; i++)); do
+        case "${COMP_WORDS[i]}" in
+            -f|--file) file="${COMP_WORDS[i+1]}" ;;
+            --file=*) file="${COMP_WORDS[i]#--file=}" ;;
+        esac
+    done
+    "${COMP_WORDS[0]}" __complete-stages "$file" 2>/dev/null
+}
+
 _rbuild() {
     local i cur prev opts cmd
     COMPREPLY=()
@@ -64,6 +75,9 @@ _rbuild() {
             rbuild__subcmd__help__subcmd__cache,prune)
                 cmd="rbuild__subcmd__help__subcmd__cache__subcmd__prune"
                 ;;
+            rbuild,-*|rbuild,.*|rbuild,/*)
+                cmd="rbuild__subcmd__build"
+                ;;
             *)
                 ;;
         esac
@@ -71,7 +85,7 @@ _rbuild() {
 
     case "${cmd}" in
         rbuild)
-            opts="-h -V --help --version build cache completion help"
+            opts="-V --version build cache completion help -f -t -o -q -j -h --file --tag --target --build-arg --build-context --output --progress --no-cache --no-cache-filter --platform --label --annotation --iidfile --metadata-file --quiet --jobs --secret --ssh --push --pull --cache-to --cache-from --config --network --add-host --ulimit --shm-size --allow --debug-cache --root --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -86,7 +100,7 @@ _rbuild() {
             ;;
         rbuild__subcmd__build)
             opts="-f -t -o -q -j -h --file --tag --target --build-arg --build-context --output --progress --no-cache --no-cache-filter --platform --label --annotation --iidfile --metadata-file --quiet --jobs --secret --ssh --push --pull --cache-to --cache-from --config --network --add-host --ulimit --shm-size --allow --debug-cache --root --debug --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 && "${COMP_WORDS[1]}" == build ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -108,7 +122,7 @@ _rbuild() {
                     return 0
                     ;;
                 --target)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "$(_rbuild_stages)" -- "${cur}"))
                     return 0
                     ;;
                 --build-arg)
@@ -128,15 +142,15 @@ _rbuild() {
                     return 0
                     ;;
                 --progress)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto plain tty quiet rawjson" -- "${cur}"))
                     return 0
                     ;;
                 --no-cache-filter)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "$(_rbuild_stages)" -- "${cur}"))
                     return 0
                     ;;
                 --platform)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "linux/amd64 linux/arm64 linux/arm/v7 linux/arm/v6 linux/386 linux/ppc64le linux/s390x linux/riscv64" -- "${cur}"))
                     return 0
                     ;;
                 --label)
@@ -184,7 +198,7 @@ _rbuild() {
                     return 0
                     ;;
                 --network)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "default none host" -- "${cur}"))
                     return 0
                     ;;
                 --add-host)
@@ -240,7 +254,7 @@ _rbuild() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "table pretty json" -- "${cur}"))
                     return 0
                     ;;
                 --root)

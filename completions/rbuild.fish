@@ -1,3 +1,14 @@
+function __fish_rbuild_stages
+    set -l tokens (commandline -opc)
+    set -l file Dockerfile
+    for i in (seq (count $tokens))
+        if contains -- $tokens[$i] -f --file; and test $i -lt (count $tokens)
+            set file $tokens[(math $i + 1)]
+        end
+    end
+    $tokens[1] __complete-stages $file 2>/dev/null
+end
+
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_rbuild_global_optspecs
     string join \n h/help V/version
@@ -32,13 +43,24 @@ complete -c rbuild -n "__fish_rbuild_needs_command" -f -a "completion" -d 'Print
 complete -c rbuild -n "__fish_rbuild_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s f -l file -d 'Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s t -l tag -d 'Name and optionally a tag (format: `name:tag`)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l target -d 'Set the target build stage to build' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l target -d 'Set the target build stage to build' -r -f -a '(__fish_rbuild_stages)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l build-arg -d 'Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l build-context -d 'Additional build contexts (`name=DIR` or `name=oci-layout://PATH[:tag|@digest]`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s o -l output -d 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l progress -d 'Set type of progress output (auto, plain, tty, quiet, rawjson)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l no-cache-filter -d 'Do not cache specified stages' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l platform -d 'Set target platform for build (`os/arch[/variant]`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l progress -d 'Set type of progress output (auto, plain, tty, quiet, rawjson)' -r -f -a "auto\t''
+plain\t''
+tty\t''
+quiet\t''
+rawjson\t''"
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l no-cache-filter -d 'Do not cache specified stages' -r -f -a '(__fish_rbuild_stages)'
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l platform -d 'Set target platform for build (`os/arch[/variant]`)' -r -f -a "linux/amd64\t''
+linux/arm64\t''
+linux/arm/v7\t''
+linux/arm/v6\t''
+linux/386\t''
+linux/ppc64le\t''
+linux/s390x\t''
+linux/riscv64\t''"
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l label -d 'Set metadata for an image (`KEY=VALUE`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l annotation -d 'Add annotation to the image (`KEY=VALUE`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l iidfile -d 'Write the image ID to a file' -r -F
@@ -49,7 +71,9 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ssh -d 'SSH agen
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-to -d 'Export the build cache (e.g. "type=registry,ref=host/app:cache,mode=max", "type=local,dest=DIR")' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-from -d 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l config -d 'Registry configuration (buildkitd.toml\'s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]' -r -F
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Networking mode for RUN steps: default (the host\'s), none, host' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l network -d 'Networking mode for RUN steps: default (the host\'s), none, host' -r -f -a "default\t''
+none\t''
+host\t''"
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l add-host -d 'Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ulimit -d 'A resource limit of RUN steps (format: "name=soft[:hard]", e.g. "nofile=1024:2048"); repeatable' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l shm-size -d 'Size of /dev/shm in RUN steps (e.g. "128m"; default 64m)' -r
@@ -67,7 +91,9 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen_subcommand_from du prune help" -f -a "prune" -d 'Remove build cache'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and not __fish_seen_subcommand_from du prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l filter -d 'Provide filter values (`type=regular`, `description~=REGEXP`, `id=REGEXP`, `type!=internal`, `until=24h`, ...)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l format -d 'Format the output (`table`, `pretty` or `json`: one JSON object per line)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l format -d 'Format the output (`table`, `pretty` or `json`: one JSON object per line)' -r -f -a "table\t''
+pretty\t''
+json\t''"
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l root -d 'State directory (cache, blobs, snapshots) [default: $XDG_CACHE_HOME/rbuild, or /var/lib/rbuild for root]' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l verbose -d 'Shorthand for `--format=pretty`'
 complete -c rbuild -n "__fish_rbuild_using_subcommand cache; and __fish_seen_subcommand_from du" -l debug -d 'Show debug logs (also RBUILD_LOG=debug)'

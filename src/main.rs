@@ -7,13 +7,18 @@ fn main() {
     // Before any thread exists: the hidden step runner never returns; otherwise rbuild enters
     // its own user and mount namespace (re-exec when not root).
     rbuild::sandbox::maybe_run_step_child(&raw);
+    if let Some(code) = rbuild::cli::completion::maybe_list_stages(&raw) {
+        std::process::exit(code);
+    }
     // A buildx habit is a usage error: said before entering any namespace (rootless, that is a
     // fork, newuidmap and a re-exec for nothing).
     if let Some(sentence) = rbuild::cli::habits::check(&raw) {
         eprintln!("ERROR: {sentence}");
         std::process::exit(rbuild::cli::EXIT_USAGE);
     }
-    if let Err(error) = rbuild::sandbox::enter(&raw) {
+    if rbuild::cli::needs_sandbox(&raw)
+        && let Err(error) = rbuild::sandbox::enter(&raw)
+    {
         eprintln!("ERROR: {error}");
         std::process::exit(rbuild::cli::EXIT_FAILED);
     }

@@ -2,16 +2,11 @@
 //! under `completions/` and `man/` are checked against a fresh generation by a test; run
 //! `RBUILD_WRITE_DOCS=1 cargo test --lib docs` to refresh them after changing a flag.
 
-use std::io::Write;
 
 use clap::CommandFactory;
 use clap_complete::Shell;
 
 use super::Cli;
-
-pub fn write_completion(shell: Shell, out: &mut dyn Write) {
-    clap_complete::generate(shell, &mut Cli::command(), "rbuild", out);
-}
 
 /// The committed completion files: (file name, shell).
 pub const COMPLETIONS: [(&str, Shell); 5] = [
@@ -23,9 +18,7 @@ pub const COMPLETIONS: [(&str, Shell); 5] = [
 ];
 
 pub fn completion(shell: Shell) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_completion(shell, &mut out);
-    out
+    super::completion::script(shell)
 }
 
 /// One man page per command and subcommand: (file name, roff).

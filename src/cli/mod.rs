@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod completion;
 pub mod docs;
 pub mod habits;
 mod records;
@@ -83,7 +84,7 @@ pub struct BuildArgs {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Set type of progress output (auto, plain, tty, quiet, rawjson)
-    #[arg(long, env = "BUILDKIT_PROGRESS", default_value = "auto", value_name = "MODE")]
+    #[arg(long, env = "BUILDKIT_PROGRESS", default_value = "auto", value_name = "MODE", value_parser = completion::PROGRESS, hide_possible_values = true)]
     pub progress: String,
     /// Do not use cache when building the image
     #[arg(long)]
@@ -92,7 +93,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
     /// Set target platform for build (`os/arch[/variant]`)
-    #[arg(long, value_name = "PLATFORM")]
+    #[arg(long, value_name = "PLATFORM", value_parser = completion::PLATFORM, hide_possible_values = true)]
     pub platform: Option<String>,
     /// Set metadata for an image (`KEY=VALUE`)
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -134,7 +135,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Networking mode for RUN steps: default (the host's), none, host
-    #[arg(long, default_value = "default", value_name = "MODE")]
+    #[arg(long, default_value = "default", value_name = "MODE", value_parser = completion::NETWORK, hide_possible_values = true)]
     pub network: String,
     /// Add a host-to-IP mapping to /etc/hosts of RUN steps (format: "host:ip"); repeatable
     #[arg(long = "add-host", value_name = "HOST:IP")]
@@ -169,7 +170,7 @@ pub struct DuArgs {
     #[arg(long, value_name = "FILTER")]
     pub filter: Vec<String>,
     /// Format the output (`table`, `pretty` or `json`: one JSON object per line)
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", value_parser = completion::DU_FORMAT, hide_possible_values = true)]
     pub format: Option<String>,
     /// Shorthand for `--format=pretty`
     #[arg(long)]
@@ -208,6 +209,13 @@ pub struct PruneArgs {
     pub root: RootArgs,
 }
 
+/// Whether the command line needs rbuild's namespaces (it builds or touches the state root);
+/// completions, help and version print text and start at once.
+pub fn needs_sandbox(args: &[std::ffi::OsString]) -> bool {
+    let first = args.get(1).map(|arg| arg.to_string_lossy().into_owned());
+    !matches!(first.as_deref(), Some("completion" | "help" | "-h" | "--help" | "-V" | "--version"))
+}
+
 /// Inserts `build` when the first argument is not a subcommand, so `rbuild -f F .` works.
 pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     const KNOWN: &[&str] = &["build", "cache", "completion", "help", "-h", "--help", "-V", "--version"];
@@ -228,8 +236,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Build(args) => build::run(args),
         Command::Cache { command } => cache::run(command),
         Command::Completion { shell } => {
-            let mut out = std::io::stdout().lock();
-            docs::write_completion(shell, &mut out);
+            let _ = completion::write_script(shell, &mut std::io::stdout().lock());
             0
         }
     }

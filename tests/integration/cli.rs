@@ -15,6 +15,36 @@ fn completion_bash_mentions_the_build_flags() {
     assert_eq!(checked, "");
 }
 
+/// Issue 10, point 6: the bash script, sourced in a real bash, offers the values of
+/// `--progress`, `--network`, `--platform` and `cache du --format`, and the stage names of the
+/// Dockerfile (`-f`, else `./Dockerfile`) for `--target`, with or without the `build` word.
+#[test]
+fn bash_completion_offers_values_and_stage_names() {
+    let project = Project::new();
+    project.dockerfile("FROM busybox AS build\nFROM build AS test\n").write("Other.df", "FROM scratch AS other\n");
+    let script = project.dir().join("rbuild.bash");
+    std::fs::write(&script, run_command(project.command(&["completion", "bash"]), None).ok().stdout).unwrap();
+    let complete = |words: &str| {
+        let program = format!(
+            "source {}; COMP_WORDS=({RBUILD} {words}); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); \
+             _rbuild \"${{COMP_WORDS[0]}}\" \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            script.display()
+        );
+        let mut command = std::process::Command::new("bash");
+        command.args(["-c", &program]).current_dir(project.ctx());
+        run_command(command, None).ok().stdout_text().trim().to_string()
+    };
+    assert_eq!(complete("--target ''"), "build test");
+    assert_eq!(complete("build --target t"), "test");
+    assert_eq!(complete("-f Other.df --target ''"), "other");
+    assert_eq!(complete("--no-cache-filter b"), "build");
+    assert_eq!(complete("--progress ''"), "auto plain tty quiet rawjson");
+    assert_eq!(complete("build --network h"), "host");
+    assert_eq!(complete("cache du --format ''"), "table pretty json");
+    assert_eq!(complete("--platform linux/arm6"), "linux/arm64");
+    assert_eq!(complete("--tar"), "--target");
+}
+
 #[test]
 fn quiet_prints_only_the_image_id_and_build_is_the_default_command() {
     let project = Project::new();
