@@ -44,9 +44,26 @@ pub enum Stream {
     Stderr,
 }
 
+/// A vertex of the build graph as the solver announces it, before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub vertex: VertexId,
+    pub name: String,
+    /// The vertex's content-addressed digest (`sha256:...`): stable across runs, one per vertex.
+    pub digest: String,
+    /// The digests of the vertices it depends on, each announced in the same [`Event::Defined`].
+    pub inputs: Vec<String>,
+}
+
 /// Something that happened during a build, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The graph about to be solved, announced once as BuildKit does: `rawjson` prints it (so a
+    /// reader can rebuild the graph from the stream) and the live view counts its vertices in
+    /// the total of `(completed/total)`. Nothing is printed in plain mode.
+    Defined {
+        vertices: Vec<Definition>,
+    },
     /// A vertex began to run. `name` is what users see, like `[stage-1 2/3] COPY a /b`.
     Started {
         vertex: VertexId,

@@ -17,7 +17,7 @@ use crate::context::content_hash::HashCache;
 use crate::graph::{Graph, Op, VertexId};
 use crate::ops::lazy::{ImportedCache, materialize};
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
-use crate::progress::{Event, Sender};
+use crate::progress::{Definition, Event, Sender};
 use crate::store::{RecordRow, Store, now};
 
 /// Which vertices must not be taken from the cache.
@@ -82,6 +82,7 @@ impl Solver<'_> {
     pub fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
         let needed = graph.reachable(targets);
         let needed_set: HashSet<VertexId> = needed.iter().copied().collect();
+        self.progress.send(Event::Defined { vertices: definitions(graph, &needed, self.vertex_offset) });
         let mut waiting: HashMap<VertexId, usize> = HashMap::new();
         let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
         let mut ready = VecDeque::new();
@@ -321,6 +322,33 @@ impl Solver<'_> {
             }
         }
     }
+}
+
+/// The vertices of `needed` that progress shows (those with a name), as BuildKit announces its
+/// graph: each with its digest and the digests of its inputs. A nameless vertex (scratch, the
+/// merge of `COPY --link`) is never shown, so a vertex's inputs go through it to the shown
+/// vertices it stands on: every input listed is itself in the list.
+fn definitions(graph: &Graph, needed: &[VertexId], offset: usize) -> Vec<Definition> {
+    fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<String>) {
+        for &input in &graph.vertices[id].inputs {
+            let vertex = &graph.vertices[input];
+            if vertex.name.is_empty() {
+                shown_inputs(graph, input, inputs);
+            } else if !inputs.contains(&vertex.digest.0) {
+                inputs.push(vertex.digest.0.clone());
+            }
+        }
+    }
+    needed
+        .iter()
+        .filter(|&&id| !graph.vertices[id].name.is_empty())
+        .map(|&id| {
+            let vertex = &graph.vertices[id];
+            let mut inputs = Vec::new();
+            shown_inputs(graph, id, &mut inputs);
+            Definition { vertex: id + offset, name: vertex.name.clone(), digest: vertex.digest.0.clone(), inputs }
+        })
+        .collect()
 }
 
 impl Solver<'_> {
