@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::context::content_hash::HashCache;
-use crate::graph::{Graph, Op, VertexId};
+use crate::graph::{CopyAction, FileAction, Graph, Op, VertexId};
 use crate::ops::lazy::{ImportedCache, materialize};
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Definition, Event, Sender};
@@ -98,6 +98,7 @@ impl Solver<'_> {
             }
         }
         let selections = SelectionMemo::default();
+        let context_copies = context_copies(graph, &needed);
         let fresh_mounts = ops::exec::FreshMounts::default();
         let (job_sender, job_receiver) = mpsc::channel::<Job>();
         let job_receiver = Mutex::new(job_receiver);
@@ -110,6 +111,7 @@ impl Solver<'_> {
                 let job_receiver = &job_receiver;
                 let selections = &selections;
                 let fresh_mounts = &fresh_mounts;
+                let context_copies = &context_copies;
                 scope.spawn(move || {
                     loop {
                         let job = match job_receiver.lock() {
@@ -117,7 +119,8 @@ impl Solver<'_> {
                             Err(_) => break,
                         };
                         let Ok(job) = job else { break };
-                        let result = self.process(graph, job.vertex, &job.inputs, selections, fresh_mounts);
+                        let copies = context_copies.get(&job.vertex).map_or(&[][..], Vec::as_slice);
+                        let result = self.process(graph, job.vertex, &job.inputs, selections, fresh_mounts, copies);
                         if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
                             break;
                         }
@@ -199,6 +202,7 @@ impl Solver<'_> {
         inputs: &[(String, Output)],
         selections: &SelectionMemo,
         fresh_mounts: &ops::exec::FreshMounts,
+        context_copies: &[CopyAction],
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let shown = !vertex.name.is_empty();
@@ -225,6 +229,7 @@ impl Solver<'_> {
             status: &status,
             log: &log,
             fresh_mounts: self.skip_cache(graph, id - self.vertex_offset).then_some(fresh_mounts),
+            context_copies,
         };
         let report = |event: Event| {
             if shown {
@@ -322,6 +327,25 @@ impl Solver<'_> {
             }
         }
     }
+}
+
+/// For each context vertex of `needed`, the `COPY`s of `needed` that read from it: its load
+/// selects their files (see `ops::context`).
+fn context_copies(graph: &Graph, needed: &[VertexId]) -> HashMap<VertexId, Vec<CopyAction>> {
+    let mut copies: HashMap<VertexId, Vec<CopyAction>> = HashMap::new();
+    for &id in needed {
+        let vertex = &graph.vertices[id];
+        let Op::File { actions } = &vertex.op else { continue };
+        for action in actions {
+            if let FileAction::Copy(copy) = action
+                && let Some(&source) = vertex.inputs.get(copy.source_input)
+                && matches!(graph.vertices[source].op, Op::Context(_))
+            {
+                copies.entry(source).or_default().push(copy.clone());
+            }
+        }
+    }
+    copies
 }
 
 /// The vertices of `needed` that progress shows (those with a name), as BuildKit announces its
