@@ -367,7 +367,9 @@ fn colors_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
-/// The warnings summary buildx prints after the progress, or nothing without warnings.
+/// The warnings summary buildx prints after the progress, or nothing without warnings. buildx
+/// says `(use docker --debug to expand)`; the flag named is rbuild's own, whose debug log shows
+/// what led to each warning.
 fn warnings_summary(warnings: &[String]) -> String {
     if warnings.is_empty() {
         return String::new();
@@ -376,7 +378,7 @@ fn warnings_summary(warnings: &[String]) -> String {
         1 => "1 warning found".to_owned(),
         count => format!("{count} warnings found"),
     };
-    let mut text = format!("\n {count} (use docker --debug to expand):\n");
+    let mut text = format!("\n {count} (use rbuild --debug to expand):\n");
     for message in warnings {
         text.push_str(&format!(" - {message}\n"));
     }
@@ -596,11 +598,11 @@ mod tests {
         assert_eq!(warnings_summary(&[]), "");
         assert_eq!(
             warnings_summary(&["One: first (line 2)".to_owned()]),
-            "\n 1 warning found (use docker --debug to expand):\n - One: first (line 2)\n"
+            "\n 1 warning found (use rbuild --debug to expand):\n - One: first (line 2)\n"
         );
         assert_eq!(
             warnings_summary(&["a".to_owned(), "b".to_owned()]),
-            "\n 2 warnings found (use docker --debug to expand):\n - a\n - b\n"
+            "\n 2 warnings found (use rbuild --debug to expand):\n - a\n - b\n"
         );
     }
 
@@ -629,7 +631,7 @@ mod tests {
         progress.finish(true);
         assert_eq!(
             buffer.text(),
-            "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use docker --debug to expand):\n - W: careful\n"
+            "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use rbuild --debug to expand):\n - W: careful\n"
         );
         // The reporter is gone: sending is a silent no-op.
         sender.send(Event::Finished { vertex: 3 });

@@ -375,7 +375,7 @@ fn warnings_are_printed_after_everything_else() {
         output,
         "#1 [1/1] FROM scratch\n\
          #1 CACHED\n\
-         \n 2 warnings found (use docker --debug to expand):\n\
+         \n 2 warnings found (use rbuild --debug to expand):\n\
          \x20- JSONArgsRecommended: JSON arguments recommended (line 3)\n\
          \x20- StageNameCasing: Stage name 'Build' should be lowercase (line 1)\n"
     );

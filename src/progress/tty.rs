@@ -622,7 +622,7 @@ mod tests {
              {BLUE} => CACHED [1/2] FROM docker.io/library/alpine:3.20                        0.0s{RESET}\n\
              {RED} => ERROR [2/2] RUN make test                                              2.0s{RESET}\n\
              ------\n > [2/2] RUN make\ttest:\n0.100 \x1b[1mcc\x1b[0m -o app\n0.100 50%\r100%\n------\n\
-             \n 1 warning found (use docker --debug to expand):\n - W: careful\n"
+             \n 1 warning found (use rbuild --debug to expand):\n - W: careful\n"
         );
         assert!(text.ends_with(&summary), "{text:?}");
         // The live frames came before, drawn by indicatif.
