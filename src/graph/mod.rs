@@ -10,8 +10,10 @@
 //! uses. Vertices refer to each other by [`VertexId`], an index into [`Graph::vertices`]; inputs
 //! always have smaller ids than the vertex that uses them, so the vector is in topological order.
 
+mod go_quote;
 mod op;
 
+pub use go_quote::go_quote;
 pub use op::{
     CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, ImageSource,
     MkdirAction, MkfileAction, NetworkMode, Op, Owner,

@@ -1,9 +1,14 @@
 //! Build context directories: the main context and named `--build-context` directories.
 //!
-//! A context vertex only opens the directory and reads its `.dockerignore`; it transfers
-//! nothing. Each `COPY` selects and hashes exactly the files it uses (`context::selection`), so
-//! a changed file invalidates only the steps that copy it. File hashes are remembered by stat
-//! (path, size, mtime, ctime, inode, device) in the store, so an unchanged file is not read again.
+//! A context vertex opens the directory, reads its `.dockerignore`, and selects the files the
+//! build's `COPY`s from it use, as BuildKit's `[internal] load build context` transfers them:
+//! the walk and the hashing happen while that vertex runs, its time is theirs, and its status
+//! `transferring context: 2.03kB` is the size BuildKit's transfer of the same files would have
+//! (`context::transfer`). The selections are memoized ([`file::SelectionMemo`]), so each `COPY`
+//! takes its own from there: one selection per `COPY`, and a changed file invalidates only the
+//! steps that copy it. A selection that fails here is left to its `COPY`, which reports it with
+//! its own Dockerfile line. File hashes are remembered by stat (path, size, mtime, ctime,
+//! inode, device) in the store, so an unchanged file is not read again.
 //!
 //! | cache key input        | in key | why                                                |
 //! |------------------------|--------|----------------------------------------------------|
@@ -11,14 +16,15 @@
 //! | directory path         | no     | host paths never enter keys                        |
 //! | file contents          | no     | the `COPY` that uses files hashes exactly those    |
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::CacheInput;
+use super::{CacheInput, Environment, file};
 use crate::context::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::context::content_hash::{HashCache, StatKey};
-use crate::graph::ContextSource;
+use crate::context::transfer::transfer_size;
+use crate::graph::{ContextSource, CopyAction};
 use crate::store::{FileHashRow, Store, StoreError};
 
 #[derive(Debug)]
@@ -48,6 +54,47 @@ pub fn open(source: &ContextSource) -> Result<ContextHandle, ContextError> {
     }
     let (ignore_file, ignore) = DockerIgnore::load(&source.dir, source.dockerfile.as_deref())?;
     Ok(ContextHandle { name: source.name.clone(), dir: source.dir.clone(), ignore, ignore_file })
+}
+
+/// Opens the context and selects what `copies` (the build's `COPY`s from it) use, reporting the
+/// transfer as BuildKit does: `transferring context: 2.03kB done`.
+pub fn load(source: &ContextSource, copies: &[CopyAction], environment: &Environment) -> Result<Arc<ContextHandle>, ContextError> {
+    let handle = Arc::new(open(source)?);
+    let id = format!("transferring {}:", source.name);
+    (environment.status)(&id, 0, None, false);
+    let reads = ReadFiles { inner: environment.hash_cache, read: Mutex::new(HashSet::new()) };
+    let counting = Environment { hash_cache: &reads, ..*environment };
+    let mut selections = Vec::with_capacity(copies.len());
+    for copy in copies {
+        // A failure is the COPY's to report, at its own line, when it selects again.
+        if let Ok(selection) = file::select_context(&handle, &copy.sources, &copy.excludes, copy.parents, &counting) {
+            selections.push(selection);
+        }
+    }
+    let read = reads.read.into_inner().unwrap_or_else(|p| p.into_inner());
+    let size = transfer_size(selections.iter().flat_map(|selection| &selection.entries), |entry| read.contains(&entry.real));
+    (environment.status)(&id, size, None, true);
+    Ok(handle)
+}
+
+/// A hash cache that notes the files it did not know: those the selection reads.
+struct ReadFiles<'a> {
+    inner: &'a (dyn HashCache + 'a),
+    read: Mutex<HashSet<PathBuf>>,
+}
+
+impl HashCache for ReadFiles<'_> {
+    fn get(&self, key: &StatKey) -> Option<String> {
+        let digest = self.inner.get(key);
+        if digest.is_none() {
+            self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(key.path.clone());
+        }
+        digest
+    }
+
+    fn put(&self, key: &StatKey, digest: &str) {
+        self.inner.put(key, digest);
+    }
 }
 
 /// File hashes remembered in the store's database. Loaded once per build, written once at the

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::source::clean;
 use super::{CacheInput, Environment, Layer, OpError, Output, file, layer};
-use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex};
+use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex, go_quote};
 use crate::sandbox::{self, MountKind, Network, StepSpec};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::tree_diff;
@@ -34,7 +34,8 @@ use crate::snapshot::view::LayeredView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    /// The command as BuildKit quotes it (Go's `%q`): `process "/bin/sh -c echo \"a\""`.
+    #[error("process {} did not complete successfully: exit code: {code}", go_quote(command))]
     Failed { command: String, code: i32 },
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),

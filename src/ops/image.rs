@@ -290,7 +290,7 @@ pub fn import_layers(
         .zip(diff_ids)
         .map(|(blob, diff_id)| LayerBlob { blob: blob.clone(), diff_id, created_at: None, from_image: true, description: format!("{reference} layer") })
         .collect();
-    unpack_layers(environment.store, environment.cancel, reference, &blobs, fetch)
+    unpack_layers(environment.store, environment.cancel, reference, &blobs, fetch, environment.status)
 }
 
 /// A layer blob to bring into the store, and what to record about its layer.
@@ -305,13 +305,16 @@ pub struct LayerBlob {
 }
 
 /// Fetches (a few at once), verifies, unpacks and records the layers the store lacks; `name`
-/// names where they come from in errors.
+/// names where they come from in errors. Each unpacking is a status `extracting <blob digest>`,
+/// bottom layer first, as BuildKit shows it under the `FROM` (no sizes; recorded from BuildKit
+/// in `testdata/progress/extracting`).
 pub fn unpack_layers(
     store: &crate::store::Store,
     cancel: &AtomicBool,
     name: &str,
     layers: &[LayerBlob],
     fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
+    status: &super::lazy::Status,
 ) -> Result<Vec<Layer>, ImageError> {
     let invalid = |message: String| ImageError::Invalid { path: name.to_string(), message };
     let check_canceled = || if cancel.load(Ordering::Relaxed) { Err(ImageError::Canceled) } else { Ok(()) };
@@ -358,6 +361,8 @@ pub fn unpack_layers(
         let Some((stored_digest, size)) = fetched.remove(&index) else {
             return Err(invalid(format!("layer {blob_digest} was not fetched")));
         };
+        let extracting = format!("extracting {blob_digest}");
+        status(&extracting, 0, None, false);
         let directory = store.temp_dir("layer-")?;
         let blob = File::open(store.blob_path(&stored_digest))
             .map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
@@ -376,6 +381,7 @@ pub fn unpack_layers(
             return Err(ImageError::DigestMismatch { path: name.to_string(), expected: diff_id.clone(), actual });
         }
         let snapshot = store.commit_snapshot(directory, diff_id)?;
+        status(&extracting, 0, None, true);
         let now = now();
         let size_on_disk = crate::store::usage::tree_size(&snapshot)
             .map_err(|source| ImageError::Read { path: snapshot.display().to_string(), source })?;

@@ -128,7 +128,7 @@ pub fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, status:
         fetch_remote(remote, out, status)
     };
     let name = wanted.first().map(|layer| sources[&layer.blob.digest].source.name().to_string()).unwrap_or_default();
-    let mut unpacked = unpack_layers(store, cancel, &name, &wanted, &fetch)?.into_iter();
+    let mut unpacked = unpack_layers(store, cancel, &name, &wanted, &fetch, status)?.into_iter();
     let mut result = Vec::with_capacity(layers.len());
     for (layer, lazy) in layers.iter().zip(lazy) {
         let fetched = if lazy { unpacked.next() } else { None };

@@ -69,6 +69,8 @@ pub struct Environment<'a> {
     /// The vertex ignores the cache (`--no-cache`, `--no-cache-filter`): its cache mounts start
     /// empty, once per build ([`exec::FreshMounts`]).
     pub fresh_mounts: Option<&'a exec::FreshMounts>,
+    /// For a context vertex: the build's `COPY`s from it, whose files its load selects.
+    pub context_copies: &'a [crate::graph::CopyAction],
 }
 
 impl Environment<'_> {
@@ -154,7 +156,7 @@ pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Res
             Err(image::ImageError::Canceled) => Err(OpError::Canceled),
             Err(error) => Err(error.into()),
         },
-        Op::Context(source) => Ok(Output::Context(Arc::new(context::open(source)?))),
+        Op::Context(source) => Ok(Output::Context(context::load(source, environment.context_copies, environment)?)),
         Op::Exec(exec_op) => Ok(Output::Layers(exec::run(vertex, exec_op, inputs, environment)?.into())),
         Op::Merge => {
             let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();

@@ -44,9 +44,26 @@ pub enum Stream {
     Stderr,
 }
 
+/// A vertex of the build graph as the solver announces it, before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub vertex: VertexId,
+    pub name: String,
+    /// The vertex's content-addressed digest (`sha256:...`): stable across runs, one per vertex.
+    pub digest: String,
+    /// The digests of the vertices it depends on, each announced in the same [`Event::Defined`].
+    pub inputs: Vec<String>,
+}
+
 /// Something that happened during a build, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The graph about to be solved, announced once as BuildKit does: `rawjson` prints it (so a
+    /// reader can rebuild the graph from the stream) and the live view counts its vertices in
+    /// the total of `(completed/total)`. Nothing is printed in plain mode.
+    Defined {
+        vertices: Vec<Definition>,
+    },
     /// A vertex began to run. `name` is what users see, like `[stage-1 2/3] COPY a /b`.
     Started {
         vertex: VertexId,
@@ -350,7 +367,9 @@ fn colors_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
-/// The warnings summary buildx prints after the progress, or nothing without warnings.
+/// The warnings summary buildx prints after the progress, or nothing without warnings. buildx
+/// says `(use docker --debug to expand)`; the flag named is rbuild's own, whose debug log shows
+/// what led to each warning.
 fn warnings_summary(warnings: &[String]) -> String {
     if warnings.is_empty() {
         return String::new();
@@ -359,7 +378,7 @@ fn warnings_summary(warnings: &[String]) -> String {
         1 => "1 warning found".to_owned(),
         count => format!("{count} warnings found"),
     };
-    let mut text = format!("\n {count} (use docker --debug to expand):\n");
+    let mut text = format!("\n {count} (use rbuild --debug to expand):\n");
     for message in warnings {
         text.push_str(&format!(" - {message}\n"));
     }
@@ -579,11 +598,11 @@ mod tests {
         assert_eq!(warnings_summary(&[]), "");
         assert_eq!(
             warnings_summary(&["One: first (line 2)".to_owned()]),
-            "\n 1 warning found (use docker --debug to expand):\n - One: first (line 2)\n"
+            "\n 1 warning found (use rbuild --debug to expand):\n - One: first (line 2)\n"
         );
         assert_eq!(
             warnings_summary(&["a".to_owned(), "b".to_owned()]),
-            "\n 2 warnings found (use docker --debug to expand):\n - a\n - b\n"
+            "\n 2 warnings found (use rbuild --debug to expand):\n - a\n - b\n"
         );
     }
 
@@ -612,7 +631,7 @@ mod tests {
         progress.finish(true);
         assert_eq!(
             buffer.text(),
-            "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use docker --debug to expand):\n - W: careful\n"
+            "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use rbuild --debug to expand):\n - W: careful\n"
         );
         // The reporter is gone: sending is a silent no-op.
         sender.send(Event::Finished { vertex: 3 });

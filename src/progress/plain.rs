@@ -23,7 +23,8 @@
 //!
 //! Departures from BuildKit, each a fix of a quirk that cannot be relied upon:
 //! - every update is printed at once (BuildKit batches updates for 100 ms, which makes its
-//!   output depend on timing even more);
+//!   output depend on timing even more), but a new status waits those 100 ms, so a quick
+//!   transfer or extraction shows once, done, as in BuildKit;
 //! - a status line never lands in the middle of an open log line: the line is ended first and
 //!   reprinted whole when it continues;
 //! - the throttling of status lines is per vertex and status id, not per id alone;
@@ -38,7 +39,7 @@ use std::time::Duration;
 
 use super::trace::{StatusState, Trace, VertexState};
 use super::{
-    Event, Printer, Timestamp, elapsed, format_bytes, format_log_time, seconds, split_lines,
+    Event, Printer, TICK, Timestamp, elapsed, format_bytes, format_log_time, seconds, split_lines,
     warnings_summary,
 };
 
@@ -345,8 +346,16 @@ impl PlainPrinter {
         }
 
         let view = &mut views[slot];
+        let mut held = BTreeSet::new();
         for index in std::mem::take(&mut view.pending_statuses) {
             let status = &vertex.statuses[index];
+            // BuildKit batches updates for 100 ms: a status that begins and ends within that
+            // shows once, ended (`transferring context: 2.03kB done`, `extracting sha256:..
+            // done`). A new one waits as long before it shows open.
+            if status.completed.is_none() && elapsed(status.started, now) < TICK && !self.closing {
+                held.insert(index);
+                continue;
+            }
             if status.completed.is_none()
                 && let Some(&(last_current, last_timestamp)) = last_status.get(&(slot, index))
             {
@@ -393,6 +402,8 @@ impl PlainPrinter {
             view.logs_offset = 0;
         }
 
+        let holding = !held.is_empty();
+        view.pending_statuses = held;
         *current = Some(slot);
         let open_status = vertex
             .statuses
@@ -405,7 +416,9 @@ impl PlainPrinter {
             out.end_line()?;
             out.line(&format!("#{number} {}", outcome(vertex, now)))?;
         }
-        self.updates.remove(&slot);
+        if !holding {
+            self.updates.remove(&slot);
+        }
         Ok(())
     }
 }

@@ -280,8 +280,8 @@ fn statuses_show_sizes_times_and_are_throttled_while_running() {
     let layer = |current, done| status(1, "sha256:1234abcd", current, Some(4_560_000), done);
     let output = render(vec![
         (0, started(1, "[1/1] FROM docker.io/library/debian:12")),
-        (0, layer(0, false)),
-        (500, layer(100_000, false)), // 2% more and 0.5 s later: skipped
+        (0, layer(0, false)), // new: held for BuildKit's 100 ms batch
+        (500, layer(100_000, false)), // the first shown
         (1_000, layer(1_230_000, false)), // 25% more: printed
         (6_100, layer(1_300_000, false)), // 5 s later: printed
         (7_000, layer(4_560_000, true)), // done: always printed
@@ -298,13 +298,44 @@ fn statuses_show_sizes_times_and_are_throttled_while_running() {
     assert_eq!(
         output,
         "#1 [1/1] FROM docker.io/library/debian:12\n\
-         #1 sha256:1234abcd 0B / 4.56MB\n\
+         #1 sha256:1234abcd 100.00kB / 4.56MB 0.5s\n\
          #1 sha256:1234abcd 1.23MB / 4.56MB 1.0s\n\
          #1 sha256:1234abcd 1.30MB / 4.56MB 6.1s\n\
          #1 sha256:1234abcd 4.56MB / 4.56MB 7.0s done\n\
-         #1 extracting sha256:1234abcd\n\
          #1 extracting sha256:1234abcd 0.3s done\n\
          #1 DONE 7.4s\n"
+    );
+}
+
+/// `testdata/progress/context/buildkit.plain`, `testdata/progress/extracting/buildkit.plain`:
+/// BuildKit shows a quick transfer or extraction once, done; a slow one also while open.
+#[test]
+fn a_status_shows_once_done_when_it_ends_within_100_ms() {
+    let buffer = SharedBuffer::default();
+    let mut printer = PlainPrinter::new(Box::new(buffer.clone()));
+    let at = |millis| Duration::from_millis(millis);
+    let context = |current, done| status(1, "transferring context:", current, None, done);
+    printer.event(started(1, "[internal] load build context"), at(0)).unwrap();
+    printer.event(context(0, false), at(0)).unwrap();
+    printer.event(context(2034, true), at(5)).unwrap();
+    printer.event(finished(1), at(6)).unwrap();
+    printer.event(started(2, "[1/1] FROM busybox"), at(50)).unwrap();
+    printer.event(status(2, "extracting sha256:ab", 0, None, false), at(50)).unwrap();
+    printer.tick(at(100)).unwrap();
+    printer.tick(at(200)).unwrap();
+    printer.event(status(2, "extracting sha256:ab", 0, None, true), at(450)).unwrap();
+    printer.event(finished(2), at(460)).unwrap();
+    printer.finish(at(500), false).unwrap();
+    assert_eq!(
+        buffer.text(),
+        "#1 [internal] load build context\n\
+         #1 transferring context: 2.03kB done\n\
+         #1 DONE 0.0s\n\
+         \n\
+         #2 [1/1] FROM busybox\n\
+         #2 extracting sha256:ab\n\
+         #2 extracting sha256:ab 0.4s done\n\
+         #2 DONE 0.4s\n"
     );
 }
 
@@ -344,7 +375,7 @@ fn warnings_are_printed_after_everything_else() {
         output,
         "#1 [1/1] FROM scratch\n\
          #1 CACHED\n\
-         \n 2 warnings found (use docker --debug to expand):\n\
+         \n 2 warnings found (use rbuild --debug to expand):\n\
          \x20- JSONArgsRecommended: JSON arguments recommended (line 3)\n\
          \x20- StageNameCasing: Stage name 'Build' should be lowercase (line 1)\n"
     );

@@ -12,12 +12,21 @@
 //! Field names, their order and which are omitted when empty follow BuildKit's JSON tags; byte
 //! fields (`data`, `short`) are base64 as Go encodes `[]byte`; times are RFC 3339 in UTC with
 //! nanoseconds. A vertex object always carries everything known about the vertex, as BuildKit
-//! resends whole vertices. Digests are `sha256:` followed by the vertex id in 64 hex digits: stable
-//! within one build and well-formed, but not a content digest.
+//! resends whole vertices.
+//!
+//! Digests and inputs: the solver announces the graph first ([`Event::Defined`]), printed as one
+//! object listing every vertex with its digest (the graph vertex's content-addressed digest,
+//! stable across runs) and `inputs` (the digests of the vertices it depends on, each listed in
+//! the same object), as BuildKit announces its LLB vertices; every later object of that vertex
+//! carries the same digest and inputs, so a reader can rebuild the graph from the stream. The
+//! vertices outside the graph (`[internal] load build definition`, metadata, `.dockerignore`,
+//! exporters) have no inputs, and their digest is the sha256 of their name: stable across runs,
+//! distinct per vertex, like BuildKit's digests of its own internal requests.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 use super::trace::Trace;
 use super::{Event, Printer, Stream, Timestamp, VertexId, format_rfc3339};
@@ -45,6 +54,8 @@ struct SolveStatus {
 #[derive(Serialize)]
 struct JsonVertex {
     digest: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    inputs: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,8 +103,12 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-fn digest(vertex: VertexId) -> String {
-    format!("sha256:{vertex:064x}")
+/// The digest of a vertex outside the graph: its name's, domain-separated from graph digests.
+fn name_digest(name: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"rbuild.progress.vertex.v1\0");
+    hasher.update(name.as_bytes());
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 /// Standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
@@ -128,8 +143,35 @@ impl RawJsonPrinter {
         }
     }
 
+    /// The digest and inputs of vertex `id`, named `name`.
+    fn identity(&self, id: VertexId, name: &str) -> (String, Vec<String>) {
+        match self.trace.definition(id) {
+            Some(definition) => (definition.digest.clone(), definition.inputs.clone()),
+            None => (name_digest(name), Vec::new()),
+        }
+    }
+
     /// The object for `event`, once the trace has recorded it.
     fn status_for(&mut self, event: Event, now: Timestamp) -> Option<SolveStatus> {
+        if let Event::Defined { vertices } = &event {
+            let vertexes = vertices
+                .iter()
+                .map(|definition| JsonVertex {
+                    digest: definition.digest.clone(),
+                    inputs: definition.inputs.clone(),
+                    name: definition.name.clone(),
+                    started: None,
+                    completed: None,
+                    cached: false,
+                    error: String::new(),
+                })
+                .collect();
+            self.trace.record(&event, now);
+            return Some(SolveStatus {
+                vertexes,
+                ..SolveStatus::default()
+            });
+        }
         if let Event::Warning { message } = event {
             let short = base64(message.as_bytes());
             return Some(SolveStatus {
@@ -139,14 +181,21 @@ impl RawJsonPrinter {
         }
         let slot = self.trace.record(&event, now)?;
         let vertex = &self.trace.vertices[slot];
+        let id = match &event {
+            Event::Started { vertex, .. }
+            | Event::Cached { vertex, .. }
+            | Event::Log { vertex, .. }
+            | Event::Status { vertex, .. }
+            | Event::Finished { vertex }
+            | Event::Failed { vertex, .. }
+            | Event::Canceled { vertex } => *vertex,
+            Event::Warning { .. } | Event::Defined { .. } => return None,
+        };
+        let (digest, inputs) = self.identity(id, &vertex.name);
         let status = match event {
-            Event::Log {
-                vertex: id,
-                stream,
-                bytes,
-            } => SolveStatus {
+            Event::Log { stream, bytes, .. } => SolveStatus {
                 logs: vec![JsonLog {
-                    vertex: digest(id),
+                    vertex: digest,
                     stream: match stream {
                         Stream::Stdout => 1,
                         Stream::Stderr => 2,
@@ -156,11 +205,7 @@ impl RawJsonPrinter {
                 }],
                 ..SolveStatus::default()
             },
-            Event::Status {
-                vertex: id,
-                id: status_id,
-                ..
-            } => {
+            Event::Status { id: status_id, .. } => {
                 let status = vertex
                     .statuses
                     .iter()
@@ -168,7 +213,7 @@ impl RawJsonPrinter {
                 SolveStatus {
                     statuses: vec![JsonStatus {
                         id: status_id,
-                        vertex: digest(id),
+                        vertex: digest,
                         total: status.total.unwrap_or(0),
                         current: status.current,
                         timestamp: format_rfc3339(status.timestamp),
@@ -178,11 +223,11 @@ impl RawJsonPrinter {
                     ..SolveStatus::default()
                 }
             }
-            Event::Started { vertex: id, .. }
-            | Event::Cached { vertex: id, .. }
-            | Event::Finished { vertex: id }
-            | Event::Failed { vertex: id, .. }
-            | Event::Canceled { vertex: id } => {
+            Event::Started { .. }
+            | Event::Cached { .. }
+            | Event::Finished { .. }
+            | Event::Failed { .. }
+            | Event::Canceled { .. } => {
                 let run = vertex.intervals.last();
                 let error = match &vertex.error {
                     _ if vertex.canceled => CANCELED.to_owned(),
@@ -191,7 +236,8 @@ impl RawJsonPrinter {
                 };
                 SolveStatus {
                     vertexes: vec![JsonVertex {
-                        digest: digest(id),
+                        digest,
+                        inputs,
                         name: vertex.name.clone(),
                         started: run.map(|run| format_rfc3339(run.start)),
                         completed: run.and_then(|run| run.stop).map(format_rfc3339),
@@ -201,7 +247,7 @@ impl RawJsonPrinter {
                     ..SolveStatus::default()
                 }
             }
-            Event::Warning { .. } => return None,
+            Event::Warning { .. } | Event::Defined { .. } => return None,
         };
         Some(status)
     }
@@ -228,6 +274,7 @@ impl Printer for RawJsonPrinter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Definition;
     use super::super::test_support::SharedBuffer;
     use super::*;
     use serde_json::{Value, json};
@@ -261,7 +308,28 @@ mod tests {
 
     #[test]
     fn every_event_is_one_json_line_in_buildkit_shape() {
+        let digest3 = format!("sha256:{}", "3".repeat(64));
+        let digest4 = format!("sha256:{}", "4".repeat(64));
         let lines = render(vec![
+            (
+                0,
+                Event::Defined {
+                    vertices: vec![
+                        Definition {
+                            vertex: 4,
+                            name: "[1/2] FROM alpine".into(),
+                            digest: digest4.clone(),
+                            inputs: vec![],
+                        },
+                        Definition {
+                            vertex: 3,
+                            name: "[2/2] RUN make".into(),
+                            digest: digest3.clone(),
+                            inputs: vec![digest4.clone()],
+                        },
+                    ],
+                },
+            ),
             (
                 0,
                 Event::Started {
@@ -328,27 +396,38 @@ mod tests {
                 },
             ),
         ]);
-        let digest3 = format!("sha256:{}3", "0".repeat(63));
+        // Vertex 5 was never announced: its digest is its name's.
+        let digest5 = name_digest("[b 1/1] RUN x");
         assert_eq!(
             lines,
             vec![
-                json!({"vertexes": [{"digest": digest3, "name": "[2/2] RUN make", "started": "2024-05-01T10:00:00Z"}]}),
+                json!({"vertexes": [{"digest": digest4, "name": "[1/2] FROM alpine"},
+                    {"digest": digest3, "inputs": [digest4], "name": "[2/2] RUN make"}]}),
+                json!({"vertexes": [{"digest": digest3, "inputs": [digest4], "name": "[2/2] RUN make", "started": "2024-05-01T10:00:00Z"}]}),
                 json!({"logs": [{"vertex": digest3, "stream": 2, "data": "aGkK", "timestamp": "2024-05-01T10:00:00.3Z"}]}),
                 json!({"statuses": [{"id": "sha256:ab", "vertex": digest3, "total": 3_400_000, "current": 1_200_000,
                     "timestamp": "2024-05-01T10:00:00.4Z", "started": "2024-05-01T10:00:00.4Z"}]}),
                 json!({"statuses": [{"id": "sha256:ab", "vertex": digest3, "total": 3_400_000, "current": 3_400_000,
                     "timestamp": "2024-05-01T10:00:00.5Z", "started": "2024-05-01T10:00:00.4Z",
                     "completed": "2024-05-01T10:00:00.5Z"}]}),
-                json!({"vertexes": [{"digest": digest3, "name": "[2/2] RUN make", "started": "2024-05-01T10:00:00Z",
+                json!({"vertexes": [{"digest": digest3, "inputs": [digest4], "name": "[2/2] RUN make", "started": "2024-05-01T10:00:00Z",
                     "completed": "2024-05-01T10:00:00.6Z"}]}),
-                json!({"vertexes": [{"digest": digest(4), "name": "[1/2] FROM alpine", "started": "2024-05-01T10:00:00.7Z",
+                json!({"vertexes": [{"digest": digest4, "name": "[1/2] FROM alpine", "started": "2024-05-01T10:00:00.7Z",
                     "completed": "2024-05-01T10:00:00.7Z", "cached": true}]}),
-                json!({"vertexes": [{"digest": digest(5), "name": "[b 1/1] RUN x", "started": "2024-05-01T10:00:00.8Z"}]}),
-                json!({"vertexes": [{"digest": digest(5), "name": "[b 1/1] RUN x", "started": "2024-05-01T10:00:00.8Z",
+                json!({"vertexes": [{"digest": digest5, "name": "[b 1/1] RUN x", "started": "2024-05-01T10:00:00.8Z"}]}),
+                json!({"vertexes": [{"digest": digest5, "name": "[b 1/1] RUN x", "started": "2024-05-01T10:00:00.8Z",
                     "completed": "2024-05-01T10:00:00.9Z", "error": "context canceled"}]}),
                 json!({"warnings": [{"short": base64(b"W: careful")}]}),
             ]
         );
+    }
+
+    #[test]
+    fn digests_of_vertices_outside_the_graph_are_stable_and_distinct() {
+        let digest = name_digest("[internal] load build definition from Dockerfile");
+        assert_eq!(digest, name_digest("[internal] load build definition from Dockerfile"));
+        assert_ne!(digest, name_digest("[internal] load .dockerignore"));
+        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
     }
 
     #[test]
@@ -368,7 +447,7 @@ mod tests {
             done: true,
         };
         printer.event(status, Duration::from_millis(1500)).unwrap();
-        let digest = digest(1);
+        let digest = name_digest("[1/1] RUN x");
         assert_eq!(
             buffer.text(),
             format!(

@@ -9,7 +9,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use super::{Event, Timestamp, VertexId, elapsed, error_logs_block, format_log_time, split_lines};
+use super::{
+    Definition, Event, Timestamp, VertexId, elapsed, error_logs_block, format_log_time, split_lines,
+};
 
 #[derive(Default)]
 pub(super) struct Trace {
@@ -19,6 +21,9 @@ pub(super) struct Trace {
     /// When the first vertex started: the start of the build as the user sees it.
     pub(super) start: Option<Timestamp>,
     pub(super) warnings: Vec<String>,
+    /// The graph's vertices as announced by [`Event::Defined`], by id; a vertex may be defined
+    /// and never start (the build failed first).
+    defined: HashMap<VertexId, Definition>,
 }
 
 pub(super) struct VertexState {
@@ -123,6 +128,12 @@ impl Trace {
             self.warnings.push(message.clone());
             return None;
         }
+        if let Event::Defined { vertices } = event {
+            for definition in vertices {
+                self.defined.insert(definition.vertex, definition.clone());
+            }
+            return None;
+        }
         if let Event::Started { vertex, name } | Event::Cached { vertex, name } = event {
             self.start.get_or_insert(now);
             self.slot_or_insert(*vertex, name);
@@ -135,7 +146,7 @@ impl Trace {
             | Event::Finished { vertex }
             | Event::Failed { vertex, .. }
             | Event::Canceled { vertex } => *vertex,
-            Event::Warning { .. } => return None,
+            Event::Warning { .. } | Event::Defined { .. } => return None,
         };
         let slot = *self.slots.get(&vertex)?;
         let state = &mut self.vertices[slot];
@@ -208,9 +219,25 @@ impl Trace {
                 state.complete(now);
                 state.canceled = true;
             }
-            Event::Warning { .. } => return None,
+            Event::Warning { .. } | Event::Defined { .. } => return None,
         }
         Some(slot)
+    }
+
+    /// How a vertex was announced, if it was part of the solved graph.
+    pub(super) fn definition(&self, vertex: VertexId) -> Option<&Definition> {
+        self.defined.get(&vertex)
+    }
+
+    /// Every vertex of the build: those seen and those announced but not started yet, as
+    /// BuildKit counts the `total` of `(completed/total)`.
+    pub(super) fn total_count(&self) -> usize {
+        let waiting = self
+            .defined
+            .keys()
+            .filter(|vertex| !self.slots.contains_key(vertex))
+            .count();
+        self.vertices.len() + waiting
     }
 
     pub(super) fn completed_count(&self) -> usize {

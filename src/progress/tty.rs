@@ -20,8 +20,12 @@
 //! tests. The final frame is written directly, so it is complete even when taller than the
 //! terminal. Colours (blue for done, red for errors, yellow for canceled) follow `NO_COLOR`.
 //!
-//! Differences from BuildKit: `total` counts the vertices seen so far (events announce a vertex
-//! only when it starts, BuildKit knows the whole graph up front); a failed vertex's summary shows
+//! `total` counts the solved graph as announced up front ([`Event::Defined`]) and every other
+//! vertex seen, as BuildKit does; so a failed build that left steps unrun ends `(6/8)` without
+//! `FINISHED`, while one whose every vertex ended (the failed one included) says `FINISHED`
+//! (both recorded from BuildKit in `testdata/progress/`).
+//!
+//! Differences from BuildKit: a failed vertex's summary shows
 //! its last ten lines, as in plain mode, where BuildKit's tty mode keeps every line in memory;
 //! output is decoded per chunk, so a character split between two chunks shows as `�`.
 
@@ -329,7 +333,7 @@ impl TtyPrinter {
     /// shows everything.
     fn frame(&self, now: Timestamp, final_frame: bool) -> Vec<String> {
         let (height, width) = self.size();
-        let total = self.trace.vertices.len();
+        let total = self.trace.total_count();
         let completed = self.trace.completed_count();
         let build_time = self
             .trace
@@ -618,11 +622,61 @@ mod tests {
              {BLUE} => CACHED [1/2] FROM docker.io/library/alpine:3.20                        0.0s{RESET}\n\
              {RED} => ERROR [2/2] RUN make test                                              2.0s{RESET}\n\
              ------\n > [2/2] RUN make\ttest:\n0.100 \x1b[1mcc\x1b[0m -o app\n0.100 50%\r100%\n------\n\
-             \n 1 warning found (use docker --debug to expand):\n - W: careful\n"
+             \n 1 warning found (use rbuild --debug to expand):\n - W: careful\n"
         );
         assert!(text.ends_with(&summary), "{text:?}");
         // The live frames came before, drawn by indicatif.
         assert!(text.len() > summary.len());
+    }
+
+    /// BuildKit (`testdata/progress/failed-tty`): a failure that leaves announced steps unrun
+    /// ends `[+] Building 0.1s (6/8)`, no `FINISHED`; a failure once every vertex ended ends
+    /// `(5/5) FINISHED`.
+    #[test]
+    fn total_counts_the_announced_graph_and_finished_needs_every_vertex_ended() {
+        use super::super::Definition;
+        let definition = |vertex: usize, name: &str| Definition {
+            vertex,
+            name: name.into(),
+            digest: format!("sha256:{vertex:064}"),
+            inputs: vec![],
+        };
+        let buffer = SharedBuffer::default();
+        let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, false);
+        let events = vec![
+            Event::Defined {
+                vertices: vec![
+                    definition(1, "[a 1/1] RUN sleep 2"),
+                    definition(2, "[b 1/1] RUN exit 1"),
+                    definition(3, "[stage-2 1/1] COPY --from=a /x /x"),
+                ],
+            },
+            Event::Started { vertex: 1, name: "[a 1/1] RUN sleep 2".into() },
+            Event::Started { vertex: 2, name: "[b 1/1] RUN exit 1".into() },
+            Event::Failed { vertex: 2, error: "exit code: 1".into() },
+            Event::Canceled { vertex: 1 },
+        ];
+        for event in events {
+            printer.event(event, at(100)).unwrap();
+        }
+        assert_eq!(printer.frame(at(100), false)[0], "[+] Building 0.0s (2/3)");
+        printer.finish(at(100), true).unwrap();
+        let text = buffer.text();
+        let final_frame = &text[text.rfind("[+] Building").unwrap()..];
+        assert!(final_frame.starts_with("[+] Building 0.0s (2/3)\n"), "{final_frame:?}");
+
+        // Every announced vertex ended, one of them failed: FINISHED all the same.
+        let buffer = SharedBuffer::default();
+        let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, false);
+        printer
+            .event(Event::Defined { vertices: vec![definition(2, "[b 1/1] RUN exit 1")] }, at(0))
+            .unwrap();
+        printer.event(Event::Started { vertex: 2, name: "[b 1/1] RUN exit 1".into() }, at(0)).unwrap();
+        printer.event(Event::Failed { vertex: 2, error: "exit code: 1".into() }, at(100)).unwrap();
+        printer.finish(at(100), true).unwrap();
+        let text = buffer.text();
+        let final_frame = &text[text.rfind("[+] Building").unwrap()..];
+        assert!(final_frame.starts_with("[+] Building 0.1s (1/1) FINISHED\n"), "{final_frame:?}");
     }
 
     #[test]

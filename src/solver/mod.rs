@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::context::content_hash::HashCache;
-use crate::graph::{Graph, Op, VertexId};
+use crate::graph::{CopyAction, FileAction, Graph, Op, VertexId};
 use crate::ops::lazy::{ImportedCache, materialize};
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
-use crate::progress::{Event, Sender};
+use crate::progress::{Definition, Event, Sender};
 use crate::store::{RecordRow, Store, now};
 
 /// Which vertices must not be taken from the cache.
@@ -82,6 +82,7 @@ impl Solver<'_> {
     pub fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
         let needed = graph.reachable(targets);
         let needed_set: HashSet<VertexId> = needed.iter().copied().collect();
+        self.progress.send(Event::Defined { vertices: definitions(graph, &needed, self.vertex_offset) });
         let mut waiting: HashMap<VertexId, usize> = HashMap::new();
         let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
         let mut ready = VecDeque::new();
@@ -97,6 +98,7 @@ impl Solver<'_> {
             }
         }
         let selections = SelectionMemo::default();
+        let context_copies = context_copies(graph, &needed);
         let fresh_mounts = ops::exec::FreshMounts::default();
         let (job_sender, job_receiver) = mpsc::channel::<Job>();
         let job_receiver = Mutex::new(job_receiver);
@@ -109,6 +111,7 @@ impl Solver<'_> {
                 let job_receiver = &job_receiver;
                 let selections = &selections;
                 let fresh_mounts = &fresh_mounts;
+                let context_copies = &context_copies;
                 scope.spawn(move || {
                     loop {
                         let job = match job_receiver.lock() {
@@ -116,7 +119,8 @@ impl Solver<'_> {
                             Err(_) => break,
                         };
                         let Ok(job) = job else { break };
-                        let result = self.process(graph, job.vertex, &job.inputs, selections, fresh_mounts);
+                        let copies = context_copies.get(&job.vertex).map_or(&[][..], Vec::as_slice);
+                        let result = self.process(graph, job.vertex, &job.inputs, selections, fresh_mounts, copies);
                         if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
                             break;
                         }
@@ -198,6 +202,7 @@ impl Solver<'_> {
         inputs: &[(String, Output)],
         selections: &SelectionMemo,
         fresh_mounts: &ops::exec::FreshMounts,
+        context_copies: &[CopyAction],
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let shown = !vertex.name.is_empty();
@@ -224,6 +229,7 @@ impl Solver<'_> {
             status: &status,
             log: &log,
             fresh_mounts: self.skip_cache(graph, id - self.vertex_offset).then_some(fresh_mounts),
+            context_copies,
         };
         let report = |event: Event| {
             if shown {
@@ -321,6 +327,52 @@ impl Solver<'_> {
             }
         }
     }
+}
+
+/// For each context vertex of `needed`, the `COPY`s of `needed` that read from it: its load
+/// selects their files (see `ops::context`).
+fn context_copies(graph: &Graph, needed: &[VertexId]) -> HashMap<VertexId, Vec<CopyAction>> {
+    let mut copies: HashMap<VertexId, Vec<CopyAction>> = HashMap::new();
+    for &id in needed {
+        let vertex = &graph.vertices[id];
+        let Op::File { actions } = &vertex.op else { continue };
+        for action in actions {
+            if let FileAction::Copy(copy) = action
+                && let Some(&source) = vertex.inputs.get(copy.source_input)
+                && matches!(graph.vertices[source].op, Op::Context(_))
+            {
+                copies.entry(source).or_default().push(copy.clone());
+            }
+        }
+    }
+    copies
+}
+
+/// The vertices of `needed` that progress shows (those with a name), as BuildKit announces its
+/// graph: each with its digest and the digests of its inputs. A nameless vertex (scratch, the
+/// merge of `COPY --link`) is never shown, so a vertex's inputs go through it to the shown
+/// vertices it stands on: every input listed is itself in the list.
+fn definitions(graph: &Graph, needed: &[VertexId], offset: usize) -> Vec<Definition> {
+    fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<String>) {
+        for &input in &graph.vertices[id].inputs {
+            let vertex = &graph.vertices[input];
+            if vertex.name.is_empty() {
+                shown_inputs(graph, input, inputs);
+            } else if !inputs.contains(&vertex.digest.0) {
+                inputs.push(vertex.digest.0.clone());
+            }
+        }
+    }
+    needed
+        .iter()
+        .filter(|&&id| !graph.vertices[id].name.is_empty())
+        .map(|&id| {
+            let vertex = &graph.vertices[id];
+            let mut inputs = Vec::new();
+            shown_inputs(graph, id, &mut inputs);
+            Definition { vertex: id + offset, name: vertex.name.clone(), digest: vertex.digest.0.clone(), inputs }
+        })
+        .collect()
 }
 
 impl Solver<'_> {

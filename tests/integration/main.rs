@@ -9,6 +9,7 @@ mod dockerfile;
 mod errors;
 mod images;
 mod outputs;
+mod progress;
 mod registry;
 mod remote_cache;
 mod run;
