@@ -22,6 +22,10 @@ fn main() {
         eprintln!("ERROR: {error}");
         std::process::exit(rbuild::cli::EXIT_FAILED);
     }
+    let (raw, ignored) = rbuild::cli::habits::strip_ignored(raw);
+    for warning in ignored {
+        eprintln!("WARNING: {warning}");
+    }
     let args = rbuild::cli::with_default_subcommand(raw);
     let cli = match rbuild::cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,

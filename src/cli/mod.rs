@@ -9,6 +9,7 @@ pub mod docs;
 pub mod habits;
 mod records;
 mod interrupt;
+pub mod manual;
 mod resolver;
 mod stdin_context;
 

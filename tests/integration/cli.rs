@@ -100,6 +100,11 @@ fn buildx_habits_get_a_sentence() {
     let run = run_command(project.command(&["build", "--allow", "security.insecure", ctx]), None).fails(2);
     run.stderr_has("ERROR: entitlement `security.insecure` is not supported: rbuild runs every RUN step sandboxed");
     run_command(project.command(&["build", "--allow=net.host", ctx]), None).fails(2).stderr_has("ERROR: invalid entitlement: net.host");
+    run_command(project.command(&["build", "--check", ctx]), None).fails(2).stderr_has("ERROR: unknown flag: --check: ");
+    // docker build's flags that buildx ignores are ignored, with a warning each.
+    let root = project.root();
+    let run = run_command(project.command(&["--rm", "--force-rm", "-m", "2g", "--root", root.to_str().unwrap(), ctx]), None).ok();
+    run.stderr_has("WARNING: --rm is ignored, as buildx ignores it").stderr_has("WARNING: -m is ignored, as buildx ignores it");
     run_command(project.command(&["du"]), None).fails(2).stderr_has("`rbuild du` is `rbuild cache du`");
     run_command(project.command(&["prune", "-f"]), None).fails(2).stderr_has("`rbuild prune` is `rbuild cache prune`");
 }
