@@ -173,6 +173,9 @@ impl BuildOptions {
             named_contexts.insert(name, named);
         }
         let platform = match &args.platform {
+            Some(text) if text.contains(',') => {
+                bail!("--platform `{text}` names several platforms: rbuild builds one per run (run it once per platform)")
+            }
             Some(text) => Platform::parse(text).ok_or_else(|| anyhow!("invalid platform `{text}`: expected os/arch[/variant]"))?,
             None => Platform::host(),
         };

@@ -7,6 +7,7 @@ mod conformance;
 mod context;
 mod dockerfile;
 mod errors;
+mod examples;
 mod images;
 mod outputs;
 mod progress;
