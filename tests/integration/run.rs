@@ -1067,6 +1067,35 @@ fn a_rootless_user_builds_with_no_flags_and_state_in_the_home_cache() {
     assert_eq!(fs::metadata(&root).unwrap().uid(), uid, "the state root belongs to the user");
 }
 
+/// Issue 10, points 1 and 2, rootless with a clean environment: the registry config is read from
+/// `~/.config/rbuild/config.toml` (`FROM busybox` through the docker.io mirror it names), the
+/// state goes to `~/.cache/rbuild`, and a Dockerfile on stdin (`-`) builds.
+#[test]
+fn a_rootless_user_reads_the_home_config_and_a_dockerfile_from_stdin() {
+    let registry = crate::registry::Registry::start();
+    registry.push_busybox();
+    let case = Case::new(Mode::Rootless);
+    let (uid, gid) = ensure_test_user();
+    // A home of its own: other tests run as the same user at the same time.
+    let home = case.project.dir().join("home");
+    let host = registry.host();
+    write_file(&home.join(".config/rbuild/config.toml"), &format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n"));
+    chown_tree(&home, uid, gid);
+    let archive = case.out("stdin.tar");
+    let ids = [format!("--reuid={uid}"), format!("--regid={gid}")];
+    let home_variable = format!("HOME={}", home.display());
+    let output = format!("type=oci,dest={}", archive.display());
+    let mut command = Command::new("setpriv");
+    command.args([&ids[0], &ids[1], "--init-groups", "--", "env", "-i", &home_variable, "PATH=/usr/bin:/bin", RBUILD]);
+    command.args(["--progress=plain", "-o", &output, "-"]).current_dir(case.project.dir());
+    run_command(command, Some(b"FROM busybox\nRUN echo from-stdin > /where\n")).ok();
+    let config = skopeo_config(&archive);
+    let last = config["history"].as_array().unwrap().last().unwrap()["created_by"].as_str().unwrap().to_string();
+    assert!(last.contains("echo from-stdin > /where"), "the last step is the RUN of the Dockerfile on stdin: {last}");
+    assert!(config["history"].as_array().unwrap().iter().any(|entry| entry["created_by"] == "COPY --chmod=0755 busybox /bin/busybox # buildkit"), "FROM busybox came from the mirror");
+    assert!(home.join(".cache/rbuild/db-v1.sqlite").is_file(), "no state root in the given home");
+}
+
 /// Issue 10, point 1: a user whose /etc/subuid and /etc/subgid hold the same range twice (as
 /// after `useradd` plus a manual entry) builds rootless, with `USER 1000` and `chown`: the ranges
 /// are merged (newuidmap failed with "Invalid argument").
