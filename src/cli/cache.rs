@@ -67,9 +67,14 @@ fn selected(filter: &RecordFilter, item: &Item, now: i64) -> bool {
     filter.unused_for.is_none_or(|age| now - item.last_used_at >= age) && filter.filter.matches(|path| item.field(path))
 }
 
+/// The `--filter` flags, with Go's durations for `until`.
+fn record_filter(flags: &[String]) -> Result<RecordFilter, crate::store::filter::FilterError> {
+    RecordFilter::from_flags(flags, crate::dockerfile::instruction::go_duration_nanoseconds)
+}
+
 fn du(args: DuArgs) -> anyhow::Result<()> {
     let format = DuFormat::choose(args.format.as_deref(), args.verbose).map_err(usage)?;
-    let filter = RecordFilter::from_flags(&args.filter).map_err(usage)?;
+    let filter = record_filter(&args.filter).map_err(usage)?;
     let store = open(args.root.root, LockMode::Shared)?;
     let now = now();
     let listed: Vec<Item> = items(&store)?.into_iter().filter(|item| selected(&filter, item, now)).collect();
@@ -80,7 +85,7 @@ fn du(args: DuArgs) -> anyhow::Result<()> {
 }
 
 fn prune_command(args: PruneArgs) -> anyhow::Result<()> {
-    let filter = RecordFilter::from_flags(&args.filter).map_err(usage)?;
+    let filter = record_filter(&args.filter).map_err(usage)?;
     let mut reserved = args.reserved_space;
     if let Some(bytes) = args.keep_storage {
         eprintln!("Flag --keep-storage has been deprecated, keep-storage flag has been changed to reserved-space");
@@ -115,4 +120,33 @@ fn confirmed(all: bool) -> anyhow::Result<bool> {
     let line = answer.strip_suffix(b"\n").unwrap_or(&answer);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Ok(line.eq_ignore_ascii_case(b"y"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(list: &[&str]) -> Result<RecordFilter, crate::store::filter::FilterError> {
+        record_filter(&list.iter().map(|flag| flag.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn until_is_a_go_duration_kept_apart() {
+        let filter = flags(&["until=24h", "type=regular"]).unwrap();
+        assert_eq!(filter.unused_for, Some(86_400));
+        assert_eq!(filter.text, "type==regular");
+        assert_eq!(flags(&["unused-for=1h30m"]).unwrap().unused_for, Some(5400));
+        assert_eq!(flags(&["until=0"]).unwrap().unused_for, None);
+        assert!(flags(&["until=0"]).unwrap().given);
+        assert_eq!(
+            flags(&["until=1d"]).unwrap_err().to_string(),
+            "\"until\" filter expects a duration (e.g., '24h'): time: unknown unit \"d\" in duration \"1d\""
+        );
+        assert_eq!(
+            flags(&["until=10"]).unwrap_err().to_string(),
+            "\"until\" filter expects a duration (e.g., '24h'): time: missing unit in duration \"10\""
+        );
+        assert_eq!(flags(&["until=1h", "unused-for=2h"]).unwrap_err(), crate::store::filter::FilterError::ConflictingUntil);
+        assert_eq!(flags(&["until=1h", "until=2h"]).unwrap_err(), crate::store::filter::FilterError::OneValue("until".into()));
+    }
 }

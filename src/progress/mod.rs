@@ -105,6 +105,22 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The vertex the event is about; none for the graph and for warnings.
+    pub fn vertex(&self) -> Option<VertexId> {
+        match self {
+            Event::Started { vertex, .. }
+            | Event::Cached { vertex, .. }
+            | Event::Log { vertex, .. }
+            | Event::Status { vertex, .. }
+            | Event::Finished { vertex }
+            | Event::Failed { vertex, .. }
+            | Event::Canceled { vertex } => Some(*vertex),
+            Event::Warning { .. } | Event::Defined { .. } => None,
+        }
+    }
+}
+
 /// How progress is shown (`--progress`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

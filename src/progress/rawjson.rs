@@ -181,16 +181,7 @@ impl RawJsonPrinter {
         }
         let slot = self.trace.record(&event, now)?;
         let vertex = &self.trace.vertices[slot];
-        let id = match &event {
-            Event::Started { vertex, .. }
-            | Event::Cached { vertex, .. }
-            | Event::Log { vertex, .. }
-            | Event::Status { vertex, .. }
-            | Event::Finished { vertex }
-            | Event::Failed { vertex, .. }
-            | Event::Canceled { vertex } => *vertex,
-            Event::Warning { .. } | Event::Defined { .. } => return None,
-        };
+        let id = event.vertex()?;
         let (digest, inputs) = self.identity(id, &vertex.name);
         let status = match event {
             Event::Log { stream, bytes, .. } => SolveStatus {

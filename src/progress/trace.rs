@@ -138,16 +138,7 @@ impl Trace {
             self.start.get_or_insert(now);
             self.slot_or_insert(*vertex, name);
         }
-        let vertex = match event {
-            Event::Started { vertex, .. }
-            | Event::Cached { vertex, .. }
-            | Event::Log { vertex, .. }
-            | Event::Status { vertex, .. }
-            | Event::Finished { vertex }
-            | Event::Failed { vertex, .. }
-            | Event::Canceled { vertex } => *vertex,
-            Event::Warning { .. } | Event::Defined { .. } => return None,
-        };
+        let vertex = event.vertex()?;
         let slot = *self.slots.get(&vertex)?;
         let state = &mut self.vertices[slot];
         match event {

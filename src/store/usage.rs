@@ -557,7 +557,7 @@ mod tests {
         for (name, time) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
             add_layer(&store, name, 1000, time, false);
         }
-        let filter = crate::store::filter::RecordFilter::from_flags(&["description~=^b$".into()]).unwrap().filter;
+        let filter = crate::store::filter::RecordFilter::from_flags(&["description~=^b$".into()], |_| Err("no duration here".into())).unwrap().filter;
         let removed = prune(&store, &PrunePolicy { filter, ..Default::default() }, 10).unwrap();
         assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["b"]);
         // Enough free already (1 byte wanted): nothing goes.
