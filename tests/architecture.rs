@@ -7,7 +7,24 @@ use std::path::Path;
 
 /// module → the crate modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("cli", &["context", "dockerfile", "exporter", "frontend", "graph", "ops", "progress", "registry", "remote_cache", "sandbox", "snapshot", "solver", "store"]),
+    (
+        "cli",
+        &[
+            "context",
+            "dockerfile",
+            "exporter",
+            "frontend",
+            "graph",
+            "ops",
+            "progress",
+            "registry",
+            "remote_cache",
+            "sandbox",
+            "snapshot",
+            "solver",
+            "store",
+        ],
+    ),
     // Registries: self-contained, on its own tokio runtime.
     ("registry", &[]),
     ("dockerfile", &[]),

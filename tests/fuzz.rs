@@ -32,11 +32,58 @@ const MAX_SAVED: usize = 64;
 
 /// Byte strings the grammars care about.
 const TOKENS: &[&[u8]] = &[
-    b"${", b"}", b"$", b":-", b":+", b"#", b"##", b"%", b"%%", b"/", b"//", b"\\", b"`", b"'", b"\"",
-    b"\n", b"\r\n", b"\t", b" ", b"<<EOF\n", b"<<-EOF\n", b"\nEOF\n", b"<<'EOF'", b"*", b"**", b"?", b"[", b"]",
-    b"!", b"..", b"./", b"/../", b"FROM ", b"RUN ", b"COPY ", b"ADD ", b"ARG ", b"ENV ", b"ONBUILD ",
-    b"--mount=type=cache,target=/", b"--from=", b"--chmod=", b"AS ", b"# escape=`\n", b"# syntax=x\n",
-    b"[\"", b"\", \"", b"\"]", b"\\\n", b"\xff", b"\xc3\xa9", b"\0",
+    b"${",
+    b"}",
+    b"$",
+    b":-",
+    b":+",
+    b"#",
+    b"##",
+    b"%",
+    b"%%",
+    b"/",
+    b"//",
+    b"\\",
+    b"`",
+    b"'",
+    b"\"",
+    b"\n",
+    b"\r\n",
+    b"\t",
+    b" ",
+    b"<<EOF\n",
+    b"<<-EOF\n",
+    b"\nEOF\n",
+    b"<<'EOF'",
+    b"*",
+    b"**",
+    b"?",
+    b"[",
+    b"]",
+    b"!",
+    b"..",
+    b"./",
+    b"/../",
+    b"FROM ",
+    b"RUN ",
+    b"COPY ",
+    b"ADD ",
+    b"ARG ",
+    b"ENV ",
+    b"ONBUILD ",
+    b"--mount=type=cache,target=/",
+    b"--from=",
+    b"--chmod=",
+    b"AS ",
+    b"# escape=`\n",
+    b"# syntax=x\n",
+    b"[\"",
+    b"\", \"",
+    b"\"]",
+    b"\\\n",
+    b"\xff",
+    b"\xc3\xa9",
+    b"\0",
 ];
 
 /// xorshift64*: small, fast, reproducible from its seed.
@@ -106,9 +153,10 @@ fn seconds() -> u64 {
 }
 
 fn seed() -> u64 {
-    std::env::var("RBUILD_FUZZ_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |time| time.as_nanos() as u64) | 1
-    })
+    std::env::var("RBUILD_FUZZ_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |time| time.as_nanos() as u64) | 1)
 }
 
 fn read_corpus(directory: &Path) -> Vec<Vec<u8>> {
@@ -194,7 +242,8 @@ fn label<T, E: std::fmt::Display>(result: &Result<T, E>) -> String {
             // the last `: `, before any quoted part (names, numbers and quotes vary).
             let reason = text.rsplit(": ").next().unwrap_or(&text);
             let before_quote = reason.split(['`', '"', '\'']).next().unwrap_or("");
-            let words: Vec<&str> = before_quote.split_whitespace().filter(|word| word.chars().all(|c| c.is_ascii_lowercase())).take(4).collect();
+            let words: Vec<&str> =
+                before_quote.split_whitespace().filter(|word| word.chars().all(|c| c.is_ascii_lowercase())).take(4).collect();
             format!("error: {}", words.join(" "))
         }
     }
@@ -202,7 +251,8 @@ fn label<T, E: std::fmt::Display>(result: &Result<T, E>) -> String {
 
 fn conformance_dockerfiles() -> Vec<Vec<u8>> {
     let root = Path::new(MANIFEST_DIR).join("testdata/conformance");
-    let mut names: Vec<PathBuf> = fs::read_dir(&root).unwrap().flatten().map(|entry| entry.path().join("Dockerfile")).filter(|path| path.is_file()).collect();
+    let mut names: Vec<PathBuf> =
+        fs::read_dir(&root).unwrap().flatten().map(|entry| entry.path().join("Dockerfile")).filter(|path| path.is_file()).collect();
     names.sort();
     names.iter().map(|path| fs::read(path).unwrap()).collect()
 }

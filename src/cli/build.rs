@@ -12,15 +12,15 @@ use anyhow::{Context, anyhow, bail};
 
 use super::resolver::Resolver;
 use super::{BuildArgs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, init_logging};
+use crate::context::in_root::read_limited;
 use crate::dockerfile::diagnostic::{DockerfileError, render_snippet};
 use crate::dockerfile::syntax::{Dockerfile, Span, parse};
-use crate::context::in_root::read_limited;
 use crate::exporter::{ExportRequest, OutputKind, OutputSpec, annotation_flag_keys, export, merge_annotations, parse_output};
 use crate::frontend::{FrontendOptions, NamedContext, Platform, lower};
 use crate::graph::NetworkMode;
 use crate::ops::OpError;
-use crate::ops::exec::{Secrets, SshSources};
 use crate::ops::context::StoreHashCache;
+use crate::ops::exec::{Secrets, SshSources};
 use crate::progress::{Event, Mode, Progress};
 use crate::remote_cache::{CacheExport, CacheImport, ExportRecord, ExportSet, parse_cache_from, parse_cache_to};
 use crate::solver::{NoCache, SolveOptions, Solver};
@@ -104,10 +104,7 @@ impl BuildOptions {
             _ if stdin_dockerfile.is_some() => ("Dockerfile".to_string(), None, stdin_dockerfile.unwrap_or_default()),
             Some("-") => {
                 let mut bytes = Vec::new();
-                std::io::stdin()
-                    .take(DOCKERFILE_LIMIT + 1)
-                    .read_to_end(&mut bytes)
-                    .context("failed to read the Dockerfile from stdin")?;
+                std::io::stdin().take(DOCKERFILE_LIMIT + 1).read_to_end(&mut bytes).context("failed to read the Dockerfile from stdin")?;
                 if bytes.len() as u64 > DOCKERFILE_LIMIT {
                     bail!("failed to read the Dockerfile from stdin: larger than the limit of {DOCKERFILE_LIMIT} bytes");
                 }
@@ -220,7 +217,9 @@ impl BuildOptions {
         let extra_hosts = parse_extra_hosts(&args.add_hosts)?;
         let ulimits = args.ulimits.iter().map(|text| parse_ulimit(text)).collect::<anyhow::Result<Vec<_>>>()?;
         let shm_size = match &args.shm_size {
-            Some(text) => Some(crate::store::usage::parse_size(text).filter(|bytes| *bytes > 0).ok_or_else(|| anyhow!("invalid --shm-size `{text}`"))?),
+            Some(text) => Some(
+                crate::store::usage::parse_size(text).filter(|bytes| *bytes > 0).ok_or_else(|| anyhow!("invalid --shm-size `{text}`"))?,
+            ),
             None => None,
         };
         let secrets = parse_secrets(&args.secrets)?;
@@ -228,9 +227,7 @@ impl BuildOptions {
         // Steps mostly wait (on containers, disks): more run at once than there are cores, so four
         // independent `RUN sleep 2` stages take 2 s on two cores; CPU-heavy work inside a step
         // (hashing, compression) is bounded by rayon's pool of one thread per core anyway.
-        let jobs = args
-            .jobs
-            .unwrap_or_else(|| (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 4).max(8));
+        let jobs = args.jobs.unwrap_or_else(|| (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 4).max(8));
         if jobs == 0 {
             bail!("--jobs must be at least 1");
         }
@@ -302,8 +299,9 @@ fn parse_secrets(specs: &[String]) -> anyhow::Result<Secrets> {
             variable = Some(source.take().map(|s| s.display().to_string()).unwrap_or_else(|| id.clone()));
         }
         let value = match (source, variable) {
-            (Some(path), _) => read_limited(&path, SECRET_LIMIT)
-                .with_context(|| format!("failed to read secret `{id}` from `{}`", path.display()))?,
+            (Some(path), _) => {
+                read_limited(&path, SECRET_LIMIT).with_context(|| format!("failed to read secret `{id}` from `{}`", path.display()))?
+            }
             (None, Some(name)) => std::env::var_os(&name)
                 .ok_or_else(|| anyhow!("secret `{id}`: environment variable `{name}` is not set"))?
                 .into_encoded_bytes(),
@@ -325,8 +323,9 @@ fn parse_ssh(specs: &[String]) -> anyhow::Result<SshSources> {
         let (id, paths) = match spec.split_once('=') {
             Some((id, paths)) => (id.to_string(), paths.split(',').map(PathBuf::from).collect::<Vec<_>>()),
             None => {
-                let socket = std::env::var_os("SSH_AUTH_SOCK")
-                    .ok_or_else(|| anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent, or give key files: --ssh {spec}=~/.ssh/id_ed25519)"))?;
+                let socket = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                    anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent, or give key files: --ssh {spec}=~/.ssh/id_ed25519)")
+                })?;
                 (spec.clone(), vec![PathBuf::from(socket)])
             }
         };
@@ -355,7 +354,10 @@ fn split_layout(text: &str) -> (&str, &str) {
 /// How a build ended badly.
 enum Failure {
     /// With the Dockerfile span to show, if any.
-    Build { message: String, span: Option<Span> },
+    Build {
+        message: String,
+        span: Option<Span>,
+    },
     Interrupted,
 }
 
@@ -662,10 +664,14 @@ fn export_caches(
         match exported {
             Ok(()) => {}
             Err(error) if spec.ignore_error => {
-                sender.send(Event::Warning { message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)) });
+                sender
+                    .send(Event::Warning { message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)) });
             }
             Err(error) => {
-                return Err(Failure::Build { message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)), span: None });
+                return Err(Failure::Build {
+                    message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)),
+                    span: None,
+                });
             }
         }
     }
@@ -715,9 +721,8 @@ fn parse_ulimit(text: &str) -> anyhow::Result<(String, u64, u64)> {
     if !crate::sandbox::ulimit_names().any(|known| known == name) {
         return Err(invalid());
     }
-    let value = |text: &str| -> anyhow::Result<u64> {
-        if text == "-1" { Ok(u64::MAX) } else { text.parse::<u64>().map_err(|_| invalid()) }
-    };
+    let value =
+        |text: &str| -> anyhow::Result<u64> { if text == "-1" { Ok(u64::MAX) } else { text.parse::<u64>().map_err(|_| invalid()) } };
     let (soft, hard) = match values.split_once(':') {
         Some((soft, hard)) => (value(soft)?, value(hard)?),
         None => (value(values)?, value(values)?),
@@ -741,7 +746,9 @@ fn check_image_files(outputs: &[OutputSpec], iidfile: bool, metadata_file: bool)
     if outputs.iter().all(without_image) {
         for (flag, given) in [("--iidfile", iidfile), ("--metadata-file", metadata_file)] {
             if given {
-                bail!("{flag} needs an output that makes an image (-o type=oci|docker|registry,... or --push); local and tar outputs and no output make none");
+                bail!(
+                    "{flag} needs an output that makes an image (-o type=oci|docker|registry,... or --push); local and tar outputs and no output make none"
+                );
             }
         }
     }
@@ -755,7 +762,9 @@ fn parse_entitlements(values: &[String]) -> anyhow::Result<bool> {
     for value in values.iter().map(|value| value.trim()).filter(|value| !value.is_empty()) {
         match value {
             "network.host" => network_host = true,
-            "security.insecure" => bail!("entitlement `security.insecure` is not supported: rbuild runs every RUN step sandboxed (RUN --security=insecure is refused); leave it out"),
+            "security.insecure" => bail!(
+                "entitlement `security.insecure` is not supported: rbuild runs every RUN step sandboxed (RUN --security=insecure is refused); leave it out"
+            ),
             _ if value == "device" || value.starts_with("device=") => {
                 bail!("entitlement `{value}` is not supported: rbuild gives RUN steps no host devices; leave it out")
             }
@@ -794,7 +803,10 @@ mod tests {
         assert!(parse_entitlements(&list(&["", "network.host"])).unwrap());
         assert!(parse_entitlements(&list(&["security.insecure"])).unwrap_err().to_string().contains("sandboxed"));
         assert!(parse_entitlements(&list(&["device=/dev/kvm"])).unwrap_err().to_string().contains("no host devices"));
-        assert_eq!(parse_entitlements(&list(&["net.host"])).unwrap_err().to_string(), "invalid entitlement: net.host (rbuild grants network.host)");
+        assert_eq!(
+            parse_entitlements(&list(&["net.host"])).unwrap_err().to_string(),
+            "invalid entitlement: net.host (rbuild grants network.host)"
+        );
     }
 
     #[test]

@@ -155,11 +155,7 @@ fn patch_bash(text: &str) -> String {
     // explicit `build`: without it the second word may be a flag's value.
     if let Some(start) = patched.find("        rbuild__subcmd__build)\n") {
         let end = patched[start..].find(";;\n        rbuild__").map_or(patched.len(), |at| start + at);
-        let section = patched[start..end].replacen(
-            "${COMP_CWORD} -eq 2 ]]",
-            "${COMP_CWORD} -eq 2 && \"${COMP_WORDS[1]}\" == build ]]",
-            1,
-        );
+        let section = patched[start..end].replacen("${COMP_CWORD} -eq 2 ]]", "${COMP_CWORD} -eq 2 && \"${COMP_WORDS[1]}\" == build ]]", 1);
         patched.replace_range(start..end, &section);
     }
     patched

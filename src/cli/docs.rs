@@ -3,7 +3,6 @@
 //! under `completions/` and `man/` are checked against a fresh generation by a test; run
 //! `RBUILD_WRITE_DOCS=1 cargo test --lib docs` to refresh them after changing a flag.
 
-
 use clap::CommandFactory;
 use clap_complete::Shell;
 
@@ -86,7 +85,15 @@ mod tests {
         let names: Vec<String> = pages.iter().map(|(file, _)| file.trim_end_matches(".1").replace('-', "\\-")).collect();
         for (file, page) in &pages {
             let page = String::from_utf8_lossy(page);
-            for section in [".SH NAME", ".SH SYNOPSIS", ".SH EXAMPLES", ".SH \"ENVIRONMENT\"", ".SH \"FILES\"", ".SH \"EXIT STATUS\"", ".SH \"SEE ALSO\""] {
+            for section in [
+                ".SH NAME",
+                ".SH SYNOPSIS",
+                ".SH EXAMPLES",
+                ".SH \"ENVIRONMENT\"",
+                ".SH \"FILES\"",
+                ".SH \"EXIT STATUS\"",
+                ".SH \"SEE ALSO\"",
+            ] {
                 assert!(page.contains(section), "{file} lacks {section}");
             }
             for reference in page.split("\\fB").skip(1).filter_map(|rest| rest.split_once("\\fR(1)")).map(|(name, _)| name) {

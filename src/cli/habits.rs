@@ -10,15 +10,24 @@ use std::ffi::OsString;
 
 /// buildx build flags rbuild refuses, with what to do instead.
 const REFUSED_FLAGS: &[(&str, &str)] = &[
-    ("--load", "rbuild has no image store to load into: write a docker archive with `-o type=docker,dest=image.tar`, then `docker load -i image.tar` or `podman load -i image.tar`"),
+    (
+        "--load",
+        "rbuild has no image store to load into: write a docker archive with `-o type=docker,dest=image.tar`, then `docker load -i image.tar` or `podman load -i image.tar`",
+    ),
     ("--provenance", "rbuild does not make attestations; leave the flag out"),
     ("--sbom", "rbuild does not make attestations; leave the flag out"),
     ("--attest", "rbuild does not make attestations; leave the flag out"),
     ("--builder", "rbuild has no builder instances: every run builds in this process; leave the flag out"),
     ("--cgroup-parent", "rbuild does not place RUN steps under a given cgroup; leave the flag out"),
     ("-D", "rbuild's debug output is `--debug`"),
-    ("--call", "rbuild runs no frontend methods (check, outline, targets): it builds, and prints the Dockerfile's lint warnings as it does"),
-    ("--check", "rbuild runs no frontend methods (check, outline, targets): it builds, and prints the Dockerfile's lint warnings as it does"),
+    (
+        "--call",
+        "rbuild runs no frontend methods (check, outline, targets): it builds, and prints the Dockerfile's lint warnings as it does",
+    ),
+    (
+        "--check",
+        "rbuild runs no frontend methods (check, outline, targets): it builds, and prints the Dockerfile's lint warnings as it does",
+    ),
 ];
 
 /// `docker build` flags that buildx accepts and ignores (hidden there): rbuild ignores them too,
@@ -60,7 +69,9 @@ pub fn check(args: &[OsString]) -> Option<String> {
             break;
         }
         if argument == "--progress=none" || (argument == "--progress" && next_is(args, &argument, "none")) {
-            return Some("invalid progress mode `none`: rbuild's silent mode is `--progress=quiet` (or -q), which prints only the image id".into());
+            return Some(
+                "invalid progress mode `none`: rbuild's silent mode is `--progress=quiet` (or -q), which prints only the image id".into(),
+            );
         }
         let name = argument.split('=').next().unwrap_or(&argument);
         if let Some((flag, hint)) = REFUSED_FLAGS.iter().find(|(flag, _)| *flag == name) {
@@ -137,9 +148,18 @@ mod tests {
 
     #[test]
     fn docker_build_flags_buildx_ignores_are_dropped_with_a_warning() {
-        let (kept, warnings) = strip_ignored(args(&["rbuild", "--rm", "-m", "2g", "--memory=1g", "-t", "a", "--force-rm", ".", "--", "--rm"]));
+        let (kept, warnings) =
+            strip_ignored(args(&["rbuild", "--rm", "-m", "2g", "--memory=1g", "-t", "a", "--force-rm", ".", "--", "--rm"]));
         assert_eq!(kept, args(&["rbuild", "-t", "a", ".", "--", "--rm"]));
-        assert_eq!(warnings, vec!["--rm is ignored, as buildx ignores it", "-m is ignored, as buildx ignores it", "--memory is ignored, as buildx ignores it", "--force-rm is ignored, as buildx ignores it"]);
+        assert_eq!(
+            warnings,
+            vec![
+                "--rm is ignored, as buildx ignores it",
+                "-m is ignored, as buildx ignores it",
+                "--memory is ignored, as buildx ignores it",
+                "--force-rm is ignored, as buildx ignores it"
+            ]
+        );
         let (kept, warnings) = strip_ignored(args(&["rbuild", "cache", "prune", "--rm"]));
         assert_eq!(kept.len(), 4);
         assert!(warnings.is_empty());

@@ -19,16 +19,18 @@ pub fn examples(name: &str) -> Examples {
             ("The Dockerfile from stdin, with no context", "echo 'FROM busybox' | rbuild -o type=oci,dest=stdin.tar -"),
             ("Why did this step rebuild?", "rbuild --debug-cache --progress=plain ."),
         ],
-        "rbuild-cache" => &[
-            ("What the cache holds", "rbuild cache du"),
-            ("Remove what no base image needs, without asking", "rbuild cache prune -f"),
-        ],
+        "rbuild-cache" => {
+            &[("What the cache holds", "rbuild cache du"), ("Remove what no base image needs, without asking", "rbuild cache prune -f")]
+        }
         "rbuild-cache-du" => &[
             ("Every build layer, in detail", "rbuild cache du --verbose --filter type=regular"),
             ("The records of COPY steps, one JSON object per line", "rbuild cache du --format json --filter 'description~=COPY'"),
         ],
         "rbuild-cache-prune" => &[
-            ("Keep 2 GB, use at most 10 GB, remove what was unused for a day", "rbuild cache prune -a -f --filter until=24h --reserved-space 2GB --max-used-space 10GB"),
+            (
+                "Keep 2 GB, use at most 10 GB, remove what was unused for a day",
+                "rbuild cache prune -a -f --filter until=24h --reserved-space 2GB --max-used-space 10GB",
+            ),
             ("Answer the question from a pipe", "echo y | rbuild cache prune --min-free-space 1MB"),
         ],
         "rbuild-completion" => &[(
@@ -49,8 +51,14 @@ fn see_also(name: &str) -> Vec<&'static str> {
 
 const ENVIRONMENT: &[(&str, &str)] = &[
     ("RBUILD_ROOT", "The state directory, as --root."),
-    ("XDG_CACHE_HOME", "The default state directory is $XDG_CACHE_HOME/rbuild (~/.cache/rbuild); as root without XDG variables, /var/lib/rbuild."),
-    ("XDG_CONFIG_HOME", "The registry configuration is read from $XDG_CONFIG_HOME/rbuild/config.toml (~/.config/rbuild/config.toml) unless --config names one."),
+    (
+        "XDG_CACHE_HOME",
+        "The default state directory is $XDG_CACHE_HOME/rbuild (~/.cache/rbuild); as root without XDG variables, /var/lib/rbuild.",
+    ),
+    (
+        "XDG_CONFIG_HOME",
+        "The registry configuration is read from $XDG_CONFIG_HOME/rbuild/config.toml (~/.config/rbuild/config.toml) unless --config names one.",
+    ),
     ("DOCKER_CONFIG", "Registry credentials are read from $DOCKER_CONFIG/config.json (~/.docker/config.json), then podman's auth.json."),
     ("BUILDKIT_PROGRESS", "The default of --progress."),
     ("SOURCE_DATE_EPOCH", "Seconds since the epoch: every history time and the image's created time (also as a build argument)."),
@@ -60,7 +68,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
 
 const FILES: &[(&str, &str)] = &[
     ("~/.cache/rbuild, /var/lib/rbuild", "The state directory: the SQLite database, blobs, snapshots, cache mounts."),
-    ("~/.config/rbuild/config.toml", "Registry settings: [registry.\"HOST\"] with mirrors, http, insecure, ca and keypair, as buildkitd.toml."),
+    (
+        "~/.config/rbuild/config.toml",
+        "Registry settings: [registry.\"HOST\"] with mirrors, http, insecure, ca and keypair, as buildkitd.toml.",
+    ),
     ("~/.docker/config.json", "Registry credentials (auths, credHelpers, credsStore)."),
     ("/etc/subuid, /etc/subgid", "The subordinate ids of a user who runs rbuild rootless (usermod --add-subuids)."),
 ];

@@ -7,9 +7,9 @@ pub mod cache;
 pub mod completion;
 pub mod docs;
 pub mod habits;
-mod records;
 mod interrupt;
 pub mod manual;
+mod records;
 mod resolver;
 mod stdin_context;
 

@@ -30,7 +30,9 @@ impl DuFormat {
             (None, false) | (Some("table"), false) => Ok(DuFormat::Table),
             (Some("pretty"), false) => Ok(DuFormat::Pretty),
             (Some("json"), false) => Ok(DuFormat::Json),
-            (Some(other), false) => Err(format!("unsupported format `{other}` (supported: table, pretty, json; rbuild has no Go templates)")),
+            (Some(other), false) => {
+                Err(format!("unsupported format `{other}` (supported: table, pretty, json; rbuild has no Go templates)"))
+            }
         }
     }
 }
@@ -119,7 +121,11 @@ fn json_line(item: &Item, now: i64) -> String {
         UsageCount: 0,
     };
     let text = serde_json::to_string(&record).unwrap_or_default();
-    text.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
+    text.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// The `prune` listing of the removed `items` (buildx's `printTableRow`/`printVerbose`), then
@@ -146,7 +152,12 @@ pub fn write_pruned(out: &mut impl Write, items: &[Item], verbose: bool, now: i6
             continue;
         }
         let id = if item.mutable() { format!("{}*", item.display_id()) } else { item.display_id().to_string() };
-        let row = vec![format!("{id:<40}"), format!("{:<5}", "true"), format!("{:<10}", human_size(item.size)), human_age(now - item.last_used_at)];
+        let row = vec![
+            format!("{id:<40}"),
+            format!("{:<5}", "true"),
+            format!("{:<10}", human_size(item.size)),
+            human_age(now - item.last_used_at),
+        ];
         // buildx flushes its tabwriter after each row: the header aligns with the first row
         // only, and every later row is aligned on its own.
         let lines = if index == 0 { vec![cells(&["ID", "RECLAIMABLE", "SIZE", "LAST ACCESSED"]), row] } else { vec![row] };
@@ -208,7 +219,14 @@ mod tests {
     use super::*;
 
     fn item(id: &str, kind: &'static str, size: u64, description: &str) -> Item {
-        Item { id: format!("sha256:{id}"), kind, description: description.into(), size, created_at: 1_700_000_000, last_used_at: 1_700_000_000 }
+        Item {
+            id: format!("sha256:{id}"),
+            kind,
+            description: description.into(),
+            size,
+            created_at: 1_700_000_000,
+            last_used_at: 1_700_000_000,
+        }
     }
 
     #[test]
@@ -223,8 +241,16 @@ mod tests {
         let recorded = include_str!("../../testdata/cache/buildctl-du.txt");
         let (table, summary) = recorded.split_at(recorded.find("Reclaimable:").expect("a summary"));
         for block in [table, summary] {
-            let lines: Vec<Vec<String>> =
-                block.lines().map(|line| line.split('\t').filter(|cell| !cell.is_empty()).map(String::from).chain(line.ends_with('\t').then(String::new)).collect()).collect();
+            let lines: Vec<Vec<String>> = block
+                .lines()
+                .map(|line| {
+                    line.split('\t')
+                        .filter(|cell| !cell.is_empty())
+                        .map(String::from)
+                        .chain(line.ends_with('\t').then(String::new))
+                        .collect()
+                })
+                .collect();
             assert_eq!(tabwrite(&lines, 1, 8, 1, Padding::Tabs), block);
         }
     }

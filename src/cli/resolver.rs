@@ -38,8 +38,8 @@ impl ImageResolver for Resolver<'_> {
     fn resolve_layout(&self, path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let resolved = resolve_oci_layout(path, selector, (&platform.os, &platform.architecture, platform.variant.as_deref()))
             .map_err(|error| error.to_string())?;
-        let config: ImageDocument = serde_json::from_slice(&resolved.config)
-            .map_err(|error| format!("invalid image config in `{}`: {error}", path.display()))?;
+        let config: ImageDocument =
+            serde_json::from_slice(&resolved.config).map_err(|error| format!("invalid image config in `{}`: {error}", path.display()))?;
         let display = match &resolved.source {
             crate::graph::ImageSource::OciLayout { manifest_digest, reference, .. } => format!("{reference}@{manifest_digest}"),
             crate::graph::ImageSource::Registry { manifest_digest, reference } => format!("{reference}@{manifest_digest}"),
@@ -109,7 +109,10 @@ impl Resolver<'_> {
         let config: ImageDocument =
             serde_json::from_slice(&config_bytes).map_err(|error| failed(format!("invalid image config: {error}")))?;
         Ok(ResolvedImage {
-            source: crate::graph::ImageSource::Registry { reference: name.to_string(), manifest_digest: crate::graph::Digest(manifest_digest.clone()) },
+            source: crate::graph::ImageSource::Registry {
+                reference: name.to_string(),
+                manifest_digest: crate::graph::Digest(manifest_digest.clone()),
+            },
             display: format!("{name}@{manifest_digest}"),
             config,
         })

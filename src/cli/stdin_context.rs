@@ -10,7 +10,9 @@ use std::io::Read;
 
 use anyhow::{Context, bail};
 
-use crate::snapshot::extract::{Compression, ExtractOptions, Ownership, WhiteoutMode, decompressed, detect_compression, extract, is_tar_header};
+use crate::snapshot::extract::{
+    Compression, ExtractOptions, Ownership, WhiteoutMode, decompressed, detect_compression, extract, is_tar_header,
+};
 
 /// What came on stdin.
 pub struct StdinContext {
@@ -30,7 +32,10 @@ impl StdinContext {
     }
 
     fn from_reader(mut input: impl Read + 'static, dockerfile_flag: bool, dockerfile_limit: u64) -> anyhow::Result<StdinContext> {
-        let dir = tempfile::Builder::new().prefix("rbuild-stdin-context-").tempdir().context("failed to make a directory for the context from stdin")?;
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-stdin-context-")
+            .tempdir()
+            .context("failed to make a directory for the context from stdin")?;
         let mut head = Vec::new();
         (&mut input).take(1024).read_to_end(&mut head).context("failed to peek context header from STDIN")?;
         if is_archive(&head) {
@@ -45,7 +50,10 @@ impl StdinContext {
             bail!("ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles");
         }
         let mut bytes = head;
-        input.take(dockerfile_limit + 1 - bytes.len().min(dockerfile_limit as usize) as u64).read_to_end(&mut bytes).context("failed to read the Dockerfile from stdin")?;
+        input
+            .take(dockerfile_limit + 1 - bytes.len().min(dockerfile_limit as usize) as u64)
+            .read_to_end(&mut bytes)
+            .context("failed to read the Dockerfile from stdin")?;
         if bytes.len() as u64 > dockerfile_limit {
             bail!("failed to read the Dockerfile from stdin: larger than the limit of {dockerfile_limit} bytes");
         }

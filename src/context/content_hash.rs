@@ -29,8 +29,7 @@ pub struct StatKey {
 
 impl StatKey {
     pub(super) fn new(path: PathBuf, metadata: &Metadata) -> StatKey {
-        let nanos =
-            |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
+        let nanos = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
         StatKey {
             path,
             size: metadata.size(),

@@ -58,8 +58,7 @@ impl Pattern {
         if self.matcher.matches(&self.cleaned, path) {
             return true;
         }
-        path.match_indices('/')
-            .any(|(index, _)| self.matcher.matches(&self.cleaned, &path[..index]))
+        path.match_indices('/').any(|(index, _)| self.matcher.matches(&self.cleaned, &path[..index]))
     }
 }
 
@@ -129,10 +128,7 @@ impl DockerIgnore {
     /// `<dockerfile name>.dockerignore` next to the Dockerfile wins over
     /// `<context>/.dockerignore`. Returns the file that was used (for messages) and the parsed
     /// rules; no file at all gives `(None, empty)`.
-    pub fn load(
-        context_dir: &Path,
-        dockerfile: Option<&Path>,
-    ) -> Result<(Option<PathBuf>, DockerIgnore), DockerIgnoreError> {
+    pub fn load(context_dir: &Path, dockerfile: Option<&Path>) -> Result<(Option<PathBuf>, DockerIgnore), DockerIgnoreError> {
         for candidate in Self::candidates(context_dir, dockerfile) {
             // Read inside the directory it lies in, as BuildKit receives it: a link out of it
             // leads nowhere (the file then does not count), and a huge file is an error.
@@ -143,10 +139,8 @@ impl DockerIgnore {
             // Go reads bytes; an invalid sequence can only occur in a pattern that then
             // fails to match real (UTF-8) paths, so a lossy read changes no outcome.
             let text = String::from_utf8_lossy(&bytes);
-            let rules = DockerIgnore::parse(&text).map_err(|error| DockerIgnoreError::Parse {
-                path: candidate.clone(),
-                source: Box::new(error),
-            })?;
+            let rules = DockerIgnore::parse(&text)
+                .map_err(|error| DockerIgnoreError::Parse { path: candidate.clone(), source: Box::new(error) })?;
             return Ok((Some(candidate), rules));
         }
         Ok((None, DockerIgnore::empty()))
@@ -173,11 +167,7 @@ impl DockerIgnore {
         let path = normalize_relative(path)?;
         // Evaluating every rule and keeping the last match gives the same answer as
         // patternmatcher's skip-optimised loop, and tells which rule decided.
-        let last = self
-            .patterns
-            .iter()
-            .rev()
-            .find(|pattern| pattern.matches_path_or_parent(&path))?;
+        let last = self.patterns.iter().rev().find(|pattern| pattern.matches_path_or_parent(&path))?;
         (!last.exception).then_some(last)
     }
 
@@ -194,20 +184,14 @@ impl DockerIgnore {
             return self.patterns.iter().any(|pattern| pattern.exception);
         };
         let dir_slash = format!("{dir}/");
-        self.patterns
-            .iter()
-            .filter(|pattern| pattern.exception)
-            .any(|pattern| {
-                let stem = pattern
-                    .cleaned
-                    .strip_suffix("/**")
-                    .unwrap_or(&pattern.cleaned);
-                let stem = stem.strip_suffix("/*").unwrap_or(stem);
-                if stem.contains(['*', '[', ']', '?', '^', '\\']) {
-                    return true;
-                }
-                format!("{stem}/").starts_with(&dir_slash)
-            })
+        self.patterns.iter().filter(|pattern| pattern.exception).any(|pattern| {
+            let stem = pattern.cleaned.strip_suffix("/**").unwrap_or(&pattern.cleaned);
+            let stem = stem.strip_suffix("/*").unwrap_or(stem);
+            if stem.contains(['*', '[', ']', '?', '^', '\\']) {
+                return true;
+            }
+            format!("{stem}/").starts_with(&dir_slash)
+        })
     }
 
     /// One line (or `--exclude` value) to a rule; `None` for a blank one.
@@ -221,11 +205,7 @@ impl DockerIgnore {
             Some(rest) => ("!", rest.trim()),
             None => ("", text),
         };
-        let mut body = if body.is_empty() {
-            String::new()
-        } else {
-            clean_path(body)
-        };
+        let mut body = if body.is_empty() { String::new() } else { clean_path(body) };
         if body.len() > 1 && body.starts_with('/') {
             body.remove(0);
         }
@@ -236,19 +216,9 @@ impl DockerIgnore {
             Some(rest) => (true, rest.to_string()),
             None => (false, whole),
         };
-        let matcher = Matcher::compile(&cleaned).map_err(|SyntaxError| {
-            DockerIgnoreError::InvalidPattern {
-                pattern: text.to_string(),
-                line,
-            }
-        })?;
-        Ok(Some(Pattern {
-            text: text.to_string(),
-            line,
-            cleaned,
-            exception,
-            matcher,
-        }))
+        let matcher =
+            Matcher::compile(&cleaned).map_err(|SyntaxError| DockerIgnoreError::InvalidPattern { pattern: text.to_string(), line })?;
+        Ok(Some(Pattern { text: text.to_string(), line, cleaned, exception, matcher }))
     }
 }
 

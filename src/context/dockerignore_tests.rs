@@ -90,18 +90,10 @@ const MATCH_TABLE: &[(&str, &str, Option<usize>)] = &[
 #[test]
 fn matching_table() {
     for &(ignore_file, path, expected) in MATCH_TABLE {
-        let rules = DockerIgnore::parse(ignore_file)
-            .unwrap_or_else(|error| panic!("{ignore_file:?} failed to parse: {error}"));
+        let rules = DockerIgnore::parse(ignore_file).unwrap_or_else(|error| panic!("{ignore_file:?} failed to parse: {error}"));
         let actual = rules.excluded_by(path).map(|pattern| pattern.line);
-        assert_eq!(
-            actual, expected,
-            "ignore file {ignore_file:?}, path {path:?}"
-        );
-        assert_eq!(
-            rules.is_excluded(path),
-            expected.is_some(),
-            "{ignore_file:?} / {path:?}"
-        );
+        assert_eq!(actual, expected, "ignore file {ignore_file:?}, path {path:?}");
+        assert_eq!(rules.is_excluded(path), expected.is_some(), "{ignore_file:?} / {path:?}");
     }
 }
 
@@ -121,15 +113,8 @@ fn pattern_keeps_text_as_written_and_cleaned_form() {
 
 #[test]
 fn bad_patterns_report_their_line() {
-    let cases: &[(&str, usize)] = &[
-        ("ok\n[a", 2),
-        ("a\\", 1),
-        ("x\ny\n[]", 3),
-        ("[a-]", 1),
-        ("[-a]", 1),
-        ("[^]", 1),
-        ("# comment\nfile[", 2),
-    ];
+    let cases: &[(&str, usize)] =
+        &[("ok\n[a", 2), ("a\\", 1), ("x\ny\n[]", 3), ("[a-]", 1), ("[-a]", 1), ("[^]", 1), ("# comment\nfile[", 2)];
     for &(text, line) in cases {
         match DockerIgnore::parse(text) {
             Err(DockerIgnoreError::InvalidPattern { line: actual, .. }) => {
@@ -139,21 +124,10 @@ fn bad_patterns_report_their_line() {
         }
     }
     for text in ["!", "a\n!  ", "!/"] {
-        assert!(
-            matches!(
-                DockerIgnore::parse(text),
-                Err(DockerIgnoreError::LoneExclamation { .. })
-            ),
-            "{text:?}"
-        );
+        assert!(matches!(DockerIgnore::parse(text), Err(DockerIgnoreError::LoneExclamation { .. })), "{text:?}");
     }
-    let message = DockerIgnore::parse("a\n[b")
-        .expect_err("invalid")
-        .to_string();
-    assert_eq!(
-        message,
-        "invalid pattern `[b` on line 2: syntax error in pattern"
-    );
+    let message = DockerIgnore::parse("a\n[b").expect_err("invalid").to_string();
+    assert_eq!(message, "invalid pattern `[b` on line 2: syntax error in pattern");
 }
 
 #[test]
@@ -178,19 +152,12 @@ fn may_include_below_follows_fsutil() {
 
 #[test]
 fn from_patterns_uses_the_same_language() {
-    let rules =
-        DockerIgnore::from_patterns(&["*.txt", "", "!keep.txt", "#literal"]).expect("valid");
+    let rules = DockerIgnore::from_patterns(&["*.txt", "", "!keep.txt", "#literal"]).expect("valid");
     assert!(rules.is_excluded("a.txt"));
     assert!(!rules.is_excluded("keep.txt"));
     assert!(!rules.is_excluded("dir/a.txt"));
-    assert!(
-        rules.is_excluded("#literal"),
-        "no comments in --exclude values"
-    );
-    assert_eq!(
-        rules.excluded_by("a.txt").map(|pattern| pattern.line),
-        Some(1)
-    );
+    assert!(rules.is_excluded("#literal"), "no comments in --exclude values");
+    assert_eq!(rules.excluded_by("a.txt").map(|pattern| pattern.line), Some(1));
 }
 
 #[test]
@@ -200,27 +167,21 @@ fn load_prefers_the_dockerfile_specific_file() {
     let dockerfile = dockerfiles.path().join("app.Dockerfile");
     fs::write(&dockerfile, "FROM scratch\n").expect("write");
 
-    let (used, rules) =
-        DockerIgnore::load(context.path(), Some(&dockerfile)).expect("no files");
+    let (used, rules) = DockerIgnore::load(context.path(), Some(&dockerfile)).expect("no files");
     assert_eq!(used, None);
     assert!(rules.patterns().is_empty());
 
     fs::write(context.path().join(".dockerignore"), "root-rule\n").expect("write");
-    let (used, rules) =
-        DockerIgnore::load(context.path(), Some(&dockerfile)).expect("root file");
+    let (used, rules) = DockerIgnore::load(context.path(), Some(&dockerfile)).expect("root file");
     assert_eq!(used, Some(context.path().join(".dockerignore")));
     assert!(rules.is_excluded("root-rule"));
 
     let specific = dockerfiles.path().join("app.Dockerfile.dockerignore");
     fs::write(&specific, "specific-rule\n").expect("write");
-    let (used, rules) =
-        DockerIgnore::load(context.path(), Some(&dockerfile)).expect("both files");
+    let (used, rules) = DockerIgnore::load(context.path(), Some(&dockerfile)).expect("both files");
     assert_eq!(used, Some(specific));
     assert!(rules.is_excluded("specific-rule"));
-    assert!(
-        !rules.is_excluded("root-rule"),
-        "the root file is not merged in"
-    );
+    assert!(!rules.is_excluded("root-rule"), "the root file is not merged in");
 
     let (used, _) = DockerIgnore::load(context.path(), None).expect("no dockerfile");
     assert_eq!(used, Some(context.path().join(".dockerignore")));

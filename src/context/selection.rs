@@ -54,12 +54,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::content_hash::{HashCache, StatKey};
 use super::content_hash::hash_file;
+use super::content_hash::{HashCache, StatKey};
+use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards};
 use super::in_root::InRoot;
-use super::dockerignore::{
-    DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards,
-};
 
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
@@ -139,34 +137,19 @@ pub enum IoAction {
 impl fmt::Display for SelectionError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SelectionError::NotFound {
-                source,
-                excluded_by: None,
-            } => {
-                write!(
-                    formatter,
-                    "failed to compute cache key: \"{source}\": not found"
-                )
+            SelectionError::NotFound { source, excluded_by: None } => {
+                write!(formatter, "failed to compute cache key: \"{source}\": not found")
             }
-            SelectionError::NotFound {
-                source,
-                excluded_by: Some((pattern, line)),
-            } => write!(
+            SelectionError::NotFound { source, excluded_by: Some((pattern, line)) } => write!(
                 formatter,
                 "failed to compute cache key: \"{source}\": not found (excluded by .dockerignore rule `{pattern}` on line {line})"
             ),
             SelectionError::InvalidSource { source } => {
-                write!(
-                    formatter,
-                    "invalid source `{source}`: syntax error in pattern"
-                )
+                write!(formatter, "invalid source `{source}`: syntax error in pattern")
             }
             SelectionError::InvalidExclude(_) => write!(formatter, "invalid --exclude pattern"),
             SelectionError::TooManyLinks { source } => {
-                write!(
-                    formatter,
-                    "too many levels of symbolic links resolving `{source}`"
-                )
+                write!(formatter, "too many levels of symbolic links resolving `{source}`")
             }
             SelectionError::NonUtf8Path { path } => {
                 write!(formatter, "path `{}` is not valid UTF-8", path.display())
@@ -211,13 +194,7 @@ pub fn select(
         error,
     })?;
     let excludes = DockerIgnore::from_patterns(excludes).map_err(SelectionError::InvalidExclude)?;
-    let mut walker = Walker {
-        root: &root,
-        ignore,
-        excludes: &excludes,
-        parents,
-        found: BTreeMap::new(),
-    };
+    let mut walker = Walker { root: &root, ignore, excludes: &excludes, parents, found: BTreeMap::new() };
     let mut roots = Vec::with_capacity(sources.len());
     for source in sources {
         // A wildcard that matches nothing (or only ignored paths) selects nothing, as BuildKit
@@ -314,11 +291,9 @@ impl Walker<'_> {
             return Err(SelectionError::NotFound { source: clean_path(&format!("/{before}")), excluded_by: None });
         }
         let pivot = pivot.map(|(before, _)| before);
-        let pivot_components = pivot.as_deref().map_or(0, |prefix| prefix.split('/').filter(|part| !part.is_empty() && *part != ".").count());
-        let split = components
-            .iter()
-            .position(|part| contains_wildcards(part))
-            .unwrap_or(components.len());
+        let pivot_components =
+            pivot.as_deref().map_or(0, |prefix| prefix.split('/').filter(|part| !part.is_empty() && *part != ".").count());
+        let split = components.iter().position(|part| contains_wildcards(part)).unwrap_or(components.len());
         let (prefix, wildcard_part) = components.split_at(split);
         let patterns = wildcard_part
             .iter()
@@ -327,13 +302,8 @@ impl Walker<'_> {
                 MatchPattern::compile(part).map(|pattern| Component { pattern, any_depth })
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| SelectionError::InvalidSource {
-                source: cleaned.clone(),
-            })?;
-        let not_found = |excluded_by| SelectionError::NotFound {
-            source: cleaned.clone(),
-            excluded_by,
-        };
+            .map_err(|_| SelectionError::InvalidSource { source: cleaned.clone() })?;
+        let not_found = |excluded_by| SelectionError::NotFound { source: cleaned.clone(), excluded_by };
 
         let real_prefix = match self.resolve(prefix, !patterns.is_empty(), &cleaned)? {
             Resolved::Found(real) => real,
@@ -394,10 +364,8 @@ impl Walker<'_> {
     /// `.dockerignore`, as BuildKit's transferred context would lack it.
     fn follow_match(&self, real: &str, source: &str) -> Result<Resolved, SelectionError> {
         let absolute = self.root.join(real);
-        let is_link = fs::symlink_metadata(&absolute)
-            .map_err(|error| io_error(IoAction::ReadMetadata, absolute, error))?
-            .file_type()
-            .is_symlink();
+        let is_link =
+            fs::symlink_metadata(&absolute).map_err(|error| io_error(IoAction::ReadMetadata, absolute, error))?.file_type().is_symlink();
         if !is_link {
             return Ok(Resolved::Found(real.to_string()));
         }
@@ -416,12 +384,7 @@ impl Walker<'_> {
 
     /// Resolves the wildcard-free prefix inside the context: symlinks on the way are followed
     /// within the root, the last component only when `follow_last`.
-    fn resolve(
-        &self,
-        components: &[&str],
-        follow_last: bool,
-        source: &str,
-    ) -> Result<Resolved, SelectionError> {
+    fn resolve(&self, components: &[&str], follow_last: bool, source: &str) -> Result<Resolved, SelectionError> {
         let path = components.join("/");
         let resolved = super::in_root::resolve(self.root, &path, follow_last, &mut |link| self.ignore.excluded_by(link).is_none())
             .map_err(|error| io_error(IoAction::ReadMetadata, self.root.join(&path), error))?;
@@ -518,19 +481,13 @@ impl Walker<'_> {
     /// Whether a path of the context is a directory itself (a symlink is not).
     fn is_directory(&self, real: &str) -> Result<bool, SelectionError> {
         let path = self.root.join(real);
-        let metadata =
-            fs::symlink_metadata(&path).map_err(|error| io_error(IoAction::ReadMetadata, path, error))?;
+        let metadata = fs::symlink_metadata(&path).map_err(|error| io_error(IoAction::ReadMetadata, path, error))?;
         Ok(metadata.is_dir())
     }
 
     /// Walks one matched path and what is below it. `exclude_path` is the path relative to the
     /// matched source (`None` for the match itself, which `--exclude` never removes).
-    fn visit(
-        &mut self,
-        real: &str,
-        original: &str,
-        exclude_path: Option<&str>,
-    ) -> Result<Outcome, SelectionError> {
+    fn visit(&mut self, real: &str, original: &str, exclude_path: Option<&str>) -> Result<Outcome, SelectionError> {
         let absolute = self.root.join(real);
         let metadata = match fs::symlink_metadata(&absolute) {
             Ok(metadata) => metadata,
@@ -538,10 +495,7 @@ impl Walker<'_> {
             Err(error) if is_missing(&error) => return Ok(Outcome::Dropped),
             Err(error) => return Err(io_error(IoAction::ReadMetadata, absolute, error)),
         };
-        let ignored_by = self
-            .ignore
-            .excluded_by(real)
-            .map(|rule| (rule.text.clone(), rule.line));
+        let ignored_by = self.ignore.excluded_by(real).map(|rule| (rule.text.clone(), rule.line));
         let excluded = exclude_path.is_some_and(|path| self.excludes.is_excluded(path));
         let removed = || match &ignored_by {
             Some((text, line)) => Outcome::Ignored(text.clone(), *line),
@@ -551,13 +505,11 @@ impl Walker<'_> {
 
         if file_type.is_dir() {
             let may_descend = (ignored_by.is_none() || self.ignore.may_include_below(real))
-                && (!excluded
-                    || exclude_path.is_some_and(|path| self.excludes.may_include_below(path)));
+                && (!excluded || exclude_path.is_some_and(|path| self.excludes.may_include_below(path)));
             if !may_descend {
                 return Ok(removed());
             }
-            let names = read_names(&absolute)
-                .map_err(|error| io_error(IoAction::ReadDirectory, absolute.clone(), error))?;
+            let names = read_names(&absolute).map_err(|error| io_error(IoAction::ReadDirectory, absolute.clone(), error))?;
             let mut any_child_kept = false;
             for name in names {
                 let name = utf8_name(name, &absolute)?;
@@ -565,11 +517,7 @@ impl Walker<'_> {
                     Some(path) => format!("{path}/{name}"),
                     None => name.clone(),
                 };
-                let outcome = self.visit(
-                    &join(real, &name),
-                    &join(original, &name),
-                    Some(&child_exclude_path),
-                )?;
+                let outcome = self.visit(&join(real, &name), &join(original, &name), Some(&child_exclude_path))?;
                 any_child_kept |= matches!(outcome, Outcome::Kept);
             }
             // An excluded directory survives only as the parent of something re-included.
@@ -595,11 +543,7 @@ impl Walker<'_> {
     }
 
     fn record(&mut self, original: &str, absolute: PathBuf, kind: FoundKind, metadata: &Metadata) {
-        let path = if original.is_empty() {
-            ".".to_string()
-        } else {
-            original.to_string()
-        };
+        let path = if original.is_empty() { ".".to_string() } else { original.to_string() };
         self.found.entry(path).or_insert(Found {
             absolute,
             kind,
@@ -612,10 +556,7 @@ impl Walker<'_> {
 }
 
 /// Hashes file contents in parallel, asking the cache first.
-fn hash_entries(
-    found: BTreeMap<String, Found>,
-    cache: &dyn HashCache,
-) -> Result<Vec<Entry>, SelectionError> {
+fn hash_entries(found: BTreeMap<String, Found>, cache: &dyn HashCache) -> Result<Vec<Entry>, SelectionError> {
     found
         .into_par_iter()
         .map(|(path, found)| {
@@ -626,31 +567,21 @@ fn hash_entries(
                     let digest = match cache.get(&key) {
                         Some(digest) => digest,
                         None => {
-                            let digest = hash_file(&found.absolute)
-                                .map_err(|error| io_error(IoAction::ReadFile, found.absolute.clone(), error))?;
+                            let digest =
+                                hash_file(&found.absolute).map_err(|error| io_error(IoAction::ReadFile, found.absolute.clone(), error))?;
                             // Only a file that did not change while we read it may be cached.
-                            let after = fs::symlink_metadata(&found.absolute)
-                                .map(|metadata| StatKey::new(found.absolute.clone(), &metadata));
+                            let after =
+                                fs::symlink_metadata(&found.absolute).map(|metadata| StatKey::new(found.absolute.clone(), &metadata));
                             if after.as_ref().is_ok_and(|after| *after == key) {
                                 cache.put(&key, &digest);
                             }
                             digest
                         }
                     };
-                    EntryKind::File {
-                        size: key.size,
-                        digest,
-                    }
+                    EntryKind::File { size: key.size, digest }
                 }
             };
-            Ok(Entry {
-                path,
-                real: found.absolute,
-                kind,
-                mode: found.mode,
-                mtime: found.mtime,
-                mtime_nanos: found.mtime_nanos,
-            })
+            Ok(Entry { path, real: found.absolute, kind, mode: found.mode, mtime: found.mtime, mtime_nanos: found.mtime_nanos })
         })
         .collect()
 }
@@ -667,12 +598,7 @@ fn selection_digest(entries: &[Entry]) -> String {
             EntryKind::Directory => ("dir", ""),
             EntryKind::Symlink { target } => ("symlink", target.as_str()),
         };
-        for field in [
-            entry.path.as_str(),
-            kind,
-            &format!("{:o}", entry.mode),
-            payload,
-        ] {
+        for field in [entry.path.as_str(), kind, &format!("{:o}", entry.mode), payload] {
             hasher.update(field.as_bytes());
             hasher.update([0u8]);
         }
@@ -681,50 +607,28 @@ fn selection_digest(entries: &[Entry]) -> String {
 }
 
 fn join(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
+    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
 }
 
 fn read_names(directory: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-    fs::read_dir(directory)?
-        .map(|entry| entry.map(|entry| entry.file_name()))
-        .collect()
+    fs::read_dir(directory)?.map(|entry| entry.map(|entry| entry.file_name())).collect()
 }
 
 fn utf8_name(name: std::ffi::OsString, directory: &Path) -> Result<String, SelectionError> {
-    name.into_string()
-        .map_err(|name| SelectionError::NonUtf8Path {
-            path: directory.join(name),
-        })
+    name.into_string().map_err(|name| SelectionError::NonUtf8Path { path: directory.join(name) })
 }
 
 fn read_link_text(path: &Path) -> Result<String, SelectionError> {
-    let target = fs::read_link(path)
-        .map_err(|error| io_error(IoAction::ReadLink, path.to_path_buf(), error))?;
-    target
-        .into_os_string()
-        .into_string()
-        .map_err(|_| SelectionError::NonUtf8Path {
-            path: path.to_path_buf(),
-        })
+    let target = fs::read_link(path).map_err(|error| io_error(IoAction::ReadLink, path.to_path_buf(), error))?;
+    target.into_os_string().into_string().map_err(|_| SelectionError::NonUtf8Path { path: path.to_path_buf() })
 }
 
 fn is_missing(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 fn io_error(action: IoAction, path: PathBuf, error: io::Error) -> SelectionError {
-    SelectionError::Io {
-        action,
-        path,
-        error,
-    }
+    SelectionError::Io { action, path, error }
 }
 
 #[cfg(test)]

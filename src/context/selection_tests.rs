@@ -34,28 +34,12 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 fn paths(selection: &Selection) -> Vec<&str> {
-    selection
-        .entries
-        .iter()
-        .map(|entry| entry.path.as_str())
-        .collect()
+    selection.entries.iter().map(|entry| entry.path.as_str()).collect()
 }
 
-fn select_simple(
-    root: &Path,
-    ignore: &str,
-    sources: &[&str],
-    excludes: &[&str],
-) -> Result<Selection, SelectionError> {
+fn select_simple(root: &Path, ignore: &str, sources: &[&str], excludes: &[&str]) -> Result<Selection, SelectionError> {
     let ignore = DockerIgnore::parse(ignore).expect("valid ignore file");
-    select(
-        root,
-        &ignore,
-        &strings(sources),
-        &strings(excludes),
-        false,
-        &NoHashCache,
-    )
+    select(root, &ignore, &strings(sources), &strings(excludes), false, &NoHashCache)
 }
 
 #[test]
@@ -73,25 +57,12 @@ fn sources_select_files_directories_and_wildcards() {
         (&["*.md"], &["README.md", "homer.md"]),
         (&["src/*.rs"], &["src/lib.rs", "src/main.rs"]),
         (&["*/a.md"], &["docs/a.md"]),
-        (
-            &["s?c"],
-            &[
-                "src",
-                "src/lib.rs",
-                "src/main.rs",
-                "src/nested",
-                "src/nested/deep.rs",
-            ],
-        ),
+        (&["s?c"], &["src", "src/lib.rs", "src/main.rs", "src/nested", "src/nested/deep.rs"]),
         (&["[d]ocs/[a-b].*"], &["docs/a.md", "docs/b.txt"]),
-        (
-            &["home.txt", "docs/a.md", "home.txt"],
-            &["docs/a.md", "home.txt"],
-        ),
+        (&["home.txt", "docs/a.md", "home.txt"], &["docs/a.md", "home.txt"]),
     ];
     for &(sources, expected) in table {
-        let selection = select_simple(tree.path(), "", sources, &[])
-            .unwrap_or_else(|error| panic!("{sources:?}: {error}"));
+        let selection = select_simple(tree.path(), "", sources, &[]).unwrap_or_else(|error| panic!("{sources:?}: {error}"));
         assert_eq!(paths(&selection), expected, "sources {sources:?}");
     }
 }
@@ -99,22 +70,10 @@ fn sources_select_files_directories_and_wildcards() {
 #[test]
 fn context_root_selects_everything_not_ignored() {
     let tree = sample_tree();
-    let selection =
-        select_simple(tree.path(), "secret\n**/*.txt\n", &["."], &[]).expect("selects");
+    let selection = select_simple(tree.path(), "secret\n**/*.txt\n", &["."], &[]).expect("selects");
     assert_eq!(
         paths(&selection),
-        [
-            ".",
-            "README.md",
-            "docs",
-            "docs/a.md",
-            "homer.md",
-            "src",
-            "src/lib.rs",
-            "src/main.rs",
-            "src/nested",
-            "src/nested/deep.rs"
-        ]
+        [".", "README.md", "docs", "docs/a.md", "homer.md", "src", "src/lib.rs", "src/main.rs", "src/nested", "src/nested/deep.rs"]
     );
 }
 
@@ -123,30 +82,15 @@ fn entries_carry_kind_size_digest_and_mode() {
     let tree = sample_tree();
     let file = tree.path().join("home.txt");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o4755)).expect("chmod");
-    fs::set_permissions(tree.path().join("docs"), fs::Permissions::from_mode(0o1750))
-        .expect("chmod");
-    let selection =
-        select_simple(tree.path(), "", &["home.txt", "docs"], &[]).expect("selects");
-    let by_path: BTreeMap<&str, &Entry> = selection
-        .entries
-        .iter()
-        .map(|entry| (entry.path.as_str(), entry))
-        .collect();
+    fs::set_permissions(tree.path().join("docs"), fs::Permissions::from_mode(0o1750)).expect("chmod");
+    let selection = select_simple(tree.path(), "", &["home.txt", "docs"], &[]).expect("selects");
+    let by_path: BTreeMap<&str, &Entry> = selection.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
     let home = by_path["home.txt"];
     assert_eq!(home.mode, 0o4755);
     let expected_digest = format!("sha256:{}", hex::encode(Sha256::digest(b"home\n")));
-    assert_eq!(
-        home.kind,
-        EntryKind::File {
-            size: 5,
-            digest: expected_digest
-        }
-    );
+    assert_eq!(home.kind, EntryKind::File { size: 5, digest: expected_digest });
     let metadata = fs::symlink_metadata(&file).expect("stat");
-    assert_eq!(
-        (home.mtime, i64::from(home.mtime_nanos)),
-        (metadata.mtime(), metadata.mtime_nsec())
-    );
+    assert_eq!((home.mtime, i64::from(home.mtime_nanos)), (metadata.mtime(), metadata.mtime_nsec()));
     assert_eq!(by_path["docs"].kind, EntryKind::Directory);
     assert_eq!(by_path["docs"].mode, 0o1750);
     assert!(selection.digest.starts_with("sha256:") && selection.digest.len() == 71);
@@ -163,17 +107,12 @@ fn missing_sources_are_not_found_like_buildkit() {
     }
     for &source in table {
         match select_simple(tree.path(), "", &[source], &[]) {
-            Err(SelectionError::NotFound {
-                excluded_by: None, ..
-            }) => {}
+            Err(SelectionError::NotFound { excluded_by: None, .. }) => {}
             other => panic!("{source:?}: expected not found, got {other:?}"),
         }
     }
     let error = select_simple(tree.path(), "", &["./x/../nope"], &[]).expect_err("missing");
-    assert_eq!(
-        error.to_string(),
-        "failed to compute cache key: \"/nope\": not found"
-    );
+    assert_eq!(error.to_string(), "failed to compute cache key: \"/nope\": not found");
 }
 
 #[test]
@@ -188,17 +127,13 @@ fn dockerignore_exclusion_names_the_rule() {
     }
     for &(source, rule, line) in table {
         match select_simple(tree.path(), ignore, &[source], &[]) {
-            Err(SelectionError::NotFound {
-                excluded_by: Some((text, actual_line)),
-                ..
-            }) => {
+            Err(SelectionError::NotFound { excluded_by: Some((text, actual_line)), .. }) => {
                 assert_eq!((text.as_str(), actual_line), (rule, line), "{source:?}")
             }
             other => panic!("{source:?}: expected an excluded not-found, got {other:?}"),
         }
     }
-    let error =
-        select_simple(tree.path(), ignore, &["secret/key.pem"], &[]).expect_err("excluded");
+    let error = select_simple(tree.path(), ignore, &["secret/key.pem"], &[]).expect_err("excluded");
     assert_eq!(
         error.to_string(),
         "failed to compute cache key: \"/secret/key.pem\": not found (excluded by .dockerignore rule `secret` on line 2)"
@@ -211,31 +146,16 @@ fn dockerignore_exclusion_names_the_rule() {
 #[test]
 fn exceptions_reinclude_inside_excluded_directories() {
     let tree = sample_tree();
-    let selection = select_simple(
-        tree.path(),
-        "secret\n!secret/public.pem\n",
-        &["secret"],
-        &[],
-    )
-    .expect("selects");
+    let selection = select_simple(tree.path(), "secret\n!secret/public.pem\n", &["secret"], &[]).expect("selects");
     assert_eq!(paths(&selection), ["secret", "secret/public.pem"]);
 
-    let selection =
-        select_simple(tree.path(), "src\n!src/**/*.rs\n", &["."], &[]).expect("selects");
+    let selection = select_simple(tree.path(), "src\n!src/**/*.rs\n", &["."], &[]).expect("selects");
     let selected = paths(&selection);
-    assert!(
-        selected.contains(&"src/nested/deep.rs") && selected.contains(&"src/nested"),
-        "{selected:?}"
-    );
+    assert!(selected.contains(&"src/nested/deep.rs") && selected.contains(&"src/nested"), "{selected:?}");
 
     // Excluded directory with nothing re-included below: gone entirely.
-    let selection =
-        select_simple(tree.path(), "docs\n!docs/none\n", &["."], &[]).expect("selects");
-    assert!(
-        !paths(&selection)
-            .iter()
-            .any(|path| path.starts_with("docs"))
-    );
+    let selection = select_simple(tree.path(), "docs\n!docs/none\n", &["."], &[]).expect("selects");
+    assert!(!paths(&selection).iter().any(|path| path.starts_with("docs")));
 }
 
 #[test]
@@ -246,75 +166,27 @@ fn copy_excludes_apply_relative_to_each_match() {
         (
             &["."],
             &["*/*.txt", "src"],
-            &[
-                ".",
-                "README.md",
-                "docs",
-                "docs/a.md",
-                "home.txt",
-                "homer.md",
-                "secret",
-                "secret/key.pem",
-                "secret/public.pem",
-            ],
+            &[".", "README.md", "docs", "docs/a.md", "home.txt", "homer.md", "secret", "secret/key.pem", "secret/public.pem"],
         ),
         // `*.rs` does not cross `/`: relative to `src`, `nested/deep.rs` stays
-        (
-            &["s*"],
-            &["*.rs"],
-            &[
-                "secret",
-                "secret/key.pem",
-                "secret/public.pem",
-                "src",
-                "src/nested",
-                "src/nested/deep.rs",
-            ],
-        ),
-        (
-            &["s*"],
-            &["**/*.rs"],
-            &[
-                "secret",
-                "secret/key.pem",
-                "secret/public.pem",
-                "src",
-                "src/nested",
-            ],
-        ),
+        (&["s*"], &["*.rs"], &["secret", "secret/key.pem", "secret/public.pem", "src", "src/nested", "src/nested/deep.rs"]),
+        (&["s*"], &["**/*.rs"], &["secret", "secret/key.pem", "secret/public.pem", "src", "src/nested"]),
         (
             &["s*"],
             &["**/*.rs", "!nested/deep.rs"],
-            &[
-                "secret",
-                "secret/key.pem",
-                "secret/public.pem",
-                "src",
-                "src/nested",
-                "src/nested/deep.rs",
-            ],
+            &["secret", "secret/key.pem", "secret/public.pem", "src", "src/nested", "src/nested/deep.rs"],
         ),
         // the match itself is never tested (BuildKit's `ADD --exclude=* dir* /d`)
         (&["docs"], &["*"], &["docs"]),
         (&["home.txt"], &["*.txt"], &["home.txt"]),
     ];
     for &(sources, excludes, expected) in table {
-        let selection = select_simple(tree.path(), "", sources, excludes)
-            .unwrap_or_else(|error| panic!("{sources:?} {excludes:?}: {error}"));
-        assert_eq!(
-            paths(&selection),
-            expected,
-            "{sources:?} minus {excludes:?}"
-        );
+        let selection =
+            select_simple(tree.path(), "", sources, excludes).unwrap_or_else(|error| panic!("{sources:?} {excludes:?}: {error}"));
+        assert_eq!(paths(&selection), expected, "{sources:?} minus {excludes:?}");
     }
-    assert!(matches!(
-        select_simple(tree.path(), "", &["docs"], &["[bad"]),
-        Err(SelectionError::InvalidExclude(_))
-    ));
-    assert!(matches!(
-        select_simple(tree.path(), "", &["[bad"], &[]),
-        Err(SelectionError::InvalidSource { .. })
-    ));
+    assert!(matches!(select_simple(tree.path(), "", &["docs"], &["[bad"]), Err(SelectionError::InvalidExclude(_))));
+    assert!(matches!(select_simple(tree.path(), "", &["[bad"], &[]), Err(SelectionError::InvalidSource { .. })));
 }
 
 #[test]
@@ -328,23 +200,9 @@ fn symlinks_are_recorded_not_followed() {
     symlink(outside.path(), root.join("outdir")).expect("symlink");
 
     let selection = select_simple(root, "", &["docs"], &[]).expect("selects");
-    let by_path: BTreeMap<&str, &EntryKind> = selection
-        .entries
-        .iter()
-        .map(|entry| (entry.path.as_str(), &entry.kind))
-        .collect();
-    assert_eq!(
-        by_path["docs/escape"],
-        &EntryKind::Symlink {
-            target: outside.path().join("passwd").to_string_lossy().into_owned()
-        }
-    );
-    assert_eq!(
-        by_path["docs/readme-link"],
-        &EntryKind::Symlink {
-            target: "../README.md".to_string()
-        }
-    );
+    let by_path: BTreeMap<&str, &EntryKind> = selection.entries.iter().map(|entry| (entry.path.as_str(), &entry.kind)).collect();
+    assert_eq!(by_path["docs/escape"], &EntryKind::Symlink { target: outside.path().join("passwd").to_string_lossy().into_owned() });
+    assert_eq!(by_path["docs/readme-link"], &EntryKind::Symlink { target: "../README.md".to_string() });
 
     // A source that is itself a symlink out of the context leads nowhere inside it: not found,
     // as in BuildKit, and never the target.
@@ -366,22 +224,15 @@ fn symlinked_directories_in_the_prefix_resolve_inside_the_context() {
     let root = tree.path();
     symlink("src", root.join("code")).expect("symlink");
     symlink("/docs", root.join("absolute-docs")).expect("symlink");
-    let selection =
-        select_simple(root, "", &["code/main.rs", "absolute-docs/*.md"], &[]).expect("selects");
+    let selection = select_simple(root, "", &["code/main.rs", "absolute-docs/*.md"], &[]).expect("selects");
     assert_eq!(paths(&selection), ["absolute-docs/a.md", "code/main.rs"]);
     // .dockerignore sees the real path.
     match select_simple(root, "src/main.rs\n", &["code/main.rs"], &[]) {
-        Err(SelectionError::NotFound {
-            excluded_by: Some((text, 1)),
-            ..
-        }) => assert_eq!(text, "src/main.rs"),
+        Err(SelectionError::NotFound { excluded_by: Some((text, 1)), .. }) => assert_eq!(text, "src/main.rs"),
         other => panic!("expected excluded, got {other:?}"),
     }
     symlink("loop", root.join("loop")).expect("symlink");
-    assert!(matches!(
-        select_simple(root, "", &["loop/x"], &[]),
-        Err(SelectionError::TooManyLinks { .. })
-    ));
+    assert!(matches!(select_simple(root, "", &["loop/x"], &[]), Err(SelectionError::TooManyLinks { .. })));
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -405,24 +256,11 @@ fn digest_depends_on_content_and_mode_only() {
     let second = tempfile::tempdir().expect("tempdir");
     copy_tree(first.path(), second.path());
     let old = SystemTime::now() - Duration::from_secs(86_400 * 400);
-    File::options()
-        .write(true)
-        .open(second.path().join("src/main.rs"))
-        .expect("open")
-        .set_modified(old)
-        .expect("set mtime");
+    File::options().write(true).open(second.path().join("src/main.rs")).expect("open").set_modified(old).expect("set mtime");
 
-    let digest_of = |root: &Path| {
-        select_simple(root, "", &["src", "docs"], &[])
-            .expect("selects")
-            .digest
-    };
+    let digest_of = |root: &Path| select_simple(root, "", &["src", "docs"], &[]).expect("selects").digest;
     let original = digest_of(first.path());
-    assert_eq!(
-        digest_of(second.path()),
-        original,
-        "same content elsewhere with other mtimes"
-    );
+    assert_eq!(digest_of(second.path()), original, "same content elsewhere with other mtimes");
 
     write(second.path(), "src/main.rs", "fn main() {}\r");
     let changed_byte = digest_of(second.path());
@@ -430,11 +268,7 @@ fn digest_depends_on_content_and_mode_only() {
 
     write(second.path(), "src/main.rs", "fn main() {}\n");
     assert_eq!(digest_of(second.path()), original, "byte restored");
-    fs::set_permissions(
-        second.path().join("src/main.rs"),
-        fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
+    fs::set_permissions(second.path().join("src/main.rs"), fs::Permissions::from_mode(0o755)).expect("chmod");
     assert_ne!(digest_of(second.path()), original, "mode changed");
 }
 
@@ -452,10 +286,7 @@ impl HashCache for RecordingCache {
     }
 
     fn put(&self, key: &StatKey, digest: &str) {
-        self.stored
-            .lock()
-            .expect("lock")
-            .push((key.clone(), digest.to_string()));
+        self.stored.lock().expect("lock").push((key.clone(), digest.to_string()));
     }
 }
 
@@ -464,45 +295,21 @@ fn cache_is_consulted_by_stat_key() {
     let tree = sample_tree();
     let ignore = DockerIgnore::empty();
     let cache = RecordingCache::default();
-    let selection =
-        select(tree.path(), &ignore, &strings(&["docs"]), &[], false, &cache).expect("selects");
+    let selection = select(tree.path(), &ignore, &strings(&["docs"]), &[], false, &cache).expect("selects");
     let stored = cache.stored.lock().expect("lock").clone();
     assert_eq!(stored.len(), 2, "both files hashed and stored");
     let canonical = fs::canonicalize(tree.path()).expect("canonical");
-    let (key, digest) = stored
-        .iter()
-        .find(|(key, _)| key.path.ends_with("docs/a.md"))
-        .expect("a.md stored");
+    let (key, digest) = stored.iter().find(|(key, _)| key.path.ends_with("docs/a.md")).expect("a.md stored");
     assert_eq!(key.path, canonical.join("docs/a.md"));
     assert_eq!(key.size, 4);
     assert!(key.inode != 0 && key.mtime_nanos > 0 && key.ctime_nanos > 0);
-    let entry = selection
-        .entries
-        .iter()
-        .find(|entry| entry.path == "docs/a.md")
-        .expect("entry");
-    assert_eq!(
-        entry.kind,
-        EntryKind::File {
-            size: 4,
-            digest: digest.clone()
-        }
-    );
+    let entry = selection.entries.iter().find(|entry| entry.path == "docs/a.md").expect("entry");
+    assert_eq!(entry.kind, EntryKind::File { size: 4, digest: digest.clone() });
 
     // A hit is trusted without reading the file: the answer shows up in the entry.
-    let hit = RecordingCache {
-        answer: Some("sha256:cached".to_string()),
-        ..RecordingCache::default()
-    };
-    let selection =
-        select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], false, &hit).expect("selects");
-    assert_eq!(
-        selection.entries[0].kind,
-        EntryKind::File {
-            size: 4,
-            digest: "sha256:cached".to_string()
-        }
-    );
+    let hit = RecordingCache { answer: Some("sha256:cached".to_string()), ..RecordingCache::default() };
+    let selection = select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], false, &hit).expect("selects");
+    assert_eq!(selection.entries[0].kind, EntryKind::File { size: 4, digest: "sha256:cached".to_string() });
     assert_eq!(hit.lookups.lock().expect("lock").len(), 1);
     assert!(hit.stored.lock().expect("lock").is_empty());
 }
@@ -513,18 +320,8 @@ fn only_reachable_files_are_hashed() {
     let cache = RecordingCache::default();
     let sources = strings(&["src/*.rs", "docs/a.md"]);
     select(tree.path(), &DockerIgnore::empty(), &sources, &[], false, &cache).expect("selects");
-    let mut looked_up: Vec<String> = cache
-        .lookups
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|path| {
-            path.file_name()
-                .expect("name")
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let mut looked_up: Vec<String> =
+        cache.lookups.lock().expect("lock").iter().map(|path| path.file_name().expect("name").to_string_lossy().into_owned()).collect();
     looked_up.sort();
     assert_eq!(looked_up, ["a.md", "lib.rs", "main.rs"]);
 }

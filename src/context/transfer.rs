@@ -80,7 +80,8 @@ fn stat_packet(path: &str, entry: Option<&Entry>) -> u64 {
             }
         }
     };
-    let stat = bytes_field(path.len() as u64) + varint_field(mode) + varint_field(size) + varint_field(nanos) + bytes_field(link.len() as u64);
+    let stat =
+        bytes_field(path.len() as u64) + varint_field(mode) + varint_field(size) + varint_field(nanos) + bytes_field(link.len() as u64);
     embedded(stat)
 }
 

@@ -27,11 +27,7 @@ pub struct DockerfileError {
 
 impl DockerfileError {
     pub fn new(message: impl Into<String>, span: Option<Span>) -> Self {
-        Self {
-            message: message.into(),
-            span,
-            help: None,
-        }
+        Self { message: message.into(), span, help: None }
     }
 
     /// An error about the lines of `span`.
@@ -92,11 +88,7 @@ pub fn render_snippet(file_name: &str, source: &str, span: Span) -> String {
 
     let mut out = format!("{file_name}:{first_marked}\n{RULE}\n");
     for number in start..=end {
-        let marker = if (first_marked..=last_marked).contains(&number) {
-            ">>>"
-        } else {
-            "   "
-        };
+        let marker = if (first_marked..=last_marked).contains(&number) { ">>>" } else { "   " };
         out.push_str(&format!(" {number:>3} | {marker} {}\n", lines[number - 1]));
     }
     out.push_str(RULE);
@@ -144,18 +136,12 @@ fn levenshtein(left: &[char], right: &[char]) -> usize {
 mod tests {
     use super::*;
 
-    const NINE_LINES: &str = "FROM alpine\nARG A=1\nENV B=2\nWORKDIR /src\nCOPY . .\nRUN make\nRUN make test\nRUN make install\nCMD [\"app\"]\n";
+    const NINE_LINES: &str =
+        "FROM alpine\nARG A=1\nENV B=2\nWORKDIR /src\nCOPY . .\nRUN make\nRUN make test\nRUN make install\nCMD [\"app\"]\n";
 
     #[test]
     fn snippet_of_one_line_shows_four_context_lines() {
-        let snippet = render_snippet(
-            "Dockerfile",
-            NINE_LINES,
-            Span {
-                start_line: 7,
-                end_line: 7,
-            },
-        );
+        let snippet = render_snippet("Dockerfile", NINE_LINES, Span { start_line: 7, end_line: 7 });
         let expected = "Dockerfile:7\n\
 --------------------\n   5 |     COPY . .\n   6 |     RUN make\n   7 | >>> RUN make test\n   8 |     RUN make install\n   9 |     CMD [\"app\"]\n\
 --------------------\n";
@@ -167,14 +153,7 @@ mod tests {
         // BuildKit's issue 5368 shows exactly this: line 3 is the empty string after the final
         // newline, printed with its trailing spaces.
         let source = "FROM alpine\nCOPY --nosuchflag . .\n";
-        let snippet = render_snippet(
-            "Dockerfile",
-            source,
-            Span {
-                start_line: 2,
-                end_line: 2,
-            },
-        );
+        let snippet = render_snippet("Dockerfile", source, Span { start_line: 2, end_line: 2 });
         let expected = "Dockerfile:2\n\
 --------------------\n   1 |     FROM alpine\n   2 | >>> COPY --nosuchflag . .\n   3 |     \n\
 --------------------\n";
@@ -184,14 +163,7 @@ mod tests {
     #[test]
     fn snippet_of_several_lines_shows_two_context_lines() {
         let source = "FROM alpine\nRUN a \\\n  b \\\n  c\nRUN d\nRUN e\nRUN f";
-        let snippet = render_snippet(
-            "Dockerfile",
-            source,
-            Span {
-                start_line: 2,
-                end_line: 4,
-            },
-        );
+        let snippet = render_snippet("Dockerfile", source, Span { start_line: 2, end_line: 4 });
         let expected = "Dockerfile:2\n\
 --------------------\n   1 |     FROM alpine\n   2 | >>> RUN a \\\n   3 | >>>   b \\\n   4 | >>>   c\n   5 |     RUN d\n\
 --------------------\n";
@@ -200,14 +172,7 @@ mod tests {
 
     #[test]
     fn snippet_on_the_first_line_pads_only_after() {
-        let snippet = render_snippet(
-            "df",
-            "FROMM a\nRUN b\nRUN c\nRUN d\nRUN e\nRUN f",
-            Span {
-                start_line: 1,
-                end_line: 1,
-            },
-        );
+        let snippet = render_snippet("df", "FROMM a\nRUN b\nRUN c\nRUN d\nRUN e\nRUN f", Span { start_line: 1, end_line: 1 });
         // Each round adds one line after and counts two steps: two rounds, two lines.
         let expected = "df:1\n\
 --------------------\n   1 | >>> FROMM a\n   2 |     RUN b\n   3 |     RUN c\n\
@@ -218,42 +183,15 @@ mod tests {
     #[test]
     fn snippet_widens_numbers_past_three_digits() {
         let source: String = (1..=1001).map(|n| format!("RUN {n}\n")).collect();
-        let snippet = render_snippet(
-            "Dockerfile",
-            &source,
-            Span {
-                start_line: 1000,
-                end_line: 1000,
-            },
-        );
+        let snippet = render_snippet("Dockerfile", &source, Span { start_line: 1000, end_line: 1000 });
         assert!(snippet.contains(" 998 |     RUN 998\n"), "{snippet}");
         assert!(snippet.contains(" 1000 | >>> RUN 1000\n"), "{snippet}");
     }
 
     #[test]
     fn snippet_outside_the_file_is_empty() {
-        assert_eq!(
-            render_snippet(
-                "Dockerfile",
-                "FROM a",
-                Span {
-                    start_line: 3,
-                    end_line: 3
-                }
-            ),
-            ""
-        );
-        assert_eq!(
-            render_snippet(
-                "Dockerfile",
-                "FROM a",
-                Span {
-                    start_line: 0,
-                    end_line: 0
-                }
-            ),
-            ""
-        );
+        assert_eq!(render_snippet("Dockerfile", "FROM a", Span { start_line: 3, end_line: 3 }), "");
+        assert_eq!(render_snippet("Dockerfile", "FROM a", Span { start_line: 0, end_line: 0 }), "");
     }
 
     #[test]
@@ -263,11 +201,7 @@ mod tests {
         assert_eq!(suggest("copp", &names), Some("COPY"));
         assert_eq!(suggest("frm", &names), Some("FROM"));
         assert_eq!(suggest("completely", &names), None);
-        assert_eq!(
-            suggest("copy", &names),
-            None,
-            "an exact match needs no suggestion"
-        );
+        assert_eq!(suggest("copy", &names), None, "an exact match needs no suggestion");
     }
 
     #[test]
@@ -277,12 +211,8 @@ mod tests {
 
     #[test]
     fn buildkit_message_appends_the_help_in_parentheses() {
-        let error = DockerfileError::new("unknown instruction: COPPY", None)
-            .with_help("did you mean COPY?");
-        assert_eq!(
-            error.buildkit_message(),
-            "unknown instruction: COPPY (did you mean COPY?)"
-        );
+        let error = DockerfileError::new("unknown instruction: COPPY", None).with_help("did you mean COPY?");
+        assert_eq!(error.buildkit_message(), "unknown instruction: COPPY (did you mean COPY?)");
         assert_eq!(error.to_string(), "unknown instruction: COPPY");
     }
 }

@@ -138,28 +138,18 @@ pub fn commands(dockerfile: &Dockerfile) -> Result<Vec<Located<Command>>, Docker
     let mut in_stage = false;
     for instruction in &dockerfile.instructions {
         let value = command(instruction).map_err(|error| DockerfileError {
-            message: format!(
-                "dockerfile parse error on line {}: {}",
-                instruction.span.start_line, error.message
-            ),
+            message: format!("dockerfile parse error on line {}: {}", instruction.span.start_line, error.message),
             ..error
         })?;
         match value {
             Command::From { .. } => in_stage = true,
             Command::Arg(_) => {}
             _ if !in_stage => {
-                return Err(DockerfileError::at(
-                    "no build stage in current context",
-                    instruction.span,
-                ));
+                return Err(DockerfileError::at("no build stage in current context", instruction.span));
             }
             _ => {}
         }
-        located.push(Located {
-            span: instruction.span,
-            original: instruction.original.clone(),
-            value,
-        });
+        located.push(Located { span: instruction.span, original: instruction.original.clone(), value });
     }
     Ok(located)
 }
@@ -175,11 +165,7 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
     let keyword = instruction.keyword.as_str();
     let no_flags = || parse_flags(&instruction.flags, &[], span);
     let exactly_one = || {
-        if rest.is_empty() {
-            Err(fail(format!("{keyword} requires exactly one argument")))
-        } else {
-            Ok(rest.to_string())
-        }
+        if rest.is_empty() { Err(fail(format!("{keyword} requires exactly one argument"))) } else { Ok(rest.to_string()) }
     };
 
     match keyword {
@@ -198,24 +184,14 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
                 }
                 [image] => (image, None),
                 _ => {
-                    return Err(fail(
-                        "FROM requires either one or three arguments".to_string(),
-                    ));
+                    return Err(fail("FROM requires either one or three arguments".to_string()));
                 }
             };
             let flags = parse_flags(&instruction.flags, &[("platform", FlagKind::String)], span)?;
-            Ok(Command::From {
-                image: image.clone(),
-                name,
-                platform: flags.string("platform"),
-            })
+            Ok(Command::From { image: image.clone(), name, platform: flags.string("platform") })
         }
         "RUN" => {
-            let known = [
-                ("mount", FlagKind::Strings),
-                ("network", FlagKind::String),
-                ("security", FlagKind::String),
-            ];
+            let known = [("mount", FlagKind::Strings), ("network", FlagKind::String), ("security", FlagKind::String)];
             let flags = parse_flags(&instruction.flags, &known, span)?;
             Ok(Command::Run(RunCommand {
                 args: instruction.args.clone(),
@@ -237,27 +213,20 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
             no_flags()?;
             match &instruction.args {
                 Args::Exec(words) if !words.is_empty() => Ok(Command::Shell(words.clone())),
-                Args::Shell(text) if !text.is_empty() => {
-                    Err(fail(not_json_message("SHELL", &instruction.original)))
-                }
+                Args::Shell(text) if !text.is_empty() => Err(fail(not_json_message("SHELL", &instruction.original))),
                 _ => Err(fail("SHELL requires at least one argument".to_string())),
             }
         }
         "ENV" | "LABEL" => {
             no_flags()?;
-            let pairs =
-                syntax::split_name_values(rest, keyword, instruction.escape).map_err(fail)?;
+            let pairs = syntax::split_name_values(rest, keyword, instruction.escape).map_err(fail)?;
             if pairs.is_empty() {
                 return Err(fail(format!("{keyword} requires at least one argument")));
             }
             if pairs.iter().any(|(key, _)| key.is_empty()) {
                 return Err(fail(format!("{keyword} names can not be blank")));
             }
-            Ok(if keyword == "ENV" {
-                Command::Env(pairs)
-            } else {
-                Command::Label(pairs)
-            })
+            Ok(if keyword == "ENV" { Command::Env(pairs) } else { Command::Label(pairs) })
         }
         "MAINTAINER" => {
             let maintainer = exactly_one()?;
@@ -273,13 +242,9 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
             ports.sort();
             Ok(Command::Expose(ports))
         }
-        "ADD" | "COPY" => copy_command(instruction, keyword).map(|copy| {
-            if keyword == "ADD" {
-                Command::Add(copy)
-            } else {
-                Command::Copy(copy)
-            }
-        }),
+        "ADD" | "COPY" => {
+            copy_command(instruction, keyword).map(|copy| if keyword == "ADD" { Command::Add(copy) } else { Command::Copy(copy) })
+        }
         "VOLUME" => {
             let volumes = split_list(&instruction.args);
             if volumes.is_empty() {
@@ -291,9 +256,7 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
                 .map(|volume| {
                     let trimmed = volume.trim();
                     if trimmed.is_empty() {
-                        Err(fail(
-                            "VOLUME specified can not be an empty string".to_string(),
-                        ))
+                        Err(fail("VOLUME specified can not be an empty string".to_string()))
                     } else {
                         Ok(trimmed.to_string())
                     }
@@ -334,15 +297,10 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
             let mut trigger = syntax::parse_line(rest, instruction.escape, span)?;
             match trigger.keyword.as_str() {
                 "ONBUILD" => {
-                    return Err(fail(
-                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string(),
-                    ));
+                    return Err(fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()));
                 }
                 "MAINTAINER" | "FROM" => {
-                    return Err(fail(format!(
-                        "{} isn't allowed as an ONBUILD trigger",
-                        trigger.keyword
-                    )));
+                    return Err(fail(format!("{} isn't allowed as an ONBUILD trigger", trigger.keyword)));
                 }
                 _ => {}
             }
@@ -372,9 +330,7 @@ fn copy_command(instruction: &Instruction, keyword: &str) -> Result<CopyCommand,
     let mut words = split_list(&instruction.args);
     if words.len() < 2 {
         return Err(DockerfileError::at(
-            format!(
-                "{keyword} requires at least two arguments, but only one was provided. Destination could not be determined"
-            ),
+            format!("{keyword} requires at least two arguments, but only one was provided. Destination could not be determined"),
             span,
         ));
     }
@@ -402,10 +358,7 @@ fn copy_command(instruction: &Instruction, keyword: &str) -> Result<CopyCommand,
     let flags = parse_flags(&instruction.flags, known, span)?;
     let dest = words.pop().unwrap_or_default();
     if syntax::heredoc_name(&dest).is_some() {
-        return Err(DockerfileError::at(
-            format!("{keyword} cannot accept a heredoc as a destination"),
-            span,
-        ));
+        return Err(DockerfileError::at(format!("{keyword} cannot accept a heredoc as a destination"), span));
     }
     Ok(CopyCommand {
         sources: words,
@@ -427,9 +380,7 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
     let span = instruction.span;
     let fail = |message: String| DockerfileError::at(message, span);
     if rest.is_empty() {
-        return Err(fail(
-            "HEALTHCHECK requires at least one argument".to_string(),
-        ));
+        return Err(fail("HEALTHCHECK requires at least one argument".to_string()));
     }
     let (kind, command_text) = syntax::split_first_word(rest);
     let kind = kind.to_uppercase();
@@ -448,10 +399,7 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
     ];
     let flags = parse_flags(&instruction.flags, &known, span)?;
     if kind != "CMD" {
-        return Err(fail(format!(
-            "Unknown type {} in HEALTHCHECK (try CMD)",
-            syntax::go_quote(&kind)
-        )));
+        return Err(fail(format!("Unknown type {} in HEALTHCHECK (try CMD)", syntax::go_quote(&kind))));
     }
     let test = syntax::maybe_json(command_text).map_err(fail)?;
     let is_empty = match &test {
@@ -472,12 +420,8 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
     }
     let retries = non_empty("retries");
     if let Some(retries) = &retries {
-        let parsed: i32 = retries.parse().map_err(|_| {
-            fail(format!(
-                "strconv.ParseInt: parsing {}: invalid syntax",
-                syntax::go_quote(retries)
-            ))
-        })?;
+        let parsed: i32 =
+            retries.parse().map_err(|_| fail(format!("strconv.ParseInt: parsing {}: invalid syntax", syntax::go_quote(retries))))?;
         if parsed < 0 {
             return Err(fail(format!("--retries cannot be negative ({parsed})")));
         }
@@ -497,10 +441,7 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
 fn check_interval(name: &str, value: &str) -> Result<(), String> {
     let nanoseconds = go_duration_nanoseconds(value)?;
     if nanoseconds != 0.0 && nanoseconds < 1_000_000.0 {
-        return Err(format!(
-            "Interval {} cannot be less than 1ms",
-            syntax::go_quote(name)
-        ));
+        return Err(format!("Interval {} cannot be less than 1ms", syntax::go_quote(name)));
     }
     Ok(())
 }
@@ -522,26 +463,19 @@ pub fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
     }
     let mut total = 0.0;
     while !rest.is_empty() {
-        let number_length = rest
-            .find(|character: char| !(character.is_ascii_digit() || character == '.'))
-            .unwrap_or(rest.len());
+        let number_length = rest.find(|character: char| !(character.is_ascii_digit() || character == '.')).unwrap_or(rest.len());
         let number = &rest[..number_length];
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
         let value: f64 = number.parse().map_err(|_| invalid())?;
         rest = &rest[number_length..];
-        let unit_length = rest
-            .find(|character: char| character.is_ascii_digit() || character == '.')
-            .unwrap_or(rest.len());
+        let unit_length = rest.find(|character: char| character.is_ascii_digit() || character == '.').unwrap_or(rest.len());
         let unit = &rest[..unit_length];
         rest = &rest[unit_length..];
         let scale = match unit {
             "" => {
-                return Err(format!(
-                    "time: missing unit in duration {}",
-                    syntax::go_quote(text)
-                ));
+                return Err(format!("time: missing unit in duration {}", syntax::go_quote(text)));
             }
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -550,11 +484,7 @@ pub fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
             "m" => 60e9,
             "h" => 3600e9,
             _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    syntax::go_quote(unit),
-                    syntax::go_quote(text)
-                ));
+                return Err(format!("time: unknown unit {} in duration {}", syntax::go_quote(unit), syntax::go_quote(text)));
             }
         };
         total += value * scale;
@@ -572,9 +502,7 @@ fn unknown_instruction(instruction: &Instruction) -> DockerfileError {
         .unwrap_or(&instruction.keyword);
     let error = DockerfileError::at(format!("unknown instruction: {written}"), instruction.span);
     match suggest(written, &INSTRUCTIONS) {
-        Some(candidate) => {
-            error.with_help(format!("did you mean {}?", match_case(candidate, written)))
-        }
+        Some(candidate) => error.with_help(format!("did you mean {}?", match_case(candidate, written))),
         None => error,
     }
 }
@@ -596,15 +524,12 @@ fn not_json_message(keyword: &str, original: &str) -> String {
     let has_drive_path = lowered.char_indices().any(|(index, character)| {
         let mut after = lowered[index..].chars().skip(1);
         character == '"'
-            && after
-                .next()
-                .is_some_and(|letter| letter.is_ascii_lowercase())
+            && after.next().is_some_and(|letter| letter.is_ascii_lowercase())
             && after.next() == Some(':')
             && after.next() == Some('\\')
     });
     let mut message = format!("{keyword} requires the arguments to be in JSON form");
-    if has_drive_path && !lowered.contains("\\\\") && lowered.contains('[') && lowered.contains(']')
-    {
+    if has_drive_path && !lowered.contains("\\\\") && lowered.contains('[') && lowered.contains(']') {
         message.push_str(&format!(
             ". It looks like '{lowered}' includes a file path without an escaped back-slash. JSON requires back-slashes to be escaped such as [\"c:\\\\path\\\\to\\\\file.exe\", \"/parameter\"]"
         ));
@@ -616,24 +541,14 @@ fn not_json_message(keyword: &str, original: &str) -> String {
 fn split_list(args: &Args) -> Vec<String> {
     match args {
         Args::Exec(words) => words.clone(),
-        Args::Shell(text) => text
-            .split(syntax::is_token_whitespace)
-            .filter(|word| !word.is_empty())
-            .map(str::to_string)
-            .collect(),
+        Args::Shell(text) => text.split(syntax::is_token_whitespace).filter(|word| !word.is_empty()).map(str::to_string).collect(),
     }
 }
 
 fn is_valid_stage_name(name: &str) -> bool {
     let mut characters = name.chars();
-    characters
-        .next()
-        .is_some_and(|first| first.is_ascii_lowercase())
-        && characters.all(|character| {
-            character.is_ascii_lowercase()
-                || character.is_ascii_digit()
-                || matches!(character, '-' | '_' | '.')
-        })
+    characters.next().is_some_and(|first| first.is_ascii_lowercase())
+        && characters.all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || matches!(character, '-' | '_' | '.'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -657,10 +572,7 @@ enum FlagValue {
 
 impl ParsedFlags {
     fn get(&self, name: &str) -> Option<&FlagValue> {
-        self.values
-            .iter()
-            .find(|(given, _)| given == name)
-            .map(|(_, value)| value)
+        self.values.iter().find(|(given, _)| given == name).map(|(_, value)| value)
     }
 
     fn string(&self, name: &str) -> Option<String> {
@@ -686,11 +598,7 @@ impl ParsedFlags {
 }
 
 /// BuildKit's `BFlags.Parse` for the flags an instruction knows.
-fn parse_flags(
-    flags: &[Flag],
-    known: &[(&str, FlagKind)],
-    span: Span,
-) -> Result<ParsedFlags, DockerfileError> {
+fn parse_flags(flags: &[Flag], known: &[(&str, FlagKind)], span: Span) -> Result<ParsedFlags, DockerfileError> {
     let fail = |message: String| DockerfileError::at(message, span);
     let mut parsed = ParsedFlags { values: Vec::new() };
     for flag in flags {
@@ -711,22 +619,15 @@ fn parse_flags(
                 "true" => FlagValue::Bool(true),
                 "false" => FlagValue::Bool(false),
                 _ => {
-                    return Err(fail(format!(
-                        "expecting boolean value for flag --{name}, not: {value}"
-                    )));
+                    return Err(fail(format!("expecting boolean value for flag --{name}, not: {value}")));
                 }
             },
             (_, None) => return Err(missing_value()),
             (FlagKind::String, Some(value)) => FlagValue::String(value.clone()),
             (FlagKind::Strings, Some(value)) => FlagValue::Strings(vec![value.clone()]),
         };
-        match (
-            parsed.values.iter_mut().find(|(given, _)| given == name),
-            value,
-        ) {
-            (Some((_, FlagValue::Strings(values))), FlagValue::Strings(more)) => {
-                values.extend(more)
-            }
+        match (parsed.values.iter_mut().find(|(given, _)| given == name), value) {
+            (Some((_, FlagValue::Strings(values))), FlagValue::Strings(more)) => values.extend(more),
             (Some(_), _) => return Err(fail(format!("duplicate flag specified: --{name}"))),
             (None, value) => parsed.values.push((name.to_string(), value)),
         }

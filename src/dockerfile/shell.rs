@@ -32,7 +32,7 @@
 //! end). Trade-off: O(value × pattern) per start position, irrelevant for Dockerfile values.
 //! The pattern language lives in `shell_pattern.rs`.
 
-use super::shell_pattern::{trim_prefix, trim_suffix, Pattern};
+use super::shell_pattern::{Pattern, trim_prefix, trim_suffix};
 use super::syntax::go_quote;
 
 /// Expands Dockerfile words. `escape` is the Dockerfile escape character: `\` by default, a
@@ -68,11 +68,7 @@ impl Lexer {
     /// Unterminated quotes or `${`, unsupported modifiers, invalid patterns, and `${V:?msg}` /
     /// `${V?msg}` on a missing variable; the message is BuildKit's, e.g.
     /// `failed to process "${X:?msg}": X: msg`.
-    pub fn process_word(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<String, ShellError> {
+    pub fn process_word(&self, word: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ShellError> {
         self.process(word, env).map(|expansion| expansion.text)
     }
 
@@ -82,13 +78,8 @@ impl Lexer {
     ///
     /// # Errors
     /// The same as [`Lexer::process_word`].
-    pub fn process_words(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<String>, ShellError> {
-        self.process(word, env)
-            .map(|expansion| expansion.words.finish())
+    pub fn process_words(&self, word: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, ShellError> {
+        self.process(word, env).map(|expansion| expansion.words.finish())
     }
 
     /// The body of a heredoc with an unquoted delimiter (like BuildKit's lexer with
@@ -99,11 +90,7 @@ impl Lexer {
     ///
     /// # Errors
     /// The same as [`Lexer::process_word`].
-    pub fn process_heredoc(
-        &self,
-        body: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<String, ShellError> {
+    pub fn process_heredoc(&self, body: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ShellError> {
         Lexer::new('\\').process_with(body, env, true).map(|expansion| expansion.text)
     }
 
@@ -116,27 +103,16 @@ impl Lexer {
         scanner.process_until(None, false).map_or_else(|_| text.to_string(), |expansion| expansion.text)
     }
 
-    fn process(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Expansion, ShellError> {
+    fn process(&self, word: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expansion, ShellError> {
         self.process_with(word, env, false)
     }
 
-    fn process_with(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-        skip_quotes: bool,
-    ) -> Result<Expansion, ShellError> {
+    fn process_with(&self, word: &str, env: &dyn Fn(&str) -> Option<String>, skip_quotes: bool) -> Result<Expansion, ShellError> {
         let mut scanner = WordScanner::new(word, self.escape, env);
         scanner.skip_quotes = skip_quotes;
         scanner
             .process_until(None, false)
-            .map_err(|reason| ShellError {
-                message: format!("failed to process {}: {reason}", go_quote(word)),
-            })
+            .map_err(|reason| ShellError { message: format!("failed to process {}: {reason}", go_quote(word)) })
     }
 }
 
@@ -167,8 +143,7 @@ impl Words {
     }
 
     fn add_splitting_text(&mut self, text: &str) {
-        text.chars()
-            .for_each(|character| self.add_splitting_char(character));
+        text.chars().for_each(|character| self.add_splitting_char(character));
     }
 
     /// Adds quoted or escaped text: never splits.
@@ -216,15 +191,7 @@ struct WordScanner<'a> {
 
 impl<'a> WordScanner<'a> {
     fn new(word: &str, escape: char, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self {
-            characters: characters_without_bom(word),
-            position: 0,
-            escape,
-            skip_quotes: false,
-            progress_name: false,
-            depth: 0,
-            env,
-        }
+        Self { characters: characters_without_bom(word), position: 0, escape, skip_quotes: false, progress_name: false, depth: 0, env }
     }
 
     fn peek(&self) -> Option<char> {
@@ -239,11 +206,7 @@ impl<'a> WordScanner<'a> {
 
     /// Reads up to (and consumes) `stop`, or to the end of the word when `stop` is `None`.
     /// `raw_escapes` keeps escape characters in the output (used for patterns).
-    fn process_until(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<Expansion, Reason> {
+    fn process_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<Expansion, Reason> {
         let mut text = String::new();
         let mut words = Words::default();
         while let Some(character) = self.peek() {
@@ -288,9 +251,7 @@ impl<'a> WordScanner<'a> {
             }
         }
         match stop {
-            Some(stop) => Err(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            )),
+            Some(stop) => Err(format!("unexpected end of statement while looking for matching {stop}")),
             None => Ok(Expansion { text, words }),
         }
     }
@@ -301,10 +262,7 @@ impl<'a> WordScanner<'a> {
         loop {
             match self.next() {
                 None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .to_owned(),
-                    );
+                    return Err("unexpected end of statement while looking for matching single-quote".to_owned());
                 }
                 Some('\'') => return Ok(text),
                 Some(character) => text.push(character),
@@ -318,10 +276,7 @@ impl<'a> WordScanner<'a> {
         loop {
             match self.peek() {
                 None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .to_owned(),
-                    );
+                    return Err("unexpected end of statement while looking for matching double-quote".to_owned());
                 }
                 Some('"') => {
                     self.position += 1;
@@ -413,22 +368,14 @@ impl<'a> WordScanner<'a> {
                 let spelled = format!(":{}", go_char(operator));
                 self.apply_operator(&name, operator, true, &spelled)
             }
-            Some(operator @ ('+' | '-' | '?' | '#' | '%')) => {
-                self.apply_operator(&name, Some(operator), false, &operator.to_string())
-            }
+            Some(operator @ ('+' | '-' | '?' | '#' | '%')) => self.apply_operator(&name, Some(operator), false, &operator.to_string()),
             Some('/') => self.substitute(&name),
             other => Err(unsupported_modifier(&go_char(other))),
         }
     }
 
     /// `${name<operator>word}` for every operator but `/`. `empty_is_unset` is the `:` form.
-    fn apply_operator(
-        &mut self,
-        name: &str,
-        operator: Option<char>,
-        empty_is_unset: bool,
-        spelled: &str,
-    ) -> Result<String, Reason> {
+    fn apply_operator(&mut self, name: &str, operator: Option<char>, empty_is_unset: bool, spelled: &str) -> Result<String, Reason> {
         let is_pattern = matches!(operator, Some('#' | '%'));
         let word = self.process_until_brace(is_pattern)?;
         let value = self.lookup(name);
@@ -437,11 +384,7 @@ impl<'a> WordScanner<'a> {
             Some(value) => empty_is_unset && value.is_empty(),
         };
         match operator {
-            Some('-') => Ok(if is_missing {
-                word
-            } else {
-                value.unwrap_or_default()
-            }),
+            Some('-') => Ok(if is_missing { word } else { value.unwrap_or_default() }),
             Some('+') => Ok(if is_missing { String::new() } else { word }),
             Some('?') => match value {
                 Some(value) if !is_missing => Ok(value),
@@ -462,11 +405,7 @@ impl<'a> WordScanner<'a> {
                     None => (word, false),
                 };
                 let value = value.unwrap_or_default();
-                if operator == '#' {
-                    trim_prefix(&pattern, &value, longest)
-                } else {
-                    trim_suffix(&pattern, &value, longest)
-                }
+                if operator == '#' { trim_prefix(&pattern, &value, longest) } else { trim_suffix(&pattern, &value, longest) }
             }
             _ => Err(unsupported_modifier(spelled)),
         }
@@ -487,14 +426,9 @@ impl<'a> WordScanner<'a> {
         };
         let replacement = self.process_until_brace(true)?;
         let value = self.lookup(name).unwrap_or_default();
-        let pattern =
-            Pattern::parse(&pattern).map_err(|reason| invalid_pattern(&pattern, &reason))?;
+        let pattern = Pattern::parse(&pattern).map_err(|reason| invalid_pattern(&pattern, &reason))?;
         let value: Vec<char> = value.chars().collect();
-        Ok(if replace_all {
-            pattern.replace_all(&value, &replacement)
-        } else {
-            pattern.replace_first(&value, &replacement)
-        })
+        Ok(if replace_all { pattern.replace_all(&value, &replacement) } else { pattern.replace_first(&value, &replacement) })
     }
 
     /// Reads the word of `${name<op>word}` up to its closing brace.
@@ -556,10 +490,7 @@ pub(super) fn go_char(character: Option<char>) -> String {
 /// Go's `text/scanner` silently skips a byte order mark at the start of its input; so do we, so
 /// that a word (or pattern) starting with U+FEFF expands as in BuildKit.
 pub(super) fn characters_without_bom(text: &str) -> Vec<char> {
-    text.strip_prefix('\u{feff}')
-        .unwrap_or(text)
-        .chars()
-        .collect()
+    text.strip_prefix('\u{feff}').unwrap_or(text).chars().collect()
 }
 
 #[cfg(test)]

@@ -5,19 +5,14 @@
 //! Role: the part of [`super::shell`] that trims and replaces; the word reader hands it the raw
 //! pattern text (escapes kept) and the value.
 
-use super::shell::{characters_without_bom, go_char, invalid_pattern, Reason};
+use super::shell::{Reason, characters_without_bom, go_char, invalid_pattern};
 
 /// `${value#pattern}` (shortest) and `${value##pattern}` (`longest`).
 pub(super) fn trim_prefix(pattern_text: &str, value: &str, longest: bool) -> Result<String, Reason> {
-    let pattern =
-        Pattern::parse(pattern_text).map_err(|reason| invalid_pattern(pattern_text, &reason))?;
+    let pattern = Pattern::parse(pattern_text).map_err(|reason| invalid_pattern(pattern_text, &reason))?;
     let value: Vec<char> = value.chars().collect();
     let ends = pattern.match_ends(&value, 0);
-    let end = if longest {
-        ends.iter().rposition(|&reachable| reachable)
-    } else {
-        ends.iter().position(|&reachable| reachable)
-    };
+    let end = if longest { ends.iter().rposition(|&reachable| reachable) } else { ends.iter().position(|&reachable| reachable) };
     Ok(value[end.unwrap_or(0)..].iter().collect())
 }
 
@@ -36,11 +31,7 @@ fn reverse_pattern(pattern: &str) -> String {
     let mut pieces: Vec<&[char]> = Vec::with_capacity(characters.len());
     let mut index = 0;
     while index < characters.len() {
-        let width = if characters[index] == '\\' && index + 1 < characters.len() {
-            2
-        } else {
-            1
-        };
+        let width = if characters[index] == '\\' && index + 1 < characters.len() { 2 } else { 1 };
         pieces.push(&characters[index..index + width]);
         index += width;
     }
@@ -110,8 +101,7 @@ impl Pattern {
                 PatternToken::AnyRun => {
                     let mut running = false;
                     for position in 0..=value.len() {
-                        running = reachable[position]
-                            || (running && position > 0 && value[position - 1] != '\n');
+                        running = reachable[position] || (running && position > 0 && value[position - 1] != '\n');
                         next[position] = running;
                     }
                 }
@@ -125,10 +115,7 @@ impl Pattern {
     /// leftmost-first regular expression finds), as `(start, end)`.
     fn find(&self, value: &[char], from: usize) -> Option<(usize, usize)> {
         (from..=value.len()).find_map(|start| {
-            let end = self
-                .match_ends(value, start)
-                .iter()
-                .rposition(|&reachable| reachable)?;
+            let end = self.match_ends(value, start).iter().rposition(|&reachable| reachable)?;
             Some((start, end))
         })
     }
@@ -162,11 +149,7 @@ impl Pattern {
                 expand_go_template(replacement, &matched, &mut output);
             }
             last_match_end = end;
-            search_from = if search_from + 1 > end {
-                search_from + 1
-            } else {
-                end
-            };
+            search_from = if search_from + 1 > end { search_from + 1 } else { end };
         }
         output.extend(&value[last_match_end..]);
         output
@@ -189,11 +172,8 @@ fn expand_go_template(template: &str, matched: &str, output: &mut String) {
             Some(body) => (true, body),
             None => (false, rest),
         };
-        let name_length: usize = body
-            .chars()
-            .take_while(|character| character.is_alphanumeric() || *character == '_')
-            .map(char::len_utf8)
-            .sum();
+        let name_length: usize =
+            body.chars().take_while(|character| character.is_alphanumeric() || *character == '_').map(char::len_utf8).sum();
         let name = &body[..name_length];
         let after_name = &body[name_length..];
         let remainder = if name.is_empty() {
@@ -221,13 +201,7 @@ mod tests {
 
     #[test]
     fn reverse_pattern_keeps_escape_pairs() {
-        let cases = [
-            ("a\\*c", "c\\*a"),
-            ("\\\\\\ab", "b\\a\\\\"),
-            ("ab\\", "\\ba"),
-            ("👽\\🚀🖖", "🖖\\🚀👽"),
-            ("\\\\b", "b\\\\"),
-        ];
+        let cases = [("a\\*c", "c\\*a"), ("\\\\\\ab", "b\\a\\\\"), ("ab\\", "\\ba"), ("👽\\🚀🖖", "🖖\\🚀👽"), ("\\\\b", "b\\\\")];
         for (pattern, expected) in cases {
             assert_eq!(reverse_pattern(pattern), expected, "{pattern}");
         }
@@ -240,11 +214,7 @@ mod tests {
         }
         assert_eq!(
             Pattern::parse("\\*?*").map(|pattern| pattern.tokens),
-            Ok(vec![
-                PatternToken::Literal('*'),
-                PatternToken::AnyCharacter,
-                PatternToken::AnyRun
-            ])
+            Ok(vec![PatternToken::Literal('*'), PatternToken::AnyCharacter, PatternToken::AnyRun])
         );
     }
 }

@@ -3,8 +3,7 @@
 use super::*;
 use std::collections::HashMap;
 
-const REFERENCE_DIRECTORY: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/buildkit-shell");
+const REFERENCE_DIRECTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/buildkit-shell");
 
 fn read_reference(name: &str) -> String {
     let path = format!("{REFERENCE_DIRECTORY}/{name}");
@@ -16,10 +15,7 @@ fn lookup_in(map: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> +
 }
 
 fn environment(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect()
+    pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
 }
 
 fn word(lexer: Lexer, input: &str, pairs: &[(&str, &str)]) -> Result<String, ShellError> {
@@ -41,12 +37,7 @@ fn failure(input: &str, pairs: &[(&str, &str)]) -> String {
 #[test]
 fn buildkit_env_var_table() {
     let table = read_reference("envVarTest");
-    let map = environment(&[
-        ("PWD", "/home"),
-        ("SHELL", "bash"),
-        ("KOREAN", "한국어"),
-        ("NULL", ""),
-    ]);
+    let map = environment(&[("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]);
     let lexer = Lexer::new('\\');
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -66,10 +57,7 @@ fn buildkit_env_var_table() {
             Err(_) => "error".to_owned(),
         };
         if outcome != expected {
-            failures.push(format!(
-                "envVarTest:{}: {input:?} gave {outcome:?}, expected {expected:?}",
-                index + 1
-            ));
+            failures.push(format!("envVarTest:{}: {input:?} gave {outcome:?}, expected {expected:?}", index + 1));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -88,10 +76,7 @@ fn buildkit_words_table() {
             continue;
         }
         if let Some(definition) = line.strip_prefix("ENV ") {
-            let (name, value) = definition
-                .trim_start_matches(' ')
-                .split_once('=')
-                .unwrap_or((definition, ""));
+            let (name, value) = definition.trim_start_matches(' ').split_once('=').unwrap_or((definition, ""));
             map.insert(name.to_owned(), value.to_owned());
             continue;
         }
@@ -100,14 +85,9 @@ fn buildkit_words_table() {
         let input = fields[0].trim();
         let expected: Vec<&str> = fields[1].trim_start_matches(' ').split(',').collect();
         checked += 1;
-        let outcome = lexer
-            .process_words(input, &lookup_in(&map))
-            .unwrap_or_else(|_| vec!["error".to_owned()]);
+        let outcome = lexer.process_words(input, &lookup_in(&map)).unwrap_or_else(|_| vec!["error".to_owned()]);
         if outcome != expected {
-            failures.push(format!(
-                "wordsTest:{}: {input:?} gave {outcome:?}, expected {expected:?}",
-                index + 1
-            ));
+            failures.push(format!("wordsTest:{}: {input:?} gave {outcome:?}, expected {expected:?}", index + 1));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -116,36 +96,18 @@ fn buildkit_words_table() {
 
 #[test]
 fn required_with_message_reports_name_and_message() {
-    assert_eq!(
-        failure("${X:?msg}", &[]),
-        r#"failed to process "${X:?msg}": X: msg"#
-    );
-    assert_eq!(
-        failure("${X:?msg}", &[("X", "")]),
-        r#"failed to process "${X:?msg}": X: msg"#
-    );
+    assert_eq!(failure("${X:?msg}", &[]), r#"failed to process "${X:?msg}": X: msg"#);
+    assert_eq!(failure("${X:?msg}", &[("X", "")]), r#"failed to process "${X:?msg}": X: msg"#);
     assert_eq!(expand("${X:?msg}", &[("X", "v")]), "v");
     // The message is itself expanded.
-    assert_eq!(
-        failure("${VAR:?message here$ARG}", &[("ARG", "x")]),
-        r#"failed to process "${VAR:?message here$ARG}": VAR: message herex"#
-    );
+    assert_eq!(failure("${VAR:?message here$ARG}", &[("ARG", "x")]), r#"failed to process "${VAR:?message here$ARG}": VAR: message herex"#);
 }
 
 #[test]
 fn required_without_message_uses_buildkit_wording() {
-    assert_eq!(
-        failure("${X?}", &[]),
-        r#"failed to process "${X?}": X: is not allowed to be unset"#
-    );
-    assert_eq!(
-        failure("${X:?}", &[]),
-        r#"failed to process "${X:?}": X: is not allowed to be unset"#
-    );
-    assert_eq!(
-        failure("${X:?}", &[("X", "")]),
-        r#"failed to process "${X:?}": X: is not allowed to be empty"#
-    );
+    assert_eq!(failure("${X?}", &[]), r#"failed to process "${X?}": X: is not allowed to be unset"#);
+    assert_eq!(failure("${X:?}", &[]), r#"failed to process "${X:?}": X: is not allowed to be unset"#);
+    assert_eq!(failure("${X:?}", &[("X", "")]), r#"failed to process "${X:?}": X: is not allowed to be empty"#);
     assert_eq!(expand("a${X?}b", &[("X", "")]), "ab");
     assert_eq!(expand("${X?oops}", &[("X", "")]), "");
 }
@@ -160,30 +122,14 @@ fn syntax_errors_use_buildkit_wording() {
         ("${X:=a}", "unsupported modifier (:=) in substitution"),
         ("${X=a}", "unsupported modifier (=) in substitution"),
         ("${X//a}", "syntax error: missing '/' in ${}"),
-        (
-            "'abc",
-            "unexpected end of statement while looking for matching single-quote",
-        ),
-        (
-            "\"abc",
-            "unexpected end of statement while looking for matching double-quote",
-        ),
-        (
-            "${X#\\x}",
-            "invalid pattern (\\x) in substitution: invalid escape '\\x'",
-        ),
+        ("'abc", "unexpected end of statement while looking for matching single-quote"),
+        ("\"abc", "unexpected end of statement while looking for matching double-quote"),
+        ("${X#\\x}", "invalid pattern (\\x) in substitution: invalid escape '\\x'"),
         // BuildKit shows the reversed pattern for suffix trims.
-        (
-            "${X%ab\\x}",
-            "invalid pattern (\\xba) in substitution: invalid escape '\\x'",
-        ),
+        ("${X%ab\\x}", "invalid pattern (\\xba) in substitution: invalid escape '\\x'"),
     ];
     for (input, reason) in cases {
-        assert_eq!(
-            failure(input, &[]),
-            format!("failed to process {}: {reason}", go_quote(input)),
-            "{input}"
-        );
+        assert_eq!(failure(input, &[]), format!("failed to process {}: {reason}", go_quote(input)), "{input}");
     }
     assert_eq!(
         failure("${X%$P}", &[("X", "x"), ("P", "ab\\")]),
@@ -195,10 +141,7 @@ fn syntax_errors_use_buildkit_wording() {
 fn backtick_escape_leaves_backslash_literal() {
     let lexer = Lexer::new('`');
     let pairs = [("USER", "me"), ("SPACE", "a b")];
-    assert_eq!(
-        word(lexer, r"C:\Users\$USER", &pairs).as_deref(),
-        Ok(r"C:\Users\me")
-    );
+    assert_eq!(word(lexer, r"C:\Users\$USER", &pairs).as_deref(), Ok(r"C:\Users\me"));
     assert_eq!(word(lexer, r"a`$USER", &pairs).as_deref(), Ok("a$USER"));
     assert_eq!(word(lexer, r#""x`"y""#, &pairs).as_deref(), Ok(r#"x"y"#));
     assert_eq!(word(lexer, r#""x\""#, &pairs).as_deref(), Ok(r"x\"));
@@ -207,48 +150,24 @@ fn backtick_escape_leaves_backslash_literal() {
     let map = environment(&pairs);
     assert_eq!(
         lexer.process_words(r"a`  b $SPACE", &lookup_in(&map)),
-        Ok(vec![
-            "a ".to_owned(),
-            "b".to_owned(),
-            "a".to_owned(),
-            "b".to_owned()
-        ])
+        Ok(vec!["a ".to_owned(), "b".to_owned(), "a".to_owned(), "b".to_owned()])
     );
-    assert_eq!(
-        lexer.process_words(r"C:\dir\ x", &lookup_in(&map)),
-        Ok(vec![r"C:\dir\".to_owned(), "x".to_owned()])
-    );
+    assert_eq!(lexer.process_words(r"C:\dir\ x", &lookup_in(&map)), Ok(vec![r"C:\dir\".to_owned(), "x".to_owned()]));
 }
 
 #[test]
 fn default_values_and_alternatives() {
     let pairs = [("FOO", "xxx"), ("BAR", "")];
-    assert_eq!(
-        expand("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &pairs),
-        "xxx  ccc"
-    );
-    assert_eq!(
-        expand("${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}", &pairs),
-        "xxx bbb ccc"
-    );
-    assert_eq!(
-        expand("${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}", &pairs),
-        "aaa bbb "
-    );
-    assert_eq!(
-        expand("${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}", &pairs),
-        "aaa  "
-    );
+    assert_eq!(expand("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &pairs), "xxx  ccc");
+    assert_eq!(expand("${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}", &pairs), "xxx bbb ccc");
+    assert_eq!(expand("${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}", &pairs), "aaa bbb ");
+    assert_eq!(expand("${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}", &pairs), "aaa  ");
     assert_eq!(expand("${BAZ:-\"a  b\"}", &pairs), "a  b");
     assert_eq!(expand("${BAZ:-'}'}", &pairs), "}");
     assert_eq!(
         expand(
             "something-${VERSION}.${TARGETOS}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz",
-            &[
-                ("VERSION", "v1"),
-                ("TARGETOS", "linux"),
-                ("TARGETVARIANT", "v7")
-            ]
+            &[("VERSION", "v1"), ("TARGETOS", "linux"), ("TARGETVARIANT", "v7")]
         ),
         "something-v1.linux-v7.tar.gz"
     );
@@ -280,70 +199,31 @@ fn prefix_and_suffix_trimming() {
         ("${FOO##*b}", "ab\nab", "\nab"),
     ];
     for (input, value, expected) in cases {
-        assert_eq!(
-            expand(input, &[("FOO", value)]),
-            expected,
-            "{input} on {value:?}"
-        );
+        assert_eq!(expand(input, &[("FOO", value)]), expected, "{input} on {value:?}");
     }
-    assert_eq!(
-        expand("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "x")]),
-        "xyy"
-    );
-    assert_eq!(
-        expand("${ABC:-.}${FOO%x}${ABC:-.}", &[("FOO", "xxyy")]),
-        ".xxyy."
-    );
+    assert_eq!(expand("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "x")]), "xyy");
+    assert_eq!(expand("${ABC:-.}${FOO%x}${ABC:-.}", &[("FOO", "xxyy")]), ".xxyy.");
     assert_eq!(expand("${UNSET#a}", &[]), "");
 }
 
 #[test]
 fn pattern_substitution() {
     assert_eq!(
-        expand(
-            "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
-            &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", "\\*/")]
-        ),
+        expand("${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}", &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", "\\*/")]),
         "/foo.*/*.txt - /foo..*.txt"
     );
-    assert_eq!(
-        expand(
-            "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
-            &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")]
-        ),
-        "/tmp/bar.txt - /bar.txt"
-    );
+    assert_eq!(expand("${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}", &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")]), "/tmp/bar.txt - /bar.txt");
     assert_eq!(
         expand(
             "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
-            &[
-                ("FOO", "/a/foo/b/c.txt"),
-                ("NEEDLE", "/?/"),
-                ("REPLACEMENT", "/")
-            ]
+            &[("FOO", "/a/foo/b/c.txt"), ("NEEDLE", "/?/"), ("REPLACEMENT", "/")]
         ),
         "/foo/b/c.txt - /foo/c.txt"
     );
-    assert_eq!(
-        expand(
-            "${FOO/$N/$R}",
-            &[
-                ("FOO", "http://google.de"),
-                ("N", "http://"),
-                ("R", "https://")
-            ]
-        ),
-        "https://google.de"
-    );
+    assert_eq!(expand("${FOO/$N/$R}", &[("FOO", "http://google.de"), ("N", "http://"), ("R", "https://")]), "https://google.de");
     // The escape before the delimiter is dropped from the pattern but kept in the replacement.
-    assert_eq!(
-        expand("${FOO//\\//\\/}", &[("FOO", "/tmp/foo.txt")]),
-        "\\/tmp\\/foo.txt"
-    );
-    assert_eq!(
-        expand("${FOO/$BAR/ww}", &[("FOO", "xxyy"), ("BAR", "")]),
-        "wwxxyy"
-    );
+    assert_eq!(expand("${FOO//\\//\\/}", &[("FOO", "/tmp/foo.txt")]), "\\/tmp\\/foo.txt");
+    assert_eq!(expand("${FOO/$BAR/ww}", &[("FOO", "xxyy"), ("BAR", "")]), "wwxxyy");
     assert_eq!(expand("${FOO///}", &[("FOO", "xxyy")]), "xxyy");
     assert_eq!(expand("${FOO///}", &[]), "");
     assert_eq!(expand("${FOO//a*/X}", &[("FOO", "bab\nab")]), "bX\nX");
@@ -351,18 +231,9 @@ fn pattern_substitution() {
     // Empty pattern with replace-all inserts around every character, as Go's ReplaceAllString.
     assert_eq!(expand("${FOO///-}", &[("FOO", "ab")]), "-a-b-");
     // Go template expansion applies to replace-all only.
-    assert_eq!(
-        expand("${FOO//b/[$R]}", &[("FOO", "abc"), ("R", "$0$$x$y")]),
-        "a[b$x]c"
-    );
-    assert_eq!(
-        expand("${FOO/b/[$R]}", &[("FOO", "abc"), ("R", "$0$$x$y")]),
-        "a[$0$$x$y]c"
-    );
-    assert_eq!(
-        failure("${FOO//ww}", &[("FOO", "x")]),
-        r#"failed to process "${FOO//ww}": syntax error: missing '/' in ${}"#
-    );
+    assert_eq!(expand("${FOO//b/[$R]}", &[("FOO", "abc"), ("R", "$0$$x$y")]), "a[b$x]c");
+    assert_eq!(expand("${FOO/b/[$R]}", &[("FOO", "abc"), ("R", "$0$$x$y")]), "a[$0$$x$y]c");
+    assert_eq!(failure("${FOO//ww}", &[("FOO", "x")]), r#"failed to process "${FOO//ww}": syntax error: missing '/' in ${}"#);
 }
 
 #[test]
@@ -370,21 +241,10 @@ fn words_split_only_unquoted_expansions() {
     let map = environment(&[("SPACE", " a  b "), ("EMPTY", "")]);
     let lexer = Lexer::default();
     let words = |input: &str| lexer.process_words(input, &lookup_in(&map));
-    assert_eq!(
-        words("x$SPACE\"$SPACE\""),
-        Ok(vec![
-            "x".to_owned(),
-            "a".to_owned(),
-            "b".to_owned(),
-            " a  b ".to_owned()
-        ])
-    );
+    assert_eq!(words("x$SPACE\"$SPACE\""), Ok(vec!["x".to_owned(), "a".to_owned(), "b".to_owned(), " a  b ".to_owned()]));
     assert_eq!(words("a \"\" b"), Ok(vec!["a".to_owned(), "b".to_owned()]));
     assert_eq!(words("  $EMPTY  "), Ok(vec![]));
-    assert_eq!(
-        words("a\\ b 'c d'"),
-        Ok(vec!["a b".to_owned(), "c d".to_owned()])
-    );
+    assert_eq!(words("a\\ b 'c d'"), Ok(vec!["a b".to_owned(), "c d".to_owned()]));
     assert!(words("'open").is_err());
 }
 

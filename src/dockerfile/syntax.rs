@@ -40,10 +40,7 @@ pub struct Span {
 
 impl Span {
     pub fn line(line: usize) -> Self {
-        Self {
-            start_line: line,
-            end_line: line,
-        }
+        Self { start_line: line, end_line: line }
     }
 }
 
@@ -58,11 +55,7 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Self {
-            escape: DEFAULT_ESCAPE,
-            syntax: None,
-            check: None,
-        }
+        Self { escape: DEFAULT_ESCAPE, syntax: None, check: None }
     }
 }
 
@@ -138,10 +131,7 @@ const UTF8_BOM: &str = "\u{feff}";
 /// Parses a Dockerfile. `name` is only used for display.
 pub fn parse(name: &str, bytes: &[u8]) -> Result<Dockerfile, DockerfileError> {
     let decoded = String::from_utf8_lossy(bytes);
-    let text = decoded
-        .strip_prefix(UTF8_BOM)
-        .unwrap_or(&decoded)
-        .replace("\r\n", "\n");
+    let text = decoded.strip_prefix(UTF8_BOM).unwrap_or(&decoded).replace("\r\n", "\n");
     let lines: Vec<&str> = text.split_inclusive('\n').map(trim_newline).collect();
     // BuildKit reads lines with a 64 KiB scanner; a longer one is an error there (no snippet:
     // the line itself would fill the terminal).
@@ -156,9 +146,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Dockerfile, DockerfileError> {
         let line_number = next + 1;
         let first = lines[next].trim_start();
         next += 1;
-        directives
-            .read(first)
-            .map_err(|message| DockerfileError::at(message, Span::line(line_number)))?;
+        directives.read(first).map_err(|message| DockerfileError::at(message, Span::line(line_number)))?;
         let escape = directives.values.escape;
 
         let (mut joined, mut complete) = trim_continuation(strip_comment(first), escape);
@@ -176,32 +164,16 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Dockerfile, DockerfileError> {
             complete = done;
         }
 
-        let mut span = Span {
-            start_line: line_number,
-            end_line: next,
-        };
+        let mut span = Span { start_line: line_number, end_line: next };
         let mut instruction = parse_line(&joined, escape, span)?;
         if can_contain_heredoc(&instruction) && joined.contains("<<") {
-            let markers =
-                heredoc_markers(&joined).map_err(|message| DockerfileError::at(message, span))?;
+            let markers = heredoc_markers(&joined).map_err(|message| DockerfileError::at(message, span))?;
             for marker in markers {
                 let (body, terminator_index) = read_heredoc_body(&lines, next, &marker)
-                    .ok_or_else(|| {
-                        DockerfileError::at(
-                            "unterminated heredoc",
-                            Span {
-                                start_line: line_number,
-                                end_line: lines.len(),
-                            },
-                        )
-                    })?;
+                    .ok_or_else(|| DockerfileError::at("unterminated heredoc", Span { start_line: line_number, end_line: lines.len() }))?;
                 next = terminator_index + 1;
                 instruction.heredocs.push(Heredoc {
-                    body: if marker.strip_tabs {
-                        strip_leading_tabs(&body)
-                    } else {
-                        body
-                    },
+                    body: if marker.strip_tabs { strip_leading_tabs(&body) } else { body },
                     name: marker.name,
                     expand: marker.expand,
                     strip_tabs: marker.strip_tabs,
@@ -217,12 +189,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Dockerfile, DockerfileError> {
         let span = (!lines.is_empty()).then(|| Span::line(lines.len()));
         return Err(DockerfileError::new("file with no instructions", span));
     }
-    Ok(Dockerfile {
-        name: name.to_string(),
-        source: Arc::from(text.as_str()),
-        directives: directives.values,
-        instructions,
-    })
+    Ok(Dockerfile { name: name.to_string(), source: Arc::from(text.as_str()), directives: directives.values, instructions })
 }
 
 /// Parses one logical line (continuations already joined) into an [`Instruction`], as BuildKit
@@ -232,18 +199,13 @@ pub fn parse_line(line: &str, escape: char, span: Span) -> Result<Instruction, D
     let error = |message: String| DockerfileError::at(message, span);
     let trimmed = line.trim();
     let (keyword, remainder) = match trimmed.find(is_token_whitespace) {
-        Some(index) => (
-            &trimmed[..index],
-            trimmed[index..].trim_start_matches(is_token_whitespace),
-        ),
+        Some(index) => (&trimmed[..index], trimmed[index..].trim_start_matches(is_token_whitespace)),
         None => (trimmed, ""),
     };
     let (flags, rest) = extract_flags(remainder);
     let keyword = keyword.to_uppercase();
     let args = match keyword.as_str() {
-        "RUN" | "CMD" | "ENTRYPOINT" | "SHELL" | "COPY" | "ADD" | "VOLUME" => {
-            maybe_json(&rest).map_err(error)?
-        }
+        "RUN" | "CMD" | "ENTRYPOINT" | "SHELL" | "COPY" | "ADD" | "VOLUME" => maybe_json(&rest).map_err(error)?,
         "HEALTHCHECK" => {
             let (_, command) = split_first_word(&rest);
             maybe_json(command).map_err(error)?;
@@ -261,33 +223,18 @@ pub fn parse_line(line: &str, escape: char, span: Span) -> Result<Instruction, D
         }
         _ => Args::Shell(rest),
     };
-    Ok(Instruction {
-        keyword,
-        flags,
-        args,
-        heredocs: Vec::new(),
-        span,
-        original: line.to_string(),
-        escape,
-    })
+    Ok(Instruction { keyword, flags, args, heredocs: Vec::new(), span, original: line.to_string(), escape })
 }
 
 /// The name of a heredoc from a `<<NAME` argument word (quotes removed), as COPY and ADD match
 /// their sources against [`Instruction::heredocs`]; `None` when the word is no heredoc.
 pub fn heredoc_name(word: &str) -> Option<String> {
-    parse_heredoc_word(word)
-        .ok()
-        .flatten()
-        .map(|marker| marker.name)
+    parse_heredoc_word(word).ok().flatten().map(|marker| marker.name)
 }
 
 /// Splits `ENV`/`LABEL` arguments into raw key/value pairs: `a=b c="d e"` or the legacy
 /// `a b c` (one pair, the value is the rest of the line). Quotes and escapes stay in the words.
-pub fn split_name_values(
-    rest: &str,
-    keyword: &str,
-    escape: char,
-) -> Result<Vec<(String, String)>, String> {
+pub fn split_name_values(rest: &str, keyword: &str, escape: char) -> Result<Vec<(String, String)>, String> {
     let words = split_words(rest, escape);
     let Some(first) = words.first() else {
         return Ok(Vec::new());
@@ -295,9 +242,7 @@ pub fn split_name_values(
     if !first.contains('=') {
         let mut parts = rest.splitn(2, is_token_whitespace);
         let key = parts.next().unwrap_or_default();
-        let value = parts
-            .next()
-            .map(|value| value.trim_start_matches(is_token_whitespace));
+        let value = parts.next().map(|value| value.trim_start_matches(is_token_whitespace));
         return match value {
             Some(value) => Ok(vec![(key.to_string(), value.to_string())]),
             None => Err(format!("{keyword} must have two arguments")),
@@ -307,10 +252,7 @@ pub fn split_name_values(
         .iter()
         .map(|word| match word.split_once('=') {
             Some((key, value)) => Ok((key.to_string(), value.to_string())),
-            None => Err(format!(
-                "Syntax error - can't find = in {}. Must be of the form: name=value",
-                go_quote(word)
-            )),
+            None => Err(format!("Syntax error - can't find = in {}. Must be of the form: name=value", go_quote(word))),
         })
         .collect()
 }
@@ -468,10 +410,7 @@ pub(super) fn maybe_json(text: &str) -> Result<Args, String> {
         .into_iter()
         .map(|value| match value {
             serde_json::Value::String(string) => Ok(string),
-            _ => Err(
-                "when using JSON array syntax, arrays must be comprised of strings only"
-                    .to_string(),
-            ),
+            _ => Err("when using JSON array syntax, arrays must be comprised of strings only".to_string()),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Args::Exec)
@@ -538,9 +477,7 @@ impl DirectiveReader {
                     "\\" => '\\',
                     "`" => '`',
                     _ => {
-                        return Err(format!(
-                            "invalid escape token '{value}' does not match ` or \\"
-                        ));
+                        return Err(format!("invalid escape token '{value}' does not match ` or \\"));
                     }
                 };
                 return Ok(());
@@ -565,13 +502,7 @@ fn directive(line: &str) -> Option<(&str, &str)> {
     let body = line.strip_prefix('#')?.trim_start();
     let key_length = body
         .char_indices()
-        .take_while(|(index, character)| {
-            if *index == 0 {
-                character.is_ascii_alphabetic()
-            } else {
-                character.is_ascii_alphanumeric()
-            }
-        })
+        .take_while(|(index, character)| if *index == 0 { character.is_ascii_alphabetic() } else { character.is_ascii_alphanumeric() })
         .count();
     if key_length == 0 {
         return None;
@@ -646,11 +577,8 @@ fn can_contain_heredoc(instruction: &Instruction) -> bool {
     let is_heredoc_keyword = |keyword: &str| matches!(keyword, "RUN" | "COPY" | "ADD");
     match (&instruction.args, instruction.keyword.as_str()) {
         (Args::Shell(_), keyword) if is_heredoc_keyword(keyword) => true,
-        (Args::Shell(trigger), "ONBUILD") if !trigger.is_empty() => {
-            parse_line(trigger, instruction.escape, instruction.span).is_ok_and(|trigger| {
-                is_heredoc_keyword(&trigger.keyword) && matches!(trigger.args, Args::Shell(_))
-            })
-        }
+        (Args::Shell(trigger), "ONBUILD") if !trigger.is_empty() => parse_line(trigger, instruction.escape, instruction.span)
+            .is_ok_and(|trigger| is_heredoc_keyword(&trigger.keyword) && matches!(trigger.args, Args::Shell(_))),
         _ => false,
     }
 }
@@ -690,30 +618,15 @@ fn parse_heredoc_word(word: &str) -> Result<Option<HeredocMarker>, String> {
     if delimiter.is_empty() || delimiter.contains('<') {
         return Ok(None);
     }
-    let unterminated = || {
-        format!(
-            "unexpected end of statement while looking for matching quote in {}",
-            go_quote(delimiter)
-        )
-    };
+    let unterminated = || format!("unexpected end of statement while looking for matching quote in {}", go_quote(delimiter));
     let unquoted = shell_words(delimiter, false).ok_or_else(unterminated)?;
     let [name] = unquoted.as_slice() else {
         return Ok(None);
     };
     let with_quotes = shell_words(delimiter, true).ok_or_else(unterminated)?;
-    let count_quotes = |text: &str| {
-        text.chars()
-            .filter(|character| matches!(character, '"' | '\''))
-            .count()
-    };
-    let expand = with_quotes
-        .first()
-        .is_some_and(|raw| count_quotes(raw) == count_quotes(name));
-    Ok(Some(HeredocMarker {
-        name: name.clone(),
-        expand,
-        strip_tabs,
-    }))
+    let count_quotes = |text: &str| text.chars().filter(|character| matches!(character, '"' | '\'')).count();
+    let expand = with_quotes.first().is_some_and(|raw| count_quotes(raw) == count_quotes(name));
+    Ok(Some(HeredocMarker { name: name.clone(), expand, strip_tabs }))
 }
 
 /// Splits text into shell words without expanding anything. With `keep_quotes`, quotes and
@@ -779,18 +692,10 @@ fn shell_words(text: &str, keep_quotes: bool) -> Option<Vec<String>> {
 
 /// Reads a heredoc body starting at line index `start`; returns the body and the index of the
 /// terminator line, or `None` when the file ends first.
-fn read_heredoc_body(
-    lines: &[&str],
-    start: usize,
-    marker: &HeredocMarker,
-) -> Option<(String, usize)> {
+fn read_heredoc_body(lines: &[&str], start: usize, marker: &HeredocMarker) -> Option<(String, usize)> {
     let mut body = String::new();
     for (index, line) in lines.iter().enumerate().skip(start) {
-        let candidate = if marker.strip_tabs {
-            line.trim_start_matches('\t')
-        } else {
-            line
-        };
+        let candidate = if marker.strip_tabs { line.trim_start_matches('\t') } else { line };
         if candidate == marker.name {
             return Some((body, index));
         }
@@ -801,9 +706,7 @@ fn read_heredoc_body(
 }
 
 fn strip_leading_tabs(body: &str) -> String {
-    body.split_inclusive('\n')
-        .map(|line| line.trim_start_matches('\t'))
-        .collect()
+    body.split_inclusive('\n').map(|line| line.trim_start_matches('\t')).collect()
 }
 
 #[cfg(test)]

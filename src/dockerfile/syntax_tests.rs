@@ -22,10 +22,7 @@ fn dump(dockerfile: &Dockerfile) -> String {
         .instructions
         .iter()
         .map(|instruction| {
-            let mut line = format!(
-                "{}-{} {}",
-                instruction.span.start_line, instruction.span.end_line, instruction.keyword
-            );
+            let mut line = format!("{}-{} {}", instruction.span.start_line, instruction.span.end_line, instruction.keyword);
             for flag in &instruction.flags {
                 line.push_str(&format!(" [{}={:?}]", flag.name, flag.value));
             }
@@ -34,10 +31,7 @@ fn dump(dockerfile: &Dockerfile) -> String {
                 Args::Shell(text) => line.push_str(&format!(" shell{text:?}")),
             }
             for heredoc in &instruction.heredocs {
-                line.push_str(&format!(
-                    " | {} expand={} strip={} {:?}",
-                    heredoc.name, heredoc.expand, heredoc.strip_tabs, heredoc.body
-                ));
+                line.push_str(&format!(" | {} expand={} strip={} {:?}", heredoc.name, heredoc.expand, heredoc.strip_tabs, heredoc.body));
             }
             line.push('\n');
             line
@@ -61,12 +55,8 @@ healthcheck NONE\nshell [\"bash\", \"-c\"]\n";
 
 #[test]
 fn directives_at_the_top_are_read() {
-    let dockerfile =
-        parse_text("# syntax=docker/dockerfile:1.7\n#check = skip=all\n# escape=`\nFROM a\n");
-    assert_eq!(
-        dockerfile.directives.syntax.as_deref(),
-        Some("docker/dockerfile:1.7")
-    );
+    let dockerfile = parse_text("# syntax=docker/dockerfile:1.7\n#check = skip=all\n# escape=`\nFROM a\n");
+    assert_eq!(dockerfile.directives.syntax.as_deref(), Some("docker/dockerfile:1.7"));
     assert_eq!(dockerfile.directives.check.as_deref(), Some("skip=all"));
     assert_eq!(dockerfile.directives.escape, '`');
     assert_eq!(dump(&dockerfile), "4-4 FROM shell\"a\"\n");
@@ -74,12 +64,7 @@ fn directives_at_the_top_are_read() {
 
 #[test]
 fn a_directive_after_a_comment_an_empty_line_or_an_instruction_is_a_comment() {
-    for text in [
-        "# hello\n# escape=`\nFROM a\n",
-        "\n# escape=`\nFROM a\n",
-        "FROM a\n# escape=`\n",
-        "# unknown=x\n# escape=`\nFROM a",
-    ] {
+    for text in ["# hello\n# escape=`\nFROM a\n", "\n# escape=`\nFROM a\n", "FROM a\n# escape=`\n", "# unknown=x\n# escape=`\nFROM a"] {
         assert_eq!(parse_text(text).directives.escape, '\\', "{text:?}");
     }
 }
@@ -87,16 +72,10 @@ fn a_directive_after_a_comment_an_empty_line_or_an_instruction_is_a_comment() {
 #[test]
 fn an_invalid_or_repeated_directive_is_an_error() {
     let error = parse_error("# escape=x\nFROM a\n");
-    assert_eq!(
-        error.message,
-        "invalid escape token 'x' does not match ` or \\"
-    );
+    assert_eq!(error.message, "invalid escape token 'x' does not match ` or \\");
     assert_eq!(error.span, Some(Span::line(1)));
     let error = parse_error("# syntax=a\n# syntax=b\nFROM a\n");
-    assert_eq!(
-        error.message,
-        "only one syntax parser directive can be used"
-    );
+    assert_eq!(error.message, "only one syntax parser directive can be used");
     assert_eq!(error.span, Some(Span::line(2)));
 }
 
@@ -108,36 +87,24 @@ fn continuations_join_lines_and_skip_comments_and_empty_lines() {
         dump(&dockerfile),
         "1-1 FROM shell\"a\"\n2-6 RUN shell\"apt-get update     && apt-get install -y curl   && true\"\n7-7 RUN shell\"done\"\n"
     );
-    assert_eq!(
-        dockerfile.instructions[1].original,
-        "RUN apt-get update     && apt-get install -y curl   && true"
-    );
+    assert_eq!(dockerfile.instructions[1].original, "RUN apt-get update     && apt-get install -y curl   && true");
 }
 
 #[test]
 fn a_doubled_escape_at_the_end_is_not_a_continuation() {
-    assert_eq!(
-        dump(&parse_text("RUN echo \\\\\nRUN b")),
-        "1-1 RUN shell\"echo \\\\\\\\\"\n2-2 RUN shell\"b\"\n"
-    );
+    assert_eq!(dump(&parse_text("RUN echo \\\\\nRUN b")), "1-1 RUN shell\"echo \\\\\\\\\"\n2-2 RUN shell\"b\"\n");
 }
 
 #[test]
 fn the_backtick_escape_continues_lines() {
     let dockerfile = parse_text("# escape=`\nFROM a\nRUN dir c:\\ `\n  /b\n");
-    assert_eq!(
-        dump(&dockerfile),
-        "2-2 FROM shell\"a\"\n3-4 RUN shell\"dir c:\\\\   /b\"\n"
-    );
+    assert_eq!(dump(&dockerfile), "2-2 FROM shell\"a\"\n3-4 RUN shell\"dir c:\\\\   /b\"\n");
 }
 
 #[test]
 fn a_continuation_at_the_end_of_the_file_ends_the_instruction() {
     let dockerfile = parse_text("FROM a\nRUN b \\\n");
-    assert_eq!(
-        dump(&dockerfile),
-        "1-1 FROM shell\"a\"\n2-2 RUN shell\"b\"\n"
-    );
+    assert_eq!(dump(&dockerfile), "1-1 FROM shell\"a\"\n2-2 RUN shell\"b\"\n");
     assert_eq!(dockerfile.instructions[1].original, "RUN b ");
 }
 
@@ -145,10 +112,7 @@ fn a_continuation_at_the_end_of_the_file_ends_the_instruction() {
 fn bom_and_crlf_are_removed() {
     let dockerfile = parse_text("\u{feff}# escape=`\r\nFROM a\r\nRUN b `\r\n c\r\n");
     assert_eq!(dockerfile.directives.escape, '`');
-    assert_eq!(
-        dump(&dockerfile),
-        "2-2 FROM shell\"a\"\n3-4 RUN shell\"b  c\"\n"
-    );
+    assert_eq!(dump(&dockerfile), "2-2 FROM shell\"a\"\n3-4 RUN shell\"b  c\"\n");
     assert_eq!(&*dockerfile.source, "# escape=`\nFROM a\nRUN b `\n c\n");
 }
 
@@ -163,16 +127,10 @@ fn json_form_only_where_accepted_and_invalid_json_falls_back() {
 #[test]
 fn a_json_array_of_non_strings_is_an_error() {
     let error = parse_error("FROM a\nCMD [\"a\", 1]\n");
-    assert_eq!(
-        error.message,
-        "when using JSON array syntax, arrays must be comprised of strings only"
-    );
+    assert_eq!(error.message, "when using JSON array syntax, arrays must be comprised of strings only");
     assert_eq!(error.span, Some(Span::line(2)));
     let error = parse_error("FROM a\nHEALTHCHECK CMD [true]\n");
-    assert_eq!(
-        error.message,
-        "when using JSON array syntax, arrays must be comprised of strings only"
-    );
+    assert_eq!(error.message, "when using JSON array syntax, arrays must be comprised of strings only");
 }
 
 #[test]
@@ -183,10 +141,7 @@ fn flags_are_split_from_arguments() {
 3-4 RUN [mount=Some(\"type=cache,target=/c\")] [network=Some(\"none\")] shell\"make\"\n\
 5-5 RUN shell\"--not-a-flag\"\n6-6 RUN [a=Some(\"b\")] shell\"\"\n";
     assert_eq!(dump(&parse_text(text)), expected);
-    assert_eq!(
-        parse_text("COPY --chown=\"1 2\" a b").instructions[0].flags[0].raw,
-        "--chown=1 2"
-    );
+    assert_eq!(parse_text("COPY --chown=\"1 2\" a b").instructions[0].flags[0].raw, "--chown=1 2");
 }
 
 #[test]
@@ -215,50 +170,29 @@ fn heredocs_elsewhere_are_plain_text() {
 #[test]
 fn onbuild_triggers_read_heredocs() {
     let dockerfile = parse_text("FROM a\nONBUILD RUN <<EOF\nx\nEOF\n");
-    assert_eq!(
-        dump(&dockerfile),
-        "1-1 FROM shell\"a\"\n2-4 ONBUILD shell\"RUN <<EOF\" | EOF expand=true strip=false \"x\\n\"\n"
-    );
+    assert_eq!(dump(&dockerfile), "1-1 FROM shell\"a\"\n2-4 ONBUILD shell\"RUN <<EOF\" | EOF expand=true strip=false \"x\\n\"\n");
 }
 
 #[test]
 fn heredoc_with_file_descriptor_and_command_after_it() {
     let dockerfile = parse_text("FROM a\nRUN 3<<EOF cat /dev/fd/3 > /out\nhi\nEOF\n");
     assert_eq!(dockerfile.instructions[1].heredocs[0].name, "EOF");
-    assert_eq!(
-        dockerfile.instructions[1].span,
-        Span {
-            start_line: 2,
-            end_line: 4
-        }
-    );
+    assert_eq!(dockerfile.instructions[1].span, Span { start_line: 2, end_line: 4 });
 }
 
 #[test]
 fn an_unterminated_heredoc_is_an_error() {
     let error = parse_error("FROM a\nRUN <<EOF\necho\nEOF \n");
     assert_eq!(error.message, "unterminated heredoc");
-    assert_eq!(
-        error.span,
-        Some(Span {
-            start_line: 2,
-            end_line: 4
-        })
-    );
+    assert_eq!(error.span, Some(Span { start_line: 2, end_line: 4 }));
 }
 
 #[test]
 fn env_and_label_without_equals_are_checked_while_parsing() {
     let error = parse_error("FROM a\nENV A\n");
-    assert_eq!(
-        (error.message.as_str(), error.span),
-        ("ENV must have two arguments", Some(Span::line(2)))
-    );
+    assert_eq!((error.message.as_str(), error.span), ("ENV must have two arguments", Some(Span::line(2))));
     let error = parse_error("FROM a\nLABEL a=b c\n");
-    assert_eq!(
-        error.message,
-        "Syntax error - can't find = in \"c\". Must be of the form: name=value"
-    );
+    assert_eq!(error.message, "Syntax error - can't find = in \"c\". Must be of the form: name=value");
 }
 
 #[test]
@@ -273,24 +207,15 @@ fn name_values_respect_quotes_and_escapes() {
             ("\"j k\"".into(), "l".into()),
         ])
     );
-    assert_eq!(
-        split_name_values("A   b  c", "ENV", '\\'),
-        Ok(vec![("A".into(), "b  c".into())])
-    );
-    assert_eq!(
-        split_name_values("a=`\"b", "ENV", '`'),
-        Ok(vec![("a".into(), "`\"b".into())])
-    );
+    assert_eq!(split_name_values("A   b  c", "ENV", '\\'), Ok(vec![("A".into(), "b  c".into())]));
+    assert_eq!(split_name_values("a=`\"b", "ENV", '`'), Ok(vec![("a".into(), "`\"b".into())]));
 }
 
 #[test]
 fn an_empty_file_or_only_comments_is_an_error() {
     assert_eq!(parse_error("").message, "file with no instructions");
     let error = parse_error("# just\n\n# comments\n");
-    assert_eq!(
-        (error.message.as_str(), error.span),
-        ("file with no instructions", Some(Span::line(3)))
-    );
+    assert_eq!((error.message.as_str(), error.span), ("file with no instructions", Some(Span::line(3))));
 }
 
 #[test]

@@ -73,12 +73,7 @@ enum Content {
     Blob(String, u64),
 }
 
-fn layout_files(
-    image: &BuiltImage,
-    names: &[Reference],
-    annotations: &BTreeMap<String, String>,
-    docker: bool,
-) -> Vec<(String, Content)> {
+fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<String, String>, docker: bool) -> Vec<(String, Content)> {
     let mut files = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for blob in image.blobs() {

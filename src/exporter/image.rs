@@ -18,10 +18,10 @@ use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
 use crate::ops::image::compression_of;
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::store::{BlobRow, Store, StoreError, now};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -133,7 +133,10 @@ pub fn layer_blob(
     if clamp.is_some() {
         let base = store.database().blob_for(&layer.diff_id, compression, -1)?;
         if let Some(blob) = base.filter(|blob| store.blob_is_intact(&blob.digest, blob.size)) {
-            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
+            return Ok((
+                Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
+                layer.diff_id.clone(),
+            ));
         }
     }
     if clamp.is_none() {
@@ -145,11 +148,17 @@ pub fn layer_blob(
         };
         drop(database);
         if let Some(blob) = existing.filter(|blob| store.blob_is_intact(&blob.digest, blob.size)) {
-            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
+            return Ok((
+                Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
+                layer.diff_id.clone(),
+            ));
         }
         if let Some(remote) = layer.remote.as_ref().filter(|remote| compression_of(&remote.blob.media_type) == compression) {
             let blob = fetch_layer_blob(store, layer, remote, status)?;
-            return Ok((Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
+            return Ok((
+                Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
+                layer.diff_id.clone(),
+            ));
         }
     }
     let materialized;
@@ -231,9 +240,14 @@ pub fn build(
     fill_history_times(&mut document, layers, encoding.epoch);
     let config_bytes = serde_json::to_vec(&document).unwrap_or_default();
     let (config_digest, config_size) = store.put_blob(&config_bytes)?;
-    let (config_type, manifest_type) =
-        if encoding.oci_mediatypes { (OCI_CONFIG, OCI_MANIFEST) } else { (DOCKER_CONFIG, DOCKER_MANIFEST) };
-    let config = Descriptor { media_type: config_type.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new(), platform: None };
+    let (config_type, manifest_type) = if encoding.oci_mediatypes { (OCI_CONFIG, OCI_MANIFEST) } else { (DOCKER_CONFIG, DOCKER_MANIFEST) };
+    let config = Descriptor {
+        media_type: config_type.into(),
+        digest: config_digest,
+        size: config_size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
     let layer_descriptors: Vec<Descriptor> = blobs.into_iter().map(|(descriptor, _)| descriptor).collect();
     let manifest_bytes = serde_json::to_vec(&Manifest {
         schema_version: 2,
@@ -246,10 +260,7 @@ pub fn build(
     let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
     let now = now();
     let mut database = store.database();
-    for (digest, size, media_type) in [
-        (&config.digest, config.size, config_type),
-        (&manifest_digest, manifest_size, manifest_type),
-    ] {
+    for (digest, size, media_type) in [(&config.digest, config.size, config_type), (&manifest_digest, manifest_size, manifest_type)] {
         database.put_blob(&BlobRow {
             digest: digest.clone(),
             diff_id: String::new(),

@@ -20,12 +20,12 @@ use serde_json::json;
 
 use crate::frontend::ImageDocument;
 use crate::ops::{Cancellable, Layer};
-use std::sync::atomic::AtomicBool;
 use crate::progress::{Event, Sender};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::view::LayeredView;
 use crate::store::Store;
+use std::sync::atomic::AtomicBool;
 
 pub use image::{BuiltImage, Encoding};
 pub use output::{Compression, Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
@@ -196,9 +196,7 @@ fn export_one(
             flatten(&view, &root, FileMode::HardLink)?;
             let clamp = if output.rewrite_timestamp { request.epoch } else { None };
             write_destination(&destination, request.cancel, &mut |out| {
-                write_layer_tar(&root, out, &LayerTarOptions { clamp_mtime: clamp })
-                    .map(|_| ())
-                    .map_err(io::Error::other)
+                write_layer_tar(&root, out, &LayerTarOptions { clamp_mtime: clamp }).map(|_| ()).map_err(io::Error::other)
             })?;
             let _ = crate::store::remove_tree(staging.path());
             Ok(())

@@ -78,7 +78,9 @@ pub enum OutputError {
     UnknownKey { key: String, kind: String },
     #[error("dest is required for {0} output")]
     MissingDest(String),
-    #[error("rbuild has no image store: use `type=image,push=true` (or `type=registry`) to push, or `type=oci`/`type=docker` to write an archive")]
+    #[error(
+        "rbuild has no image store: use `type=image,push=true` (or `type=registry`) to push, or `type=oci`/`type=docker` to write an archive"
+    )]
     NoImageStore,
     #[error("empty output: give `-o type=TYPE,dest=PATH` (oci, docker, tar, local) or `-o PATH`")]
     Empty,
@@ -92,7 +94,9 @@ pub enum OutputError {
     IndexAnnotations,
     #[error("invalid annotation `{0}`, expected key=value")]
     AnnotationFlag(String),
-    #[error("invalid annotation key `{0}` (expected annotation[-TYPE][[PLATFORM]].KEY, TYPE one of manifest, manifest-descriptor, index, index-descriptor)")]
+    #[error(
+        "invalid annotation key `{0}` (expected annotation[-TYPE][[PLATFORM]].KEY, TYPE one of manifest, manifest-descriptor, index, index-descriptor)"
+    )]
     AnnotationKey(String),
 }
 
@@ -199,10 +203,9 @@ impl OutputSpec {
         };
         let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty());
         match parent {
-            Some(parent) if archive && !parent.is_dir() => Err(OutputError::MissingParent {
-                dest: path.display().to_string(),
-                parent: parent.display().to_string(),
-            }),
+            Some(parent) if archive && !parent.is_dir() => {
+                Err(OutputError::MissingParent { dest: path.display().to_string(), parent: parent.display().to_string() })
+            }
             _ => Ok(()),
         }
     }
@@ -241,11 +244,7 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
         };
         pairs.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
-    let kind_name = pairs
-        .iter()
-        .find(|(key, _)| key == "type")
-        .map(|(_, value)| value.clone())
-        .ok_or(OutputError::MissingType)?;
+    let kind_name = pairs.iter().find(|(key, _)| key == "type").map(|(_, value)| value.clone()).ok_or(OutputError::MissingType)?;
     let kind = match kind_name.as_str() {
         "oci" => OutputKind::Oci,
         "docker" => OutputKind::Docker,
@@ -261,14 +260,10 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
     for (key, value) in pairs {
         match key.as_str() {
             "type" => {}
-            "dest" => {
-                output.dest = Some(if value == "-" { Destination::Stdout } else { Destination::Path(PathBuf::from(value)) })
-            }
+            "dest" => output.dest = Some(if value == "-" { Destination::Stdout } else { Destination::Path(PathBuf::from(value)) }),
             "tar" if image_kind => output.tar = parse_bool(&key, &value)?,
             "name" if image_kind => output.names.extend(value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from)),
-            "compression" if image_kind => {
-                output.compression = Compression::parse(&value).ok_or(OutputError::Value { key, value })?
-            }
+            "compression" if image_kind => output.compression = Compression::parse(&value).ok_or(OutputError::Value { key, value })?,
             "compression-level" if image_kind => {
                 output.compression_level = Some(value.parse().map_err(|_| OutputError::Value { key: key.clone(), value: value.clone() })?)
             }
@@ -286,8 +281,8 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
     }
     // OCI media types are the default for `oci` and required for zstd; `docker` defaults to
     // Docker's own.
-    output.oci_mediatypes = mediatypes_given.unwrap_or(matches!(kind, OutputKind::Oci | OutputKind::Registry))
-        || output.compression == Compression::Zstd;
+    output.oci_mediatypes =
+        mediatypes_given.unwrap_or(matches!(kind, OutputKind::Oci | OutputKind::Registry)) || output.compression == Compression::Zstd;
     if kind == OutputKind::Registry {
         if !push {
             return Err(OutputError::NoImageStore);
@@ -326,10 +321,16 @@ mod tests {
         assert_eq!(keys("org.example:x=1"), vec![("annotation.org.example:x".to_string(), "1".to_string())]);
         assert_eq!(
             keys("manifest,manifest-descriptor[linux/amd64]:k=v=w"),
-            vec![("annotation-manifest.k".to_string(), "v=w".to_string()), ("annotation-manifest-descriptor[linux/amd64].k".to_string(), "v=w".to_string())]
+            vec![
+                ("annotation-manifest.k".to_string(), "v=w".to_string()),
+                ("annotation-manifest-descriptor[linux/amd64].k".to_string(), "v=w".to_string())
+            ]
         );
         assert!(annotation_flag_keys("nokey").is_err());
-        assert_eq!(parse_annotation_key("annotation-manifest[linux/arm64].k").unwrap(), (AnnotationTarget::Manifest, Some("linux/arm64".into()), "k".into()));
+        assert_eq!(
+            parse_annotation_key("annotation-manifest[linux/arm64].k").unwrap(),
+            (AnnotationTarget::Manifest, Some("linux/arm64".into()), "k".into())
+        );
         assert_eq!(parse_annotation_key("annotation.org.example:x").unwrap(), (AnnotationTarget::Manifest, None, "org.example:x".into()));
         for bad in ["annotation-bogus.k", "annotation.", "annotation-manifest[x.k", "annotationk"] {
             assert!(parse_annotation_key(bad).is_err(), "{bad}");

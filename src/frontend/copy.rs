@@ -34,10 +34,7 @@ pub(super) fn lower_copy(
                 return Err(DockerfileError::at(format!("heredoc `{name}` has no body"), span));
             };
             let body = if heredoc.expand {
-                state
-                    .scope
-                    .expand_heredoc(&lowering.lexer, &heredoc.body)
-                    .map_err(|error| DockerfileError::at(error.message, span))?
+                state.scope.expand_heredoc(&lowering.lexer, &heredoc.body).map_err(|error| DockerfileError::at(error.message, span))?
             } else {
                 heredoc.body.clone()
             };
@@ -46,10 +43,7 @@ pub(super) fn lower_copy(
         }
         let source = expand(state, word)?;
         if is_add && is_remote(&source) {
-            return Err(DockerfileError::at(
-                format!("ADD from a URL or git repository (`{source}`) is not supported yet"),
-                span,
-            ));
+            return Err(DockerfileError::at(format!("ADD from a URL or git repository (`{source}`) is not supported yet"), span));
         }
         sources.push(source);
     }
@@ -117,11 +111,7 @@ pub(super) fn lower_copy(
     let mut inputs = vec![copy_base];
     inputs.extend(source_vertex);
     let copied = lowering.graph.add(op, inputs, name.clone(), origin(span), stage.clone());
-    state.vertex = if copy.link {
-        lowering.graph.add(Op::Merge, vec![base, copied], "", origin(span), stage)
-    } else {
-        copied
-    };
+    state.vertex = if copy.link { lowering.graph.add(Op::Merge, vec![base, copied], "", origin(span), stage) } else { copied };
 
     // History shows the words after expansion, as BuildKit records them (the destination as
     // written, not joined to WORKDIR; `--exclude` and `--link` left out).
@@ -192,10 +182,8 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
             }
         };
     }
-    let resolved = lowering
-        .resolver
-        .resolve_reference(from, &lowering.options.platform)
-        .map_err(|message| DockerfileError::at(message, span))?;
+    let resolved =
+        lowering.resolver.resolve_reference(from, &lowering.options.platform).map_err(|message| DockerfileError::at(message, span))?;
     Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("FROM {}", resolved.display), None, None))
 }
 

@@ -6,12 +6,12 @@
 //! WORKDIR and inherited triggers; the index right-aligned to the width of the total.
 
 use super::go_format::{duration_string, plain_list, quote_list};
-use crate::dockerfile::instruction::go_duration_nanoseconds;
-use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
 use super::history::HistoryChain;
+use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
 use super::scope::{Platform, Scope};
 use super::{Lowering, NamedContext, StageResult, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
+use crate::dockerfile::instruction::go_duration_nanoseconds;
 use crate::dockerfile::instruction::{Command, Healthcheck, Located, command, onbuild_expression};
 use crate::dockerfile::syntax::{Args, Span, parse_line};
 use crate::graph::{ContextSource, CopyAction, FileAction, MkdirAction, Op, Owner, VertexId};
@@ -89,13 +89,10 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
     // `FROM --platform=...` picks the base image's platform (expanded with global ARGs).
     let platform = match platform_word {
         Some(word) => {
-            let text = lowering
-                .global_scope()
-                .expand(&lowering.lexer, word)
-                .map_err(|error| DockerfileError::at(error.message, from.span))?;
-            Platform::parse(&text).ok_or_else(|| {
-                DockerfileError::at(format!("failed to parse platform {text}: expected os/arch[/variant]"), from.span)
-            })?
+            let text =
+                lowering.global_scope().expand(&lowering.lexer, word).map_err(|error| DockerfileError::at(error.message, from.span))?;
+            Platform::parse(&text)
+                .ok_or_else(|| DockerfileError::at(format!("failed to parse platform {text}: expected os/arch[/variant]"), from.span))?
         }
         None => lowering.options.platform.clone(),
     };
@@ -111,10 +108,8 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         return Ok(finish(state));
     }
 
-    let base_name = lowering
-        .global_scope()
-        .expand(&lowering.lexer, base_word)
-        .map_err(|error| DockerfileError::at(error.message, from.span))?;
+    let base_name =
+        lowering.global_scope().expand(&lowering.lexer, base_word).map_err(|error| DockerfileError::at(error.message, from.span))?;
     if base_name.is_empty() {
         return Err(DockerfileError::at("base name (${}) should not be blank".replace("${}", base_word), from.span));
     }
@@ -139,10 +134,8 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         base_from_context(lowering, &mut state, &context_name, &context, from.span, &platform)?;
         triggers = std::mem::take(&mut state.image.config.on_build);
     } else {
-        let resolved = lowering
-            .resolver
-            .resolve_reference(&base_name, &platform)
-            .map_err(|message| DockerfileError::at(message, from.span))?;
+        let resolved =
+            lowering.resolver.resolve_reference(&base_name, &platform).map_err(|message| DockerfileError::at(message, from.span))?;
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + 1;
         state = new_state(index, label, display_name, total, 0, resolved.config.clone());
         state.image.created = None;
@@ -211,13 +204,8 @@ fn base_from_context(
     match context {
         NamedContext::Directory(dir) => {
             let source = ContextSource { name: context_name.to_string(), dir: dir.clone(), dockerfile: None };
-            let context_vertex = lowering.graph.add(
-                Op::Context(source),
-                vec![],
-                format!("[context {context_name}] load from client"),
-                None,
-                None,
-            );
+            let context_vertex =
+                lowering.graph.add(Op::Context(source), vec![], format!("[context {context_name}] load from client"), None, None);
             let scratch = lowering.scratch_vertex();
             let copy = Op::File {
                 actions: vec![FileAction::Copy(CopyAction {
@@ -236,10 +224,8 @@ fn base_from_context(
             state.vertex = lowering.graph.add(copy, vec![scratch, context_vertex], name, origin(span), Some(state.stage_name.clone()));
         }
         NamedContext::OciLayout { path, selector } => {
-            let resolved = lowering
-                .resolver
-                .resolve_layout(path, selector, platform)
-                .map_err(|message| DockerfileError::at(message, span))?;
+            let resolved =
+                lowering.resolver.resolve_layout(path, selector, platform).map_err(|message| DockerfileError::at(message, span))?;
             state.image = resolved.config.clone();
             state.image.created = None;
             // Inherited triggers count as steps; the total must be right before the first name.
@@ -342,11 +328,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
         }
         Command::Workdir(path) => {
             let expanded = expand(lowering, state, path, span)?;
-            let joined = if expanded.starts_with('/') {
-                expanded.clone()
-            } else {
-                format!("{}/{}", state.working_dir(), expanded)
-            };
+            let joined = if expanded.starts_with('/') { expanded.clone() } else { format!("{}/{}", state.working_dir(), expanded) };
             let directory = clean_absolute(&joined);
             state.image.config.working_dir = directory.clone();
             if directory == "/" {
@@ -422,7 +404,8 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
                 // Declared again without a value in a stage built FROM another stage: the value
                 // the parent stage gave it stays, though history shows the bare name (measured
                 // with the oracle: `ARG V` gives `RUN |1 V=parent` and history `ARG V`).
-                let value = value.or_else(|| state.scope.args.iter().rev().find(|(key, _)| key == name).and_then(|(_, value)| value.clone()));
+                let value =
+                    value.or_else(|| state.scope.args.iter().rev().find(|(key, _)| key == name).and_then(|(_, value)| value.clone()));
                 state.scope.set_arg(name, value);
             }
             state.commit(format!("ARG {}", entries.join(" ")), false, epoch);
@@ -494,9 +477,9 @@ fn valid_signal(signal: &str) -> bool {
     }
     let name = signal.strip_prefix("SIG").unwrap_or(signal);
     const NAMES: &[&str] = &[
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
-        "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
-        "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF", "PWR",
+        "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU",
+        "XFSZ",
     ];
     NAMES.contains(&name) || name.starts_with("RTMIN") || name.starts_with("RTMAX")
 }

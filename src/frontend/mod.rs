@@ -10,8 +10,8 @@ mod copy;
 mod dispatch;
 mod go_format;
 mod history;
-mod run;
 pub mod image_config;
+mod run;
 pub mod scope;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,7 +31,10 @@ pub use scope::Platform;
 pub enum NamedContext {
     Directory(PathBuf),
     /// `oci-layout://PATH[:tag|@digest]`: the selector is `:tag`, `@digest` or empty.
-    OciLayout { path: PathBuf, selector: String },
+    OciLayout {
+        path: PathBuf,
+        selector: String,
+    },
 }
 
 /// A base image, resolved before lowering (its config shapes the stage).
@@ -121,9 +124,7 @@ pub fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<
     let mut stages: Vec<StageDefinition> = Vec::new();
     for command in located {
         match &command.value {
-            Command::From { name, .. } => {
-                stages.push(StageDefinition { name: name.clone(), from: command.clone(), commands: Vec::new() })
-            }
+            Command::From { name, .. } => stages.push(StageDefinition { name: name.clone(), from: command.clone(), commands: Vec::new() }),
             _ => match stages.last_mut() {
                 Some(stage) => stage.commands.push(command),
                 None => globals.push(command),
@@ -160,13 +161,7 @@ pub fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<
     image.variant = options.platform.variant.clone();
     // Unused build args are ignored silently, as BuildKit does.
     let target_stage = lowering.stage_display_name(target_index);
-    Ok(Plan {
-        graph: lowering.graph,
-        target: result.vertex,
-        target_stage,
-        image,
-        warnings: lowering.warnings,
-    })
+    Ok(Plan { graph: lowering.graph, target: result.vertex, target_stage, image, warnings: lowering.warnings })
 }
 
 fn origin(span: Span) -> Option<Origin> {
@@ -175,11 +170,8 @@ fn origin(span: Span) -> Option<Origin> {
 
 /// The stage names a user may give to `--target`, for the error listing them.
 fn describe_stages(stages: &[StageDefinition]) -> String {
-    let names: Vec<String> = stages
-        .iter()
-        .enumerate()
-        .map(|(index, stage)| stage.name.clone().unwrap_or_else(|| format!("{index} (unnamed)")))
-        .collect();
+    let names: Vec<String> =
+        stages.iter().enumerate().map(|(index, stage)| stage.name.clone().unwrap_or_else(|| format!("{index} (unnamed)"))).collect();
     names.join(", ")
 }
 
@@ -206,10 +198,7 @@ impl Lowering<'_> {
             return Ok(Some(value.clone()));
         }
         if let Some(default) = default {
-            return scope
-                .expand(&self.lexer, default)
-                .map(Some)
-                .map_err(|error| DockerfileError::at(error.message, span));
+            return scope.expand(&self.lexer, default).map(Some).map_err(|error| DockerfileError::at(error.message, span));
         }
         if let Some((_, value)) = self.global_args.iter().find(|(key, _)| key == name) {
             return Ok(value.clone());
@@ -232,18 +221,9 @@ impl Lowering<'_> {
     fn target_index(&self) -> Result<usize, DockerfileError> {
         let Some(target) = &self.options.target else { return Ok(self.stages.len() - 1) };
         let wanted = target.to_lowercase();
-        self.stages
-            .iter()
-            .position(|stage| stage.name.as_deref() == Some(wanted.as_str()))
-            .ok_or_else(|| {
-                DockerfileError::new(
-                    format!(
-                        "target stage \"{target}\" could not be found (stages: {})",
-                        describe_stages(&self.stages)
-                    ),
-                    None,
-                )
-            })
+        self.stages.iter().position(|stage| stage.name.as_deref() == Some(wanted.as_str())).ok_or_else(|| {
+            DockerfileError::new(format!("target stage \"{target}\" could not be found (stages: {})", describe_stages(&self.stages)), None)
+        })
     }
 
     fn stage_display_name(&self, index: usize) -> String {
@@ -270,10 +250,7 @@ impl Lowering<'_> {
     /// A `--build-context` matching an image or stage name, normalized as BuildKit does.
     fn named_context(&self, name: &str) -> Option<(&String, &NamedContext)> {
         let key = normalize_context_key(name);
-        self.options
-            .named_contexts
-            .iter()
-            .find(|(context_name, _)| normalize_context_key(context_name) == key)
+        self.options.named_contexts.iter().find(|(context_name, _)| normalize_context_key(context_name) == key)
     }
 
     /// Lowers stage `index` (memoized).
@@ -283,10 +260,7 @@ impl Lowering<'_> {
         }
         if !self.in_progress.insert(index) {
             let span = self.stages[index].from.span;
-            return Err(DockerfileError::at(
-                format!("circular dependency detected on stage: {}", self.stage_display_name(index)),
-                span,
-            ));
+            return Err(DockerfileError::at(format!("circular dependency detected on stage: {}", self.stage_display_name(index)), span));
         }
         let result = dispatch::lower_stage(self, index)?;
         self.in_progress.remove(&index);
@@ -319,7 +293,6 @@ fn normalize_context_key(name: &str) -> String {
     }
     name.strip_suffix(":latest").map(String::from).unwrap_or(name)
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -21,11 +21,8 @@ pub(super) fn lower_run(
     run: &RunCommand,
 ) -> Result<(), DockerfileError> {
     let span = located.span;
-    let shell = if state.image.config.shell.is_empty() {
-        vec!["/bin/sh".to_string(), "-c".to_string()]
-    } else {
-        state.image.config.shell.clone()
-    };
+    let shell =
+        if state.image.config.shell.is_empty() { vec!["/bin/sh".to_string(), "-c".to_string()] } else { state.image.config.shell.clone() };
     let mut script_mount = None;
     let args = match &run.args {
         Args::Exec(words) => words.clone(),
@@ -156,7 +153,9 @@ fn parse_mount(
         let (key, value) = match field.split_once('=') {
             Some((key, value)) => (key, value),
             // Only these stand alone, as in BuildKit's `parseMount`.
-            None if ["readonly", "ro", "readwrite", "rw", "required"].contains(&field.trim().to_ascii_lowercase().as_str()) => (field, "true"),
+            None if ["readonly", "ro", "readwrite", "rw", "required"].contains(&field.trim().to_ascii_lowercase().as_str()) => {
+                (field, "true")
+            }
             None => return Err(DockerfileError::at(format!("invalid field '{field}' must be a key=value pair"), span)),
         };
         fields.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
@@ -170,9 +169,7 @@ fn parse_mount(
         "ssh" => Some(format!("/run/buildkit/ssh_agent.{ssh_index}")),
         _ => None,
     };
-    let target = get(&["target", "dst", "destination"])
-        .or(default_target)
-        .ok_or_else(|| invalid("a target is required".into()))?;
+    let target = get(&["target", "dst", "destination"]).or(default_target).ok_or_else(|| invalid("a target is required".into()))?;
     let target = if target.starts_with('/') {
         target
     } else {
@@ -197,7 +194,11 @@ fn parse_mount(
     let kind = match kind.as_str() {
         "bind" => {
             let input = source_input(get(&["from"]), inputs, lowering)?;
-            ExecMountKind::Bind { input, source: get(&["source", "src"]).unwrap_or_else(|| "/".into()), readwrite: flag("rw") || flag("readwrite") }
+            ExecMountKind::Bind {
+                input,
+                source: get(&["source", "src"]).unwrap_or_else(|| "/".into()),
+                readwrite: flag("rw") || flag("readwrite"),
+            }
         }
         "cache" => {
             let sharing = match get(&["sharing"]).as_deref() {

@@ -74,9 +74,8 @@ pub fn predefined_args(target: &Platform, build: &Platform) -> BTreeMap<String, 
 
 /// Names of the proxy ARGs that are predefined (usable without declaration in RUN, never in
 /// the image or the cache key).
-pub const PROXY_ARGS: [&str; 8] = [
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
-];
+pub const PROXY_ARGS: [&str; 8] =
+    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy"];
 
 /// Variables of one stage while it is lowered.
 #[derive(Debug, Clone, Default)]

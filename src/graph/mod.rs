@@ -15,8 +15,8 @@ mod op;
 
 pub use go_quote::go_quote;
 pub use op::{
-    CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, ImageSource,
-    MkdirAction, MkfileAction, NetworkMode, Op, Owner,
+    CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, ImageSource, MkdirAction, MkfileAction,
+    NetworkMode, Op, Owner,
 };
 
 use std::collections::HashMap;
@@ -150,14 +150,8 @@ mod tests {
         let scratch = graph.add(Op::Scratch, vec![], "scratch", None, None);
         let again = graph.add(Op::Scratch, vec![], "another name", None, None);
         assert_eq!(scratch, again);
-        let mkdir = Op::File {
-            actions: vec![FileAction::Mkdir(MkdirAction {
-                path: "/app".into(),
-                mode: 0o755,
-                owner: None,
-                timestamp: None,
-            })],
-        };
+        let mkdir =
+            Op::File { actions: vec![FileAction::Mkdir(MkdirAction { path: "/app".into(), mode: 0o755, owner: None, timestamp: None })] };
         let first = graph.add(mkdir.clone(), vec![scratch], "WORKDIR /app", None, None);
         let second = graph.add(mkdir, vec![scratch], "WORKDIR /app", None, None);
         assert_eq!(first, second);
@@ -170,11 +164,7 @@ mod tests {
         let mut graph = Graph::new();
         let scratch = graph.add(Op::Scratch, vec![], "scratch", None, None);
         let image = graph.add(
-            Op::Image(ImageSource::OciLayout {
-                path: "/x".into(),
-                manifest_digest: Digest::of(b"m"),
-                reference: "x".into(),
-            }),
+            Op::Image(ImageSource::OciLayout { path: "/x".into(), manifest_digest: Digest::of(b"m"), reference: "x".into() }),
             vec![],
             "image",
             None,

@@ -93,16 +93,46 @@ pub struct ExecMount {
 #[serde(rename_all = "snake_case")]
 pub enum ExecMountKind {
     /// A path of input `input` (a stage, named context or the main context).
-    Bind { input: usize, source: String, readwrite: bool },
+    Bind {
+        input: usize,
+        source: String,
+        readwrite: bool,
+    },
     /// A directory kept in the state root across builds.
-    Cache { id: String, sharing: CacheSharing, mode: u32, uid: u32, gid: u32, from: Option<(usize, String)> },
-    Tmpfs { size: Option<u64> },
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        from: Option<(usize, String)>,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
     /// `--secret` `id`: a file at the target and/or an environment variable; never its value.
-    Secret { id: String, file: bool, env: Option<String>, required: bool, mode: u32, uid: u32, gid: u32 },
+    Secret {
+        id: String,
+        file: bool,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     /// A file with this content (a `RUN <<EOF` script with a `#!` line).
-    Inline { data: Vec<u8>, mode: u32 },
+    Inline {
+        data: Vec<u8>,
+        mode: u32,
+    },
     /// `--ssh` `id`: an agent socket at the target.
-    Ssh { id: String, required: bool, mode: u32, uid: u32, gid: u32 },
+    Ssh {
+        id: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{CacheInput, Environment, file};
-use crate::context::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::context::content_hash::{HashCache, StatKey};
+use crate::context::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::context::transfer::transfer_size;
 use crate::graph::{ContextSource, CopyAction};
 use crate::store::{FileHashRow, Store, StoreError};

@@ -186,7 +186,8 @@ pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Enviro
         // localhost and the hostname, and the host's resolver configuration. `--add-host`
         // entries go into such a file too, after those lines, in any network mode (as BuildKit
         // writes it, measured with the oracle).
-        network_files(&op.hostname, &op.extra_hosts, &mut prepared).map_err(|source| ExecError::Mount { target: "/etc/hosts".into(), source })?;
+        network_files(&op.hostname, &op.extra_hosts, &mut prepared)
+            .map_err(|source| ExecError::Mount { target: "/etc/hosts".into(), source })?;
     }
     let mut env = op.env.clone();
     env.extend(op.proxy_env.iter().cloned());
@@ -345,7 +346,10 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                             let private = staging.path().join("root");
                             fs::create_dir(&private).map_err(mount_error)?;
                             prepared._temporary.push(staging);
-                            prepared.mounts.push(sandbox::Mount { target: mount.target.clone(), kind: MountKind::Bind { source: private, readonly: false } });
+                            prepared.mounts.push(sandbox::Mount {
+                                target: mount.target.clone(),
+                                kind: MountKind::Bind { source: private, readonly: false },
+                            });
                             continue;
                         }
                     }
@@ -389,7 +393,11 @@ pub fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
 /// What a cache mount's seed is made of: the layers' diff ids, or the selected context files.
 fn seed_identity(input: &Output, source: &str, environment: &Environment) -> Result<String, OpError> {
     Ok(match input {
-        Output::Layers(layers) => crate::graph::Digest::of(layers.iter().map(|layer| layer.diff_id.as_str()).collect::<Vec<_>>().join(",").as_bytes()).hex().to_string(),
+        Output::Layers(layers) => {
+            crate::graph::Digest::of(layers.iter().map(|layer| layer.diff_id.as_str()).collect::<Vec<_>>().join(",").as_bytes())
+                .hex()
+                .to_string()
+        }
         Output::Context(handle) => file::select_context(handle, &[source.to_string()], &[], false, environment)?.digest.clone(),
     })
 }
@@ -482,7 +490,8 @@ fn remove_stubs(base: &LayeredView, upper: &Path, paths: &[String]) -> io::Resul
                 use std::os::unix::fs::MetadataExt;
                 let unchanged = metadata.is_dir()
                     && lower.is_dir()
-                    && (metadata.mode(), metadata.uid(), metadata.gid(), metadata.mtime()) == (lower.mode(), lower.uid(), lower.gid(), lower.mtime())
+                    && (metadata.mode(), metadata.uid(), metadata.gid(), metadata.mtime())
+                        == (lower.mode(), lower.uid(), lower.gid(), lower.mtime())
                     && !crate::snapshot::view::is_opaque(&real)
                     && fs::read_dir(&real)?.next().is_none();
                 if !unchanged {
@@ -493,7 +502,11 @@ fn remove_stubs(base: &LayeredView, upper: &Path, paths: &[String]) -> io::Resul
             if !empty {
                 break;
             }
-            if metadata.is_dir() { fs::remove_dir(&real)? } else { fs::remove_file(&real)? }
+            if metadata.is_dir() {
+                fs::remove_dir(&real)?
+            } else {
+                fs::remove_file(&real)?
+            }
             match current.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => current = parent.to_path_buf(),
                 _ => break,

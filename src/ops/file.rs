@@ -69,11 +69,7 @@ fn memo_key(handle: &ContextHandle, sources: &[String], excludes: &[String], par
     (handle as *const ContextHandle as usize, format!("{sources:?}|{excludes:?}|{parents}"))
 }
 
-fn selection_for(
-    handle: &ContextHandle,
-    action: &CopyAction,
-    environment: &Environment,
-) -> Result<Arc<Selection>, FileError> {
+fn selection_for(handle: &ContextHandle, action: &CopyAction, environment: &Environment) -> Result<Arc<Selection>, FileError> {
     select_context(handle, &action.sources, &action.excludes, action.parents, environment)
 }
 
@@ -95,11 +91,7 @@ pub fn select_context(
     Ok(selection)
 }
 
-pub fn cache_inputs(
-    actions: &[FileAction],
-    inputs: &[(String, Output)],
-    environment: &Environment,
-) -> Result<Vec<CacheInput>, OpError> {
+pub fn cache_inputs(actions: &[FileAction], inputs: &[(String, Output)], environment: &Environment) -> Result<Vec<CacheInput>, OpError> {
     let mut cache_inputs = Vec::new();
     for (index, (key, output)) in inputs.iter().enumerate() {
         if matches!(output, Output::Layers(_)) {
@@ -117,12 +109,7 @@ pub fn cache_inputs(
     Ok(cache_inputs)
 }
 
-pub fn run(
-    vertex: &Vertex,
-    actions: &[FileAction],
-    inputs: &[Output],
-    environment: &Environment,
-) -> Result<Vec<Layer>, OpError> {
+pub fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
     let base = inputs.first().ok_or(FileError::NotAFilesystem)?;
     let Output::Layers(base_layers) = base else { return Err(FileError::NotAFilesystem.into()) };
     let upper = environment.store.temp_dir("file-")?;
@@ -228,9 +215,8 @@ impl UpperWriter {
                 Ok(_) => fs::remove_file(&real).map_err(write_error(&real))?,
                 Err(_) => {}
             }
-            let (below, _) = base_view
-                .resolve(&virtual_path, false)
-                .map_err(|source| FileError::Read { path: virtual_path.clone(), source })?;
+            let (below, _) =
+                base_view.resolve(&virtual_path, false).map_err(|source| FileError::Read { path: virtual_path.clone(), source })?;
             let metadata = match below.metadata() {
                 Some(metadata) if below.is_directory() => {
                     use std::os::unix::fs::MetadataExt;
@@ -334,21 +320,13 @@ impl UpperWriter {
             for entry in matches {
                 let relative_root = if action.parents { parents_path(source, &entry.path) } else { String::new() };
                 if entry.kind == SourceKind::Directory {
-                    let target_dir = if action.parents {
-                        format!("{dest_resolved}/{relative_root}")
-                    } else {
-                        dest_resolved.clone()
-                    };
+                    let target_dir = if action.parents { format!("{dest_resolved}/{relative_root}") } else { dest_resolved.clone() };
                     // A directory copies its contents; a created destination takes its metadata.
                     let (existing, target_resolved) = self.resolve(&target_dir, true)?;
                     if existing.exists() && !existing.is_directory() {
                         return Err(FileError::NotADirectory { path: target_resolved });
                     }
-                    let metadata = if existing.is_directory() {
-                        None
-                    } else {
-                        Some(self.entry_metadata(action, owner, entry))
-                    };
+                    let metadata = if existing.is_directory() { None } else { Some(self.entry_metadata(action, owner, entry)) };
                     let real = self.ensure_directory(&target_resolved, Self::created_directory(action, owner))?;
                     if let Some(metadata) = metadata {
                         self.apply(&real, &metadata, true)?;
@@ -392,20 +370,13 @@ impl UpperWriter {
     }
 
     /// Writes one source entry at the absolute destination path `target`.
-    fn place(
-        &mut self,
-        action: &CopyAction,
-        owner: Option<(u32, u32)>,
-        entry: &SourceEntry,
-        target: &str,
-    ) -> Result<(), FileError> {
+    fn place(&mut self, action: &CopyAction, owner: Option<(u32, u32)>, entry: &SourceEntry, target: &str) -> Result<(), FileError> {
         let (parent, name) = split_parent(target);
         let parent_real = match self.parents.get(&parent) {
             Some(known) => known.clone(),
             None => {
                 let (_, parent_resolved) = self.resolve(&parent, true)?;
-                let parent_real =
-                    self.ensure_directory(&parent_resolved, Self::created_directory(action, owner))?;
+                let parent_real = self.ensure_directory(&parent_resolved, Self::created_directory(action, owner))?;
                 self.parents.insert(parent.clone(), parent_real.clone());
                 parent_real
             }
@@ -473,13 +444,7 @@ impl UpperWriter {
     /// The archive is unpacked aside first and its entries are then placed like copied files,
     /// so its paths resolve through the image: `lib/x` in the archive lands in `/usr/lib/x`
     /// when `/lib` is a symlink to `usr/lib`, as BuildKit does, instead of hiding `/lib`.
-    fn unpack(
-        &mut self,
-        action: &CopyAction,
-        entry: &SourceEntry,
-        directory: &str,
-        owner: Option<(u32, u32)>,
-    ) -> Result<(), FileError> {
+    fn unpack(&mut self, action: &CopyAction, entry: &SourceEntry, directory: &str, owner: Option<(u32, u32)>) -> Result<(), FileError> {
         self.ensure_directory(directory, Self::created_directory(action, owner))?;
         self.unpacked += 1;
         let staging = self.scratch.join(format!("archive-{}", self.unpacked));

@@ -62,8 +62,8 @@ pub struct ResolvedImage {
 pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Option<&str>)) -> Result<ResolvedImage, ImageError> {
     let path_text = path.display().to_string();
     let index_path = path.join("index.json");
-    let index = ImageIndex::from_file(&index_path)
-        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let index =
+        ImageIndex::from_file(&index_path).map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
     let (tag, digest) = if let Some(digest) = selector.strip_prefix('@') {
         (None, Some(digest.to_string()))
     } else if let Some(tag) = selector.strip_prefix(':') {
@@ -122,10 +122,7 @@ pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Op
     let manifest = ImageManifest::from_reader(&manifest_bytes[..])
         .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
     let config = read_blob(path, &manifest.config().digest().to_string())?;
-    Ok(ResolvedImage {
-        source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference },
-        config,
-    })
+    Ok(ResolvedImage { source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config })
 }
 
 fn is_index(media_type: &MediaType) -> bool {
@@ -189,8 +186,7 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
         .collect();
     import_layers(environment, reference, &config_bytes, &layers, &|digest, out| {
         let layer_path = layout_blob_path(path, digest);
-        let mut file = File::open(&layer_path)
-            .map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
+        let mut file = File::open(&layer_path).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         io::copy(&mut file, out).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         Ok(())
     })
@@ -204,7 +200,11 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
         let path = store.blob_path(digest);
         let bytes = std::fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
         if Digest::of(&bytes).0 != digest {
-            return Err(ImageError::DigestMismatch { path: path.display().to_string(), expected: digest.into(), actual: Digest::of(&bytes).0 });
+            return Err(ImageError::DigestMismatch {
+                path: path.display().to_string(),
+                expected: digest.into(),
+                actual: Digest::of(&bytes).0,
+            });
         }
         Ok(bytes)
     };
@@ -288,7 +288,13 @@ pub fn import_layers(
     let blobs: Vec<LayerBlob> = descriptors
         .iter()
         .zip(diff_ids)
-        .map(|(blob, diff_id)| LayerBlob { blob: blob.clone(), diff_id, created_at: None, from_image: true, description: format!("{reference} layer") })
+        .map(|(blob, diff_id)| LayerBlob {
+            blob: blob.clone(),
+            diff_id,
+            created_at: None,
+            from_image: true,
+            description: format!("{reference} layer"),
+        })
         .collect();
     unpack_layers(environment.store, environment.cancel, reference, &blobs, fetch, environment.status)
 }
@@ -364,16 +370,12 @@ pub fn unpack_layers(
         let extracting = format!("extracting {blob_digest}");
         status(&extracting, 0, None, false);
         let directory = store.temp_dir("layer-")?;
-        let blob = File::open(store.blob_path(&stored_digest))
-            .map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
+        let blob =
+            File::open(store.blob_path(&stored_digest)).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
         let reader = decompressed(blob).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
         let mut hashing = HashingReader { inner: reader, hasher: Sha256::new() };
-        extract(
-            &mut hashing,
-            directory.path(),
-            &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: archive_ownership() },
-        )
-        .map_err(|source| ImageError::Extract { digest: blob_digest.clone(), source })?;
+        extract(&mut hashing, directory.path(), &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: archive_ownership() })
+            .map_err(|source| ImageError::Extract { digest: blob_digest.clone(), source })?;
         // Tar readers stop at the end-of-archive marker; hash any padding after it too.
         io::copy(&mut hashing, &mut io::sink()).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
         let actual = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));

@@ -124,14 +124,9 @@ impl<W: std::io::Write> std::io::Write for Cancellable<'_, W> {
 pub type CacheInput = (String, String);
 
 /// The inputs of a vertex's cache key besides the op kind, given its inputs' keys and outputs.
-pub fn cache_inputs(
-    vertex: &Vertex,
-    inputs: &[(String, Output)],
-    environment: &Environment,
-) -> Result<Vec<CacheInput>, OpError> {
-    let input_keys = || -> Vec<CacheInput> {
-        inputs.iter().enumerate().map(|(index, (key, _))| (format!("input {index}"), key.clone())).collect()
-    };
+pub fn cache_inputs(vertex: &Vertex, inputs: &[(String, Output)], environment: &Environment) -> Result<Vec<CacheInput>, OpError> {
+    let input_keys =
+        || -> Vec<CacheInput> { inputs.iter().enumerate().map(|(index, (key, _))| (format!("input {index}"), key.clone())).collect() };
     Ok(match &vertex.op {
         Op::Scratch => vec![],
         Op::Image(source) => image::cache_inputs(source),

@@ -19,9 +19,7 @@ pub fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), OwnerErr
         Ok(uid) => (uid, uid),
         Err(_) => {
             let passwd = read(view, "/etc/passwd")?;
-            find(&passwd, &owner.user, 2)
-                .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-                .unwrap_or((0, 0))
+            find(&passwd, &owner.user, 2).and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?))).unwrap_or((0, 0))
         }
     };
     let gid = match &owner.group {
@@ -38,10 +36,7 @@ pub fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), OwnerErr
 }
 
 fn read(view: &LayeredView, path: &str) -> Result<String, OwnerError> {
-    let bytes = view
-        .read_file(path)
-        .map_err(|source| OwnerError::Read { path: path.into(), source })?
-        .unwrap_or_default();
+    let bytes = view.read_file(path).map_err(|source| OwnerError::Read { path: path.into(), source })?.unwrap_or_default();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

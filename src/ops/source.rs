@@ -22,7 +22,10 @@ pub enum SourceKind {
     Directory,
     Symlink(PathBuf),
     /// A device or fifo, recreated with mknod.
-    Special { mode: u32, device: u64 },
+    Special {
+        mode: u32,
+        device: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +214,14 @@ fn view_matches(view: &LayeredView, pattern: &str, parents: bool) -> io::Result<
 }
 
 /// Matches `parts` below `node` (at `path`), adding every full match to `found`.
-fn match_parts(view: &LayeredView, path: String, node: Node, parts: &[&str], parents: bool, found: &mut Vec<(String, Node)>) -> io::Result<()> {
+fn match_parts(
+    view: &LayeredView,
+    path: String,
+    node: Node,
+    parts: &[&str],
+    parents: bool,
+    found: &mut Vec<(String, Node)>,
+) -> io::Result<()> {
     let Some((&part, rest)) = parts.split_first() else {
         found.push((path, node));
         return Ok(());

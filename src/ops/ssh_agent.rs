@@ -70,9 +70,7 @@ const SSH_AGENT_RSA_SHA2_512: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error(
-        "no ssh agent: `SSH_AUTH_SOCK` is not set; start one or pass `--ssh ID=PATH` with a key"
-    )]
+    #[error("no ssh agent: `SSH_AUTH_SOCK` is not set; start one or pass `--ssh ID=PATH` with a key")]
     NoDefaultAgent,
     #[error("failed to read ssh key or agent socket `{path}`")]
     Read {
@@ -135,22 +133,13 @@ impl Agent {
     pub fn start(socket: &Path, keys: &[PathBuf]) -> Result<Agent, AgentError> {
         let backend = Arc::new(load_backend(keys)?);
         let listener = bind_private(socket)?;
-        let shared = Arc::new(Shared {
-            stopping: AtomicBool::new(false),
-            streams: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared { stopping: AtomicBool::new(false), streams: Mutex::new(HashMap::new()) });
         let accept_thread = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("ssh-agent".to_owned())
-                .spawn(move || accept_loop(&listener, &backend, &shared))
+            thread::Builder::new().name("ssh-agent".to_owned()).spawn(move || accept_loop(&listener, &backend, &shared))
         };
         match accept_thread {
-            Ok(handle) => Ok(Agent {
-                socket: socket.to_owned(),
-                shared,
-                accept_thread: Some(handle),
-            }),
+            Ok(handle) => Ok(Agent { socket: socket.to_owned(), shared, accept_thread: Some(handle) }),
             Err(error) => {
                 let _ = fs::remove_file(socket);
                 Err(AgentError::Spawn(error))
@@ -208,9 +197,7 @@ impl Shared {
     fn streams(&self) -> MutexGuard<'_, HashMap<u64, Vec<UnixStream>>> {
         // The map stays consistent even if a holder panicked: every update is a single insert,
         // push or remove.
-        self.streams
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a stream of connection `id`; false when the agent is stopping (the stream is then
@@ -256,113 +243,59 @@ fn load_backend(paths: &[PathBuf]) -> Result<Backend, AgentError> {
     let mut identities = Vec::new();
     for path in paths {
         // `metadata` follows symlinks on purpose: a key or socket may be reached through one.
-        let metadata = fs::metadata(path).map_err(|source| AgentError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let metadata = fs::metadata(path).map_err(|source| AgentError::Read { path: path.clone(), source })?;
         if metadata.file_type().is_socket() {
             if let Some(first) = socket {
-                return Err(AgentError::MultipleSockets {
-                    first: first.clone(),
-                    second: path.clone(),
-                });
+                return Err(AgentError::MultipleSockets { first: first.clone(), second: path.clone() });
             }
             socket = Some(path);
             continue;
         }
         let identity = load_identity(path)?;
-        if !identities
-            .iter()
-            .any(|known: &Identity| known.blob == identity.blob)
-        {
+        if !identities.iter().any(|known: &Identity| known.blob == identity.blob) {
             identities.push(identity);
         }
     }
     match socket {
-        Some(socket) if !identities.is_empty() => Err(AgentError::KeysAndSocket {
-            socket: socket.clone(),
-        }),
+        Some(socket) if !identities.is_empty() => Err(AgentError::KeysAndSocket { socket: socket.clone() }),
         Some(socket) => Ok(Backend::Upstream(socket.clone())),
         None => Ok(Backend::Keys(identities)),
     }
 }
 
 fn load_identity(path: &Path) -> Result<Identity, AgentError> {
-    let read_error = |source| AgentError::Read {
-        path: path.to_owned(),
-        source,
-    };
+    let read_error = |source| AgentError::Read { path: path.to_owned(), source };
     let mut text = Vec::new();
-    fs::File::open(path)
-        .and_then(|file| file.take(MAX_KEY_FILE_LENGTH).read_to_end(&mut text))
-        .map_err(read_error)?;
+    fs::File::open(path).and_then(|file| file.take(MAX_KEY_FILE_LENGTH).read_to_end(&mut text)).map_err(read_error)?;
     if is_legacy_pem(&text) {
         return Err(if contains(&text, b"Proc-Type: 4,ENCRYPTED") {
-            AgentError::Encrypted {
-                path: path.to_owned(),
-            }
+            AgentError::Encrypted { path: path.to_owned() }
         } else {
-            AgentError::LegacyPem {
-                path: path.to_owned(),
-            }
+            AgentError::LegacyPem { path: path.to_owned() }
         });
     }
-    let key = PrivateKey::from_openssh(&text).map_err(|source| AgentError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
+    let key = PrivateKey::from_openssh(&text).map_err(|source| AgentError::Parse { path: path.to_owned(), source })?;
     if key.is_encrypted() {
-        return Err(AgentError::Encrypted {
-            path: path.to_owned(),
-        });
+        return Err(AgentError::Encrypted { path: path.to_owned() });
     }
-    let blob = key
-        .public_key()
-        .to_bytes()
-        .map_err(|source| AgentError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-    let comment = if key.comment().is_empty() {
-        path.display().to_string()
-    } else {
-        key.comment().to_owned()
-    };
+    let blob = key.public_key().to_bytes().map_err(|source| AgentError::Parse { path: path.to_owned(), source })?;
+    let comment = if key.comment().is_empty() { path.display().to_string() } else { key.comment().to_owned() };
     let signer = match key.key_data() {
         KeypairData::Ed25519(_) | KeypairData::Ecdsa(_) => IdentitySigner::Fixed(key),
         KeypairData::Rsa(keypair) => {
-            IdentitySigner::Rsa(rsa_private_key(keypair).map_err(|source| {
-                AgentError::InvalidRsaKey {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?)
+            IdentitySigner::Rsa(rsa_private_key(keypair).map_err(|source| AgentError::InvalidRsaKey { path: path.to_owned(), source })?)
         }
         _ => {
-            return Err(AgentError::UnsupportedKey {
-                path: path.to_owned(),
-                algorithm: key.algorithm().to_string(),
-            });
+            return Err(AgentError::UnsupportedKey { path: path.to_owned(), algorithm: key.algorithm().to_string() });
         }
     };
-    Ok(Identity {
-        blob,
-        comment,
-        signer,
-    })
+    Ok(Identity { blob, comment, signer })
 }
 
 /// ssh-key 0.6.7's own conversion passes `p` twice instead of `p` and `q`, so every real key fails
 /// validation; build the key from its components here.
-fn rsa_private_key(
-    keypair: &ssh_key::private::RsaKeypair,
-) -> Result<rsa::RsaPrivateKey, rsa::Error> {
-    let unsigned = |value: &ssh_key::Mpint| {
-        value
-            .as_positive_bytes()
-            .map(rsa::BigUint::from_bytes_be)
-            .ok_or(rsa::Error::InvalidArguments)
-    };
+fn rsa_private_key(keypair: &ssh_key::private::RsaKeypair) -> Result<rsa::RsaPrivateKey, rsa::Error> {
+    let unsigned = |value: &ssh_key::Mpint| value.as_positive_bytes().map(rsa::BigUint::from_bytes_be).ok_or(rsa::Error::InvalidArguments);
     rsa::RsaPrivateKey::from_components(
         unsigned(&keypair.public.n)?,
         unsigned(&keypair.public.e)?,
@@ -384,21 +317,14 @@ fn is_legacy_pem(text: &[u8]) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// Binds `socket` with mode 0600 from the start; see the module docs for why a rename.
 fn bind_private(socket: &Path) -> Result<UnixListener, AgentError> {
-    let bind_error = |source| AgentError::Bind {
-        path: socket.to_owned(),
-        source,
-    };
+    let bind_error = |source| AgentError::Bind { path: socket.to_owned(), source };
     if fs::symlink_metadata(socket).is_ok() {
-        return Err(AgentError::SocketExists {
-            path: socket.to_owned(),
-        });
+        return Err(AgentError::SocketExists { path: socket.to_owned() });
     }
     let parent = match socket.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -431,10 +357,7 @@ fn create_staging_directory(parent: &Path) -> io::Result<PathBuf> {
             Err(error) => return Err(error),
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free staging directory name",
-    ))
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free staging directory name"))
 }
 
 fn accept_loop(listener: &UnixListener, backend: &Arc<Backend>, shared: &Arc<Shared>) {
@@ -451,12 +374,10 @@ fn accept_loop(listener: &UnixListener, backend: &Arc<Backend>, shared: &Arc<Sha
                 }
                 let backend = Arc::clone(backend);
                 let thread_shared = Arc::clone(shared);
-                let spawned = thread::Builder::new()
-                    .name("ssh-agent-client".to_owned())
-                    .spawn(move || {
-                        serve_connection(stream, &backend, &thread_shared, id);
-                        thread_shared.streams().remove(&id);
-                    });
+                let spawned = thread::Builder::new().name("ssh-agent-client".to_owned()).spawn(move || {
+                    serve_connection(stream, &backend, &thread_shared, id);
+                    thread_shared.streams().remove(&id);
+                });
                 match spawned {
                     Ok(handle) => connections.push(handle),
                     // Out of threads: this client is dropped (it sees the connection close); the
@@ -591,10 +512,7 @@ fn read_message(stream: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
     }
     let length = u32::from_be_bytes(length) as usize;
     if length == 0 || length > MAX_MESSAGE_LENGTH {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("ssh agent message of `{length}` bytes"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("ssh agent message of `{length}` bytes")));
     }
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body)?;
@@ -603,10 +521,7 @@ fn read_message(stream: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
 
 fn write_message(stream: &mut UnixStream, body: &[u8]) -> io::Result<()> {
     if body.len() > MAX_MESSAGE_LENGTH {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("ssh agent response of `{}` bytes", body.len()),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("ssh agent response of `{}` bytes", body.len())));
     }
     let mut frame = Vec::with_capacity(4 + body.len());
     put_u32(&mut frame, body.len());

@@ -132,19 +132,12 @@ pub enum Mode {
 }
 
 /// The names `--progress` accepts, in the order error messages list them.
-const MODE_NAMES: [(&str, Mode); 5] = [
-    ("auto", Mode::Auto),
-    ("plain", Mode::Plain),
-    ("tty", Mode::Tty),
-    ("quiet", Mode::Quiet),
-    ("rawjson", Mode::RawJson),
-];
+const MODE_NAMES: [(&str, Mode); 5] =
+    [("auto", Mode::Auto), ("plain", Mode::Plain), ("tty", Mode::Tty), ("quiet", Mode::Quiet), ("rawjson", Mode::RawJson)];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModeError {
-    #[error(
-        "invalid progress mode `{value}`: expected one of `auto`, `plain`, `tty`, `quiet`, `rawjson`"
-    )]
+    #[error("invalid progress mode `{value}`: expected one of `auto`, `plain`, `tty`, `quiet`, `rawjson`")]
     Unknown { value: String },
 }
 
@@ -156,19 +149,14 @@ impl FromStr for Mode {
             .iter()
             .find(|(name, _)| *name == value)
             .map(|(_, mode)| *mode)
-            .ok_or_else(|| ModeError::Unknown {
-                value: value.to_owned(),
-            })
+            .ok_or_else(|| ModeError::Unknown { value: value.to_owned() })
     }
 }
 
 impl Mode {
     /// The name `--progress` takes for this mode.
     pub fn as_str(self) -> &'static str {
-        MODE_NAMES
-            .iter()
-            .find(|(_, mode)| *mode == self)
-            .map_or("auto", |(name, _)| name)
+        MODE_NAMES.iter().find(|(_, mode)| *mode == self).map_or("auto", |(name, _)| name)
     }
 
     /// Replaces `Auto` by what it means here: the live view on a terminal, plain text otherwise.
@@ -201,12 +189,7 @@ pub struct SystemClock {
 
 impl SystemClock {
     pub fn new() -> SystemClock {
-        SystemClock {
-            wall_at_start: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-            start: Instant::now(),
-        }
+        SystemClock { wall_at_start: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(), start: Instant::now() }
     }
 }
 
@@ -291,18 +274,10 @@ impl Progress {
     }
 
     /// Like [`Progress::start`], reading time from `clock`.
-    pub fn start_with_clock(
-        mode: Mode,
-        out: Box<dyn Write + Send>,
-        clock: Box<dyn Clock>,
-    ) -> Progress {
+    pub fn start_with_clock(mode: Mode, out: Box<dyn Write + Send>, clock: Box<dyn Clock>) -> Progress {
         let printer: Box<dyn Printer> = match mode.resolve(io::stderr().is_terminal()) {
             Mode::Plain => Box::new(plain::PlainPrinter::new(out)),
-            Mode::Tty => Box::new(tty::TtyPrinter::new(
-                out,
-                tty::stderr_size,
-                colors_enabled(),
-            )),
+            Mode::Tty => Box::new(tty::TtyPrinter::new(out, tty::stderr_size, colors_enabled())),
             Mode::RawJson => Box::new(rawjson::RawJsonPrinter::new(out)),
             Mode::Quiet | Mode::Auto => Box::new(QuietPrinter),
         };
@@ -312,21 +287,14 @@ impl Progress {
     /// Starts the reporter thread over any printer.
     pub fn start_with_printer(printer: Box<dyn Printer>, clock: Box<dyn Clock>) -> Progress {
         let (channel, receiver) = mpsc::channel();
-        let reporter = std::thread::Builder::new()
-            .name("progress".to_owned())
-            .spawn(move || report(receiver, printer, clock));
+        let reporter = std::thread::Builder::new().name("progress".to_owned()).spawn(move || report(receiver, printer, clock));
         // Without a thread the receiver is dropped with the closure, so every send is a no-op:
         // the build goes on without progress output rather than failing over it.
-        Progress {
-            channel,
-            reporter: reporter.ok(),
-        }
+        Progress { channel, reporter: reporter.ok() }
     }
 
     pub fn sender(&self) -> Sender {
-        Sender {
-            channel: self.channel.clone(),
-        }
+        Sender { channel: self.channel.clone() }
     }
 
     /// Ends the stream, waits for the reporter, which prints the final summary lines.
@@ -476,12 +444,8 @@ fn format_rfc3339(time: Timestamp) -> String {
     let days = (total_seconds / 86_400) as i64;
     let second_of_day = total_seconds % 86_400;
     let (year, month, day) = civil_from_days(days);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    );
+    let mut text =
+        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
     let nanos = time.subsec_nanos();
     if nanos != 0 {
         let fraction = format!("{nanos:09}");
@@ -498,16 +462,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -560,10 +519,7 @@ mod tests {
         assert_eq!("rawjson".parse(), Ok(Mode::RawJson));
         assert_eq!("auto".parse::<Mode>().map(Mode::as_str), Ok("auto"));
         let error = "fancy".parse::<Mode>().unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid progress mode `fancy`: expected one of `auto`, `plain`, `tty`, `quiet`, `rawjson`"
-        );
+        assert_eq!(error.to_string(), "invalid progress mode `fancy`: expected one of `auto`, `plain`, `tty`, `quiet`, `rawjson`");
         for (name, mode) in MODE_NAMES {
             assert_eq!(mode.to_string(), name);
         }
@@ -599,14 +555,8 @@ mod tests {
     #[test]
     fn rfc3339_matches_go_nano_format() {
         assert_eq!(format_rfc3339(Duration::ZERO), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            format_rfc3339(Duration::new(1_700_000_000, 120_000_000)),
-            "2023-11-14T22:13:20.12Z"
-        );
-        assert_eq!(
-            format_rfc3339(Duration::new(951_782_400, 5)),
-            "2000-02-29T00:00:00.000000005Z"
-        );
+        assert_eq!(format_rfc3339(Duration::new(1_700_000_000, 120_000_000)), "2023-11-14T22:13:20.12Z");
+        assert_eq!(format_rfc3339(Duration::new(951_782_400, 5)), "2000-02-29T00:00:00.000000005Z");
     }
 
     #[test]
@@ -626,29 +576,17 @@ mod tests {
     fn progress_thread_renders_events_and_summary_on_finish() {
         let buffer = SharedBuffer::default();
         let time = Arc::new(AtomicU64::new(1_000));
-        let progress = Progress::start_with_clock(
-            Mode::Plain,
-            Box::new(buffer.clone()),
-            Box::new(FakeClock(time.clone())),
-        );
+        let progress = Progress::start_with_clock(Mode::Plain, Box::new(buffer.clone()), Box::new(FakeClock(time.clone())));
         let sender = progress.sender();
         let from_thread = sender.clone();
         std::thread::spawn(move || {
-            from_thread.send(Event::Cached {
-                vertex: 3,
-                name: "[1/2] FROM alpine".to_owned(),
-            });
+            from_thread.send(Event::Cached { vertex: 3, name: "[1/2] FROM alpine".to_owned() });
         })
         .join()
         .unwrap();
-        sender.send(Event::Warning {
-            message: "W: careful".to_owned(),
-        });
+        sender.send(Event::Warning { message: "W: careful".to_owned() });
         progress.finish(true);
-        assert_eq!(
-            buffer.text(),
-            "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use rbuild --debug to expand):\n - W: careful\n"
-        );
+        assert_eq!(buffer.text(), "#1 [1/2] FROM alpine\n#1 CACHED\n\n 1 warning found (use rbuild --debug to expand):\n - W: careful\n");
         // The reporter is gone: sending is a silent no-op.
         sender.send(Event::Finished { vertex: 3 });
     }
@@ -663,38 +601,18 @@ mod tests {
     fn tty_mode_into_a_buffer_ends_with_the_final_frame() {
         let buffer = SharedBuffer::default();
         let time = Arc::new(AtomicU64::new(5_000));
-        let progress = Progress::start_with_clock(
-            Mode::Tty,
-            Box::new(buffer.clone()),
-            Box::new(FakeClock(time.clone())),
-        );
+        let progress = Progress::start_with_clock(Mode::Tty, Box::new(buffer.clone()), Box::new(FakeClock(time.clone())));
         let sender = progress.sender();
-        sender.send(Event::Started {
-            vertex: 0,
-            name: "[1/1] RUN true".to_owned(),
-        });
-        sender.send(Event::Log {
-            vertex: 0,
-            stream: Stream::Stdout,
-            bytes: b"ok\n".to_vec(),
-        });
+        sender.send(Event::Started { vertex: 0, name: "[1/1] RUN true".to_owned() });
+        sender.send(Event::Log { vertex: 0, stream: Stream::Stdout, bytes: b"ok\n".to_vec() });
         std::thread::sleep(Duration::from_millis(250));
         time.store(6_500, Ordering::SeqCst);
         sender.send(Event::Finished { vertex: 0 });
         progress.finish(true);
         let text = buffer.text();
         let final_frame = &text[text.rfind("[+] Building").unwrap()..];
-        assert!(
-            final_frame.starts_with("[+] Building 1.5s (1/1) FINISHED\n"),
-            "{text:?}"
-        );
-        assert!(
-            final_frame
-                .lines()
-                .nth(1)
-                .unwrap()
-                .contains(" => [1/1] RUN true ")
-        );
+        assert!(final_frame.starts_with("[+] Building 1.5s (1/1) FINISHED\n"), "{text:?}");
+        assert!(final_frame.lines().nth(1).unwrap().contains(" => [1/1] RUN true "));
         assert!(final_frame.ends_with(" 1.5s\n") || final_frame.ends_with(" 1.5s\u{1b}[0m\n"));
     }
 
@@ -704,18 +622,10 @@ mod tests {
         let progress = Progress::start(Mode::Quiet, Box::new(buffer.clone()));
         let sender = progress.sender();
         for vertex in 0..100 {
-            sender.send(Event::Started {
-                vertex,
-                name: "x".to_owned(),
-            });
-            sender.send(Event::Failed {
-                vertex,
-                error: "boom".to_owned(),
-            });
+            sender.send(Event::Started { vertex, name: "x".to_owned() });
+            sender.send(Event::Failed { vertex, error: "boom".to_owned() });
         }
-        sender.send(Event::Warning {
-            message: "w".to_owned(),
-        });
+        sender.send(Event::Warning { message: "w".to_owned() });
         drop(progress);
         assert_eq!(buffer.text(), "");
     }

@@ -38,10 +38,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use super::trace::{StatusState, Trace, VertexState};
-use super::{
-    Event, Printer, TICK, Timestamp, elapsed, format_bytes, format_log_time, seconds, split_lines,
-    warnings_summary,
-};
+use super::{Event, Printer, TICK, Timestamp, elapsed, format_bytes, format_log_time, seconds, split_lines, warnings_summary};
 
 /// A waiting vertex is shown after this long, whatever the current one does.
 const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -137,11 +134,7 @@ impl Output {
     }
 
     fn end_line(&mut self) -> io::Result<()> {
-        if self.mid_line {
-            self.write(b"\n")
-        } else {
-            Ok(())
-        }
+        if self.mid_line { self.write(b"\n") } else { Ok(()) }
     }
 }
 
@@ -149,24 +142,13 @@ impl Output {
 fn status_line(status: &StatusState) -> String {
     let sizes = match status.total {
         Some(total) if total != 0 => {
-            format!(
-                " {} / {}",
-                format_bytes(status.current),
-                format_bytes(total)
-            )
+            format!(" {} / {}", format_bytes(status.current), format_bytes(total))
         }
         _ if status.current != 0 => format!(" {}", format_bytes(status.current)),
         _ => String::new(),
     };
-    let took = seconds(elapsed(
-        status.started,
-        status.completed.unwrap_or(status.timestamp),
-    ));
-    let mut time = if took > 0.01 {
-        format!(" {took:.1}s")
-    } else {
-        String::new()
-    };
+    let took = seconds(elapsed(status.started, status.completed.unwrap_or(status.timestamp)));
+    let mut time = if took > 0.01 { format!(" {took:.1}s") } else { String::new() };
     if status.completed.is_some() {
         time.push_str(" done");
     }
@@ -189,10 +171,7 @@ fn outcome(vertex: &VertexState, now: Timestamp) -> String {
 impl PlainPrinter {
     pub fn new(out: Box<dyn Write + Send>) -> PlainPrinter {
         PlainPrinter {
-            out: Output {
-                writer: out,
-                mid_line: false,
-            },
+            out: Output { writer: out, mid_line: false },
             trace: Trace::default(),
             views: Vec::new(),
             updates: BTreeSet::new(),
@@ -232,10 +211,8 @@ impl PlainPrinter {
     /// Prints what the schedule allows now (BuildKit's `textMux.print`).
     fn print(&mut self, now: Timestamp) -> io::Result<()> {
         let vertices = &self.trace.vertices;
-        let (completed, mut rest): (BTreeSet<usize>, BTreeSet<usize>) = self
-            .updates
-            .iter()
-            .partition(|&&slot| vertices[slot].is_completed());
+        let (completed, mut rest): (BTreeSet<usize>, BTreeSet<usize>) =
+            self.updates.iter().partition(|&&slot| vertices[slot].is_completed());
         let current = self.current;
 
         // Completed vertices first, the open block before the others, then by completion time.
@@ -285,12 +262,7 @@ impl PlainPrinter {
             if over_limit || fastest.is_none_or(|index: usize| stats[index].speed < speed) {
                 fastest = Some(stats.len());
             }
-            stats.push(Stat {
-                slot,
-                block_time,
-                speed,
-                over_limit,
-            });
+            stats.push(Stat { slot, block_time, speed, over_limit });
         }
         let Some(fastest) = fastest.map(|index| stats[index].slot) else {
             return Ok(());
@@ -315,14 +287,7 @@ impl PlainPrinter {
     /// Prints the pending updates of one vertex, opening its block if another one is open
     /// (BuildKit's `textMux.printVtx`).
     fn print_vertex(&mut self, slot: usize, now: Timestamp) -> io::Result<()> {
-        let PlainPrinter {
-            out,
-            trace,
-            views,
-            current,
-            last_status,
-            ..
-        } = self;
+        let PlainPrinter { out, trace, views, current, last_status, .. } = self;
         let vertex = &trace.vertices[slot];
         if views[slot].number == 0 {
             self.last_number += 1;
@@ -360,14 +325,10 @@ impl PlainPrinter {
                 && let Some(&(last_current, last_timestamp)) = last_status.get(&(slot, index))
             {
                 let progress = match status.total {
-                    Some(total) if total > 0 => {
-                        (status.current as f64 - last_current as f64) / total as f64
-                    }
+                    Some(total) if total > 0 => (status.current as f64 - last_current as f64) / total as f64,
                     _ => 0.0,
                 };
-                if progress < MIN_PROGRESS_DELTA
-                    && elapsed(last_timestamp, status.timestamp) < MIN_TIME_DELTA
-                {
+                if progress < MIN_PROGRESS_DELTA && elapsed(last_timestamp, status.timestamp) < MIN_TIME_DELTA {
                     continue;
                 }
             }
@@ -405,10 +366,7 @@ impl PlainPrinter {
         let holding = !held.is_empty();
         view.pending_statuses = held;
         *current = Some(slot);
-        let open_status = vertex
-            .statuses
-            .iter()
-            .any(|status| status.completed.is_none());
+        let open_status = vertex.statuses.iter().any(|status| status.completed.is_none());
         if vertex.is_completed() && (!open_status || self.closing) {
             *current = None;
             view.count = 0;
@@ -461,8 +419,7 @@ impl Printer for PlainPrinter {
         if build_failed {
             self.out.write(&self.trace.error_logs())?;
         }
-        self.out
-            .write(warnings_summary(&self.trace.warnings).as_bytes())?;
+        self.out.write(warnings_summary(&self.trace.warnings).as_bytes())?;
         self.out.writer.flush()
     }
 }

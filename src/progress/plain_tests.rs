@@ -20,18 +20,11 @@ fn render(script: Vec<(u64, Event)>) -> String {
 }
 
 fn started(vertex: VertexId, name: &str) -> Event {
-    Event::Started {
-        vertex,
-        name: name.to_owned(),
-    }
+    Event::Started { vertex, name: name.to_owned() }
 }
 
 fn log(vertex: VertexId, text: &str) -> Event {
-    Event::Log {
-        vertex,
-        stream: Stream::Stdout,
-        bytes: text.as_bytes().to_vec(),
-    }
+    Event::Log { vertex, stream: Stream::Stdout, bytes: text.as_bytes().to_vec() }
 }
 
 fn finished(vertex: VertexId) -> Event {
@@ -39,42 +32,25 @@ fn finished(vertex: VertexId) -> Event {
 }
 
 fn cached(vertex: VertexId, name: &str) -> Event {
-    Event::Cached {
-        vertex,
-        name: name.to_owned(),
-    }
+    Event::Cached { vertex, name: name.to_owned() }
 }
 
 fn failed(vertex: VertexId, error: &str) -> Event {
-    Event::Failed {
-        vertex,
-        error: error.to_owned(),
-    }
+    Event::Failed { vertex, error: error.to_owned() }
 }
 
 fn warning(message: &str) -> Event {
-    Event::Warning {
-        message: message.to_owned(),
-    }
+    Event::Warning { message: message.to_owned() }
 }
 
 fn status(vertex: VertexId, id: &str, current: u64, total: Option<u64>, done: bool) -> Event {
-    Event::Status {
-        vertex,
-        id: id.to_owned(),
-        current,
-        total,
-        done,
-    }
+    Event::Status { vertex, id: id.to_owned(), current, total, done }
 }
 
 #[test]
 fn a_simple_build_prints_blocks_separated_by_blank_lines() {
     let output = render(vec![
-        (
-            0,
-            started(10, "[internal] load build definition from Dockerfile"),
-        ),
+        (0, started(10, "[internal] load build definition from Dockerfile")),
         (0, status(10, "transferring dockerfile:", 92, None, true)),
         (20, finished(10)),
         (30, cached(11, "[1/2] FROM docker.io/library/alpine:3.20")),
@@ -121,10 +97,7 @@ fn partial_lines_are_joined_and_a_last_open_line_is_ended() {
 
 #[test]
 fn an_open_line_of_an_unfinished_vertex_is_flushed_at_the_end() {
-    let output = render(vec![
-        (0, started(1, "[1/1] RUN x")),
-        (5, log(1, "tail without newline")),
-    ]);
+    let output = render(vec![(0, started(1, "[1/1] RUN x")), (5, log(1, "tail without newline"))]);
     assert_eq!(output, "#1 [1/1] RUN x\n#1 0.005 tail without newline\n");
 }
 
@@ -205,12 +178,7 @@ fn a_waiting_vertex_is_shown_on_a_tick_without_new_events() {
 
 #[test]
 fn the_next_running_vertex_is_reopened_when_the_current_one_completes() {
-    let output = render(vec![
-        (0, started(1, "one")),
-        (10, started(2, "two")),
-        (20, finished(1)),
-        (900, finished(2)),
-    ]);
+    let output = render(vec![(0, started(1, "one")), (10, started(2, "two")), (20, finished(1)), (900, finished(2))]);
     assert_eq!(output, "#1 one\n#1 DONE 0.0s\n\n#2 two\n#2 DONE 0.9s\n");
 }
 
@@ -221,33 +189,17 @@ fn failure_prints_error_and_the_last_log_lines_after_the_progress() {
         script.push((line * 100, log(7, &format!("line {line}\n"))));
     }
     script.push((1300, log(7, "make: *** [test] Error 2")));
-    script.push((
-        1400,
-        failed(
-            7,
-            "process \"/bin/sh -c make test\" did not complete successfully: exit code: 2",
-        ),
-    ));
+    script.push((1400, failed(7, "process \"/bin/sh -c make test\" did not complete successfully: exit code: 2")));
     let output = render(script);
     let mut expected = String::from("#1 [2/2] RUN make test\n");
     for line in 1..=12u64 {
-        expected.push_str(&format!(
-            "#1 {}.{:03} line {line}\n",
-            line / 10,
-            line % 10 * 100
-        ));
+        expected.push_str(&format!("#1 {}.{:03} line {line}\n", line / 10, line % 10 * 100));
     }
     expected.push_str("#1 1.300 make: *** [test] Error 2\n");
-    expected.push_str(
-        "#1 ERROR: process \"/bin/sh -c make test\" did not complete successfully: exit code: 2\n",
-    );
+    expected.push_str("#1 ERROR: process \"/bin/sh -c make test\" did not complete successfully: exit code: 2\n");
     expected.push_str("------\n > [2/2] RUN make test:\n");
     for line in 4..=12u64 {
-        expected.push_str(&format!(
-            "{}.{:03} line {line}\n",
-            line / 10,
-            line % 10 * 100
-        ));
+        expected.push_str(&format!("{}.{:03} line {line}\n", line / 10, line % 10 * 100));
     }
     expected.push_str("1.300 make: *** [test] Error 2\n------\n");
     assert_eq!(output, expected);
@@ -280,19 +232,13 @@ fn statuses_show_sizes_times_and_are_throttled_while_running() {
     let layer = |current, done| status(1, "sha256:1234abcd", current, Some(4_560_000), done);
     let output = render(vec![
         (0, started(1, "[1/1] FROM docker.io/library/debian:12")),
-        (0, layer(0, false)), // new: held for BuildKit's 100 ms batch
-        (500, layer(100_000, false)), // the first shown
+        (0, layer(0, false)),             // new: held for BuildKit's 100 ms batch
+        (500, layer(100_000, false)),     // the first shown
         (1_000, layer(1_230_000, false)), // 25% more: printed
         (6_100, layer(1_300_000, false)), // 5 s later: printed
-        (7_000, layer(4_560_000, true)), // done: always printed
-        (
-            7_000,
-            status(1, "extracting sha256:1234abcd", 0, None, false),
-        ),
-        (
-            7_300,
-            status(1, "extracting sha256:1234abcd", 0, None, true),
-        ),
+        (7_000, layer(4_560_000, true)),  // done: always printed
+        (7_000, status(1, "extracting sha256:1234abcd", 0, None, false)),
+        (7_300, status(1, "extracting sha256:1234abcd", 0, None, true)),
         (7_400, finished(1)),
     ]);
     assert_eq!(
@@ -361,15 +307,9 @@ fn a_status_line_does_not_land_inside_an_open_log_line() {
 #[test]
 fn warnings_are_printed_after_everything_else() {
     let output = render(vec![
-        (
-            0,
-            warning("JSONArgsRecommended: JSON arguments recommended (line 3)"),
-        ),
+        (0, warning("JSONArgsRecommended: JSON arguments recommended (line 3)")),
         (0, cached(1, "[1/1] FROM scratch")),
-        (
-            0,
-            warning("StageNameCasing: Stage name 'Build' should be lowercase (line 1)"),
-        ),
+        (0, warning("StageNameCasing: Stage name 'Build' should be lowercase (line 1)")),
     ]);
     assert_eq!(
         output,
@@ -409,10 +349,6 @@ fn a_vertex_ending_with_an_open_status_prints_its_end_when_the_status_ends_or_at
 
 #[test]
 fn events_for_unknown_vertices_are_ignored() {
-    let output = render(vec![
-        (0, log(9, "lost\n")),
-        (0, finished(9)),
-        (0, Event::Canceled { vertex: 9 }),
-    ]);
+    let output = render(vec![(0, log(9, "lost\n")), (0, finished(9)), (0, Event::Canceled { vertex: 9 })]);
     assert_eq!(output, "");
 }

@@ -116,17 +116,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let value = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |value, (index, &byte)| {
-                value | u32::from(byte) << (16 - 8 * index)
-            });
+        let value = chunk.iter().enumerate().fold(0u32, |value, (index, &byte)| value | u32::from(byte) << (16 - 8 * index));
         for position in 0..4 {
             if position <= chunk.len() {
-                text.push(char::from(
-                    ALPHABET[(value >> (18 - 6 * position) & 0x3f) as usize],
-                ));
+                text.push(char::from(ALPHABET[(value >> (18 - 6 * position) & 0x3f) as usize]));
             } else {
                 text.push('=');
             }
@@ -137,10 +130,7 @@ fn base64(bytes: &[u8]) -> String {
 
 impl RawJsonPrinter {
     pub fn new(out: Box<dyn Write + Send>) -> RawJsonPrinter {
-        RawJsonPrinter {
-            out,
-            trace: Trace::default(),
-        }
+        RawJsonPrinter { out, trace: Trace::default() }
     }
 
     /// The digest and inputs of vertex `id`, named `name`.
@@ -167,17 +157,11 @@ impl RawJsonPrinter {
                 })
                 .collect();
             self.trace.record(&event, now);
-            return Some(SolveStatus {
-                vertexes,
-                ..SolveStatus::default()
-            });
+            return Some(SolveStatus { vertexes, ..SolveStatus::default() });
         }
         if let Event::Warning { message } = event {
             let short = base64(message.as_bytes());
-            return Some(SolveStatus {
-                warnings: vec![JsonWarning { short }],
-                ..SolveStatus::default()
-            });
+            return Some(SolveStatus { warnings: vec![JsonWarning { short }], ..SolveStatus::default() });
         }
         let slot = self.trace.record(&event, now)?;
         let vertex = &self.trace.vertices[slot];
@@ -197,10 +181,7 @@ impl RawJsonPrinter {
                 ..SolveStatus::default()
             },
             Event::Status { id: status_id, .. } => {
-                let status = vertex
-                    .statuses
-                    .iter()
-                    .find(|status| status.id == status_id)?;
+                let status = vertex.statuses.iter().find(|status| status.id == status_id)?;
                 SolveStatus {
                     statuses: vec![JsonStatus {
                         id: status_id,
@@ -214,11 +195,7 @@ impl RawJsonPrinter {
                     ..SolveStatus::default()
                 }
             }
-            Event::Started { .. }
-            | Event::Cached { .. }
-            | Event::Finished { .. }
-            | Event::Failed { .. }
-            | Event::Canceled { .. } => {
+            Event::Started { .. } | Event::Cached { .. } | Event::Finished { .. } | Event::Failed { .. } | Event::Canceled { .. } => {
                 let run = vertex.intervals.last();
                 let error = match &vertex.error {
                     _ if vertex.canceled => CANCELED.to_owned(),
@@ -276,16 +253,10 @@ mod tests {
         let mut printer = RawJsonPrinter::new(Box::new(buffer.clone()));
         let start = Duration::from_secs(1_714_557_600);
         for (millis, event) in script {
-            printer
-                .event(event, start + Duration::from_millis(millis))
-                .unwrap();
+            printer.event(event, start + Duration::from_millis(millis)).unwrap();
         }
         printer.finish(start, true).unwrap();
-        buffer
-            .text()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        buffer.text().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
     }
 
     #[test]
@@ -306,86 +277,22 @@ mod tests {
                 0,
                 Event::Defined {
                     vertices: vec![
-                        Definition {
-                            vertex: 4,
-                            name: "[1/2] FROM alpine".into(),
-                            digest: digest4.clone(),
-                            inputs: vec![],
-                        },
-                        Definition {
-                            vertex: 3,
-                            name: "[2/2] RUN make".into(),
-                            digest: digest3.clone(),
-                            inputs: vec![digest4.clone()],
-                        },
+                        Definition { vertex: 4, name: "[1/2] FROM alpine".into(), digest: digest4.clone(), inputs: vec![] },
+                        Definition { vertex: 3, name: "[2/2] RUN make".into(), digest: digest3.clone(), inputs: vec![digest4.clone()] },
                     ],
                 },
             ),
-            (
-                0,
-                Event::Started {
-                    vertex: 3,
-                    name: "[2/2] RUN make".into(),
-                },
-            ),
-            (
-                300,
-                Event::Log {
-                    vertex: 3,
-                    stream: Stream::Stderr,
-                    bytes: b"hi\n".to_vec(),
-                },
-            ),
-            (
-                400,
-                Event::Status {
-                    vertex: 3,
-                    id: "sha256:ab".into(),
-                    current: 1_200_000,
-                    total: Some(3_400_000),
-                    done: false,
-                },
-            ),
-            (
-                500,
-                Event::Status {
-                    vertex: 3,
-                    id: "sha256:ab".into(),
-                    current: 3_400_000,
-                    total: Some(3_400_000),
-                    done: true,
-                },
-            ),
+            (0, Event::Started { vertex: 3, name: "[2/2] RUN make".into() }),
+            (300, Event::Log { vertex: 3, stream: Stream::Stderr, bytes: b"hi\n".to_vec() }),
+            (400, Event::Status { vertex: 3, id: "sha256:ab".into(), current: 1_200_000, total: Some(3_400_000), done: false }),
+            (500, Event::Status { vertex: 3, id: "sha256:ab".into(), current: 3_400_000, total: Some(3_400_000), done: true }),
             (600, Event::Finished { vertex: 3 }),
-            (
-                700,
-                Event::Cached {
-                    vertex: 4,
-                    name: "[1/2] FROM alpine".into(),
-                },
-            ),
-            (
-                800,
-                Event::Started {
-                    vertex: 5,
-                    name: "[b 1/1] RUN x".into(),
-                },
-            ),
+            (700, Event::Cached { vertex: 4, name: "[1/2] FROM alpine".into() }),
+            (800, Event::Started { vertex: 5, name: "[b 1/1] RUN x".into() }),
             (900, Event::Canceled { vertex: 5 }),
             // Never started: no name to show, so nothing is printed.
-            (
-                900,
-                Event::Failed {
-                    vertex: 6,
-                    error: "boom".into(),
-                },
-            ),
-            (
-                900,
-                Event::Warning {
-                    message: "W: careful".into(),
-                },
-            ),
+            (900, Event::Failed { vertex: 6, error: "boom".into() }),
+            (900, Event::Warning { message: "W: careful".into() }),
         ]);
         // Vertex 5 was never announced: its digest is its name's.
         let digest5 = name_digest("[b 1/1] RUN x");
@@ -425,18 +332,9 @@ mod tests {
     fn fields_come_in_buildkit_order() {
         let buffer = SharedBuffer::default();
         let mut printer = RawJsonPrinter::new(Box::new(buffer.clone()));
-        let started = Event::Started {
-            vertex: 1,
-            name: "[1/1] RUN x".into(),
-        };
+        let started = Event::Started { vertex: 1, name: "[1/1] RUN x".into() };
         printer.event(started, Duration::ZERO).unwrap();
-        let status = Event::Status {
-            vertex: 1,
-            id: "x".into(),
-            current: 0,
-            total: None,
-            done: true,
-        };
+        let status = Event::Status { vertex: 1, id: "x".into(), current: 0, total: None, done: true };
         printer.event(status, Duration::from_millis(1500)).unwrap();
         let digest = name_digest("[1/1] RUN x");
         assert_eq!(

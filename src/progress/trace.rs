@@ -9,9 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use super::{
-    Definition, Event, Timestamp, VertexId, elapsed, error_logs_block, format_log_time, split_lines,
-};
+use super::{Definition, Event, Timestamp, VertexId, elapsed, error_logs_block, format_log_time, split_lines};
 
 #[derive(Default)]
 pub(super) struct Trace {
@@ -70,9 +68,7 @@ impl VertexState {
     }
 
     pub(super) fn is_completed(&self) -> bool {
-        self.intervals
-            .last()
-            .is_some_and(|interval| interval.stop.is_some())
+        self.intervals.last().is_some_and(|interval| interval.stop.is_some())
     }
 
     pub(super) fn is_running(&self) -> bool {
@@ -85,27 +81,19 @@ impl VertexState {
 
     /// Time spent running, over all runs; a run still open counts until `now`.
     pub(super) fn run_time(&self, now: Timestamp) -> Duration {
-        self.intervals
-            .iter()
-            .map(|interval| elapsed(interval.start, interval.stop.unwrap_or(now)))
-            .sum()
+        self.intervals.iter().map(|interval| elapsed(interval.start, interval.stop.unwrap_or(now))).sum()
     }
 
     /// Time from the start of the current run to `now`: what a log line's prefix shows.
     pub(super) fn since_start(&self, now: Timestamp) -> Duration {
-        self.intervals
-            .last()
-            .map_or(Duration::ZERO, |interval| elapsed(interval.start, now))
+        self.intervals.last().map_or(Duration::ZERO, |interval| elapsed(interval.start, now))
     }
 
     /// Ends the current run at `now`, or records an empty run for a vertex that never started.
     fn complete(&mut self, now: Timestamp) {
         match self.intervals.last_mut() {
             Some(interval) if interval.stop.is_none() => interval.stop = Some(now),
-            _ => self.intervals.push(Interval {
-                start: now,
-                stop: Some(now),
-            }),
+            _ => self.intervals.push(Interval { start: now, stop: Some(now) }),
         }
     }
 }
@@ -146,10 +134,7 @@ impl Trace {
                 if state.is_running() {
                     return None;
                 }
-                state.intervals.push(Interval {
-                    start: now,
-                    stop: None,
-                });
+                state.intervals.push(Interval { start: now, stop: None });
                 state.cached = false;
                 state.error = None;
                 state.canceled = false;
@@ -165,13 +150,7 @@ impl Trace {
                 let since_start = state.since_start(now);
                 state.tail.push(since_start, bytes);
             }
-            Event::Status {
-                id,
-                current,
-                total,
-                done,
-                ..
-            } => {
+            Event::Status { id, current, total, done, .. } => {
                 let index = match state.statuses.iter().position(|status| status.id == *id) {
                     Some(index) => index,
                     None => {
@@ -190,11 +169,7 @@ impl Trace {
                 status.current = *current;
                 status.total = *total;
                 status.timestamp = now;
-                status.completed = if *done {
-                    Some(status.completed.unwrap_or(now))
-                } else {
-                    None
-                };
+                status.completed = if *done { Some(status.completed.unwrap_or(now)) } else { None };
             }
             Event::Finished { .. } => {
                 if !state.is_running() {
@@ -223,19 +198,12 @@ impl Trace {
     /// Every vertex of the build: those seen and those announced but not started yet, as
     /// BuildKit counts the `total` of `(completed/total)`.
     pub(super) fn total_count(&self) -> usize {
-        let waiting = self
-            .defined
-            .keys()
-            .filter(|vertex| !self.slots.contains_key(vertex))
-            .count();
+        let waiting = self.defined.keys().filter(|vertex| !self.slots.contains_key(vertex)).count();
         self.vertices.len() + waiting
     }
 
     pub(super) fn completed_count(&self) -> usize {
-        self.vertices
-            .iter()
-            .filter(|vertex| vertex.is_completed())
-            .count()
+        self.vertices.iter().filter(|vertex| vertex.is_completed()).count()
     }
 
     /// BuildKit's summary of failures: for each failed (not canceled) vertex, its last lines.
@@ -301,10 +269,7 @@ mod tests {
         let mut tail = LogTail::default();
         tail.push(Duration::from_millis(100), b"hel");
         tail.push(Duration::from_millis(200), b"lo\nwor");
-        assert_eq!(
-            tail.lines(),
-            vec![b"0.100 hello".to_vec(), b"0.200 wor".to_vec()]
-        );
+        assert_eq!(tail.lines(), vec![b"0.100 hello".to_vec(), b"0.200 wor".to_vec()]);
         for number in 0..12 {
             tail.push(Duration::from_secs(1), format!("{number}\n").as_bytes());
         }
@@ -317,117 +282,39 @@ mod tests {
     #[test]
     fn record_tracks_runs_outcomes_and_ignores_unknown_vertices() {
         let mut trace = Trace::default();
-        let log = |vertex, text: &str| Event::Log {
-            vertex,
-            stream: Stream::Stdout,
-            bytes: text.as_bytes().to_vec(),
-        };
+        let log = |vertex, text: &str| Event::Log { vertex, stream: Stream::Stdout, bytes: text.as_bytes().to_vec() };
         assert_eq!(trace.record(&log(1, "lost\n"), at(0)), None);
         assert_eq!(trace.record(&Event::Finished { vertex: 1 }, at(0)), None);
-        assert_eq!(
-            trace.record(
-                &Event::Started {
-                    vertex: 7,
-                    name: "a".into()
-                },
-                at(1_000)
-            ),
-            Some(0)
-        );
-        assert_eq!(
-            trace.record(
-                &Event::Started {
-                    vertex: 7,
-                    name: "a".into()
-                },
-                at(1_100)
-            ),
-            None
-        );
+        assert_eq!(trace.record(&Event::Started { vertex: 7, name: "a".into() }, at(1_000)), Some(0));
+        assert_eq!(trace.record(&Event::Started { vertex: 7, name: "a".into() }, at(1_100)), None);
         assert_eq!(trace.record(&log(7, "x\n"), at(1_250)), Some(0));
-        assert_eq!(
-            trace.record(
-                &Event::Cached {
-                    vertex: 8,
-                    name: "b".into()
-                },
-                at(1_300)
-            ),
-            Some(1)
-        );
-        assert_eq!(
-            trace.record(
-                &Event::Failed {
-                    vertex: 7,
-                    error: "boom".into()
-                },
-                at(2_000)
-            ),
-            Some(0)
-        );
-        assert_eq!(
-            trace.record(
-                &Event::Warning {
-                    message: "w".into()
-                },
-                at(2_000)
-            ),
-            None
-        );
+        assert_eq!(trace.record(&Event::Cached { vertex: 8, name: "b".into() }, at(1_300)), Some(1));
+        assert_eq!(trace.record(&Event::Failed { vertex: 7, error: "boom".into() }, at(2_000)), Some(0));
+        assert_eq!(trace.record(&Event::Warning { message: "w".into() }, at(2_000)), None);
 
         assert_eq!(trace.start, Some(at(1_000)));
         assert_eq!(trace.completed_count(), 2);
-        assert_eq!(
-            trace.vertices[0].run_time(at(9_000)),
-            Duration::from_secs(1)
-        );
+        assert_eq!(trace.vertices[0].run_time(at(9_000)), Duration::from_secs(1));
         assert!(trace.vertices[1].cached && trace.vertices[1].is_completed());
         assert_eq!(trace.warnings, ["w"]);
-        assert_eq!(
-            trace.error_logs(),
-            b"------\n > a:\n0.250 x\n------\n".to_vec()
-        );
+        assert_eq!(trace.error_logs(), b"------\n > a:\n0.250 x\n------\n".to_vec());
 
         // A second run starts afresh and adds to the run time.
-        trace.record(
-            &Event::Started {
-                vertex: 7,
-                name: "a".into(),
-            },
-            at(3_000),
-        );
+        trace.record(&Event::Started { vertex: 7, name: "a".into() }, at(3_000));
         assert!(trace.vertices[0].is_running() && trace.vertices[0].error.is_none());
-        assert_eq!(
-            trace.vertices[0].run_time(at(3_500)),
-            Duration::from_millis(1_500)
-        );
+        assert_eq!(trace.vertices[0].run_time(at(3_500)), Duration::from_millis(1_500));
     }
 
     #[test]
     fn statuses_keep_their_start_and_first_completion() {
         let mut trace = Trace::default();
-        trace.record(
-            &Event::Started {
-                vertex: 1,
-                name: "pull".into(),
-            },
-            at(0),
-        );
-        let status = |current, done| Event::Status {
-            vertex: 1,
-            id: "layer".into(),
-            current,
-            total: Some(10),
-            done,
-        };
+        trace.record(&Event::Started { vertex: 1, name: "pull".into() }, at(0));
+        let status = |current, done| Event::Status { vertex: 1, id: "layer".into(), current, total: Some(10), done };
         trace.record(&status(1, false), at(100));
         trace.record(&status(10, true), at(400));
         trace.record(&status(10, true), at(900));
         let layer = &trace.vertices[0].statuses[0];
-        assert_eq!(
-            (layer.started, layer.timestamp, layer.completed),
-            (at(100), at(900), Some(at(400)))
-        );
+        assert_eq!((layer.started, layer.timestamp, layer.completed), (at(100), at(900), Some(at(400))));
         assert_eq!(layer.current, 10);
     }
 }

@@ -38,9 +38,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 use super::trace::Trace;
-use super::{
-    Event, Printer, TICK, Timestamp, elapsed, format_bytes, seconds, split_lines, warnings_summary,
-};
+use super::{Event, Printer, TICK, Timestamp, elapsed, format_bytes, seconds, split_lines, warnings_summary};
 
 /// Size of the terminal as `(rows, columns)`, `None` when unknown.
 pub type SizeSource = fn() -> Option<(u16, u16)>;
@@ -118,10 +116,7 @@ impl Screen {
 /// What a terminal would show of a log line: the text after the last carriage return, without
 /// escape sequences or control characters, tabs as spaces.
 fn displayed(line: &str) -> String {
-    let visible = line
-        .rsplit('\r')
-        .find(|segment| !segment.is_empty())
-        .unwrap_or("");
+    let visible = line.rsplit('\r').find(|segment| !segment.is_empty()).unwrap_or("");
     let mut text = String::with_capacity(visible.len());
     let mut characters = visible.chars().peekable();
     while let Some(character) = characters.next() {
@@ -171,19 +166,12 @@ impl fmt::Debug for Terminal {
 
 impl Terminal {
     fn write(&self, text: &str) -> io::Result<()> {
-        let mut output = self
-            .output
-            .lock()
-            .map_err(|_| io::Error::other("progress output lock poisoned"))?;
+        let mut output = self.output.lock().map_err(|_| io::Error::other("progress output lock poisoned"))?;
         output.write_all(text.as_bytes())
     }
 
     fn move_cursor(&self, count: usize, direction: char) -> io::Result<()> {
-        if count == 0 {
-            Ok(())
-        } else {
-            self.write(&format!("\x1b[{count}{direction}"))
-        }
+        if count == 0 { Ok(()) } else { self.write(&format!("\x1b[{count}{direction}")) }
     }
 }
 
@@ -225,10 +213,7 @@ impl TermLike for Terminal {
     }
 
     fn flush(&self) -> io::Result<()> {
-        let mut output = self
-            .output
-            .lock()
-            .map_err(|_| io::Error::other("progress output lock poisoned"))?;
+        let mut output = self.output.lock().map_err(|_| io::Error::other("progress output lock poisoned"))?;
         output.flush()
     }
 }
@@ -238,34 +223,20 @@ impl TtyPrinter {
     /// colours (cursor movement is used either way).
     pub fn new(out: Box<dyn Write + Send>, size: SizeSource, color: bool) -> TtyPrinter {
         let output = Arc::new(Mutex::new(out));
-        let terminal = Terminal {
-            output: output.clone(),
-            size,
-        };
-        let bar =
-            ProgressBar::with_draw_target(None, ProgressDrawTarget::term_like(Box::new(terminal)));
+        let terminal = Terminal { output: output.clone(), size };
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::term_like(Box::new(terminal)));
         // `{msg}` is a valid template; should indicatif ever reject it, its default style
         // still shows the message.
         if let Ok(style) = ProgressStyle::with_template("{msg}") {
             bar.set_style(style);
         }
-        TtyPrinter {
-            output,
-            bar,
-            size,
-            color,
-            trace: Trace::default(),
-            screens: Vec::new(),
-            last_draw: None,
-        }
+        TtyPrinter { output, bar, size, color, trace: Trace::default(), screens: Vec::new(), last_draw: None }
     }
 
     fn size(&self) -> (usize, usize) {
         (self.size)()
             .filter(|&(rows, columns)| rows > 0 && columns > 0)
-            .map_or(DEFAULT_SIZE, |(rows, columns)| {
-                (usize::from(rows), usize::from(columns))
-            })
+            .map_or(DEFAULT_SIZE, |(rows, columns)| (usize::from(rows), usize::from(columns)))
     }
 
     fn record(&mut self, event: &Event, now: Timestamp) {
@@ -292,12 +263,9 @@ impl TtyPrinter {
                 ("", BLUE)
             };
             let logs = match self.screens.get(slot) {
-                Some(screen) if !completed => screen
-                    .lines
-                    .iter()
-                    .map(|line| displayed(line))
-                    .filter(|line| !line.trim().is_empty())
-                    .collect(),
+                Some(screen) if !completed => {
+                    screen.lines.iter().map(|line| displayed(line)).filter(|line| !line.trim().is_empty()).collect()
+                }
                 _ => Vec::new(),
             };
             jobs.push(Job {
@@ -335,19 +303,9 @@ impl TtyPrinter {
         let (height, width) = self.size();
         let total = self.trace.total_count();
         let completed = self.trace.completed_count();
-        let build_time = self
-            .trace
-            .start
-            .map_or(Duration::ZERO, |start| elapsed(start, now));
-        let finished = if final_frame && completed > 0 && completed == total {
-            " FINISHED"
-        } else {
-            ""
-        };
-        let mut header = format!(
-            "[+] Building {:.1}s ({completed}/{total}){finished}",
-            seconds(build_time)
-        );
+        let build_time = self.trace.start.map_or(Duration::ZERO, |start| elapsed(start, now));
+        let finished = if final_frame && completed > 0 && completed == total { " FINISHED" } else { "" };
+        let mut header = format!("[+] Building {:.1}s ({completed}/{total}){finished}", seconds(build_time));
         truncate(&mut header, width);
         let mut lines = vec![header];
 
@@ -377,11 +335,7 @@ impl TtyPrinter {
         }
 
         for job in jobs {
-            let time = if job.duration < Duration::from_millis(50) {
-                0.0
-            } else {
-                seconds(job.duration)
-            };
+            let time = if job.duration < Duration::from_millis(50) { 0.0 } else { seconds(job.duration) };
             let timer = format!(" {time:3.1}s");
             // Room for the name, as BuildKit counts it (prefix, timer, a newline, a margin).
             let mut left = width as isize - 4 - (timer.len() as isize + 1) - 1;
@@ -488,10 +442,7 @@ impl Printer for TtyPrinter {
             text.extend_from_slice(&self.trace.error_logs());
         }
         text.extend_from_slice(warnings_summary(&self.trace.warnings).as_bytes());
-        let mut output = self
-            .output
-            .lock()
-            .map_err(|_| io::Error::other("progress output lock poisoned"))?;
+        let mut output = self.output.lock().map_err(|_| io::Error::other("progress output lock poisoned"))?;
         output.write_all(&text)?;
         output.flush()
     }
@@ -521,46 +472,12 @@ mod tests {
 
     fn build_events(printer: &mut TtyPrinter) {
         let events = vec![
-            (
-                0,
-                Event::Started {
-                    vertex: 1,
-                    name: "[internal] load build definition from Dockerfile".into(),
-                },
-            ),
-            (
-                0,
-                Event::Status {
-                    vertex: 1,
-                    id: "transferring dockerfile:".into(),
-                    current: 92,
-                    total: None,
-                    done: true,
-                },
-            ),
+            (0, Event::Started { vertex: 1, name: "[internal] load build definition from Dockerfile".into() }),
+            (0, Event::Status { vertex: 1, id: "transferring dockerfile:".into(), current: 92, total: None, done: true }),
             (30, Event::Finished { vertex: 1 }),
-            (
-                40,
-                Event::Cached {
-                    vertex: 2,
-                    name: "[1/2] FROM docker.io/library/alpine:3.20".into(),
-                },
-            ),
-            (
-                50,
-                Event::Started {
-                    vertex: 3,
-                    name: "[2/2] RUN make\ttest".into(),
-                },
-            ),
-            (
-                150,
-                Event::Log {
-                    vertex: 3,
-                    stream: Stream::Stderr,
-                    bytes: b"\x1b[1mcc\x1b[0m -o app\n50%\r100%\n".to_vec(),
-                },
-            ),
+            (40, Event::Cached { vertex: 2, name: "[1/2] FROM docker.io/library/alpine:3.20".into() }),
+            (50, Event::Started { vertex: 3, name: "[2/2] RUN make\ttest".into() }),
+            (150, Event::Log { vertex: 3, stream: Stream::Stderr, bytes: b"\x1b[1mcc\x1b[0m -o app\n50%\r100%\n".to_vec() }),
         ];
         for (millis, event) in events {
             printer.event(event, at(millis)).unwrap();
@@ -596,23 +513,8 @@ mod tests {
         let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, true);
         build_events(&mut printer);
         printer.tick(at(200)).unwrap();
-        printer
-            .event(
-                Event::Failed {
-                    vertex: 3,
-                    error: "exit code: 2".into(),
-                },
-                at(2_050),
-            )
-            .unwrap();
-        printer
-            .event(
-                Event::Warning {
-                    message: "W: careful".into(),
-                },
-                at(2_060),
-            )
-            .unwrap();
+        printer.event(Event::Failed { vertex: 3, error: "exit code: 2".into() }, at(2_050)).unwrap();
+        printer.event(Event::Warning { message: "W: careful".into() }, at(2_060)).unwrap();
         printer.finish(at(2_100), true).unwrap();
         let text = buffer.text();
         let summary = format!(
@@ -635,12 +537,8 @@ mod tests {
     #[test]
     fn total_counts_the_announced_graph_and_finished_needs_every_vertex_ended() {
         use super::super::Definition;
-        let definition = |vertex: usize, name: &str| Definition {
-            vertex,
-            name: name.into(),
-            digest: format!("sha256:{vertex:064}"),
-            inputs: vec![],
-        };
+        let definition =
+            |vertex: usize, name: &str| Definition { vertex, name: name.into(), digest: format!("sha256:{vertex:064}"), inputs: vec![] };
         let buffer = SharedBuffer::default();
         let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, false);
         let events = vec![
@@ -668,9 +566,7 @@ mod tests {
         // Every announced vertex ended, one of them failed: FINISHED all the same.
         let buffer = SharedBuffer::default();
         let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, false);
-        printer
-            .event(Event::Defined { vertices: vec![definition(2, "[b 1/1] RUN exit 1")] }, at(0))
-            .unwrap();
+        printer.event(Event::Defined { vertices: vec![definition(2, "[b 1/1] RUN exit 1")] }, at(0)).unwrap();
         printer.event(Event::Started { vertex: 2, name: "[b 1/1] RUN exit 1".into() }, at(0)).unwrap();
         printer.event(Event::Failed { vertex: 2, error: "exit code: 1".into() }, at(100)).unwrap();
         printer.finish(at(100), true).unwrap();
@@ -685,31 +581,12 @@ mod tests {
         let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, false);
         for vertex in 0..40 {
             let now = at(vertex as u64 * 150);
-            printer
-                .event(
-                    Event::Started {
-                        vertex,
-                        name: format!("[{vertex}/40] RUN step {vertex}"),
-                    },
-                    now,
-                )
-                .unwrap();
-            printer
-                .event(
-                    Event::Log {
-                        vertex,
-                        stream: Stream::Stdout,
-                        bytes: b"\xff\xfe bytes\n".to_vec(),
-                    },
-                    now,
-                )
-                .unwrap();
+            printer.event(Event::Started { vertex, name: format!("[{vertex}/40] RUN step {vertex}") }, now).unwrap();
+            printer.event(Event::Log { vertex, stream: Stream::Stdout, bytes: b"\xff\xfe bytes\n".to_vec() }, now).unwrap();
             printer.tick(now).unwrap();
         }
         for vertex in 0..40 {
-            printer
-                .event(Event::Finished { vertex }, at(6_000))
-                .unwrap();
+            printer.event(Event::Finished { vertex }, at(6_000)).unwrap();
         }
         printer.finish(at(6_000), true).unwrap();
         let text = buffer.text();
@@ -721,25 +598,9 @@ mod tests {
     #[test]
     fn live_frame_keeps_running_jobs_when_it_must_scroll() {
         let mut printer = TtyPrinter::new(Box::new(io::sink()), short_terminal, false);
-        printer
-            .event(
-                Event::Started {
-                    vertex: 0,
-                    name: "long running".into(),
-                },
-                at(0),
-            )
-            .unwrap();
+        printer.event(Event::Started { vertex: 0, name: "long running".into() }, at(0)).unwrap();
         for vertex in 1..20 {
-            printer
-                .event(
-                    Event::Cached {
-                        vertex,
-                        name: format!("cached {vertex}"),
-                    },
-                    at(0),
-                )
-                .unwrap();
+            printer.event(Event::Cached { vertex, name: format!("cached {vertex}") }, at(0)).unwrap();
         }
         let frame = printer.frame(at(500), false);
         assert_eq!(frame.len(), 11);

@@ -33,20 +33,15 @@ impl Client {
                         }
                         None => self.get_manifest_by_tag(endpoint, reference).await?,
                     };
-                    let invalid = |reason: String| {
-                        Failure::Error(RegistryError::InvalidManifest { reference: reference.to_string(), reason })
-                    };
+                    let invalid =
+                        |reason: String| Failure::Error(RegistryError::InvalidManifest { reference: reference.to_string(), reason });
                     let parsed: AnyManifest = serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
                     let media_type = parsed.media_type(header.as_deref());
                     if !manifest::is_manifest(&media_type) {
-                        return Err(Failure::Error(RegistryError::UnsupportedMediaType {
-                            reference: reference.to_string(),
-                            media_type,
-                        }));
+                        return Err(Failure::Error(RegistryError::UnsupportedMediaType { reference: reference.to_string(), media_type }));
                     }
                     let config = parsed.config.ok_or_else(|| invalid("no config".into()))?;
-                    let config_bytes =
-                        self.get_small_blob(endpoint, reference, &config.digest, config.size, config_limit).await?;
+                    let config_bytes = self.get_small_blob(endpoint, reference, &config.digest, config.size, config_limit).await?;
                     let layers = parsed
                         .layers
                         .unwrap_or_default()

@@ -98,10 +98,7 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let paths: Vec<_> = self.sources.iter().map(|source| &source.path).collect();
-        formatter
-            .debug_struct("Credentials")
-            .field("sources", &paths)
-            .finish_non_exhaustive()
+        formatter.debug_struct("Credentials").field("sources", &paths).finish_non_exhaustive()
     }
 }
 
@@ -112,9 +109,7 @@ impl Credentials {
 
     /// [`Credentials::load`] with the environment given as a function (tests do not mutate the
     /// process environment).
-    pub(crate) fn load_with(
-        variable: impl Fn(&str) -> Option<std::ffi::OsString>,
-    ) -> Result<Credentials, RegistryError> {
+    pub(crate) fn load_with(variable: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Credentials, RegistryError> {
         let variable = |name: &str| variable(name).filter(|value| !value.is_empty());
         let home = variable("HOME").map(PathBuf::from);
         let mut paths = Vec::new();
@@ -134,11 +129,7 @@ impl Credentials {
 
     /// Anonymous access everywhere.
     pub fn anonymous() -> Credentials {
-        Credentials {
-            sources: Vec::new(),
-            cache: Mutex::new(HashMap::new()),
-            helper_search_path: None,
-        }
+        Credentials { sources: Vec::new(), cache: Mutex::new(HashMap::new()), helper_search_path: None }
     }
 
     /// Reads the given auth files in lookup order; missing files are skipped.
@@ -149,30 +140,17 @@ impl Credentials {
                 Ok(text) => text,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => {
-                    return Err(RegistryError::ReadCredentials {
-                        path: path.clone(),
-                        source,
-                    });
+                    return Err(RegistryError::ReadCredentials { path: path.clone(), source });
                 }
             };
             let file: AuthFile = if text.trim().is_empty() {
                 AuthFile::default()
             } else {
-                serde_json::from_str(&text).map_err(|source| RegistryError::ParseCredentials {
-                    path: path.clone(),
-                    source,
-                })?
+                serde_json::from_str(&text).map_err(|source| RegistryError::ParseCredentials { path: path.clone(), source })?
             };
-            sources.push(Source {
-                path: path.clone(),
-                file,
-            });
+            sources.push(Source { path: path.clone(), file });
         }
-        Ok(Credentials {
-            sources,
-            cache: Mutex::new(HashMap::new()),
-            helper_search_path: None,
-        })
+        Ok(Credentials { sources, cache: Mutex::new(HashMap::new()), helper_search_path: None })
     }
 
     /// The credential for the host being contacted (a mirror's own host, or `docker.io` for
@@ -190,11 +168,7 @@ impl Credentials {
     }
 
     fn lookup(&self, host: &str) -> Result<Option<Credential>, RegistryError> {
-        let server = if host == "docker.io" {
-            DOCKER_HUB_SERVER.to_string()
-        } else {
-            host.to_string()
-        };
+        let server = if host == "docker.io" { DOCKER_HUB_SERVER.to_string() } else { host.to_string() };
         for source in &self.sources {
             let helper = source
                 .file
@@ -219,28 +193,17 @@ impl Credentials {
 }
 
 fn entry_credential(entry: &AuthEntry, host: &str, path: &Path) -> Result<Option<Credential>, RegistryError> {
-    let (mut username, mut password) = (
-        entry.username.clone().unwrap_or_default(),
-        entry.password.clone().unwrap_or_default(),
-    );
+    let (mut username, mut password) = (entry.username.clone().unwrap_or_default(), entry.password.clone().unwrap_or_default());
     if let Some(auth) = entry.auth.as_deref().filter(|auth| !auth.is_empty()) {
-        let invalid = || RegistryError::InvalidAuthEntry {
-            host: host.to_string(),
-            path: path.to_path_buf(),
-        };
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .map_err(|_| invalid())?;
+        let invalid = || RegistryError::InvalidAuthEntry { host: host.to_string(), path: path.to_path_buf() };
+        let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
         let (user, secret) = decoded.split_once(':').ok_or_else(invalid)?;
         username = user.to_string();
         password = secret.to_string();
     }
     if let Some(token) = entry.identitytoken.as_deref().filter(|token| !token.is_empty()) {
-        return Ok(Some(Credential::IdentityToken {
-            username,
-            token: token.to_string(),
-        }));
+        return Ok(Some(Credential::IdentityToken { username, token: token.to_string() }));
     }
     if username.is_empty() && password.is_empty() {
         return Ok(None);
@@ -256,28 +219,14 @@ struct HelperAnswer {
     secret: String,
 }
 
-fn run_helper(
-    helper: &str,
-    server: &str,
-    search_path: Option<&std::ffi::OsStr>,
-) -> Result<Option<Credential>, RegistryError> {
+fn run_helper(helper: &str, server: &str, search_path: Option<&std::ffi::OsStr>) -> Result<Option<Credential>, RegistryError> {
     let program = format!("docker-credential-{helper}");
-    let failure = |message: String| RegistryError::CredentialHelper {
-        helper: helper.to_string(),
-        host: server.to_string(),
-        message,
-    };
+    let failure = |message: String| RegistryError::CredentialHelper { helper: helper.to_string(), host: server.to_string(), message };
     let mut command = Command::new(&program);
     if let Some(search_path) = search_path {
         command.env("PATH", search_path);
     }
-    let mut child = match command
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
+    let mut child = match command.arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(child) => child,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             tracing::warn!("credential helper `{program}` not found; pulling from `{server}` anonymously");
@@ -286,49 +235,32 @@ fn run_helper(
         Err(error) => return Err(failure(error.to_string())),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server.as_bytes())
-            .map_err(|error| failure(error.to_string()))?;
+        stdin.write_all(server.as_bytes()).map_err(|error| failure(error.to_string()))?;
     }
     let output = child.wait_with_output().map_err(|error| failure(error.to_string()))?;
     if !output.status.success() {
-        let message =
-            String::from_utf8_lossy(&output.stdout).trim().to_string() + String::from_utf8_lossy(&output.stderr).trim();
+        let message = String::from_utf8_lossy(&output.stdout).trim().to_string() + String::from_utf8_lossy(&output.stderr).trim();
         if message.contains("credentials not found") {
             return Ok(None);
         }
         return Err(failure(message));
     }
-    let answer: HelperAnswer =
-        serde_json::from_slice(&output.stdout).map_err(|error| failure(format!("invalid answer: {error}")))?;
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout).map_err(|error| failure(format!("invalid answer: {error}")))?;
     if answer.username.is_empty() && answer.secret.is_empty() {
         return Ok(None);
     }
     Ok(Some(if answer.username == "<token>" {
-        Credential::IdentityToken {
-            username: String::new(),
-            token: answer.secret,
-        }
+        Credential::IdentityToken { username: String::new(), token: answer.secret }
     } else {
-        Credential::Basic {
-            username: answer.username,
-            password: answer.secret,
-        }
+        Credential::Basic { username: answer.username, password: answer.secret }
     }))
 }
 
 /// A config key or API host as a bare host: scheme and path dropped, Docker Hub's aliases
 /// (`index.docker.io`, `registry-1.docker.io`, `https://index.docker.io/v1/`) become `docker.io`.
 pub(crate) fn canonical_host(key: &str) -> String {
-    let without_scheme = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let host = without_scheme
-        .split('/')
-        .next()
-        .unwrap_or(without_scheme)
-        .to_ascii_lowercase();
+    let without_scheme = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    let host = without_scheme.split('/').next().unwrap_or(without_scheme).to_ascii_lowercase();
     match host.as_str() {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
         _ => host,
@@ -387,10 +319,7 @@ pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
         parameters.insert(name, value);
         rest = remaining.trim_start().trim_start_matches(',').trim_start();
     }
-    Some(Challenge {
-        scheme: scheme.to_ascii_lowercase(),
-        parameters,
-    })
+    Some(Challenge { scheme: scheme.to_ascii_lowercase(), parameters })
 }
 
 #[cfg(test)]
@@ -426,40 +355,22 @@ mod tests {
         );
         let credentials = Credentials::from_files(&[docker, podman, directory.path().join("missing.json")]).unwrap();
 
-        let hub = Credential::Basic {
-            username: "alice".into(),
-            password: "s3cr:et".into(),
-        };
+        let hub = Credential::Basic { username: "alice".into(), password: "s3cr:et".into() };
         assert_eq!(credentials.get("docker.io").unwrap(), Some(hub.clone()));
         assert_eq!(credentials.get("registry-1.docker.io").unwrap(), Some(hub));
         assert_eq!(
             credentials.get("registry.example.com").unwrap(),
-            Some(Credential::Basic {
-                username: "bob".into(),
-                password: "pw".into()
-            }),
+            Some(Credential::Basic { username: "bob".into(), password: "pw".into() }),
             "docker's config wins over podman's"
         );
-        assert_eq!(
-            credentials.get("quay.io").unwrap(),
-            Some(Credential::Basic {
-                username: "carol".into(),
-                password: "pw".into()
-            })
-        );
+        assert_eq!(credentials.get("quay.io").unwrap(), Some(Credential::Basic { username: "carol".into(), password: "pw".into() }));
         assert!(
             matches!(credentials.get("token.example.com").unwrap(), Some(Credential::IdentityToken { token, .. }) if token == "refresh")
         );
         assert_eq!(credentials.get("other.example.com").unwrap(), None);
         let error = credentials.get("broken.example.com").unwrap_err().to_string();
-        assert!(
-            error.starts_with("invalid `auth` entry for `broken.example.com`"),
-            "{error}"
-        );
-        assert!(
-            !format!("{:?}", credentials.get("docker.io").unwrap()).contains("s3cr"),
-            "debug output hides secrets"
-        );
+        assert!(error.starts_with("invalid `auth` entry for `broken.example.com`"), "{error}");
+        assert!(!format!("{:?}", credentials.get("docker.io").unwrap()).contains("s3cr"), "debug output hides secrets");
     }
 
     #[test]
@@ -475,53 +386,33 @@ mod tests {
             ),
         )
         .unwrap();
-        std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&helper)
-            .status()
-            .unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(&helper).status().unwrap();
         let config = write(
             directory.path(),
             "config.json",
             r#"{"credHelpers": {"helper.example.com": "rbuildtest", "gone.example.com": "rbuild-missing-helper"}, "credsStore": "rbuildtest", "auths": {"docker.io": {}}}"#,
         );
         let old_path = std::env::var_os("PATH").unwrap_or_default();
-        let path = std::env::join_paths(
-            std::iter::once(directory.path().to_path_buf()).chain(std::env::split_paths(&old_path)),
-        )
-        .unwrap();
+        let path = std::env::join_paths(std::iter::once(directory.path().to_path_buf()).chain(std::env::split_paths(&old_path))).unwrap();
         let mut credentials = Credentials::from_files(&[config]).unwrap();
         credentials.helper_search_path = Some(path);
         assert_eq!(
             credentials.get("helper.example.com").unwrap(),
-            Some(Credential::Basic {
-                username: "dave".into(),
-                password: "pw".into()
-            })
+            Some(Credential::Basic { username: "dave".into(), password: "pw".into() })
         );
-        assert_eq!(
-            credentials
-                .get("helper.example.com")
-                .unwrap()
-                .map(|c| c.username().to_string()),
-            Some("dave".into())
-        );
+        assert_eq!(credentials.get("helper.example.com").unwrap().map(|c| c.username().to_string()), Some("dave".into()));
         assert_eq!(credentials.get("docker.io").unwrap(), None, "credsStore says not found");
-        assert_eq!(
-            credentials.get("gone.example.com").unwrap(),
-            None,
-            "missing helper is anonymous"
-        );
+        assert_eq!(credentials.get("gone.example.com").unwrap(), None, "missing helper is anonymous");
         let calls = std::fs::read_to_string(directory.path().join("calls")).unwrap();
-        assert_eq!(
-            calls, "get helper.example.com\nget https://index.docker.io/v1/\n",
-            "one call per host, cached"
-        );
+        assert_eq!(calls, "get helper.example.com\nget https://index.docker.io/v1/\n", "one call per host, cached");
     }
 
     #[test]
     fn challenges() {
-        let challenge = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#).unwrap();
+        let challenge = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        )
+        .unwrap();
         assert_eq!(challenge.scheme, "bearer");
         assert_eq!(challenge.parameters["realm"], "https://auth.docker.io/token");
         assert_eq!(challenge.parameters["service"], "registry.docker.io");

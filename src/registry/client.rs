@@ -39,10 +39,10 @@ use reqwest::{Method, StatusCode};
 use super::auth::Credentials;
 use super::config::{HostConfig, RegistryConfig};
 use super::error::RegistryError;
-use super::transport::{Cause, config_hint};
 use super::manifest::{self, AnyManifest, Hasher, MANIFEST_ACCEPT};
 use super::reference::{DOCKER_HUB, Reference};
 use super::request::Failure;
+use super::transport::{Cause, config_hint};
 
 /// Manifests bigger than this are refused (containerd uses the same bound).
 const MANIFEST_LIMIT: usize = 4 << 20;
@@ -52,7 +52,6 @@ const CONFIG_LIMIT: usize = 32 << 20;
 /// a registry that limits request bodies (nginx's `client_max_body_size`) take big layers.
 const DEFAULT_UPLOAD_CHUNK_SIZE: usize = 8 << 20;
 const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
-
 
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -127,11 +126,7 @@ pub(super) struct Endpoint {
 
 impl Endpoint {
     pub(super) fn url(&self, path: &str) -> String {
-        let scheme = if self.plain_http.load(Ordering::Relaxed) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if self.plain_http.load(Ordering::Relaxed) { "http" } else { "https" };
         format!("{scheme}://{}{}/v2/{path}", self.host, self.prefix)
     }
 
@@ -142,12 +137,7 @@ impl Endpoint {
         } else {
             Cause::of(&source).describe(&self.host, self.config_file.as_deref())
         };
-        RegistryError::Connect {
-            host: self.host.clone(),
-            reference,
-            source,
-            cause,
-        }
+        RegistryError::Connect { host: self.host.clone(), reference, source, cause }
     }
 }
 
@@ -214,13 +204,7 @@ impl Client {
         })
     }
 
-    pub fn resolve(
-        &self,
-        reference: &Reference,
-        os: &str,
-        architecture: &str,
-        variant: Option<&str>,
-    ) -> Result<Resolved, RegistryError> {
+    pub fn resolve(&self, reference: &Reference, os: &str, architecture: &str, variant: Option<&str>) -> Result<Resolved, RegistryError> {
         let endpoints = self.endpoints(&reference.registry)?;
         self.block_on(async {
             let mut failures = HostFailures::default();
@@ -250,22 +234,11 @@ impl Client {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), RegistryError> {
         let name = blob_name(reference, digest);
-        let hasher = Hasher::for_digest(digest).ok_or_else(|| RegistryError::UnsupportedDigest {
-            reference: name.clone(),
-            digest: digest.to_string(),
-        })?;
+        let hasher = Hasher::for_digest(digest)
+            .ok_or_else(|| RegistryError::UnsupportedDigest { reference: name.clone(), digest: digest.to_string() })?;
         let endpoints = self.endpoints(&reference.registry)?;
         self.block_on(async {
-            let mut stream = BlobStream {
-                reference,
-                name: &name,
-                digest,
-                size,
-                written: 0,
-                hasher: Some(hasher),
-                out,
-                progress,
-            };
+            let mut stream = BlobStream { reference, name: &name, digest, size, written: 0, hasher: Some(hasher), out, progress };
             let mut failures = HostFailures::default();
             for endpoint in endpoints.iter() {
                 match self.stream_blob(endpoint, &mut stream).await {
@@ -276,9 +249,7 @@ impl Client {
                     }
                     // A digest or write failure is final: the bytes already given to `out` are wrong.
                     Err(Failure::Error(
-                        error @ (RegistryError::DigestMismatch { .. }
-                        | RegistryError::SizeMismatch { .. }
-                        | RegistryError::Write { .. }),
+                        error @ (RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } | RegistryError::Write { .. }),
                     )) => {
                         return Err(error);
                     }
@@ -299,21 +270,14 @@ impl Client {
         let host_config = self.config.host(registry);
         let mut endpoints = Vec::new();
         for mirror in &host_config.mirrors {
-            let mirror = mirror
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .trim_end_matches('/');
+            let mirror = mirror.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
             let (host, prefix) = match mirror.split_once('/') {
                 Some((host, path)) => (host, format!("/{path}")),
                 None => (mirror, String::new()),
             };
             endpoints.push(Arc::new(build_endpoint(host, prefix, &self.config.host(host), self.config.file.clone())?));
         }
-        let api_host = if registry == DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            registry
-        };
+        let api_host = if registry == DOCKER_HUB { "registry-1.docker.io" } else { registry };
         endpoints.push(Arc::new(build_endpoint(api_host, String::new(), &host_config, self.config.file.clone())?));
         let endpoints = Arc::new(endpoints);
         self.lock_endpoints().insert(registry.to_string(), endpoints.clone());
@@ -349,12 +313,7 @@ impl Client {
         };
         let mut resolved_reference = reference.clone();
         resolved_reference.digest = Some(top_digest.clone());
-        let invalid = |reason: String| {
-            Failure::Error(RegistryError::InvalidManifest {
-                reference: reference.to_string(),
-                reason,
-            })
-        };
+        let invalid = |reason: String| Failure::Error(RegistryError::InvalidManifest { reference: reference.to_string(), reason });
         let top: AnyManifest = serde_json::from_slice(&top_bytes).map_err(|error| invalid(error.to_string()))?;
         let top_type = top.media_type(top_header.as_deref());
         let platform_text = || match variant {
@@ -365,10 +324,7 @@ impl Client {
         let (manifest_digest, manifest_bytes, manifest, media_type, single) = if manifest::is_index(&top_type) {
             let entries = top.manifests.as_deref().unwrap_or_default();
             let entry = manifest::select(entries, os, architecture, variant).ok_or_else(|| {
-                Failure::Error(RegistryError::NoMatchingPlatform {
-                    reference: resolved_reference.to_string(),
-                    platform: platform_text(),
-                })
+                Failure::Error(RegistryError::NoMatchingPlatform { reference: resolved_reference.to_string(), platform: platform_text() })
             })?;
             let (bytes, header) = self.get_manifest(endpoint, reference, &entry.digest).await?;
             let parsed: AnyManifest = serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
@@ -377,32 +333,17 @@ impl Client {
         } else if manifest::is_manifest(&top_type) {
             (top_digest.clone(), top_bytes, top, top_type, true)
         } else {
-            return Err(Failure::Error(RegistryError::UnsupportedMediaType {
-                reference: reference.to_string(),
-                media_type: top_type,
-            }));
+            return Err(Failure::Error(RegistryError::UnsupportedMediaType { reference: reference.to_string(), media_type: top_type }));
         };
         if !manifest::is_manifest(&media_type) || manifest.schema_version != 2 {
-            return Err(Failure::Error(RegistryError::UnsupportedMediaType {
-                reference: reference.to_string(),
-                media_type,
-            }));
+            return Err(Failure::Error(RegistryError::UnsupportedMediaType { reference: reference.to_string(), media_type }));
         }
         let config_descriptor = manifest.config.as_ref().ok_or_else(|| invalid("no config".into()))?;
-        let config = self
-            .get_small_blob(
-                endpoint,
-                reference,
-                &config_descriptor.digest,
-                config_descriptor.size,
-                CONFIG_LIMIT,
-            )
-            .await?;
+        let config = self.get_small_blob(endpoint, reference, &config_descriptor.digest, config_descriptor.size, CONFIG_LIMIT).await?;
         if single {
             // An image without an index says its platform only in the config (the same fields
             // as an index entry's platform); containerd checks it.
-            let platform: manifest::Platform =
-                serde_json::from_slice(&config).map_err(|error| invalid(format!("config: {error}")))?;
+            let platform: manifest::Platform = serde_json::from_slice(&config).map_err(|error| invalid(format!("config: {error}")))?;
             if manifest::match_rank(&platform, os, architecture, variant).is_none() {
                 return Err(Failure::Error(RegistryError::NoMatchingPlatform {
                     reference: resolved_reference.to_string(),
@@ -414,11 +355,7 @@ impl Client {
             .layers
             .unwrap_or_default()
             .into_iter()
-            .map(|layer| LayerDescriptor {
-                digest: layer.digest,
-                size: layer.size,
-                media_type: layer.media_type,
-            })
+            .map(|layer| LayerDescriptor { digest: layer.digest, size: layer.size, media_type: layer.media_type })
             .collect();
         Ok(Resolved {
             reference: resolved_reference,
@@ -440,9 +377,7 @@ impl Client {
     ) -> Result<(String, Vec<u8>, Option<String>), Failure> {
         let tag = reference.manifest_selector();
         let path = format!("{}/manifests/{tag}", reference.repository);
-        let head = self
-            .send(endpoint, reference, Method::HEAD, &path, MANIFEST_ACCEPT, 0)
-            .await?;
+        let head = self.send(endpoint, reference, Method::HEAD, &path, MANIFEST_ACCEPT, 0).await?;
         match head.status() {
             status if status.is_success() => {
                 let digest = header_text(head.headers(), "docker-content-digest");
@@ -459,15 +394,8 @@ impl Client {
     }
 
     /// GET of a manifest path: its bytes (size-limited) and its Content-Type.
-    async fn fetch_manifest(
-        &self,
-        endpoint: &Endpoint,
-        reference: &Reference,
-        path: &str,
-    ) -> Result<(Vec<u8>, Option<String>), Failure> {
-        let response = self
-            .send(endpoint, reference, Method::GET, path, MANIFEST_ACCEPT, 0)
-            .await?;
+    async fn fetch_manifest(&self, endpoint: &Endpoint, reference: &Reference, path: &str) -> Result<(Vec<u8>, Option<String>), Failure> {
+        let response = self.send(endpoint, reference, Method::GET, path, MANIFEST_ACCEPT, 0).await?;
         let response = check_status(response, endpoint, reference)?;
         let header = header_text(response.headers(), CONTENT_TYPE.as_str());
         let bytes = read_limited(response, endpoint, reference, MANIFEST_LIMIT, self.retry.small_body_deadline, "the manifest").await?;
@@ -498,11 +426,7 @@ impl Client {
     ) -> Result<Vec<u8>, Failure> {
         let name = blob_name(reference, digest);
         if size > limit as u64 {
-            return Err(Failure::Error(RegistryError::TooLarge {
-                what: "the config",
-                reference: name,
-                limit,
-            }));
+            return Err(Failure::Error(RegistryError::TooLarge { what: "the config", reference: name, limit }));
         }
         let path = format!("{}/blobs/{digest}", reference.repository);
         let response = self.send(endpoint, reference, Method::GET, &path, "*/*", 0).await?;
@@ -524,20 +448,11 @@ impl Client {
         let path = format!("{}/blobs/{}", stream.reference.repository, stream.digest);
         let mut breaks = 0;
         loop {
-            let response = self
-                .send(endpoint, stream.reference, Method::GET, &path, "*/*", stream.written)
-                .await?;
+            let response = self.send(endpoint, stream.reference, Method::GET, &path, "*/*", stream.written).await?;
             let mut response = check_status(response, endpoint, stream.reference)?;
             // 206 continues where we stopped; 200 is the whole blob again, its known prefix skipped.
-            let mut skip = if response.status() == StatusCode::PARTIAL_CONTENT {
-                0
-            } else {
-                stream.written
-            };
-            let total = stream
-                .size
-                .or_else(|| response.content_length().map(|length| length + stream.written - skip))
-                .unwrap_or(0);
+            let mut skip = if response.status() == StatusCode::PARTIAL_CONTENT { 0 } else { stream.written };
+            let total = stream.size.or_else(|| response.content_length().map(|length| length + stream.written - skip)).unwrap_or(0);
             let mut window_started = std::time::Instant::now();
             let mut window_bytes = 0u64;
             loop {
@@ -605,10 +520,7 @@ struct HostFailures {
 
 impl HostFailures {
     fn add(&mut self, error: RegistryError) {
-        let unreachable = matches!(
-            error,
-            RegistryError::Connect { .. } | RegistryError::Timeout { .. } | RegistryError::Stalled { .. }
-        );
+        let unreachable = matches!(error, RegistryError::Connect { .. } | RegistryError::Timeout { .. } | RegistryError::Stalled { .. });
         let slot = if unreachable { &mut self.first_unreachable } else { &mut self.first_error };
         slot.get_or_insert(error);
     }
@@ -670,11 +582,7 @@ impl BlobStream<'_> {
         }
         let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
         if actual != self.digest {
-            return Err(RegistryError::DigestMismatch {
-                reference: self.name.to_string(),
-                expected: self.digest.to_string(),
-                actual,
-            });
+            return Err(RegistryError::DigestMismatch { reference: self.name.to_string(), expected: self.digest.to_string(), actual });
         }
         self.out.flush().map_err(|source| RegistryError::Write {
             reference: self.name.to_string(),
@@ -685,10 +593,7 @@ impl BlobStream<'_> {
 }
 
 fn build_endpoint(host: &str, prefix: String, config: &HostConfig, config_file: Option<PathBuf>) -> Result<Endpoint, RegistryError> {
-    let tls_error = |source| RegistryError::Tls {
-        host: host.to_string(),
-        source,
-    };
+    let tls_error = |source| RegistryError::Tls { host: host.to_string(), source };
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(USER_AGENT)
@@ -696,10 +601,7 @@ fn build_endpoint(host: &str, prefix: String, config: &HostConfig, config_file: 
         .read_timeout(Duration::from_secs(60))
         .danger_accept_invalid_certs(config.insecure);
     for path in &config.ca {
-        let pem = std::fs::read(path).map_err(|source| RegistryError::ReadCertificate {
-            path: path.clone(),
-            source,
-        })?;
+        let pem = std::fs::read(path).map_err(|source| RegistryError::ReadCertificate { path: path.clone(), source })?;
         for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(tls_error)? {
             builder = builder.add_root_certificate(certificate);
         }
@@ -707,15 +609,9 @@ fn build_endpoint(host: &str, prefix: String, config: &HostConfig, config_file: 
     // rustls takes one client identity; the first pair is used, as Go's TLS picks the first
     // certificate that fits and registries ask for one.
     if let Some((key, cert)) = config.keypair.first() {
-        let mut pem = std::fs::read(cert).map_err(|source| RegistryError::ReadCertificate {
-            path: cert.clone(),
-            source,
-        })?;
+        let mut pem = std::fs::read(cert).map_err(|source| RegistryError::ReadCertificate { path: cert.clone(), source })?;
         pem.push(b'\n');
-        pem.extend(std::fs::read(key).map_err(|source| RegistryError::ReadCertificate {
-            path: key.clone(),
-            source,
-        })?);
+        pem.extend(std::fs::read(key).map_err(|source| RegistryError::ReadCertificate { path: key.clone(), source })?);
         builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(tls_error)?);
     }
     let http = builder.build().map_err(tls_error)?;
@@ -738,10 +634,7 @@ async fn canceled(cancel: Option<Arc<AtomicBool>>) {
 }
 
 pub(super) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string)
 }
 
 pub(super) fn blob_name(reference: &Reference, digest: &str) -> String {
@@ -749,11 +642,7 @@ pub(super) fn blob_name(reference: &Reference, digest: &str) -> String {
 }
 
 /// Maps the statuses `send` lets through: 404 moves on to the next host, other failures are errors.
-fn check_status(
-    response: reqwest::Response,
-    endpoint: &Endpoint,
-    reference: &Reference,
-) -> Result<reqwest::Response, Failure> {
+fn check_status(response: reqwest::Response, endpoint: &Endpoint, reference: &Reference) -> Result<reqwest::Response, Failure> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -764,7 +653,11 @@ fn check_status(
     // An HTTPS server asked in plain HTTP answers 400 ("Client sent an HTTP request to an
     // HTTPS server"): say which key makes rbuild speak HTTPS to it.
     let message = if status == StatusCode::BAD_REQUEST && endpoint.plain_http.load(Ordering::Relaxed) {
-        format!(" (plain HTTP was used; if `{}` speaks HTTPS, {})", endpoint.host, config_hint("http = false", &endpoint.host, endpoint.config_file.as_deref()))
+        format!(
+            " (plain HTTP was used; if `{}` speaks HTTPS, {})",
+            endpoint.host,
+            config_hint("http = false", &endpoint.host, endpoint.config_file.as_deref())
+        )
     } else {
         String::new()
     };
@@ -808,11 +701,7 @@ async fn read_limited_body(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if bytes.len() + chunk.len() > limit {
-                    return Err(Failure::Error(RegistryError::TooLarge {
-                        what,
-                        reference: reference.to_string(),
-                        limit,
-                    }));
+                    return Err(Failure::Error(RegistryError::TooLarge { what, reference: reference.to_string(), limit }));
                 }
                 bytes.extend_from_slice(&chunk);
             }
@@ -825,10 +714,8 @@ async fn read_limited_body(
 }
 
 pub(super) fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<(), Failure> {
-    let mut hasher = Hasher::for_digest(digest).ok_or_else(|| RegistryError::UnsupportedDigest {
-        reference: reference.to_string(),
-        digest: digest.to_string(),
-    })?;
+    let mut hasher = Hasher::for_digest(digest)
+        .ok_or_else(|| RegistryError::UnsupportedDigest { reference: reference.to_string(), digest: digest.to_string() })?;
     hasher.update(bytes);
     let actual = hasher.finish();
     if actual != digest {

@@ -89,10 +89,8 @@ impl RegistryConfig {
             Err(source) => return Err(RegistryError::ReadConfig { path, source }),
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = RegistryConfig::parse(&text, base).map_err(|source| RegistryError::ParseConfig {
-            path: path.clone(),
-            source: Box::new(source),
-        })?;
+        let mut config = RegistryConfig::parse(&text, base)
+            .map_err(|source| RegistryError::ParseConfig { path: path.clone(), source: Box::new(source) })?;
         config.file = Some(path);
         Ok(config)
     }
@@ -108,11 +106,7 @@ impl RegistryConfig {
                     mirrors: entry.mirrors,
                     insecure: entry.insecure,
                     ca: entry.ca.into_iter().map(|path| base.join(path)).collect(),
-                    keypair: entry
-                        .keypair
-                        .into_iter()
-                        .map(|pair| (base.join(pair.key), base.join(pair.cert)))
-                        .collect(),
+                    keypair: entry.keypair.into_iter().map(|pair| (base.join(pair.key), base.join(pair.cert))).collect(),
                 };
                 (host, config)
             })
@@ -123,10 +117,7 @@ impl RegistryConfig {
     /// The settings of `host`; a host without a section gets BuildKit's defaults (HTTPS, except
     /// plain HTTP for localhost addresses).
     pub(crate) fn host(&self, host: &str) -> HostConfig {
-        self.hosts.get(host).cloned().unwrap_or_else(|| HostConfig {
-            http: is_localhost(host),
-            ..HostConfig::default()
-        })
+        self.hosts.get(host).cloned().unwrap_or_else(|| HostConfig { http: is_localhost(host), ..HostConfig::default() })
     }
 }
 
@@ -145,13 +136,7 @@ pub(crate) fn is_localhost(host: &str) -> bool {
     }
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        }),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
     };
     name == "localhost" || name == "::1" || name.starts_with("127.")
 }
@@ -193,26 +178,14 @@ key = "client.key"
 cert = "/abs/client.pem"
 "#;
         let config = RegistryConfig::parse(text, Path::new("/etc/rbuild")).unwrap();
-        assert_eq!(
-            config.hosts["docker.io"].mirrors,
-            ["127.0.0.1:5000", "mirror.example.com/prefix"]
-        );
+        assert_eq!(config.hosts["docker.io"].mirrors, ["127.0.0.1:5000", "mirror.example.com/prefix"]);
         assert!(!config.hosts["docker.io"].http);
         assert!(config.hosts["127.0.0.1:5000"].http, "localhost defaults to http");
         assert!(config.hosts["127.0.0.1:5000"].insecure);
         let example = &config.hosts["example.com"];
         assert!(example.http);
-        assert_eq!(
-            example.ca,
-            [PathBuf::from("/etc/rbuild/ca.pem"), PathBuf::from("/abs/ca2.pem")]
-        );
-        assert_eq!(
-            example.keypair,
-            [(
-                PathBuf::from("/etc/rbuild/client.key"),
-                PathBuf::from("/abs/client.pem")
-            )]
-        );
+        assert_eq!(example.ca, [PathBuf::from("/etc/rbuild/ca.pem"), PathBuf::from("/abs/ca2.pem")]);
+        assert_eq!(example.keypair, [(PathBuf::from("/etc/rbuild/client.key"), PathBuf::from("/abs/client.pem"))]);
         assert!(!config.host("unknown.example").http);
         assert!(config.host("localhost:5000").http);
     }
@@ -222,30 +195,17 @@ cert = "/abs/client.pem"
         let directory = tempfile::tempdir().unwrap();
         let missing = directory.path().join("nope.toml");
         let error = RegistryConfig::load(Some(&missing)).unwrap_err();
-        assert!(
-            error.to_string().starts_with("failed to read registry config"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("failed to read registry config"), "{error}");
 
         let bad = directory.path().join("bad.toml");
         std::fs::write(&bad, "[registry.\"x\"]\nmirrors = 3\n").unwrap();
         let error = RegistryConfig::load(Some(&bad)).unwrap_err();
-        assert!(
-            error.to_string().starts_with("failed to parse registry config"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("failed to parse registry config"), "{error}");
     }
 
     #[test]
     fn localhost_detection() {
-        for host in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1",
-            "127.0.0.1:41234",
-            "[::1]:5000",
-            "::1",
-        ] {
+        for host in ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:41234", "[::1]:5000", "::1"] {
             assert!(is_localhost(host), "{host}");
         }
         for host in ["docker.io", "example.com:5000", "10.0.0.1:5000"] {

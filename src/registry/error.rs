@@ -14,10 +14,7 @@ pub enum RegistryError {
     ReadConfig { path: PathBuf, source: std::io::Error },
 
     #[error("failed to parse registry config `{}`", path.display())]
-    ParseConfig {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    ParseConfig { path: PathBuf, source: Box<toml::de::Error> },
 
     #[error("failed to read credentials file `{}`", path.display())]
     ReadCredentials { path: PathBuf, source: std::io::Error },
@@ -29,11 +26,7 @@ pub enum RegistryError {
     InvalidAuthEntry { host: String, path: PathBuf },
 
     #[error("credential helper `docker-credential-{helper}` failed for `{host}`: {message}")]
-    CredentialHelper {
-        helper: String,
-        host: String,
-        message: String,
-    },
+    CredentialHelper { helper: String, host: String, message: String },
 
     #[error("failed to read certificate file `{}`", path.display())]
     ReadCertificate { path: PathBuf, source: std::io::Error },
@@ -60,43 +53,20 @@ pub enum RegistryError {
     /// message says which (BuildKit's users saw "failed to connect" for all of them), and
     /// `cause` what broke underneath with the config key that fixes it (`transport.rs`).
     #[error("{}{cause}", transport_message(host, reference, source))]
-    Connect {
-        host: String,
-        reference: String,
-        source: reqwest::Error,
-        cause: String,
-    },
+    Connect { host: String, reference: String, source: reqwest::Error, cause: String },
 
     #[error("unexpected status `{status}` from registry `{host}` for {reference}{message}")]
-    UnexpectedStatus {
-        host: String,
-        reference: String,
-        status: u16,
-        message: String,
-    },
+    UnexpectedStatus { host: String, reference: String, status: u16, message: String },
 
     /// The realm comes from the registry: shown at most 200 characters long.
     #[error("failed to get an auth token from `{}` for {reference}: {detail}", realm.chars().take(200).collect::<String>())]
-    Token {
-        realm: String,
-        reference: String,
-        detail: String,
-    },
+    Token { realm: String, reference: String, detail: String },
 
     #[error("digest mismatch for {reference}: expected `{expected}`, got `{actual}`")]
-    DigestMismatch {
-        reference: String,
-        expected: String,
-        actual: String,
-    },
+    DigestMismatch { reference: String, expected: String, actual: String },
 
     #[error("size mismatch for `{digest}` of {reference}: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        reference: String,
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { reference: String, digest: String, expected: u64, actual: u64 },
 
     #[error("unsupported digest `{digest}` for {reference}")]
     UnsupportedDigest { reference: String, digest: String },
@@ -112,19 +82,10 @@ pub enum RegistryError {
     UnsupportedMediaType { reference: String, media_type: String },
 
     #[error("failed to read blob `{digest}` to push to {reference}")]
-    ReadBlob {
-        reference: String,
-        digest: String,
-        source: std::io::Error,
-    },
+    ReadBlob { reference: String, digest: String, source: std::io::Error },
 
     #[error("registry `{host}` acknowledged {acknowledged} bytes of {reference} after {sent} were sent")]
-    UploadOffset {
-        host: String,
-        reference: String,
-        sent: u64,
-        acknowledged: u64,
-    },
+    UploadOffset { host: String, reference: String, sent: u64, acknowledged: u64 },
 
     #[error("timed out: `{host}` did not send {reference} within {seconds:.0} s")]
     Timeout { host: String, reference: String, seconds: f64 },
@@ -136,11 +97,7 @@ pub enum RegistryError {
     Canceled,
 
     #[error("failed to write blob `{digest}` of {reference}: {source}")]
-    Write {
-        reference: String,
-        digest: String,
-        source: std::io::Error,
-    },
+    Write { reference: String, digest: String, source: std::io::Error },
 }
 
 fn transport_message(host: &str, reference: &str, source: &reqwest::Error) -> String {

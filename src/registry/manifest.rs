@@ -73,11 +73,7 @@ impl AnyManifest {
         {
             return header.to_string();
         }
-        if self.manifests.is_some() {
-            OCI_INDEX.to_string()
-        } else {
-            OCI_MANIFEST.to_string()
-        }
+        if self.manifests.is_some() { OCI_INDEX.to_string() } else { OCI_MANIFEST.to_string() }
     }
 }
 
@@ -86,14 +82,7 @@ pub(crate) fn normalize(architecture: &str, variant: Option<&str>) -> (String, S
     let architecture = architecture.to_ascii_lowercase();
     match architecture.as_str() {
         "x86_64" | "x86-64" | "amd64" => ("amd64".into(), if variant == "v1" { String::new() } else { variant }),
-        "aarch64" | "arm64" => (
-            "arm64".into(),
-            if variant == "v8" || variant == "8" {
-                String::new()
-            } else {
-                variant
-            },
-        ),
+        "aarch64" | "arm64" => ("arm64".into(), if variant == "v8" || variant == "8" { String::new() } else { variant }),
         "armhf" => ("arm".into(), "v7".into()),
         "armel" => ("arm".into(), "v6".into()),
         "arm" => (
@@ -217,11 +206,7 @@ mod tests {
             media_type: OCI_MANIFEST.into(),
             digest: digest.into(),
             size: 1,
-            platform: Some(Platform {
-                os: "linux".into(),
-                architecture: architecture.into(),
-                variant: variant.map(Into::into),
-            }),
+            platform: Some(Platform { os: "linux".into(), architecture: architecture.into(), variant: variant.map(Into::into) }),
         }
     }
 
@@ -236,15 +221,10 @@ mod tests {
                 media_type: OCI_MANIFEST.into(),
                 digest: "attestation".into(),
                 size: 1,
-                platform: Some(Platform {
-                    os: "unknown".into(),
-                    architecture: "unknown".into(),
-                    variant: None,
-                }),
+                platform: Some(Platform { os: "unknown".into(), architecture: "unknown".into(), variant: None }),
             },
         ];
-        let pick =
-            |architecture, variant| select(&entries, "linux", architecture, variant).map(|entry| entry.digest.as_str());
+        let pick = |architecture, variant| select(&entries, "linux", architecture, variant).map(|entry| entry.digest.as_str());
         assert_eq!(pick("amd64", None), Some("amd64"));
         assert_eq!(pick("x86_64", None), Some("amd64"));
         assert_eq!(pick("arm64", None), Some("arm64"));
@@ -254,16 +234,19 @@ mod tests {
         assert_eq!(pick("arm", Some("v8")), Some("armv7"), "newest older variant");
         assert_eq!(pick("arm", Some("v5")), None);
         assert_eq!(pick("s390x", None), None);
-        assert_eq!(
-            select(&entries, "windows", "amd64", None).map(|entry| entry.digest.as_str()),
-            None
-        );
+        assert_eq!(select(&entries, "windows", "amd64", None).map(|entry| entry.digest.as_str()), None);
     }
 
     #[test]
     fn descriptors_with_unsafe_digests_are_refused() {
         let good = format!("sha256:{}", "a".repeat(64));
-        for bad in ["sha256:../x", "sha256:", &format!("sha256:{}", "A".repeat(64)), &format!("md5:{}", "a".repeat(32)), &format!("sha256:{}/..", "a".repeat(61))] {
+        for bad in [
+            "sha256:../x",
+            "sha256:",
+            &format!("sha256:{}", "A".repeat(64)),
+            &format!("md5:{}", "a".repeat(32)),
+            &format!("sha256:{}/..", "a".repeat(61)),
+        ] {
             let text = format!(r#"{{"digest": "{bad}", "size": 1}}"#);
             let error = serde_json::from_str::<Descriptor>(&text).unwrap_err().to_string();
             assert!(error.contains("invalid digest"), "{bad}: {error}");
@@ -274,10 +257,7 @@ mod tests {
 
     #[test]
     fn digests() {
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(sha256_digest(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         let mut hasher = Hasher::for_digest("sha256:x").unwrap();
         hasher.update(b"a");
         hasher.update(b"bc");

@@ -75,10 +75,7 @@ impl Client {
     ) -> Result<bool, RegistryError> {
         let name = blob_name(reference, digest);
         if Hasher::for_digest(digest).is_none() {
-            return Err(RegistryError::UnsupportedDigest {
-                reference: name,
-                digest: digest.to_string(),
-            });
+            return Err(RegistryError::UnsupportedDigest { reference: name, digest: digest.to_string() });
         }
         let endpoint = self.push_endpoint(&reference.registry)?;
         let access = Access::push(reference, None);
@@ -99,16 +96,7 @@ impl Client {
                     Err(error) => tracing::debug!("mounting {name} from `{source}` failed: {error}"),
                 }
             }
-            let mut upload = Upload {
-                endpoint: &endpoint,
-                reference,
-                access: &access,
-                name: &name,
-                digest,
-                size,
-                open,
-                progress,
-            };
+            let mut upload = Upload { endpoint: &endpoint, reference, access: &access, name: &name, digest, size, open, progress };
             self.upload_blob(&mut upload, session).await?;
             Ok(true)
         })
@@ -117,35 +105,20 @@ impl Client {
     /// `PUT`s a manifest or index under the reference's tag (its digest when it has no tag) and
     /// returns its digest. The registry's `Docker-Content-Digest` must be the sha256 of `bytes`,
     /// and so must the reference's digest when it has one.
-    pub fn push_manifest(
-        &self,
-        reference: &Reference,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Result<String, RegistryError> {
+    pub fn push_manifest(&self, reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<String, RegistryError> {
         let digest = sha256_digest(bytes);
         if let Some(expected) = &reference.digest {
             verify(reference, expected, bytes).map_err(|failure| failure.into_error(&reference.to_string()))?;
         }
-        let selector = reference
-            .tag
-            .as_deref()
-            .or(reference.digest.as_deref())
-            .unwrap_or("latest");
+        let selector = reference.tag.as_deref().or(reference.digest.as_deref()).unwrap_or("latest");
         let path = format!("{}/manifests/{selector}", reference.repository);
         let endpoint = self.push_endpoint(&reference.registry)?;
         let access = Access::push(reference, None);
         self.block_on(async {
             let response = self
-                .send_as(
-                    &endpoint,
-                    reference,
-                    &access,
-                    Method::PUT,
-                    Target::Path(&path),
-                    true,
-                    |request| request.header(CONTENT_TYPE, media_type).body(bytes.to_vec()),
-                )
+                .send_as(&endpoint, reference, &access, Method::PUT, Target::Path(&path), true, |request| {
+                    request.header(CONTENT_TYPE, media_type).body(bytes.to_vec())
+                })
                 .await
                 .map_err(|failure| failure.into_error(&reference.to_string()))?;
             if !response.status().is_success() {
@@ -154,11 +127,7 @@ impl Client {
             if let Some(reported) = header_text(response.headers(), "docker-content-digest")
                 && reported != digest
             {
-                return Err(RegistryError::DigestMismatch {
-                    reference: reference.to_string(),
-                    expected: digest,
-                    actual: reported,
-                });
+                return Err(RegistryError::DigestMismatch { reference: reference.to_string(), expected: digest, actual: reported });
             }
             Ok(digest)
         })
@@ -174,15 +143,7 @@ impl Client {
     ) -> Result<bool, RegistryError> {
         let path = format!("{}/blobs/{digest}", reference.repository);
         let response = self
-            .send_as(
-                endpoint,
-                reference,
-                access,
-                Method::HEAD,
-                Target::Path(&path),
-                true,
-                |request| request,
-            )
+            .send_as(endpoint, reference, access, Method::HEAD, Target::Path(&path), true, |request| request)
             .await
             .map_err(|failure| failure.into_error(name))?;
         match response.status() {
@@ -203,15 +164,7 @@ impl Client {
         let access = Access::push(reference, Some(source));
         let path = format!("{}/blobs/uploads/?mount={digest}&from={source}", reference.repository);
         let response = self
-            .send_as(
-                endpoint,
-                reference,
-                &access,
-                Method::POST,
-                Target::Path(&path),
-                true,
-                |request| request.body(Vec::new()),
-            )
+            .send_as(endpoint, reference, &access, Method::POST, Target::Path(&path), true, |request| request.body(Vec::new()))
             .await
             .map_err(|failure| failure.into_error(name))?;
         match response.status() {
@@ -222,11 +175,7 @@ impl Client {
     }
 
     /// Runs upload sessions until one succeeds, restarting after transient failures.
-    async fn upload_blob(
-        &self,
-        upload: &mut Upload<'_>,
-        mut session: Option<reqwest::Url>,
-    ) -> Result<(), RegistryError> {
+    async fn upload_blob(&self, upload: &mut Upload<'_>, mut session: Option<reqwest::Url>) -> Result<(), RegistryError> {
         let mut attempt = 1;
         loop {
             let location = match session.take() {
@@ -239,21 +188,10 @@ impl Client {
             };
             // Best effort: the registry drops stale sessions on its own anyway.
             let abandoned = self
-                .send_as(
-                    upload.endpoint,
-                    upload.reference,
-                    upload.access,
-                    Method::DELETE,
-                    Target::Url(&location),
-                    false,
-                    |request| request,
-                )
+                .send_as(upload.endpoint, upload.reference, upload.access, Method::DELETE, Target::Url(&location), false, |request| request)
                 .await;
             if let Err(Failure::Error(delete_error)) = abandoned {
-                tracing::debug!(
-                    "abandoning the upload session of {} failed: {delete_error}",
-                    upload.name
-                );
+                tracing::debug!("abandoning the upload session of {} failed: {delete_error}", upload.name);
             }
             if !is_transient(&error) || attempt >= self.retry.attempts {
                 return Err(error);
@@ -269,15 +207,9 @@ impl Client {
     async fn start_upload(&self, upload: &Upload<'_>) -> Result<reqwest::Url, RegistryError> {
         let path = format!("{}/blobs/uploads/", upload.reference.repository);
         let response = self
-            .send_as(
-                upload.endpoint,
-                upload.reference,
-                upload.access,
-                Method::POST,
-                Target::Path(&path),
-                true,
-                |request| request.body(Vec::new()),
-            )
+            .send_as(upload.endpoint, upload.reference, upload.access, Method::POST, Target::Path(&path), true, |request| {
+                request.body(Vec::new())
+            })
             .await
             .map_err(|failure| failure.into_error(upload.name))?;
         if response.status() != StatusCode::ACCEPTED {
@@ -288,16 +220,11 @@ impl Client {
 
     /// Sends the blob in chunks to the session at `location`, then closes it with its digest.
     async fn upload_session(&self, upload: &mut Upload<'_>, mut location: reqwest::Url) -> Result<(), RegistryError> {
-        let read_error = |source| RegistryError::ReadBlob {
-            reference: upload.reference.to_string(),
-            digest: upload.digest.to_string(),
-            source,
-        };
+        let read_error =
+            |source| RegistryError::ReadBlob { reference: upload.reference.to_string(), digest: upload.digest.to_string(), source };
         let mut reader = (upload.open)().map_err(read_error)?;
-        let mut hasher = Hasher::for_digest(upload.digest).ok_or_else(|| RegistryError::UnsupportedDigest {
-            reference: upload.name.to_string(),
-            digest: upload.digest.to_string(),
-        })?;
+        let mut hasher = Hasher::for_digest(upload.digest)
+            .ok_or_else(|| RegistryError::UnsupportedDigest { reference: upload.name.to_string(), digest: upload.digest.to_string() })?;
         let mut buffer = vec![0u8; self.upload_chunk_size];
         let mut offset = 0u64;
         (upload.progress)(0, upload.size);
@@ -322,20 +249,12 @@ impl Client {
                 let end = offset + filled as u64 - 1;
                 let body = &chunk[taken..];
                 let response = self
-                    .send_as(
-                        upload.endpoint,
-                        upload.reference,
-                        upload.access,
-                        Method::PATCH,
-                        Target::Url(&location),
-                        false,
-                        |request| {
-                            request
-                                .header(CONTENT_TYPE, "application/octet-stream")
-                                .header("content-range", format!("{start}-{end}"))
-                                .body(body.to_vec())
-                        },
-                    )
+                    .send_as(upload.endpoint, upload.reference, upload.access, Method::PATCH, Target::Url(&location), false, |request| {
+                        request
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header("content-range", format!("{start}-{end}"))
+                            .body(body.to_vec())
+                    })
                     .await
                     .map_err(|failure| failure.into_error(upload.name))?;
                 if !response.status().is_success() {
@@ -354,11 +273,7 @@ impl Client {
                     });
                 }
                 if acknowledged <= end {
-                    tracing::debug!(
-                        "registry took {acknowledged} of {} bytes of {}; sending the rest again",
-                        end + 1,
-                        upload.name
-                    );
+                    tracing::debug!("registry took {acknowledged} of {} bytes of {}; sending the rest again", end + 1, upload.name);
                 }
                 taken = (acknowledged - offset) as usize;
             }
@@ -375,23 +290,13 @@ impl Client {
         }
         let actual = hasher.finish();
         if actual != upload.digest {
-            return Err(RegistryError::DigestMismatch {
-                reference: upload.name.to_string(),
-                expected: upload.digest.to_string(),
-                actual,
-            });
+            return Err(RegistryError::DigestMismatch { reference: upload.name.to_string(), expected: upload.digest.to_string(), actual });
         }
         location.query_pairs_mut().append_pair("digest", upload.digest);
         let response = self
-            .send_as(
-                upload.endpoint,
-                upload.reference,
-                upload.access,
-                Method::PUT,
-                Target::Url(&location),
-                false,
-                |request| request.body(Vec::new()),
-            )
+            .send_as(upload.endpoint, upload.reference, upload.access, Method::PUT, Target::Url(&location), false, |request| {
+                request.body(Vec::new())
+            })
             .await
             .map_err(|failure| failure.into_error(upload.name))?;
         if !response.status().is_success() {
@@ -411,10 +316,7 @@ fn location(endpoint: &Endpoint, name: &str, response: &reqwest::Response) -> Re
         message: format!(": {detail}"),
     };
     let value = header_text(response.headers(), LOCATION.as_str()).ok_or_else(|| missing("no `Location` header"))?;
-    response
-        .url()
-        .join(&value)
-        .map_err(|_| missing(&format!("invalid `Location` header `{value}`")))
+    response.url().join(&value).map_err(|_| missing(&format!("invalid `Location` header `{value}`")))
 }
 
 /// Bytes the registry holds after a `PATCH`: one past the end of its `Range: 0-<last>` header

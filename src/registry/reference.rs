@@ -21,10 +21,7 @@ pub struct Reference {
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Reference, RegistryError> {
-        let invalid = |reason| RegistryError::InvalidReference {
-            text: text.to_string(),
-            reason,
-        };
+        let invalid = |reason| RegistryError::InvalidReference { text: text.to_string(), reason };
         if text.is_empty() {
             return Err(invalid("empty reference"));
         }
@@ -42,25 +39,13 @@ impl Reference {
             None => (name_and_tag, None),
         };
         let (registry, repository) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains(['.', ':'])
-                    || first == "localhost"
-                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
-            {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) => {
                 (first.to_string(), rest.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-            format!("library/{repository}")
-        } else {
-            repository
-        };
+        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
 
         if repository.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(invalid("repository name must be lowercase"));
@@ -85,12 +70,7 @@ impl Reference {
             (None, None) => Some(DEFAULT_TAG.to_string()),
             (tag, _) => tag.map(str::to_string),
         };
-        Ok(Reference {
-            registry,
-            repository,
-            tag,
-            digest: digest.map(str::to_string),
-        })
+        Ok(Reference { registry, repository, tag, digest: digest.map(str::to_string) })
     }
 
     /// `registry/repository[:tag][@digest]`, fully qualified (never shortened to `busybox`).
@@ -142,8 +122,7 @@ fn valid_repository(repository: &str) -> bool {
                     index += 1;
                 }
                 let separator = &component[start..index];
-                if !(separator == "." || separator == "_" || separator == "__" || separator.bytes().all(|b| b == b'-'))
-                {
+                if !(separator == "." || separator == "_" || separator == "__" || separator.bytes().all(|b| b == b'-')) {
                     return false;
                 }
             }
@@ -152,10 +131,7 @@ fn valid_repository(repository: &str) -> bool {
 }
 
 fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+    !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
 }
 
 fn valid_tag(tag: &str) -> bool {
@@ -163,9 +139,7 @@ fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn valid_digest(digest: &str) -> bool {
@@ -174,9 +148,7 @@ fn valid_digest(digest: &str) -> bool {
     };
     let hex_ok = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let algorithm_ok = !algorithm.is_empty()
-        && algorithm
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'_' | b'-'));
+        && algorithm.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'_' | b'-'));
     algorithm_ok && hex_ok
 }
 
@@ -222,25 +194,12 @@ mod tests {
 
     #[test]
     fn rejects_invalid() {
-        for input in [
-            "",
-            "Busybox",
-            "docker.io/Library/x",
-            "busybox:",
-            "busybox:-x",
-            "a//b",
-            "-a",
-            "a-",
-            "busybox@sha256:12",
-            "a..b",
-            ":tag",
-        ] {
+        for input in
+            ["", "Busybox", "docker.io/Library/x", "busybox:", "busybox:-x", "a//b", "-a", "a-", "busybox@sha256:12", "a..b", ":tag"]
+        {
             assert!(Reference::parse(input).is_err(), "{input:?} should be rejected");
         }
         let error = Reference::parse("Busybox").unwrap_err().to_string();
-        assert_eq!(
-            error,
-            "invalid reference format: `Busybox`: repository name must be lowercase"
-        );
+        assert_eq!(error, "invalid reference format: `Busybox`: repository name must be lowercase");
     }
 }

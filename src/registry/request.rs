@@ -41,9 +41,7 @@ impl Failure {
     /// The error to report when no other host is left to try; `name` is what was not found.
     pub(super) fn into_error(self, name: &str) -> RegistryError {
         match self {
-            Failure::NotFound => RegistryError::NotFound {
-                reference: name.to_string(),
-            },
+            Failure::NotFound => RegistryError::NotFound { reference: name.to_string() },
             Failure::Error(error) => error,
         }
     }
@@ -58,10 +56,7 @@ pub(super) struct Access {
 
 impl Access {
     fn pull(reference: &Reference) -> Access {
-        Access {
-            scopes: vec![format!("repository:{}:pull", reference.repository)],
-            push: false,
-        }
+        Access { scopes: vec![format!("repository:{}:pull", reference.repository)], push: false }
     }
 
     /// Pull and push on the reference's repository, plus pull on `mount_from` (the source of a
@@ -74,11 +69,7 @@ impl Access {
 
     fn denied(&self, reference: &Reference, reason: String) -> RegistryError {
         let reference = reference.to_string();
-        if self.push {
-            RegistryError::PushAccessDenied { reference, reason }
-        } else {
-            RegistryError::AccessDenied { reference, reason }
-        }
+        if self.push { RegistryError::PushAccessDenied { reference, reason } } else { RegistryError::AccessDenied { reference, reason } }
     }
 }
 
@@ -101,22 +92,10 @@ impl Client {
         range_start: u64,
     ) -> Result<reqwest::Response, Failure> {
         let access = Access::pull(reference);
-        self.send_as(
-            endpoint,
-            reference,
-            &access,
-            method,
-            Target::Path(path),
-            true,
-            |request| {
-                let request = request.header(ACCEPT, accept);
-                if range_start > 0 {
-                    request.header(RANGE, format!("bytes={range_start}-"))
-                } else {
-                    request
-                }
-            },
-        )
+        self.send_as(endpoint, reference, &access, method, Target::Path(path), true, |request| {
+            let request = request.header(ACCEPT, accept);
+            if range_start > 0 { request.header(RANGE, format!("bytes={range_start}-")) } else { request }
+        })
         .await
     }
 
@@ -156,19 +135,13 @@ impl Client {
             match response.status() {
                 StatusCode::UNAUTHORIZED if !answered_challenge => {
                     answered_challenge = true;
-                    let authorization = self
-                        .answer_challenge(endpoint, reference, access, response.headers())
-                        .await?;
+                    let authorization = self.answer_challenge(endpoint, reference, access, response.headers()).await?;
                     self.lock_authorizations().insert(key.clone(), authorization);
                 }
                 StatusCode::UNAUTHORIZED => {
                     let credential = self.credentials.get(&endpoint.host)?;
                     let reason = match credential {
-                        Some(credential) => format!(
-                            "authentication failed for `{}` at `{}`",
-                            credential.username(),
-                            endpoint.host
-                        ),
+                        Some(credential) => format!("authentication failed for `{}` at `{}`", credential.username(), endpoint.host),
                         None => "authentication required".to_string(),
                     };
                     return Err(Failure::Error(access.denied(reference, reason)));
@@ -208,10 +181,9 @@ impl Client {
         };
         if challenge.scheme == "basic" {
             return match credential {
-                Some(Credential::Basic { username, password }) => Ok(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-                )),
+                Some(Credential::Basic { username, password }) => {
+                    Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))))
+                }
                 _ => Err(denied("authentication required".into())),
             };
         }
@@ -220,11 +192,7 @@ impl Client {
         };
         let service = challenge.parameters.get("service").cloned().unwrap_or_default();
         let realm_url = reqwest::Url::parse(realm).map_err(|error| {
-            Failure::Error(RegistryError::Token {
-                realm: realm.clone(),
-                reference: reference.to_string(),
-                detail: error.to_string(),
-            })
+            Failure::Error(RegistryError::Token { realm: realm.clone(), reference: reference.to_string(), detail: error.to_string() })
         })?;
         // As containerd: the OAuth form joins scopes with spaces, the GET repeats `scope`.
         let joined_scopes = access.scopes.join(" ");
@@ -238,8 +206,7 @@ impl Client {
                     ("client_id", "rbuild"),
                 ]),
                 other => {
-                    let mut query: Vec<(&str, &str)> =
-                        access.scopes.iter().map(|scope| ("scope", scope.as_str())).collect();
+                    let mut query: Vec<(&str, &str)> = access.scopes.iter().map(|scope| ("scope", scope.as_str())).collect();
                     if !service.is_empty() {
                         query.push(("service", service.as_str()));
                     }
@@ -254,11 +221,7 @@ impl Client {
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let reason = match &credential {
-                Some(credential) => format!(
-                    "authentication failed for `{}` at `{}`",
-                    credential.username(),
-                    endpoint.host
-                ),
+                Some(credential) => format!("authentication failed for `{}` at `{}`", credential.username(), endpoint.host),
                 None => "authentication required".to_string(),
             };
             return Err(denied(reason));
@@ -279,17 +242,9 @@ impl Client {
         }
         let bytes = read_limited(response, endpoint, reference, 1 << 20, self.retry.small_body_deadline, "the token response").await?;
         let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|error| {
-            Failure::Error(RegistryError::Token {
-                realm: realm.clone(),
-                reference: reference.to_string(),
-                detail: error.to_string(),
-            })
+            Failure::Error(RegistryError::Token { realm: realm.clone(), reference: reference.to_string(), detail: error.to_string() })
         })?;
-        let token = if answer.token.is_empty() {
-            answer.access_token
-        } else {
-            answer.token
-        };
+        let token = if answer.token.is_empty() { answer.access_token } else { answer.token };
         if token.is_empty() {
             return Err(Failure::Error(RegistryError::Token {
                 realm: realm.clone(),
@@ -326,9 +281,7 @@ impl Client {
                 Ok(response) if is_retryable(response.status()) => retry_after(response.headers()),
                 Ok(_) => None,
                 Err(error)
-                    if endpoint.fallback
-                        && !endpoint.plain_http.load(Ordering::Relaxed)
-                        && (error.is_connect() || error.is_request()) =>
+                    if endpoint.fallback && !endpoint.plain_http.load(Ordering::Relaxed) && (error.is_connect() || error.is_request()) =>
                 {
                     tracing::debug!("HTTPS to `{}` failed ({error}); falling back to HTTP", endpoint.host);
                     endpoint.plain_http.store(true, Ordering::Relaxed);
@@ -340,18 +293,12 @@ impl Client {
                 Ok(response) => is_retryable(response.status()),
                 Err(error) => !error.is_builder() && !error.is_redirect(),
             };
-            let delay = retry_after
-                .unwrap_or(self.retry.initial_delay * 2u32.saturating_pow(attempt - 1))
-                .min(self.retry.max_delay);
+            let delay = retry_after.unwrap_or(self.retry.initial_delay * 2u32.saturating_pow(attempt - 1)).min(self.retry.max_delay);
             if !retryable || attempt >= attempts || total_delay + delay > self.retry.max_total_delay {
                 return outcome.map_err(|source| endpoint.transport_error(reference.to_string(), source));
             }
             match &outcome {
-                Ok(response) => tracing::debug!(
-                    "`{}` answered `{}`; retrying in {delay:?}",
-                    endpoint.host,
-                    response.status()
-                ),
+                Ok(response) => tracing::debug!("`{}` answered `{}`; retrying in {delay:?}", endpoint.host, response.status()),
                 Err(error) => tracing::debug!("request to `{}` failed: {error}; retrying in {delay:?}", endpoint.host),
             }
             drop(outcome);

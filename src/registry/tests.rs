@@ -56,34 +56,16 @@ impl Registry {
             storage.display()
         );
         if let Some(tls) = tls {
-            config += &format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                tls.certificate.display(),
-                tls.key.display()
-            );
+            config += &format!("  tls:\n    certificate: {}\n    key: {}\n", tls.certificate.display(), tls.key.display());
         }
         if let Some(htpasswd) = htpasswd {
-            config += &format!(
-                "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
-                htpasswd.display()
-            );
+            config += &format!("auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n", htpasswd.display());
         }
         let config_path = directory.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let access_log = std::fs::File::create(directory.path().join("access.log")).unwrap();
-        let child = Command::new(REGISTRY_BINARY)
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(access_log)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let registry = Registry {
-            child,
-            port,
-            storage,
-            _directory: directory,
-        };
+        let child = Command::new(REGISTRY_BINARY).arg("serve").arg(&config_path).stdout(access_log).stderr(Stdio::null()).spawn().unwrap();
+        let registry = Registry { child, port, storage, _directory: directory };
         for _ in 0..200 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return registry;
@@ -100,16 +82,12 @@ impl Registry {
     /// Access-log lines of requests whose request line starts with `prefix` (`PATCH /v2/a/`).
     fn requests(&self, prefix: &str) -> Vec<String> {
         let log = std::fs::read_to_string(self.storage.with_file_name("access.log")).unwrap();
-        log.lines()
-            .filter(|line| line.contains(&format!("\"{prefix}")))
-            .map(str::to_string)
-            .collect()
+        log.lines().filter(|line| line.contains(&format!("\"{prefix}"))).map(str::to_string).collect()
     }
 
     fn blob_data(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
-        self.storage
-            .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+        self.storage.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
     }
 }
 
@@ -131,13 +109,7 @@ struct Image {
 
 fn write_blob(layout: &Path, bytes: &[u8]) -> String {
     let digest = sha256_digest(bytes);
-    std::fs::write(
-        layout
-            .join("blobs/sha256")
-            .join(digest.strip_prefix("sha256:").unwrap()),
-        bytes,
-    )
-    .unwrap();
+    std::fs::write(layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap()), bytes).unwrap();
     digest
 }
 
@@ -149,20 +121,9 @@ fn make_image() -> Image {
     let mut entries = Vec::new();
     for architecture in ["amd64", "arm64"] {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(
-            root.path().join("hello"),
-            format!("hello from {architecture}\n").repeat(2000),
-        )
-        .unwrap();
+        std::fs::write(root.path().join("hello"), format!("hello from {architecture}\n").repeat(2000)).unwrap();
         let tarball = layout.path().join("layer.tar.gz");
-        let status = Command::new("tar")
-            .arg("-czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(root.path())
-            .arg("hello")
-            .status()
-            .unwrap();
+        let status = Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(root.path()).arg("hello").status().unwrap();
         assert!(status.success());
         let layer = std::fs::read(&tarball).unwrap();
         std::fs::remove_file(&tarball).unwrap();
@@ -183,63 +144,31 @@ fn make_image() -> Image {
             manifest.len(),
             if architecture == "arm64" { r#","variant":"v8""# } else { "" }
         ));
-        platforms.push((
-            architecture.to_string(),
-            manifest_digest,
-            config_digest,
-            layer_digest,
-            layer.len() as u64,
-        ));
+        platforms.push((architecture.to_string(), manifest_digest, config_digest, layer_digest, layer.len() as u64));
     }
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
-        entries.join(",")
-    );
+    let index =
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#, entries.join(","));
     let index_digest = write_blob(layout.path(), index.as_bytes());
     let amd64 = &platforms[0];
-    let amd64_size = std::fs::metadata(
-        layout
-            .path()
-            .join("blobs/sha256")
-            .join(amd64.1.strip_prefix("sha256:").unwrap()),
-    )
-    .unwrap()
-    .len();
+    let amd64_size = std::fs::metadata(layout.path().join("blobs/sha256").join(amd64.1.strip_prefix("sha256:").unwrap())).unwrap().len();
     let top = format!(
         r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{index_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"multi"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{amd64_size},"annotations":{{"org.opencontainers.image.ref.name":"single"}}}}]}}"#,
         index.len(),
         amd64.1
     );
     std::fs::write(layout.path().join("index.json"), top).unwrap();
-    Image {
-        layout,
-        index_digest,
-        platforms,
-    }
+    Image { layout, index_digest, platforms }
 }
 
 fn push(image: &Image, tag: &str, destination: &str, credentials: Option<&str>) {
     let mut command = Command::new("skopeo");
-    command.args([
-        "copy",
-        "--quiet",
-        "--all",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-    ]);
+    command.args(["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"]);
     if let Some(credentials) = credentials {
         command.arg("--dest-creds").arg(credentials);
     }
-    let output = command
-        .arg(format!("oci:{}:{tag}", image.layout.path().display()))
-        .arg(format!("docker://{destination}"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "skopeo copy failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output =
+        command.arg(format!("oci:{}:{tag}", image.layout.path().display())).arg(format!("docker://{destination}")).output().unwrap();
+    assert!(output.status.success(), "skopeo copy failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 fn config_from(text: &str) -> RegistryConfig {
@@ -255,9 +184,7 @@ type Fetched = (Vec<u8>, Vec<(u64, u64)>);
 fn fetch(client: &Client, reference: &Reference, digest: &str, size: Option<u64>) -> Result<Fetched, RegistryError> {
     let mut out = Vec::new();
     let mut calls = Vec::new();
-    client.fetch_blob(reference, digest, size, &mut out, &mut |done, total| {
-        calls.push((done, total))
-    })?;
+    client.fetch_blob(reference, digest, size, &mut out, &mut |done, total| calls.push((done, total)))?;
     Ok((out, calls))
 }
 
@@ -265,34 +192,17 @@ fn fetch(client: &Client, reference: &Reference, digest: &str, size: Option<u64>
 fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
     let registry = Registry::start(None, None);
     let image = make_image();
-    push(
-        &image,
-        "multi",
-        &format!("{}/library/busybox:t1", registry.host()),
-        None,
-    );
-    push(
-        &image,
-        "single",
-        &format!("{}/library/busybox:single", registry.host()),
-        None,
-    );
+    push(&image, "multi", &format!("{}/library/busybox:t1", registry.host()), None);
+    push(&image, "single", &format!("{}/library/busybox:single", registry.host()), None);
     let host = registry.host();
-    let config = config_from(&format!(
-        "[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n"
-    ));
-    let client = Client::new(config, Credentials::anonymous())
-        .unwrap()
-        .with_retry_policy(fast_retries());
+    let config = config_from(&format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n"));
+    let client = Client::new(config, Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
 
     // By tag, through the docker.io mirror, for both platforms.
     let reference = Reference::parse("busybox:t1").unwrap();
     for (architecture, manifest_digest, config_digest, layer_digest, layer_size) in &image.platforms {
         let resolved = client.resolve(&reference, "linux", architecture, None).unwrap();
-        assert_eq!(
-            resolved.reference.to_string(),
-            format!("docker.io/library/busybox:t1@{}", image.index_digest)
-        );
+        assert_eq!(resolved.reference.to_string(), format!("docker.io/library/busybox:t1@{}", image.index_digest));
         assert_eq!(&resolved.manifest_digest, manifest_digest);
         assert_eq!(sha256_digest(&resolved.manifest), *manifest_digest);
         assert_eq!(resolved.manifest_media_type, OCI_MANIFEST);
@@ -308,31 +218,17 @@ fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
         );
 
         // Every blob, checked against its digest, with progress up to the full size.
-        for (digest, size) in [
-            (config_digest, resolved.config.len() as u64),
-            (layer_digest, *layer_size),
-        ] {
+        for (digest, size) in [(config_digest, resolved.config.len() as u64), (layer_digest, *layer_size)] {
             let (bytes, calls) = fetch(&client, &reference, digest, Some(size)).unwrap();
             assert_eq!(sha256_digest(&bytes), *digest);
             assert_eq!(calls.last(), Some(&(size, size)));
         }
     }
-    let error = client
-        .resolve(&reference, "linux", "s390x", None)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        error,
-        format!(
-            "no match for platform `linux/s390x` in manifest of docker.io/library/busybox:t1@{}",
-            image.index_digest
-        )
-    );
+    let error = client.resolve(&reference, "linux", "s390x", None).unwrap_err().to_string();
+    assert_eq!(error, format!("no match for platform `linux/s390x` in manifest of docker.io/library/busybox:t1@{}", image.index_digest));
 
     // By digest, directly at the host (plain HTTP is the default for 127.0.0.1).
-    let direct = Client::new(RegistryConfig::default(), Credentials::anonymous())
-        .unwrap()
-        .with_retry_policy(fast_retries());
+    let direct = Client::new(RegistryConfig::default(), Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
     let by_digest = Reference::parse(&format!("{host}/library/busybox@{}", image.index_digest)).unwrap();
     let resolved = direct.resolve(&by_digest, "linux", "arm64", Some("v8")).unwrap();
     assert_eq!(resolved.manifest_digest, image.platforms[1].1);
@@ -342,37 +238,22 @@ fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
     let single = Reference::parse(&format!("{host}/library/busybox:single")).unwrap();
     let resolved = direct.resolve(&single, "linux", "amd64", None).unwrap();
     assert_eq!(resolved.manifest_digest, image.platforms[0].1);
-    assert_eq!(
-        resolved.reference.digest.as_deref(),
-        Some(image.platforms[0].1.as_str())
-    );
-    assert!(matches!(
-        direct.resolve(&single, "linux", "arm64", None),
-        Err(RegistryError::NoMatchingPlatform { .. })
-    ));
+    assert_eq!(resolved.reference.digest.as_deref(), Some(image.platforms[0].1.as_str()));
+    assert!(matches!(direct.resolve(&single, "linux", "arm64", None), Err(RegistryError::NoMatchingPlatform { .. })));
 
     // Not found: a tag, a repository, a blob.
     let missing_tag = Reference::parse(&format!("{host}/library/busybox:nope")).unwrap();
     assert_eq!(
-        direct
-            .resolve(&missing_tag, "linux", "amd64", None)
-            .unwrap_err()
-            .to_string(),
+        direct.resolve(&missing_tag, "linux", "amd64", None).unwrap_err().to_string(),
         format!("{host}/library/busybox:nope: not found")
     );
     let missing_repository = Reference::parse(&format!("{host}/library/nothing")).unwrap();
     assert_eq!(
-        direct
-            .resolve(&missing_repository, "linux", "amd64", None)
-            .unwrap_err()
-            .to_string(),
+        direct.resolve(&missing_repository, "linux", "amd64", None).unwrap_err().to_string(),
         format!("{host}/library/nothing:latest: not found")
     );
     let absent = sha256_digest(b"absent");
-    assert_eq!(
-        fetch(&direct, &single, &absent, None).unwrap_err().to_string(),
-        format!("{host}/library/busybox@{absent}: not found")
-    );
+    assert_eq!(fetch(&direct, &single, &absent, None).unwrap_err().to_string(), format!("{host}/library/busybox@{absent}: not found"));
 
     // A tampered blob in the registry's storage is rejected.
     let (_, _, _, layer_digest, layer_size) = &image.platforms[0];
@@ -385,9 +266,7 @@ fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
         matches!(&error, RegistryError::DigestMismatch { expected, actual, .. } if expected == layer_digest && *actual == sha256_digest(&bytes)),
         "{error}"
     );
-    assert!(error.to_string().starts_with(&format!(
-        "digest mismatch for {host}/library/busybox@{layer_digest}: expected"
-    )));
+    assert!(error.to_string().starts_with(&format!("digest mismatch for {host}/library/busybox@{layer_digest}: expected")));
 }
 
 #[test]
@@ -399,47 +278,26 @@ fn mirror_failure_falls_back_to_the_registry() {
     let host = registry.host();
     // The mirror refuses connections; the registry itself has the image.
     let config = config_from(&format!("[registry.\"{host}\"]\nmirrors = [\"127.0.0.1:{dead}\"]\n"));
-    let client = Client::new(config, Credentials::anonymous())
-        .unwrap()
-        .with_retry_policy(fast_retries());
-    let resolved = client
-        .resolve(
-            &Reference::parse(&format!("{host}/library/app:v1")).unwrap(),
-            "linux",
-            "amd64",
-            None,
-        )
-        .unwrap();
+    let client = Client::new(config, Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
+    let resolved = client.resolve(&Reference::parse(&format!("{host}/library/app:v1")).unwrap(), "linux", "amd64", None).unwrap();
     assert_eq!(resolved.manifest_digest, image.platforms[0].1);
     // Nothing anywhere: the registry's "not found" is the answer; the dead mirror only could
     // not be asked (as BuildKit reports a tag its mirror lacks while Docker Hub is unreachable).
-    let error = client
-        .resolve(
-            &Reference::parse(&format!("{host}/library/app:none")).unwrap(),
-            "linux",
-            "amd64",
-            None,
-        )
-        .unwrap_err();
+    let error = client.resolve(&Reference::parse(&format!("{host}/library/app:none")).unwrap(), "linux", "amd64", None).unwrap_err();
     assert_eq!(error.to_string(), format!("{host}/library/app:none: not found"));
     // With no host answering at all, the first failure is the error, with its cause.
     let config = config_from(&format!("[registry.\"127.0.0.1:{dead}\"]\nmirrors = [\"127.0.0.1:{dead}\"]\n"));
     let client = Client::new(config, Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
     let error = client.resolve(&Reference::parse(&format!("127.0.0.1:{dead}/app:v1")).unwrap(), "linux", "amd64", None).unwrap_err();
-    assert_eq!(error.to_string(), format!("failed to connect to registry `127.0.0.1:{dead}` for 127.0.0.1:{dead}/app:v1: connection refused"));
+    assert_eq!(
+        error.to_string(),
+        format!("failed to connect to registry `127.0.0.1:{dead}` for 127.0.0.1:{dead}/app:v1: connection refused")
+    );
 }
 
 fn openssl(arguments: &[&str], directory: &Path) {
-    let output = Command::new("openssl")
-        .args(arguments)
-        .current_dir(directory)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {arguments:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new("openssl").args(arguments).current_dir(directory).output().unwrap();
+    assert!(output.status.success(), "openssl {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
@@ -464,22 +322,12 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
         ],
         path,
     );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        path,
-    );
-    std::fs::write(path.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"], path);
+    std::fs::write(
+        path.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
     openssl(
         &[
             "x509",
@@ -500,62 +348,34 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
         ],
         path,
     );
-    let htpasswd = Command::new("htpasswd")
-        .args(["-Bbn", "alice", "wonderland"])
-        .output()
-        .unwrap();
+    let htpasswd = Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]).output().unwrap();
     assert!(htpasswd.status.success());
     std::fs::write(path.join("htpasswd"), &htpasswd.stdout).unwrap();
 
-    let tls = Tls {
-        certificate: path.join("server.pem"),
-        key: path.join("server.key"),
-    };
+    let tls = Tls { certificate: path.join("server.pem"), key: path.join("server.key") };
     let registry = Registry::start(Some(&tls), Some(&path.join("htpasswd")));
     let host = registry.host();
     let image = make_image();
-    push(
-        &image,
-        "multi",
-        &format!("{host}/team/app:v1"),
-        Some("alice:wonderland"),
-    );
+    push(&image, "multi", &format!("{host}/team/app:v1"), Some("alice:wonderland"));
     let reference = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
-    let config_text = format!(
-        "[registry.\"{host}\"]\nhttp = false\nca = [\"{}\"]\n",
-        path.join("ca.pem").display()
-    );
+    let config_text = format!("[registry.\"{host}\"]\nhttp = false\nca = [\"{}\"]\n", path.join("ca.pem").display());
 
     // Right credentials, found through $DOCKER_CONFIG.
     let docker_config = path.join("docker");
     std::fs::create_dir(&docker_config).unwrap();
     let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:wonderland");
-    std::fs::write(
-        docker_config.join("config.json"),
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    std::fs::write(docker_config.join("config.json"), format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
     let environment = BTreeMap::from([("DOCKER_CONFIG", docker_config.clone()), ("HOME", path.join("home"))]);
-    let credentials =
-        Credentials::load_with(|name| environment.get(name).map(|value| value.clone().into_os_string())).unwrap();
-    let client = Client::new(config_from(&config_text), credentials)
-        .unwrap()
-        .with_retry_policy(fast_retries());
+    let credentials = Credentials::load_with(|name| environment.get(name).map(|value| value.clone().into_os_string())).unwrap();
+    let client = Client::new(config_from(&config_text), credentials).unwrap().with_retry_policy(fast_retries());
     let resolved = client.resolve(&reference, "linux", "arm64", None).unwrap();
     assert_eq!(resolved.manifest_digest, image.platforms[1].1);
-    let (bytes, _) = fetch(
-        &client,
-        &reference,
-        &resolved.layers[0].digest,
-        Some(resolved.layers[0].size),
-    )
-    .unwrap();
+    let (bytes, _) = fetch(&client, &reference, &resolved.layers[0].digest, Some(resolved.layers[0].size)).unwrap();
     assert_eq!(sha256_digest(&bytes), resolved.layers[0].digest);
 
     // Pushing the arm64 image to another repository with the same credentials, then reading it.
     let pushed = Reference::parse(&format!("{host}/team/pushed:v1")).unwrap();
-    let layout_blob =
-        |digest: &str| std::fs::read(image.layout.path().join("blobs/sha256").join(&digest[7..])).unwrap();
+    let layout_blob = |digest: &str| std::fs::read(image.layout.path().join("blobs/sha256").join(&digest[7..])).unwrap();
     let push_one = |client: &Client, digest: &str| {
         let bytes = layout_blob(digest);
         client.push_blob(
@@ -571,12 +391,7 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
     assert!(push_one(&client, config_digest).unwrap());
     assert!(push_one(&client, layer_digest).unwrap());
     assert!(!push_one(&client, layer_digest).unwrap(), "already there");
-    assert_eq!(
-        client
-            .push_manifest(&pushed, OCI_MANIFEST, &layout_blob(manifest_digest))
-            .unwrap(),
-        *manifest_digest
-    );
+    assert_eq!(client.push_manifest(&pushed, OCI_MANIFEST, &layout_blob(manifest_digest)).unwrap(), *manifest_digest);
     let resolved = client.resolve(&pushed, "linux", "arm64", None).unwrap();
     assert_eq!(&resolved.manifest_digest, manifest_digest);
 
@@ -587,69 +402,32 @@ fn tls_registry_with_htpasswd_and_custom_ca() {
     )
     .unwrap();
     let wrong = Credentials::from_files(&[docker_config.join("config.json")]).unwrap();
-    let client = Client::new(config_from(&config_text), wrong)
-        .unwrap()
-        .with_retry_policy(fast_retries());
-    let error = client
-        .resolve(&reference, "linux", "arm64", None)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        error,
-        format!("pull access denied for {host}/team/app:v1: authentication failed for `alice` at `{host}`")
-    );
+    let client = Client::new(config_from(&config_text), wrong).unwrap().with_retry_policy(fast_retries());
+    let error = client.resolve(&reference, "linux", "arm64", None).unwrap_err().to_string();
+    assert_eq!(error, format!("pull access denied for {host}/team/app:v1: authentication failed for `alice` at `{host}`"));
     let error = push_one(&client, config_digest).unwrap_err().to_string();
-    assert_eq!(
-        error,
-        format!("push access denied for {host}/team/pushed:v1: authentication failed for `alice` at `{host}`")
-    );
-    let error = client
-        .push_manifest(&pushed, OCI_MANIFEST, &layout_blob(manifest_digest))
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        error,
-        format!("push access denied for {host}/team/pushed:v1: authentication failed for `alice` at `{host}`")
-    );
-    let client = Client::new(config_from(&config_text), Credentials::anonymous())
-        .unwrap()
-        .with_retry_policy(fast_retries());
-    let error = client
-        .resolve(&reference, "linux", "arm64", None)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        error,
-        format!("pull access denied for {host}/team/app:v1: authentication required")
-    );
+    assert_eq!(error, format!("push access denied for {host}/team/pushed:v1: authentication failed for `alice` at `{host}`"));
+    let error = client.push_manifest(&pushed, OCI_MANIFEST, &layout_blob(manifest_digest)).unwrap_err().to_string();
+    assert_eq!(error, format!("push access denied for {host}/team/pushed:v1: authentication failed for `alice` at `{host}`"));
+    let client = Client::new(config_from(&config_text), Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
+    let error = client.resolve(&reference, "linux", "arm64", None).unwrap_err().to_string();
+    assert_eq!(error, format!("pull access denied for {host}/team/app:v1: authentication required"));
     let error = push_one(&client, config_digest).unwrap_err().to_string();
-    assert_eq!(
-        error,
-        format!("push access denied for {host}/team/pushed:v1: authentication required")
-    );
+    assert_eq!(error, format!("push access denied for {host}/team/pushed:v1: authentication required"));
 
     // Without the CA the certificate is not trusted; `insecure` skips verification.
-    let client = Client::new(
-        config_from(&format!("[registry.\"{host}\"]\nhttp = false\n")),
-        Credentials::anonymous(),
-    )
-    .unwrap()
-    .with_retry_policy(fast_retries());
+    let client = Client::new(config_from(&format!("[registry.\"{host}\"]\nhttp = false\n")), Credentials::anonymous())
+        .unwrap()
+        .with_retry_policy(fast_retries());
     let error = client.resolve(&reference, "linux", "arm64", None).unwrap_err();
     assert!(matches!(error, RegistryError::Connect { .. }), "{error}");
     assert!(error.to_string().contains("certificate signed by unknown authority; set `ca = "), "{error}");
     let insecure = Credentials::from_files(&[docker_config.join("config.json")]).unwrap();
-    let client = Client::new(
-        config_from(&format!("[registry.\"{host}\"]\nhttp = false\ninsecure = true\n")),
-        insecure,
-    )
-    .unwrap()
-    .with_retry_policy(fast_retries());
+    let client = Client::new(config_from(&format!("[registry.\"{host}\"]\nhttp = false\ninsecure = true\n")), insecure)
+        .unwrap()
+        .with_retry_policy(fast_retries());
     assert!(
-        matches!(
-            client.resolve(&reference, "linux", "arm64", None),
-            Err(RegistryError::AccessDenied { .. })
-        ),
+        matches!(client.resolve(&reference, "linux", "arm64", None), Err(RegistryError::AccessDenied { .. })),
         "TLS passed, auth failed"
     );
 }

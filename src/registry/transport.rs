@@ -119,9 +119,16 @@ mod tests {
     fn causes_are_found_under_wrappers() {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(Cause::of(&refused), Cause::Refused);
-        let unknown = std::io::Error::new(std::io::ErrorKind::Other, std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)));
+        let unknown = std::io::Error::new(
+            std::io::ErrorKind::Other,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ),
+        );
         assert_eq!(Cause::of(&unknown), Cause::UnknownAuthority);
-        let plain = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
+        let plain =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
         assert_eq!(Cause::of(&plain), Cause::HttpToHttps);
         assert_eq!(Cause::of(&std::io::Error::other("weird")), Cause::Other("weird".into()));
     }
@@ -133,7 +140,11 @@ mod tests {
             Cause::HttpToHttps.describe("reg.local:5000", Some(file)),
             ": server gave HTTP response to HTTPS client; set `http = true` under `[registry.\"reg.local:5000\"]` in `/home/u/.config/rbuild/config.toml`"
         );
-        assert!(Cause::UnknownAuthority.describe("h", None).contains("set `ca = [\"/path/to/ca.pem\"]` under `[registry.\"h\"]` in the registry config (`--config FILE`)"));
+        assert!(
+            Cause::UnknownAuthority
+                .describe("h", None)
+                .contains("set `ca = [\"/path/to/ca.pem\"]` under `[registry.\"h\"]` in the registry config (`--config FILE`)")
+        );
         assert_eq!(Cause::NoSuchHost.describe("no.such.invalid:5000", None), ": no such host `no.such.invalid`");
         assert_eq!(host_name("[::1]:5000"), "::1");
     }

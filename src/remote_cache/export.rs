@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde_json::json;
 
+use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig, LayerEntry, MountEntry, RecordEntry};
 use super::layout::Layout;
 use super::spec::{CacheExport, CacheLocation, CacheMode};
-use super::CacheError;
 use crate::exporter::image::{Descriptor, Encoding, OCI_MANIFEST, compress_tree, layer_blob};
 use crate::exporter::transfer_status;
 use crate::ops::Layer;
@@ -101,10 +101,8 @@ fn write(
     let blobs: Vec<(Descriptor, String)> =
         layers.par_iter().map(|layer| cache_blob(store, layer, &encoding, cancel, &status)).collect::<Result<_, _>>()?;
     // Blobs of lazy layers, fetched into the store only if the target lacks them.
-    let lazy: HashMap<String, (&Layer, &RemoteBlob)> = layers
-        .iter()
-        .filter_map(|layer| layer.remote.as_ref().map(|remote| (remote.blob.digest.clone(), (*layer, remote))))
-        .collect();
+    let lazy: HashMap<String, (&Layer, &RemoteBlob)> =
+        layers.iter().filter_map(|layer| layer.remote.as_ref().map(|remote| (remote.blob.digest.clone(), (*layer, remote)))).collect();
     let ensure_stored = |digest: &str| -> Result<(), CacheError> {
         if let Some((layer, remote)) = lazy.get(digest)
             && !store.blob_is_intact(digest, remote.blob.size)
@@ -143,8 +141,13 @@ fn write(
     status("preparing build cache for export", 0, None, true);
     let config_bytes = config.to_bytes();
     let (config_digest, config_size) = store.put_blob(&config_bytes)?;
-    let config_descriptor =
-        Descriptor { media_type: CONFIG_MEDIA_TYPE.into(), digest: config_digest, size: config_size, annotations: BTreeMap::new(), platform: None };
+    let config_descriptor = Descriptor {
+        media_type: CONFIG_MEDIA_TYPE.into(),
+        digest: config_digest,
+        size: config_size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
     // The config lists layers by diff id; the manifest lists their blobs in the same order.
     let by_diff_id: std::collections::HashMap<&str, &Descriptor> =
         layers.iter().zip(&blobs).map(|(layer, (blob, _))| (layer.diff_id.as_str(), blob)).collect();
@@ -168,7 +171,13 @@ fn write(
     }))
     .unwrap_or_default();
     let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
-    let manifest = Descriptor { media_type: OCI_MANIFEST.into(), digest: manifest_digest, size: manifest_size, annotations: BTreeMap::new(), platform: None };
+    let manifest = Descriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest: manifest_digest,
+        size: manifest_size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
     let uploads: Vec<&Descriptor> = manifest_layers.iter().chain([&config_descriptor]).collect();
     let written = match &spec.location {
         CacheLocation::Registry { reference } => {
@@ -205,7 +214,13 @@ fn write(
 
 /// A layer's blob for the cache: the one the store has with this compression, or, for a lazy
 /// layer whose blob has it, that blob as it is (not downloaded: the target may have it).
-fn cache_blob(store: &Store, layer: &Layer, encoding: &Encoding, cancel: &AtomicBool, status: &Status) -> Result<(Descriptor, String), CacheError> {
+fn cache_blob(
+    store: &Store,
+    layer: &Layer,
+    encoding: &Encoding,
+    cancel: &AtomicBool,
+    status: &Status,
+) -> Result<(Descriptor, String), CacheError> {
     let compression = encoding.compression.name();
     if let Some(remote) = &layer.remote
         && layer.is_lazy()
@@ -268,8 +283,8 @@ fn push(
         registry.push_blob(&target, &blob.digest, blob.size, mount_from, &mut open, &mut report)?;
         status(&id, blob.size, Some(blob.size), true);
     }
-    let manifest_bytes = std::fs::read(store.blob_path(&manifest.digest))
-        .map_err(|source| CacheError::Read { path: manifest.digest.clone(), source })?;
+    let manifest_bytes =
+        std::fs::read(store.blob_path(&manifest.digest)).map_err(|source| CacheError::Read { path: manifest.digest.clone(), source })?;
     let id = format!("writing cache manifest {}", manifest.digest);
     status(&id, 0, None, false);
     let pushed = registry.push_manifest(&target, OCI_MANIFEST, &manifest_bytes)?;

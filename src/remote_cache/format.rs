@@ -16,8 +16,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::{Deserialize, Serialize};
 use crate::graph::Digest;
+use serde::{Deserialize, Serialize};
 
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 pub const VERSION: u32 = 1;
@@ -135,7 +135,11 @@ mod tests {
             inputs: vec![("op".into(), "x".repeat(1000)), ("input 0".into(), "sha256:short".into())],
         };
         let a = CacheConfig::new(vec![layer("sha256:b1", "sha256:d1")], vec![record("k2"), record("k1")], vec![]);
-        let b = CacheConfig::new(vec![layer("sha256:b1", "sha256:d1"), layer("sha256:b1", "sha256:d1")], vec![record("k1"), record("k2")], vec![]);
+        let b = CacheConfig::new(
+            vec![layer("sha256:b1", "sha256:d1"), layer("sha256:b1", "sha256:d1")],
+            vec![record("k1"), record("k2")],
+            vec![],
+        );
         assert_eq!(a.to_bytes(), b.to_bytes());
         assert_eq!(a.records[0].key, "k1");
         assert!(a.records[0].inputs[0].1.starts_with("sha256:") && a.records[0].inputs[0].1.len() == 71);

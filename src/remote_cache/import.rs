@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
 
+use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
-use super::CacheError;
 use crate::ops::image::BlobDescriptor;
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender};
@@ -48,9 +48,8 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
     let (config_type, config_bytes, layers, source): (String, Vec<u8>, Vec<BlobDescriptor>, Arc<dyn BlobSource>) = match location {
         CacheLocation::Registry { reference } => {
             let parsed = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
-            let artifact = registry
-                .fetch_artifact(&parsed, CONFIG_LIMIT)?
-                .ok_or_else(|| CacheError::NotFound { location: location.to_string() })?;
+            let artifact =
+                registry.fetch_artifact(&parsed, CONFIG_LIMIT)?.ok_or_else(|| CacheError::NotFound { location: location.to_string() })?;
             let layers = artifact
                 .layers
                 .into_iter()
@@ -64,8 +63,8 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
             let manifest_digest = layout
                 .manifest_digest(tag, digest.as_deref())?
                 .ok_or_else(|| CacheError::NotFound { location: format!("{}:{}", dir.display(), digest.as_deref().unwrap_or(tag)) })?;
-            let manifest: serde_json::Value = serde_json::from_slice(&layout.read_blob(&manifest_digest, MANIFEST_LIMIT)?)
-                .map_err(|error| invalid(error.to_string()))?;
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&layout.read_blob(&manifest_digest, MANIFEST_LIMIT)?).map_err(|error| invalid(error.to_string()))?;
             let config_digest = manifest["config"]["digest"].as_str().ok_or_else(|| invalid("manifest without a config".into()))?;
             let config_bytes = layout.read_blob(config_digest, CONFIG_LIMIT as u64)?;
             let layers = manifest["layers"]
@@ -106,10 +105,9 @@ fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn Blob
                 RemoteLayer { diff_id: diff_id.clone(), created_at: layer.created, blob: remote(&layer.blob) }
             })
             .collect();
-        imported.records.insert(
-            record.key.clone(),
-            RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers },
-        );
+        imported
+            .records
+            .insert(record.key.clone(), RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
     }
     for mount in &config.mounts {
         imported.mounts.entry(mount.id.clone()).or_insert_with(|| remote(&mount.blob));

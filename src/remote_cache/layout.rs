@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use super::CacheError;
 use crate::exporter::image::{Descriptor, OCI_INDEX};
 use crate::exporter::replace_file;
-use crate::ops::image::layout_blob_path;
 use crate::graph::Digest;
+use crate::ops::image::layout_blob_path;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -178,5 +178,4 @@ impl Layout {
         }
         replace_file(target, write).map_err(Layout::write_error(target))
     }
-
 }

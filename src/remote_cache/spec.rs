@@ -12,15 +12,21 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::exporter::output::{parse_bool, split_csv};
 use crate::exporter::Compression;
+use crate::exporter::output::{parse_bool, split_csv};
 
 /// Where a cache lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLocation {
-    Registry { reference: String },
+    Registry {
+        reference: String,
+    },
     /// An OCI layout directory; the cache is the manifest tagged `tag`, or the one of `digest`.
-    Local { dir: PathBuf, tag: String, digest: Option<String> },
+    Local {
+        dir: PathBuf,
+        tag: String,
+        digest: Option<String>,
+    },
 }
 
 impl fmt::Display for CacheLocation {
@@ -218,11 +224,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
+        assert_eq!(parse_cache_to("type=registry,ref=a,mode=all").unwrap_err().to_string(), "invalid value `all` for cache key `mode`");
         assert_eq!(
-            parse_cache_to("type=registry,ref=a,mode=all").unwrap_err().to_string(),
-            "invalid value `all` for cache key `mode`"
+            parse_cache_to("type=gha").unwrap_err().to_string(),
+            "cache type `gha` is not supported: use type=registry,ref=REF or type=local,dest=DIR"
         );
-        assert_eq!(parse_cache_to("type=gha").unwrap_err().to_string(), "cache type `gha` is not supported: use type=registry,ref=REF or type=local,dest=DIR");
         assert_eq!(parse_cache_from("type=local,dest=/x").unwrap_err().to_string(), "unknown key `dest` for --cache-from type `local`");
         assert_eq!(parse_cache_from("type=local").unwrap_err().to_string(), "--cache-from type `local` needs `src`");
         assert_eq!(parse_cache_to("type=registry,mode=max").unwrap_err().to_string(), "--cache-to type `registry` needs `ref`");

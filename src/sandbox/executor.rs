@@ -19,9 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
-use libcontainer::workload::{
-    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
-};
+use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
 
 #[derive(Clone)]
 pub(crate) struct EnvSafeExecutor;
@@ -46,7 +44,13 @@ fn reset_signals() {
         // SAFETY: SIG_DFL with no handler or restorer; the struct outlives the call; the size
         // is the kernel's 64-signal mask. This process execs right after.
         unsafe {
-            libc::syscall(libc::SYS_rt_sigaction, number, &default as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8usize);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                number,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
     }
     let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None);
@@ -54,12 +58,8 @@ fn reset_signals() {
 
 fn process_parts(spec: &Spec) -> (Vec<String>, Vec<String>) {
     let process = spec.process().as_ref();
-    let args = process
-        .and_then(|process| process.args().clone())
-        .unwrap_or_default();
-    let env = process
-        .and_then(|process| process.env().clone())
-        .unwrap_or_default();
+    let args = process.and_then(|process| process.args().clone()).unwrap_or_default();
+    let env = process.and_then(|process| process.env().clone()).unwrap_or_default();
     (args, env)
 }
 
@@ -68,39 +68,21 @@ fn resolve_program(program: &str, env: &[String]) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    let path = env
-        .iter()
-        .find_map(|entry| entry.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path =
+        env.iter().find_map(|entry| entry.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     path.split(':')
-        .map(|directory| {
-            Path::new(if directory.is_empty() { "." } else { directory }).join(program)
-        })
-        .find(|candidate| {
-            candidate.metadata().is_ok_and(|metadata| {
-                metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
-            })
-        })
+        .map(|directory| Path::new(if directory.is_empty() { "." } else { directory }).join(program))
+        .find(|candidate| candidate.metadata().is_ok_and(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0))
 }
 
 impl Executor for EnvSafeExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         // SAFETY: prctl with integer arguments. Set here, after the uid switch (which clears it),
         // and before waiting for the start signal.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        };
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
         let (args, env) = process_parts(spec);
         let Some(program) = args.first() else {
-            return Err(ExecutorValidationError::ArgValidationError(
-                "no command to run".into(),
-            ));
+            return Err(ExecutorValidationError::ArgValidationError("no command to run".into()));
         };
         if resolve_program(program, &env).is_none() {
             // stderr is already the step's log: say it where the user looks.
@@ -117,28 +99,16 @@ impl Executor for EnvSafeExecutor {
 
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let (args, env) = process_parts(spec);
-        let program = args
-            .first()
-            .and_then(|program| resolve_program(program, &env))
-            .ok_or(ExecutorError::InvalidArg)?;
-        let to_cstrings = |items: &[String]| {
-            items
-                .iter()
-                .map(|item| CString::new(item.as_bytes()))
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let program = args.first().and_then(|program| resolve_program(program, &env)).ok_or(ExecutorError::InvalidArg)?;
+        let to_cstrings = |items: &[String]| items.iter().map(|item| CString::new(item.as_bytes())).collect::<Result<Vec<_>, _>>();
         let (Ok(argv), Ok(envp)) = (to_cstrings(&args), to_cstrings(&env)) else {
             return Err(ExecutorError::InvalidArg);
         };
-        let program =
-            CString::new(program.as_os_str().as_bytes()).map_err(|_| ExecutorError::InvalidArg)?;
+        let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| ExecutorError::InvalidArg)?;
         reset_signals();
         let error = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
         let _ = writeln!(std::io::stderr(), "exec {}: {error}", args[0]);
-        Err(ExecutorError::Other(format!(
-            "exec `{}` failed: {error}",
-            args[0]
-        )))
+        Err(ExecutorError::Other(format!("exec `{}` failed: {error}", args[0])))
     }
 }
 
@@ -150,14 +120,8 @@ mod tests {
     fn programs_resolve_against_the_spec_path() {
         let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
         let found = resolve_program("sh", &env).unwrap();
-        assert!(
-            found == Path::new("/bin/sh") || found == Path::new("/usr/bin/sh"),
-            "{found:?}"
-        );
-        assert_eq!(
-            resolve_program("./configure", &env),
-            Some(PathBuf::from("./configure"))
-        );
+        assert!(found == Path::new("/bin/sh") || found == Path::new("/usr/bin/sh"), "{found:?}");
+        assert_eq!(resolve_program("./configure", &env), Some(PathBuf::from("./configure")));
         assert_eq!(resolve_program("definitely-not-a-program", &env), None);
     }
 }

@@ -155,13 +155,9 @@ pub enum Stream {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error(
-        "`newuidmap` and `newgidmap` are needed to run rootless with the subordinate ids of `{user}`; install the `uidmap` package"
-    )]
+    #[error("`newuidmap` and `newgidmap` are needed to run rootless with the subordinate ids of `{user}`; install the `uidmap` package")]
     MissingNewIdMap { user: String },
-    #[error(
-        "rbuild must start single-threaded to enter a user namespace (found {threads} threads)"
-    )]
+    #[error("rbuild must start single-threaded to enter a user namespace (found {threads} threads)")]
     NotSingleThreaded { threads: usize },
     #[error("failed to {action}")]
     Io {
@@ -176,11 +172,7 @@ pub enum SandboxError {
         source: nix::Error,
     },
     #[error("`{program}` failed to write the id map of process {pid}: {message}")]
-    IdMap {
-        program: String,
-        pid: i32,
-        message: String,
-    },
+    IdMap { program: String, pid: i32, message: String },
     #[error("unable to find user `{name}`: no matching entries in passwd file")]
     UserNotFound { name: String },
     #[error("unable to find group `{name}`: no matching entries in group file")]
@@ -204,27 +196,18 @@ pub enum SandboxError {
 
 impl SandboxError {
     pub(crate) fn io(action: impl Into<String>, source: std::io::Error) -> Self {
-        SandboxError::Io {
-            action: action.into(),
-            source,
-        }
+        SandboxError::Io { action: action.into(), source }
     }
 
     pub(crate) fn syscall(action: impl Into<String>, source: nix::Error) -> Self {
-        SandboxError::Syscall {
-            action: action.into(),
-            source,
-        }
+        SandboxError::Syscall { action: action.into(), source }
     }
 }
 
 /// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>
 /// <spec descriptor>`), runs the step and exits with the container's code; else returns.
 pub fn maybe_run_step_child(args: &[OsString]) {
-    if args
-        .get(1)
-        .is_some_and(|argument| argument == RUN_STEP_COMMAND)
-    {
+    if args.get(1).is_some_and(|argument| argument == RUN_STEP_COMMAND) {
         let spec_descriptor = args.get(3).and_then(|text| text.to_str()?.parse::<i32>().ok());
         let (Some(directory), Some(spec_descriptor)) = (args.get(2), spec_descriptor) else {
             eprintln!("rbuild: `{RUN_STEP_COMMAND}` needs a step directory and a spec descriptor");
@@ -251,19 +234,8 @@ mod tests {
             hostname: "buildkitsandbox".into(),
             network: Network::None,
             mounts: vec![
-                Mount {
-                    target: "/cache".into(),
-                    kind: MountKind::Tmpfs {
-                        size: Some(1 << 20),
-                    },
-                },
-                Mount {
-                    target: "/src".into(),
-                    kind: MountKind::Bind {
-                        source: PathBuf::from("/host"),
-                        readonly: true,
-                    },
-                },
+                Mount { target: "/cache".into(), kind: MountKind::Tmpfs { size: Some(1 << 20) } },
+                Mount { target: "/src".into(), kind: MountKind::Bind { source: PathBuf::from("/host"), readonly: true } },
             ],
             rootfs: None,
             ulimits: vec![("nofile".into(), 1024, 2048)],
@@ -271,10 +243,7 @@ mod tests {
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<StepSpec>(&text).unwrap(), spec);
-        let copying = StepSpec {
-            rootfs: Some(PathBuf::from("/store/tmp/rootfs")),
-            ..spec.clone()
-        };
+        let copying = StepSpec { rootfs: Some(PathBuf::from("/store/tmp/rootfs")), ..spec.clone() };
         let text = serde_json::to_string(&copying).unwrap();
         assert_eq!(serde_json::from_str::<StepSpec>(&text).unwrap(), copying);
     }

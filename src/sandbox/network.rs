@@ -12,8 +12,7 @@ use super::SandboxError;
 
 /// Moves the calling (single-threaded) process into a new network namespace with `lo` up.
 pub(crate) fn enter_isolated_network() -> Result<(), SandboxError> {
-    unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(|error| SandboxError::syscall("create a network namespace", error))?;
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|error| SandboxError::syscall("create a network namespace", error))?;
     loopback_up()
 }
 

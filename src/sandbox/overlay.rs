@@ -30,59 +30,36 @@ pub(crate) fn mount_overlay(
     nodev: bool,
 ) -> Result<(), SandboxError> {
     let options = prepare_options(lowers, upper, work, scratch)?;
-    std::env::set_current_dir(scratch)
-        .map_err(|error| SandboxError::io(format!("enter `{}`", scratch.display()), error))?;
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        if nodev { MsFlags::MS_NODEV } else { MsFlags::empty() },
-        Some(options.as_str()),
-    )
-    .map_err(|error| {
-        SandboxError::syscall(
-            format!("mount the overlay on `{}` ({options})", target.display()),
-            error,
-        )
-    })
+    std::env::set_current_dir(scratch).map_err(|error| SandboxError::io(format!("enter `{}`", scratch.display()), error))?;
+    mount(Some("overlay"), target, Some("overlay"), if nodev { MsFlags::MS_NODEV } else { MsFlags::empty() }, Some(options.as_str()))
+        .map_err(|error| SandboxError::syscall(format!("mount the overlay on `{}` ({options})", target.display()), error))
 }
 
 pub(crate) fn unmount(target: &Path) -> Result<(), SandboxError> {
-    umount2(target, MntFlags::MNT_DETACH)
-        .map_err(|error| SandboxError::syscall(format!("unmount `{}`", target.display()), error))
+    umount2(target, MntFlags::MNT_DETACH).map_err(|error| SandboxError::syscall(format!("unmount `{}`", target.display()), error))
 }
 
 /// Creates the lower symlinks in `scratch` and returns the mount options, relative to `scratch`.
-fn prepare_options(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    scratch: &Path,
-) -> Result<String, SandboxError> {
+fn prepare_options(lowers: &[PathBuf], upper: &Path, work: &Path, scratch: &Path) -> Result<String, SandboxError> {
     for path in [upper, work] {
         let text = path.to_string_lossy();
         if !path.is_absolute() || text.contains([',', ':', '\\']) {
-            return Err(SandboxError::InvalidStep {
-                reason: format!("overlay directory `{text}` must be absolute without `,` `:` `\\`"),
-            });
+            return Err(SandboxError::InvalidStep { reason: format!("overlay directory `{text}` must be absolute without `,` `:` `\\`") });
         }
     }
     let links = scratch.join("l");
-    fs::create_dir_all(&links)
-        .map_err(|error| SandboxError::io(format!("create `{}`", links.display()), error))?;
+    fs::create_dir_all(&links).map_err(|error| SandboxError::io(format!("create `{}`", links.display()), error))?;
     let lower_names: Vec<String> = if lowers.is_empty() {
         let empty = scratch.join("empty");
-        fs::create_dir_all(&empty)
-            .map_err(|error| SandboxError::io(format!("create `{}`", empty.display()), error))?;
+        fs::create_dir_all(&empty).map_err(|error| SandboxError::io(format!("create `{}`", empty.display()), error))?;
         vec!["empty".to_string()]
     } else {
         // overlayfs lists the topmost lower first; the spec lists the bottom first.
         let mut names = Vec::with_capacity(lowers.len());
         for (index, lower) in distinct_from_top(lowers) {
             let name = format!("l/{index}");
-            std::os::unix::fs::symlink(lower, scratch.join(&name)).map_err(|error| {
-                SandboxError::io(format!("link lower `{}`", lower.display()), error)
-            })?;
+            std::os::unix::fs::symlink(lower, scratch.join(&name))
+                .map_err(|error| SandboxError::io(format!("link lower `{}`", lower.display()), error))?;
             names.push(name);
         }
         names
@@ -102,12 +79,7 @@ fn distinct_from_top(lowers: &[PathBuf]) -> Vec<(usize, &PathBuf)> {
 }
 
 pub(crate) fn overlay_options(lower_names: &[String], upper: &Path, work: &Path) -> String {
-    format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lower_names.join(":"),
-        upper.display(),
-        work.display()
-    )
+    format!("lowerdir={},upperdir={},workdir={},userxattr", lower_names.join(":"), upper.display(), work.display())
 }
 
 /// Whether overlay mounts (with `userxattr`, deleting a lower directory) work here. Probed once
@@ -129,23 +101,14 @@ fn probe(base: &Path) -> Result<bool, SandboxError> {
         .tempdir_in(base)
         .map_err(|error| SandboxError::io("create the overlay probe directory", error))?;
     let root = directory.path();
-    let [lower, upper, work, merged] =
-        ["lower", "upper", "work", "merged"].map(|name| root.join(name));
+    let [lower, upper, work, merged] = ["lower", "upper", "work", "merged"].map(|name| root.join(name));
     for path in [&lower, &upper, &work, &merged] {
-        fs::create_dir(path)
-            .map_err(|error| SandboxError::io("create the overlay probe directory", error))?;
+        fs::create_dir(path).map_err(|error| SandboxError::io("create the overlay probe directory", error))?;
     }
-    fs::create_dir_all(lower.join("directory/inner"))
-        .map_err(|error| SandboxError::io("fill the overlay probe directory", error))?;
+    fs::create_dir_all(lower.join("directory/inner")).map_err(|error| SandboxError::io("fill the overlay probe directory", error))?;
     let options = overlay_options(&[lower.display().to_string()], &upper, &work);
-    mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|error| SandboxError::syscall("mount the probe overlay", error))?;
+    mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|error| SandboxError::syscall("mount the probe overlay", error))?;
     let deleted = fs::remove_dir_all(merged.join("directory")).is_ok();
     let _ = umount2(&merged, MntFlags::MNT_DETACH);
     let _ = fs::remove_dir_all(&work);
@@ -173,21 +136,12 @@ pub fn snapshotter() -> Result<Snapshotter, SandboxError> {
     choose_snapshotter(&value, overlay_supported)
 }
 
-fn choose_snapshotter(
-    value: &str,
-    supported: impl FnOnce() -> bool,
-) -> Result<Snapshotter, SandboxError> {
+fn choose_snapshotter(value: &str, supported: impl FnOnce() -> bool) -> Result<Snapshotter, SandboxError> {
     match value.trim() {
         "overlay" | "overlayfs" => Ok(Snapshotter::Overlay),
         "copy" | "native" => Ok(Snapshotter::Copy),
-        "" | "auto" => Ok(if supported() {
-            Snapshotter::Overlay
-        } else {
-            Snapshotter::Copy
-        }),
-        other => Err(SandboxError::UnknownSnapshotter {
-            value: other.to_string(),
-        }),
+        "" | "auto" => Ok(if supported() { Snapshotter::Overlay } else { Snapshotter::Copy }),
+        other => Err(SandboxError::UnknownSnapshotter { value: other.to_string() }),
     }
 }
 
@@ -198,22 +152,10 @@ mod tests {
     #[test]
     fn the_snapshotter_variable_wins_over_the_probe() {
         let never = || -> bool { panic!("the probe must not run when the variable decides") };
-        assert_eq!(
-            choose_snapshotter("copy", never).unwrap(),
-            Snapshotter::Copy
-        );
-        assert_eq!(
-            choose_snapshotter("overlay", never).unwrap(),
-            Snapshotter::Overlay
-        );
-        assert_eq!(
-            choose_snapshotter("", || true).unwrap(),
-            Snapshotter::Overlay
-        );
-        assert_eq!(
-            choose_snapshotter("auto", || false).unwrap(),
-            Snapshotter::Copy
-        );
+        assert_eq!(choose_snapshotter("copy", never).unwrap(), Snapshotter::Copy);
+        assert_eq!(choose_snapshotter("overlay", never).unwrap(), Snapshotter::Overlay);
+        assert_eq!(choose_snapshotter("", || true).unwrap(), Snapshotter::Overlay);
+        assert_eq!(choose_snapshotter("auto", || false).unwrap(), Snapshotter::Copy);
         assert!(matches!(
             choose_snapshotter("zfs", || true),
             Err(SandboxError::UnknownSnapshotter { value }) if value == "zfs"
@@ -224,25 +166,10 @@ mod tests {
     fn lowers_are_linked_top_first() {
         let scratch = tempfile::tempdir().unwrap();
         let lowers = [PathBuf::from("/store/bottom"), PathBuf::from("/store/top")];
-        let options = prepare_options(
-            &lowers,
-            Path::new("/store/upper"),
-            Path::new("/store/work"),
-            scratch.path(),
-        )
-        .unwrap();
-        assert_eq!(
-            options,
-            "lowerdir=l/1:l/0,upperdir=/store/upper,workdir=/store/work,userxattr"
-        );
-        assert_eq!(
-            fs::read_link(scratch.path().join("l/1")).unwrap(),
-            PathBuf::from("/store/top")
-        );
-        assert_eq!(
-            fs::read_link(scratch.path().join("l/0")).unwrap(),
-            PathBuf::from("/store/bottom")
-        );
+        let options = prepare_options(&lowers, Path::new("/store/upper"), Path::new("/store/work"), scratch.path()).unwrap();
+        assert_eq!(options, "lowerdir=l/1:l/0,upperdir=/store/upper,workdir=/store/work,userxattr");
+        assert_eq!(fs::read_link(scratch.path().join("l/1")).unwrap(), PathBuf::from("/store/top"));
+        assert_eq!(fs::read_link(scratch.path().join("l/0")).unwrap(), PathBuf::from("/store/bottom"));
     }
 
     /// Regression: two RUN steps that changed nothing, then a third, failed with ELOOP because
@@ -251,8 +178,7 @@ mod tests {
     fn a_repeated_lower_is_listed_once_at_its_topmost_place() {
         let scratch = tempfile::tempdir().unwrap();
         let lowers = ["/s/base", "/s/empty", "/s/a", "/s/empty"].map(PathBuf::from);
-        let options =
-            prepare_options(&lowers, Path::new("/u"), Path::new("/w"), scratch.path()).unwrap();
+        let options = prepare_options(&lowers, Path::new("/u"), Path::new("/w"), scratch.path()).unwrap();
         assert_eq!(options, "lowerdir=l/3:l/2:l/0,upperdir=/u,workdir=/w,userxattr");
         assert_eq!(fs::read_link(scratch.path().join("l/3")).unwrap(), PathBuf::from("/s/empty"));
         assert!(!scratch.path().join("l/1").exists());
@@ -261,8 +187,7 @@ mod tests {
     #[test]
     fn scratch_uses_an_empty_lower() {
         let scratch = tempfile::tempdir().unwrap();
-        let options =
-            prepare_options(&[], Path::new("/u"), Path::new("/w"), scratch.path()).unwrap();
+        let options = prepare_options(&[], Path::new("/u"), Path::new("/w"), scratch.path()).unwrap();
         assert_eq!(options, "lowerdir=empty,upperdir=/u,workdir=/w,userxattr");
         assert!(scratch.path().join("empty").is_dir());
     }
@@ -270,8 +195,7 @@ mod tests {
     #[test]
     fn separators_in_upper_are_rejected() {
         let scratch = tempfile::tempdir().unwrap();
-        let error =
-            prepare_options(&[], Path::new("/a:b"), Path::new("/w"), scratch.path()).unwrap_err();
+        let error = prepare_options(&[], Path::new("/a:b"), Path::new("/w"), scratch.path()).unwrap_err();
         assert!(matches!(error, SandboxError::InvalidStep { .. }));
     }
 }

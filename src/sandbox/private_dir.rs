@@ -44,13 +44,9 @@ impl PrivateDir {
             .tempdir_in(memory_dir())?;
         // The umask may have narrowed the mode, never widened it; make it exactly 0700.
         fs::set_permissions(directory.path(), fs::Permissions::from_mode(0o700))?;
-        let owner = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(directory.path().join(OWNER_FILE))?;
-        let owner = nix::fcntl::Flock::lock(owner, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| io::Error::from(errno))?;
+        let owner = File::options().write(true).create_new(true).mode(0o600).open(directory.path().join(OWNER_FILE))?;
+        let owner =
+            nix::fcntl::Flock::lock(owner, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| io::Error::from(errno))?;
         Ok(PrivateDir { directory, _owner: owner })
     }
 
@@ -155,7 +151,8 @@ mod tests {
         let live = parent.path().join("rbuild-step-live");
         fs::create_dir(&live).unwrap();
         fs::write(live.join(OWNER_FILE), "").unwrap();
-        let _held = nix::fcntl::Flock::lock(File::open(live.join(OWNER_FILE)).unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+        let _held =
+            nix::fcntl::Flock::lock(File::open(live.join(OWNER_FILE)).unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
         // Without an owner file: young stays, old goes.
         let young = parent.path().join("rbuild-step-young");
         fs::create_dir(&young).unwrap();

@@ -41,37 +41,23 @@ pub(crate) struct Stub {
 
 /// Components of an absolute container path, without empty and `.` parts.
 fn components(path: &str) -> Vec<&str> {
-    path.split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect()
+    path.split('/').filter(|part| !part.is_empty() && *part != ".").collect()
 }
 
 fn cstring(text: &str) -> Result<CString, SandboxError> {
-    CString::new(text).map_err(|_| SandboxError::InvalidStep {
-        reason: format!("path `{text}` contains a NUL byte"),
-    })
+    CString::new(text).map_err(|_| SandboxError::InvalidStep { reason: format!("path `{text}` contains a NUL byte") })
 }
 
 impl Root {
     pub(crate) fn open(path: &Path) -> Result<Root, SandboxError> {
-        let file = File::open(path).map_err(|error| {
-            SandboxError::io(format!("open rootfs `{}`", path.display()), error)
-        })?;
-        Ok(Root {
-            directory: OwnedFd::from(file),
-            path: path.to_path_buf(),
-        })
+        let file = File::open(path).map_err(|error| SandboxError::io(format!("open rootfs `{}`", path.display()), error))?;
+        Ok(Root { directory: OwnedFd::from(file), path: path.to_path_buf() })
     }
 
     /// `openat2(root, relative, flags, RESOLVE_IN_ROOT)`; "" opens the root itself.
     fn open_in_root(&self, parts: &[&str], flags: libc::c_int) -> std::io::Result<OwnedFd> {
-        let relative = if parts.is_empty() {
-            ".".to_string()
-        } else {
-            parts.join("/")
-        };
-        let relative = CString::new(relative)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let relative = if parts.is_empty() { ".".to_string() } else { parts.join("/") };
+        let relative = CString::new(relative).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (flags | libc::O_CLOEXEC) as u64;
         how.resolve = libc::RESOLVE_IN_ROOT;
@@ -97,21 +83,11 @@ impl Root {
         match self.open_in_root(&components(path), libc::O_RDONLY) {
             Ok(fd) => {
                 let mut bytes = Vec::new();
-                File::from(fd).read_to_end(&mut bytes).map_err(|error| {
-                    SandboxError::io(format!("read `{path}` of the rootfs"), error)
-                })?;
+                File::from(fd).read_to_end(&mut bytes).map_err(|error| SandboxError::io(format!("read `{path}` of the rootfs"), error))?;
                 Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
             }
-            Err(error)
-                if error.raw_os_error() == Some(libc::ENOENT)
-                    || error.raw_os_error() == Some(libc::ENOTDIR) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(SandboxError::io(
-                format!("open `{path}` of the rootfs"),
-                error,
-            )),
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) || error.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(error) => Err(SandboxError::io(format!("open `{path}` of the rootfs"), error)),
         }
     }
 
@@ -121,11 +97,7 @@ impl Root {
 
     /// `mkdir -p` inside the rootfs; new directories get mode 0755 and `owner`. Returns the
     /// created paths, outermost first, each with its parent's times from before the creation.
-    pub(crate) fn create_dir_all(
-        &self,
-        path: &str,
-        owner: (u32, u32),
-    ) -> Result<Vec<Stub>, SandboxError> {
+    pub(crate) fn create_dir_all(&self, path: &str, owner: (u32, u32)) -> Result<Vec<Stub>, SandboxError> {
         let parts = components(path);
         let mut created = Vec::new();
         for index in 0..parts.len() {
@@ -135,45 +107,27 @@ impl Root {
             created.push(self.create_entry(&parts[..=index], StubKind::Directory, owner)?);
         }
         let final_directory = self.open_in_root(&parts, libc::O_PATH | libc::O_DIRECTORY);
-        final_directory.map_err(|error| {
-            SandboxError::io(format!("create directory `{path}` in the rootfs"), error)
-        })?;
+        final_directory.map_err(|error| SandboxError::io(format!("create directory `{path}` in the rootfs"), error))?;
         Ok(created)
     }
 
     /// Creates whatever is missing for a mount destination: parent directories, then an empty
     /// directory or file. Returns what was created.
-    pub(crate) fn create_stub(
-        &self,
-        path: &str,
-        kind: StubKind,
-    ) -> Result<Vec<Stub>, SandboxError> {
+    pub(crate) fn create_stub(&self, path: &str, kind: StubKind) -> Result<Vec<Stub>, SandboxError> {
         let parts = components(path);
         if parts.is_empty() || self.exists(&parts) {
             return Ok(Vec::new());
         }
-        let mut created =
-            self.create_dir_all(&format!("/{}", parts[..parts.len() - 1].join("/")), (0, 0))?;
+        let mut created = self.create_dir_all(&format!("/{}", parts[..parts.len() - 1].join("/")), (0, 0))?;
         created.push(self.create_entry(&parts, kind, (0, 0))?);
         Ok(created)
     }
 
-    fn create_entry(
-        &self,
-        parts: &[&str],
-        kind: StubKind,
-        owner: (u32, u32),
-    ) -> Result<Stub, SandboxError> {
+    fn create_entry(&self, parts: &[&str], kind: StubKind, owner: (u32, u32)) -> Result<Stub, SandboxError> {
         let path = format!("/{}", parts.join("/"));
         let context = |error| SandboxError::io(format!("create `{path}` in the rootfs"), error);
-        let (name, parent_parts) = parts
-            .split_last()
-            .ok_or_else(|| SandboxError::InvalidStep {
-                reason: "empty path".into(),
-            })?;
-        let parent = self
-            .open_in_root(parent_parts, libc::O_RDONLY | libc::O_DIRECTORY)
-            .map_err(context)?;
+        let (name, parent_parts) = parts.split_last().ok_or_else(|| SandboxError::InvalidStep { reason: "empty path".into() })?;
+        let parent = self.open_in_root(parent_parts, libc::O_RDONLY | libc::O_DIRECTORY).map_err(context)?;
         let parent_times = directory_times(&parent);
         let name = cstring(name)?;
         // SAFETY: *at calls on a directory descriptor we own with a NUL-terminated name.
@@ -184,11 +138,7 @@ impl Root {
                     let fd = libc::openat(
                         parent.as_raw_fd(),
                         name.as_ptr(),
-                        libc::O_CREAT
-                            | libc::O_EXCL
-                            | libc::O_WRONLY
-                            | libc::O_CLOEXEC
-                            | libc::O_NOFOLLOW,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
                         0o644,
                     );
                     if fd >= 0 {
@@ -203,24 +153,12 @@ impl Root {
         }
         if owner != (0, 0) {
             // SAFETY: as above; AT_SYMLINK_NOFOLLOW on the entry we just created.
-            let status = unsafe {
-                libc::fchownat(
-                    parent.as_raw_fd(),
-                    name.as_ptr(),
-                    owner.0,
-                    owner.1,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
+            let status = unsafe { libc::fchownat(parent.as_raw_fd(), name.as_ptr(), owner.0, owner.1, libc::AT_SYMLINK_NOFOLLOW) };
             if status < 0 {
                 return Err(context(std::io::Error::last_os_error()));
             }
         }
-        Ok(Stub {
-            path,
-            kind,
-            parent_times,
-        })
+        Ok(Stub { path, kind, parent_times })
     }
 
     /// Removes the stubs that are still empty, innermost first, and restores their parents' times.
@@ -232,30 +170,21 @@ impl Root {
             let Some((name, parent_parts)) = parts.split_last() else {
                 continue;
             };
-            let Ok(parent) = self.open_in_root(parent_parts, libc::O_RDONLY | libc::O_DIRECTORY)
-            else {
+            let Ok(parent) = self.open_in_root(parent_parts, libc::O_RDONLY | libc::O_DIRECTORY) else {
                 continue;
             };
             let Ok(name) = cstring(name) else { continue };
             // SAFETY: fstatat/unlinkat on a directory descriptor we own, no symlink following.
             let gone = unsafe {
                 let mut stat: libc::stat = std::mem::zeroed();
-                if libc::fstatat(
-                    parent.as_raw_fd(),
-                    name.as_ptr(),
-                    &mut stat,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                ) < 0
-                {
+                if libc::fstatat(parent.as_raw_fd(), name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) < 0 {
                     continue;
                 }
                 match stub.kind {
                     StubKind::Directory if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                         libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) == 0
                     }
-                    StubKind::File
-                        if stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_size == 0 =>
-                    {
+                    StubKind::File if stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_size == 0 => {
                         libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) == 0
                     }
                     _ => false,
@@ -285,14 +214,8 @@ fn directory_times(directory: &OwnedFd) -> Option<[libc::timespec; 2]> {
             return None;
         }
         Some([
-            libc::timespec {
-                tv_sec: stat.st_atime,
-                tv_nsec: stat.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: stat.st_mtime,
-                tv_nsec: stat.st_mtime_nsec,
-            },
+            libc::timespec { tv_sec: stat.st_atime, tv_nsec: stat.st_atime_nsec },
+            libc::timespec { tv_sec: stat.st_mtime, tv_nsec: stat.st_mtime_nsec },
         ])
     }
 }
@@ -311,15 +234,10 @@ mod tests {
         fs::create_dir(root.path().join("etc")).unwrap();
         fs::write(root.path().join("secret"), "inside").unwrap();
         // An absolute target resolves against the rootfs, not the host.
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("etc/abs"))
-            .unwrap();
-        std::os::unix::fs::symlink("../../../../../../secret", root.path().join("etc/passwd"))
-            .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("etc/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../secret", root.path().join("etc/passwd")).unwrap();
         let opened = Root::open(root.path()).unwrap();
-        assert_eq!(
-            opened.read_to_string("/etc/passwd").unwrap().as_deref(),
-            Some("inside")
-        );
+        assert_eq!(opened.read_to_string("/etc/passwd").unwrap().as_deref(), Some("inside"));
         assert_eq!(opened.read_to_string("/etc/abs").unwrap(), None);
         assert_eq!(opened.read_to_string("/etc/group").unwrap(), None);
     }
@@ -328,34 +246,21 @@ mod tests {
     fn stubs_are_created_and_removed_with_parent_times_restored() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("etc")).unwrap();
-        let old = libc::timespec {
-            tv_sec: 1_000_000,
-            tv_nsec: 0,
-        };
+        let old = libc::timespec { tv_sec: 1_000_000, tv_nsec: 0 };
         let etc = File::open(root.path().join("etc")).unwrap();
         unsafe { libc::futimens(etc.as_raw_fd(), [old, old].as_ptr()) };
         let opened = Root::open(root.path()).unwrap();
         let mut stubs = opened.create_stub("/etc/hosts", StubKind::File).unwrap();
-        stubs.extend(
-            opened
-                .create_stub("/run/cache/dir", StubKind::Directory)
-                .unwrap(),
-        );
+        stubs.extend(opened.create_stub("/run/cache/dir", StubKind::Directory).unwrap());
         stubs.extend(opened.create_stub("/etc", StubKind::Directory).unwrap());
         let paths: Vec<&str> = stubs.iter().map(|stub| stub.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            ["/etc/hosts", "/run", "/run/cache", "/run/cache/dir"]
-        );
+        assert_eq!(paths, ["/etc/hosts", "/run", "/run/cache", "/run/cache/dir"]);
         assert!(root.path().join("etc/hosts").is_file());
         fs::write(root.path().join("run/cache/dir/kept"), "x").unwrap();
         let removed = opened.remove_stubs(&stubs);
         assert_eq!(removed, ["/etc/hosts"]);
         assert!(!root.path().join("etc/hosts").exists());
-        assert_eq!(
-            fs::metadata(root.path().join("etc")).unwrap().mtime(),
-            1_000_000
-        );
+        assert_eq!(fs::metadata(root.path().join("etc")).unwrap().mtime(), 1_000_000);
         assert!(root.path().join("run/cache/dir/kept").exists());
     }
 
@@ -364,19 +269,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let opened = Root::open(root.path()).unwrap();
         let created = opened.create_dir_all("/work/./src/", (0, 0)).unwrap();
-        assert_eq!(
-            created
-                .iter()
-                .map(|stub| stub.path.as_str())
-                .collect::<Vec<_>>(),
-            ["/work", "/work/src"]
-        );
+        assert_eq!(created.iter().map(|stub| stub.path.as_str()).collect::<Vec<_>>(), ["/work", "/work/src"]);
         assert!(root.path().join("work/src").is_dir());
-        assert!(
-            opened
-                .create_dir_all("/work/src", (0, 0))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(opened.create_dir_all("/work/src", (0, 0)).unwrap().is_empty());
     }
 }

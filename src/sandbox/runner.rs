@@ -36,14 +36,9 @@ pub(crate) const RESULT_FILE: &str = "result.json";
 /// What the runner reports to [`super::run_step`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RunnerResult {
-    Exited {
-        exit_code: i32,
-        removed_stubs: Vec<String>,
-    },
+    Exited { exit_code: i32, removed_stubs: Vec<String> },
     Canceled,
-    Failed {
-        message: String,
-    },
+    Failed { message: String },
 }
 
 /// Write end of the self-pipe the signal handler writes to (-1 before set-up).
@@ -65,9 +60,7 @@ pub(crate) fn run(directory: &Path, spec_descriptor: i32) -> ! {
     let parent = nix::unistd::getppid();
     let result = match run_step(spec_descriptor, &directory) {
         Ok(result) => result,
-        Err(error) => RunnerResult::Failed {
-            message: error_chain(&error),
-        },
+        Err(error) => RunnerResult::Failed { message: error_chain(&error) },
     };
     let code = match &result {
         RunnerResult::Exited { exit_code, .. } => *exit_code,
@@ -87,11 +80,9 @@ pub(crate) fn run(directory: &Path, spec_descriptor: i32) -> ! {
 /// that is not an open descriptor of ours is an error, never someone else's file).
 fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
     let path = format!("/proc/self/fd/{spec_descriptor}");
-    let mut file = fs::File::open(&path)
-        .map_err(|error| SandboxError::io(format!("open the step spec `{path}`"), error))?;
+    let mut file = fs::File::open(&path).map_err(|error| SandboxError::io(format!("open the step spec `{path}`"), error))?;
     let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut text)
-        .map_err(|error| SandboxError::io(format!("read the step spec `{path}`"), error))?;
+    std::io::Read::read_to_end(&mut file, &mut text).map_err(|error| SandboxError::io(format!("read the step spec `{path}`"), error))?;
     // The inherited descriptor is not needed any more; the container must not inherit it.
     // SAFETY: closing a descriptor this process was handed and no one else here uses.
     unsafe { libc::close(spec_descriptor) };
@@ -110,21 +101,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|error| SandboxError::syscall("create the wake pipe", error))?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(|error| SandboxError::syscall("create the wake pipe", error))?;
     WAKE_WRITE.store(write.as_raw_fd(), Ordering::Relaxed);
     // The write end lives as long as the process.
     std::mem::forget(write);
-    let action = SigAction::new(
-        SigHandler::Handler(wake),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(wake), SaFlags::SA_RESTART, SigSet::empty());
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: the handler only calls write(2).
-        unsafe { sigaction(signal, &action) }
-            .map_err(|error| SandboxError::syscall("install a signal handler", error))?;
+        unsafe { sigaction(signal, &action) }.map_err(|error| SandboxError::syscall("install a signal handler", error))?;
     }
     Ok(read)
 }
@@ -135,13 +120,9 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let text = read_spec(spec_descriptor)?;
     let step: StepSpec =
-        serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep {
-            reason: format!("unreadable step spec: {error}"),
-        })?;
+        serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep { reason: format!("unreadable step spec: {error}") })?;
     if !step.cwd.starts_with('/') || step.args.is_empty() {
-        return Err(SandboxError::InvalidStep {
-            reason: format!("cwd `{}` must be absolute and args non-empty", step.cwd),
-        });
+        return Err(SandboxError::InvalidStep { reason: format!("cwd `{}` must be absolute and args non-empty", step.cwd) });
     }
 
     super::userns::private_mount_namespace("create the step's mount namespace")?;
@@ -156,8 +137,7 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
     let rootfs = directory.join("rootfs");
     let scratch = directory.join("overlay");
     for path in [&rootfs, &scratch] {
-        fs::create_dir_all(path)
-            .map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+        fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
     }
     // Without a devices cgroup (and outside a user namespace) no device node of the root
     // filesystem may open: layers and earlier steps could have made any.
@@ -187,30 +167,10 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
 fn bind_rootfs(source: &Path, target: &Path, nodev: bool) -> Result<(), SandboxError> {
     let is_directory = fs::symlink_metadata(source).is_ok_and(|metadata| metadata.is_dir());
     if !source.is_absolute() || !is_directory {
-        return Err(SandboxError::InvalidStep {
-            reason: format!(
-                "rootfs `{}` must be an absolute directory",
-                source.display()
-            ),
-        });
+        return Err(SandboxError::InvalidStep { reason: format!("rootfs `{}` must be an absolute directory", source.display()) });
     }
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|error| {
-        SandboxError::syscall(
-            format!(
-                "bind rootfs `{}` on `{}`",
-                source.display(),
-                target.display()
-            ),
-            error,
-        )
-    })?;
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|error| SandboxError::syscall(format!("bind rootfs `{}` on `{}`", source.display(), target.display()), error))?;
     if nodev {
         mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV, None::<&str>)
             .map_err(|error| SandboxError::syscall(format!("remount `{}` nodev", target.display()), error))?;
@@ -226,11 +186,8 @@ fn run_mounted(
     device_guard: spec::DeviceGuard,
 ) -> Result<RunnerResult, SandboxError> {
     let root = Root::open(rootfs)?;
-    let identity = user::resolve(
-        &step.user,
-        root.read_to_string("/etc/passwd")?.as_deref(),
-        root.read_to_string("/etc/group")?.as_deref(),
-    )?;
+    let identity =
+        user::resolve(&step.user, root.read_to_string("/etc/passwd")?.as_deref(), root.read_to_string("/etc/group")?.as_deref())?;
     let mut stubs = Vec::new();
     let mut outcome = (|| {
         for (destination, kind) in spec::stub_destinations(step) {
@@ -255,8 +212,8 @@ pub(crate) fn device_guard() -> spec::DeviceGuard {
     if super::userns::in_user_namespace() {
         return spec::DeviceGuard::UserNamespace;
     }
-    let devices_controller = nix::sys::statfs::statfs("/sys/fs/cgroup/devices")
-        .is_ok_and(|stat| stat.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC);
+    let devices_controller =
+        nix::sys::statfs::statfs("/sys/fs/cgroup/devices").is_ok_and(|stat| stat.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC);
     if devices_controller { spec::DeviceGuard::DevicesCgroup } else { spec::DeviceGuard::NoMknod }
 }
 
@@ -269,9 +226,7 @@ fn id_mapped(map: &str, id: u32) -> bool {
 }
 
 fn container_error(error: impl std::error::Error) -> SandboxError {
-    SandboxError::Container {
-        message: error_chain(&error),
-    }
+    SandboxError::Container { message: error_chain(&error) }
 }
 
 fn run_container(
@@ -287,42 +242,32 @@ fn run_container(
     let bundle = directory.join("bundle");
     let state = directory.join("state");
     for path in [&bundle, &state] {
-        fs::create_dir_all(path)
-            .map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+        fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
     }
     let environment = spec::Environment {
         rootfs,
         cgroups_path: &cgroups_path,
-        tty_group_mapped: fs::read_to_string("/proc/self/gid_map")
-            .is_ok_and(|map| id_mapped(&map, 5)),
-        setgroups_allowed: fs::read_to_string("/proc/self/setgroups")
-            .map_or(true, |text| text.trim() != "deny"),
+        tty_group_mapped: fs::read_to_string("/proc/self/gid_map").is_ok_and(|map| id_mapped(&map, 5)),
+        setgroups_allowed: fs::read_to_string("/proc/self/setgroups").map_or(true, |text| text.trim() != "deny"),
         device_guard,
     };
     let oci_spec = spec::build(step, identity, &environment)?;
     // The OCI spec holds the process environment, `env=` secrets included: libcontainer reads
     // `config.json` by path, so that is a link to a memory file of this process.
-    let spec_text = serde_json::to_vec(&oci_spec)
-        .map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })?;
-    let spec_memory = super::memory_file("config.json", &spec_text)
-        .map_err(|error| SandboxError::io("keep the container spec in memory", error))?;
+    let spec_text = serde_json::to_vec(&oci_spec).map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })?;
+    let spec_memory =
+        super::memory_file("config.json", &spec_text).map_err(|error| SandboxError::io("keep the container spec in memory", error))?;
     let spec_link = format!("/proc/{}/fd/{}", std::process::id(), spec_memory.as_raw_fd());
     std::os::unix::fs::symlink(&spec_link, bundle.join("config.json"))
         .map_err(|error| SandboxError::io(format!("link `{}`", bundle.join("config.json").display()), error))?;
 
-    let stdin =
-        File::open("/dev/null").map_err(|error| SandboxError::io("open `/dev/null`", error))?;
-    let duplicate = |fd: libc::c_int| {
-        nix::unistd::dup(fd)
-            .map_err(|error| SandboxError::syscall("duplicate the output descriptors", error))
-    };
+    let stdin = File::open("/dev/null").map_err(|error| SandboxError::io("open `/dev/null`", error))?;
+    let duplicate =
+        |fd: libc::c_int| nix::unistd::dup(fd).map_err(|error| SandboxError::syscall("duplicate the output descriptors", error));
     // SAFETY: `dup` returned fresh descriptors that we own from here on.
     let (stdout, stderr) = unsafe {
         use std::os::fd::FromRawFd;
-        (
-            OwnedFd::from_raw_fd(duplicate(1)?),
-            OwnedFd::from_raw_fd(duplicate(2)?),
-        )
+        (OwnedFd::from_raw_fd(duplicate(1)?), OwnedFd::from_raw_fd(duplicate(2)?))
     };
     let mut container = ContainerBuilder::new(id, SyscallType::default())
         .with_executor(EnvSafeExecutor)
@@ -343,13 +288,8 @@ fn run_container(
     result
 }
 
-fn start_and_wait(
-    container: &mut libcontainer::container::Container,
-    wake_read: &OwnedFd,
-) -> Result<RunnerResult, SandboxError> {
-    let pid = container.pid().ok_or_else(|| SandboxError::Container {
-        message: "the container has no init process".into(),
-    })?;
+fn start_and_wait(container: &mut libcontainer::container::Container, wake_read: &OwnedFd) -> Result<RunnerResult, SandboxError> {
+    let pid = container.pid().ok_or_else(|| SandboxError::Container { message: "the container has no init process".into() })?;
     if let Err(error) = container.start() {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -361,23 +301,11 @@ fn start_and_wait(
     let mut reaped = None;
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: pidfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake_read.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         // Without a pidfd (old kernel) poll only the wake pipe, with a timeout to check the child.
-        let (list, timeout) = if pidfd >= 0 {
-            (&mut fds[..], -1)
-        } else {
-            (&mut fds[1..], 50)
-        };
+        let (list, timeout) = if pidfd >= 0 { (&mut fds[..], -1) } else { (&mut fds[1..], 50) };
         // SAFETY: poll over a live array of pollfd.
         let ready = unsafe { libc::poll(list.as_mut_ptr(), list.len() as libc::nfds_t, timeout) };
         if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
@@ -424,10 +352,7 @@ fn start_and_wait(
         Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
         Ok(_) | Err(_) => 255,
     };
-    Ok(RunnerResult::Exited {
-        exit_code,
-        removed_stubs: Vec::new(),
-    })
+    Ok(RunnerResult::Exited { exit_code, removed_stubs: Vec::new() })
 }
 
 #[cfg(test)]
@@ -448,25 +373,15 @@ mod tests {
     fn a_rootfs_must_be_an_absolute_directory() {
         let target = tempfile::tempdir().unwrap();
         let file = tempfile::NamedTempFile::new().unwrap();
-        for source in [
-            Path::new("relative/dir"),
-            file.path(),
-            Path::new("/nonexistent-rbuild-rootfs"),
-        ] {
+        for source in [Path::new("relative/dir"), file.path(), Path::new("/nonexistent-rbuild-rootfs")] {
             let error = bind_rootfs(source, target.path(), false).unwrap_err();
-            assert!(
-                matches!(error, SandboxError::InvalidStep { .. }),
-                "{source:?}: {error}"
-            );
+            assert!(matches!(error, SandboxError::InvalidStep { .. }), "{source:?}: {error}");
         }
     }
 
     #[test]
     fn error_chain_joins_sources() {
         let error = SandboxError::io("read `x`", std::io::Error::from_raw_os_error(libc::ENOENT));
-        assert_eq!(
-            error_chain(&error),
-            "failed to read `x`: No such file or directory (os error 2)"
-        );
+        assert_eq!(error_chain(&error), "failed to read `x`: No such file or directory (os error 2)");
     }
 }

@@ -3,10 +3,7 @@
 use super::*;
 use serde_json::Value;
 
-const RECORDED: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/testdata/seccomp/buildkit-default-x86_64.json"
-));
+const RECORDED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/seccomp/buildkit-default-x86_64.json"));
 
 /// One rule in a form both readings of a masked comparison agree on.
 #[derive(Debug, PartialEq)]
@@ -61,8 +58,10 @@ fn the_profile_is_buildkits() {
     }
     assert_eq!(rules(&ours, false), rules(recorded_seccomp, true));
     // The profile was recorded for BuildKit's capabilities, which are rbuild's.
-    let capabilities: Vec<String> =
-        super::super::spec::DEFAULT_CAPABILITIES.iter().map(|capability| format!("CAP_{}", capability.to_string().to_uppercase())).collect();
+    let capabilities: Vec<String> = super::super::spec::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|capability| format!("CAP_{}", capability.to_string().to_uppercase()))
+        .collect();
     assert_eq!(recorded["capabilities"], serde_json::json!(capabilities));
 }
 

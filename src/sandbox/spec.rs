@@ -19,8 +19,8 @@
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount as OciMount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount as OciMount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::rootfs::StubKind;
@@ -56,8 +56,18 @@ pub(crate) enum DeviceGuard {
 /// The devices a step may use (char major, minor; `None` = any minor), as the list and
 /// runc's default: null, zero, full, random, urandom, tty, console, ptmx, pts, fuse. Every
 /// other device can be created (`m`) but not opened, as under Docker.
-pub(crate) const ALLOWED_DEVICES: [(i64, Option<i64>); 10] =
-    [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(1)), (5, Some(2)), (136, None), (10, Some(229))];
+pub(crate) const ALLOWED_DEVICES: [(i64, Option<i64>); 10] = [
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+    (10, Some(229)),
+];
 
 /// The devices cgroup rules: deny everything, allow mknod of any device and the use of
 /// [`ALLOWED_DEVICES`].
@@ -106,69 +116,33 @@ pub(super) const DEFAULT_CAPABILITIES: [Capability; 14] = [
 
 const HOST_NETWORK_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
 
-fn mount(
-    destination: &str,
-    typ: &str,
-    source: &str,
-    options: &[&str],
-) -> Result<OciMount, SandboxError> {
+fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<OciMount, SandboxError> {
     MountBuilder::default()
         .destination(destination)
         .typ(typ)
         .source(source)
-        .options(
-            options
-                .iter()
-                .map(|option| option.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .options(options.iter().map(|option| option.to_string()).collect::<Vec<_>>())
         .build()
         .map_err(SandboxError::Spec)
 }
 
 /// The mounts of the spec, in mount order.
 fn mounts(step: &StepSpec, environment: &Environment) -> Result<Vec<OciMount>, SandboxError> {
-    let mut devpts = vec![
-        "nosuid",
-        "noexec",
-        "newinstance",
-        "ptmxmode=0666",
-        "mode=0620",
-    ];
+    let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
     if environment.tty_group_mapped {
         devpts.push("gid=5");
     }
     let shm_size = step.shm_size.map_or_else(|| "size=65536k".to_string(), |bytes| format!("size={bytes}"));
     let mut list = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount("/dev/pts", "devpts", "devpts", &devpts)?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm_size])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         // `rro`: read-only all the way down (mount_setattr with AT_RECURSIVE). `ro` alone
         // covers only the top mount, and the host's cgroup hierarchies below it stayed
         // writable: `echo 7 > /sys/fs/cgroup/pids/NAME/pids.max` changed a host cgroup.
-        mount(
-            "/sys",
-            "none",
-            "/sys",
-            &["rbind", "nosuid", "noexec", "nodev", "ro", "rro"],
-        )?,
+        mount("/sys", "none", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro", "rro"])?,
     ];
     if step.network == Network::Host {
         for file in HOST_NETWORK_FILES {
@@ -218,9 +192,7 @@ pub(crate) fn stub_destinations(step: &StepSpec) -> Vec<(String, StubKind)> {
         }
     }
     for extra in &step.mounts {
-        let under_api = ["/dev", "/proc", "/sys"]
-            .iter()
-            .any(|api| extra.target == *api || extra.target.starts_with(&format!("{api}/")));
+        let under_api = ["/dev", "/proc", "/sys"].iter().any(|api| extra.target == *api || extra.target.starts_with(&format!("{api}/")));
         if under_api {
             continue;
         }
@@ -283,9 +255,7 @@ fn rlimits(step: &StepSpec) -> Result<Vec<oci_spec::runtime::PosixRlimit>, Sandb
             return Err(SandboxError::InvalidStep { reason: format!("unknown ulimit `{name}`") });
         };
         limits.retain(|limit| limit.typ() != typ);
-        limits.push(
-            oci_spec::runtime::PosixRlimitBuilder::default().typ(typ).soft(*soft).hard(*hard).build().map_err(SandboxError::Spec)?,
-        );
+        limits.push(oci_spec::runtime::PosixRlimitBuilder::default().typ(typ).soft(*soft).hard(*hard).build().map_err(SandboxError::Spec)?);
     }
     Ok(limits)
 }
@@ -299,11 +269,7 @@ fn process_environment(step: &StepSpec, identity: &Identity) -> Vec<String> {
     env
 }
 
-pub(crate) fn build(
-    step: &StepSpec,
-    identity: &Identity,
-    environment: &Environment,
-) -> Result<Spec, SandboxError> {
+pub(crate) fn build(step: &StepSpec, identity: &Identity, environment: &Environment) -> Result<Spec, SandboxError> {
     let capabilities: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES
         .into_iter()
         .filter(|capability| environment.device_guard != DeviceGuard::NoMknod || *capability != Capability::Mknod)
@@ -334,20 +300,10 @@ pub(crate) fn build(
     // the bit stays off and the seccomp filter is loaded while CAP_SYS_ADMIN is still held;
     // `Some(false)` would load it after the capabilities are dropped, where loading fails.
     process.set_no_new_privileges(None);
-    let namespaces = [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-    ]
-    .into_iter()
-    .map(|typ| {
-        LinuxNamespaceBuilder::default()
-            .typ(typ)
-            .build()
-            .map_err(SandboxError::Spec)
-    })
-    .collect::<Result<Vec<_>, _>>()?;
+    let namespaces = [LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Mount]
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build().map_err(SandboxError::Spec))
+        .collect::<Result<Vec<_>, _>>()?;
     let defaults = oci_spec::runtime::Linux::default();
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -362,21 +318,12 @@ pub(crate) fn build(
     linux.set_resources(None);
     if environment.device_guard == DeviceGuard::DevicesCgroup {
         linux.set_resources(Some(
-            oci_spec::runtime::LinuxResourcesBuilder::default()
-                .devices(device_rules()?)
-                .build()
-                .map_err(SandboxError::Spec)?,
+            oci_spec::runtime::LinuxResourcesBuilder::default().devices(device_rules()?).build().map_err(SandboxError::Spec)?,
         ));
     }
     SpecBuilder::default()
         .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path(environment.rootfs)
-                .readonly(false)
-                .build()
-                .map_err(SandboxError::Spec)?,
-        )
+        .root(RootBuilder::default().path(environment.rootfs).readonly(false).build().map_err(SandboxError::Spec)?)
         .hostname(step.hostname.clone())
         .process(process)
         .mounts(mounts(step, environment)?)
@@ -402,10 +349,7 @@ mod tests {
             user: String::new(),
             hostname: "box".into(),
             network,
-            mounts: vec![Mount {
-                target: "/cache".into(),
-                kind: MountKind::Tmpfs { size: Some(4096) },
-            }],
+            mounts: vec![Mount { target: "/cache".into(), kind: MountKind::Tmpfs { size: Some(4096) } }],
             rootfs: None,
             ulimits: vec![],
             shm_size: None,
@@ -413,12 +357,7 @@ mod tests {
     }
 
     fn identity() -> Identity {
-        Identity {
-            uid: 1000,
-            gid: 1000,
-            additional_gids: vec![10],
-            home: "/home/u".into(),
-        }
+        Identity { uid: 1000, gid: 1000, additional_gids: vec![10], home: "/home/u".into() }
     }
 
     fn environment(mapped: bool) -> Environment<'static> {
@@ -454,55 +393,18 @@ mod tests {
         let spec = build(&step(Network::None), &identity(), &environment(true)).unwrap();
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.resources().is_none());
-        assert_eq!(
-            linux.cgroups_path().as_deref(),
-            Some(Path::new("/rbuild/1"))
-        );
-        let types: Vec<_> = linux
-            .namespaces()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|namespace| namespace.typ())
-            .collect();
-        assert_eq!(
-            types,
-            [
-                LinuxNamespaceType::Pid,
-                LinuxNamespaceType::Ipc,
-                LinuxNamespaceType::Uts,
-                LinuxNamespaceType::Mount
-            ]
-        );
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/rbuild/1")));
+        let types: Vec<_> = linux.namespaces().as_ref().unwrap().iter().map(|namespace| namespace.typ()).collect();
+        assert_eq!(types, [LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Mount]);
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.user().additional_gids().as_deref(), Some(&[10][..]));
-        assert_eq!(
-            process.env().as_ref().unwrap().last().map(String::as_str),
-            Some("HOME=/home/u")
-        );
+        assert_eq!(process.env().as_ref().unwrap().last().map(String::as_str), Some("HOME=/home/u"));
         let capabilities = process.capabilities().as_ref().unwrap();
         assert_eq!(capabilities.bounding().as_ref().unwrap().len(), 14);
         assert_eq!(capabilities.effective(), capabilities.permitted());
         assert_eq!(spec.hostname().as_deref(), Some("box"));
-        let destinations: Vec<_> = spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|mount| mount.destination().display().to_string())
-            .collect();
-        assert_eq!(
-            destinations,
-            [
-                "/proc",
-                "/dev",
-                "/dev/pts",
-                "/dev/shm",
-                "/dev/mqueue",
-                "/sys",
-                "/cache"
-            ]
-        );
+        let destinations: Vec<_> = spec.mounts().as_ref().unwrap().iter().map(|mount| mount.destination().display().to_string()).collect();
+        assert_eq!(destinations, ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/cache"]);
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"gid=5\""), "{json}");
         assert!(json.contains("\"size=4096\""), "{json}");
@@ -512,37 +414,21 @@ mod tests {
     fn unmapped_tty_group_drops_gid_option_and_groups() {
         let spec = build(&step(Network::None), &identity(), &environment(false)).unwrap();
         assert!(!serde_json::to_string(&spec).unwrap().contains("gid=5"));
-        assert!(
-            spec.process()
-                .as_ref()
-                .unwrap()
-                .user()
-                .additional_gids()
-                .is_none()
-        );
+        assert!(spec.process().as_ref().unwrap().user().additional_gids().is_none());
     }
 
     #[test]
     fn host_network_binds_resolver_files_read_only() {
         let spec = build(&step(Network::Host), &identity(), &environment(true)).unwrap();
-        let hosts = spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|mount| mount.destination() == Path::new("/etc/hosts"));
+        let hosts = spec.mounts().as_ref().unwrap().iter().find(|mount| mount.destination() == Path::new("/etc/hosts"));
         if Path::new("/etc/hosts").exists() {
-            assert_eq!(
-                hosts.unwrap().options().as_deref(),
-                Some(&["rbind".to_string(), "ro".to_string()][..])
-            );
+            assert_eq!(hosts.unwrap().options().as_deref(), Some(&["rbind".to_string(), "ro".to_string()][..]));
         }
         let stubs = stub_destinations(&step(Network::Host));
         assert!(stubs.contains(&("/cache".to_string(), StubKind::Directory)));
         for (path, _) in stubs.iter().filter(|(path, _)| path != "/cache") {
             assert!(
-                crate::sandbox::STUBS.contains(&path.as_str())
-                    || crate::sandbox::KEPT_MOUNT_POINTS.contains(&path.as_str()),
+                crate::sandbox::STUBS.contains(&path.as_str()) || crate::sandbox::KEPT_MOUNT_POINTS.contains(&path.as_str()),
                 "{path} missing from STUBS and KEPT_MOUNT_POINTS"
             );
         }

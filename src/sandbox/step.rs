@@ -35,30 +35,18 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// See the module docs of [`super`].
-pub fn run_step(
-    spec: &StepSpec,
-    output: &mut dyn FnMut(Stream, &[u8]),
-    cancel: &AtomicBool,
-) -> Result<StepOutcome, SandboxError> {
+pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: &AtomicBool) -> Result<StepOutcome, SandboxError> {
     if cancel.load(Ordering::Relaxed) {
         return Err(SandboxError::Canceled);
     }
     // Private to rbuild's user: the runner keeps the container's state and its result here.
-    let directory = super::PrivateDir::new("step")
-        .map_err(|error| SandboxError::io("create the step's temp dir", error))?;
+    let directory = super::PrivateDir::new("step").map_err(|error| SandboxError::io("create the step's temp dir", error))?;
     // The spec holds the environment, `env=` secrets included: in memory, never in a file.
-    let text = serde_json::to_vec(spec).map_err(|error| SandboxError::InvalidStep {
-        reason: error.to_string(),
-    })?;
-    let spec_memory = super::memory_file("step-spec", &text)
-        .map_err(|error| SandboxError::io("keep the step spec in memory", error))?;
+    let text = serde_json::to_vec(spec).map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })?;
+    let spec_memory = super::memory_file("step-spec", &text).map_err(|error| SandboxError::io("keep the step spec in memory", error))?;
     let spec_descriptor = spec_memory.as_raw_fd();
 
-    let program = RUNNER_PROGRAM
-        .get()
-        .map_or(std::path::Path::new("/proc/self/exe"), |path| {
-            path.as_path()
-        });
+    let program = RUNNER_PROGRAM.get().map_or(std::path::Path::new("/proc/self/exe"), |path| path.as_path());
     let mut command = Command::new(program);
     command
         .arg0("rbuild")
@@ -71,13 +59,7 @@ pub fn run_step(
     // SAFETY: only async-signal-safe syscalls between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
             libc::setpgid(0, 0);
             // The spec's memory file is inherited by the runner only (close-on-exec elsewhere).
             if libc::fcntl(spec_descriptor, libc::F_SETFD, 0) == -1 {
@@ -86,15 +68,11 @@ pub fn run_step(
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|error| SandboxError::io("start the step runner", error))?;
+    let mut child = command.spawn().map_err(|error| SandboxError::io("start the step runner", error))?;
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(SandboxError::Runner {
-            message: "the runner has no output pipes".into(),
-        });
+        return Err(SandboxError::Runner { message: "the runner has no output pipes".into() });
     };
 
     let mut open = [true, true];
@@ -115,20 +93,11 @@ pub fn run_step(
             killed = true;
         }
         let mut fds = [
-            libc::pollfd {
-                fd: if open[0] { stdout.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if open[1] { stderr.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            libc::pollfd { fd: if open[0] { stdout.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if open[1] { stderr.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: poll over a live array; negative fds are ignored by the kernel.
-        let ready =
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, CANCEL_POLL.as_millis() as libc::c_int) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, CANCEL_POLL.as_millis() as libc::c_int) };
         if ready <= 0 {
             continue;
         }
@@ -136,11 +105,7 @@ pub fn run_step(
             if !open[index] || fds[index].revents == 0 {
                 continue;
             }
-            let read = if index == 0 {
-                stdout.read(&mut buffer)
-            } else {
-                stderr.read(&mut buffer)
-            };
+            let read = if index == 0 { stdout.read(&mut buffer) } else { stderr.read(&mut buffer) };
             match read {
                 Ok(0) => open[index] = false,
                 Ok(count) => output(stream, &buffer[..count]),
@@ -167,17 +132,13 @@ pub fn run_step(
         std::thread::sleep(Duration::from_millis(2));
     };
 
-    let result = std::fs::read(directory.path().join(RESULT_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
+    let result =
+        std::fs::read(directory.path().join(RESULT_FILE)).ok().and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
     if terminated_at.is_some() {
         return Err(SandboxError::Canceled);
     }
     match result {
-        Some(RunnerResult::Exited {
-            exit_code,
-            removed_stubs,
-        }) => {
+        Some(RunnerResult::Exited { exit_code, removed_stubs }) => {
             tracing::debug!(?removed_stubs, exit_code, "step finished");
             Ok(StepOutcome { exit_code })
         }

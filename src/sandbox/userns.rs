@@ -31,15 +31,8 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use super::SandboxError;
 
 /// Signals the waiting parent passes on to rbuild inside the namespace.
-const FORWARDED_SIGNALS: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
+const FORWARDED_SIGNALS: [Signal; 7] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
 
 /// A new mount namespace in which `/` is recursively private, so nothing mounted here
 /// propagates to the host (and dies with the namespace).
@@ -56,23 +49,15 @@ pub fn enter(args: &[OsString]) -> Result<(), SandboxError> {
     }
     private_mount_namespace("create a mount namespace")?;
     if in_user_namespace() && is_hybrid_cgroup_host() {
-        mount(
-            Some("/sys/fs/cgroup/unified"),
-            "/sys/fs/cgroup",
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|error| SandboxError::syscall("bind cgroup2 over `/sys/fs/cgroup`", error))?;
+        mount(Some("/sys/fs/cgroup/unified"), "/sys/fs/cgroup", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(|error| SandboxError::syscall("bind cgroup2 over `/sys/fs/cgroup`", error))?;
     }
     Ok(())
 }
 
 /// Whether this process is in a user namespace other than the initial one.
 pub fn in_user_namespace() -> bool {
-    fs::read_to_string("/proc/self/uid_map")
-        .map(|map| !map.split_whitespace().eq(["0", "0", "4294967295"]))
-        .unwrap_or(false)
+    fs::read_to_string("/proc/self/uid_map").map(|map| !map.split_whitespace().eq(["0", "0", "4294967295"])).unwrap_or(false)
 }
 
 fn is_hybrid_cgroup_host() -> bool {
@@ -123,9 +108,7 @@ pub(crate) fn normalize_ranges(mut ranges: Vec<SubordinateRange>, host_id: u32) 
     let own = u64::from(host_id);
     merged
         .into_iter()
-        .flat_map(|(start, end)| {
-            if (start..end).contains(&own) { vec![(start, own), (own + 1, end)] } else { vec![(start, end)] }
-        })
+        .flat_map(|(start, end)| if (start..end).contains(&own) { vec![(start, own), (own + 1, end)] } else { vec![(start, end)] })
         .filter(|(start, end)| end > start)
         .filter_map(|(start, end)| Some(SubordinateRange { start: u32::try_from(start).ok()?, count: u32::try_from(end - start).ok()? }))
         .collect()
@@ -136,11 +119,7 @@ pub(crate) fn map_arguments(host_id: u32, ranges: &[SubordinateRange]) -> Vec<St
     let mut arguments = vec!["0".to_string(), host_id.to_string(), "1".to_string()];
     let mut next_inside = 1u64;
     for range in ranges {
-        arguments.extend([
-            next_inside.to_string(),
-            range.start.to_string(),
-            range.count.to_string(),
-        ]);
+        arguments.extend([next_inside.to_string(), range.start.to_string(), range.count.to_string()]);
         next_inside += u64::from(range.count);
     }
     arguments
@@ -169,12 +148,7 @@ fn restriction_hint(apparmor_switch: Option<&str>) -> String {
 fn thread_count() -> usize {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Threads:"))
-                .and_then(|count| count.trim().parse().ok())
-        })
+        .and_then(|status| status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|count| count.trim().parse().ok()))
         .unwrap_or(1)
 }
 
@@ -188,27 +162,14 @@ fn find_program(name: &str) -> Option<PathBuf> {
 
 enum IdMapping {
     /// `newuidmap`/`newgidmap` with the caller's subordinate ranges.
-    Helpers {
-        newuidmap: PathBuf,
-        newgidmap: PathBuf,
-        uid_ranges: Vec<SubordinateRange>,
-        gid_ranges: Vec<SubordinateRange>,
-    },
+    Helpers { newuidmap: PathBuf, newgidmap: PathBuf, uid_ranges: Vec<SubordinateRange>, gid_ranges: Vec<SubordinateRange> },
     /// Only the caller's own ids, written directly (needs setgroups=deny).
     Single,
 }
 
 fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
-    let name = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|user| user.name)
-        .unwrap_or_else(|| uid.to_string());
-    let ranges = |path: &str, id: u32| {
-        fs::read_to_string(path)
-            .map(|text| parse_subordinate_ranges(&text, &name, id))
-            .unwrap_or_default()
-    };
+    let name = nix::unistd::User::from_uid(uid).ok().flatten().map(|user| user.name).unwrap_or_else(|| uid.to_string());
+    let ranges = |path: &str, id: u32| fs::read_to_string(path).map(|text| parse_subordinate_ranges(&text, &name, id)).unwrap_or_default();
     let uid_ranges = normalize_ranges(ranges("/etc/subuid", uid.as_raw()), uid.as_raw());
     let gid_ranges = normalize_ranges(ranges("/etc/subgid", gid.as_raw()), gid.as_raw());
     if uid_ranges.is_empty() || gid_ranges.is_empty() {
@@ -218,12 +179,7 @@ fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
         return Ok(IdMapping::Single);
     }
     match (find_program("newuidmap"), find_program("newgidmap")) {
-        (Some(newuidmap), Some(newgidmap)) => Ok(IdMapping::Helpers {
-            newuidmap,
-            newgidmap,
-            uid_ranges,
-            gid_ranges,
-        }),
+        (Some(newuidmap), Some(newgidmap)) => Ok(IdMapping::Helpers { newuidmap, newgidmap, uid_ranges, gid_ranges }),
         _ => Err(SandboxError::MissingNewIdMap { user: name }),
     }
 }
@@ -242,9 +198,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
         .iter()
         .map(|argument| CString::new(argument.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| SandboxError::InvalidStep {
-            reason: "argument with a NUL byte".into(),
-        })?;
+        .map_err(|_| SandboxError::InvalidStep { reason: "argument with a NUL byte".into() })?;
 
     let (to_parent_read, to_parent_write) = pipe()?;
     let (to_child_read, to_child_write) = pipe()?;
@@ -256,12 +210,8 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
     let mut previous_mask = SigSet::empty();
     // Blocked before fork so no signal is lost between fork and the parent's wait loop; the child
     // restores the mask before it execs.
-    sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&forwarded),
-        Some(&mut previous_mask),
-    )
-    .map_err(|error| SandboxError::syscall("block signals", error))?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous_mask))
+        .map_err(|error| SandboxError::syscall("block signals", error))?;
 
     let waiter = nix::unistd::getpid();
     // SAFETY: the process is single-threaded (checked above), so the child may run any code.
@@ -305,9 +255,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             drop(to_child_read);
             let result = match read_byte(&to_parent_read) {
                 Some(b'u') => write_maps(child, uid, gid, &mapping),
-                _ => Err(SandboxError::Runner {
-                    message: "the child could not create a user namespace".into(),
-                }),
+                _ => Err(SandboxError::Runner { message: "the child could not create a user namespace".into() }),
             };
             if let Err(error) = result {
                 let hint = apparmor_hint();
@@ -327,21 +275,14 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
 
 fn write_maps(child: Pid, uid: Uid, gid: Gid, mapping: &IdMapping) -> Result<(), SandboxError> {
     match mapping {
-        IdMapping::Helpers {
-            newuidmap,
-            newgidmap,
-            uid_ranges,
-            gid_ranges,
-        } => {
+        IdMapping::Helpers { newuidmap, newgidmap, uid_ranges, gid_ranges } => {
             run_map_helper(newuidmap, child, &map_arguments(uid.as_raw(), uid_ranges))?;
             run_map_helper(newgidmap, child, &map_arguments(gid.as_raw(), gid_ranges))
         }
         IdMapping::Single => {
             let proc = PathBuf::from(format!("/proc/{child}"));
             let write = |name: &str, text: String| {
-                fs::write(proc.join(name), text).map_err(|error| {
-                    SandboxError::io(format!("write `/proc/{child}/{name}`"), error)
-                })
+                fs::write(proc.join(name), text).map_err(|error| SandboxError::io(format!("write `/proc/{child}/{name}`"), error))
             };
             write("uid_map", format!("0 {uid} 1"))?;
             write("setgroups", "deny".into())?;
@@ -411,8 +352,7 @@ fn exit_like_signal(signal: Signal) -> ! {
 }
 
 fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SandboxError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|error| SandboxError::syscall("create a pipe", error))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|error| SandboxError::syscall("create a pipe", error))
 }
 
 fn write_byte(fd: &std::os::fd::OwnedFd, byte: u8) -> nix::Result<usize> {
@@ -458,44 +398,15 @@ mod tests {
         let text = "# comment\nalice:100000:65536\nbob:165536:65536\n1001:300000:10\nalice:400000:5\nbroken\ncarol:1:0\n";
         assert_eq!(
             parse_subordinate_ranges(text, "alice", 1000),
-            vec![
-                SubordinateRange {
-                    start: 100000,
-                    count: 65536
-                },
-                SubordinateRange {
-                    start: 400000,
-                    count: 5
-                }
-            ]
+            vec![SubordinateRange { start: 100000, count: 65536 }, SubordinateRange { start: 400000, count: 5 }]
         );
-        assert_eq!(
-            parse_subordinate_ranges(text, "dave", 1001),
-            vec![SubordinateRange {
-                start: 300000,
-                count: 10
-            }]
-        );
+        assert_eq!(parse_subordinate_ranges(text, "dave", 1001), vec![SubordinateRange { start: 300000, count: 10 }]);
         assert!(parse_subordinate_ranges(text, "carol", 7).is_empty());
     }
 
     #[test]
     fn map_arguments_stack_ranges_above_root() {
-        let ranges = [
-            SubordinateRange {
-                start: 100000,
-                count: 65536,
-            },
-            SubordinateRange {
-                start: 400000,
-                count: 5,
-            },
-        ];
-        assert_eq!(
-            map_arguments(1001, &ranges),
-            [
-                "0", "1001", "1", "1", "100000", "65536", "65537", "400000", "5"
-            ]
-        );
+        let ranges = [SubordinateRange { start: 100000, count: 65536 }, SubordinateRange { start: 400000, count: 5 }];
+        assert_eq!(map_arguments(1001, &ranges), ["0", "1001", "1", "1", "100000", "65536", "65537", "400000", "5"]);
     }
 }

@@ -187,40 +187,18 @@ pub enum ExtractError {
     },
 }
 
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ExtractError + 'a {
-    move |source| ExtractError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExtractError + 'a {
+    move |source| ExtractError::Io { action, path: path.to_path_buf(), source }
 }
 
-fn nix_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(nix::Error) -> ExtractError + 'a {
-    move |errno| ExtractError::Io {
-        action,
-        path: path.to_path_buf(),
-        source: io::Error::from(errno),
-    }
+fn nix_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> ExtractError + 'a {
+    move |errno| ExtractError::Io { action, path: path.to_path_buf(), source: io::Error::from(errno) }
 }
 
 /// Extracts the uncompressed tar stream `reader` into `dir` (which must exist) and returns
 /// what was done. On error, `dir` holds a partial result that the caller discards.
-pub fn extract<R: Read>(
-    reader: R,
-    dir: &Path,
-    options: &ExtractOptions,
-) -> Result<ExtractSummary, ExtractError> {
-    let mut archive = ArchiveReader {
-        reader,
-        offset: 0,
-        pending: 0,
-    };
+pub fn extract<R: Read>(reader: R, dir: &Path, options: &ExtractOptions) -> Result<ExtractSummary, ExtractError> {
+    let mut archive = ArchiveReader { reader, offset: 0, pending: 0 };
     let mut extractor = Extractor {
         root: dir.to_path_buf(),
         options: *options,
@@ -285,11 +263,7 @@ fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
             Err(error) => return Err(error),
         }
     }
-    if filled == 0 || filled == buffer.len() {
-        Ok(filled)
-    } else {
-        Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-    }
+    if filled == 0 || filled == buffer.len() { Ok(filled) } else { Err(io::Error::from(io::ErrorKind::UnexpectedEof)) }
 }
 
 fn is_zero_block(block: &[u8; BLOCK_SIZE]) -> bool {
@@ -310,11 +284,7 @@ fn checksum_matches(block: &[u8; BLOCK_SIZE]) -> bool {
     };
     let (mut unsigned, mut signed) = (0u32, 0i64);
     for (index, byte) in block.iter().enumerate() {
-        let byte = if (148..156).contains(&index) {
-            b' '
-        } else {
-            *byte
-        };
+        let byte = if (148..156).contains(&index) { b' ' } else { *byte };
         unsigned += u32::from(byte);
         signed += i64::from(byte as i8);
     }
@@ -330,10 +300,7 @@ fn padded(size: u64) -> u64 {
 fn parse_pax_records(mut data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut records = Vec::new();
     while let Some(space) = data.iter().position(|byte| *byte == b' ') {
-        let Some(length) = std::str::from_utf8(&data[..space])
-            .ok()
-            .and_then(|text| text.parse::<usize>().ok())
-        else {
+        let Some(length) = std::str::from_utf8(&data[..space]).ok().and_then(|text| text.parse::<usize>().ok()) else {
             break;
         };
         if length <= space + 1 || length > data.len() || data[length - 1] != b'\n' {
@@ -354,11 +321,7 @@ fn parse_pax_time(value: &[u8]) -> Option<i64> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let seconds: i64 = whole.parse().ok()?;
     let has_fraction = fraction.bytes().any(|digit| digit != b'0');
-    Some(if whole.starts_with('-') && has_fraction {
-        seconds - 1
-    } else {
-        seconds
-    })
+    Some(if whole.starts_with('-') && has_fraction { seconds - 1 } else { seconds })
 }
 
 /// A numeric header field: octal text (surrounded by spaces or NULs; empty means 0) or, with
@@ -367,11 +330,7 @@ fn parse_pax_time(value: &[u8]) -> Option<i64> {
 fn parse_numeric(field: &[u8]) -> Option<i64> {
     if let Some(first) = field.first().filter(|first| **first & 0x80 != 0) {
         let negative = *first == 0xff;
-        let mut value: i64 = if negative {
-            -1
-        } else {
-            i64::from(*first & 0x7f)
-        };
+        let mut value: i64 = if negative { -1 } else { i64::from(*first & 0x7f) };
         for byte in &field[1..] {
             value = value.checked_mul(256)? | i64::from(*byte);
         }
@@ -387,18 +346,14 @@ fn parse_numeric(field: &[u8]) -> Option<i64> {
 }
 
 fn trim_nul(bytes: &[u8]) -> Vec<u8> {
-    let end = bytes
-        .iter()
-        .position(|byte| *byte == 0)
-        .unwrap_or(bytes.len());
+    let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
     bytes[..end].to_vec()
 }
 
 impl<R: Read> ArchiveReader<R> {
     fn skip_pending(&mut self) -> Result<(), ExtractError> {
         if self.pending > 0 {
-            let skipped = io::copy(&mut (&mut self.reader).take(self.pending), &mut io::sink())
-                .map_err(ExtractError::ReadArchive)?;
+            let skipped = io::copy(&mut (&mut self.reader).take(self.pending), &mut io::sink()).map_err(ExtractError::ReadArchive)?;
             self.offset += skipped;
             // Only padding can be missing here (data is checked in `copy_data`): an archive that
             // ends right after its last file's data (umoci's `insert` writes such layers) is
@@ -427,12 +382,7 @@ impl<R: Read> ArchiveReader<R> {
     }
 
     /// Copies the current entry's data to `out`, then consumes its padding.
-    fn copy_data(
-        &mut self,
-        size: u64,
-        out: &mut impl io::Write,
-        path: &Path,
-    ) -> Result<(), ExtractError> {
+    fn copy_data(&mut self, size: u64, out: &mut impl io::Write, path: &Path) -> Result<(), ExtractError> {
         let mut content = (&mut self.reader).take(size);
         let mut buffer = vec![0u8; 64 * 1024];
         let mut copied = 0u64;
@@ -443,8 +393,7 @@ impl<R: Read> ArchiveReader<R> {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(ExtractError::ReadArchive(error)),
             };
-            out.write_all(&buffer[..count])
-                .map_err(io_error("write", path))?;
+            out.write_all(&buffer[..count]).map_err(io_error("write", path))?;
             copied += count as u64;
         }
         self.offset += copied;
@@ -463,34 +412,25 @@ impl<R: Read> ArchiveReader<R> {
             self.skip_pending()?;
             let mut block = [0u8; BLOCK_SIZE];
             let header_offset = self.offset;
-            let read =
-                read_full(&mut self.reader, &mut block).map_err(|error| match error.kind() {
-                    io::ErrorKind::UnexpectedEof => ExtractError::Truncated,
-                    _ => ExtractError::ReadArchive(error),
-                })?;
+            let read = read_full(&mut self.reader, &mut block).map_err(|error| match error.kind() {
+                io::ErrorKind::UnexpectedEof => ExtractError::Truncated,
+                _ => ExtractError::ReadArchive(error),
+            })?;
             self.offset += read as u64;
             // A missing end-of-archive marker is tolerated, as GNU tar and Go do.
             if read == 0 || is_zero_block(&block) {
                 return Ok(None);
             }
             if !checksum_matches(&block) {
-                return Err(ExtractError::Checksum {
-                    offset: header_offset,
-                });
+                return Err(ExtractError::Checksum { offset: header_offset });
             }
             let header = tar::Header::from_byte_slice(&block);
             let type_flag = header.entry_type().as_byte();
             let header_name = header.path_bytes().into_owned();
-            let invalid = |field| ExtractError::InvalidHeader {
-                name: String::from_utf8_lossy(&header_name).into_owned(),
-                field,
-            };
-            let numeric = |range: std::ops::Range<usize>, field| {
-                parse_numeric(&block[range]).ok_or_else(|| invalid(field))
-            };
+            let invalid = |field| ExtractError::InvalidHeader { name: String::from_utf8_lossy(&header_name).into_owned(), field };
+            let numeric = |range: std::ops::Range<usize>, field| parse_numeric(&block[range]).ok_or_else(|| invalid(field));
             let unsigned = |range: std::ops::Range<usize>, field| {
-                numeric(range, field)
-                    .and_then(|value| u64::try_from(value).map_err(|_| invalid(field)))
+                numeric(range, field).and_then(|value| u64::try_from(value).map_err(|_| invalid(field)))
             };
             let mut size = unsigned(124..136, "size")?;
             match type_flag {
@@ -517,22 +457,14 @@ impl<R: Read> ArchiveReader<R> {
             }
 
             let mut name = long_name.take().unwrap_or(header_name.clone());
-            let mut link_name = long_link_name.take().unwrap_or_else(|| {
-                header
-                    .link_name_bytes()
-                    .map(|bytes| bytes.into_owned())
-                    .unwrap_or_default()
-            });
+            let mut link_name =
+                long_link_name.take().unwrap_or_else(|| header.link_name_bytes().map(|bytes| bytes.into_owned()).unwrap_or_default());
             let mut uid = unsigned(108..116, "uid")?;
             let mut gid = unsigned(116..124, "gid")?;
             let mut mtime = numeric(136..148, "mtime")?;
             let mut xattrs = Vec::new();
             for (key, value) in pax.drain(..) {
-                let number = || {
-                    std::str::from_utf8(&value)
-                        .ok()
-                        .and_then(|text| text.parse::<u64>().ok())
-                };
+                let number = || std::str::from_utf8(&value).ok().and_then(|text| text.parse::<u64>().ok());
                 match key.as_slice() {
                     b"path" => name = value,
                     b"linkpath" => link_name = value,
@@ -544,10 +476,7 @@ impl<R: Read> ArchiveReader<R> {
                         xattrs.push((key[b"SCHILY.xattr.".len()..].to_vec(), value));
                     }
                     _ if key.starts_with(b"GNU.sparse.") => {
-                        return Err(ExtractError::UnsupportedType {
-                            name: String::from_utf8_lossy(&name).into_owned(),
-                            type_flag: 'S',
-                        });
+                        return Err(ExtractError::UnsupportedType { name: String::from_utf8_lossy(&name).into_owned(), type_flag: 'S' });
                     }
                     _ => {}
                 }
@@ -575,32 +504,16 @@ impl<R: Read> ArchiveReader<R> {
             if kind != EntryKind::Regular {
                 size = 0;
             }
-            let (device_major, device_minor) =
-                if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-                    let major = unsigned(329..337, "devmajor")?;
-                    let minor = unsigned(337..345, "devminor")?;
-                    (
-                        u32::try_from(major).map_err(|_| invalid("devmajor"))?,
-                        u32::try_from(minor).map_err(|_| invalid("devminor"))?,
-                    )
-                } else {
-                    (0, 0)
-                };
+            let (device_major, device_minor) = if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+                let major = unsigned(329..337, "devmajor")?;
+                let minor = unsigned(337..345, "devminor")?;
+                (u32::try_from(major).map_err(|_| invalid("devmajor"))?, u32::try_from(minor).map_err(|_| invalid("devminor"))?)
+            } else {
+                (0, 0)
+            };
             let mode = (unsigned(100..108, "mode")? & 0o7777) as u32;
             self.pending = padded(size);
-            return Ok(Some(ArchiveEntry {
-                name,
-                link_name,
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime,
-                size,
-                device_major,
-                device_minor,
-                xattrs,
-            }));
+            return Ok(Some(ArchiveEntry { name, link_name, kind, mode, uid, gid, mtime, size, device_major, device_minor, xattrs }));
         }
     }
 }
@@ -647,23 +560,17 @@ struct Extractor {
 
 fn set_mtime(path: &Path, mtime: i64) -> Result<(), ExtractError> {
     let time = TimeSpec::new(mtime, 0);
-    nix::sys::stat::utimensat(None, path, &time, &time, UtimensatFlags::NoFollowSymlink)
-        .map_err(nix_error("set mtime of", path))
+    nix::sys::stat::utimensat(None, path, &time, &time, UtimensatFlags::NoFollowSymlink).map_err(nix_error("set mtime of", path))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ExtractError> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_error("set mode of", path))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error("set mode of", path))
 }
 
 impl Extractor {
     /// Ensures every parent directory of `components` exists as a real directory (creating
     /// missing ones) and returns the absolute parent path.
-    fn prepare_parents(
-        &mut self,
-        components: &[&[u8]],
-        entry: &ArchiveEntry,
-    ) -> Result<PathBuf, ExtractError> {
+    fn prepare_parents(&mut self, components: &[&[u8]], entry: &ArchiveEntry) -> Result<PathBuf, ExtractError> {
         let mut relative = PathBuf::new();
         let parents = &components[..components.len().saturating_sub(1)];
         for component in parents {
@@ -675,27 +582,17 @@ impl Extractor {
             match fs::symlink_metadata(&absolute) {
                 Ok(metadata) if metadata.is_dir() => {}
                 Ok(metadata) if metadata.file_type().is_symlink() => {
-                    return Err(ExtractError::ThroughSymlink {
-                        name: entry.display_name(),
-                        symlink: relative.display().to_string(),
-                    });
+                    return Err(ExtractError::ThroughSymlink { name: entry.display_name(), symlink: relative.display().to_string() });
                 }
                 Ok(_) => {
-                    return Err(ExtractError::ParentNotDirectory {
-                        name: entry.display_name(),
-                        parent: relative.display().to_string(),
-                    });
+                    return Err(ExtractError::ParentNotDirectory { name: entry.display_name(), parent: relative.display().to_string() });
                 }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&absolute)
-                        .map_err(io_error("create directory", &absolute))?;
+                    fs::DirBuilder::new().mode(0o755).create(&absolute).map_err(io_error("create directory", &absolute))?;
                     // Independent of the umask, so a rewritten layer does not depend on it.
                     set_mode(&absolute, 0o755)?;
                     if let Ownership::Fixed { uid, gid } = self.options.ownership {
-                        std::os::unix::fs::lchown(&absolute, Some(uid), Some(gid))
-                            .map_err(io_error("change owner of", &absolute))?;
+                        std::os::unix::fs::lchown(&absolute, Some(uid), Some(gid)).map_err(io_error("change owner of", &absolute))?;
                     }
                 }
                 Err(error) => return Err(io_error("inspect", &absolute)(error)),
@@ -714,8 +611,7 @@ impl Extractor {
         if metadata.is_dir() {
             // std's remove_dir_all does not follow symlinks inside the tree.
             fs::remove_dir_all(path).map_err(io_error("remove", path))?;
-            self.deferred_directories
-                .retain(|deferred, _| !deferred.starts_with(relative));
+            self.deferred_directories.retain(|deferred, _| !deferred.starts_with(relative));
         } else {
             fs::remove_file(path).map_err(io_error("remove", path))?;
         }
@@ -723,11 +619,7 @@ impl Extractor {
         Ok(())
     }
 
-    fn extract_entry<R: Read>(
-        &mut self,
-        entry: &ArchiveEntry,
-        archive: &mut ArchiveReader<R>,
-    ) -> Result<(), ExtractError> {
+    fn extract_entry<R: Read>(&mut self, entry: &ArchiveEntry, archive: &mut ArchiveReader<R>) -> Result<(), ExtractError> {
         let components = clean_components(&entry.name);
         let Some(last) = components.last().copied() else {
             // The root itself: only a directory entry means something (its metadata).
@@ -735,13 +627,7 @@ impl Extractor {
                 let root = self.root.clone();
                 self.apply_ownership(&root, entry)?;
                 self.apply_xattrs(&root, entry)?;
-                self.deferred_directories.insert(
-                    PathBuf::new(),
-                    DeferredDirectory {
-                        mode: entry.mode,
-                        mtime: entry.mtime,
-                    },
-                );
+                self.deferred_directories.insert(PathBuf::new(), DeferredDirectory { mode: entry.mode, mtime: entry.mtime });
             }
             return Ok(());
         };
@@ -759,22 +645,13 @@ impl Extractor {
                     Ok(metadata) if metadata.is_dir() => {}
                     _ => {
                         self.remove_existing(&path, &relative)?;
-                        fs::DirBuilder::new()
-                            .mode(0o700)
-                            .create(&path)
-                            .map_err(io_error("create directory", &path))?;
+                        fs::DirBuilder::new().mode(0o700).create(&path).map_err(io_error("create directory", &path))?;
                     }
                 }
                 self.verified_directories.insert(relative.clone());
                 self.apply_ownership(&path, entry)?;
                 self.apply_xattrs(&path, entry)?;
-                self.deferred_directories.insert(
-                    relative,
-                    DeferredDirectory {
-                        mode: entry.mode,
-                        mtime: entry.mtime,
-                    },
-                );
+                self.deferred_directories.insert(relative, DeferredDirectory { mode: entry.mode, mtime: entry.mtime });
                 Ok(())
             }
             EntryKind::Regular => {
@@ -794,8 +671,7 @@ impl Extractor {
             EntryKind::Symlink => {
                 self.remove_existing(&path, &relative)?;
                 let target = std::ffi::OsStr::from_bytes(&entry.link_name);
-                std::os::unix::fs::symlink(target, &path)
-                    .map_err(io_error("create symlink", &path))?;
+                std::os::unix::fs::symlink(target, &path).map_err(io_error("create symlink", &path))?;
                 self.apply_metadata(&path, entry)
             }
             EntryKind::HardLink => self.extract_hardlink(entry, &path, &relative),
@@ -806,8 +682,7 @@ impl Extractor {
                     EntryKind::BlockDevice => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                let device =
-                    nix::sys::stat::makedev(entry.device_major.into(), entry.device_minor.into());
+                let device = nix::sys::stat::makedev(entry.device_major.into(), entry.device_minor.into());
                 match nix::sys::stat::mknod(&path, kind, Mode::from_bits_truncate(0o600), device) {
                     Ok(()) => self.apply_metadata(&path, entry),
                     Err(nix::Error::EPERM) if entry.kind != EntryKind::Fifo => {
@@ -820,12 +695,7 @@ impl Extractor {
         }
     }
 
-    fn extract_whiteout(
-        &mut self,
-        entry: &ArchiveEntry,
-        parent: &Path,
-        last: &[u8],
-    ) -> Result<(), ExtractError> {
+    fn extract_whiteout(&mut self, entry: &ArchiveEntry, parent: &Path, last: &[u8]) -> Result<(), ExtractError> {
         if last == OPAQUE_MARKER {
             return xattr::set(parent, OPAQUE_XATTR, b"y").map_err(io_error("mark opaque", parent));
         }
@@ -840,22 +710,14 @@ impl Extractor {
             // Created by this same layer: a whiteout hides only lower layers.
             return Ok(());
         }
-        nix::sys::stat::mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0)
-            .map_err(nix_error("create whiteout", &path))?;
+        nix::sys::stat::mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(nix_error("create whiteout", &path))?;
         self.apply_ownership(&path, entry)?;
         set_mtime(&path, entry.mtime)
     }
 
-    fn extract_hardlink(
-        &mut self,
-        entry: &ArchiveEntry,
-        path: &Path,
-        relative: &Path,
-    ) -> Result<(), ExtractError> {
-        let invalid = || ExtractError::InvalidHardlink {
-            name: entry.display_name(),
-            target: String::from_utf8_lossy(&entry.link_name).into_owned(),
-        };
+    fn extract_hardlink(&mut self, entry: &ArchiveEntry, path: &Path, relative: &Path) -> Result<(), ExtractError> {
+        let invalid =
+            || ExtractError::InvalidHardlink { name: entry.display_name(), target: String::from_utf8_lossy(&entry.link_name).into_owned() };
         let target_components = clean_components(&entry.link_name);
         if target_components.is_empty() {
             return Err(invalid());
@@ -870,9 +732,7 @@ impl Extractor {
                 _ => return Err(invalid()),
             }
         }
-        target.push(std::ffi::OsStr::from_bytes(
-            target_components[target_components.len() - 1],
-        ));
+        target.push(std::ffi::OsStr::from_bytes(target_components[target_components.len() - 1]));
         let target_metadata = match fs::symlink_metadata(&target) {
             Ok(metadata) if !metadata.is_dir() => metadata,
             _ => return Err(invalid()),
@@ -900,14 +760,8 @@ impl Extractor {
 
     fn apply_ownership(&self, path: &Path, entry: &ArchiveEntry) -> Result<(), ExtractError> {
         let archive_ids = || -> Result<(u32, u32), ExtractError> {
-            let invalid = |field| ExtractError::InvalidHeader {
-                name: entry.display_name(),
-                field,
-            };
-            Ok((
-                u32::try_from(entry.uid).map_err(|_| invalid("uid"))?,
-                u32::try_from(entry.gid).map_err(|_| invalid("gid"))?,
-            ))
+            let invalid = |field| ExtractError::InvalidHeader { name: entry.display_name(), field };
+            Ok((u32::try_from(entry.uid).map_err(|_| invalid("uid"))?, u32::try_from(entry.gid).map_err(|_| invalid("gid"))?))
         };
         let (uid, gid) = match self.options.ownership {
             Ownership::Fixed { uid, gid } => (uid, gid),
@@ -916,8 +770,7 @@ impl Extractor {
         match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
             Ok(()) => Ok(()),
             Err(error)
-                if self.options.ownership == Ownership::BestEffort
-                    && matches!(error.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) =>
+                if self.options.ownership == Ownership::BestEffort && matches!(error.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) =>
             {
                 Ok(())
             }
@@ -935,14 +788,7 @@ impl Extractor {
                 Err(error)
                     if matches!(
                         error.raw_os_error(),
-                        Some(
-                            libc::ENOTSUP
-                                | libc::EPERM
-                                | libc::EACCES
-                                | libc::EINVAL
-                                | libc::ERANGE
-                                | libc::E2BIG
-                        )
+                        Some(libc::ENOTSUP | libc::EPERM | libc::EACCES | libc::EINVAL | libc::ERANGE | libc::E2BIG)
                     ) =>
                 {
                     self.summary.skipped_xattrs += 1;

@@ -97,8 +97,7 @@ impl Flattener<'_> {
                 fs::set_permissions(target, fs::Permissions::from_mode(0o700)).map_err(error(target))?;
                 self.directory(node, target)?;
                 self.owner(target, metadata).map_err(error(target))?;
-                fs::set_permissions(target, fs::Permissions::from_mode(metadata.mode() & 0o7777))
-                    .map_err(error(target))?;
+                fs::set_permissions(target, fs::Permissions::from_mode(metadata.mode() & 0o7777)).map_err(error(target))?;
                 self.directories.push((target.to_path_buf(), metadata.clone()));
                 Ok(())
             }
@@ -137,8 +136,7 @@ impl Flattener<'_> {
                         .map_err(error(target))?;
                 }
                 self.owner(target, metadata).map_err(error(target))?;
-                fs::set_permissions(target, fs::Permissions::from_mode(metadata.mode() & 0o7777))
-                    .map_err(error(target))?;
+                fs::set_permissions(target, fs::Permissions::from_mode(metadata.mode() & 0o7777)).map_err(error(target))?;
                 copy_xattrs(path, target);
                 set_times(target, metadata.mtime(), metadata.mtime_nsec()).map_err(error(target))
             }
@@ -169,14 +167,8 @@ fn copy_xattrs(source: &Path, target: &Path) {
 /// Sets access and modification times to `seconds.nanos` without following symlinks.
 pub fn set_times(path: &Path, seconds: i64, nanos: i64) -> io::Result<()> {
     let time = nix::sys::time::TimeSpec::new(seconds, nanos);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &time,
-        &time,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+    nix::sys::stat::utimensat(None, path, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+        .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
 }
 
 #[cfg(test)]
@@ -191,13 +183,8 @@ mod tests {
         fs::write(base.path().join("a/old"), "old").unwrap();
         fs::write(base.path().join("a/kept"), "kept").unwrap();
         fs::create_dir_all(upper.path().join("a")).unwrap();
-        nix::sys::stat::mknod(
-            &upper.path().join("a/old"),
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::empty(),
-            0,
-        )
-        .expect("mknod of a whiteout needs root (tests run as root)");
+        nix::sys::stat::mknod(&upper.path().join("a/old"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+            .expect("mknod of a whiteout needs root (tests run as root)");
         fs::write(upper.path().join("a/one"), "x").unwrap();
         fs::hard_link(upper.path().join("a/one"), upper.path().join("a/two")).unwrap();
         symlink("kept", upper.path().join("a/link")).unwrap();

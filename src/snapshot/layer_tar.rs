@@ -85,44 +85,24 @@ pub enum LayerTarError {
 
 /// Writes the layer tar of the snapshot `dir` to `out` and returns its summary. `out` is not
 /// flushed beyond what the writes themselves do; the caller owns buffering and fsync.
-pub fn write_layer_tar<W: Write>(
-    dir: &Path,
-    out: W,
-    options: &LayerTarOptions,
-) -> Result<LayerTarSummary, LayerTarError> {
+pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
     let mut writer = LayerWriter {
-        out: HashingWriter {
-            inner: out,
-            hasher: Sha256::new(),
-            written: 0,
-        },
+        out: HashingWriter { inner: out, hasher: Sha256::new(), written: 0 },
         clamp_mtime: options.clamp_mtime,
         first_paths: HashMap::new(),
         entries: 0,
     };
     writer.write_directory(dir, &[])?;
     // Two zero blocks end a tar archive.
-    writer
-        .out
-        .write_all(&[0; 2 * BLOCK_SIZE as usize])
-        .map_err(LayerTarError::Write)?;
-    let HashingWriter {
-        hasher, written, ..
-    } = writer.out;
-    Ok(LayerTarSummary {
-        entries: writer.entries,
-        bytes: written,
-        diff_id: format!("sha256:{}", hex::encode(hasher.finalize())),
-    })
+    writer.out.write_all(&[0; 2 * BLOCK_SIZE as usize]).map_err(LayerTarError::Write)?;
+    let HashingWriter { hasher, written, .. } = writer.out;
+    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: format!("sha256:{}", hex::encode(hasher.finalize())) })
 }
 
 /// Whether the snapshot `dir` has nothing in it, so its layer would add nothing (BuildKit
 /// skips such layers when the instruction allows it).
 pub fn is_empty_layer(dir: &Path) -> Result<bool, LayerTarError> {
-    let mut entries = fs::read_dir(dir).map_err(|source| LayerTarError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let mut entries = fs::read_dir(dir).map_err(|source| LayerTarError::Read { path: dir.to_path_buf(), source })?;
     Ok(entries.next().is_none())
 }
 
@@ -205,29 +185,16 @@ fn is_whiteout(metadata: &Metadata) -> bool {
 
 impl<W: Write> LayerWriter<W> {
     fn write_directory(&mut self, disk_dir: &Path, tar_prefix: &[u8]) -> Result<(), LayerTarError> {
-        let read_error = |source| LayerTarError::Read {
-            path: disk_dir.to_path_buf(),
-            source,
-        };
+        let read_error = |source| LayerTarError::Read { path: disk_dir.to_path_buf(), source };
         let mut children = Vec::new();
         for dir_entry in fs::read_dir(disk_dir).map_err(read_error)? {
             let dir_entry = dir_entry.map_err(read_error)?;
             let path = dir_entry.path();
-            let metadata = fs::symlink_metadata(&path).map_err(|source| LayerTarError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let metadata = fs::symlink_metadata(&path).map_err(|source| LayerTarError::Read { path: path.clone(), source })?;
             let file_name = dir_entry.file_name();
-            let tar_component = if is_whiteout(&metadata) {
-                [WHITEOUT_PREFIX, file_name.as_bytes()].concat()
-            } else {
-                file_name.as_bytes().to_vec()
-            };
-            children.push(Child {
-                file_name,
-                tar_component,
-                metadata,
-            });
+            let tar_component =
+                if is_whiteout(&metadata) { [WHITEOUT_PREFIX, file_name.as_bytes()].concat() } else { file_name.as_bytes().to_vec() };
+            children.push(Child { file_name, tar_component, metadata });
         }
         children.sort_by(|left, right| left.tar_component.cmp(&right.tar_component));
 
@@ -279,12 +246,7 @@ impl<W: Write> LayerWriter<W> {
         Ok(())
     }
 
-    fn write_non_directory(
-        &mut self,
-        path: &Path,
-        metadata: &Metadata,
-        name: &[u8],
-    ) -> Result<(), LayerTarError> {
+    fn write_non_directory(&mut self, path: &Path, metadata: &Metadata, name: &[u8]) -> Result<(), LayerTarError> {
         if metadata.nlink() > 1 {
             let inode = (metadata.dev(), metadata.ino());
             if let Some(first) = self.first_paths.get(&inode) {
@@ -296,18 +258,8 @@ impl<W: Write> LayerWriter<W> {
         let file_type = metadata.file_type();
         let (xattrs, _) = read_xattrs(path)?;
         if file_type.is_symlink() {
-            let target = fs::read_link(path).map_err(|source| LayerTarError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            self.write_entry(
-                path,
-                metadata,
-                name,
-                Kind::Symlink,
-                target.as_os_str().as_bytes(),
-                xattrs,
-            )
+            let target = fs::read_link(path).map_err(|source| LayerTarError::Read { path: path.to_path_buf(), source })?;
+            self.write_entry(path, metadata, name, Kind::Symlink, target.as_os_str().as_bytes(), xattrs)
         } else if file_type.is_char_device() {
             self.write_entry(path, metadata, name, Kind::CharDevice, &[], xattrs)
         } else if file_type.is_block_device() {
@@ -337,18 +289,11 @@ impl<W: Write> LayerWriter<W> {
     ) -> Result<(), LayerTarError> {
         let device = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
             let device = metadata.rdev();
-            (
-                u64::from(libc::major(device)),
-                u64::from(libc::minor(device)),
-            )
+            (u64::from(libc::major(device)), u64::from(libc::minor(device)))
         } else {
             (0, 0)
         };
-        let size = if kind == Kind::Regular {
-            metadata.len()
-        } else {
-            0
-        };
+        let size = if kind == Kind::Regular { metadata.len() } else { 0 };
         let header = EntryHeader {
             name,
             kind,
@@ -366,21 +311,14 @@ impl<W: Write> LayerWriter<W> {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(|source| LayerTarError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| LayerTarError::Read { path: path.to_path_buf(), source })?;
             self.append(&header, Some((file, path)))
         } else {
             self.append(&header, None)
         }
     }
 
-    fn append(
-        &mut self,
-        entry: &EntryHeader<'_>,
-        data: Option<(File, &Path)>,
-    ) -> Result<(), LayerTarError> {
+    fn append(&mut self, entry: &EntryHeader<'_>, data: Option<(File, &Path)>) -> Result<(), LayerTarError> {
         let mut header = tar::Header::new_ustar();
         let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
 
@@ -389,10 +327,7 @@ impl<W: Write> LayerWriter<W> {
         }
         if entry.link_name.len() > 100 {
             records.push((b"linkpath".to_vec(), entry.link_name.to_vec()));
-            header
-                .as_old_mut()
-                .linkname
-                .copy_from_slice(&entry.link_name[..100]);
+            header.as_old_mut().linkname.copy_from_slice(&entry.link_name[..100]);
         } else {
             header.as_old_mut().linkname[..entry.link_name.len()].copy_from_slice(entry.link_name);
         }
@@ -421,20 +356,14 @@ impl<W: Write> LayerWriter<W> {
         header.set_mtime(mtime);
         // USTAR device fields are 8 octal bytes; larger numbers need PAX, which no reader we
         // target understands for devices, so such nodes keep the truncated number.
-        header
-            .set_device_major(u32::try_from(entry.device.0).unwrap_or(u32::MAX))
-            .map_err(LayerTarError::Write)?;
-        header
-            .set_device_minor(u32::try_from(entry.device.1).unwrap_or(u32::MAX))
-            .map_err(LayerTarError::Write)?;
+        header.set_device_major(u32::try_from(entry.device.0).unwrap_or(u32::MAX)).map_err(LayerTarError::Write)?;
+        header.set_device_minor(u32::try_from(entry.device.1).unwrap_or(u32::MAX)).map_err(LayerTarError::Write)?;
         header.set_cksum();
 
         if !records.is_empty() {
             self.write_pax_header(entry.name, records)?;
         }
-        self.out
-            .write_all(header.as_bytes())
-            .map_err(LayerTarError::Write)?;
+        self.out.write_all(header.as_bytes()).map_err(LayerTarError::Write)?;
         if let Some((file, path)) = data {
             self.copy_content(file, path, entry.size)?;
             self.pad(entry.size)?;
@@ -454,30 +383,19 @@ impl<W: Write> LayerWriter<W> {
                 Ok(count) => count,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(LayerTarError::Read {
-                        path: path.to_path_buf(),
-                        source,
-                    });
+                    return Err(LayerTarError::Read { path: path.to_path_buf(), source });
                 }
             };
-            self.out
-                .write_all(&buffer[..count])
-                .map_err(LayerTarError::Write)?;
+            self.out.write_all(&buffer[..count]).map_err(LayerTarError::Write)?;
             copied += count as u64;
         }
         if copied != size {
-            return Err(LayerTarError::SizeChanged {
-                path: path.to_path_buf(),
-            });
+            return Err(LayerTarError::SizeChanged { path: path.to_path_buf() });
         }
         Ok(())
     }
 
-    fn write_pax_header(
-        &mut self,
-        name: &[u8],
-        mut records: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), LayerTarError> {
+    fn write_pax_header(&mut self, name: &[u8], mut records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), LayerTarError> {
         records.sort();
         let mut data = Vec::new();
         for (key, value) in &records {
@@ -512,9 +430,7 @@ impl<W: Write> LayerWriter<W> {
         header.set_mtime(0);
         header.set_size(data.len() as u64);
         header.set_cksum();
-        self.out
-            .write_all(header.as_bytes())
-            .map_err(LayerTarError::Write)?;
+        self.out.write_all(header.as_bytes()).map_err(LayerTarError::Write)?;
         self.out.write_all(&data).map_err(LayerTarError::Write)?;
         self.pad(data.len() as u64)
     }
@@ -523,9 +439,7 @@ impl<W: Write> LayerWriter<W> {
         let remainder = (size % BLOCK_SIZE) as usize;
         if remainder != 0 {
             let zeros = [0u8; BLOCK_SIZE as usize];
-            self.out
-                .write_all(&zeros[remainder..])
-                .map_err(LayerTarError::Write)?;
+            self.out.write_all(&zeros[remainder..]).map_err(LayerTarError::Write)?;
         }
         Ok(())
     }
@@ -559,10 +473,7 @@ fn set_ustar_name(header: &mut tar::Header, name: &[u8]) -> bool {
 /// The xattrs of `path` (not following a symlink) that belong in the layer, sorted by name,
 /// and whether an overlay opaque xattr marks it. A filesystem without xattrs has none.
 fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), LayerTarError> {
-    let read_error = |source| LayerTarError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_error = |source| LayerTarError::Read { path: path.to_path_buf(), source };
     let names = match xattr::list(path) {
         Ok(names) => names,
         Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => {
@@ -578,10 +489,7 @@ fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), LayerTarError> {
             continue;
         };
         let name = name.as_bytes();
-        if OPAQUE_XATTRS
-            .iter()
-            .any(|opaque_name| name == opaque_name.as_bytes())
-        {
+        if OPAQUE_XATTRS.iter().any(|opaque_name| name == opaque_name.as_bytes()) {
             opaque |= value == b"y";
         } else if !is_overlay_xattr(name) {
             xattrs.push((name.to_vec(), value));

@@ -7,10 +7,7 @@ use std::process::Command;
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (mknod of devices, chown): run it as root"
-    );
+    assert_eq!(euid, 0, "this test needs root (mknod of devices, chown): run it as root");
 }
 
 fn set_mtime(path: &Path, seconds: i64) {
@@ -43,10 +40,7 @@ fn list(bytes: &[u8]) -> Vec<Listed> {
                 header.gid().unwrap(),
                 header.mtime().unwrap(),
                 header.size().unwrap(),
-                entry
-                    .link_name_bytes()
-                    .map(|name| String::from_utf8(name.into_owned()).unwrap())
-                    .unwrap_or_default(),
+                entry.link_name_bytes().map(|name| String::from_utf8(name.into_owned()).unwrap()).unwrap_or_default(),
             )
         })
         .collect()
@@ -67,20 +61,12 @@ fn build_tree(root: &Path) {
     fs::set_permissions(root.join("a-b"), fs::Permissions::from_mode(0o1777)).unwrap();
     symlink("a/b/file", root.join("link")).unwrap();
     fs::hard_link(root.join("a/b/file"), root.join("hard")).unwrap();
-    nix::unistd::mkfifo(
-        &root.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .unwrap();
+    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     std::os::unix::fs::lchown(root.join("a/z"), Some(1234), Some(5678)).unwrap();
     xattr::set(root.join("top"), "user.note", b"with\nnewline\0and nul").unwrap();
     let long_name = "d".repeat(120);
     fs::create_dir_all(root.join("a").join(&long_name)).unwrap();
-    fs::write(
-        root.join("a").join(&long_name).join("e".repeat(110)),
-        b"long",
-    )
-    .unwrap();
+    fs::write(root.join("a").join(&long_name).join("e".repeat(110)), b"long").unwrap();
     for entry in walkdir::WalkDir::new(root).contents_first(true) {
         set_mtime(entry.unwrap().path(), 1_700_000_000);
     }
@@ -94,10 +80,7 @@ fn two_writes_of_one_tree_are_byte_identical_and_match_the_diff_id() {
     let (second, _) = write_to_vec(dir.path(), &LayerTarOptions::default());
     assert_eq!(first, second);
     assert_eq!(summary.bytes, first.len() as u64);
-    assert_eq!(
-        summary.diff_id,
-        format!("sha256:{}", hex::encode(Sha256::digest(&first)))
-    );
+    assert_eq!(summary.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&first))));
     assert_eq!(summary.entries, names(&first).len() as u64);
     assert_eq!(first.len() % 512, 0);
 }
@@ -126,13 +109,7 @@ fn entries_are_walked_depth_first_in_name_order_with_metadata() {
         ]
     );
     let entries = list(&bytes);
-    let find = |name: &str| {
-        entries
-            .iter()
-            .find(|entry| entry.0 == name)
-            .unwrap()
-            .clone()
-    };
+    let find = |name: &str| entries.iter().find(|entry| entry.0 == name).unwrap().clone();
     let hard = find("hard");
     assert_eq!((hard.1, hard.6, hard.7.as_str()), (b'1', 0, "a/b/file"));
     let link = find("link");
@@ -159,30 +136,15 @@ fn pax_headers_carry_long_names_and_binary_xattrs_without_times() {
     assert!(text.contains(" SCHILY.xattr.user.note=with\nnewline\0and nul\n"));
     assert!(!text.contains("atime="));
     assert!(!text.contains("ctime="));
-    assert!(
-        !text.contains("mtime="),
-        "sub-second times must not be written"
-    );
+    assert!(!text.contains("mtime="), "sub-second times must not be written");
     // The 110-byte file name cannot be split into USTAR prefix and name.
-    assert!(text.contains(&format!(
-        " path=a/{}/{}\n",
-        "d".repeat(120),
-        "e".repeat(110)
-    )));
+    assert!(text.contains(&format!(" path=a/{}/{}\n", "d".repeat(120), "e".repeat(110))));
     // GNU tar reads the same names (it understands PAX).
     let work = tempfile::tempdir().unwrap();
     let tar_path = work.path().join("layer.tar");
     fs::write(&tar_path, &bytes).unwrap();
-    let output = Command::new("tar")
-        .arg("-tf")
-        .arg(&tar_path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new("tar").arg("-tf").arg(&tar_path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let listed = String::from_utf8(output.stdout).unwrap();
     assert_eq!(listed.lines().collect::<Vec<_>>(), names(&bytes));
 }
@@ -194,25 +156,14 @@ fn clamp_mtime_rewrites_only_newer_times() {
     fs::write(dir.path().join("new"), b"").unwrap();
     set_mtime(&dir.path().join("old"), 1000);
     set_mtime(&dir.path().join("new"), 5000);
-    let options = LayerTarOptions {
-        clamp_mtime: Some(2000),
-    };
+    let options = LayerTarOptions { clamp_mtime: Some(2000) };
     let (bytes, _) = write_to_vec(dir.path(), &options);
-    let times: Vec<(String, u64)> = list(&bytes)
-        .into_iter()
-        .map(|entry| (entry.0, entry.5))
-        .collect();
-    assert_eq!(
-        times,
-        vec![("new".to_string(), 2000), ("old".to_string(), 1000)]
-    );
+    let times: Vec<(String, u64)> = list(&bytes).into_iter().map(|entry| (entry.0, entry.5)).collect();
+    assert_eq!(times, vec![("new".to_string(), 2000), ("old".to_string(), 1000)]);
     // Touching a file newer than the clamp does not change the layer.
     set_mtime(&dir.path().join("new"), 9000);
     assert_eq!(write_to_vec(dir.path(), &options).0, bytes);
-    assert_ne!(
-        write_to_vec(dir.path(), &LayerTarOptions::default()).0,
-        bytes
-    );
+    assert_ne!(write_to_vec(dir.path(), &LayerTarOptions::default()).0, bytes);
 }
 
 #[test]
@@ -223,23 +174,13 @@ fn whiteouts_and_opaque_directories_become_oci_markers() {
     fs::create_dir(root.join("opaque")).unwrap();
     fs::create_dir(root.join("trusted")).unwrap();
     fs::write(root.join("opaque/kept"), b"x").unwrap();
-    for (path, mode) in [
-        ("opaque", 0o755),
-        ("trusted", 0o755),
-        ("opaque/kept", 0o644),
-    ] {
+    for (path, mode) in [("opaque", 0o755), ("trusted", 0o755), ("opaque/kept", 0o644)] {
         fs::set_permissions(root.join(path), fs::Permissions::from_mode(mode)).unwrap();
     }
     xattr::set(root.join("opaque"), "user.overlay.opaque", b"y").unwrap();
     xattr::set(root.join("trusted"), "trusted.overlay.opaque", b"y").unwrap();
     xattr::set(root.join("opaque"), "user.overlay.origin", b"junk").unwrap();
-    nix::sys::stat::mknod(
-        &root.join("gone"),
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::empty(),
-        0,
-    )
-    .unwrap();
+    nix::sys::stat::mknod(&root.join("gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).unwrap();
     std::os::unix::fs::lchown(root.join("gone"), Some(7), Some(8)).unwrap();
     nix::sys::stat::mknod(
         &root.join("null"),
@@ -254,10 +195,7 @@ fn whiteouts_and_opaque_directories_become_oci_markers() {
     }
     let (bytes, _) = write_to_vec(root, &LayerTarOptions::default());
     let entries = list(&bytes);
-    let summary: Vec<(&str, u8, u32, u64)> = entries
-        .iter()
-        .map(|entry| (entry.0.as_str(), entry.1, entry.2, entry.3))
-        .collect();
+    let summary: Vec<(&str, u8, u32, u64)> = entries.iter().map(|entry| (entry.0.as_str(), entry.1, entry.2, entry.3)).collect();
     assert_eq!(
         summary,
         vec![
@@ -272,14 +210,8 @@ fn whiteouts_and_opaque_directories_become_oci_markers() {
     );
     assert!(entries.iter().all(|entry| entry.5 == 1_600_000_000));
     let null = tar::Header::from_byte_slice(&bytes[512..1024]);
-    assert_eq!(
-        (null.device_major().unwrap(), null.device_minor().unwrap()),
-        (Some(1), Some(3))
-    );
-    assert!(
-        !String::from_utf8_lossy(&bytes).contains("overlay"),
-        "overlay xattrs must not be written"
-    );
+    assert_eq!((null.device_major().unwrap(), null.device_minor().unwrap()), (Some(1), Some(3)));
+    assert!(!String::from_utf8_lossy(&bytes).contains("overlay"), "overlay xattrs must not be written");
 }
 
 #[test]

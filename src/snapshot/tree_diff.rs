@@ -119,17 +119,13 @@ fn errno(errno: nix::errno::Errno) -> io::Error {
 /// directories' own roots are store temp directories (`0700`), which would shut out every
 /// `USER` but root. A layer never carries the root's metadata, so the diff ignores it.
 pub fn prepare_rootfs(view: &LayeredView, directory: &Path) -> Result<Prepared, TreeDiffError> {
-    flatten(view, directory, FileMode::Copy).map_err(|source| TreeDiffError::Prepare {
-        path: directory.to_path_buf(),
-        source,
-    })?;
+    flatten(view, directory, FileMode::Copy).map_err(|source| TreeDiffError::Prepare { path: directory.to_path_buf(), source })?;
     // flatten copies the xattrs of files only; a directory without its xattrs would show up in
     // every diff as modified (and lose them in the layer).
     let root = view.root().map_err(read_error(directory))?;
     copy_directory_xattrs(view, &root, directory)?;
     lchown(directory, Some(0), Some(0)).map_err(write_error(directory))?;
-    fs::set_permissions(directory, fs::Permissions::from_mode(0o755))
-        .map_err(write_error(directory))?;
+    fs::set_permissions(directory, fs::Permissions::from_mode(0o755)).map_err(write_error(directory))?;
     let settled = settle_clock(directory).map_err(write_error(directory))?;
     Ok(Prepared { settled })
 }
@@ -164,11 +160,7 @@ fn settle_clock(directory: &Path) -> io::Result<(i64, i64)> {
     Err(io::Error::other("the file time stamps did not advance"))
 }
 
-fn copy_directory_xattrs(
-    view: &LayeredView,
-    node: &Node,
-    target: &Path,
-) -> Result<(), TreeDiffError> {
+fn copy_directory_xattrs(view: &LayeredView, node: &Node, target: &Path) -> Result<(), TreeDiffError> {
     for (name, child) in view.read_dir(node).map_err(read_error(target))? {
         let Node::Directory { stack, .. } = &child else {
             continue;
@@ -179,8 +171,7 @@ fn copy_directory_xattrs(
         let child_target = target.join(&name);
         if let Some(top) = stack.first() {
             for (key, value) in content_xattrs(top)? {
-                xattr::set(&child_target, OsStr::from_bytes(&key), &value)
-                    .map_err(write_error(&child_target))?;
+                xattr::set(&child_target, OsStr::from_bytes(&key), &value).map_err(write_error(&child_target))?;
             }
         }
         copy_directory_xattrs(view, &child, &child_target)?;
@@ -190,19 +181,9 @@ fn copy_directory_xattrs(
 
 /// Writes into `upper` (an existing, empty directory) the overlay upperdir that turns `lower`
 /// into the tree at `changed`. See the module docs for the rules.
-pub fn diff(
-    lower: &LayeredView,
-    changed: &Path,
-    upper: &Path,
-    prepared: Option<Prepared>,
-) -> Result<DiffSummary, TreeDiffError> {
-    let mut differ = Differ {
-        view: lower,
-        prepared,
-        forced_inodes: HashSet::new(),
-        written_inodes: HashMap::new(),
-        summary: DiffSummary::default(),
-    };
+pub fn diff(lower: &LayeredView, changed: &Path, upper: &Path, prepared: Option<Prepared>) -> Result<DiffSummary, TreeDiffError> {
+    let mut differ =
+        Differ { view: lower, prepared, forced_inodes: HashSet::new(), written_inodes: HashMap::new(), summary: DiffSummary::default() };
     differ.find_forced_links(changed)?;
     let root = lower.root().map_err(read_error(changed))?;
     // The root cannot be opaque: a layer has no entry for it.
@@ -235,23 +216,16 @@ impl Differ<'_> {
         for entry in walkdir::WalkDir::new(changed).min_depth(1) {
             let entry = entry.map_err(|error| {
                 let path = error.path().unwrap_or(changed).to_path_buf();
-                TreeDiffError::Read {
-                    path,
-                    source: io::Error::other(error),
-                }
+                TreeDiffError::Read { path, source: io::Error::other(error) }
             })?;
             if entry.file_type().is_dir() {
                 continue;
             }
-            let metadata = entry.metadata().map_err(|error| TreeDiffError::Read {
-                path: entry.path().to_path_buf(),
-                source: io::Error::other(error),
-            })?;
+            let metadata = entry
+                .metadata()
+                .map_err(|error| TreeDiffError::Read { path: entry.path().to_path_buf(), source: io::Error::other(error) })?;
             if metadata.nlink() > 1 {
-                groups
-                    .entry((metadata.dev(), metadata.ino()))
-                    .or_default()
-                    .push(entry.path().to_path_buf());
+                groups.entry((metadata.dev(), metadata.ino())).or_default().push(entry.path().to_path_buf());
             }
         }
         for (inode, paths) in groups {
@@ -263,10 +237,9 @@ impl Differ<'_> {
                 let below = self.lower_node(relative).map_err(read_error(path))?;
                 let metadata = fs::symlink_metadata(path).map_err(read_error(path))?;
                 let same = match &below {
-                    Node::Leaf {
-                        path: lower_path,
-                        metadata: lower_metadata,
-                    } => same_entry(lower_path, lower_metadata, path, &metadata, self.prepared)?,
+                    Node::Leaf { path: lower_path, metadata: lower_metadata } => {
+                        same_entry(lower_path, lower_metadata, path, &metadata, self.prepared)?
+                    }
                     _ => false,
                 };
                 if !same {
@@ -307,91 +280,56 @@ impl Differ<'_> {
             names.push(entry.map_err(read_error(changed))?.file_name());
         }
         names.sort();
-        let all_gone = may_be_opaque
-            && !lower_entries.is_empty()
-            && names.iter().all(|name| !lower_entries.contains_key(name));
+        let all_gone = may_be_opaque && !lower_entries.is_empty() && names.iter().all(|name| !lower_entries.contains_key(name));
         let mut wrote = false;
         for name in &names {
             let changed_path = changed.join(name);
             let upper_path = upper.join(name);
-            let metadata =
-                fs::symlink_metadata(&changed_path).map_err(read_error(&changed_path))?;
+            let metadata = fs::symlink_metadata(&changed_path).map_err(read_error(&changed_path))?;
             let below = lower_entries.remove(name);
             if metadata.is_dir() {
-                wrote |=
-                    self.child_directory(below.as_ref(), &changed_path, &metadata, &upper_path)?;
+                wrote |= self.child_directory(below.as_ref(), &changed_path, &metadata, &upper_path)?;
                 continue;
             }
             let same = match &below {
-                Some(Node::Leaf {
-                    path,
-                    metadata: lower_metadata,
-                }) => same_entry(path, lower_metadata, &changed_path, &metadata, self.prepared)?,
+                Some(Node::Leaf { path, metadata: lower_metadata }) => {
+                    same_entry(path, lower_metadata, &changed_path, &metadata, self.prepared)?
+                }
                 _ => false,
             };
-            let forced = metadata.nlink() > 1
-                && self
-                    .forced_inodes
-                    .contains(&(metadata.dev(), metadata.ino()));
+            let forced = metadata.nlink() > 1 && self.forced_inodes.contains(&(metadata.dev(), metadata.ino()));
             if same && !forced {
                 continue;
             }
             if !same {
-                if below.is_some() {
-                    self.summary.modified += 1
-                } else {
-                    self.summary.added += 1
-                }
+                if below.is_some() { self.summary.modified += 1 } else { self.summary.added += 1 }
             }
             self.write_leaf(&changed_path, &metadata, &upper_path)?;
             wrote = true;
         }
         if all_gone {
             self.summary.deleted += 1;
-            return Ok(DirectoryOutcome {
-                wrote: true,
-                opaque: true,
-            });
+            return Ok(DirectoryOutcome { wrote: true, opaque: true });
         }
         for name in lower_entries.keys() {
             let path = upper.join(name);
-            nix::sys::stat::mknod(
-                &path,
-                nix::sys::stat::SFlag::S_IFCHR,
-                nix::sys::stat::Mode::empty(),
-                0,
-            )
-            .map_err(errno)
-            .map_err(write_error(&path))?;
+            nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+                .map_err(errno)
+                .map_err(write_error(&path))?;
             self.summary.deleted += 1;
             wrote = true;
         }
-        Ok(DirectoryOutcome {
-            wrote,
-            opaque: false,
-        })
+        Ok(DirectoryOutcome { wrote, opaque: false })
     }
 
     /// Handles a directory of the changed tree; returns whether anything was written for it.
-    fn child_directory(
-        &mut self,
-        below: Option<&Node>,
-        changed: &Path,
-        metadata: &Metadata,
-        upper: &Path,
-    ) -> Result<bool, TreeDiffError> {
+    fn child_directory(&mut self, below: Option<&Node>, changed: &Path, metadata: &Metadata, upper: &Path) -> Result<bool, TreeDiffError> {
         // Created before its contents are known and removed again when nothing was written:
         // cheaper than a second walk to decide up front. Writable while it fills.
         fs::create_dir(upper).map_err(write_error(upper))?;
-        fs::set_permissions(upper, fs::Permissions::from_mode(0o700))
-            .map_err(write_error(upper))?;
+        fs::set_permissions(upper, fs::Permissions::from_mode(0o700)).map_err(write_error(upper))?;
         let (outcome, changed_itself, replaces) = match below {
-            Some(
-                node @ Node::Directory {
-                    stack,
-                    metadata: lower_metadata,
-                },
-            ) => {
+            Some(node @ Node::Directory { stack, metadata: lower_metadata }) => {
                 let outcome = self.directory(Some(node), changed, upper, true)?;
                 let same = match stack.first() {
                     Some(top) => same_entry(top, lower_metadata, changed, metadata, self.prepared)?,
@@ -409,11 +347,7 @@ impl Differ<'_> {
             return Ok(false);
         }
         if changed_itself {
-            if below.is_some() {
-                self.summary.modified += 1
-            } else {
-                self.summary.added += 1
-            }
+            if below.is_some() { self.summary.modified += 1 } else { self.summary.added += 1 }
         }
         // A directory over a removed non-directory is opaque in an overlay too.
         self.finish_directory(changed, metadata, upper, outcome.opaque || replaces)?;
@@ -421,16 +355,9 @@ impl Differ<'_> {
     }
 
     /// Sets a written directory's metadata; times last, after its contents.
-    fn finish_directory(
-        &self,
-        changed: &Path,
-        metadata: &Metadata,
-        upper: &Path,
-        opaque: bool,
-    ) -> Result<(), TreeDiffError> {
+    fn finish_directory(&self, changed: &Path, metadata: &Metadata, upper: &Path, opaque: bool) -> Result<(), TreeDiffError> {
         lchown(upper, Some(metadata.uid()), Some(metadata.gid())).map_err(write_error(upper))?;
-        fs::set_permissions(upper, fs::Permissions::from_mode(metadata.mode() & 0o7777))
-            .map_err(write_error(upper))?;
+        fs::set_permissions(upper, fs::Permissions::from_mode(metadata.mode() & 0o7777)).map_err(write_error(upper))?;
         copy_xattrs(changed, upper)?;
         if opaque {
             xattr::set(upper, OPAQUE_XATTRS[0], b"y").map_err(write_error(upper))?;
@@ -438,12 +365,7 @@ impl Differ<'_> {
         set_times(upper, metadata.mtime(), metadata.mtime_nsec()).map_err(write_error(upper))
     }
 
-    fn write_leaf(
-        &mut self,
-        changed: &Path,
-        metadata: &Metadata,
-        upper: &Path,
-    ) -> Result<(), TreeDiffError> {
+    fn write_leaf(&mut self, changed: &Path, metadata: &Metadata, upper: &Path) -> Result<(), TreeDiffError> {
         let inode = (metadata.dev(), metadata.ino());
         if metadata.nlink() > 1 {
             if let Some(first) = self.written_inodes.get(&inode) {
@@ -461,15 +383,12 @@ impl Differ<'_> {
             // Devices, fifos and sockets.
             let kind = nix::sys::stat::SFlag::from_bits_truncate(metadata.mode() & libc::S_IFMT);
             let permissions = nix::sys::stat::Mode::from_bits_truncate(metadata.mode() & 0o7777);
-            nix::sys::stat::mknod(upper, kind, permissions, metadata.rdev())
-                .map_err(errno)
-                .map_err(write_error(upper))?;
+            nix::sys::stat::mknod(upper, kind, permissions, metadata.rdev()).map_err(errno).map_err(write_error(upper))?;
         }
         lchown(upper, Some(metadata.uid()), Some(metadata.gid())).map_err(write_error(upper))?;
         if !file_type.is_symlink() {
             // After the chown, which clears set-id bits.
-            fs::set_permissions(upper, fs::Permissions::from_mode(metadata.mode() & 0o7777))
-                .map_err(write_error(upper))?;
+            fs::set_permissions(upper, fs::Permissions::from_mode(metadata.mode() & 0o7777)).map_err(write_error(upper))?;
         }
         copy_xattrs(changed, upper)?;
         set_times(upper, metadata.mtime(), metadata.mtime_nsec()).map_err(write_error(upper))
@@ -503,15 +422,10 @@ fn same_entry(
     if file_type.is_file() && lower_metadata.len() != metadata.len() {
         return Ok(false);
     }
-    if (file_type.is_char_device() || file_type.is_block_device())
-        && lower_metadata.rdev() != metadata.rdev()
-    {
+    if (file_type.is_char_device() || file_type.is_block_device()) && lower_metadata.rdev() != metadata.rdev() {
         return Ok(false);
     }
-    if file_type.is_symlink()
-        && fs::read_link(lower).map_err(read_error(lower))?
-            != fs::read_link(changed).map_err(read_error(changed))?
-    {
+    if file_type.is_symlink() && fs::read_link(lower).map_err(read_error(lower))? != fs::read_link(changed).map_err(read_error(changed))? {
         return Ok(false);
     }
     Ok(content_xattrs(lower)? == content_xattrs(changed)?)

@@ -15,21 +15,13 @@ fn write(path: &Path, content: &str) {
 }
 
 fn whiteout(path: &Path) {
-    nix::sys::stat::mknod(
-        path,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::empty(),
-        0,
-    )
-    .expect("mknod needs root (tests run as root)");
+    nix::sys::stat::mknod(path, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+        .expect("mknod needs root (tests run as root)");
 }
 
 /// Whole-second mtimes on everything, as layers extracted from image tars have.
 fn freeze_times(root: &Path) {
-    for entry in walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .contents_first(true)
-    {
+    for entry in walkdir::WalkDir::new(root).min_depth(1).contents_first(true) {
         set_times(entry.unwrap().path(), FROZEN, 0).unwrap();
     }
 }
@@ -50,10 +42,7 @@ fn lowers() -> (tempfile::TempDir, tempfile::TempDir) {
     lchown(root.join("home/user"), Some(1000), Some(1000)).unwrap();
     write(&root.join("var/cache/apt/pkg"), "p");
     write(&root.join("var/cache/index"), "i");
-    write(
-        &root.join("var/log/hidden"),
-        "hidden by an opaque directory",
-    );
+    write(&root.join("var/log/hidden"), "hidden by an opaque directory");
     write(&root.join("opt/thing"), "thing");
     write(&root.join("srv/data/inner"), "inner");
     write(&root.join("usr/lib/a"), "linked");
@@ -143,10 +132,7 @@ fn tree(root: &Path) -> Vec<TreeEntry> {
         let first_link = if metadata.is_dir() {
             relative.clone()
         } else {
-            first_paths
-                .entry((metadata.dev(), metadata.ino()))
-                .or_insert_with(|| relative.clone())
-                .clone()
+            first_paths.entry((metadata.dev(), metadata.ino())).or_insert_with(|| relative.clone()).clone()
         };
         entries.push(TreeEntry {
             kind: metadata.mode() & libc::S_IFMT,
@@ -155,11 +141,7 @@ fn tree(root: &Path) -> Vec<TreeEntry> {
             mtime: (metadata.mtime(), metadata.mtime_nsec()),
             content,
             xattrs: content_xattrs(path).unwrap(),
-            device: if file_type.is_char_device() || file_type.is_block_device() {
-                metadata.rdev()
-            } else {
-                0
-            },
+            device: if file_type.is_char_device() || file_type.is_block_device() { metadata.rdev() } else { 0 },
             first_link,
             path: relative,
         });
@@ -177,10 +159,8 @@ fn assert_same_trees(expected: &Path, actual: &Path) {
 }
 
 fn names(directory: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(directory)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(directory).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -192,16 +172,8 @@ fn an_untouched_copy_diffs_as_empty() {
     let changed = tempfile::tempdir().unwrap();
     let prepared = prepare_rootfs(&view, changed.path()).unwrap();
     let root = fs::metadata(changed.path()).unwrap();
-    assert_eq!(
-        (root.mode() & 0o7777, root.uid(), root.gid()),
-        (0o755, 0, 0)
-    );
-    assert_eq!(
-        xattr::get(changed.path().join("tagged"), "user.tag")
-            .unwrap()
-            .unwrap(),
-        b"directory"
-    );
+    assert_eq!((root.mode() & 0o7777, root.uid(), root.gid()), (0o755, 0, 0));
+    assert_eq!(xattr::get(changed.path().join("tagged"), "user.tag").unwrap().unwrap(), b"directory");
     assert!(!changed.path().join("etc/removed").exists());
     assert_eq!(names(&changed.path().join("var/log")), ["new.log"]);
 
@@ -223,38 +195,16 @@ fn scripted_changes_round_trip_through_a_layered_view() {
     fs::remove_file(changed.path().join("emptied/two")).unwrap();
     fs::write(changed.path().join("emptied/three"), "3").unwrap();
     // A directory whose own metadata alone changed.
-    fs::set_permissions(
-        changed.path().join("tagged"),
-        fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    fs::set_permissions(changed.path().join("tagged"), fs::Permissions::from_mode(0o700)).unwrap();
 
     let upper = tempfile::tempdir().unwrap();
     let summary = diff(&view, changed.path(), upper.path(), Some(prepared)).unwrap();
 
     let upper_root = upper.path();
-    assert_eq!(
-        names(upper_root),
-        [
-            "bin", "emptied", "etc", "home", "new.txt", "opt", "srv", "tagged", "usr", "var"
-        ]
-    );
-    assert_eq!(
-        names(&upper_root.join("etc")),
-        [
-            "config",
-            "hosts.base",
-            "hosts.link",
-            "obsolete",
-            "xattrfile"
-        ]
-    );
-    assert!(view::is_whiteout(
-        &fs::symlink_metadata(upper_root.join("etc/obsolete")).unwrap()
-    ));
-    assert!(view::is_whiteout(
-        &fs::symlink_metadata(upper_root.join("var/cache")).unwrap()
-    ));
+    assert_eq!(names(upper_root), ["bin", "emptied", "etc", "home", "new.txt", "opt", "srv", "tagged", "usr", "var"]);
+    assert_eq!(names(&upper_root.join("etc")), ["config", "hosts.base", "hosts.link", "obsolete", "xattrfile"]);
+    assert!(view::is_whiteout(&fs::symlink_metadata(upper_root.join("etc/obsolete")).unwrap()));
+    assert!(view::is_whiteout(&fs::symlink_metadata(upper_root.join("var/cache")).unwrap()));
     assert_eq!(names(&upper_root.join("var")), ["cache"]);
     assert!(view::is_opaque(&upper_root.join("emptied")));
     assert_eq!(names(&upper_root.join("emptied")), ["three"]);
@@ -264,12 +214,7 @@ fn scripted_changes_round_trip_through_a_layered_view() {
     assert_eq!(names(&upper_root.join("usr")), ["link", "one", "two"]);
     assert!(names(&upper_root.join("tagged")).is_empty());
     let hosts = fs::metadata(upper_root.join("etc/hosts.base")).unwrap();
-    assert_eq!(
-        hosts.ino(),
-        fs::metadata(upper_root.join("etc/hosts.link"))
-            .unwrap()
-            .ino()
-    );
+    assert_eq!(hosts.ino(), fs::metadata(upper_root.join("etc/hosts.link")).unwrap().ino());
     assert_eq!(hosts.mtime(), FROZEN);
     assert_eq!(
         summary,
@@ -278,11 +223,7 @@ fn scripted_changes_round_trip_through_a_layered_view() {
         // (a new link changed its ctime: overlay copies it up too), and the directories whose
         // entries changed (etc, var, opt, srv, usr, emptied);
         // deleted: obsolete, var/cache, emptied (opaque).
-        DiffSummary {
-            added: 7,
-            modified: 14,
-            deleted: 3
-        }
+        DiffSummary { added: 7, modified: 14, deleted: 3 }
     );
 
     let merged = tempfile::tempdir().unwrap();
@@ -339,10 +280,7 @@ fn layer_entries(snapshot: &Path) -> Vec<TarEntry> {
             mode: header.mode().unwrap(),
             owner: (header.uid().unwrap(), header.gid().unwrap()),
             size: header.size().unwrap(),
-            link: entry
-                .link_name_bytes()
-                .map(|link| link.into_owned())
-                .unwrap_or_default(),
+            link: entry.link_name_bytes().map(|link| link.into_owned()).unwrap_or_default(),
             xattrs,
             content,
         });
@@ -362,8 +300,7 @@ fn overlay_and_tree_diff_write_the_same_layer() {
     diff(&view, copy.path(), tree_upper.path(), Some(prepared)).unwrap();
 
     let scratch = tempfile::tempdir().unwrap();
-    let [overlay_upper, work, merged] =
-        ["upper", "work", "merged"].map(|name| scratch.path().join(name));
+    let [overlay_upper, work, merged] = ["upper", "work", "merged"].map(|name| scratch.path().join(name));
     for path in [&overlay_upper, &work, &merged] {
         fs::create_dir(path).unwrap();
     }
@@ -374,26 +311,16 @@ fn overlay_and_tree_diff_write_the_same_layer() {
         overlay_upper.display(),
         work.display()
     );
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .expect("overlay mounts need root (tests run as root)");
+    nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
+        .expect("overlay mounts need root (tests run as root)");
     let mount = OverlayMount(merged.clone());
     apply_changes(&merged);
     drop(mount);
 
     let from_overlay = layer_entries(&overlay_upper);
     let from_tree_diff = layer_entries(tree_upper.path());
-    let listing = |entries: &[TarEntry]| -> Vec<String> {
-        entries
-            .iter()
-            .map(|entry| String::from_utf8_lossy(&entry.name).into_owned())
-            .collect()
-    };
+    let listing =
+        |entries: &[TarEntry]| -> Vec<String> { entries.iter().map(|entry| String::from_utf8_lossy(&entry.name).into_owned()).collect() };
     assert_eq!(listing(&from_tree_diff), listing(&from_overlay));
     for (tree_entry, overlay_entry) in from_tree_diff.iter().zip(&from_overlay) {
         assert_eq!(tree_entry, overlay_entry);

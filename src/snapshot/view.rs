@@ -29,9 +29,15 @@ pub struct LayeredView {
 pub enum Node {
     Missing,
     /// A directory, with the real directories that make it up, top first.
-    Directory { stack: Vec<PathBuf>, metadata: Metadata },
+    Directory {
+        stack: Vec<PathBuf>,
+        metadata: Metadata,
+    },
     /// A file, symlink, device or fifo, with its real path in the top-most layer that has it.
-    Leaf { path: PathBuf, metadata: Metadata },
+    Leaf {
+        path: PathBuf,
+        metadata: Metadata,
+    },
 }
 
 impl Node {
@@ -56,9 +62,7 @@ pub fn is_whiteout(metadata: &Metadata) -> bool {
 }
 
 pub fn is_opaque(path: &Path) -> bool {
-    ["user.overlay.opaque", "trusted.overlay.opaque"].iter().any(|name| {
-        matches!(xattr::get(path, name), Ok(Some(value)) if value == b"y")
-    })
+    ["user.overlay.opaque", "trusted.overlay.opaque"].iter().any(|name| matches!(xattr::get(path, name), Ok(Some(value)) if value == b"y"))
 }
 
 fn lstat(path: &Path) -> io::Result<Option<Metadata>> {
@@ -195,10 +199,7 @@ impl LayeredView {
             names.push(name);
             nodes.push(node);
         }
-        let resolved = format!(
-            "/{}",
-            names.iter().map(|name| name.to_string_lossy()).collect::<Vec<_>>().join("/")
-        );
+        let resolved = format!("/{}", names.iter().map(|name| name.to_string_lossy()).collect::<Vec<_>>().join("/"));
         Ok((nodes.pop().unwrap_or(Node::Missing), resolved))
     }
 

@@ -58,7 +58,11 @@ pub fn explain_miss(previous: &[(String, String)], current: &[(String, String)])
 }
 
 fn short(value: &str) -> String {
-    if value.len() > 80 { format!("{}…", &value[..value.char_indices().nth(77).map(|(i, _)| i).unwrap_or(value.len())]) } else { value.to_string() }
+    if value.len() > 80 {
+        format!("{}…", &value[..value.char_indices().nth(77).map(|(i, _)| i).unwrap_or(value.len())])
+    } else {
+        value.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -132,11 +132,8 @@ impl Solver<'_> {
             loop {
                 while first_error.is_none() {
                     let Some(id) = ready.pop_front() else { break };
-                    let inputs = graph.vertices[id]
-                        .inputs
-                        .iter()
-                        .map(|input| (solved.keys[input].clone(), solved.outputs[input].clone()))
-                        .collect();
+                    let inputs =
+                        graph.vertices[id].inputs.iter().map(|input| (solved.keys[input].clone(), solved.outputs[input].clone())).collect();
                     if job_sender.send(Job { vertex: id, inputs }).is_ok() {
                         running += 1;
                     }

@@ -74,10 +74,7 @@ pub enum DatabaseError {
 
 /// Whether SQLite says the file is not a sound database (as opposed to busy, full, or denied).
 fn is_damage(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-    )
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
 /// A cache record: the result of one vertex, by cache key.
@@ -159,9 +156,7 @@ impl Database {
     }
 
     fn migrate(&mut self) -> Result<(), DatabaseError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let applied = transaction.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? as usize;
         if applied > MIGRATIONS.len() {
             return Err(DatabaseError::TooNew { found: applied, known: MIGRATIONS.len() });
@@ -169,24 +164,15 @@ impl Database {
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
             let version = index + 1;
             let version_number = version as i64;
-            transaction
-                .execute_batch(migration)
-                .map_err(|source| DatabaseError::Migrate { version, source })?;
-            transaction
-                .pragma_update(None, "user_version", version_number)
-                .map_err(|source| DatabaseError::Migrate { version, source })?;
+            transaction.execute_batch(migration).map_err(|source| DatabaseError::Migrate { version, source })?;
+            transaction.pragma_update(None, "user_version", version_number).map_err(|source| DatabaseError::Migrate { version, source })?;
         }
         transaction.commit()?;
         Ok(())
     }
 
-    fn write<T>(
-        &mut self,
-        body: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
-    ) -> Result<T, DatabaseError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn write<T>(&mut self, body: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T, DatabaseError> {
+        let transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = body(&transaction)?;
         transaction.commit()?;
         Ok(value)
@@ -221,9 +207,7 @@ impl Database {
             "SELECT cache_key, description, layers, inputs, created_at, last_used_at
              FROM record WHERE description = ?1 ORDER BY created_at DESC LIMIT 5",
         )?;
-        let rows = statement
-            .query_map(params![description], record_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = statement.query_map(params![description], record_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -235,14 +219,7 @@ impl Database {
                 "INSERT INTO record (cache_key, description, layers, inputs, created_at, last_used_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (cache_key) DO UPDATE SET last_used_at = excluded.last_used_at",
-                params![
-                    record.cache_key,
-                    record.description,
-                    layers,
-                    inputs,
-                    record.created_at,
-                    record.last_used_at
-                ],
+                params![record.cache_key, record.description, layers, inputs, record.created_at, record.last_used_at],
             )
         })?;
         Ok(())
@@ -250,10 +227,7 @@ impl Database {
 
     pub fn touch_record(&mut self, cache_key: &str, now: i64) -> Result<(), DatabaseError> {
         self.write(|transaction| {
-            transaction.execute(
-                "UPDATE record SET last_used_at = ?2 WHERE cache_key = ?1",
-                params![cache_key, now],
-            )?;
+            transaction.execute("UPDATE record SET last_used_at = ?2 WHERE cache_key = ?1", params![cache_key, now])?;
             transaction.execute(
                 "UPDATE layer SET last_used_at = ?2 WHERE diff_id IN
                  (SELECT value FROM json_each((SELECT layers FROM record WHERE cache_key = ?1)))",
@@ -279,9 +253,7 @@ impl Database {
     }
 
     pub fn delete_record(&mut self, cache_key: &str) -> Result<(), DatabaseError> {
-        self.write(|transaction| {
-            transaction.execute("DELETE FROM record WHERE cache_key = ?1", params![cache_key])
-        })?;
+        self.write(|transaction| transaction.execute("DELETE FROM record WHERE cache_key = ?1", params![cache_key]))?;
         Ok(())
     }
 
@@ -315,14 +287,7 @@ impl Database {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (diff_id) DO UPDATE SET last_used_at = excluded.last_used_at,
                    from_image = max(from_image, excluded.from_image)",
-                params![
-                    layer.diff_id,
-                    layer.size as i64,
-                    layer.created_at,
-                    layer.last_used_at,
-                    layer.from_image,
-                    layer.description
-                ],
+                params![layer.diff_id, layer.size as i64, layer.created_at, layer.last_used_at, layer.from_image, layer.description],
             )
         })?;
         Ok(())
@@ -330,10 +295,8 @@ impl Database {
 
     pub fn delete_layer(&mut self, diff_id: &str) -> Result<(), DatabaseError> {
         self.write(|transaction| {
-            transaction.execute(
-                "DELETE FROM record WHERE EXISTS (SELECT 1 FROM json_each(record.layers) WHERE value = ?1)",
-                params![diff_id],
-            )?;
+            transaction
+                .execute("DELETE FROM record WHERE EXISTS (SELECT 1 FROM json_each(record.layers) WHERE value = ?1)", params![diff_id])?;
             transaction.execute("DELETE FROM layer WHERE diff_id = ?1", params![diff_id])
         })?;
         Ok(())
@@ -353,12 +316,7 @@ impl Database {
         Ok(row)
     }
 
-    pub fn blob_for(
-        &self,
-        diff_id: &str,
-        compression: &str,
-        level: i64,
-    ) -> Result<Option<BlobRow>, DatabaseError> {
+    pub fn blob_for(&self, diff_id: &str, compression: &str, level: i64) -> Result<Option<BlobRow>, DatabaseError> {
         let row = self
             .connection
             .query_row(
@@ -387,24 +345,14 @@ impl Database {
                 "INSERT INTO blob (digest, diff_id, compression, level, media_type, size, last_used_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
-                params![
-                    blob.digest,
-                    blob.diff_id,
-                    blob.compression,
-                    blob.level,
-                    blob.media_type,
-                    blob.size as i64,
-                    blob.last_used_at
-                ],
+                params![blob.digest, blob.diff_id, blob.compression, blob.level, blob.media_type, blob.size as i64, blob.last_used_at],
             )
         })?;
         Ok(())
     }
 
     pub fn delete_blob(&mut self, digest: &str) -> Result<(), DatabaseError> {
-        self.write(|transaction| {
-            transaction.execute("DELETE FROM blob WHERE digest = ?1", params![digest])
-        })?;
+        self.write(|transaction| transaction.execute("DELETE FROM blob WHERE digest = ?1", params![digest]))?;
         Ok(())
     }
 
@@ -444,10 +392,7 @@ impl Database {
     /// Forgets the references resolved to a manifest or config that is being removed.
     pub fn delete_image_tags_using(&mut self, digest: &str) -> Result<(), DatabaseError> {
         self.write(|transaction| {
-            transaction.execute(
-                "DELETE FROM image_tag WHERE manifest_digest = ?1 OR config_digest = ?1",
-                params![digest],
-            )
+            transaction.execute("DELETE FROM image_tag WHERE manifest_digest = ?1 OR config_digest = ?1", params![digest])
         })?;
         Ok(())
     }
@@ -464,9 +409,7 @@ impl Database {
 
     /// Every remembered file hash, by absolute path.
     pub fn all_file_hashes(&self) -> Result<std::collections::HashMap<String, FileHashRow>, DatabaseError> {
-        let mut statement = self.connection.prepare(
-            "SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash",
-        )?;
+        let mut statement = self.connection.prepare("SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash")?;
         let rows = statement.query_map([], |row| {
             let mtime: String = row.get(2)?;
             let ctime: String = row.get(3)?;
@@ -584,8 +527,7 @@ mod tests {
         database.put_record(&record).unwrap();
         drop(database);
         let database = Database::open(&path).unwrap();
-        let version: i64 =
-            database.connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+        let version: i64 = database.connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
         assert_eq!(database.record("sha256:k").unwrap(), Some(record));
         assert_eq!(database.record("sha256:other").unwrap(), None);

@@ -89,8 +89,7 @@ impl RecordFilter {
             let [value] = until.iter().collect::<Vec<_>>()[..] else {
                 return Err(FilterError::OneValue(until_key.to_string()));
             };
-            let nanoseconds = go_duration(value)
-                .map_err(|reason| FilterError::Duration { key: until_key.to_string(), reason })?;
+            let nanoseconds = go_duration(value).map_err(|reason| FilterError::Duration { key: until_key.to_string(), reason })?;
             // Zero is "no limit" in BuildKit's PruneInfo.
             if nanoseconds != 0.0 {
                 unused_for = Some((nanoseconds / 1e9).floor() as i64);
@@ -474,11 +473,21 @@ mod tests {
     #[test]
     fn matches_as_buildkit_does() {
         let recorded = include_str!("../../testdata/cache/buildctl-filters.txt");
-        let busybox = "pulled from docker.io/library/busybox:latest@sha256:3c23df366aa505da963e3f1e1ab3ecf98e5cff05e0084d83b8f930bcaa266d8c";
+        let busybox =
+            "pulled from docker.io/library/busybox:latest@sha256:3c23df366aa505da963e3f1e1ab3ecf98e5cff05e0084d83b8f930bcaa266d8c";
         let records = [
-            ("copy", Record { parents: "l5ic2270gjgwdc5vvumjhwxxp", ..record("regular", "[2/3] COPY a.txt /a.txt", "53x691x353dq109rr7zdam5l7") }),
+            (
+                "copy",
+                Record {
+                    parents: "l5ic2270gjgwdc5vvumjhwxxp",
+                    ..record("regular", "[2/3] COPY a.txt /a.txt", "53x691x353dq109rr7zdam5l7")
+                },
+            ),
             ("context", Record { mutable: true, ..record("source.local", "local source for context", "303ape4rp5mcxz74zdcqzekr5") }),
-            ("busybox", Record { parents: "yxyq4kt8vrskuul8rn894s28r", in_use: true, ..record("regular", busybox, "l5ic2270gjgwdc5vvumjhwxxp") }),
+            (
+                "busybox",
+                Record { parents: "yxyq4kt8vrskuul8rn894s28r", in_use: true, ..record("regular", busybox, "l5ic2270gjgwdc5vvumjhwxxp") },
+            ),
         ];
         let mut cases = 0;
         for (number, line) in recorded.lines().enumerate() {

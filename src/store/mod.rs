@@ -87,8 +87,7 @@ impl Store {
     }
 
     pub fn open(root: &Path, mode: LockMode) -> Result<Store, StoreError> {
-        let layout_error =
-            |path: &Path, source| StoreError::Layout { path: path.display().to_string(), source };
+        let layout_error = |path: &Path, source| StoreError::Layout { path: path.display().to_string(), source };
         // Paths in the root are handed to mounts and to processes with another working directory.
         let root = &std::path::absolute(root).map_err(|source| layout_error(root, source))?;
         // A root that is a symlink to a directory not made yet (a dangling link) gets its target.
@@ -106,9 +105,8 @@ impl Store {
             fs::write(&tag, CACHEDIR_TAG).map_err(|source| layout_error(&tag, source))?;
         }
         let lock_path = root.join("lock");
-        let open_lock = |path: &Path| {
-            File::options().create(true).truncate(false).write(true).open(path).map_err(|source| layout_error(path, source))
-        };
+        let open_lock =
+            |path: &Path| File::options().create(true).truncate(false).write(true).open(path).map_err(|source| layout_error(path, source));
         let lock = open_lock(&lock_path)?;
         let lock_error = |source| StoreError::Lock { path: lock_path.display().to_string(), source };
         // Every process passes the gate, alone, to take its lock; a prune keeps it while it waits
@@ -286,9 +284,7 @@ impl Store {
     /// Writes a small blob (config, manifest) and returns its digest and size.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {
         let mut writer = self.blob_writer()?;
-        writer
-            .write_all(bytes)
-            .map_err(|source| StoreError::Write { path: self.root.display().to_string(), source })?;
+        writer.write_all(bytes).map_err(|source| StoreError::Write { path: self.root.display().to_string(), source })?;
         writer.finish()
     }
 }
@@ -450,7 +446,14 @@ mod tests {
     fn record_layer(store: &Store, diff_id: &str) {
         store
             .database()
-            .put_layer(&LayerRow { diff_id: diff_id.into(), size: 1, created_at: 1, last_used_at: 1, from_image: false, description: String::new() })
+            .put_layer(&LayerRow {
+                diff_id: diff_id.into(),
+                size: 1,
+                created_at: 1,
+                last_used_at: 1,
+                from_image: false,
+                description: String::new(),
+            })
             .unwrap();
     }
 

@@ -70,8 +70,7 @@ pub fn items(store: &Store) -> Result<Vec<Item>, StoreError> {
     let blobs = database.blobs()?;
     let mut items = Vec::new();
     for layer in database.layers()? {
-        let blob_size: u64 =
-            blobs.iter().filter(|blob| blob.diff_id == layer.diff_id).map(|blob| blob.size).sum();
+        let blob_size: u64 = blobs.iter().filter(|blob| blob.diff_id == layer.diff_id).map(|blob| blob.size).sum();
         items.push(Item {
             id: layer.diff_id.clone(),
             kind: if layer.from_image { "source.image" } else { "regular" },
@@ -241,12 +240,7 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
     }
     let blobs: Vec<String> = {
         let mut database = store.database();
-        let blobs = database
-            .blobs()?
-            .into_iter()
-            .filter(|blob| blob.diff_id == item.id)
-            .map(|blob| blob.digest)
-            .collect::<Vec<_>>();
+        let blobs = database.blobs()?.into_iter().filter(|blob| blob.diff_id == item.id).map(|blob| blob.digest).collect::<Vec<_>>();
         for blob in &blobs {
             database.delete_blob(blob)?;
         }
@@ -365,11 +359,8 @@ pub fn ram_in_bytes(text: &str) -> Result<u64, String> {
     let Some(separator) = text.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ') else {
         return Err(format!("invalid size: '{text}'"));
     };
-    let (number, suffix) = if text.as_bytes()[separator] == b' ' {
-        (&text[..separator], &text[separator + 1..])
-    } else {
-        text.split_at(separator + 1)
-    };
+    let (number, suffix) =
+        if text.as_bytes()[separator] == b' ' { (&text[..separator], &text[separator + 1..]) } else { text.split_at(separator + 1) };
     let size: f64 = number.parse().map_err(|_| format!("strconv.ParseFloat: parsing \"{number}\": invalid syntax"))?;
     if size < 0.0 || size.is_nan() {
         return Err(format!("invalid size: '{text}'"));
@@ -487,7 +478,18 @@ mod tests {
         let (manifest, _) = store.put_blob(b"{\"manifest\":1}").unwrap();
         let (config, _) = store.put_blob(b"{\"config\":1}").unwrap();
         for digest in [&manifest, &config] {
-            store.database().put_blob(&crate::store::BlobRow { digest: digest.clone(), diff_id: String::new(), compression: "none".into(), level: 0, media_type: "m".into(), size: 12, last_used_at: 100 }).unwrap();
+            store
+                .database()
+                .put_blob(&crate::store::BlobRow {
+                    digest: digest.clone(),
+                    diff_id: String::new(),
+                    compression: "none".into(),
+                    level: 0,
+                    media_type: "m".into(),
+                    size: 12,
+                    last_used_at: 100,
+                })
+                .unwrap();
         }
         store.database().put_image_tag("docker.io/library/base:latest linux/amd64", &manifest, &config, 100).unwrap();
         fs::create_dir(root.path().join("snapshots-v1/orphan")).unwrap();
@@ -557,7 +559,9 @@ mod tests {
         for (name, time) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
             add_layer(&store, name, 1000, time, false);
         }
-        let filter = crate::store::filter::RecordFilter::from_flags(&["description~=^b$".into()], |_| Err("no duration here".into())).unwrap().filter;
+        let filter = crate::store::filter::RecordFilter::from_flags(&["description~=^b$".into()], |_| Err("no duration here".into()))
+            .unwrap()
+            .filter;
         let removed = prune(&store, &PrunePolicy { filter, ..Default::default() }, 10).unwrap();
         assert_eq!(removed.iter().map(|item| item.description.as_str()).collect::<Vec<_>>(), ["b"]);
         // Enough free already (1 byte wanted): nothing goes.

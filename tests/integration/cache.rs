@@ -116,9 +116,7 @@ fn no_cache_filter_rebuilds_only_that_stage() {
 /// What `cache du` accounts: every file and directory under `snapshots-v1` and `blobs-v1`,
 /// each inode once (`du -sb`), minus those two directories and `blobs-v1/sha256` themselves.
 fn on_disk(root: &Path) -> u64 {
-    let du = |path: &Path| -> u64 {
-        tool("du", &["-sb", path.to_str().unwrap()]).split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let du = |path: &Path| -> u64 { tool("du", &["-sb", path.to_str().unwrap()]).split_whitespace().next().unwrap().parse().unwrap() };
     let own = |path: &Path| -> u64 { tool("stat", &["-c", "%s", path.to_str().unwrap()]).trim().parse().unwrap() };
     let snapshots = root.join("snapshots-v1");
     let blobs = root.join("blobs-v1");
@@ -134,7 +132,13 @@ fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let digits_before = if value < 10.0 { 1 } else if value < 100.0 { 2 } else { 3 };
+    let digits_before = if value < 10.0 {
+        1
+    } else if value < 100.0 {
+        2
+    } else {
+        3
+    };
     let text = format!("{value:.*}", 4 - digits_before);
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
     format!("{text}{}", units[unit])
@@ -158,7 +162,8 @@ fn cache_du_total_matches_the_disk() {
     // buildx's JSON: one object a line, the formatter's keys, sizes and times as text.
     let records = json_lines(&project.cache(&["du", "--format", "json"]).ok().stdout_text());
     assert!(!records.is_empty());
-    let keys = ["CreatedAt", "Description", "ID", "LastUsedAt", "Mutable", "Parents", "Reclaimable", "Shared", "Size", "Type", "UsageCount"];
+    let keys =
+        ["CreatedAt", "Description", "ID", "LastUsedAt", "Mutable", "Parents", "Reclaimable", "Shared", "Size", "Type", "UsageCount"];
     for record in &records {
         let object = record.as_object().expect("an object");
         assert_eq!(object.keys().map(String::as_str).collect::<Vec<_>>(), keys, "{record}");
@@ -168,11 +173,16 @@ fn cache_du_total_matches_the_disk() {
         assert!(created.len() == 29 && created.ends_with(" +0000 UTC") && created.as_bytes()[10] == b' ', "{record}");
         assert!(record["LastUsedAt"].as_str().unwrap().ends_with(" ago"), "{record}");
         assert!(record["Size"].as_str().unwrap().ends_with('B'), "{record}");
-        assert_eq!((&record["Mutable"], &record["Reclaimable"], &record["Shared"]), (&false.into(), &true.into(), &false.into()), "{record}");
+        assert_eq!(
+            (&record["Mutable"], &record["Reclaimable"], &record["Shared"]),
+            (&false.into(), &true.into(), &false.into()),
+            "{record}"
+        );
         assert!(record["Parents"].is_null() && record["UsageCount"].is_u64(), "{record}");
     }
     // The table shows the same records, with the same sizes.
-    let rows: Vec<Vec<&str>> = table.lines().skip(1).take_while(|line| !line.contains(':')).map(|line| line.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> =
+        table.lines().skip(1).take_while(|line| !line.contains(':')).map(|line| line.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), records.len(), "{table}");
     for (row, record) in rows.iter().zip(&records) {
         assert_eq!((row[0], row[1], row[2]), (record["ID"].as_str().unwrap(), "true", record["Size"].as_str().unwrap()), "{table}");
@@ -194,7 +204,10 @@ fn ids(project: &Project, filters: &[&str]) -> Vec<String> {
 }
 
 fn descriptions(project: &Project) -> Vec<String> {
-    json_lines(&project.cache(&["du", "--format", "json"]).ok().stdout_text()).iter().map(|record| record["Description"].as_str().unwrap().to_string()).collect()
+    json_lines(&project.cache(&["du", "--format", "json"]).ok().stdout_text())
+        .iter()
+        .map(|record| record["Description"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Issue 10, point 4: buildx's filters, with BuildKit's operators (recorded from it in
@@ -369,7 +382,8 @@ fn a_waiting_prune_goes_before_builds_that_start_after_it() {
     let mut prune = project.command(&["cache", "prune", "-f", "--root", root_arg]).stdout(std::process::Stdio::null()).spawn().unwrap();
     // The prune waits for the exclusive lock, holding the gate.
     let started = std::time::Instant::now();
-    while nix::fcntl::Flock::lock(std::fs::File::open(root.join("lock.gate")).unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+    while nix::fcntl::Flock::lock(std::fs::File::open(root.join("lock.gate")).unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+    {
         assert!(prune.try_wait().unwrap().is_none(), "the prune ran beside a running build");
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "the prune never took the gate");
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -54,7 +54,14 @@ fn quiet_prints_only_the_image_id_and_build_is_the_default_command() {
     let ctx = project.ctx();
     // No `build` word: it is the default subcommand.
     let run = run_command(
-        project.command(&["--root", root.to_str().unwrap(), "-q", "-o", &format!("type=oci,dest={}", archive.display()), ctx.to_str().unwrap()]),
+        project.command(&[
+            "--root",
+            root.to_str().unwrap(),
+            "-q",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            ctx.to_str().unwrap(),
+        ]),
         None,
     )
     .ok();
@@ -64,7 +71,14 @@ fn quiet_prints_only_the_image_id_and_build_is_the_default_command() {
     assert!(!run.stderr.contains("#1 "), "quiet shows no progress:\n{}", run.stderr);
     // --progress=quiet is -q; -q with another progress mode is buildx's error.
     let run = run_command(
-        project.command(&["--root", root.to_str().unwrap(), "--progress=quiet", "-o", &format!("type=oci,dest={}", archive.display()), ctx.to_str().unwrap()]),
+        project.command(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--progress=quiet",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            ctx.to_str().unwrap(),
+        ]),
         None,
     )
     .ok();
@@ -115,7 +129,8 @@ fn buildx_habits_get_a_sentence() {
 fn context_from_stdin_is_a_tar_or_a_dockerfile() {
     let project = Project::new();
     let root = project.root();
-    let stdin_build = |args: &[&str]| project.command(&[&["build", "--root", root.to_str().unwrap(), "--progress=plain"], args, &["-"]].concat());
+    let stdin_build =
+        |args: &[&str]| project.command(&[&["build", "--root", root.to_str().unwrap(), "--progress=plain"], args, &["-"]].concat());
     project.write("a.txt", "from the archive\n").dockerfile("FROM scratch\nCOPY a.txt /a.txt\n");
     let archive = project.dir().join("context.tar.gz");
     tool("tar", &["-czf", archive.to_str().unwrap(), "-C", project.ctx().to_str().unwrap(), "."]);

@@ -127,7 +127,8 @@ fn tar_manifest(reader: impl Read) -> Manifest {
             tar::EntryType::Symlink => ("l", link()),
             tar::EntryType::Link => ("h", link().trim_start_matches("./").to_string()),
             tar::EntryType::Char | tar::EntryType::Block => {
-                let numbers = format!("{},{}", header.device_major().ok().flatten().unwrap_or(0), header.device_minor().ok().flatten().unwrap_or(0));
+                let numbers =
+                    format!("{},{}", header.device_major().ok().flatten().unwrap_or(0), header.device_minor().ok().flatten().unwrap_or(0));
                 (if header.entry_type() == tar::EntryType::Char { "c" } else { "b" }, numbers)
             }
             tar::EntryType::Fifo => ("p", "-".to_string()),
@@ -155,7 +156,8 @@ fn busybox_manifest() -> &'static Manifest {
         for layer in manifest["layers"].as_array().unwrap() {
             let file = fs::File::open(blob(layer["digest"].as_str().unwrap())).unwrap();
             let media_type = layer["mediaType"].as_str().unwrap_or("");
-            let reader: Box<dyn Read> = if media_type.ends_with("gzip") { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+            let reader: Box<dyn Read> =
+                if media_type.ends_with("gzip") { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
             rootfs.extend(tar_manifest(reader));
         }
         rootfs
@@ -172,7 +174,16 @@ fn mask_busybox(manifest: &Manifest) -> Manifest {
     let content = binary.splitn(3, ' ').nth(2).unwrap_or("").to_string();
     manifest
         .iter()
-        .map(|(path, line)| (path.clone(), if line.starts_with("f ") && line.ends_with(&content) { format!("{} busybox", line.rsplitn(3, ' ').nth(2).unwrap_or(line)) } else { line.clone() }))
+        .map(|(path, line)| {
+            (
+                path.clone(),
+                if line.starts_with("f ") && line.ends_with(&content) {
+                    format!("{} busybox", line.rsplitn(3, ' ').nth(2).unwrap_or(line))
+                } else {
+                    line.clone()
+                },
+            )
+        })
         .collect()
 }
 
@@ -231,8 +242,23 @@ fn config_summary(oci_archive: &Path) -> Value {
     }
     let config = blob(&manifest["config"]["digest"]);
     let runtime = &config["config"];
-    let keys = ["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels", "StopSignal", "Healthcheck", "OnBuild", "Shell", "ArgsEscaped"];
-    let runtime: serde_json::Map<String, Value> = keys.iter().map(|key| (key.to_string(), runtime.get(*key).cloned().unwrap_or(Value::Null))).collect();
+    let keys = [
+        "Env",
+        "Cmd",
+        "Entrypoint",
+        "WorkingDir",
+        "User",
+        "ExposedPorts",
+        "Volumes",
+        "Labels",
+        "StopSignal",
+        "Healthcheck",
+        "OnBuild",
+        "Shell",
+        "ArgsEscaped",
+    ];
+    let runtime: serde_json::Map<String, Value> =
+        keys.iter().map(|key| (key.to_string(), runtime.get(*key).cloned().unwrap_or(Value::Null))).collect();
     let history: Vec<Value> = config["history"]
         .as_array()
         .map(|entries| {
@@ -266,13 +292,7 @@ enum Outcome {
 /// build's output.
 fn outcome_of(succeeded: bool, tar_path: &Path, oci_path: &Path, log: &str) -> Outcome {
     if !succeeded {
-        let message = log
-            .lines()
-            .rev()
-            .find(|line| line.contains("ERROR") || line.starts_with("error:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let message = log.lines().rev().find(|line| line.contains("ERROR") || line.starts_with("error:")).unwrap_or("").trim().to_string();
         return Outcome::Failed { message };
     }
     let rootfs = manifest_text(&tar_manifest(fs::File::open(tar_path).unwrap()));
@@ -351,8 +371,9 @@ fn run_corpus(mode: crate::run::Mode, snapshotter: Option<&str>) {
     for (name, report) in &results {
         match (report.is_empty(), known.get(name)) {
             (false, None) => failures.push_str(&format!("== {name} differs from BuildKit ({mode:?}, {snapshotter:?}):\n{report}")),
-            (true, Some(reason)) => failures
-                .push_str(&format!("== {name} now builds as BuildKit ({mode:?}, {snapshotter:?}): remove it from known-differences.txt ({reason})\n")),
+            (true, Some(reason)) => failures.push_str(&format!(
+                "== {name} now builds as BuildKit ({mode:?}, {snapshotter:?}): remove it from known-differences.txt ({reason})\n"
+            )),
             _ => {}
         }
     }
@@ -383,7 +404,8 @@ fn build_case(name: &str, mode: crate::run::Mode, snapshotter: Option<&str>) -> 
     let root = project.root();
     let tar_spec = format!("type=tar,dest={}", tar_path.display());
     let oci_spec = format!("type=oci,dest={}", oci_path.display());
-    let mut full: Vec<&str> = vec!["build", "--root", root.to_str().unwrap(), "--progress=plain", "--build-context", &busybox, "-o", &tar_spec, "-o", &oci_spec];
+    let mut full: Vec<&str> =
+        vec!["build", "--root", root.to_str().unwrap(), "--progress=plain", "--build-context", &busybox, "-o", &tar_spec, "-o", &oci_spec];
     full.extend(args.iter().map(String::as_str));
     let mut command = project.command(&full);
     command.current_dir(&work);

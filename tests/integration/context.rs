@@ -68,11 +68,7 @@ fn symlinks_stay_symlinks() {
     symlink("/does/not/exist", project.ctx().join("dangling")).unwrap();
     let dir = project.build_local("out", &[]);
     let entries = tree(&dir);
-    for expected in [
-        "all/link -> target.txt",
-        "all/dir/up -> ../target.txt",
-        "all/dangling -> /does/not/exist",
-    ] {
+    for expected in ["all/link -> target.txt", "all/dir/up -> ../target.txt", "all/dangling -> /does/not/exist"] {
         assert!(entries.contains(&expected.to_string()), "no {expected:?} in {entries:#?}");
     }
     // A source named directly that is a symlink is followed, as BuildKit does.
@@ -226,7 +222,11 @@ fn named_context_from_an_rbuild_layout() {
 #[test]
 fn links_out_of_the_context_lead_nowhere() {
     let project = Project::new();
-    project.write("a.txt", "a\n").write("b.txt", "b\n").write("real-ignore", "a.txt\n").write("real-dockerfile", "FROM scratch\nCOPY . /\n");
+    project
+        .write("a.txt", "a\n")
+        .write("b.txt", "b\n")
+        .write("real-ignore", "a.txt\n")
+        .write("real-dockerfile", "FROM scratch\nCOPY . /\n");
     let ctx = project.ctx();
     symlink("real-dockerfile", ctx.join("Dockerfile")).unwrap();
     symlink("real-ignore", ctx.join(".dockerignore")).unwrap();
@@ -250,9 +250,11 @@ fn links_out_of_the_context_lead_nowhere() {
 #[test]
 fn a_bind_source_linking_out_of_the_context_is_not_found() {
     let project = Project::new();
-    project.dockerfile("FROM scratch
+    project.dockerfile(
+        "FROM scratch
 RUN --mount=type=bind,source=out,target=/x true
-");
+",
+    );
     symlink("../../../../../etc", project.ctx().join("out")).unwrap();
     project.build(&[]).fails(1).stderr_has("\"/out\": not found");
 }

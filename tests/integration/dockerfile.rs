@@ -68,9 +68,10 @@ fn unused_stages_are_not_built() {
 #[test]
 fn global_arg_in_from() {
     let project = Project::new();
-    project.write("a.txt", "a\n").write("b.txt", "b\n").dockerfile(
-        "ARG BASE=one\nFROM scratch AS one\nCOPY a.txt /a.txt\nFROM scratch AS two\nCOPY b.txt /b.txt\nFROM ${BASE}\n",
-    );
+    project
+        .write("a.txt", "a\n")
+        .write("b.txt", "b\n")
+        .dockerfile("ARG BASE=one\nFROM scratch AS one\nCOPY a.txt /a.txt\nFROM scratch AS two\nCOPY b.txt /b.txt\nFROM ${BASE}\n");
     assert_eq!(tree(&project.build_local("default", &[])), ["a.txt"]);
     assert_eq!(tree(&project.build_local("overridden", &["--build-arg", "BASE=two"])), ["b.txt"]);
 }
@@ -132,9 +133,10 @@ fn required_variable_error() {
 #[test]
 fn onbuild_triggers_run_in_the_child_stage() {
     let project = Project::new();
-    project.write("trigger.txt", "t\n").write("child.txt", "c\n").dockerfile(
-        "FROM scratch AS parent\nONBUILD COPY trigger.txt /from-trigger.txt\nFROM parent\nCOPY child.txt /child.txt\n",
-    );
+    project
+        .write("trigger.txt", "t\n")
+        .write("child.txt", "c\n")
+        .dockerfile("FROM scratch AS parent\nONBUILD COPY trigger.txt /from-trigger.txt\nFROM parent\nCOPY child.txt /child.txt\n");
     assert_eq!(tree(&project.build_local("out", &[])), ["child.txt", "from-trigger.txt"]);
     // Triggers are consumed by the child: the image does not carry them on.
     let config = image_config(&project, &[]);

@@ -26,7 +26,9 @@ fn unknown_copy_flag_is_named() {
     assert_snippet(&run.stderr, 2, "COPY --frm=x a /b");
     // BuildKit strips the dashes (`unknown flag: frm`); either spelling names the flag.
     assert!(
-        run.stderr.lines().any(|line| line.starts_with("ERROR: ") && (line.contains("unknown flag: frm") || line.contains("unknown flag: --frm"))),
+        run.stderr
+            .lines()
+            .any(|line| line.starts_with("ERROR: ") && (line.contains("unknown flag: frm") || line.contains("unknown flag: --frm"))),
         "{}",
         run.stderr
     );
@@ -78,7 +80,9 @@ fn failing_run_shows_the_snippet_the_log_and_the_exit_code() {
     let run = project.build(&["--build-context", &context, "-o", "type=local,dest=out"]).fails(1);
     assert_snippet(&run.stderr, 3, "RUN echo before-failing && exit 3");
     run.stderr_has("before-failing");
-    run.stderr_has("ERROR: failed to solve: process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3");
+    run.stderr_has(
+        "ERROR: failed to solve: process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3",
+    );
     run.stderr_lacks("] RUN echo never");
     assert!(!project.out("out").exists());
 }
@@ -176,7 +180,11 @@ fn secret_sources_are_bounded() {
     // The registry config, and the credentials file through DOCKER_CONFIG, likewise.
     let zero = project.out("zero.toml");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-    project.build(&["--config", zero.to_str().unwrap()]).fails(1).stderr_has("failed to read registry config").stderr_has("larger than the limit");
+    project
+        .build(&["--config", zero.to_str().unwrap()])
+        .fails(1)
+        .stderr_has("failed to read registry config")
+        .stderr_has("larger than the limit");
     let docker_config = project.out("docker");
     std::fs::create_dir_all(&docker_config).unwrap();
     std::os::unix::fs::symlink("/dev/zero", docker_config.join("config.json")).unwrap();

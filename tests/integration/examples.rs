@@ -85,7 +85,15 @@ fn every_example_of_the_readme_and_the_man_pages_runs() {
     let project = Project::new();
     project.dockerfile("FROM busybox AS build\nRUN echo built > /built\nFROM busybox\nCOPY --from=build /built /built\n");
     let work = project.ctx();
-    tool("skopeo", &["copy", "--quiet", &format!("oci:{}:{BUSYBOX_TAG}", busybox_layout().display()), &format!("oci:{}:latest", work.join("base").display())]);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:{BUSYBOX_TAG}", busybox_layout().display()),
+            &format!("oci:{}:latest", work.join("base").display()),
+        ],
+    );
 
     let home = project.dir().join("home");
     let host = registry.host();

@@ -204,7 +204,10 @@ fn make_debian(dest: &Path, work: &Path) {
     );
     // Not part of an image: device nodes, fifos and sockets (debootstrap makes /dev/null etc.,
     // a container runtime provides them), the downloaded packages, the host's name and DNS.
-    tool("find", &[rootfs.to_str().unwrap(), "(", "-type", "b", "-o", "-type", "c", "-o", "-type", "p", "-o", "-type", "s", ")", "-delete"]);
+    tool(
+        "find",
+        &[rootfs.to_str().unwrap(), "(", "-type", "b", "-o", "-type", "c", "-o", "-type", "p", "-o", "-type", "s", ")", "-delete"],
+    );
     tool("find", &[rootfs.join("var/cache/apt/archives").to_str().unwrap(), "-name", "*.deb", "-type", "f", "-delete"]);
     for file in ["etc/hostname", "etc/resolv.conf"] {
         let _ = fs::remove_file(rootfs.join(file));
@@ -261,12 +264,7 @@ fn owner_in_layers(listings: &[String], path: &str) -> (String, String) {
     listings
         .iter()
         .rev()
-        .find_map(|listing| {
-            listing
-                .lines()
-                .find(|line| line.split_whitespace().nth(5) == Some(path))
-                .map(listing_fields)
-        })
+        .find_map(|listing| listing.lines().find(|line| line.split_whitespace().nth(5) == Some(path)).map(listing_fields))
         .unwrap_or_else(|| panic!("no {path:?} in any layer"))
 }
 

@@ -26,10 +26,7 @@ fn oci_archive_carries_the_image_config() {
 
     let config = skopeo_config(&archive);
     let container = &config["config"];
-    assert_eq!(
-        container["Env"],
-        json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1", "B=two words"])
-    );
+    assert_eq!(container["Env"], json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1", "B=two words"]));
     assert_eq!(container["WorkingDir"], "/app");
     assert_eq!(container["Entrypoint"], json!(["/app/run.sh"]));
     assert_eq!(container["Cmd"], json!(["serve"]));
@@ -283,10 +280,8 @@ fn iidfile_and_metadata_file_agree_with_skopeo() {
     let project = config_project();
     let iidfile = project.out("iid");
     let metadata_file = project.out("metadata.json");
-    let archive = project.build_oci(
-        "out.tar",
-        &["-t", "app:1", "--iidfile", iidfile.to_str().unwrap(), "--metadata-file", metadata_file.to_str().unwrap()],
-    );
+    let archive = project
+        .build_oci("out.tar", &["-t", "app:1", "--iidfile", iidfile.to_str().unwrap(), "--metadata-file", metadata_file.to_str().unwrap()]);
     let digest = skopeo_inspect(&archive)["Digest"].as_str().unwrap().to_string();
     let manifest_bytes = tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]);
     let manifest = json(&manifest_bytes);
@@ -311,14 +306,24 @@ fn iidfile_and_metadata_file_name_an_image_or_refuse() {
     let local = format!("type=local,dest={}", project.out("local").display());
     let iid = iidfile.to_str().unwrap();
     let metadata = metadata_file.to_str().unwrap();
-    project.build(&["-o", &local, "--iidfile", iid]).fails(2).stderr_has("ERROR: local and tar exporters are incompatible with image ID file");
+    project
+        .build(&["-o", &local, "--iidfile", iid])
+        .fails(2)
+        .stderr_has("ERROR: local and tar exporters are incompatible with image ID file");
     project.build(&["--iidfile", iid]).fails(2).stderr_has("ERROR: --iidfile needs an output that makes an image");
-    project.build(&["-o", &local, "--metadata-file", metadata]).fails(2).stderr_has("ERROR: --metadata-file needs an output that makes an image");
+    project
+        .build(&["-o", &local, "--metadata-file", metadata])
+        .fails(2)
+        .stderr_has("ERROR: --metadata-file needs an output that makes an image");
 
     let archive = project.build_oci("out.tar", &["--iidfile", iid, "--metadata-file", metadata]);
-    let config_digest = json(&tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]))["config"]["digest"].as_str().unwrap().to_string();
+    let config_digest = json(&tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]))["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(read(&iidfile), config_digest);
-    let siblings: Vec<String> = fs::read_dir(project.dir()).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let siblings: Vec<String> =
+        fs::read_dir(project.dir()).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!siblings.iter().any(|name| name.starts_with(".rbuild-")), "a temporary file was left: {siblings:?}");
 
     // A failing build removes the files of the earlier one.
@@ -382,7 +387,8 @@ fn rewrite_timestamp_keeps_base_layer_blobs() {
     // Every blob in the store has a row (the rewritten layer's blob had none, so `cache du`
     // missed it).
     let database = rusqlite::Connection::open(project.root().join("db-v1.sqlite")).unwrap();
-    let rows: Vec<String> = database.prepare("SELECT digest FROM blob").unwrap().query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect();
+    let rows: Vec<String> =
+        database.prepare("SELECT digest FROM blob").unwrap().query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect();
     for entry in fs::read_dir(project.root().join("blobs-v1/sha256")).unwrap() {
         let digest = format!("sha256:{}", entry.unwrap().file_name().to_string_lossy());
         assert!(rows.contains(&digest), "blob {digest} has no row");
@@ -405,9 +411,18 @@ fn archive_outputs_write_into_what_is_there() {
 
     // /dev/full: every write fails with ENOSPC; the node must stay a device.
     let full = project.out("full");
-    nix::sys::stat::mknod(&full, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 7)).unwrap();
+    nix::sys::stat::mknod(
+        &full,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 7),
+    )
+    .unwrap();
     project.build(&["-o", &format!("type=oci,dest={}", full.display())]).fails(1).stderr_has("No space left on device");
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::symlink_metadata(&full).unwrap().file_type()), "the device node was replaced");
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::symlink_metadata(&full).unwrap().file_type()),
+        "the device node was replaced"
+    );
 
     let missing = project.out("missing/out.tar");
     project.build(&["-o", &format!("type=oci,dest={}", missing.display())]).fails(2).stderr_has("does not exist");

@@ -142,7 +142,11 @@ fn a_base_image_new_to_the_root_shows_its_layers_extracting() {
     let unique: BTreeSet<_> = done.iter().map(|line| digest(line)).collect();
     assert_eq!(unique.len(), done.len(), "{}", run.stderr);
     for (index, line) in lines.iter().enumerate().filter(|(_, line)| line.starts_with("extracting sha256:") && !line.ends_with(" done")) {
-        assert!(lines[index..].iter().any(|later| later.ends_with(" done") && digest(later) == digest(line)), "{line:?} never ends\n{}", run.stderr);
+        assert!(
+            lines[index..].iter().any(|later| later.ends_with(" done") && digest(later) == digest(line)),
+            "{line:?} never ends\n{}",
+            run.stderr
+        );
     }
 
     // The next build has the layers: nothing to extract.
@@ -218,7 +222,8 @@ fn rawjson_graph(stream: &str) -> (Vertices, BTreeSet<String>) {
         let object: Value = serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}"));
         for vertex in object["vertexes"].as_array().into_iter().flatten() {
             let digest = vertex["digest"].as_str().unwrap_or_default().to_owned();
-            let its_inputs: Vec<String> = vertex["inputs"].as_array().into_iter().flatten().filter_map(|input| input.as_str().map(String::from)).collect();
+            let its_inputs: Vec<String> =
+                vertex["inputs"].as_array().into_iter().flatten().filter_map(|input| input.as_str().map(String::from)).collect();
             inputs.extend(its_inputs.iter().cloned());
             let name = vertex["name"].as_str().unwrap_or_default().to_owned();
             if let Some((known_name, known_inputs)) = vertices.get(&digest) {

@@ -48,13 +48,8 @@ impl Registry {
 
     fn spawn(config_path: &std::path::Path, log_path: &std::path::Path, port: u16) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-        let mut child = Command::new(REGISTRY_BINARY)
-            .arg("serve")
-            .arg(config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child =
+            Command::new(REGISTRY_BINARY).arg("serve").arg(config_path).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
         for _ in 0..400 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return child;
@@ -282,10 +277,40 @@ fn self_signed_pki(project: &Project) -> PathBuf {
         let output = Command::new("openssl").args(arguments).current_dir(&pki).output().unwrap();
         assert!(output.status.success(), "openssl {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
     };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rbuild e2e ca"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rbuild e2e ca",
+    ]);
     openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     std::fs::write(pki.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
     pki
 }
 
@@ -367,7 +392,9 @@ fn from_debian_pulls_through_a_mirror() {
     tool("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &source, &destination]);
     let project = Project::new();
     let config = mirror_config(&project, &registry);
-    project.dockerfile(&format!("FROM debian:{DEBIAN_TAG}\nRUN cat /etc/debian_version > /version && dpkg-query -W -f '${{Package}}\\n' bash > /bash\n"));
+    project.dockerfile(&format!(
+        "FROM debian:{DEBIAN_TAG}\nRUN cat /etc/debian_version > /version && dpkg-query -W -f '${{Package}}\\n' bash > /bash\n"
+    ));
     let run = project.build(&["--config", config.to_str().unwrap(), "-o", "type=local,dest=out"]).ok();
     assert!(run.step(&format!("FROM docker.io/library/debian:{DEBIAN_TAG}@sha256:")).contains("DONE"));
     let out = project.out("out");

@@ -58,12 +58,8 @@ fn a_second_machine_gets_every_step_from_the_registry_cache_and_downloads_only_t
     let cache_config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
     let cached_layers: BTreeSet<String> =
         manifest["layers"].as_array().unwrap().iter().map(|layer| layer["digest"].as_str().unwrap().to_string()).collect();
-    let image_layers: BTreeSet<String> = skopeo_inspect(&one)["Layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|layer| layer.as_str().unwrap().to_string())
-        .collect();
+    let image_layers: BTreeSet<String> =
+        skopeo_inspect(&one)["Layers"].as_array().unwrap().iter().map(|layer| layer.as_str().unwrap().to_string()).collect();
     assert!(image_layers.is_subset(&cached_layers), "image {image_layers:?} cache {cached_layers:?}");
     assert!(cached_layers.len() > image_layers.len(), "mode=max keeps the builder stage's own layer too");
 
@@ -90,7 +86,8 @@ fn a_second_machine_gets_every_step_from_the_registry_cache_and_downloads_only_t
 
     // What was downloaded: the cache config, the base image's config (resolving `FROM busybox`)
     // and the image's layers, each once. Not the builder stage's layer; nothing was unpacked.
-    let busybox = registry_json(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/library/busybox:latest", registry.host())]);
+    let busybox =
+        registry_json(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/library/busybox:latest", registry.host())]);
     let busybox_config = busybox["config"]["digest"].as_str().unwrap().to_string();
     let gets = registry.blob_gets();
     let fetched: BTreeSet<String> = gets.iter().cloned().collect();
@@ -181,7 +178,8 @@ fn a_local_cache_directory_carries_records_and_cache_mounts() {
         }
         second.build(&["--cache-from", &from, "--cache-to", &to]).ok();
         let manifest = registry_json(&["inspect", "--raw", &format!("oci:{}:latest", dir.display())]);
-        let mut used: BTreeSet<String> = manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+        let mut used: BTreeSet<String> =
+            manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
         used.insert(manifest["config"]["digest"].as_str().unwrap().to_string());
         let index = json(&read(&dir.join("index.json")));
         assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
@@ -285,7 +283,14 @@ fn a_cache_blob_with_the_wrong_bytes_is_rejected() {
     copy_tree(&first.ctx(), &second.ctx());
     let second_config = mirror_config(&second, &registry);
     let failed = second
-        .build(&["--config", second_config.to_str().unwrap(), "--cache-from", &cache, "-o", &format!("type=oci,dest={}", second.out("x.tar").display())])
+        .build(&[
+            "--config",
+            second_config.to_str().unwrap(),
+            "--cache-from",
+            &cache,
+            "-o",
+            &format!("type=oci,dest={}", second.out("x.tar").display()),
+        ])
         .fails(1);
     failed.stderr_has(&layer);
     failed.stderr_has("digest");

@@ -155,7 +155,6 @@ fn listing_paths(listing: &str) -> Vec<String> {
         .collect()
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // 1. Forms, environment, USER, WORKDIR, hostname
 // ---------------------------------------------------------------------------------------------
@@ -203,18 +202,26 @@ fn run_forms_environment_user_workdir_hostname() {
         let default_flags = file(&out, "flags-default");
         assert!(default_flags.starts_with("flags:") && !default_flags.contains('e'), "{default_flags:?}");
         let shell_flags = file(&out, "flags-shell");
-        assert!(shell_flags.starts_with("/bin/sh flags:") && shell_flags.trim_end().rsplit(':').next().unwrap().contains('e'), "{shell_flags:?}");
+        assert!(
+            shell_flags.starts_with("/bin/sh flags:") && shell_flags.trim_end().rsplit(':').next().unwrap().contains('e'),
+            "{shell_flags:?}"
+        );
         // Heredoc: the body is the script.
         assert_eq!(file(&out, "heredoc"), "line1\nline2 from-env\n");
 
         // ENV and ARG (declared with a default, and from --build-arg) in the process environment.
         let env = file(&out, "env");
         let lines: Vec<&str> = env.lines().collect();
-        for wanted in ["A=from-arg", "B=from-cli", "E=from-env", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] {
+        for wanted in
+            ["A=from-arg", "B=from-cli", "E=from-env", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        {
             assert!(lines.contains(&wanted), "no {wanted} in the RUN environment:\n{env}");
         }
         for line in &lines {
-            assert!(!line.starts_with("CARGO") && !line.starts_with("RUST") && !line.starts_with("SUDO"), "host variable {line} leaked:\n{env}");
+            assert!(
+                !line.starts_with("CARGO") && !line.starts_with("RUST") && !line.starts_with("SUDO"),
+                "host variable {line} leaked:\n{env}"
+            );
         }
         // ...but build args are not in the image config.
         let config = skopeo_config(&archive);
@@ -252,7 +259,10 @@ fn run_forms_environment_user_workdir_hostname() {
                 let (uid, gid) = ensure_test_user();
                 let start = TEST_SUBID_START.to_string();
                 let count = TEST_SUBID_COUNT.to_string();
-                assert_eq!(uid_map, vec![vec!["0".to_string(), uid.to_string(), "1".into()], vec!["1".into(), start.clone(), count.clone()]]);
+                assert_eq!(
+                    uid_map,
+                    vec![vec!["0".to_string(), uid.to_string(), "1".into()], vec!["1".into(), start.clone(), count.clone()]]
+                );
                 assert_eq!(gid_map, vec![vec!["0".to_string(), gid.to_string(), "1".into()], vec!["1".into(), start, count]]);
             }
         }
@@ -305,7 +315,8 @@ fn run_diff_ownership_whiteouts_opaque_and_kept_mount_points() {
         // that changes nothing gives an empty layer.
         for (index, listing) in runs.iter().enumerate() {
             for path in listing_paths(listing) {
-                let mount_point = ["proc", "dev", "sys"].iter().any(|stub| path == format!("{stub}/") || path.starts_with(&format!("{stub}/")));
+                let mount_point =
+                    ["proc", "dev", "sys"].iter().any(|stub| path == format!("{stub}/") || path.starts_with(&format!("{stub}/")));
                 let stub = path == "etc/hosts" || path == "etc/resolv.conf";
                 assert!(!stub && (!mount_point || index == 0), "mount-point stub {path} in RUN layer {index}:\n{listing}");
             }
@@ -558,10 +569,12 @@ fn run_interrupt_cancels_the_container() {
         let left = pgrep(marker);
         assert!(left.is_empty(), "[{:?}] processes left after the cancel: {left:?}", case.mode);
         let dir = case.project.dir().to_string_lossy().into_owned();
-        let mounts: Vec<String> = read(Path::new("/proc/self/mountinfo")).lines().filter(|line| line.contains(&dir)).map(str::to_string).collect();
+        let mounts: Vec<String> =
+            read(Path::new("/proc/self/mountinfo")).lines().filter(|line| line.contains(&dir)).map(str::to_string).collect();
         assert!(mounts.is_empty(), "[{:?}] mounts left under the project: {mounts:?}", case.mode);
         let tmp = case.project.root().join("tmp");
-        let leftovers: Vec<_> = fs::read_dir(&tmp).unwrap_or_else(|error| panic!("{}: {error}", tmp.display())).map(|entry| entry.unwrap().path()).collect();
+        let leftovers: Vec<_> =
+            fs::read_dir(&tmp).unwrap_or_else(|error| panic!("{}: {error}", tmp.display())).map(|entry| entry.unwrap().path()).collect();
         assert!(leftovers.is_empty(), "[{:?}] tmp/ keeps {leftovers:?}", case.mode);
         assert!(!output.exists(), "a canceled build wrote {}", output.display());
 
@@ -635,9 +648,7 @@ fn run_debian_apt_get_install_hello_runs_in_podman() {
     let project = Project::new();
     project.dockerfile("FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends hello\n");
     let archive = project.out("x.tar");
-    project
-        .build(&["--build-context", &context, "-o", &format!("type=docker,dest={}", archive.display()), "-t", "hello-test"])
-        .ok();
+    project.build(&["--build-context", &context, "-o", &format!("type=docker,dest={}", archive.display()), "-t", "hello-test"]).ok();
     let podman = Podman::new(project.dir());
     podman.run(&["load", "-i", archive.to_str().unwrap()]).ok();
     // This machine is not podman-friendly: its cgroups are hybrid with a controller in the cgroup2
@@ -829,7 +840,13 @@ fn host_devices_are_out_of_reach() {
     let payload = case.out("payload");
     std::fs::create_dir_all(&payload).unwrap();
     let node = payload.join("kmsg");
-    nix::sys::stat::mknod(&node, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o600), nix::sys::stat::makedev(1, 11)).unwrap();
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 11),
+    )
+    .unwrap();
     tool("tar", &["-C", payload.to_str().unwrap(), "-cf", case.project.ctx().join("dev.tar").to_str().unwrap(), "kmsg"]);
     case.dockerfile("FROM busybox\nADD dev.tar /\nRUN (echo from-a-step > /kmsg) 2>/dev/null; echo $? > /kmsg-status\n");
     let out = case.build_local("out", &[]);
@@ -933,7 +950,9 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
         }
         build.wait().unwrap();
         for pid in &tree {
-            while Path::new(&format!("/proc/{pid}")).exists() && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+            while Path::new(&format!("/proc/{pid}")).exists()
+                && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -1079,7 +1098,10 @@ fn a_rootless_user_reads_the_home_config_and_a_dockerfile_from_stdin() {
     // A home of its own: other tests run as the same user at the same time.
     let home = case.project.dir().join("home");
     let host = registry.host();
-    write_file(&home.join(".config/rbuild/config.toml"), &format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n"));
+    write_file(
+        &home.join(".config/rbuild/config.toml"),
+        &format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n"),
+    );
     chown_tree(&home, uid, gid);
     let archive = case.out("stdin.tar");
     let ids = [format!("--reuid={uid}"), format!("--regid={gid}")];
@@ -1092,7 +1114,14 @@ fn a_rootless_user_reads_the_home_config_and_a_dockerfile_from_stdin() {
     let config = skopeo_config(&archive);
     let last = config["history"].as_array().unwrap().last().unwrap()["created_by"].as_str().unwrap().to_string();
     assert!(last.contains("echo from-stdin > /where"), "the last step is the RUN of the Dockerfile on stdin: {last}");
-    assert!(config["history"].as_array().unwrap().iter().any(|entry| entry["created_by"] == "COPY --chmod=0755 busybox /bin/busybox # buildkit"), "FROM busybox came from the mirror");
+    assert!(
+        config["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["created_by"] == "COPY --chmod=0755 busybox /bin/busybox # buildkit"),
+        "FROM busybox came from the mirror"
+    );
     assert!(home.join(".cache/rbuild/db-v1.sqlite").is_file(), "no state root in the given home");
 }
 
@@ -1124,7 +1153,12 @@ fn repeated_subordinate_ranges_are_merged() {
     tool("cp", &["-a", busybox_layout().to_str().unwrap(), layout.to_str().unwrap()]);
     project.dockerfile("FROM busybox\nRUN mkdir /owned && chown 1000:1000 /owned\nUSER 1000\nRUN id -u > /tmp/uid\n");
     chown_tree(project.dir(), user.uid.as_raw(), user.gid.as_raw());
-    let build = project.build_command(&["--build-context", &context_arg("busybox", &layout, BUSYBOX_TAG), "-o", &format!("type=local,dest={}", project.out("out").display())]);
+    let build = project.build_command(&[
+        "--build-context",
+        &context_arg("busybox", &layout, BUSYBOX_TAG),
+        "-o",
+        &format!("type=local,dest={}", project.out("out").display()),
+    ]);
     let ids = [format!("--reuid={}", user.uid), format!("--regid={}", user.gid)];
     let mut command = wrapped_command("setpriv", &[&ids[0], &ids[1], "--init-groups", "--"], &build);
     command.env_clear().env("HOME", &user.dir).env("PATH", "/usr/bin:/bin");

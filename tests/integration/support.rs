@@ -21,9 +21,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Fails the test when `name` is not on PATH (`.ci/run` installs every tool used here).
 pub fn require_tool(name: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-        .unwrap_or(false);
+    let found = std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())).unwrap_or(false);
     assert!(found, "required tool `{name}` is not installed (run .ci/run, which installs skopeo, umoci, podman, tar, zstd)");
 }
 
@@ -45,9 +43,13 @@ impl Run {
     #[track_caller]
     pub fn ok(self) -> Run {
         assert_eq!(
-            self.code, 0,
+            self.code,
+            0,
             "`{}` failed with exit code {}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-            self.what, self.code, self.stderr, self.stdout_text()
+            self.what,
+            self.code,
+            self.stderr,
+            self.stdout_text()
         );
         self
     }
@@ -55,11 +57,7 @@ impl Run {
     /// Asserts the exit code and returns self.
     #[track_caller]
     pub fn fails(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "`{}` exited with {} instead of {code}\n--- stderr ---\n{}",
-            self.what, self.code, self.stderr
-        );
+        assert_eq!(self.code, code, "`{}` exited with {} instead of {code}\n--- stderr ---\n{}", self.what, self.code, self.stderr);
         self
     }
 
@@ -110,10 +108,7 @@ pub fn plain_steps(stderr: &str) -> Vec<(String, String)> {
             outcomes.insert(number.to_string(), outcome);
         }
     }
-    order
-        .into_iter()
-        .map(|number| (names[&number].clone(), outcomes.get(&number).cloned().unwrap_or_default()))
-        .collect()
+    order.into_iter().map(|number| (names[&number].clone(), outcomes.get(&number).cloned().unwrap_or_default())).collect()
 }
 
 pub fn run_command(mut command: Command, stdin: Option<&[u8]>) -> Run {
@@ -428,11 +423,8 @@ pub fn ensure_test_user() -> (u32, u32) {
                 continue;
             }
             // Drop any other range of the user (useradd may have allocated one), keep the rest.
-            let mut kept: String = text
-                .lines()
-                .filter(|line| !line.starts_with(&format!("{TEST_USER}:")))
-                .map(|line| format!("{line}\n"))
-                .collect();
+            let mut kept: String =
+                text.lines().filter(|line| !line.starts_with(&format!("{TEST_USER}:"))).map(|line| format!("{line}\n")).collect();
             kept.push_str(&wanted);
             kept.push('\n');
             let tmp = format!("{file}.rbuild-test-tmp");
@@ -508,7 +500,6 @@ pub fn assert_snippet(stderr: &str, line: usize, text: &str) {
     assert!(body.contains(&marked), "no {marked:?} in snippet:\n{body}");
     assert_eq!(body.matches(">>>").count(), 1, "one marked line:\n{body}");
 }
-
 
 /// An exclusive flock on `path` (created if missing), held until the returned value is dropped:
 /// serialises work shared by test threads and test processes.

@@ -29,22 +29,13 @@ fn make_push_image() -> PushImage {
         .collect();
     std::fs::write(path.join("noise"), &noise).unwrap();
     let tar = |file: &str| {
-        let output = Command::new("tar")
-            .args(["-cf", "-", "--owner=0", "--group=0", "--mtime=@0", "-C"])
-            .arg(path)
-            .arg(file)
-            .output()
-            .unwrap();
+        let output =
+            Command::new("tar").args(["-cf", "-", "--owner=0", "--group=0", "--mtime=@0", "-C"]).arg(path).arg(file).output().unwrap();
         assert!(output.status.success());
         output.stdout
     };
     let small_tar = tar("hello");
-    let mut gzip = Command::new("gzip")
-        .arg("-nc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut gzip = Command::new("gzip").arg("-nc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     gzip.stdin.take().unwrap().write_all(&small_tar).unwrap();
     let small_layer = gzip.wait_with_output().unwrap().stdout;
     let big_layer = tar("noise");
@@ -66,10 +57,7 @@ fn make_push_image() -> PushImage {
     )
     .into_bytes();
     PushImage {
-        blobs: [config, small_layer, big_layer]
-            .into_iter()
-            .map(|bytes| (sha256_digest(&bytes), bytes))
-            .collect(),
+        blobs: [config, small_layer, big_layer].into_iter().map(|bytes| (sha256_digest(&bytes), bytes)).collect(),
         manifest_digest: sha256_digest(&manifest),
         manifest,
     }
@@ -78,12 +66,7 @@ fn make_push_image() -> PushImage {
 /// Per blob: whether it was uploaded, and its `progress(done, total)` calls.
 type Pushed = Vec<(bool, Vec<(u64, u64)>)>;
 
-fn push_blobs(
-    client: &Client,
-    reference: &Reference,
-    image: &PushImage,
-    mount_from: Option<&str>,
-) -> Result<Pushed, RegistryError> {
+fn push_blobs(client: &Client, reference: &Reference, image: &PushImage, mount_from: Option<&str>) -> Result<Pushed, RegistryError> {
     let mut results = Vec::new();
     for (digest, bytes) in &image.blobs {
         let mut calls = Vec::new();
@@ -102,11 +85,7 @@ fn push_blobs(
 
 fn skopeo(arguments: &[&str]) -> Vec<u8> {
     let output = Command::new("skopeo").args(arguments).output().unwrap();
-    assert!(
-        output.status.success(),
-        "skopeo {arguments:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "skopeo {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
 }
 
@@ -115,36 +94,23 @@ fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
     let registry = Registry::start(None, None);
     let host = registry.host();
     let image = make_push_image();
-    let client = Client::new(RegistryConfig::default(), Credentials::anonymous())
-        .unwrap()
-        .with_retry_policy(fast_retries());
+    let client = Client::new(RegistryConfig::default(), Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
     let reference = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
 
     // First push: every blob is uploaded; the big one in three chunks.
     let results = push_blobs(&client, &reference, &image, None).unwrap();
     assert!(results.iter().all(|(uploaded, _)| *uploaded));
     let big = image.blobs[2].1.len() as u64;
-    assert_eq!(
-        results[2].1,
-        [(0, big), (8 << 20, big), (16 << 20, big), (big, big)],
-        "progress after each chunk"
-    );
+    assert_eq!(results[2].1, [(0, big), (8 << 20, big), (16 << 20, big), (big, big)], "progress after each chunk");
     assert_eq!(registry.requests("PATCH /v2/team/app/blobs/uploads/").len(), 1 + 1 + 3);
     let closing = registry.requests("PUT /v2/team/app/blobs/uploads/");
     assert_eq!(closing.len(), 3);
     assert!(closing.iter().all(|line| line.contains("\" 201 ")), "{closing:?}");
-    assert_eq!(
-        client.push_manifest(&reference, OCI_MANIFEST, &image.manifest).unwrap(),
-        image.manifest_digest
-    );
+    assert_eq!(client.push_manifest(&reference, OCI_MANIFEST, &image.manifest).unwrap(), image.manifest_digest);
 
     // skopeo sees the digest we pushed and copies out the same bytes.
-    let inspect: serde_json::Value = serde_json::from_slice(&skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{host}/team/app:v1"),
-    ]))
-    .unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&skopeo(&["inspect", "--tls-verify=false", &format!("docker://{host}/team/app:v1")])).unwrap();
     assert_eq!(inspect["Digest"], image.manifest_digest.as_str());
     let out = tempfile::tempdir().unwrap();
     skopeo(&[
@@ -156,18 +122,8 @@ fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
         &format!("oci:{}:v1", out.path().display()),
     ]);
     let copied = |digest: &str| {
-        std::fs::read(
-            out.path()
-                .join("blobs/sha256")
-                .join(digest.strip_prefix("sha256:").unwrap()),
-        )
-        .unwrap_or_else(|error| {
-            panic!(
-                "{digest} not copied ({error}): {:?}",
-                std::fs::read_dir(out.path().join("blobs/sha256"))
-                    .unwrap()
-                    .collect::<Vec<_>>()
-            )
+        std::fs::read(out.path().join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())).unwrap_or_else(|error| {
+            panic!("{digest} not copied ({error}): {:?}", std::fs::read_dir(out.path().join("blobs/sha256")).unwrap().collect::<Vec<_>>())
         })
     };
     assert_eq!(copied(&image.manifest_digest), image.manifest);
@@ -179,14 +135,8 @@ fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
     let uploads_before = registry.requests("POST /v2/team/app/blobs/uploads/").len();
     let results = push_blobs(&client, &reference, &image, None).unwrap();
     assert!(results.iter().all(|(uploaded, calls)| !uploaded && calls.is_empty()));
-    assert_eq!(
-        registry.requests("POST /v2/team/app/blobs/uploads/").len(),
-        uploads_before
-    );
-    assert_eq!(
-        client.push_manifest(&reference, OCI_MANIFEST, &image.manifest).unwrap(),
-        image.manifest_digest
-    );
+    assert_eq!(registry.requests("POST /v2/team/app/blobs/uploads/").len(), uploads_before);
+    assert_eq!(client.push_manifest(&reference, OCI_MANIFEST, &image.manifest).unwrap(), image.manifest_digest);
 
     // Another repository: every blob is mounted from the first, nothing uploaded.
     let other = Reference::parse(&format!("{host}/other/app@{}", image.manifest_digest)).unwrap();
@@ -202,32 +152,19 @@ fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
             .arg(format!("http://{host}/v2/other/app/blobs/{digest}"))
             .output()
             .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&status.stdout),
-            "200",
-            "HEAD {digest} in other/app"
-        );
+        assert_eq!(String::from_utf8_lossy(&status.stdout), "200", "HEAD {digest} in other/app");
     }
     // By digest, and readable through the pull side.
-    assert_eq!(
-        client.push_manifest(&other, OCI_MANIFEST, &image.manifest).unwrap(),
-        image.manifest_digest
-    );
+    assert_eq!(client.push_manifest(&other, OCI_MANIFEST, &image.manifest).unwrap(), image.manifest_digest);
     let resolved = client.resolve(&other, "linux", "amd64", None).unwrap();
     assert_eq!(resolved.manifest, image.manifest);
 
     // A reference whose digest is not the manifest's is refused before any request.
     let wrong = Reference::parse(&format!("{host}/other/app@{}", image.blobs[0].0)).unwrap();
-    assert!(matches!(
-        client.push_manifest(&wrong, OCI_MANIFEST, &image.manifest),
-        Err(RegistryError::DigestMismatch { .. })
-    ));
+    assert!(matches!(client.push_manifest(&wrong, OCI_MANIFEST, &image.manifest), Err(RegistryError::DigestMismatch { .. })));
     // A manifest whose blobs the repository lacks: the registry's status and message.
     let third = Reference::parse(&format!("{host}/third/app:v1")).unwrap();
-    let error = client
-        .push_manifest(&third, OCI_MANIFEST, &image.manifest)
-        .unwrap_err()
-        .to_string();
+    let error = client.push_manifest(&third, OCI_MANIFEST, &image.manifest).unwrap_err().to_string();
     assert_eq!(
         error,
         format!(
@@ -237,19 +174,9 @@ fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
     // A reader that gives other bytes than the digest says: nothing is committed.
     let (digest, bytes) = &image.blobs[1];
     let error = client
-        .push_blob(
-            &third,
-            digest,
-            bytes.len() as u64,
-            None,
-            &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; 1000]))),
-            &mut |_, _| {},
-        )
+        .push_blob(&third, digest, bytes.len() as u64, None, &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; 1000]))), &mut |_, _| {})
         .unwrap_err();
-    assert!(
-        matches!(error, RegistryError::SizeMismatch { actual: 1000, .. }),
-        "{error}"
-    );
+    assert!(matches!(error, RegistryError::SizeMismatch { actual: 1000, .. }), "{error}");
     let error = client
         .push_blob(
             &third,

@@ -35,14 +35,7 @@ struct Answer {
 
 impl Answer {
     fn new(status: u16, body: &[u8]) -> Answer {
-        Answer {
-            status,
-            headers: Vec::new(),
-            body: body.to_vec(),
-            cut_after: None,
-            drip: None,
-            silent_for: None,
-        }
+        Answer { status, headers: Vec::new(), body: body.to_vec(), cut_after: None, drip: None, silent_for: None }
     }
 
     fn header(mut self, name: &str, value: &str) -> Answer {
@@ -79,28 +72,16 @@ fn scripted_server(handler: impl Fn(&Request) -> Answer + Send + 'static) -> u16
                 }
             }
             let mut body = Vec::new();
-            if let Some(length) = headers
-                .get("content-length")
-                .and_then(|value| value.parse::<usize>().ok())
-            {
+            if let Some(length) = headers.get("content-length").and_then(|value| value.parse::<usize>().ok()) {
                 body = vec![0; length];
                 reader.read_exact(&mut body).unwrap();
             }
-            let answer = handler(&Request {
-                method,
-                path,
-                headers,
-                body,
-            });
+            let answer = handler(&Request { method, path, headers, body });
             if let Some(silence) = answer.silent_for {
                 std::thread::sleep(silence);
                 continue;
             }
-            let mut head = format!(
-                "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                answer.status,
-                answer.body.len()
-            );
+            let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", answer.status, answer.body.len());
             for (name, value) in &answer.headers {
                 head += &format!("{name}: {value}\r\n");
             }
@@ -148,8 +129,7 @@ fn bearer_tokens_retries_and_resumed_streams() {
     let tampered_digest = sha256_digest(b"the real bytes");
     let server_tampered = tampered_digest.clone();
     let port = {
-        let (blob, config_bytes, digest, manifest) =
-            (blob.clone(), config_bytes.clone(), digest.clone(), manifest.clone());
+        let (blob, config_bytes, digest, manifest) = (blob.clone(), config_bytes.clone(), digest.clone(), manifest.clone());
         scripted_server(move |request| {
             let port = *server_port.lock().unwrap();
             server_log.lock().unwrap().push(format!(
@@ -160,12 +140,8 @@ fn bearer_tokens_retries_and_resumed_streams() {
             ));
             if request.path.starts_with("/token") {
                 // Basic auth for bob:builder only.
-                let expected = format!(
-                    "Basic {}",
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:builder")
-                );
-                if request.headers.get("authorization") != Some(&expected)
-                    || !request.path.contains("scope=repository%3Ateam%2Fapp%3Apull")
+                let expected = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:builder"));
+                if request.headers.get("authorization") != Some(&expected) || !request.path.contains("scope=repository%3Ateam%2Fapp%3Apull")
                 {
                     return Answer::new(401, b"{}");
                 }
@@ -173,45 +149,33 @@ fn bearer_tokens_retries_and_resumed_streams() {
             }
             if request.headers.get("authorization").map(String::as_str) != Some("Bearer good-token") {
                 return Answer::new(401, br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#).header(
-                "WWW-Authenticate",
-                &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="scripted",scope="repository:team/app:pull""#),
-            );
+                    "WWW-Authenticate",
+                    &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="scripted",scope="repository:team/app:pull""#),
+                );
             }
             match (request.method.as_str(), request.path.as_str()) {
-                ("HEAD", "/v2/team/app/manifests/v1") => {
-                    Answer::new(200, b"").header("Docker-Content-Digest", &manifest_digest)
-                }
+                ("HEAD", "/v2/team/app/manifests/v1") => Answer::new(200, b"").header("Docker-Content-Digest", &manifest_digest),
                 ("GET", path) if path == format!("/v2/team/app/manifests/{manifest_digest}") => {
-                    Answer::new(200, manifest.as_bytes())
-                        .header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+                    Answer::new(200, manifest.as_bytes()).header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
                 }
-                ("GET", path) if path == format!("/v2/team/app/blobs/{config_digest}") => {
-                    Answer::new(200, &config_bytes)
-                }
+                ("GET", path) if path == format!("/v2/team/app/blobs/{config_digest}") => Answer::new(200, &config_bytes),
                 ("GET", path) if path == format!("/v2/team/app/blobs/{digest}") => {
                     match server_blob_requests.fetch_add(1, Ordering::SeqCst) {
                         // A 503 with Retry-After, then a stream that breaks halfway, then the rest.
                         0 => Answer::new(503, b"").header("Retry-After", "0"),
-                        1 => Answer {
-                            cut_after: Some(blob.len() / 2),
-                            ..Answer::new(200, &blob)
-                        },
+                        1 => Answer { cut_after: Some(blob.len() / 2), ..Answer::new(200, &blob) },
                         _ => {
                             let start: usize = request
                                 .headers
                                 .get("range")
                                 .and_then(|range| range.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
                                 .unwrap_or(0);
-                            Answer::new(206, &blob[start..]).header(
-                                "Content-Range",
-                                &format!("bytes {start}-{}/{}", blob.len() - 1, blob.len()),
-                            )
+                            Answer::new(206, &blob[start..])
+                                .header("Content-Range", &format!("bytes {start}-{}/{}", blob.len() - 1, blob.len()))
                         }
                     }
                 }
-                ("GET", path) if path == format!("/v2/team/app/blobs/{server_tampered}") => {
-                    Answer::new(200, b"the fake bytes")
-                }
+                ("GET", path) if path == format!("/v2/team/app/blobs/{server_tampered}") => Answer::new(200, b"the fake bytes"),
                 _ => Answer::new(404, b""),
             }
         })
@@ -220,27 +184,17 @@ fn bearer_tokens_retries_and_resumed_streams() {
     let host = format!("127.0.0.1:{port}");
     let directory = tempfile::tempdir().unwrap();
     let auth_file = directory.path().join("auth.json");
-    std::fs::write(
-        &auth_file,
-        format!(r#"{{"auths":{{"{host}":{{"username":"bob","password":"builder"}}}}}}"#),
-    )
-    .unwrap();
-    let client = Client::new(
-        RegistryConfig::default(),
-        Credentials::from_files(std::slice::from_ref(&auth_file)).unwrap(),
-    )
-    .unwrap()
-    .with_retry_policy(fast_retries());
+    std::fs::write(&auth_file, format!(r#"{{"auths":{{"{host}":{{"username":"bob","password":"builder"}}}}}}"#)).unwrap();
+    let client = Client::new(RegistryConfig::default(), Credentials::from_files(std::slice::from_ref(&auth_file)).unwrap())
+        .unwrap()
+        .with_retry_policy(fast_retries());
     let reference = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
 
     let resolved = client.resolve(&reference, "linux", "amd64", None).unwrap();
     assert_eq!(resolved.manifest_digest, sha256_digest(manifest.as_bytes()));
     assert_eq!(resolved.manifest_media_type, DOCKER_MANIFEST);
     assert_eq!(resolved.config, config_bytes);
-    assert_eq!(
-        resolved.reference.digest.as_deref(),
-        Some(resolved.manifest_digest.as_str())
-    );
+    assert_eq!(resolved.reference.digest.as_deref(), Some(resolved.manifest_digest.as_str()));
 
     let (bytes, calls) = fetch(&client, &reference, &digest, Some(blob.len() as u64)).unwrap();
     assert_eq!(bytes, blob, "resumed stream is the whole blob, once");
@@ -255,48 +209,20 @@ fn bearer_tokens_retries_and_resumed_streams() {
             format!("GET /v2/team/app/blobs/{digest} bytes={}-", blob.len() / 2),
         ]
     );
-    assert_eq!(
-        requests.iter().filter(|line| line.starts_with("GET /token")).count(),
-        1,
-        "one token for the scope, cached"
-    );
-    assert!(
-        requests
-            .iter()
-            .any(|line| line.starts_with("HEAD /v2/team/app/manifests/v1")),
-        "tag resolved with HEAD"
-    );
-    assert!(
-        !requests
-            .iter()
-            .any(|line| line.starts_with("GET /v2/team/app/manifests/v1")),
-        "no GET by tag when HEAD gives the digest"
-    );
+    assert_eq!(requests.iter().filter(|line| line.starts_with("GET /token")).count(), 1, "one token for the scope, cached");
+    assert!(requests.iter().any(|line| line.starts_with("HEAD /v2/team/app/manifests/v1")), "tag resolved with HEAD");
+    assert!(!requests.iter().any(|line| line.starts_with("GET /v2/team/app/manifests/v1")), "no GET by tag when HEAD gives the digest");
 
     // Bytes that do not match their digest.
     let error = fetch(&client, &reference, &tampered_digest, None).unwrap_err();
     assert!(matches!(error, RegistryError::DigestMismatch { .. }), "{error}");
 
     // Wrong credentials at the token realm.
-    std::fs::write(
-        &auth_file,
-        format!(r#"{{"auths":{{"{host}":{{"username":"bob","password":"nope"}}}}}}"#),
-    )
-    .unwrap();
-    let client = Client::new(
-        RegistryConfig::default(),
-        Credentials::from_files(&[auth_file]).unwrap(),
-    )
-    .unwrap()
-    .with_retry_policy(fast_retries());
-    let error = client
-        .resolve(&reference, "linux", "amd64", None)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        error,
-        format!("pull access denied for {host}/team/app:v1: authentication failed for `bob` at `{host}`")
-    );
+    std::fs::write(&auth_file, format!(r#"{{"auths":{{"{host}":{{"username":"bob","password":"nope"}}}}}}"#)).unwrap();
+    let client =
+        Client::new(RegistryConfig::default(), Credentials::from_files(&[auth_file]).unwrap()).unwrap().with_retry_policy(fast_retries());
+    let error = client.resolve(&reference, "linux", "amd64", None).unwrap_err().to_string();
+    assert_eq!(error, format!("pull access denied for {host}/team/app:v1: authentication failed for `bob` at `{host}`"));
 }
 
 #[test]
@@ -309,13 +235,8 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
     let patches = Arc::new(AtomicUsize::new(0));
     let port_cell = Arc::new(Mutex::new(0u16));
     let port = {
-        let (log, received, patches, port_cell, digest) = (
-            log.clone(),
-            received.clone(),
-            patches.clone(),
-            port_cell.clone(),
-            digest.clone(),
-        );
+        let (log, received, patches, port_cell, digest) =
+            (log.clone(), received.clone(), patches.clone(), port_cell.clone(), digest.clone());
         scripted_server(move |request| {
             let port = *port_cell.lock().unwrap();
             log.lock().unwrap().push(format!(
@@ -328,63 +249,44 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
                 return Answer::new(200, br#"{"token":"push-token"}"#);
             }
             if request.headers.get("authorization").map(String::as_str) != Some("Bearer push-token") {
-                return Answer::new(401, b"{}").header(
-                    "WWW-Authenticate",
-                    &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="scripted""#),
-                );
+                return Answer::new(401, b"{}")
+                    .header("WWW-Authenticate", &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="scripted""#));
             }
             let uploads = "/v2/team/app/blobs/uploads/";
             match (request.method.as_str(), request.path.as_str()) {
                 ("HEAD", _) => Answer::new(404, b""),
                 // The mount is refused with a session (relative Location), whose first PATCH fails.
-                ("POST", path) if path.contains("mount=") => {
-                    Answer::new(202, b"").header("Location", &format!("{uploads}s1"))
-                }
+                ("POST", path) if path.contains("mount=") => Answer::new(202, b"").header("Location", &format!("{uploads}s1")),
                 ("PATCH", path) if path.ends_with("/s1") => Answer::new(503, b""),
                 ("DELETE", _) => Answer::new(204, b""),
                 ("POST", path) if path == uploads => {
                     Answer::new(202, b"").header("Location", &format!("http://127.0.0.1:{port}{uploads}s2?_state=a"))
                 }
                 ("PATCH", _) => {
-                    let start: usize = request.headers["content-range"]
-                        .split('-')
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
+                    let start: usize = request.headers["content-range"].split('-').next().unwrap().parse().unwrap();
                     let mut received = received.lock().unwrap();
                     assert_eq!(start, received.len(), "PATCH continues where the registry is");
                     // The first PATCH of the session only half lands.
-                    let take = if patches.fetch_add(1, Ordering::SeqCst) == 0 {
-                        half - start
-                    } else {
-                        request.body.len()
-                    };
+                    let take = if patches.fetch_add(1, Ordering::SeqCst) == 0 { half - start } else { request.body.len() };
                     received.extend_from_slice(&request.body[..take]);
                     Answer::new(202, b"")
                         .header("Range", &format!("0-{}", received.len() - 1))
                         .header("Location", &format!("{uploads}s3?_state=b"))
                 }
                 ("PUT", path) if path.starts_with(&format!("{uploads}s3?")) => {
-                    assert!(
-                        path.contains(&format!("digest={}", digest.replace(':', "%3A"))),
-                        "{path}"
-                    );
+                    assert!(path.contains(&format!("digest={}", digest.replace(':', "%3A"))), "{path}");
                     Answer::new(201, b"").header("Docker-Content-Digest", &digest)
                 }
-                ("PUT", path) if path.starts_with("/v2/team/app/manifests/") => Answer::new(
-                    403,
-                    br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
-                ),
+                ("PUT", path) if path.starts_with("/v2/team/app/manifests/") => {
+                    Answer::new(403, br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#)
+                }
                 _ => Answer::new(404, b""),
             }
         })
     };
     *port_cell.lock().unwrap() = port;
     let host = format!("127.0.0.1:{port}");
-    let client = Client::new(RegistryConfig::default(), Credentials::anonymous())
-        .unwrap()
-        .with_retry_policy(fast_retries());
+    let client = Client::new(RegistryConfig::default(), Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());
     let reference = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
     let mut opened = 0;
     let mut calls = Vec::new();
@@ -405,13 +307,7 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
     assert_eq!(*received.lock().unwrap(), blob, "the registry got every byte once");
     assert_eq!(opened, 2, "the failed session restarted from a fresh reader");
     assert_eq!(calls, [(0, 1000), (0, 1000), (1000, 1000)]);
-    let requests: Vec<String> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| !line.starts_with("GET /token"))
-        .cloned()
-        .collect();
+    let requests: Vec<String> = log.lock().unwrap().iter().filter(|line| !line.starts_with("GET /token")).cloned().collect();
     let uploads = "/v2/team/app/blobs/uploads/";
     let expected = [
         format!("HEAD /v2/team/app/blobs/{digest} "),
@@ -426,13 +322,7 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
         format!("PUT {uploads}s3?_state=b&digest={} ", digest.replace(':', "%3A")),
     ];
     assert_eq!(requests, expected);
-    let tokens: Vec<String> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.starts_with("GET /token"))
-        .cloned()
-        .collect();
+    let tokens: Vec<String> = log.lock().unwrap().iter().filter(|line| line.starts_with("GET /token")).cloned().collect();
     assert_eq!(
         tokens,
         [
@@ -442,10 +332,7 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
         "a token per scope set, the mount's with pull on its source"
     );
 
-    let error = client
-        .push_manifest(&reference, OCI_MANIFEST, b"{}")
-        .unwrap_err()
-        .to_string();
+    let error = client.push_manifest(&reference, OCI_MANIFEST, b"{}").unwrap_err().to_string();
     assert_eq!(
         error,
         format!(
@@ -464,7 +351,8 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
     let blob_digest = sha256_digest(&blob);
     let port = {
         let (manifest, blob) = (manifest.clone(), blob.clone());
-        scripted_server(move |request| match request.path.as_str() {
+        scripted_server(move |request| {
+            match request.path.as_str() {
             "/v2/drip/manifests/v1" => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &manifest) }
                 .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
             path if path.starts_with("/v2/drip/blobs/") => Answer { drip: Some(Duration::from_millis(100)), ..Answer::new(200, &blob) },
@@ -475,6 +363,7 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
             "/v2/cut/manifests/v1" => Answer { cut_after: Some(20), ..Answer::new(200, &manifest) }
                 .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
             _ => Answer { silent_for: Some(Duration::from_secs(4)), ..Answer::new(200, b"") },
+        }
         })
     };
     let policy = RetryPolicy {
@@ -518,7 +407,6 @@ fn slow_or_silent_servers_time_out_and_a_cancel_ends_the_wait() {
     let silent = Reference::parse(&format!("{host}/silent:v1")).unwrap();
     let error = client.resolve(&silent, "linux", "amd64", None).unwrap_err();
     assert!(matches!(error, RegistryError::Timeout { .. }), "{error}");
-
 
     // Default (long) deadlines: only the cancel ends the wait.
     std::thread::sleep(Duration::from_secs(4));
