@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile (the default command)
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Manage the build cache
     Cache {
         #[command(subcommand)]
@@ -234,7 +234,7 @@ pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ff
 /// Runs a parsed command; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Cache { command } => cache::run(command),
         Command::Completion { shell } => {
             let _ = completion::write_script(shell, &mut std::io::stdout().lock());

@@ -275,7 +275,7 @@ pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
             "push" if image_kind => push = parse_bool(&key, &value)?,
             "registry.insecure" | "unpack" | "store" | "name-canonical" | "dangling-name-prefix" if image_kind => {}
             "platform-split" | "buildinfo" | "attestation-inline" => {}
-            key if image_kind && key.starts_with("annotation") => output.add_annotation(&key, value, true)?,
+            key if image_kind && key.starts_with("annotation") => output.add_annotation(key, value, true)?,
             _ => return Err(OutputError::UnknownKey { key, kind: kind_name.clone() }),
         }
     }
@@ -349,8 +349,8 @@ mod tests {
         assert_eq!(docker.names, ["a:1", "b:2"]);
         assert!(docker.oci_mediatypes, "zstd forces OCI media types");
         assert_eq!(docker.manifest_annotations["x"], "y");
-        assert_eq!(parse_output("type=docker,dest=a.tar").unwrap().oci_mediatypes, false);
-        assert_eq!(parse_output("type=oci,dest=d,tar=false").unwrap().tar, false);
+        assert!(!parse_output("type=docker,dest=a.tar").unwrap().oci_mediatypes);
+        assert!(!parse_output("type=oci,dest=d,tar=false").unwrap().tar);
         assert!(matches!(parse_output("type=nope,dest=x"), Err(OutputError::UnknownType(_))));
         assert!(matches!(parse_output("dest=x.tar"), Err(OutputError::MissingType)));
         assert!(matches!(parse_output("type=oci"), Err(OutputError::MissingDest(_))));

@@ -109,7 +109,7 @@ pub fn cache_inputs(
                     if let ExecMountKind::Bind { input, source, .. } = &mount.kind
                         && *input == index
                     {
-                        let selection = file::select_context(handle, &[source.clone()], &[], false, environment)?;
+                        let selection = file::select_context(handle, std::slice::from_ref(source), &[], false, environment)?;
                         cache_inputs.push((format!("files of mount {}", mount.target), selection.digest.clone()));
                     }
                 }

@@ -121,7 +121,7 @@ pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Op
     let manifest_bytes = read_blob(path, &digest)?;
     let manifest = ImageManifest::from_reader(&manifest_bytes[..])
         .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
-    let config = read_blob(path, &manifest.config().digest().to_string())?;
+    let config = read_blob(path, manifest.config().digest().as_ref())?;
     Ok(ResolvedImage { source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config })
 }
 
@@ -174,7 +174,7 @@ pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>
     let path_text = path.display().to_string();
     let invalid = |error: &dyn std::fmt::Display| ImageError::Invalid { path: path_text.clone(), message: error.to_string() };
     let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|error| invalid(&error))?;
-    let config_bytes = read_blob(path, &manifest.config().digest().to_string())?;
+    let config_bytes = read_blob(path, manifest.config().digest().as_ref())?;
     let layers: Vec<BlobDescriptor> = manifest
         .layers()
         .iter()
@@ -310,6 +310,9 @@ pub struct LayerBlob {
     pub description: String,
 }
 
+/// A blob in the store: (its stored digest, its size).
+type FetchedBlob = (String, u64);
+
 /// Fetches (a few at once), verifies, unpacks and records the layers the store lacks; `name`
 /// names where they come from in errors. Each unpacking is a status `extracting <blob digest>`,
 /// bottom layer first, as BuildKit shows it under the `FROM` (no sizes; recorded from BuildKit
@@ -332,10 +335,10 @@ pub fn unpack_layers(
         known.push(row.filter(|_| store.snapshot_path(&layer.diff_id).is_dir()));
     }
     let missing: Vec<usize> = (0..layers.len()).filter(|index| known[*index].is_none()).collect();
-    let mut fetched: std::collections::HashMap<usize, (String, u64)> = std::collections::HashMap::new();
+    let mut fetched: std::collections::HashMap<usize, FetchedBlob> = std::collections::HashMap::new();
     for batch in missing.chunks(PARALLEL_FETCHES) {
         check_canceled()?;
-        let results: Vec<(usize, Result<(String, u64), ImageError>)> = std::thread::scope(|scope| {
+        let results: Vec<(usize, Result<FetchedBlob, ImageError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = batch
                 .iter()
                 .map(|&index| {

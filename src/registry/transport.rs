@@ -119,13 +119,10 @@ mod tests {
     fn causes_are_found_under_wrappers() {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(Cause::of(&refused), Cause::Refused);
-        let unknown = std::io::Error::new(
-            std::io::ErrorKind::Other,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-            ),
-        );
+        let unknown = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
         assert_eq!(Cause::of(&unknown), Cause::UnknownAuthority);
         let plain =
             std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
