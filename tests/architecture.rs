@@ -1,9 +1,34 @@
-//! Keeps the one-way data flow of DESIGN.md section 1: each top-level module may use only the
-//! modules listed for it here. Reads every `crate::` path in `src/`.
+//! Keeps the one-way data flow of DESIGN.md section 1 mechanically.
+//!
+//! The modules sit in ranked layers, in the order data flows (`cli` → `frontend` → `solver` →
+//! `ops` → `exporter`, then the resources they use, then the leaves that import nothing). A
+//! module may use only the modules its row in [`ALLOWED`] names, and every such edge must point
+//! to a lower layer, unless it is in [`EXCEPTIONS`] with the reason it exists. An allowed edge
+//! that no file uses any more is a failure too: the table shrinks with the code, it never
+//! silently widens. The scanner reads every `crate::` path in `src/`, nested `use` groups
+//! included (`use crate::{graph::{Op, Vertex}, store}`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
+
+/// The layers, highest first. A module uses modules of lower layers only (or an exception).
+const LAYERS: &[&[&str]] = &[
+    // Joins the stages: the one place that sees them all.
+    &["cli"],
+    // Dockerfile → graph.
+    &["frontend"],
+    // Runs the graph; the shared cache imports and exports step records beside it.
+    &["solver", "remote_cache"],
+    // One vertex each.
+    &["ops"],
+    // The result, written out.
+    &["exporter"],
+    // Layers on disk: diff, apply, extract.
+    &["snapshot"],
+    // Leaves: import nothing of the crate.
+    &["context", "dockerfile", "graph", "progress", "registry", "sandbox", "store"],
+];
 
 /// module → the crate modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -25,24 +50,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
         ],
     ),
+    ("frontend", &["dockerfile", "graph"]),
+    ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
+    ("remote_cache", &["exporter", "graph", "ops", "progress", "registry", "store"]),
+    ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
+    ("exporter", &["frontend", "ops", "progress", "registry", "snapshot", "store"]),
+    ("snapshot", &["store"]),
     // Registries: self-contained, on its own tokio runtime.
     ("registry", &[]),
     ("dockerfile", &[]),
     ("graph", &[]),
-    ("frontend", &["dockerfile", "graph"]),
-    ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
-    ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
-    // The exporter reads the image config the frontend made (plain data) and the layers ops made.
-    ("exporter", &["frontend", "ops", "progress", "registry", "snapshot", "store"]),
-    // The shared cache: reads and writes records and layer blobs (through the exporter's
-    // compression), hands out lazy layers (ops).
-    ("remote_cache", &["exporter", "graph", "ops", "progress", "registry", "store"]),
-    ("snapshot", &["store"]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.
     ("sandbox", &[]),
     ("context", &[]),
     ("store", &[]),
     ("progress", &[]),
+];
+
+/// Allowed edges that point up or sideways, each with why it is there.
+const EXCEPTIONS: &[(&str, &str, &str)] = &[
+    ("exporter", "frontend", "the image config type lives in frontend until issue 11's `oci` vocabulary module takes it"),
+    ("exporter", "ops", "the built layers (`ops::Layer`) are ops' type; they belong to the shared vocabulary too"),
 ];
 
 fn module_of(path: &Path, src: &Path) -> Option<String> {
@@ -51,21 +79,16 @@ fn module_of(path: &Path, src: &Path) -> Option<String> {
     Some(first.trim_end_matches(".rs").to_string())
 }
 
-/// The top-level modules named by `crate::NAME` in a source text, including grouped uses
-/// (`use crate::{a, b::c}`).
+/// The top-level modules named by `crate::NAME` in a source text: plain paths
+/// (`crate::store::Store`), groups (`crate::{a, b::c}`) and nested groups
+/// (`crate::{graph::{Op, Vertex}, store}`).
 fn used_modules(text: &str) -> BTreeSet<String> {
     let mut used = BTreeSet::new();
     let mut rest = text;
     while let Some(index) = rest.find("crate::") {
         rest = &rest[index + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let name: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                if !name.is_empty() {
-                    used.insert(name);
-                }
-            }
+            used.extend(group_items(group));
         } else {
             let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             if !name.is_empty() {
@@ -76,11 +99,93 @@ fn used_modules(text: &str) -> BTreeSet<String> {
     used
 }
 
-#[test]
-fn modules_only_use_what_the_design_allows() {
+/// The first path segment of each top-level item of a `{...}` group (the text after `{`).
+fn group_items(group: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    let mut take = true;
+    for character in group.chars() {
+        match character {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(std::mem::take(&mut current));
+                take = true;
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 && take {
+            if character.is_alphanumeric() || character == '_' {
+                current.push(character);
+            } else if !current.is_empty() {
+                take = false;
+            }
+        }
+    }
+    items.push(current);
+    items.into_iter().filter(|item| !item.is_empty()).collect()
+}
+
+/// The three tables.
+struct Design {
+    layers: &'static [&'static [&'static str]],
+    allowed: &'static [(&'static str, &'static [&'static str])],
+    exceptions: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const DESIGN: Design = Design { layers: LAYERS, allowed: ALLOWED, exceptions: EXCEPTIONS };
+
+/// What the table says wrong about itself or about the code: edges used but not allowed,
+/// allowed edges pointing up without an exception, allowed edges nobody uses.
+fn violations(design: &Design, used: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let rank = |module: &str| design.layers.iter().position(|layer| layer.contains(&module));
+    let allowed = |module: &str| design.allowed.iter().find(|(name, _)| *name == module).map(|(_, allowed)| *allowed);
+    let mut found = Vec::new();
+    for (module, targets) in used {
+        let Some(allowed) = allowed(module) else {
+            found.push(format!("module `{module}` is not in the architecture table"));
+            continue;
+        };
+        for target in targets {
+            if target != module && !allowed.contains(&target.as_str()) {
+                found.push(format!("`{module}` uses `crate::{target}`, which its row does not allow"));
+            }
+        }
+    }
+    for (module, allowed) in design.allowed {
+        let Some(from) = rank(module) else {
+            found.push(format!("module `{module}` is in no layer"));
+            continue;
+        };
+        for target in *allowed {
+            let Some(to) = rank(target) else {
+                found.push(format!("module `{target}` is in no layer"));
+                continue;
+            };
+            let excepted = design.exceptions.iter().any(|(a, b, _)| a == module && b == target);
+            if to <= from && !excepted {
+                found.push(format!("`{module}` → `{target}` points up or sideways (layer {from} to {to}) and is no exception"));
+            }
+            if !used.get(*module).is_some_and(|targets| targets.contains(*target)) {
+                found.push(format!("`{module}` → `{target}` is allowed but no longer used: remove it from the table"));
+            }
+        }
+    }
+    for (module, target, _) in design.exceptions {
+        if !allowed(module).is_some_and(|allowed| allowed.contains(target)) {
+            found.push(format!("the exception `{module}` → `{target}` is for an edge the table does not allow"));
+        }
+    }
+    found
+}
+
+/// Every module's used modules, read from `src/`.
+fn scan() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut violations = Vec::new();
-    let mut checked = 0;
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for entry in walkdir::WalkDir::new(&src) {
         let entry = entry.unwrap();
         if entry.path().extension().is_none_or(|extension| extension != "rs") {
@@ -90,25 +195,47 @@ fn modules_only_use_what_the_design_allows() {
         if module == "lib" || module == "main" {
             continue;
         }
-        let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| *name == module) else {
-            violations.push(format!("{}: module `{module}` is not in the architecture table", entry.path().display()));
-            continue;
-        };
-        checked += 1;
         let text = fs::read_to_string(entry.path()).unwrap();
-        for used in used_modules(&text) {
-            if used != module && !allowed.contains(&used.as_str()) {
-                violations.push(format!("{}: `{module}` uses `crate::{used}`", entry.path().display()));
-            }
-        }
+        let targets = used.entry(module.clone()).or_default();
+        targets.extend(used_modules(&text).into_iter().filter(|target| *target != module));
     }
-    assert!(checked > 20, "only {checked} files checked: is src/ where it should be?");
-    assert!(violations.is_empty(), "dependency rules broken:\n{}", violations.join("\n"));
+    used
 }
 
 #[test]
-fn the_scanner_sees_grouped_and_inline_paths() {
-    let text = "use crate::{graph::Op, store};\nfn f() { crate::cli::run(); }";
+fn modules_only_use_what_the_design_allows() {
+    let used = scan();
+    assert!(used.len() > 10, "only {} modules found: is src/ where it should be?", used.len());
+    let found = violations(&DESIGN, &used);
+    assert!(found.is_empty(), "the architecture table and the code disagree:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_scanner_sees_grouped_nested_and_inline_paths() {
+    let text =
+        "use crate::{graph::{Op, Vertex}, store};\nuse crate::{ops::exec::{self, run}, progress::Sender};\nfn f() { crate::cli::run(); }";
     let used: Vec<String> = used_modules(text).into_iter().collect();
-    assert_eq!(used, ["cli", "graph", "store"]);
+    assert_eq!(used, ["cli", "graph", "ops", "progress", "store"]);
+}
+
+#[test]
+fn an_upward_edge_and_an_unused_allowance_fail() {
+    let mut used = scan();
+    // ops reaching up into the solver, without the table allowing it.
+    used.get_mut("ops").unwrap().insert("solver".into());
+    let found = violations(&DESIGN, &used);
+    assert!(found.iter().any(|line| line == "`ops` uses `crate::solver`, which its row does not allow"), "{found:#?}");
+    // snapshot no longer using store: its allowance must go.
+    let mut used = scan();
+    used.get_mut("snapshot").unwrap().remove("store");
+    let found = violations(&DESIGN, &used);
+    assert!(found.iter().any(|line| line.starts_with("`snapshot` → `store` is allowed but no longer used")), "{found:#?}");
+    // A table that allows an upward edge without saying why.
+    let upward = Design { layers: &[&["solver"], &["ops"]], allowed: &[("solver", &["ops"]), ("ops", &["solver"])], exceptions: &[] };
+    let used: BTreeMap<String, BTreeSet<String>> =
+        [("solver", "ops"), ("ops", "solver")].iter().map(|(a, b)| (a.to_string(), BTreeSet::from([b.to_string()]))).collect();
+    let found = violations(&upward, &used);
+    assert_eq!(found, ["`ops` → `solver` points up or sideways (layer 1 to 0) and is no exception"]);
+    let excepted = Design { exceptions: &[("ops", "solver", "a reason")], ..upward };
+    assert!(violations(&excepted, &used).is_empty());
 }
