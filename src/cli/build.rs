@@ -636,7 +636,7 @@ fn export_caches(
                 if let crate::graph::ExecMountKind::Cache { id, from: None, .. } = &mount.kind
                     && !mounts.iter().any(|(known, _)| known == id)
                 {
-                    mounts.push((id.clone(), crate::ops::exec::cache_mount_dir(store, id)));
+                    mounts.push((id.clone(), store.cache_mount_dir(id)));
                 }
             }
         }
@@ -695,8 +695,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Writes `--iidfile` and `--metadata-file` whole or not at all (a reader never sees half).
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    crate::exporter::replace_file(path, &mut |file| std::io::Write::write_all(file, bytes))
-        .with_context(|| format!("failed to write `{}`", path.display()))
+    crate::store::atomic::write_file(path, bytes).with_context(|| format!("failed to write `{}`", path.display()))
 }
 
 /// Removes the `--iidfile` and `--metadata-file` of an earlier build before this one starts, as

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::image::{BuiltImage, Descriptor, OCI_INDEX, copy_blob};
 use super::reference::Reference;
 use crate::store::Store;
+use crate::store::atomic::{replace_file, write_file};
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write `{path}`")]
@@ -151,27 +152,14 @@ pub fn write_directory(
     for (name, content) in layout_files(image, names, annotations, false) {
         let path = directory.join(&name);
         match content {
-            Content::Bytes(bytes) => write_atomically(&path, &bytes).map_err(error(&path))?,
+            Content::Bytes(bytes) => write_file(&path, &bytes).map_err(error(&path))?,
             Content::Blob(digest, _) => {
                 if path.exists() {
                     continue;
                 }
-                let temporary = path.with_extension("tmp");
-                let mut file = fs::File::create(&temporary).map_err(error(&temporary))?;
-                let copied = copy_blob(store, &digest, &mut file).and_then(|_| file.sync_all());
-                if let Err(source) = copied {
-                    let _ = fs::remove_file(&temporary);
-                    return Err(error(&path)(source));
-                }
-                fs::rename(&temporary, &path).map_err(error(&path))?;
+                replace_file(&path, &mut |file| copy_blob(store, &digest, file).map(|_| ())).map_err(error(&path))?;
             }
         }
     }
     Ok(())
-}
-
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = path.with_file_name(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    fs::write(&temporary, bytes)?;
-    fs::rename(&temporary, path)
 }

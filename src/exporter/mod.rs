@@ -280,29 +280,14 @@ fn write_destination(
 
 /// An archive the user asked for at `path`. A device, fifo or symlink there is written into, as
 /// BuildKit's client does (before, `/dev/full` or a symlink was replaced by a regular file); a
-/// regular file or a new one is replaced whole ([`replace_file`]). The parent must exist.
+/// regular file or a new one is replaced whole (the store's `replace_file`). The parent must exist.
 fn write_user_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
     let written_into = fs::symlink_metadata(path).is_ok_and(|metadata| !metadata.is_file() && !metadata.is_dir());
     if !written_into {
-        return replace_file(path, write);
+        return crate::store::atomic::replace_file(path, write);
     }
     let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     write(&mut file)
-}
-
-/// Writes a file whole or not at all: into a temporary file beside it (the parent must exist),
-/// synced, renamed into place, and made an ordinary 0644 file (a tempfile is created 0600).
-pub fn replace_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => Path::new(".").to_path_buf(),
-    };
-    let mut temporary = tempfile::Builder::new().prefix(".rbuild-").tempfile_in(&parent)?;
-    write(temporary.as_file_mut())?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|error| error.error)?;
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
 }
 
 /// `--annotation` values (as exporter keys, see [`annotation_flag_keys`]) on every output that

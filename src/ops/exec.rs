@@ -8,7 +8,8 @@
 //!
 //! Mounts: `bind` materializes the source (a stage's files, or the context files selected for
 //! it) in a temporary directory, hard-linked when read-only, copied when `rw` (writes are
-//! thrown away, as in BuildKit); `cache` is a directory under `mounts-v1/` kept across builds;
+//! thrown away, as in BuildKit); `cache` is a directory the store keeps across builds
+//! (`store::cache_mount`: ids, locks, sharing modes; this file fills a new one);
 //! `tmpfs` is the sandbox's.
 //!
 //! | cache key input                                    | in key | why                          |
@@ -31,6 +32,7 @@ use crate::sandbox::{self, MountKind, Network, StepSpec};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::tree_diff;
 use crate::snapshot::view::LayeredView;
+use crate::store::cache_mount::{HeldMount, MountSharing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -156,7 +158,7 @@ struct Prepared {
     _agents: Vec<super::ssh_agent::Agent>,
     _temporary: Vec<tempfile::TempDir>,
     _private: Vec<sandbox::PrivateDir>,
-    _locks: Vec<fs::File>,
+    _held_mounts: Vec<HeldMount>,
 }
 
 pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
@@ -299,95 +301,45 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
                 // Seeded `from` a stage or context, the cache is another one than the plain `id`,
                 // one per seed (as BuildKit keys it by id and source ref; measured with the oracle).
                 let directory = match from {
-                    None => cache_mount_dir(store, id),
+                    None => store.cache_mount_dir(id),
                     Some((input, source)) => {
                         let seed = seed_identity(&inputs[*input], source, environment)?;
-                        cache_mount_dir(store, &format!("{id}\0from {seed} {source}"))
+                        store.cache_mount_dir(&format!("{id}\0from {seed} {source}"))
                     }
                 };
-                let name = directory.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
                 if let Some(fresh) = environment.fresh_mounts {
                     fresh.reset_once(store, &directory).map_err(mount_error)?;
                 }
-                if !directory.exists() {
-                    let staging = store.temp_dir("cache-")?;
-                    let fresh = staging.path().join("root");
+                store.make_cache_mount(&directory, |fresh: &Path| -> Result<(), OpError> {
                     match from {
-                        Some((input, source)) => materialize(&inputs[*input], source, &fresh, true, environment)?,
+                        Some((input, source)) => materialize(&inputs[*input], source, fresh, true, environment)?,
                         None => {
-                            fs::create_dir(&fresh).map_err(mount_error)?;
+                            fs::create_dir(fresh).map_err(mount_error)?;
                             // A mount exported with `--cache-to ...,cache-mounts=true` starts warm.
                             if let Some(remote) = environment.imported.mounts.get(id) {
-                                super::lazy::unpack_mount(store, remote, &fresh, environment.status)?;
+                                super::lazy::unpack_mount(store, remote, fresh, environment.status)?;
                             }
                         }
                     }
                     use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&fresh, fs::Permissions::from_mode(*mode)).map_err(mount_error)?;
-                    let _ = std::os::unix::fs::chown(&fresh, Some(*uid), Some(*gid));
-                    // Another build may have made it meanwhile: then ours is dropped.
-                    let _ = fs::rename(&fresh, &directory);
-                }
-                let id_path = store.root().join("mounts-v1").join(format!("{name}.id"));
-                if !id_path.exists() {
-                    fs::write(&id_path, id).map_err(mount_error)?;
-                }
-                let lock_path = store.root().join("mounts-v1").join(format!("{name}.lock"));
-                let lock = fs::File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(mount_error)?;
-                // The lock's mtime is the mount's last use, for `cache du` and `prune --filter until`.
-                let _ = lock.set_modified(std::time::SystemTime::now());
-                match sharing {
-                    CacheSharing::Shared => lock.lock_shared().map_err(mount_error)?,
-                    CacheSharing::Locked => lock.lock().map_err(mount_error)?,
-                    CacheSharing::Private => {
-                        if lock.try_lock().is_err() {
-                            // In use: this step gets a fresh private directory.
-                            let staging = store.temp_dir("cache-private-")?;
-                            let private = staging.path().join("root");
-                            fs::create_dir(&private).map_err(mount_error)?;
-                            prepared._temporary.push(staging);
-                            prepared.mounts.push(sandbox::Mount {
-                                target: mount.target.clone(),
-                                kind: MountKind::Bind { source: private, readonly: false },
-                            });
-                            continue;
-                        }
-                    }
-                }
-                prepared._locks.push(lock);
-                MountKind::Bind { source: directory, readonly: false }
+                    fs::set_permissions(fresh, fs::Permissions::from_mode(*mode)).map_err(mount_error)?;
+                    let _ = std::os::unix::fs::chown(fresh, Some(*uid), Some(*gid));
+                    Ok(())
+                })?;
+                let sharing = match sharing {
+                    CacheSharing::Shared => MountSharing::Shared,
+                    CacheSharing::Locked => MountSharing::Locked,
+                    CacheSharing::Private => MountSharing::Private,
+                };
+                let held = store.hold_cache_mount(&directory, id, sharing)?;
+                let source = held.directory.clone();
+                prepared._held_mounts.push(held);
+                MountKind::Bind { source, readonly: false }
             }
         };
         prepared.mounts.push(sandbox::Mount { target: mount.target.clone(), kind });
     }
     Ok(prepared)
-}
-
-/// Cache mounts emptied in this build. BuildKit v0.32 starts a step that ignores the cache with
-/// an empty cache mount, which then replaces the old one (measured with the oracle: after a
-/// `--no-cache` build the mount holds only what that build wrote). Each mount is emptied at
-/// its first use in the build, so two steps of one build still share it.
-#[derive(Default)]
-pub struct FreshMounts {
-    reset: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
-}
-
-impl FreshMounts {
-    fn reset_once(&self, store: &crate::store::Store, directory: &Path) -> io::Result<()> {
-        let mut reset = self.reset.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !reset.insert(directory.to_path_buf()) || !directory.exists() {
-            return Ok(());
-        }
-        // Moved aside first, so a crash leaves no half-emptied mount behind.
-        let trash = store.temp_dir("cache-old-").map_err(io::Error::other)?;
-        fs::rename(directory, trash.path().join("old"))?;
-        crate::store::remove_tree(trash.path())
-    }
-}
-
-/// The directory of the cache mount `id` in the state root.
-pub fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
-    store.root().join("mounts-v1").join(crate::graph::Digest::of(id.as_bytes()).hex())
 }
 
 /// What a cache mount's seed is made of: the layers' diff ids, or the selected context files.

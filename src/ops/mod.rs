@@ -67,8 +67,8 @@ pub struct Environment<'a> {
     /// Where a running step's output goes (progress log lines of this vertex).
     pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
     /// The vertex ignores the cache (`--no-cache`, `--no-cache-filter`): its cache mounts start
-    /// empty, once per build ([`exec::FreshMounts`]).
-    pub fresh_mounts: Option<&'a exec::FreshMounts>,
+    /// empty, once per build ([`crate::store::cache_mount::FreshMounts`]).
+    pub fresh_mounts: Option<&'a crate::store::cache_mount::FreshMounts>,
     /// For a context vertex: the build's `COPY`s from it, whose files its load selects.
     pub context_copies: &'a [crate::graph::CopyAction],
 }

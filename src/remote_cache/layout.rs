@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 
 use super::CacheError;
 use crate::exporter::image::{Descriptor, OCI_INDEX};
-use crate::exporter::replace_file;
 use crate::graph::Digest;
 use crate::ops::image::layout_blob_path;
+use crate::store::atomic::replace_file;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 

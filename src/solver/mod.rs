@@ -99,7 +99,7 @@ impl Solver<'_> {
         }
         let selections = SelectionMemo::default();
         let context_copies = context_copies(graph, &needed);
-        let fresh_mounts = ops::exec::FreshMounts::default();
+        let fresh_mounts = crate::store::cache_mount::FreshMounts::default();
         let (job_sender, job_receiver) = mpsc::channel::<Job>();
         let job_receiver = Mutex::new(job_receiver);
         let (done_sender, done_receiver) = mpsc::channel::<Done>();
@@ -198,7 +198,7 @@ impl Solver<'_> {
         id: VertexId,
         inputs: &[(String, Output)],
         selections: &SelectionMemo,
-        fresh_mounts: &ops::exec::FreshMounts,
+        fresh_mounts: &crate::store::cache_mount::FreshMounts,
         context_copies: &[CopyAction],
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];

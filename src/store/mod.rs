@@ -1,15 +1,5 @@
-//! The state root: everything rbuild keeps between runs.
-//!
-//! ```text
-//! CACHEDIR.TAG
-//! lock                   shared flock per build, exclusive for prune
-//! lock.gate              held (exclusive) while taking `lock`, so a waiting prune is not starved
-//! db-v1.sqlite           cache records, layers, blobs, file hashes (see `database`)
-//! blobs-v1/sha256/<hex>  compressed layers, configs, manifests
-//! snapshots-v1/<hex>/    unpacked layers in overlay format, named by diff id
-//! mounts-v1/<id>/        RUN --mount=type=cache directories
-//! tmp/                   work in progress; renamed into place when complete
-//! ```
+//! The state root: everything rbuild keeps between runs. Its directories and files are named in
+//! `layout.rs` ([`Area`]).
 //!
 //! Invariants: a file reaches `blobs-v1` or `snapshots-v1` only by an atomic rename of a
 //! complete, synced file or directory from `tmp/`, and only then gets its database row. A crash
@@ -17,8 +7,11 @@
 //! without a row is garbage, which `prune` collects, and so does a build that opens the root
 //! while no other process holds it. The store owns no policy: ops decide what to record.
 
+pub mod atomic;
+pub mod cache_mount;
 pub mod database;
 pub mod filter;
+pub mod layout;
 pub mod usage;
 
 use std::fs::{self, File};
@@ -30,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerRow, RecordRow};
+pub use layout::Area;
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by rbuild.\n\
@@ -96,15 +90,15 @@ impl Store {
             let target = root.parent().map(|parent| parent.join(&target)).unwrap_or(target);
             fs::create_dir_all(&target).map_err(|source| layout_error(&target, source))?;
         }
-        for directory in ["blobs-v1/sha256", "snapshots-v1", "mounts-v1", "tmp"] {
-            let path = root.join(directory);
+        for area in Area::ALL {
+            let path = area.under(root);
             fs::create_dir_all(&path).map_err(|source| layout_error(&path, source))?;
         }
-        let tag = root.join("CACHEDIR.TAG");
+        let tag = root.join(layout::CACHEDIR_TAG_FILE);
         if !tag.exists() {
-            fs::write(&tag, CACHEDIR_TAG).map_err(|source| layout_error(&tag, source))?;
+            atomic::write_file(&tag, CACHEDIR_TAG.as_bytes()).map_err(|source| layout_error(&tag, source))?;
         }
-        let lock_path = root.join("lock");
+        let lock_path = root.join(layout::LOCK_FILE);
         let open_lock =
             |path: &Path| File::options().create(true).truncate(false).write(true).open(path).map_err(|source| layout_error(path, source));
         let lock = open_lock(&lock_path)?;
@@ -112,7 +106,7 @@ impl Store {
         // Every process passes the gate, alone, to take its lock; a prune keeps it while it waits
         // for the exclusive lock, so builds starting meanwhile queue behind it (flock alone lets a
         // stream of shared holders starve an exclusive waiter forever).
-        let gate_path = root.join("lock.gate");
+        let gate_path = root.join(layout::GATE_FILE);
         let gate = open_lock(&gate_path)?;
         gate.lock().map_err(|source| StoreError::Lock { path: gate_path.display().to_string(), source })?;
         // A build that finds itself alone on the root sweeps what killed processes left (`tmp/`
@@ -133,7 +127,7 @@ impl Store {
             }
         };
         drop(gate);
-        let database_path = root.join("db-v1.sqlite");
+        let database_path = root.join(layout::DATABASE_FILE);
         let mut warnings = Vec::new();
         let database = match Database::open(&database_path) {
             Err(DatabaseError::Damaged { .. }) => {
@@ -170,6 +164,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The directory of `area` in this root.
+    pub fn area(&self, area: Area) -> PathBuf {
+        area.under(&self.root)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -187,7 +186,7 @@ impl Store {
 
     /// A fresh directory under `tmp/`, removed when dropped unless moved into place.
     pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, StoreError> {
-        let parent = self.root.join("tmp");
+        let parent = self.area(Area::Tmp);
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&parent)
@@ -195,7 +194,7 @@ impl Store {
     }
 
     pub fn snapshot_path(&self, diff_id: &str) -> PathBuf {
-        self.root.join("snapshots-v1").join(diff_id.strip_prefix("sha256:").unwrap_or(diff_id))
+        self.area(Area::Snapshots).join(diff_id.strip_prefix("sha256:").unwrap_or(diff_id))
     }
 
     /// Moves a finished snapshot directory into place under its diff id. When another process
@@ -244,7 +243,7 @@ impl Store {
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let plain = !hex.is_empty() && hex.bytes().all(|byte| byte.is_ascii_hexdigit());
-        self.root.join("blobs-v1/sha256").join(if plain { hex } else { "not-a-digest" })
+        self.area(Area::Blobs).join(if plain { hex } else { "not-a-digest" })
     }
 
     /// Whether a blob is there with the size its row says: the cheap check before reusing one
@@ -273,7 +272,7 @@ impl Store {
 
     /// A writer that hashes what it writes and lands in `blobs-v1` under that digest.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
-        let parent = self.root.join("tmp");
+        let parent = self.area(Area::Tmp);
         let file = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&parent)
@@ -350,7 +349,7 @@ impl BlobWriter {
     /// Syncs and renames the blob into place; returns `sha256:<hex>` and the size.
     pub fn finish(self) -> Result<(String, u64), StoreError> {
         let hex = hex::encode(self.hasher.finalize());
-        let target = self.store_root.join("blobs-v1/sha256").join(&hex);
+        let target = Area::Blobs.under(&self.store_root).join(&hex);
         let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
         let file = self.file.into_inner().map_err(|error| write_error(error.into_error()))?;
         file.as_file().sync_all().map_err(write_error)?;
@@ -383,7 +382,7 @@ fn sync_filesystem(path: &Path) {
 /// Removes a directory of the store so that it is never seen half-removed: first renamed into
 /// `tmp/` (atomic; what a kill leaves there is swept later), then removed.
 pub fn remove_aside(store_root: &Path, path: &Path) -> io::Result<()> {
-    let aside = tempfile::Builder::new().prefix("removing-").tempdir_in(store_root.join("tmp"))?.keep();
+    let aside = tempfile::Builder::new().prefix("removing-").tempdir_in(Area::Tmp.under(store_root))?.keep();
     match fs::rename(path, aside.join("tree")) {
         Ok(()) => remove_tree(&aside),
         Err(error) if error.kind() == io::ErrorKind::NotFound => remove_tree(&aside),

@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::filter::Filter;
-use super::{Store, StoreError, remove_aside, remove_tree};
+use super::{Area, Store, StoreError, remove_aside, remove_tree};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Item {
@@ -98,7 +98,7 @@ pub fn items(store: &Store) -> Result<Vec<Item>, StoreError> {
 /// `RUN --mount=type=cache` directories: `mounts-v1/<hex>/` with `<hex>.id` (the mount id) and
 /// `<hex>.lock` (touched on each use: its mtime is the last use).
 fn cache_mounts(store: &Store) -> Result<Vec<Item>, StoreError> {
-    let directory = store.root().join("mounts-v1");
+    let directory = store.area(Area::Mounts);
     let read_error = |source| StoreError::Write { path: directory.display().to_string(), source };
     let mut items = Vec::new();
     for name in read_dir(&directory).map_err(read_error)? {
@@ -220,7 +220,7 @@ pub fn prune(store: &Store, policy: &PrunePolicy, now: i64) -> Result<Vec<Item>,
 fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
     let write_error = |path: &Path, source| StoreError::Write { path: path.display().to_string(), source };
     if item.kind == "exec.cachemount" {
-        let directory = store.root().join("mounts-v1");
+        let directory = store.area(Area::Mounts);
         for suffix in [".id", ".lock"] {
             let path = directory.join(format!("{}{suffix}", item.id));
             remove_file(&path).map_err(|source| write_error(&path, source))?;
@@ -266,21 +266,21 @@ pub(super) fn collect_garbage(store: &Store) -> Result<(), StoreError> {
         let blobs = database.blobs()?.into_iter().map(|blob| hex_of(&blob.digest)).collect();
         (layers, blobs)
     };
-    let snapshots = store.root().join("snapshots-v1");
+    let snapshots = store.area(Area::Snapshots);
     for entry in read_dir(&snapshots).map_err(|source| write_error(&snapshots, source))? {
         if !layers.contains(&entry) {
             let path = snapshots.join(&entry);
             remove_aside(store.root(), &path).map_err(|source| write_error(&path, source))?;
         }
     }
-    let blob_directory = store.root().join("blobs-v1/sha256");
+    let blob_directory = store.area(Area::Blobs);
     for entry in read_dir(&blob_directory).map_err(|source| write_error(&blob_directory, source))? {
         if !blobs.contains(&entry) {
             let path = blob_directory.join(&entry);
             remove_file(&path).map_err(|source| write_error(&path, source))?;
         }
     }
-    let tmp = store.root().join("tmp");
+    let tmp = store.area(Area::Tmp);
     for entry in read_dir(&tmp).map_err(|source| write_error(&tmp, source))? {
         let path = tmp.join(&entry);
         let removed = if path.is_dir() { remove_tree(&path) } else { remove_file(&path) };
