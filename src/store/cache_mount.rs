@@ -127,7 +127,12 @@ mod tests {
             "{}",
             directory.display()
         );
-        store.make_cache_mount::<StoreError>(&directory, |fresh| Ok(fs::create_dir(fresh).unwrap())).unwrap();
+        store
+            .make_cache_mount::<StoreError>(&directory, |fresh| {
+                fs::create_dir(fresh).unwrap();
+                Ok(())
+            })
+            .unwrap();
         store.make_cache_mount::<StoreError>(&directory, |_| panic!("made twice")).unwrap();
         fs::write(directory.join("kept"), "x").unwrap();
 
