@@ -17,6 +17,8 @@
 //! `target/fuzz-current-<target>` before it runs (to catch one that never returns). A panicking input is written to
 //! `target/fuzz-crashes/<target>-<hash>` and fails the test, naming that file.
 
+#![allow(clippy::disallowed_methods)] // fixtures are written directly; the rule is for rbuild's own writes
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `rbuild` binary, a fresh state root per test, outputs checked with
 //! independent tools (skopeo, umoci, GNU tar, podman). One binary, one module per topic.
 
+#![allow(clippy::disallowed_methods)] // fixtures are written directly; the rule is for rbuild's own writes
+
 mod cache;
 mod cli;
 mod conformance;
