@@ -36,6 +36,7 @@ pub mod dockerfile;
 pub mod exporter;
 pub mod frontend;
 pub mod graph;
+pub mod oci;
 #[allow(clippy::disallowed_methods)] // writes a step's own trees (MKFILE into a layer being made)
 pub mod ops;
 pub mod progress;

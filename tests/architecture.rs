@@ -28,8 +28,10 @@ const LAYERS: &[&[&str]] = &[
     &["exporter"],
     // Layers on disk: diff, apply, extract.
     &["snapshot"],
+    // Resources: a registry client, the state root.
+    &["registry"],
     // Leaves: import nothing of the crate.
-    &["context", "dockerfile", "graph", "progress", "registry", "sandbox", "store"],
+    &["context", "dockerfile", "graph", "oci", "progress", "sandbox", "store"],
 ];
 
 /// module → the crate modules it may use.
@@ -42,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "exporter",
             "frontend",
             "graph",
+            "oci",
             "ops",
             "progress",
             "registry",
@@ -52,14 +55,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
         ],
     ),
-    ("frontend", &["dockerfile", "graph"]),
+    ("frontend", &["dockerfile", "graph", "oci"]),
     ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
-    ("remote_cache", &["exporter", "graph", "ops", "progress", "registry", "store"]),
-    ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
-    ("exporter", &["frontend", "ops", "progress", "registry", "snapshot", "store"]),
+    ("remote_cache", &["exporter", "graph", "oci", "ops", "progress", "registry", "store"]),
+    ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "store"]),
+    ("exporter", &["frontend", "oci", "ops", "progress", "registry", "snapshot", "store"]),
     ("snapshot", &["store"]),
-    // Registries: self-contained, on its own tokio runtime.
-    ("registry", &[]),
+    // Registries: on its own tokio runtime; speaks the shared image vocabulary.
+    ("registry", &["oci"]),
+    // The shared image vocabulary (references, media types).
+    ("oci", &[]),
     ("dockerfile", &[]),
     ("graph", &[]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.

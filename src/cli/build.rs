@@ -205,7 +205,7 @@ impl BuildOptions {
             None => None,
         };
         for tag in &args.tags {
-            crate::exporter::normalize(tag).map_err(|error| anyhow!("invalid tag `{tag}`: {error}"))?;
+            crate::oci::Reference::parse(tag).map_err(|error| anyhow!("invalid tag `{tag}`: {error}"))?;
         }
         let network = match args.network.as_str() {
             "default" => NetworkMode::Default,

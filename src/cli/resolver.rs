@@ -48,7 +48,7 @@ impl ImageResolver for Resolver<'_> {
     }
 
     fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
-        let parsed = crate::registry::Reference::parse(reference).map_err(|error| error.to_string())?;
+        let parsed = crate::oci::Reference::parse(reference).map_err(|error| error.to_string())?;
         let name = parsed.to_string();
         let key = format!("{name} {platform}");
         if let Some(known) = self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
@@ -63,7 +63,7 @@ impl ImageResolver for Resolver<'_> {
 impl Resolver<'_> {
     /// A registry reference: the store's resolved tag unless `--pull`, else the registry (and
     /// the manifest, config and tag recorded in the store).
-    fn resolve_registry(&self, parsed: &crate::registry::Reference, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+    fn resolve_registry(&self, parsed: &crate::oci::Reference, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let failed = |message: String| format!("failed to resolve source metadata for {name}: {message}");
         let key = format!("{name} {platform}");
         let known = if self.pull { None } else { self.store.database().image_tag(&key).map_err(|e| failed(e.to_string()))? };
@@ -88,7 +88,7 @@ impl Resolver<'_> {
                 let mut database = self.store.database();
                 for (digest, size, media_type) in [
                     (&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()),
-                    (&config, resolved.config.len(), "application/vnd.oci.image.config.v1+json"),
+                    (&config, resolved.config.len(), crate::oci::media_types::OCI_CONFIG),
                 ] {
                     database
                         .put_blob(&crate::store::BlobRow {

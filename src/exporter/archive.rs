@@ -12,8 +12,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::image::{BuiltImage, Descriptor, OCI_INDEX, copy_blob};
-use super::reference::Reference;
+use super::image::{BuiltImage, Descriptor, copy_blob};
+use crate::oci::Reference;
+use crate::oci::media_types::OCI_INDEX;
 use crate::store::Store;
 use crate::store::atomic::{replace_file, write_file};
 
@@ -59,8 +60,8 @@ fn index_json(image: &BuiltImage, names: &[Reference], descriptor_annotations: &
     }
     for name in names {
         let mut descriptor = described.clone();
-        descriptor.annotations.insert("io.containerd.image.name".into(), name.full.clone());
-        descriptor.annotations.insert("org.opencontainers.image.ref.name".into(), name.tag.clone());
+        descriptor.annotations.insert("io.containerd.image.name".into(), name.stored_name());
+        descriptor.annotations.insert("org.opencontainers.image.ref.name".into(), name.manifest_selector().to_string());
         manifests.push(descriptor);
     }
     serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default()
@@ -86,7 +87,7 @@ fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<
     if docker {
         let manifest = vec![DockerManifestEntry {
             config: blob_name(&image.config.digest),
-            repo_tags: names.iter().map(|name| name.familiar.clone()).collect(),
+            repo_tags: names.iter().map(Reference::familiar_name).collect(),
             layers: image.layers.iter().map(|layer| blob_name(&layer.digest)).collect(),
         }];
         files.push(("manifest.json".into(), Content::Bytes(serde_json::to_vec(&manifest).unwrap_or_default())));

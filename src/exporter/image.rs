@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::output::Compression;
 use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
+use crate::oci::media_types::{self, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::ops::image::compression_of;
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
@@ -22,12 +23,6 @@ use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::store::{BlobRow, Store, StoreError, now};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -104,16 +99,6 @@ impl BuiltImage {
     }
 }
 
-pub fn layer_media_type(compression: &str, oci: bool) -> &'static str {
-    match (compression, oci) {
-        ("gzip", true) => "application/vnd.oci.image.layer.v1.tar+gzip",
-        ("zstd", _) => "application/vnd.oci.image.layer.v1.tar+zstd",
-        ("gzip", false) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        (_, true) => "application/vnd.oci.image.layer.v1.tar",
-        (_, false) => "application/vnd.docker.image.rootfs.diff.tar",
-    }
-}
-
 /// One layer blob: (descriptor, diff id). A known blob with the asked compression is reused;
 /// a lazy layer (an imported cache hit) gives its own blob when the compression matches, else
 /// its files are fetched and compressed.
@@ -127,7 +112,7 @@ pub fn layer_blob(
     let compression = encoding.compression.name();
     let level = encoding.level.map(i64::from).unwrap_or(-1);
     let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
-    let media_type = layer_media_type(compression, encoding.oci_mediatypes).to_string();
+    let media_type = media_types::layer(compression, encoding.oci_mediatypes).to_string();
     // `rewrite-timestamp` rewrites only the layers builds made: a base image's layer keeps its
     // blob (level -1), whatever its times, as BuildKit does (measured with the oracle).
     if clamp.is_some() {
@@ -177,7 +162,7 @@ pub fn layer_blob(
         diff_id: diff_id.clone(),
         compression: compression.into(),
         level,
-        media_type: layer_media_type(compression, true).into(),
+        media_type: media_types::layer(compression, true).into(),
         size: descriptor.size,
         last_used_at: now(),
     })?;
@@ -220,7 +205,7 @@ pub fn compress_tree(
         }
     };
     let (digest, size) = writer.inner.finish()?;
-    let media_type = layer_media_type(compression.name(), true).to_string();
+    let media_type = media_types::layer(compression.name(), true).to_string();
     Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new(), platform: None }, summary.diff_id))
 }
 

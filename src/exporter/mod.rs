@@ -10,7 +10,6 @@ pub mod image;
 pub mod output;
 mod parallel_gzip;
 mod push;
-pub mod reference;
 
 use std::fs;
 use std::io::{self, Write};
@@ -19,6 +18,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::frontend::ImageDocument;
+use crate::oci::Reference;
 use crate::ops::{Cancellable, Layer};
 use crate::progress::{Event, Sender};
 use crate::snapshot::flatten::{FileMode, flatten};
@@ -29,7 +29,6 @@ use std::sync::atomic::AtomicBool;
 
 pub use image::{BuiltImage, Encoding};
 pub use output::{Compression, Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
-pub use reference::{Reference, normalize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -46,7 +45,7 @@ pub enum ExportError {
     #[error("failed to write the root filesystem tar")]
     RootfsTar(#[from] crate::snapshot::layer_tar::LayerTarError),
     #[error(transparent)]
-    Reference(#[from] reference::ReferenceError),
+    Reference(#[from] crate::oci::ReferenceError),
     #[error(transparent)]
     Push(#[from] push::PushError),
     #[error("no registry client for a push")]
@@ -151,7 +150,7 @@ fn export_one(
             }
             for name in names {
                 push::push(request.store, client, &image, name, request.progress, vertex)?;
-                let full = normalize(name)?.full;
+                let full = Reference::parse(name)?.stored_name();
                 if !result.names.contains(&full) {
                     result.names.push(full);
                 }
@@ -163,7 +162,7 @@ fn export_one(
             let image = built_image(request, output, vertex, built)?;
             let mut names = Vec::new();
             for name in request.tags.iter().chain(&output.names) {
-                let reference = normalize(name)?;
+                let reference = Reference::parse(name)?;
                 if !names.contains(&reference) {
                     names.push(reference);
                 }
@@ -181,8 +180,9 @@ fn export_one(
             }
             status(request.progress, vertex, "sending tarball", true);
             for name in &names {
-                if !result.names.contains(&name.full) {
-                    result.names.push(name.full.clone());
+                let stored = name.stored_name();
+                if !result.names.contains(&stored) {
+                    result.names.push(stored);
                 }
             }
             result.image = Some(image);

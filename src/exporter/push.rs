@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 
 use super::image::BuiltImage;
+use crate::oci::Reference;
 use crate::progress::{Event, Sender};
-use crate::registry::{Client, Reference};
+use crate::registry::Client;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]

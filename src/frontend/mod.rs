@@ -282,16 +282,12 @@ impl Lowering<'_> {
     }
 }
 
-/// BuildKit's key for named contexts: familiar name without `:latest`.
+/// BuildKit's key for named contexts: the familiar name (Docker's normalisation, the one
+/// reference parser) without `:latest`; a name that is no reference is its lowercase self.
 fn normalize_context_key(name: &str) -> String {
-    let mut name = name.to_lowercase();
-    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "library/"] {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            name = rest.to_string();
-            break;
-        }
-    }
-    name.strip_suffix(":latest").map(String::from).unwrap_or(name)
+    let name = name.to_lowercase();
+    let familiar = crate::oci::Reference::parse(&name).map(|reference| reference.familiar_name()).unwrap_or(name);
+    familiar.strip_suffix(":latest").map(String::from).unwrap_or(familiar)
 }
 
 #[cfg(test)]

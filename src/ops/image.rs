@@ -128,7 +128,7 @@ pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Op
 fn is_index(media_type: &MediaType) -> bool {
     match media_type {
         MediaType::ImageIndex => true,
-        MediaType::Other(other) => other == "application/vnd.docker.distribution.manifest.list.v2+json",
+        MediaType::Other(other) => other == crate::oci::media_types::DOCKER_LIST,
         _ => false,
     }
 }
@@ -226,7 +226,7 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
         })
         .unwrap_or_default();
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
-    let parsed = crate::registry::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
+    let parsed = crate::oci::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
     let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
     import_layers(environment, reference, &config_bytes, &descriptors, &|digest, out| {
         let size = sizes.get(digest).copied();
@@ -425,7 +425,7 @@ pub fn compression_of(media_type: &str) -> &'static str {
     let text = media_type;
     if text.ends_with("zstd") {
         "zstd"
-    } else if text.ends_with("gzip") || text.ends_with(".tar.gzip") || text == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+    } else if text.ends_with("gzip") || text.ends_with(".tar.gzip") || text == crate::oci::media_types::DOCKER_LAYER_GZIP {
         "gzip"
     } else {
         "uncompressed"

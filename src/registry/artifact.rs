@@ -4,8 +4,8 @@
 use super::client::{Client, LayerDescriptor};
 use super::error::RegistryError;
 use super::manifest::{self, AnyManifest};
-use super::reference::Reference;
 use super::request::Failure;
+use crate::oci::Reference;
 
 /// An artifact manifest and its config, both verified against their digests.
 #[derive(Debug, Clone)]

@@ -40,9 +40,9 @@ use super::auth::Credentials;
 use super::config::{HostConfig, RegistryConfig};
 use super::error::RegistryError;
 use super::manifest::{self, AnyManifest, Hasher, MANIFEST_ACCEPT};
-use super::reference::{DOCKER_HUB, Reference};
 use super::request::Failure;
 use super::transport::{Cause, config_hint};
+use crate::oci::{DOCKER_HUB, Reference};
 
 /// Manifests bigger than this are refused (containerd uses the same bound).
 const MANIFEST_LIMIT: usize = 4 << 20;

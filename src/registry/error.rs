@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("invalid reference format: `{text}`: {reason}")]
-    InvalidReference { text: String, reason: &'static str },
+    #[error(transparent)]
+    InvalidReference(#[from] crate::oci::ReferenceError),
 
     #[error("failed to read registry config `{}`", path.display())]
     ReadConfig { path: PathBuf, source: std::io::Error },

@@ -8,21 +8,7 @@
 use serde::Deserialize;
 use sha2::Digest as _;
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// Sent as `Accept` on manifest requests; schema 1 is not asked for (BuildKit refuses it too).
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-
-pub(crate) fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
-}
-
-pub(crate) fn is_manifest(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
-}
+pub(crate) use crate::oci::media_types::{MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST, is_index, is_manifest};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Descriptor {

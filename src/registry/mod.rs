@@ -9,7 +9,6 @@
 //!
 //! | file           | concept                                                             |
 //! |----------------|---------------------------------------------------------------------|
-//! | `reference.rs` | `busybox` → `docker.io/library/busybox:latest`                      |
 //! | `config.rs`    | `[registry."host"]` sections of a buildkitd.toml-style file         |
 //! | `auth.rs`      | docker/podman credential files, helpers, `WWW-Authenticate`         |
 //! | `manifest.rs`  | media types, platform selection, digests                            |
@@ -27,7 +26,6 @@ mod config;
 mod error;
 mod manifest;
 mod push;
-mod reference;
 mod request;
 mod transport;
 
@@ -36,8 +34,6 @@ pub use auth::{Credential, Credentials};
 pub use client::{Client, LayerDescriptor, Resolved, RetryPolicy};
 pub use config::{HostConfig, RegistryConfig};
 pub use error::RegistryError;
-pub use manifest::{DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST};
-pub use reference::Reference;
 
 #[cfg(test)]
 mod tests;

@@ -33,8 +33,8 @@ use reqwest::{Method, StatusCode};
 use super::client::{Client, Endpoint, blob_name, header_text, verify};
 use super::error::RegistryError;
 use super::manifest::{Hasher, sha256_digest};
-use super::reference::Reference;
 use super::request::{Access, Failure, Target, is_retryable, server_message};
+use crate::oci::Reference;
 
 /// The outcome of a cross-repository mount request.
 enum Mount {

@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::{Credential, parse_challenge};
 use super::client::{Client, Endpoint, read_limited};
 use super::error::RegistryError;
-use super::reference::Reference;
+use crate::oci::Reference;
 
 /// How a request ended when it did not give a usable response.
 pub(super) enum Failure {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use super::manifest::sha256_digest;
 use super::*;
+use crate::oci::Reference;
+use crate::oci::media_types::{DOCKER_MANIFEST, OCI_MANIFEST};
 
 mod push;
 mod scripted;

@@ -16,13 +16,15 @@ use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig, LayerEntry, MountEntry, RecordEntry};
 use super::layout::Layout;
 use super::spec::{CacheExport, CacheLocation, CacheMode};
-use crate::exporter::image::{Descriptor, Encoding, OCI_MANIFEST, compress_tree, layer_blob};
+use crate::exporter::image::{Descriptor, Encoding, compress_tree, layer_blob};
 use crate::exporter::transfer_status;
+use crate::oci::Reference;
+use crate::oci::media_types::OCI_MANIFEST;
 use crate::ops::Layer;
 use crate::ops::image::compression_of;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
 use crate::progress::{Event, Sender};
-use crate::registry::{Client, Reference};
+use crate::registry::Client;
 use crate::store::Store;
 
 /// One step's result, as the build used it.

@@ -9,10 +9,11 @@ use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
+use crate::oci::Reference;
 use crate::ops::image::BlobDescriptor;
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender};
-use crate::registry::{Client, Reference};
+use crate::registry::Client;
 
 /// A cache config is small JSON, but records many steps; this bounds memory all the same.
 const CONFIG_LIMIT: usize = 64 << 20;

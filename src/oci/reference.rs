@@ -1,9 +1,16 @@
-//! Image references with Docker's normalization: `busybox` is `docker.io/library/busybox:latest`,
-//! `index.docker.io/x` is `docker.io/library/x`, a first path component with `.` or `:` or equal
-//! to `localhost` is a registry host. Invariant: a parsed [`Reference`] always has a tag or a
-//! digest (a bare name gets `latest`), and its repository is lowercase and valid.
+//! Image references with Docker's normalization, the one parser of them: `busybox` is
+//! `docker.io/library/busybox:latest`, `index.docker.io/x` is `docker.io/library/x`, a first path
+//! component with `.` or `:` or equal to `localhost` is a registry host. Invariant: a parsed
+//! [`Reference`] always has a tag or a digest (a bare name gets `latest`), and its repository is
+//! lowercase and valid. Used for `FROM`, `-t` names, `--cache-to/--cache-from` refs and pushes.
 
-use super::error::RegistryError;
+/// A text that is no image reference, with why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid reference format: `{text}`: {reason}")]
+pub struct ReferenceError {
+    pub text: String,
+    pub reason: &'static str,
+}
 
 pub const DOCKER_HUB: &str = "docker.io";
 const DEFAULT_TAG: &str = "latest";
@@ -20,8 +27,8 @@ pub struct Reference {
 }
 
 impl Reference {
-    pub fn parse(text: &str) -> Result<Reference, RegistryError> {
-        let invalid = |reason| RegistryError::InvalidReference { text: text.to_string(), reason };
+    pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
+        let invalid = |reason| ReferenceError { text: text.to_string(), reason };
         if text.is_empty() {
             return Err(invalid("empty reference"));
         }
@@ -89,8 +96,34 @@ impl Reference {
     }
 
     /// What the manifest endpoint is asked for: the digest when there is one, else the tag.
-    pub(crate) fn manifest_selector(&self) -> &str {
+    pub fn manifest_selector(&self) -> &str {
         self.digest.as_deref().or(self.tag.as_deref()).unwrap_or(DEFAULT_TAG)
+    }
+
+    /// The name an image store records: `registry/repository` and the digest when there is one,
+    /// else the tag (`docker.io/library/busybox:latest`; with both, the digest alone).
+    pub fn stored_name(&self) -> String {
+        format!("{}/{}{}", self.registry, self.repository, self.suffix())
+    }
+
+    /// As `docker images` shows it: Docker Hub's `docker.io/` and `library/` left out
+    /// (`busybox:latest`, `me/app:1`, `localhost:5000/app:latest`).
+    pub fn familiar_name(&self) -> String {
+        let path = if self.registry == DOCKER_HUB {
+            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
+        } else {
+            format!("{}/{}", self.registry, self.repository)
+        };
+        format!("{path}{}", self.suffix())
+    }
+
+    /// `@digest`, else `:tag`.
+    fn suffix(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(digest), _) => format!("@{digest}"),
+            (None, Some(tag)) => format!(":{tag}"),
+            (None, None) => format!(":{DEFAULT_TAG}"),
+        }
     }
 }
 
@@ -190,6 +223,18 @@ mod tests {
         let by_digest = Reference::parse(&format!("busybox@{DIGEST}")).unwrap();
         assert_eq!(by_digest.tag, None);
         assert_eq!(by_digest.to_string(), format!("docker.io/library/busybox@{DIGEST}"));
+    }
+
+    #[test]
+    fn names_for_image_stores() {
+        let busybox = Reference::parse("busybox").unwrap();
+        assert_eq!(busybox.stored_name(), "docker.io/library/busybox:latest");
+        assert_eq!(busybox.familiar_name(), "busybox:latest");
+        assert_eq!(Reference::parse("me/app:1.0").unwrap().familiar_name(), "me/app:1.0");
+        let local = Reference::parse("localhost:5000/app").unwrap();
+        assert_eq!(local.familiar_name(), "localhost:5000/app:latest");
+        let pinned = Reference::parse(&format!("app:1@{DIGEST}")).unwrap();
+        assert_eq!(pinned.stored_name(), format!("docker.io/library/app@{DIGEST}"));
     }
 
     #[test]
