@@ -21,7 +21,7 @@ use crate::graph::NetworkMode;
 use crate::ops::OpError;
 use crate::ops::context::StoreHashCache;
 use crate::ops::exec::{Secrets, SshSources};
-use crate::progress::{Event, Mode, Progress};
+use crate::progress::{Event, Mode, Progress, Sender, error_text, failed_to_solve};
 use crate::remote_cache::{CacheExport, CacheImport, ExportRecord, ExportSet, parse_cache_from, parse_cache_to};
 use crate::solver::{NoCache, SolveOptions, Solver};
 use crate::store::{LockMode, Store};
@@ -416,7 +416,7 @@ pub fn run(args: BuildArgs) -> i32 {
                 let source = source.strip_prefix('\u{feff}').unwrap_or(&source);
                 eprint!("{}", render_snippet(&options.dockerfile_name, source, span));
             }
-            eprintln!("ERROR: failed to solve: {message}");
+            eprintln!("{}", failed_to_solve(&message));
             // Interrupted (a step or a registry request canceled by Ctrl-C or SIGTERM), not a
             // failure: the cancel flag alone is also set by a failing step.
             if super::interrupt::received() { EXIT_INTERRUPTED } else { EXIT_FAILED }
@@ -425,51 +425,43 @@ pub fn run(args: BuildArgs) -> i32 {
 }
 
 fn dockerfile_failure(error: DockerfileError) -> Failure {
-    let message = match &error.help {
-        Some(help) => format!("{} ({help})", error.message),
-        None => error.message.clone(),
-    };
-    Failure::Build { message, span: error.span }
+    Failure::Build { message: error.buildkit_message(), span: error.span }
 }
 
 fn plain_failure(error: anyhow::Error) -> Failure {
-    Failure::Build { message: format!("{error:#}"), span: None }
+    Failure::Build { message: error_text(error.as_ref()), span: None }
 }
 
 /// BuildKit's `[internal] load .dockerignore` line, after the metadata lines: the dockerfile
 /// frontend reads the ignore file before anything else of the context. The byte count is
 /// BuildKit's: the file's size plus its 40-byte stat record, or 2 without a file (measured
 /// with the oracle).
-fn show_dockerignore_load(options: &BuildOptions, sender: &crate::progress::Sender, vertex: usize) {
+fn show_dockerignore_load(options: &BuildOptions, sender: &Sender) {
     let dockerfile = options.dockerfile_path.as_deref();
     let size = crate::context::dockerignore::DockerIgnore::candidates(&options.context_dir, dockerfile)
         .iter()
         .find_map(|candidate| std::fs::metadata(candidate).ok().filter(std::fs::Metadata::is_file))
         .map_or(2, |metadata| metadata.len() + 40);
-    sender.send(Event::Started { vertex, name: "[internal] load .dockerignore".into() });
-    sender.send(Event::Status { vertex, id: "transferring context:".into(), current: size, total: None, done: true });
-    sender.send(Event::Finished { vertex });
+    let task = sender.task("[internal] load .dockerignore");
+    task.start();
+    task.status("transferring context:", size, None, true);
+    task.finish();
 }
 
 /// The whole build; returns the image id when an image was written.
 fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) -> Result<Option<String>, Failure> {
     let sender = progress.sender();
-    sender.send(Event::Started { vertex: 0, name: format!("[internal] load build definition from {}", options.dockerfile_name) });
-    sender.send(Event::Status {
-        vertex: 0,
-        id: "transferring dockerfile:".into(),
-        current: options.dockerfile_bytes.len() as u64,
-        total: None,
-        done: true,
-    });
+    let load = sender.task(format!("[internal] load build definition from {}", options.dockerfile_name));
+    load.start();
+    load.status("transferring dockerfile:", options.dockerfile_bytes.len() as u64, None, true);
     let dockerfile: Dockerfile = match parse(&options.dockerfile_name, &options.dockerfile_bytes) {
         Ok(dockerfile) => dockerfile,
         Err(error) => {
-            sender.send(Event::Failed { vertex: 0, error: error.message.clone() });
+            load.fail_message(error.buildkit_message());
             return Err(dockerfile_failure(error));
         }
     };
-    sender.send(Event::Finished { vertex: 0 });
+    load.finish();
 
     let store = Store::open(&options.root, LockMode::Shared)
         .with_context(|| format!("failed to open the state root `{}`", options.root.display()))
@@ -506,24 +498,16 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
             .map_err(plain_failure)?
             .with_cancel(cancel.clone()),
     );
-    let resolver = Resolver {
-        store: &store,
-        registry: Some(&registry),
-        pull: options.pull,
-        progress: sender.clone(),
-        // Above the graph's and the exporter's vertex numbers (the printer numbers in order seen).
-        next_vertex: std::sync::atomic::AtomicUsize::new(1 << 20),
-        resolved: Default::default(),
-    };
+    let resolver =
+        Resolver { store: &store, registry: Some(&registry), pull: options.pull, progress: sender.clone(), resolved: Default::default() };
     let plan = lower(&frontend_options, &resolver).map_err(dockerfile_failure)?;
-    show_dockerignore_load(options, &sender, resolver.next_vertex.fetch_add(1, Ordering::SeqCst));
+    show_dockerignore_load(options, &sender);
     for warning in &plan.warnings {
         sender.send(Event::Warning { message: warning.clone() });
     }
     tracing::debug!(graph = %plan.graph.dump(&[plan.target]), "lowered");
 
-    // Above the resolver's numbers; the printer numbers vertices in the order it sees them.
-    let imported = crate::remote_cache::import(&options.cache_from, &registry, &sender, 1 << 21);
+    let imported = crate::remote_cache::import(&options.cache_from, &registry, &sender);
     let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
     let solver = Solver {
         store: &store,
@@ -531,7 +515,6 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         progress: sender.clone(),
         cancel: cancel.clone(),
         options: SolveOptions { jobs: options.jobs, no_cache: options.no_cache.clone(), explain_misses: options.debug_cache },
-        vertex_offset: 1,
         secrets: &options.secrets,
         ssh: &options.ssh,
         registry: Some(&registry),
@@ -552,20 +535,16 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
                 .vertex
                 .and_then(|vertex| plan.graph.vertices[vertex].origin.clone())
                 .map(|origin| Span { start_line: origin.start_line, end_line: origin.end_line });
-            return Err(Failure::Build { message: error_chain(&error.error), span });
+            return Err(Failure::Build { message: error_text(&error.error), span });
         }
     };
     if cancel.load(Ordering::SeqCst) {
         return Err(Failure::Interrupted);
     }
     let layers = solved.outputs[&plan.target].layers().to_vec();
-    let exporter_vertex = plan.graph.vertices.len() + 1;
-    let result = if options.outputs.is_empty() {
-        None
-    } else {
-        Some(export_outputs(options, &store, &registry, &plan, &layers, &sender, exporter_vertex, cancel)?)
-    };
-    export_caches(options, &store, &registry, &plan.graph, &solved, &layers, &sender, exporter_vertex + options.outputs.len(), cancel)?;
+    let result =
+        if options.outputs.is_empty() { None } else { Some(export_outputs(options, &store, &registry, &plan, &layers, &sender, cancel)?) };
+    export_caches(options, &store, &registry, &plan.graph, &solved, &layers, &sender, cancel)?;
     Ok(result.flatten())
 }
 
@@ -577,8 +556,7 @@ fn export_outputs(
     registry: &crate::registry::Client,
     plan: &crate::frontend::Plan,
     layers: &[crate::ops::Layer],
-    sender: &crate::progress::Sender,
-    first_vertex: usize,
+    sender: &Sender,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Option<String>, Failure> {
     let request = ExportRequest {
@@ -589,7 +567,6 @@ fn export_outputs(
         tags: &options.tags,
         epoch: options.source_date_epoch,
         progress: sender,
-        first_vertex,
         cancel,
         registry: Some(registry),
     };
@@ -597,7 +574,7 @@ fn export_outputs(
     if cancel.load(Ordering::SeqCst) {
         return Err(Failure::Interrupted);
     }
-    let result = exported.context("failed to export").map_err(plain_failure)?;
+    let result = exported.map_err(|error| Failure::Build { message: error_text(&error), span: None })?;
     if let Some(path) = &options.metadata_file {
         let text = serde_json::to_string_pretty(&result.metadata()).unwrap_or_default();
         write_file(path, text.as_bytes()).map_err(plain_failure)?;
@@ -619,8 +596,7 @@ fn export_caches(
     graph: &crate::graph::Graph,
     solved: &crate::solver::Solved,
     image_layers: &[crate::ops::Layer],
-    sender: &crate::progress::Sender,
-    first_vertex: usize,
+    sender: &Sender,
     cancel: &Arc<AtomicBool>,
 ) -> Result<(), Failure> {
     if options.cache_to.is_empty() {
@@ -656,41 +632,18 @@ fn export_caches(
     records.sort_by(|a, b| a.key.cmp(&b.key));
     let image_layers: Vec<String> = image_layers.iter().map(|layer| layer.diff_id.clone()).collect();
     let set = ExportSet { records: &records, image_layers: &image_layers, mounts: &mounts };
-    for (offset, spec) in options.cache_to.iter().enumerate() {
-        let exported = crate::remote_cache::export(store, registry, spec, &set, sender, first_vertex + offset, cancel);
+    for spec in &options.cache_to {
+        let exported = crate::remote_cache::export(store, registry, spec, &set, sender, cancel);
         if cancel.load(Ordering::SeqCst) {
             return Err(Failure::Interrupted);
         }
         match exported {
             Ok(()) => {}
-            Err(error) if spec.ignore_error => {
-                sender
-                    .send(Event::Warning { message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)) });
-            }
-            Err(error) => {
-                return Err(Failure::Build {
-                    message: format!("failed to export the cache to {}: {}", spec.location, error_chain(&error)),
-                    span: None,
-                });
-            }
+            Err(error) if spec.ignore_error => sender.send(Event::Warning { message: error_text(&error) }),
+            Err(error) => return Err(Failure::Build { message: error_text(&error), span: None }),
         }
     }
     Ok(())
-}
-
-/// An error and its causes, `: `-separated, each said once (a message may already end with
-/// its source's text).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.ends_with(&text) {
-            message = format!("{message}: {text}");
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// Writes `--iidfile` and `--metadata-file` whole or not at all (a reader never sees half).

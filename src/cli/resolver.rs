@@ -13,7 +13,6 @@ pub struct Resolver<'a> {
     pub pull: bool,
     /// `[internal] load metadata for NAME` progress, as BuildKit shows resolves.
     pub progress: crate::progress::Sender,
-    pub next_vertex: std::sync::atomic::AtomicUsize,
     /// References resolved in this build (with the platform): stages on the same base resolve
     /// it once, so they get the same digest even with `--pull` and a tag that moves meanwhile.
     pub resolved: std::sync::Mutex<std::collections::HashMap<String, ResolvedImage>>,
@@ -22,13 +21,12 @@ pub struct Resolver<'a> {
 impl Resolver<'_> {
     /// Reports a resolve as its own progress vertex.
     fn reported<T>(&self, name: &str, resolve: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-        use crate::progress::Event;
-        let vertex = self.next_vertex.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.progress.send(Event::Started { vertex, name: format!("[internal] load metadata for {name}") });
+        let task = self.progress.task(format!("[internal] load metadata for {name}"));
+        task.start();
         let result = resolve();
         match &result {
-            Ok(_) => self.progress.send(Event::Finished { vertex }),
-            Err(error) => self.progress.send(Event::Failed { vertex, error: error.clone() }),
+            Ok(_) => task.finish(),
+            Err(error) => task.fail_message(error.clone()),
         }
         result
     }

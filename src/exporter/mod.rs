@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::frontend::ImageDocument;
 use crate::oci::Reference;
 use crate::ops::{Cancellable, Layer};
-use crate::progress::{Event, Sender};
+use crate::progress::{Sender, Task};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::view::LayeredView;
@@ -91,9 +91,8 @@ pub struct ExportRequest<'a> {
     /// `-t` names, added to every image output.
     pub tags: &'a [String],
     pub epoch: Option<i64>,
+    /// Each output is a task of its own.
     pub progress: &'a Sender,
-    /// The first progress vertex number free for the exporter.
-    pub first_vertex: usize,
     /// Set on Ctrl-C: writes stop and the export fails with `interrupted`.
     pub cancel: &'a AtomicBool,
     /// For `type=registry` / `push=true`.
@@ -103,8 +102,7 @@ pub struct ExportRequest<'a> {
 pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
     let mut result = ExportResult::default();
     let mut built: Vec<(String, BuiltImage)> = Vec::new();
-    for (offset, output) in request.outputs.iter().enumerate() {
-        let vertex = request.first_vertex + offset;
+    for output in request.outputs {
         let name = match output.kind {
             OutputKind::Oci => "exporting to oci image format",
             OutputKind::Docker => "exporting to docker image format",
@@ -112,44 +110,33 @@ pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
             OutputKind::Local => "exporting to client directory",
             OutputKind::Registry => "exporting to image",
         };
-        request.progress.send(Event::Started { vertex, name: name.into() });
-        let exported = export_one(request, output, vertex, &mut built, &mut result);
-        match &exported {
-            Ok(()) => request.progress.send(Event::Finished { vertex }),
-            Err(error) => request.progress.send(Event::Failed { vertex, error: error.to_string() }),
-        }
+        let task = request.progress.task(name);
+        task.start();
+        let exported = export_one(request, output, &task, &mut built, &mut result);
+        task.end_with(&exported);
         exported?;
     }
     Ok(result)
 }
 
-/// Transfer progress (`id`, bytes done, total, done) reported on `vertex`.
-pub fn transfer_status(progress: &Sender, vertex: usize) -> impl Fn(&str, u64, Option<u64>, bool) + Sync + '_ {
-    move |id, current, total, done| progress.send(Event::Status { vertex, id: id.to_string(), current, total, done })
-}
-
-fn status(progress: &Sender, vertex: usize, id: impl Into<String>, done: bool) {
-    progress.send(Event::Status { vertex, id: id.into(), current: 0, total: None, done });
-}
-
 fn export_one(
     request: &ExportRequest,
     output: &OutputSpec,
-    vertex: usize,
+    task: &Task,
     built: &mut Vec<(String, BuiltImage)>,
     result: &mut ExportResult,
 ) -> Result<(), ExportError> {
     let destination = output.dest.clone().unwrap_or(Destination::Stdout);
     match output.kind {
         OutputKind::Registry => {
-            let image = built_image(request, output, vertex, built)?;
+            let image = built_image(request, output, task, built)?;
             let client = request.registry.ok_or(ExportError::NoRegistry)?;
             let names: Vec<&String> = request.tags.iter().chain(&output.names).collect();
             if names.is_empty() {
                 return Err(ExportError::NoName);
             }
             for name in names {
-                push::push(request.store, client, &image, name, request.progress, vertex)?;
+                push::push(request.store, client, &image, name, task)?;
                 let full = Reference::parse(name)?.stored_name();
                 if !result.names.contains(&full) {
                     result.names.push(full);
@@ -159,7 +146,7 @@ fn export_one(
             Ok(())
         }
         OutputKind::Oci | OutputKind::Docker => {
-            let image = built_image(request, output, vertex, built)?;
+            let image = built_image(request, output, task, built)?;
             let mut names = Vec::new();
             for name in request.tags.iter().chain(&output.names) {
                 let reference = Reference::parse(name)?;
@@ -169,7 +156,7 @@ fn export_one(
             }
             let docker = output.kind == OutputKind::Docker;
             let mtime = request.epoch.unwrap_or(0);
-            status(request.progress, vertex, "sending tarball", false);
+            task.status("sending tarball", 0, None, false);
             match (&destination, output.tar || docker) {
                 (Destination::Path(path), false) => {
                     archive::write_directory(request.store, &image, &names, &output.descriptor_annotations, path)?
@@ -178,7 +165,7 @@ fn export_one(
                     archive::write_tar(request.store, &image, &names, &output.descriptor_annotations, docker, mtime, out)
                 })?,
             }
-            status(request.progress, vertex, "sending tarball", true);
+            task.status("sending tarball", 0, None, true);
             for name in &names {
                 let stored = name.stored_name();
                 if !result.names.contains(&stored) {
@@ -189,7 +176,7 @@ fn export_one(
             Ok(())
         }
         OutputKind::Tar => {
-            let layers = local_layers(request, vertex)?;
+            let layers = local_layers(request, task)?;
             let view = LayeredView::new(layers.iter().map(|layer| layer.path.clone()));
             let staging = request.store.temp_dir("rootfs-")?;
             let root = staging.path().join("rootfs");
@@ -205,7 +192,7 @@ fn export_one(
             let Destination::Path(path) = &destination else {
                 return Err(ExportError::Write { path: "-".into(), source: io::Error::other("local output needs a directory") });
             };
-            let layers = local_layers(request, vertex)?;
+            let layers = local_layers(request, task)?;
             let view = LayeredView::new(layers.iter().map(|layer| layer.path.clone()));
             // A new destination is made 0700, an existing one keeps its mode and whatever else
             // it holds, as with BuildKit (measured with the oracle).
@@ -221,8 +208,8 @@ fn export_one(
 }
 
 /// The layers with their files in the store: those of imported cache hits are fetched now.
-fn local_layers(request: &ExportRequest, vertex: usize) -> Result<Vec<Layer>, ExportError> {
-    let status = transfer_status(request.progress, vertex);
+fn local_layers(request: &ExportRequest, task: &Task) -> Result<Vec<Layer>, ExportError> {
+    let status = |id: &str, current, total, done| task.status(id, current, total, done);
     Ok(crate::ops::lazy::materialize(request.store, request.layers, request.cancel, &status).map_err(image::ImageError::from)?)
 }
 
@@ -230,7 +217,7 @@ fn local_layers(request: &ExportRequest, vertex: usize) -> Result<Vec<Layer>, Ex
 fn built_image(
     request: &ExportRequest,
     output: &OutputSpec,
-    vertex: usize,
+    task: &Task,
     built: &mut Vec<(String, BuiltImage)>,
 ) -> Result<BuiltImage, ExportError> {
     let encoding = Encoding {
@@ -242,19 +229,19 @@ fn built_image(
         manifest_annotations: output.manifest_annotations.clone(),
     };
     let key = format!("{encoding:?}");
-    status(request.progress, vertex, "exporting layers", false);
+    task.status("exporting layers", 0, None, false);
     let image = match built.iter().find(|(existing, _)| *existing == key) {
         Some((_, image)) => image.clone(),
         None => {
-            let status = transfer_status(request.progress, vertex);
+            let status = |id: &str, current, total, done| task.status(id, current, total, done);
             let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel, &status)?;
             built.push((key, image.clone()));
             image
         }
     };
-    status(request.progress, vertex, "exporting layers", true);
-    status(request.progress, vertex, format!("exporting manifest {}", image.manifest.digest), true);
-    status(request.progress, vertex, format!("exporting config {}", image.config.digest), true);
+    task.status("exporting layers", 0, None, true);
+    task.status(&format!("exporting manifest {}", image.manifest.digest), 0, None, true);
+    task.status(&format!("exporting config {}", image.config.digest), 0, None, true);
     Ok(image)
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::image::BuiltImage;
 use crate::oci::Reference;
-use crate::progress::{Event, Sender};
+use crate::progress::Task;
 use crate::registry::Client;
 use crate::store::Store;
 
@@ -44,29 +44,27 @@ fn mount_sources(store: &Store, target: &Reference) -> HashMap<String, String> {
     sources
 }
 
-pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, progress: &Sender, vertex: usize) -> Result<(), PushError> {
+pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, task: &Task) -> Result<(), PushError> {
     let reference = Reference::parse(name).map_err(|error| PushError::Name { name: name.into(), message: error.to_string() })?;
     let failed = |error: crate::registry::RegistryError| PushError::Push { name: name.into(), message: error.to_string() };
-    progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: false });
+    task.status("pushing layers", 0, None, false);
     let mounts = mount_sources(store, &reference);
     for blob in image.layers.iter().chain([&image.config]) {
         let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(store.open_blob(&blob.digest)?)) };
         let digest = blob.digest.clone();
-        let mut report = |done: u64, total: u64| {
-            progress.send(Event::Status { vertex, id: digest.clone(), current: done, total: Some(total), done: done >= total });
-        };
+        let mut report = |done: u64, total: u64| task.status(&digest, done, Some(total), done >= total);
         let mount_from = mounts.get(&blob.digest).map(String::as_str);
         client.push_blob(&reference, &blob.digest, blob.size, mount_from, &mut open, &mut report).map_err(failed)?;
     }
-    progress.send(Event::Status { vertex, id: "pushing layers".into(), current: 0, total: None, done: true });
+    task.status("pushing layers", 0, None, true);
     let manifest = std::fs::read(store.blob_path(&image.manifest.digest))
         .map_err(|error| PushError::Push { name: name.into(), message: error.to_string() })?;
     let id = format!("pushing manifest for {reference}@{}", image.manifest.digest);
-    progress.send(Event::Status { vertex, id: id.clone(), current: 0, total: None, done: false });
+    task.status(&id, 0, None, false);
     let pushed = client.push_manifest(&reference, &image.manifest.media_type, &manifest).map_err(failed)?;
     if pushed != image.manifest.digest {
         return Err(PushError::DigestMismatch { name: name.into(), expected: image.manifest.digest.clone(), actual: pushed });
     }
-    progress.send(Event::Status { vertex, id, current: 0, total: None, done: true });
+    task.status(&id, 0, None, true);
     Ok(())
 }

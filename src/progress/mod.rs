@@ -1,7 +1,9 @@
 //! Progress reporting: the only module that writes to the terminal.
 //!
-//! The solver and ops send [`Event`]s through a cheap, cloneable [`Sender`]; one reporter thread
-//! owns the output and a [`Printer`] that turns events into text. Printers: `plain` (BuildKit's
+//! The build reports its vertices through [`Task`] handles that a cheap, cloneable [`Sender`]
+//! hands out (ids allocated by the sender, see `task.rs`); the handles send [`Event`]s, and one
+//! reporter thread owns the output and a [`Printer`] that turns events into text. A failure is
+//! said by one function, [`error_text`], on the vertex and on the build's last line. Printers: `plain` (BuildKit's
 //! `#N` lines, see [`plain`]), `tty` (a live view drawn with indicatif, see [`tty`]), `rawjson`
 //! (one BuildKit `SolveStatus`-shaped JSON object per line, see [`rawjson`]) and `quiet` (drains
 //! events, prints nothing). The printers share one interpretation of events, the `trace`
@@ -18,20 +20,27 @@
 //! to the speed of the terminal; an unbounded one can grow if the terminal stalls, which is the
 //! smaller evil for a process that ends when the build ends.
 
+mod error;
 pub mod plain;
 pub mod rawjson;
+mod task;
 mod trace;
 pub mod tty;
+
+pub use error::{error_text, failed_to_solve};
+pub use task::{GraphTasks, Task};
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Identifies a vertex within one build. Small and dense; the plain printer numbers vertices
-/// `#1`, `#2`, ... itself, in the order BuildKit would (first shown, first numbered).
+/// Identifies a vertex within one build, allocated by the [`Sender`] (see [`Task`]). Small and
+/// dense; the plain printer numbers vertices `#1`, `#2`, ... itself, in the order BuildKit
+/// would (first shown, first numbered).
 pub type VertexId = usize;
 
 /// Time since the Unix epoch, as read from a [`Clock`].
@@ -245,10 +254,12 @@ enum Message {
 }
 
 /// The sending half: cheap to clone, usable from any thread. Sending never blocks and never
-/// fails; events sent after [`Progress::finish`] are dropped.
+/// fails; events sent after [`Progress::finish`] are dropped. It hands out [`Task`]s, whose
+/// ids it allocates from a counter all its clones share.
 #[derive(Clone)]
 pub struct Sender {
     channel: mpsc::Sender<Message>,
+    next_vertex: Arc<AtomicUsize>,
 }
 
 impl Sender {
@@ -262,6 +273,7 @@ impl Sender {
 /// A running reporter thread. Dropping it finishes it, like [`Progress::finish`].
 pub struct Progress {
     channel: mpsc::Sender<Message>,
+    next_vertex: Arc<AtomicUsize>,
     reporter: Option<JoinHandle<()>>,
 }
 
@@ -290,11 +302,11 @@ impl Progress {
         let reporter = std::thread::Builder::new().name("progress".to_owned()).spawn(move || report(receiver, printer, clock));
         // Without a thread the receiver is dropped with the closure, so every send is a no-op:
         // the build goes on without progress output rather than failing over it.
-        Progress { channel, reporter: reporter.ok() }
+        Progress { channel, next_vertex: Arc::default(), reporter: reporter.ok() }
     }
 
     pub fn sender(&self) -> Sender {
-        Sender { channel: self.channel.clone() }
+        Sender { channel: self.channel.clone(), next_vertex: self.next_vertex.clone() }
     }
 
     /// Ends the stream, waits for the reporter, which prints the final summary lines.

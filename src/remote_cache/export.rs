@@ -17,13 +17,12 @@ use super::format::{CONFIG_MEDIA_TYPE, CacheConfig, LayerEntry, MountEntry, Reco
 use super::layout::Layout;
 use super::spec::{CacheExport, CacheLocation, CacheMode};
 use crate::exporter::image::{Descriptor, Encoding, compress_tree, layer_blob};
-use crate::exporter::transfer_status;
 use crate::oci::Reference;
 use crate::oci::media_types::OCI_MANIFEST;
 use crate::ops::Layer;
 use crate::ops::image::compression_of;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
-use crate::progress::{Event, Sender};
+use crate::progress::{Sender, Task};
 use crate::registry::Client;
 use crate::store::Store;
 
@@ -45,26 +44,25 @@ pub struct ExportSet<'a> {
     pub mounts: &'a [(String, PathBuf)],
 }
 
-/// Writes the cache; progress on `vertex` in BuildKit's words.
+/// Writes the cache, on a task of its own in BuildKit's words. The error names the cache, so
+/// the task's line and the build's last line say which export failed.
 pub fn export(
     store: &Store,
     registry: &Client,
     spec: &CacheExport,
     set: &ExportSet,
     progress: &Sender,
-    vertex: usize,
     cancel: &AtomicBool,
 ) -> Result<(), CacheError> {
     let name = match spec.location {
         CacheLocation::Registry { .. } => "exporting cache to registry",
         CacheLocation::Local { .. } => "exporting cache to client directory",
     };
-    progress.send(Event::Started { vertex, name: name.into() });
-    let result = write(store, registry, spec, set, progress, vertex, cancel);
-    match &result {
-        Ok(()) => progress.send(Event::Finished { vertex }),
-        Err(error) => progress.send(Event::Failed { vertex, error: error.to_string() }),
-    }
+    let task = progress.task(name);
+    task.start();
+    let result = write(store, registry, spec, set, &task, cancel)
+        .map_err(|error| CacheError::Export { location: spec.location.to_string(), source: Box::new(error) });
+    task.end_with(&result);
     result
 }
 
@@ -73,11 +71,10 @@ fn write(
     registry: &Client,
     spec: &CacheExport,
     set: &ExportSet,
-    progress: &Sender,
-    vertex: usize,
+    task: &Task,
     cancel: &AtomicBool,
 ) -> Result<(), CacheError> {
-    let status = transfer_status(progress, vertex);
+    let status = |id: &str, current, total, done| task.status(id, current, total, done);
     status("preparing build cache for export", 0, None, false);
     let image_layers: HashSet<&str> = set.image_layers.iter().map(String::as_str).collect();
     let chosen: Vec<&ExportRecord> = set

@@ -12,7 +12,7 @@ use super::spec::{CacheImport, CacheLocation};
 use crate::oci::Reference;
 use crate::ops::image::BlobDescriptor;
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
-use crate::progress::{Event, Sender};
+use crate::progress::{Event, Sender, error_text};
 use crate::registry::Client;
 
 /// A cache config is small JSON, but records many steps; this bounds memory all the same.
@@ -21,21 +21,22 @@ const MANIFEST_LIMIT: u64 = 4 << 20;
 
 /// Reads every source, in order (the first source's record wins a key). A source that cannot
 /// be read is reported on its progress line and skipped: the build goes on without it.
-pub fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: &Sender, first_vertex: usize) -> ImportedCache {
+pub fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: &Sender) -> ImportedCache {
     let mut imported = ImportedCache::default();
-    for (offset, source) in sources.iter().enumerate() {
-        let vertex = first_vertex + offset;
-        progress.send(Event::Started { vertex, name: format!("importing cache manifest from {}", source.location) });
+    for source in sources {
+        let task = progress.task(format!("importing cache manifest from {}", source.location));
+        task.start();
         match read(&source.location, registry) {
             Ok((config, blob_source, blobs)) => {
                 add(&mut imported, &config, &blob_source, &blobs);
-                progress.send(Event::Finished { vertex });
+                task.finish();
             }
             Err(error) => {
                 tracing::debug!("cache import from {} failed: {error}", source.location);
-                progress.send(Event::Failed { vertex, error: error.to_string() });
+                let text = error_text(&error);
                 // Also in the summary: the tty view shows only that the line failed.
-                progress.send(Event::Warning { message: format!("cache import from {} skipped: {error}", source.location) });
+                progress.send(Event::Warning { message: format!("cache import from {} skipped: {text}", source.location) });
+                task.fail_message(text);
             }
         }
     }

@@ -52,4 +52,7 @@ pub enum CacheError {
     NoRegistry,
     #[error("canceled")]
     Canceled,
+    /// A `--cache-to` export that failed, naming the cache.
+    #[error("failed to export the cache to {location}")]
+    Export { location: String, source: Box<CacheError> },
 }

@@ -89,12 +89,20 @@ fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
     Ok(text)
 }
 
+/// An error and its causes, `: `-separated, each said once: the runner's failure crosses the
+/// process boundary as text, and that text ends up in the step's `ERROR:` lines.
+///
+/// Decision: a copy of `progress::error_text`, with the same rule. The runner is the re-exec'd
+/// child, and `sandbox` imports nothing of the crate so that the child pulls in nothing else
+/// (tests/architecture.rs); six lines are a smaller price than an edge into `progress`.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message = format!("{message}: {text}");
+        }
         source = cause.source();
     }
     message

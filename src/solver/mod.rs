@@ -5,7 +5,8 @@
 //! Invariants: a vertex runs at most once per solve (identical vertices were merged when the
 //! graph was built); a vertex starts only when all its inputs are done; after the first failure
 //! nothing new starts, running ops see the cancel flag, and the solve returns that first error.
-//! Every state change is an event for `progress`.
+//! Every state change is reported on the vertex's `progress` task, whose id the progress sender
+//! gives the graph when the solve announces it.
 
 pub mod cache_key;
 
@@ -17,7 +18,7 @@ use crate::context::content_hash::HashCache;
 use crate::graph::{CopyAction, FileAction, Graph, Op, VertexId};
 use crate::ops::lazy::{ImportedCache, materialize};
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
-use crate::progress::{Definition, Event, Sender};
+use crate::progress::{Definition, GraphTasks, Sender, Stream, Task};
 use crate::store::{RecordRow, Store, now};
 
 /// Which vertices must not be taken from the cache.
@@ -69,8 +70,6 @@ pub struct Solver<'a> {
     pub progress: Sender,
     pub cancel: Arc<AtomicBool>,
     pub options: SolveOptions,
-    /// Added to vertex ids in progress events (the caller's own vertices come first).
-    pub vertex_offset: usize,
     pub registry: Option<&'a crate::registry::Client>,
     pub secrets: &'a crate::ops::exec::Secrets,
     pub ssh: &'a crate::ops::exec::SshSources,
@@ -82,7 +81,7 @@ impl Solver<'_> {
     pub fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
         let needed = graph.reachable(targets);
         let needed_set: HashSet<VertexId> = needed.iter().copied().collect();
-        self.progress.send(Event::Defined { vertices: definitions(graph, &needed, self.vertex_offset) });
+        let tasks = self.progress.define_graph(graph.vertices.len(), definitions(graph, &needed));
         let mut waiting: HashMap<VertexId, usize> = HashMap::new();
         let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
         let mut ready = VecDeque::new();
@@ -112,6 +111,7 @@ impl Solver<'_> {
                 let selections = &selections;
                 let fresh_mounts = &fresh_mounts;
                 let context_copies = &context_copies;
+                let tasks = &tasks;
                 scope.spawn(move || {
                     loop {
                         let job = match job_receiver.lock() {
@@ -120,7 +120,7 @@ impl Solver<'_> {
                         };
                         let Ok(job) = job else { break };
                         let copies = context_copies.get(&job.vertex).map_or(&[][..], Vec::as_slice);
-                        let result = self.process(graph, job.vertex, &job.inputs, selections, fresh_mounts, copies);
+                        let result = self.process(graph, tasks, job.vertex, &job.inputs, selections, fresh_mounts, copies);
                         if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
                             break;
                         }
@@ -191,10 +191,13 @@ impl Solver<'_> {
         }
     }
 
-    /// Key, lookup, run: one vertex, on a worker thread.
+    /// Key, lookup, run: one vertex, on a worker thread, reported on its task (a vertex without
+    /// a name is never shown).
+    #[allow(clippy::too_many_arguments)]
     fn process(
         &self,
         graph: &Graph,
+        tasks: &GraphTasks,
         id: VertexId,
         inputs: &[(String, Output)],
         selections: &SelectionMemo,
@@ -202,18 +205,15 @@ impl Solver<'_> {
         context_copies: &[CopyAction],
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
-        let shown = !vertex.name.is_empty();
-        let id = id + self.vertex_offset;
+        let task = if vertex.name.is_empty() { Task::hidden() } else { tasks.task(id, vertex.name.clone()) };
         let log = |stream: crate::sandbox::Stream, bytes: &[u8]| {
             let stream = match stream {
-                crate::sandbox::Stream::Stdout => crate::progress::Stream::Stdout,
-                crate::sandbox::Stream::Stderr => crate::progress::Stream::Stderr,
+                crate::sandbox::Stream::Stdout => Stream::Stdout,
+                crate::sandbox::Stream::Stderr => Stream::Stderr,
             };
-            self.progress.send(Event::Log { vertex: id, stream, bytes: bytes.to_vec() });
+            task.log(stream, bytes);
         };
-        let status = |status_id: &str, current: u64, total: Option<u64>, done: bool| {
-            self.progress.send(Event::Status { vertex: id, id: status_id.to_string(), current, total, done });
-        };
+        let status = |status_id: &str, current: u64, total: Option<u64>, done: bool| task.status(status_id, current, total, done);
         let environment = Environment {
             store: self.store,
             hash_cache: self.hash_cache,
@@ -225,13 +225,8 @@ impl Solver<'_> {
             imported: self.imported,
             status: &status,
             log: &log,
-            fresh_mounts: self.skip_cache(graph, id - self.vertex_offset).then_some(fresh_mounts),
+            fresh_mounts: self.skip_cache(graph, id).then_some(fresh_mounts),
             context_copies,
-        };
-        let report = |event: Event| {
-            if shown {
-                self.progress.send(event);
-            }
         };
         if self.cancel.load(Ordering::SeqCst) {
             return Err(OpError::Canceled);
@@ -239,20 +234,19 @@ impl Solver<'_> {
         let cache_inputs = match ops::cache_inputs(vertex, inputs, &environment) {
             Ok(cache_inputs) => cache_inputs,
             Err(error) => {
-                report(Event::Started { vertex: id, name: vertex.name.clone() });
-                report(Event::Failed { vertex: id, error: error.to_string() });
+                task.fail(&error);
                 return Err(error);
             }
         };
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
         let recorded = is_recorded(&vertex.op);
-        if recorded && !self.skip_cache(graph, id - self.vertex_offset) {
+        if recorded && !self.skip_cache(graph, id) {
             let record = self.store.database().record(&key)?;
             if let Some(record) = record
                 && let Some(layers) = ops::layer::load(self.store, &record.layers)?
             {
                 self.store.database().touch_record(&key, now())?;
-                report(Event::Cached { vertex: id, name: vertex.name.clone() });
+                task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
             if let Some((remote, layers)) = self.imported.layers(self.store, &key)? {
@@ -266,14 +260,34 @@ impl Solver<'_> {
                     created_at: now,
                     last_used_at: now,
                 })?;
-                report(Event::Cached { vertex: id, name: vertex.name.clone() });
+                task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
         }
-        report(Event::Started { vertex: id, name: vertex.name.clone() });
+        task.start();
+        let result = self.run(vertex, &task, &key, cache_inputs, inputs, &environment);
+        match &result {
+            Ok(_) => task.finish(),
+            Err(OpError::Canceled) => task.cancel(),
+            Err(error) => task.fail(error),
+        }
+        result.map(|output| (key, output, false))
+    }
+
+    /// Runs a vertex that missed the cache, on its started task, and records its result.
+    fn run(
+        &self,
+        vertex: &crate::graph::Vertex,
+        task: &Task,
+        key: &str,
+        cache_inputs: Vec<(String, String)>,
+        inputs: &[(String, Output)],
+        environment: &Environment,
+    ) -> Result<Output, OpError> {
+        let recorded = is_recorded(&vertex.op);
         if recorded && self.options.explain_misses {
             for line in self.explain_miss(&vertex.name, &cache_inputs)? {
-                report(Event::Log { vertex: id, stream: crate::progress::Stream::Stderr, bytes: format!("{line}\n").into_bytes() });
+                task.log(Stream::Stderr, format!("{line}\n").as_bytes());
             }
         }
         // A step that runs needs the files of its inputs: layers of imported cache hits are
@@ -282,47 +296,28 @@ impl Solver<'_> {
         for (_, output) in inputs {
             input_outputs.push(match output {
                 Output::Layers(layers) if layers.iter().any(ops::Layer::is_lazy) => {
-                    match materialize(self.store, layers, &self.cancel, &status) {
+                    match materialize(self.store, layers, &self.cancel, environment.status) {
                         Ok(layers) => Output::Layers(layers.into()),
-                        Err(ops::image::ImageError::Canceled) => {
-                            report(Event::Canceled { vertex: id });
-                            return Err(OpError::Canceled);
-                        }
-                        Err(error) => {
-                            let error = OpError::from(error);
-                            report(Event::Failed { vertex: id, error: error.to_string() });
-                            return Err(error);
-                        }
+                        Err(ops::image::ImageError::Canceled) => return Err(OpError::Canceled),
+                        Err(error) => return Err(OpError::from(error)),
                     }
                 }
                 output => output.clone(),
             });
         }
-        match ops::run(vertex, &input_outputs, &environment) {
-            Ok(output) => {
-                if recorded {
-                    let now = now();
-                    self.store.database().put_record(&RecordRow {
-                        cache_key: key.clone(),
-                        description: cache_key::description(&vertex.name),
-                        layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
-                        inputs: cache_inputs,
-                        created_at: now,
-                        last_used_at: now,
-                    })?;
-                }
-                report(Event::Finished { vertex: id });
-                Ok((key, output, false))
-            }
-            Err(OpError::Canceled) => {
-                report(Event::Canceled { vertex: id });
-                Err(OpError::Canceled)
-            }
-            Err(error) => {
-                report(Event::Failed { vertex: id, error: error.to_string() });
-                Err(error)
-            }
+        let output = ops::run(vertex, &input_outputs, environment)?;
+        if recorded {
+            let now = now();
+            self.store.database().put_record(&RecordRow {
+                cache_key: key.to_owned(),
+                description: cache_key::description(&vertex.name),
+                layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
+                inputs: cache_inputs,
+                created_at: now,
+                last_used_at: now,
+            })?;
         }
+        Ok(output)
     }
 }
 
@@ -349,7 +344,7 @@ fn context_copies(graph: &Graph, needed: &[VertexId]) -> HashMap<VertexId, Vec<C
 /// graph: each with its digest and the digests of its inputs. A nameless vertex (scratch, the
 /// merge of `COPY --link`) is never shown, so a vertex's inputs go through it to the shown
 /// vertices it stands on: every input listed is itself in the list.
-fn definitions(graph: &Graph, needed: &[VertexId], offset: usize) -> Vec<Definition> {
+fn definitions(graph: &Graph, needed: &[VertexId]) -> Vec<Definition> {
     fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<String>) {
         for &input in &graph.vertices[id].inputs {
             let vertex = &graph.vertices[input];
@@ -367,7 +362,7 @@ fn definitions(graph: &Graph, needed: &[VertexId], offset: usize) -> Vec<Definit
             let vertex = &graph.vertices[id];
             let mut inputs = Vec::new();
             shown_inputs(graph, id, &mut inputs);
-            Definition { vertex: id + offset, name: vertex.name.clone(), digest: vertex.digest.0.clone(), inputs }
+            Definition { vertex: id, name: vertex.name.clone(), digest: vertex.digest.0.clone(), inputs }
         })
         .collect()
 }

@@ -118,7 +118,11 @@ pub fn run_command(mut command: Command, stdin: Option<&[u8]>) -> Run {
     let mut child = command.spawn().unwrap_or_else(|error| panic!("failed to start {what}: {error}"));
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(bytes).unwrap();
+        // A process that refuses its input early (a usage error) closes stdin before reading it.
+        match pipe.write_all(bytes) {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written.unwrap(),
+        }
     }
     let output = child.wait_with_output().unwrap();
     Run {
