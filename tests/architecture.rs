@@ -31,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("graph", &[]),
     ("frontend", &["dockerfile", "graph"]),
     ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
-    ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "store"]),
+    ("ops", &["context", "graph", "registry", "sandbox", "snapshot", "ssh_agent", "store"]),
     // The exporter reads the image config the frontend made (plain data) and the layers ops made.
     ("exporter", &["frontend", "ops", "progress", "registry", "snapshot", "store"]),
     // The shared cache: reads and writes records and layer blobs (through the exporter's
@@ -40,6 +40,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("snapshot", &["store"]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.
     ("sandbox", &[]),
+    // The SSH agent of `RUN --mount=type=ssh`: self-contained, only ops (exec) starts it.
+    ("ssh_agent", &[]),
     ("context", &[]),
     ("store", &[]),
     ("progress", &[]),
