@@ -1,5 +1,6 @@
 //! Keeps the one-way data flow of DESIGN.md section 1: each top-level module may use only the
-//! modules listed for it here. Reads every `crate::` path in `src/`.
+//! modules listed for it here. Reads every `crate::` path in `src/`. Also keeps the unit-test
+//! layout the README's Development section states.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -113,4 +114,46 @@ fn the_scanner_sees_grouped_and_inline_paths() {
     let text = "use crate::{graph::Op, store};\nfn f() { crate::cli::run(); }";
     let used: Vec<String> = used_modules(text).into_iter().collect();
     assert_eq!(used, ["cli", "graph", "store"]);
+}
+
+/// The unit-test layout of the README's Development section: a test set under
+/// [`INLINE_LIMIT`] lines is inline (`mod tests { ... }`), a larger one is a file beside the
+/// code (`NAME_tests.rs` for `NAME.rs`, `tests.rs` for a `mod.rs`).
+const INLINE_LIMIT: usize = 200;
+
+#[test]
+fn unit_tests_follow_one_layout() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else { continue };
+        if !name.ends_with(".rs") {
+            continue;
+        }
+        let text = fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        if name.ends_with("_tests.rs") || name == "tests.rs" {
+            if lines.len() < INLINE_LIMIT {
+                violations.push(format!("{}: {} lines of tests belong inline", path.display(), lines.len()));
+            }
+            continue;
+        }
+        if let Some(start) = lines.iter().position(|line| *line == "mod tests {") {
+            let length = lines[start..].iter().position(|line| *line == "}").map_or(lines.len() - start, |end| end + 1);
+            if length >= INLINE_LIMIT {
+                violations.push(format!("{}: {length} lines of inline tests belong in a file beside it", path.display()));
+            }
+        }
+        let stem = name.trim_end_matches(".rs");
+        for line in &lines {
+            if let Some(included) = line.strip_prefix("#[path = \"").and_then(|rest| rest.strip_suffix("\"]"))
+                && included != format!("{stem}_tests.rs")
+            {
+                violations.push(format!("{}: tests in `{included}`, not `{stem}_tests.rs`", path.display()));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "unit-test layout broken:\n{}", violations.join("\n"));
 }
