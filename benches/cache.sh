@@ -38,31 +38,17 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 DATA_MB=${DATA_MB:-100}
 
-log() { printf '\n== [%3ds] %s\n' "$SECONDS" "$*"; }
+. "$here/lib.sh"
 
 # ---------------------------------------------------------------- tools
-if [[ -z "${RBUILD:-}" ]]; then
-    log "building rbuild (cargo build --release)"
-    (cd "$repo" && cargo build --release >&2)
-    RBUILD="${CARGO_TARGET_DIR:-$repo/target}/release/rbuild"
-fi
-[[ -x "$RBUILD" ]] || { echo "no executable rbuild at $RBUILD" >&2; exit 1; }
-RBUILD=$(realpath "$RBUILD")
-[[ -x /usr/bin/docker-registry ]] || { echo "install Debian's docker-registry package" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "python3 is needed to find a free port" >&2; exit 1; }
-GNU_TIME=/usr/bin/time
-"$GNU_TIME" -f %M true >/dev/null 2>&1 || GNU_TIME=""
-[[ -n "$GNU_TIME" ]] || echo "warning: GNU time missing, no peak RSS figures" >&2
+use_rbuild "$repo"
+use_gnu_time
 
 # ---------------------------------------------------------------- temp dir, registry
 base=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 T=$(mktemp -d "$base/rbuild-cache-bench.XXXXXX")
-registry_pid=
 cleanup() {
-    if [[ -n "$registry_pid" ]]; then
-        kill "$registry_pid" 2>/dev/null || true
-        wait "$registry_pid" 2>/dev/null || true
-    fi
+    stop_registry
     if [[ "${BENCH_KEEP:-}" == 1 ]]; then
         echo "kept $T" >&2
     else
@@ -73,26 +59,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$T/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $T/registry
-http:
-  addr: 127.0.0.1:$port
-EOF
-/usr/bin/docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "the registry did not start" >&2; cat "$T/registry.log" >&2; exit 1; }
-CONFIG=$T/config.toml
-printf '[registry."127.0.0.1:%s"]\nhttp = true\n' "$port" >"$CONFIG"
-REG=127.0.0.1:$port
+start_registry "$T/registry"
+CONFIG=$REGISTRY_CONFIG
+REG=127.0.0.1:$REGISTRY_PORT
 CACHE_REF=$REG/bench/cache:main
 
 # ---------------------------------------------------------------- measuring
@@ -108,19 +77,19 @@ run() {
     slug=$(printf '%s' "$name" | tr -c 'A-Za-z0-9' _)
     logf=$T/logs/$slug.log
     RUN_LOG=$logf
-    t0=$(date +%s.%N)
+    t0=$(now)
     if [[ -n "$GNU_TIME" ]]; then
         "$GNU_TIME" -f %M -o "$logf.rss" "$RBUILD" "$@" >"$logf" 2>&1 || rc=$?
     else
         "$RBUILD" "$@" >"$logf" 2>&1 || rc=$?
     fi
-    t1=$(date +%s.%N)
+    t1=$(now)
     if [[ $rc != 0 ]]; then
         echo "BUILD FAILED (exit $rc): $RBUILD $*" >&2
         tail -n 40 "$logf" >&2
         exit 1
     fi
-    RUN_WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    RUN_WALL=$(seconds_between "$t0" "$t1" 2)
     RUN_RSS="-"
     [[ -n "$GNU_TIME" ]] && RUN_RSS=$(awk '/^[0-9]+$/ { v = $1 } END { printf "%.0f", v / 1024 }' "$logf.rss")
     # --progress=plain: "#N [stage i/n] INSTR" headers (repeated when steps interleave),
@@ -167,7 +136,7 @@ step_lines() {
 
 mkdir -p "$T/logs" "$T/out"
 echo "rbuild: $RBUILD ($("$RBUILD" --version 2>/dev/null || echo '?'))"
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM, load $(cut -d' ' -f1-3 /proc/loadavg); temp dir $T; registry $REG"
+echo "machine: $(machine_line); temp dir $T; registry $REG"
 
 # ---------------------------------------------------------------- base image, context
 log "base image: busybox (make-busybox.sh), pushed to $REG/bench/busybox:1 by rbuild"
@@ -213,7 +182,7 @@ run "A cold, no cache-to (root C)" none --root "$T/root-c" "${A[@]}" "$CTX_A"
 run "A cold, cache-to registry max" none --root "$T/root-a" "${A[@]}" \
     --cache-to "type=registry,ref=$CACHE_REF,mode=max" "$CTX_A"
 A_COLD=$RUN_WALL C_COLD=${ROWS[0]#*$'\t'} C_COLD=${C_COLD%%$'\t'*}
-echo "  registry storage after the push: $(size_mb "$T/registry") MB"
+echo "  registry storage after the push: $(size_mb "$T/registry/storage") MB"
 
 # ---------------------------------------------------------------- 2. machine B, registry
 log "2. machine B: fresh root, --cache-from type=registry, -o type=oci"

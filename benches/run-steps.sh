@@ -6,14 +6,13 @@
 #   benches/run-steps.sh            # builds rbuild --release first
 #   RBUILD=/path/to/rbuild benches/run-steps.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${RBUILD:-}" ]; then
-    (cd "$here" && cargo build --release --quiet)
-    RBUILD="$here/target/release/rbuild"
-fi
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
+use_rbuild "$repo"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-RBUILD="$RBUILD" "$here/testdata/images/make-busybox.sh" "$work/busybox" > /dev/null 2>&1
+RBUILD="$RBUILD" "$repo/testdata/images/make-busybox.sh" "$work/busybox" > /dev/null 2>&1
 context="busybox=oci-layout://$work/busybox:latest"
 
 mkdir -p "$work/steps"
@@ -32,17 +31,6 @@ mkdir -p "$work/parallel"
     for stage in a b c d; do echo "COPY --from=$stage /$stage /$stage"; done
 } > "$work/parallel/Dockerfile"
 
-seconds() { date +%s.%N; }
-elapsed=0
-measure() { # label, then the command; prints the wall time and keeps it in $elapsed
-    local label=$1; shift
-    local start end
-    start=$(seconds)
-    "$@" > /dev/null 2>&1
-    end=$(seconds)
-    elapsed=$(echo "$end - $start" | bc -l)
-    printf '%-44s %8.3f s\n' "$label" "$elapsed"
-}
 
 echo "rbuild: $RBUILD"
 for mode in overlay copy; do
@@ -51,6 +39,6 @@ for mode in overlay copy; do
     measure "30 RUN steps, cold ($mode)" "$RBUILD" --root "$root" --progress=plain --build-context "$context" "$work/steps"
     measure "30 RUN steps, cached ($mode)" "$RBUILD" --root "$root" --progress=plain --build-context "$context" "$work/steps"
     measure "30 RUN steps, --no-cache ($mode)" "$RBUILD" --root "$root" --no-cache --progress=quiet --build-context "$context" "$work/steps"
-    printf '%-44s %8.1f ms\n' "  per step ($mode)" "$(echo "$elapsed * 1000 / 30" | bc -l)"
+    printf '%-48s %8.1f ms\n' "  per step ($mode)" "$(awk -v s="$ELAPSED" 'BEGIN { print s * 1000 / 30 }')"
     measure "4 parallel stages of sleep 2 ($mode)" "$RBUILD" --root "$root" --no-cache --progress=plain --build-context "$context" "$work/parallel"
 done

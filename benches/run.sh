@@ -31,26 +31,11 @@ BIG_MB=${BIG_MB:-1024}
 N_FILES=${N_FILES:-50000}
 TREE_BYTES=${TREE_BYTES:-200000000}
 
-log() { printf '\n== [%3ds] %s\n' "$SECONDS" "$*"; }
+. "$here/lib.sh"
 
 # ---------------------------------------------------------------- tools
-if [[ -z "${RBUILD:-}" ]]; then
-    log "building rbuild (cargo build --release)"
-    (cd "$repo" && cargo build --release >&2)
-    RBUILD="${CARGO_TARGET_DIR:-$repo/target}/release/rbuild"
-fi
-[[ -x "$RBUILD" ]] || { echo "no executable rbuild at $RBUILD" >&2; exit 1; }
-RBUILD=$(realpath "$RBUILD")
-
-GNU_TIME=/usr/bin/time
-if ! "$GNU_TIME" -f %M true >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-        log "installing GNU time"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null 2>&1 || true
-    fi
-fi
-"$GNU_TIME" -f %M true >/dev/null 2>&1 || GNU_TIME=""
-[[ -n "$GNU_TIME" ]] || echo "warning: GNU time missing, no peak RSS figures" >&2
+use_rbuild "$repo"
+use_gnu_time install
 command -v python3 >/dev/null || { echo "python3 is needed to generate the context" >&2; exit 1; }
 
 # ---------------------------------------------------------------- temp dir
@@ -85,19 +70,19 @@ RUN_WALL="" RUN_RSS="" RUN_CACHE="" RUN_UNCACHED="" RUN_CTX="" RUN_EXPORT=""
 run_once() {
     local logf=$1; shift
     local rssf="$logf.rss" t0 t1 rc=0
-    t0=$(date +%s.%N)
+    t0=$(now)
     if [[ -n "$GNU_TIME" ]]; then
         "$GNU_TIME" -f %M -o "$rssf" "$RBUILD" "$@" >"$logf" 2>&1 || rc=$?
     else
         "$RBUILD" "$@" >"$logf" 2>&1 || rc=$?
     fi
-    t1=$(date +%s.%N)
+    t1=$(now)
     if [[ $rc != 0 ]]; then
         echo "BUILD FAILED (exit $rc): $RBUILD $*" >&2
         tail -n 40 "$logf" >&2
         exit 1
     fi
-    RUN_WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    RUN_WALL=$(seconds_between "$t0" "$t1")
     if [[ -n "$GNU_TIME" ]]; then
         RUN_RSS=$(awk '/^[0-9]+$/ { v = $1 } END { printf "%.0f", v / 1024 }' "$rssf")
     else
@@ -156,7 +141,7 @@ bench() {
         rm -rf "$out"
     done
     local med all
-    med=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    med=$(printf '%s\n' "${walls[@]}" | median)
     all=$(printf '%s ' "${walls[@]}" | awk '{ for (i = 1; i <= NF; i++) printf "%s%.2f", (i > 1 ? " " : ""), $i }')
     local ctxm expm
     ctxm=$(printf '%s\n' "${ctxs[@]}" | sort -g | sed -n "$(((${#ctxs[@]} + 1) / 2))p")
@@ -174,21 +159,21 @@ baseline() {
     local walls=() r t0 t1
     for ((r = 1; r <= REPS; r++)); do
         $prep "$r"
-        t0=$(date +%s.%N)
+        t0=$(now)
         "$@"
-        t1=$(date +%s.%N)
-        walls+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
+        t1=$(now)
+        walls+=("$(seconds_between "$t0" "$t1")")
         printf '  %-32s rep %d: %7.2fs\n' "$name" "$r" "${walls[-1]}"
     done
     local med all
-    med=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    med=$(printf '%s\n' "${walls[@]}" | median)
     all=$(printf '%s ' "${walls[@]}" | awk '{ for (i = 1; i <= NF; i++) printf "%s%.2f", (i > 1 ? " " : ""), $i }')
     ROWS+=("$name"$'\t'"$med"$'\t'"$all"$'\t'"-"$'\t'"-"$'\t'"-"$'\t'"-"$'\t'"-")
 }
 
 mkdir -p "$T/logs" "$T/out"
 echo "rbuild: $RBUILD ($("$RBUILD" --version 2>/dev/null || echo '?'))"
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM; temp dir $T; $REPS repetitions"
+echo "machine: $(machine_line); temp dir $T; $REPS repetitions"
 
 # ================================================================ 1. 50,000 files / 200 MB
 log "1. generating the 50,000-file context"

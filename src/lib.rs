@@ -20,6 +20,8 @@
 //! - [`registry`] talks to OCI registries: resolve, pull blobs (mirrors, auth, retries).
 //! - [`remote_cache`] shares the build cache between machines: `--cache-to`, `--cache-from`.
 //! - [`sandbox`] runs a RUN step in a rootless container (user namespace, overlay, libcontainer).
+//! - [`ssh_agent`] is the host side of `RUN --mount=type=ssh`: rbuild's own SSH agent on a socket
+//!   the sandbox mounts, serving key files or relaying list and sign to the user's agent.
 //! - [`snapshot`] reads and writes layers (tar in and out, merged views, flattening).
 //! - [`context`] selects and hashes build context files, with `.dockerignore` rules.
 //! - [`exporter`] writes OCI layouts, docker archives, root filesystem tars and directories.
@@ -47,4 +49,5 @@ pub mod sandbox;
 #[allow(clippy::disallowed_methods)] // writes layers being made, in its own directories
 pub mod snapshot;
 pub mod solver;
+pub mod ssh_agent;
 pub mod store;

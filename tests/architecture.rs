@@ -6,7 +6,8 @@
 //! to a lower layer, unless it is in [`EXCEPTIONS`] with the reason it exists. An allowed edge
 //! that no file uses any more is a failure too: the table shrinks with the code, it never
 //! silently widens. The scanner reads every `crate::` path in `src/`, nested `use` groups
-//! included (`use crate::{graph::{Op, Vertex}, store}`).
+//! included (`use crate::{graph::{Op, Vertex}, store}`). Also keeps the unit-test layout the
+//! README's Development section states.
 
 #![allow(clippy::disallowed_methods)] // fixtures are written directly; the rule is for rbuild's own writes
 
@@ -31,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
     // Resources: a registry client, the state root.
     &["registry"],
     // Leaves: import nothing of the crate.
-    &["context", "dockerfile", "graph", "oci", "progress", "sandbox", "store"],
+    &["context", "dockerfile", "graph", "oci", "progress", "sandbox", "ssh_agent", "store"],
 ];
 
 /// module → the crate modules it may use.
@@ -58,7 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("frontend", &["dockerfile", "graph", "oci"]),
     ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
     ("remote_cache", &["exporter", "graph", "oci", "ops", "progress", "registry", "store"]),
-    ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "store"]),
+    ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "ssh_agent", "store"]),
     ("exporter", &["frontend", "oci", "ops", "progress", "registry", "snapshot", "store"]),
     ("snapshot", &["store"]),
     // Registries: on its own tokio runtime; speaks the shared image vocabulary.
@@ -69,6 +70,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("graph", &[]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.
     ("sandbox", &[]),
+    // The SSH agent of `RUN --mount=type=ssh`: self-contained, only ops (exec) starts it.
+    ("ssh_agent", &[]),
     ("context", &[]),
     ("store", &[]),
     ("progress", &[]),
@@ -245,4 +248,46 @@ fn an_upward_edge_and_an_unused_allowance_fail() {
     assert_eq!(found, ["`ops` → `solver` points up or sideways (layer 1 to 0) and is no exception"]);
     let excepted = Design { exceptions: &[("ops", "solver", "a reason")], ..upward };
     assert!(violations(&excepted, &used).is_empty());
+}
+
+/// The unit-test layout of the README's Development section: a test set under
+/// [`INLINE_LIMIT`] lines is inline (`mod tests { ... }`), a larger one is a file beside the
+/// code (`NAME_tests.rs` for `NAME.rs`, `tests.rs` for a `mod.rs`).
+const INLINE_LIMIT: usize = 200;
+
+#[test]
+fn unit_tests_follow_one_layout() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else { continue };
+        if !name.ends_with(".rs") {
+            continue;
+        }
+        let text = fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        if name.ends_with("_tests.rs") || name == "tests.rs" {
+            if lines.len() < INLINE_LIMIT {
+                violations.push(format!("{}: {} lines of tests belong inline", path.display(), lines.len()));
+            }
+            continue;
+        }
+        if let Some(start) = lines.iter().position(|line| *line == "mod tests {") {
+            let length = lines[start..].iter().position(|line| *line == "}").map_or(lines.len() - start, |end| end + 1);
+            if length >= INLINE_LIMIT {
+                violations.push(format!("{}: {length} lines of inline tests belong in a file beside it", path.display()));
+            }
+        }
+        let stem = name.trim_end_matches(".rs");
+        for line in &lines {
+            if let Some(included) = line.strip_prefix("#[path = \"").and_then(|rest| rest.strip_suffix("\"]"))
+                && included != format!("{stem}_tests.rs")
+            {
+                violations.push(format!("{}: tests in `{included}`, not `{stem}_tests.rs`", path.display()));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "unit-test layout broken:\n{}", violations.join("\n"));
 }

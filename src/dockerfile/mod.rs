@@ -7,3 +7,6 @@ pub mod instruction;
 pub mod shell;
 mod shell_pattern;
 pub mod syntax;
+
+#[cfg(test)]
+mod tests;

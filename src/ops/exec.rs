@@ -90,7 +90,7 @@ fn write_private(path: &Path, value: &[u8], mode: u32, uid: u32, gid: u32) -> io
 fn ssh_socket(sources: &[PathBuf], prepared: &mut Prepared) -> io::Result<PathBuf> {
     let directory = sandbox::PrivateDir::new("ssh")?;
     let socket = directory.path().join("agent.sock");
-    let agent = super::ssh_agent::Agent::start(&socket, sources).map_err(io::Error::other)?;
+    let agent = crate::ssh_agent::Agent::start(&socket, sources).map_err(io::Error::other)?;
     prepared._agents.push(agent);
     prepared._private.push(directory);
     Ok(socket)
@@ -155,7 +155,7 @@ struct Prepared {
     mounts: Vec<sandbox::Mount>,
     /// Environment variables the mounts add (`env=` secrets, `SSH_AUTH_SOCK`).
     env: Vec<String>,
-    _agents: Vec<super::ssh_agent::Agent>,
+    _agents: Vec<crate::ssh_agent::Agent>,
     _temporary: Vec<tempfile::TempDir>,
     _private: Vec<sandbox::PrivateDir>,
     _held_mounts: Vec<HeldMount>,

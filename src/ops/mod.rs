@@ -14,7 +14,6 @@ pub mod layer;
 pub mod lazy;
 mod owner;
 mod source;
-pub mod ssh_agent;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -109,7 +109,7 @@ impl Credentials {
 
     /// [`Credentials::load`] with the environment given as a function (tests do not mutate the
     /// process environment).
-    pub(crate) fn load_with(variable: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Credentials, RegistryError> {
+    pub fn load_with(variable: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Credentials, RegistryError> {
         let variable = |name: &str| variable(name).filter(|value| !value.is_empty());
         let home = variable("HOME").map(PathBuf::from);
         let mut paths = Vec::new();

@@ -3,6 +3,8 @@
 //! blobs and manifests.
 //!
 //! Self-contained: nothing here imports other rbuild modules; `ops` and `cli` wire it in.
+//! The client's end-to-end tests (real registries, a scripted server) are in
+//! `tests/integration/registry_client/`: they use only this public API.
 //! Invariant: every manifest, config and blob the client hands out has been checked against
 //! its digest (for a streamed blob, a mismatch is reported after the last byte, and the caller
 //! discards what it wrote); every blob it uploads is checked before the upload is committed.
@@ -34,6 +36,3 @@ pub use auth::{Credential, Credentials};
 pub use client::{Client, LayerDescriptor, Resolved, RetryPolicy};
 pub use config::{HostConfig, RegistryConfig};
 pub use error::RegistryError;
-
-#[cfg(test)]
-mod tests;

@@ -19,10 +19,9 @@
 //!   an untrusted layer could otherwise steer overlayfs (redirects, origins).
 //!
 //! Decisions:
-//! - The tar stream is parsed here (headers decoded with `tar::Header`) instead of with
-//!   `tar::Archive`: the crate splits PAX records at newlines, which corrupts binary xattr
-//!   values such as `security.capability`. Header-only types (links, devices, directories,
-//!   fifos) carry no data whatever their size field says, as in Go's `archive/tar`.
+//! - The tar stream is read by our own reader (`tar_stream.rs`: headers, PAX records, GNU long
+//!   names, entry data), not by `tar::Archive`, which corrupts binary xattr values; this file
+//!   only decides what each entry becomes on disk.
 //! - In [`WhiteoutMode::ToOverlay`] a whiteout `.wh.<name>` becomes a character device 0/0
 //!   (mode 0, owner and mtime from the entry) unless `<name>` already exists: per the OCI
 //!   spec a whiteout only hides lower layers, never an entry of its own layer. `.wh..wh..opq`
@@ -47,11 +46,9 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use super::layer_tar::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_overlay_xattr};
+pub use super::tar_stream::is_tar_header;
+use super::tar_stream::{ArchiveEntry, ArchiveReader, BLOCK_SIZE, EntryKind, read_full};
 
-const BLOCK_SIZE: usize = 512;
-/// Largest PAX or GNU long-name block accepted; Go's `archive/tar` allows 1 MiB, xattrs may
-/// need more.
-const MAX_EXTENSION_SIZE: u64 = 8 << 20;
 /// The xattr that makes an overlay directory opaque on a `userxattr` mount.
 const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
@@ -198,7 +195,7 @@ fn nix_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(nix::Error
 /// Extracts the uncompressed tar stream `reader` into `dir` (which must exist) and returns
 /// what was done. On error, `dir` holds a partial result that the caller discards.
 pub fn extract<R: Read>(reader: R, dir: &Path, options: &ExtractOptions) -> Result<ExtractSummary, ExtractError> {
-    let mut archive = ArchiveReader { reader, offset: 0, pending: 0 };
+    let mut archive = ArchiveReader::new(reader);
     let mut extractor = Extractor {
         root: dir.to_path_buf(),
         options: *options,
@@ -212,310 +209,6 @@ pub fn extract<R: Read>(reader: R, dir: &Path, options: &ExtractOptions) -> Resu
     }
     extractor.finish_directories()?;
     Ok(extractor.summary)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EntryKind {
-    Regular,
-    HardLink,
-    Symlink,
-    CharDevice,
-    BlockDevice,
-    Directory,
-    Fifo,
-}
-
-/// One archive entry with its PAX and GNU extensions applied.
-struct ArchiveEntry {
-    name: Vec<u8>,
-    link_name: Vec<u8>,
-    kind: EntryKind,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: i64,
-    size: u64,
-    device_major: u32,
-    device_minor: u32,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl ArchiveEntry {
-    fn display_name(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
-    }
-}
-
-struct ArchiveReader<R> {
-    reader: R,
-    offset: u64,
-    /// Bytes of the current entry's data and padding not yet consumed.
-    pending: u64,
-}
-
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(count) => filled += count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    if filled == 0 || filled == buffer.len() { Ok(filled) } else { Err(io::Error::from(io::ErrorKind::UnexpectedEof)) }
-}
-
-fn is_zero_block(block: &[u8; BLOCK_SIZE]) -> bool {
-    block.iter().all(|byte| *byte == 0)
-}
-
-/// The header checksum, computed unsigned or signed (old writers), with the checksum field
-/// counted as spaces.
-/// Whether `head` starts with a tar header block (not zero, checksum right).
-pub fn is_tar_header(head: &[u8]) -> bool {
-    head.first_chunk::<BLOCK_SIZE>().is_some_and(|block| !is_zero_block(block) && checksum_matches(block))
-}
-
-fn checksum_matches(block: &[u8; BLOCK_SIZE]) -> bool {
-    let header = tar::Header::from_byte_slice(block);
-    let Ok(recorded) = header.cksum() else {
-        return false;
-    };
-    let (mut unsigned, mut signed) = (0u32, 0i64);
-    for (index, byte) in block.iter().enumerate() {
-        let byte = if (148..156).contains(&index) { b' ' } else { *byte };
-        unsigned += u32::from(byte);
-        signed += i64::from(byte as i8);
-    }
-    recorded == unsigned || i64::from(recorded) == signed
-}
-
-fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK_SIZE as u64) * BLOCK_SIZE as u64
-}
-
-/// Parses PAX records (`<length> <key>=<value>\n`), honouring each record's length so values
-/// may hold any byte, newlines included.
-fn parse_pax_records(mut data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut records = Vec::new();
-    while let Some(space) = data.iter().position(|byte| *byte == b' ') {
-        let Some(length) = std::str::from_utf8(&data[..space]).ok().and_then(|text| text.parse::<usize>().ok()) else {
-            break;
-        };
-        if length <= space + 1 || length > data.len() || data[length - 1] != b'\n' {
-            break;
-        }
-        let record = &data[space + 1..length - 1];
-        if let Some(equals) = record.iter().position(|byte| *byte == b'=') {
-            records.push((record[..equals].to_vec(), record[equals + 1..].to_vec()));
-        }
-        data = &data[length..];
-    }
-    records
-}
-
-/// Seconds of a PAX time (`1234`, `1234.5`, `-1.5`), rounded down.
-fn parse_pax_time(value: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let seconds: i64 = whole.parse().ok()?;
-    let has_fraction = fraction.bytes().any(|digit| digit != b'0');
-    Some(if whole.starts_with('-') && has_fraction { seconds - 1 } else { seconds })
-}
-
-/// A numeric header field: octal text (surrounded by spaces or NULs; empty means 0) or, with
-/// the high bit of the first byte set, big-endian base-256 (negative when the first byte is
-/// 0xff), as Go's archive/tar reads them.
-fn parse_numeric(field: &[u8]) -> Option<i64> {
-    if let Some(first) = field.first().filter(|first| **first & 0x80 != 0) {
-        let negative = *first == 0xff;
-        let mut value: i64 = if negative { -1 } else { i64::from(*first & 0x7f) };
-        for byte in &field[1..] {
-            value = value.checked_mul(256)? | i64::from(*byte);
-        }
-        return Some(value);
-    }
-    let text = std::str::from_utf8(field).ok()?;
-    let text = text.trim_matches(|character| character == ' ' || character == '\0');
-    let text = text.split('\0').next().unwrap_or("");
-    if text.is_empty() {
-        return Some(0);
-    }
-    i64::from_str_radix(text, 8).ok()
-}
-
-fn trim_nul(bytes: &[u8]) -> Vec<u8> {
-    let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
-    bytes[..end].to_vec()
-}
-
-impl<R: Read> ArchiveReader<R> {
-    fn skip_pending(&mut self) -> Result<(), ExtractError> {
-        if self.pending > 0 {
-            let skipped = io::copy(&mut (&mut self.reader).take(self.pending), &mut io::sink()).map_err(ExtractError::ReadArchive)?;
-            self.offset += skipped;
-            // Only padding can be missing here (data is checked in `copy_data`): an archive that
-            // ends right after its last file's data (umoci's `insert` writes such layers) is
-            // accepted, as Go's archive/tar accepts it; the next header read then sees the end.
-            self.pending = 0;
-        }
-        Ok(())
-    }
-
-    /// Reads the data of an extension header (PAX or GNU long name) whole.
-    fn read_extension(&mut self, size: u64) -> Result<Vec<u8>, ExtractError> {
-        if size > MAX_EXTENSION_SIZE {
-            return Err(ExtractError::ExtensionTooLarge { size });
-        }
-        let mut data = vec![0u8; padded(size) as usize];
-        let read = read_full(&mut self.reader, &mut data).map_err(|error| match error.kind() {
-            io::ErrorKind::UnexpectedEof => ExtractError::Truncated,
-            _ => ExtractError::ReadArchive(error),
-        })?;
-        if read != data.len() {
-            return Err(ExtractError::Truncated);
-        }
-        self.offset += read as u64;
-        data.truncate(size as usize);
-        Ok(data)
-    }
-
-    /// Copies the current entry's data to `out`, then consumes its padding.
-    fn copy_data(&mut self, size: u64, out: &mut impl io::Write, path: &Path) -> Result<(), ExtractError> {
-        let mut content = (&mut self.reader).take(size);
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let count = match content.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(ExtractError::ReadArchive(error)),
-            };
-            out.write_all(&buffer[..count]).map_err(io_error("write", path))?;
-            copied += count as u64;
-        }
-        self.offset += copied;
-        self.pending -= copied;
-        if copied != size {
-            return Err(ExtractError::Truncated);
-        }
-        self.skip_pending()
-    }
-
-    fn next_entry(&mut self) -> Result<Option<ArchiveEntry>, ExtractError> {
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut long_link_name: Option<Vec<u8>> = None;
-        loop {
-            self.skip_pending()?;
-            let mut block = [0u8; BLOCK_SIZE];
-            let header_offset = self.offset;
-            let read = read_full(&mut self.reader, &mut block).map_err(|error| match error.kind() {
-                io::ErrorKind::UnexpectedEof => ExtractError::Truncated,
-                _ => ExtractError::ReadArchive(error),
-            })?;
-            self.offset += read as u64;
-            // A missing end-of-archive marker is tolerated, as GNU tar and Go do.
-            if read == 0 || is_zero_block(&block) {
-                return Ok(None);
-            }
-            if !checksum_matches(&block) {
-                return Err(ExtractError::Checksum { offset: header_offset });
-            }
-            let header = tar::Header::from_byte_slice(&block);
-            let type_flag = header.entry_type().as_byte();
-            let header_name = header.path_bytes().into_owned();
-            let invalid = |field| ExtractError::InvalidHeader { name: String::from_utf8_lossy(&header_name).into_owned(), field };
-            let numeric = |range: std::ops::Range<usize>, field| parse_numeric(&block[range]).ok_or_else(|| invalid(field));
-            let unsigned = |range: std::ops::Range<usize>, field| {
-                numeric(range, field).and_then(|value| u64::try_from(value).map_err(|_| invalid(field)))
-            };
-            let mut size = unsigned(124..136, "size")?;
-            match type_flag {
-                b'x' => {
-                    let data = self.read_extension(size)?;
-                    pax.extend(parse_pax_records(&data));
-                    continue;
-                }
-                b'L' => {
-                    long_name = Some(trim_nul(&self.read_extension(size)?));
-                    continue;
-                }
-                b'K' => {
-                    long_link_name = Some(trim_nul(&self.read_extension(size)?));
-                    continue;
-                }
-                b'g' => {
-                    // Global PAX headers hold archive comments in practice; ignored, as
-                    // containerd does.
-                    self.read_extension(size)?;
-                    continue;
-                }
-                _ => {}
-            }
-
-            let mut name = long_name.take().unwrap_or(header_name.clone());
-            let mut link_name =
-                long_link_name.take().unwrap_or_else(|| header.link_name_bytes().map(|bytes| bytes.into_owned()).unwrap_or_default());
-            let mut uid = unsigned(108..116, "uid")?;
-            let mut gid = unsigned(116..124, "gid")?;
-            let mut mtime = numeric(136..148, "mtime")?;
-            let mut xattrs = Vec::new();
-            for (key, value) in pax.drain(..) {
-                let number = || std::str::from_utf8(&value).ok().and_then(|text| text.parse::<u64>().ok());
-                match key.as_slice() {
-                    b"path" => name = value,
-                    b"linkpath" => link_name = value,
-                    b"size" => size = number().ok_or_else(|| invalid("size"))?,
-                    b"uid" => uid = number().ok_or_else(|| invalid("uid"))?,
-                    b"gid" => gid = number().ok_or_else(|| invalid("gid"))?,
-                    b"mtime" => mtime = parse_pax_time(&value).ok_or_else(|| invalid("mtime"))?,
-                    _ if key.starts_with(b"SCHILY.xattr.") => {
-                        xattrs.push((key[b"SCHILY.xattr.".len()..].to_vec(), value));
-                    }
-                    _ if key.starts_with(b"GNU.sparse.") => {
-                        return Err(ExtractError::UnsupportedType { name: String::from_utf8_lossy(&name).into_owned(), type_flag: 'S' });
-                    }
-                    _ => {}
-                }
-            }
-            let kind = match type_flag {
-                b'0' | b'7' => EntryKind::Regular,
-                // Old archives mark directories with a trailing `/` only.
-                b'\0' if name.ends_with(b"/") => EntryKind::Directory,
-                b'\0' => EntryKind::Regular,
-                b'1' => EntryKind::HardLink,
-                b'2' => EntryKind::Symlink,
-                b'3' => EntryKind::CharDevice,
-                b'4' => EntryKind::BlockDevice,
-                b'5' => EntryKind::Directory,
-                b'6' => EntryKind::Fifo,
-                other => {
-                    return Err(ExtractError::UnsupportedType {
-                        name: String::from_utf8_lossy(&name).into_owned(),
-                        type_flag: char::from(other),
-                    });
-                }
-            };
-            // Header-only types have no data blocks whatever the size field says, as in Go's
-            // archive/tar (which BuildKit uses).
-            if kind != EntryKind::Regular {
-                size = 0;
-            }
-            let (device_major, device_minor) = if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-                let major = unsigned(329..337, "devmajor")?;
-                let minor = unsigned(337..345, "devminor")?;
-                (u32::try_from(major).map_err(|_| invalid("devmajor"))?, u32::try_from(minor).map_err(|_| invalid("devminor"))?)
-            } else {
-                (0, 0)
-            };
-            let mode = (unsigned(100..108, "mode")? & 0o7777) as u32;
-            self.pending = padded(size);
-            return Ok(Some(ArchiveEntry { name, link_name, kind, mode, uid, gid, mtime, size, device_major, device_minor, xattrs }));
-        }
-    }
 }
 
 /// Cleans an archive name into components below the root: empty and `.` components are

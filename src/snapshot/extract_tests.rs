@@ -348,33 +348,6 @@ fn non_archives_are_recognised() {
 }
 
 #[test]
-fn numeric_fields_are_read_like_go() {
-    assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
-    assert_eq!(parse_numeric(b" 644 \0"), Some(0o644));
-    assert_eq!(parse_numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
-    assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 1, 0]), Some(256));
-    assert_eq!(parse_numeric(&[0xff; 12]), Some(-1));
-    assert_eq!(parse_numeric(b"89\0"), None);
-}
-
-#[test]
-fn pax_records_keep_binary_values_and_times() {
-    let records = b"29 SCHILY.xattr.user.a=x\ny\0z\n16 mtime=-12.25\n10 path=a\n";
-    let parsed = parse_pax_records(records);
-    assert_eq!(
-        parsed,
-        vec![
-            (b"SCHILY.xattr.user.a".to_vec(), b"x\ny\0z".to_vec()),
-            (b"mtime".to_vec(), b"-12.25".to_vec()),
-            (b"path".to_vec(), b"a".to_vec()),
-        ]
-    );
-    assert_eq!(parse_pax_time(b"-12.25"), Some(-13));
-    assert_eq!(parse_pax_time(b"1650000000.999"), Some(1_650_000_000));
-    assert_eq!(parse_pax_time(b"7"), Some(7));
-}
-
-#[test]
 fn overlay_xattrs_from_an_archive_are_dropped_and_truncation_is_an_error() {
     let mut builder = tar::Builder::new(Vec::new());
     builder

@@ -14,6 +14,7 @@ mod images;
 mod outputs;
 mod progress;
 mod registry;
+mod registry_client;
 mod remote_cache;
 mod run;
 mod support;

@@ -88,6 +88,13 @@ impl Registry {
         digests
     }
 
+    /// Access-log lines of the requests whose request line starts with `prefix`
+    /// (`PATCH /v2/a/`).
+    pub(crate) fn requests(&self, prefix: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines().filter(|line| line.contains(&format!("\"{prefix}"))).map(str::to_string).collect()
+    }
+
     pub(crate) fn clear_log(&self) {
         std::fs::OpenOptions::new().write(true).truncate(true).open(&self.log_path).unwrap();
     }
@@ -269,7 +276,7 @@ fn tls_registry_with_basic_auth_and_credentials_from_docker_config() {
 
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`server.pem`,
 /// `server.key`), in `PROJECT/pki`.
-fn self_signed_pki(project: &Project) -> PathBuf {
+pub(crate) fn self_signed_pki(project: &Project) -> PathBuf {
     require_tool("openssl");
     let pki = project.dir().join("pki");
     std::fs::create_dir_all(&pki).unwrap();

@@ -1,7 +1,8 @@
 //! Pushing to a real registry (Debian's distribution registry on 127.0.0.1): blobs in chunks,
 //! blobs the registry has skipped, cross-repository mounts, and the image checked with skopeo.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use super::*;
 
@@ -91,7 +92,7 @@ fn skopeo(arguments: &[&str]) -> Vec<u8> {
 
 #[test]
 fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
-    let registry = Registry::start(None, None);
+    let registry = Registry::start();
     let host = registry.host();
     let image = make_push_image();
     let client = Client::new(RegistryConfig::default(), Credentials::anonymous()).unwrap().with_retry_policy(fast_retries());

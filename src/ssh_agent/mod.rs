@@ -563,5 +563,4 @@ impl<'a> Cursor<'a> {
 }
 
 #[cfg(test)]
-#[path = "ssh_agent_tests.rs"]
 mod tests;

@@ -1,4 +1,4 @@
-//! Tests of `ssh_agent.rs`, kept apart so the module itself stays readable.
+//! Tests of the SSH agent (`mod.rs`), kept apart so the module itself stays readable.
 
 use super::*;
 use std::process::{Command, Output};

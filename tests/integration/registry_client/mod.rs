@@ -1,24 +1,30 @@
-//! End-to-end tests of the client against real registries: Debian's distribution registry
-//! (`/usr/bin/docker-registry`) on 127.0.0.1, filled with `skopeo copy`, plain HTTP and TLS with
-//! htpasswd; pushing is in `tests/push.rs`, and what a real registry will not do on demand in
-//! `tests/scripted.rs`.
+//! The registry client (`rbuild::registry::Client`) against real servers, through its public API
+//! only: Debian's distribution registry (`/usr/bin/docker-registry`, started by
+//! [`Registry`](crate::registry::Registry)) on 127.0.0.1, filled with `skopeo copy`, plain HTTP and
+//! TLS with htpasswd; pushing is in `push.rs`, and what a real registry will not do on demand in
+//! `scripted.rs`. The builds that pull and push through the binary are in `registry.rs`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use super::manifest::sha256_digest;
-use super::*;
-use crate::oci::Reference;
-use crate::oci::media_types::{DOCKER_MANIFEST, OCI_MANIFEST};
+use rbuild::oci::Reference;
+use rbuild::oci::media_types::{DOCKER_MANIFEST, OCI_MANIFEST};
+use rbuild::registry::*;
+use sha2::{Digest, Sha256};
+
+use crate::registry::{Registry, self_signed_pki};
+use crate::support::{Project, require_tool};
 
 mod push;
 mod scripted;
 
-const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+/// `sha256:HEX` of `bytes`.
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
 
 fn fast_retries() -> RetryPolicy {
     RetryPolicy {
@@ -32,72 +38,6 @@ fn fast_retries() -> RetryPolicy {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A distribution registry process, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-    _directory: tempfile::TempDir,
-}
-
-struct Tls {
-    certificate: PathBuf,
-    key: PathBuf,
-}
-
-impl Registry {
-    fn start(tls: Option<&Tls>, htpasswd: Option<&Path>) -> Registry {
-        let directory = tempfile::tempdir().unwrap();
-        let storage = directory.path().join("storage");
-        let port = free_port();
-        // The access log (on stdout) lets tests count the requests the registry served.
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
-        );
-        if let Some(tls) = tls {
-            config += &format!("  tls:\n    certificate: {}\n    key: {}\n", tls.certificate.display(), tls.key.display());
-        }
-        if let Some(htpasswd) = htpasswd {
-            config += &format!("auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n", htpasswd.display());
-        }
-        let config_path = directory.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let access_log = std::fs::File::create(directory.path().join("access.log")).unwrap();
-        let child = Command::new(REGISTRY_BINARY).arg("serve").arg(&config_path).stdout(access_log).stderr(Stdio::null()).spawn().unwrap();
-        let registry = Registry { child, port, storage, _directory: directory };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("registry on port {port} did not start");
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Access-log lines of requests whose request line starts with `prefix` (`PATCH /v2/a/`).
-    fn requests(&self, prefix: &str) -> Vec<String> {
-        let log = std::fs::read_to_string(self.storage.with_file_name("access.log")).unwrap();
-        log.lines().filter(|line| line.contains(&format!("\"{prefix}"))).map(str::to_string).collect()
-    }
-
-    fn blob_data(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.storage.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A test image in an OCI layout: per platform a one-file layer, a config and a manifest,
@@ -192,7 +132,7 @@ fn fetch(client: &Client, reference: &Reference, digest: &str, size: Option<u64>
 
 #[test]
 fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
-    let registry = Registry::start(None, None);
+    let registry = Registry::start();
     let image = make_image();
     push(&image, "multi", &format!("{}/library/busybox:t1", registry.host()), None);
     push(&image, "single", &format!("{}/library/busybox:single", registry.host()), None);
@@ -273,7 +213,7 @@ fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
 
 #[test]
 fn mirror_failure_falls_back_to_the_registry() {
-    let registry = Registry::start(None, None);
+    let registry = Registry::start();
     let image = make_image();
     push(&image, "multi", &format!("{}/library/app:v1", registry.host()), None);
     let dead = free_port();
@@ -297,65 +237,21 @@ fn mirror_failure_falls_back_to_the_registry() {
     );
 }
 
-fn openssl(arguments: &[&str], directory: &Path) {
-    let output = Command::new("openssl").args(arguments).current_dir(directory).output().unwrap();
-    assert!(output.status.success(), "openssl {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
 #[test]
 fn tls_registry_with_htpasswd_and_custom_ca() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = directory.path();
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rbuild test ca",
-        ],
-        path,
-    );
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"], path);
-    std::fs::write(
-        path.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-        path,
-    );
+    require_tool("htpasswd");
+    let project = Project::new();
+    let path = &self_signed_pki(&project);
     let htpasswd = Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]).output().unwrap();
     assert!(htpasswd.status.success());
     std::fs::write(path.join("htpasswd"), &htpasswd.stdout).unwrap();
 
-    let tls = Tls { certificate: path.join("server.pem"), key: path.join("server.key") };
-    let registry = Registry::start(Some(&tls), Some(&path.join("htpasswd")));
+    let registry = Registry::start_with(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
+        path.join("server.pem").display(),
+        path.join("server.key").display(),
+        path.join("htpasswd").display()
+    ));
     let host = registry.host();
     let image = make_image();
     push(&image, "multi", &format!("{host}/team/app:v1"), Some("alice:wonderland"));
