@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use crate::frontend::{ImageDocument, ImageResolver, Platform, ResolvedImage};
+use crate::frontend::{ImageDocument, ImageResolver, ResolvedImage};
+use crate::oci::Platform;
 use crate::ops::image::resolve_oci_layout;
 
 /// Layouts from disk; registry references through the store's resolved tags, or the registry
@@ -34,8 +35,7 @@ impl Resolver<'_> {
 
 impl ImageResolver for Resolver<'_> {
     fn resolve_layout(&self, path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, String> {
-        let resolved = resolve_oci_layout(path, selector, (&platform.os, &platform.architecture, platform.variant.as_deref()))
-            .map_err(|error| error.to_string())?;
+        let resolved = resolve_oci_layout(path, selector, platform).map_err(|error| error.to_string())?;
         let config: ImageDocument =
             serde_json::from_slice(&resolved.config).map_err(|error| format!("invalid image config in `{}`: {error}", path.display()))?;
         let display = match &resolved.source {

@@ -8,13 +8,14 @@
 use super::go_format::{duration_string, plain_list, quote_list};
 use super::history::HistoryChain;
 use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
-use super::scope::{Platform, Scope};
+use super::scope::Scope;
 use super::{Lowering, NamedContext, StageResult, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::go_duration_nanoseconds;
 use crate::dockerfile::instruction::{Command, Healthcheck, Located, command, onbuild_expression};
 use crate::dockerfile::syntax::{Args, Span, parse_line};
 use crate::graph::{ContextSource, CopyAction, FileAction, MkdirAction, Op, Owner, VertexId};
+use crate::oci::Platform;
 
 pub(super) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";

@@ -22,9 +22,9 @@ use crate::dockerfile::instruction::{Command, Located, commands};
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::syntax::{Dockerfile, Span};
 use crate::graph::{ContextSource, Graph, ImageSource, NetworkMode, Op, Origin, VertexId};
+use crate::oci::Platform;
 
 pub use image_config::{ContainerConfig, History, ImageDocument};
-pub use scope::Platform;
 
 /// A `--build-context name=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,56 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::dockerfile::shell::{Lexer, ShellError};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The machine rbuild runs on, in OCI/Go names.
-    pub fn host() -> Platform {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            "arm" => "arm",
-            other => other,
-        };
-        let variant = match architecture {
-            "arm" => Some("v7".to_string()),
-            _ => None,
-        };
-        Platform { os: "linux".into(), architecture: architecture.into(), variant }
-    }
-
-    /// `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Option<Platform> {
-        let mut parts = text.split('/');
-        let os = parts.next().filter(|p| !p.is_empty())?.to_string();
-        let architecture = parts.next().filter(|p| !p.is_empty())?.to_string();
-        let variant = parts.next().map(String::from);
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(Platform { os, architecture, variant })
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{}/{}", self.os, self.architecture)?;
-        if let Some(variant) = &self.variant {
-            write!(formatter, "/{variant}")?;
-        }
-        Ok(())
-    }
-}
+use crate::oci::Platform;
 
 /// The predefined ARGs of a build (platform ones; proxy ones are only for RUN).
 pub fn predefined_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {

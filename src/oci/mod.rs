@@ -1,5 +1,5 @@
-//! The vocabulary every other module shares about images: references, media types (and, as
-//! issue 11 goes on, digests, platforms, descriptors, manifests, the image config and OCI
+//! The vocabulary every other module shares about images: references, media types, platforms
+//! (and, as issue 11 goes on, digests, descriptors, manifests, the image config and OCI
 //! layouts). Plain data and pure functions; imports nothing of the crate, so every module may
 //! use it.
 //!
@@ -7,8 +7,11 @@
 //! |------------------|---------------------------------------------------------------|
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
+//! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 
 pub mod media_types;
+pub mod platform;
 pub mod reference;
 
+pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

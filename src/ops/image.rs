@@ -59,7 +59,7 @@ pub struct ResolvedImage {
 }
 
 /// Picks a manifest in the layout at `path`. `selector` is `:tag`, `@sha256:...` or empty.
-pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Option<&str>)) -> Result<ResolvedImage, ImageError> {
+pub fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::oci::Platform) -> Result<ResolvedImage, ImageError> {
     let path_text = path.display().to_string();
     let index_path = path.join("index.json");
     let index =
@@ -101,19 +101,20 @@ pub fn resolve_oci_layout(path: &Path, selector: &str, platform: (&str, &str, Op
         let bytes = read_blob(path, &digest)?;
         let nested = ImageIndex::from_reader(&bytes[..])
             .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
-        let (os, architecture, variant) = platform;
-        let found = nested.manifests().iter().find(|candidate| {
-            candidate.platform().as_ref().is_some_and(|p| {
-                p.os().to_string() == os
-                    && p.architecture().to_string() == architecture
-                    && variant.is_none_or(|v| p.variant().as_deref() == Some(v))
+        // The best entry by containerd's rules (oci::Platform), as from a registry.
+        let found = nested
+            .manifests()
+            .iter()
+            .filter_map(|candidate| {
+                let entry = candidate.platform().as_ref()?;
+                let have =
+                    crate::oci::Platform::new(&entry.os().to_string(), &entry.architecture().to_string(), entry.variant().as_deref());
+                Some((have.match_rank(platform)?, candidate))
             })
-        });
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, candidate)| candidate);
         let Some(found) = found else {
-            return Err(ImageError::NoPlatform {
-                reference,
-                platform: format!("{os}/{architecture}{}", variant.map(|v| format!("/{v}")).unwrap_or_default()),
-            });
+            return Err(ImageError::NoPlatform { reference, platform: platform.to_string() });
         };
         digest = found.digest().to_string();
         media_type = found.media_type().clone();

@@ -344,7 +344,7 @@ impl Client {
             // An image without an index says its platform only in the config (the same fields
             // as an index entry's platform); containerd checks it.
             let platform: manifest::Platform = serde_json::from_slice(&config).map_err(|error| invalid(format!("config: {error}")))?;
-            if manifest::match_rank(&platform, os, architecture, variant).is_none() {
+            if platform.match_rank(&manifest::Platform::new(os, architecture, variant)).is_none() {
                 return Err(Failure::Error(RegistryError::NoMatchingPlatform {
                     reference: resolved_reference.to_string(),
                     platform: platform_text(),

@@ -1,13 +1,12 @@
-//! Manifest media types, the parts of index and image manifests the client reads, and platform
-//! selection in an index. Selection follows containerd's `platforms.Only`: architectures and
-//! variants are normalized (`x86_64` → `amd64`, `aarch64` → `arm64`, arm64 `v8` = no variant,
-//! arm without variant = `v7`), an exact match wins, and an arm request also accepts older
-//! arm variants (v7 runs v6 and v5), newest first. Entries with OS `unknown` (attestations) never
-//! match. Digest helpers live here too: every byte that leaves the client is checked with them.
+//! The parts of index and image manifests the client reads, and platform selection in an index
+//! (the best match by `oci::Platform::match_rank`, containerd's rules; entries with OS `unknown`,
+//! attestations, never match). Digest helpers live here too: every byte that leaves the client
+//! is checked with them.
 
 use serde::Deserialize;
 use sha2::Digest as _;
 
+pub(crate) use crate::oci::Platform;
 pub(crate) use crate::oci::media_types::{MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST, is_index, is_manifest};
 
 #[derive(Debug, Deserialize)]
@@ -20,16 +19,6 @@ pub(crate) struct Descriptor {
     pub size: u64,
     #[serde(default)]
     pub platform: Option<Platform>,
-}
-
-#[derive(Debug, Deserialize, Clone, Default)]
-pub(crate) struct Platform {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
 }
 
 /// Both index and image manifests; which fields are set tells them apart when the registry's
@@ -63,51 +52,6 @@ impl AnyManifest {
     }
 }
 
-pub(crate) fn normalize(architecture: &str, variant: Option<&str>) -> (String, String) {
-    let variant = variant.unwrap_or("").to_ascii_lowercase();
-    let architecture = architecture.to_ascii_lowercase();
-    match architecture.as_str() {
-        "x86_64" | "x86-64" | "amd64" => ("amd64".into(), if variant == "v1" { String::new() } else { variant }),
-        "aarch64" | "arm64" => ("arm64".into(), if variant == "v8" || variant == "8" { String::new() } else { variant }),
-        "armhf" => ("arm".into(), "v7".into()),
-        "armel" => ("arm".into(), "v6".into()),
-        "arm" => (
-            "arm".into(),
-            match variant.as_str() {
-                "" | "7" => "v7".into(),
-                "5" | "6" | "8" => format!("v{variant}"),
-                _ => variant,
-            },
-        ),
-        "i386" | "386" => ("386".into(), variant),
-        other => (other.to_string(), variant),
-    }
-}
-
-/// How well `candidate` serves the request: `Some(0)` exact, higher is worse, `None` no match.
-pub(crate) fn match_rank(candidate: &Platform, os: &str, architecture: &str, variant: Option<&str>) -> Option<u32> {
-    if !candidate.os.eq_ignore_ascii_case(os) {
-        return None;
-    }
-    let (wanted_architecture, wanted_variant) = normalize(architecture, variant);
-    let (architecture, candidate_variant) = normalize(&candidate.architecture, candidate.variant.as_deref());
-    if architecture != wanted_architecture {
-        return None;
-    }
-    if candidate_variant == wanted_variant {
-        return Some(0);
-    }
-    if architecture == "arm" {
-        let level = |variant: &str| variant.strip_prefix('v').and_then(|number| number.parse::<u32>().ok());
-        if let (Some(wanted), Some(have)) = (level(&wanted_variant), level(&candidate_variant))
-            && have < wanted
-        {
-            return Some(wanted - have);
-        }
-    }
-    None
-}
-
 /// The best entry of an index for the platform (the first of equally good ones).
 pub(crate) fn select<'index>(
     entries: &'index [Descriptor],
@@ -118,7 +62,7 @@ pub(crate) fn select<'index>(
     entries
         .iter()
         .filter(|entry| is_manifest(&entry.media_type) || entry.media_type.is_empty())
-        .filter_map(|entry| Some((match_rank(entry.platform.as_ref()?, os, architecture, variant)?, entry)))
+        .filter_map(|entry| Some((entry.platform.as_ref()?.match_rank(&Platform::new(os, architecture, variant))?, entry)))
         .min_by_key(|(rank, _)| *rank)
         .map(|(_, entry)| entry)
 }

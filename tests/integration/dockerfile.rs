@@ -282,3 +282,17 @@ fn add_archive_to_a_path_without_slash_unpacks_into_it() {
         ["gz/", "gz/dir/", "gz/dir/inside.txt", "gz/top.txt", "xz/", "xz/dir/", "xz/dir/inside.txt", "xz/top.txt"]
     );
 }
+
+/// Issue 11: one platform normaliser. `--platform linux/x86_64` is `linux/amd64` in the build
+/// arguments, as the oracle printed (`TARGETPLATFORM=linux/amd64 TARGETARCH=amd64`, no variant),
+/// and it selects the amd64 image of a layout; rbuild gave `TARGETARCH=x86_64`.
+#[test]
+fn platform_names_are_normalised_as_buildkit_does() {
+    let project = Project::new();
+    project.dockerfile(
+        "FROM busybox\nARG TARGETPLATFORM\nARG TARGETARCH\nARG TARGETVARIANT\nRUN echo \"$TARGETPLATFORM $TARGETARCH [$TARGETVARIANT]\" > /p\n",
+    );
+    let busybox = crate::images::busybox_context();
+    let dir = project.build_local("out", &["--build-context", &busybox, "--platform", "linux/x86_64"]);
+    assert_eq!(read(&dir.join("p")), "linux/amd64 amd64 []\n");
+}
