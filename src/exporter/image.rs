@@ -13,10 +13,9 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::output::Compression;
 use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
-use crate::oci::media_types::{self, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
-use crate::ops::image::compression_of;
+use crate::oci::Compression;
+use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
@@ -112,7 +111,7 @@ pub fn layer_blob(
     let compression = encoding.compression.name();
     let level = encoding.level.map(i64::from).unwrap_or(-1);
     let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
-    let media_type = media_types::layer(compression, encoding.oci_mediatypes).to_string();
+    let media_type = encoding.compression.layer_media_type(encoding.oci_mediatypes).to_string();
     // `rewrite-timestamp` rewrites only the layers builds made: a base image's layer keeps its
     // blob (level -1), whatever its times, as BuildKit does (measured with the oracle).
     if clamp.is_some() {
@@ -138,7 +137,9 @@ pub fn layer_blob(
                 layer.diff_id.clone(),
             ));
         }
-        if let Some(remote) = layer.remote.as_ref().filter(|remote| compression_of(&remote.blob.media_type) == compression) {
+        if let Some(remote) =
+            layer.remote.as_ref().filter(|remote| Compression::of_media_type(&remote.blob.media_type) == encoding.compression)
+        {
             let blob = fetch_layer_blob(store, layer, remote, status)?;
             return Ok((
                 Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
@@ -162,7 +163,7 @@ pub fn layer_blob(
         diff_id: diff_id.clone(),
         compression: compression.into(),
         level,
-        media_type: media_types::layer(compression, true).into(),
+        media_type: encoding.compression.layer_media_type(true).into(),
         size: descriptor.size,
         last_used_at: now(),
     })?;
@@ -205,7 +206,7 @@ pub fn compress_tree(
         }
     };
     let (digest, size) = writer.inner.finish()?;
-    let media_type = media_types::layer(compression.name(), true).to_string();
+    let media_type = compression.layer_media_type(true).to_string();
     Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new(), platform: None }, summary.diff_id))
 }
 

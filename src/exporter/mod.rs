@@ -28,7 +28,7 @@ use crate::store::Store;
 use std::sync::atomic::AtomicBool;
 
 pub use image::{BuiltImage, Encoding};
-pub use output::{Compression, Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
+pub use output::{Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::oci::Compression;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputKind {
     Oci,
@@ -13,32 +15,6 @@ pub enum OutputKind {
     Local,
     /// `type=image,push=true` and `type=registry`: pushed to the registry of each name.
     Registry,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    Uncompressed,
-}
-
-impl Compression {
-    pub fn parse(text: &str) -> Option<Compression> {
-        match text {
-            "gzip" => Some(Compression::Gzip),
-            "zstd" => Some(Compression::Zstd),
-            "uncompressed" => Some(Compression::Uncompressed),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::Uncompressed => "uncompressed",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

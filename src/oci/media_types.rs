@@ -26,15 +26,3 @@ pub fn is_index(media_type: &str) -> bool {
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
-
-/// The media type of a layer compressed as `compression` (`gzip`, `zstd`, else none), in OCI's
-/// or Docker's types (Docker has no zstd type: zstd is always OCI's).
-pub fn layer(compression: &str, oci: bool) -> &'static str {
-    match (compression, oci) {
-        ("gzip", true) => OCI_LAYER_GZIP,
-        ("zstd", _) => OCI_LAYER_ZSTD,
-        ("gzip", false) => DOCKER_LAYER_GZIP,
-        (_, true) => OCI_LAYER,
-        (_, false) => DOCKER_LAYER,
-    }
-}

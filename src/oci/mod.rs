@@ -6,12 +6,15 @@
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
+//! | `compression.rs` | a layer's compression: its name, its media type               |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 
+pub mod compression;
 pub mod media_types;
 pub mod platform;
 pub mod reference;
 
+pub use compression::Compression;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

@@ -403,7 +403,7 @@ pub fn unpack_layers(
         database.put_blob(&BlobRow {
             digest: stored_digest,
             diff_id: diff_id.clone(),
-            compression: compression_of(&layer.blob.media_type).into(),
+            compression: crate::oci::Compression::of_media_type(&layer.blob.media_type).name().into(),
             level: -1,
             media_type: layer.blob.media_type.clone(),
             size,
@@ -419,18 +419,6 @@ pub fn unpack_layers(
 /// what it can.
 pub(super) fn archive_ownership() -> Ownership {
     if nix::unistd::geteuid().is_root() { Ownership::FromArchive } else { Ownership::BestEffort }
-}
-
-/// The compression a layer media type names.
-pub fn compression_of(media_type: &str) -> &'static str {
-    let text = media_type;
-    if text.ends_with("zstd") {
-        "zstd"
-    } else if text.ends_with("gzip") || text.ends_with(".tar.gzip") || text == crate::oci::media_types::DOCKER_LAYER_GZIP {
-        "gzip"
-    } else {
-        "uncompressed"
-    }
 }
 
 struct HashingReader<R> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::CacheInput;
-use super::image::{BlobDescriptor, ImageError, LayerBlob, archive_ownership, compression_of, fetch_blob, unpack_layers};
+use super::image::{BlobDescriptor, ImageError, LayerBlob, archive_ownership, fetch_blob, unpack_layers};
 use super::layer::Layer;
 use crate::snapshot::extract::{ExtractOptions, WhiteoutMode, decompressed, extract};
 use crate::store::{BlobRow, Store, StoreError, now};
@@ -148,7 +148,7 @@ pub fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, statu
     let row = BlobRow {
         digest,
         diff_id: layer.diff_id.clone(),
-        compression: compression_of(&remote.blob.media_type).into(),
+        compression: crate::oci::Compression::of_media_type(&remote.blob.media_type).name().into(),
         level: -1,
         media_type: remote.blob.media_type.clone(),
         size,

@@ -20,7 +20,6 @@ use crate::exporter::image::{Descriptor, Encoding, compress_tree, layer_blob};
 use crate::oci::Reference;
 use crate::oci::media_types::OCI_MANIFEST;
 use crate::ops::Layer;
-use crate::ops::image::compression_of;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
 use crate::progress::{Sender, Task};
 use crate::registry::Client;
@@ -223,7 +222,7 @@ fn cache_blob(
     let compression = encoding.compression.name();
     if let Some(remote) = &layer.remote
         && layer.is_lazy()
-        && compression_of(&remote.blob.media_type) == compression
+        && crate::oci::Compression::of_media_type(&remote.blob.media_type) == encoding.compression
         && store.database().blob_for(&layer.diff_id, compression, encoding.level.map(i64::from).unwrap_or(-1))?.is_none()
     {
         let descriptor = Descriptor {

@@ -12,8 +12,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::exporter::Compression;
 use crate::exporter::output::{parse_bool, split_csv};
+use crate::oci::Compression;
 
 /// Where a cache lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
