@@ -20,41 +20,12 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
+use nix::sys::signal::Signal;
+
+use super::sys;
 
 #[derive(Clone)]
 pub(crate) struct EnvSafeExecutor;
-
-/// Every catchable signal back to `SIG_DFL` and an empty signal mask (see the module docs).
-/// Real-time signals too: a parent may ignore them (seen: signal 32 under `cargo test`), and
-/// glibc's `sigaction` refuses the two it reserves, so this asks the kernel directly.
-fn reset_signals() {
-    /// The kernel's `struct sigaction` for `rt_sigaction(2)` (handler, flags, restorer, mask).
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: usize,
-        flags: libc::c_ulong,
-        restorer: usize,
-        mask: u64,
-    }
-    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
-    for number in 1..=64 {
-        if number == libc::SIGKILL || number == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: SIG_DFL with no handler or restorer; the struct outlives the call; the size
-        // is the kernel's 64-signal mask. This process execs right after.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                number,
-                &default as *const KernelSigaction,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8usize,
-            );
-        }
-    }
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None);
-}
 
 fn process_parts(spec: &Spec) -> (Vec<String>, Vec<String>) {
     let process = spec.process().as_ref();
@@ -77,9 +48,8 @@ fn resolve_program(program: &str, env: &[String]) -> Option<PathBuf> {
 
 impl Executor for EnvSafeExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        // SAFETY: prctl with integer arguments. Set here, after the uid switch (which clears it),
-        // and before waiting for the start signal.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+        // Set here, after the uid switch (which clears it), and before waiting for the start signal.
+        let _ = sys::set_parent_death_signal(Signal::SIGKILL);
         let (args, env) = process_parts(spec);
         let Some(program) = args.first() else {
             return Err(ExecutorValidationError::ArgValidationError("no command to run".into()));
@@ -105,7 +75,7 @@ impl Executor for EnvSafeExecutor {
             return Err(ExecutorError::InvalidArg);
         };
         let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| ExecutorError::InvalidArg)?;
-        reset_signals();
+        sys::reset_signals();
         let error = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
         let _ = writeln!(std::io::stderr(), "exec {}: {error}", args[0]);
         Err(ExecutorError::Other(format!("exec `{}` failed: {error}", args[0])))

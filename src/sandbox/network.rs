@@ -8,7 +8,7 @@
 
 use nix::sched::{CloneFlags, unshare};
 
-use super::SandboxError;
+use super::{SandboxError, sys};
 
 /// Moves the calling (single-threaded) process into a new network namespace with `lo` up.
 pub(crate) fn enter_isolated_network() -> Result<(), SandboxError> {
@@ -17,29 +17,8 @@ pub(crate) fn enter_isolated_network() -> Result<(), SandboxError> {
 }
 
 fn loopback_up() -> Result<(), SandboxError> {
-    let failure = |action: &str| SandboxError::io(action, std::io::Error::last_os_error());
-    // SAFETY: plain socket/ioctl/close calls on a zeroed `ifreq` whose name is NUL-terminated.
-    unsafe {
-        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if socket < 0 {
-            return Err(failure("open a socket to configure `lo`"));
-        }
-        let mut request: libc::ifreq = std::mem::zeroed();
-        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
-            *slot = *byte as libc::c_char;
-        }
-        if libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) < 0 {
-            let error = failure("read the flags of `lo`");
-            libc::close(socket);
-            return Err(error);
-        }
-        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(socket, libc::SIOCSIFFLAGS, &request) < 0 {
-            let error = failure("bring `lo` up");
-            libc::close(socket);
-            return Err(error);
-        }
-        libc::close(socket);
-    }
-    Ok(())
+    let socket = sys::interface_socket().map_err(|error| SandboxError::io("open a socket to configure `lo`", error))?;
+    let flags = sys::interface_flags(&socket, c"lo").map_err(|error| SandboxError::io("read the flags of `lo`", error))?;
+    let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    sys::set_interface_flags(&socket, c"lo", flags | up).map_err(|error| SandboxError::io("bring `lo` up", error))
 }

@@ -12,10 +12,13 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::SandboxError;
+use nix::fcntl::OFlag;
+use nix::sys::time::TimeSpec;
+
+use super::{SandboxError, sys};
 
 /// An open rootfs directory.
 pub(crate) struct Root {
@@ -36,7 +39,7 @@ pub(crate) struct Stub {
     pub path: String,
     kind: StubKind,
     /// atime/mtime of the parent directory before the stub was created.
-    parent_times: Option<[libc::timespec; 2]>,
+    parent_times: Option<[TimeSpec; 2]>,
 }
 
 /// Components of an absolute container path, without empty and `.` parts.
@@ -55,32 +58,15 @@ impl Root {
     }
 
     /// `openat2(root, relative, flags, RESOLVE_IN_ROOT)`; "" opens the root itself.
-    fn open_in_root(&self, parts: &[&str], flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    fn open_in_root(&self, parts: &[&str], flags: OFlag) -> std::io::Result<OwnedFd> {
         let relative = if parts.is_empty() { ".".to_string() } else { parts.join("/") };
         let relative = CString::new(relative).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (flags | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT;
-        // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a sized `open_how`.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.directory.as_raw_fd(),
-                relative.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: the kernel returned a new descriptor we now own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+        sys::open_in_root(self.directory.as_fd(), &relative, flags)
     }
 
     /// Reads a file of the container; `None` when it does not exist.
     pub(crate) fn read_to_string(&self, path: &str) -> Result<Option<String>, SandboxError> {
-        match self.open_in_root(&components(path), libc::O_RDONLY) {
+        match self.open_in_root(&components(path), OFlag::O_RDONLY) {
             Ok(fd) => {
                 let mut bytes = Vec::new();
                 File::from(fd).read_to_end(&mut bytes).map_err(|error| SandboxError::io(format!("read `{path}` of the rootfs"), error))?;
@@ -92,7 +78,7 @@ impl Root {
     }
 
     fn exists(&self, parts: &[&str]) -> bool {
-        self.open_in_root(parts, libc::O_PATH).is_ok()
+        self.open_in_root(parts, OFlag::O_PATH).is_ok()
     }
 
     /// `mkdir -p` inside the rootfs; new directories get mode 0755 and `owner`. Returns the
@@ -106,7 +92,7 @@ impl Root {
             }
             created.push(self.create_entry(&parts[..=index], StubKind::Directory, owner)?);
         }
-        let final_directory = self.open_in_root(&parts, libc::O_PATH | libc::O_DIRECTORY);
+        let final_directory = self.open_in_root(&parts, OFlag::O_PATH | OFlag::O_DIRECTORY);
         final_directory.map_err(|error| SandboxError::io(format!("create directory `{path}` in the rootfs"), error))?;
         Ok(created)
     }
@@ -127,36 +113,16 @@ impl Root {
         let path = format!("/{}", parts.join("/"));
         let context = |error| SandboxError::io(format!("create `{path}` in the rootfs"), error);
         let (name, parent_parts) = parts.split_last().ok_or_else(|| SandboxError::InvalidStep { reason: "empty path".into() })?;
-        let parent = self.open_in_root(parent_parts, libc::O_RDONLY | libc::O_DIRECTORY).map_err(context)?;
-        let parent_times = directory_times(&parent);
+        let parent = self.open_in_root(parent_parts, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(context)?;
+        let parent_times = sys::times(parent.as_fd()).ok();
         let name = cstring(name)?;
-        // SAFETY: *at calls on a directory descriptor we own with a NUL-terminated name.
-        let status = unsafe {
-            match kind {
-                StubKind::Directory => libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755),
-                StubKind::File => {
-                    let fd = libc::openat(
-                        parent.as_raw_fd(),
-                        name.as_ptr(),
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                        0o644,
-                    );
-                    if fd >= 0 {
-                        libc::close(fd);
-                    }
-                    fd.min(0)
-                }
-            }
-        };
-        if status < 0 {
-            return Err(context(std::io::Error::last_os_error()));
+        match kind {
+            StubKind::Directory => sys::make_directory_at(parent.as_fd(), &name, 0o755),
+            StubKind::File => sys::create_file_at(parent.as_fd(), &name, 0o644),
         }
+        .map_err(context)?;
         if owner != (0, 0) {
-            // SAFETY: as above; AT_SYMLINK_NOFOLLOW on the entry we just created.
-            let status = unsafe { libc::fchownat(parent.as_raw_fd(), name.as_ptr(), owner.0, owner.1, libc::AT_SYMLINK_NOFOLLOW) };
-            if status < 0 {
-                return Err(context(std::io::Error::last_os_error()));
-            }
+            sys::chown_at(parent.as_fd(), &name, owner.0, owner.1).map_err(context)?;
         }
         Ok(Stub { path, kind, parent_times })
     }
@@ -170,30 +136,21 @@ impl Root {
             let Some((name, parent_parts)) = parts.split_last() else {
                 continue;
             };
-            let Ok(parent) = self.open_in_root(parent_parts, libc::O_RDONLY | libc::O_DIRECTORY) else {
+            let Ok(parent) = self.open_in_root(parent_parts, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
                 continue;
             };
             let Ok(name) = cstring(name) else { continue };
-            // SAFETY: fstatat/unlinkat on a directory descriptor we own, no symlink following.
-            let gone = unsafe {
-                let mut stat: libc::stat = std::mem::zeroed();
-                if libc::fstatat(parent.as_raw_fd(), name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) < 0 {
-                    continue;
+            let Ok(stat) = sys::stat_at(parent.as_fd(), &name) else { continue };
+            let gone = match stub.kind {
+                StubKind::Directory if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => sys::remove_at(parent.as_fd(), &name, true).is_ok(),
+                StubKind::File if stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_size == 0 => {
+                    sys::remove_at(parent.as_fd(), &name, false).is_ok()
                 }
-                match stub.kind {
-                    StubKind::Directory if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                        libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) == 0
-                    }
-                    StubKind::File if stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_size == 0 => {
-                        libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) == 0
-                    }
-                    _ => false,
-                }
+                _ => false,
             };
             if gone {
-                if let Some(times) = stub.parent_times {
-                    // SAFETY: futimens on a directory opened for reading.
-                    unsafe { libc::futimens(parent.as_raw_fd(), times.as_ptr()) };
+                if let Some(times) = &stub.parent_times {
+                    let _ = sys::set_times(parent.as_fd(), times);
                 }
                 removed.push(stub.path.clone());
             }
@@ -203,20 +160,6 @@ impl Root {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-fn directory_times(directory: &OwnedFd) -> Option<[libc::timespec; 2]> {
-    // SAFETY: fstat into a zeroed struct.
-    unsafe {
-        let mut stat: libc::stat = std::mem::zeroed();
-        if libc::fstat(directory.as_raw_fd(), &mut stat) < 0 {
-            return None;
-        }
-        Some([
-            libc::timespec { tv_sec: stat.st_atime, tv_nsec: stat.st_atime_nsec },
-            libc::timespec { tv_sec: stat.st_mtime, tv_nsec: stat.st_mtime_nsec },
-        ])
     }
 }
 
@@ -246,9 +189,9 @@ mod tests {
     fn stubs_are_created_and_removed_with_parent_times_restored() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("etc")).unwrap();
-        let old = libc::timespec { tv_sec: 1_000_000, tv_nsec: 0 };
+        let old = TimeSpec::new(1_000_000, 0);
         let etc = File::open(root.path().join("etc")).unwrap();
-        unsafe { libc::futimens(etc.as_raw_fd(), [old, old].as_ptr()) };
+        sys::set_times(etc.as_fd(), &[old, old]).unwrap();
         let opened = Root::open(root.path()).unwrap();
         let mut stubs = opened.create_stub("/etc/hosts", StubKind::File).unwrap();
         stubs.extend(opened.create_stub("/run/cache/dir", StubKind::Directory).unwrap());

@@ -15,21 +15,21 @@
 //! through a self-pipe and kills the container's init (pid namespace: everything in it dies).
 
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::mount::{MsFlags, mount};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::poll::PollFlags;
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::executor::EnvSafeExecutor;
 use super::rootfs::Root;
-use super::{Network, SandboxError, StepSpec, network, overlay, spec, user};
+use super::{Network, SandboxError, StepSpec, network, overlay, spec, sys, user};
 
 pub(crate) const RESULT_FILE: &str = "result.json";
 
@@ -39,17 +39,6 @@ pub(crate) enum RunnerResult {
     Exited { exit_code: i32, removed_stubs: Vec<String> },
     Canceled,
     Failed { message: String },
-}
-
-/// Write end of the self-pipe the signal handler writes to (-1 before set-up).
-static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn wake(_signal: libc::c_int) {
-    let fd = WAKE_WRITE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; a full pipe just drops the byte.
-        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
-    }
 }
 
 /// Runs the step whose [`StepSpec`] is in the inherited descriptor `spec_descriptor`, in the
@@ -84,8 +73,7 @@ fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
     let mut text = Vec::new();
     std::io::Read::read_to_end(&mut file, &mut text).map_err(|error| SandboxError::io(format!("read the step spec `{path}`"), error))?;
     // The inherited descriptor is not needed any more; the container must not inherit it.
-    // SAFETY: closing a descriptor this process was handed and no one else here uses.
-    unsafe { libc::close(spec_descriptor) };
+    let _ = sys::close(spec_descriptor);
     Ok(text)
 }
 
@@ -109,23 +97,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-        .map_err(|error| SandboxError::syscall("create the wake pipe", error))?;
-    WAKE_WRITE.store(write.as_raw_fd(), Ordering::Relaxed);
-    // The write end lives as long as the process.
-    std::mem::forget(write);
-    let action = SigAction::new(SigHandler::Handler(wake), SaFlags::SA_RESTART, SigSet::empty());
+    let read = sys::wake_pipe().map_err(|error| SandboxError::syscall("create the wake pipe", error))?;
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        // SAFETY: the handler only calls write(2).
-        unsafe { sigaction(signal, &action) }.map_err(|error| SandboxError::syscall("install a signal handler", error))?;
+        sys::wake_on(signal).map_err(|error| SandboxError::syscall("install a signal handler", error))?;
     }
     Ok(read)
 }
 
 fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, SandboxError> {
     let wake_read = install_signal_handlers()?;
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let _ = sys::become_subreaper();
     let text = read_spec(spec_descriptor)?;
     let step: StepSpec =
         serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep { reason: format!("unreadable step spec: {error}") })?;
@@ -270,13 +251,10 @@ fn run_container(
         .map_err(|error| SandboxError::io(format!("link `{}`", bundle.join("config.json").display()), error))?;
 
     let stdin = File::open("/dev/null").map_err(|error| SandboxError::io("open `/dev/null`", error))?;
-    let duplicate =
-        |fd: libc::c_int| nix::unistd::dup(fd).map_err(|error| SandboxError::syscall("duplicate the output descriptors", error));
-    // SAFETY: `dup` returned fresh descriptors that we own from here on.
-    let (stdout, stderr) = unsafe {
-        use std::os::fd::FromRawFd;
-        (OwnedFd::from_raw_fd(duplicate(1)?), OwnedFd::from_raw_fd(duplicate(2)?))
+    let duplicate = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned().map_err(|error| SandboxError::io("duplicate the output descriptors", error))
     };
+    let (stdout, stderr) = (duplicate(std::io::stdout().as_fd())?, duplicate(std::io::stderr().as_fd())?);
     let mut container = ContainerBuilder::new(id, SyscallType::default())
         .with_executor(EnvSafeExecutor)
         .with_root_path(&state)
@@ -299,32 +277,27 @@ fn run_container(
 fn start_and_wait(container: &mut libcontainer::container::Container, wake_read: &OwnedFd) -> Result<RunnerResult, SandboxError> {
     let pid = container.pid().ok_or_else(|| SandboxError::Container { message: "the container has no init process".into() })?;
     if let Err(error) = container.start() {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = sys::kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(container_error(error));
     }
-    // SAFETY: pidfd_open(2) on our own child; the result is a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as libc::c_int;
+    let pidfd = sys::pidfd_open(pid);
     let mut canceled = false;
     let mut reaped = None;
     loop {
-        let mut fds = [
-            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: wake_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
         // Without a pidfd (old kernel) poll only the wake pipe, with a timeout to check the child.
-        let (list, timeout) = if pidfd >= 0 { (&mut fds[..], -1) } else { (&mut fds[1..], 50) };
-        // SAFETY: poll over a live array of pollfd.
-        let ready = unsafe { libc::poll(list.as_mut_ptr(), list.len() as libc::nfds_t, timeout) };
-        if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-        if !canceled && fds[1].revents & libc::POLLIN != 0 {
+        let timeout = if pidfd.is_some() { None } else { Some(50) };
+        let events = match sys::poll([pidfd.as_ref().map(AsFd::as_fd), Some(wake_read.as_fd())], timeout) {
+            Ok(events) => events,
+            Err(nix::errno::Errno::EINTR) => [PollFlags::empty(); 2],
+            Err(_) => break,
+        };
+        if !canceled && events[1].contains(PollFlags::POLLIN) {
             canceled = true;
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = sys::kill(pid, Signal::SIGKILL);
         }
-        if pidfd >= 0 {
-            if fds[0].revents & libc::POLLIN != 0 {
+        if pidfd.is_some() {
+            if events[0].contains(PollFlags::POLLIN) {
                 break;
             }
         } else if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
@@ -334,10 +307,7 @@ fn start_and_wait(container: &mut libcontainer::container::Container, wake_read:
             break;
         }
     }
-    if pidfd >= 0 {
-        // SAFETY: closing the descriptor opened above.
-        unsafe { libc::close(pidfd) };
-    }
+    drop(pidfd);
     let status = reaped.unwrap_or_else(|| {
         loop {
             match waitpid(pid, None) {

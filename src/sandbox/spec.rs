@@ -210,15 +210,11 @@ pub(crate) fn stub_destinations(step: &StepSpec) -> Vec<(String, StubKind)> {
 /// (measured with the oracle: `ulimit -n` = `ulimit -Hn` in a RUN step); a fixed 1024, the
 /// OCI default, breaks builds that open many files.
 fn open_files_limit() -> Result<oci_spec::runtime::PosixRlimit, SandboxError> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(SandboxError::io("read the open files limit", std::io::Error::last_os_error()));
-    }
+    let hard = super::sys::open_files_limit().map_err(|error| SandboxError::io("read the open files limit", error))?;
     oci_spec::runtime::PosixRlimitBuilder::default()
         .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
-        .hard(limit.rlim_max)
-        .soft(limit.rlim_max)
+        .hard(hard)
+        .soft(hard)
         .build()
         .map_err(SandboxError::Spec)
 }

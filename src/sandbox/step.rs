@@ -11,14 +11,17 @@
 //! runner's mount namespace and the container's init dies by its own PDEATHSIG.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
 use super::runner::{RESULT_FILE, RunnerResult};
-use super::{RUN_STEP_COMMAND, SandboxError, StepOutcome, StepSpec, Stream};
+use super::{RUN_STEP_COMMAND, SandboxError, StepOutcome, StepSpec, Stream, sys};
 
 /// The program [`run_step`] starts as the runner; `/proc/self/exe` unless set.
 static RUNNER_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -56,18 +59,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe syscalls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
-            libc::setpgid(0, 0);
-            // The spec's memory file is inherited by the runner only (close-on-exec elsewhere).
-            if libc::fcntl(spec_descriptor, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    sys::prepare_runner(&mut command, spec_descriptor);
     let mut child = command.spawn().map_err(|error| SandboxError::io("start the step runner", error))?;
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
@@ -75,14 +67,15 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         return Err(SandboxError::Runner { message: "the runner has no output pipes".into() });
     };
 
+    let runner = Pid::from_raw(child.id() as i32);
     let mut open = [true, true];
     let mut buffer = vec![0u8; 64 * 1024];
     let mut terminated_at: Option<Instant> = None;
     let mut killed = false;
     while open[0] || open[1] {
         if cancel.load(Ordering::Relaxed) && terminated_at.is_none() {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            // Our own child, not yet reaped: the pid is still its.
+            let _ = sys::kill(runner, Signal::SIGTERM);
             terminated_at = Some(Instant::now());
         }
         if let Some(at) = terminated_at
@@ -92,17 +85,12 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
             let _ = child.kill();
             killed = true;
         }
-        let mut fds = [
-            libc::pollfd { fd: if open[0] { stdout.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if open[1] { stderr.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: poll over a live array; negative fds are ignored by the kernel.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, CANCEL_POLL.as_millis() as libc::c_int) };
-        if ready <= 0 {
+        let streams = [open[0].then(|| stdout.as_fd()), open[1].then(|| stderr.as_fd())];
+        let Ok(events) = sys::poll(streams, Some(CANCEL_POLL.as_millis() as u16)) else {
             continue;
-        }
+        };
         for (index, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
-            if !open[index] || fds[index].revents == 0 {
+            if !open[index] || events[index].is_empty() {
                 continue;
             }
             let read = if index == 0 { stdout.read(&mut buffer) } else { stderr.read(&mut buffer) };
@@ -122,7 +110,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
             Err(_) => break None,
         }
         if cancel.load(Ordering::Relaxed) && terminated_at.is_none() {
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = sys::kill(runner, Signal::SIGTERM);
             terminated_at = Some(Instant::now());
         }
         if terminated_at.is_some_and(|at| at.elapsed() > KILL_GRACE) && !killed {

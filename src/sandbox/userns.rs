@@ -26,9 +26,9 @@ use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
-use super::SandboxError;
+use super::{SandboxError, sys};
 
 /// Signals the waiting parent passes on to rbuild inside the namespace.
 const FORWARDED_SIGNALS: [Signal; 7] =
@@ -145,13 +145,6 @@ fn restriction_hint(apparmor_switch: Option<&str>) -> String {
     }
 }
 
-fn thread_count() -> usize {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|count| count.trim().parse().ok()))
-        .unwrap_or(1)
-}
-
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -187,7 +180,7 @@ fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
 /// Forks; the child returns `Ok` only after its re-exec, so in practice this returns only errors
 /// and never returns in the parent (which exits with the child's status).
 fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
-    let threads = thread_count();
+    let threads = sys::thread_count();
     if threads != 1 {
         return Err(SandboxError::NotSingleThreaded { threads });
     }
@@ -214,8 +207,8 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
         .map_err(|error| SandboxError::syscall("block signals", error))?;
 
     let waiter = nix::unistd::getpid();
-    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
-    match unsafe { fork() }.map_err(|error| SandboxError::syscall("fork", error))? {
+    // Single-threaded (checked above, and again by the fork): the child may run any code.
+    match sys::fork_single_threaded()? {
         ForkResult::Child => {
             drop(to_parent_read);
             drop(to_child_write);
@@ -224,12 +217,12 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             if let Err(error) = unshared {
                 let hint = apparmor_hint();
                 eprintln!("rbuild: failed to create a user namespace: {error}{hint}");
-                // SAFETY: `_exit` in a forked child skips the parent's atexit handlers.
-                unsafe { libc::_exit(125) };
+                // `_exit` in a forked child skips the parent's atexit handlers.
+                sys::exit_now(125);
             }
             if read_byte(&to_child_read) != Some(b'm') {
                 // The parent reported its error already.
-                unsafe { libc::_exit(125) };
+                sys::exit_now(125);
             }
             let _ = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
             let _ = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
@@ -240,15 +233,14 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             // the user started left the build, its runner and container writing outputs): it
             // gets SIGTERM, its orderly cancel. Set after the credential changes, which clear it;
             // kept across the exec.
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
+            let _ = sys::set_parent_death_signal(Signal::SIGTERM);
             if nix::unistd::getppid() != waiter {
-                unsafe { libc::_exit(125) };
+                sys::exit_now(125);
             }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
             let error = nix::unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
             eprintln!("rbuild: failed to re-execute itself in a user namespace: {error}");
-            unsafe { libc::_exit(125) };
+            sys::exit_now(125);
         }
         ForkResult::Parent { child } => {
             drop(to_parent_write);
@@ -310,12 +302,9 @@ fn run_map_helper(program: &Path, child: Pid, arguments: &[String]) -> Result<()
 /// The parent's remaining life: pass signals on, then mirror the child's end.
 fn wait_and_forward(child: Pid, signals: &SigSet) -> ! {
     loop {
-        // SAFETY: zeroed siginfo is a valid out-parameter for sigwaitinfo.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let number = unsafe { libc::sigwaitinfo(signals.as_ref(), &mut info) };
-        if number < 0 {
+        let Some((number, code)) = sys::wait_for_signal(signals) else {
             continue;
-        }
+        };
         if number == libc::SIGCHLD {
             loop {
                 match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
@@ -331,19 +320,17 @@ fn wait_and_forward(child: Pid, signals: &SigSet) -> ! {
         }
         // Terminal-generated signals (SI_KERNEL) reach the whole foreground process group, the
         // child included: passing them on would deliver them twice.
-        if info.si_code == libc::SI_KERNEL {
+        if code == libc::SI_KERNEL {
             continue;
         }
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.as_raw(), number) };
+        if let Ok(signal) = Signal::try_from(number) {
+            let _ = sys::kill(child, signal);
+        }
     }
 }
 
 fn exit_like_signal(signal: Signal) -> ! {
-    // SAFETY: resetting a disposition and raising are plain syscalls.
-    unsafe {
-        libc::signal(signal as libc::c_int, libc::SIG_DFL);
-    }
+    sys::default_action(signal);
     let mut set = SigSet::empty();
     set.add(signal);
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);

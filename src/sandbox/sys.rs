@@ -1,0 +1,345 @@
+//! The sandbox's syscalls: every call below nix's typed API, behind small safe functions.
+//!
+//! Rule: this is the only file of `sandbox` that may use `unsafe` (the crate denies `unsafe_code`;
+//! `mod sys` alone allows it) or call a `libc` function. The other files call these, or nix's
+//! safe, typed calls directly (mount, unshare, waitpid, pipes). Here too nix is used wherever it
+//! has a safe equivalent; what stays `unsafe` has none: `fork`, `_exit`, `pidfd_open`,
+//! `sigwaitinfo`, a signal disposition, the raw `rt_sigaction` before the workload's `execve`, the
+//! `SIOC*IFFLAGS` ioctls, taking ownership of a descriptor the kernel returned, and the wake
+//! handler's `write`. Each block says why it is sound.
+//!
+//! Invariant: what runs between `fork` and `exec` or in a signal handler ([`prepare_runner`]'s
+//! hook, [`exit_now`], [`wake`]) allocates nothing and takes no lock.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::fcntl::{AtFlags, FcntlArg, FdFlag, OFlag, OpenHow, ResolveFlag};
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::stat::{FileStat, Mode};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use super::SandboxError;
+
+// --- Files inside the rootfs ---
+
+/// `openat2(root, relative, flags | O_CLOEXEC, RESOLVE_IN_ROOT)`: symlinks and `..` resolve as
+/// if `root` were `/`.
+pub(super) fn open_in_root(root: BorrowedFd<'_>, relative: &CStr, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let fd = nix::fcntl::openat2(root.as_raw_fd(), relative, how)?;
+    // SAFETY: openat2 succeeded, so `fd` is a new open descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mkdirat(parent, name, mode)`.
+pub(super) fn make_directory_at(parent: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    Ok(nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::from_bits_truncate(mode))?)
+}
+
+/// Creates the empty regular file `name` in `parent`; fails if anything (a symlink too) is there.
+pub(super) fn create_file_at(parent: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let fd = nix::fcntl::openat(Some(parent.as_raw_fd()), name, flags, Mode::from_bits_truncate(mode))?;
+    let _ = nix::unistd::close(fd);
+    Ok(())
+}
+
+/// `fchownat(parent, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
+pub(super) fn chown_at(parent: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    Ok(nix::unistd::fchownat(Some(parent.as_raw_fd()), name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)?)
+}
+
+/// `fstatat(parent, name, AT_SYMLINK_NOFOLLOW)`.
+pub(super) fn stat_at(parent: BorrowedFd<'_>, name: &CStr) -> io::Result<FileStat> {
+    Ok(nix::sys::stat::fstatat(Some(parent.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
+}
+
+/// `unlinkat(parent, name)`, with `AT_REMOVEDIR` for a directory.
+pub(super) fn remove_at(parent: BorrowedFd<'_>, name: &CStr, directory: bool) -> io::Result<()> {
+    let flag = if directory { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };
+    Ok(nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, flag)?)
+}
+
+/// The access and modification times of an open file.
+pub(super) fn times(file: BorrowedFd<'_>) -> io::Result<[TimeSpec; 2]> {
+    let stat = nix::sys::stat::fstat(file.as_raw_fd())?;
+    Ok([TimeSpec::new(stat.st_atime, stat.st_atime_nsec), TimeSpec::new(stat.st_mtime, stat.st_mtime_nsec)])
+}
+
+/// `futimens(file, [atime, mtime])`.
+pub(super) fn set_times(file: BorrowedFd<'_>, [atime, mtime]: &[TimeSpec; 2]) -> io::Result<()> {
+    Ok(nix::sys::stat::futimens(file.as_raw_fd(), atime, mtime)?)
+}
+
+// --- Network interfaces ---
+
+/// A datagram socket to configure interfaces through.
+pub(super) fn interface_socket() -> io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    Ok(socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?)
+}
+
+/// An `ifreq` naming `name` (at most `IFNAMSIZ - 1` bytes: longer names are cut).
+fn interface_request(name: &CStr) -> libc::ifreq {
+    // SAFETY: `ifreq` is plain old data (a name array and a union of integers and plain structs):
+    // all zeroes is a valid value, and the name stays NUL-terminated.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let capacity = request.ifr_name.len() - 1;
+    for (slot, byte) in request.ifr_name[..capacity].iter_mut().zip(name.to_bytes()) {
+        *slot = *byte as libc::c_char;
+    }
+    request
+}
+
+/// `SIOCGIFFLAGS`: the flags of interface `name`.
+pub(super) fn interface_flags(socket: &OwnedFd, name: &CStr) -> io::Result<libc::c_short> {
+    let mut request = interface_request(name);
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes `ifru_flags` of the `ifreq`
+    // we own and pass by a live pointer; `socket` is open.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the union's `ifru_flags` member for SIOCGIFFLAGS.
+    Ok(unsafe { request.ifr_ifru.ifru_flags })
+}
+
+/// `SIOCSIFFLAGS`: sets the flags of interface `name`.
+pub(super) fn set_interface_flags(socket: &OwnedFd, name: &CStr, flags: libc::c_short) -> io::Result<()> {
+    let mut request = interface_request(name);
+    request.ifr_ifru.ifru_flags = flags;
+    // SAFETY: SIOCSIFFLAGS only reads the `ifreq` we own (a NUL-terminated name and the flags
+    // member just written), through a live pointer; `socket` is open.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// --- Processes ---
+
+/// How many threads this process has (from `/proc/self/status`; 1 if unreadable).
+pub(super) fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|count| count.trim().parse().ok()))
+        .unwrap_or(1)
+}
+
+/// `fork()`, only while this process is single-threaded (else [`SandboxError::NotSingleThreaded`]),
+/// so the child may run any code: no other thread held a lock or was allocating at the fork.
+pub(super) fn fork_single_threaded() -> Result<ForkResult, SandboxError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(SandboxError::NotSingleThreaded { threads });
+    }
+    // SAFETY: the process has one thread (checked just above, and only this thread could have
+    // started another since), so the child inherits no lock held by a thread that is gone.
+    unsafe { nix::unistd::fork() }.map_err(|error| SandboxError::syscall("fork", error))
+}
+
+/// `_exit(code)`: ends a forked child or a signal handler's process without running the
+/// parent's atexit handlers or flushing its buffers. Async-signal-safe.
+pub(super) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process at once; it touches no memory of ours and is
+    // async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor that becomes readable when `pid` exits; `None` on kernels
+/// without it (before 5.3) or when `pid` is gone.
+pub(super) fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: pidfd_open succeeded, so `fd` is a new open descriptor that nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `poll` for input on each `Some` descriptor (`None`s are skipped, as a negative fd is);
+/// `timeout` in milliseconds, `None` = forever. Returns each descriptor's `revents`.
+pub(super) fn poll<const N: usize>(fds: [Option<BorrowedFd<'_>>; N], timeout: Option<u16>) -> nix::Result<[PollFlags; N]> {
+    let indexes: Vec<usize> = (0..N).filter(|index| fds[*index].is_some()).collect();
+    let mut polled: Vec<PollFd<'_>> = fds.iter().flatten().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    nix::poll::poll(&mut polled, timeout)?;
+    let mut events = [PollFlags::empty(); N];
+    for (index, fd) in indexes.into_iter().zip(&polled) {
+        events[index] = fd.revents().unwrap_or(PollFlags::empty());
+    }
+    Ok(events)
+}
+
+/// `prctl(PR_SET_PDEATHSIG, signal)`: `signal` when the thread that made this process dies.
+/// Async-signal-safe.
+pub(super) fn set_parent_death_signal(signal: Signal) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(signal)
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of this process's descendants become its children.
+pub(super) fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Makes `command`'s child, between fork and exec: get `SIGTERM` when the spawning thread dies,
+/// lead its own process group, and inherit `inherited` (cleared close-on-exec; every other
+/// descriptor of rbuild stays close-on-exec).
+pub(super) fn prepare_runner(command: &mut Command, inherited: RawFd) {
+    let hook = move || {
+        let _ = set_parent_death_signal(Signal::SIGTERM);
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+        nix::fcntl::fcntl(inherited, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
+    // are allowed: prctl, setpgid and fcntl, whose nix wrappers do not allocate, and an
+    // `io::Error` made from an errno, which does not allocate either.
+    unsafe { command.pre_exec(hook) };
+}
+
+/// Closes a descriptor this process was handed by number (an inherited one).
+pub(super) fn close(fd: RawFd) -> nix::Result<()> {
+    nix::unistd::close(fd)
+}
+
+/// The hard limit on open files (`RLIMIT_NOFILE`).
+pub(super) fn open_files_limit() -> io::Result<u64> {
+    let (_soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    Ok(hard)
+}
+
+// --- Signals ---
+
+/// Write end of the wake pipe, for [`wake`] (-1 before [`wake_pipe`]).
+static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+/// The handler [`wake_on`] installs: one byte into the wake pipe.
+extern "C" fn wake(_signal: libc::c_int) {
+    let fd = WAKE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; `fd` is the wake pipe's write end, open for the
+        // rest of the process (see `wake_pipe`), and the buffer is a static byte. A full pipe
+        // just drops the byte (non-blocking).
+        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// A self-pipe for signals: returns the read end, readable once a signal given to [`wake_on`]
+/// arrived. The write end stays open for the life of the process. Call once.
+pub(super) fn wake_pipe() -> nix::Result<OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    WAKE_WRITE.store(write.as_raw_fd(), Ordering::Relaxed);
+    // The handler may write to it at any time from now on.
+    std::mem::forget(write);
+    Ok(read)
+}
+
+/// Makes `signal` write to the [`wake_pipe`] instead of its default action.
+pub(super) fn wake_on(signal: Signal) -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::Handler(wake), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler only loads an atomic and calls write(2), both async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(signal, &action) }.map(drop)
+}
+
+/// Waits for one of `signals` (blocked by the caller): its number and `si_code`; `None` when
+/// interrupted.
+pub(super) fn wait_for_signal(signals: &SigSet) -> Option<(libc::c_int, libc::c_int)> {
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: the set is a valid `sigset_t` and `info` a writable `siginfo_t` we own.
+    let number = unsafe { libc::sigwaitinfo(signals.as_ref(), info.as_mut_ptr()) };
+    if number < 0 {
+        return None;
+    }
+    // SAFETY: sigwaitinfo succeeded, so it filled `info` (which started zeroed anyway).
+    let info = unsafe { info.assume_init() };
+    Some((number, info.si_code))
+}
+
+/// Sends `signal` to `pid`.
+pub(super) fn kill(pid: Pid, signal: Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(pid, signal)
+}
+
+/// Puts `signal` back to its default action (`SIG_DFL`).
+pub(super) fn default_action(signal: Signal) {
+    // SAFETY: SIG_DFL installs no handler, so no code of ours can run in a signal context.
+    let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+}
+
+/// Every catchable signal back to `SIG_DFL` and an empty signal mask, right before `execve`.
+/// Real-time signals too: a parent may ignore them (seen: signal 32 under `cargo test`), and
+/// glibc's `sigaction` (and nix's, over it) refuses the two it reserves, so this asks the
+/// kernel directly.
+pub(super) fn reset_signals() {
+    /// The kernel's `struct sigaction` for `rt_sigaction(2)` (handler, flags, restorer, mask).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for number in 1..=64 {
+        if number == libc::SIGKILL || number == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL with no handler or restorer; the struct outlives the call; the size
+        // is the kernel's 64-signal mask. This process execs right after.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                number,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn poll_reports_each_descriptor_in_place() {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (idle, _idle_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        assert_eq!(poll([None, Some(read.as_fd())], Some(0)).unwrap(), [PollFlags::empty(); 2]);
+        nix::unistd::write(&write, b"x").unwrap();
+        let events = poll([Some(idle.as_fd()), None, Some(read.as_fd())], Some(1000)).unwrap();
+        assert_eq!(events, [PollFlags::empty(), PollFlags::empty(), PollFlags::POLLIN]);
+        drop(write);
+        let mut buffer = [0u8; 1];
+        nix::unistd::read(read.as_raw_fd(), &mut buffer).unwrap();
+        assert!(poll([Some(read.as_fd())], None).unwrap()[0].contains(PollFlags::POLLHUP));
+    }
+
+    #[test]
+    fn rootfs_files_by_descriptor() {
+        let root = tempfile::tempdir().unwrap();
+        let directory = std::fs::File::open(root.path()).unwrap();
+        let parent = directory.as_fd();
+        make_directory_at(parent, c"d", 0o755).unwrap();
+        create_file_at(parent, c"f", 0o644).unwrap();
+        assert_eq!(create_file_at(parent, c"f", 0o644).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(stat_at(parent, c"d").unwrap().st_mode & libc::S_IFMT, libc::S_IFDIR);
+        assert_eq!(stat_at(parent, c"f").unwrap().st_size, 0);
+        let old = TimeSpec::new(1_000_000, 0);
+        set_times(parent, &[old, old]).unwrap();
+        assert_eq!(times(parent).unwrap(), [old, old]);
+        remove_at(parent, c"d", true).unwrap();
+        remove_at(parent, c"f", false).unwrap();
+        assert!(open_in_root(parent, c"f", OFlag::O_PATH).is_err());
+        assert!(open_in_root(parent, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY).is_ok());
+    }
+}
