@@ -70,9 +70,9 @@ pub fn received() -> bool {
     FIRST_SIGNAL.load(Ordering::SeqCst) != 0
 }
 
+/// Milliseconds on the monotonic clock. Async-signal-safe (`clock_gettime`, no allocation), which
+/// `std::time::Instant` does not promise.
 fn monotonic_ms() -> i64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
+    now.map_or(0, |now| now.tv_sec() * 1000 + now.tv_nsec() / 1_000_000)
 }

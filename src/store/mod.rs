@@ -374,8 +374,7 @@ fn move_database_aside(path: &Path) -> io::Result<PathBuf> {
 fn sync_filesystem(path: &Path) {
     if let Ok(file) = File::open(path) {
         use std::os::fd::AsRawFd;
-        // SAFETY: syncfs takes a valid open file descriptor and has no memory effects.
-        unsafe { libc::syncfs(file.as_raw_fd()) };
+        let _ = nix::unistd::syncfs(file.as_raw_fd());
     }
 }
 

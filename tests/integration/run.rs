@@ -942,10 +942,9 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
         let step_directory = PathBuf::from(String::from_utf8(cmdline.split(|byte| *byte == 0).nth(2).unwrap().to_vec()).unwrap());
         let mut tree = descendants(build.id());
         tree.push(build.id());
-        for signal in [libc::SIGSTOP, libc::SIGKILL] {
+        for signal in [nix::sys::signal::Signal::SIGSTOP, nix::sys::signal::Signal::SIGKILL] {
             for pid in &tree {
-                // SAFETY: kill(2) on processes of this test's build.
-                unsafe { libc::kill(*pid as libc::pid_t, signal) };
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), signal);
             }
         }
         build.wait().unwrap();
