@@ -32,6 +32,7 @@
 // Tests write their fixtures directly; clippy.toml's rule is for what rbuild itself writes.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+#[allow(clippy::print_stdout, clippy::print_stderr)] // the terminal is `cli`'s (data on stdout, messages on stderr) and `progress`'s
 pub mod cli;
 pub mod context;
 pub mod dockerfile;
@@ -41,6 +42,7 @@ pub mod graph;
 pub mod oci;
 #[allow(clippy::disallowed_methods)] // writes a step's own trees (MKFILE into a layer being made)
 pub mod ops;
+#[allow(clippy::print_stdout, clippy::print_stderr)] // renders the build on the terminal
 pub mod progress;
 pub mod registry;
 pub mod remote_cache;

@@ -1,5 +1,8 @@
 //! The `rbuild` binary: parse arguments, run, map the outcome to an exit code.
 
+// Errors and warnings from before `cli` runs (a habit refused, namespaces not entered) go to stderr.
+#![allow(clippy::print_stderr)]
+
 use clap::Parser;
 
 fn main() {

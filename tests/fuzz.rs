@@ -18,6 +18,7 @@
 //! `target/fuzz-crashes/<target>-<hash>` and fails the test, naming that file.
 
 #![allow(clippy::disallowed_methods)] // fixtures are written directly; the rule is for rbuild's own writes
+#![allow(clippy::print_stderr)] // each fuzz target reports its runs and seed to the harness's stderr
 
 use std::collections::HashSet;
 use std::fs;

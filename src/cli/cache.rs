@@ -22,8 +22,7 @@ pub fn run(command: CacheCommand) -> i32 {
     // Rust starts with SIGPIPE ignored, which turns a closed stdout into an EPIPE error and a
     // "Broken pipe" message; these commands touch no socket, so the default (die quietly, as
     // buildx does) is safe here.
-    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    die_on_sigpipe();
     let result = match command {
         CacheCommand::Du(args) => {
             init_logging(args.root.debug);
@@ -46,6 +45,14 @@ pub fn run(command: CacheCommand) -> i32 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
+
+/// Puts SIGPIPE back to its default action (see [`run`]).
+// Setting a disposition has no safe API (neither in std nor in nix).
+#[allow(unsafe_code)]
+fn die_on_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler, so no code of ours can run in a signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
 
 fn usage(message: impl ToString) -> anyhow::Error {
     anyhow!(UsageError(message.to_string()))

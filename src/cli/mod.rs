@@ -7,6 +7,8 @@ pub mod cache;
 pub mod completion;
 pub mod docs;
 pub mod habits;
+// The SIGINT/SIGTERM handler: registering it, reading `si_pid` and `_exit` have no safe API.
+#[allow(unsafe_code)]
 mod interrupt;
 pub mod manual;
 mod records;

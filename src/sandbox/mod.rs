@@ -209,6 +209,7 @@ impl SandboxError {
 
 /// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>
 /// <spec descriptor>`), runs the step and exits with the container's code; else returns.
+#[allow(clippy::print_stderr)] // a misuse of the hidden subcommand, said before anything else runs
 pub fn maybe_run_step_child(args: &[OsString]) {
     if args.get(1).is_some_and(|argument| argument == RUN_STEP_COMMAND) {
         let spec_descriptor = args.get(3).and_then(|text| text.to_str()?.parse::<i32>().ok());

@@ -160,6 +160,7 @@ enum IdMapping {
     Single,
 }
 
+#[allow(clippy::print_stderr)] // at start-up, before any progress output exists
 fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
     let name = nix::unistd::User::from_uid(uid).ok().flatten().map(|user| user.name).unwrap_or_else(|| uid.to_string());
     let ranges = |path: &str, id: u32| fs::read_to_string(path).map(|text| parse_subordinate_ranges(&text, &name, id)).unwrap_or_default();
@@ -179,6 +180,8 @@ fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
 
 /// Forks; the child returns `Ok` only after its re-exec, so in practice this returns only errors
 /// and never returns in the parent (which exits with the child's status).
+// At start-up, before any progress output exists; the forked child can only print and `_exit`.
+#[allow(clippy::print_stderr)]
 fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
     let threads = sys::thread_count();
     if threads != 1 {

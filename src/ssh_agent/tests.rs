@@ -216,6 +216,7 @@ fn forwards_an_agent_socket_read_only() {
 }
 
 #[test]
+#[allow(unsafe_code)] // `std::env::set_var` is unsafe (edition 2024); the test needs the variable set
 fn empty_key_list_means_ssh_auth_sock() {
     let keys = keys();
     let upstream_socket = keys.directory.path().join("upstream.sock");

@@ -2,6 +2,7 @@
 //! independent tools (skopeo, umoci, GNU tar, podman). One binary, one module per topic.
 
 #![allow(clippy::disallowed_methods)] // fixtures are written directly; the rule is for rbuild's own writes
+#![allow(clippy::print_stderr)] // what a test skipped or saw goes to the harness's captured stderr
 
 mod cache;
 mod cli;
