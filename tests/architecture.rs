@@ -291,3 +291,35 @@ fn unit_tests_follow_one_layout() {
     }
     assert!(violations.is_empty(), "unit-test layout broken:\n{}", violations.join("\n"));
 }
+
+/// The `libc` functions a source text calls (`libc::poll(`), not its types and constants.
+fn libc_calls(text: &str) -> Vec<String> {
+    let mut calls = Vec::new();
+    for (index, _) in text.match_indices("libc::") {
+        let rest = &text[index + "libc::".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let called = rest[name.len()..].trim_start().starts_with('(');
+        if called && name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            calls.push(name);
+        }
+    }
+    calls
+}
+
+/// `sandbox/sys.rs` holds the sandbox's syscalls (its module docs): the other files of the
+/// sandbox call those or nix, never a `libc` function (`unsafe` itself the compiler refuses).
+#[test]
+fn the_sandbox_calls_libc_only_in_sys() {
+    let sandbox = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sandbox");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&sandbox).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|name| name == "sys.rs") || path.extension().is_none_or(|extension| extension != "rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        found.extend(libc_calls(&text).into_iter().map(|name| format!("{}: libc::{name}", path.display())));
+    }
+    assert!(found.is_empty(), "call these through sandbox::sys:\n{}", found.join("\n"));
+    assert_eq!(libc_calls("libc::poll(fds, 2, -1); let x: libc::c_int = libc::SIGKILL; libc::kill (1, 2)"), ["poll", "kill"]);
+}
