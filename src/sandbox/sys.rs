@@ -1,4 +1,5 @@
-//! The sandbox's syscalls: every call below nix's typed API, behind small safe functions.
+//! The sandbox's syscalls, behind small safe functions: the ones nix has no safe call for, and
+//! those it has but that need a descriptor's ownership or an errno turned into `io::Error`.
 //!
 //! Rule: this is the only file of `sandbox` that may use `unsafe` (the crate denies `unsafe_code`;
 //! `mod sys` alone allows it) or call a `libc` function. The other files call these, or nix's
