@@ -36,20 +36,20 @@
 pub mod cli;
 pub mod context;
 pub mod dockerfile;
-pub mod exporter;
-pub mod frontend;
-pub mod graph;
+pub(crate) mod exporter;
+pub(crate) mod frontend;
+pub(crate) mod graph;
 pub mod oci;
 #[allow(clippy::disallowed_methods)] // writes a step's own trees (MKFILE into a layer being made)
-pub mod ops;
+pub(crate) mod ops;
 #[allow(clippy::print_stdout, clippy::print_stderr)] // renders the build on the terminal
-pub mod progress;
+pub(crate) mod progress;
 pub mod registry;
-pub mod remote_cache;
+pub(crate) mod remote_cache;
 #[allow(clippy::disallowed_methods)] // writes a container's files and its private directory
 pub mod sandbox;
 #[allow(clippy::disallowed_methods)] // writes layers being made, in its own directories
 pub mod snapshot;
-pub mod solver;
-pub mod ssh_agent;
+pub(crate) mod solver;
+pub(crate) mod ssh_agent;
 pub mod store;

@@ -31,7 +31,7 @@ static TWIN_SEEN: AtomicBool = AtomicBool::new(false);
 static PARENT: AtomicI32 = AtomicI32::new(0);
 
 /// Sets `cancel` on the first SIGINT or SIGTERM; exits with 130 on a second one.
-pub fn install(cancel: Arc<AtomicBool>) {
+pub(super) fn install(cancel: Arc<AtomicBool>) {
     let _ = CANCEL.set(cancel);
     PARENT.store(nix::unistd::getppid().as_raw(), Ordering::Relaxed);
     for signal in [libc::SIGINT, libc::SIGTERM] {
@@ -66,7 +66,7 @@ fn handle(info: &libc::siginfo_t) {
 
 /// Whether SIGINT or SIGTERM arrived (the build's cancel flag is also set by a failing step,
 /// which is no interruption).
-pub fn received() -> bool {
+pub(super) fn received() -> bool {
     FIRST_SIGNAL.load(Ordering::SeqCst) != 0
 }
 

@@ -15,7 +15,7 @@ use crate::store::usage::{Item, human_age, human_size};
 
 /// `du --format`: docker's formatter keys buildx accepts here (a Go template is not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DuFormat {
+pub(super) enum DuFormat {
     Table,
     Pretty,
     Json,
@@ -23,7 +23,7 @@ pub enum DuFormat {
 
 impl DuFormat {
     /// buildx's choice: `--verbose` is `pretty`, and may not come with `--format`.
-    pub fn choose(format: Option<&str>, verbose: bool) -> Result<DuFormat, String> {
+    pub(super) fn choose(format: Option<&str>, verbose: bool) -> Result<DuFormat, String> {
         match (format, verbose) {
             (Some(_), true) => Err("--format and --verbose cannot be used together".into()),
             (None, true) => Ok(DuFormat::Pretty),
@@ -38,13 +38,13 @@ impl DuFormat {
 }
 
 /// Go's `time.Time.String()` of a UTC time in seconds: `2023-11-14 22:13:20 +0000 UTC`.
-pub fn go_time(seconds: i64) -> String {
+pub(super) fn go_time(seconds: i64) -> String {
     let rfc3339 = crate::frontend::image_config::rfc3339(seconds);
     format!("{} +0000 UTC", rfc3339.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 /// The `du` listing of `items` in `format`; `summary` adds the totals.
-pub fn write_du(out: &mut impl Write, items: &[Item], format: DuFormat, summary: bool, now: i64) -> io::Result<()> {
+pub(super) fn write_du(out: &mut impl Write, items: &[Item], format: DuFormat, summary: bool, now: i64) -> io::Result<()> {
     match format {
         DuFormat::Table => {
             let mut lines = vec![cells(&["ID", "RECLAIMABLE", "SIZE", "LAST ACCESSED"])];
@@ -130,7 +130,7 @@ fn json_line(item: &Item, now: i64) -> String {
 
 /// The `prune` listing of the removed `items` (buildx's `printTableRow`/`printVerbose`), then
 /// `Total:`.
-pub fn write_pruned(out: &mut impl Write, items: &[Item], verbose: bool, now: i64) -> io::Result<()> {
+pub(super) fn write_pruned(out: &mut impl Write, items: &[Item], verbose: bool, now: i64) -> io::Result<()> {
     for (index, item) in items.iter().enumerate() {
         if verbose {
             // BuildKit sends a pruned record without its type.

@@ -8,7 +8,7 @@ use crate::ops::image::resolve_oci_layout;
 
 /// Layouts from disk; registry references through the store's resolved tags, or the registry
 /// (`--pull`, or a tag not resolved before), recording what was resolved.
-pub struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     pub store: &'a crate::store::Store,
     pub registry: Option<&'a crate::registry::Client>,
     pub pull: bool,

@@ -20,7 +20,7 @@ use crate::store::atomic::{replace_file, write_file};
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write `{path}`")]
-pub struct ArchiveError {
+pub(crate) struct ArchiveError {
     pub path: String,
     #[source]
     pub source: io::Error,
@@ -97,7 +97,7 @@ fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<
 }
 
 /// Writes the layout as a tar stream.
-pub fn write_tar(
+pub(crate) fn write_tar(
     store: &Store,
     image: &BuiltImage,
     names: &[Reference],
@@ -137,7 +137,7 @@ pub fn write_tar(
 }
 
 /// Writes the layout as a directory (`tar=false`); an existing layout there gains the image.
-pub fn write_directory(
+pub(crate) fn write_directory(
     store: &Store,
     image: &BuiltImage,
     names: &[Reference],

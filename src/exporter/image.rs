@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ImageError {
+pub(crate) enum ImageError {
     #[error("failed to write the layer of `{tree}`")]
     Layer { tree: String, source: crate::snapshot::layer_tar::LayerTarError },
     #[error("failed to compress the layer of `{tree}`")]
@@ -38,7 +38,7 @@ pub enum ImageError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType")]
     pub media_type: String,
     pub digest: String,
@@ -53,7 +53,7 @@ pub struct Descriptor {
 
 /// The platform of a manifest descriptor (OCI image index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DescriptorPlatform {
+pub(crate) struct DescriptorPlatform {
     pub architecture: String,
     pub os: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,7 +74,7 @@ struct Manifest<'a> {
 
 /// How to encode the image.
 #[derive(Debug, Clone)]
-pub struct Encoding {
+pub(crate) struct Encoding {
     pub compression: Compression,
     pub level: Option<i32>,
     pub oci_mediatypes: bool,
@@ -86,14 +86,14 @@ pub struct Encoding {
 
 /// An image whose blobs are all in the store.
 #[derive(Debug, Clone)]
-pub struct BuiltImage {
+pub(crate) struct BuiltImage {
     pub manifest: Descriptor,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
 }
 
 impl BuiltImage {
-    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+    pub(crate) fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
         self.layers.iter().chain([&self.config, &self.manifest])
     }
 }
@@ -101,7 +101,7 @@ impl BuiltImage {
 /// One layer blob: (descriptor, diff id). A known blob with the asked compression is reused;
 /// a lazy layer (an imported cache hit) gives its own blob when the compression matches, else
 /// its files are fetched and compressed.
-pub fn layer_blob(
+pub(crate) fn layer_blob(
     store: &Store,
     layer: &Layer,
     encoding: &Encoding,
@@ -172,7 +172,7 @@ pub fn layer_blob(
 
 /// Writes the deterministic layer tar of the directory `tree`, compressed, as a blob in the
 /// store: its (OCI media-typed) descriptor and the tar's diff id.
-pub fn compress_tree(
+pub(crate) fn compress_tree(
     store: &Store,
     tree: &Path,
     compression: Compression,
@@ -211,7 +211,7 @@ pub fn compress_tree(
 }
 
 /// Writes the layer blobs, config and manifest of `layers` with the frontend's `document`.
-pub fn build(
+pub(crate) fn build(
     store: &Store,
     layers: &[Layer],
     document: &ImageDocument,
@@ -310,7 +310,7 @@ fn fill_history_times(document: &mut ImageDocument, layers: &[Layer], epoch: Opt
 
 /// Copies a blob from the store into `out`.
 /// Copies a blob of the store, failing on a damaged one ([`Store::open_blob`]).
-pub fn copy_blob(store: &Store, digest: &str, out: &mut dyn Write) -> io::Result<u64> {
+pub(crate) fn copy_blob(store: &Store, digest: &str, out: &mut dyn Write) -> io::Result<u64> {
     io::copy(&mut store.open_blob(digest)?, out)
 }
 

@@ -5,9 +5,9 @@
 //! every output that uses it. Files are written next to their destination and renamed into
 //! place when complete, so a failed export never leaves a truncated archive behind.
 
-pub mod archive;
-pub mod image;
-pub mod output;
+pub(crate) mod archive;
+pub(crate) mod image;
+pub(crate) mod output;
 mod parallel_gzip;
 mod push;
 
@@ -27,11 +27,11 @@ use crate::snapshot::view::LayeredView;
 use crate::store::Store;
 use std::sync::atomic::AtomicBool;
 
-pub use image::{BuiltImage, Encoding};
-pub use output::{Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
+pub(crate) use image::{BuiltImage, Encoding};
+pub(crate) use output::{Destination, OutputError, OutputKind, OutputSpec, annotation_flag_keys, parse_output};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub(crate) enum ExportError {
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]
@@ -56,14 +56,14 @@ pub enum ExportError {
 
 /// What the build produced, for `--metadata-file` and `--iidfile`.
 #[derive(Debug, Default, Clone)]
-pub struct ExportResult {
+pub(crate) struct ExportResult {
     pub image: Option<BuiltImage>,
     pub names: Vec<String>,
 }
 
 impl ExportResult {
     /// buildx's metadata keys.
-    pub fn metadata(&self) -> serde_json::Value {
+    pub(crate) fn metadata(&self) -> serde_json::Value {
         let Some(image) = &self.image else { return json!({}) };
         let mut metadata = json!({
             "containerimage.config.digest": image.config.digest,
@@ -78,12 +78,12 @@ impl ExportResult {
 
     /// What `--iidfile` and `-q` give: the config digest, as buildx's image id is for every
     /// output that makes an image.
-    pub fn image_id(&self) -> Option<String> {
+    pub(crate) fn image_id(&self) -> Option<String> {
         Some(self.image.as_ref()?.config.digest.clone())
     }
 }
 
-pub struct ExportRequest<'a> {
+pub(crate) struct ExportRequest<'a> {
     pub store: &'a Store,
     pub layers: &'a [Layer],
     pub document: &'a ImageDocument,
@@ -99,7 +99,7 @@ pub struct ExportRequest<'a> {
     pub registry: Option<&'a crate::registry::Client>,
 }
 
-pub fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
+pub(crate) fn export(request: &ExportRequest) -> Result<ExportResult, ExportError> {
     let mut result = ExportResult::default();
     let mut built: Vec<(String, BuiltImage)> = Vec::new();
     for output in request.outputs {
@@ -279,7 +279,7 @@ fn write_user_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Resu
 
 /// `--annotation` values (as exporter keys, see [`annotation_flag_keys`]) on every output that
 /// makes an image; an output's own `annotation*` keys win.
-pub fn merge_annotations(outputs: &mut [OutputSpec], annotations: &[(String, String)]) -> Result<(), OutputError> {
+pub(crate) fn merge_annotations(outputs: &mut [OutputSpec], annotations: &[(String, String)]) -> Result<(), OutputError> {
     for output in outputs.iter_mut().filter(|output| !matches!(output.kind, OutputKind::Local | OutputKind::Tar)) {
         for (key, value) in annotations {
             output.add_annotation(key, value.clone(), false)?;

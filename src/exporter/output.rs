@@ -78,7 +78,7 @@ pub enum OutputError {
 
 /// Where an annotation goes (BuildKit's annotation types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnnotationTarget {
+pub(crate) enum AnnotationTarget {
     Manifest,
     ManifestDescriptor,
     Index,
@@ -86,7 +86,7 @@ pub enum AnnotationTarget {
 }
 
 /// `annotation[-TYPE][[PLATFORM]].KEY` as BuildKit's exporters read it: (type, platform, key).
-pub fn parse_annotation_key(text: &str) -> Result<(AnnotationTarget, Option<String>, String), OutputError> {
+pub(crate) fn parse_annotation_key(text: &str) -> Result<(AnnotationTarget, Option<String>, String), OutputError> {
     let invalid = || OutputError::AnnotationKey(text.to_string());
     let rest = text.strip_prefix("annotation").ok_or_else(invalid)?;
     let (kind, rest) = match rest.find(['.', '[']) {
@@ -113,7 +113,7 @@ pub fn parse_annotation_key(text: &str) -> Result<(AnnotationTarget, Option<Stri
 
 /// buildx's `--annotation [TYPE[,TYPE...]][[PLATFORM]]:KEY=VALUE` as exporter keys
 /// (`annotation-TYPE[PLATFORM].KEY`, or `annotation.KEY` without a type) with the value.
-pub fn annotation_flag_keys(flag: &str) -> Result<Vec<(String, String)>, OutputError> {
+pub(crate) fn annotation_flag_keys(flag: &str) -> Result<Vec<(String, String)>, OutputError> {
     let (left, value) = flag.split_once('=').ok_or_else(|| OutputError::AnnotationFlag(flag.to_string()))?;
     // A prefix is lowercase types with optional platforms, before the first `:`; a key with a
     // colon of its own (`org.example:x`) and no such prefix is kept whole, as buildx's pattern does.
@@ -141,7 +141,7 @@ pub fn annotation_flag_keys(flag: &str) -> Result<Vec<(String, String)>, OutputE
         .collect())
 }
 
-pub fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, OutputError> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
@@ -188,7 +188,7 @@ impl OutputSpec {
 }
 
 /// Splits a CSV line, honouring double quotes (buildx allows `"name=a,b"`).
-pub fn split_csv(text: &str) -> Vec<String> {
+pub(crate) fn split_csv(text: &str) -> Vec<String> {
     let mut fields = Vec::new();
     let mut current = String::new();
     let mut quoted = false;
@@ -203,7 +203,7 @@ pub fn split_csv(text: &str) -> Vec<String> {
     fields
 }
 
-pub fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
+pub(crate) fn parse_output(text: &str) -> Result<OutputSpec, OutputError> {
     if text.trim().is_empty() {
         return Err(OutputError::Empty);
     }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 20;
 
-pub struct ParallelGzip<W: Write> {
+pub(super) struct ParallelGzip<W: Write> {
     inner: W,
     level: u32,
     /// Full chunks waiting to be compressed, and the one being filled.
@@ -21,7 +21,7 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    pub fn new(inner: W, level: u32) -> ParallelGzip<W> {
+    pub(super) fn new(inner: W, level: u32) -> ParallelGzip<W> {
         let batch = rayon::current_num_threads().max(1) * 2;
         ParallelGzip { inner, level, pending: Vec::new(), current: Vec::with_capacity(CHUNK), batch }
     }
@@ -46,7 +46,7 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     /// Compresses what is left and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(super) fn finish(mut self) -> io::Result<W> {
         if !self.current.is_empty() || (self.pending.is_empty() && self.current.is_empty()) {
             // An empty input still makes one (empty) member: a valid gzip file.
             let last = std::mem::take(&mut self.current);

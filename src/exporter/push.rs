@@ -13,7 +13,7 @@ use crate::registry::Client;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
+pub(crate) enum PushError {
     #[error("invalid image name `{name}`: {message}")]
     Name { name: String, message: String },
     #[error("failed to push `{name}`: {message}")]
@@ -44,7 +44,7 @@ fn mount_sources(store: &Store, target: &Reference) -> HashMap<String, String> {
     sources
 }
 
-pub fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, task: &Task) -> Result<(), PushError> {
+pub(super) fn push(store: &Store, client: &Client, image: &BuiltImage, name: &str, task: &Task) -> Result<(), PushError> {
     let reference = Reference::parse(name).map_err(|error| PushError::Name { name: name.into(), message: error.to_string() })?;
     let failed = |error: crate::registry::RegistryError| PushError::Push { name: name.into(), message: error.to_string() };
     task.status("pushing layers", 0, None, false);

@@ -40,7 +40,7 @@ pub(super) struct StageState {
 
 impl StageState {
     /// The progress name of the next counted step.
-    pub fn step_name(&mut self, text: &str) -> String {
+    pub(super) fn step_name(&mut self, text: &str) -> String {
         if self.total == 0 {
             return text.to_string();
         }
@@ -51,7 +51,7 @@ impl StageState {
 
     /// Adds a history entry. A step with a layer always adds one, empty diff or not, as
     /// BuildKit does.
-    pub fn commit(&mut self, created_by: String, with_layer: bool, epoch: Option<i64>) {
+    pub(super) fn commit(&mut self, created_by: String, with_layer: bool, epoch: Option<i64>) {
         self.image.history.push(History {
             created: epoch.map(super::image_config::rfc3339),
             created_by: Some(created_by),

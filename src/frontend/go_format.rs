@@ -3,21 +3,21 @@
 //! image configs (and so digests) equal to BuildKit's for the same Dockerfile.
 
 /// Go's `fmt.Sprintf("%q", []string{...})`: `["a" "b"]`.
-pub fn quote_list(items: &[String]) -> String {
+pub(super) fn quote_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
     format!("[{}]", quoted.join(" "))
 }
 
 /// Go's `strconv.Quote`: the graph's one copy.
-pub use crate::graph::go_quote as quote;
+pub(super) use crate::graph::go_quote as quote;
 
 /// Go's `%v` of a string slice: `[a b]`.
-pub fn plain_list(items: &[String]) -> String {
+pub(super) fn plain_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
 /// Go's `time.Duration.String()`: `0s`, `1.5s`, `500ms`, `1m30s`, `1h0m0s`.
-pub fn duration_string(nanos: i64) -> String {
+pub(super) fn duration_string(nanos: i64) -> String {
     if nanos == 0 {
         return "0s".into();
     }

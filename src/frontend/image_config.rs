@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 /// Go's `struct{}` in `ExposedPorts` and `Volumes`: serializes as `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Empty {}
+pub(crate) struct Empty {}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Healthcheck {
+pub(crate) struct Healthcheck {
     #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
     pub test: Vec<String>,
     #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
@@ -32,7 +32,7 @@ fn is_zero(value: &i64) -> bool {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerConfig {
+pub(crate) struct ContainerConfig {
     #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
     pub user: String,
     #[serde(rename = "ExposedPorts", default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -62,7 +62,7 @@ pub struct ContainerConfig {
 }
 
 impl ContainerConfig {
-    pub fn env_get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn env_get(&self, name: &str) -> Option<&str> {
         self.env.iter().rev().find_map(|entry| {
             let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
             (key == name).then_some(value)
@@ -70,7 +70,7 @@ impl ContainerConfig {
     }
 
     /// Sets `name=value`, replacing an earlier value in place (as Docker keeps the order).
-    pub fn env_set(&mut self, name: &str, value: &str) {
+    pub(crate) fn env_set(&mut self, name: &str, value: &str) {
         let entry = format!("{name}={value}");
         match self.env.iter_mut().find(|existing| existing.split_once('=').map(|(k, _)| k) == Some(name) || *existing == name) {
             Some(existing) => *existing = entry,
@@ -80,7 +80,7 @@ impl ContainerConfig {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct History {
+pub(crate) struct History {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +94,7 @@ pub struct History {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootFs {
+pub(crate) struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
     pub diff_ids: Vec<String>,
@@ -103,7 +103,7 @@ pub struct RootFs {
 /// The whole config document. Top-level keys are written sorted, as BuildKit's exporter
 /// re-marshals the document through a map.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageDocument {
+pub(crate) struct ImageDocument {
     pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
@@ -121,7 +121,7 @@ pub struct ImageDocument {
 }
 
 /// Seconds since the epoch as Go's RFC 3339 with nanoseconds (`2024-01-02T03:04:05Z`).
-pub fn rfc3339(seconds: i64) -> String {
+pub(crate) fn rfc3339(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let second_of_day = seconds.rem_euclid(86_400);
     // Howard Hinnant's days-to-civil.

@@ -10,9 +10,9 @@ mod copy;
 mod dispatch;
 mod go_format;
 mod history;
-pub mod image_config;
+pub(crate) mod image_config;
 mod run;
-pub mod scope;
+pub(crate) mod scope;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use crate::dockerfile::syntax::{Dockerfile, Span};
 use crate::graph::{ContextSource, Graph, ImageSource, NetworkMode, Op, Origin, VertexId};
 use crate::oci::Platform;
 
-pub use image_config::{ContainerConfig, History, ImageDocument};
+pub(crate) use image_config::ImageDocument;
 
 /// A `--build-context name=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum NamedContext {
 
 /// A base image, resolved before lowering (its config shapes the stage).
 #[derive(Debug, Clone)]
-pub struct ResolvedImage {
+pub(crate) struct ResolvedImage {
     pub source: ImageSource,
     /// How progress names it, e.g. `docker.io/library/busybox:latest@sha256:...`.
     pub display: String,
@@ -47,12 +47,12 @@ pub struct ResolvedImage {
 }
 
 /// Finds base images. The frontend does no I/O itself.
-pub trait ImageResolver {
+pub(crate) trait ImageResolver {
     fn resolve_layout(&self, path: &std::path::Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, String>;
     fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
 }
 
-pub struct FrontendOptions {
+pub(crate) struct FrontendOptions {
     pub dockerfile: Dockerfile,
     pub dockerfile_path: Option<PathBuf>,
     pub context_dir: PathBuf,
@@ -76,10 +76,9 @@ pub struct FrontendOptions {
 }
 
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub graph: Graph,
     pub target: VertexId,
-    pub target_stage: String,
     pub image: ImageDocument,
     pub warnings: Vec<String>,
 }
@@ -117,7 +116,7 @@ pub(crate) struct Lowering<'a> {
     multi_stage: bool,
 }
 
-pub fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<Plan, DockerfileError> {
+pub(crate) fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<Plan, DockerfileError> {
     let located = commands(&options.dockerfile)?;
     let lexer = Lexer::new(options.dockerfile.directives.escape);
     let mut globals = Vec::new();
@@ -160,8 +159,7 @@ pub fn lower(options: &FrontendOptions, resolver: &dyn ImageResolver) -> Result<
     image.os = options.platform.os.clone();
     image.variant = options.platform.variant.clone();
     // Unused build args are ignored silently, as BuildKit does.
-    let target_stage = lowering.stage_display_name(target_index);
-    Ok(Plan { graph: lowering.graph, target: result.vertex, target_stage, image, warnings: lowering.warnings })
+    Ok(Plan { graph: lowering.graph, target: result.vertex, image, warnings: lowering.warnings })
 }
 
 fn origin(span: Span) -> Option<Origin> {
@@ -298,6 +296,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
+    use super::image_config::History;
     use super::*;
     use crate::dockerfile::syntax::parse;
     use crate::graph::Digest;

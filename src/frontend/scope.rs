@@ -12,7 +12,7 @@ use crate::dockerfile::shell::{Lexer, ShellError};
 use crate::oci::Platform;
 
 /// The predefined ARGs of a build (platform ones; proxy ones are only for RUN).
-pub fn predefined_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
+pub(crate) fn predefined_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
     let mut args = BTreeMap::new();
     for (prefix, platform) in [("TARGET", target), ("BUILD", build)] {
         args.insert(format!("{prefix}PLATFORM"), platform.to_string());
@@ -25,12 +25,12 @@ pub fn predefined_args(target: &Platform, build: &Platform) -> BTreeMap<String, 
 
 /// Names of the proxy ARGs that are predefined (usable without declaration in RUN, never in
 /// the image or the cache key).
-pub const PROXY_ARGS: [&str; 8] =
+pub(crate) const PROXY_ARGS: [&str; 8] =
     ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy"];
 
 /// Variables of one stage while it is lowered.
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
+pub(crate) struct Scope {
     /// Declared ARGs with their values (None: declared without a value and none given).
     pub args: Vec<(String, Option<String>)>,
     /// The stage's environment: the base image's ENV plus ENV instructions, in order.
@@ -38,40 +38,40 @@ pub struct Scope {
 }
 
 impl Scope {
-    pub fn lookup(&self, name: &str) -> Option<String> {
+    pub(crate) fn lookup(&self, name: &str) -> Option<String> {
         if let Some((_, value)) = self.env.iter().rev().find(|(key, _)| key == name) {
             return Some(value.clone());
         }
         self.args.iter().rev().find(|(key, _)| key == name).and_then(|(_, value)| value.clone())
     }
 
-    pub fn set_arg(&mut self, name: &str, value: Option<String>) {
+    pub(crate) fn set_arg(&mut self, name: &str, value: Option<String>) {
         self.args.retain(|(key, _)| key != name);
         self.args.push((name.to_string(), value));
     }
 
-    pub fn set_env(&mut self, name: &str, value: &str) {
+    pub(crate) fn set_env(&mut self, name: &str, value: &str) {
         match self.env.iter_mut().find(|(key, _)| key == name) {
             Some(existing) => existing.1 = value.to_string(),
             None => self.env.push((name.to_string(), value.to_string())),
         }
     }
 
-    pub fn expand(&self, lexer: &Lexer, word: &str) -> Result<String, ShellError> {
+    pub(crate) fn expand(&self, lexer: &Lexer, word: &str) -> Result<String, ShellError> {
         lexer.process_word(word, &|name| self.lookup(name))
     }
 
     /// A step's name in progress, as BuildKit shows it ([`Lexer::process_progress_name`]).
-    pub fn progress_name(&self, lexer: &Lexer, text: &str) -> String {
+    pub(crate) fn progress_name(&self, lexer: &Lexer, text: &str) -> String {
         lexer.process_progress_name(text, &|name| self.lookup(name))
     }
 
     /// A heredoc body with an unquoted delimiter: quotes are kept as written.
-    pub fn expand_heredoc(&self, lexer: &Lexer, body: &str) -> Result<String, ShellError> {
+    pub(crate) fn expand_heredoc(&self, lexer: &Lexer, body: &str) -> Result<String, ShellError> {
         lexer.process_heredoc(body, &|name| self.lookup(name))
     }
 
-    pub fn expand_words(&self, lexer: &Lexer, word: &str) -> Result<Vec<String>, ShellError> {
+    pub(crate) fn expand_words(&self, lexer: &Lexer, word: &str) -> Result<Vec<String>, ShellError> {
         lexer.process_words(word, &|name| self.lookup(name))
     }
 }

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 /// `text` in double quotes with Go's escapes: `echo "a b"` becomes `"echo \"a b\""`.
-pub fn go_quote(text: &str) -> String {
+pub(crate) fn go_quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     for character in text.chars() {

@@ -13,8 +13,8 @@
 mod go_quote;
 mod op;
 
-pub use go_quote::go_quote;
-pub use op::{
+pub(crate) use go_quote::go_quote;
+pub(crate) use op::{
     CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, ImageSource, MkdirAction, MkfileAction,
     NetworkMode, Op, Owner,
 };
@@ -25,20 +25,20 @@ use std::fmt;
 use sha2::{Digest as _, Sha256};
 
 /// Index of a vertex in its graph.
-pub type VertexId = usize;
+pub(crate) type VertexId = usize;
 
 /// A `sha256:<hex>` digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct Digest(pub String);
+pub(crate) struct Digest(pub String);
 
 impl Digest {
     /// The digest of some bytes.
-    pub fn of(bytes: &[u8]) -> Digest {
+    pub(crate) fn of(bytes: &[u8]) -> Digest {
         Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
     /// The hex part, without `sha256:`.
-    pub fn hex(&self) -> &str {
+    pub(crate) fn hex(&self) -> &str {
         self.0.strip_prefix("sha256:").unwrap_or(&self.0)
     }
 }
@@ -51,13 +51,13 @@ impl fmt::Display for Digest {
 
 /// Where a vertex comes from in the Dockerfile, for error snippets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     pub start_line: usize,
     pub end_line: usize,
 }
 
 #[derive(Debug, Clone)]
-pub struct Vertex {
+pub(crate) struct Vertex {
     pub op: Op,
     pub inputs: Vec<VertexId>,
     /// The progress name, e.g. `[stage-1 2/3] COPY a /b`.
@@ -69,13 +69,13 @@ pub struct Vertex {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Graph {
+pub(crate) struct Graph {
     pub vertices: Vec<Vertex>,
     by_digest: HashMap<Digest, VertexId>,
 }
 
 impl Graph {
-    pub fn new() -> Graph {
+    pub(crate) fn new() -> Graph {
         Graph::default()
     }
 
@@ -83,7 +83,7 @@ impl Graph {
     ///
     /// Identity is the op and the inputs, not the name: the first name wins, as BuildKit shows
     /// a deduplicated vertex once.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         op: Op,
         inputs: Vec<VertexId>,
@@ -109,7 +109,7 @@ impl Graph {
     }
 
     /// The vertices `targets` depend on (themselves included), in topological order.
-    pub fn reachable(&self, targets: &[VertexId]) -> Vec<VertexId> {
+    pub(crate) fn reachable(&self, targets: &[VertexId]) -> Vec<VertexId> {
         let mut needed = vec![false; self.vertices.len()];
         let mut stack: Vec<VertexId> = targets.to_vec();
         while let Some(id) = stack.pop() {
@@ -123,7 +123,7 @@ impl Graph {
     }
 
     /// A stable text dump, one vertex a line, for snapshot tests and `rbuild debug graph`.
-    pub fn dump(&self, targets: &[VertexId]) -> String {
+    pub(crate) fn dump(&self, targets: &[VertexId]) -> String {
         let mut out = String::new();
         for id in self.reachable(targets) {
             let vertex = &self.vertices[id];

@@ -12,7 +12,7 @@ use super::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Op {
+pub(crate) enum Op {
     /// The empty filesystem.
     Scratch,
     /// A base image's layers.
@@ -30,12 +30,12 @@ pub enum Op {
 
 impl Op {
     /// Canonical JSON of the op.
-    pub fn definition(&self) -> String {
+    pub(crate) fn definition(&self) -> String {
         // Serializing plain data (strings, numbers, paths, enums) to a String cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Op::Scratch => "scratch",
             Op::Image(_) => "image",
@@ -50,7 +50,7 @@ impl Op {
 /// A `RUN` step. Everything here is in the cache key but `proxy_env` (BuildKit keeps proxy
 /// settings out of keys and images).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExecOp {
+pub(crate) struct ExecOp {
     pub args: Vec<String>,
     /// The process environment, `KEY=VALUE`.
     pub env: Vec<String>,
@@ -84,14 +84,14 @@ pub enum NetworkMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExecMount {
+pub(crate) struct ExecMount {
     pub target: String,
     pub kind: ExecMountKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ExecMountKind {
+pub(crate) enum ExecMountKind {
     /// A path of input `input` (a stage, named context or the main context).
     Bind {
         input: usize,
@@ -137,7 +137,7 @@ pub enum ExecMountKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CacheSharing {
+pub(crate) enum CacheSharing {
     Shared,
     Private,
     Locked,
@@ -145,7 +145,7 @@ pub enum CacheSharing {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ImageSource {
+pub(crate) enum ImageSource {
     /// An image in an OCI layout directory, pinned to a manifest digest.
     OciLayout { path: PathBuf, manifest_digest: Digest, reference: String },
     /// An image in a registry, pinned to a manifest digest; its manifest and config are blobs in
@@ -154,7 +154,7 @@ pub enum ImageSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ContextSource {
+pub(crate) struct ContextSource {
     /// `context` for the main context, else the `--build-context` name.
     pub name: String,
     pub dir: PathBuf,
@@ -164,7 +164,7 @@ pub struct ContextSource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FileAction {
+pub(crate) enum FileAction {
     Copy(CopyAction),
     Mkdir(MkdirAction),
     Mkfile(MkfileAction),
@@ -173,14 +173,14 @@ pub enum FileAction {
 /// `user[:group]` as written, resolved against the destination's /etc/passwd and /etc/group
 /// when the step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub user: String,
     pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Chmod {
+pub(crate) enum Chmod {
     Octal(u32),
     /// `u+x,go-w`, `a=rX`: applied per file, as chmod(1) does.
     Symbolic(String),
@@ -188,7 +188,7 @@ pub enum Chmod {
 
 impl Chmod {
     /// Parses a `--chmod` value: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `a=rX`).
-    pub fn parse(text: &str) -> Result<Chmod, String> {
+    pub(crate) fn parse(text: &str) -> Result<Chmod, String> {
         let invalid = || format!("invalid chmod parameter: `{text}`");
         if !text.is_empty() && text.chars().all(|c| c.is_digit(8)) {
             let mode = u32::from_str_radix(text, 8).map_err(|_| invalid())?;
@@ -202,7 +202,7 @@ impl Chmod {
     }
 
     /// The new permission bits of a file that has `mode`.
-    pub fn apply(&self, mode: u32, is_directory: bool) -> u32 {
+    pub(crate) fn apply(&self, mode: u32, is_directory: bool) -> u32 {
         match self {
             Chmod::Octal(bits) => *bits,
             Chmod::Symbolic(text) => apply_symbolic(text, mode, is_directory).unwrap_or(mode & 0o7777),
@@ -256,7 +256,7 @@ fn apply_symbolic(text: &str, mode: u32, is_directory: bool) -> Option<u32> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CopyAction {
+pub(crate) struct CopyAction {
     /// Index into the vertex's inputs of the source (0 is the destination base).
     pub source_input: usize,
     /// Source paths or wildcard patterns, relative to the source root.
@@ -275,7 +275,7 @@ pub struct CopyAction {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MkdirAction {
+pub(crate) struct MkdirAction {
     pub path: String,
     pub mode: u32,
     pub owner: Option<Owner>,
@@ -283,7 +283,7 @@ pub struct MkdirAction {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MkfileAction {
+pub(crate) struct MkfileAction {
     pub path: String,
     pub data: Vec<u8>,
     pub mode: u32,

@@ -28,37 +28,34 @@ use crate::graph::{ContextSource, CopyAction};
 use crate::store::{FileHashRow, Store, StoreError};
 
 #[derive(Debug)]
-pub struct ContextHandle {
-    pub name: String,
+pub(crate) struct ContextHandle {
     pub dir: PathBuf,
     pub ignore: DockerIgnore,
-    /// The `.dockerignore` file in force, for messages.
-    pub ignore_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ContextError {
+pub(crate) enum ContextError {
     #[error("build context `{path}` is not a directory")]
     NotADirectory { path: String },
     #[error(transparent)]
     Ignore(#[from] DockerIgnoreError),
 }
 
-pub fn cache_inputs(source: &ContextSource) -> Vec<CacheInput> {
+pub(crate) fn cache_inputs(source: &ContextSource) -> Vec<CacheInput> {
     vec![("context".into(), source.name.clone())]
 }
 
-pub fn open(source: &ContextSource) -> Result<ContextHandle, ContextError> {
+pub(crate) fn open(source: &ContextSource) -> Result<ContextHandle, ContextError> {
     if !source.dir.is_dir() {
         return Err(ContextError::NotADirectory { path: source.dir.display().to_string() });
     }
-    let (ignore_file, ignore) = DockerIgnore::load(&source.dir, source.dockerfile.as_deref())?;
-    Ok(ContextHandle { name: source.name.clone(), dir: source.dir.clone(), ignore, ignore_file })
+    let (_, ignore) = DockerIgnore::load(&source.dir, source.dockerfile.as_deref())?;
+    Ok(ContextHandle { dir: source.dir.clone(), ignore })
 }
 
 /// Opens the context and selects what `copies` (the build's `COPY`s from it) use, reporting the
 /// transfer as BuildKit does: `transferring context: 2.03kB done`.
-pub fn load(source: &ContextSource, copies: &[CopyAction], environment: &Environment) -> Result<Arc<ContextHandle>, ContextError> {
+pub(crate) fn load(source: &ContextSource, copies: &[CopyAction], environment: &Environment) -> Result<Arc<ContextHandle>, ContextError> {
     let handle = Arc::new(open(source)?);
     let id = format!("transferring {}:", source.name);
     (environment.status)(&id, 0, None, false);
@@ -99,19 +96,19 @@ impl HashCache for ReadFiles<'_> {
 
 /// File hashes remembered in the store's database. Loaded once per build, written once at the
 /// end, so hashing threads never wait on SQLite.
-pub struct StoreHashCache {
+pub(crate) struct StoreHashCache {
     known: HashMap<String, FileHashRow>,
     fresh: Mutex<Vec<(String, FileHashRow)>>,
 }
 
 impl StoreHashCache {
-    pub fn load(store: &Store) -> Result<StoreHashCache, StoreError> {
+    pub(crate) fn load(store: &Store) -> Result<StoreHashCache, StoreError> {
         let known = store.database().all_file_hashes()?;
         Ok(StoreHashCache { known, fresh: Mutex::new(Vec::new()) })
     }
 
     /// Writes the hashes computed in this build.
-    pub fn save(&self, store: &Store) -> Result<(), StoreError> {
+    pub(crate) fn save(&self, store: &Store) -> Result<(), StoreError> {
         let fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
         store.database().put_file_hashes(&fresh)?;
         Ok(())

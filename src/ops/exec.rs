@@ -35,7 +35,7 @@ use crate::snapshot::view::LayeredView;
 use crate::store::cache_mount::{HeldMount, MountSharing};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The command as BuildKit quotes it (Go's `%q`): `process "/bin/sh -c echo \"a\""`.
     #[error("process {} did not complete successfully: exit code: {code}", go_quote(command))]
     Failed { command: String, code: i32 },
@@ -96,7 +96,7 @@ fn ssh_socket(sources: &[PathBuf], prepared: &mut Prepared) -> io::Result<PathBu
     Ok(socket)
 }
 
-pub fn cache_inputs(
+pub(crate) fn cache_inputs(
     vertex: &Vertex,
     op: &ExecOp,
     inputs: &[(String, Output)],
@@ -161,7 +161,7 @@ struct Prepared {
     _held_mounts: Vec<HeldMount>,
 }
 
-pub fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
+pub(crate) fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
     let base = inputs.first().ok_or(OpError::Unsupported("RUN without a base"))?;
     let store = environment.store;
     let view = LayeredView::new(base.layer_paths());

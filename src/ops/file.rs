@@ -38,7 +38,7 @@ use crate::snapshot::flatten::set_times;
 use crate::snapshot::view::{LayeredView, Node};
 
 #[derive(Debug, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     #[error(transparent)]
     Selection(#[from] SelectionError),
     #[error("failed to compute cache key: failed to calculate checksum of ref: \"/{path}\": not found")]
@@ -61,7 +61,7 @@ pub enum FileError {
 
 /// Selections of context files made while computing cache keys, reused by `run`.
 #[derive(Default)]
-pub struct SelectionMemo {
+pub(crate) struct SelectionMemo {
     selections: Mutex<HashMap<(usize, String), Arc<Selection>>>,
 }
 
@@ -75,7 +75,7 @@ fn selection_for(handle: &ContextHandle, action: &CopyAction, environment: &Envi
 
 /// Selects context files (memoized per build): what each source names, decided once by the
 /// context selection for both the cache key and the copy.
-pub fn select_context(
+pub(crate) fn select_context(
     handle: &ContextHandle,
     sources: &[String],
     excludes: &[String],
@@ -91,7 +91,11 @@ pub fn select_context(
     Ok(selection)
 }
 
-pub fn cache_inputs(actions: &[FileAction], inputs: &[(String, Output)], environment: &Environment) -> Result<Vec<CacheInput>, OpError> {
+pub(crate) fn cache_inputs(
+    actions: &[FileAction],
+    inputs: &[(String, Output)],
+    environment: &Environment,
+) -> Result<Vec<CacheInput>, OpError> {
     let mut cache_inputs = Vec::new();
     for (index, (key, output)) in inputs.iter().enumerate() {
         if matches!(output, Output::Layers(_)) {
@@ -109,7 +113,7 @@ pub fn cache_inputs(actions: &[FileAction], inputs: &[(String, Output)], environ
     Ok(cache_inputs)
 }
 
-pub fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
+pub(crate) fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], environment: &Environment) -> Result<Vec<Layer>, OpError> {
     let base = inputs.first().ok_or(FileError::NotAFilesystem)?;
     let Output::Layers(base_layers) = base else { return Err(FileError::NotAFilesystem.into()) };
     let upper = environment.store.temp_dir("file-")?;

@@ -27,7 +27,7 @@ use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompre
 use crate::store::{BlobRow, LayerRow, now};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ImageError {
+pub(crate) enum ImageError {
     #[error("failed to read OCI layout `{path}`")]
     Read { path: String, source: io::Error },
     #[error("invalid OCI layout `{path}`: {message}")]
@@ -52,14 +52,14 @@ pub enum ImageError {
 
 /// An image chosen from a layout: what the frontend needs to build a stage on it.
 #[derive(Debug, Clone)]
-pub struct ResolvedImage {
+pub(crate) struct ResolvedImage {
     pub source: ImageSource,
     /// The raw image config JSON.
     pub config: Vec<u8>,
 }
 
 /// Picks a manifest in the layout at `path`. `selector` is `:tag`, `@sha256:...` or empty.
-pub fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::oci::Platform) -> Result<ResolvedImage, ImageError> {
+pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::oci::Platform) -> Result<ResolvedImage, ImageError> {
     let path_text = path.display().to_string();
     let index_path = path.join("index.json");
     let index =
@@ -137,7 +137,7 @@ fn is_index(media_type: &MediaType) -> bool {
 /// Where blob `digest` is in the OCI layout directory `layout`.
 /// A digest that is not `algorithm:hex` in plain characters (from a hostile index: `sha256:../x`)
 /// names a file that never exists, never a path outside the layout.
-pub fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
+pub(crate) fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
     let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     let plain = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
     if !plain(algorithm) || !plain(hex) {
@@ -157,7 +157,7 @@ fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
     Ok(bytes)
 }
 
-pub fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
+pub(crate) fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
     match source {
         ImageSource::OciLayout { manifest_digest, .. } | ImageSource::Registry { manifest_digest, .. } => {
             vec![("image".into(), manifest_digest.0.clone())]
@@ -166,7 +166,7 @@ pub fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
 }
 
 /// Unpacks the image's layers into the store (each once: a known diff id is reused).
-pub fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>, ImageError> {
+pub(crate) fn run(source: &ImageSource, environment: &Environment) -> Result<Vec<Layer>, ImageError> {
     let (path, manifest_digest, reference) = match source {
         ImageSource::OciLayout { path, manifest_digest, reference } => (path, manifest_digest, reference),
         ImageSource::Registry { reference, manifest_digest } => return pull(reference, manifest_digest, environment),
@@ -242,7 +242,7 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
 const PARALLEL_FETCHES: usize = 4;
 
 /// One blob into the store, verified against its digest.
-pub fn fetch_blob(
+pub(crate) fn fetch_blob(
     store: &crate::store::Store,
     reference: &str,
     digest: &str,
@@ -260,7 +260,7 @@ pub fn fetch_blob(
 
 /// A layer blob as a manifest lists it.
 #[derive(Debug, Clone)]
-pub struct BlobDescriptor {
+pub(crate) struct BlobDescriptor {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
@@ -270,7 +270,7 @@ pub struct BlobDescriptor {
 /// blob's bytes; they land in the store's blobs (verified against the digest), are unpacked
 /// into a snapshot (verified against the config's diff id) and recorded. A layer whose diff id
 /// the store already has is not fetched at all.
-pub fn import_layers(
+pub(crate) fn import_layers(
     environment: &Environment,
     reference: &str,
     config_bytes: &[u8],
@@ -302,7 +302,7 @@ pub fn import_layers(
 
 /// A layer blob to bring into the store, and what to record about its layer.
 #[derive(Debug, Clone)]
-pub struct LayerBlob {
+pub(crate) struct LayerBlob {
     pub blob: BlobDescriptor,
     pub diff_id: String,
     /// The layer's creation time when known (a cached step's), else now.
@@ -318,7 +318,7 @@ type FetchedBlob = (String, u64);
 /// names where they come from in errors. Each unpacking is a status `extracting <blob digest>`,
 /// bottom layer first, as BuildKit shows it under the `FROM` (no sizes; recorded from BuildKit
 /// in `testdata/progress/extracting`).
-pub fn unpack_layers(
+pub(crate) fn unpack_layers(
     store: &crate::store::Store,
     cancel: &AtomicBool,
     name: &str,

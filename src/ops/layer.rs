@@ -13,7 +13,7 @@ use crate::store::usage::tree_size;
 use crate::store::{LayerRow, Store, StoreError, now};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layer {
+pub(crate) struct Layer {
     /// `sha256:` of the uncompressed tar.
     pub diff_id: String,
     /// The snapshot directory.
@@ -27,13 +27,13 @@ pub struct Layer {
 
 impl Layer {
     /// Whether the snapshot must still be fetched before the layer's files can be read.
-    pub fn is_lazy(&self) -> bool {
+    pub(crate) fn is_lazy(&self) -> bool {
         self.remote.is_some() && !self.path.is_dir()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LayerError {
+pub(crate) enum LayerError {
     #[error("failed to compute the diff of `{path}`")]
     Diff { path: String, source: crate::snapshot::layer_tar::LayerTarError },
     #[error("failed to measure `{path}`")]
@@ -46,7 +46,7 @@ pub enum LayerError {
 
 /// Turns a finished snapshot directory into a layer. An empty directory is an empty layer:
 /// BuildKit exports a step with no change as a real (empty) layer too.
-pub fn commit(
+pub(crate) fn commit(
     store: &Store,
     directory: tempfile::TempDir,
     description: &str,
@@ -73,7 +73,7 @@ pub fn commit(
 }
 
 /// The layers of a record, if every one is still in the store (else the record is a miss).
-pub fn load(store: &Store, diff_ids: &[String]) -> Result<Option<Vec<Layer>>, StoreError> {
+pub(crate) fn load(store: &Store, diff_ids: &[String]) -> Result<Option<Vec<Layer>>, StoreError> {
     let database = store.database();
     let mut layers = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {

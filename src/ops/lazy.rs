@@ -24,7 +24,7 @@ use crate::snapshot::extract::{ExtractOptions, WhiteoutMode, decompressed, extra
 use crate::store::{BlobRow, Store, StoreError, now};
 
 /// Where the blobs of an imported cache are read from: a registry repository or an OCI layout.
-pub trait BlobSource: Send + Sync {
+pub(crate) trait BlobSource: Send + Sync {
     /// Names the source in messages: the reference, or the directory.
     fn name(&self) -> &str;
     /// Writes the bytes of blob `digest` to `out`, reporting (bytes done, total).
@@ -38,7 +38,7 @@ pub trait BlobSource: Send + Sync {
 
 /// A blob and the source that has it.
 #[derive(Clone)]
-pub struct RemoteBlob {
+pub(crate) struct RemoteBlob {
     pub blob: BlobDescriptor,
     pub source: Arc<dyn BlobSource>,
 }
@@ -59,7 +59,7 @@ impl Eq for RemoteBlob {}
 
 /// A cache record offered by an imported cache.
 #[derive(Debug, Clone)]
-pub struct RemoteRecord {
+pub(crate) struct RemoteRecord {
     /// The step, as `cache why` and `--debug-cache` name it.
     pub description: String,
     pub inputs: Vec<CacheInput>,
@@ -67,7 +67,7 @@ pub struct RemoteRecord {
 }
 
 #[derive(Debug, Clone)]
-pub struct RemoteLayer {
+pub(crate) struct RemoteLayer {
     pub diff_id: String,
     /// When the layer was first made (its history time), on whichever machine made it.
     pub created_at: i64,
@@ -77,7 +77,7 @@ pub struct RemoteLayer {
 /// Everything the `--cache-from` sources offer. Where two sources have the same key, the first
 /// given wins.
 #[derive(Debug, Default)]
-pub struct ImportedCache {
+pub(crate) struct ImportedCache {
     pub records: HashMap<String, RemoteRecord>,
     /// `RUN --mount=type=cache` directories by id (exported with `cache-mounts=true`).
     pub mounts: HashMap<String, RemoteBlob>,
@@ -85,7 +85,7 @@ pub struct ImportedCache {
 
 impl ImportedCache {
     /// The record of `key` and its layers: those the store has as they are, the others lazy.
-    pub fn layers(&self, store: &Store, key: &str) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
+    pub(crate) fn layers(&self, store: &Store, key: &str) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
         let Some(record) = self.records.get(key) else { return Ok(None) };
         let database = store.database();
         let mut layers = Vec::with_capacity(record.layers.len());
@@ -102,10 +102,10 @@ impl ImportedCache {
 }
 
 /// Transfer progress: (id, bytes done, total, done).
-pub type Status<'a> = dyn Fn(&str, u64, Option<u64>, bool) + Sync + 'a;
+pub(crate) type Status<'a> = dyn Fn(&str, u64, Option<u64>, bool) + Sync + 'a;
 
 /// Brings the lazy layers among `layers` into the store; the others pass through as they are.
-pub fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, status: &Status) -> Result<Vec<Layer>, ImageError> {
+pub(crate) fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, status: &Status) -> Result<Vec<Layer>, ImageError> {
     let lazy: Vec<bool> = layers.iter().map(Layer::is_lazy).collect();
     if !lazy.contains(&true) {
         return Ok(layers.to_vec());
@@ -139,7 +139,7 @@ pub fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, status:
 
 /// The compressed blob of a lazy layer, fetched into the store and recorded like a base
 /// image's blob (level -1), so every export with its compression reuses the same digest.
-pub fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<BlobRow, ImageError> {
+pub(crate) fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<BlobRow, ImageError> {
     if let Some(row) = store.database().blob(&remote.blob.digest)?.filter(|row| store.blob_is_intact(&row.digest, row.size)) {
         return Ok(row);
     }
@@ -160,7 +160,7 @@ pub fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, statu
 
 /// Unpacks a cache mount's tar blob into `directory` (which must not exist yet). The blob is
 /// verified against its digest before anything is unpacked, and not kept.
-pub fn unpack_mount(store: &Store, remote: &RemoteBlob, directory: &Path, status: &Status) -> Result<(), ImageError> {
+pub(crate) fn unpack_mount(store: &Store, remote: &RemoteBlob, directory: &Path, status: &Status) -> Result<(), ImageError> {
     let fetch = |_: &str, out: &mut dyn Write| fetch_remote(remote, out, status);
     let (digest, _) = fetch_blob(store, remote.source.name(), &remote.blob.digest, &fetch)?;
     let blob_path = store.blob_path(&digest);

@@ -6,12 +6,12 @@
 //! looks it up, and only then runs the op. An op that produces a layer commits it to the store
 //! itself (`layer::commit`), so a result in the store is always complete.
 
-pub mod context;
-pub mod exec;
-pub mod file;
-pub mod image;
-pub mod layer;
-pub mod lazy;
+pub(crate) mod context;
+pub(crate) mod exec;
+pub(crate) mod file;
+pub(crate) mod image;
+pub(crate) mod layer;
+pub(crate) mod lazy;
 mod owner;
 mod source;
 
@@ -23,12 +23,12 @@ use crate::context::content_hash::HashCache;
 use crate::graph::{Op, Vertex};
 use crate::store::Store;
 
-pub use context::ContextHandle;
-pub use layer::Layer;
+pub(crate) use context::ContextHandle;
+pub(crate) use layer::Layer;
 
 /// What a vertex produced.
 #[derive(Debug, Clone)]
-pub enum Output {
+pub(crate) enum Output {
     /// A filesystem: layers, bottom first.
     Layers(Arc<[Layer]>),
     /// A build context directory, read by the `COPY`s that use it.
@@ -36,20 +36,20 @@ pub enum Output {
 }
 
 impl Output {
-    pub fn layers(&self) -> &[Layer] {
+    pub(crate) fn layers(&self) -> &[Layer] {
         match self {
             Output::Layers(layers) => layers,
             Output::Context(_) => &[],
         }
     }
 
-    pub fn layer_paths(&self) -> Vec<PathBuf> {
+    pub(crate) fn layer_paths(&self) -> Vec<PathBuf> {
         self.layers().iter().map(|layer| layer.path.clone()).collect()
     }
 }
 
 /// Everything an op may use besides its inputs.
-pub struct Environment<'a> {
+pub(crate) struct Environment<'a> {
     pub store: &'a Store,
     pub hash_cache: &'a (dyn HashCache + 'a),
     pub cancel: &'a AtomicBool,
@@ -73,13 +73,13 @@ pub struct Environment<'a> {
 }
 
 impl Environment<'_> {
-    pub fn check_canceled(&self) -> Result<(), OpError> {
+    pub(crate) fn check_canceled(&self) -> Result<(), OpError> {
         if self.cancel.load(Ordering::Relaxed) { Err(OpError::Canceled) } else { Ok(()) }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum OpError {
+pub(crate) enum OpError {
     #[error("canceled")]
     Canceled,
     #[error("{0} is not supported yet")]
@@ -100,7 +100,7 @@ pub enum OpError {
 
 /// A writer that fails once the build is canceled, so long writes (layer
 /// tars, compression, archives) stop promptly on Ctrl-C or a failure elsewhere.
-pub struct Cancellable<'a, W> {
+pub(crate) struct Cancellable<'a, W> {
     pub inner: W,
     pub cancel: &'a AtomicBool,
 }
@@ -120,10 +120,10 @@ impl<W: std::io::Write> std::io::Write for Cancellable<'_, W> {
 }
 
 /// One named input of a cache key, kept in the record so `cache why` can say what changed.
-pub type CacheInput = (String, String);
+pub(crate) type CacheInput = (String, String);
 
 /// The inputs of a vertex's cache key besides the op kind, given its inputs' keys and outputs.
-pub fn cache_inputs(vertex: &Vertex, inputs: &[(String, Output)], environment: &Environment) -> Result<Vec<CacheInput>, OpError> {
+pub(crate) fn cache_inputs(vertex: &Vertex, inputs: &[(String, Output)], environment: &Environment) -> Result<Vec<CacheInput>, OpError> {
     let input_keys =
         || -> Vec<CacheInput> { inputs.iter().enumerate().map(|(index, (key, _))| (format!("input {index}"), key.clone())).collect() };
     Ok(match &vertex.op {
@@ -141,7 +141,7 @@ pub fn cache_inputs(vertex: &Vertex, inputs: &[(String, Output)], environment: &
 }
 
 /// Runs the vertex.
-pub fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Result<Output, OpError> {
+pub(crate) fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment) -> Result<Output, OpError> {
     environment.check_canceled()?;
     match &vertex.op {
         Op::Scratch => Ok(Output::Layers(Arc::from(Vec::new()))),

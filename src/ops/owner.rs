@@ -8,13 +8,13 @@ use crate::graph::Owner;
 use crate::snapshot::view::LayeredView;
 
 #[derive(Debug, thiserror::Error)]
-pub enum OwnerError {
+pub(crate) enum OwnerError {
     #[error("failed to read `{path}` of the destination")]
     Read { path: String, source: std::io::Error },
 }
 
 /// Resolves `user[:group]` against the destination filesystem.
-pub fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), OwnerError> {
+pub(super) fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), OwnerError> {
     let (uid, user_gid) = match owner.user.parse::<u32>() {
         Ok(uid) => (uid, uid),
         Err(_) => {

@@ -17,7 +17,7 @@ use crate::context::selection::{EntryKind, Selection};
 use crate::snapshot::view::{LayeredView, Node};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceKind {
+pub(super) enum SourceKind {
     File,
     Directory,
     Symlink(PathBuf),
@@ -29,7 +29,7 @@ pub enum SourceKind {
 }
 
 #[derive(Debug, Clone)]
-pub struct SourceEntry {
+pub(super) struct SourceEntry {
     pub path: String,
     pub kind: SourceKind,
     /// Permission bits with setuid, setgid and sticky.
@@ -50,7 +50,7 @@ fn link_of(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
 }
 
 #[derive(Debug, Default)]
-pub struct SourceListing {
+pub(super) struct SourceListing {
     pub entries: BTreeMap<String, SourceEntry>,
     /// For each source, in order, the paths of the entries it matched (the empty path for the
     /// source root): where a copy starts. Matching happens once, when the listing is made.
@@ -59,7 +59,7 @@ pub struct SourceListing {
 
 /// Cleans a source path or pattern: no leading `/` or `./`, no `.` parts, no trailing `/`,
 /// `..` cannot climb above the root.
-pub fn clean(path: &str) -> String {
+pub(super) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -73,14 +73,14 @@ pub fn clean(path: &str) -> String {
     parts.join("/")
 }
 
-pub fn has_wildcard(pattern: &str) -> bool {
+pub(super) fn has_wildcard(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
 impl SourceListing {
     /// Context files: owned by root, as BuildKit copies them. The selection has already followed
     /// the symlinks that sources name or match; each entry is read from its real path.
-    pub fn from_selection(selection: &Selection) -> SourceListing {
+    pub(super) fn from_selection(selection: &Selection) -> SourceListing {
         let mut entries = BTreeMap::new();
         for entry in &selection.entries {
             // The context root is listed as `.`; the listing names it by the empty path.
@@ -117,7 +117,7 @@ impl SourceListing {
     }
 
     /// A stage's (or image's) files. `parents`: `**` matches any number of directories.
-    pub fn from_view(view: &LayeredView, patterns: &[String], parents: bool) -> io::Result<SourceListing> {
+    pub(super) fn from_view(view: &LayeredView, patterns: &[String], parents: bool) -> io::Result<SourceListing> {
         let mut listing = SourceListing::default();
         for pattern in patterns {
             let pattern = clean(pattern);
@@ -174,7 +174,7 @@ impl SourceListing {
     }
 
     /// Everything below `path` (the whole listing for the root), in path order.
-    pub fn descendants<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a SourceEntry> + 'a {
+    pub(super) fn descendants<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a SourceEntry> + 'a {
         let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
         self.entries
             .range(prefix.clone()..)
@@ -262,7 +262,7 @@ fn match_parts(
 }
 
 /// Go's `filepath.Match` for one path component: `*`, `?`, `[a-z]`, `[^a]`, `\` escapes.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(super) fn glob_match(pattern: &str, name: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let name: Vec<char> = name.chars().collect();
     // Each (pattern rest, name rest) pair is tried once: without this, `*a*a*a...` backtracked

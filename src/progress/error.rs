@@ -8,7 +8,7 @@ use std::error::Error;
 
 /// An error and its causes, `: `-separated, each said once: a message may already end with its
 /// source's text (`{0}` over a `#[from]` source), and saying it twice reads as a stutter.
-pub fn error_text(error: &dyn Error) -> String {
+pub(crate) fn error_text(error: &dyn Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -23,7 +23,7 @@ pub fn error_text(error: &dyn Error) -> String {
 
 /// The last line of a failed build, for `text` from [`error_text`] (or an error that is text
 /// already, said the same on its vertex).
-pub fn failed_to_solve(text: &str) -> String {
+pub(crate) fn failed_to_solve(text: &str) -> String {
     format!("ERROR: failed to solve: {text}")
 }
 

@@ -21,14 +21,14 @@
 //! smaller evil for a process that ends when the build ends.
 
 mod error;
-pub mod plain;
-pub mod rawjson;
+pub(crate) mod plain;
+pub(crate) mod rawjson;
 mod task;
 mod trace;
-pub mod tty;
+pub(crate) mod tty;
 
-pub use error::{error_text, failed_to_solve};
-pub use task::{GraphTasks, Task};
+pub(crate) use error::{error_text, failed_to_solve};
+pub(crate) use task::{GraphTasks, Task};
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
@@ -41,21 +41,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Identifies a vertex within one build, allocated by the [`Sender`] (see [`Task`]). Small and
 /// dense; the plain printer numbers vertices `#1`, `#2`, ... itself, in the order BuildKit
 /// would (first shown, first numbered).
-pub type VertexId = usize;
+pub(crate) type VertexId = usize;
 
 /// Time since the Unix epoch, as read from a [`Clock`].
-pub type Timestamp = Duration;
+pub(crate) type Timestamp = Duration;
 
 /// Which output stream of a process a log chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
 
 /// A vertex of the build graph as the solver announces it, before anything runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Definition {
+pub(crate) struct Definition {
     pub vertex: VertexId,
     pub name: String,
     /// The vertex's content-addressed digest (`sha256:...`): stable across runs, one per vertex.
@@ -66,7 +66,7 @@ pub struct Definition {
 
 /// Something that happened during a build, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The graph about to be solved, announced once as BuildKit does: `rawjson` prints it (so a
     /// reader can rebuild the graph from the stream) and the live view counts its vertices in
     /// the total of `(completed/total)`. Nothing is printed in plain mode.
@@ -116,7 +116,7 @@ pub enum Event {
 
 impl Event {
     /// The vertex the event is about; none for the graph and for warnings.
-    pub fn vertex(&self) -> Option<VertexId> {
+    pub(crate) fn vertex(&self) -> Option<VertexId> {
         match self {
             Event::Started { vertex, .. }
             | Event::Cached { vertex, .. }
@@ -185,19 +185,19 @@ impl fmt::Display for Mode {
 }
 
 /// Where the reporter reads the time.
-pub trait Clock: Send {
+pub(crate) trait Clock: Send {
     fn now(&self) -> Timestamp;
 }
 
 /// Wall-clock time that never goes backwards: the wall time at creation plus a monotonic
 /// [`Instant`] offset, so a clock step during a build cannot produce negative durations.
-pub struct SystemClock {
+pub(crate) struct SystemClock {
     wall_at_start: Duration,
     start: Instant,
 }
 
 impl SystemClock {
-    pub fn new() -> SystemClock {
+    pub(crate) fn new() -> SystemClock {
         SystemClock { wall_at_start: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(), start: Instant::now() }
     }
 }
@@ -216,7 +216,7 @@ impl Clock for SystemClock {
 
 /// Turns events into output. Implementations own their writer; the reporter calls them from
 /// one thread, in event order, with the time each event was received.
-pub trait Printer: Send {
+pub(crate) trait Printer: Send {
     fn event(&mut self, event: Event, now: Timestamp) -> io::Result<()>;
     /// Called when no event arrived for [`TICK`]: lets live views move their clocks and lets the
     /// plain printer switch to a vertex that has waited too long.
@@ -229,10 +229,10 @@ pub trait Printer: Send {
 
 /// How long the reporter waits for an event before calling [`Printer::tick`]; BuildKit
 /// refreshes its displays at about this rate.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Prints nothing; events are still received so senders behave the same in every mode.
-pub struct QuietPrinter;
+pub(crate) struct QuietPrinter;
 
 impl Printer for QuietPrinter {
     fn event(&mut self, _event: Event, _now: Timestamp) -> io::Result<()> {
@@ -257,13 +257,13 @@ enum Message {
 /// fails; events sent after [`Progress::finish`] are dropped. It hands out [`Task`]s, whose
 /// ids it allocates from a counter all its clones share.
 #[derive(Clone)]
-pub struct Sender {
+pub(crate) struct Sender {
     channel: mpsc::Sender<Message>,
     next_vertex: Arc<AtomicUsize>,
 }
 
 impl Sender {
-    pub fn send(&self, event: Event) {
+    pub(crate) fn send(&self, event: Event) {
         // An error means the reporter is gone (finished, or its thread could not start);
         // progress is best effort and must never fail the build.
         let _ = self.channel.send(Message::Event(event));
@@ -271,7 +271,7 @@ impl Sender {
 }
 
 /// A running reporter thread. Dropping it finishes it, like [`Progress::finish`].
-pub struct Progress {
+pub(crate) struct Progress {
     channel: mpsc::Sender<Message>,
     next_vertex: Arc<AtomicUsize>,
     reporter: Option<JoinHandle<()>>,
@@ -281,12 +281,12 @@ impl Progress {
     /// Starts the reporter writing to `out` (stderr in the binary, a buffer in tests). `Auto`
     /// is resolved against whether stderr is a terminal; callers that know better resolve it
     /// first with [`Mode::resolve`].
-    pub fn start(mode: Mode, out: Box<dyn Write + Send>) -> Progress {
+    pub(crate) fn start(mode: Mode, out: Box<dyn Write + Send>) -> Progress {
         Progress::start_with_clock(mode, out, Box::new(SystemClock::new()))
     }
 
     /// Like [`Progress::start`], reading time from `clock`.
-    pub fn start_with_clock(mode: Mode, out: Box<dyn Write + Send>, clock: Box<dyn Clock>) -> Progress {
+    pub(crate) fn start_with_clock(mode: Mode, out: Box<dyn Write + Send>, clock: Box<dyn Clock>) -> Progress {
         let printer: Box<dyn Printer> = match mode.resolve(io::stderr().is_terminal()) {
             Mode::Plain => Box::new(plain::PlainPrinter::new(out)),
             Mode::Tty => Box::new(tty::TtyPrinter::new(out, tty::stderr_size, colors_enabled())),
@@ -297,7 +297,7 @@ impl Progress {
     }
 
     /// Starts the reporter thread over any printer.
-    pub fn start_with_printer(printer: Box<dyn Printer>, clock: Box<dyn Clock>) -> Progress {
+    pub(crate) fn start_with_printer(printer: Box<dyn Printer>, clock: Box<dyn Clock>) -> Progress {
         let (channel, receiver) = mpsc::channel();
         let reporter = std::thread::Builder::new().name("progress".to_owned()).spawn(move || report(receiver, printer, clock));
         // Without a thread the receiver is dropped with the closure, so every send is a no-op:
@@ -305,12 +305,12 @@ impl Progress {
         Progress { channel, next_vertex: Arc::default(), reporter: reporter.ok() }
     }
 
-    pub fn sender(&self) -> Sender {
+    pub(crate) fn sender(&self) -> Sender {
         Sender { channel: self.channel.clone(), next_vertex: self.next_vertex.clone() }
     }
 
     /// Ends the stream, waits for the reporter, which prints the final summary lines.
-    pub fn finish(mut self, build_failed: bool) {
+    pub(crate) fn finish(mut self, build_failed: bool) {
         self.shut_down(build_failed);
     }
 
@@ -490,10 +490,10 @@ pub(crate) mod test_support {
 
     /// A writer whose bytes the test can read after the printer is done with it.
     #[derive(Clone, Default)]
-    pub struct SharedBuffer(pub Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct SharedBuffer(pub Arc<Mutex<Vec<u8>>>);
 
     impl SharedBuffer {
-        pub fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
         }
     }

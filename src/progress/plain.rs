@@ -49,7 +49,7 @@ const MIN_TIME_DELTA: Duration = Duration::from_secs(5);
 /// ... or after this fraction of its total.
 const MIN_PROGRESS_DELTA: f64 = 0.05;
 
-pub struct PlainPrinter {
+pub(crate) struct PlainPrinter {
     out: Output,
     trace: Trace,
     /// What was printed of each vertex, by the trace's slot.
@@ -169,7 +169,7 @@ fn outcome(vertex: &VertexState, now: Timestamp) -> String {
 }
 
 impl PlainPrinter {
-    pub fn new(out: Box<dyn Write + Send>) -> PlainPrinter {
+    pub(crate) fn new(out: Box<dyn Write + Send>) -> PlainPrinter {
         PlainPrinter {
             out: Output { writer: out, mid_line: false },
             trace: Trace::default(),

@@ -34,7 +34,7 @@ use super::{Event, Printer, Stream, Timestamp, VertexId, format_rfc3339};
 /// BuildKit's suffix for a canceled vertex's error; readers test for it.
 const CANCELED: &str = "context canceled";
 
-pub struct RawJsonPrinter {
+pub(crate) struct RawJsonPrinter {
     out: Box<dyn Write + Send>,
     trace: Trace,
 }
@@ -129,7 +129,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 impl RawJsonPrinter {
-    pub fn new(out: Box<dyn Write + Send>) -> RawJsonPrinter {
+    pub(crate) fn new(out: Box<dyn Write + Send>) -> RawJsonPrinter {
         RawJsonPrinter { out, trace: Trace::default() }
     }
 

@@ -35,7 +35,7 @@ const RUNNING: u8 = 1;
 const ENDED: u8 = 2;
 
 /// One vertex of the progress display. See the module docs.
-pub struct Task {
+pub(crate) struct Task {
     /// `None` for a task that is never shown ([`Task::hidden`]).
     sender: Option<Sender>,
     vertex: VertexId,
@@ -45,7 +45,7 @@ pub struct Task {
 
 /// The tasks of a graph announced by [`Sender::define_graph`]: graph vertex `index` is id
 /// `first + index`.
-pub struct GraphTasks {
+pub(crate) struct GraphTasks {
     sender: Sender,
     first: VertexId,
     size: usize,
@@ -54,7 +54,7 @@ pub struct GraphTasks {
 impl Sender {
     /// A task for a vertex outside the graph, under the next free id. Nothing shows until it
     /// starts.
-    pub fn task(&self, name: impl Into<String>) -> Task {
+    pub(crate) fn task(&self, name: impl Into<String>) -> Task {
         let vertex = self.next_vertex.fetch_add(1, Ordering::Relaxed);
         Task::new(self.clone(), vertex, name.into())
     }
@@ -62,7 +62,7 @@ impl Sender {
     /// Announces the graph about to be solved ([`Event::Defined`]): `size` is the number of
     /// vertices of the graph, and each definition's `vertex` is its index in the graph (below
     /// `size`). Returns the graph's tasks, whose ids are those of the announcement.
-    pub fn define_graph(&self, size: usize, vertices: Vec<Definition>) -> GraphTasks {
+    pub(crate) fn define_graph(&self, size: usize, vertices: Vec<Definition>) -> GraphTasks {
         let first = self.next_vertex.fetch_add(size, Ordering::Relaxed);
         let vertices = vertices.into_iter().map(|definition| Definition { vertex: first + definition.vertex, ..definition }).collect();
         self.send(Event::Defined { vertices });
@@ -72,7 +72,7 @@ impl Sender {
 
 impl GraphTasks {
     /// The task of graph vertex `index`, shown as `name`.
-    pub fn task(&self, index: usize, name: impl Into<String>) -> Task {
+    pub(crate) fn task(&self, index: usize, name: impl Into<String>) -> Task {
         debug_assert!(index < self.size, "graph vertex {index} outside the announced {} vertices", self.size);
         Task::new(self.sender.clone(), self.first + index, name.into())
     }
@@ -85,7 +85,7 @@ impl Task {
 
     /// A task that is never shown, for work that has no line of its own (a vertex without a
     /// name, such as `scratch`): callers treat every vertex alike.
-    pub fn hidden() -> Task {
+    pub(crate) fn hidden() -> Task {
         Task { sender: None, vertex: 0, name: String::new(), state: AtomicU8::new(IDLE) }
     }
 
@@ -97,47 +97,47 @@ impl Task {
 
     /// The work begins: the vertex shows, with its clock running. Starting a running task does
     /// nothing.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         if self.state.compare_exchange(IDLE, RUNNING, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             self.send(Event::Started { vertex: self.vertex, name: self.name.clone() });
         }
     }
 
     /// Output of the work; may end in the middle of a line.
-    pub fn log(&self, stream: Stream, bytes: &[u8]) {
+    pub(crate) fn log(&self, stream: Stream, bytes: &[u8]) {
         self.send(Event::Log { vertex: self.vertex, stream, bytes: bytes.to_vec() });
     }
 
     /// Progress of one transfer or sub-task (`id` like `sha256:ab..` or `transferring context:`).
-    pub fn status(&self, id: &str, current: u64, total: Option<u64>, done: bool) {
+    pub(crate) fn status(&self, id: &str, current: u64, total: Option<u64>, done: bool) {
         self.send(Event::Status { vertex: self.vertex, id: id.to_owned(), current, total, done });
     }
 
     /// The result came from the cache; the work never ran.
-    pub fn cached(self) {
+    pub(crate) fn cached(self) {
         self.end(Event::Cached { vertex: self.vertex, name: self.name.clone() });
     }
 
     /// The work is done. A task that never started shows as started and done at once.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         self.start();
         self.end(Event::Finished { vertex: self.vertex });
     }
 
     /// The work failed with `error`, said as the build's last line says it ([`error_text`]).
-    pub fn fail(self, error: &dyn std::error::Error) {
+    pub(crate) fn fail(self, error: &dyn std::error::Error) {
         self.fail_message(error_text(error));
     }
 
     /// The work failed; `message` is the error as users read it, for errors that are text
     /// already.
-    pub fn fail_message(self, message: impl Into<String>) {
+    pub(crate) fn fail_message(self, message: impl Into<String>) {
         self.start();
         self.end(Event::Failed { vertex: self.vertex, error: message.into() });
     }
 
     /// Finishes or fails the task as `result` says: the ending of work that returns a result.
-    pub fn end_with<T, E: std::error::Error>(self, result: &Result<T, E>) {
+    pub(crate) fn end_with<T, E: std::error::Error>(self, result: &Result<T, E>) {
         match result {
             Ok(_) => self.finish(),
             Err(error) => self.fail(error),
@@ -145,7 +145,7 @@ impl Task {
     }
 
     /// The work stopped because the build was canceled. A task that never started stays unseen.
-    pub fn cancel(self) {
+    pub(crate) fn cancel(self) {
         if self.state.load(Ordering::Relaxed) == RUNNING {
             self.end(Event::Canceled { vertex: self.vertex });
         }

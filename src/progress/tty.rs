@@ -41,10 +41,10 @@ use super::trace::Trace;
 use super::{Event, Printer, TICK, Timestamp, elapsed, format_bytes, seconds, split_lines, warnings_summary};
 
 /// Size of the terminal as `(rows, columns)`, `None` when unknown.
-pub type SizeSource = fn() -> Option<(u16, u16)>;
+pub(crate) type SizeSource = fn() -> Option<(u16, u16)>;
 
 /// The size of the terminal on stderr, where the binary writes progress.
-pub fn stderr_size() -> Option<(u16, u16)> {
+pub(crate) fn stderr_size() -> Option<(u16, u16)> {
     console::Term::stderr().size_checked()
 }
 
@@ -64,7 +64,7 @@ const YELLOW: &str = "\x1b[33m";
 const FAINT: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
-pub struct TtyPrinter {
+pub(crate) struct TtyPrinter {
     output: Arc<Mutex<Box<dyn Write + Send>>>,
     bar: ProgressBar,
     size: SizeSource,
@@ -221,7 +221,7 @@ impl TermLike for Terminal {
 impl TtyPrinter {
     /// A printer drawing on `out`, a terminal of the size `size` reports; `color` enables ANSI
     /// colours (cursor movement is used either way).
-    pub fn new(out: Box<dyn Write + Send>, size: SizeSource, color: bool) -> TtyPrinter {
+    pub(crate) fn new(out: Box<dyn Write + Send>, size: SizeSource, color: bool) -> TtyPrinter {
         let output = Arc::new(Mutex::new(out));
         let terminal = Terminal { output: output.clone(), size };
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::term_like(Box::new(terminal)));

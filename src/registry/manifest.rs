@@ -39,7 +39,7 @@ pub(crate) struct AnyManifest {
 
 impl AnyManifest {
     /// The media type from the document, else from the header, else guessed from the shape.
-    pub fn media_type(&self, header: Option<&str>) -> String {
+    pub(super) fn media_type(&self, header: Option<&str>) -> String {
         if let Some(media_type) = self.media_type.as_deref().filter(|value| !value.is_empty()) {
             return media_type.to_string();
         }
@@ -96,7 +96,7 @@ pub(crate) enum Hasher {
 
 impl Hasher {
     /// `None` for an algorithm we cannot verify.
-    pub fn for_digest(digest: &str) -> Option<Hasher> {
+    pub(super) fn for_digest(digest: &str) -> Option<Hasher> {
         match digest.split_once(':')?.0 {
             "sha256" => Some(Hasher::Sha256(sha2::Sha256::new())),
             "sha512" => Some(Hasher::Sha512(sha2::Sha512::new())),
@@ -104,14 +104,14 @@ impl Hasher {
         }
     }
 
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(super) fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(hasher) => hasher.update(bytes),
             Hasher::Sha512(hasher) => hasher.update(bytes),
         }
     }
 
-    pub fn finish(self) -> String {
+    pub(super) fn finish(self) -> String {
         match self {
             Hasher::Sha256(hasher) => format!("sha256:{}", hex_string(&hasher.finalize())),
             Hasher::Sha512(hasher) => format!("sha512:{}", hex_string(&hasher.finalize())),

@@ -27,7 +27,7 @@ use crate::store::Store;
 
 /// One step's result, as the build used it.
 #[derive(Debug, Clone)]
-pub struct ExportRecord {
+pub(crate) struct ExportRecord {
     pub key: String,
     pub description: String,
     pub inputs: Vec<(String, String)>,
@@ -35,7 +35,7 @@ pub struct ExportRecord {
 }
 
 /// What an export needs besides the cache spec.
-pub struct ExportSet<'a> {
+pub(crate) struct ExportSet<'a> {
     pub records: &'a [ExportRecord],
     /// The diff ids of the exported image, for `mode=min`.
     pub image_layers: &'a [String],
@@ -45,7 +45,7 @@ pub struct ExportSet<'a> {
 
 /// Writes the cache, on a task of its own in BuildKit's words. The error names the cache, so
 /// the task's line and the build's last line say which export failed.
-pub fn export(
+pub(crate) fn export(
     store: &Store,
     registry: &Client,
     spec: &CacheExport,

@@ -19,13 +19,13 @@ use std::collections::{BTreeMap, HashSet};
 use crate::graph::Digest;
 use serde::{Deserialize, Serialize};
 
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
-pub const VERSION: u32 = 1;
+pub(super) const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
+pub(super) const VERSION: u32 = 1;
 /// Key input values longer than this are kept as `sha256:` of the value.
 const INPUT_LIMIT: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheConfig {
+pub(super) struct CacheConfig {
     #[serde(rename = "rbuildCache")]
     pub version: u32,
     pub layers: Vec<LayerEntry>,
@@ -35,7 +35,7 @@ pub struct CacheConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerEntry {
+pub(super) struct LayerEntry {
     pub blob: String,
     #[serde(rename = "diffID")]
     pub diff_id: String,
@@ -43,7 +43,7 @@ pub struct LayerEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordEntry {
+pub(super) struct RecordEntry {
     pub key: String,
     pub description: String,
     pub layers: Vec<String>,
@@ -52,14 +52,14 @@ pub struct RecordEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountEntry {
+pub(super) struct MountEntry {
     pub id: String,
     pub blob: String,
 }
 
 impl CacheConfig {
     /// The document for these records, layers and mounts, in canonical order.
-    pub fn new(mut layers: Vec<LayerEntry>, mut records: Vec<RecordEntry>, mut mounts: Vec<MountEntry>) -> CacheConfig {
+    pub(super) fn new(mut layers: Vec<LayerEntry>, mut records: Vec<RecordEntry>, mut mounts: Vec<MountEntry>) -> CacheConfig {
         layers.sort_by(|a, b| a.diff_id.cmp(&b.diff_id));
         layers.dedup_by(|a, b| a.diff_id == b.diff_id);
         records.sort_by(|a, b| a.key.cmp(&b.key));
@@ -73,14 +73,14 @@ impl CacheConfig {
         CacheConfig { version: VERSION, layers, records, mounts }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(super) fn to_bytes(&self) -> Vec<u8> {
         // Plain data: serializing to a Vec cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Parses and checks a document against the blobs its manifest lists: every blob it names
     /// is in the manifest, every diff id a record names has a layer.
-    pub fn parse(bytes: &[u8], manifest_blobs: &HashSet<&str>) -> Result<CacheConfig, String> {
+    pub(super) fn parse(bytes: &[u8], manifest_blobs: &HashSet<&str>) -> Result<CacheConfig, String> {
         let config: CacheConfig = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
         if config.version != VERSION {
             return Err(format!("cache format version {} (this rbuild reads version {VERSION})", config.version));
@@ -106,7 +106,7 @@ impl CacheConfig {
     }
 
     /// Layers by diff id.
-    pub fn layers_by_diff_id(&self) -> BTreeMap<&str, &LayerEntry> {
+    pub(super) fn layers_by_diff_id(&self) -> BTreeMap<&str, &LayerEntry> {
         self.layers.iter().map(|layer| (layer.diff_id.as_str(), layer)).collect()
     }
 }

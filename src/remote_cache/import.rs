@@ -21,7 +21,7 @@ const MANIFEST_LIMIT: u64 = 4 << 20;
 
 /// Reads every source, in order (the first source's record wins a key). A source that cannot
 /// be read is reported on its progress line and skipped: the build goes on without it.
-pub fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: &Sender) -> ImportedCache {
+pub(crate) fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: &Sender) -> ImportedCache {
     let mut imported = ImportedCache::default();
     for source in sources {
         let task = progress.task(format!("importing cache manifest from {}", source.location));

@@ -23,16 +23,16 @@ use crate::store::atomic::replace_file;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-pub struct Layout {
+pub(super) struct Layout {
     dir: PathBuf,
 }
 
 impl Layout {
-    pub fn new(dir: &Path) -> Layout {
+    pub(super) fn new(dir: &Path) -> Layout {
         Layout { dir: dir.to_path_buf() }
     }
 
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
+    pub(super) fn blob_path(&self, digest: &str) -> PathBuf {
         layout_blob_path(&self.dir, digest)
     }
 
@@ -57,7 +57,7 @@ impl Layout {
 
     /// The digest of the manifest tagged `tag`, or `digest` itself when the index lists it.
     /// `None` when the directory has no such cache.
-    pub fn manifest_digest(&self, tag: &str, digest: Option<&str>) -> Result<Option<String>, CacheError> {
+    pub(super) fn manifest_digest(&self, tag: &str, digest: Option<&str>) -> Result<Option<String>, CacheError> {
         let Some(index) = self.index()? else { return Ok(None) };
         let entries = index["manifests"].as_array().cloned().unwrap_or_default();
         let found = entries.iter().find(|entry| match digest {
@@ -68,7 +68,7 @@ impl Layout {
     }
 
     /// A blob read whole (at most `limit` bytes) and checked against its digest.
-    pub fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>, CacheError> {
+    pub(super) fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>, CacheError> {
         let path = self.blob_path(digest);
         let file = File::open(&path).map_err(Layout::read_error(&path))?;
         let mut bytes = Vec::new();
@@ -85,7 +85,7 @@ impl Layout {
     }
 
     /// Streams a blob to `out` (the caller checks the digest).
-    pub fn copy_blob(&self, digest: &str, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> io::Result<()> {
+    pub(super) fn copy_blob(&self, digest: &str, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> io::Result<()> {
         let mut file = File::open(self.blob_path(digest))?;
         let total = file.metadata()?.len();
         let mut buffer = vec![0u8; 1 << 20];
@@ -103,7 +103,7 @@ impl Layout {
     }
 
     /// Takes the directory's export lock (created with the directory).
-    pub fn lock(&self) -> Result<File, CacheError> {
+    pub(super) fn lock(&self) -> Result<File, CacheError> {
         fs::create_dir_all(self.dir.join("blobs/sha256")).map_err(Layout::write_error(&self.dir))?;
         let path = self.dir.join(".rbuild-lock");
         let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(Layout::write_error(&path))?;
@@ -112,13 +112,13 @@ impl Layout {
     }
 
     /// Whether the directory has the blob (with its size).
-    pub fn has_blob(&self, descriptor: &Descriptor) -> bool {
+    pub(super) fn has_blob(&self, descriptor: &Descriptor) -> bool {
         fs::metadata(self.blob_path(&descriptor.digest)).is_ok_and(|metadata| metadata.len() == descriptor.size)
     }
 
     /// Writes a blob of the store unless the directory has it already (a damaged one fails,
     /// see `Store::open_blob`).
-    pub fn put_blob(&self, descriptor: &Descriptor, store: &crate::store::Store) -> Result<(), CacheError> {
+    pub(super) fn put_blob(&self, descriptor: &Descriptor, store: &crate::store::Store) -> Result<(), CacheError> {
         let target = self.blob_path(&descriptor.digest);
         if self.has_blob(descriptor) {
             return Ok(());
@@ -129,7 +129,7 @@ impl Layout {
     }
 
     /// Points `tag` at `manifest` (other tags stay), then removes unused blobs.
-    pub fn tag(&self, tag: &str, manifest: &Descriptor) -> Result<(), CacheError> {
+    pub(super) fn tag(&self, tag: &str, manifest: &Descriptor) -> Result<(), CacheError> {
         let oci_layout = self.dir.join("oci-layout");
         if !oci_layout.exists() {
             self.write_atomically(&oci_layout, &mut |out| out.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#))?;

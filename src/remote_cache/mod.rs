@@ -26,12 +26,12 @@ mod import;
 mod layout;
 mod spec;
 
-pub use export::{ExportRecord, ExportSet, export};
-pub use import::import;
-pub use spec::{CacheExport, CacheImport, CacheLocation, CacheMode, SpecError, parse_cache_from, parse_cache_to};
+pub(crate) use export::{ExportRecord, ExportSet, export};
+pub(crate) use import::import;
+pub(crate) use spec::{CacheExport, CacheImport, parse_cache_from, parse_cache_to};
 
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     #[error("{0}")]
     Registry(#[from] crate::registry::RegistryError),
     #[error("{location}: not found")]
@@ -48,8 +48,6 @@ pub enum CacheError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Database(#[from] crate::store::DatabaseError),
-    #[error("no registry client")]
-    NoRegistry,
     #[error("canceled")]
     Canceled,
     /// A `--cache-to` export that failed, naming the cache.

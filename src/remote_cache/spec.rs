@@ -65,7 +65,7 @@ pub struct CacheImport {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SpecError {
+pub(crate) enum SpecError {
     #[error("invalid cache `{0}`: expected key=value pairs")]
     Syntax(String),
     #[error("cache type `{0}` is not supported: use type=registry,ref=REF or type=local,{1}=DIR")]
@@ -107,7 +107,7 @@ fn bool_value(key: &str, value: &str) -> Result<bool, SpecError> {
     parse_bool(key, value).map_err(|_| SpecError::Value { key: key.into(), value: value.into() })
 }
 
-pub fn parse_cache_to(text: &str) -> Result<CacheExport, SpecError> {
+pub(crate) fn parse_cache_to(text: &str) -> Result<CacheExport, SpecError> {
     let pairs = pairs(text)?;
     let kind = kind_of(&pairs, "dest")?;
     let direction = "--cache-to";
@@ -150,7 +150,7 @@ pub fn parse_cache_to(text: &str) -> Result<CacheExport, SpecError> {
     Ok(export)
 }
 
-pub fn parse_cache_from(text: &str) -> Result<CacheImport, SpecError> {
+pub(crate) fn parse_cache_from(text: &str) -> Result<CacheImport, SpecError> {
     let pairs = pairs(text)?;
     let kind = kind_of(&pairs, "src")?;
     let direction = "--cache-from";

@@ -21,7 +21,7 @@ pub(crate) fn path_for(runner_pid: u32) -> String {
 
 /// Removes the step cgroups of dead runners under `/sys/fs/cgroup`; returns how many. Best
 /// effort: what cannot be removed (no permission, still busy) stays.
-pub fn sweep() -> usize {
+pub(super) fn sweep() -> usize {
     sweep_in(Path::new("/sys/fs/cgroup"), &process_is_alive)
 }
 

@@ -57,7 +57,7 @@ impl PrivateDir {
 
 /// An anonymous memory file (`memfd`, close-on-exec) holding `bytes`, read from the start by
 /// whoever opens `/proc/<pid>/fd/<fd>` or inherits it.
-pub fn memory_file(name: &str, bytes: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+pub(super) fn memory_file(name: &str, bytes: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
     use std::io::Write;
     let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
     let descriptor = nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
@@ -68,7 +68,7 @@ pub fn memory_file(name: &str, bytes: &[u8]) -> io::Result<std::os::fd::OwnedFd>
 
 /// A directory in memory for short-lived private files: `/dev/shm` when it is a writable tmpfs,
 /// else the system temp dir.
-pub fn memory_dir() -> PathBuf {
+pub(super) fn memory_dir() -> PathBuf {
     let shm = PathBuf::from("/dev/shm");
     let writable = nix::unistd::access(&shm, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
     let tmpfs = nix::sys::statfs::statfs(&shm).is_ok_and(|stat| stat.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
@@ -77,7 +77,7 @@ pub fn memory_dir() -> PathBuf {
 
 /// Removes the private directories of dead rbuild processes of this user from [`memory_dir`];
 /// returns how many. Best effort: what cannot be read or removed stays.
-pub fn sweep() -> usize {
+pub(super) fn sweep() -> usize {
     sweep_in(&memory_dir(), SystemTime::now())
 }
 

@@ -14,7 +14,7 @@ use crate::graph::Digest;
 /// Bump when the meaning of a key changes: old records then simply miss.
 const FORMAT: &str = "rbuild.cache.v1";
 
-pub fn compute(kind: &str, inputs: &[(String, String)]) -> String {
+pub(crate) fn compute(kind: &str, inputs: &[(String, String)]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(FORMAT.as_bytes());
     hasher.update([0]);
@@ -31,7 +31,7 @@ pub fn compute(kind: &str, inputs: &[(String, String)]) -> String {
 
 /// The step as a user names it, without the `[stage 2/3]` position (which moves when lines are
 /// added): what records of "the same step" share.
-pub fn description(name: &str) -> String {
+pub(crate) fn description(name: &str) -> String {
     match name.strip_prefix('[').and_then(|rest| rest.split_once("] ")) {
         Some((_, step)) => step.to_string(),
         None => name.to_string(),
@@ -39,7 +39,7 @@ pub fn description(name: &str) -> String {
 }
 
 /// Names the inputs that differ between an earlier record and now, for `--debug-cache`.
-pub fn explain_miss(previous: &[(String, String)], current: &[(String, String)]) -> Vec<String> {
+pub(crate) fn explain_miss(previous: &[(String, String)], current: &[(String, String)]) -> Vec<String> {
     let mut reasons = Vec::new();
     for (name, value) in current {
         match previous.iter().find(|(previous_name, _)| previous_name == name) {

@@ -8,7 +8,7 @@
 //! Every state change is reported on the vertex's `progress` task, whose id the progress sender
 //! gives the graph when the solve announces it.
 
-pub mod cache_key;
+pub(crate) mod cache_key;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,7 @@ pub enum NoCache {
     Stages(HashSet<String>),
 }
 
-pub struct SolveOptions {
+pub(crate) struct SolveOptions {
     pub jobs: usize,
     pub no_cache: NoCache,
     /// Log, under each step that misses, which cache input changed since its last record.
@@ -41,14 +41,14 @@ pub struct SolveOptions {
 /// The failure of one vertex.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
-pub struct SolveError {
+pub(crate) struct SolveError {
     pub vertex: Option<VertexId>,
     #[source]
     pub error: OpError,
 }
 
 #[derive(Debug, Default)]
-pub struct Solved {
+pub(crate) struct Solved {
     pub outputs: HashMap<VertexId, Output>,
     pub keys: HashMap<VertexId, String>,
     pub cached: HashSet<VertexId>,
@@ -64,7 +64,7 @@ struct Done {
     result: Result<(String, Output, bool), OpError>,
 }
 
-pub struct Solver<'a> {
+pub(crate) struct Solver<'a> {
     pub store: &'a Store,
     pub hash_cache: &'a (dyn HashCache + 'a),
     pub progress: Sender,
@@ -78,7 +78,7 @@ pub struct Solver<'a> {
 }
 
 impl Solver<'_> {
-    pub fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
+    pub(crate) fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
         let needed = graph.reachable(targets);
         let needed_set: HashSet<VertexId> = needed.iter().copied().collect();
         let tasks = self.progress.define_graph(graph.vertices.len(), definitions(graph, &needed));
@@ -389,7 +389,7 @@ impl Solver<'_> {
 }
 
 /// Whether an op's result is kept as a cache record (the ops that make layers).
-pub fn is_recorded(op: &Op) -> bool {
+pub(crate) fn is_recorded(op: &Op) -> bool {
     matches!(op, Op::Image(_) | Op::File { .. } | Op::Exec(_))
 }
 

@@ -51,7 +51,7 @@ use ssh_key::private::KeypairData;
 use ssh_key::{Algorithm, HashAlg, PrivateKey, Signature};
 
 /// The longest agent message accepted, in either direction (OpenSSH's own agent uses the same).
-pub const MAX_MESSAGE_LENGTH: usize = 256 * 1024;
+pub(crate) const MAX_MESSAGE_LENGTH: usize = 256 * 1024;
 
 /// How often the accept loop looks for new clients and for the stop flag.
 const ACCEPT_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -69,7 +69,7 @@ const SSH_AGENT_RSA_SHA2_256: u32 = 2;
 const SSH_AGENT_RSA_SHA2_512: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     #[error("no ssh agent: `SSH_AUTH_SOCK` is not set; start one or pass `--ssh ID=PATH` with a key")]
     NoDefaultAgent,
     #[error("failed to read ssh key or agent socket `{path}`")]
@@ -120,7 +120,7 @@ pub enum AgentError {
 
 /// A running agent; see the module docs. Dropping it stops the agent and removes its socket.
 #[derive(Debug)]
-pub struct Agent {
+pub(crate) struct Agent {
     socket: PathBuf,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
@@ -130,7 +130,7 @@ impl Agent {
     /// Serves `keys` (OpenSSH private key files, or a single agent socket; empty means
     /// `$SSH_AUTH_SOCK`) over the SSH agent protocol on a new Unix socket at `socket`, mode 0600,
     /// from a background thread. `socket` must not exist; its parent directory must.
-    pub fn start(socket: &Path, keys: &[PathBuf]) -> Result<Agent, AgentError> {
+    pub(crate) fn start(socket: &Path, keys: &[PathBuf]) -> Result<Agent, AgentError> {
         let backend = Arc::new(load_backend(keys)?);
         let listener = bind_private(socket)?;
         let shared = Arc::new(Shared { stopping: AtomicBool::new(false), streams: Mutex::new(HashMap::new()) });
@@ -145,11 +145,6 @@ impl Agent {
                 Err(AgentError::Spawn(error))
             }
         }
-    }
-
-    /// The path of the agent's socket (what `SSH_AUTH_SOCK` should point at).
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 }
 

@@ -82,7 +82,7 @@ fn ssh_add_lists_keys_and_signatures_verify() {
     let keys = keys();
     let socket = keys.directory.path().join("agent.sock");
     let agent = Agent::start(&socket, &[keys.ed25519.clone(), keys.rsa.clone(), keys.ecdsa.clone()]).expect("start agent");
-    assert_eq!(agent.socket(), socket);
+    assert_eq!(agent.socket, socket);
     let mode = fs::metadata(&socket).expect("socket metadata").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 

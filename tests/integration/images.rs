@@ -23,9 +23,9 @@ use crate::support::*;
 
 /// The tag of the busybox layout (`name=busybox:latest`: like BuildKit, rbuild writes the tag
 /// as `org.opencontainers.image.ref.name` and the full name as `io.containerd.image.name`).
-pub const BUSYBOX_TAG: &str = "latest";
+pub(crate) const BUSYBOX_TAG: &str = "latest";
 /// The tag of the Debian layout (`name=debian:bookworm`).
-pub const DEBIAN_TAG: &str = "bookworm";
+pub(crate) const DEBIAN_TAG: &str = "bookworm";
 
 const DEBIAN_SUITE: &str = "bookworm";
 /// Bump when `make_debian` changes what goes into the image.
@@ -48,7 +48,7 @@ fn cache_dir() -> PathBuf {
 /// nogroup), /tmp (1777), /root (0700), /home/app owned by 1000:1000, `ENV PATH=...`,
 /// `CMD ["sh"]`. Made by `testdata/images/make-busybox.sh` with this test binary's rbuild, once
 /// per busybox package version and recipe content. Do not modify the returned directory.
-pub fn busybox_layout() -> PathBuf {
+pub(crate) fn busybox_layout() -> PathBuf {
     static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
     LAYOUT.get_or_init(|| cached("busybox", &busybox_key(), make_busybox)).clone()
 }
@@ -59,24 +59,24 @@ pub fn busybox_layout() -> PathBuf {
 /// /etc/resolv.conf left out) added to `FROM scratch` as a tar, `CMD ["bash"]`. Needs root and
 /// the mirror; installs debootstrap with apt-get when missing; fails loudly otherwise. The
 /// first build takes about a minute or more; it is then cached under target/test-images/.
-pub fn debian_layout() -> PathBuf {
+pub(crate) fn debian_layout() -> PathBuf {
     static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
     LAYOUT.get_or_init(|| cached("debian", &debian_key(), make_debian)).clone()
 }
 
 /// `NAME=oci-layout://LAYOUT:TAG`, the value of `--build-context` that makes `FROM NAME` use the
 /// image tagged TAG in LAYOUT.
-pub fn context_arg(name: &str, layout: &Path, tag: &str) -> String {
+pub(crate) fn context_arg(name: &str, layout: &Path, tag: &str) -> String {
     format!("{name}=oci-layout://{}:{tag}", layout.display())
 }
 
 /// `busybox=oci-layout://BUSYBOX_LAYOUT:latest`.
-pub fn busybox_context() -> String {
+pub(crate) fn busybox_context() -> String {
     context_arg("busybox", &busybox_layout(), BUSYBOX_TAG)
 }
 
 /// `debian=oci-layout://DEBIAN_LAYOUT:bookworm`.
-pub fn debian_context() -> String {
+pub(crate) fn debian_context() -> String {
     context_arg("debian", &debian_layout(), DEBIAN_TAG)
 }
 

@@ -12,22 +12,22 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-pub const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+pub(crate) const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
 
 /// The fixtures of these tests.
-pub fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/e2e").join(name)
 }
 
 /// Fails the test when `name` is not on PATH (`.ci/run` installs every tool used here).
-pub fn require_tool(name: &str) {
+pub(crate) fn require_tool(name: &str) {
     let found = std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())).unwrap_or(false);
     assert!(found, "required tool `{name}` is not installed (run .ci/run, which installs skopeo, umoci, podman, tar, zstd)");
 }
 
 /// The result of one process.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: Vec<u8>,
     pub stderr: String,
@@ -35,13 +35,13 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
     /// Asserts success and returns self.
     #[track_caller]
-    pub fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         assert_eq!(
             self.code,
             0,
@@ -56,39 +56,39 @@ impl Run {
 
     /// Asserts the exit code and returns self.
     #[track_caller]
-    pub fn fails(self, code: i32) -> Run {
+    pub(crate) fn fails(self, code: i32) -> Run {
         assert_eq!(self.code, code, "`{}` exited with {} instead of {code}\n--- stderr ---\n{}", self.what, self.code, self.stderr);
         self
     }
 
     #[track_caller]
-    pub fn stderr_has(&self, needle: &str) -> &Run {
+    pub(crate) fn stderr_has(&self, needle: &str) -> &Run {
         assert!(self.stderr.contains(needle), "stderr of `{}` lacks {needle:?}\n--- stderr ---\n{}", self.what, self.stderr);
         self
     }
 
     #[track_caller]
-    pub fn stderr_lacks(&self, needle: &str) -> &Run {
+    pub(crate) fn stderr_lacks(&self, needle: &str) -> &Run {
         assert!(!self.stderr.contains(needle), "stderr of `{}` has {needle:?}\n--- stderr ---\n{}", self.what, self.stderr);
         self
     }
 
     /// `(step name, outcome)` of every vertex in `--progress=plain` output, in order of first
     /// appearance; outcome is `CACHED`, `DONE` or `ERROR`.
-    pub fn steps(&self) -> Vec<(String, String)> {
+    pub(crate) fn steps(&self) -> Vec<(String, String)> {
         plain_steps(&self.stderr)
     }
 
     /// The outcome of the one step whose name contains `needle`.
     #[track_caller]
-    pub fn step(&self, needle: &str) -> String {
+    pub(crate) fn step(&self, needle: &str) -> String {
         let matching: Vec<_> = self.steps().into_iter().filter(|(name, _)| name.contains(needle)).collect();
         assert_eq!(matching.len(), 1, "expected one step matching {needle:?}, got {matching:?}\n--- stderr ---\n{}", self.stderr);
         matching[0].1.clone()
     }
 }
 
-pub fn plain_steps(stderr: &str) -> Vec<(String, String)> {
+pub(crate) fn plain_steps(stderr: &str) -> Vec<(String, String)> {
     let mut order: Vec<String> = Vec::new();
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
@@ -111,7 +111,7 @@ pub fn plain_steps(stderr: &str) -> Vec<(String, String)> {
     order.into_iter().map(|number| (names[&number].clone(), outcomes.get(&number).cloned().unwrap_or_default())).collect()
 }
 
-pub fn run_command(mut command: Command, stdin: Option<&[u8]>) -> Run {
+pub(crate) fn run_command(mut command: Command, stdin: Option<&[u8]>) -> Run {
     let what = format!("{command:?}");
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
@@ -135,7 +135,7 @@ pub fn run_command(mut command: Command, stdin: Option<&[u8]>) -> Run {
 
 /// Runs a tool, asserting it exists and succeeds; returns stdout.
 #[track_caller]
-pub fn tool(program: &str, args: &[&str]) -> String {
+pub(crate) fn tool(program: &str, args: &[&str]) -> String {
     require_tool(program);
     let mut command = Command::new(program);
     command.args(args);
@@ -144,53 +144,53 @@ pub fn tool(program: &str, args: &[&str]) -> String {
 
 /// One test's world: `ctx/` (the build context), `root/` (the state root), and room for
 /// outputs, all in one temp dir removed at the end.
-pub struct Project {
+pub(crate) struct Project {
     pub temp: tempfile::TempDir,
 }
 
 impl Project {
-    pub fn new() -> Project {
+    pub(crate) fn new() -> Project {
         let temp = tempfile::Builder::new().prefix("rbuild-e2e-").tempdir().unwrap();
         fs::create_dir(temp.path().join("ctx")).unwrap();
         Project { temp }
     }
 
     /// A project whose context is a copy of `testdata/e2e/NAME`.
-    pub fn from_fixture(name: &str) -> Project {
+    pub(crate) fn from_fixture(name: &str) -> Project {
         let project = Project::new();
         copy_tree(&fixture(name), &project.ctx());
         project
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.temp.path()
     }
 
-    pub fn ctx(&self) -> PathBuf {
+    pub(crate) fn ctx(&self) -> PathBuf {
         self.dir().join("ctx")
     }
 
-    pub fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir().join("root")
     }
 
     /// A path for an output, beside the context.
-    pub fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self.dir().join(name)
     }
 
     /// Writes a file of the context (parents created).
-    pub fn write(&self, relative: &str, content: &str) -> &Project {
+    pub(crate) fn write(&self, relative: &str, content: &str) -> &Project {
         write_file(&self.ctx().join(relative), content);
         self
     }
 
-    pub fn dockerfile(&self, content: &str) -> &Project {
+    pub(crate) fn dockerfile(&self, content: &str) -> &Project {
         self.write("Dockerfile", content)
     }
 
     /// `rbuild ARGS` with `--root` of this project and no inherited RBUILD/BuildKit variables.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(RBUILD);
         command.args(args);
         command.current_dir(self.dir());
@@ -201,7 +201,7 @@ impl Project {
     }
 
     /// `rbuild build --root ROOT --progress=plain ARGS ctx`.
-    pub fn build_command(&self, args: &[&str]) -> Command {
+    pub(crate) fn build_command(&self, args: &[&str]) -> Command {
         let root = self.root();
         let mut full: Vec<&str> = vec!["build", "--root", root.to_str().unwrap(), "--progress=plain"];
         full.extend_from_slice(args);
@@ -210,13 +210,13 @@ impl Project {
         self.command(&full)
     }
 
-    pub fn build(&self, args: &[&str]) -> Run {
+    pub(crate) fn build(&self, args: &[&str]) -> Run {
         run_command(self.build_command(args), None)
     }
 
     /// Builds to `type=oci,dest=NAME` (plus `args`), asserting success; returns the archive.
     #[track_caller]
-    pub fn build_oci(&self, name: &str, args: &[&str]) -> PathBuf {
+    pub(crate) fn build_oci(&self, name: &str, args: &[&str]) -> PathBuf {
         let archive = self.out(name);
         let spec = format!("type=oci,dest={}", archive.display());
         let mut full = vec!["-o", spec.as_str()];
@@ -228,7 +228,7 @@ impl Project {
 
     /// Builds to `type=local,dest=NAME`, asserting success; returns the directory.
     #[track_caller]
-    pub fn build_local(&self, name: &str, args: &[&str]) -> PathBuf {
+    pub(crate) fn build_local(&self, name: &str, args: &[&str]) -> PathBuf {
         let dir = self.out(name);
         let spec = format!("type=local,dest={}", dir.display());
         let mut full = vec!["-o", spec.as_str()];
@@ -239,7 +239,7 @@ impl Project {
     }
 
     /// `rbuild cache SUBCOMMAND... --root ROOT`.
-    pub fn cache(&self, args: &[&str]) -> Run {
+    pub(crate) fn cache(&self, args: &[&str]) -> Run {
         let root = self.root();
         let mut full = vec!["cache"];
         full.extend_from_slice(args);
@@ -248,22 +248,22 @@ impl Project {
     }
 }
 
-pub fn write_file(path: &Path, content: &str) {
+pub(crate) fn write_file(path: &Path, content: &str) {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).unwrap();
     }
     fs::write(path, content).unwrap();
 }
 
-pub fn set_mode(path: &Path, mode: u32) {
+pub(crate) fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-pub fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|error| panic!("failed to read {}: {error}", path.display()))
 }
 
-pub fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap_or_else(|error| panic!("fixture {}: {error}", from.display())) {
         let entry = entry.unwrap();
@@ -278,7 +278,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 /// Every path under `dir`, relative, sorted, directories with a trailing `/`, symlinks as
 /// `name -> target`.
-pub fn tree(dir: &Path) -> Vec<String> {
+pub(crate) fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in fs::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
@@ -301,32 +301,32 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-pub fn mode_of(path: &Path) -> u32 {
+pub(crate) fn mode_of(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display())).permissions().mode() & 0o7777
 }
 
-pub fn json(text: &str) -> Value {
+pub(crate) fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}):\n{text}"))
 }
 
 /// `skopeo inspect oci-archive:ARCHIVE`.
-pub fn skopeo_inspect(archive: &Path) -> Value {
+pub(crate) fn skopeo_inspect(archive: &Path) -> Value {
     json(&tool("skopeo", &["inspect", &format!("oci-archive:{}", archive.display())]))
 }
 
 /// The raw image config of an OCI archive (`skopeo inspect --config --raw`), which keeps
 /// fields the OCI struct drops (Healthcheck).
-pub fn skopeo_config(archive: &Path) -> Value {
+pub(crate) fn skopeo_config(archive: &Path) -> Value {
     json(&tool("skopeo", &["inspect", "--config", "--raw", &format!("oci-archive:{}", archive.display())]))
 }
 
 /// The raw manifest of an OCI archive.
-pub fn skopeo_manifest(archive: &Path) -> Value {
+pub(crate) fn skopeo_manifest(archive: &Path) -> Value {
     json(&tool("skopeo", &["inspect", "--raw", &format!("oci-archive:{}", archive.display())]))
 }
 
 /// Extracts an OCI archive into a layout directory beside it (GNU tar).
-pub fn extract_layout(archive: &Path) -> PathBuf {
+pub(crate) fn extract_layout(archive: &Path) -> PathBuf {
     let layout = archive.with_extension("layout");
     fs::create_dir_all(&layout).unwrap();
     tool("tar", &["-xf", archive.to_str().unwrap(), "-C", layout.to_str().unwrap()]);
@@ -334,7 +334,7 @@ pub fn extract_layout(archive: &Path) -> PathBuf {
 }
 
 /// `umoci unpack --rootless` of `archive` at `tag`; returns the root filesystem.
-pub fn umoci_unpack(archive: &Path, tag: &str) -> PathBuf {
+pub(crate) fn umoci_unpack(archive: &Path, tag: &str) -> PathBuf {
     let layout = extract_layout(archive);
     let bundle = archive.with_extension("bundle");
     tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:{tag}", layout.display()), bundle.to_str().unwrap()]);
@@ -342,7 +342,7 @@ pub fn umoci_unpack(archive: &Path, tag: &str) -> PathBuf {
 }
 
 /// `tar --numeric-owner -tvf` of every layer of an OCI archive, one listing per layer.
-pub fn layer_listings(archive: &Path) -> Vec<String> {
+pub(crate) fn layer_listings(archive: &Path) -> Vec<String> {
     let layout = extract_layout(archive);
     let manifest = skopeo_manifest(archive);
     manifest["layers"]
@@ -359,7 +359,7 @@ pub fn layer_listings(archive: &Path) -> Vec<String> {
 
 /// The line of a `tar -tv` listing naming `path` exactly.
 #[track_caller]
-pub fn listing_line<'a>(listing: &'a str, path: &str) -> &'a str {
+pub(crate) fn listing_line<'a>(listing: &'a str, path: &str) -> &'a str {
     listing
         .lines()
         .find(|line| line.split_whitespace().nth(5) == Some(path) || line.ends_with(&format!(" {path}")))
@@ -367,19 +367,19 @@ pub fn listing_line<'a>(listing: &'a str, path: &str) -> &'a str {
 }
 
 /// `(mode string, owner)` of a `tar -tv` line, e.g. `("-rwxr-xr-x", "1000/1000")`.
-pub fn listing_fields(line: &str) -> (String, String) {
+pub(crate) fn listing_fields(line: &str) -> (String, String) {
     let mut fields = line.split_whitespace();
     (fields.next().unwrap().to_string(), fields.next().unwrap().to_string())
 }
 
 /// A private podman storage in `dir` (vfs, no daemon).
-pub struct Podman {
+pub(crate) struct Podman {
     pub root: PathBuf,
     pub runroot: PathBuf,
 }
 
 impl Podman {
-    pub fn new(dir: &Path) -> Podman {
+    pub(crate) fn new(dir: &Path) -> Podman {
         require_tool("podman");
         let podman = Podman { root: dir.join("podman-root"), runroot: dir.join("podman-runroot") };
         fs::create_dir_all(&podman.root).unwrap();
@@ -387,7 +387,7 @@ impl Podman {
         podman
     }
 
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         let mut command = Command::new("podman");
         command.args(["--root", self.root.to_str().unwrap(), "--runroot", self.runroot.to_str().unwrap(), "--storage-driver", "vfs"]);
         command.args(args);
@@ -396,15 +396,15 @@ impl Podman {
 }
 
 /// The unprivileged user that rootless end-to-end tests run rbuild as.
-pub const TEST_USER: &str = "rbuild-test";
+pub(crate) const TEST_USER: &str = "rbuild-test";
 /// Its subordinate id range (`/etc/subuid` and `/etc/subgid`): `rbuild-test:200000:65536`.
-pub const TEST_SUBID_START: u32 = 200000;
-pub const TEST_SUBID_COUNT: u32 = 65536;
+pub(crate) const TEST_SUBID_START: u32 = 200000;
+pub(crate) const TEST_SUBID_COUNT: u32 = 65536;
 
 /// Makes sure [`TEST_USER`] exists (`useradd -m`) with subordinate uid and gid ranges, and returns
 /// its `(uid, gid)`. Idempotent; serialized across threads and processes by a lock file
 /// (`/run/lock/rbuild-test-user.lock`, else the temp dir). Needs root; fails loudly otherwise.
-pub fn ensure_test_user() -> (u32, u32) {
+pub(crate) fn ensure_test_user() -> (u32, u32) {
     static USER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     *USER.get_or_init(|| {
         assert!(nix::unistd::geteuid().is_root(), "the rootless tests create the user `{TEST_USER}`, which needs root");
@@ -442,7 +442,7 @@ pub fn ensure_test_user() -> (u32, u32) {
 }
 
 /// `chown -R UID:GID PATH` (symlinks themselves, not their targets).
-pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) {
     let mut command = Command::new("chown");
     command.args(["-R", "-h", &format!("{uid}:{gid}"), path.to_str().unwrap()]);
     run_command(command, None).ok();
@@ -451,14 +451,14 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
 /// Hands a project to [`TEST_USER`]: the whole temp dir (context, state root, outputs) becomes
 /// theirs. Call again after writing new context files if they must be writable by the user
 /// (root-written files are readable anyway).
-pub fn give_to_test_user(project: &Project) {
+pub(crate) fn give_to_test_user(project: &Project) {
     let (uid, gid) = ensure_test_user();
     chown_tree(project.dir(), uid, gid);
 }
 
 /// The same command, run as [`TEST_USER`] by `runuser -u rbuild-test -- PROGRAM ARGS` (same
 /// cwd and environment changes; `runuser` sets HOME, USER, LOGNAME and SHELL for the user).
-pub fn as_test_user(command: &Command) -> Command {
+pub(crate) fn as_test_user(command: &Command) -> Command {
     ensure_test_user();
     let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
         .into_iter()
@@ -474,7 +474,7 @@ pub fn as_test_user(command: &Command) -> Command {
 
 /// `PROGRAM PREFIX... COMMAND ARGS...` with the command's working directory and environment
 /// changes: the command run by another one (`runuser`, `unshare`).
-pub fn wrapped_command(program: &str, prefix: &[&str], command: &Command) -> Command {
+pub(crate) fn wrapped_command(program: &str, prefix: &[&str], command: &Command) -> Command {
     let mut wrapped = Command::new(program);
     wrapped.args(prefix);
     wrapped.arg(command.get_program());
@@ -494,7 +494,7 @@ pub fn wrapped_command(program: &str, prefix: &[&str], command: &Command) -> Com
 /// Asserts BuildKit's snippet: `Dockerfile:N`, a dashed rule, the numbered lines with `>>>` on
 /// line `line`, and the rule again.
 #[track_caller]
-pub fn assert_snippet(stderr: &str, line: usize, text: &str) {
+pub(crate) fn assert_snippet(stderr: &str, line: usize, text: &str) {
     let header = format!("Dockerfile:{line}\n--------------------\n");
     let start = stderr.find(&header).unwrap_or_else(|| panic!("no {header:?} in stderr:\n{stderr}"));
     let snippet = &stderr[start + header.len()..];
@@ -507,7 +507,7 @@ pub fn assert_snippet(stderr: &str, line: usize, text: &str) {
 
 /// An exclusive flock on `path` (created if missing), held until the returned value is dropped:
 /// serialises work shared by test threads and test processes.
-pub fn lock_exclusive(path: &Path) -> nix::fcntl::Flock<fs::File> {
+pub(crate) fn lock_exclusive(path: &Path) -> nix::fcntl::Flock<fs::File> {
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
