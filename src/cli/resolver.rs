@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use crate::frontend::{ImageDocument, ImageResolver, ResolvedImage};
+use crate::frontend::{ImageResolver, ResolvedImage};
 use crate::oci::Platform;
+use crate::oci::image_config::ImageDocument;
 use crate::ops::image::resolve_oci_layout;
 
 /// Layouts from disk; registry references through the store's resolved tags, or the registry

@@ -13,8 +13,8 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::frontend::image_config::{ImageDocument, RootFs, rfc3339};
 use crate::oci::Compression;
+use crate::oci::image_config::{ImageDocument, RootFs, rfc3339};
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
@@ -317,7 +317,7 @@ pub(crate) fn copy_blob(store: &Store, digest: &str, out: &mut dyn Write) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::image_config::History;
+    use crate::oci::image_config::History;
 
     #[test]
     fn history_times_come_from_layers_and_fill_forward() {

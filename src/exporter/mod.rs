@@ -17,8 +17,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::frontend::ImageDocument;
 use crate::oci::Reference;
+use crate::oci::image_config::ImageDocument;
 use crate::ops::{Cancellable, Layer};
 use crate::progress::{Sender, Task};
 use crate::snapshot::flatten::{FileMode, flatten};

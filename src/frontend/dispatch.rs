@@ -7,7 +7,6 @@
 
 use super::go_format::{duration_string, plain_list, quote_list};
 use super::history::HistoryChain;
-use super::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
 use super::scope::Scope;
 use super::{Lowering, NamedContext, StageResult, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
@@ -16,6 +15,7 @@ use crate::dockerfile::instruction::{Command, Healthcheck, Located, command, onb
 use crate::dockerfile::syntax::{Args, Span, parse_line};
 use crate::graph::{ContextSource, CopyAction, FileAction, MkdirAction, Op, Owner, VertexId};
 use crate::oci::Platform;
+use crate::oci::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
 
 pub(super) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
@@ -53,7 +53,7 @@ impl StageState {
     /// BuildKit does.
     pub(super) fn commit(&mut self, created_by: String, with_layer: bool, epoch: Option<i64>) {
         self.image.history.push(History {
-            created: epoch.map(super::image_config::rfc3339),
+            created: epoch.map(crate::oci::image_config::rfc3339),
             created_by: Some(created_by),
             author: None,
             comment: Some(HISTORY_COMMENT.into()),

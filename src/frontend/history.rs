@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::image_config::History;
+use crate::oci::image_config::History;
 
 /// Oldest-first history entries, as a chain of shared segments.
 #[derive(Debug, Clone, Default)]

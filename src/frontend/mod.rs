@@ -10,7 +10,6 @@ mod copy;
 mod dispatch;
 mod go_format;
 mod history;
-pub(crate) mod image_config;
 mod run;
 pub(crate) mod scope;
 
@@ -23,8 +22,7 @@ use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::syntax::{Dockerfile, Span};
 use crate::graph::{ContextSource, Graph, ImageSource, NetworkMode, Op, Origin, VertexId};
 use crate::oci::Platform;
-
-pub(crate) use image_config::ImageDocument;
+use crate::oci::image_config::ImageDocument;
 
 /// A `--build-context name=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,10 +294,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
-    use super::image_config::History;
     use super::*;
     use crate::dockerfile::syntax::parse;
     use crate::graph::Digest;
+    use crate::oci::image_config::History;
 
     /// Resolves every layout and reference to a fixed image with `ENV BASE=1` and an ONBUILD.
     struct FakeResolver;

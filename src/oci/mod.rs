@@ -7,10 +7,12 @@
 //! |------------------|---------------------------------------------------------------|
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
 //! | `compression.rs` | a layer's compression: its name, its media type               |
+//! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 
 pub mod compression;
+pub mod image_config;
 pub mod media_types;
 pub mod platform;
 pub mod reference;
