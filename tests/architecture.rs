@@ -57,7 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("frontend", &["dockerfile", "graph", "oci"]),
-    ("solver", &["context", "graph", "ops", "progress", "registry", "sandbox", "store"]),
+    ("solver", &["graph", "ops", "progress", "store"]),
     ("remote_cache", &["exporter", "graph", "oci", "ops", "progress", "registry", "store"]),
     ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "ssh_agent", "store"]),
     ("exporter", &["oci", "ops", "progress", "registry", "snapshot", "store"]),

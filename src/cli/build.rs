@@ -510,16 +510,19 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
 
     let imported = crate::remote_cache::import(&options.cache_from, &registry, &sender);
     let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
-    let solver = Solver {
+    let resources = crate::ops::Resources {
         store: &store,
         hash_cache: &hash_cache,
+        registry: Some(&registry),
+        secrets: &options.secrets,
+        ssh: &options.ssh,
+        imported: &imported,
+    };
+    let solver = Solver {
+        resources,
         progress: sender.clone(),
         cancel: cancel.clone(),
         options: SolveOptions { jobs: options.jobs, no_cache: options.no_cache.clone(), explain_misses: options.debug_cache },
-        secrets: &options.secrets,
-        ssh: &options.ssh,
-        registry: Some(&registry),
-        imported: &imported,
     };
     let solved = solver.solve(&plan.graph, &[plan.target]);
     // Hashes computed so far are worth keeping even when the build failed.

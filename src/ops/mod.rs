@@ -49,6 +49,25 @@ impl Output {
 }
 
 /// Everything an op may use besides its inputs.
+/// What the ops use that the command line made: the state root, the file-hash cache, the
+/// registry client, secrets and SSH sources, an imported cache. `cli` makes it once and the
+/// solver hands it to every op, never looking inside, so it needs none of their modules.
+#[derive(Clone, Copy)]
+pub(crate) struct Resources<'a> {
+    pub store: &'a Store,
+    pub hash_cache: &'a (dyn HashCache + 'a),
+    /// The registry client, when the build pulls images.
+    pub registry: Option<&'a crate::registry::Client>,
+    /// `--secret` values and `--ssh` sources for RUN mounts.
+    pub secrets: &'a exec::Secrets,
+    pub ssh: &'a exec::SshSources,
+    /// What `--cache-from` offers (records, cache mount contents).
+    pub imported: &'a lazy::ImportedCache,
+}
+
+/// A running step's output stream, as ops report it.
+pub(crate) use crate::sandbox::Stream;
+
 pub(crate) struct Environment<'a> {
     pub store: &'a Store,
     pub hash_cache: &'a (dyn HashCache + 'a),
@@ -64,7 +83,7 @@ pub(crate) struct Environment<'a> {
     /// Transfer progress of this vertex: (id, bytes done, total, done).
     pub status: &'a lazy::Status<'a>,
     /// Where a running step's output goes (progress log lines of this vertex).
-    pub log: &'a (dyn Fn(crate::sandbox::Stream, &[u8]) + Sync + 'a),
+    pub log: &'a (dyn Fn(Stream, &[u8]) + Sync + 'a),
     /// The vertex ignores the cache (`--no-cache`, `--no-cache-filter`): its cache mounts start
     /// empty, once per build ([`crate::store::cache_mount::FreshMounts`]).
     pub fresh_mounts: Option<&'a crate::store::cache_mount::FreshMounts>,

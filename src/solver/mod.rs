@@ -14,12 +14,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::context::content_hash::HashCache;
 use crate::graph::{CopyAction, FileAction, Graph, Op, VertexId};
-use crate::ops::lazy::{ImportedCache, materialize};
+use crate::ops::lazy::materialize;
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Definition, GraphTasks, Sender, Stream, Task};
-use crate::store::{RecordRow, Store, now};
+use crate::store::{RecordRow, now};
 
 /// Which vertices must not be taken from the cache.
 #[derive(Debug, Clone, Default)]
@@ -65,16 +64,12 @@ struct Done {
 }
 
 pub(crate) struct Solver<'a> {
-    pub store: &'a Store,
-    pub hash_cache: &'a (dyn HashCache + 'a),
+    /// What the ops need, passed through (`resources.store` is the solver's too: cache records;
+    /// `resources.imported` the records of `--cache-from`, consulted when the store misses).
+    pub resources: ops::Resources<'a>,
     pub progress: Sender,
     pub cancel: Arc<AtomicBool>,
     pub options: SolveOptions,
-    pub registry: Option<&'a crate::registry::Client>,
-    pub secrets: &'a crate::ops::exec::Secrets,
-    pub ssh: &'a crate::ops::exec::SshSources,
-    /// Records of `--cache-from` caches, consulted when the store misses.
-    pub imported: &'a ImportedCache,
 }
 
 impl Solver<'_> {
@@ -206,23 +201,23 @@ impl Solver<'_> {
     ) -> Result<(String, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let task = if vertex.name.is_empty() { Task::hidden() } else { tasks.task(id, vertex.name.clone()) };
-        let log = |stream: crate::sandbox::Stream, bytes: &[u8]| {
+        let log = |stream: ops::Stream, bytes: &[u8]| {
             let stream = match stream {
-                crate::sandbox::Stream::Stdout => Stream::Stdout,
-                crate::sandbox::Stream::Stderr => Stream::Stderr,
+                ops::Stream::Stdout => Stream::Stdout,
+                ops::Stream::Stderr => Stream::Stderr,
             };
             task.log(stream, bytes);
         };
         let status = |status_id: &str, current: u64, total: Option<u64>, done: bool| task.status(status_id, current, total, done);
         let environment = Environment {
-            store: self.store,
-            hash_cache: self.hash_cache,
+            store: self.resources.store,
+            hash_cache: self.resources.hash_cache,
             cancel: &self.cancel,
             selections,
-            secrets: self.secrets,
-            ssh: self.ssh,
-            registry: self.registry,
-            imported: self.imported,
+            secrets: self.resources.secrets,
+            ssh: self.resources.ssh,
+            registry: self.resources.registry,
+            imported: self.resources.imported,
             status: &status,
             log: &log,
             fresh_mounts: self.skip_cache(graph, id).then_some(fresh_mounts),
@@ -241,18 +236,18 @@ impl Solver<'_> {
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
         let recorded = is_recorded(&vertex.op);
         if recorded && !self.skip_cache(graph, id) {
-            let record = self.store.database().record(&key)?;
+            let record = self.resources.store.database().record(&key)?;
             if let Some(record) = record
-                && let Some(layers) = ops::layer::load(self.store, &record.layers)?
+                && let Some(layers) = ops::layer::load(self.resources.store, &record.layers)?
             {
-                self.store.database().touch_record(&key, now())?;
+                self.resources.store.database().touch_record(&key, now())?;
                 task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
-            if let Some((remote, layers)) = self.imported.layers(self.store, &key)? {
+            if let Some((remote, layers)) = self.resources.imported.layers(self.resources.store, &key)? {
                 // Recorded here too: once its layers are fetched, the next build hits locally.
                 let now = now();
-                self.store.database().put_record(&RecordRow {
+                self.resources.store.database().put_record(&RecordRow {
                     cache_key: key.clone(),
                     description: remote.description.clone(),
                     layers: layers.iter().map(|layer| layer.diff_id.clone()).collect(),
@@ -296,7 +291,7 @@ impl Solver<'_> {
         for (_, output) in inputs {
             input_outputs.push(match output {
                 Output::Layers(layers) if layers.iter().any(ops::Layer::is_lazy) => {
-                    match materialize(self.store, layers, &self.cancel, environment.status) {
+                    match materialize(self.resources.store, layers, &self.cancel, environment.status) {
                         Ok(layers) => Output::Layers(layers.into()),
                         Err(ops::image::ImageError::Canceled) => return Err(OpError::Canceled),
                         Err(error) => return Err(OpError::from(error)),
@@ -308,7 +303,7 @@ impl Solver<'_> {
         let output = ops::run(vertex, &input_outputs, environment)?;
         if recorded {
             let now = now();
-            self.store.database().put_record(&RecordRow {
+            self.resources.store.database().put_record(&RecordRow {
                 cache_key: key.to_owned(),
                 description: cache_key::description(&vertex.name),
                 layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
@@ -371,11 +366,11 @@ impl Solver<'_> {
     /// Why a step missed: its inputs against the newest record of the same step.
     fn explain_miss(&self, name: &str, inputs: &[(String, String)]) -> Result<Vec<String>, OpError> {
         let description = cache_key::description(name);
-        let local = self.store.database().records_described(&description)?;
+        let local = self.resources.store.database().records_described(&description)?;
         // Else the same step in an imported cache: why did this machine miss what CI made?
         let previous = match local.first() {
             Some(record) => &record.inputs,
-            None => match self.imported.records.values().find(|record| record.description == description) {
+            None => match self.resources.imported.records.values().find(|record| record.description == description) {
                 Some(record) => &record.inputs,
                 None => return Ok(vec![format!("cache miss: no earlier record of `{description}`")]),
             },
