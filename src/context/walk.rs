@@ -88,16 +88,19 @@ pub(super) struct Walked {
     pub entries: Vec<(String, Found)>,
 }
 
-/// Threads of the parallel walk: one per core, at most 12 (`ignore`'s own default).
+/// Threads of the parallel walk: half the cores, at least one, at most six (`ignore`'s own
+/// default is every core up to 12).
 ///
-/// Measured on the 50,000-file benchmark context (2 cores shared with other builds, load
-/// average 4.5 to 5.7; no-op scan, median of 40): 141 ms for the sequential walk this replaced,
-/// 149 ms with 1 thread (`ignore` queues every entry), 141 ms with 2, 145 ms with 4; the
-/// fastest quarter of the runs, when a core was free, 137 ms sequential against 112 ms with 2.
-/// The CPU time is the same either way (about 245 ms per no-op build), so threads gain only
-/// where a core is idle, and one per core is never slower than the walk before.
+/// Measured on the 50,000-file benchmark context, 2 cores shared with other builds (no-op scan,
+/// median of 50 runs, load average 5.2 to 5.6): 179 ms for the sequential walk this replaced,
+/// 190 ms with 1 thread, 207 ms with 2 and with 4. The CPU time is the sequential walk's
+/// within 2% with 1 or 2 threads (6% more with 4), so a thread gains only where a core is
+/// idle: in the fastest quarter of the runs, 2 threads took 112 ms against 137 ms sequential.
+/// The context is loaded while the build's other vertices (pulls, unpacking) run, so the walk
+/// takes half the cores and leaves the rest to them.
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |count| count.get()).min(12)
+    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+    (cores / 2).clamp(1, 6)
 }
 
 /// Walks the path `real` (relative to `root`, symlinks on the way already resolved) and what
