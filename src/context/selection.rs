@@ -21,6 +21,8 @@
 //! - `.dockerignore` is tested against the real (resolved) path with parent matching, as if
 //!   the context had been transferred through it: an excluded directory is walked only when an
 //!   exception may re-include something below it, and is kept only when something below it is.
+//!   What lies below a matched directory is listed by [`super::walk`] (`ignore`'s parallel
+//!   walker with rbuild's rules); this module finds the matches and hashes what is kept.
 //! - `--exclude` patterns use the same language, tested against the path relative to each
 //!   matched source (BuildKit's semantics: `COPY --exclude=*.mp3 dir* /d` drops `dir1/x.mp3`);
 //!   the matched source itself is never tested against them.
@@ -46,9 +48,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -58,6 +59,7 @@ use super::content_hash::hash_file;
 use super::content_hash::{HashCache, StatKey};
 use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards};
 use super::in_root::InRoot;
+use super::walk::{self, Found, FoundKind, Outcome};
 
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
@@ -232,30 +234,6 @@ fn pivot_split(source: &str) -> Option<(String, String)> {
         return Some((before.to_string(), String::new()));
     }
     source.strip_prefix("./").map(|after| (String::new(), after.to_string()))
-}
-
-/// An entry found by the walk, before its content is hashed.
-struct Found {
-    absolute: PathBuf,
-    kind: FoundKind,
-    mode: u32,
-    mtime: i64,
-    mtime_nanos: u32,
-}
-
-enum FoundKind {
-    File(StatKey),
-    Directory,
-    Symlink(String),
-}
-
-/// What became of one walked path.
-enum Outcome {
-    Kept,
-    /// Removed by this `.dockerignore` rule (text, line).
-    Ignored(String, usize),
-    /// Removed by `--exclude`, or not a kind that can be copied.
-    Dropped,
 }
 
 enum Resolved {
@@ -485,73 +463,21 @@ impl Walker<'_> {
         Ok(metadata.is_dir())
     }
 
-    /// Walks one matched path and what is below it. `exclude_path` is the path relative to the
-    /// matched source (`None` for the match itself, which `--exclude` never removes).
+    /// Walks one matched path and what is below it (see [`walk`]) and records what is kept.
+    /// `exclude_path` is the path relative to the matched source (`None` for the match itself,
+    /// which `--exclude` never removes).
     fn visit(&mut self, real: &str, original: &str, exclude_path: Option<&str>) -> Result<Outcome, SelectionError> {
-        let absolute = self.root.join(real);
-        let metadata = match fs::symlink_metadata(&absolute) {
-            Ok(metadata) => metadata,
-            // Deleted while we walk: as if it had never been there.
-            Err(error) if is_missing(&error) => return Ok(Outcome::Dropped),
-            Err(error) => return Err(io_error(IoAction::ReadMetadata, absolute, error)),
-        };
-        let ignored_by = self.ignore.excluded_by(real).map(|rule| (rule.text.clone(), rule.line));
-        let excluded = exclude_path.is_some_and(|path| self.excludes.is_excluded(path));
-        let removed = || match &ignored_by {
-            Some((text, line)) => Outcome::Ignored(text.clone(), *line),
-            None => Outcome::Dropped,
-        };
-        let file_type = metadata.file_type();
-
-        if file_type.is_dir() {
-            let may_descend = (ignored_by.is_none() || self.ignore.may_include_below(real))
-                && (!excluded || exclude_path.is_some_and(|path| self.excludes.may_include_below(path)));
-            if !may_descend {
-                return Ok(removed());
-            }
-            let names = read_names(&absolute).map_err(|error| io_error(IoAction::ReadDirectory, absolute.clone(), error))?;
-            let mut any_child_kept = false;
-            for name in names {
-                let name = utf8_name(name, &absolute)?;
-                let child_exclude_path = match exclude_path {
-                    Some(path) => format!("{path}/{name}"),
-                    None => name.clone(),
-                };
-                let outcome = self.visit(&join(real, &name), &join(original, &name), Some(&child_exclude_path))?;
-                any_child_kept |= matches!(outcome, Outcome::Kept);
-            }
-            // An excluded directory survives only as the parent of something re-included.
-            if (ignored_by.is_some() || excluded) && !any_child_kept {
-                return Ok(removed());
-            }
-            self.record(original, absolute, FoundKind::Directory, &metadata);
-            return Ok(Outcome::Kept);
+        let walked = walk::walk(self.root, real, exclude_path, self.ignore, self.excludes)?;
+        for (relative, found) in walked.entries {
+            let path = match (original.is_empty(), relative.is_empty()) {
+                (true, true) => ".".to_string(),
+                (false, true) => original.to_string(),
+                (true, false) => relative,
+                (false, false) => format!("{original}/{relative}"),
+            };
+            self.found.entry(path).or_insert(found);
         }
-
-        if ignored_by.is_some() || excluded {
-            return Ok(removed());
-        }
-        let kind = if file_type.is_symlink() {
-            FoundKind::Symlink(read_link_text(&absolute)?)
-        } else if file_type.is_file() {
-            FoundKind::File(StatKey::new(absolute.clone(), &metadata))
-        } else {
-            return Ok(Outcome::Dropped);
-        };
-        self.record(original, absolute, kind, &metadata);
-        Ok(Outcome::Kept)
-    }
-
-    fn record(&mut self, original: &str, absolute: PathBuf, kind: FoundKind, metadata: &Metadata) {
-        let path = if original.is_empty() { ".".to_string() } else { original.to_string() };
-        self.found.entry(path).or_insert(Found {
-            absolute,
-            kind,
-            mode: metadata.mode() & 0o7777,
-            mtime: metadata.mtime(),
-            // The kernel keeps nanoseconds below one second, so this always fits.
-            mtime_nanos: u32::try_from(metadata.mtime_nsec()).unwrap_or(0),
-        });
+        Ok(walked.outcome)
     }
 }
 
@@ -606,7 +532,7 @@ fn selection_digest(entries: &[Entry]) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
-fn join(parent: &str, name: &str) -> String {
+pub(super) fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
 }
 
@@ -618,16 +544,11 @@ fn utf8_name(name: std::ffi::OsString, directory: &Path) -> Result<String, Selec
     name.into_string().map_err(|name| SelectionError::NonUtf8Path { path: directory.join(name) })
 }
 
-fn read_link_text(path: &Path) -> Result<String, SelectionError> {
-    let target = fs::read_link(path).map_err(|error| io_error(IoAction::ReadLink, path.to_path_buf(), error))?;
-    target.into_os_string().into_string().map_err(|_| SelectionError::NonUtf8Path { path: path.to_path_buf() })
-}
-
-fn is_missing(error: &io::Error) -> bool {
+pub(super) fn is_missing(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
-fn io_error(action: IoAction, path: PathBuf, error: io::Error) -> SelectionError {
+pub(super) fn io_error(action: IoAction, path: PathBuf, error: io::Error) -> SelectionError {
     SelectionError::Io { action, path, error }
 }
 

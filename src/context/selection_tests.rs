@@ -3,7 +3,7 @@
 use super::*;
 use crate::context::content_hash::NoHashCache;
 use std::fs::File;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 

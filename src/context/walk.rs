@@ -1,0 +1,396 @@
+//! The walk of one matched path of the build context and everything below it: `ignore`'s
+//! parallel walker lists the directories, rbuild's `.dockerignore` and `--exclude` rules decide
+//! what is kept. [`super::selection`] calls it once per path a COPY source matched.
+//!
+//! What the walk keeps, with BuildKit's semantics (fsutil's walker):
+//! - `.dockerignore` is tested against the real path relative to the context root, with parent
+//!   matching; `--exclude` against the path relative to the matched source (the match itself is
+//!   never tested against it).
+//! - An excluded directory is entered only when an exception (`!`) may re-include something
+//!   below it ([`DockerIgnore::may_include_below`]), and is kept only as the parent of something
+//!   kept. Its children are not known when a parallel walk meets it, so it is set aside and
+//!   taken back after the walk when a kept entry lies below it.
+//! - Symlinks are recorded with their target and never followed; sockets, fifos and device
+//!   nodes are skipped (a rootless copy cannot reproduce them); an entry deleted while the walk
+//!   runs is as if it had never been there. A name that is not UTF-8 is an error.
+//!
+//! `ignore` brings gitignore rules, `.ignore` files, hidden-file skipping and ignore files of
+//! parent directories, all of which are turned off: BuildKit knows none of them, only
+//! `.dockerignore` decides. The rules are applied in the visitor, after each entry's `lstat`,
+//! so an entry that cannot be read is an error naming it whether or not a rule removes it, as
+//! the sequential walk this replaces did. The price: an excluded directory that may not be
+//! entered has had its names listed (`ignore` reads a directory before it visits it), never
+//! its subtree.
+//!
+//! Determinism: threads find entries in any order, so the entries are sorted by path, and when
+//! the walk meets errors the one reported is the first in walk order (the smallest path): the
+//! same tree always gives the same answer.
+
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
+
+use super::content_hash::StatKey;
+use super::dockerignore::{DockerIgnore, Pattern};
+use super::selection::{IoAction, SelectionError, io_error, is_missing, join};
+
+/// An entry found by the walk, before its content is hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Found {
+    pub absolute: PathBuf,
+    pub kind: FoundKind,
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_nanos: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FoundKind {
+    File(StatKey),
+    Directory,
+    Symlink(String),
+}
+
+impl Found {
+    fn new(absolute: PathBuf, kind: FoundKind, metadata: &Metadata) -> Found {
+        Found {
+            absolute,
+            kind,
+            mode: metadata.mode() & 0o7777,
+            mtime: metadata.mtime(),
+            // The kernel keeps nanoseconds below one second, so this always fits.
+            mtime_nanos: u32::try_from(metadata.mtime_nsec()).unwrap_or(0),
+        }
+    }
+}
+
+/// What became of the matched path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Kept,
+    /// Removed by this `.dockerignore` rule (text, line).
+    Ignored(String, usize),
+    /// Removed by `--exclude`, or not a kind that can be copied.
+    Dropped,
+}
+
+/// The result of one walk.
+#[derive(Debug)]
+pub(super) struct Walked {
+    pub outcome: Outcome,
+    /// Sorted by path, relative to the matched path (`""` is the match itself); empty unless
+    /// the outcome is [`Outcome::Kept`].
+    pub entries: Vec<(String, Found)>,
+}
+
+/// Threads of the parallel walk: half the cores, at least one, at most six (`ignore`'s own
+/// default is every core up to 12).
+///
+/// Measured on the 50,000-file benchmark context, 2 cores shared with other builds (no-op scan,
+/// median of 50 runs, load average 5.2 to 5.6): 179 ms for the sequential walk this replaced,
+/// 190 ms with 1 thread, 207 ms with 2 and with 4. The CPU time is the sequential walk's
+/// within 2% with 1 or 2 threads (6% more with 4), so a thread gains only where a core is
+/// idle: in the fastest quarter of the runs, 2 threads took 112 ms against 137 ms sequential.
+/// The context is loaded while the build's other vertices (pulls, unpacking) run, so the walk
+/// takes half the cores and leaves the rest to them.
+fn threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+    (cores / 2).clamp(1, 6)
+}
+
+/// Walks the path `real` (relative to `root`, symlinks on the way already resolved) and what
+/// is below it. `exclude_path` is its path relative to the matched source for `--exclude`
+/// (`None` for the match itself, which `--exclude` never removes).
+pub(super) fn walk(
+    root: &Path,
+    real: &str,
+    exclude_path: Option<&str>,
+    ignore: &DockerIgnore,
+    excludes: &DockerIgnore,
+) -> Result<Walked, SelectionError> {
+    walk_with_threads(root, real, exclude_path, &Rules { ignore, excludes }, threads())
+}
+
+fn walk_with_threads(root: &Path, real: &str, exclude_path: Option<&str>, rules: &Rules, threads: usize) -> Result<Walked, SelectionError> {
+    let removed = |verdict: &Verdict| Walked { outcome: verdict.removed_outcome(), entries: Vec::new() };
+    let absolute = root.join(real);
+    let metadata = match fs::symlink_metadata(&absolute) {
+        Ok(metadata) => metadata,
+        // Deleted while we walk: as if it had never been there.
+        Err(error) if is_missing(&error) => return Ok(Walked { outcome: Outcome::Dropped, entries: Vec::new() }),
+        Err(error) => return Err(io_error(IoAction::ReadMetadata, absolute, error)),
+    };
+    let verdict = rules.verdict(real, exclude_path);
+
+    if !metadata.is_dir() {
+        if verdict.is_removed() {
+            return Ok(removed(&verdict));
+        }
+        return Ok(match leaf_kind(&absolute, &metadata)? {
+            Some(kind) => Walked { outcome: Outcome::Kept, entries: vec![(String::new(), Found::new(absolute, kind, &metadata))] },
+            None => Walked { outcome: Outcome::Dropped, entries: Vec::new() },
+        });
+    }
+    if !rules.may_descend(real, exclude_path, &verdict) {
+        return Ok(removed(&verdict));
+    }
+    let below = Below { absolute: &absolute, real, exclude_path, rules }.walk(threads)?;
+    // An excluded directory survives only as the parent of something re-included.
+    if verdict.is_removed() && below.is_empty() {
+        return Ok(removed(&verdict));
+    }
+    let mut entries = below;
+    entries.push((String::new(), Found::new(absolute, FoundKind::Directory, &metadata)));
+    Ok(Walked { outcome: Outcome::Kept, entries: sorted_by_path(entries) })
+}
+
+/// The two rule sets a walk applies.
+struct Rules<'a> {
+    ignore: &'a DockerIgnore,
+    excludes: &'a DockerIgnore,
+}
+
+/// What the rules say of one path.
+struct Verdict<'a> {
+    ignored_by: Option<&'a Pattern>,
+    excluded: bool,
+}
+
+impl Verdict<'_> {
+    fn is_removed(&self) -> bool {
+        self.ignored_by.is_some() || self.excluded
+    }
+
+    fn removed_outcome(&self) -> Outcome {
+        match self.ignored_by {
+            Some(rule) => Outcome::Ignored(rule.text.clone(), rule.line),
+            None => Outcome::Dropped,
+        }
+    }
+}
+
+impl<'a> Rules<'a> {
+    fn verdict(&self, real: &str, exclude_path: Option<&str>) -> Verdict<'a> {
+        Verdict { ignored_by: self.ignore.excluded_by(real), excluded: exclude_path.is_some_and(|path| self.excludes.is_excluded(path)) }
+    }
+
+    /// Whether a directory is entered: it is not removed, or an exception may re-include
+    /// something below it.
+    fn may_descend(&self, real: &str, exclude_path: Option<&str>, verdict: &Verdict) -> bool {
+        (verdict.ignored_by.is_none() || self.ignore.may_include_below(real))
+            && (!verdict.excluded || exclude_path.is_some_and(|path| self.excludes.may_include_below(path)))
+    }
+}
+
+/// A file, or a symlink with its target; `None` for what cannot be copied.
+fn leaf_kind(absolute: &Path, metadata: &Metadata) -> Result<Option<FoundKind>, SelectionError> {
+    let file_type = metadata.file_type();
+    Ok(if file_type.is_symlink() {
+        let target = fs::read_link(absolute).map_err(|error| io_error(IoAction::ReadLink, absolute.to_path_buf(), error))?;
+        let target = target.into_os_string().into_string().map_err(|_| SelectionError::NonUtf8Path { path: absolute.to_path_buf() })?;
+        Some(FoundKind::Symlink(target))
+    } else if file_type.is_file() {
+        Some(FoundKind::File(StatKey::new(absolute.to_path_buf(), metadata)))
+    } else {
+        None
+    })
+}
+
+/// The part of a walk below a directory that is entered.
+struct Below<'a> {
+    absolute: &'a Path,
+    real: &'a str,
+    exclude_path: Option<&'a str>,
+    rules: &'a Rules<'a>,
+}
+
+/// What the visitor of one thread found; handed over when the thread is done.
+#[derive(Default)]
+struct Collected {
+    kept: Vec<(String, Found)>,
+    /// Excluded directories that were entered: kept only as parents of something kept.
+    set_aside: Vec<(String, Found)>,
+    errors: Vec<(PathBuf, SelectionError)>,
+}
+
+impl Below<'_> {
+    /// The kept entries below the directory, in any order.
+    fn walk(&self, threads: usize) -> Result<Vec<(String, Found)>, SelectionError> {
+        let mut builder = WalkBuilder::new(self.absolute);
+        builder
+            .standard_filters(false)
+            .hidden(false)
+            .parents(false)
+            .ignore(false)
+            .git_ignore(false)
+            .git_global(false)
+            .git_exclude(false)
+            .follow_links(false)
+            .min_depth(Some(1))
+            .threads(threads);
+        let shared = Mutex::new(Vec::new());
+        builder.build_parallel().visit(&mut VisitorBuilder { below: self, shared: &shared });
+        let threads: Vec<Collected> = shared.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut kept = Vec::with_capacity(threads.iter().map(|collected| collected.kept.len()).sum());
+        let (mut set_aside, mut errors) = (Vec::new(), Vec::new());
+        for collected in threads {
+            kept.extend(collected.kept);
+            set_aside.extend(collected.set_aside);
+            errors.extend(collected.errors);
+        }
+
+        if !errors.is_empty() {
+            errors.sort_by(|(left, _), (right, _)| left.cmp(right));
+            let (_, first) = errors.swap_remove(0);
+            return Err(first);
+        }
+        // Most walks enter no excluded directory: no parents to look for then.
+        let parents_of_kept = if set_aside.is_empty() {
+            Vec::new()
+        } else {
+            let mut parents: HashSet<&str> = HashSet::new();
+            for (path, _) in &kept {
+                let mut rest = path.as_str();
+                // Once a parent is known, so are all of its own.
+                while let Some((parent, _)) = rest.rsplit_once('/')
+                    && parents.insert(parent)
+                {
+                    rest = parent;
+                }
+            }
+            set_aside.into_iter().filter(|(path, _)| parents.contains(path.as_str())).collect::<Vec<_>>()
+        };
+        kept.extend(parents_of_kept);
+        Ok(kept)
+    }
+
+    /// The path of an entry relative to the directory walked; `None` when it is not UTF-8.
+    /// `ignore` joins every name it lists onto the path it was given, so the relative path is
+    /// what follows that path's bytes (and the separator `Path::join` put after them, unless
+    /// the path ended in one: `root.join("")` does); cut there rather than compared component
+    /// by component, which showed in the profile.
+    fn relative<'p>(&self, absolute: &'p Path) -> Option<&'p str> {
+        let bytes = absolute.as_os_str().as_bytes();
+        let rest = bytes.get(self.absolute.as_os_str().len()..)?;
+        std::str::from_utf8(rest.strip_prefix(b"/").unwrap_or(rest)).ok()
+    }
+
+    /// One entry below the directory: kept, set aside or left out; `Skip` for a directory that
+    /// is not entered.
+    fn visit(&self, entry: Result<DirEntry, ignore::Error>, collected: &mut Collected) -> Result<WalkState, (PathBuf, SelectionError)> {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => return walker_error(error, self.absolute).map_or(Ok(WalkState::Continue), Err),
+        };
+        let absolute = entry.path();
+        let error_here = |error| (absolute.to_path_buf(), error);
+        let relative = self.relative(absolute).ok_or_else(|| error_here(SelectionError::NonUtf8Path { path: absolute.to_path_buf() }))?;
+        let metadata = match fs::symlink_metadata(absolute) {
+            Ok(metadata) => metadata,
+            // Deleted while we walk: as if it had never been there.
+            Err(error) if is_missing(&error) => return Ok(WalkState::Skip),
+            Err(error) => return Err(error_here(io_error(IoAction::ReadMetadata, absolute.to_path_buf(), error))),
+        };
+        let real = join(self.real, relative);
+        let exclude_path = match self.exclude_path {
+            Some(path) => format!("{path}/{relative}"),
+            None => relative.to_string(),
+        };
+        let verdict = self.rules.verdict(&real, Some(&exclude_path));
+
+        if metadata.is_dir() {
+            if !self.rules.may_descend(&real, Some(&exclude_path), &verdict) {
+                return Ok(WalkState::Skip);
+            }
+            let found = (relative.to_string(), Found::new(absolute.to_path_buf(), FoundKind::Directory, &metadata));
+            if verdict.is_removed() {
+                collected.set_aside.push(found)
+            } else {
+                collected.kept.push(found)
+            }
+            return Ok(WalkState::Continue);
+        }
+        if !verdict.is_removed()
+            && let Some(kind) = leaf_kind(absolute, &metadata).map_err(error_here)?
+        {
+            collected.kept.push((relative.to_string(), Found::new(absolute.to_path_buf(), kind, &metadata)));
+        }
+        Ok(WalkState::Continue)
+    }
+}
+
+/// Entries sorted by path, each moved once: sorting them in place moved every (large) entry
+/// about `log n` times, which showed in the profile of a 50,000-file walk.
+fn sorted_by_path(entries: Vec<(String, Found)>) -> Vec<(String, Found)> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by(|&left, &right| entries[left].0.cmp(&entries[right].0));
+    let mut slots: Vec<Option<(String, Found)>> = entries.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|index| slots[index].take()).collect()
+}
+
+/// An error `ignore` met listing a directory, naming what it names; `None` when that was
+/// deleted while the walk ran.
+fn walker_error(error: ignore::Error, directory: &Path) -> Option<(PathBuf, SelectionError)> {
+    fn named(error: &ignore::Error) -> Option<&Path> {
+        match error {
+            ignore::Error::WithPath { path, .. } => Some(path),
+            ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => named(err),
+            _ => None,
+        }
+    }
+    let path = named(&error).unwrap_or(directory).to_path_buf();
+    let message = error.to_string();
+    let error = error.into_io_error().unwrap_or_else(|| std::io::Error::other(message));
+    if is_missing(&error) {
+        return None;
+    }
+    Some((path.clone(), io_error(IoAction::ReadDirectory, path, error)))
+}
+
+struct VisitorBuilder<'s> {
+    below: &'s Below<'s>,
+    shared: &'s Mutex<Vec<Collected>>,
+}
+
+impl<'s> ParallelVisitorBuilder<'s> for VisitorBuilder<'s> {
+    fn build(&mut self) -> Box<dyn ParallelVisitor + 's> {
+        Box::new(Visitor { below: self.below, shared: self.shared, collected: Collected::default() })
+    }
+}
+
+/// One thread's visitor: collects without locking, hands its findings over when dropped.
+struct Visitor<'s> {
+    below: &'s Below<'s>,
+    shared: &'s Mutex<Vec<Collected>>,
+    collected: Collected,
+}
+
+impl ParallelVisitor for Visitor<'_> {
+    fn visit(&mut self, entry: Result<DirEntry, ignore::Error>) -> WalkState {
+        match self.below.visit(entry, &mut self.collected) {
+            Ok(state) => state,
+            // The walk goes on, so that the error reported is the first in walk order
+            // whichever thread met its own first.
+            Err(error) => {
+                self.collected.errors.push(error);
+                WalkState::Skip
+            }
+        }
+    }
+}
+
+impl Drop for Visitor<'_> {
+    fn drop(&mut self) {
+        let collected = std::mem::take(&mut self.collected);
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(collected);
+    }
+}
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod tests;
