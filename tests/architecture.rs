@@ -31,8 +31,10 @@ const LAYERS: &[&[&str]] = &[
     &["snapshot"],
     // Resources: a registry client, the state root.
     &["registry"],
-    // Leaves: import nothing of the crate.
-    &["context", "dockerfile", "graph", "oci", "progress", "sandbox", "ssh_agent", "store"],
+    // Leaves: import nothing of the crate but the vocabulary.
+    &["context", "dockerfile", "graph", "progress", "sandbox", "ssh_agent", "store"],
+    // The shared vocabulary (references, platforms, paths, ...): under everything.
+    &["oci"],
 ];
 
 /// module → the crate modules it may use.
@@ -72,7 +74,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sandbox", &[]),
     // The SSH agent of `RUN --mount=type=ssh`: self-contained, only ops (exec) starts it.
     ("ssh_agent", &[]),
-    ("context", &[]),
+    ("context", &["oci"]),
     ("store", &[]),
     ("progress", &[]),
 ];

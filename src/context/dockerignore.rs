@@ -28,6 +28,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::oci::path::clean;
+
 /// The largest `.dockerignore` read: more is an error, never a read without end.
 const IGNORE_FILE_LIMIT: u64 = 16 << 20;
 
@@ -210,12 +212,12 @@ impl DockerIgnore {
             Some(rest) => ("!", rest.trim()),
             None => ("", text),
         };
-        let mut body = if body.is_empty() { String::new() } else { clean_path(body) };
+        let mut body = if body.is_empty() { String::new() } else { clean(body) };
         if body.len() > 1 && body.starts_with('/') {
             body.remove(0);
         }
         // patternmatcher.New cleans the whole string once more, `!` included, then splits it.
-        let whole = clean_path(&format!("{bang}{body}"));
+        let whole = clean(&format!("{bang}{body}"));
         let (exception, cleaned) = match whole.strip_prefix('!') {
             Some("") => return Err(DockerIgnoreError::LoneExclamation { line }),
             Some(rest) => (true, rest.to_string()),
@@ -229,35 +231,9 @@ impl DockerIgnore {
 
 /// A cleaned relative path, or `None` for the context root itself (never excluded).
 fn normalize_relative(path: &str) -> Option<String> {
-    let cleaned = clean_path(path);
+    let cleaned = clean(path);
     let relative = cleaned.trim_start_matches('/');
     (!relative.is_empty() && relative != ".").then(|| relative.to_string())
-}
-
-/// Go's `path.Clean` for `/`-separated paths: drops empty and `.` elements, resolves `..`
-/// lexically (never above a leading `/`), returns `.` for an empty result.
-pub(crate) fn clean_path(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
 }
 
 /// Whether one path component holds an unescaped `*`, `?` or `[` (BuildKit's

@@ -210,7 +210,7 @@ fn clean_path_matches_go() {
         ("!a/..", "."),
     ];
     for &(input, expected) in table {
-        assert_eq!(clean_path(input), expected, "{input:?}");
+        assert_eq!(crate::oci::path::clean(input), expected, "{input:?}");
     }
 }
 

@@ -57,9 +57,10 @@ use sha2::{Digest, Sha256};
 
 use super::content_hash::hash_file;
 use super::content_hash::{HashCache, StatKey};
-use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, clean_path, contains_wildcards};
+use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, contains_wildcards};
 use super::in_root::InRoot;
 use super::walk::{self, Found, FoundKind, Outcome};
+use crate::oci::path::clean;
 
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
@@ -201,7 +202,7 @@ pub fn select(
     for source in sources {
         // A wildcard that matches nothing (or only ignored paths) selects nothing, as BuildKit
         // allows; a plain path that is missing is an error.
-        let cleaned = clean_path(&format!("/{source}"));
+        let cleaned = clean(&format!("/{source}"));
         match walker.select_source(source) {
             Ok(matched) => roots.push(matched),
             Err(SelectionError::NotFound { source: missing, .. }) if missing == cleaned && contains_wildcards(&cleaned) => {
@@ -257,16 +258,16 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Selects one source; returns the paths it matched.
     fn select_source(&mut self, source: &str) -> Result<Vec<String>, SelectionError> {
-        let cleaned = clean_path(&format!("/{source}"));
+        let cleaned = clean(&format!("/{source}"));
         let components: Vec<&str> = cleaned.split('/').filter(|part| !part.is_empty()).collect();
         // `--parents`: what comes before the `/./` pivot is not kept, nor seen by `--exclude`.
         // A pivot with nothing after it names nothing: "not found", as BuildKit says.
         let pivot = if self.parents { pivot_split(source) } else { None };
         if let Some((before, after)) = &pivot
             && !before.is_empty()
-            && clean_path(&format!("/{after}")).trim_matches('/').is_empty()
+            && clean(&format!("/{after}")).trim_matches('/').is_empty()
         {
-            return Err(SelectionError::NotFound { source: clean_path(&format!("/{before}")), excluded_by: None });
+            return Err(SelectionError::NotFound { source: clean(&format!("/{before}")), excluded_by: None });
         }
         let pivot = pivot.map(|(before, _)| before);
         let pivot_components =

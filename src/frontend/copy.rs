@@ -149,7 +149,7 @@ fn destination(dest: &str, working_dir: &str) -> String {
         let base = if working_dir.is_empty() { "/" } else { working_dir };
         format!("{}/{dest}", base.trim_end_matches('/'))
     };
-    let mut cleaned = super::dispatch::clean_absolute(&joined);
+    let mut cleaned = crate::oci::path::clean_absolute(&joined);
     if trailing && !cleaned.ends_with('/') {
         cleaned.push('/');
     }

@@ -330,7 +330,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
         Command::Workdir(path) => {
             let expanded = expand(lowering, state, path, span)?;
             let joined = if expanded.starts_with('/') { expanded.clone() } else { format!("{}/{}", state.working_dir(), expanded) };
-            let directory = clean_absolute(&joined);
+            let directory = crate::oci::path::clean_absolute(&joined);
             state.image.config.working_dir = directory.clone();
             if directory == "/" {
                 state.commit(format!("WORKDIR {directory}"), false, epoch);
@@ -437,21 +437,6 @@ pub(super) fn uppercase_first_word(text: &str) -> String {
     }
 }
 
-/// `path.Clean` of an absolute path.
-pub(super) fn clean_absolute(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, ... (ranges expanded).
 fn parse_port(text: &str) -> Result<Vec<String>, String> {
     let (ports, protocol) = match text.split_once('/') {
@@ -533,8 +518,6 @@ mod tests {
         assert_eq!(parse_port("53/UDP").unwrap(), ["53/udp"]);
         assert_eq!(parse_port("8000-8002").unwrap(), ["8000/tcp", "8001/tcp", "8002/tcp"]);
         assert!(parse_port("x").is_err());
-        assert_eq!(clean_absolute("/a/./b/../c/"), "/a/c");
-        assert_eq!(clean_absolute("/.."), "/");
         assert_eq!(uppercase_first_word("workdir /app"), "WORKDIR /app");
     }
 }

@@ -9,11 +9,13 @@
 //! | `compression.rs` | a layer's compression: its name, its media type               |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
+//! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 
 pub mod compression;
 pub mod image_config;
 pub mod media_types;
+pub mod path;
 pub mod platform;
 pub mod reference;
 

@@ -25,9 +25,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::source::clean;
 use super::{CacheInput, Environment, Layer, OpError, Output, file, layer};
 use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex, go_quote};
+use crate::oci::path::clean_in_root;
 use crate::sandbox::{self, MountKind, Network, StepSpec};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::tree_diff;
@@ -363,7 +363,7 @@ fn materialize(input: &Output, source: &str, directory: &Path, writable: bool, e
     match input {
         Output::Layers(_) => {
             let view = LayeredView::new(input.layer_paths());
-            let (node, _) = view.resolve(&format!("/{}", clean(source)), true).map_err(mount_error)?;
+            let (node, _) = view.resolve(&format!("/{}", clean_in_root(source)), true).map_err(mount_error)?;
             match node {
                 // A view rooted at the source directory: its stack is the layers' directories there.
                 crate::snapshot::view::Node::Directory { stack, .. } => {
@@ -378,7 +378,7 @@ fn materialize(input: &Output, source: &str, directory: &Path, writable: bool, e
         }
         Output::Context(handle) => {
             let selection = file::select_context(handle, &[source.to_string()], &[], false, environment)?;
-            let prefix = clean(source);
+            let prefix = clean_in_root(source);
             let single_file = selection
                 .entries
                 .iter()
@@ -419,7 +419,7 @@ fn place_file(from: &Path, to: &Path, writable: bool) -> io::Result<()> {
 /// or files at `paths` (and their parents the step created only for them).
 fn remove_stubs(base: &LayeredView, upper: &Path, paths: &[String]) -> io::Result<()> {
     for path in paths {
-        let relative = clean(path);
+        let relative = clean_in_root(path);
         if relative.is_empty() {
             continue;
         }

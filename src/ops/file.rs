@@ -29,10 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::owner::{self, OwnerError};
-use super::source::{SourceEntry, SourceKind, SourceListing, clean, has_wildcard};
+use super::source::{SourceEntry, SourceKind, SourceListing, has_wildcard};
 use super::{CacheInput, ContextHandle, Environment, Layer, OpError, Output, layer};
 use crate::context::selection::{Selection, SelectionError, select};
 use crate::graph::{CopyAction, FileAction, MkdirAction, MkfileAction, Vertex};
+use crate::oci::path::clean_in_root;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, extract, is_tar_archive};
 use crate::snapshot::flatten::set_times;
 use crate::snapshot::view::{LayeredView, Node};
@@ -307,7 +308,7 @@ impl UpperWriter {
         let (dest_node, dest_resolved) = self.resolve(&action.dest, true)?;
         let dest_is_directory = dest_is_directory_by_syntax || dest_node.is_directory();
         for (index, source) in action.sources.iter().enumerate() {
-            let pattern = clean(source);
+            let pattern = clean_in_root(source);
             let roots = listing.roots.get(index).map(Vec::as_slice).unwrap_or_default();
             let matches: Vec<&SourceEntry> = roots.iter().filter_map(|root| listing.entries.get(root)).collect();
             if roots.iter().any(String::is_empty) {
@@ -489,7 +490,7 @@ impl UpperWriter {
 fn parents_path(source: &str, matched: &str) -> String {
     match source.find("/./").or_else(|| source.starts_with("./").then_some(0)) {
         Some(index) if index > 0 => {
-            let pivot_depth = clean(&source[..index]).split('/').filter(|p| !p.is_empty()).count();
+            let pivot_depth = clean_in_root(&source[..index]).split('/').filter(|p| !p.is_empty()).count();
             matched.split('/').skip(pivot_depth).collect::<Vec<_>>().join("/")
         }
         _ => matched.to_string(),

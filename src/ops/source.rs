@@ -7,6 +7,7 @@
 //! A top-level match that is a symlink is followed (BuildKit copies what a named link points
 //! to), inside the source only; links below a match are copied as links.
 
+use crate::oci::path::clean_in_root;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
@@ -57,22 +58,6 @@ pub(super) struct SourceListing {
     pub roots: Vec<Vec<String>>,
 }
 
-/// Cleans a source path or pattern: no leading `/` or `./`, no `.` parts, no trailing `/`,
-/// `..` cannot climb above the root.
-pub(super) fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
-}
-
 pub(super) fn has_wildcard(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
@@ -120,7 +105,7 @@ impl SourceListing {
     pub(super) fn from_view(view: &LayeredView, patterns: &[String], parents: bool) -> io::Result<SourceListing> {
         let mut listing = SourceListing::default();
         for pattern in patterns {
-            let pattern = clean(pattern);
+            let pattern = clean_in_root(pattern);
             let mut matched = Vec::new();
             for (path, node) in view_matches(view, &pattern, parents)? {
                 listing.add_tree(view, &path, &node)?;
@@ -354,9 +339,9 @@ mod tests {
 
     #[test]
     fn cleaning_stays_inside_the_root() {
-        assert_eq!(clean("/a/./b/"), "a/b");
-        assert_eq!(clean("../../x"), "x");
-        assert_eq!(clean("."), "");
-        assert_eq!(clean("./"), "");
+        assert_eq!(clean_in_root("/a/./b/"), "a/b");
+        assert_eq!(clean_in_root("../../x"), "x");
+        assert_eq!(clean_in_root("."), "");
+        assert_eq!(clean_in_root("./"), "");
     }
 }
