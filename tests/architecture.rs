@@ -76,7 +76,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ssh_agent", &[]),
     ("context", &["oci"]),
     ("store", &[]),
-    ("progress", &[]),
+    ("progress", &["oci"]),
 ];
 
 /// Allowed edges that point up or sideways, each with why it is there.

@@ -39,7 +39,7 @@ impl DuFormat {
 
 /// Go's `time.Time.String()` of a UTC time in seconds: `2023-11-14 22:13:20 +0000 UTC`.
 pub(super) fn go_time(seconds: i64) -> String {
-    let rfc3339 = crate::oci::image_config::rfc3339(seconds);
+    let rfc3339 = crate::oci::time::rfc3339(seconds);
     format!("{} +0000 UTC", rfc3339.trim_end_matches('Z').replacen('T', " ", 1))
 }
 

@@ -14,8 +14,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::oci::Compression;
-use crate::oci::image_config::{ImageDocument, RootFs, rfc3339};
+use crate::oci::image_config::{ImageDocument, RootFs};
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
+use crate::oci::time::rfc3339;
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};

@@ -53,7 +53,7 @@ impl StageState {
     /// BuildKit does.
     pub(super) fn commit(&mut self, created_by: String, with_layer: bool, epoch: Option<i64>) {
         self.image.history.push(History {
-            created: epoch.map(crate::oci::image_config::rfc3339),
+            created: epoch.map(crate::oci::time::rfc3339),
             created_by: Some(created_by),
             author: None,
             comment: Some(HISTORY_COMMENT.into()),

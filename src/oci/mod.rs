@@ -10,6 +10,7 @@
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
+//! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 
 pub mod compression;
@@ -18,6 +19,7 @@ pub mod media_types;
 pub mod path;
 pub mod platform;
 pub mod reference;
+pub mod time;
 
 pub use compression::Compression;
 pub use platform::Platform;

@@ -449,38 +449,9 @@ fn split_lines(data: &[u8], mut line: impl FnMut(&[u8])) -> bool {
     true
 }
 
-/// An ISO 8601 time in UTC as Go's `time.RFC3339Nano` prints it: trailing zeros of the
-/// fraction dropped, no fraction at all on a whole second.
+/// An ISO 8601 time in UTC as Go's `time.RFC3339Nano` prints it.
 fn format_rfc3339(time: Timestamp) -> String {
-    let total_seconds = time.as_secs();
-    let days = (total_seconds / 86_400) as i64;
-    let second_of_day = total_seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let mut text =
-        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
-    let nanos = time.subsec_nanos();
-    if nanos != 0 {
-        let fraction = format!("{nanos:09}");
-        text.push('.');
-        text.push_str(fraction.trim_end_matches('0'));
-    }
-    text.push('Z');
-    text
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after Howard Hinnant's
-/// `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    crate::oci::time::rfc3339_nano(time.as_secs() as i64, time.subsec_nanos())
 }
 
 #[cfg(test)]

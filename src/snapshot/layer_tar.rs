@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::tar_stream::EntryKind;
+
 /// Name of the marker entry that makes a directory opaque in an OCI layer.
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Prefix of a whiteout entry in an OCI layer.
@@ -132,27 +134,16 @@ struct Child {
     metadata: Metadata,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Regular,
-    HardLink,
-    Symlink,
-    CharDevice,
-    BlockDevice,
-    Directory,
-    Fifo,
-}
-
-impl Kind {
+impl EntryKind {
     fn type_flag(self) -> u8 {
         match self {
-            Kind::Regular => b'0',
-            Kind::HardLink => b'1',
-            Kind::Symlink => b'2',
-            Kind::CharDevice => b'3',
-            Kind::BlockDevice => b'4',
-            Kind::Directory => b'5',
-            Kind::Fifo => b'6',
+            EntryKind::Regular => b'0',
+            EntryKind::HardLink => b'1',
+            EntryKind::Symlink => b'2',
+            EntryKind::CharDevice => b'3',
+            EntryKind::BlockDevice => b'4',
+            EntryKind::Directory => b'5',
+            EntryKind::Fifo => b'6',
         }
     }
 }
@@ -160,7 +151,7 @@ impl Kind {
 /// Everything one tar entry says about a file, before it is encoded.
 struct EntryHeader<'a> {
     name: &'a [u8],
-    kind: Kind,
+    kind: EntryKind,
     mode: u32,
     uid: u64,
     gid: u64,
@@ -205,12 +196,12 @@ impl<W: Write> LayerWriter<W> {
             if file_type.is_dir() {
                 name.push(b'/');
                 let (xattrs, opaque) = read_xattrs(&path)?;
-                self.write_entry(&path, &child.metadata, &name, Kind::Directory, &[], xattrs)?;
+                self.write_entry(&path, &child.metadata, &name, EntryKind::Directory, &[], xattrs)?;
                 if opaque {
                     let marker = [name.as_slice(), OPAQUE_MARKER].concat();
                     let header = EntryHeader {
                         name: &marker,
-                        kind: Kind::Regular,
+                        kind: EntryKind::Regular,
                         mode: child.metadata.mode() & 0o777,
                         uid: child.metadata.uid().into(),
                         gid: child.metadata.gid().into(),
@@ -226,7 +217,7 @@ impl<W: Write> LayerWriter<W> {
             } else if is_whiteout(&child.metadata) {
                 let header = EntryHeader {
                     name: &name,
-                    kind: Kind::Regular,
+                    kind: EntryKind::Regular,
                     mode: 0o600,
                     uid: child.metadata.uid().into(),
                     gid: child.metadata.gid().into(),
@@ -251,7 +242,7 @@ impl<W: Write> LayerWriter<W> {
             let inode = (metadata.dev(), metadata.ino());
             if let Some(first) = self.first_paths.get(&inode) {
                 let first = first.clone();
-                return self.write_entry(path, metadata, name, Kind::HardLink, &first, Vec::new());
+                return self.write_entry(path, metadata, name, EntryKind::HardLink, &first, Vec::new());
             }
             self.first_paths.insert(inode, name.to_vec());
         }
@@ -259,15 +250,15 @@ impl<W: Write> LayerWriter<W> {
         let (xattrs, _) = read_xattrs(path)?;
         if file_type.is_symlink() {
             let target = fs::read_link(path).map_err(|source| LayerTarError::Read { path: path.to_path_buf(), source })?;
-            self.write_entry(path, metadata, name, Kind::Symlink, target.as_os_str().as_bytes(), xattrs)
+            self.write_entry(path, metadata, name, EntryKind::Symlink, target.as_os_str().as_bytes(), xattrs)
         } else if file_type.is_char_device() {
-            self.write_entry(path, metadata, name, Kind::CharDevice, &[], xattrs)
+            self.write_entry(path, metadata, name, EntryKind::CharDevice, &[], xattrs)
         } else if file_type.is_block_device() {
-            self.write_entry(path, metadata, name, Kind::BlockDevice, &[], xattrs)
+            self.write_entry(path, metadata, name, EntryKind::BlockDevice, &[], xattrs)
         } else if file_type.is_fifo() {
-            self.write_entry(path, metadata, name, Kind::Fifo, &[], xattrs)
+            self.write_entry(path, metadata, name, EntryKind::Fifo, &[], xattrs)
         } else {
-            self.write_entry(path, metadata, name, Kind::Regular, &[], xattrs)
+            self.write_entry(path, metadata, name, EntryKind::Regular, &[], xattrs)
         }
     }
 
@@ -283,17 +274,17 @@ impl<W: Write> LayerWriter<W> {
         path: &Path,
         metadata: &Metadata,
         name: &[u8],
-        kind: Kind,
+        kind: EntryKind,
         link_name: &[u8],
         xattrs: Xattrs,
     ) -> Result<(), LayerTarError> {
-        let device = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+        let device = if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
             let device = metadata.rdev();
             (u64::from(libc::major(device)), u64::from(libc::minor(device)))
         } else {
             (0, 0)
         };
-        let size = if kind == Kind::Regular { metadata.len() } else { 0 };
+        let size = if kind == EntryKind::Regular { metadata.len() } else { 0 };
         let header = EntryHeader {
             name,
             kind,
@@ -306,7 +297,7 @@ impl<W: Write> LayerWriter<W> {
             device,
             xattrs,
         };
-        if kind == Kind::Regular && size > 0 {
+        if kind == EntryKind::Regular && size > 0 {
             let file = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
