@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::image::{BuiltImage, Descriptor, copy_blob};
+use super::image::{BuiltImage, copy_blob};
+use crate::oci::Descriptor;
 use crate::oci::Reference;
 use crate::oci::media_types::OCI_INDEX;
 use crate::store::Store;

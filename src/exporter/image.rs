@@ -13,10 +13,10 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::oci::Compression;
 use crate::oci::image_config::{ImageDocument, RootFs};
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::oci::time::rfc3339;
+use crate::oci::{Compression, Descriptor, Platform};
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
@@ -36,29 +36,6 @@ pub(crate) enum ImageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Database(#[from] crate::store::DatabaseError),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Descriptor {
-    #[serde(rename = "mediaType")]
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// Set on an image manifest's descriptor, as BuildKit writes it in `index.json` and the
-    /// metadata file; never on layers or configs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub platform: Option<DescriptorPlatform>,
-}
-
-/// The platform of a manifest descriptor (OCI image index).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct DescriptorPlatform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -264,7 +241,7 @@ pub(crate) fn build(
             digest: manifest_digest,
             size: manifest_size,
             annotations: BTreeMap::new(),
-            platform: Some(DescriptorPlatform {
+            platform: Some(Platform {
                 architecture: document.architecture.clone(),
                 os: document.os.clone(),
                 variant: document.variant.clone(),

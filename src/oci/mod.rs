@@ -8,12 +8,14 @@
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
 //! | `compression.rs` | a layer's compression: its name, its media type               |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
+//! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 
 pub mod compression;
+pub mod descriptor;
 pub mod image_config;
 pub mod media_types;
 pub mod path;
@@ -22,5 +24,6 @@ pub mod reference;
 pub mod time;
 
 pub use compression::Compression;
+pub use descriptor::Descriptor;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
-    #[serde(default)]
-    pub os: String,
+    // Serialized in this order, as BuildKit writes a descriptor's platform.
     #[serde(default)]
     pub architecture: String,
+    #[serde(default)]
+    pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }

@@ -6,20 +6,8 @@
 use serde::Deserialize;
 use sha2::Digest as _;
 
-pub(crate) use crate::oci::Platform;
 pub(crate) use crate::oci::media_types::{MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST, is_index, is_manifest};
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    /// Checked as it is read: it goes into URLs and store paths (`sha256:../x` must never).
-    #[serde(deserialize_with = "checked_digest")]
-    pub digest: String,
-    pub size: u64,
-    #[serde(default)]
-    pub platform: Option<Platform>,
-}
+pub(crate) use crate::oci::{Descriptor, Platform};
 
 /// Both index and image manifests; which fields are set tells them apart when the registry's
 /// `Content-Type` is vague.
@@ -65,27 +53,6 @@ pub(crate) fn select<'index>(
         .filter_map(|entry| Some((entry.platform.as_ref()?.match_rank(&Platform::new(os, architecture, variant))?, entry)))
         .min_by_key(|(rank, _)| *rank)
         .map(|(_, entry)| entry)
-}
-
-/// Whether `digest` is `sha256:` and 64 lowercase hex digits, or `sha512:` and 128: the
-/// algorithms the client can verify, in the only form safe to put in a URL or a path.
-pub(crate) fn is_valid_digest(digest: &str) -> bool {
-    let hex_length = match digest.split_once(':') {
-        Some(("sha256", hex)) => (hex, 64),
-        Some(("sha512", hex)) => (hex, 128),
-        _ => return false,
-    };
-    let (hex, length) = hex_length;
-    hex.len() == length && hex.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
-}
-
-fn checked_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let digest = String::deserialize(deserializer)?;
-    if !is_valid_digest(&digest) {
-        let shown: String = digest.chars().take(80).collect();
-        return Err(serde::de::Error::custom(format!("invalid digest `{shown}`")));
-    }
-    Ok(digest)
 }
 
 /// An incremental digest for the algorithms registries use.
@@ -136,6 +103,7 @@ mod tests {
             media_type: OCI_MANIFEST.into(),
             digest: digest.into(),
             size: 1,
+            annotations: Default::default(),
             platform: Some(Platform { os: "linux".into(), architecture: architecture.into(), variant: variant.map(Into::into) }),
         }
     }
@@ -151,6 +119,7 @@ mod tests {
                 media_type: OCI_MANIFEST.into(),
                 digest: "attestation".into(),
                 size: 1,
+                annotations: Default::default(),
                 platform: Some(Platform { os: "unknown".into(), architecture: "unknown".into(), variant: None }),
             },
         ];

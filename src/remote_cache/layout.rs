@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::CacheError;
-use crate::exporter::image::Descriptor;
 use crate::graph::Digest;
+use crate::oci::Descriptor;
 use crate::oci::media_types::OCI_INDEX;
 use crate::ops::image::layout_blob_path;
 use crate::store::atomic::replace_file;
