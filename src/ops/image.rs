@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use super::layer::Layer;
 use super::{CacheInput, Environment};
 use crate::graph::{Digest, ImageSource};
+use crate::oci::Descriptor;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
 use crate::store::{BlobRow, LayerRow, now};
 
@@ -176,14 +177,10 @@ pub(crate) fn run(source: &ImageSource, environment: &Environment) -> Result<Vec
     let invalid = |error: &dyn std::fmt::Display| ImageError::Invalid { path: path_text.clone(), message: error.to_string() };
     let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|error| invalid(&error))?;
     let config_bytes = read_blob(path, manifest.config().digest().as_ref())?;
-    let layers: Vec<BlobDescriptor> = manifest
+    let layers: Vec<Descriptor> = manifest
         .layers()
         .iter()
-        .map(|descriptor| BlobDescriptor {
-            digest: descriptor.digest().to_string(),
-            size: descriptor.size(),
-            media_type: descriptor.media_type().to_string(),
-        })
+        .map(|descriptor| Descriptor::new(descriptor.media_type().to_string(), descriptor.digest().to_string(), descriptor.size()))
         .collect();
     import_layers(environment, reference, &config_bytes, &layers, &|digest, out| {
         let layer_path = layout_blob_path(path, digest);
@@ -213,15 +210,17 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
     let manifest: serde_json::Value = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
     let config_digest = manifest["config"]["digest"].as_str().ok_or_else(|| invalid("manifest without a config".into()))?.to_string();
     let config_bytes = read(&config_digest)?;
-    let descriptors: Vec<BlobDescriptor> = manifest["layers"]
+    let descriptors: Vec<Descriptor> = manifest["layers"]
         .as_array()
         .map(|layers| {
             layers
                 .iter()
-                .map(|layer| BlobDescriptor {
-                    digest: layer["digest"].as_str().unwrap_or_default().to_string(),
-                    size: layer["size"].as_u64().unwrap_or(0),
-                    media_type: layer["mediaType"].as_str().unwrap_or_default().to_string(),
+                .map(|layer| {
+                    Descriptor::new(
+                        layer["mediaType"].as_str().unwrap_or_default(),
+                        layer["digest"].as_str().unwrap_or_default(),
+                        layer["size"].as_u64().unwrap_or(0),
+                    )
                 })
                 .collect()
         })
@@ -258,14 +257,6 @@ pub(crate) fn fetch_blob(
     Ok((stored_digest, size))
 }
 
-/// A layer blob as a manifest lists it.
-#[derive(Debug, Clone)]
-pub(crate) struct BlobDescriptor {
-    pub digest: String,
-    pub size: u64,
-    pub media_type: String,
-}
-
 /// Brings an image's layers into the store, wherever the blobs come from: `fetch` writes a
 /// blob's bytes; they land in the store's blobs (verified against the digest), are unpacked
 /// into a snapshot (verified against the config's diff id) and recorded. A layer whose diff id
@@ -274,7 +265,7 @@ pub(crate) fn import_layers(
     environment: &Environment,
     reference: &str,
     config_bytes: &[u8],
-    descriptors: &[BlobDescriptor],
+    descriptors: &[Descriptor],
     fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
 ) -> Result<Vec<Layer>, ImageError> {
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
@@ -303,7 +294,7 @@ pub(crate) fn import_layers(
 /// A layer blob to bring into the store, and what to record about its layer.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerBlob {
-    pub blob: BlobDescriptor,
+    pub blob: Descriptor,
     pub diff_id: String,
     /// The layer's creation time when known (a cached step's), else now.
     pub created_at: Option<i64>,

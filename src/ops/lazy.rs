@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::CacheInput;
-use super::image::{BlobDescriptor, ImageError, LayerBlob, archive_ownership, fetch_blob, unpack_layers};
+use super::image::{ImageError, LayerBlob, archive_ownership, fetch_blob, unpack_layers};
 use super::layer::Layer;
+use crate::oci::Descriptor;
 use crate::snapshot::extract::{ExtractOptions, WhiteoutMode, decompressed, extract};
 use crate::store::{BlobRow, Store, StoreError, now};
 
@@ -39,7 +40,7 @@ pub(crate) trait BlobSource: Send + Sync {
 /// A blob and the source that has it.
 #[derive(Clone)]
 pub(crate) struct RemoteBlob {
-    pub blob: BlobDescriptor,
+    pub blob: Descriptor,
     pub source: Arc<dyn BlobSource>,
 }
 

@@ -1,7 +1,7 @@
 //! Small OCI artifacts: an image manifest whose config is not an image config (a build cache),
 //! fetched whole with its config. No platform selection: the manifest is taken as it is.
 
-use super::client::{Client, LayerDescriptor};
+use super::client::Client;
 use super::error::RegistryError;
 use super::manifest::{self, AnyManifest};
 use super::request::Failure;
@@ -14,7 +14,7 @@ pub struct Artifact {
     pub manifest: Vec<u8>,
     pub config_media_type: String,
     pub config: Vec<u8>,
-    pub layers: Vec<LayerDescriptor>,
+    pub layers: Vec<crate::oci::Descriptor>,
 }
 
 impl Client {
@@ -42,12 +42,7 @@ impl Client {
                     }
                     let config = parsed.config.ok_or_else(|| invalid("no config".into()))?;
                     let config_bytes = self.get_small_blob(endpoint, reference, &config.digest, config.size, config_limit).await?;
-                    let layers = parsed
-                        .layers
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|layer| LayerDescriptor { digest: layer.digest, size: layer.size, media_type: layer.media_type })
-                        .collect();
+                    let layers = parsed.layers.unwrap_or_default();
                     Ok(Artifact { digest, manifest: bytes, config_media_type: config.media_type, config: config_bytes, layers })
                 };
                 match fetched.await {

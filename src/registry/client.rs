@@ -64,14 +64,7 @@ pub struct Resolved {
     pub manifest_media_type: String,
     pub config: Vec<u8>,
     pub config_digest: String,
-    pub layers: Vec<LayerDescriptor>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerDescriptor {
-    pub digest: String,
-    pub size: u64,
-    pub media_type: String,
+    pub layers: Vec<crate::oci::Descriptor>,
 }
 
 /// Bounds for retrying transient failures, and for waiting on a slow server: a server that
@@ -351,12 +344,7 @@ impl Client {
                 }));
             }
         }
-        let layers = manifest
-            .layers
-            .unwrap_or_default()
-            .into_iter()
-            .map(|layer| LayerDescriptor { digest: layer.digest, size: layer.size, media_type: layer.media_type })
-            .collect();
+        let layers = manifest.layers.unwrap_or_default();
         Ok(Resolved {
             reference: resolved_reference,
             manifest_digest,

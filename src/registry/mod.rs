@@ -33,6 +33,6 @@ mod transport;
 
 pub use artifact::Artifact;
 pub use auth::{Credential, Credentials};
-pub use client::{Client, LayerDescriptor, Resolved, RetryPolicy};
+pub use client::{Client, Resolved, RetryPolicy};
 pub use config::{HostConfig, RegistryConfig};
 pub use error::RegistryError;

@@ -9,8 +9,7 @@ use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
-use crate::oci::Reference;
-use crate::ops::image::BlobDescriptor;
+use crate::oci::{Descriptor, Reference};
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender, error_text};
 use crate::registry::Client;
@@ -43,20 +42,16 @@ pub(crate) fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: 
     imported
 }
 
-type Read = (CacheConfig, Arc<dyn BlobSource>, HashMap<String, BlobDescriptor>);
+type Read = (CacheConfig, Arc<dyn BlobSource>, HashMap<String, Descriptor>);
 
 fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheError> {
     let invalid = |message: String| CacheError::Invalid { location: location.to_string(), message };
-    let (config_type, config_bytes, layers, source): (String, Vec<u8>, Vec<BlobDescriptor>, Arc<dyn BlobSource>) = match location {
+    let (config_type, config_bytes, layers, source): (String, Vec<u8>, Vec<Descriptor>, Arc<dyn BlobSource>) = match location {
         CacheLocation::Registry { reference } => {
             let parsed = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
             let artifact =
                 registry.fetch_artifact(&parsed, CONFIG_LIMIT)?.ok_or_else(|| CacheError::NotFound { location: location.to_string() })?;
-            let layers = artifact
-                .layers
-                .into_iter()
-                .map(|layer| BlobDescriptor { digest: layer.digest, size: layer.size, media_type: layer.media_type })
-                .collect();
+            let layers = artifact.layers.into_iter().collect();
             let source = Arc::new(RegistrySource { client: registry.clone(), reference: parsed, name: reference.clone() });
             (artifact.config_media_type, artifact.config, layers, source)
         }
@@ -73,10 +68,12 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|layer| BlobDescriptor {
-                    digest: layer["digest"].as_str().unwrap_or_default().to_string(),
-                    size: layer["size"].as_u64().unwrap_or(0),
-                    media_type: layer["mediaType"].as_str().unwrap_or_default().to_string(),
+                .map(|layer| {
+                    Descriptor::new(
+                        layer["mediaType"].as_str().unwrap_or_default(),
+                        layer["digest"].as_str().unwrap_or_default(),
+                        layer["size"].as_u64().unwrap_or(0),
+                    )
                 })
                 .collect();
             let config_type = manifest["config"]["mediaType"].as_str().unwrap_or_default().to_string();
@@ -92,7 +89,7 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
     Ok((config, source, blobs))
 }
 
-fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn BlobSource>, blobs: &HashMap<String, BlobDescriptor>) {
+fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn BlobSource>, blobs: &HashMap<String, Descriptor>) {
     let remote = |digest: &str| RemoteBlob { blob: blobs[digest].clone(), source: source.clone() };
     let layers = config.layers_by_diff_id();
     for record in &config.records {

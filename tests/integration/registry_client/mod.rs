@@ -152,11 +152,7 @@ fn resolves_through_a_mirror_and_by_digest_and_fetches_blobs() {
         assert_eq!(sha256_digest(&resolved.config), *config_digest);
         assert_eq!(
             resolved.layers,
-            [LayerDescriptor {
-                digest: layer_digest.clone(),
-                size: *layer_size,
-                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into()
-            }]
+            [rbuild::oci::Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", layer_digest.clone(), *layer_size)]
         );
 
         // Every blob, checked against its digest, with progress up to the full size.
