@@ -68,7 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("registry", &["oci"]),
     // The shared image vocabulary (references, media types).
     ("oci", &[]),
-    ("dockerfile", &[]),
+    ("dockerfile", &["oci"]),
     ("graph", &[]),
     // Containers: self-contained, so its re-exec'd child pulls in nothing else.
     ("sandbox", &[]),

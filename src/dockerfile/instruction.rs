@@ -24,6 +24,7 @@
 
 use super::diagnostic::{DockerfileError, suggest};
 use super::syntax::{self, Args, Dockerfile, Flag, Heredoc, Instruction, Span};
+use crate::oci::go_quote;
 
 /// A value with the instruction it came from.
 #[derive(Debug, Clone)]
@@ -177,7 +178,7 @@ pub fn command(instruction: &Instruction) -> Result<Command, DockerfileError> {
                     if !is_valid_stage_name(&lowered) {
                         return Err(fail(format!(
                             "invalid name for build stage: {}, name can't start with a number or contain symbols",
-                            syntax::go_quote(name)
+                            go_quote(name)
                         )));
                     }
                     (image, Some(lowered))
@@ -399,7 +400,7 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
     ];
     let flags = parse_flags(&instruction.flags, &known, span)?;
     if kind != "CMD" {
-        return Err(fail(format!("Unknown type {} in HEALTHCHECK (try CMD)", syntax::go_quote(&kind))));
+        return Err(fail(format!("Unknown type {} in HEALTHCHECK (try CMD)", go_quote(&kind))));
     }
     let test = syntax::maybe_json(command_text).map_err(fail)?;
     let is_empty = match &test {
@@ -420,8 +421,7 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
     }
     let retries = non_empty("retries");
     if let Some(retries) = &retries {
-        let parsed: i32 =
-            retries.parse().map_err(|_| fail(format!("strconv.ParseInt: parsing {}: invalid syntax", syntax::go_quote(retries))))?;
+        let parsed: i32 = retries.parse().map_err(|_| fail(format!("strconv.ParseInt: parsing {}: invalid syntax", go_quote(retries))))?;
         if parsed < 0 {
             return Err(fail(format!("--retries cannot be negative ({parsed})")));
         }
@@ -441,7 +441,7 @@ fn healthcheck(instruction: &Instruction, rest: &str) -> Result<Healthcheck, Doc
 fn check_interval(name: &str, value: &str) -> Result<(), String> {
     let nanoseconds = go_duration_nanoseconds(value)?;
     if nanoseconds != 0.0 && nanoseconds < 1_000_000.0 {
-        return Err(format!("Interval {} cannot be less than 1ms", syntax::go_quote(name)));
+        return Err(format!("Interval {} cannot be less than 1ms", go_quote(name)));
     }
     Ok(())
 }
@@ -449,7 +449,7 @@ fn check_interval(name: &str, value: &str) -> Result<(), String> {
 /// Parses Go's `time.ParseDuration` syntax (`1h30m`, `1.5s`, `-2ms`, `0`) into nanoseconds,
 /// with Go's error messages.
 pub fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
-    let invalid = || format!("time: invalid duration {}", syntax::go_quote(text));
+    let invalid = || format!("time: invalid duration {}", go_quote(text));
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -475,7 +475,7 @@ pub fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
         rest = &rest[unit_length..];
         let scale = match unit {
             "" => {
-                return Err(format!("time: missing unit in duration {}", syntax::go_quote(text)));
+                return Err(format!("time: missing unit in duration {}", go_quote(text)));
             }
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -484,7 +484,7 @@ pub fn go_duration_nanoseconds(text: &str) -> Result<f64, String> {
             "m" => 60e9,
             "h" => 3600e9,
             _ => {
-                return Err(format!("time: unknown unit {} in duration {}", syntax::go_quote(unit), syntax::go_quote(text)));
+                return Err(format!("time: unknown unit {} in duration {}", go_quote(unit), go_quote(text)));
             }
         };
         total += value * scale;

@@ -33,7 +33,7 @@
 //! The pattern language lives in `shell_pattern.rs`.
 
 use super::shell_pattern::{Pattern, trim_prefix, trim_suffix};
-use super::syntax::go_quote;
+use crate::oci::go_quote;
 
 /// Expands Dockerfile words. `escape` is the Dockerfile escape character: `\` by default, a
 /// backtick when the Dockerfile starts with the parser directive `# escape=` and a backtick.

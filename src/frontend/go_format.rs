@@ -9,7 +9,7 @@ pub(super) fn quote_list(items: &[String]) -> String {
 }
 
 /// Go's `strconv.Quote`: the graph's one copy.
-pub(super) use crate::graph::go_quote as quote;
+pub(super) use crate::oci::go_quote as quote;
 
 /// Go's `%v` of a string slice: `[a b]`.
 pub(super) fn plain_list(items: &[String]) -> String {

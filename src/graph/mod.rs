@@ -10,10 +10,8 @@
 //! uses. Vertices refer to each other by [`VertexId`], an index into [`Graph::vertices`]; inputs
 //! always have smaller ids than the vertex that uses them, so the vector is in topological order.
 
-mod go_quote;
 mod op;
 
-pub(crate) use go_quote::go_quote;
 pub(crate) use op::{
     CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, ImageSource, MkdirAction, MkfileAction,
     NetworkMode, Op, Owner,

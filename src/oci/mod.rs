@@ -7,6 +7,7 @@
 //! |------------------|---------------------------------------------------------------|
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
 //! | `compression.rs` | a layer's compression: its name, its media type               |
+//! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
@@ -16,6 +17,7 @@
 
 pub mod compression;
 pub mod descriptor;
+mod go_quote;
 pub mod image_config;
 pub mod media_types;
 pub mod path;
@@ -25,5 +27,6 @@ pub mod time;
 
 pub use compression::Compression;
 pub use descriptor::Descriptor;
+pub use go_quote::go_quote;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

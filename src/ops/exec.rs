@@ -26,7 +26,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{CacheInput, Environment, Layer, OpError, Output, file, layer};
-use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex, go_quote};
+use crate::graph::{CacheSharing, ExecMountKind, ExecOp, NetworkMode, Vertex};
+use crate::oci::go_quote;
 use crate::oci::path::clean_in_root;
 use crate::sandbox::{self, MountKind, Network, StepSpec};
 use crate::snapshot::flatten::{FileMode, flatten};

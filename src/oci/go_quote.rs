@@ -1,15 +1,14 @@
-//! Go's `strconv.Quote` (`%q`), the one copy that every module past `graph` shares: BuildKit
-//! quotes with it where users see a value (the failed command of a `RUN`, history strings of an
-//! image config), and matching it byte for byte is what makes those lines BuildKit's.
+//! Go's `strconv.Quote` (`%q`), the one copy: BuildKit quotes with it where users see a value
+//! (the failed command of a `RUN`, history strings of an image config, the Dockerfile reader's
+//! messages), and matching it byte for byte is what makes those lines BuildKit's.
 //!
 //! Printability, as Go decides it, is approximated: control, white-space (other than a space),
 //! format and private-use characters are escaped; unassigned code points are not recognised.
-//! (`dockerfile` imports nothing of the crate and keeps its own copy for its messages.)
 
 use std::fmt::Write as _;
 
 /// `text` in double quotes with Go's escapes: `echo "a b"` becomes `"echo \"a b\""`.
-pub(crate) fn go_quote(text: &str) -> String {
+pub fn go_quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     for character in text.chars() {
