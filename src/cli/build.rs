@@ -3,7 +3,7 @@
 //! one error path that renders the Dockerfile snippet.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use crate::remote_cache::{CacheExport, CacheImport, ExportRecord, ExportSet, par
 use crate::solver::{NoCache, SolveOptions, Solver};
 use crate::store::{LockMode, Store};
 
-use super::stdin_context::StdinContext;
+use super::stdin_context::{StdinContext, read_dockerfile};
 
 /// Everything a build needs, validated.
 pub struct BuildOptions {
@@ -89,7 +89,7 @@ const SECRET_LIMIT: u64 = 500 * 1024;
 
 impl BuildOptions {
     pub fn from_args(args: BuildArgs) -> anyhow::Result<BuildOptions> {
-        let stdin_context = match args.context.as_os_str() == "-" {
+        let mut stdin_context = match args.context.as_os_str() == "-" {
             true => Some(StdinContext::read(args.file.as_deref(), DOCKERFILE_LIMIT)?),
             false => None,
         };
@@ -100,18 +100,11 @@ impl BuildOptions {
         if !context_dir.is_dir() {
             bail!("unable to prepare context: `{}` is not a directory", args.context.display());
         }
-        let stdin_dockerfile = stdin_context.as_ref().and_then(|stdin| stdin.dockerfile.clone());
-        let (dockerfile_name, dockerfile_path, dockerfile_bytes) = match args.file.as_deref() {
-            _ if stdin_dockerfile.is_some() => ("Dockerfile".to_string(), None, stdin_dockerfile.unwrap_or_default()),
-            Some("-") => {
-                let mut bytes = Vec::new();
-                std::io::stdin().take(DOCKERFILE_LIMIT + 1).read_to_end(&mut bytes).context("failed to read the Dockerfile from stdin")?;
-                if bytes.len() as u64 > DOCKERFILE_LIMIT {
-                    bail!("failed to read the Dockerfile from stdin: larger than the limit of {DOCKERFILE_LIMIT} bytes");
-                }
-                ("Dockerfile".to_string(), None, bytes)
-            }
-            file => {
+        let stdin_dockerfile = stdin_context.as_mut().and_then(|stdin| stdin.dockerfile.take());
+        let (dockerfile_name, dockerfile_path, dockerfile_bytes) = match (stdin_dockerfile, args.file.as_deref()) {
+            (Some(bytes), _) => ("Dockerfile".to_string(), None, bytes),
+            (None, Some("-")) => ("Dockerfile".to_string(), None, read_dockerfile(std::io::stdin().lock(), DOCKERFILE_LIMIT)?),
+            (None, file) => {
                 let path = match file {
                     Some(file) => PathBuf::from(file),
                     None => context_dir.join("Dockerfile"),

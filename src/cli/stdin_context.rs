@@ -49,16 +49,20 @@ impl StdinContext {
         if dockerfile_flag {
             bail!("ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles");
         }
-        let mut bytes = head;
-        input
-            .take(dockerfile_limit + 1 - bytes.len().min(dockerfile_limit as usize) as u64)
-            .read_to_end(&mut bytes)
-            .context("failed to read the Dockerfile from stdin")?;
-        if bytes.len() as u64 > dockerfile_limit {
-            bail!("failed to read the Dockerfile from stdin: larger than the limit of {dockerfile_limit} bytes");
-        }
-        Ok(StdinContext { dir, dockerfile: Some(bytes) })
+        let dockerfile = read_dockerfile(std::io::Cursor::new(head).chain(input), dockerfile_limit)?;
+        Ok(StdinContext { dir, dockerfile: Some(dockerfile) })
     }
+}
+
+/// A Dockerfile from stdin (`-f -`, or `-` that is no archive), at most `limit` bytes: more is
+/// an error, never a read without end.
+pub(super) fn read_dockerfile(input: impl Read, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    input.take(limit + 1).read_to_end(&mut bytes).context("failed to read the Dockerfile from stdin")?;
+    if bytes.len() as u64 > limit {
+        bail!("failed to read the Dockerfile from stdin: larger than the limit of {limit} bytes");
+    }
+    Ok(bytes)
 }
 
 /// buildx's test: a gzip, bzip2 or xz magic, or a first block that is a valid tar header.
