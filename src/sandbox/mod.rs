@@ -28,6 +28,8 @@
 //! ignores `lowers`, `upper` and `work`, removes its stubs there as in an overlay, and leaves the
 //! directory as the step left it; the caller then computes the diff (`snapshot::tree_diff::diff`)
 //! into an upper directory.
+//! There the runner also keeps the overlay's one rule a plain directory lacks: a directory of the
+//! layers below cannot be renamed (EXDEV, [`rename_guard`]).
 //!
 //! In `main()`, before any thread exists: `sandbox::maybe_run_step_child(&args)` first (the
 //! runner is already inside rbuild's namespaces and must not enter new ones), then
@@ -42,6 +44,7 @@ mod executor;
 mod network;
 mod overlay;
 mod private_dir;
+mod rename_guard;
 mod rootfs;
 mod runner;
 mod seccomp;

@@ -3,8 +3,9 @@
 //!
 //! Order: signal handlers → subreaper → private mount namespace (→ fresh network namespace) →
 //! overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
-//! USER resolution → stubs and cwd → spec → libcontainer build/start → wait (or kill on
-//! `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → unmount → workdir removal
+//! (copying snapshotter: the lower directories noted, [`super::rename_guard`]) → USER resolution →
+//! stubs and cwd → spec → libcontainer build/start → wait (answering the rename guard's calls; or
+//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → unmount → workdir removal
 //! (overlay only). The result goes to `result.json` next to the spec file; stdout/stderr are the
 //! container's own (libcontainer dups them into the init), so nothing else may print there.
 //!
@@ -28,6 +29,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::executor::EnvSafeExecutor;
+use super::rename_guard::{LowerDirectories, RenameGuard};
 use super::rootfs::Root;
 use super::{Network, SandboxError, StepSpec, network, overlay, spec, sys, user};
 
@@ -174,6 +176,8 @@ fn run_mounted(
     wake_read: &OwnedFd,
     device_guard: spec::DeviceGuard,
 ) -> Result<RunnerResult, SandboxError> {
+    // Before the stubs and the working directory exist: those are the step's, as in an overlay.
+    let lowers = step.rootfs.is_some().then(|| LowerDirectories::record(rootfs)).transpose()?;
     let root = Root::open(rootfs)?;
     let identity =
         user::resolve(&step.user, root.read_to_string("/etc/passwd")?.as_deref(), root.read_to_string("/etc/group")?.as_deref())?;
@@ -186,7 +190,7 @@ fn run_mounted(
             }
         }
         root.create_dir_all(&step.cwd, (identity.uid, identity.gid))?;
-        run_container(step, &identity, directory, root.path(), wake_read, device_guard)
+        run_container(step, &identity, directory, root.path(), wake_read, device_guard, lowers)
     })();
     let removed = root.remove_stubs(&stubs);
     if let Ok(RunnerResult::Exited { removed_stubs, .. }) = &mut outcome {
@@ -225,7 +229,9 @@ fn run_container(
     rootfs: &Path,
     wake_read: &OwnedFd,
     device_guard: spec::DeviceGuard,
+    lowers: Option<LowerDirectories>,
 ) -> Result<RunnerResult, SandboxError> {
+    let mut rename_guard = lowers.map(|lowers| RenameGuard::listen(directory, lowers)).transpose()?;
     let id = format!("rbuild-{}", std::process::id());
     let cgroups_path = super::cgroup::path_for(std::process::id());
     let bundle = directory.join("bundle");
@@ -239,6 +245,7 @@ fn run_container(
         tty_group_mapped: fs::read_to_string("/proc/self/gid_map").is_ok_and(|map| id_mapped(&map, 5)),
         setgroups_allowed: fs::read_to_string("/proc/self/setgroups").map_or(true, |text| text.trim() != "deny"),
         device_guard,
+        rename_listener: rename_guard.as_ref().map(RenameGuard::listener_path),
     };
     let oci_spec = spec::build(step, identity, &environment)?;
     // The OCI spec holds the process environment, `env=` secrets included: libcontainer reads
@@ -267,14 +274,18 @@ fn run_container(
         .with_detach(true)
         .build()
         .map_err(container_error)?;
-    let result = start_and_wait(&mut container, wake_read);
+    let result = start_and_wait(&mut container, wake_read, rename_guard.as_mut());
     if let Err(error) = container.delete(true) {
         tracing::debug!(%error, "container delete failed");
     }
     result
 }
 
-fn start_and_wait(container: &mut libcontainer::container::Container, wake_read: &OwnedFd) -> Result<RunnerResult, SandboxError> {
+fn start_and_wait(
+    container: &mut libcontainer::container::Container,
+    wake_read: &OwnedFd,
+    mut rename_guard: Option<&mut RenameGuard>,
+) -> Result<RunnerResult, SandboxError> {
     let pid = container.pid().ok_or_else(|| SandboxError::Container { message: "the container has no init process".into() })?;
     if let Err(error) = container.start() {
         let _ = sys::kill(pid, Signal::SIGKILL);
@@ -287,11 +298,17 @@ fn start_and_wait(container: &mut libcontainer::container::Container, wake_read:
     loop {
         // Without a pidfd (old kernel) poll only the wake pipe, with a timeout to check the child.
         let timeout = if pidfd.is_some() { None } else { Some(50) };
-        let events = match sys::poll([pidfd.as_ref().map(AsFd::as_fd), Some(wake_read.as_fd())], timeout) {
+        let guard_descriptor = rename_guard.as_deref().and_then(RenameGuard::descriptor);
+        let events = match sys::poll([pidfd.as_ref().map(AsFd::as_fd), Some(wake_read.as_fd()), guard_descriptor], timeout) {
             Ok(events) => events,
-            Err(nix::errno::Errno::EINTR) => [PollFlags::empty(); 2],
+            Err(nix::errno::Errno::EINTR) => [PollFlags::empty(); 3],
             Err(_) => break,
         };
+        if let Some(guard) = rename_guard.as_deref_mut()
+            && !events[2].is_empty()
+        {
+            guard.on_ready(events[2].intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL));
+        }
         if !canceled && events[1].contains(PollFlags::POLLIN) {
             canceled = true;
             let _ = sys::kill(pid, Signal::SIGKILL);

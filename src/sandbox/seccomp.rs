@@ -4,6 +4,8 @@
 //! Role: [`profile`] gives the `linux.seccomp` of every step's OCI spec, root and rootless alike;
 //! libcontainer compiles it with libseccomp and loads it in the container's init process before
 //! the capabilities are dropped (no_new_privileges stays off, as under BuildKit).
+//! With the copying snapshotter, `rename`, `renameat` and `renameat2` are user notifications to
+//! the runner instead of allowed ([`super::rename_guard`]); the profile is otherwise the same.
 //!
 //! What it keeps out, as BuildKit: every system call not listed fails with EPERM (`mount`,
 //! `unshare`, `setns`, `keyctl`, `bpf`, `perf_event_open`, `kexec_load`, `open_by_handle_at`,
@@ -26,7 +28,9 @@ use oci_spec::runtime::{
     LinuxSyscallBuilder,
 };
 
-use super::SandboxError;
+use std::path::Path;
+
+use super::{SandboxError, rename_guard};
 
 /// Allowed for every process, on every architecture (the profile's first and largest rule).
 const ALLOWED: &[&str] = &[
@@ -438,9 +442,13 @@ enum Condition {
     NoBitOf(u64),
 }
 
-/// The filter for a RUN step. See the module documentation.
-pub(crate) fn profile() -> Result<LinuxSeccomp, SandboxError> {
-    let mut syscalls = vec![allow(ALLOWED, None)?, allow(PROCESS_INSPECTION, None)?];
+/// The filter for a RUN step. See the module documentation. With `rename_listener` (the copying
+/// snapshotter), the rename calls go to that socket's listener as user notifications instead
+/// ([`super::rename_guard`]).
+pub(crate) fn profile(rename_listener: Option<&Path>) -> Result<LinuxSeccomp, SandboxError> {
+    let guarded = |name: &&str| rename_listener.is_some() && rename_guard::GUARDED_CALLS.contains(name);
+    let allowed: Vec<&str> = ALLOWED.iter().copied().filter(|name| !guarded(name)).collect();
+    let mut syscalls = vec![allow(&allowed, None)?, allow(PROCESS_INSPECTION, None)?];
     for condition in [Condition::Less(AF_ALG), Condition::Equal(AF_ALG + 1), Condition::Greater(AF_VSOCK)] {
         syscalls.push(allow(&["socket"], Some(condition))?);
     }
@@ -461,13 +469,21 @@ pub(crate) fn profile() -> Result<LinuxSeccomp, SandboxError> {
     );
     // Gated by CAP_SYS_CHROOT, one of the default capabilities.
     syscalls.push(allow(&["chroot"], None)?);
-    LinuxSeccompBuilder::default()
+    if rename_listener.is_some() {
+        let names = rename_guard::GUARDED_CALLS.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        syscalls.push(
+            LinuxSyscallBuilder::default().names(names).action(LinuxSeccompAction::ScmpActNotify).build().map_err(SandboxError::Spec)?,
+        );
+    }
+    let mut profile = LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActErrno)
         .default_errno_ret(EPERM)
         .architectures(ARCHITECTURES.to_vec())
         .syscalls(syscalls)
         .build()
-        .map_err(SandboxError::Spec)
+        .map_err(SandboxError::Spec)?;
+    profile.set_listener_path(rename_listener.map(Path::to_path_buf));
+    Ok(profile)
 }
 
 fn allow(names: &[&str], condition: Option<Condition>) -> Result<LinuxSyscall, SandboxError> {
@@ -545,7 +561,7 @@ mod tests {
     #[test]
     fn the_profile_is_buildkits() {
         let recorded: Value = serde_json::from_str(RECORDED).unwrap();
-        let ours = serde_json::to_value(profile().unwrap()).unwrap();
+        let ours = serde_json::to_value(profile(None).unwrap()).unwrap();
         let recorded_seccomp = &recorded["seccomp"];
         for key in ["defaultAction", "defaultErrnoRet", "architectures"] {
             assert_eq!(ours[key], recorded_seccomp[key], "{key}");
@@ -559,10 +575,34 @@ mod tests {
         assert_eq!(recorded["capabilities"], serde_json::json!(capabilities));
     }
 
+    /// With a rename listener (the copying snapshotter) the rename calls are notifications to it,
+    /// and nothing else changes.
+    #[test]
+    fn a_rename_listener_gets_the_rename_calls() {
+        let plain = serde_json::to_value(profile(None).unwrap()).unwrap();
+        let guarded = serde_json::to_value(profile(Some(Path::new("/proc/self/fd/3/guard.sock"))).unwrap()).unwrap();
+        assert_eq!(guarded["listenerPath"], "/proc/self/fd/3/guard.sock");
+        assert!(plain.get("listenerPath").is_none_or(Value::is_null));
+        let notified: Vec<Rule> = rules(&guarded, false).into_iter().filter(|rule| rule.action == "SCMP_ACT_NOTIFY").collect();
+        assert_eq!(notified.len(), 1);
+        assert_eq!(notified[0].names, rename_guard::GUARDED_CALLS);
+        let without_renames = |seccomp: &Value| {
+            let mut rules = rules(seccomp, false);
+            rules.retain(|rule| rule.action != "SCMP_ACT_NOTIFY");
+            for rule in &mut rules {
+                rule.names.retain(|name| !rename_guard::GUARDED_CALLS.contains(&name.as_str()));
+            }
+            rules
+        };
+        assert_eq!(without_renames(&guarded), without_renames(&plain));
+        let allowed_in_plain = rules(&plain, false).into_iter().flat_map(|rule| rule.names).collect::<Vec<_>>();
+        assert!(rename_guard::GUARDED_CALLS.iter().all(|name| allowed_in_plain.iter().any(|allowed| allowed == name)));
+    }
+
     /// The clone rule keeps namespaces out and lets fork through, in libcontainer's reading.
     #[test]
     fn clone_may_not_create_namespaces() {
-        let ours = serde_json::to_value(profile().unwrap()).unwrap();
+        let ours = serde_json::to_value(profile(None).unwrap()).unwrap();
         let clone = rules(&ours, false).into_iter().find(|rule| rule.names == ["clone"]).unwrap();
         let (_, _, expected, mask) = clone.args[0].clone();
         let allowed = |flags: u64| flags & mask.unwrap() == expected;

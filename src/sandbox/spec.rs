@@ -37,6 +37,8 @@ pub(crate) struct Environment<'a> {
     pub setgroups_allowed: bool,
     /// How host devices are kept out of the container ([`DeviceGuard`]).
     pub device_guard: DeviceGuard,
+    /// The copying snapshotter's [`super::rename_guard`] socket, which gets the rename calls.
+    pub rename_listener: Option<&'a Path>,
 }
 
 /// How a step is kept from host devices. Rootless needs nothing more: outside the initial user
@@ -308,7 +310,7 @@ pub(crate) fn build(step: &StepSpec, identity: &Identity, environment: &Environm
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .build()
         .map_err(SandboxError::Spec)?;
-    linux.set_seccomp(Some(super::seccomp::profile()?));
+    linux.set_seccomp(Some(super::seccomp::profile(environment.rename_listener)?));
     // The builder's default fills in an (empty) devices rule set; v1 would write devices.allow,
     // which fails rootless. As root with a v1 devices controller: runc's allow list.
     linux.set_resources(None);
@@ -363,6 +365,7 @@ mod tests {
             tty_group_mapped: mapped,
             setgroups_allowed: mapped,
             device_guard: DeviceGuard::UserNamespace,
+            rename_listener: None,
         }
     }
 

@@ -80,6 +80,35 @@ pub(super) fn set_times(file: BorrowedFd<'_>, [atime, mtime]: &[TimeSpec; 2]) ->
     Ok(nix::sys::stat::futimens(file.as_raw_fd(), atime, mtime)?)
 }
 
+/// `openat(parent, path, flags | O_CLOEXEC)`, from the cwd when `parent` is `None`.
+pub(super) fn open_at(parent: Option<BorrowedFd<'_>>, path: &CStr, flags: OFlag) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(parent.map(|parent| parent.as_raw_fd()), path, flags | OFlag::O_CLOEXEC, Mode::empty())?;
+    // SAFETY: openat succeeded, so `fd` is a new open descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+// --- Descriptors passed over sockets ---
+
+/// Receives one descriptor (`SCM_RIGHTS`) and its message, which is read and dropped, from the
+/// connected `socket`.
+pub(super) fn receive_descriptor(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut message = vec![0_u8; 64 * 1024];
+    let mut buffer = [io::IoSliceMut::new(&mut message)];
+    let mut control = nix::cmsg_space!([RawFd; 1]);
+    let received = recvmsg::<()>(socket.as_raw_fd(), &mut buffer, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut descriptors: Vec<RawFd> = Vec::new();
+    for message in received.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = message {
+            descriptors.extend(fds);
+        }
+    }
+    // SAFETY: the kernel installed each received descriptor as a new one of this process, which
+    // nothing else owns; the first is kept, any others are closed when their `OwnedFd` drops.
+    let mut owned = descriptors.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    owned.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"))
+}
+
 // --- Network interfaces ---
 
 /// A datagram socket to configure interfaces through.

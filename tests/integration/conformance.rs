@@ -1,8 +1,9 @@
 //! The conformance corpus: `testdata/conformance/CASE/` holds a Dockerfile, its context and what
 //! BuildKit (v0.32.2, `../shared/tools/buildkit/oracle`) built from them, recorded by
-//! `testdata/conformance/record.sh`. [`corpus_as_root`], [`corpus_rootless`] and
-//! [`corpus_with_the_copying_snapshotter`] build every case with rbuild and compare, path by path
-//! and field by field; BuildKit is not needed here.
+//! `testdata/conformance/record.sh`. [`corpus_as_root`], [`corpus_rootless`],
+//! [`corpus_with_the_copying_snapshotter`] and [`corpus_rootless_with_the_copying_snapshotter`]
+//! build every case with rbuild and compare, path by path and field by field; BuildKit is not
+//! needed here.
 //!
 //! A case directory:
 //!
@@ -444,6 +445,12 @@ fn corpus_rootless() {
 #[test]
 fn corpus_with_the_copying_snapshotter() {
     run_corpus(crate::run::Mode::Root, Some("copy"));
+}
+
+/// The copying snapshotter rootless: a laptop whose state directory cannot hold an overlay.
+#[test]
+fn corpus_rootless_with_the_copying_snapshotter() {
+    run_corpus(crate::run::Mode::Rootless, Some("copy"));
 }
 
 /// Records BuildKit's results: `testdata/conformance/record.sh` runs this with `RBUILD_ORACLE`
