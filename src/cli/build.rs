@@ -212,7 +212,10 @@ impl BuildOptions {
         let ulimits = args.ulimits.iter().map(|text| parse_ulimit(text)).collect::<anyhow::Result<Vec<_>>>()?;
         let shm_size = match &args.shm_size {
             Some(text) => Some(
-                crate::store::usage::parse_size(text).filter(|bytes| *bytes > 0).ok_or_else(|| anyhow!("invalid --shm-size `{text}`"))?,
+                crate::oci::units::ram_in_bytes(text)
+                    .ok()
+                    .filter(|bytes| *bytes > 0)
+                    .ok_or_else(|| anyhow!("invalid --shm-size `{text}`"))?,
             ),
             None => None,
         };

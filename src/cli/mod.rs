@@ -191,16 +191,16 @@ pub struct PruneArgs {
     #[arg(long, value_name = "FILTER")]
     pub filter: Vec<String>,
     /// Amount of disk space always allowed to keep for cache (e.g. `10GB`)
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::store::usage::ram_in_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::oci::units::ram_in_bytes)]
     pub reserved_space: u64,
     /// Maximum amount of disk space allowed to keep for cache
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::store::usage::ram_in_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::oci::units::ram_in_bytes)]
     pub max_used_space: u64,
     /// Target amount of free disk space after pruning
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::store::usage::ram_in_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::oci::units::ram_in_bytes)]
     pub min_free_space: u64,
     /// Amount of disk space to keep for cache (deprecated: `--reserved-space`)
-    #[arg(long, value_name = "BYTES", hide = true, value_parser = crate::store::usage::ram_in_bytes)]
+    #[arg(long, value_name = "BYTES", hide = true, value_parser = crate::oci::units::ram_in_bytes)]
     pub keep_storage: Option<u64>,
     /// Do not prompt for confirmation
     #[arg(short = 'f', long)]

@@ -11,7 +11,8 @@
 
 use std::io::{self, Write};
 
-use crate::store::usage::{Item, human_age, human_size};
+use crate::oci::units::{human_age, human_size};
+use crate::store::usage::Item;
 
 /// `du --format`: docker's formatter keys buildx accepts here (a Go template is not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

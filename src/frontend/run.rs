@@ -226,7 +226,12 @@ fn parse_mount(
         "tmpfs" => {
             let size = match get(&["size"]) {
                 None => None,
-                Some(value) => Some(crate::frontend::run::parse_bytes(&value).ok_or_else(|| invalid(format!("invalid size `{value}`")))?),
+                // BuildKit reads it with go-units' RAMInBytes and its own message; 0 is no limit.
+                Some(value) => Some(
+                    crate::oci::units::ram_in_bytes(&value)
+                        .map_err(|_| DockerfileError::at(format!("invalid value for size: {value}"), span))?,
+                )
+                .filter(|bytes| *bytes > 0),
             };
             ExecMountKind::Tmpfs { size }
         }
@@ -259,32 +264,4 @@ fn parse_mount(
 /// The last component of a path (a secret's default id).
 fn target_name(target: &str) -> String {
     target.trim_end_matches('/').rsplit('/').next().unwrap_or(target).to_string()
-}
-
-/// `64m`, `1g`, `512k`, plain bytes (binary multipliers, as BuildKit's tmpfs size).
-pub(super) fn parse_bytes(text: &str) -> Option<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let multiplier: u64 = match unit.trim_end_matches('b') {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        _ => return None,
-    };
-    number.checked_mul(multiplier)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_bytes("64m"), Some(64 << 20));
-        assert_eq!(parse_bytes("100"), Some(100));
-        assert_eq!(parse_bytes("1x"), None);
-    }
 }

@@ -14,6 +14,7 @@
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
+//! | `units.rs`       | sizes and ages as Docker's go-units reads and prints them     |
 
 pub mod compression;
 pub mod descriptor;
@@ -24,6 +25,7 @@ pub mod path;
 pub mod platform;
 pub mod reference;
 pub mod time;
+pub mod units;
 
 pub use compression::Compression;
 pub use descriptor::Descriptor;
