@@ -10,7 +10,7 @@ use super::{Lowering, NamedContext, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::{Command, CopyCommand, Located};
 use crate::dockerfile::syntax::{Span, heredoc_name};
-use crate::graph::{Chmod, ContextSource, CopyAction, FileAction, MkfileAction, Op, VertexId};
+use crate::graph::{Chmod, ContextSource, CopyAction, FileAction, HttpSource, MkfileAction, Op, VertexId};
 
 pub(super) fn lower_copy(
     lowering: &mut Lowering,
@@ -27,6 +27,9 @@ pub(super) fn lower_copy(
     let epoch = lowering.options.source_date_epoch;
 
     let mut sources = Vec::new();
+    let mut urls = Vec::new();
+    // Every source word after expansion, in order, for the history.
+    let mut shown_sources = Vec::new();
     let mut heredocs = Vec::new();
     for word in &copy.sources {
         if let Some(name) = heredoc_name(word) {
@@ -42,10 +45,24 @@ pub(super) fn lower_copy(
             continue;
         }
         let source = expand(state, word)?;
+        shown_sources.push(source.clone());
+        if is_add && is_http(&source) {
+            urls.push(source);
+            continue;
+        }
         if is_add && is_remote(&source) {
-            return Err(DockerfileError::at(format!("ADD from a URL or git repository (`{source}`) is not supported yet"), span));
+            return Err(DockerfileError::at(format!("ADD from a git repository (`{source}`) is not supported yet"), span));
         }
         sources.push(source);
+    }
+    let checksum = copy.checksum.as_ref().map(|checksum| expand(state, checksum)).transpose()?;
+    if let Some(checksum) = &checksum {
+        if !sources.is_empty() {
+            return Err(DockerfileError::at("checksum requires HTTP(S) or Git sources", span));
+        }
+        if let Some(problem) = crate::oci::descriptor::digest_problem(checksum) {
+            return Err(DockerfileError::at(problem, span));
+        }
     }
     let dest_word = expand(state, &copy.dest)?;
     let dest = destination(&dest_word, &state.image.config.working_dir);
@@ -87,6 +104,8 @@ pub(super) fn lower_copy(
             timestamp: epoch,
         }));
     }
+    let mut inputs = vec![if copy.link { lowering.scratch_vertex() } else { state.vertex }];
+    inputs.extend(source_vertex);
     if !sources.is_empty() {
         actions.push(FileAction::Copy(CopyAction {
             source_input: 1,
@@ -100,16 +119,31 @@ pub(super) fn lower_copy(
             timestamp: epoch,
         }));
     }
-
     let original = located.original.trim();
     let shown = state.scope.progress_name(&lowering.lexer, original);
     let name = state.step_name(&uppercase_first_word(&shown));
+    let stage = Some(state.stage_name.clone());
+    // A URL is an http source of its own (shown under the step's name, as BuildKit shows it),
+    // copied like a file of a stage: only `--unpack=true` unpacks it.
+    for url in &urls {
+        let filename = url_file_name(url);
+        let source = HttpSource { url: url.clone(), filename: filename.clone(), checksum: checksum.clone() };
+        inputs.push(lowering.graph.add(Op::Http(source), vec![], name.clone(), origin(span), stage.clone()));
+        actions.push(FileAction::Copy(CopyAction {
+            source_input: inputs.len() - 1,
+            sources: vec![format!("/{}", escape_wildcards(&filename))],
+            dest: dest.clone(),
+            owner: owner.clone(),
+            chmod: chmod.clone(),
+            excludes: Vec::new(),
+            parents: false,
+            unpack: copy.unpack == Some(true),
+            timestamp: epoch,
+        }));
+    }
+
     let base = state.vertex;
     let op = Op::File { actions };
-    let stage = Some(state.stage_name.clone());
-    let copy_base = if copy.link { lowering.scratch_vertex() } else { base };
-    let mut inputs = vec![copy_base];
-    inputs.extend(source_vertex);
     let copied = lowering.graph.add(op, inputs, name.clone(), origin(span), stage.clone());
     state.vertex = if copy.link { lowering.graph.add(Op::Merge, vec![base, copied], "", origin(span), stage) } else { copied };
 
@@ -125,7 +159,7 @@ pub(super) fn lower_copy(
     if let Some(chmod) = &chmod_word {
         created_by.push_str(&format!(" --chmod={chmod}"));
     }
-    for source in &sources {
+    for source in &shown_sources {
         created_by.push_str(&format!(" {source}"));
     }
     for (name, _) in &heredocs {
@@ -134,6 +168,58 @@ pub(super) fn lower_copy(
     created_by.push_str(&format!(" {dest_word} # buildkit"));
     state.commit(created_by, true, epoch);
     Ok(())
+}
+
+fn is_http(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// The name a URL's file gets, as BuildKit names it: the last component of the URL's path
+/// (decoded), `__unnamed__` when there is none. `.` and `..` (which a URL's path cannot hold once
+/// parsed) are `__unnamed__` too, so the name is always one plain component.
+fn url_file_name(url: &str) -> String {
+    let path = url.split_once("://").map_or("", |(_, rest)| rest);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = path.find('/').map_or("", |slash| &path[slash..]);
+    let decoded = percent_decode(path);
+    let base = decoded.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+    if base.is_empty() || base == "." || base == ".." || base.contains('\0') { "__unnamed__".to_string() } else { base.to_string() }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written), as Go's `url.URL.Path` holds the path.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[index], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// A file name as a copy source pattern that matches only itself.
+fn escape_wildcards(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for character in name.chars() {
+        if matches!(character, '*' | '?' | '[' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
 }
 
 fn is_remote(source: &str) -> bool {
@@ -190,6 +276,23 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_files_are_named_as_buildkit_names_them() {
+        for (url, name) in [
+            ("http://h/dir/file.txt", "file.txt"),
+            ("http://h/dir/file.txt?x=1&y=2", "file.txt"),
+            ("https://h:8443/a/b/", "b"),
+            ("http://h/", "__unnamed__"),
+            ("http://h", "__unnamed__"),
+            ("http://h/a%20b.tar.gz#frag", "a b.tar.gz"),
+            ("http://h/a%2Fb", "b"),
+            ("http://h/a/..", "__unnamed__"),
+        ] {
+            assert_eq!(url_file_name(url), name, "{url}");
+        }
+        assert_eq!(escape_wildcards("f[1]*?.txt"), "f\\[1]\\*\\?.txt");
+    }
 
     #[test]
     fn destinations_join_workdir_and_keep_the_slash() {

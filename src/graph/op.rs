@@ -26,6 +26,8 @@ pub(crate) enum Op {
     Merge,
     /// A command in a container on input 0 (`RUN`). Produces one new layer: the diff.
     Exec(ExecOp),
+    /// A file downloaded from an http(s) URL (`ADD <url>`): one layer holding `/<filename>`.
+    Http(HttpSource),
 }
 
 impl Op {
@@ -43,8 +45,20 @@ impl Op {
             Op::File { .. } => "file",
             Op::Merge => "merge",
             Op::Exec(_) => "exec",
+            Op::Http(_) => "http",
         }
     }
+}
+
+/// `ADD <url>`'s download, as BuildKit's http source: the file is `/<filename>`, mode 0600,
+/// owned by 0:0, with the mtime of the response's `Last-Modified` (else the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct HttpSource {
+    pub url: String,
+    /// The last component of the URL's path, `__unnamed__` when it has none.
+    pub filename: String,
+    /// `--checksum`: the content's digest must be this.
+    pub checksum: Option<String>,
 }
 
 /// A `RUN` step. Everything here is in the cache key but `proxy_env` (BuildKit keeps proxy

@@ -45,6 +45,36 @@ pub fn is_valid_digest(digest: &str) -> bool {
     hex.len() == length && hex.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
+/// What go-digest's `Parse` says of `digest`, in its words (`ADD --checksum` shows them):
+/// `None` for a well-formed sha256, sha384 or sha512 digest.
+pub fn digest_problem(digest: &str) -> Option<&'static str> {
+    const FORMAT: &str = "invalid checksum digest format";
+    let Some((algorithm, encoded)) = digest.split_once(':').filter(|(algorithm, encoded)| !algorithm.is_empty() && !encoded.is_empty())
+    else {
+        return Some(FORMAT);
+    };
+    let length = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => {
+            // go-digest's `DigestRegexp`: an algorithm of lowercase words joined by `.+_-`.
+            let words_ok = algorithm
+                .split(['.', '+', '_', '-'])
+                .all(|word| !word.is_empty() && word.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit()));
+            let encoded_ok = encoded.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"=_-".contains(&byte));
+            return Some(if words_ok && encoded_ok { "unsupported digest algorithm" } else { FORMAT });
+        }
+    };
+    if encoded.len() != length {
+        return Some("invalid checksum digest length");
+    }
+    if !encoded.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)) {
+        return Some(FORMAT);
+    }
+    None
+}
+
 fn checked_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let digest = String::deserialize(deserializer)?;
     if !is_valid_digest(&digest) {
@@ -74,5 +104,20 @@ mod tests {
         let hostile = r#"{"mediaType":"x","digest":"sha256:../../etc","size":1}"#;
         assert!(serde_json::from_str::<Descriptor>(hostile).unwrap_err().to_string().contains("invalid digest"));
         assert!(!is_valid_digest(&format!("sha256:{}", "A".repeat(64))));
+    }
+
+    /// go-digest's answers, as BuildKit gave them for `ADD --checksum=...`.
+    #[test]
+    fn digest_problems_are_go_digests() {
+        let sha256 = format!("sha256:{}", "2f".repeat(32));
+        assert_eq!(digest_problem(&sha256), None);
+        assert_eq!(digest_problem(&format!("sha512:{}", "0".repeat(128))), None);
+        assert_eq!(digest_problem("sha256:abc"), Some("invalid checksum digest length"));
+        assert_eq!(digest_problem("sha512:00"), Some("invalid checksum digest length"));
+        assert_eq!(digest_problem(&sha256.to_uppercase().replacen("SHA256", "sha256", 1)), Some("invalid checksum digest format"));
+        assert_eq!(digest_problem(&"2f".repeat(32)), Some("invalid checksum digest format"));
+        assert_eq!(digest_problem("md5:abc"), Some("unsupported digest algorithm"));
+        assert_eq!(digest_problem("MD5:abc"), Some("invalid checksum digest format"));
+        assert_eq!(digest_problem("sha256:"), Some("invalid checksum digest format"));
     }
 }

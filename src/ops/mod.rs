@@ -9,6 +9,7 @@
 pub(crate) mod context;
 pub(crate) mod exec;
 pub(crate) mod file;
+pub(crate) mod http;
 pub(crate) mod image;
 pub(crate) mod layer;
 pub(crate) mod lazy;
@@ -115,6 +116,8 @@ pub(crate) enum OpError {
     Context(#[from] context::ContextError),
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// A writer that fails once the build is canceled, so long writes (layer
@@ -151,6 +154,7 @@ pub(crate) fn cache_inputs(vertex: &Vertex, inputs: &[(String, Output)], environ
         Op::Context(source) => context::cache_inputs(source),
         Op::Merge => input_keys(),
         Op::Exec(exec_op) => exec::cache_inputs(vertex, exec_op, inputs, environment)?,
+        Op::Http(source) => http::cache_inputs(source, environment)?,
         Op::File { actions } => {
             let mut all = vec![("op".to_string(), vertex.op.definition())];
             all.extend(file::cache_inputs(actions, inputs, environment)?);
@@ -171,6 +175,7 @@ pub(crate) fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment)
         },
         Op::Context(source) => Ok(Output::Context(context::load(source, environment.context_copies, environment)?)),
         Op::Exec(exec_op) => Ok(Output::Layers(exec::run(vertex, exec_op, inputs, environment)?.into())),
+        Op::Http(source) => Ok(Output::Layers(http::run(source, environment)?.into())),
         Op::Merge => {
             let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();
             Ok(Output::Layers(layers.into()))

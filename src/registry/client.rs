@@ -186,6 +186,10 @@ impl Client {
         self
     }
 
+    pub(super) fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
     /// Runs registry work on the client's runtime until it ends or the build is canceled.
     pub(super) fn block_on<T>(&self, work: impl std::future::Future<Output = Result<T, RegistryError>>) -> Result<T, RegistryError> {
         let cancel = self.cancel.clone();
@@ -580,7 +584,12 @@ impl BlobStream<'_> {
     }
 }
 
-fn build_endpoint(host: &str, prefix: String, config: &HostConfig, config_file: Option<PathBuf>) -> Result<Endpoint, RegistryError> {
+pub(super) fn build_endpoint(
+    host: &str,
+    prefix: String,
+    config: &HostConfig,
+    config_file: Option<PathBuf>,
+) -> Result<Endpoint, RegistryError> {
     let tls_error = |source| RegistryError::Tls { host: host.to_string(), source };
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()

@@ -96,12 +96,32 @@ pub enum RegistryError {
     #[error("canceled")]
     Canceled,
 
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// BuildKit's words for an http source's answer that is not 2xx or 304.
+    #[error("`{url}`: invalid response status {status}")]
+    UrlStatus { url: String, status: u16 },
+
+    /// A transport failure fetching a URL; `cause` as in [`RegistryError::Connect`], which
+    /// says what reqwest's error chain would (so `error` is not a `source`).
+    #[error("{} `{url}`{cause}", transport_failure(error))]
+    Download { url: String, error: reqwest::Error, cause: String },
+
+    #[error("failed to write the download of `{url}`")]
+    WriteDownload { url: String, source: std::io::Error },
+
     #[error("failed to write blob `{digest}` of {reference}: {source}")]
     Write { reference: String, digest: String, source: std::io::Error },
 }
 
 fn transport_message(host: &str, reference: &str, source: &reqwest::Error) -> String {
-    let what = if source.is_timeout() {
+    format!("{} registry `{host}` for {reference}", transport_failure(source))
+}
+
+/// What went wrong in the words the messages start with (`failed to connect to`).
+fn transport_failure(source: &reqwest::Error) -> &'static str {
+    if source.is_timeout() {
         "timed out talking to"
     } else if source.is_redirect() {
         "too many redirects from"
@@ -111,6 +131,5 @@ fn transport_message(host: &str, reference: &str, source: &reqwest::Error) -> St
         "the response was cut short by"
     } else {
         "failed to talk to"
-    };
-    format!("{what} registry `{host}` for {reference}")
+    }
 }

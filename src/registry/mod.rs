@@ -1,6 +1,6 @@
 //! Pulling from and pushing to OCI registries: references, per-host settings, credentials, and a
 //! blocking [`Client`] that resolves an image for a platform and streams its blobs, and uploads
-//! blobs and manifests.
+//! blobs and manifests; with the same transport, files from plain http(s) URLs.
 //!
 //! Self-contained: nothing here imports other rbuild modules; `ops` and `cli` wire it in.
 //! The client's end-to-end tests (real registries, a scripted server) are in
@@ -19,6 +19,7 @@
 //! | `push.rs`      | blob existence, cross-repository mounts, chunked uploads, manifests |
 //! | `transport.rs` | why a request got no answer, and the config key that fixes it       |
 //! | `artifact.rs`  | a non-image manifest (a build cache) and its config                 |
+//! | `http_file.rs` | files from http(s) URLs (`ADD <url>`): revalidate, download         |
 //! | `error.rs`     | [`RegistryError`]                                                   |
 
 mod artifact;
@@ -26,6 +27,7 @@ mod auth;
 mod client;
 mod config;
 mod error;
+mod http_file;
 mod manifest;
 mod push;
 mod request;
@@ -36,3 +38,4 @@ pub use auth::{Credential, Credentials};
 pub use client::{Client, Resolved, RetryPolicy};
 pub use config::{HostConfig, RegistryConfig};
 pub use error::RegistryError;
+pub use http_file::Download;

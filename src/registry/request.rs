@@ -118,7 +118,7 @@ impl Client {
         loop {
             let authorization = self.lock_authorizations().get(&key).cloned();
             let response = self
-                .send_with_retries(endpoint, reference, retries, || {
+                .send_with_retries(endpoint, &reference.to_string(), retries, || {
                     let (url, same_host) = match &target {
                         Target::Path(path) => (endpoint.url(path), true),
                         Target::Url(url) => (url.to_string(), authority(url) == endpoint.host),
@@ -197,7 +197,7 @@ impl Client {
         // As containerd: the OAuth form joins scopes with spaces, the GET repeats `scope`.
         let joined_scopes = access.scopes.join(" ");
         let response = self
-            .send_with_retries(endpoint, reference, true, || match &credential {
+            .send_with_retries(endpoint, &reference.to_string(), true, || match &credential {
                 Some(Credential::IdentityToken { token, .. }) => endpoint.http.post(realm_url.clone()).form(&[
                     ("grant_type", "refresh_token"),
                     ("refresh_token", token.as_str()),
@@ -258,10 +258,11 @@ impl Client {
     /// Sends `build()` until it gives a response that is not 408, 429 or 5xx, or the policy is
     /// spent (then the last response is returned, for the caller's error message). Without
     /// `retries` there is one try (the HTTP fallback still applies).
-    async fn send_with_retries(
+    /// `name` (the image, or the URL) is what error messages say was being fetched.
+    pub(super) async fn send_with_retries(
         &self,
         endpoint: &Endpoint,
-        reference: &Reference,
+        name: &str,
         retries: bool,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
@@ -273,7 +274,7 @@ impl Client {
             let Ok(outcome) = tokio::time::timeout(self.retry.response_deadline, build().send()).await else {
                 return Err(RegistryError::Timeout {
                     host: endpoint.host.clone(),
-                    reference: reference.to_string(),
+                    reference: name.to_string(),
                     seconds: self.retry.response_deadline.as_secs_f64(),
                 });
             };
@@ -295,7 +296,7 @@ impl Client {
             };
             let delay = retry_after.unwrap_or(self.retry.initial_delay * 2u32.saturating_pow(attempt - 1)).min(self.retry.max_delay);
             if !retryable || attempt >= attempts || total_delay + delay > self.retry.max_total_delay {
-                return outcome.map_err(|source| endpoint.transport_error(reference.to_string(), source));
+                return outcome.map_err(|source| endpoint.transport_error(name.to_string(), source));
             }
             match &outcome {
                 Ok(response) => tracing::debug!("`{}` answered `{}`; retrying in {delay:?}", endpoint.host, response.status()),

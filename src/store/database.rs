@@ -56,6 +56,16 @@ const MIGRATIONS: &[&str] = &[
         config_digest TEXT NOT NULL,
         resolved_at INTEGER NOT NULL
     );",
+    // `ADD <url>` downloads: the validators to ask the server whether the file changed, the
+    // content's digest (the step's cache key) and the layer holding the file.
+    "CREATE TABLE http_source (
+        url TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT,
+        digest TEXT NOT NULL,
+        diff_id TEXT NOT NULL,
+        fetched_at INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +120,21 @@ pub struct BlobRow {
     pub media_type: String,
     pub size: u64,
     pub last_used_at: i64,
+}
+
+/// A file downloaded for `ADD <url>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSourceRow {
+    pub url: String,
+    /// The server's `ETag`, to revalidate with `If-None-Match`.
+    pub etag: Option<String>,
+    /// The server's `Last-Modified`, as sent.
+    pub last_modified: Option<String>,
+    /// `sha256:` of the content.
+    pub digest: String,
+    /// The layer holding the file.
+    pub diff_id: String,
+    pub fetched_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,6 +432,36 @@ impl Database {
         Ok(())
     }
 
+    pub fn http_source(&self, url: &str) -> Result<Option<HttpSourceRow>, DatabaseError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT url, etag, last_modified, digest, diff_id, fetched_at FROM http_source WHERE url = ?1",
+                params![url],
+                |row| {
+                    Ok(HttpSourceRow {
+                        url: row.get(0)?,
+                        etag: row.get(1)?,
+                        last_modified: row.get(2)?,
+                        digest: row.get(3)?,
+                        diff_id: row.get(4)?,
+                        fetched_at: row.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn put_http_source(&mut self, row: &HttpSourceRow) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "INSERT OR REPLACE INTO http_source (url, etag, last_modified, digest, diff_id, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.url, row.etag, row.last_modified, row.digest, row.diff_id, row.fetched_at],
+            )
+        })?;
+        Ok(())
+    }
+
     /// Every remembered file hash, by absolute path.
     pub fn all_file_hashes(&self) -> Result<std::collections::HashMap<String, FileHashRow>, DatabaseError> {
         let mut statement = self.connection.prepare("SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash")?;
@@ -531,6 +586,26 @@ mod tests {
         assert_eq!(version as usize, MIGRATIONS.len());
         assert_eq!(database.record("sha256:k").unwrap(), Some(record));
         assert_eq!(database.record("sha256:other").unwrap(), None);
+    }
+
+    #[test]
+    fn http_sources_round_trip() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
+        assert_eq!(database.http_source("http://h/f").unwrap(), None);
+        let mut row = HttpSourceRow {
+            url: "http://h/f".into(),
+            etag: Some("\"1\"".into()),
+            last_modified: None,
+            digest: "sha256:a".into(),
+            diff_id: "sha256:b".into(),
+            fetched_at: 5,
+        };
+        database.put_http_source(&row).unwrap();
+        row.etag = None;
+        row.digest = "sha256:c".into();
+        database.put_http_source(&row).unwrap();
+        assert_eq!(database.http_source("http://h/f").unwrap(), Some(row));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod context;
 mod dockerfile;
 mod errors;
 mod examples;
+mod http_source;
 mod images;
 mod outputs;
 mod progress;
