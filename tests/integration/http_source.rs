@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::images::busybox_context;
-use crate::support::{Project, copy_tree, fixture, run_command};
+use crate::images::{BUSYBOX_TAG, busybox_context, busybox_layout, context_arg};
+use crate::support::{Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command};
 
 /// The `Last-Modified` of every file the server sends (but under `/nolm/`).
 const LAST_MODIFIED: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
@@ -190,6 +190,22 @@ fn add_from_urls_gives_buildkits_files() {
     let tar = project.out("rootfs.tar");
     let output = format!("type=tar,dest={}", tar.display());
     project.build(&["--build-context", &busybox_context(), "-o", &output]).ok();
+    let expected = fs::read_to_string(fixture("http-add/expected.txt")).unwrap();
+    assert_eq!(listing(&tar), expected);
+}
+
+/// The same as an unprivileged user: the download runs in rbuild's user namespace, the files
+/// keep the owners the image gives them.
+#[test]
+fn add_from_urls_rootless() {
+    let (project, _server) = project_with_server();
+    let layout = project.out("busybox-layout");
+    copy_tree(&busybox_layout(), &layout);
+    give_to_test_user(&project);
+    let tar = project.out("rootfs.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    let busybox = context_arg("busybox", &layout, BUSYBOX_TAG);
+    run_command(as_test_user(&project.build_command(&["--build-context", &busybox, "-o", &output])), None).ok();
     let expected = fs::read_to_string(fixture("http-add/expected.txt")).unwrap();
     assert_eq!(listing(&tar), expected);
 }
