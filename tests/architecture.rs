@@ -63,7 +63,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("remote_cache", &["exporter", "graph", "oci", "ops", "progress", "registry", "store"]),
     ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "ssh_agent", "store"]),
     ("exporter", &["oci", "ops", "progress", "registry", "snapshot", "store"]),
-    ("snapshot", &["store"]),
+    // Layers on disk; a layered view resolves paths with the shared in-root resolver.
+    ("snapshot", &["oci", "store"]),
     // Registries: on its own tokio runtime; speaks the shared image vocabulary.
     ("registry", &["oci"]),
     // The shared image vocabulary (references, media types).

@@ -1,75 +1,46 @@
 //! Paths inside a root directory, as BuildKit sees the directories a client sends it: every
 //! symlink on the way is followed inside the root (an absolute target starts again at the root,
 //! `..` stops at it), so nothing outside the root is ever reached. Used for the context's files
-//! and for the files read beside them (the Dockerfile in its directory, `.dockerignore`).
+//! and for the files read beside them (the Dockerfile in its directory, `.dockerignore`). The
+//! walk itself is the shared one of [`crate::oci::root_path`]; this module gives it the host's
+//! directory as a tree.
 
-use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
-/// Linux's own limit on symlinks followed in one lookup.
-pub const MAX_SYMLINKS: usize = 40;
+use crate::oci::root_path::{self, Kind, Resolution, Tree};
 
-/// Where a path leads inside the root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InRoot {
-    /// The real path relative to the root: no symlink in it, but possibly the last component
-    /// when it was not to be followed.
-    Found(String),
-    Missing,
-    /// `before_link` refused to follow the link at this path.
-    Stopped(String),
-    TooManyLinks,
-}
+/// A directory of the host as a [`Tree`]: an entry is what `lstat` says of its path. Paths
+/// that do not exist or lead through a non-directory (`ENOTDIR`) are missing; any other
+/// failure is an error.
+pub(crate) struct HostTree<'a>(pub(crate) &'a Path);
 
-/// Resolves the `/`-separated `path` inside `root`; the last component's link is followed only
-/// when `follow_last`. `before_link` is asked before each link is followed, with the link's
-/// path relative to the root; `false` stops there.
-pub fn resolve(root: &Path, path: &str, follow_last: bool, before_link: &mut dyn FnMut(&str) -> bool) -> io::Result<InRoot> {
-    let mut current: Vec<String> = Vec::new();
-    let mut remaining: VecDeque<String> = path.split('/').map(str::to_string).collect();
-    let mut links_followed = 0;
-    while let Some(part) = remaining.pop_front() {
-        match part.as_str() {
-            "" | "." => continue,
-            ".." => {
-                current.pop();
-                continue;
-            }
-            _ => current.push(part),
-        }
-        let relative = current.join("/");
-        let metadata = match fs::symlink_metadata(root.join(&relative)) {
-            Ok(metadata) => metadata,
-            Err(error) if error.kind() == io::ErrorKind::NotFound || error.raw_os_error() == Some(libc::ENOTDIR) => {
-                return Ok(InRoot::Missing);
-            }
-            Err(error) => return Err(error),
-        };
-        let is_last = remaining.iter().all(|part| part.is_empty() || part == ".");
-        if metadata.file_type().is_symlink() && (!is_last || follow_last) {
-            if !before_link(&relative) {
-                return Ok(InRoot::Stopped(relative));
-            }
-            links_followed += 1;
-            if links_followed > MAX_SYMLINKS {
-                return Ok(InRoot::TooManyLinks);
-            }
-            let target = fs::read_link(root.join(&relative))?;
-            let target = target.to_string_lossy();
-            current.pop();
-            if target.starts_with('/') {
-                current.clear();
-            }
-            for part in target.split('/').rev() {
-                remaining.push_front(part.to_string());
-            }
-        } else if !is_last && !metadata.is_dir() {
-            return Ok(InRoot::Missing);
+impl Tree for HostTree<'_> {
+    type Entry = Kind;
+
+    fn root(&self) -> io::Result<Kind> {
+        // The root is not looked at: whatever it is, paths are resolved below it.
+        Ok(Kind::Directory)
+    }
+
+    fn lookup(&self, _directory: &Kind, _name: &str, path: &str) -> io::Result<Option<Kind>> {
+        match fs::symlink_metadata(self.0.join(path)) {
+            Ok(metadata) if metadata.is_dir() => Ok(Some(Kind::Directory)),
+            Ok(metadata) if metadata.file_type().is_symlink() => Ok(Some(Kind::Symlink)),
+            Ok(_) => Ok(Some(Kind::Other)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound || error.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(error) => Err(error),
         }
     }
-    Ok(InRoot::Found(current.join("/")))
+
+    fn kind(&self, entry: &Kind) -> Kind {
+        *entry
+    }
+
+    fn read_link(&self, _entry: &Kind, path: &str) -> io::Result<String> {
+        Ok(fs::read_link(self.0.join(path))?.to_string_lossy().into_owned())
+    }
 }
 
 /// Reads the regular file `name` of `root`, links followed inside the root; `None` when it is
@@ -77,10 +48,11 @@ pub fn resolve(root: &Path, path: &str, follow_last: bool, before_link: &mut dyn
 /// that is not a regular file (a link to `/dev/zero` inside the root, a fifo), is an error
 /// rather than a read without end.
 pub fn read_file(root: &Path, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
-    let real = match resolve(root, name, true, &mut |_| true)? {
-        InRoot::Found(real) => root.join(real),
-        InRoot::Missing | InRoot::Stopped(_) => return Ok(None),
-        InRoot::TooManyLinks => return Err(io::Error::from_raw_os_error(libc::ELOOP)),
+    let real = match root_path::resolve(&HostTree(root), name, true)? {
+        Resolution::Found { path, .. } => root.join(path),
+        Resolution::Missing { .. } => return Ok(None),
+        Resolution::Stopped(never) => match never {},
+        Resolution::TooManyLinks => return Err(io::Error::from_raw_os_error(libc::ELOOP)),
     };
     read_limited(&real, limit).map(Some)
 }
@@ -106,6 +78,7 @@ pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::ControlFlow;
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -129,8 +102,12 @@ mod tests {
         fs::write(root.join("big"), vec![b'x'; 65]).unwrap();
         assert!(read("big").unwrap_err().to_string().contains("limit"));
         assert!(read_limited(Path::new("/dev/zero"), 64).unwrap_err().to_string().contains("not a regular file"));
-        assert_eq!(resolve(root, "lnk/x", false, &mut |_| false).unwrap(), InRoot::Missing);
+        let mut refuse = |link: &str| ControlFlow::Break(link.to_string());
+        let resolve = |path: &str, before_link: &mut dyn FnMut(&str) -> ControlFlow<String>| {
+            root_path::resolve_with(&HostTree(root), path, false, before_link).unwrap()
+        };
+        assert_eq!(resolve("lnk/x", &mut refuse), Resolution::Missing { path: "lnk/x".into() });
         symlink("etc", root.join("dir")).unwrap();
-        assert_eq!(resolve(root, "dir/passwd", false, &mut |_| false).unwrap(), InRoot::Stopped("dir".into()));
+        assert_eq!(resolve("dir/passwd", &mut refuse), Resolution::Stopped("dir".into()));
     }
 }

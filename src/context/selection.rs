@@ -50,6 +50,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -58,9 +59,10 @@ use sha2::{Digest, Sha256};
 use super::content_hash::hash_file;
 use super::content_hash::{HashCache, StatKey};
 use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, contains_wildcards};
-use super::in_root::InRoot;
+use super::in_root::HostTree;
 use super::walk::{self, Found, FoundKind, Outcome};
 use crate::oci::path::clean;
+use crate::oci::root_path::{self, Resolution};
 
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
@@ -365,16 +367,19 @@ impl Walker<'_> {
     /// within the root, the last component only when `follow_last`.
     fn resolve(&self, components: &[&str], follow_last: bool, source: &str) -> Result<Resolved, SelectionError> {
         let path = components.join("/");
-        let resolved = super::in_root::resolve(self.root, &path, follow_last, &mut |link| self.ignore.excluded_by(link).is_none())
+        // A link `.dockerignore` removes is not in the transferred context: the walk stops
+        // there, with the rule.
+        let mut unless_ignored = |link: &str| match self.ignore.excluded_by(link) {
+            Some(rule) => ControlFlow::Break((rule.text.clone(), rule.line)),
+            None => ControlFlow::Continue(()),
+        };
+        let resolved = root_path::resolve_with(&HostTree(self.root), &path, follow_last, &mut unless_ignored)
             .map_err(|error| io_error(IoAction::ReadMetadata, self.root.join(&path), error))?;
         Ok(match resolved {
-            InRoot::Found(real) => Resolved::Found(real),
-            InRoot::Missing => Resolved::Missing,
-            InRoot::Stopped(link) => match self.ignore.excluded_by(&link) {
-                Some(rule) => Resolved::Ignored(rule.text.clone(), rule.line),
-                None => Resolved::Missing,
-            },
-            InRoot::TooManyLinks => return Err(SelectionError::TooManyLinks { source: source.to_string() }),
+            Resolution::Found { path, .. } => Resolved::Found(path),
+            Resolution::Missing { .. } => Resolved::Missing,
+            Resolution::Stopped((text, line)) => Resolved::Ignored(text, line),
+            Resolution::TooManyLinks => return Err(SelectionError::TooManyLinks { source: source.to_string() }),
         })
     }
 

@@ -1,7 +1,7 @@
 //! The vocabulary every other module shares about images: references, media types, platforms
 //! (and, as issue 11 goes on, digests, descriptors, manifests, the image config and OCI
-//! layouts). Plain data and pure functions; imports nothing of the crate, so every module may
-//! use it.
+//! layouts). Plain data and pure functions (the in-root resolver does its I/O through the tree
+//! its caller gives); imports nothing of the crate, so every module may use it.
 //!
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
@@ -12,6 +12,7 @@
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
+//! | `root_path.rs`   | paths resolved in a root, symlinks followed inside it: one walk |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 //! | `units.rs`       | sizes and ages as Docker's go-units reads and prints them     |
@@ -24,6 +25,7 @@ pub mod media_types;
 pub mod path;
 pub mod platform;
 pub mod reference;
+pub mod root_path;
 pub mod time;
 pub mod units;
 

@@ -4,8 +4,8 @@
 //! Layers are given bottom first. A name in a higher layer hides the same name below; a
 //! whiteout (character device 0/0) hides it and everything under it; a directory marked opaque
 //! (`user.overlay.opaque` or `trusted.overlay.opaque` = `y`) hides the directories below it.
-//! Paths are resolved inside the view: `..` never climbs above `/`, and symlinks are followed
-//! against the view's root, never the host's.
+//! Paths are resolved inside the view by the shared resolver (`oci::root_path`): `..` never
+//! climbs above `/`, and symlinks are followed against the view's root, never the host's.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -13,10 +13,9 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-/// Symlink hops before resolution gives up, as Linux does (`ELOOP`).
-const MAX_SYMLINKS: usize = 40;
+use crate::oci::root_path::{self, Kind, Resolution, Tree};
 
 #[derive(Debug, Clone)]
 pub struct LayeredView {
@@ -156,51 +155,15 @@ impl LayeredView {
     }
 
     /// Resolves an absolute path in the view. Symlinks in the parents are always followed;
-    /// the last component's only when `follow_last`. Returns the node and the resolved path.
+    /// the last component's only when `follow_last`. Returns the node and the resolved path
+    /// (for a missing node, as far as it got: see [`Resolution::Missing`]).
     pub fn resolve(&self, path: &str, follow_last: bool) -> io::Result<(Node, String)> {
-        let mut pending: Vec<OsString> = components(path);
-        pending.reverse();
-        // The resolved path so far, with the node of each prefix (index 0 = root).
-        let mut names: Vec<OsString> = Vec::new();
-        let mut nodes: Vec<Node> = vec![self.root()?];
-        let mut hops = 0;
-        while let Some(name) = pending.pop() {
-            if name == ".." {
-                if !names.is_empty() {
-                    names.pop();
-                    nodes.pop();
-                }
-                continue;
-            }
-            let parent = nodes.last().cloned().unwrap_or(Node::Missing);
-            let node = self.child(&parent, &name)?;
-            let is_last = pending.is_empty();
-            if let Node::Leaf { path: real, metadata } = &node
-                && metadata.file_type().is_symlink()
-                && (!is_last || follow_last)
-            {
-                hops += 1;
-                if hops > MAX_SYMLINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let target = fs::read_link(real)?;
-                let mut target_components = components(&target.to_string_lossy());
-                target_components.reverse();
-                pending.extend(target_components);
-                if target.is_absolute() {
-                    names.clear();
-                    nodes.truncate(1);
-                }
-                continue;
-            }
-            if !node.exists() && !is_last {
-                return Ok((Node::Missing, join(&names, &pending, &name)));
-            }
-            names.push(name);
-            nodes.push(node);
-        }
-        let resolved = format!("/{}", names.iter().map(|name| name.to_string_lossy()).collect::<Vec<_>>().join("/"));
-        Ok((nodes.pop().unwrap_or(Node::Missing), resolved))
+        Ok(match root_path::resolve(self, path, follow_last)? {
+            Resolution::Found { path, entry } => (entry, format!("/{path}")),
+            Resolution::Missing { path } => (Node::Missing, format!("/{path}")),
+            Resolution::Stopped(never) => match never {},
+            Resolution::TooManyLinks => return Err(io::Error::from_raw_os_error(libc::ELOOP)),
+        })
     }
 
     /// The contents of a regular file, following symlinks.
@@ -212,23 +175,36 @@ impl LayeredView {
     }
 }
 
-fn join(names: &[OsString], pending: &[OsString], current: &OsStr) -> String {
-    let mut parts: Vec<String> = names.iter().map(|n| n.to_string_lossy().into_owned()).collect();
-    parts.push(current.to_string_lossy().into_owned());
-    parts.extend(pending.iter().rev().map(|n| n.to_string_lossy().into_owned()));
-    format!("/{}", parts.join("/"))
-}
+/// The view as the shared resolver's tree. `..` after a file steps back out of it (`file/..`
+/// is the file's directory) rather than making the path missing as the host tree does: the
+/// view has always resolved so, and destinations and sources resolve through it.
+impl Tree for LayeredView {
+    type Entry = Node;
+    const DOT_DOT_LEAVES_NON_DIRECTORIES: bool = true;
 
-/// The normal components of a path; `.` and empty parts dropped, `..` kept for the resolver.
-fn components(path: &str) -> Vec<OsString> {
-    Path::new(path)
-        .components()
-        .filter_map(|component| match component {
-            Component::Normal(name) => Some(name.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
+    fn root(&self) -> io::Result<Node> {
+        LayeredView::root(self)
+    }
+
+    fn lookup(&self, directory: &Node, name: &str, _path: &str) -> io::Result<Option<Node>> {
+        Ok(Some(self.child(directory, OsStr::new(name))?).filter(Node::exists))
+    }
+
+    fn kind(&self, node: &Node) -> Kind {
+        match node {
+            Node::Directory { .. } => Kind::Directory,
+            Node::Leaf { metadata, .. } if metadata.file_type().is_symlink() => Kind::Symlink,
+            Node::Leaf { .. } | Node::Missing => Kind::Other,
+        }
+    }
+
+    fn read_link(&self, node: &Node, _path: &str) -> io::Result<String> {
+        match node {
+            Node::Leaf { path, .. } => Ok(fs::read_link(path)?.to_string_lossy().into_owned()),
+            // What readlink(2) says of anything that is no link.
+            Node::Directory { .. } | Node::Missing => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
 }
 
 /// Whether a name is one an image must never contain (`.wh.` files are OCI whiteout markers).
