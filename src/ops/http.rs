@@ -11,8 +11,8 @@
 //! one. (BuildKit leaves the mtime out, so of two URLs with the same bytes the first one cached
 //! gives its mtime to both; rbuild's result does not depend on what was cached before.) Finding the digest means
 //! asking the server: a URL downloaded before is revalidated with `If-None-Match` and its
-//! `ETag` (a `HEAD`; BuildKit does the same), and only downloaded again when the server says it
-//! changed or the layer was pruned. So the download happens while the key is computed, before
+//! `ETag` (a `HEAD`; BuildKit does the same), or without one with `If-Modified-Since`, and only
+//! downloaded again when the server says it changed or the layer was pruned. So the download happens while the key is computed, before
 //! the cache is asked, as in BuildKit ("failed to load cache key: ...").
 //!
 //! | cache input | value                        |
@@ -32,6 +32,7 @@ use sha2::{Digest as _, Sha256};
 use super::layer::{self, Layer};
 use super::{CacheInput, Environment, OpError};
 use crate::graph::HttpSource;
+use crate::registry::Validators;
 use crate::store::database::HttpSourceRow;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +81,11 @@ fn current(source: &HttpSource, environment: &Environment) -> Result<HttpSourceR
     let known = environment.store.database().http_source(&source.url).map_err(crate::store::StoreError::from)?;
     let row = match known {
         Some(row)
-            if row.etag.is_some()
+            if (row.etag.is_some() || row.last_modified.is_some())
                 && layer::load(environment.store, std::slice::from_ref(&row.diff_id))?.is_some()
-                && client.url_unchanged(&source.url, row.etag.as_deref().unwrap_or_default()).map_err(HttpError::from)? =>
+                && client
+                    .url_unchanged(&source.url, &Validators { etag: row.etag.clone(), last_modified: row.last_modified.clone() })
+                    .map_err(HttpError::from)? =>
         {
             row
         }

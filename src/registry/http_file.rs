@@ -8,13 +8,24 @@
 //! scheme is used, never switched.
 //!
 //! As BuildKit's http source: a file is revalidated with `If-None-Match` and the `ETag` of the
-//! earlier download; an answer other than 2xx or 304 is `invalid response status N`.
+//! earlier download; an answer other than 2xx or 304 is `invalid response status N`. Beyond
+//! BuildKit (which downloads again): a file without an `ETag` is revalidated with
+//! `If-Modified-Since` and its `Last-Modified`.
 
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, HeaderMap, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 
 use super::client::{Client, build_endpoint};
 use super::error::RegistryError;
+
+/// What identifies a version of a file to its server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`, as sent (quotes kept).
+    pub etag: Option<String>,
+    /// `Last-Modified`, as sent.
+    pub last_modified: Option<String>,
+}
 
 /// What a `GET` of a URL said besides its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +39,21 @@ pub struct Download {
 }
 
 impl Client {
-    /// `HEAD url` with `If-None-Match: etag`: whether the server says the file is still the one
-    /// with that `ETag` (304, or a 2xx with the same `ETag`).
-    pub fn url_unchanged(&self, url: &str, etag: &str) -> Result<bool, RegistryError> {
+    /// A `HEAD` of `url` with the validators of an earlier download (`If-None-Match` with its
+    /// `ETag`, else `If-Modified-Since` with its `Last-Modified`): whether the server says the
+    /// file is still that one (304, or a 2xx with the same validator).
+    pub fn url_unchanged(&self, url: &str, earlier: &Validators) -> Result<bool, RegistryError> {
         let endpoint = self.url_endpoint(url)?;
         self.block_on(async {
             let response = self
-                .send_with_retries(&endpoint, url, true, || endpoint.http.head(url).header(IF_NONE_MATCH, etag))
+                .send_with_retries(&endpoint, url, true, || {
+                    let request = endpoint.http.head(url);
+                    match (&earlier.etag, &earlier.last_modified) {
+                        (Some(etag), _) => request.header(IF_NONE_MATCH, etag),
+                        (None, Some(date)) => request.header(IF_MODIFIED_SINCE, date),
+                        (None, None) => request,
+                    }
+                })
                 .await
                 .map_err(|error| download_error(url, error))?;
             let status = response.status();
@@ -44,7 +63,11 @@ impl Client {
             if !status.is_success() {
                 return Err(RegistryError::UrlStatus { url: url.to_string(), status: status.as_u16() });
             }
-            Ok(header(response.headers(), ETAG).as_deref() == Some(etag))
+            let now = Validators { etag: header(response.headers(), ETAG), last_modified: header(response.headers(), LAST_MODIFIED) };
+            Ok(match &earlier.etag {
+                Some(etag) => now.etag.as_ref() == Some(etag),
+                None => earlier.last_modified.is_some() && now.etag.is_none() && now.last_modified == earlier.last_modified,
+            })
         })
     }
 

@@ -38,4 +38,4 @@ pub use auth::{Credential, Credentials};
 pub use client::{Client, Resolved, RetryPolicy};
 pub use config::{HostConfig, RegistryConfig};
 pub use error::RegistryError;
-pub use http_file::Download;
+pub use http_file::{Download, Validators};

@@ -27,7 +27,8 @@ const LAST_MODIFIED: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
 /// - `GET`/`HEAD /PATH`: the file, with `ETag` (16 hex digits of its sha256, quoted) and
 ///   `Last-Modified`; `If-None-Match` with the current `ETag` gives 304; a missing file 404;
 ///   a path ending in `/` serves `index`;
-/// - `/redirect/PATH`: 302 to `/PATH`; `/nolm/PATH`: no `Last-Modified`;
+/// - `/redirect/PATH`: 302 to `/PATH`; `/nolm/PATH`: no `Last-Modified`; `/noetag/PATH`: no
+///   `ETag`, and 304 for `If-Modified-Since` with the `Last-Modified` it sends;
 ///   `/disposition/PATH`: with `Content-Disposition: attachment; filename="other-name.txt"`.
 struct FileServer {
     port: u16,
@@ -78,7 +79,12 @@ fn serve(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     let mut words = request_line.split_whitespace();
     let (method, target) = (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default().to_string());
     let if_none_match = headers.get("if-none-match").cloned();
-    log.lock().unwrap().push(format!("{method} {target}{}", if_none_match.as_ref().map(|tag| format!(" {tag}")).unwrap_or_default()));
+    let if_modified_since = headers.get("if-modified-since").cloned();
+    let mut logged = format!("{method} {target}");
+    for value in [&if_none_match, &if_modified_since].into_iter().flatten() {
+        logged.push_str(&format!(" {value}"));
+    }
+    log.lock().unwrap().push(logged);
 
     let mut path = target.split('?').next().unwrap_or_default().to_string();
     let mut extra = String::new();
@@ -87,6 +93,11 @@ fn serve(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
         return;
     }
     let mut last_modified = true;
+    let mut etag_sent = true;
+    if let Some(rest) = path.strip_prefix("/noetag/") {
+        path = format!("/{rest}");
+        etag_sent = false;
+    }
     if let Some(rest) = path.strip_prefix("/nolm/") {
         path = format!("/{rest}");
         last_modified = false;
@@ -103,14 +114,21 @@ fn serve(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
         return;
     };
     let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..16]);
-    if if_none_match.as_deref() == Some(etag.as_str()) {
+    if etag_sent && if_none_match.as_deref() == Some(etag.as_str()) {
         let _ = write!(stream, "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n");
         return;
+    }
+    if !etag_sent && if_modified_since.as_deref() == Some(LAST_MODIFIED) {
+        let _ = write!(stream, "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n");
+        return;
+    }
+    if etag_sent {
+        extra.push_str(&format!("ETag: {etag}\r\n"));
     }
     if last_modified {
         extra.push_str(&format!("Last-Modified: {LAST_MODIFIED}\r\n"));
     }
-    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\n{extra}Connection: close\r\n\r\n", body.len());
+    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", body.len());
     if method == "GET" {
         let _ = stream.write_all(&body);
     }
@@ -242,6 +260,17 @@ fn an_unchanged_url_is_revalidated_and_a_changed_one_fetched() {
     assert_eq!(server.take_log(), [format!("HEAD /dir/file.txt {etag}"), "GET /dir/file.txt".to_string()]);
     assert_eq!(fs::read_to_string(local.join("copy")).unwrap(), "changed\n");
     assert_eq!(third.step("RUN cat"), "DONE", "{}", third.stderr);
+}
+
+/// A server without `ETag`s is asked with `If-Modified-Since` (BuildKit downloads again).
+#[test]
+fn a_url_without_etag_is_revalidated_by_date() {
+    let (project, server) = project_with_server();
+    project.dockerfile(&format!("FROM busybox\nADD {} /a/\n", server.url("/noetag/dir/file.txt")));
+    project.build(&["--build-context", &busybox_context()]).ok();
+    assert_eq!(server.take_log(), ["GET /noetag/dir/file.txt"]);
+    project.build(&["--build-context", &busybox_context()]).ok();
+    assert_eq!(server.take_log(), [format!("HEAD /noetag/dir/file.txt {LAST_MODIFIED}")]);
 }
 
 /// Failures say what BuildKit says, at the Dockerfile line.
