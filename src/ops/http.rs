@@ -126,7 +126,8 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     let mtime =
         std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds.max(0).unsigned_abs())).unwrap_or(std::time::UNIX_EPOCH);
     std::fs::File::options().write(true).open(&path).and_then(|file| file.set_modified(mtime)).map_err(write_error)?;
-    let description = format!("ADD {}", source.url);
+    // As BuildKit describes the record of an http source in `du`.
+    let description = format!("http url {}", source.url);
     let layer = layer::commit(environment.store, directory, &description, false, environment.cancel)?;
     let row = HttpSourceRow {
         url: source.url.clone(),

@@ -204,12 +204,18 @@ fn project_with_server() -> (Project, FileServer) {
 
 #[test]
 fn add_from_urls_gives_buildkits_files() {
-    let (project, _server) = project_with_server();
+    let (project, server) = project_with_server();
     let tar = project.out("rootfs.tar");
     let output = format!("type=tar,dest={}", tar.display());
     project.build(&["--build-context", &busybox_context(), "-o", &output]).ok();
     let expected = fs::read_to_string(fixture("http-add/expected.txt")).unwrap();
     assert_eq!(listing(&tar), expected);
+    // `cache du` shows each download as BuildKit's `du` does.
+    let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
+    let description = format!("http url {}", server.url("/pkg.tar.gz"));
+    let record =
+        usage.split("\n\n").find(|record| record.contains(&description)).unwrap_or_else(|| panic!("no `{description}` in\n{usage}"));
+    assert!(record.lines().any(|line| line.split_whitespace().eq(["Type:", "regular"])), "{record}");
 }
 
 /// The same as an unprivileged user: the download runs in rbuild's user namespace, the files
