@@ -13,9 +13,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::image::{BuiltImage, copy_blob};
-use crate::oci::Descriptor;
 use crate::oci::Reference;
-use crate::oci::media_types::OCI_INDEX;
+use crate::oci::manifest::ImageIndex;
 use crate::store::Store;
 use crate::store::atomic::{replace_file, write_file};
 
@@ -25,15 +24,6 @@ pub(crate) struct ArchiveError {
     pub path: String,
     #[source]
     pub source: io::Error,
-}
-
-#[derive(Serialize)]
-struct Index<'a> {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u32,
-    #[serde(rename = "mediaType")]
-    media_type: &'a str,
-    manifests: Vec<Descriptor>,
 }
 
 #[derive(Serialize)]
@@ -65,7 +55,7 @@ fn index_json(image: &BuiltImage, names: &[Reference], descriptor_annotations: &
         descriptor.annotations.insert("org.opencontainers.image.ref.name".into(), name.manifest_selector().to_string());
         manifests.push(descriptor);
     }
-    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default()
+    serde_json::to_vec(&ImageIndex::new(manifests)).unwrap_or_default()
 }
 
 const LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

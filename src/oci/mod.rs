@@ -10,6 +10,7 @@
 //! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
+//! | `manifest.rs`    | image manifests and indexes (OCI's and Docker's), as written  |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
@@ -19,6 +20,7 @@ pub mod compression;
 pub mod descriptor;
 mod go_quote;
 pub mod image_config;
+pub mod manifest;
 pub mod media_types;
 pub mod path;
 pub mod platform;

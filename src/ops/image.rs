@@ -207,24 +207,11 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
         Ok(bytes)
     };
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
-    let manifest: serde_json::Value = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
-    let config_digest = manifest["config"]["digest"].as_str().ok_or_else(|| invalid("manifest without a config".into()))?.to_string();
-    let config_bytes = read(&config_digest)?;
-    let descriptors: Vec<Descriptor> = manifest["layers"]
-        .as_array()
-        .map(|layers| {
-            layers
-                .iter()
-                .map(|layer| {
-                    Descriptor::new(
-                        layer["mediaType"].as_str().unwrap_or_default(),
-                        layer["digest"].as_str().unwrap_or_default(),
-                        layer["size"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // The resolver read this manifest from the registry (`AnyManifest`) before it stored it.
+    let manifest: crate::oci::manifest::ImageManifest =
+        serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
+    let config_bytes = read(&manifest.config.digest)?;
+    let descriptors = manifest.layers;
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
     let parsed = crate::oci::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
     let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();

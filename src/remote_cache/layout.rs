@@ -12,12 +12,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use super::CacheError;
 use crate::graph::Digest;
 use crate::oci::Descriptor;
-use crate::oci::media_types::OCI_INDEX;
+use crate::oci::manifest::{ImageIndex, ImageManifest};
 use crate::ops::image::layout_blob_path;
 use crate::store::atomic::replace_file;
 
@@ -44,7 +42,7 @@ impl Layout {
         move |source| CacheError::Write { path: path.display().to_string(), source }
     }
 
-    fn index(&self) -> Result<Option<Value>, CacheError> {
+    fn index(&self) -> Result<Option<ImageIndex>, CacheError> {
         let path = self.dir.join("index.json");
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -59,12 +57,11 @@ impl Layout {
     /// `None` when the directory has no such cache.
     pub(super) fn manifest_digest(&self, tag: &str, digest: Option<&str>) -> Result<Option<String>, CacheError> {
         let Some(index) = self.index()? else { return Ok(None) };
-        let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-        let found = entries.iter().find(|entry| match digest {
-            Some(digest) => entry["digest"] == digest,
-            None => entry["annotations"][REF_NAME] == tag,
+        let found = index.manifests.into_iter().find(|entry| match digest {
+            Some(digest) => entry.digest == digest,
+            None => entry.annotations.get(REF_NAME).is_some_and(|name| name == tag),
         });
-        Ok(found.and_then(|entry| entry["digest"].as_str()).map(String::from))
+        Ok(found.map(|entry| entry.digest))
     }
 
     /// A blob read whole (at most `limit` bytes) and checked against its digest.
@@ -134,33 +131,25 @@ impl Layout {
         if !oci_layout.exists() {
             self.write_atomically(&oci_layout, &mut |out| out.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#))?;
         }
-        let mut entries: Vec<Value> = self.index()?.and_then(|index| index["manifests"].as_array().cloned()).unwrap_or_default();
-        entries.retain(|entry| entry["annotations"][REF_NAME] != tag);
-        entries.push(json!({
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "annotations": { REF_NAME: tag },
-        }));
-        let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries });
-        let bytes = serde_json::to_vec(&index).unwrap_or_default();
+        let mut entries = self.index()?.map(|index| index.manifests).unwrap_or_default();
+        entries.retain(|entry| entry.annotations.get(REF_NAME).is_none_or(|name| name != tag));
+        let mut entry = Descriptor::new(manifest.media_type.clone(), manifest.digest.clone(), manifest.size);
+        entry.annotations.insert(REF_NAME.into(), tag.into());
+        entries.push(entry);
+        let index = ImageIndex::new(entries);
+        let bytes = sorted_json(&index);
         self.write_atomically(&self.dir.join("index.json"), &mut |out| out.write_all(&bytes))?;
-        self.remove_unused_blobs(&entries)
+        self.remove_unused_blobs(&index.manifests)
     }
 
-    fn remove_unused_blobs(&self, entries: &[Value]) -> Result<(), CacheError> {
+    fn remove_unused_blobs(&self, entries: &[Descriptor]) -> Result<(), CacheError> {
         let mut used = HashSet::new();
         for entry in entries {
-            let Some(digest) = entry["digest"].as_str() else { continue };
-            used.insert(digest.to_string());
+            used.insert(entry.digest.clone());
             // A manifest that cannot be read keeps everything: never delete what may be in use.
-            let Ok(bytes) = fs::read(self.blob_path(digest)) else { return Ok(()) };
-            let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else { return Ok(()) };
-            for blob in manifest["layers"].as_array().into_iter().flatten().chain([&manifest["config"]]) {
-                if let Some(digest) = blob["digest"].as_str() {
-                    used.insert(digest.to_string());
-                }
-            }
+            let Ok(bytes) = fs::read(self.blob_path(&entry.digest)) else { return Ok(()) };
+            let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { return Ok(()) };
+            used.extend(manifest.layers.into_iter().chain([manifest.config]).map(|blob| blob.digest));
         }
         let blobs = self.dir.join("blobs/sha256");
         let listing = fs::read_dir(&blobs).map_err(Layout::read_error(&blobs))?;
@@ -179,4 +168,11 @@ impl Layout {
         }
         replace_file(target, write).map_err(Layout::write_error(target))
     }
+}
+
+/// A cache manifest or index as rbuild has always written it: through a JSON map, so every
+/// object's keys are sorted (unlike an image's manifest, which has BuildKit's field order).
+/// Changing these bytes would change the digest of every cache exported.
+pub(super) fn sorted_json(document: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_value(document).and_then(|value| serde_json::to_vec(&value)).unwrap_or_default()
 }
