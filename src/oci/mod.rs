@@ -1,7 +1,7 @@
-//! The vocabulary every other module shares about images: references, media types, platforms
-//! (and, as issue 11 goes on, digests, descriptors, manifests, the image config and OCI
-//! layouts). Plain data and pure functions; imports nothing of the crate, so every module may
-//! use it.
+//! The vocabulary every other module shares about images: references, media types, platforms,
+//! descriptors, manifests, the image config and OCI layouts (and, as issue 11 goes on,
+//! digests). Plain data and pure functions, but for reading a layout's files; imports nothing of
+//! the crate, so every module may use it.
 //!
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
@@ -11,6 +11,7 @@
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
 //! | `manifest.rs`    | image manifests and indexes (OCI's and Docker's), as written  |
+//! | `layout.rs`      | OCI layouts: `index.json`, blob paths that stay inside, reads |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
@@ -20,6 +21,7 @@ pub mod compression;
 pub mod descriptor;
 mod go_quote;
 pub mod image_config;
+pub mod layout;
 pub mod manifest;
 pub mod media_types;
 pub mod path;

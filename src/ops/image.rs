@@ -12,18 +12,20 @@
 //! | manifest digest        | yes    | it pins the layers and the config          |
 //! | layout path, tag       | no     | names, not content                         |
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use super::layer::Layer;
 use super::{CacheInput, Environment};
 use crate::graph::{Digest, ImageSource};
 use crate::oci::Descriptor;
+use crate::oci::layout::{self, LayoutError, REF_NAME};
+use crate::oci::manifest::{ImageIndex, ImageManifest};
+use crate::oci::media_types::is_index;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
 use crate::store::{BlobRow, LayerRow, now};
 
@@ -62,9 +64,11 @@ pub(crate) struct ResolvedImage {
 /// Picks a manifest in the layout at `path`. `selector` is `:tag`, `@sha256:...` or empty.
 pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::oci::Platform) -> Result<ResolvedImage, ImageError> {
     let path_text = path.display().to_string();
-    let index_path = path.join("index.json");
-    let index =
-        ImageIndex::from_file(&index_path).map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let unreadable = |message: &str| ImageError::Invalid { path: path_text.clone(), message: message.into() };
+    let index = layout::read_index(path).map_err(|error| match error {
+        LayoutError::Parse { .. } => unreadable(PARSE_FAILED),
+        _ => unreadable(READ_FAILED),
+    })?;
     let (tag, digest) = if let Some(digest) = selector.strip_prefix('@') {
         (None, Some(digest.to_string()))
     } else if let Some(tag) = selector.strip_prefix(':') {
@@ -73,16 +77,12 @@ pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::
         (None, None)
     };
     let reference = format!("oci-layout://{path_text}{selector}");
-    let manifests = index.manifests();
+    let manifests = &index.manifests;
     let chosen = manifests.iter().find(|descriptor| {
         if let Some(digest) = &digest {
-            return descriptor.digest().to_string() == *digest;
+            return descriptor.digest == *digest;
         }
-        let name = descriptor
-            .annotations()
-            .as_ref()
-            .and_then(|annotations| annotations.get("org.opencontainers.image.ref.name"))
-            .map(String::as_str);
+        let name = descriptor.annotations.get(REF_NAME).map(String::as_str);
         match (&tag, name) {
             (Some(tag), Some(name)) => name == tag || name.ends_with(&format!(":{tag}")),
             (Some(_), None) => false,
@@ -92,70 +92,48 @@ pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::
     let Some(descriptor) = chosen else {
         return Err(ImageError::NotFound { path: path_text, reference });
     };
-    let mut digest = descriptor.digest().to_string();
-    let mut media_type = descriptor.media_type().clone();
+    let mut digest = descriptor.digest.clone();
+    let mut media_type = descriptor.media_type.clone();
     // Nested indexes: pick the platform.
     for _ in 0..4 {
         if !is_index(&media_type) {
             break;
         }
         let bytes = read_blob(path, &digest)?;
-        let nested = ImageIndex::from_reader(&bytes[..])
-            .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+        let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|_| unreadable(PARSE_FAILED))?;
         // The best entry by containerd's rules (oci::Platform), as from a registry.
         let found = nested
-            .manifests()
-            .iter()
-            .filter_map(|candidate| {
-                let entry = candidate.platform().as_ref()?;
-                let have =
-                    crate::oci::Platform::new(&entry.os().to_string(), &entry.architecture().to_string(), entry.variant().as_deref());
-                Some((have.match_rank(platform)?, candidate))
-            })
+            .manifests
+            .into_iter()
+            .filter_map(|candidate| Some((candidate.platform.as_ref()?.match_rank(platform)?, candidate)))
             .min_by_key(|(rank, _)| *rank)
             .map(|(_, candidate)| candidate);
         let Some(found) = found else {
             return Err(ImageError::NoPlatform { reference, platform: platform.to_string() });
         };
-        digest = found.digest().to_string();
-        media_type = found.media_type().clone();
+        digest = found.digest;
+        media_type = found.media_type;
     }
     let manifest_bytes = read_blob(path, &digest)?;
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
-        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
-    let config = read_blob(path, manifest.config().digest().as_ref())?;
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|_| unreadable(PARSE_FAILED))?;
+    let config = read_blob(path, &manifest.config.digest)?;
     Ok(ResolvedImage { source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config })
 }
 
-fn is_index(media_type: &MediaType) -> bool {
-    match media_type {
-        MediaType::ImageIndex => true,
-        MediaType::Other(other) => other == crate::oci::media_types::DOCKER_LIST,
-        _ => false,
-    }
-}
+// What a layout that cannot be read or parsed is called: the words of oci-spec's reader, which
+// read layouts before `oci::layout` did, kept so that messages stay as they were.
+const READ_FAILED: &str = "io operation failed";
+const PARSE_FAILED: &str = "serde failed";
 
-/// Where blob `digest` is in the OCI layout directory `layout`.
-/// A digest that is not `algorithm:hex` in plain characters (from a hostile index: `sha256:../x`)
-/// names a file that never exists, never a path outside the layout.
-pub(crate) fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
-    let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-    let plain = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
-    if !plain(algorithm) || !plain(hex) {
-        return layout.join("blobs").join("not-a-digest");
-    }
-    layout.join("blobs").join(algorithm).join(hex)
-}
-
-/// Reads a small blob and checks its digest.
+/// Reads a small blob of a layout and checks its digest.
 fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
-    let path = layout_blob_path(layout, digest);
-    let bytes = fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
-    let actual = Digest::of(&bytes).0;
-    if actual != digest {
-        return Err(ImageError::DigestMismatch { path: path.display().to_string(), expected: digest.into(), actual });
-    }
-    Ok(bytes)
+    layout::read_blob(layout, digest, u64::MAX).map_err(|error| match error {
+        LayoutError::Read { path, source } => ImageError::Read { path: path.display().to_string(), source },
+        LayoutError::DigestMismatch { path, expected, actual } => {
+            ImageError::DigestMismatch { path: path.display().to_string(), expected, actual }
+        }
+        other => ImageError::Invalid { path: layout.display().to_string(), message: other.to_string() },
+    })
 }
 
 pub(crate) fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
@@ -173,17 +151,11 @@ pub(crate) fn run(source: &ImageSource, environment: &Environment) -> Result<Vec
         ImageSource::Registry { reference, manifest_digest } => return pull(reference, manifest_digest, environment),
     };
     let manifest_bytes = read_blob(path, &manifest_digest.0)?;
-    let path_text = path.display().to_string();
-    let invalid = |error: &dyn std::fmt::Display| ImageError::Invalid { path: path_text.clone(), message: error.to_string() };
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|error| invalid(&error))?;
-    let config_bytes = read_blob(path, manifest.config().digest().as_ref())?;
-    let layers: Vec<Descriptor> = manifest
-        .layers()
-        .iter()
-        .map(|descriptor| Descriptor::new(descriptor.media_type().to_string(), descriptor.digest().to_string(), descriptor.size()))
-        .collect();
-    import_layers(environment, reference, &config_bytes, &layers, &|digest, out| {
-        let layer_path = layout_blob_path(path, digest);
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|_| ImageError::Invalid { path: path.display().to_string(), message: PARSE_FAILED.into() })?;
+    let config_bytes = read_blob(path, &manifest.config.digest)?;
+    import_layers(environment, reference, &config_bytes, &manifest.layers, &|digest, out| {
+        let layer_path = layout::blob_path(path, digest);
         let mut file = File::open(&layer_path).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         io::copy(&mut file, out).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         Ok(())

@@ -13,13 +13,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::CacheError;
-use crate::graph::Digest;
 use crate::oci::Descriptor;
+use crate::oci::layout::{self, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, LayoutError, REF_NAME};
 use crate::oci::manifest::{ImageIndex, ImageManifest};
-use crate::ops::image::layout_blob_path;
 use crate::store::atomic::replace_file;
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub(super) struct Layout {
     dir: PathBuf,
@@ -31,7 +28,7 @@ impl Layout {
     }
 
     pub(super) fn blob_path(&self, digest: &str) -> PathBuf {
-        layout_blob_path(&self.dir, digest)
+        layout::blob_path(&self.dir, digest)
     }
 
     fn read_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -43,13 +40,10 @@ impl Layout {
     }
 
     fn index(&self) -> Result<Option<ImageIndex>, CacheError> {
-        let path = self.dir.join("index.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|error| CacheError::Invalid { location: path.display().to_string(), message: error.to_string() }),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(Layout::read_error(&path)(error)),
+        match layout::read_index(&self.dir) {
+            Ok(index) => Ok(Some(index)),
+            Err(LayoutError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(cache_error(error)),
         }
     }
 
@@ -66,19 +60,7 @@ impl Layout {
 
     /// A blob read whole (at most `limit` bytes) and checked against its digest.
     pub(super) fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>, CacheError> {
-        let path = self.blob_path(digest);
-        let file = File::open(&path).map_err(Layout::read_error(&path))?;
-        let mut bytes = Vec::new();
-        file.take(limit + 1).read_to_end(&mut bytes).map_err(Layout::read_error(&path))?;
-        let invalid = |message: String| CacheError::Invalid { location: path.display().to_string(), message };
-        if bytes.len() as u64 > limit {
-            return Err(invalid(format!("larger than {limit} bytes")));
-        }
-        let actual = Digest::of(&bytes).0;
-        if actual != digest {
-            return Err(invalid(format!("has digest {actual}, not {digest}")));
-        }
-        Ok(bytes)
+        layout::read_blob(&self.dir, digest, limit).map_err(cache_error)
     }
 
     /// Streams a blob to `out` (the caller checks the digest).
@@ -127,9 +109,9 @@ impl Layout {
 
     /// Points `tag` at `manifest` (other tags stay), then removes unused blobs.
     pub(super) fn tag(&self, tag: &str, manifest: &Descriptor) -> Result<(), CacheError> {
-        let oci_layout = self.dir.join("oci-layout");
+        let oci_layout = self.dir.join(LAYOUT_FILE);
         if !oci_layout.exists() {
-            self.write_atomically(&oci_layout, &mut |out| out.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#))?;
+            self.write_atomically(&oci_layout, &mut |out| out.write_all(LAYOUT_VERSION))?;
         }
         let mut entries = self.index()?.map(|index| index.manifests).unwrap_or_default();
         entries.retain(|entry| entry.annotations.get(REF_NAME).is_none_or(|name| name != tag));
@@ -138,7 +120,7 @@ impl Layout {
         entries.push(entry);
         let index = ImageIndex::new(entries);
         let bytes = sorted_json(&index);
-        self.write_atomically(&self.dir.join("index.json"), &mut |out| out.write_all(&bytes))?;
+        self.write_atomically(&self.dir.join(INDEX_FILE), &mut |out| out.write_all(&bytes))?;
         self.remove_unused_blobs(&index.manifests)
     }
 
@@ -167,6 +149,17 @@ impl Layout {
             fs::create_dir_all(parent).map_err(Layout::write_error(target))?;
         }
         replace_file(target, write).map_err(Layout::write_error(target))
+    }
+}
+
+/// A layout that cannot be read, in the cache's words (a blob's path names the cache).
+fn cache_error(error: LayoutError) -> CacheError {
+    let invalid = |path: PathBuf, message: String| CacheError::Invalid { location: path.display().to_string(), message };
+    match error {
+        LayoutError::Read { path, source } => CacheError::Read { path: path.display().to_string(), source },
+        LayoutError::Parse { path, source } => invalid(path, source.to_string()),
+        LayoutError::TooLarge { path, limit } => invalid(path, format!("larger than {limit} bytes")),
+        LayoutError::DigestMismatch { path, expected, actual } => invalid(path, format!("has digest {actual}, not {expected}")),
     }
 }
 
