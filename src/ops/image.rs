@@ -1,8 +1,11 @@
-//! Base images from OCI layout directories (`--build-context name=oci-layout://PATH[:tag|@digest]`).
+//! Base images: from registries (`FROM busybox`) and from OCI layout directories
+//! (`--build-context name=oci-layout://PATH[:tag|@digest]`).
 //!
-//! Resolving (at frontend time) reads `index.json`, picks the manifest by tag, digest or
-//! platform, and reads the image config, so the frontend can give its ENV, WORKDIR, USER... to
-//! the stage. Running unpacks each layer into a snapshot named by the image's own diff id and
+//! Resolving (at frontend time, through the frontend's `ImageResolver`, [`ResolvedImage`] and
+//! [`ResolveError`]) picks the manifest and reads the image config, so the frontend can give
+//! its ENV, WORKDIR, USER... to the stage: in a layout, by tag, digest or platform from
+//! `index.json`; for a registry, the tag the store resolved before (unless `--pull`), else the
+//! registry's answer, whose manifest, config and tag the store then records. Running unpacks each layer into a snapshot named by the image's own diff id and
 //! copies the compressed blob into the store, so an export reuses the exact blob (same digest)
 //! and never depends on the layout directory again. Every blob is verified against its digest,
 //! and every layer against its diff id, while it is read.
@@ -22,12 +25,15 @@ use sha2::{Digest as _, Sha256};
 use super::layer::Layer;
 use super::{CacheInput, Environment};
 use crate::graph::{Digest, ImageSource};
-use crate::oci::Descriptor;
+use crate::oci::image_config::ImageDocument;
 use crate::oci::layout::{self, LayoutError, REF_NAME};
 use crate::oci::manifest::{ImageIndex, ImageManifest};
+use crate::oci::media_types::OCI_CONFIG;
 use crate::oci::media_types::is_index;
+use crate::oci::{Descriptor, Platform, Reference};
+use crate::registry::Client;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
-use crate::store::{BlobRow, LayerRow, now};
+use crate::store::{BlobRow, LayerRow, Store, now};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImageError {
@@ -53,16 +59,62 @@ pub(crate) enum ImageError {
     Pull { reference: String, message: String },
 }
 
-/// An image chosen from a layout: what the frontend needs to build a stage on it.
+/// Why a base image could not be resolved: the error of the frontend's `ImageResolver`, shown
+/// with the span of the `FROM` or `--from` that named the image.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResolveError {
+    #[error(transparent)]
+    Layout(#[from] ImageError),
+    #[error("invalid image config in `{path}`: {error}")]
+    LayoutConfig { path: String, error: serde_json::Error },
+    #[error(transparent)]
+    Reference(#[from] crate::oci::ReferenceError),
+    #[error("failed to resolve source metadata for {name}: {cause}")]
+    Metadata { name: String, cause: MetadataError },
+}
+
+/// Why a registry image's manifest and config could not be had (from the store or the registry).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MetadataError {
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("no registry configuration")]
+    NoRegistry,
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("the registry's manifest or config does not match its digest")]
+    DigestMismatch,
+    #[error("invalid image config: {0}")]
+    Config(serde_json::Error),
+}
+
+/// A base image, resolved before lowering: what the frontend needs to build a stage on it.
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedImage {
     pub source: ImageSource,
-    /// The raw image config JSON.
-    pub config: Vec<u8>,
+    /// How progress names it, e.g. `docker.io/library/busybox:latest@sha256:...`.
+    pub display: String,
+    pub config: ImageDocument,
 }
 
-/// Picks a manifest in the layout at `path`. `selector` is `:tag`, `@sha256:...` or empty.
-pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::oci::Platform) -> Result<ResolvedImage, ImageError> {
+/// Picks a manifest in the layout at `path` and reads its config. `selector` is `:tag`,
+/// `@sha256:...` or empty.
+pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
+    let (source, config) = choose_in_layout(path, selector, platform)?;
+    let config = serde_json::from_slice(&config).map_err(|error| ResolveError::LayoutConfig { path: path.display().to_string(), error })?;
+    let display = match &source {
+        ImageSource::OciLayout { manifest_digest, reference, .. } | ImageSource::Registry { manifest_digest, reference } => {
+            format!("{reference}@{manifest_digest}")
+        }
+    };
+    Ok(ResolvedImage { source, display, config })
+}
+
+/// The manifest `selector` picks in the layout at `path` (for the platform, in a nested index),
+/// as an image source, and its raw config.
+fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<(ImageSource, Vec<u8>), ImageError> {
     let path_text = path.display().to_string();
     let unreadable = |message: &str| ImageError::Invalid { path: path_text.clone(), message: message.into() };
     let index = layout::read_index(path).map_err(|error| match error {
@@ -117,7 +169,76 @@ pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::
     let manifest_bytes = read_blob(path, &digest)?;
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|_| unreadable(PARSE_FAILED))?;
     let config = read_blob(path, &manifest.config.digest)?;
-    Ok(ResolvedImage { source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config })
+    Ok((ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config))
+}
+
+/// A registry image for the platform: the store's resolved tag unless `pull`, else the
+/// registry's (its manifest, config and tag then recorded in the store). Manifest and config
+/// from the store are read whole and checked against their digests: a damaged one is fetched
+/// again. `name` is the reference as users see it.
+pub(crate) fn resolve_registry(
+    store: &Store,
+    registry: Option<&Client>,
+    reference: &Reference,
+    platform: &Platform,
+    pull: bool,
+) -> Result<ResolvedImage, ResolveError> {
+    let name = reference.to_string();
+    let (manifest_digest, config) = registry_metadata(store, registry, reference, &name, platform, pull)
+        .map_err(|cause| ResolveError::Metadata { name: name.clone(), cause })?;
+    Ok(ResolvedImage {
+        source: ImageSource::Registry { reference: name.clone(), manifest_digest: Digest(manifest_digest.clone()) },
+        display: format!("{name}@{manifest_digest}"),
+        config,
+    })
+}
+
+/// The manifest digest and the config of a registry image (see [`resolve_registry`]).
+fn registry_metadata(
+    store: &Store,
+    registry: Option<&Client>,
+    reference: &Reference,
+    name: &str,
+    platform: &Platform,
+    pull: bool,
+) -> Result<(String, ImageDocument), MetadataError> {
+    let key = format!("{name} {platform}");
+    let known = if pull { None } else { store.database().image_tag(&key)? };
+    let cached = known.and_then(|(manifest, config, _)| {
+        store.read_blob(&manifest)?;
+        Some((manifest, store.read_blob(&config)?))
+    });
+    let (manifest_digest, config_bytes) = match cached {
+        Some((manifest, bytes)) => (manifest, bytes),
+        None => {
+            let client = registry.ok_or(MetadataError::NoRegistry)?;
+            let resolved = client.resolve(reference, &platform.os, &platform.architecture, platform.variant.as_deref())?;
+            let (manifest, _) = store.put_blob(&resolved.manifest)?;
+            let (config, _) = store.put_blob(&resolved.config)?;
+            if manifest != resolved.manifest_digest || config != resolved.config_digest {
+                return Err(MetadataError::DigestMismatch);
+            }
+            let now = now();
+            let mut database = store.database();
+            for (digest, size, media_type) in
+                [(&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()), (&config, resolved.config.len(), OCI_CONFIG)]
+            {
+                database.put_blob(&BlobRow {
+                    digest: digest.clone(),
+                    diff_id: String::new(),
+                    compression: "none".into(),
+                    level: 0,
+                    media_type: media_type.into(),
+                    size: size as u64,
+                    last_used_at: now,
+                })?;
+            }
+            database.put_image_tag(&key, &manifest, &config, now)?;
+            (manifest, resolved.config)
+        }
+    };
+    let config = serde_json::from_slice(&config_bytes).map_err(MetadataError::Config)?;
+    Ok((manifest_digest, config))
 }
 
 // What a layout that cannot be read or parsed is called: the words of oci-spec's reader, which
@@ -185,7 +306,7 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
     let config_bytes = read(&manifest.config.digest)?;
     let descriptors = manifest.layers;
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
-    let parsed = crate::oci::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
+    let parsed = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
     let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
     import_layers(environment, reference, &config_bytes, &descriptors, &|digest, out| {
         let size = sizes.get(digest).copied();
@@ -201,7 +322,7 @@ const PARALLEL_FETCHES: usize = 4;
 
 /// One blob into the store, verified against its digest.
 pub(crate) fn fetch_blob(
-    store: &crate::store::Store,
+    store: &Store,
     reference: &str,
     digest: &str,
     fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
@@ -269,7 +390,7 @@ type FetchedBlob = (String, u64);
 /// bottom layer first, as BuildKit shows it under the `FROM` (no sizes; recorded from BuildKit
 /// in `testdata/progress/extracting`).
 pub(crate) fn unpack_layers(
-    store: &crate::store::Store,
+    store: &Store,
     cancel: &AtomicBool,
     name: &str,
     layers: &[LayerBlob],
