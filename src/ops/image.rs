@@ -1,13 +1,14 @@
 //! Base images: from registries (`FROM busybox`) and from OCI layout directories
 //! (`--build-context name=oci-layout://PATH[:tag|@digest]`).
 //!
-//! Resolving (at frontend time, through the frontend's `ImageResolver`, [`ResolvedImage`] and
+//! Resolving (at frontend time, through the frontend's `ImageResolver`: [`ResolvedImage`] or
 //! [`ResolveError`]) picks the manifest and reads the image config, so the frontend can give
 //! its ENV, WORKDIR, USER... to the stage: in a layout, by tag, digest or platform from
 //! `index.json`; for a registry, the tag the store resolved before (unless `--pull`), else the
-//! registry's answer, whose manifest, config and tag the store then records. Running unpacks each layer into a snapshot named by the image's own diff id and
-//! copies the compressed blob into the store, so an export reuses the exact blob (same digest)
-//! and never depends on the layout directory again. Every blob is verified against its digest,
+//! registry's answer, whose manifest, config and tag the store then records. Running unpacks
+//! each layer into a snapshot named by the image's own diff id and copies the compressed blob
+//! into the store, so an export reuses the exact blob (same digest) and never depends on the
+//! layout directory again. Every blob is verified against its digest,
 //! and every layer against its diff id, while it is read.
 //!
 //! | cache key input        | in key | why                                        |
@@ -28,8 +29,7 @@ use crate::graph::{Digest, ImageSource};
 use crate::oci::image_config::ImageDocument;
 use crate::oci::layout::{self, LayoutError, REF_NAME};
 use crate::oci::manifest::{ImageIndex, ImageManifest};
-use crate::oci::media_types::OCI_CONFIG;
-use crate::oci::media_types::is_index;
+use crate::oci::media_types::{OCI_CONFIG, is_index};
 use crate::oci::{Descriptor, Platform, Reference};
 use crate::registry::Client;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
@@ -102,19 +102,18 @@ pub(crate) struct ResolvedImage {
 /// Picks a manifest in the layout at `path` and reads its config. `selector` is `:tag`,
 /// `@sha256:...` or empty.
 pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
-    let (source, config) = choose_in_layout(path, selector, platform)?;
+    let (reference, manifest_digest, config) = choose_in_layout(path, selector, platform)?;
     let config = serde_json::from_slice(&config).map_err(|error| ResolveError::LayoutConfig { path: path.display().to_string(), error })?;
-    let display = match &source {
-        ImageSource::OciLayout { manifest_digest, reference, .. } | ImageSource::Registry { manifest_digest, reference } => {
-            format!("{reference}@{manifest_digest}")
-        }
-    };
-    Ok(ResolvedImage { source, display, config })
+    Ok(ResolvedImage {
+        display: format!("{reference}@{manifest_digest}"),
+        source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(manifest_digest), reference },
+        config,
+    })
 }
 
-/// The manifest `selector` picks in the layout at `path` (for the platform, in a nested index),
-/// as an image source, and its raw config.
-fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<(ImageSource, Vec<u8>), ImageError> {
+/// The manifest `selector` picks in the layout at `path` (for the platform, in a nested index):
+/// the reference as users see it, the manifest's digest, and its raw config.
+fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<(String, String, Vec<u8>), ImageError> {
     let path_text = path.display().to_string();
     let unreadable = |message: &str| ImageError::Invalid { path: path_text.clone(), message: message.into() };
     let index = layout::read_index(path).map_err(|error| match error {
@@ -169,13 +168,13 @@ fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<
     let manifest_bytes = read_blob(path, &digest)?;
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|_| unreadable(PARSE_FAILED))?;
     let config = read_blob(path, &manifest.config.digest)?;
-    Ok((ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config))
+    Ok((reference, digest, config))
 }
 
 /// A registry image for the platform: the store's resolved tag unless `pull`, else the
 /// registry's (its manifest, config and tag then recorded in the store). Manifest and config
 /// from the store are read whole and checked against their digests: a damaged one is fetched
-/// again. `name` is the reference as users see it.
+/// again.
 pub(crate) fn resolve_registry(
     store: &Store,
     registry: Option<&Client>,
@@ -301,8 +300,7 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
     };
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
     // The resolver read this manifest from the registry (`AnyManifest`) before it stored it.
-    let manifest: crate::oci::manifest::ImageManifest =
-        serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
+    let manifest: ImageManifest = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
     let config_bytes = read(&manifest.config.digest)?;
     let descriptors = manifest.layers;
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
