@@ -58,7 +58,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
         ],
     ),
-    ("frontend", &["dockerfile", "graph", "oci"]),
+    // Base images are resolved by ops::image: the frontend is given its ResolvedImage or
+    // ResolveError through ImageResolver, and calls no op.
+    ("frontend", &["dockerfile", "graph", "oci", "ops"]),
     ("solver", &["graph", "ops", "progress", "store"]),
     ("remote_cache", &["exporter", "graph", "oci", "ops", "progress", "registry", "store"]),
     ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "ssh_agent", "store"]),

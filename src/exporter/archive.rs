@@ -13,9 +13,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::image::{BuiltImage, copy_blob};
-use crate::oci::Descriptor;
 use crate::oci::Reference;
-use crate::oci::media_types::OCI_INDEX;
+use crate::oci::layout::{INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, blob_name};
+use crate::oci::manifest::ImageIndex;
 use crate::store::Store;
 use crate::store::atomic::{replace_file, write_file};
 
@@ -28,15 +28,6 @@ pub(crate) struct ArchiveError {
 }
 
 #[derive(Serialize)]
-struct Index<'a> {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u32,
-    #[serde(rename = "mediaType")]
-    media_type: &'a str,
-    manifests: Vec<Descriptor>,
-}
-
-#[derive(Serialize)]
 struct DockerManifestEntry {
     #[serde(rename = "Config")]
     config: String,
@@ -44,10 +35,6 @@ struct DockerManifestEntry {
     repo_tags: Vec<String>,
     #[serde(rename = "Layers")]
     layers: Vec<String>,
-}
-
-fn blob_name(digest: &str) -> String {
-    format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap_or(digest))
 }
 
 /// `index.json` of the layout: one manifest, named by each reference, its descriptor carrying
@@ -62,13 +49,11 @@ fn index_json(image: &BuiltImage, names: &[Reference], descriptor_annotations: &
     for name in names {
         let mut descriptor = described.clone();
         descriptor.annotations.insert("io.containerd.image.name".into(), name.stored_name());
-        descriptor.annotations.insert("org.opencontainers.image.ref.name".into(), name.manifest_selector().to_string());
+        descriptor.annotations.insert(REF_NAME.into(), name.manifest_selector().to_string());
         manifests.push(descriptor);
     }
-    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default()
+    serde_json::to_vec(&ImageIndex::new(manifests)).unwrap_or_default()
 }
-
-const LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The files of the layout (name, bytes or blob digest), in archive order.
 enum Content {
@@ -84,7 +69,7 @@ fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<
             files.push((blob_name(&blob.digest), Content::Blob(blob.digest.clone(), blob.size)));
         }
     }
-    files.push(("index.json".into(), Content::Bytes(index_json(image, names, annotations))));
+    files.push((INDEX_FILE.into(), Content::Bytes(index_json(image, names, annotations))));
     if docker {
         let manifest = vec![DockerManifestEntry {
             config: blob_name(&image.config.digest),
@@ -93,7 +78,7 @@ fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<
         }];
         files.push(("manifest.json".into(), Content::Bytes(serde_json::to_vec(&manifest).unwrap_or_default())));
     }
-    files.push(("oci-layout".into(), Content::Bytes(LAYOUT.to_vec())));
+    files.push((LAYOUT_FILE.into(), Content::Bytes(LAYOUT_VERSION.to_vec())));
     files
 }
 

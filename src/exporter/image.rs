@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::oci::image_config::{ImageDocument, RootFs};
+use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::oci::time::rfc3339;
 use crate::oci::{Compression, Descriptor, Platform};
@@ -36,18 +36,6 @@ pub(crate) enum ImageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Database(#[from] crate::store::DatabaseError),
-}
-
-#[derive(Debug, Serialize)]
-struct Manifest<'a> {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u32,
-    #[serde(rename = "mediaType")]
-    media_type: &'a str,
-    config: &'a Descriptor,
-    layers: &'a [Descriptor],
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: &'a BTreeMap<String, String>,
 }
 
 /// How to encode the image.
@@ -213,14 +201,11 @@ pub(crate) fn build(
         platform: None,
     };
     let layer_descriptors: Vec<Descriptor> = blobs.into_iter().map(|(descriptor, _)| descriptor).collect();
-    let manifest_bytes = serde_json::to_vec(&Manifest {
-        schema_version: 2,
-        media_type: manifest_type,
-        config: &config,
-        layers: &layer_descriptors,
-        annotations: &encoding.manifest_annotations,
-    })
-    .unwrap_or_default();
+    let manifest = ImageManifest {
+        annotations: encoding.manifest_annotations.clone(),
+        ..ImageManifest::new(manifest_type, config.clone(), layer_descriptors.clone())
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
     let now = now();
     let mut database = store.database();

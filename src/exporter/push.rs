@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::image::BuiltImage;
 use crate::oci::Reference;
+use crate::oci::manifest::ImageManifest;
 use crate::progress::Task;
 use crate::registry::Client;
 use crate::store::Store;
@@ -34,11 +35,9 @@ fn mount_sources(store: &Store, target: &Reference) -> HashMap<String, String> {
             continue;
         }
         let Ok(bytes) = std::fs::read(store.blob_path(&manifest_digest)) else { continue };
-        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
-        for layer in manifest["layers"].as_array().into_iter().flatten() {
-            if let Some(digest) = layer["digest"].as_str() {
-                sources.entry(digest.to_string()).or_insert_with(|| pulled.repository.clone());
-            }
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { continue };
+        for layer in manifest.layers {
+            sources.entry(layer.digest).or_insert_with(|| pulled.repository.clone());
         }
     }
     sources

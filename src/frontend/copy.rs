@@ -71,7 +71,7 @@ pub(super) fn lower_copy(
     let owner = chown_word.as_deref().filter(|word| !word.is_empty()).map(parse_owner);
     let chmod_word = copy.chmod.as_ref().map(|chmod| expand(state, chmod)).transpose()?;
     let chmod = match &chmod_word {
-        Some(text) => Some(Chmod::parse(text).map_err(|message| DockerfileError::at(message, span))?),
+        Some(text) => Some(Chmod::parse(text).map_err(|error| DockerfileError::at(error.to_string(), span))?),
         None => None,
     };
     let mut excludes = Vec::new();
@@ -263,13 +263,15 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
                 let resolved = lowering
                     .resolver
                     .resolve_layout(&path, &selector, &lowering.options.platform)
-                    .map_err(|message| DockerfileError::at(message, span))?;
+                    .map_err(|error| DockerfileError::at(error.to_string(), span))?;
                 Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("[context {name}] {}", resolved.display), None, None))
             }
         };
     }
-    let resolved =
-        lowering.resolver.resolve_reference(from, &lowering.options.platform).map_err(|message| DockerfileError::at(message, span))?;
+    let resolved = lowering
+        .resolver
+        .resolve_reference(from, &lowering.options.platform)
+        .map_err(|error| DockerfileError::at(error.to_string(), span))?;
     Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("FROM {}", resolved.display), None, None))
 }
 

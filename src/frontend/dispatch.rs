@@ -135,8 +135,10 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         base_from_context(lowering, &mut state, &context_name, &context, from.span, &platform)?;
         triggers = std::mem::take(&mut state.image.config.on_build);
     } else {
-        let resolved =
-            lowering.resolver.resolve_reference(&base_name, &platform).map_err(|message| DockerfileError::at(message, from.span))?;
+        let resolved = lowering
+            .resolver
+            .resolve_reference(&base_name, &platform)
+            .map_err(|error| DockerfileError::at(error.to_string(), from.span))?;
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + 1;
         state = new_state(index, label, display_name, total, 0, resolved.config.clone());
         state.image.created = None;
@@ -226,7 +228,7 @@ fn base_from_context(
         }
         NamedContext::OciLayout { path, selector } => {
             let resolved =
-                lowering.resolver.resolve_layout(path, selector, platform).map_err(|message| DockerfileError::at(message, span))?;
+                lowering.resolver.resolve_layout(path, selector, platform).map_err(|error| DockerfileError::at(error.to_string(), span))?;
             state.image = resolved.config.clone();
             state.image.created = None;
             // Inherited triggers count as steps; the total must be right before the first name.
@@ -299,7 +301,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
             let mut parsed = Vec::new();
             for port in ports {
                 for word in state.scope.expand_words(&lowering.lexer, port).map_err(|e| DockerfileError::at(e.message, span))? {
-                    parsed.extend(parse_port(&word).map_err(|message| DockerfileError::at(message, span))?);
+                    parsed.extend(parse_port(&word).map_err(|error| DockerfileError::at(error.to_string(), span))?);
                 }
             }
             for port in &parsed {
@@ -380,7 +382,7 @@ fn dispatch(lowering: &mut Lowering, state: &mut StageState, located: &Located<C
             Ok(())
         }
         Command::Healthcheck(healthcheck) => {
-            let config = healthcheck_config(healthcheck).map_err(|message| DockerfileError::at(message, span))?;
+            let config = healthcheck_config(healthcheck).map_err(|error| DockerfileError::at(error.to_string(), span))?;
             let message = format!(
                 "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
                 plain_list(&config.test),

@@ -20,9 +20,10 @@ use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::{Command, Located, commands};
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::syntax::{Dockerfile, Span};
-use crate::graph::{ContextSource, Graph, ImageSource, NetworkMode, Op, Origin, VertexId};
+use crate::graph::{ContextSource, Graph, NetworkMode, Op, Origin, VertexId};
 use crate::oci::Platform;
 use crate::oci::image_config::ImageDocument;
+use crate::ops::image::{ResolveError, ResolvedImage};
 
 /// A `--build-context name=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,19 +36,11 @@ pub enum NamedContext {
     },
 }
 
-/// A base image, resolved before lowering (its config shapes the stage).
-#[derive(Debug, Clone)]
-pub(crate) struct ResolvedImage {
-    pub source: ImageSource,
-    /// How progress names it, e.g. `docker.io/library/busybox:latest@sha256:...`.
-    pub display: String,
-    pub config: ImageDocument,
-}
-
-/// Finds base images. The frontend does no I/O itself.
+/// Finds base images (resolved before lowering: the config shapes the stage). The frontend does
+/// no I/O itself; `ops::image` resolves, and its error is shown with the instruction's span.
 pub(crate) trait ImageResolver {
-    fn resolve_layout(&self, path: &std::path::Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, String>;
-    fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+    fn resolve_layout(&self, path: &std::path::Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError>;
+    fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError>;
 }
 
 pub(crate) struct FrontendOptions {
@@ -296,8 +289,9 @@ mod tests {
 
     use super::*;
     use crate::dockerfile::syntax::parse;
-    use crate::graph::Digest;
+    use crate::graph::{Digest, ImageSource};
     use crate::oci::image_config::History;
+    use crate::ops::image::MetadataError;
 
     /// Resolves every layout and reference to a fixed image with `ENV BASE=1` and an ONBUILD.
     struct FakeResolver;
@@ -320,12 +314,12 @@ mod tests {
     }
 
     impl ImageResolver for FakeResolver {
-        fn resolve_layout(&self, path: &Path, selector: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
+        fn resolve_layout(&self, path: &Path, selector: &str, _platform: &Platform) -> Result<ResolvedImage, ResolveError> {
             Ok(fake_image(&format!("oci-layout://{}{selector}", path.display())))
         }
 
-        fn resolve_reference(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
-            Err(format!("no registry for `{reference}`"))
+        fn resolve_reference(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, ResolveError> {
+            Err(ResolveError::Metadata { name: reference.into(), cause: MetadataError::NoRegistry })
         }
     }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::Platform;
 
@@ -73,6 +74,11 @@ pub fn digest_problem(digest: &str) -> Option<&'static str> {
         return Some(FORMAT);
     }
     None
+}
+
+/// The sha256 digest of `bytes`, as manifests name blobs (`sha256:` and 64 lowercase hex digits).
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn checked_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

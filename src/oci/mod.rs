@@ -1,7 +1,8 @@
-//! The vocabulary every other module shares about images: references, media types, platforms
-//! (and, as issue 11 goes on, digests, descriptors, manifests, the image config and OCI
-//! layouts). Plain data and pure functions (the in-root resolver does its I/O through the tree
-//! its caller gives); imports nothing of the crate, so every module may use it.
+//! The vocabulary every other module shares about images: references, media types, platforms,
+//! descriptors, manifests, the image config and OCI layouts (and, as issue 11 goes on,
+//! digests). Plain data and pure functions, but for reading a layout's files (and the in-root resolver,
+//! which reads through the tree its caller gives); imports nothing of
+//! the crate, so every module may use it.
 //!
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
@@ -10,6 +11,8 @@
 //! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
+//! | `manifest.rs`    | image manifests and indexes (OCI's and Docker's), as written  |
+//! | `layout.rs`      | OCI layouts: `index.json`, blob paths that stay inside, reads |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `root_path.rs`   | paths resolved in a root, symlinks followed inside it: one walk |
@@ -21,6 +24,8 @@ pub mod compression;
 pub mod descriptor;
 mod go_quote;
 pub mod image_config;
+pub mod layout;
+pub mod manifest;
 pub mod media_types;
 pub mod path;
 pub mod platform;

@@ -1,10 +1,14 @@
-//! Base images from OCI layout directories (`--build-context name=oci-layout://PATH[:tag|@digest]`).
+//! Base images: from registries (`FROM busybox`) and from OCI layout directories
+//! (`--build-context name=oci-layout://PATH[:tag|@digest]`).
 //!
-//! Resolving (at frontend time) reads `index.json`, picks the manifest by tag, digest or
-//! platform, and reads the image config, so the frontend can give its ENV, WORKDIR, USER... to
-//! the stage. Running unpacks each layer into a snapshot named by the image's own diff id and
-//! copies the compressed blob into the store, so an export reuses the exact blob (same digest)
-//! and never depends on the layout directory again. Every blob is verified against its digest,
+//! Resolving (at frontend time, through the frontend's `ImageResolver`: [`ResolvedImage`] or
+//! [`ResolveError`]) picks the manifest and reads the image config, so the frontend can give
+//! its ENV, WORKDIR, USER... to the stage: in a layout, by tag, digest or platform from
+//! `index.json`; for a registry, the tag the store resolved before (unless `--pull`), else the
+//! registry's answer, whose manifest, config and tag the store then records. Running unpacks
+//! each layer into a snapshot named by the image's own diff id and copies the compressed blob
+//! into the store, so an export reuses the exact blob (same digest) and never depends on the
+//! layout directory again. Every blob is verified against its digest,
 //! and every layer against its diff id, while it is read.
 //!
 //! | cache key input        | in key | why                                        |
@@ -12,20 +16,24 @@
 //! | manifest digest        | yes    | it pins the layers and the config          |
 //! | layout path, tag       | no     | names, not content                         |
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use super::layer::Layer;
 use super::{CacheInput, Environment};
 use crate::graph::{Digest, ImageSource};
-use crate::oci::Descriptor;
+use crate::oci::image_config::ImageDocument;
+use crate::oci::layout::{self, LayoutError, REF_NAME};
+use crate::oci::manifest::{ImageIndex, ImageManifest};
+use crate::oci::media_types::{OCI_CONFIG, is_index};
+use crate::oci::{Descriptor, Platform, Reference};
+use crate::registry::Client;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
-use crate::store::{BlobRow, LayerRow, now};
+use crate::store::{BlobRow, LayerRow, Store, now};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImageError {
@@ -51,20 +59,67 @@ pub(crate) enum ImageError {
     Pull { reference: String, message: String },
 }
 
-/// An image chosen from a layout: what the frontend needs to build a stage on it.
+/// Why a base image could not be resolved: the error of the frontend's `ImageResolver`, shown
+/// with the span of the `FROM` or `--from` that named the image.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResolveError {
+    #[error(transparent)]
+    Layout(#[from] ImageError),
+    #[error("invalid image config in `{path}`: {error}")]
+    LayoutConfig { path: String, error: serde_json::Error },
+    #[error(transparent)]
+    Reference(#[from] crate::oci::ReferenceError),
+    #[error("failed to resolve source metadata for {name}: {cause}")]
+    Metadata { name: String, cause: MetadataError },
+}
+
+/// Why a registry image's manifest and config could not be had (from the store or the registry).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MetadataError {
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("no registry configuration")]
+    NoRegistry,
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("the registry's manifest or config does not match its digest")]
+    DigestMismatch,
+    #[error("invalid image config: {0}")]
+    Config(serde_json::Error),
+}
+
+/// A base image, resolved before lowering: what the frontend needs to build a stage on it.
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedImage {
     pub source: ImageSource,
-    /// The raw image config JSON.
-    pub config: Vec<u8>,
+    /// How progress names it, e.g. `docker.io/library/busybox:latest@sha256:...`.
+    pub display: String,
+    pub config: ImageDocument,
 }
 
-/// Picks a manifest in the layout at `path`. `selector` is `:tag`, `@sha256:...` or empty.
-pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::oci::Platform) -> Result<ResolvedImage, ImageError> {
+/// Picks a manifest in the layout at `path` and reads its config. `selector` is `:tag`,
+/// `@sha256:...` or empty.
+pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
+    let (reference, manifest_digest, config) = choose_in_layout(path, selector, platform)?;
+    let config = serde_json::from_slice(&config).map_err(|error| ResolveError::LayoutConfig { path: path.display().to_string(), error })?;
+    Ok(ResolvedImage {
+        display: format!("{reference}@{manifest_digest}"),
+        source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(manifest_digest), reference },
+        config,
+    })
+}
+
+/// The manifest `selector` picks in the layout at `path` (for the platform, in a nested index):
+/// the reference as users see it, the manifest's digest, and its raw config.
+fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<(String, String, Vec<u8>), ImageError> {
     let path_text = path.display().to_string();
-    let index_path = path.join("index.json");
-    let index =
-        ImageIndex::from_file(&index_path).map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+    let unreadable = |message: &str| ImageError::Invalid { path: path_text.clone(), message: message.into() };
+    let index = layout::read_index(path).map_err(|error| match error {
+        LayoutError::Parse { .. } => unreadable(PARSE_FAILED),
+        _ => unreadable(READ_FAILED),
+    })?;
     let (tag, digest) = if let Some(digest) = selector.strip_prefix('@') {
         (None, Some(digest.to_string()))
     } else if let Some(tag) = selector.strip_prefix(':') {
@@ -73,16 +128,12 @@ pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::
         (None, None)
     };
     let reference = format!("oci-layout://{path_text}{selector}");
-    let manifests = index.manifests();
+    let manifests = &index.manifests;
     let chosen = manifests.iter().find(|descriptor| {
         if let Some(digest) = &digest {
-            return descriptor.digest().to_string() == *digest;
+            return descriptor.digest == *digest;
         }
-        let name = descriptor
-            .annotations()
-            .as_ref()
-            .and_then(|annotations| annotations.get("org.opencontainers.image.ref.name"))
-            .map(String::as_str);
+        let name = descriptor.annotations.get(REF_NAME).map(String::as_str);
         match (&tag, name) {
             (Some(tag), Some(name)) => name == tag || name.ends_with(&format!(":{tag}")),
             (Some(_), None) => false,
@@ -92,70 +143,117 @@ pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &crate::
     let Some(descriptor) = chosen else {
         return Err(ImageError::NotFound { path: path_text, reference });
     };
-    let mut digest = descriptor.digest().to_string();
-    let mut media_type = descriptor.media_type().clone();
+    let mut digest = descriptor.digest.clone();
+    let mut media_type = descriptor.media_type.clone();
     // Nested indexes: pick the platform.
     for _ in 0..4 {
         if !is_index(&media_type) {
             break;
         }
         let bytes = read_blob(path, &digest)?;
-        let nested = ImageIndex::from_reader(&bytes[..])
-            .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
+        let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|_| unreadable(PARSE_FAILED))?;
         // The best entry by containerd's rules (oci::Platform), as from a registry.
         let found = nested
-            .manifests()
-            .iter()
-            .filter_map(|candidate| {
-                let entry = candidate.platform().as_ref()?;
-                let have =
-                    crate::oci::Platform::new(&entry.os().to_string(), &entry.architecture().to_string(), entry.variant().as_deref());
-                Some((have.match_rank(platform)?, candidate))
-            })
+            .manifests
+            .into_iter()
+            .filter_map(|candidate| Some((candidate.platform.as_ref()?.match_rank(platform)?, candidate)))
             .min_by_key(|(rank, _)| *rank)
             .map(|(_, candidate)| candidate);
         let Some(found) = found else {
             return Err(ImageError::NoPlatform { reference, platform: platform.to_string() });
         };
-        digest = found.digest().to_string();
-        media_type = found.media_type().clone();
+        digest = found.digest;
+        media_type = found.media_type;
     }
     let manifest_bytes = read_blob(path, &digest)?;
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
-        .map_err(|error| ImageError::Invalid { path: path_text.clone(), message: error.to_string() })?;
-    let config = read_blob(path, manifest.config().digest().as_ref())?;
-    Ok(ResolvedImage { source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(digest), reference }, config })
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|_| unreadable(PARSE_FAILED))?;
+    let config = read_blob(path, &manifest.config.digest)?;
+    Ok((reference, digest, config))
 }
 
-fn is_index(media_type: &MediaType) -> bool {
-    match media_type {
-        MediaType::ImageIndex => true,
-        MediaType::Other(other) => other == crate::oci::media_types::DOCKER_LIST,
-        _ => false,
-    }
+/// A registry image for the platform: the store's resolved tag unless `pull`, else the
+/// registry's (its manifest, config and tag then recorded in the store). Manifest and config
+/// from the store are read whole and checked against their digests: a damaged one is fetched
+/// again.
+pub(crate) fn resolve_registry(
+    store: &Store,
+    registry: Option<&Client>,
+    reference: &Reference,
+    platform: &Platform,
+    pull: bool,
+) -> Result<ResolvedImage, ResolveError> {
+    let name = reference.to_string();
+    let (manifest_digest, config) = registry_metadata(store, registry, reference, &name, platform, pull)
+        .map_err(|cause| ResolveError::Metadata { name: name.clone(), cause })?;
+    Ok(ResolvedImage {
+        source: ImageSource::Registry { reference: name.clone(), manifest_digest: Digest(manifest_digest.clone()) },
+        display: format!("{name}@{manifest_digest}"),
+        config,
+    })
 }
 
-/// Where blob `digest` is in the OCI layout directory `layout`.
-/// A digest that is not `algorithm:hex` in plain characters (from a hostile index: `sha256:../x`)
-/// names a file that never exists, never a path outside the layout.
-pub(crate) fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
-    let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-    let plain = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
-    if !plain(algorithm) || !plain(hex) {
-        return layout.join("blobs").join("not-a-digest");
-    }
-    layout.join("blobs").join(algorithm).join(hex)
+/// The manifest digest and the config of a registry image (see [`resolve_registry`]).
+fn registry_metadata(
+    store: &Store,
+    registry: Option<&Client>,
+    reference: &Reference,
+    name: &str,
+    platform: &Platform,
+    pull: bool,
+) -> Result<(String, ImageDocument), MetadataError> {
+    let key = format!("{name} {platform}");
+    let known = if pull { None } else { store.database().image_tag(&key)? };
+    let cached = known.and_then(|(manifest, config, _)| {
+        store.read_blob(&manifest)?;
+        Some((manifest, store.read_blob(&config)?))
+    });
+    let (manifest_digest, config_bytes) = match cached {
+        Some((manifest, bytes)) => (manifest, bytes),
+        None => {
+            let client = registry.ok_or(MetadataError::NoRegistry)?;
+            let resolved = client.resolve(reference, &platform.os, &platform.architecture, platform.variant.as_deref())?;
+            let (manifest, _) = store.put_blob(&resolved.manifest)?;
+            let (config, _) = store.put_blob(&resolved.config)?;
+            if manifest != resolved.manifest_digest || config != resolved.config_digest {
+                return Err(MetadataError::DigestMismatch);
+            }
+            let now = now();
+            let mut database = store.database();
+            for (digest, size, media_type) in
+                [(&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()), (&config, resolved.config.len(), OCI_CONFIG)]
+            {
+                database.put_blob(&BlobRow {
+                    digest: digest.clone(),
+                    diff_id: String::new(),
+                    compression: "none".into(),
+                    level: 0,
+                    media_type: media_type.into(),
+                    size: size as u64,
+                    last_used_at: now,
+                })?;
+            }
+            database.put_image_tag(&key, &manifest, &config, now)?;
+            (manifest, resolved.config)
+        }
+    };
+    let config = serde_json::from_slice(&config_bytes).map_err(MetadataError::Config)?;
+    Ok((manifest_digest, config))
 }
 
-/// Reads a small blob and checks its digest.
+// What a layout that cannot be read or parsed is called: the words of oci-spec's reader, which
+// read layouts before `oci::layout` did, kept so that messages stay as they were.
+const READ_FAILED: &str = "io operation failed";
+const PARSE_FAILED: &str = "serde failed";
+
+/// Reads a small blob of a layout and checks its digest.
 fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
-    let path = layout_blob_path(layout, digest);
-    let bytes = fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
-    let actual = Digest::of(&bytes).0;
-    if actual != digest {
-        return Err(ImageError::DigestMismatch { path: path.display().to_string(), expected: digest.into(), actual });
-    }
-    Ok(bytes)
+    layout::read_blob(layout, digest, u64::MAX).map_err(|error| match error {
+        LayoutError::Read { path, source } => ImageError::Read { path: path.display().to_string(), source },
+        LayoutError::DigestMismatch { path, expected, actual } => {
+            ImageError::DigestMismatch { path: path.display().to_string(), expected, actual }
+        }
+        other => ImageError::Invalid { path: layout.display().to_string(), message: other.to_string() },
+    })
 }
 
 pub(crate) fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
@@ -173,17 +271,11 @@ pub(crate) fn run(source: &ImageSource, environment: &Environment) -> Result<Vec
         ImageSource::Registry { reference, manifest_digest } => return pull(reference, manifest_digest, environment),
     };
     let manifest_bytes = read_blob(path, &manifest_digest.0)?;
-    let path_text = path.display().to_string();
-    let invalid = |error: &dyn std::fmt::Display| ImageError::Invalid { path: path_text.clone(), message: error.to_string() };
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|error| invalid(&error))?;
-    let config_bytes = read_blob(path, manifest.config().digest().as_ref())?;
-    let layers: Vec<Descriptor> = manifest
-        .layers()
-        .iter()
-        .map(|descriptor| Descriptor::new(descriptor.media_type().to_string(), descriptor.digest().to_string(), descriptor.size()))
-        .collect();
-    import_layers(environment, reference, &config_bytes, &layers, &|digest, out| {
-        let layer_path = layout_blob_path(path, digest);
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|_| ImageError::Invalid { path: path.display().to_string(), message: PARSE_FAILED.into() })?;
+    let config_bytes = read_blob(path, &manifest.config.digest)?;
+    import_layers(environment, reference, &config_bytes, &manifest.layers, &|digest, out| {
+        let layer_path = layout::blob_path(path, digest);
         let mut file = File::open(&layer_path).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         io::copy(&mut file, out).map_err(|source| ImageError::Read { path: layer_path.display().to_string(), source })?;
         Ok(())
@@ -207,26 +299,12 @@ fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) ->
         Ok(bytes)
     };
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
-    let manifest: serde_json::Value = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
-    let config_digest = manifest["config"]["digest"].as_str().ok_or_else(|| invalid("manifest without a config".into()))?.to_string();
-    let config_bytes = read(&config_digest)?;
-    let descriptors: Vec<Descriptor> = manifest["layers"]
-        .as_array()
-        .map(|layers| {
-            layers
-                .iter()
-                .map(|layer| {
-                    Descriptor::new(
-                        layer["mediaType"].as_str().unwrap_or_default(),
-                        layer["digest"].as_str().unwrap_or_default(),
-                        layer["size"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // The resolver read this manifest from the registry (`AnyManifest`) before it stored it.
+    let manifest: ImageManifest = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
+    let config_bytes = read(&manifest.config.digest)?;
+    let descriptors = manifest.layers;
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
-    let parsed = crate::oci::Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
+    let parsed = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
     let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
     import_layers(environment, reference, &config_bytes, &descriptors, &|digest, out| {
         let size = sizes.get(digest).copied();
@@ -242,7 +320,7 @@ const PARALLEL_FETCHES: usize = 4;
 
 /// One blob into the store, verified against its digest.
 pub(crate) fn fetch_blob(
-    store: &crate::store::Store,
+    store: &Store,
     reference: &str,
     digest: &str,
     fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
@@ -310,7 +388,7 @@ type FetchedBlob = (String, u64);
 /// bottom layer first, as BuildKit shows it under the `FROM` (no sizes; recorded from BuildKit
 /// in `testdata/progress/extracting`).
 pub(crate) fn unpack_layers(
-    store: &crate::store::Store,
+    store: &Store,
     cancel: &AtomicBool,
     name: &str,
     layers: &[LayerBlob],

@@ -3,9 +3,10 @@
 
 use super::client::Client;
 use super::error::RegistryError;
-use super::manifest::{self, AnyManifest};
+use super::manifest;
 use super::request::Failure;
 use crate::oci::Reference;
+use crate::oci::manifest::AnyManifest;
 
 /// An artifact manifest and its config, both verified against their digests.
 #[derive(Debug, Clone)]

@@ -39,9 +39,11 @@ use reqwest::{Method, StatusCode};
 use super::auth::Credentials;
 use super::config::{HostConfig, RegistryConfig};
 use super::error::RegistryError;
-use super::manifest::{self, AnyManifest, Hasher, MANIFEST_ACCEPT};
+use super::manifest::{self, Hasher, MANIFEST_ACCEPT};
 use super::request::Failure;
 use super::transport::{Cause, config_hint};
+use crate::oci::descriptor::sha256_digest;
+use crate::oci::manifest::AnyManifest;
 use crate::oci::{DOCKER_HUB, Reference};
 
 /// Manifests bigger than this are refused (containerd uses the same bound).
@@ -382,7 +384,7 @@ impl Client {
             status => tracing::debug!("HEAD {path} at `{}` gave `{status}`; trying GET", endpoint.host),
         }
         let (bytes, header) = self.fetch_manifest(endpoint, reference, &path).await?;
-        Ok((manifest::sha256_digest(&bytes), bytes, header))
+        Ok((sha256_digest(&bytes), bytes, header))
     }
 
     /// GET of a manifest path: its bytes (size-limited) and its Content-Type.

@@ -1,44 +1,11 @@
-//! The parts of index and image manifests the client reads, and platform selection in an index
-//! (the best match by `oci::Platform::match_rank`, containerd's rules; entries with OS `unknown`,
-//! attestations, never match). Digest helpers live here too: every byte that leaves the client
-//! is checked with them.
+//! Platform selection in an index (the best match by `oci::Platform::match_rank`, containerd's
+//! rules; entries with OS `unknown`, attestations, never match) and the incremental digest every
+//! byte that leaves the client is checked with. The documents themselves are `oci::manifest`'s.
 
-use serde::Deserialize;
 use sha2::Digest as _;
 
-pub(crate) use crate::oci::media_types::{MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST, is_index, is_manifest};
+pub(crate) use crate::oci::media_types::{MANIFEST_ACCEPT, is_index, is_manifest};
 pub(crate) use crate::oci::{Descriptor, Platform};
-
-/// Both index and image manifests; which fields are set tells them apart when the registry's
-/// `Content-Type` is vague.
-#[derive(Debug, Deserialize)]
-pub(crate) struct AnyManifest {
-    #[serde(rename = "schemaVersion", default)]
-    pub schema_version: u32,
-    #[serde(rename = "mediaType", default)]
-    pub media_type: Option<String>,
-    #[serde(default)]
-    pub manifests: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    pub config: Option<Descriptor>,
-    #[serde(default)]
-    pub layers: Option<Vec<Descriptor>>,
-}
-
-impl AnyManifest {
-    /// The media type from the document, else from the header, else guessed from the shape.
-    pub(super) fn media_type(&self, header: Option<&str>) -> String {
-        if let Some(media_type) = self.media_type.as_deref().filter(|value| !value.is_empty()) {
-            return media_type.to_string();
-        }
-        if let Some(header) = header.map(|value| value.split(';').next().unwrap_or(value).trim())
-            && (is_index(header) || is_manifest(header))
-        {
-            return header.to_string();
-        }
-        if self.manifests.is_some() { OCI_INDEX.to_string() } else { OCI_MANIFEST.to_string() }
-    }
-}
 
 /// The best entry of an index for the platform (the first of equally good ones).
 pub(crate) fn select<'index>(
@@ -90,13 +57,11 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex_string(&sha2::Sha256::digest(bytes)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::descriptor::sha256_digest;
+    use crate::oci::media_types::OCI_MANIFEST;
 
     fn entry(architecture: &str, variant: Option<&str>, digest: &str) -> Descriptor {
         Descriptor {

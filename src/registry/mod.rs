@@ -13,7 +13,7 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `config.rs`    | `[registry."host"]` sections of a buildkitd.toml-style file         |
 //! | `auth.rs`      | docker/podman credential files, helpers, `WWW-Authenticate`         |
-//! | `manifest.rs`  | media types, platform selection, digests                            |
+//! | `manifest.rs`  | platform selection in an index, digests                             |
 //! | `client.rs`    | hosts and mirrors, resolve, blobs                                   |
 //! | `request.rs`   | token/basic auth, sending with retries, how a request failed        |
 //! | `push.rs`      | blob existence, cross-repository mounts, chunked uploads, manifests |

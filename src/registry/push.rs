@@ -32,9 +32,10 @@ use reqwest::{Method, StatusCode};
 
 use super::client::{Client, Endpoint, blob_name, header_text, verify};
 use super::error::RegistryError;
-use super::manifest::{Hasher, sha256_digest};
+use super::manifest::Hasher;
 use super::request::{Access, Failure, Target, is_retryable, server_message};
 use crate::oci::Reference;
+use crate::oci::descriptor::sha256_digest;
 
 /// The outcome of a cross-repository mount request.
 enum Mount {

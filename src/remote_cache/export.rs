@@ -10,15 +10,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
-use serde_json::json;
 
 use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig, LayerEntry, MountEntry, RecordEntry};
-use super::layout::Layout;
+use super::layout::{Layout, sorted_json};
 use super::spec::{CacheExport, CacheLocation, CacheMode};
 use crate::exporter::image::{Encoding, compress_tree, layer_blob};
 use crate::oci::Descriptor;
 use crate::oci::Reference;
+use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::OCI_MANIFEST;
 use crate::ops::Layer;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
@@ -162,13 +162,7 @@ fn write(
             manifest_layers.push(blob.clone());
         }
     }
-    let manifest_bytes = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config_descriptor,
-        "layers": manifest_layers,
-    }))
-    .unwrap_or_default();
+    let manifest_bytes = sorted_json(&ImageManifest::new(OCI_MANIFEST, config_descriptor.clone(), manifest_layers.clone()));
     let (manifest_digest, manifest_size) = store.put_blob(&manifest_bytes)?;
     let manifest = Descriptor {
         media_type: OCI_MANIFEST.into(),

@@ -9,6 +9,7 @@ use super::CacheError;
 use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
+use crate::oci::manifest::ImageManifest;
 use crate::oci::{Descriptor, Reference};
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender, error_text};
@@ -60,24 +61,10 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
             let manifest_digest = layout
                 .manifest_digest(tag, digest.as_deref())?
                 .ok_or_else(|| CacheError::NotFound { location: format!("{}:{}", dir.display(), digest.as_deref().unwrap_or(tag)) })?;
-            let manifest: serde_json::Value =
+            let manifest: ImageManifest =
                 serde_json::from_slice(&layout.read_blob(&manifest_digest, MANIFEST_LIMIT)?).map_err(|error| invalid(error.to_string()))?;
-            let config_digest = manifest["config"]["digest"].as_str().ok_or_else(|| invalid("manifest without a config".into()))?;
-            let config_bytes = layout.read_blob(config_digest, CONFIG_LIMIT as u64)?;
-            let layers = manifest["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|layer| {
-                    Descriptor::new(
-                        layer["mediaType"].as_str().unwrap_or_default(),
-                        layer["digest"].as_str().unwrap_or_default(),
-                        layer["size"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect();
-            let config_type = manifest["config"]["mediaType"].as_str().unwrap_or_default().to_string();
-            (config_type, config_bytes, layers, Arc::new(LayoutSource { layout, name: dir.display().to_string() }))
+            let config_bytes = layout.read_blob(&manifest.config.digest, CONFIG_LIMIT as u64)?;
+            (manifest.config.media_type, config_bytes, manifest.layers, Arc::new(LayoutSource { layout, name: dir.display().to_string() }))
         }
     };
     if config_type != CONFIG_MEDIA_TYPE {

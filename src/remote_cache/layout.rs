@@ -12,16 +12,11 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use super::CacheError;
-use crate::graph::Digest;
 use crate::oci::Descriptor;
-use crate::oci::media_types::OCI_INDEX;
-use crate::ops::image::layout_blob_path;
+use crate::oci::layout::{self, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, LayoutError, REF_NAME};
+use crate::oci::manifest::{ImageIndex, ImageManifest};
 use crate::store::atomic::replace_file;
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub(super) struct Layout {
     dir: PathBuf,
@@ -33,7 +28,7 @@ impl Layout {
     }
 
     pub(super) fn blob_path(&self, digest: &str) -> PathBuf {
-        layout_blob_path(&self.dir, digest)
+        layout::blob_path(&self.dir, digest)
     }
 
     fn read_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -44,14 +39,11 @@ impl Layout {
         move |source| CacheError::Write { path: path.display().to_string(), source }
     }
 
-    fn index(&self) -> Result<Option<Value>, CacheError> {
-        let path = self.dir.join("index.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|error| CacheError::Invalid { location: path.display().to_string(), message: error.to_string() }),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(Layout::read_error(&path)(error)),
+    fn index(&self) -> Result<Option<ImageIndex>, CacheError> {
+        match layout::read_index(&self.dir) {
+            Ok(index) => Ok(Some(index)),
+            Err(LayoutError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(cache_error(error)),
         }
     }
 
@@ -59,29 +51,16 @@ impl Layout {
     /// `None` when the directory has no such cache.
     pub(super) fn manifest_digest(&self, tag: &str, digest: Option<&str>) -> Result<Option<String>, CacheError> {
         let Some(index) = self.index()? else { return Ok(None) };
-        let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-        let found = entries.iter().find(|entry| match digest {
-            Some(digest) => entry["digest"] == digest,
-            None => entry["annotations"][REF_NAME] == tag,
+        let found = index.manifests.into_iter().find(|entry| match digest {
+            Some(digest) => entry.digest == digest,
+            None => entry.annotations.get(REF_NAME).is_some_and(|name| name == tag),
         });
-        Ok(found.and_then(|entry| entry["digest"].as_str()).map(String::from))
+        Ok(found.map(|entry| entry.digest))
     }
 
     /// A blob read whole (at most `limit` bytes) and checked against its digest.
     pub(super) fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>, CacheError> {
-        let path = self.blob_path(digest);
-        let file = File::open(&path).map_err(Layout::read_error(&path))?;
-        let mut bytes = Vec::new();
-        file.take(limit + 1).read_to_end(&mut bytes).map_err(Layout::read_error(&path))?;
-        let invalid = |message: String| CacheError::Invalid { location: path.display().to_string(), message };
-        if bytes.len() as u64 > limit {
-            return Err(invalid(format!("larger than {limit} bytes")));
-        }
-        let actual = Digest::of(&bytes).0;
-        if actual != digest {
-            return Err(invalid(format!("has digest {actual}, not {digest}")));
-        }
-        Ok(bytes)
+        layout::read_blob(&self.dir, digest, limit).map_err(cache_error)
     }
 
     /// Streams a blob to `out` (the caller checks the digest).
@@ -130,37 +109,29 @@ impl Layout {
 
     /// Points `tag` at `manifest` (other tags stay), then removes unused blobs.
     pub(super) fn tag(&self, tag: &str, manifest: &Descriptor) -> Result<(), CacheError> {
-        let oci_layout = self.dir.join("oci-layout");
+        let oci_layout = self.dir.join(LAYOUT_FILE);
         if !oci_layout.exists() {
-            self.write_atomically(&oci_layout, &mut |out| out.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#))?;
+            self.write_atomically(&oci_layout, &mut |out| out.write_all(LAYOUT_VERSION))?;
         }
-        let mut entries: Vec<Value> = self.index()?.and_then(|index| index["manifests"].as_array().cloned()).unwrap_or_default();
-        entries.retain(|entry| entry["annotations"][REF_NAME] != tag);
-        entries.push(json!({
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "annotations": { REF_NAME: tag },
-        }));
-        let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries });
-        let bytes = serde_json::to_vec(&index).unwrap_or_default();
-        self.write_atomically(&self.dir.join("index.json"), &mut |out| out.write_all(&bytes))?;
-        self.remove_unused_blobs(&entries)
+        let mut entries = self.index()?.map(|index| index.manifests).unwrap_or_default();
+        entries.retain(|entry| entry.annotations.get(REF_NAME).is_none_or(|name| name != tag));
+        let mut entry = Descriptor::new(manifest.media_type.clone(), manifest.digest.clone(), manifest.size);
+        entry.annotations.insert(REF_NAME.into(), tag.into());
+        entries.push(entry);
+        let index = ImageIndex::new(entries);
+        let bytes = sorted_json(&index);
+        self.write_atomically(&self.dir.join(INDEX_FILE), &mut |out| out.write_all(&bytes))?;
+        self.remove_unused_blobs(&index.manifests)
     }
 
-    fn remove_unused_blobs(&self, entries: &[Value]) -> Result<(), CacheError> {
+    fn remove_unused_blobs(&self, entries: &[Descriptor]) -> Result<(), CacheError> {
         let mut used = HashSet::new();
         for entry in entries {
-            let Some(digest) = entry["digest"].as_str() else { continue };
-            used.insert(digest.to_string());
+            used.insert(entry.digest.clone());
             // A manifest that cannot be read keeps everything: never delete what may be in use.
-            let Ok(bytes) = fs::read(self.blob_path(digest)) else { return Ok(()) };
-            let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else { return Ok(()) };
-            for blob in manifest["layers"].as_array().into_iter().flatten().chain([&manifest["config"]]) {
-                if let Some(digest) = blob["digest"].as_str() {
-                    used.insert(digest.to_string());
-                }
-            }
+            let Ok(bytes) = fs::read(self.blob_path(&entry.digest)) else { return Ok(()) };
+            let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { return Ok(()) };
+            used.extend(manifest.layers.into_iter().chain([manifest.config]).map(|blob| blob.digest));
         }
         let blobs = self.dir.join("blobs/sha256");
         let listing = fs::read_dir(&blobs).map_err(Layout::read_error(&blobs))?;
@@ -179,4 +150,22 @@ impl Layout {
         }
         replace_file(target, write).map_err(Layout::write_error(target))
     }
+}
+
+/// A layout that cannot be read, in the cache's words (a blob's path names the cache).
+fn cache_error(error: LayoutError) -> CacheError {
+    let invalid = |path: PathBuf, message: String| CacheError::Invalid { location: path.display().to_string(), message };
+    match error {
+        LayoutError::Read { path, source } => CacheError::Read { path: path.display().to_string(), source },
+        LayoutError::Parse { path, source } => invalid(path, source.to_string()),
+        LayoutError::TooLarge { path, limit } => invalid(path, format!("larger than {limit} bytes")),
+        LayoutError::DigestMismatch { path, expected, actual } => invalid(path, format!("has digest {actual}, not {expected}")),
+    }
+}
+
+/// A cache manifest or index as rbuild has always written it: through a JSON map, so every
+/// object's keys are sorted (unlike an image's manifest, which has BuildKit's field order).
+/// Changing these bytes would change the digest of every cache exported.
+pub(super) fn sorted_json(document: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_value(document).and_then(|value| serde_json::to_vec(&value)).unwrap_or_default()
 }
