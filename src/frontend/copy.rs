@@ -3,14 +3,15 @@
 //! Words are expanded in the stage's scope; a relative destination is joined to WORKDIR with its
 //! trailing `/` kept; `--from` names a stage, a named context or an image; heredoc sources
 //! become files written by the op; `--link` copies onto an empty base and stacks the result on
-//! the stage with a merge, so the layer does not depend on what is below it.
+//! the stage with a merge, so the layer does not depend on what is below it. A URL source
+//! (http or git, see [`super::git_url`]) becomes a source vertex of its own, copied from.
 
 use super::dispatch::{StageState, parse_owner, uppercase_first_word};
 use super::{Lowering, NamedContext, origin};
 use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::{Command, CopyCommand, Located};
 use crate::dockerfile::syntax::{Span, heredoc_name};
-use crate::graph::{Chmod, ContextSource, CopyAction, FileAction, HttpSource, MkfileAction, Op, VertexId};
+use crate::graph::{Chmod, ContextSource, CopyAction, FileAction, GitSource, HttpSource, MkfileAction, Op, VertexId};
 
 pub(super) fn lower_copy(
     lowering: &mut Lowering,
@@ -28,6 +29,7 @@ pub(super) fn lower_copy(
 
     let mut sources = Vec::new();
     let mut urls = Vec::new();
+    let mut repositories = Vec::new();
     // Every source word after expansion, in order, for the history.
     let mut shown_sources = Vec::new();
     let mut heredocs = Vec::new();
@@ -46,12 +48,13 @@ pub(super) fn lower_copy(
         }
         let source = expand(state, word)?;
         shown_sources.push(source.clone());
+        if is_add && let Some(repository) = super::git_url::parse(&source) {
+            repositories.push(repository.map_err(|error| DockerfileError::at(format!("failed to parse URL fragment: {error}"), span))?);
+            continue;
+        }
         if is_add && is_http(&source) {
             urls.push(source);
             continue;
-        }
-        if is_add && is_remote(&source) {
-            return Err(DockerfileError::at(format!("ADD from a git repository (`{source}`) is not supported yet"), span));
         }
         sources.push(source);
     }
@@ -60,7 +63,10 @@ pub(super) fn lower_copy(
         if !sources.is_empty() {
             return Err(DockerfileError::at("checksum requires HTTP(S) or Git sources", span));
         }
-        if let Some(problem) = crate::oci::descriptor::digest_problem(checksum) {
+        // A git source's checksum is a commit id (or its start), an http source's a digest.
+        if repositories.is_empty()
+            && let Some(problem) = crate::oci::descriptor::digest_problem(checksum)
+        {
             return Err(DockerfileError::at(problem, span));
         }
     }
@@ -138,6 +144,29 @@ pub(super) fn lower_copy(
             excludes: Vec::new(),
             parents: false,
             unpack: copy.unpack == Some(true),
+            timestamp: epoch,
+        }));
+    }
+    // A git source's files are copied as a directory's contents, as BuildKit copies its `/`.
+    for repository in &repositories {
+        let source = GitSource {
+            remote: repository.remote.clone(),
+            reference: repository.reference.clone(),
+            subdir: repository.subdir.clone(),
+            keep_git_dir: copy.keep_git_dir == Some(true),
+            checksum: checksum.clone(),
+            timestamp: epoch,
+        };
+        inputs.push(lowering.graph.add(Op::Git(source), vec![], name.clone(), origin(span), stage.clone()));
+        actions.push(FileAction::Copy(CopyAction {
+            source_input: inputs.len() - 1,
+            sources: vec!["/".to_string()],
+            dest: dest.clone(),
+            owner: owner.clone(),
+            chmod: chmod.clone(),
+            excludes: Vec::new(),
+            parents: false,
+            unpack: false,
             timestamp: epoch,
         }));
     }
@@ -220,10 +249,6 @@ fn escape_wildcards(name: &str) -> String {
         escaped.push(character);
     }
     escaped
-}
-
-fn is_remote(source: &str) -> bool {
-    ["http://", "https://", "git@", "git://"].iter().any(|prefix| source.starts_with(prefix))
 }
 
 /// Joins a relative destination to WORKDIR, keeping a trailing `/` (it means "into").

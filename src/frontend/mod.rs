@@ -8,6 +8,7 @@
 
 mod copy;
 mod dispatch;
+mod git_url;
 mod go_format;
 mod history;
 mod run;

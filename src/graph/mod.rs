@@ -13,8 +13,8 @@
 mod op;
 
 pub(crate) use op::{
-    CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, HttpSource, ImageSource, MkdirAction,
-    MkfileAction, NetworkMode, Op, Owner,
+    CacheSharing, Chmod, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction, GitSource, HttpSource, ImageSource,
+    MkdirAction, MkfileAction, NetworkMode, Op, Owner,
 };
 
 use std::collections::HashMap;

@@ -28,6 +28,8 @@ pub(crate) enum Op {
     Exec(ExecOp),
     /// A file downloaded from an http(s) URL (`ADD <url>`): one layer holding `/<filename>`.
     Http(HttpSource),
+    /// A commit's tree (or one directory of it) from a git remote (`ADD <git URL>`): one layer.
+    Git(GitSource),
 }
 
 impl Op {
@@ -46,6 +48,7 @@ impl Op {
             Op::Merge => "merge",
             Op::Exec(_) => "exec",
             Op::Http(_) => "http",
+            Op::Git(_) => "git",
         }
     }
 }
@@ -59,6 +62,24 @@ pub(crate) struct HttpSource {
     pub filename: String,
     /// `--checksum`: the content's digest must be this.
     pub checksum: Option<String>,
+}
+
+/// `ADD <git URL>`'s checkout, as BuildKit's git source: the files of one commit's tree (or of
+/// `subdir` in it) with the modes git stores (0644, 0755, symlinks), owned by 0:0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct GitSource {
+    /// The remote as written, without the fragment (`git://host/repo.git`, `git@host:repo.git`).
+    pub remote: String,
+    /// `#REF`: a branch, a tag or a full commit id; empty for the remote's default branch.
+    pub reference: String,
+    /// `#REF:SUBDIR`, cleaned and relative (`a/b`); empty for the whole tree.
+    pub subdir: String,
+    /// `--keep-git-dir`: a `.git` directory beside the files.
+    pub keep_git_dir: bool,
+    /// `--checksum`: the commit id (or the annotated tag's id) must start with this.
+    pub checksum: Option<String>,
+    /// SOURCE_DATE_EPOCH, the files' mtime; without it, the commit's time.
+    pub timestamp: Option<i64>,
 }
 
 /// A `RUN` step. Everything here is in the cache key but `proxy_env` (BuildKit keeps proxy

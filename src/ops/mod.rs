@@ -9,6 +9,7 @@
 pub(crate) mod context;
 pub(crate) mod exec;
 pub(crate) mod file;
+pub(crate) mod git;
 pub(crate) mod http;
 pub(crate) mod image;
 pub(crate) mod layer;
@@ -118,6 +119,8 @@ pub(crate) enum OpError {
     Exec(#[from] exec::ExecError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
 }
 
 /// A writer that fails once the build is canceled, so long writes (layer
@@ -155,6 +158,7 @@ pub(crate) fn cache_inputs(vertex: &Vertex, inputs: &[(String, Output)], environ
         Op::Merge => input_keys(),
         Op::Exec(exec_op) => exec::cache_inputs(vertex, exec_op, inputs, environment)?,
         Op::Http(source) => http::cache_inputs(source, environment)?,
+        Op::Git(source) => git::cache_inputs(source, environment)?,
         Op::File { actions } => {
             let mut all = vec![("op".to_string(), vertex.op.definition())];
             all.extend(file::cache_inputs(actions, inputs, environment)?);
@@ -176,6 +180,7 @@ pub(crate) fn run(vertex: &Vertex, inputs: &[Output], environment: &Environment)
         Op::Context(source) => Ok(Output::Context(context::load(source, environment.context_copies, environment)?)),
         Op::Exec(exec_op) => Ok(Output::Layers(exec::run(vertex, exec_op, inputs, environment)?.into())),
         Op::Http(source) => Ok(Output::Layers(http::run(source, environment)?.into())),
+        Op::Git(source) => Ok(Output::Layers(git::run(source, environment)?.into())),
         Op::Merge => {
             let layers: Vec<Layer> = inputs.iter().flat_map(|input| input.layers().iter().cloned()).collect();
             Ok(Output::Layers(layers.into()))

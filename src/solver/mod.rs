@@ -385,7 +385,7 @@ impl Solver<'_> {
 
 /// Whether an op's result is kept as a cache record (the ops that make layers).
 pub(crate) fn is_recorded(op: &Op) -> bool {
-    matches!(op, Op::Image(_) | Op::File { .. } | Op::Exec(_))
+    matches!(op, Op::Image(_) | Op::File { .. } | Op::Exec(_) | Op::Git(_))
 }
 
 impl From<crate::store::DatabaseError> for OpError {

@@ -8,6 +8,7 @@
 //! blobs-v1/sha256/<hex>  compressed layers, configs, manifests          Area::Blobs
 //! snapshots-v1/<hex>/    unpacked layers in overlay format, by diff id   Area::Snapshots
 //! mounts-v1/<hex>/       RUN --mount=type=cache directories             Area::Mounts
+//! git-v1/<hex>/          shared bare git repositories, one per remote    Area::GitRepositories
 //! tmp/                   work in progress, renamed into place            Area::Tmp
 //! ```
 //!
@@ -25,12 +26,14 @@ pub enum Area {
     Snapshots,
     /// Cache mounts: `<hex>/`, `<hex>.id`, `<hex>.lock`.
     Mounts,
+    /// Bare git repositories for `ADD <git URL>`: `<hex>/`, `<hex>.url`, `<hex>.lock`.
+    GitRepositories,
     /// Work in progress.
     Tmp,
 }
 
 impl Area {
-    pub const ALL: [Area; 4] = [Area::Blobs, Area::Snapshots, Area::Mounts, Area::Tmp];
+    pub const ALL: [Area; 5] = [Area::Blobs, Area::Snapshots, Area::Mounts, Area::GitRepositories, Area::Tmp];
 
     /// Its path relative to the root.
     pub fn relative(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Area {
             Area::Blobs => "blobs-v1/sha256",
             Area::Snapshots => "snapshots-v1",
             Area::Mounts => "mounts-v1",
+            Area::GitRepositories => "git-v1",
             Area::Tmp => "tmp",
         }
     }

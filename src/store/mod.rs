@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod cache_mount;
 pub mod database;
 pub mod filter;
+pub mod git_repository;
 pub mod layout;
 pub mod usage;
 

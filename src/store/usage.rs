@@ -26,8 +26,8 @@ use super::{Area, Store, StoreError, remove_aside, remove_tree};
 pub struct Item {
     /// The diff id of a layer, or the digest of an internal blob.
     pub id: String,
-    /// `regular` for build layers, `source.image` for base image layers, `internal` for configs
-    /// and manifests, `exec.cachemount` for cache mounts.
+    /// `regular` for build layers and shared git repositories, `source.image` for base image
+    /// layers, `internal` for configs and manifests, `exec.cachemount` for cache mounts.
     pub kind: &'static str,
     pub description: String,
     pub size: u64,
@@ -91,6 +91,7 @@ pub fn items(store: &Store) -> Result<Vec<Item>, StoreError> {
         });
     }
     items.extend(cache_mounts(store)?);
+    items.extend(super::git_repository::items(store)?);
     items.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at).then_with(|| a.id.cmp(&b.id)));
     Ok(items)
 }
@@ -227,6 +228,9 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
         }
         let path = directory.join(&item.id);
         return remove_aside(store.root(), &path).map_err(|source| write_error(&path, source));
+    }
+    if super::git_repository::is_repository(store, item) {
+        return super::git_repository::remove(store, item);
     }
     if item.kind == "internal" {
         {
