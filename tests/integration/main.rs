@@ -11,6 +11,7 @@ mod context;
 mod dockerfile;
 mod errors;
 mod examples;
+mod git_source;
 mod http_source;
 mod images;
 mod outputs;

@@ -1,0 +1,408 @@
+//! `ADD <git URL>` end to end, against real git servers these tests start on 127.0.0.1: `git
+//! daemon` for `git://` and `git http-backend` behind a small HTTP/1.1 server for smart http
+//! ([`GitServers`]; both log what they are asked, so a test sees which builds fetched).
+//!
+//! What BuildKit made of the same Dockerfile and repository is in
+//! `testdata/e2e/git-add/expected.txt`, recorded by the ignored test [`record`]
+//! (`RBUILD_ORACLE=../shared/tools/buildkit/oracle cargo test --test integration
+//! git_source::record -- --ignored`, with the oracle started with a mirror serving busybox). The
+//! builds set SOURCE_DATE_EPOCH, which BuildKit gives the checked-out files too, so mtimes
+//! compare; the contents of a kept `.git` are left out (git's and libgit2's differ).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::images::{BUSYBOX_TAG, busybox_context, busybox_layout, context_arg};
+use crate::support::{Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command};
+
+/// git with a fixed identity and dates, so the test repository's commit ids never change.
+fn run_git(directory: &Path, args: &[&str], date: &str) {
+    let status = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(directory)
+        .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_DATE", date)
+        .stdout(Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// The repository: `main` with two commits (the first also `other`, `v1` and the annotated
+/// `v1a`), an executable, a symlink and a subdirectory.
+fn make_repository(work: &Path, served: &Path) {
+    fs::create_dir_all(work.join("sub/deep")).unwrap();
+    fs::write(work.join("hello.txt"), "hello\n").unwrap();
+    fs::write(work.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    fs::set_permissions(work.join("run.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("hello.txt", work.join("link")).unwrap();
+    fs::write(work.join("sub/inner.txt"), "inner\n").unwrap();
+    fs::write(work.join("sub/deep/d.txt"), "deep\n").unwrap();
+    let one = "2023-11-14T22:13:20Z";
+    run_git(work, &["init", "-q"], one);
+    run_git(work, &["add", "-A"], one);
+    run_git(work, &["commit", "-q", "-m", "one"], one);
+    run_git(work, &["tag", "v1"], one);
+    run_git(work, &["tag", "-a", "v1a", "-m", "annotated"], one);
+    run_git(work, &["branch", "other"], one);
+    fs::write(work.join("two.txt"), "two\n").unwrap();
+    let two = "2023-11-15T22:13:20Z";
+    run_git(work, &["add", "two.txt"], two);
+    run_git(work, &["commit", "-q", "-m", "two"], two);
+    run_git(work, &["clone", "-q", "--bare", ".", &served.join("repo.git").display().to_string()], two);
+}
+
+/// The servers run as root over repositories the rootless test gives to its user: git must not
+/// refuse them as of "dubious ownership".
+const TRUST_SERVED: [(&str, &str); 3] = [("GIT_CONFIG_COUNT", "1"), ("GIT_CONFIG_KEY_0", "safe.directory"), ("GIT_CONFIG_VALUE_0", "*")];
+
+/// A `git daemon` and a smart http server over one directory of bare repositories.
+struct GitServers {
+    daemon: Child,
+    daemon_port: u16,
+    daemon_log: PathBuf,
+    http_port: u16,
+    http_log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for GitServers {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+impl GitServers {
+    fn start(served: &Path, log_directory: &Path) -> GitServers {
+        let daemon_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let daemon_log = log_directory.join("daemon.log");
+        // `git daemon` runs `git-daemon` as its child: killing the wrapper would orphan the server.
+        let exec_path = String::from_utf8(Command::new("git").arg("--exec-path").output().unwrap().stdout).unwrap();
+        let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .args(["--export-all", "--reuseaddr", "--verbose", "--listen=127.0.0.1"])
+            .arg(format!("--base-path={}", served.display()))
+            .arg(format!("--port={daemon_port}"))
+            .arg(served)
+            .envs(TRUST_SERVED)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&daemon_log).unwrap())
+            .spawn()
+            .expect("git daemon starts");
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", daemon_port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let http_port = listener.local_addr().unwrap().port();
+        let http_log = Arc::new(Mutex::new(Vec::new()));
+        let (root, log) = (served.to_path_buf(), http_log.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (root, log) = (root.clone(), log.clone());
+                std::thread::spawn(move || serve_git_http(stream, &root, &log));
+            }
+        });
+        GitServers { daemon, daemon_port, daemon_log, http_port, http_log }
+    }
+
+    fn git_url(&self, path: &str) -> String {
+        format!("git://127.0.0.1:{}{path}", self.daemon_port)
+    }
+
+    fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// How many upload-pack sessions `git daemon` served so far (an ls-remote is one, a fetch
+    /// another).
+    fn daemon_sessions(&self) -> usize {
+        fs::read_to_string(&self.daemon_log).unwrap_or_default().matches("Request upload-pack").count()
+    }
+
+    /// The smart http requests so far (`METHOD PATH [Authorization]`), emptied.
+    fn take_http_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.http_log.lock().unwrap())
+    }
+}
+
+/// One HTTP/1.1 request, answered by `git http-backend` (CGI), then the connection closes.
+fn serve_git_http(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    let header = |name: &str| headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let mut body = vec![0; header("content-length").and_then(|length| length.parse().ok()).unwrap_or(0)];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut words = request_line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default().to_string());
+    let mut logged = format!("{method} {target}");
+    if let Some(authorization) = header("authorization") {
+        logged.push_str(&format!(" {authorization}"));
+    }
+    log.lock().unwrap().push(logged);
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut command = Command::new("git");
+    command
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .envs(TRUST_SERVED)
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1");
+    if let Some(encoding) = header("content-encoding") {
+        command.env("HTTP_CONTENT_ENCODING", encoding);
+    }
+    if let Some(protocol) = header("git-protocol") {
+        command.env("GIT_PROTOCOL", protocol);
+    }
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&body));
+    let output = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    let split = output.stdout.windows(4).position(|window| window == b"\r\n\r\n");
+    let (head, content) = match split {
+        Some(at) => (String::from_utf8_lossy(&output.stdout[..at]).into_owned(), &output.stdout[at + 4..]),
+        None => (String::new(), &output.stdout[..]),
+    };
+    let mut status = "200 OK".to_string();
+    let mut response_headers = String::new();
+    for line in head.lines() {
+        match line.split_once(": ") {
+            Some((name, value)) if name.eq_ignore_ascii_case("status") => status = value.to_string(),
+            Some(_) => response_headers.push_str(&format!("{line}\r\n")),
+            None => {}
+        }
+    }
+    let _ = write!(stream, "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n", content.len());
+    let _ = stream.write_all(content);
+}
+
+/// A project with the repository served, and the commit ids of `main` and `other`.
+fn project_with_servers() -> (Project, GitServers) {
+    crate::support::require_tool("git");
+    let project = Project::new();
+    let (work, served) = (project.out("work"), project.out("served"));
+    fs::create_dir_all(&work).unwrap();
+    fs::create_dir_all(&served).unwrap();
+    make_repository(&work, &served);
+    let servers = GitServers::start(&served, &project.out(""));
+    (project, servers)
+}
+
+/// The first commit's id (`other`, `v1`, `v1a`), fixed by the repository's dates and identity.
+const FIRST_COMMIT: &str = "2bf4e18a47c1f371aca286da99ea2d69dc650446";
+
+/// Every form BuildKit was asked about: the default branch, a branch over smart http, a tag
+/// with a subdirectory, an annotated tag with `--keep-git-dir`, a full commit id,
+/// `--chown`/`--chmod`, `--link`.
+fn dockerfile(servers: &GitServers) -> String {
+    let (git, http) = (servers.git_url("/repo.git"), servers.http_url("/repo.git"));
+    format!(
+        "FROM busybox
+ADD {git} /a/
+ADD {http}#other /b
+ADD {git}#v1:sub /c/
+ADD --keep-git-dir {git}#v1a /d/
+ADD {git}#{FIRST_COMMIT} /e/
+ADD --chown=12:34 --chmod=755 {git}#main:sub /f/
+ADD --link {git}#other /g/deep/
+"
+    )
+}
+
+const ADDED: &[&str] = &["a", "b", "c", "d", "e", "f", "g"];
+
+/// `path type mode uid:gid mtime [size sha256-prefix | -> target]` of every entry under
+/// [`ADDED`] in a root filesystem tar; of a kept `.git`, only the directory itself.
+fn listing(tar_path: &Path) -> String {
+    let mut archive = tar::Archive::new(fs::File::open(tar_path).unwrap());
+    let mut lines = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        let parts: Vec<&str> = path.split('/').collect();
+        if !ADDED.contains(&parts[0]) || (parts.len() > 2 && parts[1] == ".git") {
+            continue;
+        }
+        let header = entry.header().clone();
+        let head = format!(
+            "{path} {{}} {:04o} {}:{} {}",
+            header.mode().unwrap() & 0o7777,
+            header.uid().unwrap(),
+            header.gid().unwrap(),
+            header.mtime().unwrap()
+        );
+        let line = if header.entry_type().is_dir() {
+            head.replace("{}", "d")
+        } else if header.entry_type().is_symlink() {
+            format!("{} -> {}", head.replace("{}", "l"), header.link_name().unwrap().unwrap().display())
+        } else {
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            format!("{} {} {}", head.replace("{}", "f"), content.len(), &hex::encode(Sha256::digest(&content))[..16])
+        };
+        lines.push(line);
+    }
+    lines.sort();
+    lines.join("\n") + "\n"
+}
+
+const EPOCH: &str = "SOURCE_DATE_EPOCH=1000";
+
+#[test]
+fn add_from_git_gives_buildkits_files() {
+    let (project, servers) = project_with_servers();
+    project.dockerfile(&dockerfile(&servers));
+    let tar = project.out("rootfs.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    project.build(&["--build-context", &busybox_context(), "--build-arg", EPOCH, "-o", &output]).ok();
+    let expected = fs::read_to_string(fixture("git-add/expected.txt")).unwrap();
+    assert_eq!(listing(&tar), expected);
+    // `cache du` shows the shared repositories and the checkouts as BuildKit's `du` does.
+    let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
+    for description in
+        [format!("shared git repo for {}", servers.git_url("/repo.git")), format!("git snapshot for {}#v1", servers.git_url("/repo.git"))]
+    {
+        assert!(usage.contains(&description), "no `{description}` in\n{usage}");
+    }
+    // `cache prune` removes the repositories too.
+    project.cache(&["prune", "--all", "--force"]).ok();
+    let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
+    assert!(!usage.contains("shared git repo"), "{usage}");
+}
+
+/// The same as an unprivileged user.
+#[test]
+fn add_from_git_rootless() {
+    let (project, servers) = project_with_servers();
+    project.dockerfile(&dockerfile(&servers));
+    let layout = project.out("busybox-layout");
+    copy_tree(&busybox_layout(), &layout);
+    give_to_test_user(&project);
+    let tar = project.out("rootfs.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    let busybox = context_arg("busybox", &layout, BUSYBOX_TAG);
+    run_command(as_test_user(&project.build_command(&["--build-context", &busybox, "--build-arg", EPOCH, "-o", &output])), None).ok();
+    let expected = fs::read_to_string(fixture("git-add/expected.txt")).unwrap();
+    assert_eq!(listing(&tar), expected);
+}
+
+/// A second build with the branch unchanged lists the refs and fetches nothing; after a new
+/// commit exactly the steps that use it run.
+#[test]
+fn an_unchanged_branch_is_cached_and_a_new_commit_rebuilt() {
+    let (project, servers) = project_with_servers();
+    let (git, http) = (servers.git_url("/repo.git"), servers.http_url("/repo.git"));
+    project.dockerfile(&format!(
+        "FROM busybox\nRUN echo independent > /independent\nADD {git}#main /a/\nADD {http}#main /b/\nRUN cat /a/two.txt /b/two.txt > /copy\n"
+    ));
+    let local = project.out("out");
+    let output = format!("type=local,dest={}", local.display());
+    let build = || project.build(&["--build-context", &busybox_context(), "-o", &output]).ok();
+
+    build();
+    let sessions = servers.daemon_sessions();
+    assert_eq!(sessions, 2, "one ls-remote and one fetch");
+    let requests = servers.take_http_log();
+    assert!(requests.iter().any(|request| request.starts_with("POST /repo.git/git-upload-pack")), "{requests:?}");
+
+    let second = build();
+    assert_eq!(servers.daemon_sessions() - sessions, 1, "only the ls-remote");
+    assert_eq!(servers.take_http_log(), ["GET /repo.git/info/refs?service=git-upload-pack"]);
+    for (name, outcome) in second.steps() {
+        if name.contains("ADD") || name.contains("RUN") {
+            assert_eq!(outcome, "CACHED", "{name}\n{}", second.stderr);
+        }
+    }
+
+    let work = project.out("work");
+    fs::write(work.join("two.txt"), "changed\n").unwrap();
+    let three = "2023-11-16T22:13:20Z";
+    run_git(&work, &["commit", "-q", "-am", "three"], three);
+    run_git(&work, &["push", "-q", &project.out("served/repo.git").display().to_string(), "main"], three);
+    let third = build();
+    assert_eq!(fs::read_to_string(local.join("copy")).unwrap(), "changed\nchanged\n");
+    assert_eq!(third.step("RUN cat"), "DONE", "{}", third.stderr);
+    assert_eq!(third.step("RUN echo independent"), "CACHED", "{}", third.stderr);
+}
+
+/// The same commit from two URLs (and two protocols) is one checkout in the cache.
+#[test]
+fn the_same_commit_from_two_urls_is_one_result() {
+    let (project, servers) = project_with_servers();
+    let (git, http) = (servers.git_url("/repo.git"), servers.http_url("/repo.git"));
+    project.dockerfile(&format!("FROM busybox\nADD {git}#other /a/\nADD {http}#{FIRST_COMMIT} /b/\n"));
+    project.build(&["--build-context", &busybox_context()]).ok();
+    let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
+    assert_eq!(usage.matches("git snapshot for").count(), 1, "{usage}");
+    assert_eq!(usage.matches("shared git repo for").count(), 2, "{usage}");
+}
+
+/// Failures name the remote and the ref, at the Dockerfile line.
+#[test]
+fn unknown_refs_and_unreachable_remotes_fail_clearly() {
+    let (project, servers) = project_with_servers();
+    let git = servers.git_url("/repo.git");
+    let cases = [
+        (format!("ADD {git}#nope /x/"), format!("repository `{git}` does not contain ref nope")),
+        // A short commit id is no ref, for BuildKit either.
+        (format!("ADD {git}#2bf4e18a /x/"), format!("repository `{git}` does not contain ref 2bf4e18a")),
+        (
+            "ADD git://127.0.0.1:1/repo.git /x/".to_string(),
+            "error fetching default branch for repository `git://127.0.0.1:1/repo.git`: ".to_string(),
+        ),
+        (format!("ADD --checksum=0000000 {git}#v1 /x/"), format!("expected checksum to match 0000000, got {FIRST_COMMIT}")),
+    ];
+    for (line, message) in cases {
+        project.dockerfile(&format!("FROM busybox\n{line}\n"));
+        let run = project.build(&["--build-context", &busybox_context()]).fails(1);
+        run.stderr_has(&format!("ERROR: failed to solve: {message}"));
+        run.stderr_has("Dockerfile:2\n");
+    }
+    project.dockerfile(&format!("FROM busybox\nADD --checksum={FIRST_COMMIT} {git}#v1 /x/\n"));
+    project.build(&["--build-context", &busybox_context()]).ok();
+}
+
+/// Records BuildKit's result for [`add_from_git_gives_buildkits_files`].
+#[test]
+#[ignore = "needs the oracle (RBUILD_ORACLE) started with a mirror serving busybox"]
+fn record() {
+    let oracle = std::env::var("RBUILD_ORACLE").expect("RBUILD_ORACLE names the oracle script");
+    let (project, servers) = project_with_servers();
+    project.dockerfile(&dockerfile(&servers));
+    let tar = project.out("buildkit.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    let mut command = Command::new(oracle);
+    command.args(["build", "--progress=plain", "--build-arg", EPOCH, "-o", &output]).arg(project.ctx());
+    run_command(command, None).ok();
+    fs::create_dir_all(fixture("git-add")).unwrap();
+    fs::write(fixture("git-add/expected.txt"), listing(&tar)).unwrap();
+}
