@@ -154,8 +154,10 @@ impl BuildOptions {
             let named = if let Some(rest) = value.strip_prefix("oci-layout://") {
                 let (path, selector) = split_layout(rest);
                 NamedContext::OciLayout { path: PathBuf::from(path), selector: selector.to_string() }
+            } else if let Some(reference) = value.strip_prefix("docker-image://") {
+                NamedContext::DockerImage(reference.to_string())
             } else if value.contains("://") {
-                bail!("unsupported build context `{value}`: use a directory or oci-layout://PATH");
+                bail!("unsupported build context `{value}`: use a directory, oci-layout://PATH or docker-image://REF");
             } else {
                 let path = PathBuf::from(&value);
                 let dir = path.canonicalize().with_context(|| format!("build context `{name}`: `{value}` not found"))?;
