@@ -13,7 +13,7 @@ mod interrupt;
 pub mod manual;
 mod records;
 mod resolver;
-mod stdin_context;
+mod streamed_context;
 
 use std::path::PathBuf;
 
@@ -65,7 +65,7 @@ pub struct RootArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory (`-`: a tar archive or a Dockerfile on stdin)
+    /// Build context: a directory, `-` (a tar archive or a Dockerfile on stdin), or an http(s) URL of one
     #[arg(value_name = "PATH")]
     pub context: PathBuf,
     /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)
