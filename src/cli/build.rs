@@ -167,8 +167,12 @@ impl BuildOptions {
                 NamedContext::OciLayout { path: PathBuf::from(path), selector: selector.to_string() }
             } else if let Some(reference) = value.strip_prefix("docker-image://") {
                 NamedContext::DockerImage(reference.to_string())
+            } else if is_git_url(&value) {
+                bail!("build context `{name}`: git repositories (`{value}`) are not supported as build contexts yet")
+            } else if value.starts_with("http://") || value.starts_with("https://") {
+                NamedContext::Http(value.clone())
             } else if value.contains("://") {
-                bail!("unsupported build context `{value}`: use a directory, oci-layout://PATH or docker-image://REF");
+                bail!("unsupported build context `{value}`: use a directory, oci-layout://PATH, docker-image://REF or an http(s) URL");
             } else {
                 let path = PathBuf::from(&value);
                 let dir = path.canonicalize().with_context(|| format!("build context `{name}`: `{value}` not found"))?;

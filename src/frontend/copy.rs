@@ -259,6 +259,10 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
                 None,
                 None,
             )),
+            NamedContext::Http(url) => {
+                let source = HttpSource { url: url.clone(), filename: super::HTTP_CONTEXT_FILE.into(), checksum: None };
+                Ok(lowering.graph.add(Op::Http(source), vec![], format!("[context {name}] {url}"), None, None))
+            }
             NamedContext::DockerImage(reference) => {
                 let resolved = lowering
                     .resolver

@@ -13,7 +13,7 @@ use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::go_duration_nanoseconds;
 use crate::dockerfile::instruction::{Command, Healthcheck, Located, command, onbuild_expression};
 use crate::dockerfile::syntax::{Args, Span, parse_line};
-use crate::graph::{ContextSource, CopyAction, FileAction, MkdirAction, Op, Owner, VertexId};
+use crate::graph::{ContextSource, CopyAction, FileAction, HttpSource, MkdirAction, Op, Owner, VertexId};
 use crate::oci::Platform;
 use crate::oci::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
 use crate::ops::image::ResolveError;
@@ -197,7 +197,7 @@ fn split_env(entry: &str) -> (String, String) {
 }
 
 /// A base from a `--build-context`: a directory becomes the root filesystem, an OCI layout or a
-/// `docker-image://` reference an image.
+/// `docker-image://` reference an image, an http(s) URL a root holding the file `/context`.
 fn base_from_context(
     lowering: &mut Lowering,
     state: &mut StageState,
@@ -237,6 +237,11 @@ fn base_from_context(
             state.total += state.image.config.on_build.len();
             let name = state.step_name(&format!("FROM {}", resolved.display));
             state.vertex = lowering.graph.add(Op::Image(resolved.source), vec![], name, origin(span), Some(state.stage_name.clone()));
+        }
+        NamedContext::Http(url) => {
+            let source = HttpSource { url: url.clone(), filename: super::HTTP_CONTEXT_FILE.into(), checksum: None };
+            let name = format!("[context {context_name}] {url}");
+            state.vertex = lowering.graph.add(Op::Http(source), vec![], name, origin(span), Some(state.stage_name.clone()));
         }
         NamedContext::DockerImage(reference) => {
             let resolved = lowering

@@ -25,6 +25,9 @@ use crate::oci::Platform;
 use crate::oci::image_config::ImageDocument;
 use crate::ops::image::{ResolveError, ResolvedImage};
 
+/// The name BuildKit gives the file of an http(s) named context.
+pub(crate) const HTTP_CONTEXT_FILE: &str = "context";
+
 /// A `--build-context name=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedContext {
@@ -36,6 +39,9 @@ pub enum NamedContext {
     },
     /// `docker-image://REF`: an image from a registry, as written.
     DockerImage(String),
+    /// An http(s) URL: as in BuildKit, the downloaded file itself, named `context`, never
+    /// unpacked.
+    Http(String),
 }
 
 /// Finds base images (resolved before lowering: the config shapes the stage). The frontend does

@@ -328,6 +328,27 @@ fn a_url_context_is_an_archive_or_a_dockerfile() {
     build(server.url("/repo.git#main"), &[], "x").fails(2).stderr_has("git repositories");
 }
 
+/// `--build-context NAME=URL`: as in BuildKit (measured with the oracle), the downloaded file
+/// itself, named `context`, 0600, never unpacked, in `COPY --from` and `FROM`.
+#[test]
+fn a_named_url_context_is_the_file_named_context() {
+    let (project, server) = project_with_server();
+    let context = format!("other={}", server.url("/pkg.tar.gz"));
+    project.dockerfile("FROM busybox AS copied\nCOPY --from=other / /x/\nFROM other AS bare\n");
+    let tar = project.out("copied.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    project.build(&["--build-context", &busybox_context(), "--build-context", &context, "--target", "copied", "-o", &output]).ok();
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    let entry = archive.entries().unwrap().map(Result::unwrap).find(|entry| entry.path().unwrap().to_str() == Some("x/context"));
+    let header = entry.expect("x/context in the image").header().clone();
+    assert_eq!((header.mode().unwrap() & 0o7777, header.mtime().unwrap(), header.size().unwrap()), (0o600, 1_700_000_000, 146));
+    let bare = project.out("bare");
+    let output = format!("type=local,dest={}", bare.display());
+    project.build(&["--build-context", &busybox_context(), "--build-context", &context, "--target", "bare", "-o", &output]).ok();
+    let names: Vec<String> = fs::read_dir(&bare).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["context"]);
+}
+
 /// Failures say what BuildKit says, at the Dockerfile line.
 #[test]
 fn bad_urls_and_checksums_fail_with_buildkits_words() {
