@@ -82,6 +82,28 @@ fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<
     files
 }
 
+/// What [`write_tar`] writes with these arguments, as one digest: the same identity, the same
+/// bytes (the layout's files in order, their names and contents, the entries' mtime, docker or
+/// OCI). The version tag changes whenever `write_tar` would write other bytes for the same files.
+pub(crate) fn identity(
+    image: &BuiltImage,
+    names: &[Reference],
+    annotations: &BTreeMap<String, String>,
+    docker: bool,
+    mtime: i64,
+) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(format!("rbuild.archive.v1 docker={docker} mtime={mtime}\n"));
+    for (name, content) in layout_files(image, names, annotations, docker) {
+        match content {
+            Content::Bytes(bytes) => hasher.update(format!("{name} bytes {}\n", hex::encode(sha2::Sha256::digest(&bytes)))),
+            Content::Blob(digest, size) => hasher.update(format!("{name} blob {digest} {size}\n")),
+        }
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
 /// Writes the layout as a tar stream.
 pub(crate) fn write_tar(
     store: &Store,
