@@ -10,7 +10,7 @@ use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
 use crate::oci::manifest::ImageManifest;
-use crate::oci::{Descriptor, Reference};
+use crate::oci::{Descriptor, DiffId, Digest, Reference};
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender, error_text};
 use crate::registry::Client;
@@ -72,7 +72,7 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
     }
     let digests: HashSet<&str> = layers.iter().map(|layer| layer.digest.as_str()).collect();
     let config = CacheConfig::parse(&config_bytes, &digests).map_err(invalid)?;
-    let blobs = layers.iter().map(|layer| (layer.digest.clone(), layer.clone())).collect();
+    let blobs = layers.iter().map(|layer| (layer.digest.to_string(), layer.clone())).collect();
     Ok((config, source, blobs))
 }
 
@@ -88,9 +88,11 @@ fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn Blob
             .iter()
             .map(|diff_id| {
                 let layer = layers[diff_id.as_str()];
-                RemoteLayer { diff_id: diff_id.clone(), created_at: layer.created, blob: remote(&layer.blob) }
+                Some(RemoteLayer { diff_id: DiffId::parse(diff_id).ok()?, created_at: layer.created, blob: remote(&layer.blob) })
             })
             .collect();
+        // A diff id that is not a digest names no layer rbuild could check: no hit.
+        let Some(layers) = layers else { continue };
         imported
             .records
             .insert(record.key.clone(), RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
@@ -111,7 +113,7 @@ impl BlobSource for RegistrySource {
         &self.name
     }
 
-    fn fetch(&self, digest: &str, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+    fn fetch(&self, digest: &Digest, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
         self.client.fetch_blob(&self.reference, digest, Some(size), out, progress).map_err(|error| error.to_string())
     }
 
@@ -130,7 +132,7 @@ impl BlobSource for LayoutSource {
         &self.name
     }
 
-    fn fetch(&self, digest: &str, _size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+    fn fetch(&self, digest: &Digest, _size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
         self.layout
             .copy_blob(digest, out, progress)
             .map_err(|error| format!("failed to read {}: {error}", self.layout.blob_path(digest).display()))

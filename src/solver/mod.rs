@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::graph::{CopyAction, FileAction, Graph, Op, VertexId};
+use crate::oci::Digest;
 use crate::ops::lazy::materialize;
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Definition, GraphTasks, Sender, Stream, Task};
@@ -250,7 +251,7 @@ impl Solver<'_> {
                 self.resources.store.database().put_record(&RecordRow {
                     cache_key: key.clone(),
                     description: remote.description.clone(),
-                    layers: layers.iter().map(|layer| layer.diff_id.clone()).collect(),
+                    layers: layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
                     inputs: cache_inputs,
                     created_at: now,
                     last_used_at: now,
@@ -306,7 +307,7 @@ impl Solver<'_> {
             self.resources.store.database().put_record(&RecordRow {
                 cache_key: key.to_owned(),
                 description: cache_key::description(&vertex.name),
-                layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
+                layers: output.layers().iter().map(|layer| layer.diff_id.to_string()).collect(),
                 inputs: cache_inputs,
                 created_at: now,
                 last_used_at: now,
@@ -340,13 +341,13 @@ fn context_copies(graph: &Graph, needed: &[VertexId]) -> HashMap<VertexId, Vec<C
 /// merge of `COPY --link`) is never shown, so a vertex's inputs go through it to the shown
 /// vertices it stands on: every input listed is itself in the list.
 fn definitions(graph: &Graph, needed: &[VertexId]) -> Vec<Definition> {
-    fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<String>) {
+    fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<Digest>) {
         for &input in &graph.vertices[id].inputs {
             let vertex = &graph.vertices[input];
             if vertex.name.is_empty() {
                 shown_inputs(graph, input, inputs);
-            } else if !inputs.contains(&vertex.digest.0) {
-                inputs.push(vertex.digest.0.clone());
+            } else if !inputs.contains(&vertex.digest) {
+                inputs.push(vertex.digest.clone());
             }
         }
     }
@@ -357,7 +358,7 @@ fn definitions(graph: &Graph, needed: &[VertexId]) -> Vec<Definition> {
             let vertex = &graph.vertices[id];
             let mut inputs = Vec::new();
             shown_inputs(graph, id, &mut inputs);
-            Definition { vertex: id, name: vertex.name.clone(), digest: vertex.digest.0.clone(), inputs }
+            Definition { vertex: id, name: vertex.name.clone(), digest: vertex.digest.clone(), inputs }
         })
         .collect()
 }
