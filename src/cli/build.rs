@@ -619,7 +619,7 @@ fn export_caches(
         if !crate::solver::is_recorded(op) {
             continue;
         }
-        let Some(row) = store.database().record(key).context("failed to read the cache records").map_err(plain_failure)? else {
+        let Some(row) = store.database().record(key.as_str()).context("failed to read the cache records").map_err(plain_failure)? else {
             continue;
         };
         records.push(ExportRecord {

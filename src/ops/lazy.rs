@@ -22,7 +22,7 @@ use super::image::{ImageError, LayerBlob, archive_ownership, fetch_blob, unpack_
 use super::layer::Layer;
 use crate::oci::{Descriptor, DiffId, Digest};
 use crate::snapshot::extract::{ExtractOptions, WhiteoutMode, decompressed, extract};
-use crate::store::{BlobRow, Store, StoreError, now};
+use crate::store::{BlobRow, CacheKey, Store, StoreError, now};
 
 /// Where the blobs of an imported cache are read from: a registry repository or an OCI layout.
 pub(crate) trait BlobSource: Send + Sync {
@@ -79,14 +79,14 @@ pub(crate) struct RemoteLayer {
 /// given wins.
 #[derive(Debug, Default)]
 pub(crate) struct ImportedCache {
-    pub records: HashMap<String, RemoteRecord>,
+    pub records: HashMap<CacheKey, RemoteRecord>,
     /// `RUN --mount=type=cache` directories by id (exported with `cache-mounts=true`).
     pub mounts: HashMap<String, RemoteBlob>,
 }
 
 impl ImportedCache {
     /// The record of `key` and its layers: those the store has as they are, the others lazy.
-    pub(crate) fn layers(&self, store: &Store, key: &str) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
+    pub(crate) fn layers(&self, store: &Store, key: &CacheKey) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
         let Some(record) = self.records.get(key) else { return Ok(None) };
         let database = store.database();
         let mut layers = Vec::with_capacity(record.layers.len());

@@ -23,12 +23,12 @@ use crate::ops::Layer;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
 use crate::progress::{Sender, Task};
 use crate::registry::Client;
-use crate::store::Store;
+use crate::store::{CacheKey, Store};
 
 /// One step's result, as the build used it.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportRecord {
-    pub key: String,
+    pub key: CacheKey,
     pub description: String,
     pub inputs: Vec<(String, String)>,
     pub layers: Vec<Layer>,
@@ -132,7 +132,7 @@ fn write(
         chosen
             .iter()
             .map(|record| RecordEntry {
-                key: record.key.clone(),
+                key: record.key.to_string(),
                 description: record.description.clone(),
                 layers: record.layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
                 inputs: record.inputs.clone(),

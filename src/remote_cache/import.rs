@@ -14,6 +14,7 @@ use crate::oci::{Descriptor, DiffId, Digest, Reference};
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender, error_text};
 use crate::registry::Client;
+use crate::store::CacheKey;
 
 /// A cache config is small JSON, but records many steps; this bounds memory all the same.
 const CONFIG_LIMIT: usize = 64 << 20;
@@ -80,7 +81,9 @@ fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn Blob
     let remote = |digest: &str| RemoteBlob { blob: blobs[digest].clone(), source: source.clone() };
     let layers = config.layers_by_diff_id();
     for record in &config.records {
-        if imported.records.contains_key(&record.key) {
+        // A key that is not a digest names no step rbuild could compute.
+        let Ok(key) = CacheKey::parse(&record.key) else { continue };
+        if imported.records.contains_key(&key) {
             continue;
         }
         let layers = record
@@ -93,9 +96,7 @@ fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn Blob
             .collect();
         // A diff id that is not a digest names no layer rbuild could check: no hit.
         let Some(layers) = layers else { continue };
-        imported
-            .records
-            .insert(record.key.clone(), RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
+        imported.records.insert(key, RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
     }
     for mount in &config.mounts {
         imported.mounts.entry(mount.id.clone()).or_insert_with(|| remote(&mount.blob));

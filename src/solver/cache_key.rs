@@ -8,11 +8,12 @@
 //! explained by comparing them with an earlier record of the same step.
 
 use crate::oci::{Digest, DigestHasher};
+use crate::store::CacheKey;
 
 /// Bump when the meaning of a key changes: old records then simply miss.
 const FORMAT: &str = "rbuild.cache.v1";
 
-pub(crate) fn compute(kind: &str, inputs: &[(String, String)]) -> String {
+pub(crate) fn compute(kind: &str, inputs: &[(String, String)]) -> CacheKey {
     let mut hasher = DigestHasher::sha256();
     hasher.update(FORMAT.as_bytes());
     hasher.update(&[0]);
@@ -24,7 +25,7 @@ pub(crate) fn compute(kind: &str, inputs: &[(String, String)]) -> String {
         hasher.update(&(value.len() as u64).to_le_bytes());
         hasher.update(value.as_bytes());
     }
-    hasher.finish().to_string()
+    CacheKey::new(hasher.finish())
 }
 
 /// The step as a user names it, without the `[stage 2/3]` position (which moves when lines are

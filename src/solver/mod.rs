@@ -19,7 +19,7 @@ use crate::oci::Digest;
 use crate::ops::lazy::materialize;
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Definition, GraphTasks, Sender, Stream, Task};
-use crate::store::{RecordRow, now};
+use crate::store::{CacheKey, RecordRow, now};
 
 /// Which vertices must not be taken from the cache.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +50,7 @@ pub(crate) struct SolveError {
 #[derive(Debug, Default)]
 pub(crate) struct Solved {
     pub outputs: HashMap<VertexId, Output>,
-    pub keys: HashMap<VertexId, String>,
+    pub keys: HashMap<VertexId, CacheKey>,
     pub cached: HashSet<VertexId>,
 }
 
@@ -61,7 +61,7 @@ struct Job {
 
 struct Done {
     vertex: VertexId,
-    result: Result<(String, Output, bool), OpError>,
+    result: Result<(CacheKey, Output, bool), OpError>,
 }
 
 pub(crate) struct Solver<'a> {
@@ -128,8 +128,11 @@ impl Solver<'_> {
             loop {
                 while first_error.is_none() {
                     let Some(id) = ready.pop_front() else { break };
-                    let inputs =
-                        graph.vertices[id].inputs.iter().map(|input| (solved.keys[input].clone(), solved.outputs[input].clone())).collect();
+                    let inputs = graph.vertices[id]
+                        .inputs
+                        .iter()
+                        .map(|input| (solved.keys[input].to_string(), solved.outputs[input].clone()))
+                        .collect();
                     if job_sender.send(Job { vertex: id, inputs }).is_ok() {
                         running += 1;
                     }
@@ -199,7 +202,7 @@ impl Solver<'_> {
         selections: &SelectionMemo,
         fresh_mounts: &crate::store::cache_mount::FreshMounts,
         context_copies: &[CopyAction],
-    ) -> Result<(String, Output, bool), OpError> {
+    ) -> Result<(CacheKey, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let task = if vertex.name.is_empty() { Task::hidden() } else { tasks.task(id, vertex.name.clone()) };
         let log = |stream: ops::Stream, bytes: &[u8]| {
@@ -237,11 +240,11 @@ impl Solver<'_> {
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
         let recorded = is_recorded(&vertex.op);
         if recorded && !self.skip_cache(graph, id) {
-            let record = self.resources.store.database().record(&key)?;
+            let record = self.resources.store.database().record(key.as_str())?;
             if let Some(record) = record
                 && let Some(layers) = ops::layer::load(self.resources.store, &record.layers)?
             {
-                self.resources.store.database().touch_record(&key, now())?;
+                self.resources.store.database().touch_record(key.as_str(), now())?;
                 task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
@@ -249,7 +252,7 @@ impl Solver<'_> {
                 // Recorded here too: once its layers are fetched, the next build hits locally.
                 let now = now();
                 self.resources.store.database().put_record(&RecordRow {
-                    cache_key: key.clone(),
+                    cache_key: key.to_string(),
                     description: remote.description.clone(),
                     layers: layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
                     inputs: cache_inputs,
@@ -275,7 +278,7 @@ impl Solver<'_> {
         &self,
         vertex: &crate::graph::Vertex,
         task: &Task,
-        key: &str,
+        key: &CacheKey,
         cache_inputs: Vec<(String, String)>,
         inputs: &[(String, Output)],
         environment: &Environment,
@@ -305,7 +308,7 @@ impl Solver<'_> {
         if recorded {
             let now = now();
             self.resources.store.database().put_record(&RecordRow {
-                cache_key: key.to_owned(),
+                cache_key: key.to_string(),
                 description: cache_key::description(&vertex.name),
                 layers: output.layers().iter().map(|layer| layer.diff_id.to_string()).collect(),
                 inputs: cache_inputs,

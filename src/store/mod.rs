@@ -8,6 +8,7 @@
 //! while no other process holds it. The store owns no policy: ops decide what to record.
 
 pub mod atomic;
+pub mod cache_key;
 pub mod cache_mount;
 pub mod database;
 pub mod filter;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use cache_key::CacheKey;
 pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerRow, RecordRow};
 pub use layout::Area;
 
