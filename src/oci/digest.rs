@@ -93,12 +93,6 @@ impl FromStr for Digest {
     }
 }
 
-impl AsRef<str> for Digest {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 impl PartialEq<str> for Digest {
     fn eq(&self, other: &str) -> bool {
         self.0 == other
@@ -219,17 +213,6 @@ impl DigestHasher {
             Running::Sha256(hasher) => Digest::from_sha256(hasher),
             Running::Sha512(hasher) => Digest(format!("sha512:{}", hex::encode(hasher.finalize()))),
         }
-    }
-}
-
-impl std::io::Write for DigestHasher {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

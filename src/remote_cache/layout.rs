@@ -133,12 +133,12 @@ impl Layout {
             let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { return Ok(()) };
             used.extend(manifest.layers.into_iter().chain([manifest.config]).map(|blob| blob.digest));
         }
+        // Only `blobs/sha256` is cleaned: rbuild writes no other algorithm.
+        let used_names: HashSet<&str> = used.iter().filter(|digest| digest.algorithm() == "sha256").map(Digest::hex).collect();
         let blobs = self.dir.join("blobs/sha256");
         let listing = fs::read_dir(&blobs).map_err(Layout::read_error(&blobs))?;
         for entry in listing.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let digest = Digest::parse(&format!("sha256:{name}"));
-            if !digest.is_ok_and(|digest| used.contains(&digest)) {
+            if !used_names.contains(entry.file_name().to_string_lossy().as_ref()) {
                 let _ = fs::remove_file(entry.path());
             }
         }
