@@ -25,6 +25,9 @@ use crate::oci::Platform;
 use crate::oci::image_config::ImageDocument;
 use crate::ops::image::{ResolveError, ResolvedImage};
 
+/// The name BuildKit gives the file of an http(s) named context.
+pub(crate) const HTTP_CONTEXT_FILE: &str = "context";
+
 /// A `--build-context name=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedContext {
@@ -34,6 +37,11 @@ pub enum NamedContext {
         path: PathBuf,
         selector: String,
     },
+    /// `docker-image://REF`: an image from a registry, as written.
+    DockerImage(String),
+    /// An http(s) URL: as in BuildKit, the downloaded file itself, named `context`, never
+    /// unpacked.
+    Http(String),
 }
 
 /// Finds base images (resolved before lowering: the config shapes the stage). The frontend does
@@ -41,6 +49,9 @@ pub enum NamedContext {
 pub(crate) trait ImageResolver {
     fn resolve_layout(&self, path: &std::path::Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError>;
     fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError>;
+    /// The image of `--build-context CONTEXT=docker-image://REFERENCE` (its metadata shown as
+    /// the context's, as BuildKit shows it).
+    fn resolve_context_image(&self, context: &str, reference: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError>;
 }
 
 pub(crate) struct FrontendOptions {
@@ -322,6 +333,10 @@ mod tests {
         fn resolve_reference(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, ResolveError> {
             Err(ResolveError::Metadata { name: reference.into(), cause: MetadataError::NoRegistry })
         }
+
+        fn resolve_context_image(&self, _context: &str, reference: &str, _platform: &Platform) -> Result<ResolvedImage, ResolveError> {
+            Ok(fake_image(&format!("docker-image://{reference}")))
+        }
     }
 
     fn options(dockerfile: &str) -> FrontendOptions {
@@ -426,6 +441,25 @@ mod tests {
         assert_eq!(plan.image.config.working_dir, "/base");
         let dump = plan.graph.dump(&[plan.target]);
         insta::assert_snapshot!(dump);
+    }
+
+    /// `docker-image://` contexts, as BuildKit names them: `[context NAME] REFERENCE` for the
+    /// image, the stage's steps numbered after it without a number of its own.
+    #[test]
+    fn docker_image_contexts_are_images_named_after_the_context() {
+        let mut options = options("FROM base AS b\nRUN true\nFROM scratch\nCOPY --from=other /a /a\n");
+        options.named_contexts.insert("base".into(), NamedContext::DockerImage("busybox".into()));
+        options.named_contexts.insert("other".into(), NamedContext::DockerImage("docker.io/library/busybox:1".into()));
+        options.target = Some("b".into());
+        let plan = lower_ok(&options);
+        assert_eq!(plan.image.config.env_get("BASE"), Some("1"));
+        let names: Vec<&str> = plan.graph.vertices.iter().map(|vertex| vertex.name.as_str()).collect();
+        assert!(names.contains(&"[context base] busybox"), "{names:?}");
+        assert!(names.contains(&"[b 1/3] RUN true"), "{names:?}");
+        options.target = None;
+        let plan = lower_ok(&options);
+        let names: Vec<&str> = plan.graph.vertices.iter().map(|vertex| vertex.name.as_str()).collect();
+        assert!(names.contains(&"[context other] docker.io/library/busybox:1"), "{names:?}");
     }
 
     #[test]
