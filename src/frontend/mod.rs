@@ -301,8 +301,7 @@ mod tests {
     use super::*;
     use crate::dockerfile::syntax::parse;
     use crate::graph::ImageSource;
-    use crate::oci::Digest;
-    use crate::oci::image_config::History;
+    use crate::oci::{Digest, image_config::History};
     use crate::ops::image::MetadataError;
 
     /// Resolves every layout and reference to a fixed image with `ENV BASE=1` and an ONBUILD.
