@@ -18,7 +18,7 @@ use crate::dockerfile::syntax::{Dockerfile, Span, parse};
 use crate::exporter::{ExportRequest, OutputKind, OutputSpec, annotation_flag_keys, export, merge_annotations, parse_output};
 use crate::frontend::{FrontendOptions, NamedContext, lower};
 use crate::graph::NetworkMode;
-use crate::oci::Platform;
+use crate::oci::{DiffId, Platform};
 use crate::ops::OpError;
 use crate::ops::context::StoreHashCache;
 use crate::ops::exec::{Secrets, SshSources};
@@ -655,7 +655,7 @@ fn export_caches(
         if !crate::solver::is_recorded(op) {
             continue;
         }
-        let Some(row) = store.database().record(key).context("failed to read the cache records").map_err(plain_failure)? else {
+        let Some(row) = store.database().record(key.as_str()).context("failed to read the cache records").map_err(plain_failure)? else {
             continue;
         };
         records.push(ExportRecord {
@@ -666,7 +666,7 @@ fn export_caches(
         });
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
-    let image_layers: Vec<String> = image_layers.iter().map(|layer| layer.diff_id.clone()).collect();
+    let image_layers: Vec<DiffId> = image_layers.iter().map(|layer| layer.diff_id.clone()).collect();
     let set = ExportSet { records: &records, image_layers: &image_layers, mounts: &mounts };
     for spec in &options.cache_to {
         let exported = crate::remote_cache::export(store, registry, spec, &set, sender, cancel);

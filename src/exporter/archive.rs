@@ -13,9 +13,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::image::{BuiltImage, copy_blob};
-use crate::oci::Reference;
 use crate::oci::layout::{INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, blob_name};
 use crate::oci::manifest::ImageIndex;
+use crate::oci::{Digest, Reference};
 use crate::store::Store;
 use crate::store::atomic::{replace_file, write_file};
 
@@ -58,7 +58,7 @@ fn index_json(image: &BuiltImage, names: &[Reference], descriptor_annotations: &
 /// The files of the layout (name, bytes or blob digest), in archive order.
 enum Content {
     Bytes(Vec<u8>),
-    Blob(String, u64),
+    Blob(Digest, u64),
 }
 
 fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<String, String>, docker: bool) -> Vec<(String, Content)> {

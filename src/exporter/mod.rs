@@ -79,7 +79,7 @@ impl ExportResult {
     /// What `--iidfile` and `-q` give: the config digest, as buildx's image id is for every
     /// output that makes an image.
     pub(crate) fn image_id(&self) -> Option<String> {
-        Some(self.image.as_ref()?.config.digest.clone())
+        Some(self.image.as_ref()?.config.digest.to_string())
     }
 }
 

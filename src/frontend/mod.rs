@@ -300,8 +300,8 @@ mod tests {
 
     use super::*;
     use crate::dockerfile::syntax::parse;
-    use crate::graph::{Digest, ImageSource};
-    use crate::oci::image_config::History;
+    use crate::graph::ImageSource;
+    use crate::oci::{Digest, image_config::History};
     use crate::ops::image::MetadataError;
 
     /// Resolves every layout and reference to a fixed image with `ENV BASE=1` and an ONBUILD.
@@ -316,10 +316,10 @@ mod tests {
         ResolvedImage {
             source: ImageSource::OciLayout {
                 path: PathBuf::from("/layouts/base"),
-                manifest_digest: Digest::of(name.as_bytes()),
+                manifest_digest: Digest::sha256_of(name.as_bytes()),
                 reference: name.into(),
             },
-            display: format!("{name}@{}", Digest::of(name.as_bytes())),
+            display: format!("{name}@{}", Digest::sha256_of(name.as_bytes())),
             config,
         }
     }

@@ -1,8 +1,7 @@
 //! The vocabulary every other module shares about images: references, media types, platforms,
-//! descriptors, manifests, the image config and OCI layouts (and, as issue 11 goes on,
-//! digests). Plain data and pure functions, but for reading a layout's files (and the in-root resolver,
-//! which reads through the tree its caller gives); imports nothing of
-//! the crate, so every module may use it.
+//! digests, descriptors, manifests, the image config and OCI layouts. Plain data and pure
+//! functions, but for reading a layout's files (and the in-root resolver, which reads through
+//! the tree its caller gives); imports nothing of the crate, so every module may use it.
 //!
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
@@ -10,6 +9,7 @@
 //! | `compression.rs` | a layer's compression: its name, its media type               |
 //! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
+//! | `digest.rs`      | `sha256:<hex>`: checked digests, diff ids, the hasher         |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
 //! | `manifest.rs`    | image manifests and indexes (OCI's and Docker's), as written  |
 //! | `layout.rs`      | OCI layouts: `index.json`, blob paths that stay inside, reads |
@@ -22,6 +22,7 @@
 
 pub mod compression;
 pub mod descriptor;
+pub mod digest;
 mod go_quote;
 pub mod image_config;
 pub mod layout;
@@ -36,6 +37,7 @@ pub mod units;
 
 pub use compression::Compression;
 pub use descriptor::Descriptor;
+pub use digest::{DiffId, Digest, DigestHasher, InvalidDigest};
 pub use go_quote::go_quote;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};
