@@ -73,8 +73,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("oci", &[]),
     ("dockerfile", &["oci"]),
     ("graph", &["oci"]),
-    // Containers: self-contained, so its re-exec'd child pulls in nothing else.
-    ("sandbox", &[]),
+    // Containers: self-contained, so its re-exec'd child pulls in nothing but the shared
+    // vocabulary (how runc reads /etc/passwd, which --chown reads the same way).
+    ("sandbox", &["oci"]),
     // The SSH agent of `RUN --mount=type=ssh`: self-contained, only ops (exec) starts it.
     ("ssh_agent", &[]),
     ("context", &["oci"]),

@@ -14,6 +14,7 @@
 //! | `manifest.rs`    | image manifests and indexes (OCI's and Docker's), as written  |
 //! | `layout.rs`      | OCI layouts: `index.json`, blob paths that stay inside, reads |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
+//! | `passwd.rs`      | `/etc/passwd` and `/etc/group` as runc reads them (USER, --chown) |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `root_path.rs`   | paths resolved in a root, symlinks followed inside it: one walk |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
@@ -28,6 +29,7 @@ pub mod image_config;
 pub mod layout;
 pub mod manifest;
 pub mod media_types;
+pub mod passwd;
 pub mod path;
 pub mod platform;
 pub mod reference;
