@@ -207,15 +207,7 @@ pub(crate) fn build(
     let now = now();
     let mut database = store.database();
     for (digest, size, media_type) in [(&config.digest, config.size, config_type), (&manifest_digest, manifest_size, manifest_type)] {
-        database.put_blob(&BlobRow {
-            digest: digest.to_string(),
-            diff_id: String::new(),
-            compression: "none".into(),
-            level: 0,
-            media_type: media_type.into(),
-            size,
-            last_used_at: now,
-        })?;
+        database.put_blob(&BlobRow::metadata(digest.to_string(), size, media_type, now))?;
     }
     Ok(BuiltImage {
         manifest: Descriptor {

@@ -221,15 +221,7 @@ fn registry_metadata(
             for (digest, size, media_type) in
                 [(&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()), (&config, resolved.config.len(), OCI_CONFIG)]
             {
-                database.put_blob(&BlobRow {
-                    digest: digest.to_string(),
-                    diff_id: String::new(),
-                    compression: "none".into(),
-                    level: 0,
-                    media_type: media_type.into(),
-                    size: size as u64,
-                    last_used_at: now,
-                })?;
+                database.put_blob(&BlobRow::metadata(digest.to_string(), size as u64, media_type, now))?;
             }
             database.put_image_tag(&key, manifest.as_str(), config.as_str(), now)?;
             (manifest, resolved.config)

@@ -133,6 +133,21 @@ pub struct BlobRow {
     pub last_used_at: i64,
 }
 
+impl BlobRow {
+    /// A manifest's or config's row: a blob that is no layer (no diff id, not compressed).
+    pub fn metadata(digest: String, size: u64, media_type: &str, now: i64) -> BlobRow {
+        BlobRow {
+            digest,
+            diff_id: String::new(),
+            compression: "none".into(),
+            level: 0,
+            media_type: media_type.into(),
+            size,
+            last_used_at: now,
+        }
+    }
+}
+
 /// A file downloaded for `ADD <url>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSourceRow {
