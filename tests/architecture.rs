@@ -61,8 +61,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Base images are resolved by ops::image: the frontend is given its ResolvedImage or
     // ResolveError through ImageResolver, and calls no op.
     ("frontend", &["dockerfile", "graph", "oci", "ops"]),
-    ("solver", &["graph", "ops", "progress", "store"]),
-    ("remote_cache", &["exporter", "graph", "oci", "ops", "progress", "registry", "store"]),
+    ("solver", &["graph", "oci", "ops", "progress", "store"]),
+    ("remote_cache", &["exporter", "oci", "ops", "progress", "registry", "store"]),
     ("ops", &["context", "graph", "oci", "registry", "sandbox", "snapshot", "ssh_agent", "store"]),
     ("exporter", &["oci", "ops", "progress", "registry", "snapshot", "store"]),
     // Layers on disk; a layered view resolves paths with the shared in-root resolver.
@@ -72,13 +72,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The shared image vocabulary (references, media types).
     ("oci", &[]),
     ("dockerfile", &["oci"]),
-    ("graph", &[]),
-    // Containers: self-contained, so its re-exec'd child pulls in nothing else.
-    ("sandbox", &[]),
+    ("graph", &["oci"]),
+    // Containers: self-contained, so its re-exec'd child pulls in nothing but the shared
+    // vocabulary (how runc reads /etc/passwd, which --chown reads the same way).
+    ("sandbox", &["oci"]),
     // The SSH agent of `RUN --mount=type=ssh`: self-contained, only ops (exec) starts it.
     ("ssh_agent", &[]),
     ("context", &["oci"]),
-    ("store", &[]),
+    ("store", &["oci"]),
     ("progress", &["oci"]),
 ];
 

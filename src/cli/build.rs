@@ -18,7 +18,7 @@ use crate::dockerfile::syntax::{Dockerfile, Span, parse};
 use crate::exporter::{ExportRequest, OutputKind, OutputSpec, annotation_flag_keys, export, merge_annotations, parse_output};
 use crate::frontend::{FrontendOptions, NamedContext, lower};
 use crate::graph::NetworkMode;
-use crate::oci::Platform;
+use crate::oci::{DiffId, Platform};
 use crate::ops::OpError;
 use crate::ops::context::StoreHashCache;
 use crate::ops::exec::{Secrets, SshSources};
@@ -27,13 +27,14 @@ use crate::remote_cache::{CacheExport, CacheImport, ExportRecord, ExportSet, par
 use crate::solver::{NoCache, SolveOptions, Solver};
 use crate::store::{LockMode, Store};
 
-use super::stdin_context::{StdinContext, read_dockerfile};
+use super::streamed_context::{StreamedContext, is_git_url, read_dockerfile};
 
 /// Everything a build needs, validated.
 pub struct BuildOptions {
     pub context_dir: PathBuf,
-    /// The context given as `-`: kept (and its directory with it) for the whole build.
-    pub stdin_context: Option<StdinContext>,
+    /// The context given as `-` or an http(s) URL: kept (and its directory with it) for the
+    /// whole build.
+    pub streamed_context: Option<StreamedContext>,
     pub dockerfile_name: String,
     pub dockerfile_path: Option<PathBuf>,
     pub dockerfile_bytes: Vec<u8>,
@@ -89,23 +90,33 @@ const SECRET_LIMIT: u64 = 500 * 1024;
 
 impl BuildOptions {
     pub fn from_args(args: BuildArgs) -> anyhow::Result<BuildOptions> {
-        let mut stdin_context = match args.context.as_os_str() == "-" {
-            true => Some(StdinContext::read(args.file.as_deref(), DOCKERFILE_LIMIT)?),
-            false => None,
+        let context_text = args.context.to_string_lossy().into_owned();
+        let mut streamed_context = if context_text == "-" {
+            Some(StreamedContext::read(args.file.as_deref(), DOCKERFILE_LIMIT)?)
+        } else if is_git_url(&context_text) {
+            bail!("unable to prepare context: git repositories (`{context_text}`) are not supported as build contexts yet")
+        } else if context_text.starts_with("http://") || context_text.starts_with("https://") {
+            let client = download_client(args.config.as_deref())?;
+            Some(StreamedContext::download(&client, &context_text, args.file.as_deref(), DOCKERFILE_LIMIT)?)
+        } else {
+            None
         };
-        let context_path = stdin_context.as_ref().map_or(args.context.as_path(), |stdin| stdin.dir.path());
+        let context_path = streamed_context.as_ref().map_or(args.context.as_path(), |streamed| streamed.dir.path());
         let context_dir = context_path
             .canonicalize()
             .with_context(|| format!("unable to prepare context: path `{}` not found", args.context.display()))?;
         if !context_dir.is_dir() {
             bail!("unable to prepare context: `{}` is not a directory", args.context.display());
         }
-        let stdin_dockerfile = stdin_context.as_mut().and_then(|stdin| stdin.dockerfile.take());
+        let stdin_dockerfile = streamed_context.as_mut().and_then(|streamed| streamed.dockerfile.take());
+        // In a downloaded archive, `-f` names a file of the archive, as BuildKit reads it.
+        let downloaded = streamed_context.as_ref().is_some_and(|streamed| streamed.url.is_some());
         let (dockerfile_name, dockerfile_path, dockerfile_bytes) = match (stdin_dockerfile, args.file.as_deref()) {
             (Some(bytes), _) => ("Dockerfile".to_string(), None, bytes),
             (None, Some("-")) => ("Dockerfile".to_string(), None, read_dockerfile(std::io::stdin().lock(), DOCKERFILE_LIMIT)?),
             (None, file) => {
                 let path = match file {
+                    Some(file) if downloaded => context_dir.join(file),
                     Some(file) => PathBuf::from(file),
                     None => context_dir.join("Dockerfile"),
                 };
@@ -154,8 +165,14 @@ impl BuildOptions {
             let named = if let Some(rest) = value.strip_prefix("oci-layout://") {
                 let (path, selector) = split_layout(rest);
                 NamedContext::OciLayout { path: PathBuf::from(path), selector: selector.to_string() }
+            } else if let Some(reference) = value.strip_prefix("docker-image://") {
+                NamedContext::DockerImage(reference.to_string())
+            } else if is_git_url(&value) {
+                bail!("build context `{name}`: git repositories (`{value}`) are not supported as build contexts yet")
+            } else if value.starts_with("http://") || value.starts_with("https://") {
+                NamedContext::Http(value.clone())
             } else if value.contains("://") {
-                bail!("unsupported build context `{value}`: use a directory or oci-layout://PATH");
+                bail!("unsupported build context `{value}`: use a directory, oci-layout://PATH, docker-image://REF or an http(s) URL");
             } else {
                 let path = PathBuf::from(&value);
                 let dir = path.canonicalize().with_context(|| format!("build context `{name}`: `{value}` not found"))?;
@@ -235,7 +252,7 @@ impl BuildOptions {
         let cache_from = args.cache_from.iter().map(|spec| parse_cache_from(spec)).collect::<Result<Vec<_>, _>>()?;
         Ok(BuildOptions {
             context_dir,
-            stdin_context,
+            streamed_context,
             dockerfile_name,
             dockerfile_path,
             dockerfile_bytes,
@@ -445,9 +462,28 @@ fn show_dockerignore_load(options: &BuildOptions, sender: &Sender) {
     task.finish();
 }
 
+/// A registry client for downloading a context before the build (the build makes its own).
+fn download_client(config: Option<&Path>) -> anyhow::Result<crate::registry::Client> {
+    let registry_config = crate::registry::RegistryConfig::load(config).context("failed to read the registry configuration")?;
+    let credentials = crate::registry::Credentials::load().context("failed to read registry credentials")?;
+    crate::registry::Client::new(registry_config, credentials).context("failed to set up the registry client")
+}
+
 /// The whole build; returns the image id when an image was written.
 fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) -> Result<Option<String>, Failure> {
     let sender = progress.sender();
+    if let Some(streamed) = options.streamed_context.as_ref().filter(|streamed| streamed.url.is_some()) {
+        // Downloaded before the build started (its Dockerfile is needed first); shown as
+        // BuildKit shows a remote context: the download, then the unpacking of an archive.
+        let load = sender.task("[internal] load remote build context");
+        load.start();
+        load.finish();
+        if streamed.archive {
+            let unpack = sender.task("copy /context /");
+            unpack.start();
+            unpack.finish();
+        }
+    }
     let load = sender.task(format!("[internal] load build definition from {}", options.dockerfile_name));
     load.start();
     load.status("transferring dockerfile:", options.dockerfile_bytes.len() as u64, None, true);
@@ -619,7 +655,7 @@ fn export_caches(
         if !crate::solver::is_recorded(op) {
             continue;
         }
-        let Some(row) = store.database().record(key).context("failed to read the cache records").map_err(plain_failure)? else {
+        let Some(row) = store.database().record(key.as_str()).context("failed to read the cache records").map_err(plain_failure)? else {
             continue;
         };
         records.push(ExportRecord {
@@ -630,7 +666,7 @@ fn export_caches(
         });
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
-    let image_layers: Vec<String> = image_layers.iter().map(|layer| layer.diff_id.clone()).collect();
+    let image_layers: Vec<DiffId> = image_layers.iter().map(|layer| layer.diff_id.clone()).collect();
     let set = ExportSet { records: &records, image_layers: &image_layers, mounts: &mounts };
     for spec in &options.cache_to {
         let exported = crate::remote_cache::export(store, registry, spec, &set, sender, cancel);

@@ -13,7 +13,7 @@ mod interrupt;
 pub mod manual;
 mod records;
 mod resolver;
-mod stdin_context;
+mod streamed_context;
 
 use std::path::PathBuf;
 
@@ -65,7 +65,7 @@ pub struct RootArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory (`-`: a tar archive or a Dockerfile on stdin)
+    /// Build context: a directory, `-` (a tar archive or a Dockerfile on stdin), or an http(s) URL of one
     #[arg(value_name = "PATH")]
     pub context: PathBuf,
     /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)
@@ -80,7 +80,7 @@ pub struct BuildArgs {
     /// Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
     pub build_args: Vec<String>,
-    /// Additional build contexts (`name=DIR` or `name=oci-layout://PATH[:tag|@digest]`)
+    /// Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF` or `name=URL`)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)

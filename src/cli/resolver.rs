@@ -24,9 +24,10 @@ pub(super) struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    /// Reports a resolve as its own progress vertex.
-    fn reported<T>(&self, name: &str, resolve: impl FnOnce() -> Result<T, ResolveError>) -> Result<T, ResolveError> {
-        let task = self.progress.task(format!("[internal] load metadata for {name}"));
+    /// Reports a resolve as its own progress vertex, `[internal] load metadata for NAME` or for
+    /// a named context `[context NAME] load metadata for REFERENCE`.
+    fn reported<T>(&self, label: String, resolve: impl FnOnce() -> Result<T, ResolveError>) -> Result<T, ResolveError> {
+        let task = self.progress.task(label);
         task.start();
         let result = resolve();
         match &result {
@@ -37,6 +38,19 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    /// A registry reference, resolved once per build and platform.
+    fn resolve_once(&self, parsed: &Reference, platform: &Platform, label: String) -> Result<ResolvedImage, ResolveError> {
+        let key = format!("{parsed} {platform}");
+        if let Some(known) = self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
+            return Ok(known.clone());
+        }
+        let resolved = self.reported(label, || resolve_registry(self.store, self.registry, parsed, platform, self.pull))?;
+        self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, resolved.clone());
+        Ok(resolved)
+    }
+}
+
 impl ImageResolver for Resolver<'_> {
     fn resolve_layout(&self, path: &Path, selector: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
         resolve_oci_layout(path, selector, platform)
@@ -44,13 +58,12 @@ impl ImageResolver for Resolver<'_> {
 
     fn resolve_reference(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
         let parsed = Reference::parse(reference)?;
-        let name = parsed.to_string();
-        let key = format!("{name} {platform}");
-        if let Some(known) = self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
-            return Ok(known.clone());
-        }
-        let resolved = self.reported(&name, || resolve_registry(self.store, self.registry, &parsed, platform, self.pull))?;
-        self.resolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, resolved.clone());
-        Ok(resolved)
+        let label = format!("[internal] load metadata for {parsed}");
+        self.resolve_once(&parsed, platform, label)
+    }
+
+    fn resolve_context_image(&self, context: &str, reference: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
+        let parsed = Reference::parse(reference)?;
+        self.resolve_once(&parsed, platform, format!("[context {context}] load metadata for {reference}"))
     }
 }

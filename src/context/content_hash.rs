@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use crate::oci::DigestHasher;
 
 /// Remembers content digests of files by their stat, across builds.
 pub trait HashCache: Sync {
@@ -56,7 +56,7 @@ impl HashCache for NoHashCache {
 /// `sha256:<hex>` of a file's bytes.
 pub(super) fn hash_file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = DigestHasher::sha256();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = match file.read(&mut buffer) {
@@ -67,5 +67,5 @@ pub(super) fn hash_file(path: &Path) -> io::Result<String> {
         };
         hasher.update(&buffer[..read]);
     }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    Ok(hasher.finish().to_string())
 }

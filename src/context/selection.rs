@@ -54,13 +54,13 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use super::content_hash::hash_file;
 use super::content_hash::{HashCache, StatKey};
 use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, contains_wildcards};
 use super::in_root::HostTree;
 use super::walk::{self, Found, FoundKind, Outcome};
+use crate::oci::DigestHasher;
 use crate::oci::path::clean;
 use crate::oci::root_path::{self, Resolution};
 
@@ -521,7 +521,7 @@ fn hash_entries(found: BTreeMap<String, Found>, cache: &dyn HashCache) -> Result
 /// Every field ends with NUL, which no path, digest or link target can contain, so two
 /// different selections never feed the same bytes.
 fn selection_digest(entries: &[Entry]) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = DigestHasher::sha256();
     hasher.update(DIGEST_VERSION.as_bytes());
     hasher.update(b"\n");
     for entry in entries {
@@ -532,10 +532,10 @@ fn selection_digest(entries: &[Entry]) -> String {
         };
         for field in [entry.path.as_str(), kind, &format!("{:o}", entry.mode), payload] {
             hasher.update(field.as_bytes());
-            hasher.update([0u8]);
+            hasher.update(&[0]);
         }
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    hasher.finish().to_string()
 }
 
 pub(super) fn join(parent: &str, name: &str) -> String {

@@ -87,7 +87,7 @@ fn entries_carry_kind_size_digest_and_mode() {
     let by_path: BTreeMap<&str, &Entry> = selection.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
     let home = by_path["home.txt"];
     assert_eq!(home.mode, 0o4755);
-    let expected_digest = format!("sha256:{}", hex::encode(Sha256::digest(b"home\n")));
+    let expected_digest = crate::oci::Digest::sha256_of(b"home\n").to_string();
     assert_eq!(home.kind, EntryKind::File { size: 5, digest: expected_digest });
     let metadata = fs::symlink_metadata(&file).expect("stat");
     assert_eq!((home.mtime, i64::from(home.mtime_nanos)), (metadata.mtime(), metadata.mtime_nsec()));

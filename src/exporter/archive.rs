@@ -13,9 +13,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::image::{BuiltImage, copy_blob};
-use crate::oci::Reference;
 use crate::oci::layout::{INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, blob_name};
 use crate::oci::manifest::ImageIndex;
+use crate::oci::{Digest, Reference};
 use crate::store::Store;
 use crate::store::atomic::{replace_file, write_file};
 
@@ -58,7 +58,7 @@ fn index_json(image: &BuiltImage, names: &[Reference], descriptor_annotations: &
 /// The files of the layout (name, bytes or blob digest), in archive order.
 enum Content {
     Bytes(Vec<u8>),
-    Blob(String, u64),
+    Blob(Digest, u64),
 }
 
 fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<String, String>, docker: bool) -> Vec<(String, Content)> {
@@ -80,6 +80,28 @@ fn layout_files(image: &BuiltImage, names: &[Reference], annotations: &BTreeMap<
     }
     files.push((LAYOUT_FILE.into(), Content::Bytes(LAYOUT_VERSION.to_vec())));
     files
+}
+
+/// What [`write_tar`] writes with these arguments, as one digest: the same identity, the same
+/// bytes (the layout's files in order, their names and contents, the entries' mtime, docker or
+/// OCI). The version tag changes whenever `write_tar` would write other bytes for the same files.
+pub(crate) fn identity(
+    image: &BuiltImage,
+    names: &[Reference],
+    annotations: &BTreeMap<String, String>,
+    docker: bool,
+    mtime: i64,
+) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(format!("rbuild.archive.v1 docker={docker} mtime={mtime}\n"));
+    for (name, content) in layout_files(image, names, annotations, docker) {
+        match content {
+            Content::Bytes(bytes) => hasher.update(format!("{name} bytes {}\n", hex::encode(sha2::Sha256::digest(&bytes)))),
+            Content::Blob(digest, size) => hasher.update(format!("{name} blob {digest} {size}\n")),
+        }
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 /// Writes the layout as a tar stream.

@@ -16,7 +16,7 @@ use crate::oci::image_config::{ImageDocument, RootFs};
 use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::oci::time::rfc3339;
-use crate::oci::{Compression, Descriptor, Platform};
+use crate::oci::{Compression, Descriptor, DiffId, Digest, Platform};
 use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
 use crate::ops::{Cancellable, Layer};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
@@ -73,7 +73,7 @@ pub(crate) fn layer_blob(
     encoding: &Encoding,
     cancel: &AtomicBool,
     status: &Status,
-) -> Result<(Descriptor, String), ImageError> {
+) -> Result<(Descriptor, DiffId), ImageError> {
     let compression = encoding.compression.name();
     let level = encoding.level.map(i64::from).unwrap_or(-1);
     let clamp = if encoding.rewrite_timestamp { encoding.epoch } else { None };
@@ -81,10 +81,10 @@ pub(crate) fn layer_blob(
     // `rewrite-timestamp` rewrites only the layers builds made: a base image's layer keeps its
     // blob (level -1), whatever its times, as BuildKit does (measured with the oracle).
     if clamp.is_some() {
-        let base = store.database().blob_for(&layer.diff_id, compression, -1)?;
-        if let Some(blob) = base.filter(|blob| store.blob_is_intact(&blob.digest, blob.size)) {
+        let base = store.database().blob_for(layer.diff_id.as_str(), compression, -1)?;
+        if let Some((digest, blob)) = base.and_then(|blob| Some((store.intact_blob(&blob)?, blob))) {
             return Ok((
-                Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
+                Descriptor { media_type, digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
                 layer.diff_id.clone(),
             ));
         }
@@ -92,25 +92,22 @@ pub(crate) fn layer_blob(
     if clamp.is_none() {
         let database = store.database();
         // Base image blobs (level -1) are reused whatever level was asked for.
-        let existing = match database.blob_for(&layer.diff_id, compression, level)? {
+        let existing = match database.blob_for(layer.diff_id.as_str(), compression, level)? {
             Some(blob) => Some(blob),
-            None => database.blob_for(&layer.diff_id, compression, -1)?,
+            None => database.blob_for(layer.diff_id.as_str(), compression, -1)?,
         };
         drop(database);
-        if let Some(blob) = existing.filter(|blob| store.blob_is_intact(&blob.digest, blob.size)) {
+        if let Some((digest, blob)) = existing.and_then(|blob| Some((store.intact_blob(&blob)?, blob))) {
             return Ok((
-                Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
+                Descriptor { media_type, digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
                 layer.diff_id.clone(),
             ));
         }
         if let Some(remote) =
             layer.remote.as_ref().filter(|remote| Compression::of_media_type(&remote.blob.media_type) == encoding.compression)
         {
-            let blob = fetch_layer_blob(store, layer, remote, status)?;
-            return Ok((
-                Descriptor { media_type, digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
-                layer.diff_id.clone(),
-            ));
+            let (digest, size) = fetch_layer_blob(store, layer, remote, status)?;
+            return Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
         }
     }
     let materialized;
@@ -125,8 +122,8 @@ pub(crate) fn layer_blob(
     // store has a row, so `cache du` counts it and prune can remove it (a `rewrite-timestamp`
     // export left rowless blobs that du missed).
     store.database().put_blob(&BlobRow {
-        digest: descriptor.digest.clone(),
-        diff_id: diff_id.clone(),
+        digest: descriptor.digest.to_string(),
+        diff_id: diff_id.to_string(),
         compression: compression.into(),
         level,
         media_type: encoding.compression.layer_media_type(true).into(),
@@ -145,7 +142,7 @@ pub(crate) fn compress_tree(
     level: Option<i32>,
     clamp_mtime: Option<i64>,
     cancel: &AtomicBool,
-) -> Result<(Descriptor, String), ImageError> {
+) -> Result<(Descriptor, DiffId), ImageError> {
     let writer = Cancellable { inner: store.blob_writer()?, cancel };
     let options = LayerTarOptions { clamp_mtime };
     let name = tree.display().to_string();
@@ -185,10 +182,10 @@ pub(crate) fn build(
     cancel: &AtomicBool,
     status: &Status,
 ) -> Result<BuiltImage, ImageError> {
-    let blobs: Vec<(Descriptor, String)> =
+    let blobs: Vec<(Descriptor, DiffId)> =
         layers.par_iter().map(|layer| layer_blob(store, layer, encoding, cancel, status)).collect::<Result<_, _>>()?;
     let mut document = document.clone();
-    document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.clone()).collect() };
+    document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.to_string()).collect() };
     fill_history_times(&mut document, layers, encoding.epoch);
     let config_bytes = serde_json::to_vec(&document).unwrap_or_default();
     let (config_digest, config_size) = store.put_blob(&config_bytes)?;
@@ -210,15 +207,7 @@ pub(crate) fn build(
     let now = now();
     let mut database = store.database();
     for (digest, size, media_type) in [(&config.digest, config.size, config_type), (&manifest_digest, manifest_size, manifest_type)] {
-        database.put_blob(&BlobRow {
-            digest: digest.clone(),
-            diff_id: String::new(),
-            compression: "none".into(),
-            level: 0,
-            media_type: media_type.into(),
-            size,
-            last_used_at: now,
-        })?;
+        database.put_blob(&BlobRow::metadata(digest.to_string(), size, media_type, now))?;
     }
     Ok(BuiltImage {
         manifest: Descriptor {
@@ -273,7 +262,7 @@ fn fill_history_times(document: &mut ImageDocument, layers: &[Layer], epoch: Opt
 
 /// Copies a blob from the store into `out`.
 /// Copies a blob of the store, failing on a damaged one ([`Store::open_blob`]).
-pub(crate) fn copy_blob(store: &Store, digest: &str, out: &mut dyn Write) -> io::Result<u64> {
+pub(crate) fn copy_blob(store: &Store, digest: &Digest, out: &mut dyn Write) -> io::Result<u64> {
     io::copy(&mut store.open_blob(digest)?, out)
 }
 
@@ -288,7 +277,12 @@ mod tests {
         for (created_by, empty) in [("ENV A=1", true), ("COPY a / # buildkit", false), ("CMD [\"x\"]", true)] {
             document.history.push(History { created_by: Some(created_by.into()), empty_layer: empty, ..Default::default() });
         }
-        let layers = vec![Layer { diff_id: "sha256:x".into(), path: "/nonexistent".into(), created_at: 1_700_000_000, remote: None }];
+        let layers = vec![Layer {
+            diff_id: DiffId::new(Digest::sha256_of(b"x")),
+            path: "/nonexistent".into(),
+            created_at: 1_700_000_000,
+            remote: None,
+        }];
         fill_history_times(&mut document, &layers, None);
         let times: Vec<_> = document.history.iter().map(|entry| entry.created.clone().unwrap()).collect();
         assert_eq!(times, vec!["2023-11-14T22:13:20Z"; 3]);

@@ -79,7 +79,7 @@ impl ExportResult {
     /// What `--iidfile` and `-q` give: the config digest, as buildx's image id is for every
     /// output that makes an image.
     pub(crate) fn image_id(&self) -> Option<String> {
-        Some(self.image.as_ref()?.config.digest.clone())
+        Some(self.image.as_ref()?.config.digest.to_string())
     }
 }
 
@@ -161,9 +161,21 @@ fn export_one(
                 (Destination::Path(path), false) => {
                     archive::write_directory(request.store, &image, &names, &output.descriptor_annotations, path)?
                 }
-                (destination, _) => write_destination(destination, request.cancel, &mut |out| {
-                    archive::write_tar(request.store, &image, &names, &output.descriptor_annotations, docker, mtime, out)
-                })?,
+                (destination, _) => {
+                    let identity = archive::identity(&image, &names, &output.descriptor_annotations, docker, mtime);
+                    let unchanged = match destination {
+                        Destination::Path(path) => written_before(request.store, path, &identity),
+                        Destination::Stdout => false,
+                    };
+                    if !unchanged {
+                        write_destination(destination, request.cancel, &mut |out| {
+                            archive::write_tar(request.store, &image, &names, &output.descriptor_annotations, docker, mtime, out)
+                        })?;
+                        if let Destination::Path(path) = destination {
+                            remember_written(request.store, path, identity);
+                        }
+                    }
+                }
             }
             task.status("sending tarball", 0, None, true);
             for name in &names {
@@ -246,6 +258,46 @@ fn built_image(
 }
 
 /// Writes a stream to a file (via a temporary file renamed into place) or to stdout.
+/// The key of an output file in the store: its absolute path (the parent resolved, the file
+/// itself not, so a symlink there is never taken for its target).
+fn output_key(path: &Path) -> Option<String> {
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(parent.canonicalize().ok()?.join(path.file_name()?).to_string_lossy().into_owned())
+}
+
+/// What the store knows of a regular file, from its stat.
+fn output_row(path: &Path, identity: String) -> Option<crate::store::database::OutputFileRow> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = fs::symlink_metadata(path).ok().filter(fs::Metadata::is_file)?;
+    let nanos = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
+    Some(crate::store::database::OutputFileRow {
+        identity,
+        size: metadata.len(),
+        mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
+        ctime_nanos: nanos(metadata.ctime(), metadata.ctime_nsec()),
+        inode: metadata.ino(),
+        device: metadata.dev(),
+    })
+}
+
+/// Whether `path` is a regular file this store wrote with `identity` and nobody touched since
+/// (size, mtime, ctime, inode and device as right after the write; ctime cannot be set back):
+/// then writing it again would write the same bytes, and it is kept as it is.
+fn written_before(store: &Store, path: &Path, identity: &str) -> bool {
+    let (Some(key), Some(now)) = (output_key(path), output_row(path, identity.to_string())) else { return false };
+    store.database().output_file(&key).ok().flatten().is_some_and(|before| before == now)
+}
+
+/// Remembers what was just written at `path` (a regular file), for [`written_before`]. A
+/// failure to remember only costs a rewrite next time.
+fn remember_written(store: &Store, path: &Path, identity: String) {
+    let Some(key) = output_key(path) else { return };
+    let row = output_row(path, identity);
+    if let Err(error) = store.database().put_output_file(&key, row.as_ref()) {
+        tracing::debug!(%error, "could not remember the output `{key}`");
+    }
+}
+
 fn write_destination(
     destination: &Destination,
     cancel: &AtomicBool,

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use super::image::BuiltImage;
-use crate::oci::Reference;
 use crate::oci::manifest::ImageManifest;
+use crate::oci::{Digest, Reference};
 use crate::progress::Task;
 use crate::registry::Client;
 use crate::store::Store;
@@ -25,7 +25,7 @@ pub(crate) enum PushError {
 
 /// Layers of base images pulled from the same registry, by digest → their repository, so the
 /// push can mount them instead of uploading them.
-fn mount_sources(store: &Store, target: &Reference) -> HashMap<String, String> {
+fn mount_sources(store: &Store, target: &Reference) -> HashMap<Digest, String> {
     let mut sources = HashMap::new();
     let Ok(tags) = store.database().image_tags() else { return sources };
     for (key, manifest_digest) in tags {
@@ -34,6 +34,7 @@ fn mount_sources(store: &Store, target: &Reference) -> HashMap<String, String> {
         if pulled.registry != target.registry || pulled.repository == target.repository {
             continue;
         }
+        let Ok(manifest_digest) = Digest::parse(&manifest_digest) else { continue };
         let Ok(bytes) = std::fs::read(store.blob_path(&manifest_digest)) else { continue };
         let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { continue };
         for layer in manifest.layers {
@@ -50,8 +51,7 @@ pub(super) fn push(store: &Store, client: &Client, image: &BuiltImage, name: &st
     let mounts = mount_sources(store, &reference);
     for blob in image.layers.iter().chain([&image.config]) {
         let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(store.open_blob(&blob.digest)?)) };
-        let digest = blob.digest.clone();
-        let mut report = |done: u64, total: u64| task.status(&digest, done, Some(total), done >= total);
+        let mut report = |done: u64, total: u64| task.status(blob.digest.as_str(), done, Some(total), done >= total);
         let mount_from = mounts.get(&blob.digest).map(String::as_str);
         client.push_blob(&reference, &blob.digest, blob.size, mount_from, &mut open, &mut report).map_err(failed)?;
     }
@@ -62,7 +62,11 @@ pub(super) fn push(store: &Store, client: &Client, image: &BuiltImage, name: &st
     task.status(&id, 0, None, false);
     let pushed = client.push_manifest(&reference, &image.manifest.media_type, &manifest).map_err(failed)?;
     if pushed != image.manifest.digest {
-        return Err(PushError::DigestMismatch { name: name.into(), expected: image.manifest.digest.clone(), actual: pushed });
+        return Err(PushError::DigestMismatch {
+            name: name.into(),
+            expected: image.manifest.digest.to_string(),
+            actual: pushed.to_string(),
+        });
     }
     task.status(&id, 0, None, true);
     Ok(())

@@ -284,6 +284,17 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
                 None,
                 None,
             )),
+            NamedContext::Http(url) => {
+                let source = HttpSource { url: url.clone(), filename: super::HTTP_CONTEXT_FILE.into(), checksum: None };
+                Ok(lowering.graph.add(Op::Http(source), vec![], format!("[context {name}] {url}"), None, None))
+            }
+            NamedContext::DockerImage(reference) => {
+                let resolved = lowering
+                    .resolver
+                    .resolve_context_image(&name, &reference, &lowering.options.platform)
+                    .map_err(|error| DockerfileError::at(error.to_string(), span))?;
+                Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("[context {name}] {reference}"), None, None))
+            }
             NamedContext::OciLayout { path, selector } => {
                 let resolved = lowering
                     .resolver

@@ -13,9 +13,10 @@ use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::go_duration_nanoseconds;
 use crate::dockerfile::instruction::{Command, Healthcheck, Located, command, onbuild_expression};
 use crate::dockerfile::syntax::{Args, Span, parse_line};
-use crate::graph::{ContextSource, CopyAction, FileAction, MkdirAction, Op, Owner, VertexId};
+use crate::graph::{ContextSource, CopyAction, FileAction, HttpSource, MkdirAction, Op, Owner, VertexId};
 use crate::oci::Platform;
 use crate::oci::image_config::{Empty, Healthcheck as HealthcheckConfig, History, ImageDocument};
+use crate::ops::image::ResolveError;
 
 pub(super) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
@@ -135,10 +136,11 @@ pub(super) fn lower_stage(lowering: &mut Lowering, index: usize) -> Result<Stage
         base_from_context(lowering, &mut state, &context_name, &context, from.span, &platform)?;
         triggers = std::mem::take(&mut state.image.config.on_build);
     } else {
-        let resolved = lowering
-            .resolver
-            .resolve_reference(&base_name, &platform)
-            .map_err(|error| DockerfileError::at(error.to_string(), from.span))?;
+        let resolved = lowering.resolver.resolve_reference(&base_name, &platform).map_err(|error| match error {
+            // BuildKit's words: the name is a stage name until it parses as an image.
+            ResolveError::Reference(_) => DockerfileError::at(format!("failed to parse stage name \"{base_name}\": {error}"), from.span),
+            _ => DockerfileError::at(error.to_string(), from.span),
+        })?;
         let total = commands.iter().filter(|c| counts_as_step(&c.value)).count() + 1;
         state = new_state(index, label, display_name, total, 0, resolved.config.clone());
         state.image.created = None;
@@ -194,8 +196,8 @@ fn split_env(entry: &str) -> (String, String) {
     }
 }
 
-/// A base from a `--build-context`: a directory becomes the root filesystem, an OCI layout an
-/// image.
+/// A base from a `--build-context`: a directory becomes the root filesystem, an OCI layout or a
+/// `docker-image://` reference an image, an http(s) URL a root holding the file `/context`.
 fn base_from_context(
     lowering: &mut Lowering,
     state: &mut StageState,
@@ -234,6 +236,24 @@ fn base_from_context(
             // Inherited triggers count as steps; the total must be right before the first name.
             state.total += state.image.config.on_build.len();
             let name = state.step_name(&format!("FROM {}", resolved.display));
+            state.vertex = lowering.graph.add(Op::Image(resolved.source), vec![], name, origin(span), Some(state.stage_name.clone()));
+        }
+        NamedContext::Http(url) => {
+            let source = HttpSource { url: url.clone(), filename: super::HTTP_CONTEXT_FILE.into(), checksum: None };
+            let name = format!("[context {context_name}] {url}");
+            state.vertex = lowering.graph.add(Op::Http(source), vec![], name, origin(span), Some(state.stage_name.clone()));
+        }
+        NamedContext::DockerImage(reference) => {
+            let resolved = lowering
+                .resolver
+                .resolve_context_image(context_name, reference, platform)
+                .map_err(|error| DockerfileError::at(error.to_string(), span))?;
+            state.image = resolved.config.clone();
+            state.image.created = None;
+            state.total += state.image.config.on_build.len();
+            // BuildKit names the image after the context, without a step number (the total still
+            // counts it).
+            let name = format!("[context {context_name}] {reference}");
             state.vertex = lowering.graph.add(Op::Image(resolved.source), vec![], name, origin(span), Some(state.stage_name.clone()));
         }
     }

@@ -1,9 +1,10 @@
 //! The build graph: plain data, no I/O, no knowledge of Dockerfiles.
 //!
 //! A [`Graph`] is a DAG of [`Vertex`]es. Each vertex applies one [`Op`] to the outputs of its
-//! inputs. Its [`Digest`] is its identity inside one run: it hashes the op's canonical
-//! definition and the digests of the inputs, so two identical vertices (say, two stages that
-//! `COPY` the same files onto `scratch`) are added once and run once.
+//! inputs. Its digest (the shared `oci::Digest`, a sha256) is its identity inside one run: it
+//! hashes the op's canonical definition and the digests of the inputs, so two identical
+//! vertices (say, two stages that `COPY` the same files onto `scratch`) are added once and run
+//! once.
 //!
 //! The digest is *not* the cache key. Cache keys (see `solver::cache_key`) replace some inputs by
 //! what they resolve to at run time, such as the content digest of the context files a `COPY`
@@ -18,34 +19,11 @@ pub(crate) use op::{
 };
 
 use std::collections::HashMap;
-use std::fmt;
 
-use sha2::{Digest as _, Sha256};
+use crate::oci::{Digest, DigestHasher};
 
 /// Index of a vertex in its graph.
 pub(crate) type VertexId = usize;
-
-/// A `sha256:<hex>` digest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Digest(pub String);
-
-impl Digest {
-    /// The digest of some bytes.
-    pub(crate) fn of(bytes: &[u8]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
-    }
-
-    /// The hex part, without `sha256:`.
-    pub(crate) fn hex(&self) -> &str {
-        self.0.strip_prefix("sha256:").unwrap_or(&self.0)
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(&self.0)
-    }
-}
 
 /// Where a vertex comes from in the Dockerfile, for error snippets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,14 +67,14 @@ impl Graph {
         origin: Option<Origin>,
         stage: Option<String>,
     ) -> VertexId {
-        let mut hasher = Sha256::new();
+        let mut hasher = DigestHasher::sha256();
         hasher.update(b"rbuild.vertex.v1\0");
         hasher.update(op.definition().as_bytes());
         for input in &inputs {
             hasher.update(b"\0input\0");
-            hasher.update(self.vertices[*input].digest.0.as_bytes());
+            hasher.update(self.vertices[*input].digest.as_str().as_bytes());
         }
-        let digest = Digest(format!("sha256:{}", hex::encode(hasher.finalize())));
+        let digest = hasher.finish();
         if let Some(existing) = self.by_digest.get(&digest) {
             return *existing;
         }
@@ -162,7 +140,7 @@ mod tests {
         let mut graph = Graph::new();
         let scratch = graph.add(Op::Scratch, vec![], "scratch", None, None);
         let image = graph.add(
-            Op::Image(ImageSource::OciLayout { path: "/x".into(), manifest_digest: Digest::of(b"m"), reference: "x".into() }),
+            Op::Image(ImageSource::OciLayout { path: "/x".into(), manifest_digest: Digest::sha256_of(b"m"), reference: "x".into() }),
             vec![],
             "image",
             None,

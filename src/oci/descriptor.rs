@@ -2,23 +2,20 @@
 //! size, with annotations and, for a manifest in an index, its platform. One type for what
 //! rbuild writes (layouts, archives, pushes, cache manifests) and what it reads from registries.
 //!
-//! Invariant: a descriptor read from JSON has a digest in the only form safe to put in a URL or
-//! a path (`sha256:` and 64 lowercase hex digits, or `sha512:` and 128); `sha256:../x` never
-//! gets past deserialization.
+//! Invariant: a descriptor's digest is a [`Digest`], checked when read from JSON; `sha256:../x`
+//! never gets past deserialization.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
-use super::Platform;
+use super::{Digest, Platform};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
-    #[serde(deserialize_with = "checked_digest")]
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -30,20 +27,9 @@ pub struct Descriptor {
 
 impl Descriptor {
     /// A descriptor without annotations or platform.
-    pub fn new(media_type: impl Into<String>, digest: impl Into<String>, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.into(), digest: digest.into(), size, annotations: BTreeMap::new(), platform: None }
+    pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Descriptor {
+        Descriptor { media_type: media_type.into(), digest, size, annotations: BTreeMap::new(), platform: None }
     }
-}
-
-/// Whether `digest` is `sha256:` and 64 lowercase hex digits, or `sha512:` and 128: the
-/// algorithms rbuild can verify, in the only form safe to put in a URL or a path.
-pub fn is_valid_digest(digest: &str) -> bool {
-    let (hex, length) = match digest.split_once(':') {
-        Some(("sha256", hex)) => (hex, 64),
-        Some(("sha512", hex)) => (hex, 128),
-        _ => return false,
-    };
-    hex.len() == length && hex.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
 /// What go-digest's `Parse` says of `digest`, in its words (`ADD --checksum` shows them):
@@ -76,27 +62,13 @@ pub fn digest_problem(digest: &str) -> Option<&'static str> {
     None
 }
 
-/// The sha256 digest of `bytes`, as manifests name blobs (`sha256:` and 64 lowercase hex digits).
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-fn checked_digest<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let digest = String::deserialize(deserializer)?;
-    if !is_valid_digest(&digest) {
-        let shown: String = digest.chars().take(80).collect();
-        return Err(serde::de::Error::custom(format!("invalid digest `{shown}`")));
-    }
-    Ok(digest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn descriptors_serialize_as_buildkit_writes_them_and_refuse_unsafe_digests() {
-        let digest = format!("sha256:{}", "a".repeat(64));
+        let digest = Digest::sha256_of(b"a");
         let mut descriptor = Descriptor::new("application/vnd.oci.image.manifest.v1+json", digest.clone(), 3);
         descriptor.platform = Some(Platform::new("linux", "amd64", None));
         let json = serde_json::to_string(&descriptor).unwrap();
@@ -109,7 +81,6 @@ mod tests {
         assert_eq!(serde_json::from_str::<Descriptor>(&json).unwrap(), descriptor);
         let hostile = r#"{"mediaType":"x","digest":"sha256:../../etc","size":1}"#;
         assert!(serde_json::from_str::<Descriptor>(hostile).unwrap_err().to_string().contains("invalid digest"));
-        assert!(!is_valid_digest(&format!("sha256:{}", "A".repeat(64))));
     }
 
     /// go-digest's answers, as BuildKit gave them for `ADD --checksum=...`.

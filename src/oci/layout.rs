@@ -4,17 +4,17 @@
 //! directories, the cache's directory); the writers put files in place through `store::atomic`,
 //! which this module, under every other, cannot use.
 //!
-//! Invariants: a digest names a file under `blobs/` only when it is `algorithm:hex` in plain
-//! characters; anything else (`sha256:../x` from a hostile index) names `blobs/not-a-digest`, a
-//! file that never exists, so no digest reaches outside the layout. A blob read whole is checked
-//! against its digest as sha256 (a digest of another algorithm never matches).
+//! Invariants: a blob's file is `blobs/<algorithm>/<hex>` of its [`Digest`], which is checked
+//! when read from an index or manifest, so no digest reaches outside the layout (`sha256:../x`
+//! from a hostile index is refused before it names a file). A blob read whole is checked against
+//! its digest.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::descriptor::sha256_digest;
 use super::manifest::ImageIndex;
+use super::{Digest, DigestHasher};
 
 /// The file that marks a directory as a layout, and its content.
 pub(crate) const LAYOUT_FILE: &str = "oci-layout";
@@ -33,22 +33,16 @@ pub(crate) enum LayoutError {
     #[error("`{path}` is larger than {limit} bytes")]
     TooLarge { path: PathBuf, limit: u64 },
     #[error("`{path}` has digest `{actual}`, not `{expected}`")]
-    DigestMismatch { path: PathBuf, expected: String, actual: String },
+    DigestMismatch { path: PathBuf, expected: Digest, actual: Digest },
 }
 
-/// Where blob `digest` is, relative to the layout (`blobs/sha256/<hex>`); a digest without an
-/// algorithm is taken as sha256.
-pub(crate) fn blob_name(digest: &str) -> String {
-    let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-    let plain = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
-    if !plain(algorithm) || !plain(hex) {
-        return "blobs/not-a-digest".into();
-    }
-    format!("blobs/{algorithm}/{hex}")
+/// Where blob `digest` is, relative to the layout (`blobs/sha256/<hex>`).
+pub(crate) fn blob_name(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm(), digest.hex())
 }
 
 /// Where blob `digest` is in the layout directory `layout`.
-pub(crate) fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+pub(crate) fn blob_path(layout: &Path, digest: &Digest) -> PathBuf {
     layout.join(blob_name(digest))
 }
 
@@ -60,7 +54,7 @@ pub(crate) fn read_index(layout: &Path) -> Result<ImageIndex, LayoutError> {
 }
 
 /// Blob `digest` read whole (at most `limit` bytes) and checked against its digest.
-pub(crate) fn read_blob(layout: &Path, digest: &str, limit: u64) -> Result<Vec<u8>, LayoutError> {
+pub(crate) fn read_blob(layout: &Path, digest: &Digest, limit: u64) -> Result<Vec<u8>, LayoutError> {
     let path = blob_path(layout, digest);
     let read_error = |source| LayoutError::Read { path: path.clone(), source };
     let file = File::open(&path).map_err(read_error)?;
@@ -69,9 +63,11 @@ pub(crate) fn read_blob(layout: &Path, digest: &str, limit: u64) -> Result<Vec<u
     if bytes.len() as u64 > limit {
         return Err(LayoutError::TooLarge { path, limit });
     }
-    let actual = sha256_digest(&bytes);
-    if actual != digest {
-        return Err(LayoutError::DigestMismatch { path, expected: digest.into(), actual });
+    let mut hasher = DigestHasher::for_digest(digest);
+    hasher.update(&bytes);
+    let actual = hasher.finish();
+    if actual != *digest {
+        return Err(LayoutError::DigestMismatch { path, expected: digest.clone(), actual });
     }
     Ok(bytes)
 }
@@ -81,21 +77,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digests_name_files_inside_the_layout_only() {
-        let hex = "a".repeat(64);
-        assert_eq!(blob_name(&format!("sha256:{hex}")), format!("blobs/sha256/{hex}"));
-        assert_eq!(blob_name(&hex), format!("blobs/sha256/{hex}"));
-        for hostile in ["sha256:../../etc/passwd", "../x:abc", "sha256:", ":abc", "sha256:a/b"] {
-            assert_eq!(blob_name(hostile), "blobs/not-a-digest", "{hostile}");
-        }
-        assert_eq!(blob_path(Path::new("/layout"), "sha256:..").to_str(), Some("/layout/blobs/not-a-digest"));
+    fn digests_name_files_by_algorithm_and_hex() {
+        let digest = Digest::sha256_of(b"");
+        assert_eq!(blob_name(&digest), format!("blobs/sha256/{}", digest.hex()));
+        let path = blob_path(Path::new("/layout"), &digest);
+        assert_eq!(path, Path::new("/layout/blobs/sha256").join(digest.hex()));
     }
 
     #[test]
     fn blobs_are_read_checked_and_bounded() {
         let layout = tempfile::tempdir().unwrap();
         let bytes = b"{}";
-        let digest = sha256_digest(bytes);
+        let digest = Digest::sha256_of(bytes);
         let path = blob_path(layout.path(), &digest);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();

@@ -104,10 +104,11 @@ fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Descr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::Digest;
     use crate::oci::media_types::{DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP};
 
-    fn digest(character: char) -> String {
-        format!("sha256:{}", character.to_string().repeat(64))
+    fn digest(character: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", character.to_string().repeat(64))).unwrap()
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The vocabulary every other module shares about images: references, media types, platforms,
-//! descriptors, manifests, the image config and OCI layouts (and, as issue 11 goes on,
-//! digests). Plain data and pure functions, but for reading a layout's files (and the in-root resolver,
-//! which reads through the tree its caller gives); imports nothing of
-//! the crate, so every module may use it.
+//! digests, descriptors, manifests, the image config and OCI layouts. Plain data and pure
+//! functions, but for reading a layout's files (and the in-root resolver, which reads through
+//! the tree its caller gives); imports nothing of the crate, so every module may use it.
 //!
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
@@ -10,10 +9,12 @@
 //! | `compression.rs` | a layer's compression: its name, its media type               |
 //! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
+//! | `digest.rs`      | `sha256:<hex>`: checked digests, diff ids, the hasher         |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
 //! | `manifest.rs`    | image manifests and indexes (OCI's and Docker's), as written  |
 //! | `layout.rs`      | OCI layouts: `index.json`, blob paths that stay inside, reads |
 //! | `media_types.rs` | the media types of manifests, indexes, configs and layers     |
+//! | `passwd.rs`      | `/etc/passwd` and `/etc/group` as runc reads them (USER, --chown) |
 //! | `path.rs`        | slash paths cleaned as Go's `path.Clean`, in a root or absolute |
 //! | `root_path.rs`   | paths resolved in a root, symlinks followed inside it: one walk |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
@@ -22,11 +23,13 @@
 
 pub mod compression;
 pub mod descriptor;
+pub mod digest;
 mod go_quote;
 pub mod image_config;
 pub mod layout;
 pub mod manifest;
 pub mod media_types;
+pub mod passwd;
 pub mod path;
 pub mod platform;
 pub mod reference;
@@ -36,6 +39,7 @@ pub mod units;
 
 pub use compression::Compression;
 pub use descriptor::Descriptor;
+pub use digest::{DiffId, Digest, DigestHasher, InvalidDigest};
 pub use go_quote::go_quote;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

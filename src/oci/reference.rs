@@ -4,12 +4,24 @@
 //! [`Reference`] always has a tag or a digest (a bare name gets `latest`), and its repository is
 //! lowercase and valid. Used for `FROM`, `-t` names, `--cache-to/--cache-from` refs and pushes.
 
-/// A text that is no image reference, with why.
+/// A text that is no image reference, with why. An upper-case repository is said in Docker's
+/// (and BuildKit's) words, `repository name (library/UPPER) must be lowercase`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid reference format: `{text}`: {reason}")]
+#[error("invalid reference format: {}", self.explained())]
 pub struct ReferenceError {
     pub text: String,
     pub reason: &'static str,
+    /// The normalized repository, for the upper-case message.
+    pub repository: Option<String>,
+}
+
+impl ReferenceError {
+    fn explained(&self) -> String {
+        match &self.repository {
+            Some(repository) => format!("repository name ({repository}) {}", self.reason),
+            None => format!("`{}`: {}", self.text, self.reason),
+        }
+    }
 }
 
 pub const DOCKER_HUB: &str = "docker.io";
@@ -28,7 +40,7 @@ pub struct Reference {
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
-        let invalid = |reason| ReferenceError { text: text.to_string(), reason };
+        let invalid = |reason| ReferenceError { text: text.to_string(), reason, repository: None };
         if text.is_empty() {
             return Err(invalid("empty reference"));
         }
@@ -55,7 +67,7 @@ impl Reference {
         let repository = if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
 
         if repository.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(invalid("repository name must be lowercase"));
+            return Err(ReferenceError { repository: Some(repository), ..invalid("must be lowercase") });
         }
         if !valid_repository(&repository) {
             return Err(invalid("invalid repository name"));
@@ -245,6 +257,6 @@ mod tests {
             assert!(Reference::parse(input).is_err(), "{input:?} should be rejected");
         }
         let error = Reference::parse("Busybox").unwrap_err().to_string();
-        assert_eq!(error, "invalid reference format: `Busybox`: repository name must be lowercase");
+        assert_eq!(error, "invalid reference format: repository name (library/Busybox) must be lowercase");
     }
 }

@@ -347,7 +347,7 @@ fn prepare_mounts(op: &ExecOp, inputs: &[Output], environment: &Environment) -> 
 fn seed_identity(input: &Output, source: &str, environment: &Environment) -> Result<String, OpError> {
     Ok(match input {
         Output::Layers(layers) => {
-            crate::graph::Digest::of(layers.iter().map(|layer| layer.diff_id.as_str()).collect::<Vec<_>>().join(",").as_bytes())
+            crate::oci::Digest::sha256_of(layers.iter().map(|layer| layer.diff_id.as_str()).collect::<Vec<_>>().join(",").as_bytes())
                 .hex()
                 .to_string()
         }

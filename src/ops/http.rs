@@ -27,11 +27,10 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
-use sha2::{Digest as _, Sha256};
-
 use super::layer::{self, Layer};
 use super::{CacheInput, Environment, OpError};
 use crate::graph::HttpSource;
+use crate::oci::DigestHasher;
 use crate::registry::Validators;
 use crate::store::database::HttpSourceRow;
 
@@ -106,7 +105,7 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     let path = directory.path().join(&source.filename);
     let write_error = |error: std::io::Error| HttpError::Write { url: source.url.clone(), source: error };
     let file = std::fs::File::create(&path).map_err(write_error)?;
-    let mut hashing = HashingWriter { inner: std::io::BufWriter::new(file), hasher: Sha256::new() };
+    let mut hashing = HashingWriter { inner: std::io::BufWriter::new(file), hasher: DigestHasher::sha256() };
     let downloaded = client
         .download(&source.url, &mut hashing, &mut |done, total| (environment.status)(&source.url, done, total, false))
         .map_err(|error| match error {
@@ -115,11 +114,11 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     })?;
     let HashingWriter { inner, hasher } = hashing;
     inner.into_inner().map_err(|error| write_error(error.into_error()))?.sync_all().map_err(write_error)?;
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let digest = hasher.finish();
     if let Some(expected) = &source.checksum
-        && *expected != digest
+        && digest != expected.as_str()
     {
-        return Err(HttpError::ChecksumMismatch { actual: digest, expected: expected.clone() }.into());
+        return Err(HttpError::ChecksumMismatch { actual: digest.to_string(), expected: expected.clone() }.into());
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(write_error)?;
     let seconds = downloaded.last_modified.as_deref().and_then(crate::oci::time::parse_http_date).unwrap_or(0);
@@ -133,8 +132,8 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
         url: source.url.clone(),
         etag: downloaded.etag,
         last_modified: downloaded.last_modified,
-        digest,
-        diff_id: layer.diff_id.clone(),
+        digest: digest.to_string(),
+        diff_id: layer.diff_id.to_string(),
         fetched_at: crate::store::now(),
     };
     environment.store.database().put_http_source(&row).map_err(crate::store::StoreError::from)?;
@@ -144,7 +143,7 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
 /// Passes bytes on and hashes them.
 struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: DigestHasher,
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -21,16 +21,14 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sha2::{Digest as _, Sha256};
-
 use super::layer::Layer;
 use super::{CacheInput, Environment};
-use crate::graph::{Digest, ImageSource};
+use crate::graph::ImageSource;
 use crate::oci::image_config::ImageDocument;
 use crate::oci::layout::{self, LayoutError, REF_NAME};
 use crate::oci::manifest::{ImageIndex, ImageManifest};
 use crate::oci::media_types::{OCI_CONFIG, is_index};
-use crate::oci::{Descriptor, Platform, Reference};
+use crate::oci::{Descriptor, DiffId, Digest, DigestHasher, Platform, Reference};
 use crate::registry::Client;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
 use crate::store::{BlobRow, LayerRow, Store, now};
@@ -46,7 +44,7 @@ pub(crate) enum ImageError {
     #[error("no manifest for platform `{platform}` in `{reference}`")]
     NoPlatform { reference: String, platform: String },
     #[error("blob `{expected}` of `{path}` has digest `{actual}`")]
-    DigestMismatch { path: String, expected: String, actual: String },
+    DigestMismatch { path: String, expected: Digest, actual: Digest },
     #[error("failed to unpack layer `{digest}`")]
     Extract { digest: String, source: crate::snapshot::extract::ExtractError },
     #[error(transparent)]
@@ -106,14 +104,14 @@ pub(crate) fn resolve_oci_layout(path: &Path, selector: &str, platform: &Platfor
     let config = serde_json::from_slice(&config).map_err(|error| ResolveError::LayoutConfig { path: path.display().to_string(), error })?;
     Ok(ResolvedImage {
         display: format!("{reference}@{manifest_digest}"),
-        source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest: Digest(manifest_digest), reference },
+        source: ImageSource::OciLayout { path: path.to_path_buf(), manifest_digest, reference },
         config,
     })
 }
 
 /// The manifest `selector` picks in the layout at `path` (for the platform, in a nested index):
 /// the reference as users see it, the manifest's digest, and its raw config.
-fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<(String, String, Vec<u8>), ImageError> {
+fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<(String, Digest, Vec<u8>), ImageError> {
     let path_text = path.display().to_string();
     let unreadable = |message: &str| ImageError::Invalid { path: path_text.clone(), message: message.into() };
     let index = layout::read_index(path).map_err(|error| match error {
@@ -131,7 +129,7 @@ fn choose_in_layout(path: &Path, selector: &str, platform: &Platform) -> Result<
     let manifests = &index.manifests;
     let chosen = manifests.iter().find(|descriptor| {
         if let Some(digest) = &digest {
-            return descriptor.digest == *digest;
+            return descriptor.digest == digest.as_str();
         }
         let name = descriptor.annotations.get(REF_NAME).map(String::as_str);
         match (&tag, name) {
@@ -186,7 +184,7 @@ pub(crate) fn resolve_registry(
     let (manifest_digest, config) = registry_metadata(store, registry, reference, &name, platform, pull)
         .map_err(|cause| ResolveError::Metadata { name: name.clone(), cause })?;
     Ok(ResolvedImage {
-        source: ImageSource::Registry { reference: name.clone(), manifest_digest: Digest(manifest_digest.clone()) },
+        source: ImageSource::Registry { reference: name.clone(), manifest_digest: manifest_digest.clone() },
         display: format!("{name}@{manifest_digest}"),
         config,
     })
@@ -200,10 +198,11 @@ fn registry_metadata(
     name: &str,
     platform: &Platform,
     pull: bool,
-) -> Result<(String, ImageDocument), MetadataError> {
+) -> Result<(Digest, ImageDocument), MetadataError> {
     let key = format!("{name} {platform}");
     let known = if pull { None } else { store.database().image_tag(&key)? };
     let cached = known.and_then(|(manifest, config, _)| {
+        let (manifest, config) = (Digest::parse(&manifest).ok()?, Digest::parse(&config).ok()?);
         store.read_blob(&manifest)?;
         Some((manifest, store.read_blob(&config)?))
     });
@@ -222,17 +221,9 @@ fn registry_metadata(
             for (digest, size, media_type) in
                 [(&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()), (&config, resolved.config.len(), OCI_CONFIG)]
             {
-                database.put_blob(&BlobRow {
-                    digest: digest.clone(),
-                    diff_id: String::new(),
-                    compression: "none".into(),
-                    level: 0,
-                    media_type: media_type.into(),
-                    size: size as u64,
-                    last_used_at: now,
-                })?;
+                database.put_blob(&BlobRow::metadata(digest.to_string(), size as u64, media_type, now))?;
             }
-            database.put_image_tag(&key, &manifest, &config, now)?;
+            database.put_image_tag(&key, manifest.as_str(), config.as_str(), now)?;
             (manifest, resolved.config)
         }
     };
@@ -246,7 +237,7 @@ const READ_FAILED: &str = "io operation failed";
 const PARSE_FAILED: &str = "serde failed";
 
 /// Reads a small blob of a layout and checks its digest.
-fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
+fn read_blob(layout: &Path, digest: &Digest) -> Result<Vec<u8>, ImageError> {
     layout::read_blob(layout, digest, u64::MAX).map_err(|error| match error {
         LayoutError::Read { path, source } => ImageError::Read { path: path.display().to_string(), source },
         LayoutError::DigestMismatch { path, expected, actual } => {
@@ -259,7 +250,7 @@ fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
 pub(crate) fn cache_inputs(source: &ImageSource) -> Vec<CacheInput> {
     match source {
         ImageSource::OciLayout { manifest_digest, .. } | ImageSource::Registry { manifest_digest, .. } => {
-            vec![("image".into(), manifest_digest.0.clone())]
+            vec![("image".into(), manifest_digest.to_string())]
         }
     }
 }
@@ -270,7 +261,7 @@ pub(crate) fn run(source: &ImageSource, environment: &Environment) -> Result<Vec
         ImageSource::OciLayout { path, manifest_digest, reference } => (path, manifest_digest, reference),
         ImageSource::Registry { reference, manifest_digest } => return pull(reference, manifest_digest, environment),
     };
-    let manifest_bytes = read_blob(path, &manifest_digest.0)?;
+    let manifest_bytes = read_blob(path, manifest_digest)?;
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|_| ImageError::Invalid { path: path.display().to_string(), message: PARSE_FAILED.into() })?;
     let config_bytes = read_blob(path, &manifest.config.digest)?;
@@ -286,29 +277,26 @@ pub(crate) fn run(source: &ImageSource, environment: &Environment) -> Result<Vec
 /// put them there), the layer blobs from the registry, each only when its diff id is new.
 fn pull(reference: &str, manifest_digest: &Digest, environment: &Environment) -> Result<Vec<Layer>, ImageError> {
     let store = environment.store;
-    let read = |digest: &str| -> Result<Vec<u8>, ImageError> {
+    let read = |digest: &Digest| -> Result<Vec<u8>, ImageError> {
         let path = store.blob_path(digest);
         let bytes = std::fs::read(&path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
-        if Digest::of(&bytes).0 != digest {
-            return Err(ImageError::DigestMismatch {
-                path: path.display().to_string(),
-                expected: digest.into(),
-                actual: Digest::of(&bytes).0,
-            });
+        let actual = Digest::sha256_of(&bytes);
+        if actual != *digest {
+            return Err(ImageError::DigestMismatch { path: path.display().to_string(), expected: digest.clone(), actual });
         }
         Ok(bytes)
     };
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
     // The resolver read this manifest from the registry (`AnyManifest`) before it stored it.
-    let manifest: ImageManifest = serde_json::from_slice(&read(&manifest_digest.0)?).map_err(|error| invalid(error.to_string()))?;
+    let manifest: ImageManifest = serde_json::from_slice(&read(manifest_digest)?).map_err(|error| invalid(error.to_string()))?;
     let config_bytes = read(&manifest.config.digest)?;
     let descriptors = manifest.layers;
     let client = environment.registry.ok_or_else(|| invalid("no registry client".into()))?;
     let parsed = Reference::parse(reference).map_err(|error| invalid(error.to_string()))?;
-    let sizes: std::collections::HashMap<String, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
+    let sizes: std::collections::HashMap<Digest, u64> = descriptors.iter().map(|d| (d.digest.clone(), d.size)).collect();
     import_layers(environment, reference, &config_bytes, &descriptors, &|digest, out| {
         let size = sizes.get(digest).copied();
-        let mut progress = |done: u64, total: u64| (environment.status)(digest, done, Some(total), done >= total && total > 0);
+        let mut progress = |done: u64, total: u64| (environment.status)(digest.as_str(), done, Some(total), done >= total && total > 0);
         client
             .fetch_blob(&parsed, digest, size, out, &mut progress)
             .map_err(|error| ImageError::Pull { reference: reference.to_string(), message: error.to_string() })
@@ -322,15 +310,15 @@ const PARALLEL_FETCHES: usize = 4;
 pub(crate) fn fetch_blob(
     store: &Store,
     reference: &str,
-    digest: &str,
-    fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
-) -> Result<(String, u64), ImageError> {
+    digest: &Digest,
+    fetch: &(dyn Fn(&Digest, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
+) -> Result<(Digest, u64), ImageError> {
     let mut writer = store.blob_writer()?;
     fetch(digest, &mut writer)?;
     let (stored_digest, size) = writer.finish()?;
-    if stored_digest != digest {
+    if stored_digest != *digest {
         let _ = std::fs::remove_file(store.blob_path(&stored_digest));
-        return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: digest.into(), actual: stored_digest });
+        return Err(ImageError::DigestMismatch { path: reference.to_string(), expected: digest.clone(), actual: stored_digest });
     }
     Ok((stored_digest, size))
 }
@@ -344,13 +332,15 @@ pub(crate) fn import_layers(
     reference: &str,
     config_bytes: &[u8],
     descriptors: &[Descriptor],
-    fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
+    fetch: &(dyn Fn(&Digest, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
 ) -> Result<Vec<Layer>, ImageError> {
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
     let config: serde_json::Value = serde_json::from_slice(config_bytes).map_err(|error| invalid(error.to_string()))?;
-    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+    let diff_ids: Vec<DiffId> = config["rootfs"]["diff_ids"]
         .as_array()
-        .map(|ids| ids.iter().filter_map(|id| id.as_str().map(String::from)).collect())
+        .map(|ids| ids.iter().filter_map(|id| id.as_str()).map(DiffId::parse).collect::<Result<_, _>>())
+        .transpose()
+        .map_err(|error| invalid(error.to_string()))?
         .unwrap_or_default();
     if diff_ids.len() != descriptors.len() {
         return Err(invalid(format!("{} layers but {} diff ids", descriptors.len(), diff_ids.len())));
@@ -373,7 +363,7 @@ pub(crate) fn import_layers(
 #[derive(Debug, Clone)]
 pub(crate) struct LayerBlob {
     pub blob: Descriptor,
-    pub diff_id: String,
+    pub diff_id: DiffId,
     /// The layer's creation time when known (a cached step's), else now.
     pub created_at: Option<i64>,
     pub from_image: bool,
@@ -381,7 +371,7 @@ pub(crate) struct LayerBlob {
 }
 
 /// A blob in the store: (its stored digest, its size).
-type FetchedBlob = (String, u64);
+type FetchedBlob = (Digest, u64);
 
 /// Fetches (a few at once), verifies, unpacks and records the layers the store lacks; `name`
 /// names where they come from in errors. Each unpacking is a status `extracting <blob digest>`,
@@ -392,7 +382,7 @@ pub(crate) fn unpack_layers(
     cancel: &AtomicBool,
     name: &str,
     layers: &[LayerBlob],
-    fetch: &(dyn Fn(&str, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
+    fetch: &(dyn Fn(&Digest, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
     status: &super::lazy::Status,
 ) -> Result<Vec<Layer>, ImageError> {
     let invalid = |message: String| ImageError::Invalid { path: name.to_string(), message };
@@ -401,7 +391,7 @@ pub(crate) fn unpack_layers(
     // (a fetch mostly waits on the network), a few at once.
     let mut known = Vec::with_capacity(layers.len());
     for layer in layers {
-        let row = store.database().layer(&layer.diff_id)?;
+        let row = store.database().layer(layer.diff_id.as_str())?;
         known.push(row.filter(|_| store.snapshot_path(&layer.diff_id).is_dir()));
     }
     let missing: Vec<usize> = (0..layers.len()).filter(|index| known[*index].is_none()).collect();
@@ -443,17 +433,17 @@ pub(crate) fn unpack_layers(
         let extracting = format!("extracting {blob_digest}");
         status(&extracting, 0, None, false);
         let directory = store.temp_dir("layer-")?;
-        let blob =
-            File::open(store.blob_path(&stored_digest)).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
-        let reader = decompressed(blob).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
-        let mut hashing = HashingReader { inner: reader, hasher: Sha256::new() };
+        let read_error = |source| ImageError::Read { path: stored_digest.to_string(), source };
+        let blob = File::open(store.blob_path(&stored_digest)).map_err(read_error)?;
+        let reader = decompressed(blob).map_err(read_error)?;
+        let mut hashing = HashingReader { inner: reader, hasher: DigestHasher::sha256() };
         extract(&mut hashing, directory.path(), &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: archive_ownership() })
-            .map_err(|source| ImageError::Extract { digest: blob_digest.clone(), source })?;
+            .map_err(|source| ImageError::Extract { digest: blob_digest.to_string(), source })?;
         // Tar readers stop at the end-of-archive marker; hash any padding after it too.
-        io::copy(&mut hashing, &mut io::sink()).map_err(|source| ImageError::Read { path: stored_digest.clone(), source })?;
-        let actual = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
-        if &actual != diff_id {
-            return Err(ImageError::DigestMismatch { path: name.to_string(), expected: diff_id.clone(), actual });
+        io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
+        let actual = hashing.hasher.finish();
+        if actual != *diff_id.digest() {
+            return Err(ImageError::DigestMismatch { path: name.to_string(), expected: diff_id.digest().clone(), actual });
         }
         let snapshot = store.commit_snapshot(directory, diff_id)?;
         status(&extracting, 0, None, true);
@@ -462,7 +452,7 @@ pub(crate) fn unpack_layers(
             .map_err(|source| ImageError::Read { path: snapshot.display().to_string(), source })?;
         let mut database = store.database();
         database.put_layer(&LayerRow {
-            diff_id: diff_id.clone(),
+            diff_id: diff_id.to_string(),
             size: size_on_disk,
             created_at: layer.created_at.unwrap_or(now),
             last_used_at: now,
@@ -470,15 +460,15 @@ pub(crate) fn unpack_layers(
             description: layer.description.clone(),
         })?;
         database.put_blob(&BlobRow {
-            digest: stored_digest,
-            diff_id: diff_id.clone(),
+            digest: stored_digest.to_string(),
+            diff_id: diff_id.to_string(),
             compression: crate::oci::Compression::of_media_type(&layer.blob.media_type).name().into(),
             level: -1,
             media_type: layer.blob.media_type.clone(),
             size,
             last_used_at: now,
         })?;
-        let created_at = database.layer(diff_id)?.map(|row| row.created_at).unwrap_or(now);
+        let created_at = database.layer(diff_id.as_str())?.map(|row| row.created_at).unwrap_or(now);
         unpacked.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at, remote: None });
     }
     Ok(unpacked)
@@ -492,7 +482,7 @@ pub(super) fn archive_ownership() -> Ownership {
 
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: DigestHasher,
 }
 
 impl<R: Read> Read for HashingReader<R> {

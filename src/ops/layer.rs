@@ -8,14 +8,14 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use crate::oci::DiffId;
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::store::usage::tree_size;
 use crate::store::{LayerRow, Store, StoreError, now};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Layer {
-    /// `sha256:` of the uncompressed tar.
-    pub diff_id: String,
+    pub diff_id: DiffId,
     /// The snapshot directory.
     pub path: PathBuf,
     /// When the layer was first made: its history timestamp.
@@ -61,28 +61,30 @@ pub(crate) fn commit(
     let size = tree_size(&path).map_err(|source| LayerError::Size { path: path.display().to_string(), source })?;
     let now = now();
     store.database().put_layer(&LayerRow {
-        diff_id: summary.diff_id.clone(),
+        diff_id: summary.diff_id.to_string(),
         size,
         created_at: now,
         last_used_at: now,
         from_image,
         description: description.to_string(),
     })?;
-    let created_at = store.database().layer(&summary.diff_id)?.map(|row| row.created_at).unwrap_or(now);
+    let created_at = store.database().layer(summary.diff_id.as_str())?.map(|row| row.created_at).unwrap_or(now);
     Ok(Layer { diff_id: summary.diff_id, path, created_at, remote: None })
 }
 
-/// The layers of a record, if every one is still in the store (else the record is a miss).
+/// The layers of a record (its diff ids as the database keeps them), if every one is still in
+/// the store (else the record is a miss; so is one whose diff id is not a digest).
 pub(crate) fn load(store: &Store, diff_ids: &[String]) -> Result<Option<Vec<Layer>>, StoreError> {
     let database = store.database();
     let mut layers = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let Some(row) = database.layer(diff_id)? else { return Ok(None) };
-        let path = store.snapshot_path(diff_id);
+    for text in diff_ids {
+        let Ok(diff_id) = DiffId::parse(text) else { return Ok(None) };
+        let Some(row) = database.layer(text)? else { return Ok(None) };
+        let path = store.snapshot_path(&diff_id);
         if !path.is_dir() {
             return Ok(None);
         }
-        layers.push(Layer { diff_id: diff_id.clone(), path, created_at: row.created_at, remote: None });
+        layers.push(Layer { diff_id, path, created_at: row.created_at, remote: None });
     }
     Ok(Some(layers))
 }

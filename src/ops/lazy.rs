@@ -20,16 +20,16 @@ use std::sync::atomic::AtomicBool;
 use super::CacheInput;
 use super::image::{ImageError, LayerBlob, archive_ownership, fetch_blob, unpack_layers};
 use super::layer::Layer;
-use crate::oci::Descriptor;
+use crate::oci::{Descriptor, DiffId, Digest};
 use crate::snapshot::extract::{ExtractOptions, WhiteoutMode, decompressed, extract};
-use crate::store::{BlobRow, Store, StoreError, now};
+use crate::store::{BlobRow, CacheKey, Store, StoreError, now};
 
 /// Where the blobs of an imported cache are read from: a registry repository or an OCI layout.
 pub(crate) trait BlobSource: Send + Sync {
     /// Names the source in messages: the reference, or the directory.
     fn name(&self) -> &str;
     /// Writes the bytes of blob `digest` to `out`, reporting (bytes done, total).
-    fn fetch(&self, digest: &str, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String>;
+    fn fetch(&self, digest: &Digest, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String>;
     /// (registry, repository) for a registry source: a push to another repository of the same
     /// registry can mount the blob instead of uploading it.
     fn registry_repository(&self) -> Option<(String, String)> {
@@ -69,7 +69,7 @@ pub(crate) struct RemoteRecord {
 
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteLayer {
-    pub diff_id: String,
+    pub diff_id: DiffId,
     /// When the layer was first made (its history time), on whichever machine made it.
     pub created_at: i64,
     pub blob: RemoteBlob,
@@ -79,20 +79,20 @@ pub(crate) struct RemoteLayer {
 /// given wins.
 #[derive(Debug, Default)]
 pub(crate) struct ImportedCache {
-    pub records: HashMap<String, RemoteRecord>,
+    pub records: HashMap<CacheKey, RemoteRecord>,
     /// `RUN --mount=type=cache` directories by id (exported with `cache-mounts=true`).
     pub mounts: HashMap<String, RemoteBlob>,
 }
 
 impl ImportedCache {
     /// The record of `key` and its layers: those the store has as they are, the others lazy.
-    pub(crate) fn layers(&self, store: &Store, key: &str) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
+    pub(crate) fn layers(&self, store: &Store, key: &CacheKey) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
         let Some(record) = self.records.get(key) else { return Ok(None) };
         let database = store.database();
         let mut layers = Vec::with_capacity(record.layers.len());
         for layer in &record.layers {
             let path = store.snapshot_path(&layer.diff_id);
-            let known = database.layer(&layer.diff_id)?.filter(|_| path.is_dir());
+            let known = database.layer(layer.diff_id.as_str())?.filter(|_| path.is_dir());
             layers.push(match known {
                 Some(row) => Layer { diff_id: layer.diff_id.clone(), path, created_at: row.created_at, remote: None },
                 None => Layer { diff_id: layer.diff_id.clone(), path, created_at: layer.created_at, remote: Some(layer.blob.clone()) },
@@ -111,7 +111,7 @@ pub(crate) fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, 
     if !lazy.contains(&true) {
         return Ok(layers.to_vec());
     }
-    let mut sources: HashMap<String, RemoteBlob> = HashMap::new();
+    let mut sources: HashMap<Digest, RemoteBlob> = HashMap::new();
     let mut wanted = Vec::new();
     for (layer, _) in layers.iter().zip(&lazy).filter(|(_, lazy)| **lazy) {
         let Some(remote) = &layer.remote else { continue };
@@ -124,8 +124,9 @@ pub(crate) fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, 
             description: format!("imported from {}", remote.source.name()),
         });
     }
-    let fetch = |digest: &str, out: &mut dyn Write| -> Result<(), ImageError> {
-        let remote = sources.get(digest).ok_or_else(|| ImageError::Pull { reference: digest.into(), message: "unknown blob".into() })?;
+    let fetch = |digest: &Digest, out: &mut dyn Write| -> Result<(), ImageError> {
+        let remote =
+            sources.get(digest).ok_or_else(|| ImageError::Pull { reference: digest.to_string(), message: "unknown blob".into() })?;
         fetch_remote(remote, out, status)
     };
     let name = wanted.first().map(|layer| sources[&layer.blob.digest].source.name().to_string()).unwrap_or_default();
@@ -140,15 +141,18 @@ pub(crate) fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, 
 
 /// The compressed blob of a lazy layer, fetched into the store and recorded like a base
 /// image's blob (level -1), so every export with its compression reuses the same digest.
-pub(crate) fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<BlobRow, ImageError> {
-    if let Some(row) = store.database().blob(&remote.blob.digest)?.filter(|row| store.blob_is_intact(&row.digest, row.size)) {
-        return Ok(row);
+/// Returns the blob's digest and size.
+pub(crate) fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<(Digest, u64), ImageError> {
+    // The row is the blob's: it was looked up by its digest.
+    let known = store.database().blob(remote.blob.digest.as_str())?;
+    if let Some(row) = known.filter(|row| store.blob_is_intact(&remote.blob.digest, row.size)) {
+        return Ok((remote.blob.digest.clone(), row.size));
     }
-    let fetch = |_: &str, out: &mut dyn Write| fetch_remote(remote, out, status);
+    let fetch = |_: &Digest, out: &mut dyn Write| fetch_remote(remote, out, status);
     let (digest, size) = fetch_blob(store, remote.source.name(), &remote.blob.digest, &fetch)?;
     let row = BlobRow {
-        digest,
-        diff_id: layer.diff_id.clone(),
+        digest: digest.to_string(),
+        diff_id: layer.diff_id.to_string(),
         compression: crate::oci::Compression::of_media_type(&remote.blob.media_type).name().into(),
         level: -1,
         media_type: remote.blob.media_type.clone(),
@@ -156,23 +160,23 @@ pub(crate) fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob
         last_used_at: now(),
     };
     store.database().put_blob(&row)?;
-    Ok(row)
+    Ok((digest, size))
 }
 
 /// Unpacks a cache mount's tar blob into `directory` (which must not exist yet). The blob is
 /// verified against its digest before anything is unpacked, and not kept.
 pub(crate) fn unpack_mount(store: &Store, remote: &RemoteBlob, directory: &Path, status: &Status) -> Result<(), ImageError> {
-    let fetch = |_: &str, out: &mut dyn Write| fetch_remote(remote, out, status);
+    let fetch = |_: &Digest, out: &mut dyn Write| fetch_remote(remote, out, status);
     let (digest, _) = fetch_blob(store, remote.source.name(), &remote.blob.digest, &fetch)?;
     let blob_path = store.blob_path(&digest);
     let unpacked = (|| {
         let read_error = |source| ImageError::Read { path: blob_path.display().to_string(), source };
         let reader = decompressed(File::open(&blob_path).map_err(read_error)?).map_err(read_error)?;
         extract(reader, directory, &ExtractOptions { whiteouts: WhiteoutMode::Literal, ownership: archive_ownership() })
-            .map_err(|source| ImageError::Extract { digest: digest.clone(), source })
+            .map_err(|source| ImageError::Extract { digest: digest.to_string(), source })
     })();
     // A blob without a row would wait for `prune`; this one is of no further use.
-    if store.database().blob(&digest)?.is_none() {
+    if store.database().blob(digest.as_str())?.is_none() {
         let _ = std::fs::remove_file(&blob_path);
     }
     unpacked.map(|_| ())
@@ -180,7 +184,7 @@ pub(crate) fn unpack_mount(store: &Store, remote: &RemoteBlob, directory: &Path,
 
 fn fetch_remote(remote: &RemoteBlob, out: &mut dyn Write, status: &Status) -> Result<(), ImageError> {
     let digest = &remote.blob.digest;
-    let mut progress = |done: u64, total: u64| status(digest, done, Some(total), done >= total && total > 0);
+    let mut progress = |done: u64, total: u64| status(digest.as_str(), done, Some(total), done >= total && total > 0);
     remote
         .source
         .fetch(digest, remote.blob.size, out, &mut progress)

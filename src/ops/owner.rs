@@ -2,9 +2,11 @@
 //! /etc/group as BuildKit's file op does (`readUser`): a number is used as is, and a numeric
 //! user without a group also gives the group; a name is looked up, and a name that is not found
 //! (or a missing file) is no error: an unknown user is 0:0, an unknown group keeps the user's
-//! gid (measured with the oracle: `COPY --chown=nosuchuser` and `--chown=:` give 0:0).
+//! gid (measured with the oracle: `COPY --chown=nosuchuser` and `--chown=:` give 0:0). The
+//! files are read as runc reads them ([`crate::oci::passwd`]), as for `USER`.
 
 use crate::graph::Owner;
+use crate::oci::passwd::{group_entries, passwd_entries};
 use crate::snapshot::view::LayeredView;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +21,7 @@ pub(super) fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), O
         Ok(uid) => (uid, uid),
         Err(_) => {
             let passwd = read(view, "/etc/passwd")?;
-            find(&passwd, &owner.user, 2).and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?))).unwrap_or((0, 0))
+            passwd_entries(&passwd).find(|entry| entry.name == owner.user).map_or((0, 0), |entry| (entry.uid, entry.gid))
         }
     };
     let gid = match &owner.group {
@@ -28,7 +30,7 @@ pub(super) fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), O
             Ok(gid) => gid,
             Err(_) => {
                 let groups = read(view, "/etc/group")?;
-                find(&groups, group, 2).and_then(|fields| fields[2].parse().ok()).unwrap_or(user_gid)
+                group_entries(&groups).find(|entry| entry.name == *group).map_or(user_gid, |entry| entry.gid)
             }
         },
     };
@@ -38,15 +40,6 @@ pub(super) fn resolve(view: &LayeredView, owner: &Owner) -> Result<(u32, u32), O
 fn read(view: &LayeredView, path: &str) -> Result<String, OwnerError> {
     let bytes = view.read_file(path).map_err(|source| OwnerError::Read { path: path.into(), source })?.unwrap_or_default();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The `:`-separated fields of the first line whose first field is `name`, if it has more
-/// than `min_index` fields.
-fn find<'a>(file: &'a str, name: &str, min_index: usize) -> Option<Vec<&'a str>> {
-    file.lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.len() > min_index + 1 && fields[0] == name)
 }
 
 #[cfg(test)]

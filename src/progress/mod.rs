@@ -38,6 +38,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::oci::Digest;
+
 /// Identifies a vertex within one build, allocated by the [`Sender`] (see [`Task`]). Small and
 /// dense; the plain printer numbers vertices `#1`, `#2`, ... itself, in the order BuildKit
 /// would (first shown, first numbered).
@@ -59,9 +61,9 @@ pub(crate) struct Definition {
     pub vertex: VertexId,
     pub name: String,
     /// The vertex's content-addressed digest (`sha256:...`): stable across runs, one per vertex.
-    pub digest: String,
+    pub digest: Digest,
     /// The digests of the vertices it depends on, each announced in the same [`Event::Defined`].
-    pub inputs: Vec<String>,
+    pub inputs: Vec<Digest>,
 }
 
 /// Something that happened during a build, in the order it happened.

@@ -26,10 +26,10 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use super::trace::Trace;
 use super::{Event, Printer, Stream, Timestamp, VertexId, format_rfc3339};
+use crate::oci::{Digest, DigestHasher};
 
 /// BuildKit's suffix for a canceled vertex's error; readers test for it.
 const CANCELED: &str = "context canceled";
@@ -53,9 +53,9 @@ struct SolveStatus {
 
 #[derive(Serialize)]
 struct JsonVertex {
-    digest: String,
+    digest: Digest,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    inputs: Vec<String>,
+    inputs: Vec<Digest>,
     #[serde(skip_serializing_if = "String::is_empty")]
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,7 +71,7 @@ struct JsonVertex {
 #[derive(Serialize)]
 struct JsonStatus {
     id: String,
-    vertex: String,
+    vertex: Digest,
     #[serde(skip_serializing_if = "is_zero")]
     total: u64,
     current: u64,
@@ -84,7 +84,7 @@ struct JsonStatus {
 
 #[derive(Serialize)]
 struct JsonLog {
-    vertex: String,
+    vertex: Digest,
     stream: u8,
     data: String,
     timestamp: String,
@@ -104,11 +104,11 @@ fn is_zero(value: &u64) -> bool {
 }
 
 /// The digest of a vertex outside the graph: its name's, domain-separated from graph digests.
-fn name_digest(name: &str) -> String {
-    let mut hasher = Sha256::new();
+fn name_digest(name: &str) -> Digest {
+    let mut hasher = DigestHasher::sha256();
     hasher.update(b"rbuild.progress.vertex.v1\0");
     hasher.update(name.as_bytes());
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    hasher.finish()
 }
 
 /// Standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
@@ -134,7 +134,7 @@ impl RawJsonPrinter {
     }
 
     /// The digest and inputs of vertex `id`, named `name`.
-    fn identity(&self, id: VertexId, name: &str) -> (String, Vec<String>) {
+    fn identity(&self, id: VertexId, name: &str) -> (Digest, Vec<Digest>) {
         match self.trace.definition(id) {
             Some(definition) => (definition.digest.clone(), definition.inputs.clone()),
             None => (name_digest(name), Vec::new()),
@@ -270,8 +270,8 @@ mod tests {
 
     #[test]
     fn every_event_is_one_json_line_in_buildkit_shape() {
-        let digest3 = format!("sha256:{}", "3".repeat(64));
-        let digest4 = format!("sha256:{}", "4".repeat(64));
+        let digest3 = Digest::parse(&format!("sha256:{}", "3".repeat(64))).unwrap();
+        let digest4 = Digest::parse(&format!("sha256:{}", "4".repeat(64))).unwrap();
         let lines = render(vec![
             (
                 0,
@@ -325,7 +325,7 @@ mod tests {
         let digest = name_digest("[internal] load build definition from Dockerfile");
         assert_eq!(digest, name_digest("[internal] load build definition from Dockerfile"));
         assert_ne!(digest, name_digest("[internal] load .dockerignore"));
-        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+        assert_eq!(digest.algorithm(), "sha256");
     }
 
     #[test]

@@ -537,8 +537,12 @@ mod tests {
     #[test]
     fn total_counts_the_announced_graph_and_finished_needs_every_vertex_ended() {
         use super::super::Definition;
-        let definition =
-            |vertex: usize, name: &str| Definition { vertex, name: name.into(), digest: format!("sha256:{vertex:064}"), inputs: vec![] };
+        let definition = |vertex: usize, name: &str| Definition {
+            vertex,
+            name: name.into(),
+            digest: crate::oci::Digest::parse(&format!("sha256:{vertex:064}")).unwrap(),
+            inputs: vec![],
+        };
         let buffer = SharedBuffer::default();
         let mut printer = TtyPrinter::new(Box::new(buffer.clone()), no_terminal, false);
         let events = vec![

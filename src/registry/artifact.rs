@@ -5,13 +5,13 @@ use super::client::Client;
 use super::error::RegistryError;
 use super::manifest;
 use super::request::Failure;
-use crate::oci::Reference;
 use crate::oci::manifest::AnyManifest;
+use crate::oci::{Digest, Reference};
 
 /// An artifact manifest and its config, both verified against their digests.
 #[derive(Debug, Clone)]
 pub struct Artifact {
-    pub digest: String,
+    pub digest: Digest,
     pub manifest: Vec<u8>,
     pub config_media_type: String,
     pub config: Vec<u8>,
@@ -28,10 +28,7 @@ impl Client {
             for endpoint in endpoints.iter() {
                 let fetched = async {
                     let (digest, bytes, header) = match &reference.digest {
-                        Some(digest) => {
-                            let (bytes, header) = self.get_manifest(endpoint, reference, digest).await?;
-                            (digest.clone(), bytes, header)
-                        }
+                        Some(digest) => self.get_manifest(endpoint, reference, digest).await?,
                         None => self.get_manifest_by_tag(endpoint, reference).await?,
                     };
                     let invalid =

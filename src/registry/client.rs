@@ -39,12 +39,11 @@ use reqwest::{Method, StatusCode};
 use super::auth::Credentials;
 use super::config::{HostConfig, RegistryConfig};
 use super::error::RegistryError;
-use super::manifest::{self, Hasher, MANIFEST_ACCEPT};
+use super::manifest::{self, MANIFEST_ACCEPT};
 use super::request::Failure;
 use super::transport::{Cause, config_hint};
-use crate::oci::descriptor::sha256_digest;
 use crate::oci::manifest::AnyManifest;
-use crate::oci::{DOCKER_HUB, Reference};
+use crate::oci::{DOCKER_HUB, Digest, DigestHasher, Reference};
 
 /// Manifests bigger than this are refused (containerd uses the same bound).
 const MANIFEST_LIMIT: usize = 4 << 20;
@@ -61,11 +60,11 @@ pub struct Resolved {
     pub reference: Reference,
     /// The digest of the platform's image manifest (equal to `reference.digest` for a
     /// single-platform image).
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     pub manifest: Vec<u8>,
     pub manifest_media_type: String,
     pub config: Vec<u8>,
-    pub config_digest: String,
+    pub config_digest: Digest,
     pub layers: Vec<crate::oci::Descriptor>,
 }
 
@@ -227,14 +226,13 @@ impl Client {
     pub fn fetch_blob(
         &self,
         reference: &Reference,
-        digest: &str,
+        digest: &Digest,
         size: Option<u64>,
         out: &mut dyn std::io::Write,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), RegistryError> {
-        let name = blob_name(reference, digest);
-        let hasher = Hasher::for_digest(digest)
-            .ok_or_else(|| RegistryError::UnsupportedDigest { reference: name.clone(), digest: digest.to_string() })?;
+        let name = blob_name(reference, digest.as_str());
+        let hasher = DigestHasher::for_digest(digest);
         let endpoints = self.endpoints(&reference.registry)?;
         self.block_on(async {
             let mut stream = BlobStream { reference, name: &name, digest, size, written: 0, hasher: Some(hasher), out, progress };
@@ -304,14 +302,11 @@ impl Client {
         variant: Option<&str>,
     ) -> Result<Resolved, Failure> {
         let (top_digest, top_bytes, top_header) = match &reference.digest {
-            Some(digest) => {
-                let (bytes, header) = self.get_manifest(endpoint, reference, digest).await?;
-                (digest.clone(), bytes, header)
-            }
+            Some(digest) => self.get_manifest(endpoint, reference, digest).await?,
             None => self.get_manifest_by_tag(endpoint, reference).await?,
         };
         let mut resolved_reference = reference.clone();
-        resolved_reference.digest = Some(top_digest.clone());
+        resolved_reference.digest = Some(top_digest.to_string());
         let invalid = |reason: String| Failure::Error(RegistryError::InvalidManifest { reference: reference.to_string(), reason });
         let top: AnyManifest = serde_json::from_slice(&top_bytes).map_err(|error| invalid(error.to_string()))?;
         let top_type = top.media_type(top_header.as_deref());
@@ -325,7 +320,7 @@ impl Client {
             let entry = manifest::select(entries, os, architecture, variant).ok_or_else(|| {
                 Failure::Error(RegistryError::NoMatchingPlatform { reference: resolved_reference.to_string(), platform: platform_text() })
             })?;
-            let (bytes, header) = self.get_manifest(endpoint, reference, &entry.digest).await?;
+            let (_, bytes, header) = self.get_manifest(endpoint, reference, entry.digest.as_str()).await?;
             let parsed: AnyManifest = serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
             let media_type = parsed.media_type(header.as_deref().or(Some(&entry.media_type)));
             (entry.digest.clone(), bytes, parsed, media_type, false)
@@ -368,23 +363,22 @@ impl Client {
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
-    ) -> Result<(String, Vec<u8>, Option<String>), Failure> {
+    ) -> Result<(Digest, Vec<u8>, Option<String>), Failure> {
         let tag = reference.manifest_selector();
         let path = format!("{}/manifests/{tag}", reference.repository);
         let head = self.send(endpoint, reference, Method::HEAD, &path, MANIFEST_ACCEPT, 0).await?;
         match head.status() {
             status if status.is_success() => {
                 let digest = header_text(head.headers(), "docker-content-digest");
-                if let Some(digest) = digest.filter(|digest| Hasher::for_digest(digest).is_some()) {
-                    let (bytes, header) = self.get_manifest(endpoint, reference, &digest).await?;
-                    return Ok((digest, bytes, header));
+                if let Some(digest) = digest.filter(|digest| hasher_for(digest).is_some()) {
+                    return self.get_manifest(endpoint, reference, &digest).await;
                 }
             }
             StatusCode::NOT_FOUND => return Err(Failure::NotFound),
             status => tracing::debug!("HEAD {path} at `{}` gave `{status}`; trying GET", endpoint.host),
         }
         let (bytes, header) = self.fetch_manifest(endpoint, reference, &path).await?;
-        Ok((sha256_digest(&bytes), bytes, header))
+        Ok((Digest::sha256_of(&bytes), bytes, header))
     }
 
     /// GET of a manifest path: its bytes (size-limited) and its Content-Type.
@@ -396,17 +390,18 @@ impl Client {
         Ok((bytes, header))
     }
 
-    /// A manifest by digest, verified.
+    /// A manifest by digest (as a reference or a header gives it), verified: its checked
+    /// digest, bytes and Content-Type.
     pub(super) async fn get_manifest(
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
         digest: &str,
-    ) -> Result<(Vec<u8>, Option<String>), Failure> {
+    ) -> Result<(Digest, Vec<u8>, Option<String>), Failure> {
         let path = format!("{}/manifests/{digest}", reference.repository);
         let (bytes, header) = self.fetch_manifest(endpoint, reference, &path).await?;
-        verify(reference, digest, &bytes)?;
-        Ok((bytes, header))
+        let digest = verify(reference, digest, &bytes)?;
+        Ok((digest, bytes, header))
     }
 
     /// A blob read whole into memory (the config), verified.
@@ -414,11 +409,11 @@ impl Client {
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         limit: usize,
     ) -> Result<Vec<u8>, Failure> {
-        let name = blob_name(reference, digest);
+        let name = blob_name(reference, digest.as_str());
         if size > limit as u64 {
             return Err(Failure::Error(RegistryError::TooLarge { what: "the config", reference: name, limit }));
         }
@@ -434,7 +429,7 @@ impl Client {
                 actual: bytes.len() as u64,
             }));
         }
-        verify(reference, digest, &bytes)?;
+        verify(reference, digest.as_str(), &bytes)?;
         Ok(bytes)
     }
 
@@ -530,11 +525,11 @@ struct BlobStream<'a> {
     reference: &'a Reference,
     /// `registry/repository@digest`, for messages.
     name: &'a str,
-    digest: &'a str,
+    digest: &'a Digest,
     size: Option<u64>,
     written: u64,
     /// Taken by [`BlobStream::finish`].
-    hasher: Option<Hasher>,
+    hasher: Option<DigestHasher>,
     out: &'a mut dyn std::io::Write,
     progress: &'a mut dyn FnMut(u64, u64),
 }
@@ -574,8 +569,8 @@ impl BlobStream<'_> {
                 actual: self.written,
             });
         }
-        let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
-        if actual != self.digest {
+        let actual = self.hasher.take().map(|hasher| hasher.finish().to_string()).unwrap_or_default();
+        if actual != self.digest.as_str() {
             return Err(RegistryError::DigestMismatch { reference: self.name.to_string(), expected: self.digest.to_string(), actual });
         }
         self.out.flush().map_err(|source| RegistryError::Write {
@@ -712,8 +707,10 @@ async fn read_limited_body(
     }
 }
 
-pub(super) fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<(), Failure> {
-    let mut hasher = Hasher::for_digest(digest)
+/// `bytes` checked against `digest`, given as text (a reference's digest may be of an algorithm
+/// rbuild cannot verify, or malformed): the checked digest.
+pub(super) fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Result<Digest, Failure> {
+    let mut hasher = hasher_for(digest)
         .ok_or_else(|| RegistryError::UnsupportedDigest { reference: reference.to_string(), digest: digest.to_string() })?;
     hasher.update(bytes);
     let actual = hasher.finish();
@@ -721,8 +718,13 @@ pub(super) fn verify(reference: &Reference, digest: &str, bytes: &[u8]) -> Resul
         return Err(Failure::Error(RegistryError::DigestMismatch {
             reference: blob_name(reference, digest),
             expected: digest.to_string(),
-            actual,
+            actual: actual.to_string(),
         }));
     }
-    Ok(())
+    Ok(actual)
+}
+
+/// A hasher for the algorithm `digest` names, `None` for one rbuild cannot verify.
+fn hasher_for(digest: &str) -> Option<DigestHasher> {
+    DigestHasher::for_algorithm(digest.split_once(':')?.0)
 }

@@ -32,10 +32,8 @@ use reqwest::{Method, StatusCode};
 
 use super::client::{Client, Endpoint, blob_name, header_text, verify};
 use super::error::RegistryError;
-use super::manifest::Hasher;
 use super::request::{Access, Failure, Target, is_retryable, server_message};
-use crate::oci::Reference;
-use crate::oci::descriptor::sha256_digest;
+use crate::oci::{Digest, DigestHasher, Reference};
 
 /// The outcome of a cross-repository mount request.
 enum Mount {
@@ -51,7 +49,7 @@ struct Upload<'a> {
     access: &'a Access,
     /// `registry/repository@digest`, for messages.
     name: &'a str,
-    digest: &'a str,
+    digest: &'a Digest,
     size: u64,
     /// A fresh reader of the blob's bytes, from the first byte.
     open: &'a mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send>>,
@@ -68,16 +66,13 @@ impl Client {
     pub fn push_blob(
         &self,
         reference: &Reference,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         mount_from: Option<&str>,
         open: &mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send>>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<bool, RegistryError> {
-        let name = blob_name(reference, digest);
-        if Hasher::for_digest(digest).is_none() {
-            return Err(RegistryError::UnsupportedDigest { reference: name, digest: digest.to_string() });
-        }
+        let name = blob_name(reference, digest.as_str());
         let endpoint = self.push_endpoint(&reference.registry)?;
         let access = Access::push(reference, None);
         self.block_on(async {
@@ -106,8 +101,8 @@ impl Client {
     /// `PUT`s a manifest or index under the reference's tag (its digest when it has no tag) and
     /// returns its digest. The registry's `Docker-Content-Digest` must be the sha256 of `bytes`,
     /// and so must the reference's digest when it has one.
-    pub fn push_manifest(&self, reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<String, RegistryError> {
-        let digest = sha256_digest(bytes);
+    pub fn push_manifest(&self, reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::sha256_of(bytes);
         if let Some(expected) = &reference.digest {
             verify(reference, expected, bytes).map_err(|failure| failure.into_error(&reference.to_string()))?;
         }
@@ -126,9 +121,13 @@ impl Client {
                 return Err(unexpected(&endpoint, &reference.to_string(), response).await);
             }
             if let Some(reported) = header_text(response.headers(), "docker-content-digest")
-                && reported != digest
+                && digest != reported.as_str()
             {
-                return Err(RegistryError::DigestMismatch { reference: reference.to_string(), expected: digest, actual: reported });
+                return Err(RegistryError::DigestMismatch {
+                    reference: reference.to_string(),
+                    expected: digest.to_string(),
+                    actual: reported,
+                });
             }
             Ok(digest)
         })
@@ -140,7 +139,7 @@ impl Client {
         reference: &Reference,
         access: &Access,
         name: &str,
-        digest: &str,
+        digest: &Digest,
     ) -> Result<bool, RegistryError> {
         let path = format!("{}/blobs/{digest}", reference.repository);
         let response = self
@@ -159,7 +158,7 @@ impl Client {
         endpoint: &Endpoint,
         reference: &Reference,
         name: &str,
-        digest: &str,
+        digest: &Digest,
         source: &str,
     ) -> Result<Mount, RegistryError> {
         let access = Access::push(reference, Some(source));
@@ -224,8 +223,7 @@ impl Client {
         let read_error =
             |source| RegistryError::ReadBlob { reference: upload.reference.to_string(), digest: upload.digest.to_string(), source };
         let mut reader = (upload.open)().map_err(read_error)?;
-        let mut hasher = Hasher::for_digest(upload.digest)
-            .ok_or_else(|| RegistryError::UnsupportedDigest { reference: upload.name.to_string(), digest: upload.digest.to_string() })?;
+        let mut hasher = DigestHasher::for_digest(upload.digest);
         let mut buffer = vec![0u8; self.upload_chunk_size];
         let mut offset = 0u64;
         (upload.progress)(0, upload.size);
@@ -290,10 +288,14 @@ impl Client {
             });
         }
         let actual = hasher.finish();
-        if actual != upload.digest {
-            return Err(RegistryError::DigestMismatch { reference: upload.name.to_string(), expected: upload.digest.to_string(), actual });
+        if actual != *upload.digest {
+            return Err(RegistryError::DigestMismatch {
+                reference: upload.name.to_string(),
+                expected: upload.digest.to_string(),
+                actual: actual.to_string(),
+            });
         }
-        location.query_pairs_mut().append_pair("digest", upload.digest);
+        location.query_pairs_mut().append_pair("digest", upload.digest.as_str());
         let response = self
             .send_as(upload.endpoint, upload.reference, upload.access, Method::PUT, Target::Url(&location), false, |request| {
                 request.body(Vec::new())

@@ -16,20 +16,19 @@ use super::format::{CONFIG_MEDIA_TYPE, CacheConfig, LayerEntry, MountEntry, Reco
 use super::layout::{Layout, sorted_json};
 use super::spec::{CacheExport, CacheLocation, CacheMode};
 use crate::exporter::image::{Encoding, compress_tree, layer_blob};
-use crate::oci::Descriptor;
-use crate::oci::Reference;
 use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::OCI_MANIFEST;
+use crate::oci::{Descriptor, DiffId, Digest, Reference};
 use crate::ops::Layer;
 use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
 use crate::progress::{Sender, Task};
 use crate::registry::Client;
-use crate::store::Store;
+use crate::store::{CacheKey, Store};
 
 /// One step's result, as the build used it.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportRecord {
-    pub key: String,
+    pub key: CacheKey,
     pub description: String,
     pub inputs: Vec<(String, String)>,
     pub layers: Vec<Layer>,
@@ -39,7 +38,7 @@ pub(crate) struct ExportRecord {
 pub(crate) struct ExportSet<'a> {
     pub records: &'a [ExportRecord],
     /// The diff ids of the exported image, for `mode=min`.
-    pub image_layers: &'a [String],
+    pub image_layers: &'a [DiffId],
     /// Cache mount directories by id, for `cache-mounts=true`.
     pub mounts: &'a [(String, PathBuf)],
 }
@@ -76,11 +75,11 @@ fn write(
 ) -> Result<(), CacheError> {
     let status = |id: &str, current, total, done| task.status(id, current, total, done);
     status("preparing build cache for export", 0, None, false);
-    let image_layers: HashSet<&str> = set.image_layers.iter().map(String::as_str).collect();
+    let image_layers: HashSet<&DiffId> = set.image_layers.iter().collect();
     let chosen: Vec<&ExportRecord> = set
         .records
         .iter()
-        .filter(|record| spec.mode == CacheMode::Max || record.layers.iter().all(|layer| image_layers.contains(layer.diff_id.as_str())))
+        .filter(|record| spec.mode == CacheMode::Max || record.layers.iter().all(|layer| image_layers.contains(&layer.diff_id)))
         .collect();
     let mut layers: BTreeMap<&str, &Layer> = BTreeMap::new();
     for record in &chosen {
@@ -97,12 +96,12 @@ fn write(
         manifest_annotations: BTreeMap::new(),
     };
     let layers: Vec<&Layer> = layers.into_values().collect();
-    let blobs: Vec<(Descriptor, String)> =
+    let blobs: Vec<(Descriptor, DiffId)> =
         layers.par_iter().map(|layer| cache_blob(store, layer, &encoding, cancel, &status)).collect::<Result<_, _>>()?;
     // Blobs of lazy layers, fetched into the store only if the target lacks them.
-    let lazy: HashMap<String, (&Layer, &RemoteBlob)> =
+    let lazy: HashMap<Digest, (&Layer, &RemoteBlob)> =
         layers.iter().filter_map(|layer| layer.remote.as_ref().map(|remote| (remote.blob.digest.clone(), (*layer, remote)))).collect();
-    let ensure_stored = |digest: &str| -> Result<(), CacheError> {
+    let ensure_stored = |digest: &Digest| -> Result<(), CacheError> {
         if let Some((layer, remote)) = lazy.get(digest)
             && !store.blob_is_intact(digest, remote.blob.size)
         {
@@ -124,18 +123,22 @@ fn write(
         layers
             .iter()
             .zip(&blobs)
-            .map(|(layer, (blob, _))| LayerEntry { blob: blob.digest.clone(), diff_id: layer.diff_id.clone(), created: layer.created_at })
+            .map(|(layer, (blob, _))| LayerEntry {
+                blob: blob.digest.to_string(),
+                diff_id: layer.diff_id.to_string(),
+                created: layer.created_at,
+            })
             .collect(),
         chosen
             .iter()
             .map(|record| RecordEntry {
-                key: record.key.clone(),
+                key: record.key.to_string(),
                 description: record.description.clone(),
-                layers: record.layers.iter().map(|layer| layer.diff_id.clone()).collect(),
+                layers: record.layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
                 inputs: record.inputs.clone(),
             })
             .collect(),
-        mount_blobs.iter().map(|(id, blob)| MountEntry { id: id.clone(), blob: blob.digest.clone() }).collect(),
+        mount_blobs.iter().map(|(id, blob)| MountEntry { id: id.clone(), blob: blob.digest.to_string() }).collect(),
     );
     status("preparing build cache for export", 0, None, true);
     let config_bytes = config.to_bytes();
@@ -198,7 +201,7 @@ fn write(
     };
     // Mount tars, the config and the manifest have no row: nothing else will use them.
     for (_, blob) in &mount_blobs {
-        if store.database().blob(&blob.digest)?.is_none() {
+        if store.database().blob(blob.digest.as_str())?.is_none() {
             let _ = std::fs::remove_file(store.blob_path(&blob.digest));
         }
     }
@@ -213,12 +216,12 @@ fn cache_blob(
     encoding: &Encoding,
     cancel: &AtomicBool,
     status: &Status,
-) -> Result<(Descriptor, String), CacheError> {
+) -> Result<(Descriptor, DiffId), CacheError> {
     let compression = encoding.compression.name();
     if let Some(remote) = &layer.remote
         && layer.is_lazy()
         && crate::oci::Compression::of_media_type(&remote.blob.media_type) == encoding.compression
-        && store.database().blob_for(&layer.diff_id, compression, encoding.level.map(i64::from).unwrap_or(-1))?.is_none()
+        && store.database().blob_for(layer.diff_id.as_str(), compression, encoding.level.map(i64::from).unwrap_or(-1))?.is_none()
     {
         let descriptor = Descriptor {
             media_type: remote.blob.media_type.clone(),
@@ -234,7 +237,7 @@ fn cache_blob(
 
 /// Lazy layers whose blobs are in another repository of the target's registry: mounted, not
 /// uploaded (and so never downloaded).
-fn mount_sources(lazy: &HashMap<String, (&Layer, &RemoteBlob)>, reference: &str) -> HashMap<String, String> {
+fn mount_sources(lazy: &HashMap<Digest, (&Layer, &RemoteBlob)>, reference: &str) -> HashMap<Digest, String> {
     let Ok(target) = Reference::parse(reference) else { return HashMap::new() };
     lazy.iter()
         .filter_map(|(digest, (_, remote))| {
@@ -257,8 +260,8 @@ fn push(
     reference: &str,
     uploads: &[&Descriptor],
     manifest: &Descriptor,
-    mounts: &HashMap<String, String>,
-    ensure_stored: &(dyn Fn(&str) -> Result<(), CacheError> + Sync),
+    mounts: &HashMap<Digest, String>,
+    ensure_stored: &(dyn Fn(&Digest) -> Result<(), CacheError> + Sync),
     status: &Status,
 ) -> Result<(), CacheError> {
     let invalid = |message: String| CacheError::Invalid { location: reference.to_string(), message };
@@ -276,8 +279,8 @@ fn push(
         registry.push_blob(&target, &blob.digest, blob.size, mount_from, &mut open, &mut report)?;
         status(&id, blob.size, Some(blob.size), true);
     }
-    let manifest_bytes =
-        std::fs::read(store.blob_path(&manifest.digest)).map_err(|source| CacheError::Read { path: manifest.digest.clone(), source })?;
+    let manifest_bytes = std::fs::read(store.blob_path(&manifest.digest))
+        .map_err(|source| CacheError::Read { path: manifest.digest.to_string(), source })?;
     let id = format!("writing cache manifest {}", manifest.digest);
     status(&id, 0, None, false);
     let pushed = registry.push_manifest(&target, OCI_MANIFEST, &manifest_bytes)?;

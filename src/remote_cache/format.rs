@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::graph::Digest;
+use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 
 pub(super) const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
@@ -115,7 +115,7 @@ fn compact_input(value: &str) -> String {
     if value.len() <= INPUT_LIMIT || value.starts_with("sha256:") && value.len() == 71 {
         return value.to_string();
     }
-    Digest::of(value.as_bytes()).0
+    Digest::sha256_of(value.as_bytes()).to_string()
 }
 
 #[cfg(test)]

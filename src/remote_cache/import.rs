@@ -10,10 +10,11 @@ use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
 use crate::oci::manifest::ImageManifest;
-use crate::oci::{Descriptor, Reference};
+use crate::oci::{Descriptor, DiffId, Digest, Reference};
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender, error_text};
 use crate::registry::Client;
+use crate::store::CacheKey;
 
 /// A cache config is small JSON, but records many steps; this bounds memory all the same.
 const CONFIG_LIMIT: usize = 64 << 20;
@@ -72,7 +73,7 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
     }
     let digests: HashSet<&str> = layers.iter().map(|layer| layer.digest.as_str()).collect();
     let config = CacheConfig::parse(&config_bytes, &digests).map_err(invalid)?;
-    let blobs = layers.iter().map(|layer| (layer.digest.clone(), layer.clone())).collect();
+    let blobs = layers.iter().map(|layer| (layer.digest.to_string(), layer.clone())).collect();
     Ok((config, source, blobs))
 }
 
@@ -80,7 +81,9 @@ fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn Blob
     let remote = |digest: &str| RemoteBlob { blob: blobs[digest].clone(), source: source.clone() };
     let layers = config.layers_by_diff_id();
     for record in &config.records {
-        if imported.records.contains_key(&record.key) {
+        // A key that is not a digest names no step rbuild could compute.
+        let Ok(key) = CacheKey::parse(&record.key) else { continue };
+        if imported.records.contains_key(&key) {
             continue;
         }
         let layers = record
@@ -88,12 +91,12 @@ fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn Blob
             .iter()
             .map(|diff_id| {
                 let layer = layers[diff_id.as_str()];
-                RemoteLayer { diff_id: diff_id.clone(), created_at: layer.created, blob: remote(&layer.blob) }
+                Some(RemoteLayer { diff_id: DiffId::parse(diff_id).ok()?, created_at: layer.created, blob: remote(&layer.blob) })
             })
             .collect();
-        imported
-            .records
-            .insert(record.key.clone(), RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
+        // A diff id that is not a digest names no layer rbuild could check: no hit.
+        let Some(layers) = layers else { continue };
+        imported.records.insert(key, RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
     }
     for mount in &config.mounts {
         imported.mounts.entry(mount.id.clone()).or_insert_with(|| remote(&mount.blob));
@@ -111,7 +114,7 @@ impl BlobSource for RegistrySource {
         &self.name
     }
 
-    fn fetch(&self, digest: &str, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+    fn fetch(&self, digest: &Digest, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
         self.client.fetch_blob(&self.reference, digest, Some(size), out, progress).map_err(|error| error.to_string())
     }
 
@@ -130,7 +133,7 @@ impl BlobSource for LayoutSource {
         &self.name
     }
 
-    fn fetch(&self, digest: &str, _size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+    fn fetch(&self, digest: &Digest, _size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
         self.layout
             .copy_blob(digest, out, progress)
             .map_err(|error| format!("failed to read {}: {error}", self.layout.blob_path(digest).display()))

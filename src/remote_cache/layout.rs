@@ -13,9 +13,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::CacheError;
-use crate::oci::Descriptor;
 use crate::oci::layout::{self, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, LayoutError, REF_NAME};
 use crate::oci::manifest::{ImageIndex, ImageManifest};
+use crate::oci::{Descriptor, Digest};
 use crate::store::atomic::replace_file;
 
 pub(super) struct Layout {
@@ -27,7 +27,7 @@ impl Layout {
         Layout { dir: dir.to_path_buf() }
     }
 
-    pub(super) fn blob_path(&self, digest: &str) -> PathBuf {
+    pub(super) fn blob_path(&self, digest: &Digest) -> PathBuf {
         layout::blob_path(&self.dir, digest)
     }
 
@@ -49,7 +49,7 @@ impl Layout {
 
     /// The digest of the manifest tagged `tag`, or `digest` itself when the index lists it.
     /// `None` when the directory has no such cache.
-    pub(super) fn manifest_digest(&self, tag: &str, digest: Option<&str>) -> Result<Option<String>, CacheError> {
+    pub(super) fn manifest_digest(&self, tag: &str, digest: Option<&str>) -> Result<Option<Digest>, CacheError> {
         let Some(index) = self.index()? else { return Ok(None) };
         let found = index.manifests.into_iter().find(|entry| match digest {
             Some(digest) => entry.digest == digest,
@@ -59,12 +59,12 @@ impl Layout {
     }
 
     /// A blob read whole (at most `limit` bytes) and checked against its digest.
-    pub(super) fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>, CacheError> {
+    pub(super) fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, CacheError> {
         layout::read_blob(&self.dir, digest, limit).map_err(cache_error)
     }
 
     /// Streams a blob to `out` (the caller checks the digest).
-    pub(super) fn copy_blob(&self, digest: &str, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> io::Result<()> {
+    pub(super) fn copy_blob(&self, digest: &Digest, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> io::Result<()> {
         let mut file = File::open(self.blob_path(digest))?;
         let total = file.metadata()?.len();
         let mut buffer = vec![0u8; 1 << 20];
@@ -133,11 +133,12 @@ impl Layout {
             let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { return Ok(()) };
             used.extend(manifest.layers.into_iter().chain([manifest.config]).map(|blob| blob.digest));
         }
+        // Only `blobs/sha256` is cleaned: rbuild writes no other algorithm.
+        let used_names: HashSet<&str> = used.iter().filter(|digest| digest.algorithm() == "sha256").map(Digest::hex).collect();
         let blobs = self.dir.join("blobs/sha256");
         let listing = fs::read_dir(&blobs).map_err(Layout::read_error(&blobs))?;
         for entry in listing.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !used.contains(&format!("sha256:{name}")) {
+            if !used_names.contains(entry.file_name().to_string_lossy().as_ref()) {
                 let _ = fs::remove_file(entry.path());
             }
         }

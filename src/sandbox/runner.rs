@@ -83,7 +83,7 @@ fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
 /// process boundary as text, and that text ends up in the step's `ERROR:` lines.
 ///
 /// Decision: a copy of `progress::error_text`, with the same rule. The runner is the re-exec'd
-/// child, and `sandbox` imports nothing of the crate so that the child pulls in nothing else
+/// child, and `sandbox` imports nothing of the crate but `oci` so that the child pulls in nothing else
 /// (tests/architecture.rs); six lines are a smaller price than an edge into `progress`.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();

@@ -11,9 +11,10 @@
 //! The primary gid is always among the supplementary groups, as under BuildKit (measured with the
 //! oracle: `USER 1234:5678` gives `groups=5678`, `USER app` gives `groups=50(staff),1000(app)`).
 //! Unknown names are errors ("unable to find user ..."), as in BuildKit. HOME comes from the
-//! passwd entry, else "/".
+//! passwd entry, else "/". The files are read as runc reads them ([`crate::oci::passwd`]).
 
 use super::SandboxError;
+use crate::oci::passwd::{group_entries, passwd_entries};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Identity {
@@ -21,51 +22,6 @@ pub(crate) struct Identity {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub home: String,
-}
-
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
-}
-
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
-}
-
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        if line.starts_with('#') || fields.len() < 4 {
-            return None;
-        }
-        Some(PasswdEntry {
-            name: fields[0],
-            uid: fields[2].parse().ok()?,
-            gid: fields[3].parse().ok()?,
-            home: fields.get(5).copied().unwrap_or(""),
-        })
-    })
-}
-
-fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        if line.starts_with('#') || fields.len() < 3 {
-            return None;
-        }
-        Some(GroupEntry {
-            name: fields[0],
-            gid: fields[2].parse().ok()?,
-            members: fields
-                .get(3)
-                .map(|list| list.split(',').map(str::trim).filter(|member| !member.is_empty()).collect())
-                .unwrap_or_default(),
-        })
-    })
 }
 
 /// A numeric id, or `root` (BuildKit's fast path accepts it as 0).

@@ -35,9 +35,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::tar_stream::EntryKind;
+use crate::oci::{DiffId, DigestHasher};
 
 /// Name of the marker entry that makes a directory opaque in an OCI layer.
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -67,8 +66,8 @@ pub struct LayerTarSummary {
     pub entries: u64,
     /// Length of the tar stream in bytes.
     pub bytes: u64,
-    /// `sha256:<hex>` of the uncompressed tar stream.
-    pub diff_id: String,
+    /// The sha256 of the uncompressed tar stream.
+    pub diff_id: DiffId,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +88,7 @@ pub enum LayerTarError {
 /// flushed beyond what the writes themselves do; the caller owns buffering and fsync.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
     let mut writer = LayerWriter {
-        out: HashingWriter { inner: out, hasher: Sha256::new(), written: 0 },
+        out: HashingWriter { inner: out, hasher: DigestHasher::sha256(), written: 0 },
         clamp_mtime: options.clamp_mtime,
         first_paths: HashMap::new(),
         entries: 0,
@@ -98,7 +97,7 @@ pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) 
     // Two zero blocks end a tar archive.
     writer.out.write_all(&[0; 2 * BLOCK_SIZE as usize]).map_err(LayerTarError::Write)?;
     let HashingWriter { hasher, written, .. } = writer.out;
-    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: format!("sha256:{}", hex::encode(hasher.finalize())) })
+    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: DiffId::new(hasher.finish()) })
 }
 
 /// Whether the snapshot `dir` has nothing in it, so its layer would add nothing (BuildKit
@@ -110,7 +109,7 @@ pub fn is_empty_layer(dir: &Path) -> Result<bool, LayerTarError> {
 
 struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: DigestHasher,
     written: u64,
 }
 

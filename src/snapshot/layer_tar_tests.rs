@@ -79,7 +79,7 @@ fn two_writes_of_one_tree_are_byte_identical_and_match_the_diff_id() {
     let (second, _) = write_to_vec(dir.path(), &LayerTarOptions::default());
     assert_eq!(first, second);
     assert_eq!(summary.bytes, first.len() as u64);
-    assert_eq!(summary.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&first))));
+    assert_eq!(summary.diff_id.digest(), &crate::oci::Digest::sha256_of(&first));
     assert_eq!(summary.entries, names(&first).len() as u64);
     assert_eq!(first.len() % 512, 0);
 }

@@ -7,26 +7,25 @@
 //! numbers, secrets or proxy variables. The named inputs are kept in the record, so a miss can be
 //! explained by comparing them with an earlier record of the same step.
 
-use sha2::{Digest as _, Sha256};
-
-use crate::graph::Digest;
+use crate::oci::{Digest, DigestHasher};
+use crate::store::CacheKey;
 
 /// Bump when the meaning of a key changes: old records then simply miss.
 const FORMAT: &str = "rbuild.cache.v1";
 
-pub(crate) fn compute(kind: &str, inputs: &[(String, String)]) -> String {
-    let mut hasher = Sha256::new();
+pub(crate) fn compute(kind: &str, inputs: &[(String, String)]) -> CacheKey {
+    let mut hasher = DigestHasher::sha256();
     hasher.update(FORMAT.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(kind.as_bytes());
     for (name, value) in inputs {
-        hasher.update([0]);
+        hasher.update(&[0]);
         hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update((value.len() as u64).to_le_bytes());
+        hasher.update(&[0]);
+        hasher.update(&(value.len() as u64).to_le_bytes());
         hasher.update(value.as_bytes());
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    CacheKey::new(hasher.finish())
 }
 
 /// The step as a user names it, without the `[stage 2/3]` position (which moves when lines are
@@ -44,7 +43,7 @@ pub(crate) fn explain_miss(previous: &[(String, String)], current: &[(String, St
     for (name, value) in current {
         match previous.iter().find(|(previous_name, _)| previous_name == name) {
             // An imported record keeps long values as their digest (`remote_cache::format`).
-            Some((_, old)) if old == value || *old == Digest::of(value.as_bytes()).0 => {}
+            Some((_, old)) if old == value || Digest::sha256_of(value.as_bytes()) == old.as_str() => {}
             Some((_, old)) => reasons.push(format!("{name} changed: {} -> {}", short(old), short(value))),
             None => reasons.push(format!("{name} is new")),
         }

@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::graph::{CopyAction, FileAction, Graph, Op, VertexId};
+use crate::oci::Digest;
 use crate::ops::lazy::materialize;
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Definition, GraphTasks, Sender, Stream, Task};
-use crate::store::{RecordRow, now};
+use crate::store::{CacheKey, RecordRow, now};
 
 /// Which vertices must not be taken from the cache.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +50,7 @@ pub(crate) struct SolveError {
 #[derive(Debug, Default)]
 pub(crate) struct Solved {
     pub outputs: HashMap<VertexId, Output>,
-    pub keys: HashMap<VertexId, String>,
+    pub keys: HashMap<VertexId, CacheKey>,
     pub cached: HashSet<VertexId>,
 }
 
@@ -60,7 +61,7 @@ struct Job {
 
 struct Done {
     vertex: VertexId,
-    result: Result<(String, Output, bool), OpError>,
+    result: Result<(CacheKey, Output, bool), OpError>,
 }
 
 pub(crate) struct Solver<'a> {
@@ -127,8 +128,11 @@ impl Solver<'_> {
             loop {
                 while first_error.is_none() {
                     let Some(id) = ready.pop_front() else { break };
-                    let inputs =
-                        graph.vertices[id].inputs.iter().map(|input| (solved.keys[input].clone(), solved.outputs[input].clone())).collect();
+                    let inputs = graph.vertices[id]
+                        .inputs
+                        .iter()
+                        .map(|input| (solved.keys[input].to_string(), solved.outputs[input].clone()))
+                        .collect();
                     if job_sender.send(Job { vertex: id, inputs }).is_ok() {
                         running += 1;
                     }
@@ -198,7 +202,7 @@ impl Solver<'_> {
         selections: &SelectionMemo,
         fresh_mounts: &crate::store::cache_mount::FreshMounts,
         context_copies: &[CopyAction],
-    ) -> Result<(String, Output, bool), OpError> {
+    ) -> Result<(CacheKey, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let task = if vertex.name.is_empty() { Task::hidden() } else { tasks.task(id, vertex.name.clone()) };
         let log = |stream: ops::Stream, bytes: &[u8]| {
@@ -236,11 +240,11 @@ impl Solver<'_> {
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
         let recorded = is_recorded(&vertex.op);
         if recorded && !self.skip_cache(graph, id) {
-            let record = self.resources.store.database().record(&key)?;
+            let record = self.resources.store.database().record(key.as_str())?;
             if let Some(record) = record
                 && let Some(layers) = ops::layer::load(self.resources.store, &record.layers)?
             {
-                self.resources.store.database().touch_record(&key, now())?;
+                self.resources.store.database().touch_record(key.as_str(), now())?;
                 task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
@@ -248,9 +252,9 @@ impl Solver<'_> {
                 // Recorded here too: once its layers are fetched, the next build hits locally.
                 let now = now();
                 self.resources.store.database().put_record(&RecordRow {
-                    cache_key: key.clone(),
+                    cache_key: key.to_string(),
                     description: remote.description.clone(),
-                    layers: layers.iter().map(|layer| layer.diff_id.clone()).collect(),
+                    layers: layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
                     inputs: cache_inputs,
                     created_at: now,
                     last_used_at: now,
@@ -274,7 +278,7 @@ impl Solver<'_> {
         &self,
         vertex: &crate::graph::Vertex,
         task: &Task,
-        key: &str,
+        key: &CacheKey,
         cache_inputs: Vec<(String, String)>,
         inputs: &[(String, Output)],
         environment: &Environment,
@@ -304,9 +308,9 @@ impl Solver<'_> {
         if recorded {
             let now = now();
             self.resources.store.database().put_record(&RecordRow {
-                cache_key: key.to_owned(),
+                cache_key: key.to_string(),
                 description: cache_key::description(&vertex.name),
-                layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
+                layers: output.layers().iter().map(|layer| layer.diff_id.to_string()).collect(),
                 inputs: cache_inputs,
                 created_at: now,
                 last_used_at: now,
@@ -340,13 +344,13 @@ fn context_copies(graph: &Graph, needed: &[VertexId]) -> HashMap<VertexId, Vec<C
 /// merge of `COPY --link`) is never shown, so a vertex's inputs go through it to the shown
 /// vertices it stands on: every input listed is itself in the list.
 fn definitions(graph: &Graph, needed: &[VertexId]) -> Vec<Definition> {
-    fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<String>) {
+    fn shown_inputs(graph: &Graph, id: VertexId, inputs: &mut Vec<Digest>) {
         for &input in &graph.vertices[id].inputs {
             let vertex = &graph.vertices[input];
             if vertex.name.is_empty() {
                 shown_inputs(graph, input, inputs);
-            } else if !inputs.contains(&vertex.digest.0) {
-                inputs.push(vertex.digest.0.clone());
+            } else if !inputs.contains(&vertex.digest) {
+                inputs.push(vertex.digest.clone());
             }
         }
     }
@@ -357,7 +361,7 @@ fn definitions(graph: &Graph, needed: &[VertexId]) -> Vec<Definition> {
             let vertex = &graph.vertices[id];
             let mut inputs = Vec::new();
             shown_inputs(graph, id, &mut inputs);
-            Definition { vertex: id, name: vertex.name.clone(), digest: vertex.digest.0.clone(), inputs }
+            Definition { vertex: id, name: vertex.name.clone(), digest: vertex.digest.clone(), inputs }
         })
         .collect()
 }

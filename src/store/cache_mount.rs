@@ -14,9 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sha2::{Digest as _, Sha256};
-
 use super::{Area, Store, StoreError, atomic, remove_tree};
+use crate::oci::Digest;
 
 /// BuildKit's `sharing=` of a cache mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +36,7 @@ pub struct HeldMount {
 impl Store {
     /// The directory of the cache mount keyed `key` (its id, or its id and seed).
     pub fn cache_mount_dir(&self, key: &str) -> PathBuf {
-        self.area(Area::Mounts).join(hex::encode(Sha256::digest(key.as_bytes())))
+        self.area(Area::Mounts).join(Digest::sha256_of(key.as_bytes()).hex())
     }
 
     /// Makes the mount `directory` when it does not exist: `fill` makes it at the path it is

@@ -66,6 +66,17 @@ const MIGRATIONS: &[&str] = &[
         diff_id TEXT NOT NULL,
         fetched_at INTEGER NOT NULL
     );",
+    // Archives written for `-o type=oci|docker`: what was written (an identity of the layout)
+    // and the file's stat right after, so an identical export to an untouched file is skipped.
+    "CREATE TABLE output_file (
+        path TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_nanos TEXT NOT NULL,
+        ctime_nanos TEXT NOT NULL,
+        inode INTEGER NOT NULL,
+        device INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +133,21 @@ pub struct BlobRow {
     pub last_used_at: i64,
 }
 
+impl BlobRow {
+    /// A manifest's or config's row: a blob that is no layer (no diff id, not compressed).
+    pub fn metadata(digest: String, size: u64, media_type: &str, now: i64) -> BlobRow {
+        BlobRow {
+            digest,
+            diff_id: String::new(),
+            compression: "none".into(),
+            level: 0,
+            media_type: media_type.into(),
+            size,
+            last_used_at: now,
+        }
+    }
+}
+
 /// A file downloaded for `ADD <url>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSourceRow {
@@ -135,6 +161,18 @@ pub struct HttpSourceRow {
     /// The layer holding the file.
     pub diff_id: String,
     pub fetched_at: i64,
+}
+
+/// An archive rbuild wrote, as it was right after the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFileRow {
+    /// What was written: the exporter's identity of the archive's content.
+    pub identity: String,
+    pub size: u64,
+    pub mtime_nanos: i128,
+    pub ctime_nanos: i128,
+    pub inode: u64,
+    pub device: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,6 +496,48 @@ impl Database {
                 "INSERT OR REPLACE INTO http_source (url, etag, last_modified, digest, diff_id, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![row.url, row.etag, row.last_modified, row.digest, row.diff_id, row.fetched_at],
             )
+        })?;
+        Ok(())
+    }
+
+    pub fn output_file(&self, path: &str) -> Result<Option<OutputFileRow>, DatabaseError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT identity, size, mtime_nanos, ctime_nanos, inode, device FROM output_file WHERE path = ?1",
+                params![path],
+                |row| {
+                    let (mtime, ctime): (String, String) = (row.get(2)?, row.get(3)?);
+                    Ok(OutputFileRow {
+                        identity: row.get(0)?,
+                        size: row.get::<_, i64>(1)? as u64,
+                        mtime_nanos: mtime.parse().unwrap_or(-1),
+                        ctime_nanos: ctime.parse().unwrap_or(-1),
+                        inode: row.get::<_, i64>(4)? as u64,
+                        device: row.get::<_, i64>(5)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Remembers what was written at `path`; `None` forgets it (the file is being replaced).
+    pub fn put_output_file(&mut self, path: &str, row: Option<&OutputFileRow>) -> Result<(), DatabaseError> {
+        self.write(|transaction| match row {
+            Some(row) => transaction.execute(
+                "INSERT OR REPLACE INTO output_file (path, identity, size, mtime_nanos, ctime_nanos, inode, device)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    path,
+                    row.identity,
+                    row.size as i64,
+                    row.mtime_nanos.to_string(),
+                    row.ctime_nanos.to_string(),
+                    row.inode as i64,
+                    row.device as i64
+                ],
+            ),
+            None => transaction.execute("DELETE FROM output_file WHERE path = ?1", params![path]),
         })?;
         Ok(())
     }

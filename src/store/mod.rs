@@ -8,6 +8,7 @@
 //! while no other process holds it. The store owns no policy: ops decide what to record.
 
 pub mod atomic;
+pub mod cache_key;
 pub mod cache_mount;
 pub mod database;
 pub mod filter;
@@ -21,10 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest as _, Sha256};
-
+pub use cache_key::CacheKey;
 pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerRow, RecordRow};
 pub use layout::Area;
+
+use crate::oci::{DiffId, Digest, DigestHasher};
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by rbuild.\n\
@@ -194,8 +196,8 @@ impl Store {
             .map_err(|source| StoreError::Write { path: parent.display().to_string(), source })
     }
 
-    pub fn snapshot_path(&self, diff_id: &str) -> PathBuf {
-        self.area(Area::Snapshots).join(diff_id.strip_prefix("sha256:").unwrap_or(diff_id))
+    pub fn snapshot_path(&self, diff_id: &DiffId) -> PathBuf {
+        self.area(Area::Snapshots).join(diff_id.hex())
     }
 
     /// Moves a finished snapshot directory into place under its diff id. When another process
@@ -203,10 +205,10 @@ impl Store {
     /// same. A directory there without a record is not trusted (a `cache prune` killed while it
     /// deleted one left half a snapshot, which was then adopted and exported with thousands of
     /// files missing): ours takes its place in one atomic exchange, and it is removed.
-    pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &str) -> Result<PathBuf, StoreError> {
+    pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &DiffId) -> Result<PathBuf, StoreError> {
         let target = self.snapshot_path(diff_id);
         if target.exists() {
-            if self.database().layer(diff_id)?.is_some() {
+            if self.database().layer(diff_id.as_str())?.is_some() {
                 return Ok(target);
             }
             let source = directory.keep();
@@ -239,33 +241,37 @@ impl Store {
         }
     }
 
-    /// Where blob `digest` is (or would be). A digest that is not plain hex (from a hostile
-    /// manifest or cache: `sha256:../x`) names a file that never exists, never a path outside.
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        let plain = !hex.is_empty() && hex.bytes().all(|byte| byte.is_ascii_hexdigit());
-        self.area(Area::Blobs).join(if plain { hex } else { "not-a-digest" })
+    /// Where blob `digest` is (or would be): its hex digits, checked plain when the digest was
+    /// made. Blobs are written under their sha256; a sha512 digest names a file that is never
+    /// there.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.area(Area::Blobs).join(digest.hex())
     }
 
     /// Whether a blob is there with the size its row says: the cheap check before reusing one
     /// (a blob cut short by a full disk or a damaged root is then made or fetched again).
-    pub fn blob_is_intact(&self, digest: &str, size: u64) -> bool {
+    pub fn blob_is_intact(&self, digest: &Digest, size: u64) -> bool {
         fs::metadata(self.blob_path(digest)).is_ok_and(|metadata| metadata.is_file() && metadata.len() == size)
+    }
+
+    /// The digest of the blob `row` records, when the blob is there with the row's size (see
+    /// [`Store::blob_is_intact`]); `None` too for a row whose digest is not a digest.
+    pub fn intact_blob(&self, row: &BlobRow) -> Option<Digest> {
+        Digest::parse(&row.digest).ok().filter(|digest| self.blob_is_intact(digest, row.size))
     }
 
     /// Opens a blob for export: the reader hashes what it reads and, at the end, fails if the
     /// bytes do not match the digest, removing the damaged blob so that the next build makes or
     /// fetches it again. A damaged blob is never exported whole.
-    pub fn open_blob(&self, digest: &str) -> io::Result<VerifiedBlob> {
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<VerifiedBlob> {
         let path = self.blob_path(digest);
         let file = File::open(&path)?;
-        let expected = digest.strip_prefix("sha256:").unwrap_or(digest).to_string();
-        Ok(VerifiedBlob { file, hasher: Some(Sha256::new()), expected, path, damage: None })
+        Ok(VerifiedBlob { file, hasher: Some(DigestHasher::for_digest(digest)), expected: digest.clone(), path, damage: None })
     }
 
     /// Reads a small blob (a manifest or config) whole, `None` when it is missing or its bytes
     /// do not match its digest (it is removed then).
-    pub fn read_blob(&self, digest: &str) -> Option<Vec<u8>> {
+    pub fn read_blob(&self, digest: &Digest) -> Option<Vec<u8>> {
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut self.open_blob(digest).ok()?, &mut bytes).ok()?;
         Some(bytes)
@@ -278,11 +284,16 @@ impl Store {
             .prefix("blob-")
             .tempfile_in(&parent)
             .map_err(|source| StoreError::Write { path: parent.display().to_string(), source })?;
-        Ok(BlobWriter { file: io::BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), size: 0, store_root: self.root.clone() })
+        Ok(BlobWriter {
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            hasher: DigestHasher::sha256(),
+            size: 0,
+            store_root: self.root.clone(),
+        })
     }
 
     /// Writes a small blob (config, manifest) and returns its digest and size.
-    pub fn put_blob(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
         let mut writer = self.blob_writer()?;
         writer.write_all(bytes).map_err(|source| StoreError::Write { path: self.root.display().to_string(), source })?;
         writer.finish()
@@ -293,8 +304,8 @@ impl Store {
 pub struct VerifiedBlob {
     file: File,
     /// Taken at the end of the file, when the digest is checked.
-    hasher: Option<Sha256>,
-    expected: String,
+    hasher: Option<DigestHasher>,
+    expected: Digest,
     path: PathBuf,
     /// What the check found, said again by every later read.
     damage: Option<String>,
@@ -310,11 +321,11 @@ impl io::Read for VerifiedBlob {
             return Ok(read);
         }
         if let Some(hasher) = self.hasher.take() {
-            let actual = hex::encode(hasher.finalize());
+            let actual = hasher.finish();
             if actual != self.expected {
                 let _ = fs::remove_file(&self.path);
                 self.damage = Some(format!(
-                    "the blob `{}` in the state root was damaged (its bytes hash to sha256:{actual}); it was removed, build again to make or fetch it anew",
+                    "the blob `{}` in the state root was damaged (its bytes hash to {actual}); it was removed, build again to make or fetch it anew",
                     self.path.display()
                 ));
             }
@@ -328,7 +339,7 @@ impl io::Read for VerifiedBlob {
 
 pub struct BlobWriter {
     file: io::BufWriter<tempfile::NamedTempFile>,
-    hasher: Sha256,
+    hasher: DigestHasher,
     size: u64,
     store_root: PathBuf,
 }
@@ -347,16 +358,16 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
-    /// Syncs and renames the blob into place; returns `sha256:<hex>` and the size.
-    pub fn finish(self) -> Result<(String, u64), StoreError> {
-        let hex = hex::encode(self.hasher.finalize());
-        let target = Area::Blobs.under(&self.store_root).join(&hex);
+    /// Syncs and renames the blob into place; returns its sha256 digest and the size.
+    pub fn finish(self) -> Result<(Digest, u64), StoreError> {
+        let digest = self.hasher.finish();
+        let target = Area::Blobs.under(&self.store_root).join(digest.hex());
         let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
         let file = self.file.into_inner().map_err(|error| write_error(error.into_error()))?;
         file.as_file().sync_all().map_err(write_error)?;
         // Replaces whatever is there: the same bytes from another process, or a damaged blob.
         file.persist(&target).map_err(|error| write_error(error.error))?;
-        Ok((format!("sha256:{hex}"), self.size))
+        Ok((digest, self.size))
     }
 }
 
@@ -433,20 +444,21 @@ mod tests {
         let store = Store::open(root.path(), LockMode::Shared).unwrap();
         let first = store.temp_dir("snapshot-").unwrap();
         fs::write(first.path().join("a"), "1").unwrap();
-        let path = store.commit_snapshot(first, "sha256:abc").unwrap();
-        record_layer(&store, "sha256:abc");
+        let diff_id = DiffId::new(Digest::sha256_of(b"abc"));
+        let path = store.commit_snapshot(first, &diff_id).unwrap();
+        record_layer(&store, &diff_id);
         let second = store.temp_dir("snapshot-").unwrap();
         fs::write(second.path().join("a"), "2").unwrap();
-        assert_eq!(store.commit_snapshot(second, "sha256:abc").unwrap(), path);
+        assert_eq!(store.commit_snapshot(second, &diff_id).unwrap(), path);
         assert_eq!(fs::read_to_string(path.join("a")).unwrap(), "1");
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
     }
 
-    fn record_layer(store: &Store, diff_id: &str) {
+    fn record_layer(store: &Store, diff_id: &DiffId) {
         store
             .database()
             .put_layer(&LayerRow {
-                diff_id: diff_id.into(),
+                diff_id: diff_id.to_string(),
                 size: 1,
                 created_at: 1,
                 last_used_at: 1,
@@ -462,13 +474,14 @@ mod tests {
     fn a_snapshot_without_a_record_is_replaced_not_adopted() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path(), LockMode::Shared).unwrap();
-        let half = store.snapshot_path("sha256:abc");
+        let diff_id = DiffId::new(Digest::sha256_of(b"abc"));
+        let half = store.snapshot_path(&diff_id);
         fs::create_dir_all(&half).unwrap();
         fs::write(half.join("a"), "1").unwrap();
         let fresh = store.temp_dir("snapshot-").unwrap();
         fs::write(fresh.path().join("a"), "1").unwrap();
         fs::write(fresh.path().join("b"), "2").unwrap();
-        let path = store.commit_snapshot(fresh, "sha256:abc").unwrap();
+        let path = store.commit_snapshot(fresh, &diff_id).unwrap();
         assert_eq!(fs::read_to_string(path.join("b")).unwrap(), "2", "the half snapshot was adopted");
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
     }
@@ -477,7 +490,7 @@ mod tests {
     fn removal_goes_through_tmp() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path(), LockMode::Shared).unwrap();
-        let snapshot = store.snapshot_path("sha256:abc");
+        let snapshot = store.snapshot_path(&DiffId::new(Digest::sha256_of(b"abc")));
         fs::create_dir_all(snapshot.join("deep/er")).unwrap();
         remove_aside(store.root(), &snapshot).unwrap();
         assert!(!snapshot.exists());

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use super::filter::Filter;
 use super::{Area, Store, StoreError, remove_aside, remove_tree};
+use crate::oci::{DiffId, Digest};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Item {
@@ -238,8 +239,11 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
             database.delete_image_tags_using(&item.id)?;
             database.delete_blob(&item.id)?;
         }
-        let path = store.blob_path(&item.id);
-        remove_file(&path).map_err(|source| write_error(&path, source))?;
+        // A row whose id is not a digest names no file; garbage collection removes strays.
+        if let Ok(digest) = Digest::parse(&item.id) {
+            let path = store.blob_path(&digest);
+            remove_file(&path).map_err(|source| write_error(&path, source))?;
+        }
         return Ok(());
     }
     let blobs: Vec<String> = {
@@ -251,11 +255,12 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
         database.delete_layer(&item.id)?;
         blobs
     };
-    for blob in blobs {
+    for blob in blobs.iter().filter_map(|blob| Digest::parse(blob).ok()) {
         let path = store.blob_path(&blob);
         remove_file(&path).map_err(|source| write_error(&path, source))?;
     }
-    let snapshot = store.snapshot_path(&item.id);
+    let Ok(diff_id) = DiffId::parse(&item.id) else { return Ok(()) };
+    let snapshot = store.snapshot_path(&diff_id);
     remove_aside(store.root(), &snapshot).map_err(|source| write_error(&snapshot, source))
 }
 
@@ -266,8 +271,8 @@ pub(super) fn collect_garbage(store: &Store) -> Result<(), StoreError> {
     let (layers, blobs): (HashSet<String>, HashSet<String>) = {
         let mut database = store.database();
         database.delete_unbacked()?;
-        let layers = database.layers()?.into_iter().map(|layer| hex_of(&layer.diff_id)).collect();
-        let blobs = database.blobs()?.into_iter().map(|blob| hex_of(&blob.digest)).collect();
+        let layers = database.layers()?.iter().filter_map(|layer| hex_of(&layer.diff_id)).collect();
+        let blobs = database.blobs()?.iter().filter_map(|blob| hex_of(&blob.digest)).collect();
         (layers, blobs)
     };
     let snapshots = store.area(Area::Snapshots);
@@ -293,8 +298,9 @@ pub(super) fn collect_garbage(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn hex_of(digest: &str) -> String {
-    digest.strip_prefix("sha256:").unwrap_or(digest).to_string()
+/// The file name of a row's digest (a row that names none keeps no file).
+fn hex_of(digest: &str) -> Option<String> {
+    Digest::parse(digest).ok().map(|digest| digest.hex().to_string())
 }
 
 fn read_dir(path: &Path) -> io::Result<Vec<String>> {
@@ -332,15 +338,19 @@ mod tests {
     use super::*;
     use crate::store::{LayerRow, LockMode, now};
 
+    fn layer_diff_id(name: &str) -> DiffId {
+        DiffId::new(Digest::sha256_of(name.as_bytes()))
+    }
+
     fn add_layer(store: &Store, name: &str, bytes: usize, last_used_at: i64, from_image: bool) {
         let directory = store.temp_dir("snapshot-").unwrap();
         fs::write(directory.path().join("file"), vec![b'x'; bytes]).unwrap();
-        let diff_id = format!("sha256:{name}");
+        let diff_id = layer_diff_id(name);
         let path = store.commit_snapshot(directory, &diff_id).unwrap();
         store
             .database()
             .put_layer(&LayerRow {
-                diff_id,
+                diff_id: diff_id.to_string(),
                 size: tree_size(&path).unwrap(),
                 created_at: last_used_at,
                 last_used_at,
@@ -363,7 +373,7 @@ mod tests {
             store
                 .database()
                 .put_blob(&crate::store::BlobRow {
-                    digest: digest.clone(),
+                    digest: digest.to_string(),
                     diff_id: String::new(),
                     compression: "none".into(),
                     level: 0,
@@ -373,7 +383,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        store.database().put_image_tag("docker.io/library/base:latest linux/amd64", &manifest, &config, 100).unwrap();
+        store.database().put_image_tag("docker.io/library/base:latest linux/amd64", manifest.as_str(), config.as_str(), 100).unwrap();
         fs::create_dir(root.path().join("snapshots-v1/orphan")).unwrap();
         fs::write(root.path().join("tmp/leftover"), "x").unwrap();
         let on_disk = tree_size(&root.path().join("snapshots-v1")).unwrap()
@@ -387,7 +397,7 @@ mod tests {
         // The base image's manifest and config stay with its layers.
         assert!(store.blob_path(&manifest).exists() && store.blob_path(&config).exists());
         assert!(store.database().image_tag("docker.io/library/base:latest linux/amd64").unwrap().is_some());
-        assert!(!root.path().join("snapshots-v1/old").exists());
+        assert!(!store.snapshot_path(&layer_diff_id("old")).exists());
         assert!(!root.path().join("snapshots-v1/orphan").exists());
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
 

@@ -279,6 +279,76 @@ fn a_url_without_etag_is_revalidated_by_date() {
     assert_eq!(server.take_log(), [format!("HEAD /noetag/dir/file.txt {LAST_MODIFIED}")]);
 }
 
+/// An http(s) URL as the build context (BuildKit's remote build context): an archive is the
+/// context (and `-f` a path in it), anything else the Dockerfile with an empty context; a git
+/// URL is refused for now; a missing one says so.
+#[test]
+fn a_url_context_is_an_archive_or_a_dockerfile() {
+    let (project, server) = project_with_server();
+    let files = project.out("files");
+    let archive = fs::File::create(files.join("ctx.tar.gz")).unwrap();
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(archive, flate2::Compression::default()));
+    for (name, content) in [
+        ("Dockerfile", "FROM busybox\nCOPY hello.txt /hello.txt\n"),
+        ("sub/Other", "FROM busybox\nCOPY hello.txt /other.txt\n"),
+        ("hello.txt", "hi from tar\n"),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, content.as_bytes()).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+    fs::write(files.join("Dockerfile.txt"), "FROM busybox\nRUN echo plain > /plain\n").unwrap();
+
+    let root = project.root();
+    let busybox = busybox_context();
+    let build = |url: String, extra: &[&str], out: &str| {
+        let output = format!("type=local,dest={}", project.out(out).display());
+        let mut args = vec!["build", "--root", root.to_str().unwrap(), "--progress=plain", "--build-context", &busybox, "-o", &output];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        run_command(project.command(&args), None)
+    };
+    let run = build(server.url("/ctx.tar.gz"), &[], "from-archive").ok();
+    assert_eq!(fs::read_to_string(project.out("from-archive").join("hello.txt")).unwrap(), "hi from tar\n");
+    let names: Vec<String> = run.steps().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names[..2], ["[internal] load remote build context".to_string(), "copy /context /".to_string()], "{names:?}");
+    build(server.url("/ctx.tar.gz"), &["-f", "sub/Other"], "other").ok();
+    assert_eq!(fs::read_to_string(project.out("other").join("other.txt")).unwrap(), "hi from tar\n");
+    build(server.url("/Dockerfile.txt"), &[], "from-dockerfile").ok();
+    assert_eq!(fs::read_to_string(project.out("from-dockerfile").join("plain")).unwrap(), "plain\n");
+
+    let missing = server.url("/missing.tar");
+    // Like a missing local context, a context that cannot be had stops the build before it starts.
+    build(missing.clone(), &[], "x")
+        .fails(2)
+        .stderr_has(&format!("failed to read downloaded context: `{missing}`: invalid response status 404"));
+    build(server.url("/repo.git#main"), &[], "x").fails(2).stderr_has("git repositories");
+}
+
+/// `--build-context NAME=URL`: as in BuildKit (measured with the oracle), the downloaded file
+/// itself, named `context`, 0600, never unpacked, in `COPY --from` and `FROM`.
+#[test]
+fn a_named_url_context_is_the_file_named_context() {
+    let (project, server) = project_with_server();
+    let context = format!("other={}", server.url("/pkg.tar.gz"));
+    project.dockerfile("FROM busybox AS copied\nCOPY --from=other / /x/\nFROM other AS bare\n");
+    let tar = project.out("copied.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    project.build(&["--build-context", &busybox_context(), "--build-context", &context, "--target", "copied", "-o", &output]).ok();
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    let entry = archive.entries().unwrap().map(Result::unwrap).find(|entry| entry.path().unwrap().to_str() == Some("x/context"));
+    let header = entry.expect("x/context in the image").header().clone();
+    assert_eq!((header.mode().unwrap() & 0o7777, header.mtime().unwrap(), header.size().unwrap()), (0o600, 1_700_000_000, 146));
+    let bare = project.out("bare");
+    let output = format!("type=local,dest={}", bare.display());
+    project.build(&["--build-context", &busybox_context(), "--build-context", &context, "--target", "bare", "-o", &output]).ok();
+    let names: Vec<String> = fs::read_dir(&bare).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["context"]);
+}
+
 /// Failures say what BuildKit says, at the Dockerfile line.
 #[test]
 fn bad_urls_and_checksums_fail_with_buildkits_words() {

@@ -42,6 +42,40 @@ fn oci_archive_carries_the_image_config() {
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
 }
 
+/// An export that would write the same bytes to a file this store wrote and nobody touched
+/// keeps the file (no rewrite, no fsync of the whole archive); anything else writes it anew.
+#[test]
+fn an_unchanged_archive_is_not_written_again() {
+    use std::os::unix::fs::MetadataExt;
+    let project = config_project();
+    let archive = project.build_oci("out.tar", &["-t", "app:1"]);
+    let stamp = |path: &std::path::Path| {
+        let metadata = fs::metadata(path).unwrap();
+        (metadata.ino(), metadata.mtime(), metadata.mtime_nsec())
+    };
+    let first = stamp(&archive);
+    let bytes = fs::read(&archive).unwrap();
+
+    project.build_oci("out.tar", &["-t", "app:1"]);
+    assert_eq!(stamp(&archive), first, "the same export rewrote the archive");
+    assert_eq!(fs::read(&archive).unwrap(), bytes);
+
+    // Another name is another index.json: written anew.
+    project.build_oci("out.tar", &["-t", "app:2"]);
+    assert_ne!(stamp(&archive), first);
+    assert_ne!(fs::read(&archive).unwrap(), bytes);
+    // Back to the first image, then the file is touched: the store's record no longer holds.
+    project.build_oci("out.tar", &["-t", "app:1"]);
+    assert_eq!(fs::read(&archive).unwrap(), bytes);
+    fs::write(&archive, b"damaged").unwrap();
+    project.build_oci("out.tar", &["-t", "app:1"]);
+    assert_eq!(fs::read(&archive).unwrap(), bytes, "a file changed after the export is written again");
+    // A docker archive of the same image is other bytes at the same path.
+    let docker = format!("type=docker,dest={}", archive.display());
+    project.build(&["-o", &docker, "-t", "app:1"]).ok();
+    assert_ne!(fs::read(&archive).unwrap(), bytes);
+}
+
 #[test]
 fn oci_archive_history_follows_buildkit() {
     let project = config_project();

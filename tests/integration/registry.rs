@@ -179,6 +179,48 @@ fn from_busybox_pulls_through_a_mirror_then_builds_offline() {
     project.build(&["--config", config]).fails(1).stderr_has("failed to resolve source metadata for docker.io/library/busybox:latest");
 }
 
+/// `--build-context NAME=docker-image://REF` (buildx): the image stands in for `FROM NAME`,
+/// `COPY --from=NAME` and `RUN --mount=from=NAME`, with BuildKit's progress names (recorded from
+/// the oracle for this Dockerfile: `[context base] load metadata for busybox`, `[first 1/2] RUN
+/// ...`) and its errors for a missing tag and an upper-case name.
+#[test]
+fn docker_image_build_contexts_come_from_the_registry() {
+    let registry = Registry::start();
+    registry.push_busybox();
+    let project = Project::new();
+    let config = mirror_config(&project, &registry);
+    let config = config.to_str().unwrap();
+    project.dockerfile(
+        "FROM base AS first\nRUN --mount=from=other,target=/o ls /o/bin/busybox > /listed\n\
+         FROM scratch\nCOPY --from=first /listed /listed\nCOPY --from=other /bin/busybox /bb\n",
+    );
+    let contexts =
+        ["--build-context", "base=docker-image://busybox", "--build-context", "other=docker-image://docker.io/library/busybox:latest"];
+    let mut args = vec!["--config", config, "-o", "type=local,dest=out"];
+    args.extend(contexts);
+    let run = project.build(&args).ok();
+    assert_eq!(std::fs::read_to_string(project.out("out").join("listed")).unwrap(), "/o/bin/busybox\n");
+    assert!(project.out("out").join("bb").is_file());
+    let names: Vec<String> = run.steps().into_iter().map(|(name, _)| name).collect();
+    for expected in ["[context base] load metadata for busybox", "[first 1/2] RUN --mount=from=other,target=/o ls /o/bin/busybox > /listed"]
+    {
+        assert!(names.iter().any(|name| name == expected), "no step `{expected}` in {names:?}");
+    }
+
+    project.dockerfile("FROM base\n");
+    for (reference, message) in [
+        (
+            "busybox:nosuch",
+            "failed to resolve source metadata for docker.io/library/busybox:nosuch: docker.io/library/busybox:nosuch: not found",
+        ),
+        ("UPPER", "invalid reference format: repository name (library/UPPER) must be lowercase"),
+    ] {
+        let context = format!("base=docker-image://{reference}");
+        let failed = project.build(&["--config", config, "--build-context", &context]).fails(1);
+        failed.stderr_has(&format!("ERROR: failed to solve: {message}\n"));
+    }
+}
+
 #[test]
 fn a_missing_image_is_named() {
     let registry = Registry::start();

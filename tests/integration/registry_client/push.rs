@@ -73,7 +73,7 @@ fn push_blobs(client: &Client, reference: &Reference, image: &PushImage, mount_f
         let mut calls = Vec::new();
         let uploaded = client.push_blob(
             reference,
-            digest,
+            &digest.parse().unwrap(),
             bytes.len() as u64,
             mount_from,
             &mut || Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
@@ -175,13 +175,20 @@ fn pushes_an_image_then_skips_existing_blobs_and_mounts_across_repositories() {
     // A reader that gives other bytes than the digest says: nothing is committed.
     let (digest, bytes) = &image.blobs[1];
     let error = client
-        .push_blob(&third, digest, bytes.len() as u64, None, &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; 1000]))), &mut |_, _| {})
+        .push_blob(
+            &third,
+            &digest.parse().unwrap(),
+            bytes.len() as u64,
+            None,
+            &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; 1000]))),
+            &mut |_, _| {},
+        )
         .unwrap_err();
     assert!(matches!(error, RegistryError::SizeMismatch { actual: 1000, .. }), "{error}");
     let error = client
         .push_blob(
             &third,
-            digest,
+            &digest.parse().unwrap(),
             bytes.len() as u64,
             None,
             &mut || Ok(Box::new(std::io::Cursor::new(vec![7u8; bytes.len()]))),

@@ -293,7 +293,7 @@ fn push_honours_range_restarts_sessions_and_asks_push_scopes() {
     let uploaded = client
         .push_blob(
             &reference,
-            &digest,
+            &digest.parse().unwrap(),
             blob.len() as u64,
             Some("base/img"),
             &mut || {

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# rbuild beside BuildKit: the same workloads built by both in the same run, alternating, and the
+# ratio of the medians (rbuild / BuildKit: below 1 is rbuild faster). Prints figures; asserts
+# only that every build succeeds.
+#
+#   sudo benches/vs-buildkit.sh                     # builds rbuild --release first
+#   RBUILD=/path/to/rbuild REPS=5 benches/vs-buildkit.sh
+#
+# BuildKit is the oracle's (../shared/tools/buildkit/oracle, a real BuildKit v0.32.2 with the
+# overlayfs snapshotter; a tool of the developers, never a dependency of rbuild). It runs as
+# root, so this script does. Both builders pull `busybox` (and `debian:bookworm` with DEBIAN=1)
+# from one registry on 127.0.0.1 standing in for docker.io, and both export the same way.
+#
+# Environment:
+#   RBUILD         the binary to measure (default: build it with cargo)
+#   ORACLE         the oracle script (default ../shared/tools/buildkit/oracle beside the repo)
+#   REPS           repetitions of each workload and builder (default 3)
+#   BENCH_MIRROR   HOST:PORT of a registry that already serves library/busybox (and
+#                  library/debian:bookworm) and that the oracle already uses as its mirror:
+#                  reused as it is (the oracle is not restarted). Default: a registry of this
+#                  script's, and the oracle restarted with it.
+#   BIG_MB         size of the big-layer file (default 1024)
+#   N_FILES, TREE_BYTES  the many-files context (default 50000 files, 200000000 bytes)
+#   DEBIAN=1       also the Debian `apt-get install` workload (debootstrap; needs the network's
+#                  package mirror, so its figures move with it)
+#   ONLY="a b"     run only these workloads (names below)
+#
+# Workloads (names): big-layer, ctx-cold, ctx-edit, ctx-noop, steps, parallel, apt.
+#   big-layer  a 1 GiB random file COPYed, cold, exported as an OCI archive with gzip
+#   ctx-cold   a 50,000-file / 200 MB context COPYed, cold, OCI archive
+#   ctx-edit   the same after one file's content changed, OCI archive
+#   ctx-noop   the same unchanged, OCI archive
+#   steps      30 trivial RUN steps, cold (the base image already pulled)
+#   parallel   four `RUN sleep 2` stages, rebuilt (--no-cache)
+#   apt        FROM debian:bookworm, RUN apt-get update && apt-get install python3 (--no-cache)
+# "Cold" is a fresh state root for rbuild and `buildctl prune --all` for BuildKit, both with the
+# base image in the registry on this machine.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
+
+REPS=${REPS:-3}
+BIG_MB=${BIG_MB:-1024}
+N_FILES=${N_FILES:-50000}
+TREE_BYTES=${TREE_BYTES:-200000000}
+ORACLE=${ORACLE:-$repo/../shared/tools/buildkit/oracle}
+ONLY=${ONLY:-big-layer ctx-cold ctx-edit ctx-noop steps parallel apt}
+
+[[ $(id -u) == 0 ]] || { echo "run as root: the oracle's BuildKit needs it" >&2; exit 1; }
+[[ -x "$ORACLE" ]] || { echo "no oracle at $ORACLE (set ORACLE)" >&2; exit 1; }
+use_rbuild "$repo"
+use_gnu_time install
+
+T=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/rbuild-vs-buildkit.XXXXXX")
+cleanup() {
+    stop_registry
+    find "$T" -type f -print0 | xargs -0 -r -P 16 -n 2000 rm -f
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- the registry and the oracle
+if [[ -n "${BENCH_MIRROR:-}" ]]; then
+    MIRROR=$BENCH_MIRROR
+else
+    start_registry "$T/registry"
+    MIRROR=127.0.0.1:$REGISTRY_PORT
+    RBUILD="$RBUILD" "$repo/testdata/images/make-busybox.sh" "$T/busybox" >/dev/null 2>&1
+    skopeo copy --quiet --dest-tls-verify=false "oci:$T/busybox:latest" "docker://$MIRROR/library/busybox:latest"
+    if [[ " $ONLY " == *" apt "* && "${DEBIAN:-}" == 1 ]]; then
+        log "making debian:bookworm (debootstrap)"
+        debootstrap --variant=minbase bookworm "$T/deb-rootfs" >/dev/null
+        find "$T/deb-rootfs" \( -type b -o -type c -o -type p -o -type s \) -delete
+        mkdir -p "$T/deb-ctx"
+        tar --numeric-owner --sort=name -cf "$T/deb-ctx/rootfs.tar" -C "$T/deb-rootfs" .
+        "$RBUILD" build --root "$T/deb-state" --progress=quiet -f "$repo/testdata/images/debian/Dockerfile" \
+            -o "type=oci,dest=$T/debian,tar=false,name=debian:bookworm" "$T/deb-ctx" >/dev/null
+        skopeo copy --quiet --dest-tls-verify=false "oci:$T/debian:bookworm" "docker://$MIRROR/library/debian:bookworm"
+    fi
+    "$ORACLE" stop >/dev/null 2>&1 || true
+    "$ORACLE" start --mirror "$MIRROR" >/dev/null
+fi
+mkdir -p "$T/xdg/rbuild"
+printf '[registry."docker.io"]\nmirrors = ["%s"]\n[registry."%s"]\nhttp = true\n' "$MIRROR" "$MIRROR" >"$T/xdg/rbuild/config.toml"
+export XDG_CONFIG_HOME=$T/xdg
+
+# ---------------------------------------------------------------- running both
+ROWS=()
+RSS=0
+# rbuild_run ROOT ARGS...: one rbuild build; its wall time in $WALL, peak RSS (MB) in $RSS
+rbuild_run() {
+    local root=$1; shift
+    local t0 t1
+    t0=$(now)
+    "$GNU_TIME" -f %M -o "$T/rss" "$RBUILD" build --root "$root" --progress=plain "$@" >"$T/rbuild.log" 2>&1 \
+        || { echo "rbuild failed: $RBUILD build --root $root $*" >&2; tail -30 "$T/rbuild.log" >&2; exit 1; }
+    t1=$(now)
+    WALL=$(seconds_between "$t0" "$t1")
+    RSS=$(awk '/^[0-9]+$/ { v = $1 } END { printf "%.0f", v / 1024 }' "$T/rss")
+}
+# buildkit_run ARGS...: one oracle build; its wall time in $WALL
+buildkit_run() {
+    local t0 t1
+    t0=$(now)
+    "$ORACLE" build --progress=plain "$@" >"$T/buildkit.log" 2>&1 \
+        || { echo "BuildKit failed: $ORACLE build $*" >&2; tail -30 "$T/buildkit.log" >&2; exit 1; }
+    t1=$(now)
+    WALL=$(seconds_between "$t0" "$t1")
+}
+buildkit_cold() { "$ORACLE" buildctl prune --all >/dev/null 2>&1; sync; }
+
+# workload NAME RBUILD_PREP BUILDKIT_PREP -- ARGS...: REPS rounds, each rbuild then BuildKit (the
+# order swapped every round), each after its PREP (untimed; gets the round number). ARGS are
+# given to both; @OUT@ becomes a fresh output path, @ROOT@ rbuild's state root for the round.
+workload() {
+    local name=$1 rprep=$2 bprep=$3; shift 4
+    [[ " $ONLY " == *" $name "* ]] || return 0
+    log "$name"
+    local r rw=() bw=() rss=0
+    for ((r = 1; r <= REPS; r++)); do
+        local order=(rbuild buildkit) who
+        ((r % 2 == 0)) && order=(buildkit rbuild)
+        for who in "${order[@]}"; do
+            local out="$T/out/$who.$name.$r" args=() a
+            rm -rf "$out"
+            mkdir -p "$T/out"
+            if [[ $who == rbuild ]]; then
+                $rprep "$r"
+                for a in "$@"; do a=${a//@OUT@/$out}; args+=("${a//@ROOT@/$ROOT}"); done
+                rbuild_run "$ROOT" "${args[@]}"
+                rw+=("$WALL")
+                ((RSS > rss)) && rss=$RSS
+            else
+                $bprep "$r"
+                for a in "$@"; do a=${a//@OUT@/$out}; args+=("${a//@ROOT@/$ROOT}"); done
+                buildkit_run "${args[@]}"
+                bw+=("$WALL")
+            fi
+            printf '  %-10s round %d %-8s %8.2fs\n' "$name" "$r" "$who" "$WALL"
+            rm -rf "$out"
+        done
+    done
+    local rm bm
+    rm=$(printf '%s\n' "${rw[@]}" | median)
+    bm=$(printf '%s\n' "${bw[@]}" | median)
+    ROWS+=("$name"$'\t'"$rm"$'\t'"$bm"$'\t'"$(awk -v a="$rm" -v b="$bm" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"$'\t'"$rss")
+}
+
+ROOT=$T/root
+fresh_root() { ROOT=$T/roots/$RANDOM$RANDOM; mkdir -p "$ROOT"; sync; }
+same_root() { :; }
+nothing() { :; }
+
+echo "rbuild: $RBUILD ($("$RBUILD" --version 2>/dev/null || echo '?'))"
+echo "BuildKit: $ORACLE; mirror $MIRROR"
+echo "machine: $(machine_line); $REPS rounds"
+
+# ---------------------------------------------------------------- big-layer
+mkdir -p "$T/big"
+if [[ " $ONLY " == *" big-layer "* ]]; then
+    head -c "$((BIG_MB * 1048576))" /dev/urandom >"$T/big/big.bin"
+    printf 'FROM scratch\nCOPY big.bin /big.bin\n' >"$T/big/Dockerfile"
+fi
+workload big-layer fresh_root buildkit_cold -- -o type=oci,dest=@OUT@ "$T/big"
+rm -rf "$T/big"
+
+# ---------------------------------------------------------------- the many-files context
+CTX=$T/tree/ctx
+if [[ " $ONLY " == *" ctx-"* ]]; then
+    mkdir -p "$T/tree"
+    python3 "$here/gen_tree.py" "$CTX" "$N_FILES" "$TREE_BYTES"
+    printf 'FROM scratch\nCOPY . /tree\n' >"$CTX/Dockerfile"
+    CHANGED=$(sed -n "$((N_FILES / 2 + 1))p" "$T/tree/files.txt")
+fi
+workload ctx-cold fresh_root buildkit_cold -- -o type=oci,dest=@OUT@ "$CTX"
+# Warm both once, then time rebuilds.
+if [[ " $ONLY " == *" ctx-edit "* || " $ONLY " == *" ctx-noop "* ]]; then
+    fresh_root 0
+    rbuild_run "$ROOT" -o "type=oci,dest=$T/warm.tar" "$CTX"
+    buildkit_run -o "type=oci,dest=$T/warm.tar" "$CTX"
+    rm -f "$T/warm.tar"
+fi
+EDIT=0
+edit_one() { EDIT=$((EDIT + 1)); printf 'edited %s %d\n' "$1" "$EDIT" >"$CTX/$CHANGED"; }
+workload ctx-edit edit_one edit_one -- -o type=oci,dest=@OUT@ "$CTX"
+workload ctx-noop same_root nothing -- -o type=oci,dest=@OUT@ "$CTX"
+rm -rf "$T/tree"
+
+# ---------------------------------------------------------------- RUN steps
+mkdir -p "$T/steps" "$T/parallel" "$T/apt"
+{
+    echo "FROM busybox"
+    for i in $(seq 1 30); do echo "RUN echo step-$i > /step-$i"; done
+} >"$T/steps/Dockerfile"
+{
+    for stage in a b c d; do printf 'FROM busybox AS %s\nRUN sleep 2 && echo %s > /%s\n' "$stage" "$stage" "$stage"; done
+    echo "FROM scratch"
+    for stage in a b c d; do echo "COPY --from=$stage /$stage /$stage"; done
+} >"$T/parallel/Dockerfile"
+printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*\n' \
+    >"$T/apt/Dockerfile"
+# The base image pulled once by each builder: the steps are what is timed.
+pulled_root() { fresh_root "$1"; "$RBUILD" build --root "$ROOT" --progress=quiet "$T/pull" >/dev/null 2>&1; }
+mkdir -p "$T/pull" && echo "FROM busybox" >"$T/pull/Dockerfile"
+buildkit_keep_base() { buildkit_cold; "$ORACLE" build --progress=quiet "$T/pull" >/dev/null 2>&1; }
+workload steps pulled_root buildkit_keep_base -- "$T/steps"
+fresh_root 0
+rbuild_run "$ROOT" "$T/parallel"
+workload parallel same_root nothing -- --no-cache "$T/parallel"
+if [[ "${DEBIAN:-}" == 1 ]]; then
+    workload apt same_root nothing -- --no-cache "$T/apt"
+fi
+
+# ---------------------------------------------------------------- the table
+printf '\nworkload\trbuild s\tBuildKit s\tratio\trbuild peak RSS MB\n'
+printf '%s\n' "${ROWS[@]}"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
