@@ -38,7 +38,7 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'Name and optionally a tag (format: `name:tag`)')
             [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Set the target build stage to build')
             [CompletionResult]::new('--build-arg', '--build-arg', [CompletionResultType]::ParameterName, 'Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)')
-            [CompletionResult]::new('--build-context', '--build-context', [CompletionResultType]::ParameterName, 'Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF` or `name=URL`)')
+            [CompletionResult]::new('--build-context', '--build-context', [CompletionResultType]::ParameterName, 'Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF`, `name=URL` or a git URL)')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)')
             [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Set type of progress output (auto, plain, tty, quiet, rawjson)')

@@ -34,7 +34,7 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand --tag 'Name and optionally a tag (format: `name:tag`)'
             cand --target 'Set the target build stage to build'
             cand --build-arg 'Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)'
-            cand --build-context 'Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF` or `name=URL`)'
+            cand --build-context 'Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF`, `name=URL` or a git URL)'
             cand -o 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)'
             cand --output 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)'
             cand --progress 'Set type of progress output (auto, plain, tty, quiet, rawjson)'

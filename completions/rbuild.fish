@@ -45,7 +45,7 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s f -l file -d 'Na
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s t -l tag -d 'Name and optionally a tag (format: `name:tag`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l target -d 'Set the target build stage to build' -r -f -a '(__fish_rbuild_stages)'
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l build-arg -d 'Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l build-context -d 'Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF` or `name=URL`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l build-context -d 'Additional build contexts (`name=DIR`, `name=oci-layout://PATH[:tag|@digest]`, `name=docker-image://REF`, `name=URL` or a git URL)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s o -l output -d 'Output destination (`type=oci|docker|tar|local,dest=...`, `PATH` for local, `-` for a tar on stdout)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l progress -d 'Set type of progress output (auto, plain, tty, quiet, rawjson)' -r -f -a "auto\t''
 plain\t''

@@ -168,7 +168,7 @@ impl BuildOptions {
             } else if let Some(reference) = value.strip_prefix("docker-image://") {
                 NamedContext::DockerImage(reference.to_string())
             } else if is_git_url(&value) {
-                bail!("build context `{name}`: git repositories (`{value}`) are not supported as build contexts yet")
+                NamedContext::Git(value.clone())
             } else if value.starts_with("http://") || value.starts_with("https://") {
                 NamedContext::Http(value.clone())
             } else if value.contains("://") {

@@ -288,6 +288,7 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
                 let source = HttpSource { url: url.clone(), filename: super::HTTP_CONTEXT_FILE.into(), checksum: None };
                 Ok(lowering.graph.add(Op::Http(source), vec![], format!("[context {name}] {url}"), None, None))
             }
+            NamedContext::Git(url) => git_context_vertex(lowering, &url, span),
             NamedContext::DockerImage(reference) => {
                 let resolved = lowering
                     .resolver
@@ -309,6 +310,25 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
         .resolve_reference(from, &lowering.options.platform)
         .map_err(|error| DockerfileError::at(error.to_string(), span))?;
     Ok(lowering.graph.add(Op::Image(resolved.source), vec![], format!("FROM {}", resolved.display), None, None))
+}
+
+/// The vertex of a `--build-context NAME=GIT-URL`: the commit's files (no `.git`), named as
+/// BuildKit names it (`[internal] load git source URL`).
+pub(super) fn git_context_vertex(lowering: &mut Lowering, url: &str, span: Span) -> Result<VertexId, DockerfileError> {
+    let repository = match super::git_url::parse(url) {
+        Some(Ok(repository)) => repository,
+        Some(Err(message)) => return Err(DockerfileError::at(message, span)),
+        None => return Err(DockerfileError::at(format!("`{url}` is no git repository"), span)),
+    };
+    let source = GitSource {
+        remote: repository.remote,
+        reference: repository.reference,
+        subdir: repository.subdir,
+        keep_git_dir: false,
+        checksum: None,
+        timestamp: lowering.options.source_date_epoch,
+    };
+    Ok(lowering.graph.add(Op::Git(source), vec![], format!("[internal] load git source {url}"), None, None))
 }
 
 #[cfg(test)]

@@ -238,6 +238,9 @@ fn base_from_context(
             let name = state.step_name(&format!("FROM {}", resolved.display));
             state.vertex = lowering.graph.add(Op::Image(resolved.source), vec![], name, origin(span), Some(state.stage_name.clone()));
         }
+        NamedContext::Git(url) => {
+            state.vertex = super::copy::git_context_vertex(lowering, url, span)?;
+        }
         NamedContext::Http(url) => {
             let source = HttpSource { url: url.clone(), filename: super::HTTP_CONTEXT_FILE.into(), checksum: None };
             let name = format!("[context {context_name}] {url}");

@@ -43,6 +43,8 @@ pub enum NamedContext {
     /// An http(s) URL: as in BuildKit, the downloaded file itself, named `context`, never
     /// unpacked.
     Http(String),
+    /// A git repository (`URL#REF:SUBDIR`): the commit's files, as `ADD` takes them.
+    Git(String),
 }
 
 /// Finds base images (resolved before lowering: the config shapes the stage). The frontend does

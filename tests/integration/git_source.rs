@@ -366,6 +366,31 @@ fn the_same_commit_from_two_urls_is_one_result() {
     assert_eq!(usage.matches("shared git repo for").count(), 2, "{usage}");
 }
 
+/// `--build-context NAME=GIT-URL`: the commit's files (as BuildKit gives them, measured: the
+/// subdirectory's files, no `.git`) for `COPY --from=NAME` and `FROM NAME`, the vertex named
+/// BuildKit's `[internal] load git source URL`.
+#[test]
+fn a_git_build_context_is_the_commits_files() {
+    let (project, servers) = project_with_servers();
+    let context = format!("src={}#main:sub", servers.git_url("/repo.git"));
+    project.dockerfile("FROM busybox AS one\nCOPY --from=src / /x/\nFROM src AS bare\n");
+    let one = project.out("one");
+    let output = format!("type=local,dest={}", one.display());
+    let run = project.build(&["--build-context", &busybox_context(), "--build-context", &context, "--target", "one", "-o", &output]).ok();
+    assert_eq!(fs::read_to_string(one.join("x/inner.txt")).unwrap(), "inner\n");
+    assert_eq!(fs::read_to_string(one.join("x/deep/d.txt")).unwrap(), "deep\n");
+    assert!(!one.join("x/.git").exists());
+    let name = format!("[internal] load git source {}#main:sub", servers.git_url("/repo.git"));
+    assert!(run.steps().iter().any(|(step, _)| *step == name), "no `{name}` in {:?}", run.steps());
+    let bare = project.out("bare");
+    let output = format!("type=local,dest={}", bare.display());
+    project.build(&["--build-context", &context, "--target", "bare", "-o", &output]).ok();
+    let mut names: Vec<String> =
+        fs::read_dir(&bare).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["deep", "inner.txt"]);
+}
+
 /// Failures name the remote and the ref, at the Dockerfile line.
 #[test]
 fn unknown_refs_and_unreachable_remotes_fail_clearly() {
