@@ -230,6 +230,12 @@ impl Solver<'_> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(OpError::Canceled);
         }
+        // A registry base shows what it resolved to, cached or not, as BuildKit's FROM does
+        // (`resolve REF@DIGEST done`): its vertex starts before the key is looked up.
+        if let Op::Image(crate::graph::ImageSource::Registry { reference, manifest_digest }) = &vertex.op {
+            task.start();
+            task.status(&format!("resolve {reference}@{manifest_digest}"), 0, None, true);
+        }
         let cache_inputs = match ops::cache_inputs(vertex, inputs, &environment) {
             Ok(cache_inputs) => cache_inputs,
             Err(error) => {

@@ -162,6 +162,13 @@ fn from_busybox_pulls_through_a_mirror_then_builds_offline() {
             assert!(status.contains("CACHED"), "{name}: {status}");
         }
     }
+    // As BuildKit's FROM (testdata/progress/failed-unrun): what the tag resolved to, then CACHED.
+    let resolve = offline
+        .stderr
+        .lines()
+        .find(|line| line.contains(" resolve docker.io/library/busybox:latest@sha256:"))
+        .unwrap_or_else(|| panic!("no resolve line\n{}", offline.stderr));
+    assert!(resolve.starts_with('#') && resolve.ends_with(" done"), "{resolve}");
     // `cache prune` without `-a` keeps the base image whole, its manifest and config included
     // (it removed them, and the next build needed the registry).
     project.cache(&["prune", "-f"]).ok();
