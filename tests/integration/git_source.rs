@@ -10,7 +10,7 @@
 //! compare; the contents of a kept `.git` are left out (git's and libgit2's differ).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::images::{BUSYBOX_TAG, busybox_context, busybox_layout, context_arg};
-use crate::support::{Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command};
+use crate::support::{HttpRequest, Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command, serve_http};
 
 /// git with a fixed identity and dates, so the test repository's commit ids never change.
 fn run_git(directory: &Path, args: &[&str], date: &str) {
@@ -101,16 +101,9 @@ impl GitServers {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let http_port = listener.local_addr().unwrap().port();
         let http_log = Arc::new(Mutex::new(Vec::new()));
         let (root, log) = (served.to_path_buf(), http_log.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (root, log) = (root.clone(), log.clone());
-                std::thread::spawn(move || serve_git_http(stream, &root, &log));
-            }
-        });
+        let http_port = serve_http(move |stream| serve_git_http(stream, &root, &log));
         GitServers { daemon, daemon_port, daemon_log, http_port, http_log }
     }
 
@@ -136,28 +129,9 @@ impl GitServers {
 
 /// One HTTP/1.1 request, answered by `git http-backend` (CGI), then the connection closes.
 fn serve_git_http(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let header = |name: &str| headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-    let mut body = vec![0; header("content-length").and_then(|length| length.parse().ok()).unwrap_or(0)];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let mut words = request_line.split_whitespace();
-    let (method, target) = (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default().to_string());
+    let Some(request) = HttpRequest::read(&stream) else { return };
+    let header = |name: &str| request.header(name);
+    let (method, target, body) = (request.method.clone(), request.target.clone(), request.body.clone());
     let mut logged = format!("{method} {target}");
     if let Some(authorization) = header("authorization") {
         logged.push_str(&format!(" {authorization}"));

@@ -8,17 +8,16 @@
 //! BuildKit stamps directories a copy creates with the time of the build, rbuild with the epoch
 //! (or SOURCE_DATE_EPOCH), for every COPY and ADD alike.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use crate::images::{BUSYBOX_TAG, busybox_context, busybox_layout, context_arg};
-use crate::support::{Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command};
+use crate::support::{HttpRequest, Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command, serve_http};
 
 /// The `Last-Modified` of every file the server sends (but under `/nolm/`).
 const LAST_MODIFIED: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
@@ -37,16 +36,9 @@ struct FileServer {
 
 impl FileServer {
     fn start(root: PathBuf) -> FileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Vec::new()));
         let shared = log.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (root, log) = (root.clone(), shared.clone());
-                std::thread::spawn(move || serve(stream, &root, &log));
-            }
-        });
+        let port = serve_http(move |stream| serve(stream, &root, &shared));
         FileServer { port, log }
     }
 
@@ -61,25 +53,10 @@ impl FileServer {
 }
 
 fn serve(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-        }
-    }
-    let mut words = request_line.split_whitespace();
-    let (method, target) = (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default().to_string());
-    let if_none_match = headers.get("if-none-match").cloned();
-    let if_modified_since = headers.get("if-modified-since").cloned();
+    let Some(request) = HttpRequest::read(&stream) else { return };
+    let (method, target) = (request.method.clone(), request.target.clone());
+    let if_none_match = request.header("if-none-match");
+    let if_modified_since = request.header("if-modified-since");
     let mut logged = format!("{method} {target}");
     for value in [&if_none_match, &if_modified_since].into_iter().flatten() {
         logged.push_str(&format!(" {value}"));

@@ -517,3 +517,57 @@ pub(crate) fn lock_exclusive(path: &Path) -> nix::fcntl::Flock<fs::File> {
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .unwrap_or_else(|(_, errno)| panic!("flock {}: {errno}", path.display()))
 }
+
+/// One HTTP/1.1 request as the tests' small servers read it: method, target, headers (names in
+/// lower case) and its body (`Content-Length` bytes).
+pub(crate) struct HttpRequest {
+    pub method: String,
+    pub target: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// Reads one request from `stream`; `None` when the client sent none whole.
+    pub(crate) fn read(stream: &std::net::TcpStream) -> Option<HttpRequest> {
+        use std::io::{BufRead, Read};
+        let mut reader = std::io::BufReader::new(stream.try_clone().ok()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).ok()?;
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        let length = headers.get("content-length").and_then(|length| length.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        let mut words = request_line.split_whitespace();
+        let (method, target) = (words.next()?.to_string(), words.next()?.to_string());
+        Some(HttpRequest { method, target, headers, body })
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).cloned()
+    }
+}
+
+/// Serves connections on a free port of 127.0.0.1, each on a thread of its own with `serve`;
+/// returns the port.
+pub(crate) fn serve_http(serve: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve = std::sync::Arc::new(serve);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    port
+}
