@@ -340,6 +340,47 @@ fn the_same_commit_from_two_urls_is_one_result() {
     assert_eq!(usage.matches("shared git repo for").count(), 2, "{usage}");
 }
 
+/// Two rbuild processes on one state root fetching the same remote at once (other refs, so both
+/// fetch): both builds succeed with their own commit's files, and the shared repository they
+/// took turns on holds both commits.
+#[test]
+fn two_builds_fetching_one_remote_at_once_take_turns() {
+    let (project, servers) = project_with_servers();
+    let git = servers.git_url("/repo.git");
+    let contexts: Vec<_> = [("one", "main"), ("two", FIRST_COMMIT)]
+        .into_iter()
+        .map(|(name, reference)| {
+            let directory = project.out(name);
+            fs::create_dir_all(&directory).unwrap();
+            fs::write(directory.join("Dockerfile"), format!("FROM busybox\nADD {git}#{reference} /src/\n")).unwrap();
+            (name, directory)
+        })
+        .collect();
+    let root = project.root();
+    let busybox = busybox_context();
+    let children: Vec<_> = contexts
+        .iter()
+        .map(|(name, directory)| {
+            let output = format!("type=local,dest={}", project.out(&format!("{name}-out")).display());
+            let args = ["build", "--root", root.to_str().unwrap(), "--progress=plain", "--build-context", &busybox, "-o", &output];
+            let mut command = project.command(&args);
+            command.arg(directory).stdout(Stdio::null()).stderr(Stdio::piped());
+            command.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    // `main` has two.txt; the first commit has not.
+    assert!(project.out("one-out/src/two.txt").is_file());
+    assert!(!project.out("two-out/src/two.txt").exists());
+    assert!(project.out("two-out/src/hello.txt").is_file());
+    let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
+    assert_eq!(usage.matches("shared git repo for").count(), 1, "{usage}");
+    assert_eq!(usage.matches("git snapshot for").count(), 2, "{usage}");
+}
+
 /// `--build-context NAME=GIT-URL`: the commit's files (as BuildKit gives them, measured: the
 /// subdirectory's files, no `.git`) for `COPY --from=NAME` and `FROM NAME`, the vertex named
 /// BuildKit's `[internal] load git source URL`.
