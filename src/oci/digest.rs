@@ -216,9 +216,64 @@ impl DigestHasher {
     }
 }
 
+/// A reader or a writer that hashes (sha256) and counts the bytes that pass through it: a layer
+/// tar as it is written, a download as it lands, a layer as it is unpacked.
+pub struct Hashing<T> {
+    inner: T,
+    hasher: DigestHasher,
+    bytes: u64,
+}
+
+impl<T> Hashing<T> {
+    pub fn sha256(inner: T) -> Hashing<T> {
+        Hashing { inner, hasher: DigestHasher::sha256(), bytes: 0 }
+    }
+
+    /// The inner reader or writer, the digest and the count of what passed.
+    pub fn finish(self) -> (T, Digest, u64) {
+        (self.inner, self.hasher.finish(), self.bytes)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..count]);
+        self.bytes += count as u64;
+        Ok(count)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let count = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..count]);
+        self.bytes += count as u64;
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_counts_and_hashes_both_ways() {
+        use std::io::{Read, Write};
+        let mut writer = Hashing::sha256(Vec::new());
+        writer.write_all(b"abc").unwrap();
+        let (written, digest, bytes) = writer.finish();
+        assert_eq!((written.as_slice(), bytes), (&b"abc"[..], 3));
+        assert_eq!(digest, Digest::sha256_of(b"abc"));
+        let mut reader = Hashing::sha256(&b"abc"[..]);
+        let mut read = Vec::new();
+        reader.read_to_end(&mut read).unwrap();
+        assert_eq!(reader.finish().1, Digest::sha256_of(b"abc"));
+    }
 
     const EMPTY_SHA256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

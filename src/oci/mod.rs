@@ -39,7 +39,7 @@ pub mod units;
 
 pub use compression::Compression;
 pub use descriptor::Descriptor;
-pub use digest::{DiffId, Digest, DigestHasher, InvalidDigest};
+pub use digest::{DiffId, Digest, DigestHasher, Hashing, InvalidDigest};
 pub use go_quote::go_quote;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

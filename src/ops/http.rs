@@ -24,13 +24,12 @@
 //! State: the `http_source` table of the store remembers per URL the validators, the digest
 //! and the layer, so a rebuild with an unchanged URL downloads nothing.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use super::layer::{self, Layer};
 use super::{CacheInput, Environment, OpError};
 use crate::graph::HttpSource;
-use crate::oci::DigestHasher;
+use crate::oci::Hashing;
 use crate::registry::Validators;
 use crate::store::database::HttpSourceRow;
 
@@ -105,16 +104,15 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     let path = directory.path().join(&source.filename);
     let write_error = |error: std::io::Error| HttpError::Write { url: source.url.clone(), source: error };
     let file = std::fs::File::create(&path).map_err(write_error)?;
-    let mut hashing = HashingWriter { inner: std::io::BufWriter::new(file), hasher: DigestHasher::sha256() };
+    let mut hashing = Hashing::sha256(std::io::BufWriter::new(file));
     let downloaded = client
         .download(&source.url, &mut hashing, &mut |done, total| (environment.status)(&source.url, done, total, false))
         .map_err(|error| match error {
         crate::registry::RegistryError::Canceled => OpError::Canceled,
         other => HttpError::Fetch(other).into(),
     })?;
-    let HashingWriter { inner, hasher } = hashing;
+    let (inner, digest, _) = hashing.finish();
     inner.into_inner().map_err(|error| write_error(error.into_error()))?.sync_all().map_err(write_error)?;
-    let digest = hasher.finish();
     if let Some(expected) = &source.checksum
         && digest != expected.as_str()
     {
@@ -138,22 +136,4 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     };
     environment.store.database().put_http_source(&row).map_err(crate::store::StoreError::from)?;
     Ok(row)
-}
-
-/// Passes bytes on and hashes them.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: DigestHasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buffer)?;
-        self.hasher.update(&buffer[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -17,7 +17,7 @@
 //! | layout path, tag       | no     | names, not content                         |
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,7 +28,7 @@ use crate::oci::image_config::ImageDocument;
 use crate::oci::layout::{self, LayoutError, REF_NAME};
 use crate::oci::manifest::{ImageIndex, ImageManifest};
 use crate::oci::media_types::{OCI_CONFIG, is_index};
-use crate::oci::{Descriptor, DiffId, Digest, DigestHasher, Platform, Reference};
+use crate::oci::{Descriptor, DiffId, Digest, Hashing, Platform, Reference};
 use crate::registry::Client;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
 use crate::store::{BlobRow, LayerRow, Store, now};
@@ -436,12 +436,12 @@ pub(crate) fn unpack_layers(
         let read_error = |source| ImageError::Read { path: stored_digest.to_string(), source };
         let blob = File::open(store.blob_path(&stored_digest)).map_err(read_error)?;
         let reader = decompressed(blob).map_err(read_error)?;
-        let mut hashing = HashingReader { inner: reader, hasher: DigestHasher::sha256() };
+        let mut hashing = Hashing::sha256(reader);
         extract(&mut hashing, directory.path(), &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: archive_ownership() })
             .map_err(|source| ImageError::Extract { digest: blob_digest.to_string(), source })?;
         // Tar readers stop at the end-of-archive marker; hash any padding after it too.
         io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
-        let actual = hashing.hasher.finish();
+        let (_, actual, _) = hashing.finish();
         if actual != *diff_id.digest() {
             return Err(ImageError::DigestMismatch { path: name.to_string(), expected: diff_id.digest().clone(), actual });
         }
@@ -478,17 +478,4 @@ pub(crate) fn unpack_layers(
 /// what it can.
 pub(super) fn archive_ownership() -> Ownership {
     if nix::unistd::geteuid().is_root() { Ownership::FromArchive } else { Ownership::BestEffort }
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hasher: DigestHasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let count = self.inner.read(buffer)?;
-        self.hasher.update(&buffer[..count]);
-        Ok(count)
-    }
 }

@@ -36,7 +36,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::tar_stream::EntryKind;
-use crate::oci::{DiffId, DigestHasher};
+use crate::oci::{DiffId, Hashing};
 
 /// Name of the marker entry that makes a directory opaque in an OCI layer.
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -87,17 +87,12 @@ pub enum LayerTarError {
 /// Writes the layer tar of the snapshot `dir` to `out` and returns its summary. `out` is not
 /// flushed beyond what the writes themselves do; the caller owns buffering and fsync.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
-    let mut writer = LayerWriter {
-        out: HashingWriter { inner: out, hasher: DigestHasher::sha256(), written: 0 },
-        clamp_mtime: options.clamp_mtime,
-        first_paths: HashMap::new(),
-        entries: 0,
-    };
+    let mut writer = LayerWriter { out: Hashing::sha256(out), clamp_mtime: options.clamp_mtime, first_paths: HashMap::new(), entries: 0 };
     writer.write_directory(dir, &[])?;
     // Two zero blocks end a tar archive.
     writer.out.write_all(&[0; 2 * BLOCK_SIZE as usize]).map_err(LayerTarError::Write)?;
-    let HashingWriter { hasher, written, .. } = writer.out;
-    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: DiffId::new(hasher.finish()) })
+    let (_, digest, written) = writer.out.finish();
+    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: DiffId::new(digest) })
 }
 
 /// Whether the snapshot `dir` has nothing in it, so its layer would add nothing (BuildKit
@@ -105,25 +100,6 @@ pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) 
 pub fn is_empty_layer(dir: &Path) -> Result<bool, LayerTarError> {
     let mut entries = fs::read_dir(dir).map_err(|source| LayerTarError::Read { path: dir.to_path_buf(), source })?;
     Ok(entries.next().is_none())
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: DigestHasher,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
-        let count = self.inner.write(buffer)?;
-        self.hasher.update(&buffer[..count]);
-        self.written += count as u64;
-        Ok(count)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 struct Child {
@@ -162,7 +138,7 @@ struct EntryHeader<'a> {
 }
 
 struct LayerWriter<W> {
-    out: HashingWriter<W>,
+    out: Hashing<W>,
     clamp_mtime: Option<i64>,
     /// Tar name of the first path seen for each multiply linked inode, by (device, inode).
     first_paths: HashMap<(u64, u64), Vec<u8>>,
