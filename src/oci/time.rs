@@ -73,7 +73,8 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
     };
     let mut clock = clock.split(':').map(|part| part.parse::<i64>().ok());
     let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    // Go's layouts take a four-digit year; a longer one (from a hostile server) is no date.
+    if !(1..=9999).contains(&year) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
@@ -100,7 +101,14 @@ mod tests {
         assert_eq!(parse_http_date("Tue Nov 14 22:13:20 2023"), Some(1_700_000_000));
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
         assert_eq!(parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT"), Some(1_709_164_800));
-        for bad in ["", "yesterday", "Tue, 14 Nov 2023 22:13:20 CET", "Tue, 32 Nov 2023 22:13:20 GMT", "Tue, 14 Foo 2023 22:13:20 GMT"] {
+        for bad in [
+            "Tue, 14 Nov 999999999999 22:13:20 GMT",
+            "",
+            "yesterday",
+            "Tue, 14 Nov 2023 22:13:20 CET",
+            "Tue, 32 Nov 2023 22:13:20 GMT",
+            "Tue, 14 Foo 2023 22:13:20 GMT",
+        ] {
             assert_eq!(parse_http_date(bad), None, "{bad}");
         }
         for days in [-1000, 0, 11_016, 19_782, 100_000] {
