@@ -112,17 +112,17 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
         other => HttpError::Fetch(other).into(),
     })?;
     let (inner, digest, _) = hashing.finish();
-    inner.into_inner().map_err(|error| write_error(error.into_error()))?.sync_all().map_err(write_error)?;
+    let file = inner.into_inner().map_err(|error| write_error(error.into_error()))?;
     if let Some(expected) = &source.checksum
         && digest != expected.as_str()
     {
         return Err(HttpError::ChecksumMismatch { actual: digest.to_string(), expected: expected.clone() }.into());
     }
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(write_error)?;
     let seconds = downloaded.last_modified.as_deref().and_then(crate::oci::time::parse_http_date).unwrap_or(0);
     let mtime =
         std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds.max(0).unsigned_abs())).unwrap_or(std::time::UNIX_EPOCH);
-    std::fs::File::options().write(true).open(&path).and_then(|file| file.set_modified(mtime)).map_err(write_error)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(write_error)?;
+    file.set_modified(mtime).and_then(|()| file.sync_all()).map_err(write_error)?;
     // As BuildKit describes the record of an http source in `du`.
     let description = format!("http url {}", source.url);
     let layer = layer::commit(environment.store, directory, &description, false, environment.cancel)?;
