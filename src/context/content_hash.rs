@@ -4,10 +4,9 @@
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::oci::DigestHasher;
+use crate::oci::{DigestHasher, FileStamp};
 
 /// Remembers content digests of files by their stat, across builds.
 pub trait HashCache: Sync {
@@ -15,29 +14,17 @@ pub trait HashCache: Sync {
     fn put(&self, key: &StatKey, digest: &str);
 }
 
-/// What identifies an unchanged file without reading it.
+/// What identifies an unchanged file without reading it: its path and its stamp.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StatKey {
     /// Absolute path on the host.
     pub path: PathBuf,
-    pub size: u64,
-    pub mtime_nanos: i128,
-    pub ctime_nanos: i128,
-    pub inode: u64,
-    pub device: u64,
+    pub stamp: FileStamp,
 }
 
 impl StatKey {
     pub(super) fn new(path: PathBuf, metadata: &Metadata) -> StatKey {
-        let nanos = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
-        StatKey {
-            path,
-            size: metadata.size(),
-            mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
-            ctime_nanos: nanos(metadata.ctime(), metadata.ctime_nsec()),
-            inode: metadata.ino(),
-            device: metadata.dev(),
-        }
+        StatKey { path, stamp: FileStamp::of(metadata) }
     }
 }
 

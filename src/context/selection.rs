@@ -510,7 +510,7 @@ fn hash_entries(found: BTreeMap<String, Found>, cache: &dyn HashCache) -> Result
                             digest
                         }
                     };
-                    EntryKind::File { size: key.size, digest }
+                    EntryKind::File { size: key.stamp.size, digest }
                 }
             };
             Ok(Entry { path, real: found.absolute, kind, mode: found.mode, mtime: found.mtime, mtime_nanos: found.mtime_nanos })

@@ -301,8 +301,8 @@ fn cache_is_consulted_by_stat_key() {
     let canonical = fs::canonicalize(tree.path()).expect("canonical");
     let (key, digest) = stored.iter().find(|(key, _)| key.path.ends_with("docs/a.md")).expect("a.md stored");
     assert_eq!(key.path, canonical.join("docs/a.md"));
-    assert_eq!(key.size, 4);
-    assert!(key.inode != 0 && key.mtime_nanos > 0 && key.ctime_nanos > 0);
+    assert_eq!(key.stamp.size, 4);
+    assert!(key.stamp.inode != 0 && key.stamp.mtime_nanos > 0 && key.stamp.ctime_nanos > 0);
     let entry = selection.entries.iter().find(|entry| entry.path == "docs/a.md").expect("entry");
     assert_eq!(entry.kind, EntryKind::File { size: 4, digest: digest.clone() });
 

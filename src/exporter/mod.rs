@@ -267,17 +267,8 @@ fn output_key(path: &Path) -> Option<String> {
 
 /// What the store knows of a regular file, from its stat.
 fn output_row(path: &Path, identity: String) -> Option<crate::store::database::OutputFileRow> {
-    use std::os::unix::fs::MetadataExt;
     let metadata = fs::symlink_metadata(path).ok().filter(fs::Metadata::is_file)?;
-    let nanos = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
-    Some(crate::store::database::OutputFileRow {
-        identity,
-        size: metadata.len(),
-        mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
-        ctime_nanos: nanos(metadata.ctime(), metadata.ctime_nsec()),
-        inode: metadata.ino(),
-        device: metadata.dev(),
-    })
+    Some(crate::store::database::OutputFileRow { identity, stamp: crate::oci::FileStamp::of(&metadata) })
 }
 
 /// Whether `path` is a regular file this store wrote with `identity` and nobody touched since

@@ -8,6 +8,7 @@
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
 //! | `compression.rs` | a layer's compression: its name, its media type               |
 //! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
+//! | `file_stamp.rs`  | size, times, inode: a file unchanged since, without reading it  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
 //! | `digest.rs`      | `sha256:<hex>`: checked digests, diff ids, the hasher         |
 //! | `descriptor.rs`  | media type, digest, size (checked when read), platform       |
@@ -24,6 +25,7 @@
 pub mod compression;
 pub mod descriptor;
 pub mod digest;
+pub mod file_stamp;
 mod go_quote;
 pub mod image_config;
 pub mod layout;
@@ -40,6 +42,7 @@ pub mod units;
 pub use compression::Compression;
 pub use descriptor::Descriptor;
 pub use digest::{DiffId, Digest, DigestHasher, Hashing, InvalidDigest};
+pub use file_stamp::FileStamp;
 pub use go_quote::go_quote;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};

@@ -115,29 +115,14 @@ impl StoreHashCache {
     }
 }
 
-fn row_matches(row: &FileHashRow, key: &StatKey) -> bool {
-    row.size == key.size
-        && row.mtime_nanos == key.mtime_nanos
-        && row.ctime_nanos == key.ctime_nanos
-        && row.inode == key.inode
-        && row.device == key.device
-}
-
 impl HashCache for StoreHashCache {
     fn get(&self, key: &StatKey) -> Option<String> {
         let row = self.known.get(path_key(&key.path).as_str())?;
-        row_matches(row, key).then(|| row.digest.clone())
+        (row.stamp == key.stamp).then(|| row.digest.clone())
     }
 
     fn put(&self, key: &StatKey, digest: &str) {
-        let row = FileHashRow {
-            size: key.size,
-            mtime_nanos: key.mtime_nanos,
-            ctime_nanos: key.ctime_nanos,
-            inode: key.inode,
-            device: key.device,
-            digest: digest.to_string(),
-        };
+        let row = FileHashRow { stamp: key.stamp, digest: digest.to_string() };
         self.fresh.lock().unwrap_or_else(|p| p.into_inner()).push((path_key(&key.path), row));
     }
 }

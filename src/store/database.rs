@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::oci::FileStamp;
+
 /// Never edit, reorder or remove an entry: `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE layer (
@@ -168,21 +170,26 @@ pub struct HttpSourceRow {
 pub struct OutputFileRow {
     /// What was written: the exporter's identity of the archive's content.
     pub identity: String,
-    pub size: u64,
-    pub mtime_nanos: i128,
-    pub ctime_nanos: i128,
-    pub inode: u64,
-    pub device: u64,
+    pub stamp: FileStamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHashRow {
-    pub size: u64,
-    pub mtime_nanos: i128,
-    pub ctime_nanos: i128,
-    pub inode: u64,
-    pub device: u64,
+    pub stamp: FileStamp,
     pub digest: String,
+}
+
+/// A stamp from the columns `size, mtime_nanos, ctime_nanos, inode, device` starting at `first`
+/// (times as decimal text: i128 does not fit SQLite's integers).
+fn stamp_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileStamp> {
+    let (mtime, ctime): (String, String) = (row.get(first + 1)?, row.get(first + 2)?);
+    Ok(FileStamp {
+        size: row.get::<_, i64>(first)? as u64,
+        mtime_nanos: mtime.parse().unwrap_or(-1),
+        ctime_nanos: ctime.parse().unwrap_or(-1),
+        inode: row.get::<_, i64>(first + 3)? as u64,
+        device: row.get::<_, i64>(first + 4)? as u64,
+    })
 }
 
 pub struct Database {
@@ -506,17 +513,7 @@ impl Database {
             .query_row(
                 "SELECT identity, size, mtime_nanos, ctime_nanos, inode, device FROM output_file WHERE path = ?1",
                 params![path],
-                |row| {
-                    let (mtime, ctime): (String, String) = (row.get(2)?, row.get(3)?);
-                    Ok(OutputFileRow {
-                        identity: row.get(0)?,
-                        size: row.get::<_, i64>(1)? as u64,
-                        mtime_nanos: mtime.parse().unwrap_or(-1),
-                        ctime_nanos: ctime.parse().unwrap_or(-1),
-                        inode: row.get::<_, i64>(4)? as u64,
-                        device: row.get::<_, i64>(5)? as u64,
-                    })
-                },
+                |row| Ok(OutputFileRow { identity: row.get(0)?, stamp: stamp_at(row, 1)? }),
             )
             .optional()?)
     }
@@ -530,11 +527,11 @@ impl Database {
                 params![
                     path,
                     row.identity,
-                    row.size as i64,
-                    row.mtime_nanos.to_string(),
-                    row.ctime_nanos.to_string(),
-                    row.inode as i64,
-                    row.device as i64
+                    row.stamp.size as i64,
+                    row.stamp.mtime_nanos.to_string(),
+                    row.stamp.ctime_nanos.to_string(),
+                    row.stamp.inode as i64,
+                    row.stamp.device as i64
                 ],
             ),
             None => transaction.execute("DELETE FROM output_file WHERE path = ?1", params![path]),
@@ -545,21 +542,8 @@ impl Database {
     /// Every remembered file hash, by absolute path.
     pub fn all_file_hashes(&self) -> Result<std::collections::HashMap<String, FileHashRow>, DatabaseError> {
         let mut statement = self.connection.prepare("SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash")?;
-        let rows = statement.query_map([], |row| {
-            let mtime: String = row.get(2)?;
-            let ctime: String = row.get(3)?;
-            Ok((
-                row.get::<_, String>(0)?,
-                FileHashRow {
-                    size: row.get::<_, i64>(1)? as u64,
-                    mtime_nanos: mtime.parse().unwrap_or(-1),
-                    ctime_nanos: ctime.parse().unwrap_or(-1),
-                    inode: row.get::<_, i64>(4)? as u64,
-                    device: row.get::<_, i64>(5)? as u64,
-                    digest: row.get(6)?,
-                },
-            ))
-        })?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get::<_, String>(0)?, FileHashRow { stamp: stamp_at(row, 1)?, digest: row.get(6)? })))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -576,11 +560,11 @@ impl Database {
             for (path, row) in rows {
                 statement.execute(params![
                     path,
-                    row.size as i64,
-                    row.mtime_nanos.to_string(),
-                    row.ctime_nanos.to_string(),
-                    row.inode as i64,
-                    row.device as i64,
+                    row.stamp.size as i64,
+                    row.stamp.mtime_nanos.to_string(),
+                    row.stamp.ctime_nanos.to_string(),
+                    row.stamp.inode as i64,
+                    row.stamp.device as i64,
                     row.digest
                 ])?;
             }
