@@ -25,11 +25,13 @@
 #                  package mirror, so its figures move with it)
 #   ONLY="a b"     run only these workloads (names below)
 #
-# Workloads (names): big-layer, ctx-cold, ctx-edit, ctx-noop, steps, parallel, apt.
+# Workloads (names): big-layer, ctx-cold, ctx-edit, ctx-noop, git-cold, git-noop, steps, parallel, apt.
 #   big-layer  a 1 GiB random file COPYed, cold, exported as an OCI archive with gzip
 #   ctx-cold   a 50,000-file / 200 MB context COPYed, cold, OCI archive
 #   ctx-edit   the same after one file's content changed, OCI archive
 #   ctx-noop   the same unchanged, OCI archive
+#   git-cold   ADD of a git repository of 5,000 files (20 MB) from a `git daemon` here, cold
+#   git-noop   the same rebuilt with the branch unchanged (the ref is asked, nothing fetched)
 #   steps      30 trivial RUN steps, cold (the base image already pulled)
 #   parallel   four `RUN sleep 2` stages, rebuilt (--no-cache)
 #   apt        FROM debian:bookworm, RUN apt-get update && apt-get install python3 (--no-cache)
@@ -45,7 +47,8 @@ BIG_MB=${BIG_MB:-1024}
 N_FILES=${N_FILES:-50000}
 TREE_BYTES=${TREE_BYTES:-200000000}
 ORACLE=${ORACLE:-$repo/../shared/tools/buildkit/oracle}
-ONLY=${ONLY:-big-layer ctx-cold ctx-edit ctx-noop steps parallel apt}
+ONLY=${ONLY:-big-layer ctx-cold ctx-edit ctx-noop git-cold git-noop steps parallel apt}
+GIT_FILES=${GIT_FILES:-5000}
 
 [[ $(id -u) == 0 ]] || { echo "run as root: the oracle's BuildKit needs it" >&2; exit 1; }
 [[ -x "$ORACLE" ]] || { echo "no oracle at $ORACLE (set ORACLE)" >&2; exit 1; }
@@ -55,6 +58,8 @@ use_gnu_time install
 T=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/rbuild-vs-buildkit.XXXXXX")
 cleanup() {
     stop_registry
+    [[ -n "${GIT_DAEMON:-}" ]] && kill "$GIT_DAEMON" 2>/dev/null
+    wait 2>/dev/null
     find "$T" -type f -print0 | xargs -0 -r -P 16 -n 2000 rm -f
     rm -rf "$T"
 }
@@ -194,6 +199,32 @@ if [[ " $ONLY " == *" ctx-noop "* ]]; then
 fi
 workload ctx-noop same_root nothing -- -o type=oci,dest=@OUT@ "$CTX"
 rm -rf "$T/tree"
+
+# ---------------------------------------------------------------- a git repository
+if [[ " $ONLY " == *" git-"* ]]; then
+    mkdir -p "$T/git/served" "$T/git/ctx"
+    python3 "$here/gen_tree.py" "$T/git/work" "$GIT_FILES" 20000000 >/dev/null
+    git -C "$T/git/work" -c init.defaultBranch=main init -q
+    git -C "$T/git/work" add -A
+    git -C "$T/git/work" -c user.name=bench -c user.email=bench@localhost commit -q -m tree
+    git clone -q --bare "$T/git/work" "$T/git/served/repo.git"
+    rm -rf "$T/git/work"
+    GIT_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # `git daemon` runs `git-daemon`: start that one, so the cleanup's kill reaches the server.
+    "$(git --exec-path)/git-daemon" --export-all --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" \
+        --base-path="$T/git/served" "$T/git/served" 2>/dev/null &
+    GIT_DAEMON=$!
+    for _ in $(seq 50); do git ls-remote "git://127.0.0.1:$GIT_PORT/repo.git" >/dev/null 2>&1 && break; sleep 0.1; done
+    printf 'FROM scratch\nADD git://127.0.0.1:%s/repo.git#main /src/\n' "$GIT_PORT" >"$T/git/ctx/Dockerfile"
+fi
+workload git-cold fresh_root buildkit_cold -- -o type=oci,dest=@OUT@ "$T/git/ctx"
+if [[ " $ONLY " == *" git-noop "* ]]; then
+    fresh_root 0
+    rbuild_run "$ROOT" -o "type=oci,dest=$T/warm.tar" "$T/git/ctx"
+    buildkit_run -o "type=oci,dest=$T/warm.tar" "$T/git/ctx"
+    rm -f "$T/warm.tar"
+fi
+workload git-noop same_root nothing -- -o type=oci,dest=@OUT@ "$T/git/ctx"
 
 # ---------------------------------------------------------------- RUN steps
 mkdir -p "$T/steps" "$T/parallel" "$T/apt"

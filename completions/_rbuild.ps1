@@ -51,7 +51,7 @@ Register-ArgumentCompleter -Native -CommandName 'rbuild' -ScriptBlock {
             [CompletionResult]::new('-j', '-j', [CompletionResultType]::ParameterName, 'Steps run at the same time [default: 4 × cores, at least 8]')
             [CompletionResult]::new('--jobs', '--jobs', [CompletionResultType]::ParameterName, 'Steps run at the same time [default: 4 × cores, at least 8]')
             [CompletionResult]::new('--secret', '--secret', [CompletionResultType]::ParameterName, 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)')
-            [CompletionResult]::new('--ssh', '--ssh', [CompletionResultType]::ParameterName, 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)')
+            [CompletionResult]::new('--ssh', '--ssh', [CompletionResultType]::ParameterName, 'SSH agent socket or keys to expose to RUN mounts and ssh git sources (`default` or `ID=PATH[,PATH]`)')
             [CompletionResult]::new('--cache-to', '--cache-to', [CompletionResultType]::ParameterName, 'Export the build cache (e.g. "type=registry,ref=host/app:cache,mode=max", "type=local,dest=DIR")')
             [CompletionResult]::new('--cache-from', '--cache-from', [CompletionResultType]::ParameterName, 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Registry configuration (buildkitd.toml''s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]')

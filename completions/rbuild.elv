@@ -47,7 +47,7 @@ set edit:completion:arg-completer[rbuild] = {|@words|
             cand -j 'Steps run at the same time [default: 4 × cores, at least 8]'
             cand --jobs 'Steps run at the same time [default: 4 × cores, at least 8]'
             cand --secret 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)'
-            cand --ssh 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)'
+            cand --ssh 'SSH agent socket or keys to expose to RUN mounts and ssh git sources (`default` or `ID=PATH[,PATH]`)'
             cand --cache-to 'Export the build cache (e.g. "type=registry,ref=host/app:cache,mode=max", "type=local,dest=DIR")'
             cand --cache-from 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")'
             cand --config 'Registry configuration (buildkitd.toml''s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]'

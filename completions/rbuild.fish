@@ -67,7 +67,7 @@ complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l iidfile -d 'Writ
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l metadata-file -d 'Write build result metadata to a file' -r -F
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -s j -l jobs -d 'Steps run at the same time [default: 4 × cores, at least 8]' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l secret -d 'Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)' -r
-complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ssh -d 'SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)' -r
+complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l ssh -d 'SSH agent socket or keys to expose to RUN mounts and ssh git sources (`default` or `ID=PATH[,PATH]`)' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-to -d 'Export the build cache (e.g. "type=registry,ref=host/app:cache,mode=max", "type=local,dest=DIR")' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l cache-from -d 'Import a build cache (e.g. "type=registry,ref=host/app:cache", "type=local,src=DIR", "host/app:cache")' -r
 complete -c rbuild -n "__fish_rbuild_using_subcommand build" -l config -d 'Registry configuration (buildkitd.toml\'s `[registry."host"]` keys) [default: $XDG_CONFIG_HOME/rbuild/config.toml]' -r -F

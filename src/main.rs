@@ -6,6 +6,7 @@
 use clap::Parser;
 
 fn main() {
+    rbuild::cli::memory::limit_allocator_arenas();
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Before any thread exists: the hidden step runner never returns; otherwise rbuild enters
     // its own user and mount namespace (re-exec when not root).

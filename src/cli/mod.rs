@@ -3,6 +3,7 @@
 //! Flags and their spelling follow `docker buildx build`.
 
 pub mod build;
+mod build_options;
 pub mod cache;
 pub mod completion;
 pub mod docs;
@@ -11,6 +12,9 @@ pub mod habits;
 #[allow(unsafe_code)]
 mod interrupt;
 pub mod manual;
+// `mallopt` has no safe API.
+#[allow(unsafe_code)]
+pub mod memory;
 mod records;
 mod resolver;
 mod streamed_context;
@@ -65,7 +69,7 @@ pub struct RootArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context: a directory, `-` (a tar archive or a Dockerfile on stdin), or an http(s) URL of one
+    /// Build context: a directory, `-` (a tar archive or a Dockerfile on stdin), an http(s) URL of one, or a git URL (`URL#REF:SUBDIR`)
     #[arg(value_name = "PATH")]
     pub context: PathBuf,
     /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads it from stdin)
@@ -119,7 +123,7 @@ pub struct BuildArgs {
     /// Secret to expose to RUN mounts (`id=ID,src=FILE` or `id=ID,env=VAR`)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
-    /// SSH agent socket or keys to expose to RUN mounts (`default` or `ID=PATH[,PATH]`)
+    /// SSH agent socket or keys to expose to RUN mounts and ssh git sources (`default` or `ID=PATH[,PATH]`)
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
     /// Push the image to the registry of each -t name (shorthand for --output=type=registry)

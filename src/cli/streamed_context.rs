@@ -15,7 +15,7 @@ use std::io::Read;
 use anyhow::{Context, bail};
 
 use crate::snapshot::extract::{
-    Compression, ExtractOptions, Ownership, WhiteoutMode, decompressed, detect_compression, extract, is_tar_header,
+    ExtractOptions, Ownership, StreamCompression, WhiteoutMode, decompressed, detect_compression, extract, is_tar_header,
 };
 
 /// What came in the stream.
@@ -110,7 +110,7 @@ pub(super) fn read_dockerfile(input: impl Read, limit: u64) -> anyhow::Result<Ve
 
 /// buildx's test: a gzip, bzip2 or xz magic, or a first block that is a valid tar header.
 fn is_archive(head: &[u8]) -> bool {
-    if matches!(detect_compression(head), Compression::Gzip | Compression::Bzip2 | Compression::Xz) {
+    if matches!(detect_compression(head), StreamCompression::Gzip | StreamCompression::Bzip2 | StreamCompression::Xz) {
         return true;
     }
     is_tar_header(head)

@@ -6,12 +6,12 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::oci::{DigestHasher, FileStamp};
+use crate::oci::{Digest, DigestHasher, FileStamp};
 
 /// Remembers content digests of files by their stat, across builds.
 pub trait HashCache: Sync {
-    fn get(&self, key: &StatKey) -> Option<String>;
-    fn put(&self, key: &StatKey, digest: &str);
+    fn get(&self, key: &StatKey) -> Option<Digest>;
+    fn put(&self, key: &StatKey, digest: &Digest);
 }
 
 /// What identifies an unchanged file without reading it: its path and its stamp.
@@ -33,15 +33,15 @@ impl StatKey {
 pub struct NoHashCache;
 
 impl HashCache for NoHashCache {
-    fn get(&self, _key: &StatKey) -> Option<String> {
+    fn get(&self, _key: &StatKey) -> Option<Digest> {
         None
     }
 
-    fn put(&self, _key: &StatKey, _digest: &str) {}
+    fn put(&self, _key: &StatKey, _digest: &Digest) {}
 }
 
 /// `sha256:<hex>` of a file's bytes.
-pub(super) fn hash_file(path: &Path) -> io::Result<String> {
+pub(super) fn hash_file(path: &Path) -> io::Result<Digest> {
     let mut file = File::open(path)?;
     let mut hasher = DigestHasher::sha256();
     let mut buffer = vec![0u8; 64 * 1024];
@@ -54,5 +54,5 @@ pub(super) fn hash_file(path: &Path) -> io::Result<String> {
         };
         hasher.update(&buffer[..read]);
     }
-    Ok(hasher.finish().to_string())
+    Ok(hasher.finish())
 }

@@ -60,9 +60,9 @@ use super::content_hash::{HashCache, StatKey};
 use super::dockerignore::{DockerIgnore, DockerIgnoreError, MatchPattern, contains_wildcards};
 use super::in_root::HostTree;
 use super::walk::{self, Found, FoundKind, Outcome};
-use crate::oci::DigestHasher;
 use crate::oci::path::clean;
 use crate::oci::root_path::{self, Resolution};
+use crate::oci::{Digest, DigestHasher};
 
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
@@ -95,7 +95,7 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { size: u64, digest: String },
+    File { size: u64, digest: Digest },
     Directory,
     Symlink { target: String },
 }

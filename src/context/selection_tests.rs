@@ -87,7 +87,7 @@ fn entries_carry_kind_size_digest_and_mode() {
     let by_path: BTreeMap<&str, &Entry> = selection.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
     let home = by_path["home.txt"];
     assert_eq!(home.mode, 0o4755);
-    let expected_digest = crate::oci::Digest::sha256_of(b"home\n").to_string();
+    let expected_digest = crate::oci::Digest::sha256_of(b"home\n");
     assert_eq!(home.kind, EntryKind::File { size: 5, digest: expected_digest });
     let metadata = fs::symlink_metadata(&file).expect("stat");
     assert_eq!((home.mtime, i64::from(home.mtime_nanos)), (metadata.mtime(), metadata.mtime_nsec()));
@@ -274,19 +274,19 @@ fn digest_depends_on_content_and_mode_only() {
 
 #[derive(Default)]
 struct RecordingCache {
-    stored: Mutex<Vec<(StatKey, String)>>,
+    stored: Mutex<Vec<(StatKey, Digest)>>,
     lookups: Mutex<Vec<PathBuf>>,
-    answer: Option<String>,
+    answer: Option<Digest>,
 }
 
 impl HashCache for RecordingCache {
-    fn get(&self, key: &StatKey) -> Option<String> {
+    fn get(&self, key: &StatKey) -> Option<Digest> {
         self.lookups.lock().expect("lock").push(key.path.clone());
         self.answer.clone()
     }
 
-    fn put(&self, key: &StatKey, digest: &str) {
-        self.stored.lock().expect("lock").push((key.clone(), digest.to_string()));
+    fn put(&self, key: &StatKey, digest: &Digest) {
+        self.stored.lock().expect("lock").push((key.clone(), digest.clone()));
     }
 }
 
@@ -307,9 +307,10 @@ fn cache_is_consulted_by_stat_key() {
     assert_eq!(entry.kind, EntryKind::File { size: 4, digest: digest.clone() });
 
     // A hit is trusted without reading the file: the answer shows up in the entry.
-    let hit = RecordingCache { answer: Some("sha256:cached".to_string()), ..RecordingCache::default() };
+    let cached = Digest::sha256_of(b"cached");
+    let hit = RecordingCache { answer: Some(cached.clone()), ..RecordingCache::default() };
     let selection = select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], false, &hit).expect("selects");
-    assert_eq!(selection.entries[0].kind, EntryKind::File { size: 4, digest: "sha256:cached".to_string() });
+    assert_eq!(selection.entries[0].kind, EntryKind::File { size: 4, digest: cached });
     assert_eq!(hit.lookups.lock().expect("lock").len(), 1);
     assert!(hit.stored.lock().expect("lock").is_empty());
 }

@@ -91,17 +91,17 @@ pub(crate) fn identity(
     annotations: &BTreeMap<String, String>,
     docker: bool,
     mtime: i64,
-) -> String {
+) -> Digest {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     hasher.update(format!("rbuild.archive.v1 docker={docker} mtime={mtime}\n"));
     for (name, content) in layout_files(image, names, annotations, docker) {
         match content {
-            Content::Bytes(bytes) => hasher.update(format!("{name} bytes {}\n", hex::encode(sha2::Sha256::digest(&bytes)))),
+            Content::Bytes(bytes) => hasher.update(format!("{name} bytes {}\n", Digest::sha256_of(&bytes).hex())),
             Content::Blob(digest, size) => hasher.update(format!("{name} blob {digest} {size}\n")),
         }
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    Digest::from_sha256(hasher)
 }
 
 /// Writes the layout as a tar stream.

@@ -16,10 +16,10 @@ use crate::oci::image_config::{ImageDocument, RootFs};
 use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::oci::time::rfc3339;
-use crate::oci::{Compression, Descriptor, DiffId, Digest, Platform};
-use crate::ops::lazy::{Status, fetch_layer_blob, materialize};
-use crate::ops::{Cancellable, Layer};
+use crate::oci::{Cancellable, Compression, Descriptor, DiffId, Digest, Platform};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
+use crate::snapshot::parallel_gzip::{DEFAULT_GZIP_LEVEL, GzipLayerError, write_gzip_layer};
+use crate::store::layer::{FetchError, Layer, LayerFetcher, Status};
 use crate::store::{BlobRow, Store, StoreError, now};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -30,8 +30,9 @@ pub(crate) enum ImageError {
     Layer { tree: String, source: crate::snapshot::layer_tar::LayerTarError },
     #[error("failed to compress the layer of `{tree}`")]
     Compress { tree: String, source: io::Error },
+    /// A lazy layer that could not be fetched (said as the fetcher says it).
     #[error(transparent)]
-    Fetch(#[from] crate::ops::image::ImageError),
+    Fetch(FetchError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -69,6 +70,7 @@ impl BuiltImage {
 /// its files are fetched and compressed.
 pub(crate) fn layer_blob(
     store: &Store,
+    fetcher: &dyn LayerFetcher,
     layer: &Layer,
     encoding: &Encoding,
     cancel: &AtomicBool,
@@ -81,7 +83,7 @@ pub(crate) fn layer_blob(
     // `rewrite-timestamp` rewrites only the layers builds made: a base image's layer keeps its
     // blob (level -1), whatever its times, as BuildKit does (measured with the oracle).
     if clamp.is_some() {
-        let base = store.database().blob_for(layer.diff_id.as_str(), compression, -1)?;
+        let base = store.database().blob_for(&layer.diff_id, compression, -1)?;
         if let Some((digest, blob)) = base.and_then(|blob| Some((store.intact_blob(&blob)?, blob))) {
             return Ok((
                 Descriptor { media_type, digest, size: blob.size, annotations: BTreeMap::new(), platform: None },
@@ -92,9 +94,9 @@ pub(crate) fn layer_blob(
     if clamp.is_none() {
         let database = store.database();
         // Base image blobs (level -1) are reused whatever level was asked for.
-        let existing = match database.blob_for(layer.diff_id.as_str(), compression, level)? {
+        let existing = match database.blob_for(&layer.diff_id, compression, level)? {
             Some(blob) => Some(blob),
-            None => database.blob_for(layer.diff_id.as_str(), compression, -1)?,
+            None => database.blob_for(&layer.diff_id, compression, -1)?,
         };
         drop(database);
         if let Some((digest, blob)) = existing.and_then(|blob| Some((store.intact_blob(&blob)?, blob))) {
@@ -106,13 +108,13 @@ pub(crate) fn layer_blob(
         if let Some(remote) =
             layer.remote.as_ref().filter(|remote| Compression::of_media_type(&remote.blob.media_type) == encoding.compression)
         {
-            let (digest, size) = fetch_layer_blob(store, layer, remote, status)?;
+            let (digest, size) = fetcher.fetch_blob(layer, remote, status).map_err(ImageError::Fetch)?;
             return Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new(), platform: None }, layer.diff_id.clone()));
         }
     }
     let materialized;
     let layer = if layer.is_lazy() {
-        materialized = materialize(store, std::slice::from_ref(layer), cancel, status)?;
+        materialized = fetcher.materialize(std::slice::from_ref(layer), cancel, status).map_err(ImageError::Fetch)?;
         &materialized[0]
     } else {
         layer
@@ -121,15 +123,8 @@ pub(crate) fn layer_blob(
     // Recorded under the diff id of what was written, rewritten times included: a blob in the
     // store has a row, so `cache du` counts it and prune can remove it (a `rewrite-timestamp`
     // export left rowless blobs that du missed).
-    store.database().put_blob(&BlobRow {
-        digest: descriptor.digest.to_string(),
-        diff_id: diff_id.to_string(),
-        compression: compression.into(),
-        level,
-        media_type: encoding.compression.layer_media_type(true).into(),
-        size: descriptor.size,
-        last_used_at: now(),
-    })?;
+    let row = BlobRow::layer(descriptor.digest.clone(), diff_id.clone(), &descriptor.media_type, level, descriptor.size, now());
+    store.database().put_blob(&row)?;
     Ok((Descriptor { media_type, ..descriptor }, diff_id))
 }
 
@@ -143,32 +138,34 @@ pub(crate) fn compress_tree(
     clamp_mtime: Option<i64>,
     cancel: &AtomicBool,
 ) -> Result<(Descriptor, DiffId), ImageError> {
-    let writer = Cancellable { inner: store.blob_writer()?, cancel };
     let options = LayerTarOptions { clamp_mtime };
     let name = tree.display().to_string();
     let compress_error = |source| ImageError::Compress { tree: name.clone(), source };
     let layer_error = |source| ImageError::Layer { tree: name.clone(), source };
-    let (summary, writer) = match compression {
+    let (summary, digest, size) = match compression {
         Compression::Gzip => {
-            let level = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
-            let mut encoder = super::parallel_gzip::ParallelGzip::new(writer, level);
-            let summary = write_layer_tar(tree, &mut encoder, &options).map_err(layer_error)?;
-            (summary, encoder.finish().map_err(compress_error)?)
+            let level = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(DEFAULT_GZIP_LEVEL);
+            write_gzip_layer(store, tree, &options, level, cancel).map_err(|error| match error {
+                GzipLayerError::Tar(source) => layer_error(source),
+                GzipLayerError::Compress(source) => compress_error(source),
+                GzipLayerError::Store(error) => ImageError::Store(error),
+            })?
         }
         Compression::Zstd => {
-            let level = level.unwrap_or(3);
-            let mut encoder = zstd::Encoder::new(writer, level).map_err(compress_error)?;
+            let writer = Cancellable { inner: store.blob_writer()?, cancel };
+            let mut encoder = zstd::Encoder::new(writer, level.unwrap_or(3)).map_err(compress_error)?;
             let summary = write_layer_tar(tree, &mut encoder, &options).map_err(layer_error)?;
-            (summary, encoder.finish().map_err(compress_error)?)
+            let (digest, size) = encoder.finish().map_err(compress_error)?.inner.finish()?;
+            (summary, digest, size)
         }
         Compression::Uncompressed => {
-            let mut writer = writer;
+            let mut writer = Cancellable { inner: store.blob_writer()?, cancel };
             let summary = write_layer_tar(tree, &mut writer, &options).map_err(layer_error)?;
             writer.flush().map_err(compress_error)?;
-            (summary, writer)
+            let (digest, size) = writer.inner.finish()?;
+            (summary, digest, size)
         }
     };
-    let (digest, size) = writer.inner.finish()?;
     let media_type = compression.layer_media_type(true).to_string();
     Ok((Descriptor { media_type, digest, size, annotations: BTreeMap::new(), platform: None }, summary.diff_id))
 }
@@ -176,6 +173,7 @@ pub(crate) fn compress_tree(
 /// Writes the layer blobs, config and manifest of `layers` with the frontend's `document`.
 pub(crate) fn build(
     store: &Store,
+    fetcher: &dyn LayerFetcher,
     layers: &[Layer],
     document: &ImageDocument,
     encoding: &Encoding,
@@ -183,9 +181,9 @@ pub(crate) fn build(
     status: &Status,
 ) -> Result<BuiltImage, ImageError> {
     let blobs: Vec<(Descriptor, DiffId)> =
-        layers.par_iter().map(|layer| layer_blob(store, layer, encoding, cancel, status)).collect::<Result<_, _>>()?;
+        layers.par_iter().map(|layer| layer_blob(store, fetcher, layer, encoding, cancel, status)).collect::<Result<_, _>>()?;
     let mut document = document.clone();
-    document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.to_string()).collect() };
+    document.rootfs = RootFs { kind: "layers".into(), diff_ids: blobs.iter().map(|(_, diff_id)| diff_id.clone()).collect() };
     fill_history_times(&mut document, layers, encoding.epoch);
     let config_bytes = serde_json::to_vec(&document).unwrap_or_default();
     let (config_digest, config_size) = store.put_blob(&config_bytes)?;
@@ -207,7 +205,7 @@ pub(crate) fn build(
     let now = now();
     let mut database = store.database();
     for (digest, size, media_type) in [(&config.digest, config.size, config_type), (&manifest_digest, manifest_size, manifest_type)] {
-        database.put_blob(&BlobRow::metadata(digest.to_string(), size, media_type, now))?;
+        database.put_blob(&BlobRow::metadata(digest.clone(), size, media_type, now))?;
     }
     Ok(BuiltImage {
         manifest: Descriptor {

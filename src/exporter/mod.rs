@@ -8,7 +8,6 @@
 pub(crate) mod archive;
 pub(crate) mod image;
 pub(crate) mod output;
-mod parallel_gzip;
 mod push;
 
 use std::fs;
@@ -17,14 +16,14 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::oci::Reference;
 use crate::oci::image_config::ImageDocument;
-use crate::ops::{Cancellable, Layer};
+use crate::oci::{Cancellable, Digest, Reference};
 use crate::progress::{Sender, Task};
 use crate::snapshot::flatten::{FileMode, flatten};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::view::LayeredView;
 use crate::store::Store;
+use crate::store::layer::{Layer, LayerFetcher};
 use std::sync::atomic::AtomicBool;
 
 pub(crate) use image::{BuiltImage, Encoding};
@@ -86,6 +85,8 @@ impl ExportResult {
 pub(crate) struct ExportRequest<'a> {
     pub store: &'a Store,
     pub layers: &'a [Layer],
+    /// Brings in the layers of imported cache hits that an output needs.
+    pub fetcher: &'a dyn LayerFetcher,
     pub document: &'a ImageDocument,
     pub outputs: &'a [OutputSpec],
     /// `-t` names, added to every image output.
@@ -222,7 +223,7 @@ fn export_one(
 /// The layers with their files in the store: those of imported cache hits are fetched now.
 fn local_layers(request: &ExportRequest, task: &Task) -> Result<Vec<Layer>, ExportError> {
     let status = |id: &str, current, total, done| task.status(id, current, total, done);
-    Ok(crate::ops::lazy::materialize(request.store, request.layers, request.cancel, &status).map_err(image::ImageError::from)?)
+    Ok(request.fetcher.materialize(request.layers, request.cancel, &status).map_err(image::ImageError::Fetch)?)
 }
 
 /// The image an output asks for: built once per encoding and shared by the outputs that use it.
@@ -246,7 +247,7 @@ fn built_image(
         Some((_, image)) => image.clone(),
         None => {
             let status = |id: &str, current, total, done| task.status(id, current, total, done);
-            let image = image::build(request.store, request.layers, request.document, &encoding, request.cancel, &status)?;
+            let image = image::build(request.store, request.fetcher, request.layers, request.document, &encoding, request.cancel, &status)?;
             built.push((key, image.clone()));
             image
         }
@@ -266,7 +267,7 @@ fn output_key(path: &Path) -> Option<String> {
 }
 
 /// What the store knows of a regular file, from its stat.
-fn output_row(path: &Path, identity: String) -> Option<crate::store::database::OutputFileRow> {
+fn output_row(path: &Path, identity: Digest) -> Option<crate::store::database::OutputFileRow> {
     let metadata = fs::symlink_metadata(path).ok().filter(fs::Metadata::is_file)?;
     Some(crate::store::database::OutputFileRow { identity, stamp: crate::oci::FileStamp::of(&metadata) })
 }
@@ -274,14 +275,14 @@ fn output_row(path: &Path, identity: String) -> Option<crate::store::database::O
 /// Whether `path` is a regular file this store wrote with `identity` and nobody touched since
 /// (size, mtime, ctime, inode and device as right after the write; ctime cannot be set back):
 /// then writing it again would write the same bytes, and it is kept as it is.
-fn written_before(store: &Store, path: &Path, identity: &str) -> bool {
-    let (Some(key), Some(now)) = (output_key(path), output_row(path, identity.to_string())) else { return false };
+fn written_before(store: &Store, path: &Path, identity: &Digest) -> bool {
+    let (Some(key), Some(now)) = (output_key(path), output_row(path, identity.clone())) else { return false };
     store.database().output_file(&key).ok().flatten().is_some_and(|before| before == now)
 }
 
 /// Remembers what was just written at `path` (a regular file), for [`written_before`]. A
 /// failure to remember only costs a rewrite next time.
-fn remember_written(store: &Store, path: &Path, identity: String) {
+fn remember_written(store: &Store, path: &Path, identity: Digest) {
     let Some(key) = output_key(path) else { return };
     let row = output_row(path, identity);
     if let Err(error) = store.database().put_output_file(&key, row.as_ref()) {

@@ -20,7 +20,7 @@ pub(crate) enum PushError {
     #[error("failed to push `{name}`: {message}")]
     Push { name: String, message: String },
     #[error("`{name}` was stored as `{actual}`, not `{expected}`")]
-    DigestMismatch { name: String, expected: String, actual: String },
+    DigestMismatch { name: String, expected: Digest, actual: Digest },
 }
 
 /// Layers of base images pulled from the same registry, by digest → their repository, so the
@@ -34,7 +34,6 @@ fn mount_sources(store: &Store, target: &Reference) -> HashMap<Digest, String> {
         if pulled.registry != target.registry || pulled.repository == target.repository {
             continue;
         }
-        let Ok(manifest_digest) = Digest::parse(&manifest_digest) else { continue };
         let Ok(bytes) = std::fs::read(store.blob_path(&manifest_digest)) else { continue };
         let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else { continue };
         for layer in manifest.layers {
@@ -62,11 +61,7 @@ pub(super) fn push(store: &Store, client: &Client, image: &BuiltImage, name: &st
     task.status(&id, 0, None, false);
     let pushed = client.push_manifest(&reference, &image.manifest.media_type, &manifest).map_err(failed)?;
     if pushed != image.manifest.digest {
-        return Err(PushError::DigestMismatch {
-            name: name.into(),
-            expected: image.manifest.digest.to_string(),
-            actual: pushed.to_string(),
-        });
+        return Err(PushError::DigestMismatch { name: name.into(), expected: image.manifest.digest.clone(), actual: pushed });
     }
     task.status(&id, 0, None, true);
     Ok(())

@@ -315,19 +315,8 @@ pub(super) fn source_from(lowering: &mut Lowering, state: &StageState, from: &st
 /// The vertex of a `--build-context NAME=GIT-URL`: the commit's files (no `.git`), named as
 /// BuildKit names it (`[internal] load git source URL`).
 pub(super) fn git_context_vertex(lowering: &mut Lowering, url: &str, span: Span) -> Result<VertexId, DockerfileError> {
-    let repository = match super::git_url::parse(url) {
-        Some(Ok(repository)) => repository,
-        Some(Err(message)) => return Err(DockerfileError::at(message, span)),
-        None => return Err(DockerfileError::at(format!("`{url}` is no git repository"), span)),
-    };
-    let source = GitSource {
-        remote: repository.remote,
-        reference: repository.reference,
-        subdir: repository.subdir,
-        keep_git_dir: false,
-        checksum: None,
-        timestamp: lowering.options.source_date_epoch,
-    };
+    let source =
+        super::git_context_source(url, lowering.options.source_date_epoch).map_err(|message| DockerfileError::at(message, span))?;
     Ok(lowering.graph.add(Op::Git(source), vec![], format!("[internal] load git source {url}"), None, None))
 }
 

@@ -21,7 +21,7 @@ use crate::dockerfile::diagnostic::DockerfileError;
 use crate::dockerfile::instruction::{Command, Located, commands};
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::syntax::{Dockerfile, Span};
-use crate::graph::{ContextSource, Graph, NetworkMode, Op, Origin, VertexId};
+use crate::graph::{ContextSource, GitSource, Graph, NetworkMode, Op, Origin, VertexId};
 use crate::oci::Platform;
 use crate::oci::image_config::ImageDocument;
 use crate::ops::image::{ResolveError, ResolvedImage};
@@ -47,6 +47,36 @@ pub enum NamedContext {
     Git(String),
 }
 
+/// The build's context (the PATH argument).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MainContext {
+    /// A local directory (also an unpacked archive from stdin or a URL), loaded with its
+    /// `.dockerignore`.
+    Directory(PathBuf),
+    /// A git repository (`URL#REF:SUBDIR`): the commit's files, as a `--build-context` of git
+    /// gives them. BuildKit applies no `.dockerignore` to it (measured with the oracle: an
+    /// ignored file is copied), and neither does rbuild.
+    Git { url: String, source: GitSource },
+}
+
+/// The source of a git URL given as a context (`--build-context NAME=URL`, or the PATH
+/// argument): the commit's files without `.git`, stamped with SOURCE_DATE_EPOCH when given.
+pub(crate) fn git_context_source(url: &str, source_date_epoch: Option<i64>) -> Result<GitSource, String> {
+    let repository = match git_url::parse(url) {
+        Some(Ok(repository)) => repository,
+        Some(Err(message)) => return Err(message),
+        None => return Err(format!("`{url}` is no git repository")),
+    };
+    Ok(GitSource {
+        remote: repository.remote,
+        reference: repository.reference,
+        subdir: repository.subdir,
+        keep_git_dir: false,
+        checksum: None,
+        timestamp: source_date_epoch,
+    })
+}
+
 /// Finds base images (resolved before lowering: the config shapes the stage). The frontend does
 /// no I/O itself; `ops::image` resolves, and its error is shown with the instruction's span.
 pub(crate) trait ImageResolver {
@@ -60,7 +90,7 @@ pub(crate) trait ImageResolver {
 pub(crate) struct FrontendOptions {
     pub dockerfile: Dockerfile,
     pub dockerfile_path: Option<PathBuf>,
-    pub context_dir: PathBuf,
+    pub context: MainContext,
     pub target: Option<String>,
     pub build_args: BTreeMap<String, String>,
     pub named_contexts: BTreeMap<String, NamedContext>,
@@ -272,12 +302,16 @@ impl Lowering<'_> {
     }
 
     fn context_vertex(&mut self) -> VertexId {
-        let source = ContextSource {
-            name: "context".into(),
-            dir: self.options.context_dir.clone(),
-            dockerfile: self.options.dockerfile_path.clone(),
-        };
-        self.graph.add(Op::Context(source), vec![], "[internal] load build context", None, None)
+        match &self.options.context {
+            MainContext::Directory(dir) => {
+                let source = ContextSource { name: "context".into(), dir: dir.clone(), dockerfile: self.options.dockerfile_path.clone() };
+                self.graph.add(Op::Context(source), vec![], "[internal] load build context", None, None)
+            }
+            MainContext::Git { url, source } => {
+                let name = format!("[internal] load git source {url}");
+                self.graph.add(Op::Git(source.clone()), vec![], name, None, None)
+            }
+        }
     }
 
     fn scratch_vertex(&mut self) -> VertexId {

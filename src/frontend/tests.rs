@@ -48,7 +48,7 @@ fn options(dockerfile: &str) -> FrontendOptions {
     FrontendOptions {
         dockerfile: parse("Dockerfile", dockerfile.as_bytes()).expect("test Dockerfile parses"),
         dockerfile_path: None,
-        context_dir: PathBuf::from("/ctx"),
+        context: MainContext::Directory(PathBuf::from("/ctx")),
         target: None,
         build_args: BTreeMap::new(),
         named_contexts: BTreeMap::new(),

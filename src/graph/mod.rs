@@ -86,16 +86,33 @@ impl Graph {
 
     /// The vertices `targets` depend on (themselves included), in topological order.
     pub(crate) fn reachable(&self, targets: &[VertexId]) -> Vec<VertexId> {
-        let mut needed = vec![false; self.vertices.len()];
+        let reached = self.reach(targets, |vertex| &vertex.inputs);
+        (0..self.vertices.len()).filter(|id| reached[*id]).collect()
+    }
+
+    /// Which vertices `targets` reach, following from each vertex the inputs `next` gives.
+    fn reach(&self, targets: &[VertexId], next: impl Fn(&Vertex) -> &[VertexId]) -> Vec<bool> {
+        let mut reached = vec![false; self.vertices.len()];
         let mut stack: Vec<VertexId> = targets.to_vec();
         while let Some(id) = stack.pop() {
-            if needed[id] {
+            if reached[id] {
                 continue;
             }
-            needed[id] = true;
-            stack.extend(self.vertices[id].inputs.iter().copied());
+            reached[id] = true;
+            stack.extend(next(&self.vertices[id]).iter().copied());
         }
-        (0..self.vertices.len()).filter(|id| needed[*id]).collect()
+        reached
+    }
+
+    /// The vertices whose new layer is one of the targets' image layers: a target, and from a
+    /// RUN or file op its base (input 0), from a merge every input. A COPY's source, a mount or
+    /// an image's other inputs give files, not layers.
+    pub(crate) fn image_chain(&self, targets: &[VertexId]) -> Vec<bool> {
+        self.reach(targets, |vertex| match &vertex.op {
+            Op::Exec(_) | Op::File { .. } => &vertex.inputs[..vertex.inputs.len().min(1)],
+            Op::Merge => &vertex.inputs,
+            _ => &[],
+        })
     }
 
     /// A stable text dump, one vertex a line, for snapshot tests and `rbuild debug graph`.
@@ -150,5 +167,24 @@ mod tests {
         let a = graph.add(op.clone(), vec![scratch, image], "merge", None, None);
         let b = graph.add(op, vec![image, scratch], "merge", None, None);
         assert_ne!(a, b);
+    }
+
+    /// A file op's base is in the chain, what it copies from is not; a merge brings all.
+    #[test]
+    fn the_image_chain_follows_bases_not_sources() {
+        let mut graph = Graph::new();
+        let mkdir = |path: &str| Op::File {
+            actions: vec![FileAction::Mkdir(MkdirAction { path: path.into(), mode: 0o755, owner: None, timestamp: None })],
+        };
+        let scratch = graph.add(Op::Scratch, vec![], "scratch", None, None);
+        let other_stage = graph.add(mkdir("/other"), vec![scratch], "other", None, None);
+        let base = graph.add(mkdir("/base"), vec![scratch], "base", None, None);
+        let copy = graph.add(mkdir("/copy"), vec![base, other_stage], "COPY --from=other", None, None);
+        let linked = graph.add(mkdir("/linked"), vec![scratch], "COPY --link", None, None);
+        let merged = graph.add(Op::Merge, vec![copy, linked], "merge", None, None);
+        let chain = graph.image_chain(&[merged]);
+        let in_chain: Vec<VertexId> = (0..graph.vertices.len()).filter(|id| chain[*id]).collect();
+        assert_eq!(in_chain, vec![scratch, base, copy, linked, merged]);
+        assert!(!chain[other_stage]);
     }
 }

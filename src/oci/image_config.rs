@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::DiffId;
+
 /// Go's `struct{}` in `ExposedPorts` and `Volumes`: serializes as `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Empty {}
@@ -97,7 +99,7 @@ pub(crate) struct History {
 pub(crate) struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
-    pub diff_ids: Vec<String>,
+    pub diff_ids: Vec<DiffId>,
 }
 
 /// The whole config document. Top-level keys are written sorted, as BuildKit's exporter

@@ -6,7 +6,9 @@
 //! | file             | concept                                                       |
 //! |------------------|---------------------------------------------------------------|
 //! | `reference.rs`   | `busybox` → `docker.io/library/busybox:latest`, one parser    |
+//! | `cancellable.rs` | a writer that stops when the build is canceled                 |
 //! | `compression.rs` | a layer's compression: its name, its media type               |
+//! | `error_text.rs`  | an error and its causes in one line, as every `ERROR:` says it |
 //! | `go_quote.rs`    | Go's `%q`, as BuildKit quotes values in configs and messages  |
 //! | `file_stamp.rs`  | size, times, inode: a file unchanged since, without reading it  |
 //! | `image_config.rs`| the image config, in the shape BuildKit writes it               |
@@ -20,11 +22,14 @@
 //! | `root_path.rs`   | paths resolved in a root, symlinks followed inside it: one walk |
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
+//! | `stream.rs`      | a process's stdout or stderr, as the sandbox and progress say |
 //! | `units.rs`       | sizes and ages as Docker's go-units reads and prints them     |
 
+mod cancellable;
 pub mod compression;
 pub mod descriptor;
 pub mod digest;
+mod error_text;
 pub mod file_stamp;
 mod go_quote;
 pub mod image_config;
@@ -36,13 +41,17 @@ pub mod path;
 pub mod platform;
 pub mod reference;
 pub mod root_path;
+mod stream;
 pub mod time;
 pub mod units;
 
+pub use cancellable::Cancellable;
 pub use compression::Compression;
 pub use descriptor::Descriptor;
 pub use digest::{DiffId, Digest, DigestHasher, Hashing, InvalidDigest};
+pub use error_text::error_text;
 pub use file_stamp::FileStamp;
 pub use go_quote::go_quote;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};
+pub use stream::Stream;

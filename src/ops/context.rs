@@ -25,6 +25,7 @@ use crate::context::content_hash::{HashCache, StatKey};
 use crate::context::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::context::transfer::transfer_size;
 use crate::graph::{ContextSource, CopyAction};
+use crate::oci::Digest;
 use crate::store::{FileHashRow, Store, StoreError};
 
 #[derive(Debug)]
@@ -81,7 +82,7 @@ struct ReadFiles<'a> {
 }
 
 impl HashCache for ReadFiles<'_> {
-    fn get(&self, key: &StatKey) -> Option<String> {
+    fn get(&self, key: &StatKey) -> Option<Digest> {
         let digest = self.inner.get(key);
         if digest.is_none() {
             self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(key.path.clone());
@@ -89,7 +90,7 @@ impl HashCache for ReadFiles<'_> {
         digest
     }
 
-    fn put(&self, key: &StatKey, digest: &str) {
+    fn put(&self, key: &StatKey, digest: &Digest) {
         self.inner.put(key, digest);
     }
 }
@@ -116,13 +117,13 @@ impl StoreHashCache {
 }
 
 impl HashCache for StoreHashCache {
-    fn get(&self, key: &StatKey) -> Option<String> {
+    fn get(&self, key: &StatKey) -> Option<Digest> {
         let row = self.known.get(path_key(&key.path).as_str())?;
         (row.stamp == key.stamp).then(|| row.digest.clone())
     }
 
-    fn put(&self, key: &StatKey, digest: &str) {
-        let row = FileHashRow { stamp: key.stamp, digest: digest.to_string() };
+    fn put(&self, key: &StatKey, digest: &Digest) {
+        let row = FileHashRow { stamp: key.stamp, digest: digest.clone() };
         self.fresh.lock().unwrap_or_else(|p| p.into_inner()).push((path_key(&key.path), row));
     }
 }

@@ -236,7 +236,14 @@ pub(crate) fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: 
     stubs.extend(sandbox::STUBS.iter().map(|stub| stub.to_string()));
     remove_stubs(&view, upper.path(), &stubs).map_err(ExecError::Diff)?;
     let mut layers: Vec<Layer> = base.layers().to_vec();
-    layers.push(layer::commit(store, upper, &vertex.name, false, environment.cancel)?);
+    layers.push(layer::commit(
+        store,
+        upper,
+        &vertex.name,
+        crate::store::LayerKind::Regular,
+        environment.compress_layer,
+        environment.cancel,
+    )?);
     Ok(layers)
 }
 

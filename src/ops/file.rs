@@ -146,7 +146,14 @@ pub(crate) fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], en
     writer.finish()?;
     let mut layers: Vec<Layer> = base_layers.to_vec();
     environment.check_canceled()?;
-    let committed = layer::commit(environment.store, upper, &vertex.name, false, environment.cancel);
+    let committed = layer::commit(
+        environment.store,
+        upper,
+        &vertex.name,
+        crate::store::LayerKind::Regular,
+        environment.compress_layer,
+        environment.cancel,
+    );
     environment.check_canceled()?;
     layers.push(committed?);
     Ok(layers)

@@ -29,7 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use super::layer::{self, Layer};
 use super::{CacheInput, Environment, OpError};
 use crate::graph::HttpSource;
-use crate::oci::Hashing;
+use crate::oci::{Digest, Hashing};
 use crate::registry::Validators;
 use crate::store::database::HttpSourceRow;
 
@@ -39,9 +39,10 @@ pub(crate) enum HttpError {
     Fetch(#[from] crate::registry::RegistryError),
     #[error("no network client for `{url}`")]
     NoClient { url: String },
-    /// BuildKit's words: the actual digest first, then the expected one.
+    /// BuildKit's words: the actual digest first, then the expected one (as the Dockerfile
+    /// gave it: `--checksum` may name an algorithm rbuild does not compute).
     #[error("digest mismatch {actual}: {expected}")]
-    ChecksumMismatch { actual: String, expected: String },
+    ChecksumMismatch { actual: Digest, expected: String },
     #[error("failed to write the download of `{url}`")]
     Write { url: String, source: std::io::Error },
 }
@@ -52,7 +53,7 @@ pub(crate) fn cache_inputs(source: &HttpSource, environment: &Environment) -> Re
     let row = current(source, environment)?;
     let modified = row.last_modified.unwrap_or_default();
     Ok(vec![
-        ("content".to_string(), row.digest),
+        ("content".to_string(), row.digest.to_string()),
         ("filename".to_string(), source.filename.clone()),
         ("last_modified".to_string(), modified),
     ])
@@ -90,7 +91,7 @@ fn current(source: &HttpSource, environment: &Environment) -> Result<HttpSourceR
         _ => download(source, environment)?,
     };
     if let Some(expected) = &source.checksum
-        && *expected != row.digest
+        && row.digest != *expected
     {
         return Err(HttpError::ChecksumMismatch { actual: row.digest, expected: expected.clone() }.into());
     }
@@ -116,7 +117,7 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     if let Some(expected) = &source.checksum
         && digest != expected.as_str()
     {
-        return Err(HttpError::ChecksumMismatch { actual: digest.to_string(), expected: expected.clone() }.into());
+        return Err(HttpError::ChecksumMismatch { actual: digest, expected: expected.clone() }.into());
     }
     let seconds = downloaded.last_modified.as_deref().and_then(crate::oci::time::parse_http_date).unwrap_or(0);
     let mtime =
@@ -125,13 +126,13 @@ fn download(source: &HttpSource, environment: &Environment) -> Result<HttpSource
     file.set_modified(mtime).and_then(|()| file.sync_all()).map_err(write_error)?;
     // As BuildKit describes the record of an http source in `du`.
     let description = format!("http url {}", source.url);
-    let layer = layer::commit(environment.store, directory, &description, false, environment.cancel)?;
+    let layer = layer::commit(environment.store, directory, &description, crate::store::LayerKind::Regular, false, environment.cancel)?;
     let row = HttpSourceRow {
         url: source.url.clone(),
         etag: downloaded.etag,
         last_modified: downloaded.last_modified,
-        digest: digest.to_string(),
-        diff_id: layer.diff_id.to_string(),
+        digest,
+        diff_id: layer.diff_id.clone(),
         fetched_at: crate::store::now(),
     };
     environment.store.database().put_http_source(&row).map_err(crate::store::StoreError::from)?;

@@ -46,7 +46,7 @@ pub(crate) enum ImageError {
     #[error("blob `{expected}` of `{path}` has digest `{actual}`")]
     DigestMismatch { path: String, expected: Digest, actual: Digest },
     #[error("failed to unpack layer `{digest}`")]
-    Extract { digest: String, source: crate::snapshot::extract::ExtractError },
+    Extract { digest: Digest, source: crate::snapshot::extract::ExtractError },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -202,7 +202,6 @@ fn registry_metadata(
     let key = format!("{name} {platform}");
     let known = if pull { None } else { store.database().image_tag(&key)? };
     let cached = known.and_then(|(manifest, config, _)| {
-        let (manifest, config) = (Digest::parse(&manifest).ok()?, Digest::parse(&config).ok()?);
         store.read_blob(&manifest)?;
         Some((manifest, store.read_blob(&config)?))
     });
@@ -221,9 +220,9 @@ fn registry_metadata(
             for (digest, size, media_type) in
                 [(&manifest, resolved.manifest.len(), resolved.manifest_media_type.as_str()), (&config, resolved.config.len(), OCI_CONFIG)]
             {
-                database.put_blob(&BlobRow::metadata(digest.to_string(), size as u64, media_type, now))?;
+                database.put_blob(&BlobRow::metadata(digest.clone(), size as u64, media_type, now))?;
             }
-            database.put_image_tag(&key, manifest.as_str(), config.as_str(), now)?;
+            database.put_image_tag(&key, &manifest, &config, now)?;
             (manifest, resolved.config)
         }
     };
@@ -335,13 +334,17 @@ pub(crate) fn import_layers(
     fetch: &(dyn Fn(&Digest, &mut dyn io::Write) -> Result<(), ImageError> + Sync),
 ) -> Result<Vec<Layer>, ImageError> {
     let invalid = |message: String| ImageError::Invalid { path: reference.to_string(), message };
-    let config: serde_json::Value = serde_json::from_slice(config_bytes).map_err(|error| invalid(error.to_string()))?;
-    let diff_ids: Vec<DiffId> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|ids| ids.iter().filter_map(|id| id.as_str()).map(DiffId::parse).collect::<Result<_, _>>())
-        .transpose()
-        .map_err(|error| invalid(error.to_string()))?
-        .unwrap_or_default();
+    /// The one part of a base image's config the layers need.
+    #[derive(serde::Deserialize)]
+    struct LayerIds {
+        rootfs: Option<DiffIds>,
+    }
+    #[derive(serde::Deserialize)]
+    struct DiffIds {
+        diff_ids: Option<Vec<DiffId>>,
+    }
+    let config: LayerIds = serde_json::from_slice(config_bytes).map_err(|error| invalid(error.to_string()))?;
+    let diff_ids = config.rootfs.and_then(|rootfs| rootfs.diff_ids).unwrap_or_default();
     if diff_ids.len() != descriptors.len() {
         return Err(invalid(format!("{} layers but {} diff ids", descriptors.len(), diff_ids.len())));
     }
@@ -391,7 +394,7 @@ pub(crate) fn unpack_layers(
     // (a fetch mostly waits on the network), a few at once.
     let mut known = Vec::with_capacity(layers.len());
     for layer in layers {
-        let row = store.database().layer(layer.diff_id.as_str())?;
+        let row = store.database().layer(&layer.diff_id)?;
         known.push(row.filter(|_| store.snapshot_path(&layer.diff_id).is_dir()));
     }
     let missing: Vec<usize> = (0..layers.len()).filter(|index| known[*index].is_none()).collect();
@@ -438,7 +441,7 @@ pub(crate) fn unpack_layers(
         let reader = decompressed(blob).map_err(read_error)?;
         let mut hashing = Hashing::sha256(reader);
         extract(&mut hashing, directory.path(), &ExtractOptions { whiteouts: WhiteoutMode::ToOverlay, ownership: archive_ownership() })
-            .map_err(|source| ImageError::Extract { digest: blob_digest.to_string(), source })?;
+            .map_err(|source| ImageError::Extract { digest: blob_digest.clone(), source })?;
         // Tar readers stop at the end-of-archive marker; hash any padding after it too.
         io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
         let (_, actual, _) = hashing.finish();
@@ -452,23 +455,16 @@ pub(crate) fn unpack_layers(
             .map_err(|source| ImageError::Read { path: snapshot.display().to_string(), source })?;
         let mut database = store.database();
         database.put_layer(&LayerRow {
-            diff_id: diff_id.to_string(),
+            diff_id: diff_id.clone(),
             size: size_on_disk,
             created_at: layer.created_at.unwrap_or(now),
             last_used_at: now,
             from_image: layer.from_image,
             description: layer.description.clone(),
+            kind: crate::store::LayerKind::Regular,
         })?;
-        database.put_blob(&BlobRow {
-            digest: stored_digest.to_string(),
-            diff_id: diff_id.to_string(),
-            compression: crate::oci::Compression::of_media_type(&layer.blob.media_type).name().into(),
-            level: -1,
-            media_type: layer.blob.media_type.clone(),
-            size,
-            last_used_at: now,
-        })?;
-        let created_at = database.layer(diff_id.as_str())?.map(|row| row.created_at).unwrap_or(now);
+        database.put_blob(&BlobRow::layer(stored_digest.clone(), diff_id.clone(), &layer.blob.media_type, -1, size, now))?;
+        let created_at = database.layer(diff_id)?.map(|row| row.created_at).unwrap_or(now);
         unpacked.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at, remote: None });
     }
     Ok(unpacked)

@@ -1,41 +1,34 @@
-//! A layer as ops hand it around, and the one way a new layer enters the store.
+//! The one way a new layer ([`Layer`], the store's type) enters the store, and a record's
+//! layers read back.
 //!
 //! A layer is a snapshot directory (overlay format) named by its diff id: the digest of the
 //! deterministic tar `snapshot::layer_tar` writes from it. Committing computes that digest,
 //! moves the directory into place and records the row; an empty directory is no layer at all.
+//!
+//! **One pass.** A layer the build will export as a gzip blob (the solver knows which: see
+//! `Environment::compress_layer`) is compressed by the same pass that computes its diff id:
+//! the one tar stream feeds the diff-id hash, the parallel gzip and the blob's hash, and the
+//! blob is recorded as the export would record it (gzip, the default level), so the export
+//! finds it and reads the layer's files no second time. A layer that is not exported, or not as
+//! gzip, is only hashed.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use crate::oci::DiffId;
+use crate::oci::{Cancellable, Compression, DiffId};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
+use crate::snapshot::parallel_gzip::{DEFAULT_GZIP_LEVEL, GzipLayerError, write_gzip_layer};
 use crate::store::usage::tree_size;
-use crate::store::{LayerRow, Store, StoreError, now};
+use crate::store::{BlobRow, LayerKind, LayerRow, Store, StoreError, now};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Layer {
-    pub diff_id: DiffId,
-    /// The snapshot directory.
-    pub path: PathBuf,
-    /// When the layer was first made: its history timestamp.
-    pub created_at: i64,
-    /// Where the layer's blob is when its snapshot is not in the store yet (a step that hit a
-    /// `--cache-from` cache): fetched only when something needs it ([`super::lazy`]).
-    pub remote: Option<super::lazy::RemoteBlob>,
-}
-
-impl Layer {
-    /// Whether the snapshot must still be fetched before the layer's files can be read.
-    pub(crate) fn is_lazy(&self) -> bool {
-        self.remote.is_some() && !self.path.is_dir()
-    }
-}
+pub(crate) use crate::store::layer::Layer;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LayerError {
     #[error("failed to compute the diff of `{path}`")]
     Diff { path: String, source: crate::snapshot::layer_tar::LayerTarError },
+    #[error("failed to compress `{path}`")]
+    Compress { path: String, source: io::Error },
     #[error("failed to measure `{path}`")]
     Size { path: String, source: io::Error },
     #[error(transparent)]
@@ -45,46 +38,71 @@ pub(crate) enum LayerError {
 }
 
 /// Turns a finished snapshot directory into a layer. An empty directory is an empty layer:
-/// BuildKit exports a step with no change as a real (empty) layer too.
+/// BuildKit exports a step with no change as a real (empty) layer too. `kind` is what `cache
+/// du` calls it (image layers are recorded by `image`, never here). With `gzip_blob`, the
+/// layer's gzip blob is written by the same pass (see the module docs).
 pub(crate) fn commit(
     store: &Store,
     directory: tempfile::TempDir,
     description: &str,
-    from_image: bool,
+    kind: LayerKind,
+    gzip_blob: bool,
     cancel: &AtomicBool,
 ) -> Result<Layer, LayerError> {
     let path_text = directory.path().display().to_string();
-    let sink = super::Cancellable { inner: io::sink(), cancel };
-    let summary = write_layer_tar(directory.path(), sink, &LayerTarOptions { clamp_mtime: None })
-        .map_err(|source| LayerError::Diff { path: path_text.clone(), source })?;
+    let diff_error = |source| LayerError::Diff { path: path_text.clone(), source };
+    let compress_error = |source| LayerError::Compress { path: path_text.clone(), source };
+    let options = LayerTarOptions { clamp_mtime: None };
+    let (summary, blob) = if gzip_blob {
+        let (summary, digest, size) =
+            write_gzip_layer(store, directory.path(), &options, DEFAULT_GZIP_LEVEL, cancel).map_err(|error| match error {
+                GzipLayerError::Tar(source) => diff_error(source),
+                GzipLayerError::Compress(source) => compress_error(source),
+                GzipLayerError::Store(error) => LayerError::Store(error),
+            })?;
+        (summary, Some((digest, size)))
+    } else {
+        let summary = write_layer_tar(directory.path(), Cancellable { inner: io::sink(), cancel }, &options).map_err(diff_error)?;
+        (summary, None)
+    };
     let path = store.commit_snapshot(directory, &summary.diff_id)?;
     let size = tree_size(&path).map_err(|source| LayerError::Size { path: path.display().to_string(), source })?;
     let now = now();
     store.database().put_layer(&LayerRow {
-        diff_id: summary.diff_id.to_string(),
+        diff_id: summary.diff_id.clone(),
         size,
         created_at: now,
         last_used_at: now,
-        from_image,
+        from_image: false,
         description: description.to_string(),
+        kind,
     })?;
-    let created_at = store.database().layer(summary.diff_id.as_str())?.map(|row| row.created_at).unwrap_or(now);
+    if let Some((digest, size)) = blob {
+        // As the export records a blob it compressed at the default level (-1).
+        store.database().put_blob(&BlobRow::layer(
+            digest,
+            summary.diff_id.clone(),
+            Compression::Gzip.layer_media_type(true),
+            -1,
+            size,
+            now,
+        ))?;
+    }
+    let created_at = store.database().layer(&summary.diff_id)?.map(|row| row.created_at).unwrap_or(now);
     Ok(Layer { diff_id: summary.diff_id, path, created_at, remote: None })
 }
 
-/// The layers of a record (its diff ids as the database keeps them), if every one is still in
-/// the store (else the record is a miss; so is one whose diff id is not a digest).
-pub(crate) fn load(store: &Store, diff_ids: &[String]) -> Result<Option<Vec<Layer>>, StoreError> {
+/// The layers of a record, if every one is still in the store (else the record is a miss).
+pub(crate) fn load(store: &Store, diff_ids: &[DiffId]) -> Result<Option<Vec<Layer>>, StoreError> {
     let database = store.database();
     let mut layers = Vec::with_capacity(diff_ids.len());
-    for text in diff_ids {
-        let Ok(diff_id) = DiffId::parse(text) else { return Ok(None) };
-        let Some(row) = database.layer(text)? else { return Ok(None) };
-        let path = store.snapshot_path(&diff_id);
+    for diff_id in diff_ids {
+        let Some(row) = database.layer(diff_id)? else { return Ok(None) };
+        let path = store.snapshot_path(diff_id);
         if !path.is_dir() {
             return Ok(None);
         }
-        layers.push(Layer { diff_id, path, created_at: row.created_at, remote: None });
+        layers.push(Layer { diff_id: diff_id.clone(), path, created_at: row.created_at, remote: None });
     }
     Ok(Some(layers))
 }

@@ -10,53 +10,36 @@
 //! So a build whose every step hits downloads only the blobs of the image it exports.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::CacheInput;
 use super::image::{ImageError, LayerBlob, archive_ownership, fetch_blob, unpack_layers};
 use super::layer::Layer;
-use crate::oci::{Descriptor, DiffId, Digest};
+use crate::oci::{DiffId, Digest};
 use crate::snapshot::extract::{ExtractOptions, WhiteoutMode, decompressed, extract};
+use crate::store::layer::{FetchError, LayerFetcher};
 use crate::store::{BlobRow, CacheKey, Store, StoreError, now};
 
-/// Where the blobs of an imported cache are read from: a registry repository or an OCI layout.
-pub(crate) trait BlobSource: Send + Sync {
-    /// Names the source in messages: the reference, or the directory.
-    fn name(&self) -> &str;
-    /// Writes the bytes of blob `digest` to `out`, reporting (bytes done, total).
-    fn fetch(&self, digest: &Digest, size: u64, out: &mut dyn Write, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String>;
-    /// (registry, repository) for a registry source: a push to another repository of the same
-    /// registry can mount the blob instead of uploading it.
-    fn registry_repository(&self) -> Option<(String, String)> {
-        None
+pub(crate) use crate::store::layer::{BlobSource, RemoteBlob, Status};
+
+/// The exporter's way to bring lazy layers in ([`LayerFetcher`]): [`materialize`] and
+/// [`fetch_layer_blob`] on a store.
+pub(crate) struct Fetcher<'a> {
+    pub store: &'a Store,
+}
+
+impl LayerFetcher for Fetcher<'_> {
+    fn materialize(&self, layers: &[Layer], cancel: &AtomicBool, status: &Status) -> Result<Vec<Layer>, FetchError> {
+        Ok(materialize(self.store, layers, cancel, status)?)
+    }
+
+    fn fetch_blob(&self, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<(Digest, u64), FetchError> {
+        Ok(fetch_layer_blob(self.store, layer, remote, status)?)
     }
 }
-
-/// A blob and the source that has it.
-#[derive(Clone)]
-pub(crate) struct RemoteBlob {
-    pub blob: Descriptor,
-    pub source: Arc<dyn BlobSource>,
-}
-
-impl fmt::Debug for RemoteBlob {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{} from {}", self.blob.digest, self.source.name())
-    }
-}
-
-impl PartialEq for RemoteBlob {
-    fn eq(&self, other: &RemoteBlob) -> bool {
-        self.blob.digest == other.blob.digest
-    }
-}
-
-impl Eq for RemoteBlob {}
 
 /// A cache record offered by an imported cache.
 #[derive(Debug, Clone)]
@@ -92,7 +75,7 @@ impl ImportedCache {
         let mut layers = Vec::with_capacity(record.layers.len());
         for layer in &record.layers {
             let path = store.snapshot_path(&layer.diff_id);
-            let known = database.layer(layer.diff_id.as_str())?.filter(|_| path.is_dir());
+            let known = database.layer(&layer.diff_id)?.filter(|_| path.is_dir());
             layers.push(match known {
                 Some(row) => Layer { diff_id: layer.diff_id.clone(), path, created_at: row.created_at, remote: None },
                 None => Layer { diff_id: layer.diff_id.clone(), path, created_at: layer.created_at, remote: Some(layer.blob.clone()) },
@@ -101,9 +84,6 @@ impl ImportedCache {
         Ok(Some((record, layers)))
     }
 }
-
-/// Transfer progress: (id, bytes done, total, done).
-pub(crate) type Status<'a> = dyn Fn(&str, u64, Option<u64>, bool) + Sync + 'a;
 
 /// Brings the lazy layers among `layers` into the store; the others pass through as they are.
 pub(crate) fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, status: &Status) -> Result<Vec<Layer>, ImageError> {
@@ -144,22 +124,13 @@ pub(crate) fn materialize(store: &Store, layers: &[Layer], cancel: &AtomicBool, 
 /// Returns the blob's digest and size.
 pub(crate) fn fetch_layer_blob(store: &Store, layer: &Layer, remote: &RemoteBlob, status: &Status) -> Result<(Digest, u64), ImageError> {
     // The row is the blob's: it was looked up by its digest.
-    let known = store.database().blob(remote.blob.digest.as_str())?;
+    let known = store.database().blob(&remote.blob.digest)?;
     if let Some(row) = known.filter(|row| store.blob_is_intact(&remote.blob.digest, row.size)) {
         return Ok((remote.blob.digest.clone(), row.size));
     }
     let fetch = |_: &Digest, out: &mut dyn Write| fetch_remote(remote, out, status);
     let (digest, size) = fetch_blob(store, remote.source.name(), &remote.blob.digest, &fetch)?;
-    let row = BlobRow {
-        digest: digest.to_string(),
-        diff_id: layer.diff_id.to_string(),
-        compression: crate::oci::Compression::of_media_type(&remote.blob.media_type).name().into(),
-        level: -1,
-        media_type: remote.blob.media_type.clone(),
-        size,
-        last_used_at: now(),
-    };
-    store.database().put_blob(&row)?;
+    store.database().put_blob(&BlobRow::layer(digest.clone(), layer.diff_id.clone(), &remote.blob.media_type, -1, size, now()))?;
     Ok((digest, size))
 }
 
@@ -173,10 +144,10 @@ pub(crate) fn unpack_mount(store: &Store, remote: &RemoteBlob, directory: &Path,
         let read_error = |source| ImageError::Read { path: blob_path.display().to_string(), source };
         let reader = decompressed(File::open(&blob_path).map_err(read_error)?).map_err(read_error)?;
         extract(reader, directory, &ExtractOptions { whiteouts: WhiteoutMode::Literal, ownership: archive_ownership() })
-            .map_err(|source| ImageError::Extract { digest: digest.to_string(), source })
+            .map_err(|source| ImageError::Extract { digest: digest.clone(), source })
     })();
     // A blob without a row would wait for `prune`; this one is of no further use.
-    if store.database().blob(digest.as_str())?.is_none() {
+    if store.database().blob(&digest)?.is_none() {
         let _ = std::fs::remove_file(&blob_path);
     }
     unpacked.map(|_| ())

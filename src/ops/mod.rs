@@ -10,6 +10,8 @@ pub(crate) mod context;
 pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod git;
+mod git_ssh;
+mod git_submodule;
 pub(crate) mod http;
 pub(crate) mod image;
 pub(crate) mod layer;
@@ -91,6 +93,9 @@ pub(crate) struct Environment<'a> {
     pub fresh_mounts: Option<&'a crate::store::cache_mount::FreshMounts>,
     /// For a context vertex: the build's `COPY`s from it, whose files its load selects.
     pub context_copies: &'a [crate::graph::CopyAction],
+    /// The vertex's new layer goes into an exported image as a gzip blob at the default level:
+    /// it is compressed as it is committed ([`layer`]'s one pass).
+    pub compress_layer: bool,
 }
 
 impl Environment<'_> {
@@ -121,27 +126,6 @@ pub(crate) enum OpError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Git(#[from] git::GitError),
-}
-
-/// A writer that fails once the build is canceled, so long writes (layer
-/// tars, compression, archives) stop promptly on Ctrl-C or a failure elsewhere.
-pub(crate) struct Cancellable<'a, W> {
-    pub inner: W,
-    pub cancel: &'a AtomicBool,
-}
-
-impl<W: std::io::Write> std::io::Write for Cancellable<'_, W> {
-    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
-        if self.cancel.load(Ordering::Relaxed) {
-            // Not `Interrupted`: `write_all` retries that kind forever.
-            return Err(std::io::Error::other("canceled"));
-        }
-        self.inner.write(buffer)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// One named input of a cache key, kept in the record so `cache why` can say what changed.

@@ -1,25 +1,11 @@
 //! How a failure is said. BuildKit says a failure twice, on the failed vertex
 //! (`#5 ERROR: TEXT`, the live view's and rawjson's error) and as the build's last line
 //! (`ERROR: failed to solve: TEXT`), and the two say the same TEXT. Both come from
-//! [`error_text`] here: a failed [`Task`](super::Task) sends it, and `cli::build` prints the
-//! last line with [`failed_to_solve`] from the same error, so they cannot drift apart.
+//! [`error_text`] (`oci::error_text`, which the sandbox's runner uses too): a failed
+//! [`Task`](super::Task) sends it, and `cli::build` prints the last line with
+//! [`failed_to_solve`] from the same error, so they cannot drift apart.
 
-use std::error::Error;
-
-/// An error and its causes, `: `-separated, each said once: a message may already end with its
-/// source's text (`{0}` over a `#[from]` source), and saying it twice reads as a stutter.
-pub(crate) fn error_text(error: &dyn Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.ends_with(&text) {
-            message = format!("{message}: {text}");
-        }
-        source = cause.source();
-    }
-    message
-}
+pub(crate) use crate::oci::error_text;
 
 /// The last line of a failed build, for `text` from [`error_text`] (or an error that is text
 /// already, said the same on its vertex).

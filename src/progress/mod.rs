@@ -48,12 +48,7 @@ pub(crate) type VertexId = usize;
 /// Time since the Unix epoch, as read from a [`Clock`].
 pub(crate) type Timestamp = Duration;
 
-/// Which output stream of a process a log chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stream {
-    Stdout,
-    Stderr,
-}
+pub(crate) use crate::oci::Stream;
 
 /// A vertex of the build graph as the solver announces it, before anything runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

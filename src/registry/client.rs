@@ -424,7 +424,7 @@ impl Client {
         if bytes.len() as u64 != size {
             return Err(Failure::Error(RegistryError::SizeMismatch {
                 reference: name,
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 expected: size,
                 actual: bytes.len() as u64,
             }));
@@ -541,7 +541,7 @@ impl BlobStream<'_> {
         {
             return Err(Failure::Error(RegistryError::SizeMismatch {
                 reference: self.name.to_string(),
-                digest: self.digest.to_string(),
+                digest: self.digest.clone(),
                 expected: size,
                 actual: self.written + bytes.len() as u64,
             }));
@@ -551,7 +551,7 @@ impl BlobStream<'_> {
         }
         self.out.write_all(bytes).map_err(|source| RegistryError::Write {
             reference: self.name.to_string(),
-            digest: self.digest.to_string(),
+            digest: self.digest.clone(),
             source,
         })?;
         self.written += bytes.len() as u64;
@@ -564,7 +564,7 @@ impl BlobStream<'_> {
         {
             return Err(RegistryError::SizeMismatch {
                 reference: self.name.to_string(),
-                digest: self.digest.to_string(),
+                digest: self.digest.clone(),
                 expected: size,
                 actual: self.written,
             });
@@ -573,11 +573,7 @@ impl BlobStream<'_> {
         if actual != self.digest.as_str() {
             return Err(RegistryError::DigestMismatch { reference: self.name.to_string(), expected: self.digest.to_string(), actual });
         }
-        self.out.flush().map_err(|source| RegistryError::Write {
-            reference: self.name.to_string(),
-            digest: self.digest.to_string(),
-            source,
-        })
+        self.out.flush().map_err(|source| RegistryError::Write { reference: self.name.to_string(), digest: self.digest.clone(), source })
     }
 }
 

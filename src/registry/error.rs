@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::oci::Digest;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -62,11 +64,13 @@ pub enum RegistryError {
     #[error("failed to get an auth token from `{}` for {reference}: {detail}", realm.chars().take(200).collect::<String>())]
     Token { realm: String, reference: String, detail: String },
 
+    /// Text, not [`Digest`]: the expected one may be a reference's (any algorithm), the actual
+    /// one a registry's header.
     #[error("digest mismatch for {reference}: expected `{expected}`, got `{actual}`")]
     DigestMismatch { reference: String, expected: String, actual: String },
 
     #[error("size mismatch for `{digest}` of {reference}: expected {expected} bytes, got {actual}")]
-    SizeMismatch { reference: String, digest: String, expected: u64, actual: u64 },
+    SizeMismatch { reference: String, digest: Digest, expected: u64, actual: u64 },
 
     #[error("unsupported digest `{digest}` for {reference}")]
     UnsupportedDigest { reference: String, digest: String },
@@ -82,7 +86,7 @@ pub enum RegistryError {
     UnsupportedMediaType { reference: String, media_type: String },
 
     #[error("failed to read blob `{digest}` to push to {reference}")]
-    ReadBlob { reference: String, digest: String, source: std::io::Error },
+    ReadBlob { reference: String, digest: Digest, source: std::io::Error },
 
     #[error("registry `{host}` acknowledged {acknowledged} bytes of {reference} after {sent} were sent")]
     UploadOffset { host: String, reference: String, sent: u64, acknowledged: u64 },
@@ -112,7 +116,7 @@ pub enum RegistryError {
     WriteDownload { url: String, source: std::io::Error },
 
     #[error("failed to write blob `{digest}` of {reference}: {source}")]
-    Write { reference: String, digest: String, source: std::io::Error },
+    Write { reference: String, digest: Digest, source: std::io::Error },
 }
 
 fn transport_message(host: &str, reference: &str, source: &reqwest::Error) -> String {

@@ -221,7 +221,7 @@ impl Client {
     /// Sends the blob in chunks to the session at `location`, then closes it with its digest.
     async fn upload_session(&self, upload: &mut Upload<'_>, mut location: reqwest::Url) -> Result<(), RegistryError> {
         let read_error =
-            |source| RegistryError::ReadBlob { reference: upload.reference.to_string(), digest: upload.digest.to_string(), source };
+            |source| RegistryError::ReadBlob { reference: upload.reference.to_string(), digest: upload.digest.clone(), source };
         let mut reader = (upload.open)().map_err(read_error)?;
         let mut hasher = DigestHasher::for_digest(upload.digest);
         let mut buffer = vec![0u8; self.upload_chunk_size];
@@ -236,7 +236,7 @@ impl Client {
             if offset + filled as u64 > upload.size {
                 return Err(RegistryError::SizeMismatch {
                     reference: upload.name.to_string(),
-                    digest: upload.digest.to_string(),
+                    digest: upload.digest.clone(),
                     expected: upload.size,
                     actual: offset + filled as u64,
                 });
@@ -282,7 +282,7 @@ impl Client {
         if offset != upload.size {
             return Err(RegistryError::SizeMismatch {
                 reference: upload.name.to_string(),
-                digest: upload.digest.to_string(),
+                digest: upload.digest.clone(),
                 expected: upload.size,
                 actual: offset,
             });

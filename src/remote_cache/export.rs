@@ -20,7 +20,7 @@ use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::OCI_MANIFEST;
 use crate::oci::{Descriptor, DiffId, Digest, Reference};
 use crate::ops::Layer;
-use crate::ops::lazy::{RemoteBlob, Status, fetch_layer_blob};
+use crate::ops::lazy::{Fetcher, RemoteBlob, Status, fetch_layer_blob};
 use crate::progress::{Sender, Task};
 use crate::registry::Client;
 use crate::store::{CacheKey, Store};
@@ -105,7 +105,7 @@ fn write(
         if let Some((layer, remote)) = lazy.get(digest)
             && !store.blob_is_intact(digest, remote.blob.size)
         {
-            fetch_layer_blob(store, layer, remote, &status).map_err(crate::exporter::image::ImageError::from)?;
+            fetch_layer_blob(store, layer, remote, &status).map_err(|error| crate::exporter::image::ImageError::Fetch(error.into()))?;
         }
         Ok(())
     };
@@ -123,22 +123,18 @@ fn write(
         layers
             .iter()
             .zip(&blobs)
-            .map(|(layer, (blob, _))| LayerEntry {
-                blob: blob.digest.to_string(),
-                diff_id: layer.diff_id.to_string(),
-                created: layer.created_at,
-            })
+            .map(|(layer, (blob, _))| LayerEntry { blob: blob.digest.clone(), diff_id: layer.diff_id.clone(), created: layer.created_at })
             .collect(),
         chosen
             .iter()
             .map(|record| RecordEntry {
-                key: record.key.to_string(),
+                key: record.key.clone(),
                 description: record.description.clone(),
-                layers: record.layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
+                layers: record.layers.iter().map(|layer| layer.diff_id.clone()).collect(),
                 inputs: record.inputs.clone(),
             })
             .collect(),
-        mount_blobs.iter().map(|(id, blob)| MountEntry { id: id.clone(), blob: blob.digest.to_string() }).collect(),
+        mount_blobs.iter().map(|(id, blob)| MountEntry { id: id.clone(), blob: blob.digest.clone() }).collect(),
     );
     status("preparing build cache for export", 0, None, true);
     let config_bytes = config.to_bytes();
@@ -201,7 +197,7 @@ fn write(
     };
     // Mount tars, the config and the manifest have no row: nothing else will use them.
     for (_, blob) in &mount_blobs {
-        if store.database().blob(blob.digest.as_str())?.is_none() {
+        if store.database().blob(&blob.digest)?.is_none() {
             let _ = std::fs::remove_file(store.blob_path(&blob.digest));
         }
     }
@@ -221,7 +217,7 @@ fn cache_blob(
     if let Some(remote) = &layer.remote
         && layer.is_lazy()
         && crate::oci::Compression::of_media_type(&remote.blob.media_type) == encoding.compression
-        && store.database().blob_for(layer.diff_id.as_str(), compression, encoding.level.map(i64::from).unwrap_or(-1))?.is_none()
+        && store.database().blob_for(&layer.diff_id, compression, encoding.level.map(i64::from).unwrap_or(-1))?.is_none()
     {
         let descriptor = Descriptor {
             media_type: remote.blob.media_type.clone(),
@@ -232,7 +228,7 @@ fn cache_blob(
         };
         return Ok((descriptor, layer.diff_id.clone()));
     }
-    Ok(layer_blob(store, layer, encoding, cancel, status)?)
+    Ok(layer_blob(store, &Fetcher { store }, layer, encoding, cancel, status)?)
 }
 
 /// Lazy layers whose blobs are in another repository of the target's registry: mounted, not

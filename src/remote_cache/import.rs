@@ -10,11 +10,10 @@ use super::format::{CONFIG_MEDIA_TYPE, CacheConfig};
 use super::layout::Layout;
 use super::spec::{CacheImport, CacheLocation};
 use crate::oci::manifest::ImageManifest;
-use crate::oci::{Descriptor, DiffId, Digest, Reference};
+use crate::oci::{Descriptor, Digest, Reference};
 use crate::ops::lazy::{BlobSource, ImportedCache, RemoteBlob, RemoteLayer, RemoteRecord};
 use crate::progress::{Event, Sender, error_text};
 use crate::registry::Client;
-use crate::store::CacheKey;
 
 /// A cache config is small JSON, but records many steps; this bounds memory all the same.
 const CONFIG_LIMIT: usize = 64 << 20;
@@ -44,7 +43,7 @@ pub(crate) fn import(sources: &[CacheImport], registry: &Arc<Client>, progress: 
     imported
 }
 
-type Read = (CacheConfig, Arc<dyn BlobSource>, HashMap<String, Descriptor>);
+type Read = (CacheConfig, Arc<dyn BlobSource>, HashMap<Digest, Descriptor>);
 
 fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheError> {
     let invalid = |message: String| CacheError::Invalid { location: location.to_string(), message };
@@ -71,32 +70,32 @@ fn read(location: &CacheLocation, registry: &Arc<Client>) -> Result<Read, CacheE
     if config_type != CONFIG_MEDIA_TYPE {
         return Err(invalid(format!("not an rbuild cache (its config is `{config_type}`)")));
     }
-    let digests: HashSet<&str> = layers.iter().map(|layer| layer.digest.as_str()).collect();
+    let digests: HashSet<&Digest> = layers.iter().map(|layer| &layer.digest).collect();
     let config = CacheConfig::parse(&config_bytes, &digests).map_err(invalid)?;
-    let blobs = layers.iter().map(|layer| (layer.digest.to_string(), layer.clone())).collect();
+    let blobs = layers.iter().map(|layer| (layer.digest.clone(), layer.clone())).collect();
     Ok((config, source, blobs))
 }
 
-fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn BlobSource>, blobs: &HashMap<String, Descriptor>) {
-    let remote = |digest: &str| RemoteBlob { blob: blobs[digest].clone(), source: source.clone() };
+/// Adds a parsed config's records and mounts (every blob and layer they name is there: checked
+/// by [`CacheConfig::parse`]).
+fn add(imported: &mut ImportedCache, config: &CacheConfig, source: &Arc<dyn BlobSource>, blobs: &HashMap<Digest, Descriptor>) {
+    let remote = |digest: &Digest| RemoteBlob { blob: blobs[digest].clone(), source: source.clone() };
     let layers = config.layers_by_diff_id();
     for record in &config.records {
-        // A key that is not a digest names no step rbuild could compute.
-        let Ok(key) = CacheKey::parse(&record.key) else { continue };
-        if imported.records.contains_key(&key) {
+        if imported.records.contains_key(&record.key) {
             continue;
         }
         let layers = record
             .layers
             .iter()
             .map(|diff_id| {
-                let layer = layers[diff_id.as_str()];
-                Some(RemoteLayer { diff_id: DiffId::parse(diff_id).ok()?, created_at: layer.created, blob: remote(&layer.blob) })
+                let layer = layers[diff_id];
+                RemoteLayer { diff_id: diff_id.clone(), created_at: layer.created, blob: remote(&layer.blob) }
             })
             .collect();
-        // A diff id that is not a digest names no layer rbuild could check: no hit.
-        let Some(layers) = layers else { continue };
-        imported.records.insert(key, RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
+        imported
+            .records
+            .insert(record.key.clone(), RemoteRecord { description: record.description.clone(), inputs: record.inputs.clone(), layers });
     }
     for mount in &config.mounts {
         imported.mounts.entry(mount.id.clone()).or_insert_with(|| remote(&mount.blob));

@@ -1,4 +1,5 @@
-//! The libcontainer workload executor: `execve` with exactly the spec's environment.
+//! The libcontainer workload executor: the step's seccomp filter, then `execve` with exactly the
+//! spec's environment.
 //!
 //! libcontainer's default executor rewrites the process environment with `std::env::set_var`,
 //! which takes Rust's process-wide env lock inside a raw `clone3` child (a measured deadlock when
@@ -14,6 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::Write;
+use std::os::fd::{AsFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,28 @@ use nix::sys::signal::Signal;
 use super::sys;
 
 #[derive(Clone)]
-pub(crate) struct EnvSafeExecutor;
+pub(crate) struct EnvSafeExecutor {
+    /// The BPF program the workload runs under.
+    pub seccomp_filter: std::sync::Arc<[u8]>,
+    /// The runner's socket (inherited by the init) for the filter's notification descriptor;
+    /// `None`: the filter notifies nobody.
+    pub notification_socket: Option<RawFd>,
+}
+
+impl EnvSafeExecutor {
+    /// Loads the filter, hands its notification descriptor over, drops CAP_SYS_ADMIN.
+    fn confine(&self) -> Result<(), String> {
+        let notifications = sys::load_seccomp_filter(&self.seccomp_filter, self.notification_socket.is_some())
+            .map_err(|error| format!("load the seccomp filter: {error}"))?;
+        if let (Some(socket), Some(notifications)) = (self.notification_socket, notifications) {
+            // The runner opened `socket` for the init before the clone; nothing in the init closes
+            // it before `execve` (libcontainer's close_range only marks it close-on-exec).
+            sys::send_descriptor(socket, notifications.as_fd())
+                .map_err(|error| format!("send the seccomp notification descriptor: {error}"))?;
+        }
+        sys::drop_admin_capability().map_err(|error| format!("drop CAP_SYS_ADMIN: {error}"))
+    }
+}
 
 fn process_parts(spec: &Spec) -> (Vec<String>, Vec<String>) {
     let process = spec.process().as_ref();
@@ -75,6 +98,10 @@ impl Executor for EnvSafeExecutor {
             return Err(ExecutorError::InvalidArg);
         };
         let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| ExecutorError::InvalidArg)?;
+        if let Err(message) = self.confine() {
+            let _ = writeln!(std::io::stderr(), "{message}");
+            return Err(ExecutorError::Other(message));
+        }
         sys::reset_signals();
         let error = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
         let _ = writeln!(std::io::stderr(), "exec {}: {error}", args[0]);

@@ -16,7 +16,7 @@
 //!    non-dumpable: all of that stays inside the runner.
 //!
 //! Ownership: the caller owns `lowers`, `upper` (the diff) and `work` of a [`StepSpec`]; the runner
-//! mounts them, removes `work` afterwards and leaves `upper` holding exactly the step's changes in
+//! mounts them (the caller removes `work` after the step) and leaves `upper` holding exactly the step's changes in
 //! overlay format (whiteouts = char 0/0, opaque dirs = `user.overlay.opaque`). Mount-point stubs
 //! the runner had to create (e.g. `/proc`, `/etc/hosts`) are removed again when still empty, as
 //! BuildKit does; their parent directories may remain in `upper` as copied-up directories with
@@ -48,6 +48,7 @@ mod rename_guard;
 mod rootfs;
 mod runner;
 mod seccomp;
+mod seccomp_filter;
 mod spec;
 mod step;
 // The one file of `sandbox` with `unsafe`: the syscalls nix has no safe call for.
@@ -99,7 +100,7 @@ pub struct StepSpec {
     pub lowers: Vec<PathBuf>,
     /// Overlay upperdir: receives the step's changes.
     pub upper: PathBuf,
-    /// Overlay workdir, on the same filesystem as `upper`; removed after the step.
+    /// Overlay workdir, on the same filesystem as `upper`; the caller removes it after the step.
     pub work: PathBuf,
     /// argv, already with the shell for the shell form.
     pub args: Vec<String>,
@@ -124,6 +125,14 @@ pub struct StepSpec {
     /// `--shm-size` in bytes; `None`: 64 MiB, as BuildKit.
     #[serde(default)]
     pub shm_size: Option<u64>,
+}
+
+/// What [`run_step`] hands the runner in its spec descriptor: the step, and the seccomp filter
+/// compiled once per rbuild process ([`seccomp_filter`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RunnerInput<'a> {
+    pub step: std::borrow::Cow<'a, StepSpec>,
+    pub seccomp_filter: std::borrow::Cow<'a, [u8]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,11 +162,7 @@ pub struct StepOutcome {
     pub exit_code: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
+pub use crate::oci::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -196,6 +201,8 @@ pub enum SandboxError {
     Runner { message: String },
     #[error("step canceled")]
     Canceled,
+    #[error("failed to compile the step's seccomp filter: {message}")]
+    SeccompFilter { message: String },
     #[error("unknown snapshotter `{value}` in `RBUILD_SNAPSHOTTER` (expected `overlay` or `copy`)")]
     UnknownSnapshotter { value: String },
 }

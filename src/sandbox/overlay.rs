@@ -35,10 +35,6 @@ pub(crate) fn mount_overlay(
         .map_err(|error| SandboxError::syscall(format!("mount the overlay on `{}` ({options})", target.display()), error))
 }
 
-pub(crate) fn unmount(target: &Path) -> Result<(), SandboxError> {
-    umount2(target, MntFlags::MNT_DETACH).map_err(|error| SandboxError::syscall(format!("unmount `{}`", target.display()), error))
-}
-
 /// Creates the lower symlinks in `scratch` and returns the mount options, relative to `scratch`.
 fn prepare_options(lowers: &[PathBuf], upper: &Path, work: &Path, scratch: &Path) -> Result<String, SandboxError> {
     for path in [upper, work] {

@@ -10,8 +10,9 @@
 //!
 //! How: [`LowerDirectories::record`] notes every directory of the root filesystem (device and
 //! inode) before anything of the step exists. The step's seccomp profile then hands `rename`,
-//! `renameat` and `renameat2` to the runner as seccomp user notifications: libcontainer sends the
-//! notification descriptor to [`RenameGuard`]'s socket, and the runner answers each call in its
+//! `renameat` and `renameat2` to the runner as seccomp user notifications: the container's init
+//! sends the notification descriptor over [`RenameGuard`]'s socket pair (the executor, after it
+//! loaded the filter, [`super::seccomp_filter`]), and the runner answers each call in its
 //! wait loop ([`RenameGuard::on_ready`]): EXDEV when the source (for `RENAME_EXCHANGE` either side)
 //! is one of those directories, else the call goes on unchanged in the kernel.
 //!
@@ -38,8 +39,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags, notify_id_valid};
@@ -49,9 +49,6 @@ use super::{SandboxError, sys};
 
 /// The system calls the guard answers.
 pub(super) const GUARDED_CALLS: [&str; 3] = ["rename", "renameat", "renameat2"];
-
-/// The socket libcontainer hands the notification descriptor to, in the step's directory.
-const SOCKET_NAME: &str = "rename-guard.sock";
 
 /// The longest path read from a caller's memory (`PATH_MAX`).
 const PATH_MAX: usize = 4096;
@@ -91,45 +88,35 @@ impl LowerDirectories {
     }
 }
 
-/// The runner's end of the rename rule: a listening socket until libcontainer hands over the
-/// notification descriptor, then that descriptor, until the step's processes are gone.
+/// The runner's end of the rename rule: its end of a socket pair until the container's init
+/// hands over the notification descriptor, then that descriptor, until the step's processes are
+/// gone.
 pub(super) struct RenameGuard {
     lowers: LowerDirectories,
-    /// Keeps `/proc/self/fd/N` of [`Self::listener_path`] open: the step directory's own path
-    /// may be longer than a socket address allows.
-    _directory: File,
-    listener_path: PathBuf,
-    listener: UnixListener,
     state: State,
 }
 
 enum State {
-    Listening,
+    Waiting(OwnedFd),
     Answering(OwnedFd),
     Done,
 }
 
 impl RenameGuard {
-    /// Listens in `directory` (the step's private directory) for the notification descriptor.
-    pub(super) fn listen(directory: &Path, lowers: LowerDirectories) -> Result<Self, SandboxError> {
-        let held = File::open(directory).map_err(|error| SandboxError::io(format!("open `{}`", directory.display()), error))?;
-        let listener_path = PathBuf::from(format!("/proc/self/fd/{}/{SOCKET_NAME}", held.as_raw_fd()));
-        let listener = UnixListener::bind(&listener_path)
-            .map_err(|error| SandboxError::io(format!("listen on `{}`", directory.join(SOCKET_NAME).display()), error))?;
-        listener.set_nonblocking(true).map_err(|error| SandboxError::io("make the rename guard's socket non-blocking", error))?;
-        Ok(Self { lowers, _directory: held, listener_path, listener, state: State::Listening })
-    }
-
-    /// The seccomp profile's `listenerPath`: valid in this process only (libcontainer connects
-    /// from the runner itself).
-    pub(super) fn listener_path(&self) -> &Path {
-        &self.listener_path
+    /// The guard, and the other end of its socket pair: for the container's init, which sends
+    /// the notification descriptor over it. The runner closes its copy of that end once the init
+    /// exists, so the guard sees the end of the stream when the init dies without sending.
+    pub(super) fn new(lowers: LowerDirectories) -> Result<(Self, OwnedFd), SandboxError> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|error| SandboxError::syscall("create the rename guard's socket pair", error))?;
+        Ok((Self { lowers, state: State::Waiting(ours) }, theirs))
     }
 
     /// The descriptor to poll for input, `None` once the step's processes are gone.
     pub(super) fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         match &self.state {
-            State::Listening => Some(self.listener.as_fd()),
+            State::Waiting(socket) => Some(socket.as_fd()),
             State::Answering(notifications) => Some(notifications.as_fd()),
             State::Done => None,
         }
@@ -139,17 +126,13 @@ impl RenameGuard {
     /// rename; `hung_up` when the poll said no process uses the filter any more.
     pub(super) fn on_ready(&mut self, hung_up: bool) {
         match &self.state {
-            State::Listening => {
-                if let Ok((connection, _)) = self.listener.accept() {
-                    match sys::receive_descriptor(connection.as_fd()) {
-                        Ok(notifications) => self.state = State::Answering(notifications),
-                        Err(error) => {
-                            tracing::debug!(%error, "no notification descriptor from libcontainer");
-                            self.state = State::Done;
-                        }
-                    }
+            State::Waiting(socket) => match sys::receive_descriptor(socket.as_fd()) {
+                Ok(notifications) => self.state = State::Answering(notifications),
+                Err(error) => {
+                    tracing::debug!(%error, "no notification descriptor from the container");
+                    self.state = State::Done;
                 }
-            }
+            },
             State::Answering(_) if hung_up => self.state = State::Done,
             State::Answering(notifications) => self.answer(notifications.as_fd()),
             State::Done => {}

@@ -5,9 +5,10 @@
 //! overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
 //! (copying snapshotter: the lower directories noted, [`super::rename_guard`]) → USER resolution →
 //! stubs and cwd → spec → libcontainer build/start → wait (answering the rename guard's calls; or
-//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → unmount → workdir removal
-//! (overlay only). The result goes to `result.json` next to the spec file; stdout/stderr are the
-//! container's own (libcontainer dups them into the init), so nothing else may print there.
+//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → exit, whose mount
+//! namespace teardown unmounts the root filesystem. The result goes to `result.json` next to the
+//! spec file; stdout/stderr are the container's own (libcontainer dups them into the init), so
+//! nothing else may print there.
 //!
 //! Invariant: the runner stays single-threaded (libcontainer clones it with raw `clone3`) and the
 //! overlay (or the bind of a plain rootfs) is mounted in the runner's own mount namespace, so it
@@ -31,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::executor::EnvSafeExecutor;
 use super::rename_guard::{LowerDirectories, RenameGuard};
 use super::rootfs::Root;
-use super::{Network, SandboxError, StepSpec, network, overlay, spec, sys, user};
+use super::{Network, RunnerInput, SandboxError, StepSpec, network, overlay, spec, sys, user};
+use crate::oci::error_text;
 
 pub(crate) const RESULT_FILE: &str = "result.json";
 
@@ -51,7 +53,7 @@ pub(crate) fn run(directory: &Path, spec_descriptor: i32) -> ! {
     let parent = nix::unistd::getppid();
     let result = match run_step(spec_descriptor, &directory) {
         Ok(result) => result,
-        Err(error) => RunnerResult::Failed { message: error_chain(&error) },
+        Err(error) => RunnerResult::Failed { message: error_text(&error) },
     };
     let code = match &result {
         RunnerResult::Exited { exit_code, .. } => *exit_code,
@@ -79,25 +81,6 @@ fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
     Ok(text)
 }
 
-/// An error and its causes, `: `-separated, each said once: the runner's failure crosses the
-/// process boundary as text, and that text ends up in the step's `ERROR:` lines.
-///
-/// Decision: a copy of `progress::error_text`, with the same rule. The runner is the re-exec'd
-/// child, and `sandbox` imports nothing of the crate but `oci` so that the child pulls in nothing else
-/// (tests/architecture.rs); six lines are a smaller price than an edge into `progress`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.ends_with(&text) {
-            message = format!("{message}: {text}");
-        }
-        source = cause.source();
-    }
-    message
-}
-
 fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
     let read = sys::wake_pipe().map_err(|error| SandboxError::syscall("create the wake pipe", error))?;
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -110,8 +93,9 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
     let wake_read = install_signal_handlers()?;
     let _ = sys::become_subreaper();
     let text = read_spec(spec_descriptor)?;
-    let step: StepSpec =
+    let input: RunnerInput<'static> =
         serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep { reason: format!("unreadable step spec: {error}") })?;
+    let step = input.step.into_owned();
     if !step.cwd.starts_with('/') || step.args.is_empty() {
         return Err(SandboxError::InvalidStep { reason: format!("cwd `{}` must be absolute and args non-empty", step.cwd) });
     }
@@ -132,24 +116,22 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
     }
     // Without a devices cgroup (and outside a user namespace) no device node of the root
     // filesystem may open: layers and earlier steps could have made any.
-    let guard = device_guard();
-    let nodev = guard == spec::DeviceGuard::NoMknod;
+    let confinement = Confinement { device_guard: device_guard(), seccomp_filter: input.seccomp_filter.into_owned().into() };
+    let nodev = confinement.device_guard == spec::DeviceGuard::NoMknod;
     match &step.rootfs {
         None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch, nodev)?,
         Some(source) => bind_rootfs(source, &rootfs, nodev)?,
     }
-    let result = run_mounted(&step, directory, &rootfs, &wake_read, guard);
-    let unmounted = overlay::unmount(&rootfs);
+    let result = run_mounted(&step, directory, &rootfs, &wake_read, &confinement);
+    // No unmount: the root filesystem goes with this process's mount namespace when it exits,
+    // before rbuild sees the exit, in the same teardown as the namespace's other mounts (an
+    // unmount of its own waited for one more RCU grace period, ~5 ms of a trivial step's wall
+    // time under load). The overlay's workdir is the caller's to remove, after that.
     let _ = std::env::set_current_dir("/");
-    if step.rootfs.is_none() {
-        let _ = fs::remove_dir_all(&step.work);
-    }
     for name in ["bundle", "state", "overlay"] {
         let _ = fs::remove_dir_all(directory.join(name));
     }
-    let result = result?;
-    unmounted?;
-    Ok(result)
+    result
 }
 
 /// Binds the plain directory `source` (recursively) at `target`: the copying snapshotter's
@@ -174,7 +156,7 @@ fn run_mounted(
     directory: &Path,
     rootfs: &Path,
     wake_read: &OwnedFd,
-    device_guard: spec::DeviceGuard,
+    confinement: &Confinement,
 ) -> Result<RunnerResult, SandboxError> {
     // Before the stubs and the working directory exist: those are the step's, as in an overlay.
     let lowers = step.rootfs.is_some().then(|| LowerDirectories::record(rootfs)).transpose()?;
@@ -190,13 +172,19 @@ fn run_mounted(
             }
         }
         root.create_dir_all(&step.cwd, (identity.uid, identity.gid))?;
-        run_container(step, &identity, directory, root.path(), wake_read, device_guard, lowers)
+        run_container(step, &identity, directory, root.path(), wake_read, confinement, lowers)
     })();
     let removed = root.remove_stubs(&stubs);
     if let Ok(RunnerResult::Exited { removed_stubs, .. }) = &mut outcome {
         *removed_stubs = removed;
     }
     outcome
+}
+
+/// What keeps the step in: the device guard and the seccomp filter.
+struct Confinement {
+    device_guard: spec::DeviceGuard,
+    seccomp_filter: std::sync::Arc<[u8]>,
 }
 
 /// How host devices are kept out ([`spec::DeviceGuard`]): by the user namespace, else by a
@@ -219,7 +207,7 @@ fn id_mapped(map: &str, id: u32) -> bool {
 }
 
 fn container_error(error: impl std::error::Error) -> SandboxError {
-    SandboxError::Container { message: error_chain(&error) }
+    SandboxError::Container { message: error_text(&error) }
 }
 
 fn run_container(
@@ -228,10 +216,13 @@ fn run_container(
     directory: &Path,
     rootfs: &Path,
     wake_read: &OwnedFd,
-    device_guard: spec::DeviceGuard,
+    confinement: &Confinement,
     lowers: Option<LowerDirectories>,
 ) -> Result<RunnerResult, SandboxError> {
-    let mut rename_guard = lowers.map(|lowers| RenameGuard::listen(directory, lowers)).transpose()?;
+    let (mut rename_guard, notification_socket) = match lowers.map(RenameGuard::new).transpose()? {
+        Some((guard, socket)) => (Some(guard), Some(socket)),
+        None => (None, None),
+    };
     let id = format!("rbuild-{}", std::process::id());
     let cgroups_path = super::cgroup::path_for(std::process::id());
     let bundle = directory.join("bundle");
@@ -244,8 +235,7 @@ fn run_container(
         cgroups_path: &cgroups_path,
         tty_group_mapped: fs::read_to_string("/proc/self/gid_map").is_ok_and(|map| id_mapped(&map, 5)),
         setgroups_allowed: fs::read_to_string("/proc/self/setgroups").map_or(true, |text| text.trim() != "deny"),
-        device_guard,
-        rename_listener: rename_guard.as_ref().map(RenameGuard::listener_path),
+        device_guard: confinement.device_guard,
     };
     let oci_spec = spec::build(step, identity, &environment)?;
     // The OCI spec holds the process environment, `env=` secrets included: libcontainer reads
@@ -263,7 +253,10 @@ fn run_container(
     };
     let (stdout, stderr) = (duplicate(std::io::stdout().as_fd())?, duplicate(std::io::stderr().as_fd())?);
     let mut container = ContainerBuilder::new(id, SyscallType::default())
-        .with_executor(EnvSafeExecutor)
+        .with_executor(EnvSafeExecutor {
+            seccomp_filter: confinement.seccomp_filter.clone(),
+            notification_socket: notification_socket.as_ref().map(AsRawFd::as_raw_fd),
+        })
         .with_root_path(&state)
         .map_err(container_error)?
         .with_stdin(OwnedFd::from(stdin))
@@ -274,6 +267,8 @@ fn run_container(
         .with_detach(true)
         .build()
         .map_err(container_error)?;
+    // The init has its copy: the guard must see the end of the stream when the init dies.
+    drop(notification_socket);
     let result = start_and_wait(&mut container, wake_read, rename_guard.as_mut());
     if let Err(error) = container.delete(true) {
         tracing::debug!(%error, "container delete failed");
@@ -375,8 +370,8 @@ mod tests {
     }
 
     #[test]
-    fn error_chain_joins_sources() {
+    fn the_error_text_joins_sources() {
         let error = SandboxError::io("read `x`", std::io::Error::from_raw_os_error(libc::ENOENT));
-        assert_eq!(error_chain(&error), "failed to read `x`: No such file or directory (os error 2)");
+        assert_eq!(error_text(&error), "failed to read `x`: No such file or directory (os error 2)");
     }
 }

@@ -1,11 +1,12 @@
 //! The system call filter of a RUN step: BuildKit's default seccomp profile, which is
 //! containerd's `DefaultProfile` for Docker's 14 default capabilities.
 //!
-//! Role: [`profile`] gives the `linux.seccomp` of every step's OCI spec, root and rootless alike;
-//! libcontainer compiles it with libseccomp and loads it in the container's init process before
-//! the capabilities are dropped (no_new_privileges stays off, as under BuildKit).
-//! With the copying snapshotter, `rename`, `renameat` and `renameat2` are user notifications to
-//! the runner instead of allowed ([`super::rename_guard`]); the profile is otherwise the same.
+//! Role: [`profile`] is the filter of every step, root and rootless alike, in the OCI spec's form;
+//! [`super::seccomp_filter`] compiles it once per rbuild process with libseccomp and the
+//! container's init loads it right before `execve` (no_new_privileges stays off, as under
+//! BuildKit). With the copying snapshotter, `rename`, `renameat` and `renameat2` are user
+//! notifications to the runner instead of allowed ([`super::rename_guard`]); the profile is
+//! otherwise the same.
 //!
 //! What it keeps out, as BuildKit: every system call not listed fails with EPERM (`mount`,
 //! `unshare`, `setns`, `keyctl`, `bpf`, `perf_event_open`, `kexec_load`, `open_by_handle_at`,
@@ -27,8 +28,6 @@ use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
     LinuxSyscallBuilder,
 };
-
-use std::path::Path;
 
 use super::{SandboxError, rename_guard};
 
@@ -442,11 +441,11 @@ enum Condition {
     NoBitOf(u64),
 }
 
-/// The filter for a RUN step. See the module documentation. With `rename_listener` (the copying
-/// snapshotter), the rename calls go to that socket's listener as user notifications instead
+/// The filter for a RUN step. See the module documentation. With `rename_guard` (the copying
+/// snapshotter), the rename calls are user notifications to the runner instead
 /// ([`super::rename_guard`]).
-pub(crate) fn profile(rename_listener: Option<&Path>) -> Result<LinuxSeccomp, SandboxError> {
-    let guarded = |name: &&str| rename_listener.is_some() && rename_guard::GUARDED_CALLS.contains(name);
+pub(crate) fn profile(rename_guard: bool) -> Result<LinuxSeccomp, SandboxError> {
+    let guarded = |name: &&str| rename_guard && rename_guard::GUARDED_CALLS.contains(name);
     let allowed: Vec<&str> = ALLOWED.iter().copied().filter(|name| !guarded(name)).collect();
     let mut syscalls = vec![allow(&allowed, None)?, allow(PROCESS_INSPECTION, None)?];
     for condition in [Condition::Less(AF_ALG), Condition::Equal(AF_ALG + 1), Condition::Greater(AF_VSOCK)] {
@@ -469,21 +468,19 @@ pub(crate) fn profile(rename_listener: Option<&Path>) -> Result<LinuxSeccomp, Sa
     );
     // Gated by CAP_SYS_CHROOT, one of the default capabilities.
     syscalls.push(allow(&["chroot"], None)?);
-    if rename_listener.is_some() {
+    if rename_guard {
         let names = rename_guard::GUARDED_CALLS.iter().map(|name| name.to_string()).collect::<Vec<_>>();
         syscalls.push(
             LinuxSyscallBuilder::default().names(names).action(LinuxSeccompAction::ScmpActNotify).build().map_err(SandboxError::Spec)?,
         );
     }
-    let mut profile = LinuxSeccompBuilder::default()
+    LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActErrno)
         .default_errno_ret(EPERM)
         .architectures(ARCHITECTURES.to_vec())
         .syscalls(syscalls)
         .build()
-        .map_err(SandboxError::Spec)?;
-    profile.set_listener_path(rename_listener.map(Path::to_path_buf));
-    Ok(profile)
+        .map_err(SandboxError::Spec)
 }
 
 fn allow(names: &[&str], condition: Option<Condition>) -> Result<LinuxSyscall, SandboxError> {
@@ -561,7 +558,7 @@ mod tests {
     #[test]
     fn the_profile_is_buildkits() {
         let recorded: Value = serde_json::from_str(RECORDED).unwrap();
-        let ours = serde_json::to_value(profile(None).unwrap()).unwrap();
+        let ours = serde_json::to_value(profile(false).unwrap()).unwrap();
         let recorded_seccomp = &recorded["seccomp"];
         for key in ["defaultAction", "defaultErrnoRet", "architectures"] {
             assert_eq!(ours[key], recorded_seccomp[key], "{key}");
@@ -575,14 +572,12 @@ mod tests {
         assert_eq!(recorded["capabilities"], serde_json::json!(capabilities));
     }
 
-    /// With a rename listener (the copying snapshotter) the rename calls are notifications to it,
+    /// With the rename guard (the copying snapshotter) the rename calls are notifications to it,
     /// and nothing else changes.
     #[test]
     fn a_rename_listener_gets_the_rename_calls() {
-        let plain = serde_json::to_value(profile(None).unwrap()).unwrap();
-        let guarded = serde_json::to_value(profile(Some(Path::new("/proc/self/fd/3/guard.sock"))).unwrap()).unwrap();
-        assert_eq!(guarded["listenerPath"], "/proc/self/fd/3/guard.sock");
-        assert!(plain.get("listenerPath").is_none_or(Value::is_null));
+        let plain = serde_json::to_value(profile(false).unwrap()).unwrap();
+        let guarded = serde_json::to_value(profile(true).unwrap()).unwrap();
         let notified: Vec<Rule> = rules(&guarded, false).into_iter().filter(|rule| rule.action == "SCMP_ACT_NOTIFY").collect();
         assert_eq!(notified.len(), 1);
         assert_eq!(notified[0].names, rename_guard::GUARDED_CALLS);
@@ -602,7 +597,7 @@ mod tests {
     /// The clone rule keeps namespaces out and lets fork through, in libcontainer's reading.
     #[test]
     fn clone_may_not_create_namespaces() {
-        let ours = serde_json::to_value(profile(None).unwrap()).unwrap();
+        let ours = serde_json::to_value(profile(false).unwrap()).unwrap();
         let clone = rules(&ours, false).into_iter().find(|rule| rule.names == ["clone"]).unwrap();
         let (_, _, expected, mask) = clone.args[0].clone();
         let allowed = |flags: u64| flags & mask.unwrap() == expected;

@@ -14,7 +14,9 @@
 //! - /sys is an rbind of the host's (a fresh sysfs needs a network namespace the user namespace
 //!   owns); devpts gets `gid=5` only when gid 5 is mapped;
 //! - host networking binds the host's /etc/resolv.conf and /etc/hosts read-only;
-//! - BuildKit's default seccomp profile ([`super::seccomp`]).
+//! - BuildKit's default seccomp profile ([`super::seccomp`]), loaded by rbuild's executor and not
+//!   by libcontainer ([`super::seccomp_filter`]): no `linux.seccomp`, and CAP_SYS_ADMIN in the
+//!   effective and permitted sets (never in the bounding set) for the executor to load it with.
 
 use std::path::Path;
 
@@ -37,8 +39,6 @@ pub(crate) struct Environment<'a> {
     pub setgroups_allowed: bool,
     /// How host devices are kept out of the container ([`DeviceGuard`]).
     pub device_guard: DeviceGuard,
-    /// The copying snapshotter's [`super::rename_guard`] socket, which gets the rename calls.
-    pub rename_listener: Option<&'a Path>,
 }
 
 /// How a step is kept from host devices. Rootless needs nothing more: outside the initial user
@@ -272,10 +272,14 @@ pub(crate) fn build(step: &StepSpec, identity: &Identity, environment: &Environm
         .into_iter()
         .filter(|capability| environment.device_guard != DeviceGuard::NoMknod || *capability != Capability::Mknod)
         .collect();
+    // CAP_SYS_ADMIN only for the executor to load the seccomp filter with; it drops it before
+    // `execve`, and outside the bounding set `execve` could not give it back.
+    let mut loading: oci_spec::runtime::Capabilities = capabilities.clone();
+    loading.insert(Capability::SysAdmin);
     let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(capabilities.clone())
-        .effective(capabilities.clone())
-        .permitted(capabilities)
+        .bounding(capabilities)
+        .effective(loading.clone())
+        .permitted(loading)
         .inheritable(oci_spec::runtime::Capabilities::new())
         .ambient(oci_spec::runtime::Capabilities::new())
         .build()
@@ -294,9 +298,7 @@ pub(crate) fn build(step: &StepSpec, identity: &Identity, environment: &Environm
         .rlimits(rlimits(step)?)
         .build()
         .map_err(SandboxError::Spec)?;
-    // Unset rather than `false`: libcontainer reads only whether the field is present. Absent,
-    // the bit stays off and the seccomp filter is loaded while CAP_SYS_ADMIN is still held;
-    // `Some(false)` would load it after the capabilities are dropped, where loading fails.
+    // Unset, so libcontainer leaves the bit off (it reads only whether the field is present).
     process.set_no_new_privileges(None);
     let namespaces = [LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Mount]
         .into_iter()
@@ -310,7 +312,6 @@ pub(crate) fn build(step: &StepSpec, identity: &Identity, environment: &Environm
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .build()
         .map_err(SandboxError::Spec)?;
-    linux.set_seccomp(Some(super::seccomp::profile(environment.rename_listener)?));
     // The builder's default fills in an (empty) devices rule set; v1 would write devices.allow,
     // which fails rootless. As root with a v1 devices controller: runc's allow list.
     linux.set_resources(None);
@@ -365,7 +366,6 @@ mod tests {
             tty_group_mapped: mapped,
             setgroups_allowed: mapped,
             device_guard: DeviceGuard::UserNamespace,
-            rename_listener: None,
         }
     }
 
@@ -401,6 +401,10 @@ mod tests {
         let capabilities = process.capabilities().as_ref().unwrap();
         assert_eq!(capabilities.bounding().as_ref().unwrap().len(), 14);
         assert_eq!(capabilities.effective(), capabilities.permitted());
+        // For the executor's seccomp load only: never in the bounding set.
+        assert!(capabilities.effective().as_ref().unwrap().contains(&Capability::SysAdmin));
+        assert!(!capabilities.bounding().as_ref().unwrap().contains(&Capability::SysAdmin));
+        assert!(linux.seccomp().is_none());
         assert_eq!(spec.hostname().as_deref(), Some("box"));
         let destinations: Vec<_> = spec.mounts().as_ref().unwrap().iter().map(|mount| mount.destination().display().to_string()).collect();
         assert_eq!(destinations, ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/cache"]);

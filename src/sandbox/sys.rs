@@ -5,9 +5,9 @@
 //! `mod sys` alone allows it) or call a `libc` function. The other files call these, or nix's
 //! safe, typed calls directly (mount, unshare, waitpid, pipes). Here too nix is used wherever it
 //! has a safe equivalent; what stays `unsafe` has none: `fork`, `_exit`, `pidfd_open`,
-//! `sigwaitinfo`, a signal disposition, the raw `rt_sigaction` before the workload's `execve`, the
-//! `SIOC*IFFLAGS` ioctls, taking ownership of a descriptor the kernel returned, and the wake
-//! handler's `write`. Each block says why it is sound.
+//! `sigwaitinfo`, a signal disposition, the raw `rt_sigaction`, `seccomp` and `capset` before the
+//! workload's `execve`, the `SIOC*IFFLAGS` ioctls, taking ownership of a descriptor the kernel
+//! returned, and the wake handler's `write`. Each block says why it is sound.
 //!
 //! Invariant: what runs between `fork` and `exec` or in a signal handler ([`prepare_runner`]'s
 //! hook, [`exit_now`], [`wake`]) allocates nothing and takes no lock.
@@ -107,6 +107,81 @@ pub(super) fn receive_descriptor(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> 
     // nothing else owns; the first is kept, any others are closed when their `OwnedFd` drops.
     let mut owned = descriptors.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     owned.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"))
+}
+
+/// Sends `descriptor` over the connected unix socket `socket` (SCM_RIGHTS, one byte of data).
+pub(super) fn send_descriptor(socket: RawFd, descriptor: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let descriptors = [descriptor.as_raw_fd()];
+    let data = [io::IoSlice::new(&[0])];
+    sendmsg::<()>(socket, &data, &[ControlMessage::ScmRights(&descriptors)], MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+// --- Seccomp and capabilities (the container's init, right before `execve`) ---
+
+/// Installs `program` (the kernel's `sock_filter` records, native byte order) as the calling
+/// thread's seccomp filter, without setting no_new_privs (so it needs CAP_SYS_ADMIN); with
+/// `listener`, returns the filter's user notification descriptor.
+pub(super) fn load_seccomp_filter(program: &[u8], listener: bool) -> io::Result<Option<OwnedFd>> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "not a BPF program");
+    if program.is_empty() || !program.len().is_multiple_of(8) {
+        return Err(invalid());
+    }
+    let instructions: Vec<libc::sock_filter> = program
+        .chunks_exact(8)
+        .map(|record| libc::sock_filter {
+            code: u16::from_ne_bytes([record[0], record[1]]),
+            jt: record[2],
+            jf: record[3],
+            k: u32::from_ne_bytes([record[4], record[5], record[6], record[7]]),
+        })
+        .collect();
+    let length = u16::try_from(instructions.len()).map_err(|_| invalid())?;
+    let fprog = libc::sock_fprog { len: length, filter: instructions.as_ptr().cast_mut() };
+    let flags: libc::c_ulong = if listener { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
+    // SAFETY: `fprog` points at `instructions`, both alive for the call; the kernel copies the
+    // program and only reads them.
+    let result = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &fprog as *const libc::sock_fprog) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: with NEW_LISTENER the result is a new descriptor of this process that nothing else
+    // owns; without, it is 0 and no descriptor.
+    Ok(listener.then(|| unsafe { OwnedFd::from_raw_fd(result as RawFd) }))
+}
+
+/// Takes CAP_SYS_ADMIN out of the calling thread's effective and permitted sets (the others
+/// unchanged), through `capget`/`capset` version 3.
+pub(super) fn drop_admin_capability() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: version 3 takes a header and two data records, both valid and writable here.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bit = !(1_u32 << CAP_SYS_ADMIN);
+    data[0].effective &= bit;
+    data[0].permitted &= bit;
+    // SAFETY: as above; the kernel only reads them.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 // --- Network interfaces ---

@@ -52,8 +52,12 @@ use super::tar_stream::{ArchiveEntry, ArchiveReader, BLOCK_SIZE, EntryKind, read
 /// The xattr that makes an overlay directory opaque on a `userxattr` mount.
 const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
+/// The compression a stream to unpack comes in, read from its magic bytes: every format `ADD`
+/// and a streamed context accept, bzip2 and xz among them. Not [`crate::oci::Compression`],
+/// which is what a layer blob is written in and what its media type names (gzip, zstd or none):
+/// no media type names bzip2 or xz, and nothing is ever written in them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub enum StreamCompression {
     None,
     Gzip,
     Bzip2,
@@ -62,17 +66,17 @@ pub enum Compression {
 }
 
 /// The compression of a stream, from its first bytes (6 are enough for every format).
-pub fn detect_compression(head: &[u8]) -> Compression {
+pub fn detect_compression(head: &[u8]) -> StreamCompression {
     if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-        Compression::Gzip
+        StreamCompression::Gzip
     } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
+        StreamCompression::Bzip2
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
+        StreamCompression::Xz
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
+        StreamCompression::Zstd
     } else {
-        Compression::None
+        StreamCompression::None
     }
 }
 
@@ -92,11 +96,11 @@ pub fn decompressed(mut reader: impl Read + 'static) -> io::Result<Box<dyn Read>
     let compression = detect_compression(&head[..filled]);
     let whole = io::Cursor::new(head[..filled].to_vec()).chain(reader);
     Ok(match compression {
-        Compression::None => Box::new(whole),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
-        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(whole)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(whole)?),
+        StreamCompression::None => Box::new(whole),
+        StreamCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        StreamCompression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
+        StreamCompression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(whole)),
+        StreamCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(whole)?),
     })
 }
 

@@ -287,11 +287,11 @@ fn archives_from_system_tar_extract_in_every_compression() {
     fs::write(source.path().join("pkg").join("l".repeat(150)), b"long").unwrap();
     let work = tempfile::tempdir().unwrap();
     for (flag, extension, expected) in [
-        ("", "tar", Compression::None),
-        ("--gzip", "tar.gz", Compression::Gzip),
-        ("--bzip2", "tar.bz2", Compression::Bzip2),
-        ("--xz", "tar.xz", Compression::Xz),
-        ("--zstd", "tar.zst", Compression::Zstd),
+        ("", "tar", StreamCompression::None),
+        ("--gzip", "tar.gz", StreamCompression::Gzip),
+        ("--bzip2", "tar.bz2", StreamCompression::Bzip2),
+        ("--xz", "tar.xz", StreamCompression::Xz),
+        ("--zstd", "tar.zst", StreamCompression::Zstd),
     ] {
         let archive = work.path().join(format!("archive.{extension}"));
         let mut command = Command::new("tar");
@@ -343,7 +343,7 @@ fn non_archives_are_recognised() {
     symlink(&archive, &link).unwrap();
     assert!(!is_tar_archive(&link).unwrap(), "a symlink is not extracted by ADD");
     assert!(is_tar_archive(&work.path().join("missing")).is_err());
-    assert_eq!(detect_compression(b""), Compression::None);
+    assert_eq!(detect_compression(b""), StreamCompression::None);
 }
 
 #[test]

@@ -30,12 +30,12 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::tar_stream::EntryKind;
+use super::tar_stream::{CopyFailure, EntryKind, copy_content};
 use crate::oci::{DiffId, Hashing};
 
 /// Name of the marker entry that makes a directory opaque in an OCI layer.
@@ -340,21 +340,10 @@ impl<W: Write> LayerWriter<W> {
 
     /// Copies exactly `size` bytes of `file`: the header already promised that many.
     fn copy_content(&mut self, file: File, path: &Path, size: u64) -> Result<(), LayerTarError> {
-        let mut content = file.take(size);
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let count = match content.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(LayerTarError::Read { path: path.to_path_buf(), source });
-                }
-            };
-            self.out.write_all(&buffer[..count]).map_err(LayerTarError::Write)?;
-            copied += count as u64;
-        }
+        let copied = copy_content(file, &mut self.out, size).map_err(|failure| match failure {
+            CopyFailure::Read(source) => LayerTarError::Read { path: path.to_path_buf(), source },
+            CopyFailure::Write(error) => LayerTarError::Write(error),
+        })?;
         if copied != size {
             return Err(LayerTarError::SizeChanged { path: path.to_path_buf() });
         }

@@ -201,19 +201,10 @@ impl<R: Read> ArchiveReader<R> {
 
     /// Copies the current entry's data to `out`, then consumes its padding.
     pub(super) fn copy_data(&mut self, size: u64, out: &mut impl io::Write, path: &Path) -> Result<(), ExtractError> {
-        let mut content = (&mut self.reader).take(size);
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let count = match content.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(ExtractError::ReadArchive(error)),
-            };
-            out.write_all(&buffer[..count]).map_err(|source| ExtractError::Io { action: "write", path: path.to_path_buf(), source })?;
-            copied += count as u64;
-        }
+        let copied = copy_content(&mut self.reader, out, size).map_err(|failure| match failure {
+            CopyFailure::Read(error) => ExtractError::ReadArchive(error),
+            CopyFailure::Write(source) => ExtractError::Io { action: "write", path: path.to_path_buf(), source },
+        })?;
         self.offset += copied;
         self.pending -= copied;
         if copied != size {
@@ -333,6 +324,31 @@ impl<R: Read> ArchiveReader<R> {
             self.pending = padded(size);
             return Ok(Some(ArchiveEntry { name, link_name, kind, mode, uid, gid, mtime, size, device_major, device_minor, xattrs }));
         }
+    }
+}
+
+/// Which side of [`copy_content`] failed.
+pub(super) enum CopyFailure {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies at most `size` bytes of an entry's content from `reader` to `out` (a file into a
+/// layer tar, a tar entry into a file), retrying reads a signal interrupted; returns how many
+/// were copied, fewer when `reader` ended first (the caller says what that means).
+pub(super) fn copy_content(reader: impl Read, out: &mut impl io::Write, size: u64) -> Result<u64, CopyFailure> {
+    let mut content = reader.take(size);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let count = match content.read(&mut buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(CopyFailure::Read(error)),
+        };
+        out.write_all(&buffer[..count]).map_err(CopyFailure::Write)?;
+        copied += count as u64;
     }
 }
 

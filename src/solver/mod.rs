@@ -36,6 +36,9 @@ pub(crate) struct SolveOptions {
     pub no_cache: NoCache,
     /// Log, under each step that misses, which cache input changed since its last record.
     pub explain_misses: bool,
+    /// The targets' images are exported with gzip at the default level: their layers are
+    /// compressed as they are made (`ops::layer`'s one pass), not read again by the export.
+    pub gzip_image_layers: bool,
 }
 
 /// The failure of one vertex.
@@ -95,6 +98,7 @@ impl Solver<'_> {
         let selections = SelectionMemo::default();
         let context_copies = context_copies(graph, &needed);
         let fresh_mounts = crate::store::cache_mount::FreshMounts::default();
+        let image_chain = if self.options.gzip_image_layers { graph.image_chain(targets) } else { vec![false; graph.vertices.len()] };
         let (job_sender, job_receiver) = mpsc::channel::<Job>();
         let job_receiver = Mutex::new(job_receiver);
         let (done_sender, done_receiver) = mpsc::channel::<Done>();
@@ -108,6 +112,7 @@ impl Solver<'_> {
                 let fresh_mounts = &fresh_mounts;
                 let context_copies = &context_copies;
                 let tasks = &tasks;
+                let image_chain = &image_chain;
                 scope.spawn(move || {
                     loop {
                         let job = match job_receiver.lock() {
@@ -116,7 +121,8 @@ impl Solver<'_> {
                         };
                         let Ok(job) = job else { break };
                         let copies = context_copies.get(&job.vertex).map_or(&[][..], Vec::as_slice);
-                        let result = self.process(graph, tasks, job.vertex, &job.inputs, selections, fresh_mounts, copies);
+                        let compress_layer = image_chain[job.vertex];
+                        let result = self.process(graph, tasks, job.vertex, &job.inputs, selections, fresh_mounts, copies, compress_layer);
                         if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
                             break;
                         }
@@ -202,6 +208,7 @@ impl Solver<'_> {
         selections: &SelectionMemo,
         fresh_mounts: &crate::store::cache_mount::FreshMounts,
         context_copies: &[CopyAction],
+        compress_layer: bool,
     ) -> Result<(CacheKey, Output, bool), OpError> {
         let vertex = &graph.vertices[id];
         let task = if vertex.name.is_empty() { Task::hidden() } else { tasks.task(id, vertex.name.clone()) };
@@ -225,6 +232,7 @@ impl Solver<'_> {
             status: &status,
             log: &log,
             fresh_mounts: self.skip_cache(graph, id).then_some(fresh_mounts),
+            compress_layer,
             context_copies,
         };
         if self.cancel.load(Ordering::SeqCst) {
@@ -246,11 +254,11 @@ impl Solver<'_> {
         let key = cache_key::compute(vertex.op.kind(), &cache_inputs);
         let recorded = is_recorded(&vertex.op);
         if recorded && !self.skip_cache(graph, id) {
-            let record = self.resources.store.database().record(key.as_str())?;
+            let record = self.resources.store.database().record(&key)?;
             if let Some(record) = record
                 && let Some(layers) = ops::layer::load(self.resources.store, &record.layers)?
             {
-                self.resources.store.database().touch_record(key.as_str(), now())?;
+                self.resources.store.database().touch_record(&key, now())?;
                 task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
@@ -258,9 +266,9 @@ impl Solver<'_> {
                 // Recorded here too: once its layers are fetched, the next build hits locally.
                 let now = now();
                 self.resources.store.database().put_record(&RecordRow {
-                    cache_key: key.to_string(),
+                    cache_key: key.clone(),
                     description: remote.description.clone(),
-                    layers: layers.iter().map(|layer| layer.diff_id.to_string()).collect(),
+                    layers: layers.iter().map(|layer| layer.diff_id.clone()).collect(),
                     inputs: cache_inputs,
                     created_at: now,
                     last_used_at: now,
@@ -314,9 +322,9 @@ impl Solver<'_> {
         if recorded {
             let now = now();
             self.resources.store.database().put_record(&RecordRow {
-                cache_key: key.to_string(),
+                cache_key: key.clone(),
                 description: cache_key::description(&vertex.name),
-                layers: output.layers().iter().map(|layer| layer.diff_id.to_string()).collect(),
+                layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
                 inputs: cache_inputs,
                 created_at: now,
                 last_used_at: now,

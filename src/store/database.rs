@@ -9,77 +9,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::oci::FileStamp;
-
-/// Never edit, reorder or remove an entry: `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE layer (
-        diff_id TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        last_used_at INTEGER NOT NULL,
-        from_image INTEGER NOT NULL,
-        description TEXT NOT NULL
-    );
-    CREATE TABLE blob (
-        digest TEXT PRIMARY KEY,
-        diff_id TEXT NOT NULL,
-        compression TEXT NOT NULL,
-        level INTEGER NOT NULL,
-        media_type TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        last_used_at INTEGER NOT NULL
-    );
-    CREATE INDEX blob_by_diff_id ON blob (diff_id, compression, level);
-    CREATE TABLE record (
-        cache_key TEXT PRIMARY KEY,
-        description TEXT NOT NULL,
-        layers TEXT NOT NULL,
-        inputs TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        last_used_at INTEGER NOT NULL
-    );
-    CREATE TABLE file_hash (
-        path TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_nanos TEXT NOT NULL,
-        ctime_nanos TEXT NOT NULL,
-        inode INTEGER NOT NULL,
-        device INTEGER NOT NULL,
-        digest TEXT NOT NULL
-    );",
-    // Registry tags resolved to manifest digests: a second build needs no network, `--pull`
-    // resolves again. The manifest and config are blobs in the store.
-    "CREATE TABLE image_tag (
-        reference TEXT PRIMARY KEY,
-        manifest_digest TEXT NOT NULL,
-        config_digest TEXT NOT NULL,
-        resolved_at INTEGER NOT NULL
-    );",
-    // `ADD <url>` downloads: the validators to ask the server whether the file changed, the
-    // content's digest (the step's cache key) and the layer holding the file.
-    "CREATE TABLE http_source (
-        url TEXT PRIMARY KEY,
-        etag TEXT,
-        last_modified TEXT,
-        digest TEXT NOT NULL,
-        diff_id TEXT NOT NULL,
-        fetched_at INTEGER NOT NULL
-    );",
-    // Archives written for `-o type=oci|docker`: what was written (an identity of the layout)
-    // and the file's stat right after, so an identical export to an untouched file is skipped.
-    "CREATE TABLE output_file (
-        path TEXT PRIMARY KEY,
-        identity TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        mtime_nanos TEXT NOT NULL,
-        ctime_nanos TEXT NOT NULL,
-        inode INTEGER NOT NULL,
-        device INTEGER NOT NULL
-    );",
-];
+use super::CacheKey;
+pub use super::rows::{BlobRow, FileHashRow, HttpSourceRow, LayerKind, LayerRow, OutputFileRow, RecordRow};
+use super::rows::{blob_from_row, diff_id_text, layer_from_row, record_from_row, stamp_at};
+use super::schema::MIGRATIONS;
+use crate::oci::{DiffId, Digest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -90,106 +27,46 @@ pub enum DatabaseError {
     #[error("cache database is version {found}, newer than this rbuild understands ({known})")]
     TooNew { found: usize, known: usize },
     #[error("cache database query failed")]
-    Query(#[from] rusqlite::Error),
+    Query(#[source] rusqlite::Error),
+    /// A digest, diff id or cache key column holding text that is none: the file was edited or
+    /// damaged by something other than rbuild, which writes only checked values.
+    #[error("the cache database holds a damaged value")]
+    Value(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the cache database `{path}` is damaged: {reason}")]
     Damaged { path: String, reason: String },
 }
 
-/// Whether SQLite says the file is not a sound database (as opposed to busy, full, or denied).
-fn is_damage(error: &rusqlite::Error) -> bool {
-    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
-}
-
-/// A cache record: the result of one vertex, by cache key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordRow {
-    pub cache_key: String,
-    pub description: String,
-    /// The diff ids of the result's layers, bottom first.
-    pub layers: Vec<String>,
-    /// What went into the key, by name, for `cache why`.
-    pub inputs: Vec<(String, String)>,
-    pub created_at: i64,
-    pub last_used_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerRow {
-    pub diff_id: String,
-    pub size: u64,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub from_image: bool,
-    /// The step that made it, for `cache du --verbose`.
-    pub description: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobRow {
-    pub digest: String,
-    pub diff_id: String,
-    pub compression: String,
-    pub level: i64,
-    pub media_type: String,
-    pub size: u64,
-    pub last_used_at: i64,
-}
-
-impl BlobRow {
-    /// A manifest's or config's row: a blob that is no layer (no diff id, not compressed).
-    pub fn metadata(digest: String, size: u64, media_type: &str, now: i64) -> BlobRow {
-        BlobRow {
-            digest,
-            diff_id: String::new(),
-            compression: "none".into(),
-            level: 0,
-            media_type: media_type.into(),
-            size,
-            last_used_at: now,
+impl From<rusqlite::Error> for DatabaseError {
+    fn from(error: rusqlite::Error) -> DatabaseError {
+        match error {
+            rusqlite::Error::FromSqlConversionFailure(_, _, source) => DatabaseError::Value(source),
+            other => DatabaseError::Query(other),
         }
     }
 }
 
-/// A file downloaded for `ADD <url>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSourceRow {
-    pub url: String,
-    /// The server's `ETag`, to revalidate with `If-None-Match`.
-    pub etag: Option<String>,
-    /// The server's `Last-Modified`, as sent.
-    pub last_modified: Option<String>,
-    /// `sha256:` of the content.
-    pub digest: String,
-    /// The layer holding the file.
-    pub diff_id: String,
-    pub fetched_at: i64,
+/// Digests, diff ids and cache keys are stored as their text and checked when read back.
+macro_rules! digest_column {
+    ($($kind:ty),*) => {$(
+        impl ToSql for $kind {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.as_str().as_bytes())))
+            }
+        }
+
+        impl FromSql for $kind {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<$kind> {
+                <$kind>::parse(value.as_str()?).map_err(|error| FromSqlError::Other(Box::new(error)))
+            }
+        }
+    )*};
 }
 
-/// An archive rbuild wrote, as it was right after the write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputFileRow {
-    /// What was written: the exporter's identity of the archive's content.
-    pub identity: String,
-    pub stamp: FileStamp,
-}
+digest_column!(Digest, DiffId, CacheKey);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileHashRow {
-    pub stamp: FileStamp,
-    pub digest: String,
-}
-
-/// A stamp from the columns `size, mtime_nanos, ctime_nanos, inode, device` starting at `first`
-/// (times as decimal text: i128 does not fit SQLite's integers).
-fn stamp_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileStamp> {
-    let (mtime, ctime): (String, String) = (row.get(first + 1)?, row.get(first + 2)?);
-    Ok(FileStamp {
-        size: row.get::<_, i64>(first)? as u64,
-        mtime_nanos: mtime.parse().unwrap_or(-1),
-        ctime_nanos: ctime.parse().unwrap_or(-1),
-        inode: row.get::<_, i64>(first + 3)? as u64,
-        device: row.get::<_, i64>(first + 4)? as u64,
-    })
+/// Whether SQLite says the file is not a sound database (as opposed to busy, full, or denied).
+fn is_damage(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
 pub struct Database {
@@ -248,7 +125,7 @@ impl Database {
         Ok(value)
     }
 
-    pub fn record(&self, cache_key: &str) -> Result<Option<RecordRow>, DatabaseError> {
+    pub fn record(&self, cache_key: &CacheKey) -> Result<Option<RecordRow>, DatabaseError> {
         let row = self
             .connection
             .query_row(
@@ -282,6 +159,7 @@ impl Database {
     }
 
     pub fn put_record(&mut self, record: &RecordRow) -> Result<(), DatabaseError> {
+        // Plain data: serializing to a string cannot fail.
         let layers = serde_json::to_string(&record.layers).unwrap_or_default();
         let inputs = serde_json::to_string(&record.inputs).unwrap_or_default();
         self.write(|transaction| {
@@ -295,7 +173,7 @@ impl Database {
         Ok(())
     }
 
-    pub fn touch_record(&mut self, cache_key: &str, now: i64) -> Result<(), DatabaseError> {
+    pub fn touch_record(&mut self, cache_key: &CacheKey, now: i64) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute("UPDATE record SET last_used_at = ?2 WHERE cache_key = ?1", params![cache_key, now])?;
             transaction.execute(
@@ -317,21 +195,22 @@ impl Database {
                  WHERE value NOT IN (SELECT diff_id FROM layer))",
                 [],
             )?;
-            transaction.execute("DELETE FROM blob WHERE diff_id != '' AND diff_id NOT IN (SELECT diff_id FROM layer)", [])
+            transaction.execute("DELETE FROM blob WHERE diff_id != '' AND diff_id NOT IN (SELECT diff_id FROM layer)", [])?;
+            transaction.execute("DELETE FROM gzip_member WHERE blob NOT IN (SELECT digest FROM blob)", [])
         })?;
         Ok(())
     }
 
-    pub fn delete_record(&mut self, cache_key: &str) -> Result<(), DatabaseError> {
+    pub fn delete_record(&mut self, cache_key: &CacheKey) -> Result<(), DatabaseError> {
         self.write(|transaction| transaction.execute("DELETE FROM record WHERE cache_key = ?1", params![cache_key]))?;
         Ok(())
     }
 
-    pub fn layer(&self, diff_id: &str) -> Result<Option<LayerRow>, DatabaseError> {
+    pub fn layer(&self, diff_id: &DiffId) -> Result<Option<LayerRow>, DatabaseError> {
         let row = self
             .connection
             .query_row(
-                "SELECT diff_id, size, created_at, last_used_at, from_image, description FROM layer WHERE diff_id = ?1",
+                "SELECT diff_id, size, created_at, last_used_at, from_image, description, kind FROM layer WHERE diff_id = ?1",
                 params![diff_id],
                 layer_from_row,
             )
@@ -341,7 +220,7 @@ impl Database {
 
     pub fn layers(&self) -> Result<Vec<LayerRow>, DatabaseError> {
         let mut statement = self.connection.prepare(
-            "SELECT diff_id, size, created_at, last_used_at, from_image, description FROM layer
+            "SELECT diff_id, size, created_at, last_used_at, from_image, description, kind FROM layer
              ORDER BY last_used_at DESC, diff_id",
         )?;
         let rows = statement.query_map([], layer_from_row)?.collect::<Result<Vec<_>, _>>()?;
@@ -353,17 +232,25 @@ impl Database {
     pub fn put_layer(&mut self, layer: &LayerRow) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute(
-                "INSERT INTO layer (diff_id, size, created_at, last_used_at, from_image, description)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO layer (diff_id, size, created_at, last_used_at, from_image, description, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (diff_id) DO UPDATE SET last_used_at = excluded.last_used_at,
-                   from_image = max(from_image, excluded.from_image)",
-                params![layer.diff_id, layer.size as i64, layer.created_at, layer.last_used_at, layer.from_image, layer.description],
+                   from_image = max(from_image, excluded.from_image), kind = max(kind, excluded.kind)",
+                params![
+                    layer.diff_id,
+                    layer.size as i64,
+                    layer.created_at,
+                    layer.last_used_at,
+                    layer.from_image,
+                    layer.description,
+                    layer.kind.column()
+                ],
             )
         })?;
         Ok(())
     }
 
-    pub fn delete_layer(&mut self, diff_id: &str) -> Result<(), DatabaseError> {
+    pub fn delete_layer(&mut self, diff_id: &DiffId) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction
                 .execute("DELETE FROM record WHERE EXISTS (SELECT 1 FROM json_each(record.layers) WHERE value = ?1)", params![diff_id])?;
@@ -374,7 +261,7 @@ impl Database {
 
     /// The blob of a layer in a given compression, if one was made before: a layer is never
     /// recompressed to a new digest.
-    pub fn blob(&self, digest: &str) -> Result<Option<BlobRow>, DatabaseError> {
+    pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRow>, DatabaseError> {
         let row = self
             .connection
             .query_row(
@@ -386,7 +273,7 @@ impl Database {
         Ok(row)
     }
 
-    pub fn blob_for(&self, diff_id: &str, compression: &str, level: i64) -> Result<Option<BlobRow>, DatabaseError> {
+    pub fn blob_for(&self, diff_id: &DiffId, compression: &str, level: i64) -> Result<Option<BlobRow>, DatabaseError> {
         let row = self
             .connection
             .query_row(
@@ -415,19 +302,68 @@ impl Database {
                 "INSERT INTO blob (digest, diff_id, compression, level, media_type, size, last_used_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
-                params![blob.digest, blob.diff_id, blob.compression, blob.level, blob.media_type, blob.size as i64, blob.last_used_at],
+                params![
+                    blob.digest,
+                    diff_id_text(&blob.diff_id),
+                    blob.compression,
+                    blob.level,
+                    blob.media_type,
+                    blob.size as i64,
+                    blob.last_used_at
+                ],
             )
         })?;
         Ok(())
     }
 
-    pub fn delete_blob(&mut self, digest: &str) -> Result<(), DatabaseError> {
-        self.write(|transaction| transaction.execute("DELETE FROM blob WHERE digest = ?1", params![digest]))?;
+    pub fn delete_blob(&mut self, digest: &Digest) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute("DELETE FROM gzip_member WHERE blob = ?1", params![digest])?;
+            transaction.execute("DELETE FROM blob WHERE digest = ?1", params![digest])
+        })?;
+        Ok(())
+    }
+
+    /// Where a gzip member holding `chunk` (compressed at `level` by `compressor`) is: a blob
+    /// the store still has a row for, the member's offset and length in it.
+    pub fn gzip_member(&self, chunk: &Digest, level: u32, compressor: &str) -> Result<Option<(Digest, u64, u64)>, DatabaseError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT member.blob, member.offset, member.length FROM gzip_member AS member
+                 JOIN blob ON blob.digest = member.blob
+                 WHERE member.chunk = ?1 AND member.level = ?2 AND member.compressor = ?3",
+                params![chunk, level, compressor],
+                |row| Ok((row.get::<_, Digest>(0)?, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)),
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Records the members of `blob` (chunk digest, offset, length), replacing older places of
+    /// the same chunks.
+    pub fn put_gzip_members(
+        &mut self,
+        blob: &Digest,
+        level: u32,
+        compressor: &str,
+        members: &[(Digest, u64, u64)],
+    ) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            let mut statement = transaction.prepare(
+                "INSERT INTO gzip_member (chunk, level, compressor, blob, offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (chunk, level, compressor) DO UPDATE SET blob = excluded.blob, offset = excluded.offset, length = excluded.length",
+            )?;
+            for (chunk, offset, length) in members {
+                statement.execute(params![chunk, level, compressor, blob, *offset as i64, *length as i64])?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 
     /// The manifest and config digests a registry reference resolved to, and when.
-    pub fn image_tag(&self, reference: &str) -> Result<Option<(String, String, i64)>, DatabaseError> {
+    pub fn image_tag(&self, reference: &str) -> Result<Option<(Digest, Digest, i64)>, DatabaseError> {
         let row = self
             .connection
             .query_row(
@@ -440,7 +376,7 @@ impl Database {
     }
 
     /// Every resolved registry reference with its manifest digest.
-    pub fn image_tags(&self) -> Result<Vec<(String, String)>, DatabaseError> {
+    pub fn image_tags(&self) -> Result<Vec<(String, Digest)>, DatabaseError> {
         let mut statement = self.connection.prepare("SELECT reference, manifest_digest FROM image_tag ORDER BY reference")?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -448,10 +384,10 @@ impl Database {
 
     /// The manifests and configs of resolved registry references: what a build needs to start
     /// from those images without a registry.
-    pub fn image_tag_blobs(&self) -> Result<std::collections::HashSet<String>, DatabaseError> {
+    pub fn image_tag_blobs(&self) -> Result<std::collections::HashSet<Digest>, DatabaseError> {
         let mut statement = self.connection.prepare("SELECT manifest_digest, config_digest FROM image_tag")?;
         let mut digests = std::collections::HashSet::new();
-        for row in statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))? {
+        for row in statement.query_map([], |row| Ok((row.get::<_, Digest>(0)?, row.get::<_, Digest>(1)?)))? {
             let (manifest, config) = row?;
             digests.insert(manifest);
             digests.insert(config);
@@ -460,14 +396,20 @@ impl Database {
     }
 
     /// Forgets the references resolved to a manifest or config that is being removed.
-    pub fn delete_image_tags_using(&mut self, digest: &str) -> Result<(), DatabaseError> {
+    pub fn delete_image_tags_using(&mut self, digest: &Digest) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute("DELETE FROM image_tag WHERE manifest_digest = ?1 OR config_digest = ?1", params![digest])
         })?;
         Ok(())
     }
 
-    pub fn put_image_tag(&mut self, reference: &str, manifest_digest: &str, config_digest: &str, now: i64) -> Result<(), DatabaseError> {
+    pub fn put_image_tag(
+        &mut self,
+        reference: &str,
+        manifest_digest: &Digest,
+        config_digest: &Digest,
+        now: i64,
+    ) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute(
                 "INSERT OR REPLACE INTO image_tag (reference, manifest_digest, config_digest, resolved_at) VALUES (?1, ?2, ?3, ?4)",
@@ -578,52 +520,18 @@ impl Database {
     }
 }
 
-fn record_from_row(row: &rusqlite::Row) -> rusqlite::Result<RecordRow> {
-    let layers: String = row.get(2)?;
-    let inputs: String = row.get(3)?;
-    Ok(RecordRow {
-        cache_key: row.get(0)?,
-        description: row.get(1)?,
-        layers: serde_json::from_str(&layers).unwrap_or_default(),
-        inputs: serde_json::from_str(&inputs).unwrap_or_default(),
-        created_at: row.get(4)?,
-        last_used_at: row.get(5)?,
-    })
-}
-
-fn layer_from_row(row: &rusqlite::Row) -> rusqlite::Result<LayerRow> {
-    Ok(LayerRow {
-        diff_id: row.get(0)?,
-        size: row.get::<_, i64>(1)? as u64,
-        created_at: row.get(2)?,
-        last_used_at: row.get(3)?,
-        from_image: row.get(4)?,
-        description: row.get(5)?,
-    })
-}
-
-fn blob_from_row(row: &rusqlite::Row) -> rusqlite::Result<BlobRow> {
-    Ok(BlobRow {
-        digest: row.get(0)?,
-        diff_id: row.get(1)?,
-        compression: row.get(2)?,
-        level: row.get(3)?,
-        media_type: row.get(4)?,
-        size: row.get::<_, i64>(5)? as u64,
-        last_used_at: row.get(6)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::store::cache_key::test_names::{diff_id, digest, key};
+
     /// A record of `key` on `layers`, with nothing else to say.
-    fn record_of(key: &str, layers: &[&str]) -> RecordRow {
+    fn record_of(name: &str, layers: &[&str]) -> RecordRow {
         RecordRow {
-            cache_key: key.into(),
+            cache_key: key(name),
             description: String::new(),
-            layers: layers.iter().map(|layer| layer.to_string()).collect(),
+            layers: layers.iter().map(|layer| diff_id(layer)).collect(),
             inputs: vec![],
             created_at: 0,
             last_used_at: 0,
@@ -636,9 +544,9 @@ mod tests {
         let path = directory.path().join("db.sqlite");
         let mut database = Database::open(&path).unwrap();
         let record = RecordRow {
-            cache_key: "sha256:k".into(),
+            cache_key: key("k"),
             description: "COPY a /b".into(),
-            layers: vec!["sha256:l1".into(), "sha256:l2".into()],
+            layers: vec![diff_id("l1"), diff_id("l2")],
             inputs: vec![("source".into(), "sha256:c".into())],
             created_at: 10,
             last_used_at: 10,
@@ -648,8 +556,34 @@ mod tests {
         let database = Database::open(&path).unwrap();
         let version: i64 = database.connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
-        assert_eq!(database.record("sha256:k").unwrap(), Some(record));
-        assert_eq!(database.record("sha256:other").unwrap(), None);
+        assert_eq!(database.record(&key("k")).unwrap(), Some(record));
+        assert_eq!(database.record(&key("other")).unwrap(), None);
+    }
+
+    /// The columns hold the digests' text, as before they had types: existing roots read the
+    /// same, and a value that is no digest is an error naming it, not a silent miss.
+    #[test]
+    fn digests_are_stored_as_text_and_checked_when_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
+        database.put_record(&record_of("k", &["l1"])).unwrap();
+        database.put_blob(&BlobRow::metadata(digest("config"), 1, "m", 0)).unwrap();
+        let (stored_key, layers): (String, String) =
+            database.connection.query_row("SELECT cache_key, layers FROM record", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+        assert_eq!(stored_key, key("k").to_string());
+        assert_eq!(layers, format!("[\"{}\"]", diff_id("l1")));
+        let blob_diff_id: String = database.connection.query_row("SELECT diff_id FROM blob", [], |row| row.get(0)).unwrap();
+        assert_eq!(blob_diff_id, "", "a metadata blob has no diff id");
+        assert_eq!(database.blobs().unwrap()[0].diff_id, None);
+
+        database.connection.execute("UPDATE record SET layers = '[\"sha256:../x\"]'", []).unwrap();
+        let error = database.record(&key("k")).unwrap_err();
+        assert!(matches!(error, DatabaseError::Value(_)), "{error:?}");
+        assert_eq!(error.to_string(), "the cache database holds a damaged value");
+        assert!(std::error::Error::source(&error).unwrap().to_string().starts_with("invalid digest `sha256:../x`"));
+        database.connection.execute("UPDATE blob SET digest = 'sha256:short'", []).unwrap();
+        let error = database.blobs().unwrap_err();
+        assert_eq!(std::error::Error::source(&error).unwrap().to_string(), "invalid digest `sha256:short`");
     }
 
     #[test]
@@ -661,13 +595,13 @@ mod tests {
             url: "http://h/f".into(),
             etag: Some("\"1\"".into()),
             last_modified: None,
-            digest: "sha256:a".into(),
-            diff_id: "sha256:b".into(),
+            digest: digest("a"),
+            diff_id: diff_id("b"),
             fetched_at: 5,
         };
         database.put_http_source(&row).unwrap();
         row.etag = None;
-        row.digest = "sha256:c".into();
+        row.digest = digest("c");
         database.put_http_source(&row).unwrap();
         assert_eq!(database.http_source("http://h/f").unwrap(), Some(row));
     }
@@ -677,35 +611,33 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
         assert_eq!(database.image_tag("docker.io/library/busybox:latest").unwrap(), None);
-        database.put_image_tag("docker.io/library/busybox:latest", "sha256:m", "sha256:c", 5).unwrap();
-        database.put_image_tag("docker.io/library/busybox:latest", "sha256:m2", "sha256:c2", 6).unwrap();
-        assert_eq!(
-            database.image_tag("docker.io/library/busybox:latest").unwrap(),
-            Some(("sha256:m2".to_string(), "sha256:c2".to_string(), 6))
-        );
+        database.put_image_tag("docker.io/library/busybox:latest", &digest("m"), &digest("c"), 5).unwrap();
+        database.put_image_tag("docker.io/library/busybox:latest", &digest("m2"), &digest("c2"), 6).unwrap();
+        assert_eq!(database.image_tag("docker.io/library/busybox:latest").unwrap(), Some((digest("m2"), digest("c2"), 6)));
     }
 
     #[test]
     fn rows_without_their_layers_are_dropped() {
         let directory = tempfile::tempdir().unwrap();
         let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
-        let layer = |diff_id: &str| LayerRow {
-            diff_id: diff_id.into(),
+        let layer = |name: &str| LayerRow {
+            diff_id: diff_id(name),
             size: 1,
             created_at: 0,
             last_used_at: 0,
             from_image: false,
             description: String::new(),
+            kind: LayerKind::Regular,
         };
         database.put_layer(&layer("l1")).unwrap();
-        for (key, layers) in [("kept", vec!["l1"]), ("lazy", vec!["l1", "l2"])] {
-            database.put_record(&record_of(key, &layers)).unwrap();
+        for (name, layers) in [("kept", vec!["l1"]), ("lazy", vec!["l1", "l2"])] {
+            database.put_record(&record_of(name, &layers)).unwrap();
         }
-        for (digest, diff_id) in [("sha256:b1", "l1"), ("sha256:b2", "l2"), ("sha256:config", "")] {
+        for (blob, layer) in [("b1", Some("l1")), ("b2", Some("l2")), ("config", None)] {
             database
                 .put_blob(&BlobRow {
-                    digest: digest.into(),
-                    diff_id: diff_id.into(),
+                    digest: digest(blob),
+                    diff_id: layer.map(diff_id),
                     compression: "gzip".into(),
                     level: -1,
                     media_type: String::new(),
@@ -715,22 +647,25 @@ mod tests {
                 .unwrap();
         }
         database.delete_unbacked().unwrap();
-        let records: Vec<String> = database.records().unwrap().into_iter().map(|record| record.cache_key).collect();
-        assert_eq!(records, vec!["kept".to_string()]);
-        let blobs: Vec<String> = database.blobs().unwrap().into_iter().map(|blob| blob.digest).collect();
-        assert_eq!(blobs, vec!["sha256:b1".to_string(), "sha256:config".to_string()]);
+        let records: Vec<CacheKey> = database.records().unwrap().into_iter().map(|record| record.cache_key).collect();
+        assert_eq!(records, vec![key("kept")]);
+        let mut blobs: Vec<Digest> = database.blobs().unwrap().into_iter().map(|blob| blob.digest).collect();
+        blobs.sort();
+        let mut expected = vec![digest("b1"), digest("config")];
+        expected.sort();
+        assert_eq!(blobs, expected);
     }
 
     #[test]
     fn deleting_a_layer_drops_the_records_that_use_it() {
         let directory = tempfile::tempdir().unwrap();
         let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
-        for (key, layers) in [("a", vec!["l1"]), ("b", vec!["l1", "l2"]), ("c", vec!["l3"])] {
-            database.put_record(&record_of(key, &layers)).unwrap();
+        for (name, layers) in [("a", vec!["l1"]), ("b", vec!["l1", "l2"]), ("c", vec!["l3"])] {
+            database.put_record(&record_of(name, &layers)).unwrap();
         }
-        database.delete_layer("l1").unwrap();
-        let left: Vec<String> = database.records().unwrap().into_iter().map(|r| r.cache_key).collect();
-        assert_eq!(left, vec!["c".to_string()]);
+        database.delete_layer(&diff_id("l1")).unwrap();
+        let left: Vec<CacheKey> = database.records().unwrap().into_iter().map(|r| r.cache_key).collect();
+        assert_eq!(left, vec![key("c")]);
     }
 
     #[test]

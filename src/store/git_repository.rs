@@ -4,7 +4,9 @@
 //! `git-v1/<hex>/` is the repository of the remote whose sha256 (of the remote as written) is
 //! `<hex>`; `<hex>.url` names the remote (for `cache du`); `<hex>.lock` is held exclusively by
 //! the build that fetches into the repository or reads a checkout from it, so two rbuild processes
-//! working on the same remote take turns, and its mtime is the repository's last use. What is in
+//! working on the same remote take turns, and its mtime is the repository's last use. Lock order:
+//! the root's lock first, then at most one repository's at a time (`ops::git_submodule` lets the
+//! parent's go before holding a submodule's), so no two processes can wait on each other. What is in
 //! the repository is `ops::git`'s business; the store owns where it lives, its lock, and its
 //! accounting: `cache du` lists it as BuildKit lists its shared repositories (`shared git repo
 //! for URL`, type `regular`), `prune` removes it as one item.

@@ -13,7 +13,10 @@ pub mod cache_mount;
 pub mod database;
 pub mod filter;
 pub mod git_repository;
+pub mod layer;
 pub mod layout;
+mod rows;
+mod schema;
 pub mod usage;
 
 use std::fs::{self, File};
@@ -23,7 +26,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache_key::CacheKey;
-pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerRow, RecordRow};
+pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerKind, LayerRow, RecordRow};
 pub use layout::Area;
 
 use crate::oci::{DiffId, Digest, DigestHasher};
@@ -208,7 +211,7 @@ impl Store {
     pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &DiffId) -> Result<PathBuf, StoreError> {
         let target = self.snapshot_path(diff_id);
         if target.exists() {
-            if self.database().layer(diff_id.as_str())?.is_some() {
+            if self.database().layer(diff_id)?.is_some() {
                 return Ok(target);
             }
             let source = directory.keep();
@@ -255,9 +258,9 @@ impl Store {
     }
 
     /// The digest of the blob `row` records, when the blob is there with the row's size (see
-    /// [`Store::blob_is_intact`]); `None` too for a row whose digest is not a digest.
+    /// [`Store::blob_is_intact`]).
     pub fn intact_blob(&self, row: &BlobRow) -> Option<Digest> {
-        Digest::parse(&row.digest).ok().filter(|digest| self.blob_is_intact(digest, row.size))
+        self.blob_is_intact(&row.digest, row.size).then(|| row.digest.clone())
     }
 
     /// Opens a blob for export: the reader hashes what it reads and, at the end, fails if the
@@ -458,12 +461,13 @@ mod tests {
         store
             .database()
             .put_layer(&LayerRow {
-                diff_id: diff_id.to_string(),
+                diff_id: diff_id.clone(),
                 size: 1,
                 created_at: 1,
                 last_used_at: 1,
                 from_image: false,
                 description: String::new(),
+                kind: LayerKind::Regular,
             })
             .unwrap();
     }

@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::filter::Filter;
-use super::{Area, Store, StoreError, remove_aside, remove_tree};
+use super::{Area, LayerKind, Store, StoreError, remove_aside, remove_tree};
 use crate::oci::{DiffId, Digest};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -71,19 +71,23 @@ pub fn items(store: &Store) -> Result<Vec<Item>, StoreError> {
     let blobs = database.blobs()?;
     let mut items = Vec::new();
     for layer in database.layers()? {
-        let blob_size: u64 = blobs.iter().filter(|blob| blob.diff_id == layer.diff_id).map(|blob| blob.size).sum();
+        let blob_size: u64 = blobs.iter().filter(|blob| blob.diff_id.as_ref() == Some(&layer.diff_id)).map(|blob| blob.size).sum();
         items.push(Item {
-            id: layer.diff_id.clone(),
-            kind: if layer.from_image { "source.image" } else { "regular" },
+            id: layer.diff_id.to_string(),
+            kind: match (layer.from_image, layer.kind) {
+                (true, _) => "source.image",
+                (false, LayerKind::GitCheckout) => "source.git.checkout",
+                (false, LayerKind::Regular) => "regular",
+            },
             description: layer.description.clone(),
             size: layer.size + blob_size,
             created_at: layer.created_at,
             last_used_at: layer.last_used_at,
         });
     }
-    for blob in blobs.iter().filter(|blob| blob.diff_id.is_empty()) {
+    for blob in blobs.iter().filter(|blob| blob.diff_id.is_none()) {
         items.push(Item {
-            id: blob.digest.clone(),
+            id: blob.digest.to_string(),
             kind: "internal",
             description: blob.media_type.clone(),
             size: blob.size,
@@ -185,7 +189,9 @@ pub fn prune(store: &Store, policy: &PrunePolicy, now: i64) -> Result<Vec<Item>,
     let base_image_blobs = store.database().image_tag_blobs()?;
     let mut candidates: Vec<&Item> = all_items
         .iter()
-        .filter(|item| policy.all || (item.kind != "source.image" && !base_image_blobs.contains(&item.id)))
+        .filter(|item| {
+            policy.all || (item.kind != "source.image" && !Digest::parse(&item.id).is_ok_and(|digest| base_image_blobs.contains(&digest)))
+        })
         .filter(|item| policy.unused_for.is_none_or(|age| now - item.last_used_at >= age))
         .filter(|item| policy.filter.matches(|path| item.field(path)))
         .collect();
@@ -234,32 +240,35 @@ fn remove_item(store: &Store, item: &Item) -> Result<(), StoreError> {
         return super::git_repository::remove(store, item);
     }
     if item.kind == "internal" {
+        // Internal items and layers are made from their rows, whose ids are checked digests.
+        let Ok(digest) = Digest::parse(&item.id) else { return Ok(()) };
         {
             let mut database = store.database();
-            database.delete_image_tags_using(&item.id)?;
-            database.delete_blob(&item.id)?;
+            database.delete_image_tags_using(&digest)?;
+            database.delete_blob(&digest)?;
         }
-        // A row whose id is not a digest names no file; garbage collection removes strays.
-        if let Ok(digest) = Digest::parse(&item.id) {
-            let path = store.blob_path(&digest);
-            remove_file(&path).map_err(|source| write_error(&path, source))?;
-        }
-        return Ok(());
+        let path = store.blob_path(&digest);
+        return remove_file(&path).map_err(|source| write_error(&path, source));
     }
-    let blobs: Vec<String> = {
+    let Ok(diff_id) = DiffId::parse(&item.id) else { return Ok(()) };
+    let blobs: Vec<Digest> = {
         let mut database = store.database();
-        let blobs = database.blobs()?.into_iter().filter(|blob| blob.diff_id == item.id).map(|blob| blob.digest).collect::<Vec<_>>();
+        let blobs = database
+            .blobs()?
+            .into_iter()
+            .filter(|blob| blob.diff_id.as_ref() == Some(&diff_id))
+            .map(|blob| blob.digest)
+            .collect::<Vec<_>>();
         for blob in &blobs {
             database.delete_blob(blob)?;
         }
-        database.delete_layer(&item.id)?;
+        database.delete_layer(&diff_id)?;
         blobs
     };
-    for blob in blobs.iter().filter_map(|blob| Digest::parse(blob).ok()) {
-        let path = store.blob_path(&blob);
+    for blob in &blobs {
+        let path = store.blob_path(blob);
         remove_file(&path).map_err(|source| write_error(&path, source))?;
     }
-    let Ok(diff_id) = DiffId::parse(&item.id) else { return Ok(()) };
     let snapshot = store.snapshot_path(&diff_id);
     remove_aside(store.root(), &snapshot).map_err(|source| write_error(&snapshot, source))
 }
@@ -271,8 +280,8 @@ pub(super) fn collect_garbage(store: &Store) -> Result<(), StoreError> {
     let (layers, blobs): (HashSet<String>, HashSet<String>) = {
         let mut database = store.database();
         database.delete_unbacked()?;
-        let layers = database.layers()?.iter().filter_map(|layer| hex_of(&layer.diff_id)).collect();
-        let blobs = database.blobs()?.iter().filter_map(|blob| hex_of(&blob.digest)).collect();
+        let layers = database.layers()?.iter().map(|layer| layer.diff_id.hex().to_string()).collect();
+        let blobs = database.blobs()?.iter().map(|blob| blob.digest.hex().to_string()).collect();
         (layers, blobs)
     };
     let snapshots = store.area(Area::Snapshots);
@@ -299,10 +308,6 @@ pub(super) fn collect_garbage(store: &Store) -> Result<(), StoreError> {
 }
 
 /// The file name of a row's digest (a row that names none keeps no file).
-fn hex_of(digest: &str) -> Option<String> {
-    Digest::parse(digest).ok().map(|digest| digest.hex().to_string())
-}
-
 fn read_dir(path: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(path)? {
@@ -350,12 +355,13 @@ mod tests {
         store
             .database()
             .put_layer(&LayerRow {
-                diff_id: diff_id.to_string(),
+                diff_id,
                 size: tree_size(&path).unwrap(),
                 created_at: last_used_at,
                 last_used_at,
                 from_image,
                 description: name.into(),
+                kind: LayerKind::Regular,
             })
             .unwrap();
     }
@@ -373,8 +379,8 @@ mod tests {
             store
                 .database()
                 .put_blob(&crate::store::BlobRow {
-                    digest: digest.to_string(),
-                    diff_id: String::new(),
+                    digest: digest.clone(),
+                    diff_id: None,
                     compression: "none".into(),
                     level: 0,
                     media_type: "m".into(),
@@ -383,7 +389,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        store.database().put_image_tag("docker.io/library/base:latest linux/amd64", manifest.as_str(), config.as_str(), 100).unwrap();
+        store.database().put_image_tag("docker.io/library/base:latest linux/amd64", &manifest, &config, 100).unwrap();
         fs::create_dir(root.path().join("snapshots-v1/orphan")).unwrap();
         fs::write(root.path().join("tmp/leftover"), "x").unwrap();
         let on_disk = tree_size(&root.path().join("snapshots-v1")).unwrap()

@@ -22,7 +22,7 @@ use crate::images::{BUSYBOX_TAG, busybox_context, busybox_layout, context_arg};
 use crate::support::{HttpRequest, Project, as_test_user, copy_tree, fixture, give_to_test_user, run_command, serve_http};
 
 /// git with a fixed identity and dates, so the test repository's commit ids never change.
-fn run_git(directory: &Path, args: &[&str], date: &str) {
+pub(crate) fn run_git(directory: &Path, args: &[&str], date: &str) {
     let status = Command::new("git")
         .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
         .args(args)
@@ -37,7 +37,7 @@ fn run_git(directory: &Path, args: &[&str], date: &str) {
 
 /// The repository: `main` with two commits (the first also `other`, `v1` and the annotated
 /// `v1a`), an executable, a symlink and a subdirectory.
-fn make_repository(work: &Path, served: &Path) {
+pub(crate) fn make_repository(work: &Path, served: &Path) {
     fs::create_dir_all(work.join("sub/deep")).unwrap();
     fs::write(work.join("hello.txt"), "hello\n").unwrap();
     fs::write(work.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
@@ -64,7 +64,7 @@ fn make_repository(work: &Path, served: &Path) {
 const TRUST_SERVED: [(&str, &str); 3] = [("GIT_CONFIG_COUNT", "1"), ("GIT_CONFIG_KEY_0", "safe.directory"), ("GIT_CONFIG_VALUE_0", "*")];
 
 /// A `git daemon` and a smart http server over one directory of bare repositories.
-struct GitServers {
+pub(crate) struct GitServers {
     daemon: Child,
     daemon_port: u16,
     daemon_log: PathBuf,
@@ -80,7 +80,7 @@ impl Drop for GitServers {
 }
 
 impl GitServers {
-    fn start(served: &Path, log_directory: &Path) -> GitServers {
+    pub(crate) fn start(served: &Path, log_directory: &Path) -> GitServers {
         let daemon_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let daemon_log = log_directory.join("daemon.log");
         // `git daemon` runs `git-daemon` as its child: killing the wrapper would orphan the server.
@@ -103,33 +103,35 @@ impl GitServers {
         }
         let http_log = Arc::new(Mutex::new(Vec::new()));
         let (root, log) = (served.to_path_buf(), http_log.clone());
-        let http_port = serve_http(move |stream| serve_git_http(stream, &root, &log));
+        let http_port = serve_http(move |stream| serve_git_http(stream, &root, &log, None));
         GitServers { daemon, daemon_port, daemon_log, http_port, http_log }
     }
 
-    fn git_url(&self, path: &str) -> String {
+    pub(crate) fn git_url(&self, path: &str) -> String {
         format!("git://127.0.0.1:{}{path}", self.daemon_port)
     }
 
-    fn http_url(&self, path: &str) -> String {
+    pub(crate) fn http_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
 
     /// How many upload-pack sessions `git daemon` served so far (an ls-remote is one, a fetch
     /// another).
-    fn daemon_sessions(&self) -> usize {
+    pub(crate) fn daemon_sessions(&self) -> usize {
         fs::read_to_string(&self.daemon_log).unwrap_or_default().matches("Request upload-pack").count()
     }
 
     /// The smart http requests so far (`METHOD PATH [Authorization]`), emptied.
-    fn take_http_log(&self) -> Vec<String> {
+    pub(crate) fn take_http_log(&self) -> Vec<String> {
         std::mem::take(&mut *self.http_log.lock().unwrap())
     }
 }
 
 /// One HTTP/1.1 request, answered by `git http-backend` (CGI), then the connection closes.
-fn serve_git_http(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
-    let Some(request) = HttpRequest::read(&stream) else { return };
+/// With `required`, a request whose `Authorization` is not that value gets a 401 asking for
+/// basic credentials, as a private repository's server answers.
+pub(crate) fn serve_git_http(mut stream: impl Read + Write, root: &Path, log: &Mutex<Vec<String>>, required: Option<&str>) {
+    let Some(request) = HttpRequest::read_from(&mut stream) else { return };
     let header = |name: &str| request.header(name);
     let (method, target, body) = (request.method.clone(), request.target.clone(), request.body.clone());
     let mut logged = format!("{method} {target}");
@@ -137,6 +139,15 @@ fn serve_git_http(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) 
         logged.push_str(&format!(" {authorization}"));
     }
     log.lock().unwrap().push(logged);
+    if let Some(required) = required
+        && header("authorization").as_deref() != Some(required)
+    {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return;
+    }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut command = Command::new("git");
     command
@@ -180,7 +191,7 @@ fn serve_git_http(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) 
 }
 
 /// A project with the repository served, and the commit ids of `main` and `other`.
-fn project_with_servers() -> (Project, GitServers) {
+pub(crate) fn project_with_servers() -> (Project, GitServers) {
     crate::support::require_tool("git");
     let project = Project::new();
     let (work, served) = (project.out("work"), project.out("served"));
@@ -192,13 +203,17 @@ fn project_with_servers() -> (Project, GitServers) {
 }
 
 /// The first commit's id (`other`, `v1`, `v1a`), fixed by the repository's dates and identity.
-const FIRST_COMMIT: &str = "2bf4e18a47c1f371aca286da99ea2d69dc650446";
+pub(crate) const FIRST_COMMIT: &str = "2bf4e18a47c1f371aca286da99ea2d69dc650446";
 
 /// Every form BuildKit was asked about: the default branch, a branch over smart http, a tag
 /// with a subdirectory, an annotated tag with `--keep-git-dir`, a full commit id,
 /// `--chown`/`--chmod`, `--link`.
 fn dockerfile(servers: &GitServers) -> String {
-    let (git, http) = (servers.git_url("/repo.git"), servers.http_url("/repo.git"));
+    dockerfile_for(&servers.git_url("/repo.git"), &servers.http_url("/repo.git"))
+}
+
+/// [`dockerfile`] with the repository at `git`, and at `http` for the smart http line.
+pub(crate) fn dockerfile_for(git: &str, http: &str) -> String {
     format!(
         "FROM busybox
 ADD {git} /a/
@@ -216,14 +231,19 @@ const ADDED: &[&str] = &["a", "b", "c", "d", "e", "f", "g"];
 
 /// `path type mode uid:gid mtime [size sha256-prefix | -> target]` of every entry under
 /// [`ADDED`] in a root filesystem tar; of a kept `.git`, only the directory itself.
-fn listing(tar_path: &Path) -> String {
+pub(crate) fn listing(tar_path: &Path) -> String {
+    listing_of(tar_path, ADDED)
+}
+
+/// [`listing`] of the entries under `added`.
+pub(crate) fn listing_of(tar_path: &Path, added: &[&str]) -> String {
     let mut archive = tar::Archive::new(fs::File::open(tar_path).unwrap());
     let mut lines = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
         let parts: Vec<&str> = path.split('/').collect();
-        if !ADDED.contains(&parts[0]) || (parts.len() > 2 && parts[1] == ".git") {
+        if !added.contains(&parts[0]) || (parts.len() > 2 && parts[1] == ".git") {
             continue;
         }
         let header = entry.header().clone();
@@ -249,17 +269,23 @@ fn listing(tar_path: &Path) -> String {
     lines.join("\n") + "\n"
 }
 
-const EPOCH: &str = "SOURCE_DATE_EPOCH=1000";
+pub(crate) const EPOCH: &str = "SOURCE_DATE_EPOCH=1000";
+
+/// Builds the project (busybox, [`EPOCH`]) into a root filesystem tar; its path and [`listing`].
+pub(crate) fn build_listing(project: &Project, added: &[&str]) -> (PathBuf, String) {
+    let tar = project.out("rootfs.tar");
+    let output = format!("type=tar,dest={}", tar.display());
+    project.build(&["--build-context", &busybox_context(), "--build-arg", EPOCH, "-o", &output]).ok();
+    let listed = listing_of(&tar, added);
+    (tar, listed)
+}
 
 #[test]
 fn add_from_git_gives_buildkits_files() {
     let (project, servers) = project_with_servers();
     project.dockerfile(&dockerfile(&servers));
-    let tar = project.out("rootfs.tar");
-    let output = format!("type=tar,dest={}", tar.display());
-    project.build(&["--build-context", &busybox_context(), "--build-arg", EPOCH, "-o", &output]).ok();
-    let expected = fs::read_to_string(fixture("git-add/expected.txt")).unwrap();
-    assert_eq!(listing(&tar), expected);
+    let (_, listed) = build_listing(&project, ADDED);
+    assert_eq!(listed, fs::read_to_string(fixture("git-add/expected.txt")).unwrap());
     // `cache du` shows the shared repositories and the checkouts as BuildKit's `du` does.
     let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
     for description in
@@ -267,6 +293,12 @@ fn add_from_git_gives_buildkits_files() {
     {
         assert!(usage.contains(&description), "no `{description}` in\n{usage}");
     }
+    // No ref is named by the default branch, as BuildKit's `git snapshot for URL#main`.
+    assert!(!usage.contains(&format!("git snapshot for {}\n", servers.git_url("/repo.git"))), "{usage}");
+    // Typed as BuildKit types them: the checkouts `source.git.checkout`, the repositories not.
+    let checkouts = project.cache(&["du", "--verbose", "--filter", "type=source.git.checkout"]).ok().stdout_text();
+    assert!(checkouts.contains(&format!("git snapshot for {}#v1", servers.git_url("/repo.git"))), "{checkouts}");
+    assert!(!checkouts.contains("shared git repo"), "{checkouts}");
     // `cache prune` removes the repositories too.
     project.cache(&["prune", "--all", "--force"]).ok();
     let usage = project.cache(&["du", "--verbose"]).ok().stdout_text();
@@ -278,15 +310,23 @@ fn add_from_git_gives_buildkits_files() {
 fn add_from_git_rootless() {
     let (project, servers) = project_with_servers();
     project.dockerfile(&dockerfile(&servers));
+    let expected = fs::read_to_string(fixture("git-add/expected.txt")).unwrap();
+    assert_eq!(rootless_listing(&project, &[]), expected);
+}
+
+/// Builds the project as the test user (busybox from a copy of the layout, SOURCE_DATE_EPOCH
+/// set, and `args`) into a root filesystem tar, and gives its [`listing`].
+pub(crate) fn rootless_listing(project: &Project, args: &[&str]) -> String {
     let layout = project.out("busybox-layout");
     copy_tree(&busybox_layout(), &layout);
-    give_to_test_user(&project);
+    give_to_test_user(project);
     let tar = project.out("rootfs.tar");
     let output = format!("type=tar,dest={}", tar.display());
     let busybox = context_arg("busybox", &layout, BUSYBOX_TAG);
-    run_command(as_test_user(&project.build_command(&["--build-context", &busybox, "--build-arg", EPOCH, "-o", &output])), None).ok();
-    let expected = fs::read_to_string(fixture("git-add/expected.txt")).unwrap();
-    assert_eq!(listing(&tar), expected);
+    let mut all = vec!["--build-context", &busybox, "--build-arg", EPOCH, "-o", &output];
+    all.extend_from_slice(args);
+    run_command(as_test_user(&project.build_command(&all)), None).ok();
+    listing(&tar)
 }
 
 /// A second build with the branch unchanged lists the refs and fetches nothing; after a new
@@ -382,19 +422,22 @@ fn two_builds_fetching_one_remote_at_once_take_turns() {
 }
 
 /// `--build-context NAME=GIT-URL`: the commit's files (as BuildKit gives them, measured: the
-/// subdirectory's files, no `.git`) for `COPY --from=NAME` and `FROM NAME`, the vertex named
+/// subdirectory's files, no `.git`) for `COPY --from=NAME`, `RUN --mount=from=NAME` and `FROM NAME`, the vertex named
 /// BuildKit's `[internal] load git source URL`.
 #[test]
 fn a_git_build_context_is_the_commits_files() {
     let (project, servers) = project_with_servers();
     let context = format!("src={}#main:sub", servers.git_url("/repo.git"));
-    project.dockerfile("FROM busybox AS one\nCOPY --from=src / /x/\nFROM src AS bare\n");
+    project.dockerfile(
+        "FROM busybox AS one\nCOPY --from=src / /x/\nRUN --mount=from=src,target=/m cat /m/deep/d.txt > /mounted\nFROM src AS bare\n",
+    );
     let one = project.out("one");
     let output = format!("type=local,dest={}", one.display());
     let run = project.build(&["--build-context", &busybox_context(), "--build-context", &context, "--target", "one", "-o", &output]).ok();
     assert_eq!(fs::read_to_string(one.join("x/inner.txt")).unwrap(), "inner\n");
     assert_eq!(fs::read_to_string(one.join("x/deep/d.txt")).unwrap(), "deep\n");
     assert!(!one.join("x/.git").exists());
+    assert_eq!(fs::read_to_string(one.join("mounted")).unwrap(), "deep\n");
     let name = format!("[internal] load git source {}#main:sub", servers.git_url("/repo.git"));
     assert!(run.steps().iter().any(|(step, _)| *step == name), "no `{name}` in {:?}", run.steps());
     let bare = project.out("bare");
@@ -404,6 +447,69 @@ fn a_git_build_context_is_the_commits_files() {
         fs::read_dir(&bare).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["deep", "inner.txt"]);
+}
+
+/// A repository that is a build context: a Dockerfile at the top (listing what `COPY .` took,
+/// with modes and file sizes: mtimes are BuildKit's checkout time there), another in `sub/`, a
+/// `.dockerignore` that BuildKit does not apply to a git context, and a symlinked Dockerfile.
+fn make_context_repository(project: &Project) {
+    let work = project.out("context-work");
+    fs::create_dir_all(work.join("sub/dir")).unwrap();
+    fs::write(work.join("Dockerfile"), "FROM busybox\nCOPY . /ctx/\nRUN cd /ctx && (find . -type d -exec stat -c '%n %A' {} +; find . ! -type d -exec stat -c '%n %A %s' {} +) | sort > /list\n").unwrap();
+    fs::write(work.join("sub/Dockerfile.sub"), "FROM busybox\nCOPY . /ctx/\nRUN cd /ctx && find . | sort > /list\n").unwrap();
+    fs::write(work.join(".dockerignore"), "ignored.txt\n").unwrap();
+    fs::write(work.join("ignored.txt"), "not ignored\n").unwrap();
+    fs::write(work.join("sub/dir/c.txt"), "c\n").unwrap();
+    std::os::unix::fs::symlink("sub/Dockerfile.sub", work.join("Dockerfile.link")).unwrap();
+    let date = "2023-11-14T22:13:20Z";
+    run_git(&work, &["init", "-q"], date);
+    run_git(&work, &["add", "-A"], date);
+    run_git(&work, &["commit", "-q", "-m", "context"], date);
+    run_git(&work, &["clone", "-q", "--bare", ".", &project.out("served/context.git").display().to_string()], date);
+}
+
+/// A git URL as the build's context (PATH): the Dockerfile is read from the commit (`-f` a path
+/// in it, through symlinks), `COPY .` takes the commit's files with no `.dockerignore` applied,
+/// and the steps are BuildKit's (`[internal] load git source URL`, no `load build definition`).
+/// The listing is BuildKit's, recorded by [`record_git_context`].
+#[test]
+fn a_git_url_is_the_build_context() {
+    let (project, servers) = project_with_servers();
+    make_context_repository(&project);
+    let url = servers.git_url("/context.git");
+    let build = |args: &[&str], context: &str| {
+        let root = project.root();
+        let mut full = vec!["build", "--root", root.to_str().unwrap(), "--progress=plain", "--build-context"];
+        let busybox = busybox_context();
+        full.push(&busybox);
+        full.extend_from_slice(args);
+        full.push(context);
+        run_command(project.command(&full), None)
+    };
+    let out = project.out("top");
+    let run = build(&["-o", &format!("type=local,dest={}", out.display())], &url).ok();
+    assert_eq!(fs::read_to_string(out.join("list")).unwrap(), fs::read_to_string(fixture("git-context/expected.txt")).unwrap());
+    let steps: Vec<String> = run.steps().into_iter().map(|(step, _)| step).collect();
+    assert_eq!(steps[0], format!("[internal] load git source {url}"), "{steps:?}");
+    assert!(!steps.iter().any(|step| step.starts_with("[internal] load build definition")), "{steps:?}");
+    assert!(!steps.iter().any(|step| step.starts_with("[internal] load .dockerignore")), "{steps:?}");
+
+    // A subdirectory, with `-f` a path in it; over smart http too.
+    let out = project.out("sub");
+    let sub = format!("{}#main:sub", servers.http_url("/context.git"));
+    build(&["-f", "Dockerfile.sub", "-o", &format!("type=local,dest={}", out.display())], &sub).ok();
+    assert_eq!(fs::read_to_string(out.join("list")).unwrap(), ".\n./Dockerfile.sub\n./dir\n./dir/c.txt\n");
+
+    // `-f` through a symlink of the commit; an error names the path as given.
+    let out = project.out("linked");
+    build(&["-f", "sub/../Dockerfile.link", "-o", &format!("type=local,dest={}", out.display())], &url).ok();
+    assert!(fs::read_to_string(out.join("list")).unwrap().contains("./sub/dir/c.txt\n"));
+    build(&["-f", "Nope"], &url)
+        .fails(1)
+        .stderr_has("ERROR: failed to solve: failed to read dockerfile: open Nope: no such file or directory");
+    build(&[], &format!("{url}#nope"))
+        .fails(1)
+        .stderr_has(&format!("failed to read dockerfile: failed to load cache key: repository `{url}` does not contain ref nope"));
 }
 
 /// Failures name the remote and the ref, at the Dockerfile line.
@@ -435,14 +541,41 @@ fn unknown_refs_and_unreachable_remotes_fail_clearly() {
 #[test]
 #[ignore = "needs the oracle (RBUILD_ORACLE) started with a mirror serving busybox"]
 fn record() {
-    let oracle = std::env::var("RBUILD_ORACLE").expect("RBUILD_ORACLE names the oracle script");
     let (project, servers) = project_with_servers();
     project.dockerfile(&dockerfile(&servers));
+    record_listing(&project, "git-add", ADDED);
+}
+
+/// Builds the project's Dockerfile with the oracle's BuildKit (SOURCE_DATE_EPOCH set) and writes
+/// the [`listing`] of `added` to `testdata/e2e/NAME/expected.txt`.
+pub(crate) fn record_listing(project: &Project, name: &str, added: &[&str]) {
+    let oracle = std::env::var("RBUILD_ORACLE").expect("RBUILD_ORACLE names the oracle script");
     let tar = project.out("buildkit.tar");
     let output = format!("type=tar,dest={}", tar.display());
     let mut command = Command::new(oracle);
     command.args(["build", "--progress=plain", "--build-arg", EPOCH, "-o", &output]).arg(project.ctx());
     run_command(command, None).ok();
-    fs::create_dir_all(fixture("git-add")).unwrap();
-    fs::write(fixture("git-add/expected.txt"), listing(&tar)).unwrap();
+    fs::create_dir_all(fixture(name)).unwrap();
+    fs::write(fixture(&format!("{name}/expected.txt")), listing_of(&tar, added)).unwrap();
+}
+
+/// Records BuildKit's listing for [`a_git_url_is_the_build_context`]: the oracle's BuildKit given
+/// the repository as its context (buildx sends a git context as the `context` option).
+#[test]
+#[ignore = "needs the oracle (RBUILD_ORACLE) started with a mirror serving busybox"]
+fn record_git_context() {
+    let oracle = std::env::var("RBUILD_ORACLE").expect("RBUILD_ORACLE names the oracle script");
+    let (project, servers) = project_with_servers();
+    make_context_repository(&project);
+    let out = project.out("buildkit");
+    let mut command = Command::new(oracle);
+    command
+        .args(["buildctl", "build", "--frontend", "dockerfile.v0", "--progress=plain"])
+        .arg("--opt")
+        .arg(format!("context={}", servers.git_url("/context.git")))
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.display()));
+    run_command(command, None).ok();
+    fs::create_dir_all(fixture("git-context")).unwrap();
+    fs::copy(out.join("list"), fixture("git-context/expected.txt")).unwrap();
 }

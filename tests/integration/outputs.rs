@@ -76,6 +76,63 @@ fn an_unchanged_archive_is_not_written_again() {
     assert_ne!(fs::read(&archive).unwrap(), bytes);
 }
 
+/// A layer an image export takes as gzip is compressed as it is made (one pass over its files);
+/// its blob is the one the export makes when it compresses the layer itself, and it decompresses
+/// (with the system's gzip) to the tar whose digest is the layer's diff id. The context holds
+/// incompressible bytes (stored chunks) and text (deflated ones). Members copied from earlier
+/// blobs change nothing either.
+#[test]
+fn layers_compressed_as_made_equal_those_compressed_at_export() {
+    use sha2::{Digest, Sha256};
+    let project = Project::new();
+    let mut noise = Vec::with_capacity(3 << 20);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    while noise.len() < 3 << 20 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        noise.extend_from_slice(&state.to_le_bytes());
+    }
+    fs::write(project.ctx().join("noise.bin"), &noise).unwrap();
+    project.write("text.txt", &"alpha bravo charlie delta\n".repeat(100_000));
+    project.dockerfile("FROM scratch\nCOPY noise.bin /\nCOPY text.txt /t/\n");
+    let made = project.build_oci("made.tar", &[]);
+
+    // Another state root: built without an image output first, so the export compresses.
+    let other_root = project.out("other-root");
+    let ctx = project.ctx();
+    let local = format!("type=local,dest={}", project.out("local").display());
+    let exported = project.out("exported.tar");
+    let oci = format!("type=oci,dest={}", exported.display());
+    for output in [&local, &oci] {
+        let args = ["build", "--root", other_root.to_str().unwrap(), "--progress=plain", "-o", output, ctx.to_str().unwrap()];
+        run_command(project.command(&args), None).ok();
+    }
+    let layers = |archive: &std::path::Path| skopeo_manifest(archive)["layers"].clone();
+    assert_eq!(layers(&made), layers(&exported));
+
+    // After an edit, the blob made with the first build's members copied is the one a fresh
+    // state root makes.
+    project.write("text.txt", &"alpha bravo charlie delta\n".repeat(100_000).replacen("alpha", "edited", 1));
+    let edited = project.build_oci("edited.tar", &[]);
+    let fresh_root = project.out("fresh-root");
+    let fresh = project.out("fresh.tar");
+    let oci = format!("type=oci,dest={}", fresh.display());
+    let args = ["build", "--root", fresh_root.to_str().unwrap(), "--progress=plain", "-o", &oci, ctx.to_str().unwrap()];
+    run_command(project.command(&args), None).ok();
+    assert_eq!(layers(&edited), layers(&fresh));
+    assert_ne!(layers(&edited), layers(&made));
+
+    let layout = extract_layout(&made);
+    let diff_ids = skopeo_config(&made)["rootfs"]["diff_ids"].clone();
+    for (layer, diff_id) in layers(&made).as_array().unwrap().iter().zip(diff_ids.as_array().unwrap()) {
+        let blob = layout.join("blobs/sha256").join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        let output = std::process::Command::new("gzip").arg("-dc").arg(&blob).output().expect("gzip runs");
+        assert!(output.status.success());
+        assert_eq!(format!("sha256:{}", hex::encode(Sha256::digest(&output.stdout))), diff_id.as_str().unwrap());
+    }
+}
+
 #[test]
 fn oci_archive_history_follows_buildkit() {
     let project = config_project();

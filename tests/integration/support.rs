@@ -530,8 +530,13 @@ pub(crate) struct HttpRequest {
 impl HttpRequest {
     /// Reads one request from `stream`; `None` when the client sent none whole.
     pub(crate) fn read(stream: &std::net::TcpStream) -> Option<HttpRequest> {
+        HttpRequest::read_from(stream.try_clone().ok()?)
+    }
+
+    /// Reads one request from any stream (a TLS one too); what follows it is dropped.
+    pub(crate) fn read_from(stream: impl std::io::Read) -> Option<HttpRequest> {
         use std::io::{BufRead, Read};
-        let mut reader = std::io::BufReader::new(stream.try_clone().ok()?);
+        let mut reader = std::io::BufReader::new(stream);
         let mut request_line = String::new();
         reader.read_line(&mut request_line).ok()?;
         let mut headers = BTreeMap::new();
@@ -570,4 +575,14 @@ pub(crate) fn serve_http(serve: impl Fn(std::net::TcpStream) + Send + Sync + 'st
         }
     });
     port
+}
+
+/// A child process (a server, an agent) that is killed and reaped when this is dropped.
+pub(crate) struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
