@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM during a build: the first signal starts one orderly cancel, a second one
-//! ends the process at once (exit 130), as `docker buildx build` does.
+//! ends the process at once (exit 130), as `docker buildx build` does. A build already
+//! stopping because a step failed still counts the first signal as the first.
 //!
 //! Role: [`install`] registers the handler for SIGINT and SIGTERM; the build reads the cancel
 //! flag it sets.
@@ -21,11 +22,17 @@ use super::EXIT_INTERRUPTED;
 /// How far apart a signal and its forwarded copy may arrive.
 const TWIN_WINDOW_MS: i64 = 1000;
 
+/// How long a signal handler waits for another thread's handler to finish recording the first
+/// signal (spins; a few instructions are all it waits for).
+const RECORDING_SPINS: u32 = 1 << 20;
+
 static CANCEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-/// The first signal: its number, whether it came from the parent, and when (ms, monotonic).
+/// The first signal: its number (claimed first, 0 for none), whether it came from the parent,
+/// and when (ms, monotonic); `FIRST_RECORDED` once the other two are written.
 static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static FIRST_FROM_PARENT: AtomicBool = AtomicBool::new(false);
 static FIRST_AT_MS: AtomicI64 = AtomicI64::new(0);
+static FIRST_RECORDED: AtomicBool = AtomicBool::new(false);
 /// Whether the first signal's twin was seen (a third signal is then a second one).
 static TWIN_SEEN: AtomicBool = AtomicBool::new(false);
 static PARENT: AtomicI32 = AtomicI32::new(0);
@@ -48,11 +55,22 @@ fn handle(info: &libc::siginfo_t) {
     let from_parent = sender != 0 && sender == PARENT.load(Ordering::Relaxed);
     let now = monotonic_ms();
     let Some(cancel) = CANCEL.get() else { return };
-    if !cancel.swap(true, Ordering::SeqCst) {
-        FIRST_SIGNAL.store(signal, Ordering::SeqCst);
+    // The group's signal and the waiter's copy arrive microseconds apart and may be handled on
+    // two threads at once: the first is claimed with one compare-and-swap, and a second handler
+    // waits until the first is recorded before comparing (a cancel flag set first and the signal
+    // recorded after let the twin see a cancel without its first signal and exit at once).
+    if FIRST_SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
         FIRST_FROM_PARENT.store(from_parent, Ordering::SeqCst);
         FIRST_AT_MS.store(now, Ordering::SeqCst);
+        FIRST_RECORDED.store(true, Ordering::SeqCst);
+        cancel.store(true, Ordering::SeqCst);
         return;
+    }
+    // Bounded: a SIGTERM handled inside the SIGINT handler on the same thread would wait forever.
+    let mut spins = 0;
+    while !FIRST_RECORDED.load(Ordering::SeqCst) && spins < RECORDING_SPINS {
+        std::hint::spin_loop();
+        spins += 1;
     }
     let twin = FIRST_SIGNAL.load(Ordering::SeqCst) == signal
         && FIRST_FROM_PARENT.load(Ordering::SeqCst) != from_parent
