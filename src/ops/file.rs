@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::incremental_copy::{CopiedFiles, Expected, Previous};
 use super::owner::{self, OwnerError};
 use super::source::{SourceEntry, SourceKind, SourceListing, has_wildcard};
 use super::{CacheInput, ContextHandle, Environment, Layer, OpError, Output, layer};
@@ -120,6 +121,12 @@ pub(crate) fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], en
     let upper = environment.store.temp_dir("file-")?;
     let scratch = environment.store.temp_dir("unpack-")?;
     let mut writer = UpperWriter::new(base.layer_paths(), upper.path().to_path_buf(), scratch.path().to_path_buf());
+    let copies_context = actions
+        .iter()
+        .any(|action| matches!(action, FileAction::Copy(copy) if matches!(inputs.get(copy.source_input), Some(Output::Context(_)))));
+    if copies_context {
+        writer.previous = Previous::load(environment.store, &vertex.digest)?;
+    }
     for action in actions {
         environment.check_canceled()?;
         match action {
@@ -155,7 +162,11 @@ pub(crate) fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], en
         environment.cancel,
     );
     environment.check_canceled()?;
-    layers.push(committed?);
+    let committed = committed?;
+    if !writer.copied.is_empty() {
+        writer.copied.remember(environment.store, &vertex.digest, &committed.diff_id)?;
+    }
+    layers.push(committed);
     Ok(layers)
 }
 
@@ -184,6 +195,10 @@ struct UpperWriter {
     unpacked: usize,
     /// Directory times to set at the end, by real path.
     directory_times: BTreeMap<PathBuf, (i64, u32)>,
+    /// The last snapshot this step made, to link unchanged context files from.
+    previous: Option<Previous>,
+    /// The context files written so far, for the next run of the step.
+    copied: CopiedFiles,
 }
 
 fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
@@ -192,7 +207,17 @@ fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 
 impl UpperWriter {
     fn new(base: Vec<PathBuf>, upper: PathBuf, scratch: PathBuf) -> UpperWriter {
-        UpperWriter { base, upper, scratch, parents: HashMap::new(), links: HashMap::new(), unpacked: 0, directory_times: BTreeMap::new() }
+        UpperWriter {
+            base,
+            upper,
+            scratch,
+            parents: HashMap::new(),
+            links: HashMap::new(),
+            unpacked: 0,
+            directory_times: BTreeMap::new(),
+            previous: None,
+            copied: CopiedFiles::default(),
+        }
     }
 
     /// The merged view of the base and what was written so far.
@@ -224,7 +249,7 @@ impl UpperWriter {
             real.push(part);
             match fs::symlink_metadata(&real) {
                 Ok(existing) if existing.is_dir() => continue,
-                Ok(_) => fs::remove_file(&real).map_err(write_error(&real))?,
+                Ok(_) => self.remove(&real)?,
                 Err(_) => {}
             }
             let (below, _) =
@@ -296,7 +321,7 @@ impl UpperWriter {
         let (_, parent_resolved) = self.resolve(&parent, true)?;
         let parent_real = self.ensure_directory(&parent_resolved, Self::created(owner, mkfile.timestamp, 0o755))?;
         let target = parent_real.join(name);
-        remove_existing(&target)?;
+        self.remove(&target)?;
         fs::write(&target, &mkfile.data).map_err(write_error(&target))?;
         let mode = match &mkfile.chmod {
             Some(chmod) => chmod.apply(mkfile.mode, false),
@@ -407,7 +432,7 @@ impl UpperWriter {
                 match fs::symlink_metadata(&real) {
                     Ok(existing) if existing.is_dir() => {}
                     Ok(_) => {
-                        remove_existing(&real)?;
+                        self.remove(&real)?;
                         fs::create_dir(&real).map_err(write_error(&real))?;
                     }
                     Err(_) => fs::create_dir(&real).map_err(write_error(&real))?,
@@ -415,11 +440,30 @@ impl UpperWriter {
                 self.apply(&real, &metadata, true)
             }
             SourceKind::File => {
-                remove_existing(&real)?;
+                self.remove(&real)?;
                 if let Some(first) = entry.link.and_then(|link| self.links.get(&link))
                     && fs::hard_link(first, &real).is_ok()
                 {
                     return Ok(());
+                }
+                // A context file with one link: from the previous snapshot when unchanged.
+                let reusable = match (&entry.content, entry.link) {
+                    (Some((content, size)), None) => Some((content.clone(), *size, self.relative(&real))),
+                    _ => None,
+                };
+                if let (Some((content, size, relative)), Some(previous)) = (&reusable, &self.previous) {
+                    let expected = Expected {
+                        mode: metadata.mode,
+                        uid: metadata.uid,
+                        gid: metadata.gid,
+                        mtime: metadata.mtime,
+                        mtime_nanos: metadata.mtime_nanos,
+                        size: *size,
+                    };
+                    if previous.link(relative, content, &expected, &real) {
+                        self.copied.record(relative.clone(), content.clone());
+                        return Ok(());
+                    }
                 }
                 fs::copy(&entry.real, &real).map_err(|source| {
                     // One call reads the source and writes the copy: say which side failed.
@@ -431,16 +475,26 @@ impl UpperWriter {
                 if let Some(link) = entry.link {
                     self.links.insert(link, real.clone());
                 }
-                self.apply(&real, &metadata, false)
+                self.apply(&real, &metadata, false)?;
+                // Remembered only when the source did not change while it was copied.
+                if let Some((content, size, relative)) = reusable
+                    && fs::symlink_metadata(&entry.real).is_ok_and(|now| {
+                        use std::os::unix::fs::MetadataExt;
+                        now.len() == size && now.mtime() == entry.mtime && now.mtime_nsec() as u32 == entry.mtime_nanos
+                    })
+                {
+                    self.copied.record(relative, content);
+                }
+                Ok(())
             }
             SourceKind::Symlink(link) => {
-                remove_existing(&real)?;
+                self.remove(&real)?;
                 symlink(link, &real).map_err(write_error(&real))?;
                 set_owner(&real, metadata.uid, metadata.gid)?;
                 set_time(&real, metadata.mtime, metadata.mtime_nanos)
             }
             SourceKind::Special { mode, device } => {
-                remove_existing(&real)?;
+                self.remove(&real)?;
                 let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
                 let permissions = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
                 nix::sys::stat::mknod(&real, kind, permissions, *device)
@@ -481,6 +535,20 @@ impl UpperWriter {
         // The staging inodes are freed now and may be reused: forget them as link identities.
         self.links.clear();
         crate::store::remove_tree(&staging).map_err(write_error(&staging))
+    }
+
+    /// Removes what is at `real` (a file or a whole directory), which is no longer a copy.
+    fn remove(&mut self, real: &Path) -> Result<(), FileError> {
+        if fs::symlink_metadata(real).is_ok() {
+            let relative = self.relative(real);
+            self.copied.forget(&relative);
+        }
+        remove_existing(real)
+    }
+
+    /// A path of the upper directory relative to it, as the layer names it.
+    fn relative(&self, real: &Path) -> String {
+        real.strip_prefix(&self.upper).unwrap_or(real).to_string_lossy().into_owned()
     }
 
     /// Sets directory times, deepest first, now that nothing more is written into them.

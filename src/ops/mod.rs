@@ -14,6 +14,7 @@ mod git_ssh;
 mod git_submodule;
 pub(crate) mod http;
 pub(crate) mod image;
+mod incremental_copy;
 pub(crate) mod layer;
 pub(crate) mod lazy;
 mod owner;

@@ -15,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::context::selection::{EntryKind, Selection};
+use crate::oci::Digest;
 use crate::snapshot::view::{LayeredView, Node};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub(super) struct SourceEntry {
     pub real: PathBuf,
     /// (device, inode) of a file with several links, so the copy keeps them linked.
     pub link: Option<(u64, u64)>,
+    /// A context file's content digest and size, as the selection hashed them (an incremental
+    /// copy links an unchanged file by them); `None` for a stage's files.
+    pub content: Option<(Digest, u64)>,
 }
 
 /// The hard-link identity of a regular file with more than one link.
@@ -88,6 +92,10 @@ impl SourceListing {
                     real: entry.real.clone(),
                     link: match &entry.kind {
                         EntryKind::File { .. } => entry.real.symlink_metadata().ok().as_ref().and_then(link_of),
+                        _ => None,
+                    },
+                    content: match &entry.kind {
+                        EntryKind::File { size, digest } => Some((digest.clone(), *size)),
                         _ => None,
                     },
                 },
@@ -147,6 +155,7 @@ impl SourceListing {
                 mtime_nanos: metadata.mtime_nsec() as u32,
                 link: link_of(metadata),
                 real,
+                content: None,
             },
         );
         if node.is_directory() {

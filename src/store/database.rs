@@ -186,8 +186,9 @@ impl Database {
     }
 
     /// Drops the rows that stand for nothing in the store: records naming a layer the store
-    /// does not have (an imported cache hit whose layers were never fetched), and layer blobs
-    /// whose layer is gone (a lazy layer's blob fetched for an export).
+    /// does not have (an imported cache hit whose layers were never fetched), layer blobs
+    /// whose layer is gone (a lazy layer's blob fetched for an export) and copy steps' last
+    /// snapshots that are gone.
     pub fn delete_unbacked(&mut self) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute(
@@ -196,6 +197,7 @@ impl Database {
                 [],
             )?;
             transaction.execute("DELETE FROM blob WHERE diff_id != '' AND diff_id NOT IN (SELECT diff_id FROM layer)", [])?;
+            transaction.execute("DELETE FROM copy_snapshot WHERE diff_id NOT IN (SELECT diff_id FROM layer)", [])?;
             transaction.execute("DELETE FROM gzip_member WHERE blob NOT IN (SELECT digest FROM blob)", [])
         })?;
         Ok(())
@@ -445,6 +447,23 @@ impl Database {
                 "INSERT OR REPLACE INTO http_source (url, etag, last_modified, digest, diff_id, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![row.url, row.etag, row.last_modified, row.digest, row.diff_id, row.fetched_at],
             )
+        })?;
+        Ok(())
+    }
+
+    /// The layer the last run of copy step `step` made and the files it copied (encoded by
+    /// `ops::incremental_copy`).
+    pub fn copy_snapshot(&self, step: &Digest) -> Result<Option<(DiffId, Vec<u8>)>, DatabaseError> {
+        Ok(self
+            .connection
+            .query_row("SELECT diff_id, files FROM copy_snapshot WHERE step = ?1", params![step], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?)
+    }
+
+    pub fn put_copy_snapshot(&mut self, step: &Digest, diff_id: &DiffId, files: &[u8]) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction
+                .execute("INSERT OR REPLACE INTO copy_snapshot (step, diff_id, files) VALUES (?1, ?2, ?3)", params![step, diff_id, files])
         })?;
         Ok(())
     }

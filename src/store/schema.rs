@@ -83,4 +83,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         length INTEGER NOT NULL,
         PRIMARY KEY (chunk, level, compressor)
     );",
+    // The last layer each COPY step made (by vertex digest) and the content digests of the
+    // context files it wrote there (`ops::incremental_copy`): the step's next run links the files
+    // that did not change instead of copying them.
+    "CREATE TABLE copy_snapshot (
+        step TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        files BLOB NOT NULL
+    );",
 ];

@@ -17,6 +17,7 @@ mod git_ssh;
 mod git_submodules;
 mod http_source;
 mod images;
+mod incremental_copy;
 mod outputs;
 mod progress;
 mod registry;
