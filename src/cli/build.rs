@@ -17,7 +17,7 @@ use crate::dockerfile::diagnostic::{DockerfileError, render_snippet};
 use crate::dockerfile::syntax::{Dockerfile, Span, parse};
 use crate::exporter::{ExportRequest, export};
 use crate::frontend::{FrontendOptions, MainContext, lower};
-use crate::oci::DiffId;
+use crate::oci::{DiffId, stage_cpu};
 use crate::ops::OpError;
 use crate::ops::context::StoreHashCache;
 use crate::progress::{Event, Mode, Progress, Sender, error_text, failed_to_solve};
@@ -40,6 +40,7 @@ enum Failure {
 
 pub fn run(args: BuildArgs) -> i32 {
     init_logging(args.root.debug);
+    stage_cpu::enable(tracing::enabled!(target: "rbuild::stages", tracing::Level::DEBUG));
     let options = match BuildOptions::from_args(args) {
         Ok(options) => options,
         Err(error) => {
@@ -68,6 +69,9 @@ pub fn run(args: BuildArgs) -> i32 {
             .unwrap_or_else(|error| Err(plain_failure(anyhow!("failed to start the build thread: {error}"))))
     });
     progress.finish(outcome.is_err());
+    if let Some(stages) = stage_cpu::summary() {
+        tracing::debug!(target: "rbuild::stages", "layer CPU seconds: {stages}");
+    }
     match outcome {
         Ok(image_id) => {
             if options.outputs.is_empty() {

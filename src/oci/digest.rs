@@ -247,7 +247,7 @@ impl<R: std::io::Read> std::io::Read for Hashing<R> {
 impl<W: std::io::Write> std::io::Write for Hashing<W> {
     fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
         let count = self.inner.write(buffer)?;
-        self.hasher.update(&buffer[..count]);
+        super::stage_cpu::measure(super::stage_cpu::Stage::Hash, || self.hasher.update(&buffer[..count]));
         self.bytes += count as u64;
         Ok(count)
     }

@@ -23,6 +23,7 @@
 //! | `time.rs`        | times as Go's RFC 3339, dates from days                         |
 //! | `platform.rs`    | `os/arch[/variant]`: one type, normaliser and matcher         |
 //! | `stream.rs`      | a process's stdout or stderr, as the sandbox and progress say |
+//! | `stage_cpu.rs`   | the CPU a layer's one pass spends in each stage, when asked    |
 //! | `units.rs`       | sizes and ages as Docker's go-units reads and prints them     |
 
 mod cancellable;
@@ -41,6 +42,7 @@ pub mod path;
 pub mod platform;
 pub mod reference;
 pub mod root_path;
+pub mod stage_cpu;
 mod stream;
 pub mod time;
 pub mod units;

@@ -28,14 +28,16 @@
 //!   are kept, so clamping never makes a tree newer.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::tar_stream::{CopyFailure, EntryKind, copy_content};
+use super::tar_stream::{COPY_BUFFER, CopyFailure, EntryKind, copy_content};
+use crate::oci::stage_cpu::{Measured, Stage};
 use crate::oci::{DiffId, Hashing};
 
 /// Name of the marker entry that makes a directory opaque in an OCI layer.
@@ -87,7 +89,13 @@ pub enum LayerTarError {
 /// Writes the layer tar of the snapshot `dir` to `out` and returns its summary. `out` is not
 /// flushed beyond what the writes themselves do; the caller owns buffering and fsync.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
-    let mut writer = LayerWriter { out: Hashing::sha256(out), clamp_mtime: options.clamp_mtime, first_paths: HashMap::new(), entries: 0 };
+    let mut writer = LayerWriter {
+        out: Hashing::sha256(out),
+        clamp_mtime: options.clamp_mtime,
+        first_paths: HashMap::new(),
+        entries: 0,
+        buffer: vec![0; COPY_BUFFER],
+    };
     writer.write_directory(dir, &[])?;
     // Two zero blocks end a tar archive.
     writer.out.write_all(&[0; 2 * BLOCK_SIZE as usize]).map_err(LayerTarError::Write)?;
@@ -143,6 +151,8 @@ struct LayerWriter<W> {
     /// Tar name of the first path seen for each multiply linked inode, by (device, inode).
     first_paths: HashMap<(u64, u64), Vec<u8>>,
     entries: u64,
+    /// What file contents are copied through.
+    buffer: Vec<u8>,
 }
 
 fn is_whiteout(metadata: &Metadata) -> bool {
@@ -153,10 +163,12 @@ impl<W: Write> LayerWriter<W> {
     fn write_directory(&mut self, disk_dir: &Path, tar_prefix: &[u8]) -> Result<(), LayerTarError> {
         let read_error = |source| LayerTarError::Read { path: disk_dir.to_path_buf(), source };
         let mut children = Vec::new();
+        // Children are looked at and opened relative to the directory (one path walk for all).
+        let directory = fs::File::open(disk_dir).map_err(read_error)?;
         for dir_entry in fs::read_dir(disk_dir).map_err(read_error)? {
             let dir_entry = dir_entry.map_err(read_error)?;
-            let path = dir_entry.path();
-            let metadata = fs::symlink_metadata(&path).map_err(|source| LayerTarError::Read { path: path.clone(), source })?;
+            // `lstat` of the entry, relative to the listed directory.
+            let metadata = dir_entry.metadata().map_err(|source| LayerTarError::Read { path: dir_entry.path(), source })?;
             let file_name = dir_entry.file_name();
             let tar_component =
                 if is_whiteout(&metadata) { [WHITEOUT_PREFIX, file_name.as_bytes()].concat() } else { file_name.as_bytes().to_vec() };
@@ -171,7 +183,7 @@ impl<W: Write> LayerWriter<W> {
             if file_type.is_dir() {
                 name.push(b'/');
                 let (xattrs, opaque) = read_xattrs(&path)?;
-                self.write_entry(&path, &child.metadata, &name, EntryKind::Directory, &[], xattrs)?;
+                self.write_entry(None, &path, &child.metadata, &name, EntryKind::Directory, &[], xattrs)?;
                 if opaque {
                     let marker = [name.as_slice(), OPAQUE_MARKER].concat();
                     let header = EntryHeader {
@@ -206,34 +218,49 @@ impl<W: Write> LayerWriter<W> {
             } else if file_type.is_socket() {
                 continue;
             } else {
-                self.write_non_directory(&path, &child.metadata, &name)?;
+                self.write_non_directory(&directory, &child.file_name, &path, &child.metadata, &name)?;
             }
         }
         Ok(())
     }
 
-    fn write_non_directory(&mut self, path: &Path, metadata: &Metadata, name: &[u8]) -> Result<(), LayerTarError> {
+    /// Writes `file_name` of `directory` (at `path`), which is no directory.
+    fn write_non_directory(
+        &mut self,
+        directory: &File,
+        file_name: &OsStr,
+        path: &Path,
+        metadata: &Metadata,
+        name: &[u8],
+    ) -> Result<(), LayerTarError> {
         if metadata.nlink() > 1 {
             let inode = (metadata.dev(), metadata.ino());
             if let Some(first) = self.first_paths.get(&inode) {
                 let first = first.clone();
-                return self.write_entry(path, metadata, name, EntryKind::HardLink, &first, Vec::new());
+                return self.write_entry(None, path, metadata, name, EntryKind::HardLink, &first, Vec::new());
             }
             self.first_paths.insert(inode, name.to_vec());
         }
         let file_type = metadata.file_type();
+        if file_type.is_file() && metadata.len() > 0 {
+            // Opened once, for its xattrs and its bytes; never through a symlink.
+            let file = open_at(directory, file_name, path)?;
+            let (xattrs, _) = xattrs_of(path, xattr::FileExt::list_xattr(&file), |name| xattr::FileExt::get_xattr(&file, name))?;
+            return self.write_entry(Some(file), path, metadata, name, EntryKind::Regular, &[], xattrs);
+        }
         let (xattrs, _) = read_xattrs(path)?;
         if file_type.is_symlink() {
             let target = fs::read_link(path).map_err(|source| LayerTarError::Read { path: path.to_path_buf(), source })?;
-            self.write_entry(path, metadata, name, EntryKind::Symlink, target.as_os_str().as_bytes(), xattrs)
+            self.write_entry(None, path, metadata, name, EntryKind::Symlink, target.as_os_str().as_bytes(), xattrs)
         } else if file_type.is_char_device() {
-            self.write_entry(path, metadata, name, EntryKind::CharDevice, &[], xattrs)
+            self.write_entry(None, path, metadata, name, EntryKind::CharDevice, &[], xattrs)
         } else if file_type.is_block_device() {
-            self.write_entry(path, metadata, name, EntryKind::BlockDevice, &[], xattrs)
+            self.write_entry(None, path, metadata, name, EntryKind::BlockDevice, &[], xattrs)
         } else if file_type.is_fifo() {
-            self.write_entry(path, metadata, name, EntryKind::Fifo, &[], xattrs)
+            self.write_entry(None, path, metadata, name, EntryKind::Fifo, &[], xattrs)
         } else {
-            self.write_entry(path, metadata, name, EntryKind::Regular, &[], xattrs)
+            // An empty regular file: no bytes to read, so it is not opened.
+            self.write_entry(None, path, metadata, name, EntryKind::Regular, &[], xattrs)
         }
     }
 
@@ -244,8 +271,12 @@ impl<W: Write> LayerWriter<W> {
         }
     }
 
+    /// `file`: a regular file's content, opened by the caller (a regular file with content
+    /// always comes with it).
+    #[allow(clippy::too_many_arguments)]
     fn write_entry(
         &mut self,
+        file: Option<File>,
         path: &Path,
         metadata: &Metadata,
         name: &[u8],
@@ -272,15 +303,9 @@ impl<W: Write> LayerWriter<W> {
             device,
             xattrs,
         };
-        if kind == EntryKind::Regular && size > 0 {
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(|source| LayerTarError::Read { path: path.to_path_buf(), source })?;
-            self.append(&header, Some((file, path)))
-        } else {
-            self.append(&header, None)
+        match file {
+            Some(file) if kind == EntryKind::Regular && size > 0 => self.append(&header, Some((file, path))),
+            _ => self.append(&header, None),
         }
     }
 
@@ -340,7 +365,8 @@ impl<W: Write> LayerWriter<W> {
 
     /// Copies exactly `size` bytes of `file`: the header already promised that many.
     fn copy_content(&mut self, file: File, path: &Path, size: u64) -> Result<(), LayerTarError> {
-        let copied = copy_content(file, &mut self.out, size).map_err(|failure| match failure {
+        let file = Measured { inner: file, stage: Stage::Read };
+        let copied = copy_content(file, &mut self.out, size, &mut self.buffer).map_err(|failure| match failure {
             CopyFailure::Read(source) => LayerTarError::Read { path: path.to_path_buf(), source },
             CopyFailure::Write(error) => LayerTarError::Write(error),
         })?;
@@ -428,8 +454,28 @@ fn set_ustar_name(header: &mut tar::Header, name: &[u8]) -> bool {
 /// The xattrs of `path` (not following a symlink) that belong in the layer, sorted by name,
 /// and whether an overlay opaque xattr marks it. A filesystem without xattrs has none.
 fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), LayerTarError> {
+    xattrs_of(path, xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// `name` of `directory`, opened for reading without following a symlink.
+#[allow(unsafe_code)] // std has no `openat`: nix's gives a raw descriptor to take ownership of
+fn open_at(directory: &File, name: &OsStr, path: &Path) -> Result<File, LayerTarError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(Some(directory.as_raw_fd()), name, flags, nix::sys::stat::Mode::empty())
+        .map_err(|errno| LayerTarError::Read { path: path.to_path_buf(), source: io::Error::from_raw_os_error(errno as i32) })?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// [`read_xattrs`] from the listed names and a reader of values (by path or by descriptor).
+fn xattrs_of(
+    path: &Path,
+    listed: io::Result<xattr::XAttrs>,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
+) -> Result<(Xattrs, bool), LayerTarError> {
     let read_error = |source| LayerTarError::Read { path: path.to_path_buf(), source };
-    let names = match xattr::list(path) {
+    let names = match listed {
         Ok(names) => names,
         Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => {
             return Ok((Vec::new(), false));
@@ -440,7 +486,7 @@ fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), LayerTarError> {
     let mut opaque = false;
     for name in names {
         // `None`: removed between list and get, nothing to write.
-        let Some(value) = xattr::get(path, &name).map_err(read_error)? else {
+        let Some(value) = get(&name).map_err(read_error)? else {
             continue;
         };
         let name = name.as_bytes();

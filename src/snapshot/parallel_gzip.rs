@@ -44,6 +44,7 @@ use std::sync::atomic::AtomicBool;
 use rayon::prelude::*;
 
 use super::layer_tar::{LayerTarError, LayerTarOptions, LayerTarSummary, write_layer_tar};
+use crate::oci::stage_cpu::{self, Stage, measure};
 use crate::oci::{Cancellable, Digest};
 use crate::store::{Store, StoreError};
 
@@ -123,8 +124,9 @@ pub(crate) fn write_gzip_layer(
     cancel: &AtomicBool,
 ) -> Result<(LayerTarSummary, Digest, u64), GzipLayerError> {
     let mut encoder = ParallelGzip::new(Cancellable { inner: store.blob_writer()?, cancel }, level).with_cache(store);
-    let summary = write_layer_tar(tree, &mut encoder, options).map_err(GzipLayerError::Tar)?;
-    let (writer, members) = encoder.finish().map_err(GzipLayerError::Compress)?;
+    let summary = measure(Stage::Tar, || write_layer_tar(tree, &mut encoder, options)).map_err(GzipLayerError::Tar)?;
+    stage_cpu::add_tar_bytes(summary.bytes);
+    let (writer, members) = measure(Stage::Compress, || encoder.finish()).map_err(GzipLayerError::Compress)?;
     let (digest, size) = writer.inner.finish()?;
     if let Err(error) = store.database().put_gzip_members(&digest, level, COMPRESSOR, &members) {
         tracing::warn!(blob = %digest, "failed to record the gzip members of a blob: {error}");
@@ -191,12 +193,14 @@ impl<'a, W: Write> ParallelGzip<'a, W> {
             .pending
             .par_iter()
             .map(|chunk| {
-                let digest = Digest::sha256_of(chunk);
-                if let Some(member) = cache.and_then(|cache| cache.member(&digest, level)).filter(|member| holds(member, chunk)) {
-                    return Ok((digest, member));
-                }
-                let level = if level > 0 && incompressible(chunk, level) { 0 } else { level };
-                Ok((digest, gzip_member(chunk, level)?))
+                let digest = measure(Stage::Hash, || Digest::sha256_of(chunk));
+                measure(Stage::Compress, || {
+                    if let Some(member) = cache.and_then(|cache| cache.member(&digest, level)).filter(|member| holds(member, chunk)) {
+                        return Ok((digest, member));
+                    }
+                    let level = if level > 0 && incompressible(chunk, level) { 0 } else { level };
+                    Ok((digest, gzip_member(chunk, level)?))
+                })
             })
             .collect();
         self.pending.clear();
@@ -268,6 +272,17 @@ fn incompressible(chunk: &[u8], level: u32) -> bool {
 
 impl<W: Write> Write for ParallelGzip<'_, W> {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        measure(Stage::Compress, || self.take(buffer))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> ParallelGzip<'_, W> {
+    /// Takes all of `buffer` into chunks, cutting where the gear hash says.
+    fn take(&mut self, buffer: &[u8]) -> io::Result<usize> {
         let mut rest = buffer;
         while !rest.is_empty() {
             // A chunk's first bytes are taken without looking: no cut comes before `MIN_CHUNK`.
@@ -296,10 +311,6 @@ impl<W: Write> Write for ParallelGzip<'_, W> {
             }
         }
         Ok(buffer.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -29,6 +29,7 @@ pub use cache_key::CacheKey;
 pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerKind, LayerRow, RecordRow};
 pub use layout::Area;
 
+use crate::oci::stage_cpu::{Stage, measure};
 use crate::oci::{DiffId, Digest, DigestHasher};
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
@@ -349,8 +350,8 @@ pub struct BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
-        let written = self.file.write(buffer)?;
-        self.hasher.update(&buffer[..written]);
+        let written = measure(Stage::Write, || self.file.write(buffer))?;
+        measure(Stage::Hash, || self.hasher.update(&buffer[..written]));
         self.size += written as u64;
         Ok(written)
     }
@@ -366,8 +367,8 @@ impl BlobWriter {
         let digest = self.hasher.finish();
         let target = Area::Blobs.under(&self.store_root).join(digest.hex());
         let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
-        let file = self.file.into_inner().map_err(|error| write_error(error.into_error()))?;
-        file.as_file().sync_all().map_err(write_error)?;
+        let file = measure(Stage::Write, || self.file.into_inner()).map_err(|error| write_error(error.into_error()))?;
+        measure(Stage::Write, || file.as_file().sync_all()).map_err(write_error)?;
         // Replaces whatever is there: the same bytes from another process, or a damaged blob.
         file.persist(&target).map_err(|error| write_error(error.error))?;
         Ok((digest, self.size))
