@@ -159,6 +159,24 @@ fn missing_path(mut names: Vec<String>, name: String, mut remaining: Vec<String>
     names.join("/")
 }
 
+/// `relative` (clean, `/`-separated, `""` for `root` itself) below the directory `root`, opened
+/// read-only by the kernel without following any symlink and without leaving `root`
+/// (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`): for trees rbuild wrote itself,
+/// where a symlink on the way means the path is not what the caller thinks, never a link to
+/// follow.
+#[allow(unsafe_code)] // nix's `openat2` hands back a raw descriptor for the caller to own
+pub(crate) fn open_beneath(root: &std::fs::File, relative: &std::path::Path) -> io::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let path = if relative.as_os_str().is_empty() { std::path::Path::new(".") } else { relative };
+    let fd = openat2(root.as_raw_fd(), path, how).map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
+    // SAFETY: `openat2` returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +338,20 @@ mod tests {
         assert_eq!(seen, ["dir", "etc/link"]);
         let mut never = |_: &str| -> ControlFlow<()> { panic!("no link is followed") };
         assert_eq!(resolve_with(&tree, "dir", false, &mut never).unwrap(), Resolution::Found { path: "dir".into(), entry: Kind::Symlink });
+    }
+
+    #[test]
+    fn open_beneath_follows_no_symlink_and_stays_below() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("a/b")).unwrap();
+        std::fs::write(root.path().join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink("a", root.path().join("link")).unwrap();
+        let directory = std::fs::File::open(root.path()).unwrap();
+        let open = |relative: &str| open_beneath(&directory, std::path::Path::new(relative));
+        assert!(open("a/b/f").is_ok());
+        assert!(open("").is_ok());
+        assert!(open("link/b/f").is_err());
+        assert!(open("link").is_err());
+        assert!(open("a/../../etc").is_err());
     }
 }

@@ -23,10 +23,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
 
 use super::incremental_copy::{CopiedFiles, Expected, Previous};
 use super::owner::{self, OwnerError};
@@ -180,15 +184,23 @@ struct Metadata {
     mtime_nanos: u32,
 }
 
+/// A directory of the upper directory that files are placed in: its real path, and the
+/// directory open for looking at and linking names in it without walking the path again.
+#[derive(Clone)]
+struct Parent {
+    real: PathBuf,
+    directory: Arc<fs::File>,
+}
+
 /// Writes into the upper directory with the base below it.
 struct UpperWriter {
     base: Vec<PathBuf>,
     upper: PathBuf,
     /// Where `ADD` unpacks archives before placing their entries.
     scratch: PathBuf,
-    /// Destination parent directories already resolved and made: written path → real path.
-    /// Copies write many files into few directories.
-    parents: HashMap<String, PathBuf>,
+    /// Destination parent directories already resolved and made, by written path. Copies
+    /// write many files into few directories.
+    parents: HashMap<String, Parent>,
     /// Where each hard-linked source file was first written, so later links link to it.
     links: HashMap<(u64, u64), PathBuf>,
     /// Archives unpacked so far (names their staging directories).
@@ -408,62 +420,73 @@ impl UpperWriter {
 
     /// Writes one source entry at the absolute destination path `target`.
     fn place(&mut self, action: &CopyAction, owner: Option<(u32, u32)>, entry: &SourceEntry, target: &str) -> Result<(), FileError> {
-        let (parent, name) = split_parent(target);
-        let parent_real = match self.parents.get(&parent) {
+        let (parent_path, name) = split_parent(target);
+        let parent = match self.parents.get(&parent_path) {
             Some(known) => known.clone(),
             None => {
-                let (_, parent_resolved) = self.resolve(&parent, true)?;
-                let parent_real = self.ensure_directory(&parent_resolved, Self::created_directory(action, owner))?;
-                self.parents.insert(parent.clone(), parent_real.clone());
-                parent_real
+                let (_, parent_resolved) = self.resolve(&parent_path, true)?;
+                let real = self.ensure_directory(&parent_resolved, Self::created_directory(action, owner))?;
+                let directory = Arc::new(fs::File::open(&real).map_err(write_error(&real))?);
+                let parent = Parent { real, directory };
+                self.parents.insert(parent_path, parent.clone());
+                parent
             }
         };
-        let real = parent_real.join(name);
+        let real = parent.real.join(&name);
         let metadata = self.entry_metadata(action, owner, entry);
+        // A context file with one link, unchanged since the step's last run: linked from that
+        // run's snapshot. Tried first: the link is made only where nothing has the name yet (it
+        // fails where something has, and the file goes the long way below).
+        let reusable = match (&entry.kind, &entry.content, entry.link) {
+            (SourceKind::File, Some((content, size)), None) => Some((content.clone(), *size, self.relative(&real))),
+            _ => None,
+        };
+        if let (Some((content, size, relative)), Some(previous)) = (&reusable, &mut self.previous) {
+            let expected = Expected {
+                mode: metadata.mode,
+                uid: metadata.uid,
+                gid: metadata.gid,
+                mtime: metadata.mtime,
+                mtime_nanos: metadata.mtime_nanos,
+                size: *size,
+            };
+            if previous.link(relative, content, &expected, &parent.directory, &name) {
+                self.copied.record(relative.clone(), content.clone());
+                return Ok(());
+            }
+        }
+        // What is there already, if anything (`Some(true)`: a directory); one `lstat`, relative
+        // to the open parent.
+        let existing = fstatat(Some(parent.directory.as_raw_fd()), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFDIR);
         if !matches!(entry.kind, SourceKind::Directory) {
             // A non-directory may replace a directory or become a symlink that later paths go
             // through: what was resolved before may no longer hold.
-            if fs::symlink_metadata(&real).is_ok_and(|existing| existing.is_dir()) || matches!(entry.kind, SourceKind::Symlink(_)) {
+            if existing == Some(true) || matches!(entry.kind, SourceKind::Symlink(_)) {
                 self.parents.clear();
             }
         }
         match &entry.kind {
             SourceKind::Directory => {
-                match fs::symlink_metadata(&real) {
-                    Ok(existing) if existing.is_dir() => {}
-                    Ok(_) => {
+                match existing {
+                    Some(true) => {}
+                    Some(false) => {
                         self.remove(&real)?;
                         fs::create_dir(&real).map_err(write_error(&real))?;
                     }
-                    Err(_) => fs::create_dir(&real).map_err(write_error(&real))?,
+                    None => fs::create_dir(&real).map_err(write_error(&real))?,
                 }
                 self.apply(&real, &metadata, true)
             }
             SourceKind::File => {
-                self.remove(&real)?;
+                if existing.is_some() {
+                    self.remove(&real)?;
+                }
                 if let Some(first) = entry.link.and_then(|link| self.links.get(&link))
                     && fs::hard_link(first, &real).is_ok()
                 {
                     return Ok(());
-                }
-                // A context file with one link: from the previous snapshot when unchanged.
-                let reusable = match (&entry.content, entry.link) {
-                    (Some((content, size)), None) => Some((content.clone(), *size, self.relative(&real))),
-                    _ => None,
-                };
-                if let (Some((content, size, relative)), Some(previous)) = (&reusable, &self.previous) {
-                    let expected = Expected {
-                        mode: metadata.mode,
-                        uid: metadata.uid,
-                        gid: metadata.gid,
-                        mtime: metadata.mtime,
-                        mtime_nanos: metadata.mtime_nanos,
-                        size: *size,
-                    };
-                    if previous.link(relative, content, &expected, &real) {
-                        self.copied.record(relative.clone(), content.clone());
-                        return Ok(());
-                    }
                 }
                 fs::copy(&entry.real, &real).map_err(|source| {
                     // One call reads the source and writes the copy: say which side failed.
@@ -488,13 +511,17 @@ impl UpperWriter {
                 Ok(())
             }
             SourceKind::Symlink(link) => {
-                self.remove(&real)?;
+                if existing.is_some() {
+                    self.remove(&real)?;
+                }
                 symlink(link, &real).map_err(write_error(&real))?;
                 set_owner(&real, metadata.uid, metadata.gid)?;
                 set_time(&real, metadata.mtime, metadata.mtime_nanos)
             }
             SourceKind::Special { mode, device } => {
-                self.remove(&real)?;
+                if existing.is_some() {
+                    self.remove(&real)?;
+                }
                 let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
                 let permissions = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
                 nix::sys::stat::mknod(&real, kind, permissions, *device)

@@ -31,17 +31,26 @@
 //! space used until the older snapshot is pruned.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
+use nix::unistd::linkat;
+
+use crate::oci::root_path::open_beneath;
 use crate::oci::{DiffId, Digest};
 use crate::store::{Store, StoreError};
 
 /// The previous run of a step: its snapshot and what it copied there.
 pub(super) struct Previous {
-    directory: PathBuf,
+    /// The snapshot directory, open: files are looked at and linked relative to their
+    /// directories, opened below it without following a symlink.
+    root: File,
     files: HashMap<String, Digest>,
+    /// The snapshot's directories opened so far, by path (`None`: not one to link from).
+    directories: HashMap<String, Option<File>>,
 }
 
 /// What a file placed by a copy must look like on disk (mode with setuid, setgid and sticky).
@@ -64,28 +73,40 @@ impl Previous {
             return Ok(None);
         }
         drop(database);
-        let directory = store.snapshot_path(&diff_id);
         let Some(files) = CopiedFiles::decode(&files) else { return Ok(None) };
-        Ok(directory.is_dir().then_some(Previous { directory, files }))
+        let Ok(root) = File::open(store.snapshot_path(&diff_id)) else { return Ok(None) };
+        Ok(Some(Previous { root, files, directories: HashMap::new() }))
     }
 
-    /// Links the previous snapshot's `relative` to `target` (which must not exist) when it holds
-    /// `content` as `expected`; false when it does not or cannot (the caller copies).
-    pub(super) fn link(&self, relative: &str, content: &Digest, expected: &Expected, target: &Path) -> bool {
+    /// Links the previous snapshot's `relative` as `target_name` of `target_directory` (where
+    /// nothing has that name) when it holds `content` as `expected`; false when it does not or
+    /// cannot (the caller copies).
+    pub(super) fn link(
+        &mut self,
+        relative: &str,
+        content: &Digest,
+        expected: &Expected,
+        target_directory: &File,
+        target_name: &str,
+    ) -> bool {
         if self.files.get(relative) != Some(content) {
             return false;
         }
-        let previous = self.directory.join(relative);
-        let Ok(metadata) = fs::symlink_metadata(&previous) else { return false };
+        let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let directory = self.directories.entry(parent.to_string()).or_insert_with(|| open_beneath(&self.root, Path::new(parent)).ok());
+        let Some(directory) = directory else { return false };
+        let Ok(stat) = fstatat(Some(directory.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { return false };
         let found = Expected {
-            mode: metadata.mode() & 0o7777,
-            uid: metadata.uid(),
-            gid: metadata.gid(),
-            mtime: metadata.mtime(),
-            mtime_nanos: metadata.mtime_nsec() as u32,
-            size: metadata.len(),
+            mode: stat.st_mode & 0o7777,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            mtime: stat.st_mtime,
+            mtime_nanos: stat.st_mtime_nsec as u32,
+            size: stat.st_size as u64,
         };
-        metadata.is_file() && found == *expected && fs::hard_link(&previous, target).is_ok()
+        stat.st_mode & libc::S_IFMT == libc::S_IFREG
+            && found == *expected
+            && linkat(Some(directory.as_raw_fd()), name, Some(target_directory.as_raw_fd()), target_name, AtFlags::empty()).is_ok()
     }
 }
 
@@ -186,6 +207,8 @@ mod tests {
 
     #[test]
     fn a_file_is_linked_only_with_its_content_and_metadata() {
+        use std::fs;
+        use std::os::unix::fs::MetadataExt;
         let directory = tempfile::tempdir().unwrap();
         let previous_dir = directory.path().join("previous");
         fs::create_dir_all(previous_dir.join("app")).unwrap();
@@ -199,14 +222,21 @@ mod tests {
             mtime_nanos: metadata.mtime_nsec() as u32,
             size: 7,
         };
-        let previous = Previous { directory: previous_dir.clone(), files: HashMap::from([("app/f".to_string(), digest("content"))]) };
-        let target = directory.path().join("t");
-        assert!(!previous.link("app/f", &digest("other"), &expected, &target));
-        assert!(!previous.link("app/g", &digest("content"), &expected, &target));
-        assert!(!previous.link("app/f", &digest("content"), &Expected { mode: expected.mode ^ 0o100, ..expected }, &target));
-        assert!(!previous.link("app/f", &digest("content"), &Expected { mtime_nanos: expected.mtime_nanos ^ 1, ..expected }, &target));
-        assert!(!target.exists());
-        assert!(previous.link("app/f", &digest("content"), &expected, &target));
-        assert_eq!(fs::metadata(&target).unwrap().ino(), metadata.ino());
+        std::os::unix::fs::symlink("app", previous_dir.join("link")).unwrap();
+        let files = HashMap::from([("app/f".to_string(), digest("content")), ("link/f".to_string(), digest("content"))]);
+        let mut previous = Previous { root: File::open(&previous_dir).unwrap(), files, directories: HashMap::new() };
+        let target_directory = File::open(directory.path()).unwrap();
+        let mut link = |relative: &str, content: &str, expected: &Expected| {
+            previous.link(relative, &digest(content), expected, &target_directory, "t")
+        };
+        assert!(!link("app/f", "other", &expected));
+        assert!(!link("app/g", "content", &expected));
+        assert!(!link("app/f", "content", &Expected { mode: expected.mode ^ 0o100, ..expected }));
+        assert!(!link("app/f", "content", &Expected { mtime_nanos: expected.mtime_nanos ^ 1, ..expected }));
+        // A symlink on the way is never followed, even to the very file.
+        assert!(!link("link/f", "content", &expected));
+        assert!(!directory.path().join("t").exists());
+        assert!(link("app/f", "content", &expected));
+        assert_eq!(fs::metadata(directory.path().join("t")).unwrap().ino(), metadata.ino());
     }
 }

@@ -19,7 +19,6 @@ use crate::oci::stage_cpu::{self, Stage, measure};
 use crate::oci::{Cancellable, Compression, DiffId};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::parallel_gzip::{DEFAULT_GZIP_LEVEL, GzipLayerError, write_gzip_layer};
-use crate::store::usage::tree_size;
 use crate::store::{BlobRow, LayerKind, LayerRow, Store, StoreError, now};
 
 pub(crate) use crate::store::layer::Layer;
@@ -30,8 +29,6 @@ pub(crate) enum LayerError {
     Diff { path: String, source: crate::snapshot::layer_tar::LayerTarError },
     #[error("failed to compress `{path}`")]
     Compress { path: String, source: io::Error },
-    #[error("failed to measure `{path}`")]
-    Size { path: String, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -69,7 +66,7 @@ pub(crate) fn commit(
         (summary, None)
     };
     let path = store.commit_snapshot(directory, &summary.diff_id)?;
-    let size = tree_size(&path).map_err(|source| LayerError::Size { path: path.display().to_string(), source })?;
+    let size = summary.apparent_size;
     let now = now();
     store.database().put_layer(&LayerRow {
         diff_id: summary.diff_id.clone(),

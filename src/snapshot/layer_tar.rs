@@ -37,6 +37,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::tar_stream::{COPY_BUFFER, CopyFailure, EntryKind, copy_content};
+use crate::oci::root_path::open_beneath;
 use crate::oci::stage_cpu::{Measured, Stage};
 use crate::oci::{DiffId, Hashing};
 
@@ -70,6 +71,10 @@ pub struct LayerTarSummary {
     pub bytes: u64,
     /// The sha256 of the uncompressed tar stream.
     pub diff_id: DiffId,
+    /// The apparent size of the snapshot directory, as `store::usage::tree_size` counts it
+    /// (every file, directory and link, each inode once, the directory itself too), found by
+    /// the same walk.
+    pub apparent_size: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,12 +100,13 @@ pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) 
         first_paths: HashMap::new(),
         entries: 0,
         buffer: vec![0; COPY_BUFFER],
+        apparent_size: fs::symlink_metadata(dir).map_err(|source| LayerTarError::Read { path: dir.to_path_buf(), source })?.len(),
     };
     writer.write_directory(dir, &[])?;
     // Two zero blocks end a tar archive.
     writer.out.write_all(&[0; 2 * BLOCK_SIZE as usize]).map_err(LayerTarError::Write)?;
     let (_, digest, written) = writer.out.finish();
-    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: DiffId::new(digest) })
+    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: DiffId::new(digest), apparent_size: writer.apparent_size })
 }
 
 /// Whether the snapshot `dir` has nothing in it, so its layer would add nothing (BuildKit
@@ -153,6 +159,8 @@ struct LayerWriter<W> {
     entries: u64,
     /// What file contents are copied through.
     buffer: Vec<u8>,
+    /// [`LayerTarSummary::apparent_size`] so far.
+    apparent_size: u64,
 }
 
 fn is_whiteout(metadata: &Metadata) -> bool {
@@ -177,6 +185,13 @@ impl<W: Write> LayerWriter<W> {
         children.sort_by(|left, right| left.tar_component.cmp(&right.tar_component));
 
         for child in children {
+            // Each inode once: a non-directory with more links counts where it is first met.
+            let counted_before = child.metadata.nlink() > 1
+                && !child.metadata.is_dir()
+                && self.first_paths.contains_key(&(child.metadata.dev(), child.metadata.ino()));
+            if !counted_before {
+                self.apparent_size += child.metadata.len();
+            }
             let path = disk_dir.join(&child.file_name);
             let mut name = [tar_prefix, &child.tar_component].concat();
             let file_type = child.metadata.file_type();
@@ -458,14 +473,8 @@ fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), LayerTarError> {
 }
 
 /// `name` of `directory`, opened for reading without following a symlink.
-#[allow(unsafe_code)] // std has no `openat`: nix's gives a raw descriptor to take ownership of
 fn open_at(directory: &File, name: &OsStr, path: &Path) -> Result<File, LayerTarError> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::openat(Some(directory.as_raw_fd()), name, flags, nix::sys::stat::Mode::empty())
-        .map_err(|errno| LayerTarError::Read { path: path.to_path_buf(), source: io::Error::from_raw_os_error(errno as i32) })?;
-    // SAFETY: `openat` returned a new descriptor that nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    open_beneath(directory, Path::new(name)).map_err(|source| LayerTarError::Read { path: path.to_path_buf(), source })
 }
 
 /// [`read_xattrs`] from the listed names and a reader of values (by path or by descriptor).

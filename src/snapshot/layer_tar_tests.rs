@@ -82,6 +82,8 @@ fn two_writes_of_one_tree_are_byte_identical_and_match_the_diff_id() {
     assert_eq!(summary.diff_id.digest(), &crate::oci::Digest::sha256_of(&first));
     assert_eq!(summary.entries, names(&first).len() as u64);
     assert_eq!(first.len() % 512, 0);
+    // The walk measured the tree as `cache du` measures one, hard links once.
+    assert_eq!(summary.apparent_size, crate::store::usage::tree_size(dir.path()).unwrap());
 }
 
 #[test]

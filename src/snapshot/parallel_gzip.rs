@@ -116,6 +116,11 @@ pub(crate) enum GzipLayerError {
 /// compressed before are copied, and where this blob's members are is recorded for later
 /// compressions (a failure to record costs only that reuse, so it is logged). The tar's
 /// summary, the blob's digest and size.
+///
+/// Two threads and the pool: this one walks the tree, reads the files, hashes the tar and cuts
+/// it into chunks; a second one takes the chunks in order, has the pool compress them a batch at
+/// a time, and hashes and writes the members. The walk goes on while a batch is compressed,
+/// where one thread did one and then the other. A few chunks wait between them at most.
 pub(crate) fn write_gzip_layer(
     store: &Store,
     tree: &Path,
@@ -123,10 +128,13 @@ pub(crate) fn write_gzip_layer(
     level: u32,
     cancel: &AtomicBool,
 ) -> Result<(LayerTarSummary, Digest, u64), GzipLayerError> {
-    let mut encoder = ParallelGzip::new(Cancellable { inner: store.blob_writer()?, cancel }, level).with_cache(store);
-    let summary = measure(Stage::Tar, || write_layer_tar(tree, &mut encoder, options)).map_err(GzipLayerError::Tar)?;
+    let blob = Cancellable { inner: store.blob_writer()?, cancel };
+    let (tarred, compressed) =
+        compress_stream(blob, level, Some(store), |chunks| measure(Stage::Tar, || write_layer_tar(tree, chunks, options)));
+    // The writer's own error says more than the tar's "the compressor stopped".
+    let (writer, members) = compressed.map_err(GzipLayerError::Compress)?;
+    let summary = tarred.map_err(GzipLayerError::Tar)?;
     stage_cpu::add_tar_bytes(summary.bytes);
-    let (writer, members) = measure(Stage::Compress, || encoder.finish()).map_err(GzipLayerError::Compress)?;
     let (digest, size) = writer.inner.finish()?;
     if let Err(error) = store.database().put_gzip_members(&digest, level, COMPRESSOR, &members) {
         tracing::warn!(blob = %digest, "failed to record the gzip members of a blob: {error}");
@@ -134,51 +142,145 @@ pub(crate) fn write_gzip_layer(
     Ok((summary, digest, size))
 }
 
+/// Gzip of what `produce` writes, into `inner`: `produce` runs on this thread and its bytes are
+/// cut into chunks here; a second thread takes them in order, has the pool compress them a batch
+/// at a time (or copies members of `cache`) and writes the members. What `produce` returned, and
+/// the inner writer with the members written (or the writer thread's error).
+pub(crate) fn compress_stream<W: Write + Send, T, E>(
+    inner: W,
+    level: u32,
+    cache: Option<&dyn MemberCache>,
+    produce: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> (Result<T, E>, io::Result<Compressed<W>>) {
+    let mut members = MemberWriter::new(inner, level);
+    members.cache = cache;
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        let compressing = scope.spawn(move || -> io::Result<_> {
+            for chunk in receiver {
+                members.push(chunk)?;
+            }
+            measure(Stage::Compress, || members.finish())
+        });
+        let mut chunks = ChunkSender { chunker: Chunker::new(), sender };
+        let produced = produce(&mut chunks);
+        let ChunkSender { chunker, sender } = chunks;
+        if let Some(last) = chunker.finish()
+            && produced.is_ok()
+        {
+            // A failed send means the writer stopped: its error is what it returns.
+            let _ = sender.send(last);
+        }
+        // Closing the channel ends the writer's loop.
+        drop(sender);
+        let compressed = compressing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (produced, compressed)
+    })
+}
+
+/// Chunks cut and not yet taken by the writer thread, at most.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+fn compressor_stopped() -> io::Error {
+    io::Error::other("the compressor stopped")
+}
+
 /// A member written: the digest of the chunk it holds, its offset and length in the output.
 pub(crate) type Member = (Digest, u64, u64);
 
-pub(crate) struct ParallelGzip<'a, W: Write> {
-    inner: W,
-    level: u32,
-    cache: Option<&'a dyn MemberCache>,
-    /// Chunks waiting to be compressed, their total size, and the chunk being filled.
-    pending: Vec<Vec<u8>>,
-    pending_bytes: usize,
+/// What a compression wrote: the output it wrote to and its members.
+pub(crate) type Compressed<W> = (W, Vec<Member>);
+
+/// A stream's chunks, each sent to the writer thread as it is cut.
+struct ChunkSender {
+    chunker: Chunker,
+    sender: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let sender = &self.sender;
+        measure(Stage::Compress, || self.chunker.take(buffer, &mut |chunk| sender.send(chunk).map_err(|_| compressor_stopped())))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Cuts a stream into chunks where the gear hash says (see the module docs).
+struct Chunker {
+    /// The chunk being filled.
     current: Vec<u8>,
     /// The gear hash of the current chunk's bytes after its first `MIN_CHUNK`.
     hash: u64,
+}
+
+impl Chunker {
+    fn new() -> Chunker {
+        Chunker { current: Vec::with_capacity(MIN_CHUNK * 4), hash: 0 }
+    }
+
+    /// Takes all of `buffer`, handing each chunk it completes to `cut`.
+    fn take(&mut self, buffer: &[u8], cut: &mut dyn FnMut(Vec<u8>) -> io::Result<()>) -> io::Result<usize> {
+        let mut rest = buffer;
+        while !rest.is_empty() {
+            // A chunk's first bytes are taken without looking: no cut comes before `MIN_CHUNK`.
+            if self.current.len() < MIN_CHUNK {
+                let taken = (MIN_CHUNK - self.current.len()).min(rest.len());
+                self.current.extend_from_slice(&rest[..taken]);
+                rest = &rest[taken..];
+                continue;
+            }
+            let window = &rest[..(MAX_CHUNK - self.current.len()).min(rest.len())];
+            let mut hash = self.hash;
+            let mut end = None;
+            for (index, byte) in window.iter().enumerate() {
+                hash = (hash << 1).wrapping_add(GEAR[*byte as usize]);
+                if hash >> (64 - CUT_BITS) == 0 {
+                    end = Some(index + 1);
+                    break;
+                }
+            }
+            let taken = end.unwrap_or(window.len());
+            self.current.extend_from_slice(&window[..taken]);
+            rest = &rest[taken..];
+            self.hash = hash;
+            if end.is_some() || self.current.len() == MAX_CHUNK {
+                self.hash = 0;
+                cut(std::mem::replace(&mut self.current, Vec::with_capacity(MIN_CHUNK * 4)))?;
+            }
+        }
+        Ok(buffer.len())
+    }
+
+    /// The last chunk, if the stream ended inside one.
+    fn finish(self) -> Option<Vec<u8>> {
+        (!self.current.is_empty()).then_some(self.current)
+    }
+}
+
+/// Compresses chunks a batch at a time on the pool and writes the members in order.
+struct MemberWriter<'a, W: Write> {
+    inner: W,
+    level: u32,
+    cache: Option<&'a dyn MemberCache>,
+    /// Chunks waiting to be compressed and their total size.
+    pending: Vec<Vec<u8>>,
+    pending_bytes: usize,
     batch_bytes: usize,
     /// Bytes written to `inner`, and the members so far.
     written: u64,
     members: Vec<Member>,
 }
 
-impl<'a, W: Write> ParallelGzip<'a, W> {
-    pub(crate) fn new(inner: W, level: u32) -> ParallelGzip<'a, W> {
+impl<'a, W: Write> MemberWriter<'a, W> {
+    fn new(inner: W, level: u32) -> MemberWriter<'a, W> {
         let batch_bytes = rayon::current_num_threads().max(1) * BATCH_PER_THREAD;
-        ParallelGzip {
-            inner,
-            level,
-            cache: None,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            current: Vec::with_capacity(MIN_CHUNK * 4),
-            hash: 0,
-            batch_bytes,
-            written: 0,
-            members: Vec::new(),
-        }
+        MemberWriter { inner, level, cache: None, pending: Vec::new(), pending_bytes: 0, batch_bytes, written: 0, members: Vec::new() }
     }
 
-    /// Takes chunks seen before from `cache` (see the module docs).
-    pub(crate) fn with_cache(mut self, cache: &'a dyn MemberCache) -> ParallelGzip<'a, W> {
-        self.cache = Some(cache);
-        self
-    }
-
-    fn cut(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.current, Vec::with_capacity(MIN_CHUNK * 4));
-        self.hash = 0;
+    fn push(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
         if self.pending_bytes >= self.batch_bytes {
@@ -214,12 +316,11 @@ impl<'a, W: Write> ParallelGzip<'a, W> {
         Ok(())
     }
 
-    /// Compresses what is left; the inner writer and the members written.
-    pub(crate) fn finish(mut self) -> io::Result<(W, Vec<Member>)> {
-        if !self.current.is_empty() || (self.pending.is_empty() && self.members.is_empty()) {
-            // An empty input still makes one (empty) member: a valid gzip file.
-            let last = std::mem::take(&mut self.current);
-            self.pending.push(last);
+    /// Compresses what is left; the inner writer and the members written. An empty input
+    /// still makes one (empty) member: a valid gzip file.
+    fn finish(mut self) -> io::Result<(W, Vec<Member>)> {
+        if self.pending.is_empty() && self.members.is_empty() {
+            self.pending.push(Vec::new());
         }
         self.compress_pending()?;
         self.inner.flush()?;
@@ -270,50 +371,6 @@ fn incompressible(chunk: &[u8], level: u32) -> bool {
     compressed as f64 > (SAMPLES * SAMPLE) as f64 * STORE_ABOVE
 }
 
-impl<W: Write> Write for ParallelGzip<'_, W> {
-    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
-        measure(Stage::Compress, || self.take(buffer))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<W: Write> ParallelGzip<'_, W> {
-    /// Takes all of `buffer` into chunks, cutting where the gear hash says.
-    fn take(&mut self, buffer: &[u8]) -> io::Result<usize> {
-        let mut rest = buffer;
-        while !rest.is_empty() {
-            // A chunk's first bytes are taken without looking: no cut comes before `MIN_CHUNK`.
-            if self.current.len() < MIN_CHUNK {
-                let taken = (MIN_CHUNK - self.current.len()).min(rest.len());
-                self.current.extend_from_slice(&rest[..taken]);
-                rest = &rest[taken..];
-                continue;
-            }
-            let window = &rest[..(MAX_CHUNK - self.current.len()).min(rest.len())];
-            let mut hash = self.hash;
-            let mut end = None;
-            for (index, byte) in window.iter().enumerate() {
-                hash = (hash << 1).wrapping_add(GEAR[*byte as usize]);
-                if hash >> (64 - CUT_BITS) == 0 {
-                    end = Some(index + 1);
-                    break;
-                }
-            }
-            let taken = end.unwrap_or(window.len());
-            self.current.extend_from_slice(&window[..taken]);
-            rest = &rest[taken..];
-            self.hash = hash;
-            if end.is_some() || self.current.len() == MAX_CHUNK {
-                self.cut()?;
-            }
-        }
-        Ok(buffer.len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,12 +383,15 @@ mod tests {
     }
 
     fn compress_with(data: &[u8], cache: Option<&dyn MemberCache>) -> (Vec<u8>, Vec<Member>) {
-        let mut writer = ParallelGzip::new(Vec::new(), 6);
-        if let Some(cache) = cache {
-            writer = writer.with_cache(cache);
-        }
-        writer.write_all(data).unwrap();
-        writer.finish().unwrap()
+        // Written in pieces of odd sizes, as a tar writer writes.
+        let (produced, compressed) = compress_stream(Vec::new(), 6, cache, |chunks| -> io::Result<()> {
+            for piece in data.chunks(77_777) {
+                chunks.write_all(piece)?;
+            }
+            Ok(())
+        });
+        produced.unwrap();
+        compressed.unwrap()
     }
 
     fn inflate(compressed: &[u8]) -> Vec<u8> {
@@ -477,5 +537,27 @@ mod tests {
         let mut decoded = Vec::new();
         flate2::read::MultiGzDecoder::new(&compressed[..]).read_to_end(&mut decoded).unwrap();
         assert!(decoded.is_empty());
+    }
+
+    #[test]
+    fn a_failing_output_stops_the_producer_with_the_writers_error() {
+        struct Failing;
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data = words(40 * MIB, 3);
+        let (produced, compressed) = compress_stream(Failing, 6, None, |chunks| -> io::Result<()> {
+            for piece in data.chunks(65_536) {
+                chunks.write_all(piece)?;
+            }
+            Ok(())
+        });
+        assert_eq!(produced.unwrap_err().to_string(), "the compressor stopped");
+        assert_eq!(compressed.err().unwrap().to_string(), "disk full");
     }
 }
