@@ -97,6 +97,18 @@ pub(crate) fn select_context(
     Ok(selection)
 }
 
+/// The selection of a copy about to run, taken out of the memo: the run is its last use (a
+/// later step selecting the same again selects anew), and the listing can then move the
+/// entries out of it instead of copying them.
+fn take_selection(handle: &ContextHandle, action: &CopyAction, environment: &Environment) -> Result<Arc<Selection>, FileError> {
+    let key = memo_key(handle, &action.sources, &action.excludes, action.parents);
+    let taken = environment.selections.selections.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    match taken {
+        Some(selection) => Ok(selection),
+        None => selection_for(handle, action, environment),
+    }
+}
+
 pub(crate) fn cache_inputs(
     actions: &[FileAction],
     inputs: &[(String, Output)],
@@ -140,8 +152,8 @@ pub(crate) fn run(vertex: &Vertex, actions: &[FileAction], inputs: &[Output], en
                 let source = inputs.get(copy.source_input).ok_or(FileError::NotAFilesystem)?;
                 let (copy, listing) = match source {
                     Output::Context(handle) => {
-                        let selection = selection_for(handle, copy, environment)?;
-                        (copy.clone(), SourceListing::from_selection(&selection))
+                        let selection = take_selection(handle, copy, environment)?;
+                        (copy.clone(), SourceListing::from_selection(selection))
                     }
                     Output::Layers(_) => {
                         let view = LayeredView::new(source.layer_paths());

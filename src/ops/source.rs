@@ -14,6 +14,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use crate::context::selection::{EntryKind, Selection};
 use crate::oci::Digest;
 use crate::snapshot::view::{LayeredView, Node};
@@ -68,12 +70,15 @@ pub(super) fn has_wildcard(pattern: &str) -> bool {
 
 impl SourceListing {
     /// Context files: owned by root, as BuildKit copies them. The selection has already followed
-    /// the symlinks that sources name or match; each entry is read from its real path.
-    pub(super) fn from_selection(selection: &Selection) -> SourceListing {
+    /// the symlinks that sources name or match; each entry is read from its real path. The
+    /// entries are moved out of a selection nothing else holds (50,000 paths and digests are
+    /// megabytes), copied out of a shared one.
+    pub(super) fn from_selection(selection: Arc<Selection>) -> SourceListing {
+        let selection = Arc::try_unwrap(selection).unwrap_or_else(|shared| (*shared).clone());
         let mut entries = BTreeMap::new();
-        for entry in &selection.entries {
+        for entry in selection.entries {
             // The context root is listed as `.`; the listing names it by the empty path.
-            let path = if entry.path == "." { String::new() } else { entry.path.clone() };
+            let path = if entry.path == "." { String::new() } else { entry.path };
             let kind = match &entry.kind {
                 EntryKind::File { .. } => SourceKind::File,
                 EntryKind::Directory => SourceKind::Directory,
@@ -89,13 +94,13 @@ impl SourceListing {
                     gid: 0,
                     mtime: entry.mtime,
                     mtime_nanos: entry.mtime_nanos,
-                    real: entry.real.clone(),
                     link: match &entry.kind {
                         EntryKind::File { .. } => entry.real.symlink_metadata().ok().as_ref().and_then(link_of),
                         _ => None,
                     },
-                    content: match &entry.kind {
-                        EntryKind::File { size, digest } => Some((digest.clone(), *size)),
+                    real: entry.real,
+                    content: match entry.kind {
+                        EntryKind::File { size, digest } => Some((digest, size)),
                         _ => None,
                     },
                 },
@@ -103,8 +108,8 @@ impl SourceListing {
         }
         let roots = selection
             .roots
-            .iter()
-            .map(|matched| matched.iter().map(|path| if path == "." { String::new() } else { path.clone() }).collect())
+            .into_iter()
+            .map(|matched| matched.into_iter().map(|path| if path == "." { String::new() } else { path }).collect())
             .collect();
         SourceListing { entries, roots }
     }
