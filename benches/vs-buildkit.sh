@@ -209,7 +209,8 @@ if [[ " $ONLY " == *" big-layer "* ]]; then
 fi
 workload big-layer fresh_root buildkit_cold -- -o type=oci,dest=@OUT@ "$T/big"
 stage_profile big-layer -o type=oci,dest=@OUT@ "$T/big"
-rm -rf "$T/big"
+# Inputs stay until the end: deleting them here (50,000 files) would slow the next workload's
+# file creation on a journal-less ext4 (see no_journal).
 
 # ---------------------------------------------------------------- the many-files context
 CTX=$T/tree/ctx
@@ -239,7 +240,6 @@ if [[ " $ONLY " == *" ctx-noop "* ]]; then
     rm -f "$T/warm.tar"
 fi
 workload ctx-noop same_root nothing -- -o type=oci,dest=@OUT@ "$CTX"
-rm -rf "$T/tree"
 
 # ---------------------------------------------------------------- a git repository
 if [[ " $ONLY " == *" git-"* ]]; then
