@@ -1,6 +1,7 @@
 //! Where a layer's CPU goes: the CPU time of each stage of the one pass that turns a snapshot
 //! into a layer (read the files, write the tar, hash, compress, write the blob), summed over the
-//! whole process and said once at its end, for the benchmark to print CPU-seconds per GiB.
+//! whole process (every layer tar it writes) and said once at its end, for the benchmark to
+//! print CPU-seconds per GiB.
 //!
 //! Off unless asked for (`RBUILD_LOG=rbuild::stages=debug`): then each measured piece of work
 //! reads the thread's CPU clock before and after (a system call each, too dear to pay always).

@@ -578,10 +578,8 @@ impl UpperWriter {
 
     /// Removes what is at `real` (a file or a whole directory), which is no longer a copy.
     fn remove(&mut self, real: &Path) -> Result<(), FileError> {
-        if fs::symlink_metadata(real).is_ok() {
-            let relative = self.relative(real);
-            self.copied.forget(&relative);
-        }
+        let relative = self.relative(real);
+        self.copied.forget(&relative);
         remove_existing(real)
     }
 

@@ -93,8 +93,11 @@ impl Previous {
             return false;
         }
         let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
-        let directory = self.directories.entry(parent.to_string()).or_insert_with(|| open_beneath(&self.root, Path::new(parent)).ok());
-        let Some(directory) = directory else { return false };
+        if !self.directories.contains_key(parent) {
+            let opened = open_beneath(&self.root, Path::new(parent)).ok();
+            self.directories.insert(parent.to_string(), opened);
+        }
+        let Some(Some(directory)) = self.directories.get(parent) else { return false };
         let Ok(stat) = fstatat(Some(directory.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { return false };
         let found = Expected {
             mode: stat.st_mode & 0o7777,

@@ -15,7 +15,6 @@
 use std::io;
 use std::sync::atomic::AtomicBool;
 
-use crate::oci::stage_cpu::{self, Stage, measure};
 use crate::oci::{Cancellable, Compression, DiffId};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::parallel_gzip::{DEFAULT_GZIP_LEVEL, GzipLayerError, write_gzip_layer};
@@ -60,9 +59,7 @@ pub(crate) fn commit(
             })?;
         (summary, Some((digest, size)))
     } else {
-        let summary = measure(Stage::Tar, || write_layer_tar(directory.path(), Cancellable { inner: io::sink(), cancel }, &options))
-            .map_err(diff_error)?;
-        stage_cpu::add_tar_bytes(summary.bytes);
+        let summary = write_layer_tar(directory.path(), Cancellable { inner: io::sink(), cancel }, &options).map_err(diff_error)?;
         (summary, None)
     };
     let path = store.commit_snapshot(directory, &summary.diff_id)?;

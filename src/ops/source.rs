@@ -13,7 +13,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-
 use std::sync::Arc;
 
 use crate::context::selection::{EntryKind, Selection};

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use super::tar_stream::{COPY_BUFFER, CopyFailure, EntryKind, copy_content};
 use crate::oci::root_path::open_beneath;
-use crate::oci::stage_cpu::{Measured, Stage};
+use crate::oci::stage_cpu::{self, Measured, Stage, measure};
 use crate::oci::{DiffId, Hashing};
 
 /// Name of the marker entry that makes a directory opaque in an OCI layer.
@@ -92,8 +92,15 @@ pub enum LayerTarError {
 }
 
 /// Writes the layer tar of the snapshot `dir` to `out` and returns its summary. `out` is not
-/// flushed beyond what the writes themselves do; the caller owns buffering and fsync.
+/// flushed beyond what the writes themselves do; the caller owns buffering and fsync. Its CPU
+/// and bytes count in the tar stage of `oci::stage_cpu`, whoever writes it.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
+    let summary = measure(Stage::Tar, || write_tree(dir, out, options))?;
+    stage_cpu::add_tar_bytes(summary.bytes);
+    Ok(summary)
+}
+
+fn write_tree<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
     let mut writer = LayerWriter {
         out: Hashing::sha256(out),
         clamp_mtime: options.clamp_mtime,
@@ -318,10 +325,7 @@ impl<W: Write> LayerWriter<W> {
             device,
             xattrs,
         };
-        match file {
-            Some(file) if kind == EntryKind::Regular && size > 0 => self.append(&header, Some((file, path))),
-            _ => self.append(&header, None),
-        }
+        self.append(&header, file.map(|file| (file, path)))
     }
 
     fn append(&mut self, entry: &EntryHeader<'_>, data: Option<(File, &Path)>) -> Result<(), LayerTarError> {

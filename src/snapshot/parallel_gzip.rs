@@ -44,7 +44,7 @@ use std::sync::atomic::AtomicBool;
 use rayon::prelude::*;
 
 use super::layer_tar::{LayerTarError, LayerTarOptions, LayerTarSummary, write_layer_tar};
-use crate::oci::stage_cpu::{self, Stage, measure};
+use crate::oci::stage_cpu::{Stage, measure};
 use crate::oci::{Cancellable, Digest};
 use crate::store::{Store, StoreError};
 
@@ -129,12 +129,10 @@ pub(crate) fn write_gzip_layer(
     cancel: &AtomicBool,
 ) -> Result<(LayerTarSummary, Digest, u64), GzipLayerError> {
     let blob = Cancellable { inner: store.blob_writer()?, cancel };
-    let (tarred, compressed) =
-        compress_stream(blob, level, Some(store), |chunks| measure(Stage::Tar, || write_layer_tar(tree, chunks, options)));
+    let (tarred, compressed) = compress_stream(blob, level, Some(store), |chunks| write_layer_tar(tree, chunks, options));
     // The writer's own error says more than the tar's "the compressor stopped".
     let (writer, members) = compressed.map_err(GzipLayerError::Compress)?;
     let summary = tarred.map_err(GzipLayerError::Tar)?;
-    stage_cpu::add_tar_bytes(summary.bytes);
     let (digest, size) = writer.inner.finish()?;
     if let Err(error) = store.database().put_gzip_members(&digest, level, COMPRESSOR, &members) {
         tracing::warn!(blob = %digest, "failed to record the gzip members of a blob: {error}");
