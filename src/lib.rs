@@ -32,6 +32,17 @@
 // Tests write their fixtures directly; clippy.toml's rule is for what rbuild itself writes.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+/// `eprintln!` that cannot panic: with stderr closed (`2>&-`, or its reader gone, as under
+/// `| head`) the message is lost and the exit code still tells the outcome. `eprintln!` panics on
+/// a failed write, which turned a finished build into exit 101.
+#[macro_export]
+macro_rules! message {
+    ($($argument:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($argument)*);
+    }};
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)] // the terminal is `cli`'s (data on stdout, messages on stderr) and `progress`'s
 pub mod cli;
 pub mod context;

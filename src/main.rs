@@ -17,18 +17,18 @@ fn main() {
     // A buildx habit is a usage error: said before entering any namespace (rootless, that is a
     // fork, newuidmap and a re-exec for nothing).
     if let Some(sentence) = rbuild::cli::habits::check(&raw) {
-        eprintln!("ERROR: {sentence}");
+        rbuild::message!("ERROR: {sentence}");
         std::process::exit(rbuild::cli::EXIT_USAGE);
     }
     if rbuild::cli::needs_sandbox(&raw)
         && let Err(error) = rbuild::sandbox::enter(&raw)
     {
-        eprintln!("ERROR: {error}");
+        rbuild::message!("ERROR: {error}");
         std::process::exit(rbuild::cli::EXIT_FAILED);
     }
     let (raw, ignored) = rbuild::cli::habits::strip_ignored(raw);
     for warning in ignored {
-        eprintln!("WARNING: {warning}");
+        rbuild::message!("WARNING: {warning}");
     }
     let args = rbuild::cli::with_default_subcommand(raw);
     let cli = match rbuild::cli::Cli::try_parse_from(args) {

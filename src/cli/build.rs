@@ -44,12 +44,12 @@ pub fn run(args: BuildArgs) -> i32 {
     let options = match BuildOptions::from_args(args) {
         Ok(options) => options,
         Err(error) => {
-            eprintln!("ERROR: {error:#}");
+            crate::message!("ERROR: {error:#}");
             return EXIT_USAGE;
         }
     };
     if let Err(error) = remove_stale_files(&options) {
-        eprintln!("ERROR: {error:#}");
+        crate::message!("ERROR: {error:#}");
         return EXIT_FAILED;
     }
     let cancel = Arc::new(AtomicBool::new(false));
@@ -75,7 +75,7 @@ pub fn run(args: BuildArgs) -> i32 {
     match outcome {
         Ok(image_id) => {
             if options.outputs.is_empty() {
-                eprintln!(
+                crate::message!(
                     "WARNING: No output specified. Build result will only remain in the build cache. \
                      Use -o type=oci,dest=FILE (or type=docker, tar, local) to write it out"
                 );
@@ -88,16 +88,19 @@ pub fn run(args: BuildArgs) -> i32 {
             0
         }
         Err(Failure::Interrupted) => {
-            eprintln!("ERROR: interrupted");
+            crate::message!("ERROR: interrupted");
             EXIT_INTERRUPTED
         }
         Err(Failure::Build { message, span }) => {
             if let Some(span) = span {
                 let source = String::from_utf8_lossy(options.dockerfile()).replace("\r\n", "\n");
                 let source = source.strip_prefix('\u{feff}').unwrap_or(&source);
-                eprint!("{}", render_snippet(&options.dockerfile_name, source, span));
+                {
+                    use std::io::Write as _;
+                    let _ = write!(std::io::stderr(), "{}", render_snippet(&options.dockerfile_name, source, span));
+                }
             }
-            eprintln!("{}", failed_to_solve(&message));
+            crate::message!("{}", failed_to_solve(&message));
             // Interrupted (a step or a registry request canceled by Ctrl-C or SIGTERM), not a
             // failure: the cancel flag alone is also set by a failing step.
             if super::interrupt::received() { EXIT_INTERRUPTED } else { EXIT_FAILED }

@@ -36,7 +36,7 @@ pub fn run(command: CacheCommand) -> i32 {
     match result {
         Ok(()) => 0,
         Err(error) => {
-            eprintln!("ERROR: {error:#}");
+            crate::message!("ERROR: {error:#}");
             if error.downcast_ref::<UsageError>().is_some() { EXIT_USAGE } else { EXIT_FAILED }
         }
     }
@@ -62,7 +62,7 @@ fn open(root: Option<std::path::PathBuf>, mode: LockMode) -> anyhow::Result<Stor
     let root = root.unwrap_or_else(super::default_root);
     let store = Store::open(&root, mode).with_context(|| format!("failed to open the state root `{}`", root.display()))?;
     for warning in store.warnings() {
-        eprintln!("WARNING: {warning}");
+        crate::message!("WARNING: {warning}");
     }
     Ok(store)
 }
@@ -95,7 +95,7 @@ fn prune_command(args: PruneArgs) -> anyhow::Result<()> {
     let filter = record_filter(&args.filter).map_err(usage)?;
     let mut reserved = args.reserved_space;
     if let Some(bytes) = args.keep_storage {
-        eprintln!("Flag --keep-storage has been deprecated, keep-storage flag has been changed to reserved-space");
+        crate::message!("Flag --keep-storage has been deprecated, keep-storage flag has been changed to reserved-space");
         if reserved == 0 {
             reserved = bytes;
         }
@@ -121,7 +121,10 @@ fn prune_command(args: PruneArgs) -> anyhow::Result<()> {
 /// buildx's question and its reading of the answer: one line, `y` or `Y` and nothing else.
 fn confirmed(all: bool) -> anyhow::Result<bool> {
     let what = if all { "all build cache" } else { "all dangling build cache" };
-    eprint!("WARNING! This will remove {what}. Are you sure you want to continue? [y/N] ");
+    {
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), "WARNING! This will remove {what}. Are you sure you want to continue? [y/N] ");
+    }
     let mut answer = Vec::new();
     std::io::stdin().lock().read_until(b'\n', &mut answer).context("failed to read the answer from stdin")?;
     let line = answer.strip_suffix(b"\n").unwrap_or(&answer);

@@ -255,14 +255,16 @@ pub fn default_root() -> PathBuf {
     crate::store::Store::default_root(crate::sandbox::in_user_namespace())
 }
 
-/// Sets up tracing once: `--debug` or `RBUILD_LOG`.
+/// Sets up tracing once: `--debug` or `RBUILD_LOG`. An event that cannot be written (stderr a
+/// closed pipe, as under `| head`) is dropped: the subscriber's own report of that failure is an
+/// `eprintln!`, which panics on the same closed pipe, on whichever thread logged.
 pub fn init_logging(debug: bool) {
     let filter = if debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
         tracing_subscriber::EnvFilter::try_from_env("RBUILD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false).try_init();
 }
 
 #[cfg(test)]

@@ -127,6 +127,10 @@ pub(crate) enum OpError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Git(#[from] git::GitError),
+    /// A bug: the op panicked. The step fails with the panic's message instead of the build
+    /// waiting forever for a result its worker will never send.
+    #[error("internal error: {0}")]
+    Panicked(String),
 }
 
 /// One named input of a cache key, kept in the record so `cache why` can say what changed.

@@ -76,6 +76,19 @@ pub(crate) struct Solver<'a> {
     pub options: SolveOptions,
 }
 
+/// Runs one op, turning a panic into that op's failure: the worker lives on and the coordinator
+/// gets its [`Done`], so a bug fails the build with a message instead of hanging it.
+fn caught<T>(op: impl FnOnce() -> Result<T, OpError>) -> Result<T, OpError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        Err(OpError::Panicked(message))
+    })
+}
+
 impl Solver<'_> {
     pub(crate) fn solve(&self, graph: &Graph, targets: &[VertexId]) -> Result<Solved, SolveError> {
         let needed = graph.reachable(targets);
@@ -122,7 +135,9 @@ impl Solver<'_> {
                         let Ok(job) = job else { break };
                         let copies = context_copies.get(&job.vertex).map_or(&[][..], Vec::as_slice);
                         let compress_layer = image_chain[job.vertex];
-                        let result = self.process(graph, tasks, job.vertex, &job.inputs, selections, fresh_mounts, copies, compress_layer);
+                        let result = caught(|| {
+                            self.process(graph, tasks, job.vertex, &job.inputs, selections, fresh_mounts, copies, compress_layer)
+                        });
                         if done_sender.send(Done { vertex: job.vertex, result }).is_err() {
                             break;
                         }
@@ -411,3 +426,6 @@ impl From<crate::store::DatabaseError> for OpError {
         OpError::Store(error.into())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -488,6 +488,36 @@ fn run_failure_shows_snippet_and_exit_code() {
     });
 }
 
+/// With stderr a pipe nobody reads (`| head` gone, a closed log), every message and debug event
+/// is lost and the build still ends, with its own exit code. Writing there used to panic a worker
+/// (tracing's report of the failed write is an `eprintln!`), and the build waited forever for the
+/// step the panic took away.
+#[test]
+fn a_build_whose_stderr_reader_is_gone_finishes_with_its_own_exit_code() {
+    both(|case| {
+        case.dockerfile("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\nRUN cat /one /two > /both\n");
+        let out = case.out("out");
+        let spec = format!("type=local,dest={}", out.display());
+        let mut command = case.command(&["--no-cache", "-o", &spec]);
+        command.env("RBUILD_LOG", "debug").stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        drop(child.stderr.take());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("[{:?}] the build hung with its stderr closed", case.mode);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(0), "[{:?}] {status}", case.mode);
+        assert_eq!(file(&out, "both"), "one\ntwo\n");
+    });
+}
+
 fn pgrep(pattern: &str) -> Vec<String> {
     let mut command = Command::new("pgrep");
     command.args(["-a", "-f", pattern]);
