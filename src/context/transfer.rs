@@ -18,7 +18,8 @@
 //! caller's files, and what BuildKit sends for root's), so files owned by someone else count a
 //! few bytes short.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use super::selection::{Entry, EntryKind};
 
@@ -37,36 +38,74 @@ const GO_MODE_STICKY: u64 = 1 << 20;
 /// path may come more than once, from several selections); `was_read` says whether a file's
 /// content was read in this build.
 pub fn transfer_size<'a>(entries: impl IntoIterator<Item = &'a Entry>, was_read: impl Fn(&Entry) -> bool) -> u64 {
-    // In walk order: a directory, then what is inside it, names in byte order.
-    let mut walk: BTreeMap<Vec<&str>, Option<&Entry>> = BTreeMap::new();
+    // Each path once (the last entry listed for it), with the parents no entry lists.
+    let mut paths: HashMap<&str, Option<&Entry>> = HashMap::new();
     for entry in entries {
-        if entry.path == "." {
-            continue;
+        if entry.path != "." {
+            paths.insert(entry.path.as_str(), Some(entry));
         }
-        let components: Vec<&str> = entry.path.split('/').collect();
-        for depth in 1..components.len() {
-            walk.entry(components[..depth].to_vec()).or_insert(None);
-        }
-        walk.insert(components, Some(entry));
     }
-    let mut total = 0;
-    for (id, (components, entry)) in walk.iter().enumerate() {
-        total += stat_packet(&components.join("/"), *entry);
+    let listed: Vec<&str> = paths.keys().copied().collect();
+    for path in listed {
+        let mut parent = path;
+        // A parent already there has had (or will have) its own parents added.
+        while let Some(cut) = parent.rfind('/') {
+            parent = &parent[..cut];
+            if paths.contains_key(parent) {
+                break;
+            }
+            paths.insert(parent, None);
+        }
+    }
+    let mut total = 2; // the `FIN` packet (the empty end-of-stats packet encodes to nothing)
+    let mut read = Vec::new();
+    for (path, entry) in &paths {
+        total += stat_packet(path.len() as u64, *entry);
         if let Some(entry) = entry
             && let EntryKind::File { size, .. } = entry.kind
             && was_read(entry)
         {
-            total += data_packets(id as u64, size);
+            read.push((*path, size));
         }
     }
-    // The `FIN` packet (the empty end-of-stats packet encodes to nothing).
-    total + 2
+    // A data packet carries the file's number in walk order: only files read need it.
+    for (size, id) in walk_ids(&paths, read) {
+        total += data_packets(id, size);
+    }
+    total
+}
+
+/// The walk-order numbers of the `read` files among all `paths`: fsutil's walk sends a
+/// directory, then what is inside it, names in byte order (so `a/b` comes before `a-c`).
+fn walk_ids<T>(paths: &HashMap<&str, T>, read: Vec<(&str, u64)>) -> Vec<(u64, u64)> {
+    // A few files are counted against every path; many are numbered by sorting them all.
+    if read.len() <= 32 {
+        return read
+            .into_iter()
+            .map(|(path, size)| (size, paths.keys().filter(|other| walk_order(other, path).is_lt()).count() as u64))
+            .collect();
+    }
+    let mut order: Vec<&str> = paths.keys().copied().collect();
+    order.sort_unstable_by(|left, right| walk_order(left, right));
+    let position: HashMap<&str, u64> = order.iter().enumerate().map(|(index, path)| (*path, index as u64)).collect();
+    read.into_iter().map(|(path, size)| (size, position[path])).collect()
+}
+
+/// Component by component, as a directory walk meets paths: bytes compared with `/` below any
+/// byte a name can hold.
+fn walk_order(left: &str, right: &str) -> Ordering {
+    let key = |byte: u8| if byte == b'/' { 0 } else { byte };
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    match left.iter().zip(right).position(|(a, b)| a != b) {
+        Some(index) => key(left[index]).cmp(&key(right[index])),
+        None => left.len().cmp(&right.len()),
+    }
 }
 
 /// A `STAT` packet: `Packet { stat: Stat { path, mode, size, mod_time, linkname } }`. A parent
 /// directory the selection does not list is sent all the same, its time unknown here: counted
 /// like a recent one (nine bytes of nanoseconds).
-fn stat_packet(path: &str, entry: Option<&Entry>) -> u64 {
+fn stat_packet(path_length: u64, entry: Option<&Entry>) -> u64 {
     let (mode, size, nanos, link) = match entry {
         None => (GO_MODE_DIR | 0o755, 0, 1_700_000_000_000_000_000, ""),
         Some(entry) => {
@@ -80,8 +119,7 @@ fn stat_packet(path: &str, entry: Option<&Entry>) -> u64 {
             }
         }
     };
-    let stat =
-        bytes_field(path.len() as u64) + varint_field(mode) + varint_field(size) + varint_field(nanos) + bytes_field(link.len() as u64);
+    let stat = bytes_field(path_length) + varint_field(mode) + varint_field(size) + varint_field(nanos) + bytes_field(link.len() as u64);
     embedded(stat)
 }
 
@@ -171,6 +209,61 @@ mod tests {
         let with_root = transfer_size(&[entry(".", EntryKind::Directory, 0o755), file("a/b/c", 1), file("a/b/c", 1)], |_| false);
         assert_eq!(alone, with_root);
         assert!(alone > transfer_size(&[file("c", 1)], |_| false) + 2 * 20);
+    }
+
+    /// The count as a walk makes it: every path and its parents once, in a `BTreeMap` of
+    /// components (the walk's order), numbered as they come.
+    fn counted_by_walking(entries: &[Entry], was_read: impl Fn(&Entry) -> bool) -> u64 {
+        let mut walk: std::collections::BTreeMap<Vec<&str>, Option<&Entry>> = std::collections::BTreeMap::new();
+        for entry in entries.iter().filter(|entry| entry.path != ".") {
+            let components: Vec<&str> = entry.path.split('/').collect();
+            for depth in 1..components.len() {
+                walk.entry(components[..depth].to_vec()).or_insert(None);
+            }
+            walk.insert(components, Some(entry));
+        }
+        let mut total = 2;
+        for (id, (components, entry)) in walk.iter().enumerate() {
+            total += stat_packet(components.join("/").len() as u64, *entry);
+            if let Some(entry) = entry
+                && let EntryKind::File { size, .. } = entry.kind
+                && was_read(entry)
+            {
+                total += data_packets(id as u64, size);
+            }
+        }
+        total
+    }
+
+    /// 20,000 paths whose names sort differently by bytes and by components (`a-b`, `a.b` beside
+    /// `a/`), none read, a few (counted one by one) or many (sorted): the same count as the
+    /// walk's, whose file numbers pass 127 and 16,383 (one more varint byte each).
+    #[test]
+    fn numbering_in_walk_order_counts_as_the_walk() {
+        let names = ["a", "a-b", "a.b", "a b", "a0", "b", "\u{e9}"];
+        let mut entries = Vec::new();
+        for (index, first) in names.iter().enumerate() {
+            entries.push(entry(first, EntryKind::Directory, 0o755));
+            for second in 0..60 {
+                for third in names {
+                    entries.push(file(&format!("{first}/{second}/{third}.{index}"), (second * 5000 + index) as u64));
+                }
+            }
+        }
+        entries.push(file("top-file", 100_000));
+        entries.push(file("a", 7)); // listed again, as a file this time: the last entry counts
+        let none = |_: &Entry| false;
+        let one = |entry: &Entry| entry.path == "b/59/a.5";
+        let many = |entry: &Entry| entry.path.len().is_multiple_of(3);
+        assert_eq!(transfer_size(&entries, none), counted_by_walking(&entries, none));
+        assert_eq!(transfer_size(&entries, one), counted_by_walking(&entries, one));
+        assert_eq!(transfer_size(&entries, many), counted_by_walking(&entries, many));
+        let few: Vec<&str> = entries.iter().filter(|entry| entry.path.ends_with(".6")).take(20).map(|entry| entry.path.as_str()).collect();
+        let few_read = |entry: &Entry| few.contains(&entry.path.as_str());
+        assert_eq!(transfer_size(&entries, few_read), counted_by_walking(&entries, few_read));
+        assert_eq!(walk_order("a/b", "a-c"), Ordering::Less);
+        assert_eq!(walk_order("a", "a/b"), Ordering::Less);
+        assert_eq!(walk_order("a.b", "a/z"), Ordering::Greater);
     }
 
     #[test]

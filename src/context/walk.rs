@@ -88,19 +88,17 @@ pub(super) struct Walked {
     pub entries: Vec<(String, Found)>,
 }
 
-/// Threads of the parallel walk: half the cores, at least one, at most six (`ignore`'s own
-/// default is every core up to 12).
+/// Threads of the parallel walk: every core, at most eight (`ignore`'s own default is every
+/// core up to 12).
 ///
-/// Measured on the 50,000-file benchmark context, 2 cores shared with other builds (no-op scan,
-/// median of 50 runs, load average 5.2 to 5.6): 179 ms for the sequential walk this replaced,
-/// 190 ms with 1 thread, 207 ms with 2 and with 4. The CPU time is the sequential walk's
-/// within 2% with 1 or 2 threads (6% more with 4), so a thread gains only where a core is
-/// idle: in the fastest quarter of the runs, 2 threads took 112 ms against 137 ms sequential.
-/// The context is loaded while the build's other vertices (pulls, unpacking) run, so the walk
-/// takes half the cores and leaves the rest to them.
+/// Measured on the 50,000-file benchmark context, no-op rebuild with an OCI archive output, 2
+/// cores, quiet machine (load below 1), `perf stat -r 8`, three alternations: 1 thread took
+/// 430-460 ms, 2 threads 315-347 ms, at the same CPU time within 10%. An earlier measurement
+/// under load (average 5.2 to 5.6) had 2 threads no faster than 1: a thread gains where a core
+/// is idle, and costs little where none is.
 fn threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
-    (cores / 2).clamp(1, 6)
+    cores.clamp(1, 8)
 }
 
 /// Walks the path `real` (relative to `root`, symlinks on the way already resolved) and what

@@ -171,6 +171,12 @@ impl Store {
         Ok(store)
     }
 
+    /// A read-only connection of its own to this root's database, for a thread that reads
+    /// without holding [`Store::database`]'s lock.
+    pub fn database_reader(&self) -> Result<Database, DatabaseError> {
+        Database::open_reader(&self.root.join(layout::DATABASE_FILE))
+    }
+
     /// The directory of `area` in this root.
     pub fn area(&self, area: Area) -> PathBuf {
         area.under(&self.root)
