@@ -95,9 +95,17 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { size: u64, digest: Digest },
+    /// `hard_link`: (device, inode) of a file with more than one link when it was walked, so a
+    /// copy can keep its links together.
+    File {
+        size: u64,
+        digest: Digest,
+        hard_link: Option<(u64, u64)>,
+    },
     Directory,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
 }
 
 /// Display and `Error` are written by hand: thiserror treats any field named `source` as the
@@ -510,7 +518,8 @@ fn hash_entries(found: BTreeMap<String, Found>, cache: &dyn HashCache) -> Result
                             digest
                         }
                     };
-                    EntryKind::File { size: key.stamp.size, digest }
+                    let hard_link = (found.links > 1).then_some((key.stamp.device, key.stamp.inode));
+                    EntryKind::File { size: key.stamp.size, digest, hard_link }
                 }
             };
             Ok(Entry { path, real: found.absolute, kind, mode: found.mode, mtime: found.mtime, mtime_nanos: found.mtime_nanos })

@@ -88,7 +88,7 @@ fn entries_carry_kind_size_digest_and_mode() {
     let home = by_path["home.txt"];
     assert_eq!(home.mode, 0o4755);
     let expected_digest = crate::oci::Digest::sha256_of(b"home\n");
-    assert_eq!(home.kind, EntryKind::File { size: 5, digest: expected_digest });
+    assert_eq!(home.kind, EntryKind::File { size: 5, digest: expected_digest, hard_link: None });
     let metadata = fs::symlink_metadata(&file).expect("stat");
     assert_eq!((home.mtime, i64::from(home.mtime_nanos)), (metadata.mtime(), metadata.mtime_nsec()));
     assert_eq!(by_path["docs"].kind, EntryKind::Directory);
@@ -304,13 +304,13 @@ fn cache_is_consulted_by_stat_key() {
     assert_eq!(key.stamp.size, 4);
     assert!(key.stamp.inode != 0 && key.stamp.mtime_nanos > 0 && key.stamp.ctime_nanos > 0);
     let entry = selection.entries.iter().find(|entry| entry.path == "docs/a.md").expect("entry");
-    assert_eq!(entry.kind, EntryKind::File { size: 4, digest: digest.clone() });
+    assert_eq!(entry.kind, EntryKind::File { size: 4, digest: digest.clone(), hard_link: None });
 
     // A hit is trusted without reading the file: the answer shows up in the entry.
     let cached = Digest::sha256_of(b"cached");
     let hit = RecordingCache { answer: Some(cached.clone()), ..RecordingCache::default() };
     let selection = select(tree.path(), &ignore, &strings(&["docs/a.md"]), &[], false, &hit).expect("selects");
-    assert_eq!(selection.entries[0].kind, EntryKind::File { size: 4, digest: cached });
+    assert_eq!(selection.entries[0].kind, EntryKind::File { size: 4, digest: cached, hard_link: None });
     assert_eq!(hit.lookups.lock().expect("lock").len(), 1);
     assert!(hit.stored.lock().expect("lock").is_empty());
 }

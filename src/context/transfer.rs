@@ -176,7 +176,7 @@ mod tests {
     }
 
     fn file(path: &str, size: u64) -> Entry {
-        entry(path, EntryKind::File { size, digest: crate::oci::Digest::sha256_of(b"") }, 0o644)
+        entry(path, EntryKind::File { size, digest: crate::oci::Digest::sha256_of(b""), hard_link: None }, 0o644)
     }
 
     /// `testdata/progress/context/buildkit.rawjson`: `COPY a.txt /a.txt` of a 2,000-byte file

@@ -47,6 +47,8 @@ pub(super) struct Found {
     pub mode: u32,
     pub mtime: i64,
     pub mtime_nanos: u32,
+    /// The number of hard links.
+    pub links: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,7 @@ impl Found {
             mtime: metadata.mtime(),
             // The kernel keeps nanoseconds below one second, so this always fits.
             mtime_nanos: u32::try_from(metadata.mtime_nsec()).unwrap_or(0),
+            links: metadata.nlink(),
         }
     }
 }

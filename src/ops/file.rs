@@ -20,7 +20,7 @@
 //! | content digest of the context files selected       | yes    | by content, never by mtime |
 //! | host paths of the context                          | no     | the same files anywhere    |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 
 use nix::fcntl::AtFlags;
 use nix::sys::stat::fstatat;
+use rayon::prelude::*;
 
-use super::incremental_copy::{CopiedFiles, Expected, Previous};
+use super::incremental_copy::{CopiedFiles, Expected, Previous, link_unchanged};
 use super::owner::{self, OwnerError};
 use super::source::{SourceEntry, SourceKind, SourceListing, has_wildcard};
 use super::{CacheInput, ContextHandle, Environment, Layer, OpError, Output, layer};
@@ -223,6 +224,33 @@ struct UpperWriter {
     previous: Option<Previous>,
     /// The context files written so far, for the next run of the step.
     copied: CopiedFiles,
+    /// Unchanged files to link from `previous`, made together at the end of the copy.
+    pending: PendingLinks,
+}
+
+/// Links from the previous snapshot a copy has decided on but not made yet: made in parallel,
+/// in one batch, at the end of the copy or before anything is placed where it could see them
+/// (links into one directory wait for each other in the kernel; a copy walks its directories
+/// one after another, so a batch spreads its links over many).
+#[derive(Default)]
+struct PendingLinks {
+    links: Vec<PendingLink>,
+    /// Their real target paths.
+    targets: HashSet<PathBuf>,
+}
+
+struct PendingLink {
+    /// What to place the long way if the link cannot be made, and where.
+    entry: SourceEntry,
+    target: String,
+    source_directory: Arc<fs::File>,
+    source_name: String,
+    expected: Expected,
+    target_directory: Arc<fs::File>,
+    name: String,
+    /// Its path in the layer, and its content, to remember once it is linked.
+    relative: String,
+    content: crate::oci::Digest,
 }
 
 fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
@@ -241,6 +269,7 @@ impl UpperWriter {
             directory_times: BTreeMap::new(),
             previous: None,
             copied: CopiedFiles::default(),
+            pending: PendingLinks::default(),
         }
     }
 
@@ -402,7 +431,9 @@ impl UpperWriter {
                     }
                 } else {
                     if action.unpack && entry.kind == SourceKind::File && is_tar_archive(&entry.real).unwrap_or(false) {
-                        // An archive unpacks into the destination itself, slash or not.
+                        // An archive unpacks into the destination itself, slash or not, over
+                        // what was placed before it.
+                        self.link_pending(action, owner)?;
                         self.unpack(action, entry, &dest_resolved, owner)?;
                         continue;
                     }
@@ -415,6 +446,24 @@ impl UpperWriter {
                     };
                     self.place(action, owner, entry, &target)?;
                 }
+            }
+        }
+        self.link_pending(action, owner)
+    }
+
+    /// Makes the pending links, in parallel; a file whose link cannot be made is copied.
+    fn link_pending(&mut self, action: &CopyAction, owner: Option<(u32, u32)>) -> Result<(), FileError> {
+        let pending = std::mem::take(&mut self.pending);
+        let linked: Vec<bool> = pending
+            .links
+            .par_iter()
+            .map(|link| link_unchanged(&link.source_directory, &link.source_name, &link.expected, &link.target_directory, &link.name))
+            .collect();
+        for (link, linked) in pending.links.into_iter().zip(linked) {
+            if linked {
+                self.copied.record(link.relative, link.content);
+            } else {
+                self.place_entry(action, owner, &link.entry, &link.target, false)?;
             }
         }
         Ok(())
@@ -430,8 +479,20 @@ impl UpperWriter {
         Metadata { mode, uid, gid, mtime: entry.mtime, mtime_nanos: entry.mtime_nanos }
     }
 
-    /// Writes one source entry at the absolute destination path `target`.
+    /// Writes one source entry at the absolute destination path `target` (or decides to link it
+    /// from the step's previous snapshot: see [`PendingLinks`]).
     fn place(&mut self, action: &CopyAction, owner: Option<(u32, u32)>, entry: &SourceEntry, target: &str) -> Result<(), FileError> {
+        self.place_entry(action, owner, entry, target, true)
+    }
+
+    fn place_entry(
+        &mut self,
+        action: &CopyAction,
+        owner: Option<(u32, u32)>,
+        entry: &SourceEntry,
+        target: &str,
+        may_link: bool,
+    ) -> Result<(), FileError> {
         let (parent_path, name) = split_parent(target);
         let parent = match self.parents.get(&parent_path) {
             Some(known) => known.clone(),
@@ -446,14 +507,21 @@ impl UpperWriter {
         };
         let real = parent.real.join(&name);
         let metadata = self.entry_metadata(action, owner, entry);
+        if self.pending.targets.contains(&real) {
+            // Placed again (several sources, one destination): the earlier one goes first.
+            self.link_pending(action, owner)?;
+        }
         // A context file with one link, unchanged since the step's last run: linked from that
-        // run's snapshot. Tried first: the link is made only where nothing has the name yet (it
-        // fails where something has, and the file goes the long way below).
+        // run's snapshot. The link is made only where nothing has the name yet (it fails where
+        // something has, and the file goes the long way).
         let reusable = match (&entry.kind, &entry.content, entry.link) {
             (SourceKind::File, Some((content, size)), None) => Some((content.clone(), *size, self.relative(&real))),
             _ => None,
         };
-        if let (Some((content, size, relative)), Some(previous)) = (&reusable, &mut self.previous) {
+        if may_link
+            && let (Some((content, size, relative)), Some(previous)) = (&reusable, &mut self.previous)
+            && let Some((source_directory, source_name)) = previous.source(relative, content)
+        {
             let expected = Expected {
                 mode: metadata.mode,
                 uid: metadata.uid,
@@ -462,16 +530,30 @@ impl UpperWriter {
                 mtime_nanos: metadata.mtime_nanos,
                 size: *size,
             };
-            if previous.link(relative, content, &expected, &parent.directory, &name) {
-                self.copied.record(relative.clone(), content.clone());
-                return Ok(());
-            }
+            self.pending.targets.insert(real);
+            self.pending.links.push(PendingLink {
+                entry: entry.clone(),
+                target: target.to_string(),
+                source_directory,
+                source_name,
+                expected,
+                target_directory: parent.directory.clone(),
+                name,
+                relative: relative.clone(),
+                content: content.clone(),
+            });
+            return Ok(());
         }
         // What is there already, if anything (`Some(true)`: a directory); one `lstat`, relative
         // to the open parent.
         let existing = fstatat(Some(parent.directory.as_raw_fd()), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
             .ok()
             .map(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if existing.is_some() && !self.pending.links.is_empty() {
+            // Something there is replaced (and a directory with all below it): the links
+            // decided on before come first, as they would have without waiting.
+            self.link_pending(action, owner)?;
+        }
         if !matches!(entry.kind, SourceKind::Directory) {
             // A non-directory may replace a directory or become a symlink that later paths go
             // through: what was resolved before may no longer hold.

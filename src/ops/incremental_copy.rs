@@ -26,6 +26,11 @@
 //! modification time after the copy is the one the selection saw, so a file edited during the
 //! copy is never remembered under the old content's digest.
 //!
+//! **How the links are made.** The copy decides which files to link as it goes and makes the
+//! links at the end, in parallel ([`link_unchanged`] on each; links into one directory wait for
+//! each other in the kernel, and a batch spans many), or earlier when something is about to be
+//! placed where a pending link would be seen: the order of a full copy is kept.
+//!
 //! **What it costs.** Disk space is shared between the snapshots; `cache du` lists each layer
 //! with the size of all its files, shared ones included, so its total can exceed the disk
 //! space used until the older snapshot is pruned.
@@ -34,6 +39,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::fcntl::AtFlags;
 use nix::sys::stat::fstatat;
@@ -50,7 +56,7 @@ pub(super) struct Previous {
     root: File,
     files: HashMap<String, Digest>,
     /// The snapshot's directories opened so far, by path (`None`: not one to link from).
-    directories: HashMap<String, Option<File>>,
+    directories: HashMap<String, Option<Arc<File>>>,
 }
 
 /// What a file placed by a copy must look like on disk (mode with setuid, setgid and sticky).
@@ -78,39 +84,39 @@ impl Previous {
         Ok(Some(Previous { root, files, directories: HashMap::new() }))
     }
 
-    /// Links the previous snapshot's `relative` as `target_name` of `target_directory` (where
-    /// nothing has that name) when it holds `content` as `expected`; false when it does not or
-    /// cannot (the caller copies).
-    pub(super) fn link(
-        &mut self,
-        relative: &str,
-        content: &Digest,
-        expected: &Expected,
-        target_directory: &File,
-        target_name: &str,
-    ) -> bool {
+    /// Where the previous snapshot holds `relative` (its directory, open, and its name there)
+    /// when the previous run copied `content` to it; the caller links it with [`link_unchanged`].
+    pub(super) fn source(&mut self, relative: &str, content: &Digest) -> Option<(Arc<File>, String)> {
         if self.files.get(relative) != Some(content) {
-            return false;
+            return None;
         }
         let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
         if !self.directories.contains_key(parent) {
-            let opened = open_beneath(&self.root, Path::new(parent)).ok();
+            let opened = open_beneath(&self.root, Path::new(parent)).ok().map(Arc::new);
             self.directories.insert(parent.to_string(), opened);
         }
-        let Some(Some(directory)) = self.directories.get(parent) else { return false };
-        let Ok(stat) = fstatat(Some(directory.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { return false };
-        let found = Expected {
-            mode: stat.st_mode & 0o7777,
-            uid: stat.st_uid,
-            gid: stat.st_gid,
-            mtime: stat.st_mtime,
-            mtime_nanos: stat.st_mtime_nsec as u32,
-            size: stat.st_size as u64,
-        };
-        stat.st_mode & libc::S_IFMT == libc::S_IFREG
-            && found == *expected
-            && linkat(Some(directory.as_raw_fd()), name, Some(target_directory.as_raw_fd()), target_name, AtFlags::empty()).is_ok()
+        let directory = self.directories.get(parent)?.as_ref()?;
+        Some((directory.clone(), name.to_string()))
     }
+}
+
+/// Links `name` of the previous snapshot's `directory` as `target_name` of `target_directory`
+/// (where nothing has that name) when it is a regular file exactly as `expected`; false when
+/// it is not or the link cannot be made (the caller copies). Touches nothing else, so links
+/// into different directories are made on several threads at once.
+pub(super) fn link_unchanged(directory: &File, name: &str, expected: &Expected, target_directory: &File, target_name: &str) -> bool {
+    let Ok(stat) = fstatat(Some(directory.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { return false };
+    let found = Expected {
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        mtime: stat.st_mtime,
+        mtime_nanos: stat.st_mtime_nsec as u32,
+        size: stat.st_size as u64,
+    };
+    stat.st_mode & libc::S_IFMT == libc::S_IFREG
+        && found == *expected
+        && linkat(Some(directory.as_raw_fd()), name, Some(target_directory.as_raw_fd()), target_name, AtFlags::empty()).is_ok()
 }
 
 /// The context files a run of a copy step wrote, by path inside its layer, with their content
@@ -230,7 +236,9 @@ mod tests {
         let mut previous = Previous { root: File::open(&previous_dir).unwrap(), files, directories: HashMap::new() };
         let target_directory = File::open(directory.path()).unwrap();
         let mut link = |relative: &str, content: &str, expected: &Expected| {
-            previous.link(relative, &digest(content), expected, &target_directory, "t")
+            previous
+                .source(relative, &digest(content))
+                .is_some_and(|(directory, name)| link_unchanged(&directory, &name, expected, &target_directory, "t"))
         };
         assert!(!link("app/f", "other", &expected));
         assert!(!link("app/g", "content", &expected));

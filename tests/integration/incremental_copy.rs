@@ -57,8 +57,8 @@ fn set_mtime(path: &Path, seconds: i64) {
     tool("touch", &["-h", "-d", &format!("@{seconds}"), path.to_str().unwrap()]);
 }
 
-/// The case's context: files in directories, an empty file, an executable, a symlink and two
-/// hard links of one file.
+/// The case's context: files in directories, an empty file, an executable, a symlink, two
+/// hard links of one file and two files of one content.
 fn write_context(case: &Case) {
     for index in 1..=40 {
         case.write(&format!("d/f{index}"), &format!("file {index}\n"));
@@ -67,6 +67,10 @@ fn write_context(case: &Case) {
     set_mode(&case.project.ctx().join("run.sh"), 0o755);
     std::os::unix::fs::symlink("f1", case.project.ctx().join("d/link")).unwrap();
     case.write("d/pair-a", "linked\n");
+    // Twins of one content and two modes, copied onto one path: the second must win though the
+    // first, unchanged, is linked after it is decided on.
+    case.write("d/twin-a", "twin\n").write("d/twin-b", "twin\n");
+    set_mode(&case.project.ctx().join("d/twin-b"), 0o600);
     fs::hard_link(case.project.ctx().join("d/pair-a"), case.project.ctx().join("d/pair-b")).unwrap();
 }
 
@@ -87,7 +91,7 @@ fn an_incremental_copy_gives_the_layers_a_full_copy_gives() {
     for mode in [Mode::Root, Mode::Rootless] {
         for snapshotter in SNAPSHOTTERS {
             let case = Case::new(mode);
-            case.dockerfile("FROM busybox\nCOPY . /app/\nCOPY --chmod=640 --chown=7:8 d /opt/d\nCOPY d/f1 d/f3 run.sh /one/\n");
+            case.dockerfile("FROM busybox\nCOPY . /app/\nCOPY --chmod=640 --chown=7:8 d /opt/d\nCOPY d/f1 d/f3 run.sh /one/\nCOPY d/twin-a d/twin-b /same\n");
             write_context(&case);
             if mode == Mode::Rootless {
                 give_to_test_user(&case.project);
