@@ -235,8 +235,8 @@ struct UpperWriter {
 #[derive(Default)]
 struct PendingLinks {
     links: Vec<PendingLink>,
-    /// Their real target paths.
-    targets: HashSet<PathBuf>,
+    /// Their real target paths (as bytes: a `Path`'s hash splits it into components).
+    targets: HashSet<std::ffi::OsString>,
 }
 
 struct PendingLink {
@@ -507,7 +507,7 @@ impl UpperWriter {
         };
         let real = parent.real.join(&name);
         let metadata = self.entry_metadata(action, owner, entry);
-        if self.pending.targets.contains(&real) {
+        if self.pending.targets.contains(real.as_os_str()) {
             // Placed again (several sources, one destination): the earlier one goes first.
             self.link_pending(action, owner)?;
         }
@@ -530,7 +530,7 @@ impl UpperWriter {
                 mtime_nanos: metadata.mtime_nanos,
                 size: *size,
             };
-            self.pending.targets.insert(real);
+            self.pending.targets.insert(real.into_os_string());
             self.pending.links.push(PendingLink {
                 entry: entry.clone(),
                 target: target.to_string(),

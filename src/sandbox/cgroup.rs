@@ -34,15 +34,36 @@ fn process_is_alive(pid: u32) -> bool {
     state != Some("Z") && state != Some("X")
 }
 
-fn sweep_in(mount: &Path, alive: &dyn Fn(u32) -> bool) -> usize {
-    // cgroup v2 (or the unified hierarchy bound there) has `rbuild` at the top; v1 has one per
-    // controller directory.
+/// Where step cgroups are made under `mount`: cgroup v2 (or the unified hierarchy bound there)
+/// has `rbuild` at the top; v1 has one per controller directory.
+fn parents(mount: &Path) -> Vec<PathBuf> {
     let mut parents = vec![mount.join(PARENT)];
     if let Ok(entries) = fs::read_dir(mount) {
         parents.extend(entries.flatten().map(|entry| entry.path().join(PARENT)));
     }
+    parents
+}
+
+/// Removes the cgroups of the container the runner `runner_pid` ran, now that it has exited
+/// (what libcontainer's `delete` does, without its nine parses of the mount table, its state
+/// file and its resctrl lookup: 1.9 ms of a trivial step). One that is still busy stays for the
+/// next build's [`sweep`].
+pub(super) fn remove(runner_pid: u32) {
+    remove_in(Path::new("/sys/fs/cgroup"), runner_pid);
+}
+
+fn remove_in(mount: &Path, runner_pid: u32) {
+    for parent in parents(mount) {
+        let cgroup = parent.join(format!("{PREFIX}{runner_pid}"));
+        if cgroup.is_dir() {
+            remove_cgroup(&cgroup);
+        }
+    }
+}
+
+fn sweep_in(mount: &Path, alive: &dyn Fn(u32) -> bool) -> usize {
     let mut removed = 0;
-    for parent in parents {
+    for parent in parents(mount) {
         let Ok(entries) = fs::read_dir(&parent) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -86,6 +107,19 @@ mod tests {
         assert!(!v2.join("rbuild-100").exists() && !v1.join("rbuild-100").exists());
         assert!(v2.join("rbuild-200").exists() && v1.join("other-100").exists());
         assert_eq!(path_for(7), "/rbuild/rbuild-7");
+    }
+
+    #[test]
+    fn a_runner_removes_its_own_cgroups_only() {
+        let mount = tempfile::tempdir().unwrap();
+        let own = [mount.path().join("rbuild/rbuild-300"), mount.path().join("devices/rbuild/rbuild-300/child")];
+        let others = [mount.path().join("rbuild/rbuild-3000"), mount.path().join("devices/rbuild/rbuild-30")];
+        for directory in own.iter().chain(&others) {
+            fs::create_dir_all(directory).unwrap();
+        }
+        remove_in(mount.path(), 300);
+        assert!(!mount.path().join("rbuild/rbuild-300").exists() && !mount.path().join("devices/rbuild/rbuild-300").exists());
+        assert!(others.iter().all(|other| other.exists()));
     }
 
     #[test]

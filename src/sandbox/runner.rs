@@ -270,7 +270,11 @@ fn run_container(
     // The init has its copy: the guard must see the end of the stream when the init dies.
     drop(notification_socket);
     let result = start_and_wait(&mut container, wake_read, rename_guard.as_mut());
-    if let Err(error) = container.delete(true) {
+    if result.is_ok() {
+        // The init was reaped and its pid namespace is gone: only the cgroups are left (the
+        // state directory goes with the step's).
+        super::cgroup::remove(std::process::id());
+    } else if let Err(error) = container.delete(true) {
         tracing::debug!(%error, "container delete failed");
     }
     result
