@@ -34,8 +34,8 @@
 
 /// `eprintln!` that cannot panic: with stderr closed (`2>&-`, or its reader gone, as under
 /// `| head`) the message is lost and the exit code still tells the outcome. `eprintln!` panics on
-/// a failed write, which turned a finished build into exit 101.
-#[macro_export]
+/// a failed write, which turned a finished build into exit 101. In scope in every module
+/// declared below it.
 macro_rules! message {
     ($($argument:tt)*) => {{
         use std::io::Write as _;

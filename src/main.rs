@@ -1,7 +1,9 @@
 //! The `rbuild` binary: parse arguments, run, map the outcome to an exit code.
 
-// Errors and warnings from before `cli` runs (a habit refused, namespaces not entered) go to stderr.
-#![allow(clippy::print_stderr)]
+// Errors and warnings from before `cli` runs (a habit refused, namespaces not entered) go to
+// stderr; a write that fails (stderr closed) is dropped: the exit code tells the outcome.
+
+use std::io::Write as _;
 
 use clap::Parser;
 
@@ -17,18 +19,18 @@ fn main() {
     // A buildx habit is a usage error: said before entering any namespace (rootless, that is a
     // fork, newuidmap and a re-exec for nothing).
     if let Some(sentence) = rbuild::cli::habits::check(&raw) {
-        rbuild::message!("ERROR: {sentence}");
+        let _ = writeln!(std::io::stderr(), "ERROR: {sentence}");
         std::process::exit(rbuild::cli::EXIT_USAGE);
     }
     if rbuild::cli::needs_sandbox(&raw)
         && let Err(error) = rbuild::sandbox::enter(&raw)
     {
-        rbuild::message!("ERROR: {error}");
+        let _ = writeln!(std::io::stderr(), "ERROR: {error}");
         std::process::exit(rbuild::cli::EXIT_FAILED);
     }
     let (raw, ignored) = rbuild::cli::habits::strip_ignored(raw);
     for warning in ignored {
-        rbuild::message!("WARNING: {warning}");
+        let _ = writeln!(std::io::stderr(), "WARNING: {warning}");
     }
     let args = rbuild::cli::with_default_subcommand(raw);
     let cli = match rbuild::cli::Cli::try_parse_from(args) {

@@ -44,12 +44,12 @@ pub fn run(args: BuildArgs) -> i32 {
     let options = match BuildOptions::from_args(args) {
         Ok(options) => options,
         Err(error) => {
-            crate::message!("ERROR: {error:#}");
+            message!("ERROR: {error:#}");
             return EXIT_USAGE;
         }
     };
     if let Err(error) = remove_stale_files(&options) {
-        crate::message!("ERROR: {error:#}");
+        message!("ERROR: {error:#}");
         return EXIT_FAILED;
     }
     let cancel = Arc::new(AtomicBool::new(false));
@@ -75,7 +75,7 @@ pub fn run(args: BuildArgs) -> i32 {
     match outcome {
         Ok(image_id) => {
             if options.outputs.is_empty() {
-                crate::message!(
+                message!(
                     "WARNING: No output specified. Build result will only remain in the build cache. \
                      Use -o type=oci,dest=FILE (or type=docker, tar, local) to write it out"
                 );
@@ -88,7 +88,7 @@ pub fn run(args: BuildArgs) -> i32 {
             0
         }
         Err(Failure::Interrupted) => {
-            crate::message!("ERROR: interrupted");
+            message!("ERROR: interrupted");
             EXIT_INTERRUPTED
         }
         Err(Failure::Build { message, span }) => {
@@ -100,7 +100,7 @@ pub fn run(args: BuildArgs) -> i32 {
                     let _ = write!(std::io::stderr(), "{}", render_snippet(&options.dockerfile_name, source, span));
                 }
             }
-            crate::message!("{}", failed_to_solve(&message));
+            message!("{}", failed_to_solve(&message));
             // Interrupted (a step or a registry request canceled by Ctrl-C or SIGTERM), not a
             // failure: the cancel flag alone is also set by a failing step.
             if super::interrupt::received() { EXIT_INTERRUPTED } else { EXIT_FAILED }

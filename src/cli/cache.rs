@@ -36,7 +36,7 @@ pub fn run(command: CacheCommand) -> i32 {
     match result {
         Ok(()) => 0,
         Err(error) => {
-            crate::message!("ERROR: {error:#}");
+            message!("ERROR: {error:#}");
             if error.downcast_ref::<UsageError>().is_some() { EXIT_USAGE } else { EXIT_FAILED }
         }
     }
@@ -62,7 +62,7 @@ fn open(root: Option<std::path::PathBuf>, mode: LockMode) -> anyhow::Result<Stor
     let root = root.unwrap_or_else(super::default_root);
     let store = Store::open(&root, mode).with_context(|| format!("failed to open the state root `{}`", root.display()))?;
     for warning in store.warnings() {
-        crate::message!("WARNING: {warning}");
+        message!("WARNING: {warning}");
     }
     Ok(store)
 }
@@ -95,7 +95,7 @@ fn prune_command(args: PruneArgs) -> anyhow::Result<()> {
     let filter = record_filter(&args.filter).map_err(usage)?;
     let mut reserved = args.reserved_space;
     if let Some(bytes) = args.keep_storage {
-        crate::message!("Flag --keep-storage has been deprecated, keep-storage flag has been changed to reserved-space");
+        message!("Flag --keep-storage has been deprecated, keep-storage flag has been changed to reserved-space");
         if reserved == 0 {
             reserved = bytes;
         }

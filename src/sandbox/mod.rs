@@ -224,7 +224,7 @@ pub fn maybe_run_step_child(args: &[OsString]) {
     if args.get(1).is_some_and(|argument| argument == RUN_STEP_COMMAND) {
         let spec_descriptor = args.get(3).and_then(|text| text.to_str()?.parse::<i32>().ok());
         let (Some(directory), Some(spec_descriptor)) = (args.get(2), spec_descriptor) else {
-            crate::message!("rbuild: `{RUN_STEP_COMMAND}` needs a step directory and a spec descriptor");
+            message!("rbuild: `{RUN_STEP_COMMAND}` needs a step directory and a spec descriptor");
             std::process::exit(125);
         };
         runner::run(std::path::Path::new(directory), spec_descriptor);

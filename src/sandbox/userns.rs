@@ -167,7 +167,7 @@ fn plan_id_mapping(uid: Uid, gid: Gid) -> Result<IdMapping, SandboxError> {
     let uid_ranges = normalize_ranges(ranges("/etc/subuid", uid.as_raw()), uid.as_raw());
     let gid_ranges = normalize_ranges(ranges("/etc/subgid", gid.as_raw()), gid.as_raw());
     if uid_ranges.is_empty() || gid_ranges.is_empty() {
-        crate::message!(
+        message!(
             "rbuild: warning: no subordinate ids for `{name}` in /etc/subuid and /etc/subgid; running with one id mapping (USER other than root, chown and setgroups will fail). To add them, as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}"
         );
         return Ok(IdMapping::Single);
@@ -219,7 +219,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             let _ = write_byte(&to_parent_write, if unshared.is_ok() { b'u' } else { b'e' });
             if let Err(error) = unshared {
                 let hint = apparmor_hint();
-                crate::message!("rbuild: failed to create a user namespace: {error}{hint}");
+                message!("rbuild: failed to create a user namespace: {error}{hint}");
                 // `_exit` in a forked child skips the parent's atexit handlers.
                 sys::exit_now(125);
             }
@@ -242,7 +242,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
             let error = nix::unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
-            crate::message!("rbuild: failed to re-execute itself in a user namespace: {error}");
+            message!("rbuild: failed to re-execute itself in a user namespace: {error}");
             sys::exit_now(125);
         }
         ForkResult::Parent { child } => {
@@ -255,7 +255,7 @@ fn enter_user_namespace(args: &[OsString]) -> Result<(), SandboxError> {
             if let Err(error) = result {
                 let hint = apparmor_hint();
                 if !hint.is_empty() {
-                    crate::message!("rbuild: the user namespace could not be set up{hint}");
+                    message!("rbuild: the user namespace could not be set up{hint}");
                 }
                 let _ = write_byte(&to_child_write, b'x');
                 let _ = waitpid(child, None);
