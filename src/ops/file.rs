@@ -229,14 +229,21 @@ struct UpperWriter {
 }
 
 /// Links from the previous snapshot a copy has decided on but not made yet: made in parallel,
-/// in one batch, at the end of the copy or before anything is placed where it could see them
-/// (links into one directory wait for each other in the kernel; a copy walks its directories
-/// one after another, so a batch spreads its links over many).
+/// a batch at a time, at the end of the copy, when [`Self::BATCH`] are waiting, or before
+/// anything is placed where it could see them (links into one directory wait for each other in
+/// the kernel; a copy walks its directories one after another, so a batch spreads its links
+/// over several).
 #[derive(Default)]
 struct PendingLinks {
     links: Vec<PendingLink>,
     /// Their real target paths (as bytes: a `Path`'s hash splits it into components).
     targets: HashSet<std::ffi::OsString>,
+}
+
+impl PendingLinks {
+    /// Links waiting at most: each holds its source entry, so one batch for all 50,000 files of
+    /// the benchmark context raised the peak RSS of a one-file edit from 88 MB to 117 MB.
+    const BATCH: usize = 4096;
 }
 
 struct PendingLink {
@@ -542,6 +549,9 @@ impl UpperWriter {
                 relative: relative.clone(),
                 content: content.clone(),
             });
+            if self.pending.links.len() >= PendingLinks::BATCH {
+                self.link_pending(action, owner)?;
+            }
             return Ok(());
         }
         // What is there already, if anything (`Some(true)`: a directory); one `lstat`, relative
