@@ -177,6 +177,8 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     let store = Store::open(&options.root, LockMode::Shared)
         .with_context(|| format!("failed to open the state root `{}`", options.root.display()))
         .map_err(plain_failure)?;
+    // Read on a thread of its own while the Dockerfile is parsed and lowered.
+    let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
     for warning in store.warnings() {
         sender.send(Event::Warning { message: warning.clone() });
     }
@@ -258,7 +260,6 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     tracing::debug!(graph = %plan.graph.dump(&[plan.target]), "lowered");
 
     let imported = crate::remote_cache::import(&options.cache_from, &registry, &sender);
-    let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
     let resources = crate::ops::Resources {
         store: &store,
         hash_cache: &hash_cache,

@@ -12,6 +12,8 @@ use crate::oci::{Digest, DigestHasher, FileStamp};
 pub trait HashCache: Sync {
     fn get(&self, key: &StatKey) -> Option<Digest>;
     fn put(&self, key: &StatKey, digest: &Digest);
+    /// Waits until lookups can be answered (a cache still being read answers them late).
+    fn wait_ready(&self) {}
 }
 
 /// What identifies an unchanged file without reading it: its path and its stamp.
