@@ -17,6 +17,7 @@
 //! | file contents          | no     | the `COPY` that uses files hashes exactly those    |
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -75,9 +76,7 @@ pub(crate) fn load(source: &ContextSource, copies: &[CopyAction], environment: &
         }
     }
     let read = reads.read.into_inner().unwrap_or_else(|p| p.into_inner());
-    // (A path's hash walks its components: none at all for a build that read no file.)
-    let size =
-        transfer_size(selections.iter().flat_map(|selection| &selection.entries), |entry| !read.is_empty() && read.contains(&entry.real));
+    let size = transfer_size(selections.iter().flat_map(|selection| &selection.entries), |entry| read.contains(entry.real.as_os_str()));
     (environment.status)(&id, size, None, true);
     Ok(handle)
 }
@@ -85,14 +84,15 @@ pub(crate) fn load(source: &ContextSource, copies: &[CopyAction], environment: &
 /// A hash cache that notes the files it did not know: those the selection reads.
 struct ReadFiles<'a> {
     inner: &'a (dyn HashCache + 'a),
-    read: Mutex<HashSet<PathBuf>>,
+    /// Their paths as bytes (a `Path`'s hash splits it into components, for every entry).
+    read: Mutex<HashSet<OsString>>,
 }
 
 impl HashCache for ReadFiles<'_> {
     fn get(&self, key: &StatKey) -> Option<Digest> {
         let digest = self.inner.get(key);
         if digest.is_none() {
-            self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(key.path.clone());
+            self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(key.path.as_os_str().to_owned());
         }
         digest
     }

@@ -255,9 +255,8 @@ struct PendingLink {
     expected: Expected,
     target_directory: Arc<fs::File>,
     name: String,
-    /// Its path in the layer, and its content, to remember once it is linked.
+    /// Its path in the layer, to remember (with the entry's content) once it is linked.
     relative: String,
-    content: crate::oci::Digest,
 }
 
 fn write_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
@@ -467,8 +466,8 @@ impl UpperWriter {
             .map(|link| link_unchanged(&link.source_directory, &link.source_name, &link.expected, &link.target_directory, &link.name))
             .collect();
         for (link, linked) in pending.links.into_iter().zip(linked) {
-            if linked {
-                self.copied.record(link.relative, link.content);
+            if linked && let Some((content, _)) = link.entry.content {
+                self.copied.record(link.relative, content);
             } else {
                 self.place_entry(action, owner, &link.entry, &link.target, false)?;
             }
@@ -547,7 +546,6 @@ impl UpperWriter {
                 target_directory: parent.directory.clone(),
                 name,
                 relative: relative.clone(),
-                content: content.clone(),
             });
             if self.pending.links.len() >= PendingLinks::BATCH {
                 self.link_pending(action, owner)?;
