@@ -16,7 +16,7 @@ use crate::oci::image_config::{ImageDocument, RootFs};
 use crate::oci::manifest::ImageManifest;
 use crate::oci::media_types::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::oci::time::rfc3339;
-use crate::oci::{Cancellable, Compression, Descriptor, DiffId, Digest, Platform};
+use crate::oci::{Cancellable, Compression, Descriptor, DiffId, Platform};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::parallel_gzip::{DEFAULT_GZIP_LEVEL, GzipLayerError, write_gzip_layer};
 use crate::store::layer::{FetchError, Layer, LayerFetcher, Status};
@@ -258,15 +258,10 @@ fn fill_history_times(document: &mut ImageDocument, layers: &[Layer], epoch: Opt
     };
 }
 
-/// Copies a blob from the store into `out`.
-/// Copies a blob of the store, failing on a damaged one ([`Store::open_blob`]).
-pub(crate) fn copy_blob(store: &Store, digest: &Digest, out: &mut dyn Write) -> io::Result<u64> {
-    io::copy(&mut store.open_blob(digest)?, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::Digest;
     use crate::oci::image_config::History;
 
     #[test]

@@ -169,8 +169,8 @@ fn export_one(
                         Destination::Stdout => false,
                     };
                     if !unchanged {
-                        write_destination(destination, request.cancel, &mut |out| {
-                            archive::write_tar(request.store, &image, &names, &output.descriptor_annotations, docker, mtime, out)
+                        write_destination(destination, request.cancel, &mut |out, direct| {
+                            archive::write_tar(request.store, &image, &names, &output.descriptor_annotations, docker, mtime, out, direct)
                         })?;
                         if let Destination::Path(path) = destination {
                             remember_written(request.store, path, identity);
@@ -195,7 +195,7 @@ fn export_one(
             let root = staging.path().join("rootfs");
             flatten(&view, &root, FileMode::HardLink)?;
             let clamp = if output.rewrite_timestamp { request.epoch } else { None };
-            write_destination(&destination, request.cancel, &mut |out| {
+            write_destination(&destination, request.cancel, &mut |out, _| {
                 write_layer_tar(&root, out, &LayerTarOptions { clamp_mtime: clamp }).map(|_| ()).map_err(io::Error::other)
             })?;
             let _ = crate::store::remove_tree(staging.path());
@@ -290,20 +290,21 @@ fn remember_written(store: &Store, path: &Path, identity: Digest) {
     }
 }
 
-fn write_destination(
-    destination: &Destination,
-    cancel: &AtomicBool,
-    write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
-) -> Result<(), ExportError> {
+/// What writes an output: into a buffered writer and, for a file, also into the file under it
+/// ([`archive::DirectFile`]).
+type WriteOutput<'a> = dyn FnMut(&mut dyn Write, Option<&archive::DirectFile>) -> io::Result<()> + 'a;
+
+fn write_destination(destination: &Destination, cancel: &AtomicBool, write: &mut WriteOutput) -> Result<(), ExportError> {
     match destination {
         Destination::Stdout => {
             let stdout = io::stdout();
             let mut lock = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, stdout.lock()), cancel };
-            write(&mut lock).and_then(|_| lock.flush()).map_err(|source| ExportError::Write { path: "-".into(), source })
+            write(&mut lock, None).and_then(|_| lock.flush()).map_err(|source| ExportError::Write { path: "-".into(), source })
         }
         Destination::Path(path) => write_user_file(path, &mut |file| {
+            let file = &*file;
             let mut buffered = Cancellable { inner: io::BufWriter::with_capacity(1 << 20, file), cancel };
-            write(&mut buffered).and_then(|_| buffered.flush())
+            write(&mut buffered, Some(&archive::DirectFile { file, cancel })).and_then(|_| buffered.flush())
         })
         .map_err(|source| ExportError::Write { path: path.display().to_string(), source }),
     }

@@ -49,7 +49,7 @@ pub(super) fn push(store: &Store, client: &Client, image: &BuiltImage, name: &st
     task.status("pushing layers", 0, None, false);
     let mounts = mount_sources(store, &reference);
     for blob in image.layers.iter().chain([&image.config]) {
-        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(store.open_blob(&blob.digest)?)) };
+        let mut open = || -> std::io::Result<Box<dyn std::io::Read + Send + '_>> { Ok(Box::new(store.open_blob(&blob.digest)?)) };
         let mut report = |done: u64, total: u64| task.status(blob.digest.as_str(), done, Some(total), done >= total);
         let mount_from = mounts.get(&blob.digest).map(String::as_str);
         client.push_blob(&reference, &blob.digest, blob.size, mount_from, &mut open, &mut report).map_err(failed)?;

@@ -43,7 +43,7 @@ enum Mount {
 }
 
 /// One blob upload: what is pushed where, and the caller's callbacks.
-struct Upload<'a> {
+struct Upload<'a, 'r> {
     endpoint: &'a Endpoint,
     reference: &'a Reference,
     access: &'a Access,
@@ -52,7 +52,7 @@ struct Upload<'a> {
     digest: &'a Digest,
     size: u64,
     /// A fresh reader of the blob's bytes, from the first byte.
-    open: &'a mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send>>,
+    open: &'a mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send + 'r>>,
     progress: &'a mut dyn FnMut(u64, u64),
 }
 
@@ -63,13 +63,13 @@ impl Client {
     /// upload calls it again); `progress(done, total)` follows the uploaded bytes (and starts
     /// over with the upload). Returns whether bytes were uploaded: `false` when the blob was
     /// there or was mounted.
-    pub fn push_blob(
+    pub fn push_blob<'r>(
         &self,
         reference: &Reference,
         digest: &Digest,
         size: u64,
         mount_from: Option<&str>,
-        open: &mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send>>,
+        open: &mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send + 'r>>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<bool, RegistryError> {
         let name = blob_name(reference, digest.as_str());
@@ -175,7 +175,7 @@ impl Client {
     }
 
     /// Runs upload sessions until one succeeds, restarting after transient failures.
-    async fn upload_blob(&self, upload: &mut Upload<'_>, mut session: Option<reqwest::Url>) -> Result<(), RegistryError> {
+    async fn upload_blob(&self, upload: &mut Upload<'_, '_>, mut session: Option<reqwest::Url>) -> Result<(), RegistryError> {
         let mut attempt = 1;
         loop {
             let location = match session.take() {
@@ -204,7 +204,7 @@ impl Client {
     }
 
     /// `POST /v2/<name>/blobs/uploads/`: the URL of a new upload session.
-    async fn start_upload(&self, upload: &Upload<'_>) -> Result<reqwest::Url, RegistryError> {
+    async fn start_upload(&self, upload: &Upload<'_, '_>) -> Result<reqwest::Url, RegistryError> {
         let path = format!("{}/blobs/uploads/", upload.reference.repository);
         let response = self
             .send_as(upload.endpoint, upload.reference, upload.access, Method::POST, Target::Path(&path), true, |request| {
@@ -219,7 +219,7 @@ impl Client {
     }
 
     /// Sends the blob in chunks to the session at `location`, then closes it with its digest.
-    async fn upload_session(&self, upload: &mut Upload<'_>, mut location: reqwest::Url) -> Result<(), RegistryError> {
+    async fn upload_session(&self, upload: &mut Upload<'_, '_>, mut location: reqwest::Url) -> Result<(), RegistryError> {
         let read_error =
             |source| RegistryError::ReadBlob { reference: upload.reference.to_string(), digest: upload.digest.clone(), source };
         let mut reader = (upload.open)().map_err(read_error)?;

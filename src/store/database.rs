@@ -16,7 +16,7 @@ use super::CacheKey;
 pub use super::rows::{BlobRow, FileHashRow, HttpSourceRow, LayerKind, LayerRow, OutputFileRow, RecordRow};
 use super::rows::{blob_from_row, diff_id_text, layer_from_row, record_from_row, stamp_at};
 use super::schema::MIGRATIONS;
-use crate::oci::{DiffId, Digest};
+use crate::oci::{DiffId, Digest, FileStamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -208,7 +208,8 @@ impl Database {
             )?;
             transaction.execute("DELETE FROM blob WHERE diff_id != '' AND diff_id NOT IN (SELECT diff_id FROM layer)", [])?;
             transaction.execute("DELETE FROM copy_snapshot WHERE diff_id NOT IN (SELECT diff_id FROM layer)", [])?;
-            transaction.execute("DELETE FROM gzip_member WHERE blob NOT IN (SELECT digest FROM blob)", [])
+            transaction.execute("DELETE FROM gzip_member WHERE blob NOT IN (SELECT digest FROM blob)", [])?;
+            transaction.execute("DELETE FROM blob_check WHERE digest NOT IN (SELECT digest FROM blob)", [])
         })?;
         Ok(())
     }
@@ -331,6 +332,7 @@ impl Database {
     pub fn delete_blob(&mut self, digest: &Digest) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             transaction.execute("DELETE FROM gzip_member WHERE blob = ?1", params![digest])?;
+            transaction.execute("DELETE FROM blob_check WHERE digest = ?1", params![digest])?;
             transaction.execute("DELETE FROM blob WHERE digest = ?1", params![digest])
         })?;
         Ok(())
@@ -474,6 +476,33 @@ impl Database {
         self.write(|transaction| {
             transaction
                 .execute("INSERT OR REPLACE INTO copy_snapshot (step, diff_id, files) VALUES (?1, ?2, ?3)", params![step, diff_id, files])
+        })?;
+        Ok(())
+    }
+
+    /// The stat of the blob file `digest` when its bytes last matched the digest.
+    pub fn blob_check(&self, digest: &Digest) -> Result<Option<FileStamp>, DatabaseError> {
+        Ok(self
+            .connection
+            .query_row("SELECT size, mtime_nanos, ctime_nanos, inode, device FROM blob_check WHERE digest = ?1", params![digest], |row| {
+                stamp_at(row, 0)
+            })
+            .optional()?)
+    }
+
+    pub fn put_blob_check(&mut self, digest: &Digest, stamp: &FileStamp) -> Result<(), DatabaseError> {
+        self.write(|transaction| {
+            transaction.execute(
+                "INSERT OR REPLACE INTO blob_check (digest, size, mtime_nanos, ctime_nanos, inode, device) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    digest,
+                    stamp.size as i64,
+                    stamp.mtime_nanos.to_string(),
+                    stamp.ctime_nanos.to_string(),
+                    stamp.inode as i64,
+                    stamp.device as i64
+                ],
+            )
         })?;
         Ok(())
     }

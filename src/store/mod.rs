@@ -30,7 +30,14 @@ pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerKind, Lay
 pub use layout::Area;
 
 use crate::oci::stage_cpu::{Stage, measure};
-use crate::oci::{DiffId, Digest, DigestHasher};
+use crate::oci::{DiffId, Digest, DigestHasher, FileStamp};
+
+/// Blobs from this size on keep the stat they had when their bytes last matched their digest
+/// (written, or read whole by an export): while a blob's stat is the same (size, mtime, ctime,
+/// inode and device; ctime cannot be set back, so any write through the filesystem changes it),
+/// an export copies it without hashing it again, the cheap stat check of issue 9. A smaller blob
+/// hashes in less time than the database takes to remember it.
+const CHECK_REMEMBERED_FROM: u64 = 1 << 20;
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by rbuild.\n\
@@ -272,11 +279,27 @@ impl Store {
 
     /// Opens a blob for export: the reader hashes what it reads and, at the end, fails if the
     /// bytes do not match the digest, removing the damaged blob so that the next build makes or
-    /// fetches it again. A damaged blob is never exported whole.
-    pub fn open_blob(&self, digest: &Digest) -> io::Result<VerifiedBlob> {
+    /// fetches it again. A damaged blob is never exported whole. A blob whose bytes were checked
+    /// before and whose stat has not changed since is not hashed again
+    /// ([`VerifiedBlob::checked_file`]).
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<VerifiedBlob<'_>> {
         let path = self.blob_path(digest);
         let file = File::open(&path)?;
-        Ok(VerifiedBlob { file, hasher: Some(DigestHasher::for_digest(digest)), expected: digest.clone(), path, damage: None })
+        let stamp = FileStamp::of(&file.metadata()?);
+        let checked = stamp.size >= CHECK_REMEMBERED_FROM && self.database().blob_check(digest).ok().flatten() == Some(stamp);
+        let hasher = (!checked).then(|| DigestHasher::for_digest(digest));
+        Ok(VerifiedBlob { store: self, file, stamp, hasher, expected: digest.clone(), path, damage: None })
+    }
+
+    /// Remembers that the blob `digest`, whose file has `stamp`, holds the bytes its digest
+    /// names (for [`Store::open_blob`]). A failure to remember costs one hash at the next export.
+    fn remember_checked(&self, digest: &Digest, stamp: &FileStamp) {
+        if stamp.size < CHECK_REMEMBERED_FROM {
+            return;
+        }
+        if let Err(error) = self.database().put_blob_check(digest, stamp) {
+            tracing::debug!(%error, "could not remember the check of the blob {digest}");
+        }
     }
 
     /// Reads a small blob (a manifest or config) whole, `None` when it is missing or its bytes
@@ -288,18 +311,13 @@ impl Store {
     }
 
     /// A writer that hashes what it writes and lands in `blobs-v1` under that digest.
-    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
         let parent = self.area(Area::Tmp);
         let file = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&parent)
             .map_err(|source| StoreError::Write { path: parent.display().to_string(), source })?;
-        Ok(BlobWriter {
-            file: io::BufWriter::with_capacity(1 << 20, file),
-            hasher: DigestHasher::sha256(),
-            size: 0,
-            store_root: self.root.clone(),
-        })
+        Ok(BlobWriter { file: io::BufWriter::with_capacity(1 << 20, file), hasher: DigestHasher::sha256(), size: 0, store: self })
     }
 
     /// Writes a small blob (config, manifest) and returns its digest and size.
@@ -311,9 +329,12 @@ impl Store {
 }
 
 /// A blob being read for export; see [`Store::open_blob`].
-pub struct VerifiedBlob {
+pub struct VerifiedBlob<'a> {
+    store: &'a Store,
     file: File,
-    /// Taken at the end of the file, when the digest is checked.
+    /// The file's stat when it was opened.
+    stamp: FileStamp,
+    /// Taken at the end of the file, when the digest is checked; none for a blob checked before.
     hasher: Option<DigestHasher>,
     expected: Digest,
     path: PathBuf,
@@ -321,7 +342,15 @@ pub struct VerifiedBlob {
     damage: Option<String>,
 }
 
-impl io::Read for VerifiedBlob {
+impl VerifiedBlob<'_> {
+    /// The blob's file, unread, when its bytes were checked before and its stat has not changed
+    /// since: it may be copied by the kernel (`copy_file_range`) instead of read through the hash.
+    pub fn checked_file(&self) -> Option<&File> {
+        self.hasher.is_none().then_some(&self.file)
+    }
+}
+
+impl io::Read for VerifiedBlob<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let read = self.file.read(buffer)?;
         if read > 0 || buffer.is_empty() {
@@ -332,6 +361,10 @@ impl io::Read for VerifiedBlob {
         }
         if let Some(hasher) = self.hasher.take() {
             let actual = hasher.finish();
+            // Remembered only when the file did not change while it was read.
+            if actual == self.expected && self.file.metadata().is_ok_and(|metadata| FileStamp::of(&metadata) == self.stamp) {
+                self.store.remember_checked(&self.expected, &self.stamp);
+            }
             if actual != self.expected {
                 let _ = fs::remove_file(&self.path);
                 self.damage = Some(format!(
@@ -347,14 +380,14 @@ impl io::Read for VerifiedBlob {
     }
 }
 
-pub struct BlobWriter {
+pub struct BlobWriter<'a> {
     file: io::BufWriter<tempfile::NamedTempFile>,
     hasher: DigestHasher,
     size: u64,
-    store_root: PathBuf,
+    store: &'a Store,
 }
 
-impl Write for BlobWriter {
+impl Write for BlobWriter<'_> {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
         let written = measure(Stage::Write, || self.file.write(buffer))?;
         measure(Stage::Hash, || self.hasher.update(&buffer[..written]));
@@ -367,16 +400,21 @@ impl Write for BlobWriter {
     }
 }
 
-impl BlobWriter {
-    /// Syncs and renames the blob into place; returns its sha256 digest and the size.
+impl BlobWriter<'_> {
+    /// Syncs and renames the blob into place; returns its sha256 digest and the size. The
+    /// blob's bytes are the ones hashed, which the store remembers with the file's stat.
     pub fn finish(self) -> Result<(Digest, u64), StoreError> {
         let digest = self.hasher.finish();
-        let target = Area::Blobs.under(&self.store_root).join(digest.hex());
+        let target = self.store.blob_path(&digest);
         let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
         let file = measure(Stage::Write, || self.file.into_inner()).map_err(|error| write_error(error.into_error()))?;
         measure(Stage::Write, || file.as_file().sync_all()).map_err(write_error)?;
         // Replaces whatever is there: the same bytes from another process, or a damaged blob.
-        file.persist(&target).map_err(|error| write_error(error.error))?;
+        let file = file.persist(&target).map_err(|error| write_error(error.error))?;
+        // The stat after the rename, which sets the ctime.
+        if let Ok(metadata) = file.metadata() {
+            self.store.remember_checked(&digest, &FileStamp::of(&metadata));
+        }
         Ok((digest, self.size))
     }
 }

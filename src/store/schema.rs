@@ -91,4 +91,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         diff_id TEXT NOT NULL,
         files BLOB NOT NULL
     );",
+    // Blob files whose bytes matched their digest when they were written or last read whole,
+    // with their stat then (`Store::open_blob`): an export copies such a blob without hashing it
+    // again while its stat is the same.
+    "CREATE TABLE blob_check (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_nanos TEXT NOT NULL,
+        ctime_nanos TEXT NOT NULL,
+        inode INTEGER NOT NULL,
+        device INTEGER NOT NULL
+    );",
 ];

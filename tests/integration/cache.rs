@@ -506,6 +506,52 @@ fn a_damaged_blob_is_never_exported() {
     assert_eq!(std::fs::metadata(&blob).unwrap().len(), size);
 }
 
+/// Issues 9 and 13: a blob of 1 MiB or more is exported without being hashed again while its
+/// stat is the one remembered when its bytes were last checked (written, or read whole), and is
+/// copied into a file archive by the kernel. A write into the blob changes its ctime, so a blob
+/// damaged in place, same size, after that check is still caught, in an archive file, on
+/// stdout and in a layout directory, and made again by the next build.
+#[test]
+fn a_large_blob_damaged_after_its_check_is_never_exported() {
+    let project = Project::new();
+    // Pseudo-random letters and digits (xorshift), about 2.3 MB gzipped.
+    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let text: String = (0..3_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(alphabet[(state >> 32) as usize % alphabet.len()])
+        })
+        .collect();
+    project.write("text.txt", &text).dockerfile("FROM scratch\nCOPY text.txt /text.txt\n");
+    let first = project.build_oci("first.tar", &[]);
+    let layer = skopeo_manifest(&first)["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let blob = project.root().join("blobs-v1/sha256").join(&layer);
+    let size = std::fs::metadata(&blob).unwrap().len();
+    assert!(size > 1 << 20, "the layer blob has {size} bytes");
+    // Exported again unchanged (the remembered check), to a new archive.
+    let again = project.build_oci("again.tar", &[]);
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&first).unwrap());
+
+    let outputs = [
+        format!("type=oci,dest={}", project.out("archive.tar").display()),
+        "type=oci,dest=-".to_string(),
+        format!("type=oci,tar=false,dest={}", project.out("layout").display()),
+    ];
+    for output in outputs {
+        damage(&blob, size / 3, 1);
+        let run = project.build(&["-o", &output]).fails(1);
+        run.stderr_has(&format!("the blob `{}` in the state root was damaged", blob.display()));
+        assert!(!blob.exists(), "the damaged blob stayed ({output})");
+        let remade = project.build_oci("remade.tar", &[]);
+        assert_eq!(skopeo_manifest(&remade)["layers"], skopeo_manifest(&first)["layers"], "{output}");
+    }
+    assert!(!project.out("archive.tar").exists(), "an archive with a damaged blob was written");
+    assert!(!project.out("layout").join("blobs/sha256").join(&layer).exists(), "a layout got a damaged blob");
+}
+
 /// Issue 9, point 6: a full disk under the state root ends the build with the system's words
 /// and a path in the root, exit 1.
 #[test]
