@@ -13,7 +13,9 @@
 //! **Chunks seen before are not compressed again.** With the store as [`MemberCache`], a chunk
 //! whose digest names a member of an earlier blob (written at the same level by the same
 //! compressor, see the store's `gzip_member` table) is copied from that blob, once inflating it
-//! gave exactly the chunk (so a damaged blob is never copied on). The member is what compressing
+//! gave exactly the chunk, or without inflating it when the blob's bytes were checked and its
+//! stat has not changed since (the store's cheap check, as on export): a damaged blob is never
+//! copied on. The member is what compressing
 //! would write, because the compressor is the same: its name ([`COMPRESSOR`]) includes rbuild's
 //! version, and a new version starts afresh. A one-file edit in a 200 MB layer compresses one or
 //! two chunks instead of all of them.
@@ -28,12 +30,15 @@
 //!
 //! **Incompressible chunks are stored.** Deflate spends as much time on random bytes (already
 //! compressed files, encrypted data) as on text, for nothing: libdeflate level 6 runs at about
-//! 100 MB/s a core on random bytes (zlib-rs at 50) and saves 0 %. Before a chunk is compressed, four samples of
-//! it (16 KiB each, spread over the chunk) are; when they save less than 2 %, the chunk is
-//! written as stored deflate blocks (level 0, at memory speed), which is still standard gzip.
-//! A chunk of mixed content whose samples all fell on incompressible parts loses at most those
-//! 2 % of its size. The decision depends only on the chunk's bytes, so the output stays
-//! deterministic.
+//! 100 MB/s a core on random bytes (zlib-rs at 50) and saves 0 %. Before a chunk is compressed,
+//! four samples of it (16 KiB each, spread over the chunk) are, at libdeflate's fastest level;
+//! when they save less than 2 %, the chunk is written as stored deflate blocks (level 0, at
+//! memory speed), which is still standard gzip. A chunk of mixed content whose samples all fell
+//! on incompressible parts loses at most those 2 % of its size. The decision depends only on
+//! the chunk's bytes, so the output stays deterministic. A stored chunk is not looked up among
+//! the members seen before, nor remembered: storing it again costs less than its digest. On the
+//! benchmark's 1 GiB random layer, the samples at level 6 and the stored chunks' digests took
+//! 1.2 of the one pass's 5.2 CPU-seconds.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -45,7 +50,7 @@ use rayon::prelude::*;
 
 use super::layer_tar::{LayerTarError, LayerTarOptions, LayerTarSummary, write_layer_tar};
 use crate::oci::stage_cpu::{Stage, measure};
-use crate::oci::{Cancellable, Digest};
+use crate::oci::{Cancellable, Digest, FileStamp};
 use crate::store::{Store, StoreError};
 
 /// The smallest and the largest chunk, and the hash bits that must be zero for a cut.
@@ -61,9 +66,14 @@ const SAMPLES: usize = 4;
 const SAMPLE: usize = 16 << 10;
 /// A chunk whose samples compress to more than this share of their size is stored.
 const STORE_ABOVE: f64 = 0.98;
+/// The level the samples are compressed at, whatever the blob's: libdeflate's fastest, which
+/// finds what makes a chunk worth compressing at any level (repeats and a skewed alphabet) in a
+/// fraction of level 6's time on the random bytes it is there to catch.
+const SAMPLE_LEVEL: u32 = 1;
 /// What wrote a member, beside its level: a member is reused only by the compressor that would
 /// write the same bytes.
-pub(crate) const COMPRESSOR: &str = concat!("rbuild ", env!("CARGO_PKG_VERSION"), " libdeflate gear-chunks");
+/// It names everything that decides a member's bytes: which chunks are stored is one.
+pub(crate) const COMPRESSOR: &str = concat!("rbuild ", env!("CARGO_PKG_VERSION"), " libdeflate gear-chunks stored-by-level-1-samples");
 
 /// The gear hash's table: 256 fixed pseudo-random words (splitmix64), the same in every build.
 const GEAR: [u64; 256] = {
@@ -83,22 +93,31 @@ const GEAR: [u64; 256] = {
 
 /// Members written before, by the digest of the chunk each holds.
 pub(crate) trait MemberCache: Sync {
-    /// The bytes of a member that holds a chunk with this digest at this level, if the cache
-    /// knows one. They are checked before use.
-    fn member(&self, chunk: &Digest, level: u32) -> Option<Vec<u8>>;
+    /// A member that holds a chunk with this digest at this level, if the cache knows one.
+    fn member(&self, chunk: &Digest, level: u32) -> Option<CachedMember>;
+}
+
+/// A member from a [`MemberCache`].
+pub(crate) struct CachedMember {
+    pub bytes: Vec<u8>,
+    /// Whether the bytes are known to be the ones written: the store's blob that holds them was
+    /// checked against its digest and has the same stat since ([`Store::blob_was_checked`]).
+    /// Other members are inflated and compared with the chunk before use.
+    pub checked: bool,
 }
 
 impl MemberCache for Store {
-    fn member(&self, chunk: &Digest, level: u32) -> Option<Vec<u8>> {
+    fn member(&self, chunk: &Digest, level: u32) -> Option<CachedMember> {
         let (blob, offset, length) = self.database().gzip_member(chunk, level, COMPRESSOR).ok()??;
         // A member is at most a stored chunk: anything larger is no member of ours.
         if length > (MAX_CHUNK + MAX_CHUNK / 16) as u64 {
             return None;
         }
         let file = File::open(self.blob_path(&blob)).ok()?;
+        let checked = file.metadata().is_ok_and(|metadata| self.blob_was_checked(&blob, &FileStamp::of(&metadata)));
         let mut bytes = vec![0; length as usize];
         file.read_exact_at(&mut bytes, offset).ok()?;
-        Some(bytes)
+        Some(CachedMember { bytes, checked })
     }
 }
 
@@ -150,7 +169,8 @@ pub(crate) fn compress_stream<W: Write + Send, T, E>(
     cache: Option<&dyn MemberCache>,
     produce: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> (Result<T, E>, io::Result<Compressed<W>>) {
-    let mut members = MemberWriter::new(inner, level);
+    let spare = Spare::default();
+    let mut members = MemberWriter::new(inner, level, &spare);
     members.cache = cache;
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
@@ -160,7 +180,7 @@ pub(crate) fn compress_stream<W: Write + Send, T, E>(
             }
             measure(Stage::Compress, || members.finish())
         });
-        let mut chunks = ChunkSender { chunker: Chunker::new(), sender };
+        let mut chunks = ChunkSender { chunker: Chunker::new(&spare), sender };
         let produced = produce(&mut chunks);
         let ChunkSender { chunker, sender } = chunks;
         if let Some(last) = chunker.finish()
@@ -190,12 +210,12 @@ pub(crate) type Member = (Digest, u64, u64);
 pub(crate) type Compressed<W> = (W, Vec<Member>);
 
 /// A stream's chunks, each sent to the writer thread as it is cut.
-struct ChunkSender {
-    chunker: Chunker,
+struct ChunkSender<'a> {
+    chunker: Chunker<'a>,
     sender: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
-impl Write for ChunkSender {
+impl Write for ChunkSender<'_> {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
         let sender = &self.sender;
         measure(Stage::Compress, || self.chunker.take(buffer, &mut |chunk| sender.send(chunk).map_err(|_| compressor_stopped())))
@@ -206,17 +226,46 @@ impl Write for ChunkSender {
     }
 }
 
+/// Buffers given back after use, for the next chunks and members. A new buffer of a megabyte
+/// or more is mapped afresh (see `cli::memory`), and its first touch costs a page fault and a
+/// zeroed page every 4 KiB: a tenth of the one pass's CPU on the benchmark's 1 GiB layer.
+#[derive(Default)]
+struct Spare {
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept at most: about as many as are in use at once (the chunks in flight and a batch,
+/// and the batch's members).
+const SPARE_BUFFERS: usize = 12;
+
+impl Spare {
+    /// An empty buffer, with room for a chunk when it is a new one.
+    fn take(&self) -> Vec<u8> {
+        let spare = self.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(MIN_CHUNK * 4))
+    }
+
+    fn give(&self, mut buffer: Vec<u8>) {
+        let mut buffers = self.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buffers.len() < SPARE_BUFFERS {
+            buffer.clear();
+            buffers.push(buffer);
+        }
+    }
+}
+
 /// Cuts a stream into chunks where the gear hash says (see the module docs).
-struct Chunker {
+struct Chunker<'a> {
     /// The chunk being filled.
     current: Vec<u8>,
     /// The gear hash of the current chunk's bytes after its first `MIN_CHUNK`.
     hash: u64,
+    spare: &'a Spare,
 }
 
-impl Chunker {
-    fn new() -> Chunker {
-        Chunker { current: Vec::with_capacity(MIN_CHUNK * 4), hash: 0 }
+impl<'a> Chunker<'a> {
+    fn new(spare: &'a Spare) -> Chunker<'a> {
+        Chunker { current: spare.take(), hash: 0, spare }
     }
 
     /// Takes all of `buffer`, handing each chunk it completes to `cut`.
@@ -246,7 +295,7 @@ impl Chunker {
             self.hash = hash;
             if end.is_some() || self.current.len() == MAX_CHUNK {
                 self.hash = 0;
-                cut(std::mem::replace(&mut self.current, Vec::with_capacity(MIN_CHUNK * 4)))?;
+                cut(std::mem::replace(&mut self.current, self.spare.take()))?;
             }
         }
         Ok(buffer.len())
@@ -263,6 +312,7 @@ struct MemberWriter<'a, W: Write> {
     inner: W,
     level: u32,
     cache: Option<&'a dyn MemberCache>,
+    spare: &'a Spare,
     /// Chunks waiting to be compressed and their total size.
     pending: Vec<Vec<u8>>,
     pending_bytes: usize,
@@ -273,9 +323,10 @@ struct MemberWriter<'a, W: Write> {
 }
 
 impl<'a, W: Write> MemberWriter<'a, W> {
-    fn new(inner: W, level: u32) -> MemberWriter<'a, W> {
+    fn new(inner: W, level: u32, spare: &'a Spare) -> MemberWriter<'a, W> {
         let batch_bytes = rayon::current_num_threads().max(1) * BATCH_PER_THREAD;
-        MemberWriter { inner, level, cache: None, pending: Vec::new(), pending_bytes: 0, batch_bytes, written: 0, members: Vec::new() }
+        let pending = Vec::new();
+        MemberWriter { inner, level, cache: None, spare, pending, pending_bytes: 0, batch_bytes, written: 0, members: Vec::new() }
     }
 
     fn push(&mut self, chunk: Vec<u8>) -> io::Result<()> {
@@ -288,28 +339,42 @@ impl<'a, W: Write> MemberWriter<'a, W> {
     }
 
     fn compress_pending(&mut self) -> io::Result<()> {
-        let (level, cache) = (self.level, self.cache);
-        let members: Vec<io::Result<(Digest, Vec<u8>)>> = self
+        let (level, cache, spare) = (self.level, self.cache, self.spare);
+        let encoded: Vec<io::Result<Encoded>> = self
             .pending
             .par_iter()
             .map(|chunk| {
+                // A stored chunk is written at memory speed: it is neither looked up nor
+                // remembered, and its digest is not taken (a third of the one pass's hashing on
+                // incompressible layers).
+                if level == 0 || measure(Stage::Compress, || incompressible(chunk)) {
+                    return Ok(Encoded::Stored(measure(Stage::Compress, || libdeflater::crc32(chunk))));
+                }
                 let digest = measure(Stage::Hash, || Digest::sha256_of(chunk));
                 measure(Stage::Compress, || {
-                    if let Some(member) = cache.and_then(|cache| cache.member(&digest, level)).filter(|member| holds(member, chunk)) {
-                        return Ok((digest, member));
+                    let cached = cache.and_then(|cache| cache.member(&digest, level));
+                    if let Some(member) = cached.filter(|member| member.checked || holds(&member.bytes, chunk, spare)) {
+                        return Ok(Encoded::Member(digest, member.bytes));
                     }
-                    let level = if level > 0 && incompressible(chunk, level) { 0 } else { level };
-                    Ok((digest, gzip_member(chunk, level)?))
+                    Ok(Encoded::Member(digest, gzip_member(chunk, level, spare.take())?))
                 })
             })
             .collect();
-        self.pending.clear();
         self.pending_bytes = 0;
-        for member in members {
-            let (digest, bytes) = member?;
-            self.inner.write_all(&bytes)?;
-            self.members.push((digest, self.written, bytes.len() as u64));
-            self.written += bytes.len() as u64;
+        let pending = std::mem::take(&mut self.pending);
+        for (chunk, encoded) in pending.into_iter().zip(encoded) {
+            let length = match encoded? {
+                Encoded::Stored(crc) => write_stored_member(&mut self.inner, &chunk, crc)?,
+                Encoded::Member(digest, bytes) => {
+                    self.inner.write_all(&bytes)?;
+                    self.members.push((digest, self.written, bytes.len() as u64));
+                    let length = bytes.len() as u64;
+                    self.spare.give(bytes);
+                    length
+                }
+            };
+            self.written += length;
+            self.spare.give(chunk);
         }
         Ok(())
     }
@@ -317,13 +382,51 @@ impl<'a, W: Write> MemberWriter<'a, W> {
     /// Compresses what is left; the inner writer and the members written. An empty input
     /// still makes one (empty) member: a valid gzip file.
     fn finish(mut self) -> io::Result<(W, Vec<Member>)> {
-        if self.pending.is_empty() && self.members.is_empty() {
+        if self.pending.is_empty() && self.written == 0 {
             self.pending.push(Vec::new());
         }
         self.compress_pending()?;
         self.inner.flush()?;
         Ok((self.inner, self.members))
     }
+}
+
+/// A chunk as the pool left it for the writer: stored (its CRC-32 taken), or a member.
+enum Encoded {
+    Stored(u32),
+    /// The digest of the chunk and the member's bytes.
+    Member(Digest, Vec<u8>),
+}
+
+/// The gzip header libdeflate writes at level 0: no name, no time, "fastest" (4), OS unknown.
+const STORED_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff];
+
+/// Writes `chunk` (whose CRC-32 is `crc`) as a gzip member of stored deflate blocks, around the
+/// chunk's own bytes: byte for byte what libdeflate writes at level 0 (blocks of 65,535 bytes,
+/// the last one final; an empty chunk is one empty final block), without copying the chunk
+/// into a member first. The member's length.
+fn write_stored_member(out: &mut dyn Write, chunk: &[u8], crc: u32) -> io::Result<u64> {
+    out.write_all(&STORED_HEADER)?;
+    let mut blocks = chunk.chunks(u16::MAX as usize).peekable();
+    if blocks.peek().is_none() {
+        out.write_all(&[1, 0, 0, 0xff, 0xff])?;
+    }
+    let mut length = STORED_HEADER.len() as u64;
+    while let Some(block) = blocks.next() {
+        let size = block.len() as u16;
+        let last = u8::from(blocks.peek().is_none());
+        let [low, high] = size.to_le_bytes();
+        let [not_low, not_high] = (!size).to_le_bytes();
+        out.write_all(&[last, low, high, not_low, not_high])?;
+        out.write_all(block)?;
+        length += 5 + block.len() as u64;
+    }
+    if chunk.is_empty() {
+        length += 5;
+    }
+    out.write_all(&crc.to_le_bytes())?;
+    out.write_all(&(chunk.len() as u32).to_le_bytes())?;
+    Ok(length + 8)
 }
 
 /// libdeflate at `level` (0 to 12; 0 stores).
@@ -333,29 +436,34 @@ fn compressor(level: u32) -> io::Result<libdeflater::Compressor> {
     Ok(libdeflater::Compressor::new(level))
 }
 
-/// `chunk` as one gzip member (header, deflate stream, CRC and size), in one call.
-fn gzip_member(chunk: &[u8], level: u32) -> io::Result<Vec<u8>> {
+/// `chunk` as one gzip member (header, deflate stream, CRC and size), in one call, written
+/// into `member` (emptied first).
+fn gzip_member(chunk: &[u8], level: u32, mut member: Vec<u8>) -> io::Result<Vec<u8>> {
     let mut compressor = compressor(level)?;
-    let mut member = vec![0; compressor.gzip_compress_bound(chunk.len())];
+    member.clear();
+    member.resize(compressor.gzip_compress_bound(chunk.len()), 0);
     let length = compressor.gzip_compress(chunk, &mut member).map_err(|error| io::Error::other(format!("gzip: {error}")))?;
     member.truncate(length);
     Ok(member)
 }
 
-/// Whether `member` inflates to exactly `chunk`.
-fn holds(member: &[u8], chunk: &[u8]) -> bool {
-    let mut inflated = vec![0; chunk.len()];
+/// Whether `member` inflates to exactly `chunk` (inflated into a spare buffer).
+fn holds(member: &[u8], chunk: &[u8], spare: &Spare) -> bool {
+    let mut inflated = spare.take();
+    inflated.resize(chunk.len(), 0);
     let mut decompressor = libdeflater::Decompressor::new();
-    decompressor.gzip_decompress(member, &mut inflated).is_ok_and(|length| length == chunk.len()) && inflated == chunk
+    let holds = decompressor.gzip_decompress(member, &mut inflated).is_ok_and(|length| length == chunk.len()) && inflated == chunk;
+    spare.give(inflated);
+    holds
 }
 
 /// Whether deflate would save less than 2 % of `chunk`, judged from samples spread over it
 /// (a chunk too small to sample is compressed).
-fn incompressible(chunk: &[u8], level: u32) -> bool {
+fn incompressible(chunk: &[u8]) -> bool {
     if chunk.len() < SAMPLES * SAMPLE * 4 {
         return false;
     }
-    let Ok(mut compressor) = compressor(level) else { return false };
+    let Ok(mut compressor) = compressor(SAMPLE_LEVEL) else { return false };
     let mut output = vec![0; compressor.deflate_compress_bound(SAMPLE)];
     let stride = chunk.len() / SAMPLES;
     let mut compressed = 0;
@@ -370,192 +478,5 @@ fn incompressible(chunk: &[u8], level: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-
-    const MIB: usize = 1 << 20;
-
-    fn compress(data: &[u8]) -> Vec<u8> {
-        compress_with(data, None).0
-    }
-
-    fn compress_with(data: &[u8], cache: Option<&dyn MemberCache>) -> (Vec<u8>, Vec<Member>) {
-        // Written in pieces of odd sizes, as a tar writer writes.
-        let (produced, compressed) = compress_stream(Vec::new(), 6, cache, |chunks| -> io::Result<()> {
-            for piece in data.chunks(77_777) {
-                chunks.write_all(piece)?;
-            }
-            Ok(())
-        });
-        produced.unwrap();
-        compressed.unwrap()
-    }
-
-    fn inflate(compressed: &[u8]) -> Vec<u8> {
-        let mut decoded = Vec::new();
-        flate2::read::MultiGzDecoder::new(compressed).read_to_end(&mut decoded).unwrap();
-        decoded
-    }
-
-    /// Text of pseudo-random words: compressible, and without repeats a fixed cut would align on.
-    fn words(length: usize, seed: u64) -> Vec<u8> {
-        let names: [&[u8]; 8] = [b"alpha ", b"bravo ", b"charlie ", b"delta ", b"echo ", b"foxtrot ", b"golf\n", b"hotel "];
-        let mut state = seed | 1;
-        let mut text = Vec::with_capacity(length + 8);
-        while text.len() < length {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            text.extend_from_slice(names[(state % 8) as usize]);
-        }
-        text.truncate(length);
-        text
-    }
-
-    /// A cache of the members of earlier outputs, counting what it hands out.
-    #[derive(Default)]
-    struct Remembered {
-        members: std::collections::HashMap<Digest, Vec<u8>>,
-        handed: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Remembered {
-        fn learn(&mut self, output: &[u8], members: &[Member]) {
-            for (chunk, offset, length) in members {
-                self.members.insert(chunk.clone(), output[*offset as usize..(*offset + *length) as usize].to_vec());
-            }
-        }
-    }
-
-    impl MemberCache for Remembered {
-        fn member(&self, chunk: &Digest, _level: u32) -> Option<Vec<u8>> {
-            let member = self.members.get(chunk).cloned();
-            if member.is_some() {
-                self.handed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            member
-        }
-    }
-
-    #[test]
-    fn an_edit_moves_only_the_cuts_near_it_and_the_rest_is_reused() {
-        let before = words(12 * MIB, 3);
-        let mut after = before.clone();
-        // Nine bytes inserted in the middle: every later offset moves.
-        after.splice(6 * MIB..6 * MIB, b"inserted!".iter().copied());
-        let (first, first_members) = compress_with(&before, None);
-        assert!(first_members.len() >= 4, "{} chunks", first_members.len());
-        let mut cache = Remembered::default();
-        cache.learn(&first, &first_members);
-        let (second, second_members) = compress_with(&after, Some(&cache));
-        let handed = cache.handed.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(handed + 2 >= second_members.len(), "{handed} of {} chunks reused", second_members.len());
-        // Reused or not, the output is what compressing gives, and holds the input.
-        assert_eq!(second, compress(&after));
-        assert_eq!(inflate(&second), after);
-    }
-
-    #[test]
-    fn a_damaged_member_is_never_copied() {
-        let data = words(3 * MIB, 5);
-        let (output, members) = compress_with(&data, None);
-        let mut cache = Remembered::default();
-        cache.learn(&output, &members);
-        for member in cache.members.values_mut() {
-            let middle = member.len() / 2;
-            member[middle] ^= 0x55;
-        }
-        let (again, _) = compress_with(&data, Some(&cache));
-        assert_eq!(again, output);
-    }
-
-    #[test]
-    fn members_decompress_to_the_input_and_are_deterministic() {
-        let data: Vec<u8> = (0..(3 * MIB + 12345)).map(|i| (i * 7 % 251) as u8).collect();
-        let compressed = compress(&data);
-        assert_eq!(compressed, compress(&data));
-        let mut decoded = Vec::new();
-        flate2::read::MultiGzDecoder::new(&compressed[..]).read_to_end(&mut decoded).unwrap();
-        assert_eq!(decoded, data);
-        // The system gunzip agrees (all members).
-        let mut child = std::process::Command::new("gzip")
-            .args(["-dc"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("gzip is installed");
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || stdin.write_all(&compressed).unwrap());
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert_eq!(output.stdout, data);
-    }
-
-    /// Pseudo-random bytes (xorshift), as incompressible as encrypted data.
-    fn random(length: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..length)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
-    #[test]
-    fn incompressible_chunks_are_stored_and_compressible_ones_compressed() {
-        let noise = random(2 * MIB, 7);
-        let text: Vec<u8> = b"alpha bravo charlie delta echo foxtrot\n".iter().cycle().take(2 * MIB).copied().collect();
-        // Half a chunk of noise, half of text: the samples see the text, the chunk is compressed.
-        let mut mixed = noise[..MIB / 2].to_vec();
-        mixed.extend_from_slice(&text[..MIB / 2]);
-        assert!(incompressible(&noise[..MIB], 6));
-        assert!(!incompressible(&text[..MIB], 6));
-        assert!(!incompressible(&mixed, 6));
-        assert!(!incompressible(&noise[..1000], 6), "too small to judge");
-        let mut all = noise.clone();
-        all.extend_from_slice(&text);
-        all.extend_from_slice(&mixed);
-        let compressed = compress(&all);
-        let mut decoded = Vec::new();
-        flate2::read::MultiGzDecoder::new(&compressed[..]).read_to_end(&mut decoded).unwrap();
-        assert_eq!(decoded, all);
-        // Stored noise costs a few bytes a block; the text and half the mixed chunk shrink.
-        let stored_overhead = 2 * MIB / 1000;
-        assert!(compressed.len() < 2 * MIB + stored_overhead + MIB / 2 + MIB / 4, "{}", compressed.len());
-        assert!(compressed.len() > 2 * MIB, "{}", compressed.len());
-    }
-
-    #[test]
-    fn empty_input_is_a_valid_gzip_file() {
-        let compressed = compress(b"");
-        let mut decoded = Vec::new();
-        flate2::read::MultiGzDecoder::new(&compressed[..]).read_to_end(&mut decoded).unwrap();
-        assert!(decoded.is_empty());
-    }
-
-    #[test]
-    fn a_failing_output_stops_the_producer_with_the_writers_error() {
-        struct Failing;
-        impl Write for Failing {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::Error::other("disk full"))
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let data = words(40 * MIB, 3);
-        let (produced, compressed) = compress_stream(Failing, 6, None, |chunks| -> io::Result<()> {
-            for piece in data.chunks(65_536) {
-                chunks.write_all(piece)?;
-            }
-            Ok(())
-        });
-        assert_eq!(produced.unwrap_err().to_string(), "the compressor stopped");
-        assert_eq!(compressed.err().unwrap().to_string(), "disk full");
-    }
-}
+#[path = "parallel_gzip_tests.rs"]
+mod tests;

@@ -286,9 +286,14 @@ impl Store {
         let path = self.blob_path(digest);
         let file = File::open(&path)?;
         let stamp = FileStamp::of(&file.metadata()?);
-        let checked = stamp.size >= CHECK_REMEMBERED_FROM && self.database().blob_check(digest).ok().flatten() == Some(stamp);
-        let hasher = (!checked).then(|| DigestHasher::for_digest(digest));
+        let hasher = (!self.blob_was_checked(digest, &stamp)).then(|| DigestHasher::for_digest(digest));
         Ok(VerifiedBlob { store: self, file, stamp, hasher, expected: digest.clone(), path, damage: None })
+    }
+
+    /// Whether the blob `digest`, whose file has `stamp` now, had the same stat when its bytes
+    /// last matched its digest: then they still do, short of damage that leaves the stat alone.
+    pub fn blob_was_checked(&self, digest: &Digest, stamp: &FileStamp) -> bool {
+        stamp.size >= CHECK_REMEMBERED_FROM && self.database().blob_check(digest).ok().flatten().as_ref() == Some(stamp)
     }
 
     /// Remembers that the blob `digest`, whose file has `stamp`, holds the bytes its digest
