@@ -95,14 +95,37 @@ pub enum LayerTarError {
 /// flushed beyond what the writes themselves do; the caller owns buffering and fsync. Its CPU
 /// and bytes count in the tar stage of `oci::stage_cpu`, whoever writes it.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
-    let summary = measure(Stage::Tar, || write_tree(dir, out, options))?;
-    stage_cpu::add_tar_bytes(summary.bytes);
-    Ok(summary)
+    let mut hashing = Hashing::sha256(out);
+    let tree = measure(Stage::Tar, || write_tree(dir, &mut hashing, options))?;
+    let (_, digest, bytes) = hashing.finish();
+    Ok(tree.summary(bytes, DiffId::new(digest)))
 }
 
-fn write_tree<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<LayerTarSummary, LayerTarError> {
+/// As [`write_layer_tar`], to an `out` that takes the stream's sha256 itself: the one pass hashes
+/// on its writer thread, beside the compression, where the tar's thread had the most to do.
+/// [`TarredTree::summary`] makes the summary with the length and digest `out` found.
+pub(crate) fn write_layer_tar_unhashed<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<TarredTree, LayerTarError> {
+    measure(Stage::Tar, || write_tree(dir, out, options))
+}
+
+/// What writing a layer tar found of the tree, beside the stream's length and digest.
+#[derive(Debug)]
+pub(crate) struct TarredTree {
+    entries: u64,
+    apparent_size: u64,
+}
+
+impl TarredTree {
+    /// The summary of the tar stream of `bytes` bytes whose sha256 is `diff_id`.
+    pub(crate) fn summary(self, bytes: u64, diff_id: DiffId) -> LayerTarSummary {
+        stage_cpu::add_tar_bytes(bytes);
+        LayerTarSummary { entries: self.entries, bytes, diff_id, apparent_size: self.apparent_size }
+    }
+}
+
+fn write_tree<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result<TarredTree, LayerTarError> {
     let mut writer = LayerWriter {
-        out: Hashing::sha256(out),
+        out,
         clamp_mtime: options.clamp_mtime,
         first_paths: HashMap::new(),
         entries: 0,
@@ -112,8 +135,7 @@ fn write_tree<W: Write>(dir: &Path, out: W, options: &LayerTarOptions) -> Result
     writer.write_directory(dir, &[])?;
     // Two zero blocks end a tar archive.
     writer.out.write_all(&[0; 2 * BLOCK_SIZE as usize]).map_err(LayerTarError::Write)?;
-    let (_, digest, written) = writer.out.finish();
-    Ok(LayerTarSummary { entries: writer.entries, bytes: written, diff_id: DiffId::new(digest), apparent_size: writer.apparent_size })
+    Ok(TarredTree { entries: writer.entries, apparent_size: writer.apparent_size })
 }
 
 /// Whether the snapshot `dir` has nothing in it, so its layer would add nothing (BuildKit
@@ -159,7 +181,7 @@ struct EntryHeader<'a> {
 }
 
 struct LayerWriter<W> {
-    out: Hashing<W>,
+    out: W,
     clamp_mtime: Option<i64>,
     /// Tar name of the first path seen for each multiply linked inode, by (device, inode).
     first_paths: HashMap<(u64, u64), Vec<u8>>,

@@ -48,9 +48,9 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use super::layer_tar::{LayerTarError, LayerTarOptions, LayerTarSummary, write_layer_tar};
+use super::layer_tar::{LayerTarError, LayerTarOptions, LayerTarSummary, write_layer_tar_unhashed};
 use crate::oci::stage_cpu::{Stage, measure};
-use crate::oci::{Cancellable, Digest, FileStamp};
+use crate::oci::{Cancellable, DiffId, Digest, DigestHasher, FileStamp};
 use crate::store::{Store, StoreError};
 
 /// The smallest and the largest chunk, and the hash bits that must be zero for a cut.
@@ -136,10 +136,12 @@ pub(crate) enum GzipLayerError {
 /// compressions (a failure to record costs only that reuse, so it is logged). The tar's
 /// summary, the blob's digest and size.
 ///
-/// Two threads and the pool: this one walks the tree, reads the files, hashes the tar and cuts
-/// it into chunks; a second one takes the chunks in order, has the pool compress them a batch at
-/// a time, and hashes and writes the members. The walk goes on while a batch is compressed,
-/// where one thread did one and then the other. A few chunks wait between them at most.
+/// Two threads and the pool: this one walks the tree, reads the files and cuts the tar into
+/// chunks; a second one takes the chunks in order, hashes them (the diff id), has the pool
+/// compress them a batch at a time, and hashes and writes the members. The walk goes on while a
+/// batch is compressed, where one thread did one and then the other. A few chunks wait between
+/// them at most. The diff id was the walk's thread's to hash until a one-file edit in the
+/// 50,000-file context showed that thread busy and the pool idle.
 pub(crate) fn write_gzip_layer(
     store: &Store,
     tree: &Path,
@@ -148,12 +150,12 @@ pub(crate) fn write_gzip_layer(
     cancel: &AtomicBool,
 ) -> Result<(LayerTarSummary, Digest, u64), GzipLayerError> {
     let blob = Cancellable { inner: store.blob_writer()?, cancel };
-    let (tarred, compressed) = compress_stream(blob, level, Some(store), |chunks| write_layer_tar(tree, chunks, options));
+    let (tarred, compressed) = compress_stream(blob, level, Some(store), |chunks| write_layer_tar_unhashed(tree, chunks, options));
     // The writer's own error says more than the tar's "the compressor stopped".
-    let (writer, members) = compressed.map_err(GzipLayerError::Compress)?;
-    let summary = tarred.map_err(GzipLayerError::Tar)?;
-    let (digest, size) = writer.inner.finish()?;
-    if let Err(error) = store.database().put_gzip_members(&digest, level, COMPRESSOR, &members) {
+    let compressed = compressed.map_err(GzipLayerError::Compress)?;
+    let summary = tarred.map_err(GzipLayerError::Tar)?.summary(compressed.input_bytes, DiffId::new(compressed.input));
+    let (digest, size) = compressed.output.inner.finish()?;
+    if let Err(error) = store.database().put_gzip_members(&digest, level, COMPRESSOR, &compressed.members) {
         tracing::warn!(blob = %digest, "failed to record the gzip members of a blob: {error}");
     }
     Ok((summary, digest, size))
@@ -206,8 +208,15 @@ fn compressor_stopped() -> io::Error {
 /// A member written: the digest of the chunk it holds, its offset and length in the output.
 pub(crate) type Member = (Digest, u64, u64);
 
-/// What a compression wrote: the output it wrote to and its members.
-pub(crate) type Compressed<W> = (W, Vec<Member>);
+/// What a compression wrote.
+pub(crate) struct Compressed<W> {
+    /// The output it wrote to.
+    pub output: W,
+    pub members: Vec<Member>,
+    /// The sha256 of the input and its length, taken on the writer thread as the chunks came.
+    pub input: Digest,
+    pub input_bytes: u64,
+}
 
 /// A stream's chunks, each sent to the writer thread as it is cut.
 struct ChunkSender<'a> {
@@ -330,16 +339,34 @@ struct MemberWriter<'a, W: Write> {
     /// Bytes written to `inner`, and the members so far.
     written: u64,
     members: Vec<Member>,
+    /// The hash of the chunks taken so far, in order, and their length.
+    input: DigestHasher,
+    input_bytes: u64,
 }
 
 impl<'a, W: Write> MemberWriter<'a, W> {
     fn new(inner: W, level: u32, spare: &'a Spare) -> MemberWriter<'a, W> {
         let batch_bytes = rayon::current_num_threads().max(1) * BATCH_PER_THREAD;
         let pending = Vec::new();
-        MemberWriter { inner, level, cache: None, spare, pending, pending_bytes: 0, batch_bytes, written: 0, members: Vec::new() }
+        let input = DigestHasher::sha256();
+        MemberWriter {
+            inner,
+            level,
+            cache: None,
+            spare,
+            pending,
+            pending_bytes: 0,
+            batch_bytes,
+            written: 0,
+            members: Vec::new(),
+            input,
+            input_bytes: 0,
+        }
     }
 
     fn push(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        measure(Stage::Hash, || self.input.update(&chunk));
+        self.input_bytes += chunk.len() as u64;
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
         if self.pending_bytes >= self.batch_bytes {
@@ -391,13 +418,13 @@ impl<'a, W: Write> MemberWriter<'a, W> {
 
     /// Compresses what is left; the inner writer and the members written. An empty input
     /// still makes one (empty) member: a valid gzip file.
-    fn finish(mut self) -> io::Result<(W, Vec<Member>)> {
+    fn finish(mut self) -> io::Result<Compressed<W>> {
         if self.pending.is_empty() && self.written == 0 {
             self.pending.push(Vec::new());
         }
         self.compress_pending()?;
         self.inner.flush()?;
-        Ok((self.inner, self.members))
+        Ok(Compressed { output: self.inner, members: self.members, input: self.input.finish(), input_bytes: self.input_bytes })
     }
 }
 

@@ -18,7 +18,10 @@ fn compress_with(data: &[u8], cache: Option<&dyn MemberCache>) -> (Vec<u8>, Vec<
         Ok(())
     });
     produced.unwrap();
-    compressed.unwrap()
+    let compressed = compressed.unwrap();
+    assert_eq!(compressed.input, Digest::sha256_of(data));
+    assert_eq!(compressed.input_bytes, data.len() as u64);
+    (compressed.output, compressed.members)
 }
 
 fn inflate(compressed: &[u8]) -> Vec<u8> {
