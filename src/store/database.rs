@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::CacheKey;
 pub use super::rows::{BlobRow, FileHashRow, HttpSourceRow, LayerKind, LayerRow, OutputFileRow, RecordRow};
-use super::rows::{blob_from_row, diff_id_text, layer_from_row, record_from_row, stamp_at};
+use super::rows::{blob_from_row, diff_id_text, layer_from_row, record_from_row, stamp_at, stamp_columns};
 use super::schema::MIGRATIONS;
 use crate::oci::{DiffId, Digest, FileStamp};
 
@@ -491,17 +491,11 @@ impl Database {
     }
 
     pub fn put_blob_check(&mut self, digest: &Digest, stamp: &FileStamp) -> Result<(), DatabaseError> {
+        let (size, mtime, ctime, inode, device) = stamp_columns(stamp);
         self.write(|transaction| {
             transaction.execute(
                 "INSERT OR REPLACE INTO blob_check (digest, size, mtime_nanos, ctime_nanos, inode, device) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    digest,
-                    stamp.size as i64,
-                    stamp.mtime_nanos.to_string(),
-                    stamp.ctime_nanos.to_string(),
-                    stamp.inode as i64,
-                    stamp.device as i64
-                ],
+                params![digest, size, mtime, ctime, inode, device],
             )
         })?;
         Ok(())
@@ -521,19 +515,14 @@ impl Database {
     /// Remembers what was written at `path`; `None` forgets it (the file is being replaced).
     pub fn put_output_file(&mut self, path: &str, row: Option<&OutputFileRow>) -> Result<(), DatabaseError> {
         self.write(|transaction| match row {
-            Some(row) => transaction.execute(
-                "INSERT OR REPLACE INTO output_file (path, identity, size, mtime_nanos, ctime_nanos, inode, device)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    path,
-                    row.identity,
-                    row.stamp.size as i64,
-                    row.stamp.mtime_nanos.to_string(),
-                    row.stamp.ctime_nanos.to_string(),
-                    row.stamp.inode as i64,
-                    row.stamp.device as i64
-                ],
-            ),
+            Some(row) => {
+                let (size, mtime, ctime, inode, device) = stamp_columns(&row.stamp);
+                transaction.execute(
+                    "INSERT OR REPLACE INTO output_file (path, identity, size, mtime_nanos, ctime_nanos, inode, device)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![path, row.identity, size, mtime, ctime, inode, device],
+                )
+            }
             None => transaction.execute("DELETE FROM output_file WHERE path = ?1", params![path]),
         })?;
         Ok(())
@@ -561,15 +550,8 @@ impl Database {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (path, row) in rows {
-                statement.execute(params![
-                    path,
-                    row.stamp.size as i64,
-                    row.stamp.mtime_nanos.to_string(),
-                    row.stamp.ctime_nanos.to_string(),
-                    row.stamp.inode as i64,
-                    row.stamp.device as i64,
-                    row.digest
-                ])?;
+                let (size, mtime, ctime, inode, device) = stamp_columns(&row.stamp);
+                statement.execute(params![path, size, mtime, ctime, inode, device, row.digest])?;
             }
             Ok(())
         })

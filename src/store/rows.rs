@@ -121,6 +121,12 @@ pub(super) fn stamp_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Resul
     })
 }
 
+/// The five columns [`stamp_at`] reads (size, mtime, ctime, inode, device), as they are stored:
+/// the times as decimal text (they do not fit SQLite's integers).
+pub(super) fn stamp_columns(stamp: &FileStamp) -> (i64, String, String, i64, i64) {
+    (stamp.size as i64, stamp.mtime_nanos.to_string(), stamp.ctime_nanos.to_string(), stamp.inode as i64, stamp.device as i64)
+}
+
 /// A blob's diff id column: empty for a blob that is no layer (a manifest, a config).
 pub(super) fn optional_diff_id(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<DiffId>> {
     let text: String = row.get(index)?;
