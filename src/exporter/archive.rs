@@ -131,20 +131,7 @@ pub(crate) fn write_tar(
             }
             Content::Blob(digest, size) => {
                 out.write_all(tar_header(&name, tar::EntryType::Regular, 0o644, size, mtime)?.as_bytes())?;
-                let mut blob = store.open_blob(&digest)?;
-                let copied = match (direct, blob.checked_file()) {
-                    (Some(direct), Some(file)) => {
-                        out.flush()?;
-                        direct.copy_from(file, size)?
-                    }
-                    _ => io::copy(&mut blob, out)?,
-                };
-                if copied != size {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("the blob {digest} in the state root has {copied} bytes where its descriptor says {size}"),
-                    ));
-                }
+                copy_blob(store, &digest, size, out, direct)?;
                 pad_block(out, size)?;
             }
         }
@@ -216,30 +203,46 @@ pub(crate) fn write_directory(
         let path = path.display().to_string();
         move |source| ArchiveError { path, source }
     };
+    // Nothing cancels a layout directory's copies, as before they were made by the kernel.
+    let never = AtomicBool::new(false);
     let blobs = directory.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(error(&blobs))?;
     for (name, content) in layout_files(image, names, annotations, false) {
         let path = directory.join(&name);
         match content {
             Content::Bytes(bytes) => write_file(&path, &bytes).map_err(error(&path))?,
-            Content::Blob(digest, _) => {
+            Content::Blob(digest, size) => {
                 if path.exists() {
                     continue;
                 }
-                replace_file(&path, &mut |file| copy_blob(store, &digest, file)).map_err(error(&path))?;
+                replace_file(&path, &mut |file| {
+                    let direct = DirectFile { file: &*file, cancel: &never };
+                    copy_blob(store, &digest, size, &mut &*file, Some(&direct))
+                })
+                .map_err(error(&path))?;
             }
         }
     }
     Ok(())
 }
 
-/// Copies a blob of the store into `target`, failing on a damaged one ([`Store::open_blob`]): by
-/// the kernel when its bytes were checked before.
-fn copy_blob(store: &Store, digest: &Digest, mut target: &File) -> io::Result<()> {
+/// Copies the blob `digest` of the store, `size` bytes, into `out`, failing on a damaged one
+/// ([`Store::open_blob`]) or one of another size: by the kernel into `direct`, the file under
+/// `out`, when its bytes were checked before.
+fn copy_blob(store: &Store, digest: &Digest, size: u64, out: &mut dyn Write, direct: Option<&DirectFile>) -> io::Result<()> {
     let mut blob = store.open_blob(digest)?;
-    match blob.checked_file() {
-        Some(mut file) => io::copy(&mut file, &mut target)?,
-        None => io::copy(&mut blob, &mut target)?,
+    let copied = match (direct, blob.checked_file()) {
+        (Some(direct), Some(file)) => {
+            out.flush()?;
+            direct.copy_from(file, size)?
+        }
+        _ => io::copy(&mut blob, out)?,
     };
+    if copied != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the blob {digest} in the state root has {copied} bytes where its descriptor says {size}"),
+        ));
+    }
     Ok(())
 }
