@@ -15,9 +15,8 @@
 //! compressor, see the store's `gzip_member` table) is copied from that blob, once inflating it
 //! gave exactly the chunk, or without inflating it when the blob's bytes were checked and its
 //! stat has not changed since (the store's cheap check, as on export): a damaged blob is never
-//! copied on. The member is what compressing
-//! would write, because the compressor is the same: its name ([`COMPRESSOR`]) includes rbuild's
-//! version, and a new version starts afresh. A one-file edit in a 200 MB layer compresses one or
+//! copied on. The member is what compressing would write, because the compressor is the same:
+//! its name ([`COMPRESSOR`]) includes rbuild's version, and a new version starts afresh. A one-file edit in a 200 MB layer compresses one or
 //! two chunks instead of all of them.
 //!
 //! **libdeflate, not zlib.** Chunks are whole in memory, which is what libdeflate compresses.
@@ -71,8 +70,8 @@ const STORE_ABOVE: f64 = 0.98;
 /// fraction of level 6's time on the random bytes it is there to catch.
 const SAMPLE_LEVEL: u32 = 1;
 /// What wrote a member, beside its level: a member is reused only by the compressor that would
-/// write the same bytes.
-/// It names everything that decides a member's bytes: which chunks are stored is one.
+/// write the same bytes, so the name says everything that decides them (which chunks are stored
+/// is one).
 pub(crate) const COMPRESSOR: &str = concat!("rbuild ", env!("CARGO_PKG_VERSION"), " libdeflate gear-chunks stored-by-level-1-samples");
 
 /// The gear hash's table: 256 fixed pseudo-random words (splitmix64), the same in every build.
@@ -240,8 +239,7 @@ impl Write for ChunkSender<'_> {
 /// zeroed page every 4 KiB: a tenth of the one pass's CPU on the benchmark's 1 GiB layer.
 #[derive(Default)]
 struct Spare {
-    /// The buffers kept and their capacity in bytes, together.
-    kept: std::sync::Mutex<(Vec<Vec<u8>>, usize)>,
+    kept: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 /// The capacity kept at most: about the chunks in flight of an incompressible layer (the 1 GiB
@@ -253,22 +251,16 @@ const SPARE_BYTES: usize = 12 << 20;
 impl Spare {
     /// An empty buffer, with room for a chunk when it is a new one.
     fn take(&self) -> Vec<u8> {
-        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match kept.0.pop() {
-            Some(buffer) => {
-                kept.1 -= buffer.capacity();
-                buffer
-            }
-            None => Vec::with_capacity(MIN_CHUNK * 4),
-        }
+        let spare = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(MIN_CHUNK * 4))
     }
 
     fn give(&self, mut buffer: Vec<u8>) {
         let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if kept.1 + buffer.capacity() <= SPARE_BYTES {
+        // A dozen buffers at most: summed each time rather than counted beside them.
+        if kept.iter().map(Vec::capacity).sum::<usize>() + buffer.capacity() <= SPARE_BYTES {
             buffer.clear();
-            kept.1 += buffer.capacity();
-            kept.0.push(buffer);
+            kept.push(buffer);
         }
     }
 }
@@ -347,19 +339,17 @@ struct MemberWriter<'a, W: Write> {
 impl<'a, W: Write> MemberWriter<'a, W> {
     fn new(inner: W, level: u32, spare: &'a Spare) -> MemberWriter<'a, W> {
         let batch_bytes = rayon::current_num_threads().max(1) * BATCH_PER_THREAD;
-        let pending = Vec::new();
-        let input = DigestHasher::sha256();
         MemberWriter {
             inner,
             level,
             cache: None,
             spare,
-            pending,
+            pending: Vec::new(),
             pending_bytes: 0,
             batch_bytes,
             written: 0,
             members: Vec::new(),
-            input,
+            input: DigestHasher::sha256(),
             input_bytes: 0,
         }
     }
@@ -443,27 +433,21 @@ const STORED_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff];
 /// the last one final; an empty chunk is one empty final block), without copying the chunk
 /// into a member first. The member's length.
 fn write_stored_member(out: &mut dyn Write, chunk: &[u8], crc: u32) -> io::Result<u64> {
+    const BLOCK: usize = u16::MAX as usize;
+    let blocks = chunk.len().div_ceil(BLOCK).max(1);
     out.write_all(&STORED_HEADER)?;
-    let mut blocks = chunk.chunks(u16::MAX as usize).peekable();
-    if blocks.peek().is_none() {
-        out.write_all(&[1, 0, 0, 0xff, 0xff])?;
-    }
-    let mut length = STORED_HEADER.len() as u64;
-    while let Some(block) = blocks.next() {
+    for index in 0..blocks {
+        let block = &chunk[index * BLOCK..chunk.len().min((index + 1) * BLOCK)];
         let size = block.len() as u16;
-        let last = u8::from(blocks.peek().is_none());
         let [low, high] = size.to_le_bytes();
         let [not_low, not_high] = (!size).to_le_bytes();
-        out.write_all(&[last, low, high, not_low, not_high])?;
+        out.write_all(&[u8::from(index + 1 == blocks), low, high, not_low, not_high])?;
         out.write_all(block)?;
-        length += 5 + block.len() as u64;
-    }
-    if chunk.is_empty() {
-        length += 5;
     }
     out.write_all(&crc.to_le_bytes())?;
     out.write_all(&(chunk.len() as u32).to_le_bytes())?;
-    Ok(length + 8)
+    // Header, a 5-byte head per block, the bytes, CRC and size.
+    Ok((STORED_HEADER.len() + 5 * blocks + chunk.len() + 8) as u64)
 }
 
 /// libdeflate at `level` (0 to 12; 0 stores).
