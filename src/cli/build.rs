@@ -279,7 +279,10 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
             gzip_image_layers: super::build_options::gzip_image_layers(&options.outputs),
         },
     };
+    // RUN steps find their runner started while the step before them ran.
+    let standby = crate::sandbox::standby_runners();
     let solved = solver.solve(&plan.graph, &[plan.target]);
+    drop(standby);
     // Hashes computed so far are worth keeping even when the build failed.
     if let Err(error) = hash_cache.save(&store) {
         tracing::warn!("failed to save file hashes: {error}");

@@ -6,9 +6,10 @@
 //!    re-execs itself inside a new user + mount namespace whose maps `newuidmap`/`newgidmap` write
 //!    (caller → 0, subordinate ranges above). Root, or the re-exec'd process: a private mount
 //!    namespace, and cgroup2 bound over `/sys/fs/cgroup` on hybrid hosts when in a user namespace.
-//! 2. [`run_step`] (any thread of the multi-threaded main process) spawns `/proc/self/exe
-//!    __run-step <step directory> <spec descriptor>` (the [`StepSpec`] in an inherited memory
-//!    file: it holds `env=` secrets, which never go into a file). That single-threaded runner ([`maybe_run_step_child`]) owns the
+//! 2. [`run_step`] (any thread of the multi-threaded main process) takes a started `/proc/self/exe
+//!    __run-step <step directory>` ([`standby`]: started while the step before ran) and writes the
+//!    [`StepSpec`] to its stdin, a pipe (it holds `env=` secrets, which never go into a file).
+//!    That single-threaded runner ([`maybe_run_step_child`]) owns the
 //!    container's whole life: its own mount namespace (so the overlay mount dies with it), a fresh
 //!    network namespace with `lo` up for [`Network::None`], the overlay mount, the OCI spec, the
 //!    libcontainer calls, the wait, `delete`, the unmount and the clean-up of mount-point stubs.
@@ -50,6 +51,7 @@ mod runner;
 mod seccomp;
 mod seccomp_filter;
 mod spec;
+mod standby;
 mod step;
 // The one file of `sandbox` with `unsafe`: the syscalls nix has no safe call for.
 #[allow(unsafe_code)]
@@ -77,7 +79,8 @@ pub fn ulimit_names() -> impl Iterator<Item = &'static str> {
 pub fn sweep_leftovers() -> usize {
     private_dir::sweep() + cgroup::sweep()
 }
-pub use step::{run_step, set_runner_program};
+pub use standby::{StandbyRunners, set_runner_program, standby_runners};
+pub use step::run_step;
 pub use userns::{enter, in_user_namespace};
 
 /// Mount points the sandbox creates in the rootfs when the image lacks them (besides the targets
@@ -127,7 +130,7 @@ pub struct StepSpec {
     pub shm_size: Option<u64>,
 }
 
-/// What [`run_step`] hands the runner in its spec descriptor: the step, and the seccomp filter
+/// What [`run_step`] hands the runner on its stdin: the step, and the seccomp filter
 /// compiled once per rbuild process ([`seccomp_filter`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct RunnerInput<'a> {
@@ -217,17 +220,16 @@ impl SandboxError {
     }
 }
 
-/// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>
-/// <spec descriptor>`), runs the step and exits with the container's code; else returns.
+/// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>`,
+/// the step on stdin), runs the step and exits with the container's code; else returns.
 #[allow(clippy::print_stderr)] // a misuse of the hidden subcommand, said before anything else runs
 pub fn maybe_run_step_child(args: &[OsString]) {
     if args.get(1).is_some_and(|argument| argument == RUN_STEP_COMMAND) {
-        let spec_descriptor = args.get(3).and_then(|text| text.to_str()?.parse::<i32>().ok());
-        let (Some(directory), Some(spec_descriptor)) = (args.get(2), spec_descriptor) else {
-            message!("rbuild: `{RUN_STEP_COMMAND}` needs a step directory and a spec descriptor");
+        let (Some(directory), None) = (args.get(2), args.get(3)) else {
+            message!("rbuild: `{RUN_STEP_COMMAND}` needs a step directory, and only that");
             std::process::exit(125);
         };
-        runner::run(std::path::Path::new(directory), spec_descriptor);
+        runner::run(std::path::Path::new(directory));
     }
 }
 

@@ -1,8 +1,13 @@
-//! The step runner: the single-threaded `rbuild __run-step <spec file>` process that owns one
-//! container's whole life.
+//! The step runner: the single-threaded `rbuild __run-step <step directory>` process that owns
+//! one container's whole life.
 //!
-//! Order: signal handlers → subreaper → private mount namespace (→ fresh network namespace) →
-//! overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
+//! It is started before its step is known ([`super::standby`]): what needs no step (the process
+//! start, signal handlers, subreaper, private mount namespace, the step directory's mount points)
+//! is done while it waits; then it reads its step, a [`RunnerInput`] in JSON, from stdin until the
+//! end of the stream. A stream that ends empty dismisses it: it exits 0 and reports nothing.
+//!
+//! Order: signal handlers → subreaper → private mount namespace → the step (→ fresh network
+//! namespace) → overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
 //! (copying snapshotter: the lower directories noted, [`super::rename_guard`]) → USER resolution →
 //! stubs and cwd → spec → libcontainer build/start → wait (answering the rename guard's calls; or
 //! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → exit, whose mount
@@ -45,14 +50,15 @@ pub(crate) enum RunnerResult {
     Failed { message: String },
 }
 
-/// Runs the step whose [`StepSpec`] is in the inherited descriptor `spec_descriptor`, in the
-/// private step directory `directory`, and exits with the container's code (125 when the runner
-/// failed, 130 when canceled).
-pub(crate) fn run(directory: &Path, spec_descriptor: i32) -> ! {
+/// Waits for a step on stdin, runs it in the private step directory `directory`, and exits with
+/// the container's code (125 when the runner failed, 130 when canceled; 0 when dismissed).
+pub(crate) fn run(directory: &Path) -> ! {
     let directory = directory.to_path_buf();
     let parent = nix::unistd::getppid();
-    let result = match run_step(spec_descriptor, &directory) {
-        Ok(result) => result,
+    let result = match run_step(&directory) {
+        Ok(Some(result)) => result,
+        // Dismissed: nobody waits for a result, and the step directory is the caller's.
+        Ok(None) => std::process::exit(0),
         Err(error) => RunnerResult::Failed { message: error_text(&error) },
     };
     let code = match &result {
@@ -69,16 +75,32 @@ pub(crate) fn run(directory: &Path, spec_descriptor: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Reads the step spec from the memory file rbuild passed (by its path in /proc, so a number
-/// that is not an open descriptor of ours is an error, never someone else's file).
-fn read_spec(spec_descriptor: i32) -> Result<Vec<u8>, SandboxError> {
-    let path = format!("/proc/self/fd/{spec_descriptor}");
-    let mut file = fs::File::open(&path).map_err(|error| SandboxError::io(format!("open the step spec `{path}`"), error))?;
+/// Reads the step from stdin, a pipe from rbuild (the spec holds `env=` secrets: never a file),
+/// until the end of the stream; an empty stream is `None`, the dismissal. A signal meanwhile
+/// (rbuild ending) also dismisses.
+fn read_step(wake_read: &OwnedFd) -> Result<Option<Vec<u8>>, SandboxError> {
+    let stdin = std::io::stdin();
     let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut text).map_err(|error| SandboxError::io(format!("read the step spec `{path}`"), error))?;
-    // The inherited descriptor is not needed any more; the container must not inherit it.
-    let _ = sys::close(spec_descriptor);
-    Ok(text)
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let events = match sys::poll([Some(stdin.as_fd()), Some(wake_read.as_fd())], None) {
+            Ok(events) => events,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(error) => return Err(SandboxError::syscall("wait for the step", error)),
+        };
+        if events[1].contains(PollFlags::POLLIN) {
+            return Ok(None);
+        }
+        if events[0].is_empty() {
+            continue;
+        }
+        match std::io::Read::read(&mut stdin.lock(), &mut buffer) {
+            Ok(0) => return Ok((!text.is_empty()).then_some(text)),
+            Ok(count) => text.extend_from_slice(&buffer[..count]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(SandboxError::io("read the step", error)),
+        }
+    }
 }
 
 fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
@@ -89,18 +111,26 @@ fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
     Ok(read)
 }
 
-fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, SandboxError> {
+fn run_step(directory: &Path) -> Result<Option<RunnerResult>, SandboxError> {
     let wake_read = install_signal_handlers()?;
     let _ = sys::become_subreaper();
-    let text = read_spec(spec_descriptor)?;
+    super::userns::private_mount_namespace("create the step's mount namespace")?;
+    let rootfs = directory.join("rootfs");
+    let scratch = directory.join("overlay");
+    for path in [&rootfs, &scratch] {
+        fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+    }
+    // Without a devices cgroup (and outside a user namespace) no device node of the root
+    // filesystem may open: layers and earlier steps could have made any.
+    let device_guard = device_guard();
+
+    let Some(text) = read_step(&wake_read)? else { return Ok(None) };
     let input: RunnerInput<'static> =
         serde_json::from_slice(&text).map_err(|error| SandboxError::InvalidStep { reason: format!("unreadable step spec: {error}") })?;
     let step = input.step.into_owned();
     if !step.cwd.starts_with('/') || step.args.is_empty() {
         return Err(SandboxError::InvalidStep { reason: format!("cwd `{}` must be absolute and args non-empty", step.cwd) });
     }
-
-    super::userns::private_mount_namespace("create the step's mount namespace")?;
     if step.network == Network::None {
         network::enter_isolated_network()?;
     }
@@ -109,14 +139,7 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
     // map, where there is nothing to drop.
     let _ = nix::unistd::setgroups(&[]);
 
-    let rootfs = directory.join("rootfs");
-    let scratch = directory.join("overlay");
-    for path in [&rootfs, &scratch] {
-        fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
-    }
-    // Without a devices cgroup (and outside a user namespace) no device node of the root
-    // filesystem may open: layers and earlier steps could have made any.
-    let confinement = Confinement { device_guard: device_guard(), seccomp_filter: input.seccomp_filter.into_owned().into() };
+    let confinement = Confinement { device_guard, seccomp_filter: input.seccomp_filter.into_owned().into() };
     let nodev = confinement.device_guard == spec::DeviceGuard::NoMknod;
     match &step.rootfs {
         None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch, nodev)?,
@@ -131,7 +154,7 @@ fn run_step(spec_descriptor: i32, directory: &Path) -> Result<RunnerResult, Sand
     for name in ["bundle", "state", "overlay"] {
         let _ = fs::remove_dir_all(directory.join(name));
     }
-    result
+    result.map(Some)
 }
 
 /// Binds the plain directory `source` (recursively) at `target`: the copying snapshotter's

@@ -1,19 +1,18 @@
-//! The caller's side of a step: spawn the runner, stream its output, cancel it, read its result.
+//! The caller's side of a step: take a started runner ([`super::standby`]), send it the step,
+//! stream its output, cancel it, read its result.
 //!
 //! Safe from any thread of the multi-threaded main process: the only process-global effects are a
 //! fork/exec (std's `Command`) and a temp dir. The runner gets `PR_SET_PDEATHSIG = SIGTERM` (fired
-//! when the spawning thread dies: that thread is blocked here until the runner has exited, so in
-//! practice when rbuild dies) and its own process group, so a terminal's Ctrl-C reaches rbuild
-//! only and rbuild decides what to cancel.
+//! when the thread that started it dies: the standby thread, or this one, blocked here until the
+//! runner has exited; in practice when rbuild dies) and its own process group, so a terminal's
+//! Ctrl-C reaches rbuild only and rbuild decides what to cancel.
 //!
 //! Cancel: poll the flag every 50 ms; when set, `SIGTERM` the runner (which kills the container and
 //! cleans up), then `SIGKILL` it after [`KILL_GRACE`]: even then the overlay mount vanishes with the
 //! runner's mount namespace and the container's init dies by its own PDEATHSIG.
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,17 +20,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::runner::{RESULT_FILE, RunnerResult};
-use super::{RUN_STEP_COMMAND, SandboxError, StepOutcome, StepSpec, Stream, sys};
-
-/// The program [`run_step`] starts as the runner; `/proc/self/exe` unless set.
-static RUNNER_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
-/// Makes [`run_step`] start `program` (an rbuild binary whose `main()` calls
-/// [`super::maybe_run_step_child`]) instead of `/proc/self/exe`: for test binaries, which are not
-/// rbuild. Effective once, before the first step.
-pub fn set_runner_program(program: std::path::PathBuf) {
-    let _ = RUNNER_PROGRAM.set(program);
-}
+use super::{SandboxError, StepOutcome, StepSpec, Stream, standby, sys};
 
 /// How long a canceled runner may take to clean up before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -42,33 +31,15 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
     if cancel.load(Ordering::Relaxed) {
         return Err(SandboxError::Canceled);
     }
-    // Private to rbuild's user: the runner keeps the container's state and its result here.
-    let directory = super::PrivateDir::new("step").map_err(|error| SandboxError::io("create the step's temp dir", error))?;
-    // The spec holds the environment, `env=` secrets included: in memory, never in a file.
     let input = super::RunnerInput {
         step: std::borrow::Cow::Borrowed(spec),
         seccomp_filter: std::borrow::Cow::Borrowed(super::seccomp_filter::program(spec.rootfs.is_some())?),
     };
     let text = serde_json::to_vec(&input).map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })?;
-    let spec_memory = super::memory_file("step-spec", &text).map_err(|error| SandboxError::io("keep the step spec in memory", error))?;
-    let spec_descriptor = spec_memory.as_raw_fd();
-
-    let program = RUNNER_PROGRAM.get().map_or(std::path::Path::new("/proc/self/exe"), |path| path.as_path());
-    let mut command = Command::new(program);
-    command
-        .arg0("rbuild")
-        .arg(RUN_STEP_COMMAND)
-        .arg(directory.path())
-        .arg(spec_descriptor.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    sys::prepare_runner(&mut command, spec_descriptor);
-    let mut child = command.spawn().map_err(|error| SandboxError::io("start the step runner", error))?;
-    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(SandboxError::Runner { message: "the runner has no output pipes".into() });
+    let standby::Runner { mut child, mut stdout, mut stderr, directory, .. } = {
+        let mut runner = standby::take()?;
+        runner.send_step(&text);
+        runner
     };
 
     let runner = Pid::from_raw(child.id() as i32);

@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::fcntl::{AtFlags, FcntlArg, FdFlag, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{FileStat, Mode};
@@ -293,24 +293,16 @@ pub(super) fn become_subreaper() -> nix::Result<()> {
 }
 
 /// Makes `command`'s child, between fork and exec: get `SIGTERM` when the spawning thread dies,
-/// lead its own process group, and inherit `inherited` (cleared close-on-exec; every other
-/// descriptor of rbuild stays close-on-exec).
-pub(super) fn prepare_runner(command: &mut Command, inherited: RawFd) {
+/// and lead its own process group.
+pub(super) fn prepare_runner(command: &mut Command) {
     let hook = move || {
         let _ = set_parent_death_signal(Signal::SIGTERM);
         let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-        nix::fcntl::fcntl(inherited, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
-    // are allowed: prctl, setpgid and fcntl, whose nix wrappers do not allocate, and an
-    // `io::Error` made from an errno, which does not allocate either.
+    // are allowed: prctl and setpgid, whose nix wrappers do not allocate.
     unsafe { command.pre_exec(hook) };
-}
-
-/// Closes a descriptor this process was handed by number (an inherited one).
-pub(super) fn close(fd: RawFd) -> nix::Result<()> {
-    nix::unistd::close(fd)
 }
 
 /// The hard limit on open files (`RLIMIT_NOFILE`).

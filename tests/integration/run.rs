@@ -939,6 +939,11 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// Whether the process `pid` is a step runner (`rbuild __run-step ...`).
+fn is_runner(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).nth(1) == Some(b"__run-step"))
+}
+
 /// Issue 9, points 7 and 8: a build killed with SIGKILL, every process of it at once (runner and
 /// container included, so nothing can clean up), leaves its step directory in /dev/shm, its work
 /// in `tmp/` and, as root on a cgroup v1 host, a cgroup per controller. None of it holds the
@@ -957,11 +962,9 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
         let mut build = case.command(&["--secret", &secret]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let started = Instant::now();
         let runner = loop {
-            let runner = descendants(build.id()).into_iter().find(|pid| {
-                fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).nth(1) == Some(b"__run-step"))
-            });
-            let container_started = runner.is_some_and(|runner| !descendants(runner).is_empty());
-            if let (Some(runner), true) = (runner, container_started) {
+            // The runner whose container started (another may wait in standby for a next step).
+            let runner = descendants(build.id()).into_iter().find(|pid| is_runner(*pid) && !descendants(*pid).is_empty());
+            if let Some(runner) = runner {
                 break runner;
             }
             assert!(started.elapsed() < Duration::from_secs(30), "[{:?}] the step did not start", case.mode);
@@ -1227,4 +1230,41 @@ fn ulimit_and_shm_size_reach_run_steps() {
     case.build(&["--ulimit", "nofile=10:5"]).fails(2).stderr_has("the soft limit is above the hard limit");
     case.build(&["--ulimit", "files=10"]).fails(2).stderr_has("invalid --ulimit `files=10`");
     case.build(&["--shm-size", "lots"]).fails(2).stderr_has("invalid --shm-size `lots`");
+}
+
+/// Issue 13, point 4: while a step runs, the next step's runner is already started and waits in
+/// standby (no container yet); when the build ends it is dismissed: the process is gone, its step
+/// directory removed and, as root on a cgroup v1 host, its cgroups too.
+#[test]
+fn the_standby_runner_waits_during_a_step_and_goes_with_the_build() {
+    both(|case| {
+        case.dockerfile("FROM busybox\nRUN true\nRUN sleep 2\n");
+        let mut build = case.command(&[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = read_in_background(build.stderr.take().unwrap());
+        let started = Instant::now();
+        let standby = loop {
+            let runners: Vec<u32> = descendants(build.id()).into_iter().filter(|pid| is_runner(*pid)).collect();
+            let sleeping = runners.iter().any(|runner| {
+                descendants(*runner)
+                    .iter()
+                    .any(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.starts_with(b"sleep")))
+            });
+            let waiting = runners.iter().copied().find(|runner| descendants(*runner).is_empty());
+            if let (true, Some(waiting)) = (sleeping, waiting) {
+                break waiting;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "[{:?}] no runner waited in standby during `sleep 2`", case.mode);
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let cmdline = fs::read(format!("/proc/{standby}/cmdline")).unwrap();
+        let directory = PathBuf::from(String::from_utf8(cmdline.split(|byte| *byte == 0).nth(2).unwrap().to_vec()).unwrap());
+        assert!(directory.is_dir(), "[{:?}] the standby runner has no step directory {}", case.mode, directory.display());
+        let status = build.wait().unwrap();
+        let stderr = stderr.join().unwrap();
+        assert!(status.success(), "[{:?}] {stderr}", case.mode);
+        assert!(!is_runner(standby), "[{:?}] the standby runner outlived its build", case.mode);
+        assert!(!directory.exists(), "[{:?}] the standby runner's step directory stayed", case.mode);
+        let cgroup = Path::new("/sys/fs/cgroup/devices/rbuild").join(format!("rbuild-{standby}"));
+        assert!(!cgroup.exists(), "[{:?}] the standby runner's cgroup stayed", case.mode);
+    });
 }

@@ -1,0 +1,178 @@
+//! Step runners started before their step: while one step runs, the next step's runner is
+//! already through its process start (exec, dynamic linking, its namespace), the largest part of
+//! a trivial step's time that does not depend on the step.
+//!
+//! Role: [`take`] hands out a started [`Runner`], the one kept in standby when there is one (else
+//! it starts one on the calling thread), and asks the standby thread for the next. That thread
+//! starts a runner whenever the slot is empty and a step has asked, so at most one waits at a
+//! time, and none before the build's first RUN step. Standby lasts while a [`StandbyRunners`]
+//! guard lives (the build's solve); without one (tests that run steps directly) every step
+//! starts its own runner, as before.
+//!
+//! A runner waits on its stdin, a pipe whose write end only its [`Runner`] holds: the step is
+//! written there ([`Runner::send_step`]), and closing it unused dismisses the runner, which exits
+//! 0 without a word ([`super::runner`]). Its stdout and stderr are pipes from the start, so the
+//! step's output is read as it comes, as before.
+//!
+//! Invariants: a runner gets `SIGTERM` when the thread that started it dies; the standby thread
+//! never returns, and a step's own thread is blocked in [`super::run_step`] until its runner has
+//! exited, so either way that is when rbuild dies. A runner that was never given a step is
+//! reaped by whoever dismisses it, and its step directory removed.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use super::{PrivateDir, RUN_STEP_COMMAND, SandboxError, sys};
+
+/// The program runners are started as; `/proc/self/exe` unless set.
+static RUNNER_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes runners start as `program` (an rbuild binary whose `main()` calls
+/// [`super::maybe_run_step_child`]) instead of `/proc/self/exe`: for test binaries, which are not
+/// rbuild. Effective once, before the first step.
+pub fn set_runner_program(program: std::path::PathBuf) {
+    let _ = RUNNER_PROGRAM.set(program);
+}
+
+/// A started runner process waiting for its step, and its private step directory.
+pub(super) struct Runner {
+    pub(super) child: Child,
+    /// `None` once the step was sent.
+    step_pipe: Option<ChildStdin>,
+    pub(super) stdout: ChildStdout,
+    pub(super) stderr: ChildStderr,
+    // Last: the directory goes when the runner is done with it.
+    pub(super) directory: PrivateDir,
+}
+
+impl Runner {
+    fn start() -> Result<Runner, SandboxError> {
+        // Private to rbuild's user: the runner keeps the container's state and its result here.
+        let directory = PrivateDir::new("step").map_err(|error| SandboxError::io("create the step's temp dir", error))?;
+        let program = RUNNER_PROGRAM.get().map_or(std::path::Path::new("/proc/self/exe"), |path| path.as_path());
+        let mut command = Command::new(program);
+        command
+            .arg0("rbuild")
+            .arg(RUN_STEP_COMMAND)
+            .arg(directory.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        sys::prepare_runner(&mut command);
+        let mut child = command.spawn().map_err(|error| SandboxError::io("start the step runner", error))?;
+        let (Some(step_pipe), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SandboxError::Runner { message: "the runner has no pipes".into() });
+        };
+        Ok(Runner { child, step_pipe: Some(step_pipe), stdout, stderr, directory })
+    }
+
+    /// Writes the step (JSON of a [`super::RunnerInput`]) and closes the pipe: the runner starts
+    /// it. A runner that already died leaves a broken pipe, which is not an error here: its exit
+    /// status and missing result say what happened.
+    pub(super) fn send_step(&mut self, text: &[u8]) {
+        if let Some(mut pipe) = self.step_pipe.take() {
+            let _ = pipe.write_all(text);
+        }
+    }
+
+    /// Ends a runner that got no step: EOF on its stdin, then the wait for its exit.
+    fn dismiss(mut self) {
+        drop(self.step_pipe.take());
+        let _ = self.child.wait();
+    }
+}
+
+struct State {
+    /// A [`StandbyRunners`] guard lives.
+    enabled: bool,
+    /// A step took a runner since the standby thread last started one.
+    wanted: bool,
+    ready: Option<Runner>,
+    thread_started: bool,
+}
+
+static STATE: Mutex<State> = Mutex::new(State { enabled: false, wanted: false, ready: None, thread_started: false });
+static CHANGED: Condvar = Condvar::new();
+
+fn state() -> MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps a runner in standby while it lives; the one waiting when it drops is dismissed.
+pub struct StandbyRunners(());
+
+/// See the module docs.
+pub fn standby_runners() -> StandbyRunners {
+    state().enabled = true;
+    StandbyRunners(())
+}
+
+impl Drop for StandbyRunners {
+    fn drop(&mut self) {
+        let ready = {
+            let mut state = state();
+            state.enabled = false;
+            state.ready.take()
+        };
+        if let Some(runner) = ready {
+            runner.dismiss();
+        }
+    }
+}
+
+/// A started runner for one step: the standby one if it is ready, else a new one.
+pub(super) fn take() -> Result<Runner, SandboxError> {
+    let ready = {
+        let mut state = state();
+        let ready = state.ready.take();
+        if state.enabled {
+            state.wanted = true;
+            if !state.thread_started {
+                state.thread_started = std::thread::Builder::new().name("standby-runner".into()).spawn(keep_one_ready).is_ok();
+            }
+            CHANGED.notify_all();
+        }
+        ready
+    };
+    match ready {
+        Some(runner) => Ok(runner),
+        None => Runner::start(),
+    }
+}
+
+/// The standby thread: starts a runner whenever a step took one and the slot is empty. Never
+/// returns (its runners' `SIGTERM` comes with its death).
+fn keep_one_ready() {
+    loop {
+        {
+            let mut state = state();
+            while !(state.enabled && state.wanted && state.ready.is_none()) {
+                state = CHANGED.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            state.wanted = false;
+        }
+        let runner = match Runner::start() {
+            Ok(runner) => runner,
+            Err(error) => {
+                tracing::debug!(%error, "no standby runner");
+                continue;
+            }
+        };
+        let unwanted = {
+            let mut state = state();
+            if state.enabled && state.ready.is_none() {
+                state.ready = Some(runner);
+                None
+            } else {
+                Some(runner)
+            }
+        };
+        if let Some(runner) = unwanted {
+            runner.dismiss();
+        }
+    }
+}
