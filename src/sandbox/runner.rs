@@ -6,11 +6,12 @@
 //! is done while it waits; then it reads its step, a [`RunnerInput`] in JSON, from stdin until the
 //! end of the stream. A stream that ends empty dismisses it: it exits 0 and reports nothing.
 //!
-//! Order: signal handlers → subreaper → private mount namespace → the step (→ fresh network
+//! Order: signal handlers → subreaper → private mount namespace (→ as root with cgroup v1: its
+//! own cgroups joined and the hierarchies detached, [`super::cgroup`]) → the step (→ fresh network
 //! namespace) → overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
 //! (copying snapshotter: the lower directories noted, [`super::rename_guard`]) → USER resolution →
 //! stubs and cwd → spec → libcontainer build/start → wait (answering the rename guard's calls; or
-//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → `delete(true)` → stub removal → exit, whose mount
+//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → stub removal → exit, whose mount
 //! namespace teardown unmounts the root filesystem. The result goes to `result.json` next to the
 //! spec file; stdout/stderr are the container's own (libcontainer dups them into the init), so
 //! nothing else may print there.
@@ -123,6 +124,9 @@ fn run_step(directory: &Path) -> Result<Option<RunnerResult>, SandboxError> {
     // Without a devices cgroup (and outside a user namespace) no device node of the root
     // filesystem may open: layers and earlier steps could have made any.
     let device_guard = device_guard();
+    if device_guard == spec::DeviceGuard::DevicesCgroup {
+        super::cgroup::enter_own(directory)?;
+    }
 
     let Some(text) = read_step(&wake_read)? else { return Ok(None) };
     let input: RunnerInput<'static> =
@@ -293,11 +297,11 @@ fn run_container(
     // The init has its copy: the guard must see the end of the stream when the init dies.
     drop(notification_socket);
     let result = start_and_wait(&mut container, wake_read, rename_guard.as_mut());
-    if result.is_ok() {
-        // The init was reaped and its pid namespace is gone: only the cgroups are left (the
-        // state directory goes with the step's).
-        super::cgroup::remove(std::process::id());
-    } else if let Err(error) = container.delete(true) {
+    // Reaped, its pid namespace gone: only the cgroups are left, which the runner's reaper
+    // removes (the state directory goes with the step's).
+    if result.is_err()
+        && let Err(error) = container.delete(true)
+    {
         tracing::debug!(%error, "container delete failed");
     }
     result

@@ -17,7 +17,7 @@
 //! Invariants: a runner gets `SIGTERM` when the thread that started it dies; the standby thread
 //! never returns, and a step's own thread is blocked in [`super::run_step`] until its runner has
 //! exited, so either way that is when rbuild dies. A runner that was never given a step is
-//! reaped by whoever dismisses it, and its step directory removed.
+//! reaped by whoever dismisses it, and its step directory and cgroups removed.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -79,10 +79,12 @@ impl Runner {
         }
     }
 
-    /// Ends a runner that got no step: EOF on its stdin, then the wait for its exit.
+    /// Ends a runner that got no step: EOF on its stdin, the wait for its exit, its cgroups.
     fn dismiss(mut self) {
         drop(self.step_pipe.take());
-        let _ = self.child.wait();
+        if self.child.wait().is_ok() {
+            super::cgroup::remove(self.child.id());
+        }
     }
 }
 

@@ -102,6 +102,8 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
 
+    // The runner is gone: its cgroups (and its container's) are empty.
+    super::cgroup::remove(runner.as_raw() as u32);
     let result =
         std::fs::read(directory.path().join(RESULT_FILE)).ok().and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
     if terminated_at.is_some() {

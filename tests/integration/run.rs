@@ -1232,6 +1232,26 @@ fn ulimit_and_shm_size_reach_run_steps() {
     case.build(&["--shm-size", "lots"]).fails(2).stderr_has("invalid --shm-size `lots`");
 }
 
+/// Issue 13, point 4: as root on a cgroup v1 host the runner joins the step's cgroups itself,
+/// before its step, and the container sees them as BuildKit's do (golden recorded with the
+/// oracle: testdata/e2e/cgroup-view): the same names in /sys/fs/cgroup, each its own cgroup,
+/// read-only, BuildKit's devices allow list, and /proc/self/cgroup in them all (v2 too). Known
+/// differences the probe leaves out: the names are links to the mounts (a mount named like a
+/// controller would be libcontainer's to join again), and the tmpfs under them is read-only
+/// where BuildKit's is writable.
+#[test]
+fn a_root_step_sees_its_own_cgroups_as_under_buildkit() {
+    assert!(
+        Path::new("/sys/fs/cgroup/devices/devices.list").exists(),
+        "this test needs a cgroup v1 devices controller at /sys/fs/cgroup/devices (the CI machine's hybrid cgroups)"
+    );
+    let expected = read(&fixture("cgroup-view").join("view.expected"));
+    let case = Case::new(Mode::Root);
+    case.dockerfile(&read(&fixture("cgroup-view").join("Dockerfile")));
+    let out = case.build_local("out", &[]);
+    assert_eq!(file(&out, "view.txt"), expected);
+}
+
 /// Issue 13, point 4: while a step runs, the next step's runner is already started and waits in
 /// standby (no container yet); when the build ends it is dismissed: the process is gone, its step
 /// directory removed and, as root on a cgroup v1 host, its cgroups too.
