@@ -244,6 +244,8 @@ pub(crate) fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: 
         environment.compress_layer,
         environment.cancel,
     )?);
+    // Only now: the layer is made, and no other overlay may use it while the runner's is up.
+    drop(outcome);
     Ok(layers)
 }
 

@@ -80,7 +80,7 @@ pub fn sweep_leftovers() -> usize {
     private_dir::sweep() + cgroup::sweep()
 }
 pub use standby::{StandbyRunners, set_runner_program, standby_runners};
-pub use step::run_step;
+pub use step::{ExitingRunner, run_step};
 pub use userns::{enter, in_user_namespace};
 
 /// Mount points the sandbox creates in the rootfs when the image lacks them (besides the targets
@@ -159,10 +159,11 @@ pub enum MountKind {
     Tmpfs { size: Option<u64> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepOutcome {
     /// The container's exit code; 128+N when killed by signal N.
     pub exit_code: i32,
+    /// Still exiting: drop after the step's diff is made, before its layer is used.
+    pub runner: ExitingRunner,
 }
 
 pub use crate::oci::Stream;

@@ -31,7 +31,17 @@ pub(crate) fn mount_overlay(
 ) -> Result<(), SandboxError> {
     let options = prepare_options(lowers, upper, work, scratch)?;
     std::env::set_current_dir(scratch).map_err(|error| SandboxError::io(format!("enter `{}`", scratch.display()), error))?;
-    mount(Some("overlay"), target, Some("overlay"), if nodev { MsFlags::MS_NODEV } else { MsFlags::empty() }, Some(options.as_str()))
+    let flags = if nodev { MsFlags::MS_NODEV } else { MsFlags::empty() };
+    // `volatile` (Linux 5.10): the overlay never syncs its upper filesystem, above all not when
+    // it goes down with the runner, a `syncfs` of the whole state root's filesystem in every
+    // step's exit. The store syncs what it keeps when it commits the step's layer; a step's
+    // `fsync` calls, which only make the data durable, return at once.
+    let volatile = format!("{options},volatile");
+    mount(Some("overlay"), target, Some("overlay"), flags, Some(volatile.as_str()))
+        .or_else(|error| match error {
+            nix::errno::Errno::EINVAL => mount(Some("overlay"), target, Some("overlay"), flags, Some(options.as_str())),
+            other => Err(other),
+        })
         .map_err(|error| SandboxError::syscall(format!("mount the overlay on `{}` ({options})", target.display()), error))
 }
 

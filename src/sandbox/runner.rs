@@ -71,9 +71,24 @@ pub(crate) fn run(directory: &Path) -> ! {
         // rbuild is gone: nobody will read the result or remove the step's temp dir.
         let _ = fs::remove_dir_all(&directory);
     } else if let Ok(text) = serde_json::to_vec(&result) {
-        let _ = fs::write(directory.join(RESULT_FILE), text);
+        // Whole or not at all: rbuild reads it as soon as the output ends, before this exit.
+        let partial = directory.join(format!("{RESULT_FILE}.partial"));
+        if fs::write(&partial, text).is_ok() {
+            let _ = fs::rename(&partial, directory.join(RESULT_FILE));
+        }
     }
+    end_output();
     std::process::exit(code)
+}
+
+/// Ends the step's output (the container is gone): rbuild goes on from the end of both streams,
+/// while this process's exit tears its mount namespace down.
+fn end_output() {
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        for stream in [1, 2] {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), stream);
+        }
+    }
 }
 
 /// Reads the step from stdin, a pipe from rbuild (the spec holds `env=` secrets: never a file),
