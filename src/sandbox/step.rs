@@ -149,7 +149,7 @@ impl Drop for ExitingRunner {
     fn drop(&mut self) {
         if self.child.wait().is_ok() {
             // The runner is gone: its cgroups (and its container's) are empty.
-            super::cgroup::remove(self.child.id());
+            super::standby::remove_cgroups(self.child.id());
         }
     }
 }
