@@ -55,6 +55,10 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, String> {
         context.add_arch(architecture(arch)?).map_err(failed("add an architecture"))?;
     }
     context.set_ctl_nnp(false).map_err(failed("leave no_new_privs alone"))?;
+    // A binary tree of the call numbers instead of a list: the same decisions, in a fraction of
+    // the instructions for the kernel to check when it loads the filter and to run on each call
+    // (the load took 0.73 ms of every trivial step).
+    context.set_ctl_optimize(2).map_err(failed("sort the calls into a tree"))?;
     for rule in profile.syscalls().iter().flatten() {
         let rule_action = action(rule.action(), rule.errno_ret())?;
         if rule_action == default_action {
