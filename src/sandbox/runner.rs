@@ -54,6 +54,9 @@ pub(crate) enum RunnerResult {
 /// Waits for a step on stdin, runs it in the private step directory `directory`, and exits with
 /// the container's code (125 when the runner failed, 130 when canceled; 0 when dismissed).
 pub(crate) fn run(directory: &Path) -> ! {
+    // `SIGTERM` when the thread that started this process dies (in practice, rbuild). Should it
+    // have died before this call, the step pipe's end dismisses this runner all the same.
+    let _ = sys::set_parent_death_signal(Signal::SIGTERM);
     let directory = directory.to_path_buf();
     let parent = nix::unistd::getppid();
     let result = match run_step(&directory) {

@@ -27,7 +27,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use super::{PrivateDir, RUN_STEP_COMMAND, SandboxError, sys};
+use super::{PrivateDir, RUN_STEP_COMMAND, SandboxError};
 
 /// The program runners are started as; `/proc/self/exe` unless set.
 static RUNNER_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -62,8 +62,12 @@ impl Runner {
             .arg(directory.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        sys::prepare_runner(&mut command);
+            .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches rbuild only, which decides what
+            // to cancel. No code between fork and exec, so std spawns with `posix_spawn` (no copy
+            // of rbuild's page tables, no copy-on-write faults in its threads afterwards); the
+            // runner asks for its `SIGTERM` itself ([`super::runner`]).
+            .process_group(0);
         let mut child = command.spawn().map_err(|error| SandboxError::io("start the step runner", error))?;
         let (Some(step_pipe), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
             let _ = child.kill();

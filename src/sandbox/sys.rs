@@ -9,14 +9,12 @@
 //! workload's `execve`, the `SIOC*IFFLAGS` ioctls, taking ownership of a descriptor the kernel
 //! returned, and the wake handler's `write`. Each block says why it is sound.
 //!
-//! Invariant: what runs between `fork` and `exec` or in a signal handler ([`prepare_runner`]'s
-//! hook, [`exit_now`], [`wake`]) allocates nothing and takes no lock.
+//! Invariant: what runs between `fork` and `exec` or in a signal handler ([`exit_now`],
+//! [`wake`]) allocates nothing and takes no lock.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
@@ -290,19 +288,6 @@ pub(super) fn set_parent_death_signal(signal: Signal) -> nix::Result<()> {
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of this process's descendants become its children.
 pub(super) fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
-}
-
-/// Makes `command`'s child, between fork and exec: get `SIGTERM` when the spawning thread dies,
-/// and lead its own process group.
-pub(super) fn prepare_runner(command: &mut Command) {
-    let hook = move || {
-        let _ = set_parent_death_signal(Signal::SIGTERM);
-        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-        Ok(())
-    };
-    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
-    // are allowed: prctl and setpgid, whose nix wrappers do not allocate.
-    unsafe { command.pre_exec(hook) };
 }
 
 /// The hard limit on open files (`RLIMIT_NOFILE`).
