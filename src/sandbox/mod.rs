@@ -36,9 +36,10 @@
 //! runner is already inside rbuild's namespaces and must not enter new ones), then
 //! `sandbox::enter(&args)?`, then everything else. Both take the full `std::env::args_os()`.
 //!
-//! Invariant: nothing outlives [`run_step`]: the runner gets `SIGTERM` when the calling thread's
-//! process dies (`PR_SET_PDEATHSIG`), kills the container (pid namespace: killing its init kills
-//! all), and the container's init gets `SIGKILL` if the runner itself dies.
+//! Invariant: no container outlives [`run_step`], and no runner its [`ExitingRunner`] (or the
+//! solve, for one in standby): the runner gets `SIGTERM` when rbuild dies (`PR_SET_PDEATHSIG`),
+//! kills the container (pid namespace: killing its init kills all), and the container's init gets
+//! `SIGKILL` if the runner itself dies.
 
 mod cgroup;
 mod executor;

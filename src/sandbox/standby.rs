@@ -17,9 +17,9 @@
 //! 0 without a word ([`super::runner`]). Its stdout and stderr are pipes from the start, so the
 //! step's output is read as it comes, as before.
 //!
-//! Invariants: a runner gets `SIGTERM` when the thread that started it dies; the standby thread
-//! never returns, and a step's own thread is blocked in [`super::run_step`] until its runner has
-//! exited, so either way that is when rbuild dies. A runner that was never given a step is
+//! Invariants: a runner gets `SIGTERM` when the thread that started it dies (it asks for that
+//! first thing); the standby thread never returns, and a step's own thread holds its runner's
+//! [`super::ExitingRunner`] until the runner has exited, so either way that is when rbuild dies. A runner that was never given a step is
 //! reaped by whoever dismisses it, and its step directory and cgroups removed.
 
 use std::io::Write;

@@ -2,10 +2,10 @@
 //! stream its output, cancel it, read its result.
 //!
 //! Safe from any thread of the multi-threaded main process: the only process-global effects are a
-//! fork/exec (std's `Command`) and a temp dir. The runner gets `PR_SET_PDEATHSIG = SIGTERM` (fired
-//! when the thread that started it dies: the standby thread, or this one, blocked here until the
-//! runner has exited; in practice when rbuild dies) and its own process group, so a terminal's
-//! Ctrl-C reaches rbuild only and rbuild decides what to cancel.
+//! spawn (std's `Command`) and a temp dir. The runner gets `PR_SET_PDEATHSIG = SIGTERM` (fired
+//! when the thread that started it dies: the standby thread, or this one, which holds the
+//! [`ExitingRunner`] until the runner has exited; in practice when rbuild dies) and its own
+//! process group, so a terminal's Ctrl-C reaches rbuild only and rbuild decides what to cancel.
 //!
 //! Cancel: poll the flag every 50 ms; when set, `SIGTERM` the runner (which kills the container and
 //! cleans up), then `SIGKILL` it after [`KILL_GRACE`]: even then the overlay mount vanishes with the
