@@ -77,15 +77,16 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
             }
         }
     }
-    // Output closed: the container is gone. A runner that reported its step ends its output
-    // first and then exits: that goes on while the caller makes the step's diff.
-    let report =
-        || std::fs::read(directory.path().join(RESULT_FILE)).ok().and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
+    // Output closed: the container is gone. A runner writes its result before its output ends
+    // (one that ends without it died first). One that ran its step goes on exiting while the
+    // caller makes the step's diff.
+    let result =
+        std::fs::read(directory.path().join(RESULT_FILE)).ok().and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
     if terminated_at.is_none()
-        && let Some(RunnerResult::Exited { exit_code, removed_stubs }) = report()
+        && let Some(RunnerResult::Exited { exit_code, removed_stubs }) = &result
     {
         tracing::debug!(?removed_stubs, exit_code, "step finished");
-        return Ok(StepOutcome { exit_code, runner: ExitingRunner { child, _directory: directory } });
+        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner { child, _directory: directory } });
     }
     // Else wait for the exit here (a cancel, a failure). Its pidfd wakes this loop the moment it
     // exits (a fixed sleep cost a trivial step ~1 ms on average).
@@ -112,25 +113,19 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
 
-    let result = report();
-    let runner = ExitingRunner { child, _directory: directory };
-    if terminated_at.is_some() {
-        return Err(SandboxError::Canceled);
-    }
-    match result {
-        Some(RunnerResult::Exited { exit_code, removed_stubs }) => {
-            tracing::debug!(?removed_stubs, exit_code, "step finished");
-            Ok(StepOutcome { exit_code, runner })
-        }
-        Some(RunnerResult::Canceled) => Err(SandboxError::Canceled),
-        Some(RunnerResult::Failed { message }) => Err(SandboxError::Runner { message }),
-        None => Err(SandboxError::Runner {
+    drop(ExitingRunner { child, _directory: directory });
+    Err(match result {
+        _ if terminated_at.is_some() => SandboxError::Canceled,
+        Some(RunnerResult::Canceled) => SandboxError::Canceled,
+        Some(RunnerResult::Failed { message }) => SandboxError::Runner { message },
+        // (An exited step's result was taken above.)
+        Some(RunnerResult::Exited { .. }) | None => SandboxError::Runner {
             message: match status {
                 Some(status) => format!("the runner ended without a result ({status})"),
                 None => "the runner ended without a result".into(),
             },
-        }),
-    }
+        },
+    })
 }
 
 /// A runner that has reported its step and is exiting (or has exited): its exit tears its mount
