@@ -134,10 +134,6 @@ fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
     fs::write(path, value).map_err(|error| SandboxError::io(format!("write `{value}` to `{}`", path.display()), error))
 }
 
-fn create_dir(path: &Path) -> Result<(), SandboxError> {
-    fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))
-}
-
 /// A new cpuset cgroup has no CPUs and no memory nodes, and takes no process until it has: each
 /// level below the hierarchy's root gets its parent's.
 fn fill_cpuset(root: &Path, cgroup: &Path) -> Result<(), SandboxError> {
@@ -183,12 +179,12 @@ pub(super) fn enter_own(directory: &Path) -> Result<(), SandboxError> {
     let own = path_for(std::process::id());
     let pid = std::process::id().to_string();
     let view = directory.join("cgroup-view");
-    create_dir(&view)?;
+    super::create_directory(&view)?;
     nix::mount::mount(Some("tmpfs"), &view, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
         .map_err(|error| SandboxError::syscall(format!("mount a tmpfs on `{}`", view.display()), error))?;
     for (index, hierarchy) in hierarchies.iter().enumerate() {
         let cgroup = hierarchy.mount_point.join(own.trim_start_matches('/'));
-        create_dir(&cgroup)?;
+        super::create_directory(&cgroup)?;
         if hierarchy.has("cpuset") {
             fill_cpuset(&hierarchy.mount_point, &cgroup)?;
         }
@@ -200,7 +196,7 @@ pub(super) fn enter_own(directory: &Path) -> Result<(), SandboxError> {
         write(&cgroup.join("cgroup.procs"), &pid)?;
         let Some(name) = hierarchy.mount_point.file_name().filter(|_| !hierarchy.v2) else { continue };
         let shown = Path::new(HIERARCHIES).join(index.to_string());
-        create_dir(&view.join(&shown))?;
+        super::create_directory(&view.join(&shown))?;
         bind(&cgroup, &view.join(&shown))?;
         link(&shown, &view.join(name))?;
     }

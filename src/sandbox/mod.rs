@@ -222,6 +222,11 @@ impl SandboxError {
     }
 }
 
+/// `fs::create_dir_all`, its failure a [`SandboxError`] naming the directory.
+pub(crate) fn create_directory(path: &std::path::Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))
+}
+
 /// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>`,
 /// the step on stdin), runs the step and exits with the container's code; else returns.
 #[allow(clippy::print_stderr)] // a misuse of the hidden subcommand, said before anything else runs

@@ -54,10 +54,10 @@ fn prepare_options(lowers: &[PathBuf], upper: &Path, work: &Path, scratch: &Path
         }
     }
     let links = scratch.join("l");
-    fs::create_dir_all(&links).map_err(|error| SandboxError::io(format!("create `{}`", links.display()), error))?;
+    super::create_directory(&links)?;
     let lower_names: Vec<String> = if lowers.is_empty() {
         let empty = scratch.join("empty");
-        fs::create_dir_all(&empty).map_err(|error| SandboxError::io(format!("create `{}`", empty.display()), error))?;
+        super::create_directory(&empty)?;
         vec!["empty".to_string()]
     } else {
         // overlayfs lists the topmost lower first; the spec lists the bottom first.

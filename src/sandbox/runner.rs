@@ -137,7 +137,7 @@ fn run_step(directory: &Path) -> Result<Option<RunnerResult>, SandboxError> {
     let rootfs = directory.join("rootfs");
     let scratch = directory.join("overlay");
     for path in [&rootfs, &scratch] {
-        fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+        super::create_directory(path)?;
     }
     // Without a devices cgroup (and outside a user namespace) no device node of the root
     // filesystem may open: layers and earlier steps could have made any.
@@ -273,7 +273,7 @@ fn run_container(
     let bundle = directory.join("bundle");
     let state = directory.join("state");
     for path in [&bundle, &state] {
-        fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))?;
+        super::create_directory(path)?;
     }
     let environment = spec::Environment {
         rootfs,
