@@ -7,9 +7,10 @@
 //! finds none, neither creates nor joins any: joining a cgroup (a write to `cgroup.procs`) takes
 //! the kernel's cgroup threadgroup lock, whose first taker after a quiet moment waits for an RCU
 //! grace period, 3 to 20 ms measured here, which a standby runner spends before its step instead
-//! of during it. The container inherits the runner's cgroups and sees them as BuildKit's
-//! containers do: each hierarchy's own cgroup, read-only, at `/sys/fs/cgroup/<hierarchy>`
-//! ([`ViewMount`]). Elsewhere (rootless; cgroup v2 as root) libcontainer manages the cgroup.
+//! of during it. The container inherits the runner's cgroups and sees them much as BuildKit's
+//! containers do: each hierarchy's own cgroup, read-only, under the hierarchy's name in
+//! `/sys/fs/cgroup` (a link to its mount, [`HIERARCHIES`]). Elsewhere (rootless; cgroup v2 as
+//! root) libcontainer manages the cgroup.
 //!
 //! Whoever reaps a runner removes its cgroups ([`remove`]); a runner killed with its rbuild
 //! leaves one empty directory per controller, which [`sweep`] (at the start of every build)
@@ -117,13 +118,21 @@ fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
         .collect()
 }
 
+/// The devices a step may use (char major, minor; `None` = any minor), in the order BuildKit's
+/// containers list them (recorded with the oracle: testdata/e2e/cgroup-view): null, zero, full,
+/// random, urandom, tty, ptmx, tun, pts. Issue 9 had asked for runc's older list (console and
+/// fuse, no tun); the oracle's is the one followed. Every other device can be created (`m`) but
+/// not opened, as under Docker.
+pub(super) const ALLOWED_DEVICES: [(i64, Option<i64>); 9] =
+    [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(2)), (10, Some(200)), (136, None)];
+
 /// The devices cgroup's rules, in the order written: deny everything, allow mknod of any device
-/// and the use of [`super::spec::ALLOWED_DEVICES`] (the list is then the one BuildKit's
+/// and the use of [`ALLOWED_DEVICES`] (the list is then the one BuildKit's
 /// containers show, `b *:* m` first).
 fn device_rules() -> Vec<(&'static str, String)> {
     let mut rules =
         vec![("devices.deny", "a".to_string()), ("devices.allow", "b *:* m".to_string()), ("devices.allow", "c *:* m".to_string())];
-    for (major, minor) in super::spec::ALLOWED_DEVICES {
+    for (major, minor) in ALLOWED_DEVICES {
         let minor = minor.map_or_else(|| "*".to_string(), |minor| minor.to_string());
         rules.push(("devices.allow", format!("c {major}:{minor} rwm")));
     }
@@ -318,7 +327,7 @@ mod tests {
         assert_eq!(rules[0], ("devices.deny", "a".to_string()));
         assert_eq!(rules[1..3], [("devices.allow", "b *:* m".to_string()), ("devices.allow", "c *:* m".to_string())]);
         assert_eq!(rules.last().unwrap(), &("devices.allow", "c 136:* rwm".to_string()));
-        assert_eq!(rules.len(), 3 + super::super::spec::ALLOWED_DEVICES.len());
+        assert_eq!(rules.len(), 3 + super::ALLOWED_DEVICES.len());
     }
 
     #[test]

@@ -49,21 +49,14 @@ pub(crate) struct Environment<'a> {
 pub(crate) enum DeviceGuard {
     /// In a user namespace: the kernel's rules suffice.
     UserNamespace,
-    /// Root with a cgroup v1 devices controller: runc's allow list ([`ALLOWED_DEVICES`]), with
+    /// Root with a cgroup v1 devices controller: BuildKit's allow list
+    /// ([`super::cgroup::ALLOWED_DEVICES`]), with
     /// CAP_MKNOD kept, as Docker and BuildKit do.
     DevicesCgroup,
     /// Root without one (cgroup v2 needs an eBPF program rbuild does not load): no CAP_MKNOD,
     /// and the root filesystem and bind mounts are `nodev`, so no device node there opens.
     NoMknod,
 }
-
-/// The devices a step may use (char major, minor; `None` = any minor), in the order BuildKit's
-/// containers list them (recorded with the oracle: testdata/e2e/cgroup-view): null, zero, full,
-/// random, urandom, tty, ptmx, tun, pts. Issue 9 had asked for runc's older list (console and
-/// fuse, no tun); the oracle's is the one followed. Every other device can be created (`m`) but
-/// not opened, as under Docker.
-pub(crate) const ALLOWED_DEVICES: [(i64, Option<i64>); 9] =
-    [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(2)), (10, Some(200)), (136, None)];
 
 pub(super) const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::Chown,
