@@ -18,7 +18,7 @@ use crate::oci::layout::{INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, blob
 use crate::oci::manifest::ImageIndex;
 use crate::oci::{Digest, Reference};
 use crate::store::Store;
-use crate::store::atomic::{replace_file, write_file};
+use crate::store::atomic::{replace_output_file, write_file};
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write `{path}`")]
@@ -215,7 +215,7 @@ pub(crate) fn write_directory(
                 if path.exists() {
                     continue;
                 }
-                replace_file(&path, &mut |file| {
+                replace_output_file(&path, &mut |file| {
                     let direct = DirectFile { file: &*file, cancel: &never };
                     copy_blob(store, &digest, size, &mut &*file, Some(&direct))
                 })

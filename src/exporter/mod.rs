@@ -312,11 +312,12 @@ fn write_destination(destination: &Destination, cancel: &AtomicBool, write: &mut
 
 /// An archive the user asked for at `path`. A device, fifo or symlink there is written into, as
 /// BuildKit's client does (before, `/dev/full` or a symlink was replaced by a regular file); a
-/// regular file or a new one is replaced whole (the store's `replace_file`). The parent must exist.
+/// regular file or a new one is replaced whole (the store's `replace_output_file`, not synced, as
+/// BuildKit's client does not sync). The parent must exist.
 fn write_user_file(path: &Path, write: &mut dyn FnMut(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
     let written_into = fs::symlink_metadata(path).is_ok_and(|metadata| !metadata.is_file() && !metadata.is_dir());
     if !written_into {
-        return crate::store::atomic::replace_file(path, write);
+        return crate::store::atomic::replace_output_file(path, write);
     }
     let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     write(&mut file)
