@@ -2,7 +2,7 @@
 //! file cost one `stat` instead of a read. The selection asks a [`HashCache`] (the store keeps
 //! one across builds) before it reads a file, and [`hash_file`] reads it when it must.
 
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -22,12 +22,6 @@ pub struct StatKey {
     /// Absolute path on the host.
     pub path: PathBuf,
     pub stamp: FileStamp,
-}
-
-impl StatKey {
-    pub(super) fn new(path: PathBuf, metadata: &Metadata) -> StatKey {
-        StatKey { path, stamp: FileStamp::of(metadata) }
-    }
 }
 
 /// A [`HashCache`] that never hits and stores nothing.

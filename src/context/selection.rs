@@ -46,7 +46,6 @@
 //! hashed but not cached. Sockets, fifos and device nodes are skipped (a rootless copy cannot
 //! reproduce them). A name that is not UTF-8 is an error rather than a lossy, colliding path.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -62,7 +61,7 @@ use super::in_root::HostTree;
 use super::walk::{self, Found, FoundKind, Outcome};
 use crate::oci::path::clean;
 use crate::oci::root_path::{self, Resolution};
-use crate::oci::{Digest, DigestHasher};
+use crate::oci::{Digest, DigestHasher, FileStamp};
 
 const DIGEST_VERSION: &str = "rbuild.context.selection.v1";
 
@@ -207,7 +206,7 @@ pub fn select(
         error,
     })?;
     let excludes = DockerIgnore::from_patterns(excludes).map_err(SelectionError::InvalidExclude)?;
-    let mut walker = Walker { root: &root, ignore, excludes: &excludes, parents, found: BTreeMap::new() };
+    let mut walker = Walker { root: &root, ignore, excludes: &excludes, parents, found: Vec::new() };
     let mut roots = Vec::with_capacity(sources.len());
     for source in sources {
         // A wildcard that matches nothing (or only ignored paths) selects nothing, as BuildKit
@@ -221,8 +220,9 @@ pub fn select(
             Err(error) => return Err(error),
         }
     }
-    let mut entries = hash_entries(walker.found, cache)?;
-    // rayon keeps the map's order; sorting again keeps the invariant independent of that.
+    let mut entries = hash_entries(first_of_each_path(walker.found), cache)?;
+    // rayon keeps the order; sorting again (one pass over a sorted list) keeps the invariant
+    // independent of that.
     entries.sort_by(|left, right| left.path.cmp(&right.path));
     let digest = selection_digest(&entries);
     Ok(Selection { entries, roots, digest })
@@ -262,7 +262,8 @@ struct Walker<'a> {
     /// `COPY --parents`: `**` matches any number of directories, and `--exclude` is tested
     /// against each path after the source's `/./` pivot, the match itself included.
     parents: bool,
-    found: BTreeMap<String, Found>,
+    /// What the matches' walks kept, in the order found (a path twice when two sources reach it).
+    found: Vec<(String, Found)>,
 }
 
 impl Walker<'_> {
@@ -489,40 +490,49 @@ impl Walker<'_> {
                 (true, false) => relative,
                 (false, false) => format!("{original}/{relative}"),
             };
-            self.found.entry(path).or_insert(found);
+            self.found.push((path, found));
         }
         Ok(walked.outcome)
     }
 }
 
-/// Hashes file contents in parallel, asking the cache first.
-fn hash_entries(found: BTreeMap<String, Found>, cache: &dyn HashCache) -> Result<Vec<Entry>, SelectionError> {
+/// The entries sorted by path, each path once, as the first source that reached it found it.
+/// Each walk gives its entries sorted, so the stable sort mostly merges a few sorted runs; a map
+/// keyed by path compared strings for every insertion, which showed in the profile of a
+/// 50,000-file no-op rebuild.
+fn first_of_each_path(mut found: Vec<(String, Found)>) -> Vec<(String, Found)> {
+    found.sort_by(|(left, _), (right, _)| left.cmp(right));
+    found.dedup_by(|(later, _), (first, _)| later == first);
+    found
+}
+
+/// Hashes file contents in parallel, asking the cache first; keeps the order of `found`.
+fn hash_entries(found: Vec<(String, Found)>, cache: &dyn HashCache) -> Result<Vec<Entry>, SelectionError> {
     found
         .into_par_iter()
         .map(|(path, found)| {
-            let kind = match found.kind {
-                FoundKind::Directory => EntryKind::Directory,
-                FoundKind::Symlink(target) => EntryKind::Symlink { target },
-                FoundKind::File(key) => {
+            let (kind, real) = match found.kind {
+                FoundKind::Directory => (EntryKind::Directory, found.absolute),
+                FoundKind::Symlink(target) => (EntryKind::Symlink { target }, found.absolute),
+                FoundKind::File(stamp) => {
+                    let key = StatKey { path: found.absolute, stamp };
                     let digest = match cache.get(&key) {
                         Some(digest) => digest,
                         None => {
-                            let digest =
-                                hash_file(&found.absolute).map_err(|error| io_error(IoAction::ReadFile, found.absolute.clone(), error))?;
+                            let digest = hash_file(&key.path).map_err(|error| io_error(IoAction::ReadFile, key.path.clone(), error))?;
                             // Only a file that did not change while we read it may be cached.
-                            let after =
-                                fs::symlink_metadata(&found.absolute).map(|metadata| StatKey::new(found.absolute.clone(), &metadata));
-                            if after.as_ref().is_ok_and(|after| *after == key) {
+                            let after = fs::symlink_metadata(&key.path).map(|metadata| FileStamp::of(&metadata));
+                            if after.is_ok_and(|after| after == stamp) {
                                 cache.put(&key, &digest);
                             }
                             digest
                         }
                     };
-                    let hard_link = (found.links > 1).then_some((key.stamp.device, key.stamp.inode));
-                    EntryKind::File { size: key.stamp.size, digest, hard_link }
+                    let hard_link = (found.links > 1).then_some((stamp.device, stamp.inode));
+                    (EntryKind::File { size: stamp.size, digest, hard_link }, key.path)
                 }
             };
-            Ok(Entry { path, real: found.absolute, kind, mode: found.mode, mtime: found.mtime, mtime_nanos: found.mtime_nanos })
+            Ok(Entry { path, real, kind, mode: found.mode, mtime: found.mtime, mtime_nanos: found.mtime_nanos })
         })
         .collect()
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::context::content_hash::NoHashCache;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::sync::Mutex;

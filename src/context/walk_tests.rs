@@ -55,7 +55,7 @@ fn reference_visit(
         if (ignored_by.is_some() || excluded) && !any_child_kept {
             return removed();
         }
-        entries.push((relative.to_string(), Found::new(absolute, FoundKind::Directory, &metadata)));
+        entries.push((relative.to_string(), Found::new(absolute, FoundKind::Directory, &EntryStat::from(&metadata))));
         return Outcome::Kept;
     }
     if ignored_by.is_some() || excluded {
@@ -64,11 +64,11 @@ fn reference_visit(
     let kind = if metadata.file_type().is_symlink() {
         FoundKind::Symlink(fs::read_link(&absolute).expect("readlink").into_os_string().into_string().expect("UTF-8 target"))
     } else if metadata.is_file() {
-        FoundKind::File(StatKey::new(absolute.clone(), &metadata))
+        FoundKind::File(crate::oci::FileStamp::of(&metadata))
     } else {
         return Outcome::Dropped;
     };
-    entries.push((relative.to_string(), Found::new(absolute, kind, &metadata)));
+    entries.push((relative.to_string(), Found::new(absolute, kind, &EntryStat::from(&metadata))));
     Outcome::Kept
 }
 

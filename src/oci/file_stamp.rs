@@ -19,7 +19,6 @@ pub struct FileStamp {
 
 impl FileStamp {
     pub fn of(metadata: &Metadata) -> FileStamp {
-        let nanos = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
         FileStamp {
             size: metadata.size(),
             mtime_nanos: nanos(metadata.mtime(), metadata.mtime_nsec()),
@@ -28,4 +27,20 @@ impl FileStamp {
             device: metadata.dev(),
         }
     }
+
+    /// The stamp of an `lstat` made by rbuild itself (the context walk's, relative to an open
+    /// directory).
+    pub fn of_stat(stat: &libc::stat) -> FileStamp {
+        FileStamp {
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            mtime_nanos: nanos(stat.st_mtime, stat.st_mtime_nsec),
+            ctime_nanos: nanos(stat.st_ctime, stat.st_ctime_nsec),
+            inode: stat.st_ino,
+            device: stat.st_dev,
+        }
+    }
+}
+
+fn nanos(seconds: i64, nanos: i64) -> i128 {
+    i128::from(seconds) * 1_000_000_000 + i128::from(nanos)
 }
