@@ -287,6 +287,9 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
     if let Err(error) = hash_cache.save(&store) {
         tracing::warn!("failed to save file hashes: {error}");
     }
+    // 50,000 remembered hashes take milliseconds to free: on a thread of their own, during the
+    // export.
+    let _ = std::thread::Builder::new().name("free-hashes".into()).spawn(move || drop(hash_cache));
     let solved = match solved {
         Ok(solved) => solved,
         Err(error) => {

@@ -48,7 +48,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -482,15 +482,20 @@ impl Walker<'_> {
     /// `exclude_path` is the path relative to the matched source (`None` for the match itself,
     /// which `--exclude` never removes).
     fn visit(&mut self, real: &str, original: &str, exclude_path: Option<&str>) -> Result<Outcome, SelectionError> {
-        let walked = walk::walk(self.root, real, exclude_path, self.ignore, self.excludes)?;
-        for (relative, found) in walked.entries {
-            let path = match (original.is_empty(), relative.is_empty()) {
+        let mut walked = walk::walk(self.root, real, exclude_path, self.ignore, self.excludes)?;
+        // Renamed in place (most selections have one match, whose entries become the list).
+        for (path, _) in &mut walked.entries {
+            *path = match (original.is_empty(), path.is_empty()) {
                 (true, true) => ".".to_string(),
                 (false, true) => original.to_string(),
-                (true, false) => relative,
-                (false, false) => format!("{original}/{relative}"),
+                (true, false) => continue,
+                (false, false) => format!("{original}/{path}"),
             };
-            self.found.push((path, found));
+        }
+        if self.found.is_empty() {
+            self.found = walked.entries;
+        } else {
+            self.found.append(&mut walked.entries);
         }
         Ok(walked.outcome)
     }
@@ -538,22 +543,36 @@ fn hash_entries(found: Vec<(String, Found)>, cache: &dyn HashCache) -> Result<Ve
 }
 
 /// Every field ends with NUL, which no path, digest or link target can contain, so two
-/// different selections never feed the same bytes.
+/// different selections never feed the same bytes. The fields go through a buffer, hashed
+/// whenever it fills: hashed field by field, the small copies into the hasher's block showed in
+/// the profile of a 50,000-file no-op rebuild.
 fn selection_digest(entries: &[Entry]) -> String {
+    const FLUSH_AT: usize = 64 * 1024;
     let mut hasher = DigestHasher::sha256();
-    hasher.update(DIGEST_VERSION.as_bytes());
-    hasher.update(b"\n");
+    let mut buffer = Vec::with_capacity(FLUSH_AT + 4096);
+    buffer.extend_from_slice(DIGEST_VERSION.as_bytes());
+    buffer.push(b'\n');
     for entry in entries {
         let (kind, payload) = match &entry.kind {
             EntryKind::File { digest, .. } => ("file", digest.as_str()),
             EntryKind::Directory => ("dir", ""),
             EntryKind::Symlink { target } => ("symlink", target.as_str()),
         };
-        for field in [entry.path.as_str(), kind, &format!("{:o}", entry.mode), payload] {
-            hasher.update(field.as_bytes());
-            hasher.update(&[0]);
+        buffer.extend_from_slice(entry.path.as_bytes());
+        buffer.push(0);
+        buffer.extend_from_slice(kind.as_bytes());
+        buffer.push(0);
+        // Writing into a Vec cannot fail.
+        let _ = write!(buffer, "{:o}", entry.mode);
+        buffer.push(0);
+        buffer.extend_from_slice(payload.as_bytes());
+        buffer.push(0);
+        if buffer.len() >= FLUSH_AT {
+            hasher.update(&buffer);
+            buffer.clear();
         }
     }
+    hasher.update(&buffer);
     hasher.finish().to_string()
 }
 

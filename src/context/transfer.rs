@@ -19,7 +19,8 @@
 //! few bytes short.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+// foldhash: SipHash of every path of a 50,000-file context showed in the profile of a no-op rebuild.
+use foldhash::HashMap;
 
 use super::selection::{Entry, EntryKind};
 
@@ -39,7 +40,7 @@ const GO_MODE_STICKY: u64 = 1 << 20;
 /// content was read in this build.
 pub fn transfer_size<'a>(entries: impl IntoIterator<Item = &'a Entry>, was_read: impl Fn(&Entry) -> bool) -> u64 {
     // Each path once (the last entry listed for it), with the parents no entry lists.
-    let mut paths: HashMap<&str, Option<&Entry>> = HashMap::new();
+    let mut paths: HashMap<&str, Option<&Entry>> = HashMap::default();
     for entry in entries {
         if entry.path != "." {
             paths.insert(entry.path.as_str(), Some(entry));

@@ -37,6 +37,7 @@ use std::sync::Mutex;
 
 use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
 use nix::fcntl::AtFlags;
+use rayon::slice::ParallelSliceMut;
 
 use super::dockerignore::{DockerIgnore, Pattern};
 use super::selection::{IoAction, SelectionError, io_error, is_missing, join};
@@ -418,10 +419,11 @@ impl Below<'_> {
 }
 
 /// Entries sorted by path, each moved once: sorting them in place moved every (large) entry
-/// about `log n` times, which showed in the profile of a 50,000-file walk.
+/// about `log n` times, which showed in the profile of a 50,000-file walk. The order is sorted
+/// on the rayon pool: alone, it was the longest step after the walk of that context.
 fn sorted_by_path(entries: Vec<(String, Found)>) -> Vec<(String, Found)> {
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_unstable_by(|&left, &right| entries[left].0.cmp(&entries[right].0));
+    order.par_sort_unstable_by(|&left, &right| entries[left].0.cmp(&entries[right].0));
     let mut slots: Vec<Option<(String, Found)>> = entries.into_iter().map(Some).collect();
     order.into_iter().filter_map(|index| slots[index].take()).collect()
 }

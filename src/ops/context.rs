@@ -16,7 +16,7 @@
 //! | directory path         | no     | host paths never enter keys                        |
 //! | file contents          | no     | the `COPY` that uses files hashes exactly those    |
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, OnceLock};
@@ -120,8 +120,9 @@ impl HashCache for ReadFiles<'_> {
     }
 }
 
-/// The remembered hash of each file, by its absolute path.
-type KnownHashes = HashMap<String, FileHashRow>;
+/// The remembered hash of each file, by its absolute path (hashed with foldhash: SipHash of
+/// 50,000 paths showed in the profile of a no-op rebuild).
+type KnownHashes = foldhash::HashMap<String, FileHashRow>;
 
 /// File hashes remembered in the store's database. Read once per build, on a thread of their
 /// own from when the store is opened, while the build parses and lowers its Dockerfile (a
@@ -155,9 +156,9 @@ impl StoreHashCache {
                 Some(Ok(Ok(known))) => known,
                 Some(Ok(Err(error))) => {
                     tracing::warn!("failed to read the remembered file hashes: {error}");
-                    HashMap::new()
+                    KnownHashes::default()
                 }
-                Some(Err(_)) | None => HashMap::new(),
+                Some(Err(_)) | None => KnownHashes::default(),
             }
         })
     }
@@ -172,7 +173,10 @@ impl StoreHashCache {
 
 impl HashCache for StoreHashCache {
     fn get(&self, key: &StatKey) -> Option<Digest> {
-        let row = self.known().get(path_key(&key.path).as_str())?;
+        let row = match key.path.to_str() {
+            Some(path) => self.known().get(path)?,
+            None => self.known().get(path_key(&key.path).as_str())?,
+        };
         (row.stamp == key.stamp).then(|| row.digest.clone())
     }
 

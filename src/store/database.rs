@@ -529,7 +529,7 @@ impl Database {
     }
 
     /// Every remembered file hash, by absolute path.
-    pub fn all_file_hashes(&self) -> Result<std::collections::HashMap<String, FileHashRow>, DatabaseError> {
+    pub fn all_file_hashes(&self) -> Result<foldhash::HashMap<String, FileHashRow>, DatabaseError> {
         let mut statement = self.connection.prepare("SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash")?;
         let rows =
             statement.query_map([], |row| Ok((row.get::<_, String>(0)?, FileHashRow { stamp: stamp_at(row, 1)?, digest: row.get(6)? })))?;
