@@ -178,7 +178,7 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         .with_context(|| format!("failed to open the state root `{}`", options.root.display()))
         .map_err(plain_failure)?;
     // Read on a thread of its own while the Dockerfile is parsed and lowered.
-    let hash_cache = StoreHashCache::load(&store).context("failed to load file hashes").map_err(plain_failure)?;
+    let hash_cache = StoreHashCache::load(&store);
     for warning in store.warnings() {
         sender.send(Event::Warning { message: warning.clone() });
     }

@@ -53,6 +53,18 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
     }
 
+    /// The sha256 digest whose 32 bytes these are.
+    pub fn from_sha256_bytes(bytes: &[u8; 32]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(bytes)))
+    }
+
+    /// The 32 bytes of a sha256 digest; `None` for another algorithm.
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        let (algorithm, hex) = self.split();
+        let mut bytes = [0; 32];
+        (algorithm == "sha256" && hex::decode_to_slice(hex, &mut bytes).is_ok()).then_some(bytes)
+    }
+
     /// `sha256` or `sha512`.
     pub fn algorithm(&self) -> &str {
         self.split().0

@@ -18,7 +18,8 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 
@@ -28,7 +29,8 @@ use crate::context::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::context::transfer::transfer_size;
 use crate::graph::{ContextSource, CopyAction};
 use crate::oci::Digest;
-use crate::store::{DatabaseError, FileHashRow, Store, StoreError};
+use crate::store::file_hashes::{Remembered, RememberedHashes};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
 pub(crate) struct ContextHandle {
@@ -120,76 +122,63 @@ impl HashCache for ReadFiles<'_> {
     }
 }
 
-/// The remembered hash of each file, by its absolute path (hashed with foldhash: SipHash of
-/// 50,000 paths showed in the profile of a no-op rebuild).
-type KnownHashes = foldhash::HashMap<String, FileHashRow>;
-
-/// File hashes remembered in the store's database. Read once per build, on a thread of their
-/// own from when the store is opened, while the build parses and lowers its Dockerfile (a
-/// 50,000-file context has as many rows: 40 ms), and written once at the end, so hashing
-/// threads never wait on SQLite.
+/// File hashes remembered in the store ([`crate::store::file_hashes`]). Read once per build, on
+/// a thread of their own from when the store is opened (while the Dockerfile is parsed and
+/// lowered, and the context walked), and written once at the end, when the build hashed files.
 pub(crate) struct StoreHashCache {
-    known: OnceLock<KnownHashes>,
-    loading: Mutex<Option<JoinHandle<Result<KnownHashes, DatabaseError>>>>,
-    fresh: Mutex<Vec<(String, FileHashRow)>>,
+    known: OnceLock<RememberedHashes>,
+    loading: Mutex<Option<JoinHandle<RememberedHashes>>>,
+    fresh: Mutex<Vec<(Vec<u8>, Remembered)>>,
 }
 
 impl StoreHashCache {
     /// Starts reading the hashes; the first lookup waits for them.
-    pub(crate) fn load(store: &Store) -> Result<StoreHashCache, StoreError> {
-        let reader = store.database_reader()?;
+    pub(crate) fn load(store: &Store) -> StoreHashCache {
+        let path = store.file_hashes_path();
         let cache = StoreHashCache { known: OnceLock::new(), loading: Mutex::new(None), fresh: Mutex::new(Vec::new()) };
-        match std::thread::Builder::new().name("file-hashes".into()).spawn(move || reader.all_file_hashes()) {
+        let reading = path.clone();
+        match std::thread::Builder::new().name("file-hashes".into()).spawn(move || RememberedHashes::read(&reading)) {
             Ok(handle) => *cache.loading.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
             Err(_) => {
-                let _ = cache.known.set(store.database().all_file_hashes()?);
+                let _ = cache.known.set(RememberedHashes::read(&path));
             }
         }
-        Ok(cache)
+        cache
     }
 
-    /// The remembered hashes. One that cannot be read only costs reading the files again.
-    fn known(&self) -> &KnownHashes {
+    /// The remembered hashes. Those that cannot be read only cost reading the files again.
+    fn known(&self) -> &RememberedHashes {
         self.known.get_or_init(|| {
             let loading = self.loading.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match loading.map(JoinHandle::join) {
-                Some(Ok(Ok(known))) => known,
-                Some(Ok(Err(error))) => {
-                    tracing::warn!("failed to read the remembered file hashes: {error}");
-                    KnownHashes::default()
-                }
-                Some(Err(_)) | None => KnownHashes::default(),
-            }
+            loading.and_then(|handle| handle.join().ok()).unwrap_or_default()
         })
     }
 
-    /// Writes the hashes computed in this build.
+    /// Writes the hashes computed in this build beside those remembered; nothing when it
+    /// computed none.
     pub(crate) fn save(&self, store: &Store) -> Result<(), StoreError> {
         let fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
-        store.database().put_file_hashes(&fresh)?;
-        Ok(())
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        store.save_file_hashes(self.known(), fresh)
     }
 }
 
 impl HashCache for StoreHashCache {
     fn get(&self, key: &StatKey) -> Option<Digest> {
-        let row = match key.path.to_str() {
-            Some(path) => self.known().get(path)?,
-            None => self.known().get(path_key(&key.path).as_str())?,
-        };
-        (row.stamp == key.stamp).then(|| row.digest.clone())
+        let remembered = self.known().get(key.path.as_os_str().as_bytes())?;
+        (remembered.stamp == key.stamp).then(|| Digest::from_sha256_bytes(&remembered.sha256))
     }
 
     fn put(&self, key: &StatKey, digest: &Digest) {
-        let row = FileHashRow { stamp: key.stamp, digest: digest.clone() };
-        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).push((path_key(&key.path), row));
+        // Files are hashed with sha256; anything else is not remembered.
+        let Some(sha256) = digest.sha256_bytes() else { return };
+        let remembered = Remembered { stamp: key.stamp, sha256 };
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).push((key.path.as_os_str().as_bytes().to_vec(), remembered));
     }
 
     fn wait_ready(&self) {
         self.known();
     }
-}
-
-fn path_key(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
 }

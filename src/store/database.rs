@@ -1,4 +1,4 @@
-//! The SQLite database of the state root: cache records, layers, blobs, file hashes.
+//! The SQLite database of the state root: cache records, layers, blobs.
 //!
 //! WAL mode, a 30 s busy timeout, and every write in a short `BEGIN IMMEDIATE` transaction, so
 //! several rbuild processes can share one root. No transaction is ever held across a step or a
@@ -13,7 +13,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::CacheKey;
-pub use super::rows::{BlobRow, FileHashRow, HttpSourceRow, LayerKind, LayerRow, OutputFileRow, RecordRow};
+pub use super::rows::{BlobRow, HttpSourceRow, LayerKind, LayerRow, OutputFileRow, RecordRow};
 use super::rows::{blob_from_row, diff_id_text, layer_from_row, record_from_row, stamp_at, stamp_columns};
 use super::schema::MIGRATIONS;
 use crate::oci::{DiffId, Digest, FileStamp};
@@ -76,7 +76,8 @@ pub struct Database {
 impl Database {
     /// Opens (or creates) the database and checks it: a damaged file is
     /// [`DatabaseError::Damaged`], for the store to move aside. The check (`quick_check`) reads
-    /// every page: about 50 ms for 200,000 file hashes, far less for usual roots.
+    /// every page; the database holds no per-file rows (context file digests are in
+    /// `file_hashes`), so that is a few milliseconds.
     pub fn open(path: &Path) -> Result<Database, DatabaseError> {
         let damaged = |reason: String| DatabaseError::Damaged { path: path.display().to_string(), reason };
         let open_error = |source: rusqlite::Error| {
@@ -525,40 +526,6 @@ impl Database {
             }
             None => transaction.execute("DELETE FROM output_file WHERE path = ?1", params![path]),
         })?;
-        Ok(())
-    }
-
-    /// Every remembered file hash, by absolute path.
-    pub fn all_file_hashes(&self) -> Result<foldhash::HashMap<String, FileHashRow>, DatabaseError> {
-        let mut statement = self.connection.prepare("SELECT path, size, mtime_nanos, ctime_nanos, inode, device, digest FROM file_hash")?;
-        let rows =
-            statement.query_map([], |row| Ok((row.get::<_, String>(0)?, FileHashRow { stamp: stamp_at(row, 1)?, digest: row.get(6)? })))?;
-        // Collected first and then hashed into a map of the right size: a map grown row by row
-        // rehashed every path log2(n) times (a tenth of a no-op rebuild's CPU on 50,000 files).
-        let rows = rows.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows.into_iter().collect())
-    }
-
-    /// Stores many file hashes in one transaction (one per build, after hashing).
-    pub fn put_file_hashes(&mut self, rows: &[(String, FileHashRow)]) -> Result<(), DatabaseError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.write(|transaction| {
-            let mut statement = transaction.prepare(
-                "INSERT OR REPLACE INTO file_hash (path, size, mtime_nanos, ctime_nanos, inode, device, digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for (path, row) in rows {
-                let (size, mtime, ctime, inode, device) = stamp_columns(&row.stamp);
-                statement.execute(params![path, size, mtime, ctime, inode, device, row.digest])?;
-            }
-            Ok(())
-        })
-    }
-
-    pub fn clear_file_hashes(&mut self) -> Result<(), DatabaseError> {
-        self.write(|transaction| transaction.execute("DELETE FROM file_hash", []))?;
         Ok(())
     }
 }

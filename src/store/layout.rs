@@ -4,7 +4,8 @@
 //! ```text
 //! CACHEDIR.TAG           marks the root as a cache (backup tools skip it)
 //! lock, lock.gate        the root's locks (see `Store::open`)
-//! db-v1.sqlite           cache records, layers, blobs, file hashes (see `database`)
+//! db-v1.sqlite           cache records, layers, blobs (see `database`)
+//! file-hashes-v1         remembered digests of context files (see `file_hashes`)
 //! blobs-v1/sha256/<hex>  compressed layers, configs, manifests          Area::Blobs
 //! snapshots-v1/<hex>/    unpacked layers in overlay format, by diff id   Area::Snapshots
 //! mounts-v1/<hex>/       RUN --mount=type=cache directories             Area::Mounts
@@ -56,3 +57,4 @@ pub const CACHEDIR_TAG_FILE: &str = "CACHEDIR.TAG";
 pub const LOCK_FILE: &str = "lock";
 pub const GATE_FILE: &str = "lock.gate";
 pub const DATABASE_FILE: &str = "db-v1.sqlite";
+pub const FILE_HASHES_FILE: &str = "file-hashes-v1";

@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod cache_key;
 pub mod cache_mount;
 pub mod database;
+pub mod file_hashes;
 pub mod filter;
 pub mod git_repository;
 pub mod layer;
@@ -26,7 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache_key::CacheKey;
-pub use database::{BlobRow, Database, DatabaseError, FileHashRow, LayerKind, LayerRow, RecordRow};
+pub use database::{BlobRow, Database, DatabaseError, LayerKind, LayerRow, RecordRow};
 pub use layout::Area;
 
 use crate::oci::stage_cpu::{Stage, measure};
@@ -182,6 +183,27 @@ impl Store {
     /// without holding [`Store::database`]'s lock.
     pub fn database_reader(&self) -> Result<Database, DatabaseError> {
         Database::open_reader(&self.root.join(layout::DATABASE_FILE))
+    }
+
+    /// The file of the remembered context file digests ([`file_hashes`]).
+    pub fn file_hashes_path(&self) -> PathBuf {
+        self.root.join(layout::FILE_HASHES_FILE)
+    }
+
+    /// Replaces the remembered context file digests with `known` and `fresh` merged. Renamed
+    /// into place, not synced: a file cut short by a crash is found damaged and only costs
+    /// reading the files again.
+    pub fn save_file_hashes(
+        &self,
+        known: &file_hashes::RememberedHashes,
+        fresh: Vec<(Vec<u8>, file_hashes::Remembered)>,
+    ) -> Result<(), StoreError> {
+        let target = self.file_hashes_path();
+        let write_error = |source| StoreError::Write { path: target.display().to_string(), source };
+        let mut file = tempfile::Builder::new().prefix("file-hashes-").tempfile_in(self.area(Area::Tmp)).map_err(write_error)?;
+        known.write_merged(fresh, file.as_file_mut()).map_err(write_error)?;
+        file.persist(&target).map_err(|error| write_error(error.error))?;
+        Ok(())
     }
 
     /// The directory of `area` in this root.

@@ -102,12 +102,6 @@ pub struct OutputFileRow {
     pub stamp: FileStamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileHashRow {
-    pub stamp: FileStamp,
-    pub digest: Digest,
-}
-
 /// A stamp from the columns `size, mtime_nanos, ctime_nanos, inode, device` starting at `first`
 /// (times as decimal text: i128 does not fit SQLite's integers).
 pub(super) fn stamp_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileStamp> {
