@@ -78,6 +78,35 @@ fn the_context_load_shows_the_bytes_buildkit_transfers_then_only_the_stats() {
     assert_eq!(settled(block(&second.stderr, "[internal] load build context")), ["transferring context: 27B done", "DONE X.Xs"]);
 }
 
+/// The remembered file digests (`file-hashes-v1` in the root) only save reading files: damaged,
+/// the build reads the files again (the transfer counts their bytes, as the first build's) and
+/// replaces them, and the next build reads stats only.
+#[test]
+fn damaged_remembered_file_digests_are_read_again_and_replaced() {
+    let project = Project::new();
+    copy_tree(&golden_context("context"), &project.ctx());
+    let context = busybox_context();
+    let first = project.build(&["--build-context", &context]).ok();
+    let remembered = project.root().join("file-hashes-v1");
+    let mut bytes = std::fs::read(&remembered).expect("the build remembered its file digests");
+    // The last byte of the last entry's digest (the file's checksum follows): trusted, it would
+    // give that file another digest and the COPY another cache key.
+    let last_digest_byte = bytes.len() - 33;
+    bytes[last_digest_byte] ^= 0x55;
+    std::fs::write(&remembered, &bytes).unwrap();
+
+    let second = project.build(&["--build-context", &context]).ok();
+    let load = |run: &Run| settled(block(&run.stderr, "[internal] load build context"));
+    assert_eq!(load(&second), ["transferring context: 2.03kB done", "DONE X.Xs"], "{}", second.stderr);
+    // The same digests, read again: every step is the first build's.
+    let outcomes =
+        |run: &Run| run.steps().into_iter().filter(|(name, _)| name.contains("COPY")).map(|(_, outcome)| outcome).collect::<Vec<_>>();
+    assert!(!outcomes(&first).is_empty() && outcomes(&first).iter().all(|outcome| outcome == "DONE"), "{}", first.stderr);
+    assert!(outcomes(&second).iter().all(|outcome| outcome == "CACHED"), "{}", second.stderr);
+    let third = project.build(&["--build-context", &context]).ok();
+    assert_eq!(load(&third), ["transferring context: 27B done", "DONE X.Xs"], "{}", third.stderr);
+}
+
 #[test]
 fn the_context_load_counts_a_tree_as_buildkit_did() {
     let project = Project::new();
