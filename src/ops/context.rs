@@ -82,10 +82,10 @@ pub(crate) fn load(source: &ContextSource, copies: &[CopyAction], environment: &
 
 /// A hash cache that notes the files it did not know: those the selection reads. It also starts
 /// the transfer's status, at the first lookup, once the remembered hashes are read: the walk
-/// before it runs while they are still being read (on a 50,000-file context both take about
-/// 60 ms), and the wait for them is never the transfer's time (a tiny context shows
-/// `transferring context: 40.31kB done` as in BuildKit, without the `0.0s` a wait inside it
-/// showed on a loaded machine).
+/// before it runs while they are still being read (the load used to wait for them first), and
+/// the wait for them is never the transfer's time (a tiny context shows `transferring context:
+/// 40.31kB done` as in BuildKit, without the `0.0s` a wait inside it showed on a loaded
+/// machine).
 struct ReadFiles<'a> {
     inner: &'a (dyn HashCache + 'a),
     /// Their paths as bytes (a `Path`'s hash splits it into components, for every entry).
