@@ -61,21 +61,32 @@ fn normalise(text: &str) -> String {
     words.join(" ")
 }
 
-#[test]
-fn the_context_load_shows_the_bytes_buildkit_transfers_then_only_the_stats() {
+/// A project with the golden `context` and a builder of it on busybox.
+fn golden_context_project() -> (Project, impl Fn(&Project) -> Run) {
     let project = Project::new();
     copy_tree(&golden_context("context"), &project.ctx());
     let context = busybox_context();
-    let first = project.build(&["--build-context", &context]).ok();
+    (project, move |project: &Project| project.build(&["--build-context", &context]).ok())
+}
+
+/// The `[internal] load build context` block of a run, times settled.
+fn context_load(run: &Run) -> Vec<String> {
+    settled(block(&run.stderr, "[internal] load build context"))
+}
+
+#[test]
+fn the_context_load_shows_the_bytes_buildkit_transfers_then_only_the_stats() {
+    let (project, build) = golden_context_project();
+    let first = build(&project);
     // BuildKit: `transferring context: 2.03kB done`, `DONE X.Xs`.
     let expected = block(&golden("context", "buildkit.plain"), "[internal] load build context");
     assert_eq!(expected, ["transferring context: 2.03kB done", "DONE X.Xs"]);
-    assert_eq!(settled(block(&first.stderr, "[internal] load build context")), expected, "{}", first.stderr);
+    assert_eq!(context_load(&first), expected, "{}", first.stderr);
 
     // Unchanged files are not read again: stats only, BuildKit's 27 bytes.
-    let second = project.build(&["--build-context", &context]).ok();
+    let second = build(&project);
     assert!(golden("context", "buildkit.second.rawjson").contains("\"current\":27,"));
-    assert_eq!(settled(block(&second.stderr, "[internal] load build context")), ["transferring context: 27B done", "DONE X.Xs"]);
+    assert_eq!(context_load(&second), ["transferring context: 27B done", "DONE X.Xs"]);
 }
 
 /// The remembered file digests (`file-hashes-v1` in the root) only save reading files: damaged,
@@ -83,10 +94,8 @@ fn the_context_load_shows_the_bytes_buildkit_transfers_then_only_the_stats() {
 /// replaces them, and the next build reads stats only.
 #[test]
 fn damaged_remembered_file_digests_are_read_again_and_replaced() {
-    let project = Project::new();
-    copy_tree(&golden_context("context"), &project.ctx());
-    let context = busybox_context();
-    let first = project.build(&["--build-context", &context]).ok();
+    let (project, build) = golden_context_project();
+    let first = build(&project);
     let remembered = project.root().join("file-hashes-v1");
     let mut bytes = std::fs::read(&remembered).expect("the build remembered its file digests");
     // The last byte of the last entry's digest (the file's checksum follows): trusted, it would
@@ -95,16 +104,15 @@ fn damaged_remembered_file_digests_are_read_again_and_replaced() {
     bytes[last_digest_byte] ^= 0x55;
     std::fs::write(&remembered, &bytes).unwrap();
 
-    let second = project.build(&["--build-context", &context]).ok();
-    let load = |run: &Run| settled(block(&run.stderr, "[internal] load build context"));
-    assert_eq!(load(&second), ["transferring context: 2.03kB done", "DONE X.Xs"], "{}", second.stderr);
+    let second = build(&project);
+    assert_eq!(context_load(&second), ["transferring context: 2.03kB done", "DONE X.Xs"], "{}", second.stderr);
     // The same digests, read again: every step is the first build's.
     let outcomes =
         |run: &Run| run.steps().into_iter().filter(|(name, _)| name.contains("COPY")).map(|(_, outcome)| outcome).collect::<Vec<_>>();
     assert!(!outcomes(&first).is_empty() && outcomes(&first).iter().all(|outcome| outcome == "DONE"), "{}", first.stderr);
     assert!(outcomes(&second).iter().all(|outcome| outcome == "CACHED"), "{}", second.stderr);
-    let third = project.build(&["--build-context", &context]).ok();
-    assert_eq!(load(&third), ["transferring context: 27B done", "DONE X.Xs"], "{}", third.stderr);
+    let third = build(&project);
+    assert_eq!(context_load(&third), ["transferring context: 27B done", "DONE X.Xs"], "{}", third.stderr);
 }
 
 #[test]
@@ -120,7 +128,7 @@ fn the_context_load_counts_a_tree_as_buildkit_did() {
     let run = project.build(&["--build-context", &busybox_context()]).ok();
     let expected = block(&golden("context-tree", "buildkit.plain"), "[internal] load build context");
     assert_eq!(expected, ["transferring context: 40.31kB done", "DONE X.Xs"]);
-    assert_eq!(settled(block(&run.stderr, "[internal] load build context")), expected, "{}", run.stderr);
+    assert_eq!(context_load(&run), expected, "{}", run.stderr);
 }
 
 /// A `sha256:<64 hex>` word, replaced as the golden files write random digests.
