@@ -32,7 +32,8 @@
 
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -43,6 +44,8 @@ const MAGIC: &[u8] = b"rbuild file hashes v1\n";
 /// Everything of an entry but its path's bytes.
 const FIXED_LENGTH: usize = 4 + 8 + 16 + 16 + 8 + 8 + 32;
 const CHECKSUM_LENGTH: usize = 32;
+/// Larger than any real file (ten million files with long paths), to refuse what is not one.
+const MAX_LENGTH: u64 = 4 << 30;
 
 thread_local! {
     /// The entry this thread looks at first: the one after its last found. Only a guess, checked
@@ -74,7 +77,7 @@ impl RememberedHashes {
     /// Reads the file at `path`: empty when there is none, or when it is damaged (said at
     /// `warn` level, for `--debug`: nothing else comes of it).
     pub fn read(path: &Path) -> RememberedHashes {
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_regular_file(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return RememberedHashes::default(),
             Err(error) => {
@@ -217,6 +220,23 @@ impl RememberedHashes {
     }
 }
 
+/// The bytes of the regular file at `path`, at most [`MAX_LENGTH`]: whatever else is there (a
+/// link to `/dev/zero`, a fifo, a file grown past any real size) is refused, never read
+/// without end or waited on.
+fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() || metadata.len() > MAX_LENGTH {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file of a sane size"));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(MAX_LENGTH + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_LENGTH {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "grew past a sane size while read"));
+    }
+    Ok(bytes)
+}
+
 fn append_entry(body: &mut Vec<u8>, path: &[u8], remembered: &Remembered) -> io::Result<()> {
     let length = u32::try_from(path.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path of 4 GiB"))?;
     body.extend_from_slice(&length.to_le_bytes());
@@ -319,5 +339,24 @@ mod tests {
         assert!(RememberedHashes::read(&directory.path().join("none")).is_empty());
         std::fs::write(directory.path().join("junk"), b"junk").unwrap();
         assert!(RememberedHashes::read(&directory.path().join("junk")).is_empty());
+    }
+
+    /// A state root whose file is a link or a fifo: refused at once (a link to `/dev/zero` was
+    /// read without end, a fifo waited on for a writer).
+    #[test]
+    fn what_is_not_a_regular_file_is_empty_at_once() {
+        let directory = tempfile::tempdir().unwrap();
+        let good = directory.path().join("good");
+        std::fs::write(&good, written(&RememberedHashes::default(), vec![(b"/x/one", remembered(1))])).unwrap();
+        assert_eq!(RememberedHashes::read(&good).len(), 1);
+        let link = directory.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(RememberedHashes::read(&link).is_empty());
+        let zero = directory.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(RememberedHashes::read(&zero).is_empty());
+        let fifo = directory.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(RememberedHashes::read(&fifo).is_empty());
     }
 }
