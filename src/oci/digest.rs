@@ -50,7 +50,7 @@ impl Digest {
 
     /// The digest a sha256 hasher fed elsewhere (a writer that hashes as it writes) ends with.
     pub fn from_sha256(hasher: sha2::Sha256) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
+        Digest::from_sha256_bytes(&hasher.finalize().into())
     }
 
     /// The sha256 digest whose 32 bytes these are.
