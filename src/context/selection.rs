@@ -220,10 +220,9 @@ pub fn select(
             Err(error) => return Err(error),
         }
     }
-    let mut entries = hash_entries(first_of_each_path(walker.found), cache)?;
-    // rayon keeps the order; sorting again (one pass over a sorted list) keeps the invariant
-    // independent of that.
-    entries.sort_by(|left, right| left.path.cmp(&right.path));
+    let entries = hash_entries(first_of_each_path(walker.found), cache)?;
+    // Sorted by `first_of_each_path`; rayon's `collect` of an indexed iterator keeps the order.
+    debug_assert!(entries.windows(2).all(|pair| pair[0].path < pair[1].path));
     let digest = selection_digest(&entries);
     Ok(Selection { entries, roots, digest })
 }
