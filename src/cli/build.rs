@@ -280,7 +280,9 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         },
     };
     // RUN steps find their runner started while the step before them ran.
-    let standby = crate::sandbox::standby_runners();
+    let runs_steps =
+        plan.graph.reachable(&[plan.target]).into_iter().any(|id| matches!(plan.graph.vertices[id].op, crate::graph::Op::Exec(_)));
+    let standby = crate::sandbox::standby_runners(runs_steps);
     let solved = solver.solve(&plan.graph, &[plan.target]);
     drop(standby);
     // Hashes computed so far are worth keeping even when the build failed.

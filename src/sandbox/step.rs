@@ -31,16 +31,22 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
     if cancel.load(Ordering::Relaxed) {
         return Err(SandboxError::Canceled);
     }
-    let input = super::RunnerInput {
-        step: std::borrow::Cow::Borrowed(spec),
-        seccomp_filter: std::borrow::Cow::Borrowed(super::seccomp_filter::program(spec.rootfs.is_some())?),
+    // The runner first: a new one starts while the filter is compiled (the first step's).
+    let mut runner = standby::take()?;
+    let text = super::seccomp_filter::program(spec.rootfs.is_some()).and_then(|seccomp_filter| {
+        let input =
+            super::RunnerInput { step: std::borrow::Cow::Borrowed(spec), seccomp_filter: std::borrow::Cow::Borrowed(seccomp_filter) };
+        serde_json::to_vec(&input).map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })
+    });
+    let text = match text {
+        Ok(text) => text,
+        Err(error) => {
+            runner.dismiss();
+            return Err(error);
+        }
     };
-    let text = serde_json::to_vec(&input).map_err(|error| SandboxError::InvalidStep { reason: error.to_string() })?;
-    let standby::Runner { mut child, mut stdout, mut stderr, directory, .. } = {
-        let mut runner = standby::take()?;
-        runner.send_step(&text);
-        runner
-    };
+    runner.send_step(&text);
+    let standby::Runner { mut child, mut stdout, mut stderr, directory, .. } = runner;
 
     let runner = Pid::from_raw(child.id() as i32);
     let mut open = [true, true];
