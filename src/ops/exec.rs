@@ -246,6 +246,9 @@ pub(crate) fn run(vertex: &Vertex, op: &ExecOp, inputs: &[Output], environment: 
     )?);
     // Only now: the layer is made, and no other overlay may use it while the runner's is up.
     drop(outcome);
+    if let Some(work) = work {
+        sandbox::discard(work);
+    }
     Ok(layers)
 }
 

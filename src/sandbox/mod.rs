@@ -80,7 +80,7 @@ pub fn ulimit_names() -> impl Iterator<Item = &'static str> {
 pub fn sweep_leftovers() -> usize {
     private_dir::sweep() + cgroup::sweep()
 }
-pub use standby::{StandbyRunners, set_runner_program, standby_runners};
+pub use standby::{StandbyRunners, discard, set_runner_program, standby_runners};
 pub use step::{ExitingRunner, run_step};
 pub use userns::{enter, in_user_namespace};
 

@@ -9,8 +9,10 @@
 //! guard lives (the build's solve); without one (tests that run steps directly) every step
 //! starts its own runner, as before.
 //!
-//! The same thread removes the cgroups of runners that have exited ([`remove_cgroups`]), which
-//! the next step would otherwise wait for; the guard's drop removes what is left.
+//! What a finished step leaves (its runner's cgroups and step directory, its overlay's work
+//! directory: a dozen `rmdir` calls, 0.8 ms of a trivial step) is removed by another thread,
+//! which runs only on an idle CPU (`SCHED_IDLE`), so it never delays the next step ([`leave`],
+//! [`discard`]); the guard's drop removes what is left.
 //!
 //! A runner waits on its stdin, a pipe whose write end only its [`Runner`] holds: the step is
 //! written there ([`Runner::send_step`]), and closing it unused dismisses the runner, which exits
@@ -95,6 +97,23 @@ impl Runner {
     }
 }
 
+/// What a finished step leaves behind, to be removed off its path.
+pub(super) enum Leftover {
+    /// The cgroups of the exited runner with this pid.
+    Cgroups(u32),
+    /// Something whose drop removes it (a step directory, a work directory).
+    Value(Box<dyn Send>),
+}
+
+impl Leftover {
+    fn remove(self) {
+        match self {
+            Leftover::Cgroups(pid) => super::cgroup::remove(pid),
+            Leftover::Value(value) => drop(value),
+        }
+    }
+}
+
 struct State {
     /// A [`StandbyRunners`] guard lives.
     enabled: bool,
@@ -102,14 +121,22 @@ struct State {
     wanted: bool,
     ready: Option<Runner>,
     thread_started: bool,
-    /// Exited runners whose cgroups the standby thread is to remove.
-    exited: Vec<u32>,
+    /// For the leftovers thread to remove.
+    leftovers: Vec<Leftover>,
     /// How many of those it is removing now.
     removing: usize,
+    leftovers_thread_started: bool,
 }
 
-static STATE: Mutex<State> =
-    Mutex::new(State { enabled: false, wanted: false, ready: None, thread_started: false, exited: Vec::new(), removing: 0 });
+static STATE: Mutex<State> = Mutex::new(State {
+    enabled: false,
+    wanted: false,
+    ready: None,
+    thread_started: false,
+    leftovers: Vec::new(),
+    removing: 0,
+    leftovers_thread_started: false,
+});
 static CHANGED: Condvar = Condvar::new();
 
 fn state() -> MutexGuard<'static, State> {
@@ -150,16 +177,16 @@ impl Drop for StandbyRunners {
         if let Some(preparing) = self.preparing.take() {
             let _ = preparing.join();
         }
-        let (ready, exited) = {
+        let (ready, leftovers) = {
             let mut state = state();
             state.enabled = false;
             while state.removing > 0 {
                 state = CHANGED.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            (state.ready.take(), std::mem::take(&mut state.exited))
+            (state.ready.take(), std::mem::take(&mut state.leftovers))
         };
-        for pid in exited {
-            super::cgroup::remove(pid);
+        for leftover in leftovers {
+            leftover.remove();
         }
         if let Some(runner) = ready {
             runner.dismiss();
@@ -167,18 +194,29 @@ impl Drop for StandbyRunners {
     }
 }
 
-/// Removes the cgroups of the exited runner `pid` (a dozen `rmdir`, 0.3 ms): on the standby
-/// thread while standby lasts, off the next step's path; else here.
-pub(super) fn remove_cgroups(pid: u32) {
+/// Removes `leftover` on the leftovers thread while standby lasts, off the next step's path;
+/// else here.
+pub(super) fn leave(leftover: Leftover) {
     {
         let mut state = state();
-        if state.enabled && state.thread_started {
-            state.exited.push(pid);
-            CHANGED.notify_all();
-            return;
+        if state.enabled {
+            if !state.leftovers_thread_started {
+                state.leftovers_thread_started = std::thread::Builder::new().name("step-leftovers".into()).spawn(remove_leftovers).is_ok();
+            }
+            if state.leftovers_thread_started {
+                state.leftovers.push(leftover);
+                CHANGED.notify_all();
+                return;
+            }
         }
     }
-    super::cgroup::remove(pid);
+    leftover.remove();
+}
+
+/// Drops `value` (a step's work directory: its drop removes it) the way [`leave`] removes a
+/// step's leftovers.
+pub fn discard(value: impl Send + 'static) {
+    leave(Leftover::Value(Box::new(value)));
 }
 
 /// A started runner for one step: the standby one if it is ready, else a new one.
@@ -201,31 +239,40 @@ pub(super) fn take() -> Result<Runner, SandboxError> {
     }
 }
 
-/// The standby thread: removes exited runners' cgroups, and starts a runner whenever a step took
-/// one and the slot is empty. Never returns (its runners' `SIGTERM` comes with its death).
-fn keep_one_ready() {
+/// The leftovers thread: removes what steps left, on a CPU nothing else wants. Never returns.
+fn remove_leftovers() {
+    if let Err(error) = super::sys::run_only_when_idle() {
+        tracing::debug!(%error, "step leftovers removed at normal priority");
+    }
     loop {
-        let (exited, start) = {
+        let leftovers = {
             let mut state = state();
-            let wanted = |state: &State| state.enabled && state.wanted && state.ready.is_none();
-            while state.exited.is_empty() && !wanted(&state) {
+            while state.leftovers.is_empty() {
                 state = CHANGED.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            let start = wanted(&state);
-            if start {
-                state.wanted = false;
-            }
-            let exited = std::mem::take(&mut state.exited);
-            state.removing = exited.len();
-            (exited, start)
+            let leftovers = std::mem::take(&mut state.leftovers);
+            state.removing = leftovers.len();
+            leftovers
         };
-        for pid in exited {
-            super::cgroup::remove(pid);
+        for leftover in leftovers {
+            leftover.remove();
         }
         state().removing = 0;
         CHANGED.notify_all();
-        if !start {
-            continue;
+    }
+}
+
+/// The standby thread: starts a runner whenever a step took one and the slot is empty. Never
+/// returns (its runners' `SIGTERM` comes with its death).
+fn keep_one_ready() {
+    loop {
+        {
+            let mut state = state();
+            let wanted = |state: &State| state.enabled && state.wanted && state.ready.is_none();
+            while !wanted(&state) {
+                state = CHANGED.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            state.wanted = false;
         }
         let runner = match Runner::start() {
             Ok(runner) => runner,

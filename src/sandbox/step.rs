@@ -92,7 +92,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         && let Some(RunnerResult::Exited { exit_code, removed_stubs }) = &result
     {
         tracing::debug!(?removed_stubs, exit_code, "step finished");
-        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner { child, _directory: directory } });
+        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner { child, directory: Some(directory) } });
     }
     // Else wait for the exit here (a cancel, a failure). Its pidfd wakes this loop the moment it
     // exits (a fixed sleep cost a trivial step ~1 ms on average).
@@ -119,7 +119,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
 
-    drop(ExitingRunner { child, _directory: directory });
+    drop(ExitingRunner { child, directory: Some(directory) });
     Err(match result {
         _ if terminated_at.is_some() => SandboxError::Canceled,
         Some(RunnerResult::Canceled) => SandboxError::Canceled,
@@ -136,21 +136,24 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
 
 /// A runner that has reported its step and is exiting (or has exited): its exit tears its mount
 /// namespace down, and the step's overlay with it (an RCU grace period, ~2 ms of a trivial
-/// step), while the caller makes the step's diff. Dropping it waits for that exit, then removes
-/// the runner's cgroups and its step directory: drop it before the step's layer can be a lower
-/// directory of another overlay, whose mount would find it still in use as an upper one (a
-/// kernel warning; an error with `index=on`).
+/// step), while the caller makes the step's diff. Dropping it waits for that exit, then leaves
+/// the runner's cgroups and its step directory for removal ([`super::standby::leave`]): drop it
+/// before the step's layer can be a lower directory of another overlay, whose mount would find
+/// it still in use as an upper one (a kernel warning; an error with `index=on`).
 pub struct ExitingRunner {
     child: std::process::Child,
-    // After the wait: the runner's mounts were made under it.
-    _directory: super::PrivateDir,
+    /// Removed after the wait: the runner's mounts were made under it.
+    directory: Option<super::PrivateDir>,
 }
 
 impl Drop for ExitingRunner {
     fn drop(&mut self) {
         if self.child.wait().is_ok() {
             // The runner is gone: its cgroups (and its container's) are empty.
-            super::standby::remove_cgroups(self.child.id());
+            super::standby::leave(super::standby::Leftover::Cgroups(self.child.id()));
+        }
+        if let Some(directory) = self.directory.take() {
+            super::standby::discard(directory);
         }
     }
 }

@@ -236,6 +236,15 @@ pub(super) fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
+/// Puts the calling thread in `SCHED_IDLE`: it runs only on a CPU nothing else wants.
+pub(super) fn run_only_when_idle() -> io::Result<()> {
+    let parameters = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler(0, ...)` changes the calling thread only; `parameters` is a
+    // valid `sched_param` that outlives the call.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &parameters) };
+    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// `fork()`, only while this process is single-threaded (else [`SandboxError::NotSingleThreaded`]),
 /// so the child may run any code: no other thread held a lock or was allocating at the fork.
 pub(super) fn fork_single_threaded() -> Result<ForkResult, SandboxError> {
