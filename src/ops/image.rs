@@ -31,7 +31,7 @@ use crate::oci::media_types::{OCI_CONFIG, is_index};
 use crate::oci::{Descriptor, DiffId, Digest, Hashing, Platform, Reference};
 use crate::registry::Client;
 use crate::snapshot::extract::{ExtractOptions, Ownership, WhiteoutMode, decompressed, extract};
-use crate::store::{BlobRow, LayerRow, Store, now};
+use crate::store::{BlobRow, LayerRow, PendingRow, Store, now};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImageError {
@@ -453,18 +453,20 @@ pub(crate) fn unpack_layers(
         let now = now();
         let size_on_disk = crate::store::usage::tree_size(&snapshot)
             .map_err(|source| ImageError::Read { path: snapshot.display().to_string(), source })?;
-        let mut database = store.database();
-        database.put_layer(&LayerRow {
-            diff_id: diff_id.clone(),
-            size: size_on_disk,
-            created_at: layer.created_at.unwrap_or(now),
-            last_used_at: now,
-            from_image: layer.from_image,
-            description: layer.description.clone(),
-            kind: crate::store::LayerKind::Regular,
-        })?;
-        database.put_blob(&BlobRow::layer(stored_digest.clone(), diff_id.clone(), &layer.blob.media_type, -1, size, now))?;
-        let created_at = database.layer(diff_id)?.map(|row| row.created_at).unwrap_or(now);
+        // A layer made before keeps its first creation time (its history timestamp).
+        let created_at = store.database().layer(diff_id)?.map_or(layer.created_at.unwrap_or(now), |row| row.created_at);
+        store.put_when_synced(vec![
+            PendingRow::Layer(LayerRow {
+                diff_id: diff_id.clone(),
+                size: size_on_disk,
+                created_at: layer.created_at.unwrap_or(now),
+                last_used_at: now,
+                from_image: layer.from_image,
+                description: layer.description.clone(),
+                kind: crate::store::LayerKind::Regular,
+            }),
+            PendingRow::Blob(BlobRow::layer(stored_digest.clone(), diff_id.clone(), &layer.blob.media_type, -1, size, now)),
+        ])?;
         unpacked.push(Layer { diff_id: diff_id.clone(), path: snapshot, created_at, remote: None });
     }
     Ok(unpacked)

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use crate::oci::{Cancellable, Compression, DiffId};
 use crate::snapshot::layer_tar::{LayerTarOptions, write_layer_tar};
 use crate::snapshot::parallel_gzip::{DEFAULT_GZIP_LEVEL, GzipLayerError, write_gzip_layer};
-use crate::store::{BlobRow, LayerKind, LayerRow, Store, StoreError, now};
+use crate::store::{BlobRow, LayerKind, LayerRow, PendingRow, Store, StoreError, now};
 
 pub(crate) use crate::store::layer::Layer;
 
@@ -65,7 +65,9 @@ pub(crate) fn commit(
     let path = store.commit_snapshot(directory, &summary.diff_id)?;
     let size = summary.apparent_size;
     let now = now();
-    store.database().put_layer(&LayerRow {
+    // A layer made before keeps its first creation time (its history timestamp).
+    let created_at = store.database().layer(&summary.diff_id)?.map_or(now, |row| row.created_at);
+    let mut rows = vec![PendingRow::Layer(LayerRow {
         diff_id: summary.diff_id.clone(),
         size,
         created_at: now,
@@ -73,19 +75,19 @@ pub(crate) fn commit(
         from_image: false,
         description: description.to_string(),
         kind,
-    })?;
+    })];
     if let Some((digest, size)) = blob {
         // As the export records a blob it compressed at the default level (-1).
-        store.database().put_blob(&BlobRow::layer(
+        rows.push(PendingRow::Blob(BlobRow::layer(
             digest,
             summary.diff_id.clone(),
             Compression::Gzip.layer_media_type(true),
             -1,
             size,
             now,
-        ))?;
+        )));
     }
-    let created_at = store.database().layer(&summary.diff_id)?.map(|row| row.created_at).unwrap_or(now);
+    store.put_when_synced(rows)?;
     Ok(Layer { diff_id: summary.diff_id, path, created_at, remote: None })
 }
 

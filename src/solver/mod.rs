@@ -19,7 +19,7 @@ use crate::oci::Digest;
 use crate::ops::lazy::materialize;
 use crate::ops::{self, Environment, OpError, Output, file::SelectionMemo};
 use crate::progress::{Definition, GraphTasks, Sender, Stream, Task};
-use crate::store::{CacheKey, RecordRow, now};
+use crate::store::{CacheKey, PendingRow, RecordRow, StoreError, now};
 
 /// Which vertices must not be taken from the cache.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +117,12 @@ impl Solver<'_> {
         let (done_sender, done_receiver) = mpsc::channel::<Done>();
         let mut solved = Solved::default();
         let mut first_error: Option<SolveError> = None;
+        // Rows of the snapshots the ops make are written by a thread of their own once the files
+        // are synced, off the steps' path (`store::durable_rows`).
+        let store = self.resources.store;
+        store.defer_durable_rows();
         std::thread::scope(|scope| {
+            let row_writer = std::thread::Builder::new().name("durable-rows".into()).spawn_scoped(scope, || store.write_durable_rows());
             for _ in 0..self.options.jobs.max(1) {
                 let done_sender = done_sender.clone();
                 let job_receiver = &job_receiver;
@@ -193,6 +198,23 @@ impl Solver<'_> {
                 }
             }
             drop(job_sender);
+            // Every op has returned: the writer writes what is left.
+            store.close_durable_rows();
+            let written = match row_writer {
+                Ok(writer) => writer.join().unwrap_or_else(|_| {
+                    Err(StoreError::Write {
+                        path: store.root().display().to_string(),
+                        source: std::io::Error::other("the row writer panicked"),
+                    })
+                }),
+                // No writer: the rows waited for nothing; write them here.
+                Err(_) => store.write_durable_rows(),
+            };
+            if let Err(error) = written
+                && first_error.is_none()
+            {
+                first_error = Some(SolveError { vertex: None, error: OpError::Store(error) });
+            }
         });
         // A 50,000-file context's selections take milliseconds to free: on a thread of their
         // own, while the build goes on to its export.
@@ -283,14 +305,14 @@ impl Solver<'_> {
             if let Some((remote, layers)) = self.resources.imported.layers(self.resources.store, &key)? {
                 // Recorded here too: once its layers are fetched, the next build hits locally.
                 let now = now();
-                self.resources.store.database().put_record(&RecordRow {
+                self.resources.store.put_when_synced(vec![PendingRow::Record(RecordRow {
                     cache_key: key.clone(),
                     description: remote.description.clone(),
                     layers: layers.iter().map(|layer| layer.diff_id.clone()).collect(),
                     inputs: cache_inputs,
                     created_at: now,
                     last_used_at: now,
-                })?;
+                })])?;
                 task.cached();
                 return Ok((key, Output::Layers(layers.into()), true));
             }
@@ -339,14 +361,14 @@ impl Solver<'_> {
         let output = ops::run(vertex, &input_outputs, environment)?;
         if recorded {
             let now = now();
-            self.resources.store.database().put_record(&RecordRow {
+            self.resources.store.put_when_synced(vec![PendingRow::Record(RecordRow {
                 cache_key: key.clone(),
                 description: cache_key::description(&vertex.name),
                 layers: output.layers().iter().map(|layer| layer.diff_id.clone()).collect(),
                 inputs: cache_inputs,
                 created_at: now,
                 last_used_at: now,
-            })?;
+            })])?;
         }
         Ok(output)
     }

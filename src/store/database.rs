@@ -13,6 +13,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::CacheKey;
+use super::durable_rows::PendingRow;
 pub use super::rows::{BlobRow, HttpSourceRow, LayerKind, LayerRow, OutputFileRow, RecordRow};
 use super::rows::{blob_from_row, diff_id_text, layer_from_row, record_from_row, stamp_at, stamp_columns};
 use super::schema::MIGRATIONS;
@@ -170,18 +171,21 @@ impl Database {
     }
 
     pub fn put_record(&mut self, record: &RecordRow) -> Result<(), DatabaseError> {
-        // Plain data: serializing to a string cannot fail.
-        let layers = serde_json::to_string(&record.layers).unwrap_or_default();
-        let inputs = serde_json::to_string(&record.inputs).unwrap_or_default();
+        self.write(|transaction| insert_record(transaction, record))
+    }
+
+    /// Writes `rows` in one transaction, in order.
+    pub fn put_rows(&mut self, rows: &[PendingRow]) -> Result<(), DatabaseError> {
         self.write(|transaction| {
-            transaction.execute(
-                "INSERT INTO record (cache_key, description, layers, inputs, created_at, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (cache_key) DO UPDATE SET last_used_at = excluded.last_used_at",
-                params![record.cache_key, record.description, layers, inputs, record.created_at, record.last_used_at],
-            )
-        })?;
-        Ok(())
+            for row in rows {
+                match row {
+                    PendingRow::Layer(layer) => insert_layer(transaction, layer)?,
+                    PendingRow::Blob(blob) => insert_blob(transaction, blob)?,
+                    PendingRow::Record(record) => insert_record(transaction, record)?,
+                }
+            }
+            Ok(())
+        })
     }
 
     pub fn touch_record(&mut self, cache_key: &CacheKey, now: i64) -> Result<(), DatabaseError> {
@@ -244,24 +248,7 @@ impl Database {
     /// Inserts a layer, or refreshes its use time when it is already known (the first
     /// creation time wins: it is the layer's history timestamp).
     pub fn put_layer(&mut self, layer: &LayerRow) -> Result<(), DatabaseError> {
-        self.write(|transaction| {
-            transaction.execute(
-                "INSERT INTO layer (diff_id, size, created_at, last_used_at, from_image, description, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (diff_id) DO UPDATE SET last_used_at = excluded.last_used_at,
-                   from_image = max(from_image, excluded.from_image), kind = max(kind, excluded.kind)",
-                params![
-                    layer.diff_id,
-                    layer.size as i64,
-                    layer.created_at,
-                    layer.last_used_at,
-                    layer.from_image,
-                    layer.description,
-                    layer.kind.column()
-                ],
-            )
-        })?;
-        Ok(())
+        self.write(|transaction| insert_layer(transaction, layer))
     }
 
     pub fn delete_layer(&mut self, diff_id: &DiffId) -> Result<(), DatabaseError> {
@@ -311,23 +298,7 @@ impl Database {
     }
 
     pub fn put_blob(&mut self, blob: &BlobRow) -> Result<(), DatabaseError> {
-        self.write(|transaction| {
-            transaction.execute(
-                "INSERT INTO blob (digest, diff_id, compression, level, media_type, size, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
-                params![
-                    blob.digest,
-                    diff_id_text(&blob.diff_id),
-                    blob.compression,
-                    blob.level,
-                    blob.media_type,
-                    blob.size as i64,
-                    blob.last_used_at
-                ],
-            )
-        })?;
-        Ok(())
+        self.write(|transaction| insert_blob(transaction, blob))
     }
 
     pub fn delete_blob(&mut self, digest: &Digest) -> Result<(), DatabaseError> {
@@ -528,6 +499,58 @@ impl Database {
         })?;
         Ok(())
     }
+}
+
+fn insert_record(transaction: &rusqlite::Transaction, record: &RecordRow) -> rusqlite::Result<()> {
+    // Plain data: serializing to a string cannot fail.
+    let layers = serde_json::to_string(&record.layers).unwrap_or_default();
+    let inputs = serde_json::to_string(&record.inputs).unwrap_or_default();
+    transaction.execute(
+        "INSERT INTO record (cache_key, description, layers, inputs, created_at, last_used_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (cache_key) DO UPDATE SET last_used_at = excluded.last_used_at",
+        params![record.cache_key, record.description, layers, inputs, record.created_at, record.last_used_at],
+    )?;
+    Ok(())
+}
+
+/// Inserts a layer, or refreshes its use time when it is already known (the first creation time
+/// wins: it is the layer's history timestamp).
+fn insert_layer(transaction: &rusqlite::Transaction, layer: &LayerRow) -> rusqlite::Result<()> {
+    transaction.execute(
+        "INSERT INTO layer (diff_id, size, created_at, last_used_at, from_image, description, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (diff_id) DO UPDATE SET last_used_at = excluded.last_used_at,
+           from_image = max(from_image, excluded.from_image), kind = max(kind, excluded.kind)",
+        params![
+            layer.diff_id,
+            layer.size as i64,
+            layer.created_at,
+            layer.last_used_at,
+            layer.from_image,
+            layer.description,
+            layer.kind.column()
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_blob(transaction: &rusqlite::Transaction, blob: &BlobRow) -> rusqlite::Result<()> {
+    transaction.execute(
+        "INSERT INTO blob (digest, diff_id, compression, level, media_type, size, last_used_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at",
+        params![
+            blob.digest,
+            diff_id_text(&blob.diff_id),
+            blob.compression,
+            blob.level,
+            blob.media_type,
+            blob.size as i64,
+            blob.last_used_at
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

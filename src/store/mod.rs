@@ -2,7 +2,9 @@
 //! `layout.rs` ([`Area`]).
 //!
 //! Invariants: a file reaches `blobs-v1` or `snapshots-v1` only by an atomic rename of a
-//! complete, synced file or directory from `tmp/`, and only then gets its database row. A crash
+//! complete file or directory from `tmp/`, and gets its database row only once it is synced (a
+//! snapshot is synced before its rename, or, while a solve runs, before its row is written:
+//! [`durable_rows`]). A crash
 //! at any point leaves a state the next run accepts: a row without a file is a cache miss, a file
 //! without a row is garbage, which `prune` collects, and so does a build that opens the root
 //! while no other process holds it. The store owns no policy: ops decide what to record.
@@ -11,6 +13,7 @@ pub mod atomic;
 pub mod cache_key;
 pub mod cache_mount;
 pub mod database;
+pub mod durable_rows;
 pub mod file_hashes;
 pub mod filter;
 pub mod git_repository;
@@ -28,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache_key::CacheKey;
 pub use database::{BlobRow, Database, DatabaseError, LayerKind, LayerRow, RecordRow};
+pub use durable_rows::PendingRow;
 pub use layout::Area;
 
 use crate::oci::stage_cpu::{Stage, measure};
@@ -67,6 +71,8 @@ pub enum LockMode {
 pub struct Store {
     root: PathBuf,
     database: Mutex<Database>,
+    /// Rows waiting for their files' sync while a solve runs.
+    durable_rows: durable_rows::DurableRows,
     /// What opening the root repaired, for the user to read.
     warnings: Vec<String>,
     _lock: File,
@@ -168,7 +174,8 @@ impl Store {
             }
             other => other?,
         };
-        let store = Store { root: root.to_path_buf(), database: Mutex::new(database), warnings, _lock: lock };
+        let store =
+            Store { root: root.to_path_buf(), database: Mutex::new(database), durable_rows: Default::default(), warnings, _lock: lock };
         // Only a shared opener is ever `alone`; it converts its exclusive lock below.
         if alone {
             let swept = usage::collect_garbage(&store);
@@ -239,19 +246,57 @@ impl Store {
         self.area(Area::Snapshots).join(diff_id.hex())
     }
 
+    /// Writes `rows` (of snapshots [`Store::commit_snapshot`] put in place, and records of
+    /// them) once their files are on disk: at once when no writer runs (the snapshots were
+    /// synced), else by the writer ([`durable_rows`]).
+    pub fn put_when_synced(&self, rows: Vec<PendingRow>) -> Result<(), StoreError> {
+        if let Some(rows) = self.durable_rows.take(rows) {
+            self.database().put_rows(&rows)?;
+        }
+        Ok(())
+    }
+
+    /// From now until [`Store::close_durable_rows`], snapshots are put in place unsynced and
+    /// their rows wait for [`Store::write_durable_rows`], which is to run meanwhile (a solve
+    /// calls the three around its ops).
+    pub fn defer_durable_rows(&self) {
+        self.durable_rows.start();
+    }
+
+    /// The writer of rows waiting for their files: syncs the root's filesystem, then writes
+    /// everything that came meanwhile in one transaction, until [`Store::close_durable_rows`].
+    pub fn write_durable_rows(&self) -> Result<(), StoreError> {
+        self.durable_rows.write_until_closed(|rows| {
+            sync_filesystem(&self.root);
+            self.database().put_rows(rows)
+        })?;
+        Ok(())
+    }
+
+    /// Has the writer write what is left and return.
+    pub fn close_durable_rows(&self) {
+        self.durable_rows.close();
+    }
+
     /// Moves a finished snapshot directory into place under its diff id. When another process
-    /// committed the same layer first (it has a record), ours is discarded: the content is the
+    /// committed the same layer first (it has a row, or its row waits in this process), ours is discarded: the content is the
     /// same. A directory there without a record is not trusted (a `cache prune` killed while it
     /// deleted one left half a snapshot, which was then adopted and exported with thousands of
     /// files missing): ours takes its place in one atomic exchange, and it is removed.
     pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &DiffId) -> Result<PathBuf, StoreError> {
         let target = self.snapshot_path(diff_id);
+        // While a writer runs, it syncs before it writes the row.
+        let sync = |source: &Path| {
+            if !self.durable_rows.deferring() {
+                sync_filesystem(source);
+            }
+        };
         if target.exists() {
-            if self.database().layer(diff_id)?.is_some() {
+            if self.durable_rows.has_layer(diff_id) || self.database().layer(diff_id)?.is_some() {
                 return Ok(target);
             }
             let source = directory.keep();
-            sync_filesystem(&source);
+            sync(&source);
             let exchanged = nix::fcntl::renameat2(None, &source, None, &target, nix::fcntl::RenameFlags::RENAME_EXCHANGE);
             return match exchanged {
                 // `source` now holds the untrusted directory.
@@ -266,7 +311,7 @@ impl Store {
             };
         }
         let source = directory.keep();
-        sync_filesystem(&source);
+        sync(&source);
         match fs::rename(&source, &target) {
             Ok(()) => Ok(target),
             Err(_) if target.exists() => {
