@@ -11,8 +11,8 @@
 //!
 //! What a finished step leaves (its runner's cgroups and step directory, its overlay's work
 //! directory: a dozen `rmdir` calls, 0.8 ms of a trivial step) is removed by another thread,
-//! which runs only on an idle CPU (`SCHED_IDLE`), so it never delays the next step ([`leave`],
-//! [`discard`]); the guard's drop removes what is left.
+//! which runs only on an idle CPU (`SCHED_IDLE`), so it never delays the next step
+//! ([`discard`]); the guard's drop removes what is left.
 //!
 //! A runner waits on its stdin, a pipe whose write end only its [`Runner`] holds: the step is
 //! written there ([`Runner::send_step`]), and closing it unused dismisses the runner, which exits
@@ -97,23 +97,6 @@ impl Runner {
     }
 }
 
-/// What a finished step leaves behind, to be removed off its path.
-pub(super) enum Leftover {
-    /// The cgroups of the exited runner with this pid.
-    Cgroups(u32),
-    /// Something whose drop removes it (a step directory, a work directory).
-    Value(Box<dyn Send>),
-}
-
-impl Leftover {
-    fn remove(self) {
-        match self {
-            Leftover::Cgroups(pid) => super::cgroup::remove(pid),
-            Leftover::Value(value) => drop(value),
-        }
-    }
-}
-
 struct State {
     /// A [`StandbyRunners`] guard lives.
     enabled: bool,
@@ -121,8 +104,9 @@ struct State {
     wanted: bool,
     ready: Option<Runner>,
     thread_started: bool,
-    /// For the leftovers thread to remove.
-    leftovers: Vec<Leftover>,
+    /// For the leftovers thread to drop: what a finished step leaves behind, whose drop removes
+    /// it (an exited runner, a work directory).
+    leftovers: Vec<Box<dyn Send>>,
     /// How many of those it is removing now.
     removing: usize,
     leftovers_thread_started: bool,
@@ -185,18 +169,17 @@ impl Drop for StandbyRunners {
             }
             (state.ready.take(), std::mem::take(&mut state.leftovers))
         };
-        for leftover in leftovers {
-            leftover.remove();
-        }
+        drop(leftovers);
         if let Some(runner) = ready {
             runner.dismiss();
         }
     }
 }
 
-/// Removes `leftover` on the leftovers thread while standby lasts, off the next step's path;
-/// else here.
-pub(super) fn leave(leftover: Leftover) {
+/// Drops `value` (what a finished step leaves behind: its drop removes it) on the leftovers
+/// thread while standby lasts, off the next step's path; else here.
+pub fn discard(value: impl Send + 'static) {
+    let leftover: Box<dyn Send> = Box::new(value);
     {
         let mut state = state();
         if state.enabled {
@@ -210,13 +193,7 @@ pub(super) fn leave(leftover: Leftover) {
             }
         }
     }
-    leftover.remove();
-}
-
-/// Drops `value` (a step's work directory: its drop removes it) the way [`leave`] removes a
-/// step's leftovers.
-pub fn discard(value: impl Send + 'static) {
-    leave(Leftover::Value(Box::new(value)));
+    drop(leftover);
 }
 
 /// A started runner for one step: the standby one if it is ready, else a new one.
@@ -254,9 +231,7 @@ fn remove_leftovers() {
             state.removing = leftovers.len();
             leftovers
         };
-        for leftover in leftovers {
-            leftover.remove();
-        }
+        drop(leftovers);
         state().removing = 0;
         CHANGED.notify_all();
     }

@@ -89,10 +89,10 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
     let result =
         std::fs::read(directory.path().join(RESULT_FILE)).ok().and_then(|bytes| serde_json::from_slice::<RunnerResult>(&bytes).ok());
     if terminated_at.is_none()
-        && let Some(RunnerResult::Exited { exit_code, removed_stubs }) = &result
+        && let Some(RunnerResult::Exited { exit_code, removed_stubs, unmounted }) = &result
     {
-        tracing::debug!(?removed_stubs, exit_code, "step finished");
-        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner { child, directory: Some(directory) } });
+        tracing::debug!(?removed_stubs, exit_code, unmounted, "step finished");
+        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner::new(child, directory, *unmounted) });
     }
     // Else wait for the exit here (a cancel, a failure). Its pidfd wakes this loop the moment it
     // exits (a fixed sleep cost a trivial step ~1 ms on average).
@@ -119,7 +119,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
 
-    drop(ExitingRunner { child, directory: Some(directory) });
+    drop(ExitingRunner::new(child, directory, false));
     Err(match result {
         _ if terminated_at.is_some() => SandboxError::Canceled,
         Some(RunnerResult::Canceled) => SandboxError::Canceled,
@@ -134,26 +134,46 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
     })
 }
 
-/// A runner that has reported its step and is exiting (or has exited): its exit tears its mount
-/// namespace down, and the step's overlay with it (an RCU grace period, ~2 ms of a trivial
-/// step), while the caller makes the step's diff. Dropping it waits for that exit, then leaves
-/// the runner's cgroups and its step directory for removal ([`super::standby::leave`]): drop it
-/// before the step's layer can be a lower directory of another overlay, whose mount would find
-/// it still in use as an upper one (a kernel warning; an error with `index=on`).
+/// A runner that has reported its step and is exiting (or has exited). Dropping it waits for
+/// that exit where the step's overlay goes with it (the runner could not unmount it first):
+/// drop it before the step's layer can be a lower directory of another overlay, whose mount
+/// would find it still in use as an upper one (a kernel warning; an error with `index=on`).
+/// The rest (the wait, when the runner unmounted the overlay itself; its cgroups, its step
+/// directory) is left for removal off the step's path ([`super::standby::discard`]).
 pub struct ExitingRunner {
-    child: std::process::Child,
-    /// Removed after the wait: the runner's mounts were made under it.
-    directory: Option<super::PrivateDir>,
+    exited: Option<ExitedRunner>,
+    /// The runner unmounted the step's overlay before it reported.
+    unmounted: bool,
+}
+
+impl ExitingRunner {
+    fn new(child: std::process::Child, directory: super::PrivateDir, unmounted: bool) -> ExitingRunner {
+        ExitingRunner { exited: Some(ExitedRunner { child, _directory: directory }), unmounted }
+    }
 }
 
 impl Drop for ExitingRunner {
     fn drop(&mut self) {
-        if self.child.wait().is_ok() {
-            // The runner is gone: its cgroups (and its container's) are empty.
-            super::standby::leave(super::standby::Leftover::Cgroups(self.child.id()));
+        let Some(mut exited) = self.exited.take() else { return };
+        if !self.unmounted {
+            let _ = exited.child.wait();
         }
-        if let Some(directory) = self.directory.take() {
-            super::standby::discard(directory);
+        super::standby::discard(exited);
+    }
+}
+
+/// A runner that exits: its drop waits for that (the status is kept once waited for), then
+/// removes its cgroups (empty once it is gone, and its container's) and its step directory.
+struct ExitedRunner {
+    child: std::process::Child,
+    // After the wait: the runner's mounts were made under it.
+    _directory: super::PrivateDir,
+}
+
+impl Drop for ExitedRunner {
+    fn drop(&mut self) {
+        if self.child.wait().is_ok() {
+            super::cgroup::remove(self.child.id());
         }
     }
 }

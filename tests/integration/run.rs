@@ -518,6 +518,43 @@ fn a_build_whose_stderr_reader_is_gone_finishes_with_its_own_exit_code() {
     });
 }
 
+/// Each step's runner unmounts the step's overlay before it reports (`unmounted=true` in the
+/// debug log), so that the step's layer is free to be the next step's lower at once, while the
+/// runner still exits: the next step used to wait for that exit (its mount namespace's
+/// teardown), or find the upper directory still in use by an overlay.
+#[test]
+fn each_step_overlay_is_unmounted_before_the_step_reports() {
+    both(|case| {
+        case.dockerfile("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\nRUN cat /one /two > /both\n");
+        let out = case.out("out");
+        let spec = format!("type=local,dest={}", out.display());
+        let mut command = case.command(&["--no-cache", "-o", &spec]);
+        command.env("RBUILD_LOG", "rbuild::sandbox=debug");
+        let mut run = run_command(command, None);
+        run.what = format!("[{:?}] {}", case.mode, run.what);
+        let run = run.ok();
+        let finished: Vec<String> = run.stderr.lines().map(without_colors).filter(|line| line.contains("step finished")).collect();
+        assert_eq!(finished.len(), 3, "[{:?}] {}", case.mode, run.stderr);
+        for line in &finished {
+            assert!(line.contains("unmounted=true"), "[{:?}] {line}", case.mode);
+        }
+        assert_eq!(file(&out, "both"), "one\ntwo\n");
+    });
+}
+
+/// `line` without its terminal color sequences (`ESC [ ... m`).
+fn without_colors(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find('\u{1b}') {
+        plain.push_str(&rest[..start]);
+        rest = &rest[start..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    plain.push_str(rest);
+    plain
+}
+
 fn pgrep(pattern: &str) -> Vec<String> {
     let mut command = Command::new("pgrep");
     command.args(["-a", "-f", pattern]);
