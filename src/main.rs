@@ -28,6 +28,10 @@ fn main() {
         let _ = writeln!(std::io::stderr(), "ERROR: {error}");
         std::process::exit(rbuild::cli::EXIT_FAILED);
     }
+    // Still single-threaded, in rbuild's namespaces: the process that forks step runners.
+    if rbuild::cli::may_run_steps(&raw) {
+        rbuild::sandbox::start_fork_server();
+    }
     let (raw, ignored) = rbuild::cli::habits::strip_ignored(raw);
     for warning in ignored {
         let _ = writeln!(std::io::stderr(), "WARNING: {warning}");
@@ -41,5 +45,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    std::process::exit(rbuild::cli::run(cli));
+    let code = rbuild::cli::run(cli);
+    rbuild::sandbox::stop_fork_server();
+    std::process::exit(code);
 }

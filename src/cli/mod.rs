@@ -223,6 +223,11 @@ pub fn needs_sandbox(args: &[std::ffi::OsString]) -> bool {
     !matches!(first.as_deref(), Some("completion" | "help" | "-h" | "--help" | "-V" | "--version"))
 }
 
+/// Whether the command may run RUN steps (a build): it gets the fork server of step runners.
+pub fn may_run_steps(args: &[std::ffi::OsString]) -> bool {
+    needs_sandbox(args) && args.get(1).is_none_or(|first| first != "cache")
+}
+
 /// Inserts `build` when the first argument is not a subcommand, so `rbuild -f F .` works.
 pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     const KNOWN: &[&str] = &["build", "cache", "completion", "help", "-h", "--help", "-V", "--version"];

@@ -43,6 +43,7 @@
 
 mod cgroup;
 mod executor;
+mod fork_server;
 mod network;
 mod overlay;
 mod private_dir;
@@ -80,6 +81,7 @@ pub fn ulimit_names() -> impl Iterator<Item = &'static str> {
 pub fn sweep_leftovers() -> usize {
     private_dir::sweep() + cgroup::sweep()
 }
+pub use fork_server::{start as start_fork_server, stop as stop_fork_server};
 pub use standby::{StandbyRunners, discard, set_runner_program, standby_runners};
 pub use step::{ExitingRunner, run_step};
 pub use userns::{enter, in_user_namespace};

@@ -42,6 +42,8 @@ use super::{Network, RunnerInput, SandboxError, StepSpec, network, overlay, spec
 use crate::oci::error_text;
 
 pub(crate) const RESULT_FILE: &str = "result.json";
+/// A runner's process name (`comm`).
+const RUNNER_NAME: &std::ffi::CStr = c"rbuild-runner";
 
 /// What the runner reports to [`super::run_step`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,6 +67,10 @@ pub(crate) fn run(directory: &Path) -> ! {
     // `SIGTERM` when the thread that started this process dies (in practice, rbuild). Should it
     // have died before this call, the step pipe's end dismisses this runner all the same.
     let _ = sys::set_parent_death_signal(Signal::SIGTERM);
+    // Known by its name (a forked runner's command line is rbuild's), working in its directory
+    // (where `ps` and the tests find which step directory is its).
+    let _ = nix::sys::prctl::set_name(RUNNER_NAME);
+    let _ = std::env::set_current_dir(directory);
     let directory = directory.to_path_buf();
     let parent = nix::unistd::getppid();
     let result = match run_step(&directory) {

@@ -24,9 +24,11 @@
 //! [`super::ExitingRunner`] until the runner has exited, so either way that is when rbuild dies. A runner that was never given a step is
 //! reaped by whoever dismisses it, and its step directory and cgroups removed.
 
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::{PrivateDir, RUN_STEP_COMMAND, SandboxError};
@@ -43,11 +45,11 @@ pub fn set_runner_program(program: std::path::PathBuf) {
 
 /// A started runner process waiting for its step, and its private step directory.
 pub(super) struct Runner {
-    pub(super) child: Child,
+    pub(super) process: RunnerProcess,
     /// `None` once the step was sent.
-    step_pipe: Option<ChildStdin>,
-    pub(super) stdout: ChildStdout,
-    pub(super) stderr: ChildStderr,
+    step_pipe: Option<File>,
+    pub(super) stdout: File,
+    pub(super) stderr: File,
     // Last: the directory goes when the runner is done with it.
     pub(super) directory: PrivateDir,
 }
@@ -56,6 +58,23 @@ impl Runner {
     fn start() -> Result<Runner, SandboxError> {
         // Private to rbuild's user: the runner keeps the container's state and its result here.
         let directory = PrivateDir::new("step").map_err(|error| SandboxError::io("create the step's temp dir", error))?;
+        if RUNNER_PROGRAM.get().is_none() {
+            let pipe = || {
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|error| SandboxError::syscall("create the runner's pipes", error))
+            };
+            let ((step_read, step_write), (stdout_read, stdout_write), (stderr_read, stderr_write)) = (pipe()?, pipe()?, pipe()?);
+            let pipes = [step_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()];
+            if let Some(forked) = super::fork_server::fork_runner(directory.path(), pipes) {
+                let forked = forked.map_err(|error| SandboxError::io("fork the step runner", error))?;
+                return Ok(Runner {
+                    process: RunnerProcess::Forked { pid: forked.pid, pidfd: forked.pidfd },
+                    step_pipe: Some(File::from(step_write)),
+                    stdout: File::from(stdout_read),
+                    stderr: File::from(stderr_read),
+                    directory,
+                });
+            }
+        }
         let program = RUNNER_PROGRAM.get().map_or(std::path::Path::new("/proc/self/exe"), |path| path.as_path());
         let mut command = Command::new(program);
         command
@@ -76,7 +95,13 @@ impl Runner {
             let _ = child.wait();
             return Err(SandboxError::Runner { message: "the runner has no pipes".into() });
         };
-        Ok(Runner { child, step_pipe: Some(step_pipe), stdout, stderr, directory })
+        Ok(Runner {
+            process: RunnerProcess::Spawned(child),
+            step_pipe: Some(File::from(OwnedFd::from(step_pipe))),
+            stdout: File::from(OwnedFd::from(stdout)),
+            stderr: File::from(OwnedFd::from(stderr)),
+            directory,
+        })
     }
 
     /// Writes the step (JSON of a [`super::RunnerInput`]) and closes the pipe: the runner starts
@@ -91,8 +116,76 @@ impl Runner {
     /// Ends a runner that got no step: EOF on its stdin, the wait for its exit, its cgroups.
     pub(super) fn dismiss(mut self) {
         drop(self.step_pipe.take());
-        if self.child.wait().is_ok() {
-            super::cgroup::remove(self.child.id());
+        if self.process.wait().is_ok() {
+            super::cgroup::remove(self.process.id());
+        }
+    }
+}
+
+/// A runner's process: forked by the fork server ([`super::fork_server`]), or started as a
+/// program (rbuild's child).
+pub(super) enum RunnerProcess {
+    /// The kernel reaps it; its pidfd says when it is gone and takes its signals.
+    Forked {
+        pid: u32,
+        pidfd: OwnedFd,
+    },
+    Spawned(Child),
+}
+
+impl RunnerProcess {
+    pub(super) fn id(&self) -> u32 {
+        match self {
+            RunnerProcess::Forked { pid, .. } => *pid,
+            RunnerProcess::Spawned(child) => child.id(),
+        }
+    }
+
+    /// Sends `signal` (to this process only, even once its pid is reused).
+    pub(super) fn signal(&mut self, signal: nix::sys::signal::Signal) {
+        match self {
+            RunnerProcess::Forked { pidfd, .. } => {
+                let _ = super::sys::pidfd_send_signal(pidfd.as_fd(), signal);
+            }
+            // Our own child, not yet reaped: the pid is still its.
+            RunnerProcess::Spawned(child) => {
+                let _ = super::sys::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+            }
+        }
+    }
+
+    /// Whether it has exited, and with what status when that is known (a forked runner's is
+    /// not: the kernel reaped it).
+    pub(super) fn try_wait(&mut self) -> std::io::Result<Option<Option<std::process::ExitStatus>>> {
+        match self {
+            RunnerProcess::Forked { pidfd, .. } => {
+                let exited = super::sys::poll([Some(pidfd.as_fd())], Some(0)).map_err(std::io::Error::from)?[0]
+                    .intersects(nix::poll::PollFlags::POLLIN | nix::poll::PollFlags::POLLHUP);
+                Ok(exited.then_some(None))
+            }
+            RunnerProcess::Spawned(child) => Ok(child.try_wait()?.map(Some)),
+        }
+    }
+
+    /// Waits for its exit (a spawned runner's status is kept once waited for).
+    pub(super) fn wait(&mut self) -> std::io::Result<()> {
+        match self {
+            RunnerProcess::Forked { pidfd, .. } => loop {
+                match super::sys::poll([Some(pidfd.as_fd())], None) {
+                    Ok(events) if !events[0].is_empty() => return Ok(()),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            },
+            RunnerProcess::Spawned(child) => child.wait().map(drop),
+        }
+    }
+
+    /// A descriptor readable once it has exited, when there is one.
+    pub(super) fn exit_descriptor(&self) -> Option<OwnedFd> {
+        match self {
+            RunnerProcess::Forked { pidfd, .. } => pidfd.try_clone().ok(),
+            RunnerProcess::Spawned(child) => super::sys::pidfd_open(nix::unistd::Pid::from_raw(child.id() as i32)),
         }
     }
 }

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use super::runner::{RESULT_FILE, RunnerResult};
+use super::standby::RunnerProcess;
 use super::{SandboxError, StepOutcome, StepSpec, Stream, standby, sys};
 
 /// How long a canceled runner may take to clean up before it is killed.
@@ -46,24 +46,22 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
     runner.send_step(&text);
-    let standby::Runner { mut child, mut stdout, mut stderr, directory, .. } = runner;
+    let standby::Runner { mut process, mut stdout, mut stderr, directory, .. } = runner;
 
-    let runner = Pid::from_raw(child.id() as i32);
     let mut open = [true, true];
     let mut buffer = vec![0u8; 64 * 1024];
     let mut terminated_at: Option<Instant> = None;
     let mut killed = false;
     while open[0] || open[1] {
         if cancel.load(Ordering::Relaxed) && terminated_at.is_none() {
-            // Our own child, not yet reaped: the pid is still its.
-            let _ = sys::kill(runner, Signal::SIGTERM);
+            process.signal(Signal::SIGTERM);
             terminated_at = Some(Instant::now());
         }
         if let Some(at) = terminated_at
             && !killed
             && at.elapsed() > KILL_GRACE
         {
-            let _ = child.kill();
+            process.signal(Signal::SIGKILL);
             killed = true;
         }
         let streams = [open[0].then(|| stdout.as_fd()), open[1].then(|| stderr.as_fd())];
@@ -92,23 +90,23 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         && let Some(RunnerResult::Exited { exit_code, removed_stubs, unmounted }) = &result
     {
         tracing::debug!(?removed_stubs, exit_code, unmounted, "step finished");
-        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner::new(child, directory, *unmounted) });
+        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner::new(process, directory, *unmounted) });
     }
     // Else wait for the exit here (a cancel, a failure). Its pidfd wakes this loop the moment it
     // exits (a fixed sleep cost a trivial step ~1 ms on average).
-    let pidfd = sys::pidfd_open(runner);
+    let pidfd = process.exit_descriptor();
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+        match process.try_wait() {
+            Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(_) => break None,
         }
         if cancel.load(Ordering::Relaxed) && terminated_at.is_none() {
-            let _ = sys::kill(runner, Signal::SIGTERM);
+            process.signal(Signal::SIGTERM);
             terminated_at = Some(Instant::now());
         }
         if terminated_at.is_some_and(|at| at.elapsed() > KILL_GRACE) && !killed {
-            let _ = child.kill();
+            process.signal(Signal::SIGKILL);
             killed = true;
         }
         match &pidfd {
@@ -119,7 +117,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
 
-    drop(ExitingRunner::new(child, directory, false));
+    drop(ExitingRunner::new(process, directory, false));
     Err(match result {
         _ if terminated_at.is_some() => SandboxError::Canceled,
         Some(RunnerResult::Canceled) => SandboxError::Canceled,
@@ -147,8 +145,8 @@ pub struct ExitingRunner {
 }
 
 impl ExitingRunner {
-    fn new(child: std::process::Child, directory: super::PrivateDir, unmounted: bool) -> ExitingRunner {
-        ExitingRunner { exited: Some(ExitedRunner { child, _directory: directory }), unmounted }
+    fn new(process: RunnerProcess, directory: super::PrivateDir, unmounted: bool) -> ExitingRunner {
+        ExitingRunner { exited: Some(ExitedRunner { process, _directory: directory }), unmounted }
     }
 }
 
@@ -156,7 +154,7 @@ impl Drop for ExitingRunner {
     fn drop(&mut self) {
         let Some(mut exited) = self.exited.take() else { return };
         if !self.unmounted {
-            let _ = exited.child.wait();
+            let _ = exited.process.wait();
         }
         super::standby::discard(exited);
     }
@@ -165,15 +163,15 @@ impl Drop for ExitingRunner {
 /// A runner that exits: its drop waits for that (the status is kept once waited for), then
 /// removes its cgroups (empty once it is gone, and its container's) and its step directory.
 struct ExitedRunner {
-    child: std::process::Child,
+    process: RunnerProcess,
     // After the wait: the runner's mounts were made under it.
     _directory: super::PrivateDir,
 }
 
 impl Drop for ExitedRunner {
     fn drop(&mut self) {
-        if self.child.wait().is_ok() {
-            super::cgroup::remove(self.child.id());
+        if self.process.wait().is_ok() {
+            super::cgroup::remove(self.process.id());
         }
     }
 }

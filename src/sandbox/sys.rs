@@ -87,33 +87,52 @@ pub(super) fn open_at(parent: Option<BorrowedFd<'_>>, path: &CStr, flags: OFlag)
 
 // --- Descriptors passed over sockets ---
 
-/// Receives one descriptor (`SCM_RIGHTS`) and its message, which is read and dropped, from the
-/// connected `socket`.
-pub(super) fn receive_descriptor(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// Receives one message from the unix socket `socket`: its bytes (at most `capacity`) and the
+/// descriptors it carried (SCM_RIGHTS, at most `max_descriptors`, close-on-exec). An empty
+/// message with no descriptor is the peer's end.
+pub(super) fn receive_message(socket: BorrowedFd<'_>, capacity: usize, max_descriptors: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut message = vec![0_u8; 64 * 1024];
-    let mut buffer = [io::IoSliceMut::new(&mut message)];
-    let mut control = nix::cmsg_space!([RawFd; 1]);
-    let received = recvmsg::<()>(socket.as_raw_fd(), &mut buffer, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut descriptors: Vec<RawFd> = Vec::new();
-    for message in received.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = message {
-            descriptors.extend(fds);
+    let mut message = vec![0_u8; capacity];
+    let mut control = vec![0_u8; nix::sys::socket::cmsg_space::<RawFd>() * max_descriptors.max(1)];
+    let (length, descriptors) = {
+        let mut buffer = [io::IoSliceMut::new(&mut message)];
+        let received = recvmsg::<()>(socket.as_raw_fd(), &mut buffer, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let mut descriptors: Vec<RawFd> = Vec::new();
+        for message in received.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = message {
+                descriptors.extend(fds);
+            }
         }
-    }
+        (received.bytes, descriptors)
+    };
+    message.truncate(length);
     // SAFETY: the kernel installed each received descriptor as a new one of this process, which
-    // nothing else owns; the first is kept, any others are closed when their `OwnedFd` drops.
-    let mut owned = descriptors.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    owned.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"))
+    // nothing else owns.
+    Ok((message, descriptors.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()))
+}
+
+/// Receives a descriptor sent with [`send_descriptor`] over the unix socket `socket`; any others
+/// in the message are closed.
+pub(super) fn receive_descriptor(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let (_, descriptors) = receive_message(socket, 64 * 1024, 1)?;
+    descriptors.into_iter().next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"))
+}
+
+/// Sends `data` (not empty) and `descriptors` (SCM_RIGHTS) over the connected unix socket
+/// `socket` as one message.
+pub(super) fn send_message(socket: BorrowedFd<'_>, data: &[u8], descriptors: &[BorrowedFd<'_>]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let raw: Vec<RawFd> = descriptors.iter().map(AsRawFd::as_raw_fd).collect();
+    let control = if raw.is_empty() { Vec::new() } else { vec![ControlMessage::ScmRights(&raw)] };
+    sendmsg::<()>(socket.as_raw_fd(), &[io::IoSlice::new(data)], &control, MsgFlags::empty(), None)?;
+    Ok(())
 }
 
 /// Sends `descriptor` over the connected unix socket `socket` (SCM_RIGHTS, one byte of data).
 pub(super) fn send_descriptor(socket: RawFd, descriptor: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let descriptors = [descriptor.as_raw_fd()];
-    let data = [io::IoSlice::new(&[0])];
-    sendmsg::<()>(socket, &data, &[ControlMessage::ScmRights(&descriptors)], MsgFlags::empty(), None)?;
-    Ok(())
+    // SAFETY: the caller passes a descriptor it keeps open for the duration of this call.
+    let socket = unsafe { BorrowedFd::borrow_raw(socket) };
+    send_message(socket, &[0], &[descriptor])
 }
 
 // --- Seccomp and capabilities (the container's init, right before `execve`) ---
@@ -350,6 +369,48 @@ pub(super) fn wait_for_signal(signals: &SigSet) -> Option<(libc::c_int, libc::c_
     // SAFETY: sigwaitinfo succeeded, so it filled `info` (which started zeroed anyway).
     let info = unsafe { info.assume_init() };
     Some((number, info.si_code))
+}
+
+/// `pidfd_send_signal(pidfd, signal)`: a signal to the process `pidfd` stands for, never to a
+/// later one that got its pid.
+pub(super) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<()> {
+    // SAFETY: the call takes a descriptor we borrow, a signal number, a null info pointer and
+    // zero flags.
+    let result = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal as libc::c_int, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Closes every descriptor from `first` on (`close_range`): a forked child keeps only what it
+/// was given.
+pub(super) fn close_descriptors_from(first: RawFd) {
+    // SAFETY: close_range takes plain integers; the caller owns no descriptor from `first` on
+    // that it still uses.
+    let _ = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+}
+
+/// Makes `keep` the only open descriptor but stdin, stdout and stderr, which become `/dev/null`.
+pub(super) fn keep_only_descriptor(keep: BorrowedFd<'_>) {
+    if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
+        for target in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), target);
+        }
+    }
+    let keep = keep.as_raw_fd();
+    for (first, last) in [(3, keep - 1), (keep + 1, RawFd::MAX)] {
+        if first <= last {
+            // SAFETY: close_range takes plain integers; `keep` is left open.
+            let _ = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0 as libc::c_uint) };
+        }
+    }
+}
+
+/// Lets the kernel reap this process's children as they exit (`SIGCHLD` ignored): their exit
+/// is seen through a pidfd, never waited for.
+pub(super) fn reap_children_automatically() {
+    // SAFETY: SIG_IGN installs no handler, so no code of ours can run in a signal context.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) };
 }
 
 /// Sends `signal` to `pid`.

@@ -976,9 +976,26 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
-/// Whether the process `pid` is a step runner (`rbuild __run-step ...`).
+/// The parent of the process `pid`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = read(&PathBuf::from(format!("/proc/{pid}/stat")));
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Whether the process `pid` is a step runner (named `rbuild-runner`).
 fn is_runner(pid: u32) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).nth(1) == Some(b"__run-step"))
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == "rbuild-runner")
+}
+
+/// The step directory of the runner `pid`: its working directory while it waits for its step,
+/// the overlay's scratch directory in it during the step.
+fn step_directory_of(pid: u32) -> PathBuf {
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    cwd.ancestors()
+        .find(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("rbuild-step-")))
+        .unwrap_or_else(|| panic!("runner {pid} works in {}, not in a step directory", cwd.display()))
+        .to_path_buf()
 }
 
 /// Issue 9, points 7 and 8: a build killed with SIGKILL, every process of it at once (runner and
@@ -1008,8 +1025,7 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
             std::thread::sleep(Duration::from_millis(50));
         };
         std::thread::sleep(Duration::from_millis(300));
-        let cmdline = fs::read(format!("/proc/{runner}/cmdline")).unwrap();
-        let step_directory = PathBuf::from(String::from_utf8(cmdline.split(|byte| *byte == 0).nth(2).unwrap().to_vec()).unwrap());
+        let step_directory = step_directory_of(runner);
         let mut tree = descendants(build.id());
         tree.push(build.id());
         for signal in [nix::sys::signal::Signal::SIGSTOP, nix::sys::signal::Signal::SIGKILL] {
@@ -1313,13 +1329,16 @@ fn the_standby_runner_waits_during_a_step_and_goes_with_the_build() {
             assert!(started.elapsed() < Duration::from_secs(30), "[{:?}] no runner waited in standby during `sleep 2`", case.mode);
             std::thread::sleep(Duration::from_millis(20));
         };
-        let cmdline = fs::read(format!("/proc/{standby}/cmdline")).unwrap();
-        let directory = PathBuf::from(String::from_utf8(cmdline.split(|byte| *byte == 0).nth(2).unwrap().to_vec()).unwrap());
+        let directory = step_directory_of(standby);
         assert!(directory.is_dir(), "[{:?}] the standby runner has no step directory {}", case.mode, directory.display());
+        // Forked by rbuild's fork server, not started as a program.
+        let server = parent_of(standby);
+        assert_eq!(read(&PathBuf::from(format!("/proc/{server}/comm"))).trim_end(), "rbuild-forks", "[{:?}]", case.mode);
         let status = build.wait().unwrap();
         let stderr = stderr.join().unwrap();
         assert!(status.success(), "[{:?}] {stderr}", case.mode);
         assert!(!is_runner(standby), "[{:?}] the standby runner outlived its build", case.mode);
+        assert!(!Path::new(&format!("/proc/{server}")).exists(), "[{:?}] the fork server outlived its build", case.mode);
         assert!(!directory.exists(), "[{:?}] the standby runner's step directory stayed", case.mode);
         let cgroup = Path::new("/sys/fs/cgroup/devices/rbuild").join(format!("rbuild-{standby}"));
         assert!(!cgroup.exists(), "[{:?}] the standby runner's cgroup stayed", case.mode);
