@@ -6,8 +6,10 @@
 //!    re-execs itself inside a new user + mount namespace whose maps `newuidmap`/`newgidmap` write
 //!    (caller → 0, subordinate ranges above). Root, or the re-exec'd process: a private mount
 //!    namespace, and cgroup2 bound over `/sys/fs/cgroup` on hybrid hosts when in a user namespace.
-//! 2. [`run_step`] (any thread of the multi-threaded main process) takes a started `/proc/self/exe
-//!    __run-step <step directory>` ([`standby`]: started while the step before ran) and writes the
+//! 2. [`run_step`] (any thread of the multi-threaded main process) takes a started runner: a
+//!    fork of the fork server that `main()` made while single-threaded ([`fork_server`]), or
+//!    without one `/proc/self/exe __run-step <step directory>` ([`standby`]: started while the
+//!    step before ran), and writes the
 //!    [`StepSpec`] to its stdin, a pipe (it holds `env=` secrets, which never go into a file).
 //!    That single-threaded runner ([`maybe_run_step_child`]) owns the
 //!    container's whole life: its own mount namespace (so the overlay mount dies with it), a fresh
@@ -34,11 +36,14 @@
 //!
 //! In `main()`, before any thread exists: `sandbox::maybe_run_step_child(&args)` first (the
 //! runner is already inside rbuild's namespaces and must not enter new ones), then
-//! `sandbox::enter(&args)?`, then everything else. Both take the full `std::env::args_os()`.
+//! `sandbox::enter(&args)?` (both take the full `std::env::args_os()`), then
+//! `sandbox::start_fork_server()` for a build, then everything else; `sandbox::stop_fork_server()`
+//! before the exit.
 //!
-//! Invariant: no container outlives [`run_step`], and no runner its [`ExitingRunner`] (or the
-//! solve, for one in standby): the runner gets `SIGTERM` when rbuild dies (`PR_SET_PDEATHSIG`),
-//! kills the container (pid namespace: killing its init kills all), and the container's init gets
+//! Invariant: no container outlives [`run_step`], and no runner the solve (its exit is waited
+//! for by its [`ExitingRunner`], or on the leftovers thread, which the end of standby drains):
+//! the runner gets `SIGTERM` when rbuild (or the fork server) dies (`PR_SET_PDEATHSIG`), kills
+//! the container (pid namespace: killing its init kills all), and the container's init gets
 //! `SIGKILL` if the runner itself dies.
 
 mod cgroup;

@@ -1,5 +1,6 @@
-//! The step runner: the single-threaded `rbuild __run-step <step directory>` process that owns
-//! one container's whole life.
+//! The step runner: the single-threaded process that owns one container's whole life, forked by
+//! the fork server ([`super::fork_server`]) or, without one, started as `rbuild __run-step <step
+//! directory>`. Its name is `rbuild-runner`; it works in its step directory.
 //!
 //! It is started before its step is known ([`super::standby`]): what needs no step (the process
 //! start, signal handlers, subreaper, private mount namespace, the step directory's mount points)
@@ -11,8 +12,8 @@
 //! namespace) → overlay mount (or a recursive bind of [`StepSpec::rootfs`] for the copying snapshotter) →
 //! (copying snapshotter: the lower directories noted, [`super::rename_guard`]) → USER resolution →
 //! stubs and cwd → spec → libcontainer build/start → wait (answering the rename guard's calls; or
-//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → stub removal → exit, whose mount
-//! namespace teardown unmounts the root filesystem. The result goes to `result.json` next to the
+//! kill on `SIGTERM`/`SIGINT`/`SIGHUP`) → stub removal → unmount of the root filesystem → result →
+//! exit. The result goes to `result.json` next to the
 //! spec file; stdout/stderr are the container's own (libcontainer dups them into the init), so
 //! nothing else may print there.
 //!

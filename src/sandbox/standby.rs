@@ -1,6 +1,7 @@
 //! Step runners started before their step: while one step runs, the next step's runner is
-//! already through its process start (exec, dynamic linking, its namespace), the largest part of
-//! a trivial step's time that does not depend on the step.
+//! already through its process start (a fork of the fork server, [`super::fork_server`], or an
+//! exec without one) and its namespace and cgroups, the largest part of a trivial step's time
+//! that does not depend on the step.
 //!
 //! Role: [`take`] hands out a started [`Runner`], the one kept in standby when there is one (else
 //! it starts one on the calling thread), and asks the standby thread for the next. That thread
