@@ -133,18 +133,9 @@ impl DurableRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LayerKind;
 
     fn layer(hex: char) -> LayerRow {
-        LayerRow {
-            diff_id: DiffId::parse(&format!("sha256:{}", hex.to_string().repeat(64))).unwrap(),
-            size: 1,
-            created_at: 1,
-            last_used_at: 1,
-            from_image: false,
-            description: String::new(),
-            kind: LayerKind::Regular,
-        }
+        LayerRow::example(DiffId::parse(&format!("sha256:{}", hex.to_string().repeat(64))).unwrap())
     }
 
     #[test]

@@ -575,18 +575,7 @@ mod tests {
     }
 
     fn record_layer(store: &Store, diff_id: &DiffId) {
-        store
-            .database()
-            .put_layer(&LayerRow {
-                diff_id: diff_id.clone(),
-                size: 1,
-                created_at: 1,
-                last_used_at: 1,
-                from_image: false,
-                description: String::new(),
-                kind: LayerKind::Regular,
-            })
-            .unwrap();
+        store.database().put_layer(&LayerRow::example(diff_id.clone())).unwrap();
     }
 
     /// Regression: a `cache prune` killed while it deleted a snapshot left half of it without a

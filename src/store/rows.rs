@@ -29,6 +29,22 @@ pub struct LayerRow {
     pub kind: LayerKind,
 }
 
+#[cfg(test)]
+impl LayerRow {
+    /// A regular layer row of `diff_id` made and used at time 1: for tests.
+    pub(crate) fn example(diff_id: DiffId) -> LayerRow {
+        LayerRow {
+            diff_id,
+            size: 1,
+            created_at: 1,
+            last_used_at: 1,
+            from_image: false,
+            description: String::new(),
+            kind: LayerKind::Regular,
+        }
+    }
+}
+
 /// What made a layer that is not an image's, as BuildKit's `du` types a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LayerKind {
