@@ -394,7 +394,7 @@ pub(crate) fn unpack_layers(
     // (a fetch mostly waits on the network), a few at once.
     let mut known = Vec::with_capacity(layers.len());
     for layer in layers {
-        let row = store.database().layer(&layer.diff_id)?;
+        let row = store.layer_row(&layer.diff_id)?;
         known.push(row.filter(|_| store.snapshot_path(&layer.diff_id).is_dir()));
     }
     let missing: Vec<usize> = (0..layers.len()).filter(|index| known[*index].is_none()).collect();
@@ -454,7 +454,7 @@ pub(crate) fn unpack_layers(
         let size_on_disk = crate::store::usage::tree_size(&snapshot)
             .map_err(|source| ImageError::Read { path: snapshot.display().to_string(), source })?;
         // A layer made before keeps its first creation time (its history timestamp).
-        let created_at = store.database().layer(diff_id)?.map_or(layer.created_at.unwrap_or(now), |row| row.created_at);
+        let created_at = store.layer_row(diff_id)?.map_or(layer.created_at.unwrap_or(now), |row| row.created_at);
         store.put_when_synced(vec![
             PendingRow::Layer(LayerRow {
                 diff_id: diff_id.clone(),

@@ -66,7 +66,7 @@ pub(crate) fn commit(
     let size = summary.apparent_size;
     let now = now();
     // A layer made before keeps its first creation time (its history timestamp).
-    let created_at = store.database().layer(&summary.diff_id)?.map_or(now, |row| row.created_at);
+    let created_at = store.layer_row(&summary.diff_id)?.map_or(now, |row| row.created_at);
     let mut rows = vec![PendingRow::Layer(LayerRow {
         diff_id: summary.diff_id.clone(),
         size,
@@ -93,10 +93,9 @@ pub(crate) fn commit(
 
 /// The layers of a record, if every one is still in the store (else the record is a miss).
 pub(crate) fn load(store: &Store, diff_ids: &[DiffId]) -> Result<Option<Vec<Layer>>, StoreError> {
-    let database = store.database();
     let mut layers = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
-        let Some(row) = database.layer(diff_id)? else { return Ok(None) };
+        let Some(row) = store.layer_row(diff_id)? else { return Ok(None) };
         let path = store.snapshot_path(diff_id);
         if !path.is_dir() {
             return Ok(None);

@@ -71,11 +71,10 @@ impl ImportedCache {
     /// The record of `key` and its layers: those the store has as they are, the others lazy.
     pub(crate) fn layers(&self, store: &Store, key: &CacheKey) -> Result<Option<(&RemoteRecord, Vec<Layer>)>, StoreError> {
         let Some(record) = self.records.get(key) else { return Ok(None) };
-        let database = store.database();
         let mut layers = Vec::with_capacity(record.layers.len());
         for layer in &record.layers {
             let path = store.snapshot_path(&layer.diff_id);
-            let known = database.layer(&layer.diff_id)?.filter(|_| path.is_dir());
+            let known = store.layer_row(&layer.diff_id)?.filter(|_| path.is_dir());
             layers.push(match known {
                 Some(row) => Layer { diff_id: layer.diff_id.clone(), path, created_at: row.created_at, remote: None },
                 None => Layer { diff_id: layer.diff_id.clone(), path, created_at: layer.created_at, remote: Some(layer.blob.clone()) },

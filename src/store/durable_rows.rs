@@ -9,8 +9,9 @@
 //! for everything that came meanwhile and then writes the rows in one transaction. The snapshot
 //! is in place at once (renamed, not yet synced): the next step mounts it; only the rows wait.
 //!
-//! Invariants: rows are written in the order they came (a record after its layers); a snapshot
-//! whose row waits here is trusted by this process as if the row were written (another
+//! Invariants: rows are written in the order they came (a record after its layers); a layer
+//! whose row waits here is known to this process as if the row were written
+//! ([`super::Store::layer_row`]), its snapshot trusted (another
 //! process sees a snapshot without a row, which it does not trust: a kill loses only the rows,
 //! and the snapshot is garbage); the solve ends only after its writer wrote everything.
 
@@ -35,8 +36,9 @@ struct State {
     /// The writer is to write what is left and stop.
     closing: bool,
     waiting: Vec<PendingRow>,
-    /// The layers among the rows waiting or being written, with how many such rows each has.
-    pending_layers: HashMap<DiffId, usize>,
+    /// The layers among the rows waiting or being written: how many such rows each has, and
+    /// the first of them.
+    pending_layers: HashMap<DiffId, (usize, LayerRow)>,
 }
 
 /// The rows waiting for their files' sync; see the module docs.
@@ -59,7 +61,7 @@ impl DurableRows {
         }
         for row in &rows {
             if let PendingRow::Layer(layer) = row {
-                *state.pending_layers.entry(layer.diff_id.clone()).or_default() += 1;
+                state.pending_layers.entry(layer.diff_id.clone()).or_insert_with(|| (0, layer.clone())).0 += 1;
             }
         }
         state.waiting.extend(rows);
@@ -72,9 +74,9 @@ impl DurableRows {
         self.state().deferring
     }
 
-    /// Whether a row of the layer `diff_id` waits here.
-    pub(super) fn has_layer(&self, diff_id: &DiffId) -> bool {
-        self.state().pending_layers.contains_key(diff_id)
+    /// The row of the layer `diff_id` that waits here, if one does.
+    pub(super) fn layer(&self, diff_id: &DiffId) -> Option<LayerRow> {
+        self.state().pending_layers.get(diff_id).map(|(_, row)| row.clone())
     }
 
     /// From now on, rows wait for the writer.
@@ -117,7 +119,7 @@ impl DurableRows {
             let mut state = self.state();
             for row in &rows {
                 if let PendingRow::Layer(layer) = row
-                    && let Some(count) = state.pending_layers.get_mut(&layer.diff_id)
+                    && let Some((count, _)) = state.pending_layers.get_mut(&layer.diff_id)
                 {
                     *count -= 1;
                     if *count == 0 {
@@ -143,7 +145,7 @@ mod tests {
         let rows = DurableRows::default();
         let given = vec![PendingRow::Layer(layer('a'))];
         assert_eq!(rows.take(given.clone()), Some(given));
-        assert!(!rows.has_layer(&layer('a').diff_id));
+        assert_eq!(rows.layer(&layer('a').diff_id), None);
     }
 
     #[test]
@@ -166,7 +168,7 @@ mod tests {
         let written = written.into_inner().unwrap();
         assert_eq!(written, ['a', 'b', 'c'].map(|hex| PendingRow::Layer(layer(hex))));
         for hex in ['a', 'b', 'c'] {
-            assert!(!rows.has_layer(&layer(hex).diff_id));
+            assert_eq!(rows.layer(&layer(hex).diff_id), None);
         }
         // Closed: rows are written at once again.
         assert!(rows.take(vec![PendingRow::Layer(layer('d'))]).is_some());
@@ -177,10 +179,10 @@ mod tests {
         let rows = DurableRows::default();
         rows.start();
         assert_eq!(rows.take(vec![PendingRow::Layer(layer('a'))]), None);
-        assert!(rows.has_layer(&layer('a').diff_id));
+        assert_eq!(rows.layer(&layer('a').diff_id), Some(layer('a')));
         rows.close();
         let error = rows.write_until_closed(|_| Err(DatabaseError::TooNew { found: 9, known: 1 })).unwrap_err();
         assert!(matches!(error, DatabaseError::TooNew { .. }));
-        assert!(!rows.has_layer(&layer('a').diff_id));
+        assert_eq!(rows.layer(&layer('a').diff_id), None);
     }
 }

@@ -256,6 +256,15 @@ impl Store {
         Ok(())
     }
 
+    /// The row of the layer `diff_id`: the database's, or the one waiting in this process for
+    /// its files' sync ([`durable_rows`]).
+    pub fn layer_row(&self, diff_id: &DiffId) -> Result<Option<LayerRow>, StoreError> {
+        if let Some(row) = self.database().layer(diff_id)? {
+            return Ok(Some(row));
+        }
+        Ok(self.durable_rows.layer(diff_id))
+    }
+
     /// From now until [`Store::close_durable_rows`], snapshots are put in place unsynced and
     /// their rows wait for [`Store::write_durable_rows`], which is to run meanwhile (a solve
     /// calls the three around its ops).
@@ -292,7 +301,7 @@ impl Store {
             }
         };
         if target.exists() {
-            if self.durable_rows.has_layer(diff_id) || self.database().layer(diff_id)?.is_some() {
+            if self.layer_row(diff_id)?.is_some() {
                 return Ok(target);
             }
             let source = directory.keep();
