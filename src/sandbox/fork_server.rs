@@ -21,8 +21,8 @@
 //! Invariants: the server dies with rbuild's main thread (`PR_SET_PDEATHSIG`, and the socket's
 //! end), and each runner with the server (its own `PR_SET_PDEATHSIG`, set first thing by the
 //! runner): no runner outlives rbuild. The server holds nothing of rbuild's open (its stdin,
-//! stdout and stderr are `/dev/null`) and has its own process group, as each runner has. Without a server (a test binary, a failed fork) runners
-//! are started as programs, as before.
+//! stdout and stderr are `/dev/null`) and has its own process group, as each runner has.
+//! Without a server (a test binary, a failed fork) runners are started as programs, as before.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -121,7 +121,7 @@ fn serve(socket: BorrowedFd<'_>, parent: nix::unistd::Pid) -> ! {
             _ => sys::exit_now(0),
         };
         let answer = match <[OwnedFd; 3]>::try_from(pipes) {
-            Ok(pipes) => fork_one(socket, Path::new(&directory), pipes),
+            Ok(pipes) => fork_one(Path::new(&directory), pipes),
             Err(_) => None,
         };
         let sent = match &answer {
@@ -135,13 +135,10 @@ fn serve(socket: BorrowedFd<'_>, parent: nix::unistd::Pid) -> ! {
 }
 
 /// Forks one runner; in the parent, its pid and pidfd (`None` when the fork failed).
-fn fork_one(socket: BorrowedFd<'_>, directory: &Path, pipes: [OwnedFd; 3]) -> Option<Forked> {
-    // SAFETY (in `fork_single_threaded`'s terms): the server has one thread, always.
+fn fork_one(directory: &Path, pipes: [OwnedFd; 3]) -> Option<Forked> {
+    // The server has one thread, always: the child may run any code.
     match sys::fork_single_threaded() {
-        Ok(ForkResult::Child) => {
-            let _ = socket;
-            become_runner(directory, pipes)
-        }
+        Ok(ForkResult::Child) => become_runner(directory, pipes),
         Ok(ForkResult::Parent { child }) => {
             drop(pipes);
             let pidfd = sys::pidfd_open(child)?;

@@ -114,9 +114,25 @@ impl Runner {
         }
     }
 
-    /// Ends a runner that got no step: EOF on its stdin, the wait for its exit, its cgroups.
-    pub(super) fn dismiss(mut self) {
-        drop(self.step_pipe.take());
+    /// Ends a runner that got no step: EOF on its stdin, then what [`ExitedRunner`]'s drop does.
+    pub(super) fn dismiss(self) {
+        let Runner { process, step_pipe, directory, .. } = self;
+        drop(step_pipe);
+        drop(ExitedRunner { process, _directory: directory });
+    }
+}
+
+/// A runner that exits: its drop waits for that (a spawned runner's status is kept once waited
+/// for), then removes its cgroups (empty once it is gone, and its container's) and its step
+/// directory.
+pub(super) struct ExitedRunner {
+    pub(super) process: RunnerProcess,
+    // After the wait: the runner's mounts were made under it.
+    pub(super) _directory: PrivateDir,
+}
+
+impl Drop for ExitedRunner {
+    fn drop(&mut self) {
         if self.process.wait().is_ok() {
             super::cgroup::remove(self.process.id());
         }

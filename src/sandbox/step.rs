@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::runner::{RESULT_FILE, RunnerResult};
-use super::standby::RunnerProcess;
+use super::standby::{ExitedRunner, RunnerProcess};
 use super::{SandboxError, StepOutcome, StepSpec, Stream, standby, sys};
 
 /// How long a canceled runner may take to clean up before it is killed.
@@ -157,21 +157,5 @@ impl Drop for ExitingRunner {
             let _ = exited.process.wait();
         }
         super::standby::discard(exited);
-    }
-}
-
-/// A runner that exits: its drop waits for that (the status is kept once waited for), then
-/// removes its cgroups (empty once it is gone, and its container's) and its step directory.
-struct ExitedRunner {
-    process: RunnerProcess,
-    // After the wait: the runner's mounts were made under it.
-    _directory: super::PrivateDir,
-}
-
-impl Drop for ExitedRunner {
-    fn drop(&mut self) {
-        if self.process.wait().is_ok() {
-            super::cgroup::remove(self.process.id());
-        }
     }
 }

@@ -382,12 +382,18 @@ pub(super) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Re
     if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// Closes every descriptor from `first` on (`close_range`): a forked child keeps only what it
-/// was given.
+/// Closes the descriptors `first` to `last` (`close_range`; nothing when `last < first`).
+fn close_descriptors(first: RawFd, last: RawFd) {
+    if first <= last {
+        // SAFETY: close_range takes plain integers; every caller has made sure it uses no
+        // descriptor in the range any more.
+        let _ = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0 as libc::c_uint) };
+    }
+}
+
+/// Closes every descriptor from `first` on: a forked child keeps only what it was given.
 pub(super) fn close_descriptors_from(first: RawFd) {
-    // SAFETY: close_range takes plain integers; the caller owns no descriptor from `first` on
-    // that it still uses.
-    let _ = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    close_descriptors(first, RawFd::MAX);
 }
 
 /// Makes `keep` the only open descriptor but stdin, stdout and stderr, which become `/dev/null`.
@@ -398,12 +404,8 @@ pub(super) fn keep_only_descriptor(keep: BorrowedFd<'_>) {
         }
     }
     let keep = keep.as_raw_fd();
-    for (first, last) in [(3, keep - 1), (keep + 1, RawFd::MAX)] {
-        if first <= last {
-            // SAFETY: close_range takes plain integers; `keep` is left open.
-            let _ = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0 as libc::c_uint) };
-        }
-    }
+    close_descriptors(3, keep - 1);
+    close_descriptors_from(keep + 1);
 }
 
 /// Lets the kernel reap this process's children as they exit (`SIGCHLD` ignored): their exit

@@ -11,9 +11,9 @@
 //!
 //! Invariants: rows are written in the order they came (a record after its layers); a layer
 //! whose row waits here is known to this process as if the row were written
-//! ([`super::Store::layer_row`]), its snapshot trusted (another
-//! process sees a snapshot without a row, which it does not trust: a kill loses only the rows,
-//! and the snapshot is garbage); the solve ends only after its writer wrote everything.
+//! ([`super::Store::layer_row`]) and its snapshot trusted (another process sees a snapshot
+//! without a row, which it does not trust: a kill loses only the rows, and the snapshot is
+//! garbage); the solve ends only after its writer wrote everything.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};

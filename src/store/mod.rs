@@ -288,8 +288,8 @@ impl Store {
     }
 
     /// Moves a finished snapshot directory into place under its diff id. When another process
-    /// committed the same layer first (it has a row, or its row waits in this process), ours is discarded: the content is the
-    /// same. A directory there without a record is not trusted (a `cache prune` killed while it
+    /// committed the same layer first (it has a row, or its row waits in this process), ours is
+    /// discarded: the content is the same. A directory there without a row is not trusted (a `cache prune` killed while it
     /// deleted one left half a snapshot, which was then adopted and exported with thousands of
     /// files missing): ours takes its place in one atomic exchange, and it is removed.
     pub fn commit_snapshot(&self, directory: tempfile::TempDir, diff_id: &DiffId) -> Result<PathBuf, StoreError> {
