@@ -222,6 +222,13 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
         }
     };
     crate::sandbox::sweep_leftovers();
+    // The first runner starts now, while the base images are resolved and the graph lowered
+    // (a RUN that is cached, or in a stage the target does not need, costs a runner that waits
+    // for nothing and is dismissed); the later ones while the step before them runs.
+    let runs_steps = dockerfile.instructions.iter().any(|instruction| instruction.keyword == "RUN");
+    let kept_filter =
+        crate::sandbox::KeptFilter { path: store.seccomp_filter_path(), temporary_directory: store.area(crate::store::Area::Tmp) };
+    let standby = crate::sandbox::standby_runners(runs_steps, kept_filter);
 
     let frontend_options = FrontendOptions {
         dockerfile,
@@ -279,10 +286,6 @@ fn build(options: &BuildOptions, progress: &Progress, cancel: &Arc<AtomicBool>) 
             gzip_image_layers: super::build_options::gzip_image_layers(&options.outputs),
         },
     };
-    // RUN steps find their runner started while the step before them ran.
-    let runs_steps =
-        plan.graph.reachable(&[plan.target]).into_iter().any(|id| matches!(plan.graph.vertices[id].op, crate::graph::Op::Exec(_)));
-    let standby = crate::sandbox::standby_runners(runs_steps);
     let solved = solver.solve(&plan.graph, &[plan.target]);
     drop(standby);
     // Hashes computed so far are worth keeping even when the build failed.

@@ -74,6 +74,7 @@ use serde::{Deserialize, Serialize};
 pub use overlay::{SNAPSHOTTER_VARIABLE, Snapshotter, overlay_supported, snapshotter};
 pub use private_dir::PrivateDir;
 use private_dir::memory_file;
+pub use seccomp_filter::KeptFilter;
 
 /// The resource limit names `--ulimit` takes (`nofile`, `nproc`, ...), as Docker spells them.
 pub fn ulimit_names() -> impl Iterator<Item = &'static str> {

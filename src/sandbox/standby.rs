@@ -6,7 +6,8 @@
 //! Role: [`take`] hands out a started [`Runner`], the one kept in standby when there is one (else
 //! it starts one on the calling thread), and asks the standby thread for the next. That thread
 //! starts a runner whenever the slot is empty and a step has asked, so at most one waits at a
-//! time, and none before the build's first RUN step. Standby lasts while a [`StandbyRunners`]
+//! time; the first as soon as the build is known to have RUN steps ([`standby_runners`]), before
+//! the image is resolved and the graph solved. Standby lasts while a [`StandbyRunners`]
 //! guard lives (the build's solve); without one (tests that run steps directly) every step
 //! starts its own runner, as before.
 //!
@@ -243,12 +244,19 @@ pub struct StandbyRunners {
     preparing: Option<std::thread::JoinHandle<()>>,
 }
 
-/// See the module docs. `runs_steps`: the build has RUN steps (cached or not), whose common
-/// needs are then prepared at once on a thread of their own: the snapshotter's probe and the
-/// seccomp filter's compilation (15 ms of CPU, which the first step waited for before its runner
-/// even started).
-pub fn standby_runners(runs_steps: bool) -> StandbyRunners {
-    state().enabled = true;
+/// See the module docs. `runs_steps`: the build has RUN steps (cached or not). Then the first
+/// runner starts at once, and what every step needs is prepared on a thread of its own: the
+/// snapshotter's probe and the seccomp filter (compiling it is 15 ms of CPU; `kept_filter`
+/// keeps it between builds). Both were the first step's wait.
+pub fn standby_runners(runs_steps: bool, kept_filter: super::KeptFilter) -> StandbyRunners {
+    {
+        let mut state = state();
+        state.enabled = true;
+        if runs_steps {
+            ask_for_runner(&mut state);
+        }
+    }
+    super::seccomp_filter::keep_in(kept_filter);
     let preparing = runs_steps
         .then(|| {
             std::thread::Builder::new()
@@ -312,11 +320,7 @@ pub(super) fn take() -> Result<Runner, SandboxError> {
         let mut state = state();
         let ready = state.ready.take();
         if state.enabled {
-            state.wanted = true;
-            if !state.thread_started {
-                state.thread_started = std::thread::Builder::new().name("standby-runner".into()).spawn(keep_one_ready).is_ok();
-            }
-            CHANGED.notify_all();
+            ask_for_runner(&mut state);
         }
         ready
     };
@@ -324,6 +328,15 @@ pub(super) fn take() -> Result<Runner, SandboxError> {
         Some(runner) => Ok(runner),
         None => Runner::start(),
     }
+}
+
+/// Asks the standby thread (started now if need be) for a runner.
+fn ask_for_runner(state: &mut State) {
+    state.wanted = true;
+    if !state.thread_started {
+        state.thread_started = std::thread::Builder::new().name("standby-runner".into()).spawn(keep_one_ready).is_ok();
+    }
+    CHANGED.notify_all();
 }
 
 /// The leftovers thread: removes what steps left, on a CPU nothing else wants. Never returns.

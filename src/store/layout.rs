@@ -6,6 +6,7 @@
 //! lock, lock.gate        the root's locks (see `Store::open`)
 //! db-v1.sqlite           cache records, layers, blobs (see `database`)
 //! file-hashes-v1         remembered digests of context files (see `file_hashes`)
+//! seccomp-filter-v1      the RUN steps' seccomp filter, compiled (see `sandbox::KeptFilter`)
 //! blobs-v1/sha256/<hex>  compressed layers, configs, manifests          Area::Blobs
 //! snapshots-v1/<hex>/    unpacked layers in overlay format, by diff id   Area::Snapshots
 //! mounts-v1/<hex>/       RUN --mount=type=cache directories             Area::Mounts
@@ -58,3 +59,4 @@ pub const LOCK_FILE: &str = "lock";
 pub const GATE_FILE: &str = "lock.gate";
 pub const DATABASE_FILE: &str = "db-v1.sqlite";
 pub const FILE_HASHES_FILE: &str = "file-hashes-v1";
+pub const SECCOMP_FILTER_FILE: &str = "seccomp-filter-v1";

@@ -197,6 +197,12 @@ impl Store {
         self.root.join(layout::FILE_HASHES_FILE)
     }
 
+    /// The file that keeps the RUN steps' compiled seccomp filter between builds
+    /// (the sandbox's `KeptFilter`).
+    pub fn seccomp_filter_path(&self) -> PathBuf {
+        self.root.join(layout::SECCOMP_FILTER_FILE)
+    }
+
     /// Replaces the remembered context file digests with `known` and `fresh` merged. Renamed
     /// into place, not synced: a file cut short by a crash is found damaged and only costs
     /// reading the files again.
