@@ -1,26 +1,38 @@
 //! The cgroup of a step's container, and the sweep of those whose runner was killed.
 //!
-//! Role: every container runs in `/rbuild/rbuild-<runner pid>` of each hierarchy. As root on a
-//! host with cgroup v1 hierarchies (the devices controller keeps host devices out, [`super::spec::DeviceGuard`]),
-//! the runner makes and joins these itself before its step ([`enter_own`]), with runc's devices
-//! allow list, and hides the hierarchies from its mount namespace so that libcontainer, which
-//! finds none, neither creates nor joins any: joining a cgroup (a write to `cgroup.procs`) takes
-//! the kernel's cgroup threadgroup lock, whose first taker after a quiet moment waits for an RCU
-//! grace period, 3 to 20 ms measured here, which a standby runner spends before its step instead
-//! of during it. The container inherits the runner's cgroups and sees them much as BuildKit's
-//! containers do: each hierarchy's own cgroup, read-only, under the hierarchy's name in
-//! `/sys/fs/cgroup` (a link to its mount, [`HIERARCHIES`]). Elsewhere (rootless; cgroup v2 as
-//! root) libcontainer manages the cgroup.
+//! Role: every container runs in `/rbuild/<name>` of each hierarchy, a name the rbuild process
+//! that starts the runner gives it ([`new_name`]: `rbuild-<its pid>-<n>`). As root on a host with
+//! cgroup v1 hierarchies (the devices controller keeps host devices out,
+//! [`super::spec::DeviceGuard`]), the runner makes and joins these itself before its step
+//! ([`enter_own`]), with runc's devices allow list, and hides the hierarchies from its mount
+//! namespace so that libcontainer, which finds none, neither creates nor joins any. The
+//! container inherits the runner's cgroups and sees them much as BuildKit's containers do: each
+//! hierarchy's own cgroup, read-only, under the hierarchy's name in `/sys/fs/cgroup` (a link to
+//! its mount, [`HIERARCHIES`]). Elsewhere (rootless; cgroup v2 as root) libcontainer manages the
+//! cgroup.
+//!
+//! How a process joins matters: moving a whole process (a write to `cgroup.procs`) takes the
+//! kernel's cgroup threadgroup lock, whose first taker after a quiet moment waits for an RCU
+//! grace period: 5 to 15 ms measured here, the first step's largest cost (a later runner spends
+//! it in standby). Moving the calling thread (`0` written to a v1 hierarchy's `tasks`) takes no
+//! such lock (60 µs), and the runner is single-threaded, so that is how it joins the v1
+//! hierarchies. cgroup v2 moves no single thread out of its domain; there the runner is born in
+//! its cgroup instead ([`unified_cgroup`], made by rbuild, then `clone3` with
+//! `CLONE_INTO_CGROUP` in the fork server), which takes the lock only for reading. A runner
+//! started without that (no fork server) joins through `cgroup.procs`.
 //!
 //! Whoever reaps a runner removes its cgroups ([`remove`]); a runner killed with its rbuild
 //! leaves one empty directory per controller, which [`sweep`] (at the start of every build)
-//! removes once the runner is gone.
+//! removes once the rbuild process of its name is gone (its runners die with it).
 //!
-//! Invariant: a cgroup whose runner pid is alive is never touched (a reused pid only delays the
-//! sweep), and `rmdir` refuses a cgroup that still holds processes.
+//! Invariant: a cgroup whose rbuild process is alive is never touched (a reused pid only delays
+//! the sweep), and `rmdir` refuses a cgroup that still holds processes.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::mount::{MntFlags, MsFlags};
 
@@ -31,9 +43,28 @@ const PREFIX: &str = "rbuild-";
 /// Where the hierarchies are mounted, on the host and in the container.
 const MOUNT: &str = "/sys/fs/cgroup";
 
-/// The cgroups path of the container run by the runner `runner_pid` (absolute, as in the spec).
-pub(crate) fn path_for(runner_pid: u32) -> String {
-    format!("/{PARENT}/{PREFIX}{runner_pid}")
+/// A name for the cgroups of a runner this process starts: `rbuild-<pid>-<n>`, unique on the
+/// host while this process lives.
+pub(super) fn new_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether `name` is one [`new_name`] makes (a runner started as a program is told its name on
+/// its command line).
+pub(super) fn is_valid_name(name: &str) -> bool {
+    owner_of(name).is_some() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+}
+
+/// The pid of the rbuild process whose runner's cgroup `name` is: `rbuild-<pid>-<n>` (and the
+/// `rbuild-<runner pid>` of earlier versions, whose runners died with their rbuild as well).
+fn owner_of(name: &str) -> Option<u32> {
+    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// The cgroups path of the container whose runner's cgroups are `name` (absolute, as in the spec).
+pub(crate) fn path_of(name: &str) -> String {
+    format!("/{PARENT}/{name}")
 }
 
 /// Removes the step cgroups of dead runners under `/sys/fs/cgroup`; returns how many. Best
@@ -61,19 +92,46 @@ fn parents(mount: &Path) -> Vec<PathBuf> {
     parents
 }
 
-/// Removes the cgroups of the runner `runner_pid` and its container, now that the runner has
-/// exited (what libcontainer's `delete` does, without its nine parses of the mount table, its
-/// state file and its resctrl lookup: 1.9 ms of a trivial step). One that is still busy stays
-/// for the next build's [`sweep`].
-pub(super) fn remove(runner_pid: u32) {
-    remove_in(Path::new(MOUNT), runner_pid);
+/// Removes the cgroups `name` of a runner and its container, now that the runner has exited
+/// (what libcontainer's `delete` does, without its nine parses of the mount table, its state
+/// file and its resctrl lookup: 1.9 ms of a trivial step). One that is still busy stays for the
+/// next build's [`sweep`].
+pub(super) fn remove(name: &str) {
+    remove_in(Path::new(MOUNT), name);
 }
 
-fn remove_in(mount: &Path, runner_pid: u32) {
+fn remove_in(mount: &Path, name: &str) {
     for parent in parents(mount) {
-        let cgroup = parent.join(format!("{PREFIX}{runner_pid}"));
+        let cgroup = parent.join(name);
         if cgroup.is_dir() {
             remove_cgroup(&cgroup);
+        }
+    }
+}
+
+/// The hierarchies of this process's mount namespace, read once (rbuild's namespace: the
+/// runners' are their own and change).
+fn host_hierarchies() -> &'static [Hierarchy] {
+    static HIERARCHIES: OnceLock<Vec<Hierarchy>> = OnceLock::new();
+    HIERARCHIES.get_or_init(|| fs::read_to_string("/proc/self/mountinfo").map(|mountinfo| hierarchies(&mountinfo)).unwrap_or_default())
+}
+
+/// rbuild's side, for a runner that will join its own cgroups ([`enter_own`]) and is forked by
+/// the fork server: makes its cgroup `name` in the cgroup v2 hierarchy under `/sys/fs/cgroup`
+/// (a hybrid host's `unified`), when there is one, and opens it for `CLONE_INTO_CGROUP`.
+/// `None` when there is none or it cannot be made: the runner then joins it by itself.
+pub(super) fn unified_cgroup(name: &str) -> Option<OwnedFd> {
+    let hierarchy = host_hierarchies().iter().find(|hierarchy| hierarchy.v2)?;
+    let cgroup = hierarchy.mount_point.join(PARENT).join(name);
+    if let Err(error) = fs::create_dir_all(&cgroup) {
+        tracing::debug!(cgroup = %cgroup.display(), %error, "the runner will make its v2 cgroup itself");
+        return None;
+    }
+    match fs::File::open(&cgroup) {
+        Ok(directory) => Some(OwnedFd::from(directory)),
+        Err(_) => {
+            let _ = fs::remove_dir(&cgroup);
+            None
         }
     }
 }
@@ -176,17 +234,21 @@ fn bind(source: &Path, target: &Path) -> Result<(), SandboxError> {
 /// and would make and join a cgroup below it.
 const HIERARCHIES: &str = ".hierarchies";
 
-/// The runner's side, before its step (root, cgroup v1 hierarchies present): makes
-/// `/rbuild/rbuild-<pid>` in every hierarchy under `/sys/fs/cgroup` (devices: runc's allow list)
-/// and moves this process into them. Then, in this process's (private) mount namespace, puts a
+/// The runner's side, before its step (root, cgroup v1 hierarchies present; this process
+/// single-threaded): makes `/rbuild/<name>` in every hierarchy under `/sys/fs/cgroup` (devices:
+/// runc's allow list) and moves this process into them (v1: its one thread, through `tasks`;
+/// v2: unless it was born there, through `cgroup.procs`). Then, in this process's (private) mount namespace, puts a
 /// tmpfs at `/sys/fs/cgroup` in place of the host's: the host's names but not the v2 hierarchy's,
 /// as runc's containers have them, each a link to this process's cgroup of that hierarchy,
 /// bound at `.hierarchies/<n>`. The container's `/sys` (a read-only rbind) shows that.
-pub(super) fn enter_own(directory: &Path) -> Result<(), SandboxError> {
+pub(super) fn enter_own(directory: &Path, name: &str) -> Result<(), SandboxError> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|error| SandboxError::io("read `/proc/self/mountinfo`", error))?;
     let hierarchies = hierarchies(&mountinfo);
-    let own = path_for(std::process::id());
-    let pid = std::process::id().to_string();
+    let own = path_of(name);
+    let born_in_v2 = fs::read_to_string("/proc/self/cgroup").is_ok_and(|cgroups| cgroups.lines().any(|line| line == format!("0::{own}")));
+    // The calling thread is the process only while it is the one thread (as a runner is); else
+    // the whole process moves, lock or not.
+    let v1_file = if super::sys::thread_count() == 1 { "tasks" } else { "cgroup.procs" };
     let view = directory.join("cgroup-view");
     super::create_directory(&view)?;
     nix::mount::mount(Some("tmpfs"), &view, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
@@ -202,7 +264,11 @@ pub(super) fn enter_own(directory: &Path) -> Result<(), SandboxError> {
                 write(&cgroup.join(file), &rule)?;
             }
         }
-        write(&cgroup.join("cgroup.procs"), &pid)?;
+        match hierarchy.v2 {
+            false => write(&cgroup.join(v1_file), "0")?,
+            true if born_in_v2 => {}
+            true => write(&cgroup.join("cgroup.procs"), "0")?,
+        }
         let Some(name) = hierarchy.mount_point.file_name().filter(|_| !hierarchy.v2) else { continue };
         let shown = Path::new(HIERARCHIES).join(index.to_string());
         super::create_directory(&view.join(&shown))?;
@@ -241,7 +307,7 @@ fn sweep_in(mount: &Path, alive: &dyn Fn(u32) -> bool) -> usize {
         let Ok(entries) = fs::read_dir(&parent) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix(PREFIX).and_then(|pid| pid.parse::<u32>().ok()) else { continue };
+            let Some(pid) = owner_of(&name) else { continue };
             if entry.path().is_dir() && !alive(pid) && remove_cgroup(&entry.path()) {
                 removed += 1;
             }
@@ -268,31 +334,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_cgroups_of_dead_runners_go() {
+    fn only_cgroups_of_dead_rbuild_processes_go() {
         // A plain directory tree stands in for the hierarchies (rmdir of an empty directory).
         let mount = tempfile::tempdir().unwrap();
         let v2 = mount.path().join("rbuild");
         let v1 = mount.path().join("pids/rbuild");
-        for directory in [v2.join("rbuild-100"), v2.join("rbuild-200"), v1.join("rbuild-100/child"), v1.join("other-100")] {
+        let made = [
+            v2.join("rbuild-100-0"),
+            v2.join("rbuild-200-3"),
+            v1.join("rbuild-100-0/child"),
+            v1.join("rbuild-100-1"),
+            v1.join("rbuild-100"),
+            v1.join("other-100"),
+            v1.join("rbuild-x-1"),
+        ];
+        for directory in made {
             fs::create_dir_all(directory).unwrap();
         }
         let removed = sweep_in(mount.path(), &|pid| pid == 200);
-        assert_eq!(removed, 2);
-        assert!(!v2.join("rbuild-100").exists() && !v1.join("rbuild-100").exists());
-        assert!(v2.join("rbuild-200").exists() && v1.join("other-100").exists());
-        assert_eq!(path_for(7), "/rbuild/rbuild-7");
+        assert_eq!(removed, 4);
+        for gone in [v2.join("rbuild-100-0"), v1.join("rbuild-100-0"), v1.join("rbuild-100-1"), v1.join("rbuild-100")] {
+            assert!(!gone.exists(), "{}", gone.display());
+        }
+        for kept in [v2.join("rbuild-200-3"), v1.join("other-100"), v1.join("rbuild-x-1")] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+    }
+
+    #[test]
+    fn names_say_whose_they_are() {
+        let name = new_name();
+        assert!(name.starts_with(&format!("rbuild-{}-", std::process::id())), "{name}");
+        assert_ne!(new_name(), name);
+        assert!(is_valid_name(&name));
+        assert_eq!(owner_of(&name), Some(std::process::id()));
+        assert_eq!(path_of("rbuild-7-2"), "/rbuild/rbuild-7-2");
+        for invalid in ["", "rbuild-", "rbuild-../x", "rbuild-1/../../x", "other-1-1", "rbuild-1-1/"] {
+            assert!(!is_valid_name(invalid), "{invalid}");
+        }
     }
 
     #[test]
     fn a_runner_removes_its_own_cgroups_only() {
         let mount = tempfile::tempdir().unwrap();
-        let own = [mount.path().join("rbuild/rbuild-300"), mount.path().join("devices/rbuild/rbuild-300/child")];
-        let others = [mount.path().join("rbuild/rbuild-3000"), mount.path().join("devices/rbuild/rbuild-30")];
+        let own = [mount.path().join("rbuild/rbuild-300-1"), mount.path().join("devices/rbuild/rbuild-300-1/child")];
+        let others = [mount.path().join("rbuild/rbuild-300-10"), mount.path().join("devices/rbuild/rbuild-300-0")];
         for directory in own.iter().chain(&others) {
             fs::create_dir_all(directory).unwrap();
         }
-        remove_in(mount.path(), 300);
-        assert!(!mount.path().join("rbuild/rbuild-300").exists() && !mount.path().join("devices/rbuild/rbuild-300").exists());
+        remove_in(mount.path(), "rbuild-300-1");
+        assert!(!mount.path().join("rbuild/rbuild-300-1").exists() && !mount.path().join("devices/rbuild/rbuild-300-1").exists());
         assert!(others.iter().all(|other| other.exists()));
     }
 

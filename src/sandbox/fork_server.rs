@@ -10,9 +10,11 @@
 //! How: [`start`] runs in `main()` after [`super::enter`], while rbuild is still single-threaded
 //! (a fork of a multi-threaded process could inherit a lock some other thread held). The child,
 //! the fork server, waits on its end of a socket pair. [`fork_runner`] sends it a step
-//! directory and the runner's three pipe ends (SCM_RIGHTS); it forks, and the new process puts
-//! the pipes on its stdin, stdout and stderr, closes everything else, takes its own process
-//! group and becomes the runner ([`super::runner::run`], which never returns). The server
+//! directory, the name of the runner's cgroups and the runner's three pipe ends (SCM_RIGHTS),
+//! with the runner's cgroup v2 directory when rbuild made one ([`super::cgroup`]); it forks (into
+//! that cgroup: `clone3` with `CLONE_INTO_CGROUP`), and the new process puts the pipes on its
+//! stdin, stdout and stderr, closes everything else, takes its own process group and becomes the
+//! runner ([`super::runner::run`], which never returns). The server
 //! answers with the runner's pid and a pidfd of it. The kernel reaps the runners (the server
 //! ignores `SIGCHLD`): rbuild sees their exit through the pidfd and signals them through it, so
 //! a reused pid is never hit. A runner that must report why it ended has no exit status here;
@@ -76,13 +78,27 @@ pub(super) struct Forked {
     pub pidfd: OwnedFd,
 }
 
-/// Has the server fork a runner for the step directory `directory` with these pipe ends as its
-/// stdin, stdout and stderr. `None` without a server; an error when the server failed.
-pub(super) fn fork_runner(directory: &Path, pipes: [BorrowedFd<'_>; 3]) -> Option<std::io::Result<Forked>> {
+/// What the server needs to fork a runner.
+pub(super) struct RunnerRequest<'a> {
+    /// The step directory.
+    pub directory: &'a Path,
+    /// The name of the runner's cgroups ([`super::cgroup::new_name`]).
+    pub cgroup: &'a str,
+    /// Its stdin, stdout and stderr.
+    pub pipes: [BorrowedFd<'a>; 3],
+    /// Its cgroup v2 directory, to be born in.
+    pub unified_cgroup: Option<BorrowedFd<'a>>,
+}
+
+/// Has the server fork a runner. `None` without a server; an error when the server failed.
+pub(super) fn fork_runner(request: RunnerRequest<'_>) -> Option<std::io::Result<Forked>> {
     let server = server();
     let (socket, _) = server.as_ref()?;
-    let answer = sys::send_message(socket.as_fd(), directory.as_os_str().as_bytes(), &pipes)
-        .and_then(|()| sys::receive_message(socket.as_fd(), 16, 1));
+    let mut message = request.directory.as_os_str().as_bytes().to_vec();
+    message.push(0);
+    message.extend_from_slice(request.cgroup.as_bytes());
+    let descriptors: Vec<BorrowedFd<'_>> = request.pipes.into_iter().chain(request.unified_cgroup).collect();
+    let answer = sys::send_message(socket.as_fd(), &message, &descriptors).and_then(|()| sys::receive_message(socket.as_fd(), 16, 1));
     Some(answer.and_then(|(bytes, descriptors)| {
         let pid = <[u8; 4]>::try_from(bytes.as_slice()).map(u32::from_ne_bytes).ok().filter(|pid| *pid != 0);
         match (pid, descriptors.into_iter().next()) {
@@ -115,14 +131,19 @@ fn serve(socket: BorrowedFd<'_>, parent: nix::unistd::Pid) -> ! {
     sys::keep_only_descriptor(socket);
     sys::reap_children_automatically();
     loop {
-        let (directory, pipes) = match sys::receive_message(socket, 64 * 1024, 3) {
-            Ok((bytes, pipes)) if !bytes.is_empty() => (OsString::from_vec(bytes), pipes),
+        let (message, mut descriptors) = match sys::receive_message(socket, 64 * 1024, 4) {
+            Ok((bytes, descriptors)) if !bytes.is_empty() => (bytes, descriptors),
             // rbuild's end is closed (an empty message), or the socket failed.
             _ => sys::exit_now(0),
         };
-        let answer = match <[OwnedFd; 3]>::try_from(pipes) {
-            Ok(pipes) => fork_one(Path::new(&directory), pipes),
-            Err(_) => None,
+        let unified_cgroup = (descriptors.len() == 4).then(|| descriptors.pop()).flatten();
+        let answer = match (message.iter().position(|byte| *byte == 0), <[OwnedFd; 3]>::try_from(descriptors)) {
+            (Some(end), Ok(pipes)) => {
+                let directory = OsString::from_vec(message[..end].to_vec());
+                let cgroup = String::from_utf8_lossy(&message[end + 1..]).into_owned();
+                fork_one(Path::new(&directory), &cgroup, pipes, unified_cgroup)
+            }
+            _ => None,
         };
         let sent = match &answer {
             Some(forked) => sys::send_message(socket, &forked.pid.to_ne_bytes(), &[forked.pidfd.as_fd()]),
@@ -135,10 +156,14 @@ fn serve(socket: BorrowedFd<'_>, parent: nix::unistd::Pid) -> ! {
 }
 
 /// Forks one runner; in the parent, its pid and pidfd (`None` when the fork failed).
-fn fork_one(directory: &Path, pipes: [OwnedFd; 3]) -> Option<Forked> {
-    // The server has one thread, always: the child may run any code.
-    match sys::fork_single_threaded() {
-        Ok(ForkResult::Child) => become_runner(directory, pipes),
+fn fork_one(directory: &Path, cgroup: &str, pipes: [OwnedFd; 3], unified_cgroup: Option<OwnedFd>) -> Option<Forked> {
+    // The server has one thread, always: the child may run any code. Born in its v2 cgroup
+    // when rbuild made one; should that fail, the runner joins it itself.
+    let forked = unified_cgroup
+        .and_then(|unified| sys::fork_single_threaded_into_cgroup(unified.as_fd()).ok())
+        .map_or_else(sys::fork_single_threaded, Ok);
+    match forked {
+        Ok(ForkResult::Child) => become_runner(directory, cgroup, pipes),
         Ok(ForkResult::Parent { child }) => {
             drop(pipes);
             let pidfd = sys::pidfd_open(child)?;
@@ -151,7 +176,7 @@ fn fork_one(directory: &Path, pipes: [OwnedFd; 3]) -> Option<Forked> {
 /// The forked child: the pipes on 0, 1 and 2, nothing else open, its own process group (a
 /// terminal's Ctrl-C reaches rbuild only), `SIGCHLD` back to its default (the runner waits for
 /// its container), then the runner.
-fn become_runner(directory: &Path, pipes: [OwnedFd; 3]) -> ! {
+fn become_runner(directory: &Path, cgroup: &str, pipes: [OwnedFd; 3]) -> ! {
     use std::os::fd::AsRawFd;
     for (target, pipe) in pipes.iter().enumerate() {
         if nix::unistd::dup2(pipe.as_raw_fd(), target as i32).is_err() {
@@ -163,5 +188,5 @@ fn become_runner(directory: &Path, pipes: [OwnedFd; 3]) -> ! {
     sys::close_descriptors_from(3);
     sys::default_action(Signal::SIGCHLD);
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-    super::runner::run(directory)
+    super::runner::run(directory, cgroup)
 }

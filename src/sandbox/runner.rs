@@ -1,6 +1,6 @@
 //! The step runner: the single-threaded process that owns one container's whole life, forked by
 //! the fork server ([`super::fork_server`]) or, without one, started as `rbuild __run-step <step
-//! directory>`. Its name is `rbuild-runner`; it works in its step directory.
+//! directory> <cgroup name>`. Its name is `rbuild-runner`; it works in its step directory.
 //!
 //! It is started before its step is known ([`super::standby`]): what needs no step (the process
 //! start, signal handlers, subreaper, private mount namespace, the step directory's mount points)
@@ -62,9 +62,10 @@ pub(crate) enum RunnerResult {
     },
 }
 
-/// Waits for a step on stdin, runs it in the private step directory `directory`, and exits with
-/// the container's code (125 when the runner failed, 130 when canceled; 0 when dismissed).
-pub(crate) fn run(directory: &Path) -> ! {
+/// Waits for a step on stdin, runs it in the private step directory `directory` and (as root
+/// with cgroup v1) the cgroups `cgroup` ([`super::cgroup::new_name`]), and exits with the
+/// container's code (125 when the runner failed, 130 when canceled; 0 when dismissed).
+pub(crate) fn run(directory: &Path, cgroup: &str) -> ! {
     // `SIGTERM` when the thread that started this process dies (in practice, rbuild). Should it
     // have died before this call, the step pipe's end dismisses this runner all the same.
     let _ = sys::set_parent_death_signal(Signal::SIGTERM);
@@ -74,7 +75,7 @@ pub(crate) fn run(directory: &Path) -> ! {
     let _ = std::env::set_current_dir(directory);
     let directory = directory.to_path_buf();
     let parent = nix::unistd::getppid();
-    let result = match run_step(&directory) {
+    let result = match run_step(&directory, cgroup) {
         Ok(Some(result)) => result,
         // Dismissed: nobody waits for a result, and the step directory is the caller's.
         Ok(None) => std::process::exit(0),
@@ -145,7 +146,7 @@ fn install_signal_handlers() -> Result<OwnedFd, SandboxError> {
     Ok(read)
 }
 
-fn run_step(directory: &Path) -> Result<Option<RunnerResult>, SandboxError> {
+fn run_step(directory: &Path, cgroup: &str) -> Result<Option<RunnerResult>, SandboxError> {
     let wake_read = install_signal_handlers()?;
     let _ = sys::become_subreaper();
     super::userns::private_mount_namespace("create the step's mount namespace")?;
@@ -158,7 +159,7 @@ fn run_step(directory: &Path) -> Result<Option<RunnerResult>, SandboxError> {
     // filesystem may open: layers and earlier steps could have made any.
     let device_guard = device_guard();
     if device_guard == spec::DeviceGuard::DevicesCgroup {
-        super::cgroup::enter_own(directory)?;
+        super::cgroup::enter_own(directory, cgroup)?;
     }
 
     let Some(text) = read_step(&wake_read)? else { return Ok(None) };
@@ -176,7 +177,7 @@ fn run_step(directory: &Path) -> Result<Option<RunnerResult>, SandboxError> {
     // map, where there is nothing to drop.
     let _ = nix::unistd::setgroups(&[]);
 
-    let confinement = Confinement { device_guard, seccomp_filter: input.seccomp_filter.into_owned().into() };
+    let confinement = Confinement { device_guard, cgroup: cgroup.to_string(), seccomp_filter: input.seccomp_filter.into_owned().into() };
     let nodev = confinement.device_guard == spec::DeviceGuard::NoMknod;
     match &step.rootfs {
         None => overlay::mount_overlay(&step.lowers, &step.upper, &step.work, &rootfs, &scratch, nodev)?,
@@ -243,9 +244,11 @@ fn run_mounted(
     outcome
 }
 
-/// What keeps the step in: the device guard and the seccomp filter.
+/// What keeps the step in: the device guard, the cgroups and the seccomp filter.
 struct Confinement {
     device_guard: spec::DeviceGuard,
+    /// The name of the container's cgroups.
+    cgroup: String,
     seccomp_filter: std::sync::Arc<[u8]>,
 }
 
@@ -286,7 +289,7 @@ fn run_container(
         None => (None, None),
     };
     let id = format!("rbuild-{}", std::process::id());
-    let cgroups_path = super::cgroup::path_for(std::process::id());
+    let cgroups_path = super::cgroup::path_of(&confinement.cgroup);
     let bundle = directory.join("bundle");
     let state = directory.join("state");
     for path in [&bundle, &state] {

@@ -48,6 +48,8 @@ pub fn set_runner_program(program: std::path::PathBuf) {
 /// A started runner process waiting for its step, and its private step directory.
 pub(super) struct Runner {
     pub(super) process: RunnerProcess,
+    /// The name of its cgroups ([`super::cgroup::new_name`]).
+    pub(super) cgroup: String,
     /// `None` once the step was sent.
     step_pipe: Option<File>,
     pub(super) stdout: File,
@@ -60,16 +62,30 @@ impl Runner {
     fn start() -> Result<Runner, SandboxError> {
         // Private to rbuild's user: the runner keeps the container's state and its result here.
         let directory = PrivateDir::new("step").map_err(|error| SandboxError::io("create the step's temp dir", error))?;
+        let cgroup = super::cgroup::new_name();
         if RUNNER_PROGRAM.get().is_none() {
             let pipe = || {
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|error| SandboxError::syscall("create the runner's pipes", error))
             };
             let ((step_read, step_write), (stdout_read, stdout_write), (stderr_read, stderr_write)) = (pipe()?, pipe()?, pipe()?);
-            let pipes = [step_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()];
-            if let Some(forked) = super::fork_server::fork_runner(directory.path(), pipes) {
+            // A runner that joins cgroups of its own is born in its v2 one ([`super::cgroup`]).
+            let joins_cgroups = super::runner::device_guard() == super::spec::DeviceGuard::DevicesCgroup;
+            let unified_cgroup = joins_cgroups.then(|| super::cgroup::unified_cgroup(&cgroup)).flatten();
+            let request = super::fork_server::RunnerRequest {
+                directory: directory.path(),
+                cgroup: &cgroup,
+                pipes: [step_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()],
+                unified_cgroup: unified_cgroup.as_ref().map(|unified| unified.as_fd()),
+            };
+            let forked = super::fork_server::fork_runner(request);
+            if unified_cgroup.is_some() && !matches!(forked, Some(Ok(_))) {
+                super::cgroup::remove(&cgroup);
+            }
+            if let Some(forked) = forked {
                 let forked = forked.map_err(|error| SandboxError::io("fork the step runner", error))?;
                 return Ok(Runner {
-                    process: RunnerProcess::Forked { pid: forked.pid, pidfd: forked.pidfd },
+                    process: RunnerProcess::Forked { pidfd: forked.pidfd },
+                    cgroup,
                     step_pipe: Some(File::from(step_write)),
                     stdout: File::from(stdout_read),
                     stderr: File::from(stderr_read),
@@ -83,6 +99,7 @@ impl Runner {
             .arg0("rbuild")
             .arg(RUN_STEP_COMMAND)
             .arg(directory.path())
+            .arg(&cgroup)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -99,6 +116,7 @@ impl Runner {
         };
         Ok(Runner {
             process: RunnerProcess::Spawned(child),
+            cgroup,
             step_pipe: Some(File::from(OwnedFd::from(step_pipe))),
             stdout: File::from(OwnedFd::from(stdout)),
             stderr: File::from(OwnedFd::from(stderr)),
@@ -117,9 +135,9 @@ impl Runner {
 
     /// Ends a runner that got no step: EOF on its stdin, then what [`ExitedRunner`]'s drop does.
     pub(super) fn dismiss(self) {
-        let Runner { process, step_pipe, directory, .. } = self;
+        let Runner { process, cgroup, step_pipe, directory, .. } = self;
         drop(step_pipe);
-        drop(ExitedRunner { process, _directory: directory });
+        drop(ExitedRunner { process, cgroup, _directory: directory });
     }
 }
 
@@ -128,6 +146,7 @@ impl Runner {
 /// directory.
 pub(super) struct ExitedRunner {
     pub(super) process: RunnerProcess,
+    pub(super) cgroup: String,
     // After the wait: the runner's mounts were made under it.
     pub(super) _directory: PrivateDir,
 }
@@ -135,7 +154,7 @@ pub(super) struct ExitedRunner {
 impl Drop for ExitedRunner {
     fn drop(&mut self) {
         if self.process.wait().is_ok() {
-            super::cgroup::remove(self.process.id());
+            super::cgroup::remove(&self.cgroup);
         }
     }
 }
@@ -145,20 +164,12 @@ impl Drop for ExitedRunner {
 pub(super) enum RunnerProcess {
     /// The kernel reaps it; its pidfd says when it is gone and takes its signals.
     Forked {
-        pid: u32,
         pidfd: OwnedFd,
     },
     Spawned(Child),
 }
 
 impl RunnerProcess {
-    pub(super) fn id(&self) -> u32 {
-        match self {
-            RunnerProcess::Forked { pid, .. } => *pid,
-            RunnerProcess::Spawned(child) => child.id(),
-        }
-    }
-
     /// Sends `signal` (to this process only, even once its pid is reused).
     pub(super) fn signal(&mut self, signal: nix::sys::signal::Signal) {
         match self {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::runner::{RESULT_FILE, RunnerResult};
-use super::standby::{ExitedRunner, RunnerProcess};
+use super::standby::ExitedRunner;
 use super::{SandboxError, StepOutcome, StepSpec, Stream, standby, sys};
 
 /// How long a canceled runner may take to clean up before it is killed.
@@ -46,7 +46,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
     runner.send_step(&text);
-    let standby::Runner { mut process, mut stdout, mut stderr, directory, .. } = runner;
+    let standby::Runner { mut process, cgroup, mut stdout, mut stderr, directory, .. } = runner;
 
     let mut open = [true, true];
     let mut buffer = vec![0u8; 64 * 1024];
@@ -90,7 +90,8 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         && let Some(RunnerResult::Exited { exit_code, removed_stubs, unmounted }) = &result
     {
         tracing::debug!(?removed_stubs, exit_code, unmounted, "step finished");
-        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner::new(process, directory, *unmounted) });
+        let exited = ExitedRunner { process, cgroup, _directory: directory };
+        return Ok(StepOutcome { exit_code: *exit_code, runner: ExitingRunner { exited: Some(exited), unmounted: *unmounted } });
     }
     // Else wait for the exit here (a cancel, a failure). Its pidfd wakes this loop the moment it
     // exits (a fixed sleep cost a trivial step ~1 ms on average).
@@ -117,7 +118,7 @@ pub fn run_step(spec: &StepSpec, output: &mut dyn FnMut(Stream, &[u8]), cancel: 
         }
     };
 
-    drop(ExitingRunner::new(process, directory, false));
+    drop(ExitedRunner { process, cgroup, _directory: directory });
     Err(match result {
         _ if terminated_at.is_some() => SandboxError::Canceled,
         Some(RunnerResult::Canceled) => SandboxError::Canceled,
@@ -142,12 +143,6 @@ pub struct ExitingRunner {
     exited: Option<ExitedRunner>,
     /// The runner unmounted the step's overlay before it reported.
     unmounted: bool,
-}
-
-impl ExitingRunner {
-    fn new(process: RunnerProcess, directory: super::PrivateDir, unmounted: bool) -> ExitingRunner {
-        ExitingRunner { exited: Some(ExitedRunner { process, _directory: directory }), unmounted }
-    }
 }
 
 impl Drop for ExitingRunner {

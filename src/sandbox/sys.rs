@@ -276,6 +276,50 @@ pub(super) fn fork_single_threaded() -> Result<ForkResult, SandboxError> {
     unsafe { nix::unistd::fork() }.map_err(|error| SandboxError::syscall("fork", error))
 }
 
+/// [`fork_single_threaded`] with the child born in the cgroup v2 directory `cgroup` (`clone3`
+/// with `CLONE_INTO_CGROUP`, Linux 5.7): no write to `cgroup.procs`, whose lock can wait for an
+/// RCU grace period ([`super::cgroup`]). The child is a `fork()`'s but for glibc's cached thread
+/// id, still the parent's: what the runner calls does not use it (glibc 2.34 and later signal
+/// the calling thread by its real id; libcontainer starts its own processes the same way).
+pub(super) fn fork_single_threaded_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<ForkResult, SandboxError> {
+    /// The kernel's `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArguments {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(SandboxError::NotSingleThreaded { threads });
+    }
+    let arguments = CloneArguments {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArguments::default()
+    };
+    // SAFETY: as `fork()` in `fork_single_threaded` (one thread, checked above): no stack, no
+    // shared memory, the child continues on a copy of this one; `arguments` is a valid
+    // `clone_args` of the size passed, alive during the call.
+    let result = unsafe { libc::syscall(libc::SYS_clone3, &arguments as *const CloneArguments, size_of::<CloneArguments>()) };
+    match result {
+        -1 => Err(SandboxError::syscall("clone3 into a cgroup", nix::errno::Errno::last())),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent { child: Pid::from_raw(pid as i32) }),
+    }
+}
+
 /// `_exit(code)`: ends a forked child or a signal handler's process without running the
 /// parent's atexit handlers or flushing its buffers. Async-signal-safe.
 pub(super) fn exit_now(code: i32) -> ! {

@@ -977,6 +977,14 @@ fn descendants(pid: u32) -> Vec<u32> {
 }
 
 /// The parent of the process `pid`.
+/// The cgroup v1 devices cgroup of the process `pid` when it is one of rbuild's (`/rbuild/...`,
+/// which a root runner joins before its step).
+fn devices_cgroup_of(pid: u32) -> Option<PathBuf> {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|line| line.split_once(":devices:").map(|(_, path)| path.to_string()))?;
+    path.starts_with("/rbuild/").then(|| Path::new("/sys/fs/cgroup/devices").join(path.trim_start_matches('/')))
+}
+
 fn parent_of(pid: u32) -> u32 {
     let stat = read(&PathBuf::from(format!("/proc/{pid}/stat")));
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
@@ -1026,6 +1034,8 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
         };
         std::thread::sleep(Duration::from_millis(300));
         let step_directory = step_directory_of(runner);
+        let cgroup = devices_cgroup_of(runner);
+        assert_eq!(cgroup.is_some(), case.mode == Mode::Root, "[{:?}] the runner's own devices cgroup", case.mode);
         let mut tree = descendants(build.id());
         tree.push(build.id());
         for signal in [nix::sys::signal::Signal::SIGSTOP, nix::sys::signal::Signal::SIGKILL] {
@@ -1046,8 +1056,7 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
         // The step directory in /dev/shm and the cgroup are left too, unless a build of another
         // test running now swept them already (the sweep's unit tests pin which go).
         assert!(fs::read_dir(&tmp).unwrap().count() > 0, "[{:?}] the kill left nothing in tmp/", case.mode);
-        let cgroup = Path::new("/sys/fs/cgroup/pids/rbuild").join(format!("rbuild-{runner}"));
-        let cgroup_left = case.mode == Mode::Root && cgroup.is_dir();
+        let cgroup_left = cgroup.as_ref().is_some_and(|cgroup| cgroup.is_dir());
         let mut search = Command::new("grep");
         search.args(["-rl", &value, "/dev/shm"]).arg(case.project.root());
         let found = run_command(search, None);
@@ -1057,8 +1066,8 @@ fn a_killed_build_leaves_no_secret_and_the_next_build_sweeps_its_leftovers() {
         case.build(&[]).ok();
         assert!(!step_directory.exists(), "[{:?}] the killed build's step directory stayed", case.mode);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "[{:?}] tmp/ was not swept", case.mode);
-        if cgroup_left {
-            assert!(!cgroup.exists(), "the killed runner's cgroup stayed");
+        if let Some(cgroup) = cgroup.filter(|_| cgroup_left) {
+            assert!(!cgroup.exists(), "the killed runner's cgroup stayed: {}", cgroup.display());
         }
     });
 }
@@ -1331,6 +1340,15 @@ fn the_standby_runner_waits_during_a_step_and_goes_with_the_build() {
         };
         let directory = step_directory_of(standby);
         assert!(directory.is_dir(), "[{:?}] the standby runner has no step directory {}", case.mode, directory.display());
+        let cgroup = devices_cgroup_of(standby);
+        assert_eq!(cgroup.is_some(), case.mode == Mode::Root, "[{:?}] the standby runner's own devices cgroup", case.mode);
+        // On a hybrid host, born in the v2 cgroup of the same name (`clone3` into it).
+        let unified = cgroup.as_ref().filter(|_| Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()).map(|cgroup| {
+            let name = cgroup.file_name().unwrap().to_string_lossy().into_owned();
+            let own = read(&PathBuf::from(format!("/proc/{standby}/cgroup")));
+            assert!(own.lines().any(|line| line == format!("0::/rbuild/{name}")), "not in its v2 cgroup {name}:\n{own}");
+            Path::new("/sys/fs/cgroup/unified/rbuild").join(name)
+        });
         // Forked by rbuild's fork server, not started as a program.
         let server = parent_of(standby);
         assert_eq!(read(&PathBuf::from(format!("/proc/{server}/comm"))).trim_end(), "rbuild-forks", "[{:?}]", case.mode);
@@ -1340,7 +1358,8 @@ fn the_standby_runner_waits_during_a_step_and_goes_with_the_build() {
         assert!(!is_runner(standby), "[{:?}] the standby runner outlived its build", case.mode);
         assert!(!Path::new(&format!("/proc/{server}")).exists(), "[{:?}] the fork server outlived its build", case.mode);
         assert!(!directory.exists(), "[{:?}] the standby runner's step directory stayed", case.mode);
-        let cgroup = Path::new("/sys/fs/cgroup/devices/rbuild").join(format!("rbuild-{standby}"));
-        assert!(!cgroup.exists(), "[{:?}] the standby runner's cgroup stayed", case.mode);
+        for cgroup in cgroup.iter().chain(&unified) {
+            assert!(!cgroup.exists(), "[{:?}] the standby runner's cgroup stayed: {}", case.mode, cgroup.display());
+        }
     });
 }
