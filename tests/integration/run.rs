@@ -930,6 +930,34 @@ fn host_devices_are_out_of_reach() {
     }
 }
 
+/// Issue 13: the compiled seccomp filter is kept in the state root (`seccomp-filter-v1`: a key,
+/// the program's digest, the program), and a damaged one makes no weaker filter: the next build
+/// compiles it again, its step is confined as before (no user namespace, as BuildKit's profile
+/// has it: testdata/conformance/run-seccomp-probes), and the file is whole again.
+#[test]
+fn a_damaged_kept_seccomp_filter_is_compiled_again() {
+    both(|case| {
+        case.dockerfile(
+            "FROM busybox\nRUN grep ^Seccomp: /proc/self/status > /seccomp; unshare -U true 2> /dev/null; echo $? > /unshare\n",
+        );
+        let first = case.build_local("first", &[]);
+        let kept_path = case.project.root().join("seccomp-filter-v1");
+        let kept = fs::read(&kept_path).expect("no kept filter after a build with a RUN step");
+        assert!(kept.len() > 64 && (kept.len() - 64) % 8 == 0, "[{:?}] {} bytes", case.mode, kept.len());
+        let mut damaged = kept.clone();
+        // The program's last instruction: its action.
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        fs::write(&kept_path, &damaged).unwrap();
+        let second = case.build_local("second", &["--no-cache"]);
+        for out in [&first, &second] {
+            assert_eq!(file(out, "seccomp"), "Seccomp:\t2\n", "[{:?}]", case.mode);
+            assert_eq!(file(out, "unshare"), "1\n", "[{:?}] a step made a user namespace", case.mode);
+        }
+        assert_eq!(fs::read(&kept_path).unwrap(), kept, "[{:?}] the damaged filter was not replaced", case.mode);
+    });
+}
+
 /// Secrets stay secret on the host too (issue 9, point 8): while a step with an `env=` secret
 /// and a `mode=0444` secret file runs, another host user finds the value in no file of rbuild's
 /// (the step's files in /dev/shm were 0755 and 0644 and held it).
