@@ -25,14 +25,19 @@
 #                  package mirror, so its figures move with it)
 #   ONLY="a b"     run only these workloads (names below)
 #
-# Workloads (names): big-layer, ctx-cold, ctx-edit, ctx-noop, git-cold, git-noop, steps, parallel, apt.
+# Workloads (names): big-layer, ctx-cold, ctx-edit, ctx-noop, git-cold, git-noop, steps,
+# steps-new-root, parallel, apt.
 #   big-layer  a 1 GiB random file COPYed, cold, exported as an OCI archive with gzip
 #   ctx-cold   a 50,000-file / 200 MB context COPYed, cold, OCI archive
 #   ctx-edit   the same after one file's content changed, OCI archive
 #   ctx-noop   the same unchanged, OCI archive
 #   git-cold   ADD of a git repository of 5,000 files (20 MB) from a `git daemon` here, cold
 #   git-noop   the same rebuilt with the branch unchanged (the ref is asked, nothing fetched)
-#   steps      30 trivial RUN steps, cold (the base image already pulled)
+#   steps      30 trivial RUN steps, cold (the base image already pulled and another RUN step
+#              run by each builder before: a state root in use, a daemon that has run a
+#              container; rbuild keeps its compiled seccomp filter in the root)
+#   steps-new-root  the same, the state root used only to pull the base (rbuild compiles the
+#              filter during the build)
 #   parallel   four `RUN sleep 2` stages, rebuilt (--no-cache)
 #   apt        FROM debian:bookworm, RUN apt-get update && apt-get install python3 (--no-cache)
 # "Cold" is a fresh state root for rbuild and `buildctl prune --all` for BuildKit, both with the
@@ -47,7 +52,7 @@ BIG_MB=${BIG_MB:-1024}
 N_FILES=${N_FILES:-50000}
 TREE_BYTES=${TREE_BYTES:-200000000}
 ORACLE=${ORACLE:-$repo/../shared/tools/buildkit/oracle}
-ONLY=${ONLY:-big-layer ctx-cold ctx-edit ctx-noop git-cold git-noop steps parallel apt}
+ONLY=${ONLY:-big-layer ctx-cold ctx-edit ctx-noop git-cold git-noop steps steps-new-root parallel apt}
 GIT_FILES=${GIT_FILES:-5000}
 
 [[ $(id -u) == 0 ]] || { echo "run as root: the oracle's BuildKit needs it" >&2; exit 1; }
@@ -296,11 +301,15 @@ mkdir -p "$T/steps" "$T/parallel" "$T/apt"
 } >"$T/parallel/Dockerfile"
 printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*\n' \
     >"$T/apt/Dockerfile"
-# The base image pulled once by each builder: the steps are what is timed.
+# The base image pulled once by each builder (and another step run): the steps are what is timed.
+mkdir -p "$T/pull" "$T/pull-and-run" && echo "FROM busybox" >"$T/pull/Dockerfile"
+printf 'FROM busybox\nRUN true\n' >"$T/pull-and-run/Dockerfile"
 pulled_root() { fresh_root "$1"; "$RBUILD" build --root "$ROOT" --progress=quiet "$T/pull" >/dev/null 2>&1; }
-mkdir -p "$T/pull" && echo "FROM busybox" >"$T/pull/Dockerfile"
+used_root() { fresh_root "$1"; "$RBUILD" build --root "$ROOT" --progress=quiet "$T/pull-and-run" >/dev/null 2>&1; }
 buildkit_keep_base() { buildkit_cold; "$ORACLE" build --progress=quiet "$T/pull" >/dev/null 2>&1; }
-workload steps pulled_root buildkit_keep_base -- "$T/steps"
+buildkit_used() { buildkit_cold; "$ORACLE" build --progress=quiet "$T/pull-and-run" >/dev/null 2>&1; }
+workload steps used_root buildkit_used -- "$T/steps"
+workload steps-new-root pulled_root buildkit_keep_base -- "$T/steps"
 fresh_root 0
 rbuild_run "$ROOT" "$T/parallel"
 workload parallel same_root nothing -- --no-cache "$T/parallel"
