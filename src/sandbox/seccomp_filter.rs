@@ -252,16 +252,18 @@ mod tests {
         assert_ne!(plain, guarded);
     }
 
-    fn kept_in(directory: &Path) -> KeptFilter {
-        KeptFilter { path: directory.join("seccomp-filter-v1"), temporary_directory: directory.to_path_buf() }
+    /// A kept file's place in a new directory, the plain profile and its program compiled.
+    fn kept_plain_profile() -> (tempfile::TempDir, KeptFilter, LinuxSeccomp, Vec<u8>) {
+        let directory = tempfile::tempdir().unwrap();
+        let kept = KeptFilter { path: directory.path().join("seccomp-filter-v1"), temporary_directory: directory.path().to_path_buf() };
+        let profile = crate::sandbox::seccomp::profile(false).unwrap();
+        let compiled = compile(&profile).unwrap();
+        (directory, kept, profile, compiled)
     }
 
     #[test]
     fn a_compiled_filter_is_kept_and_read_back_only_under_its_own_key() {
-        let directory = tempfile::tempdir().unwrap();
-        let kept = kept_in(directory.path());
-        let profile = crate::sandbox::seccomp::profile(false).unwrap();
-        let compiled = compile(&profile).unwrap();
+        let (directory, kept, profile, compiled) = kept_plain_profile();
         assert_eq!(kept_or_compiled(&profile, &kept).unwrap(), compiled);
         let key = key(&profile).unwrap();
         assert_eq!(read_kept(&std::fs::read(&kept.path).unwrap(), &key), Some(compiled.clone()));
@@ -281,10 +283,7 @@ mod tests {
 
     #[test]
     fn a_damaged_kept_filter_is_compiled_again_and_replaced() {
-        let directory = tempfile::tempdir().unwrap();
-        let kept = kept_in(directory.path());
-        let profile = crate::sandbox::seccomp::profile(false).unwrap();
-        let compiled = compile(&profile).unwrap();
+        let (_directory, kept, profile, compiled) = kept_plain_profile();
         let key = key(&profile).unwrap();
         write_kept(&kept, &key, &compiled).unwrap();
         let whole = std::fs::read(&kept.path).unwrap();
