@@ -8,8 +8,8 @@
 //!    namespace, and cgroup2 bound over `/sys/fs/cgroup` on hybrid hosts when in a user namespace.
 //! 2. [`run_step`] (any thread of the multi-threaded main process) takes a started runner: a
 //!    fork of the fork server that `main()` made while single-threaded ([`fork_server`]), or
-//!    without one `/proc/self/exe __run-step <step directory> <cgroup name>` ([`standby`]: started while the
-//!    step before ran), and writes the
+//!    without one `/proc/self/exe __run-step <step directory> <cgroup name>` ([`standby`]:
+//!    started while the step before ran), and writes the
 //!    [`StepSpec`] to its stdin, a pipe (it holds `env=` secrets, which never go into a file).
 //!    That single-threaded runner ([`maybe_run_step_child`]) owns the
 //!    container's whole life: its own mount namespace (so the overlay mount dies with it), a fresh
@@ -235,8 +235,9 @@ pub(crate) fn create_directory(path: &std::path::Path) -> Result<(), SandboxErro
     std::fs::create_dir_all(path).map_err(|error| SandboxError::io(format!("create `{}`", path.display()), error))
 }
 
-/// If argv says this process is the hidden step runner (`rbuild __run-step <step directory> <cgroup name>`,
-/// the step on stdin), runs the step and exits with the container's code; else returns.
+/// If argv says this process is the hidden step runner (`rbuild __run-step <step directory>
+/// <cgroup name>`, the step on stdin), runs the step and exits with the container's code; else
+/// returns.
 #[allow(clippy::print_stderr)] // a misuse of the hidden subcommand, said before anything else runs
 pub fn maybe_run_step_child(args: &[OsString]) {
     if args.get(1).is_some_and(|argument| argument == RUN_STEP_COMMAND) {

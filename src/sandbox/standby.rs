@@ -7,9 +7,9 @@
 //! it starts one on the calling thread), and asks the standby thread for the next. That thread
 //! starts a runner whenever the slot is empty and a step has asked, so at most one waits at a
 //! time; the first as soon as the build is known to have RUN steps ([`standby_runners`]), before
-//! the image is resolved and the graph solved. Standby lasts while a [`StandbyRunners`]
-//! guard lives (the build's solve); without one (tests that run steps directly) every step
-//! starts its own runner, as before.
+//! the image is resolved and the graph solved. Standby lasts while a [`StandbyRunners`] guard
+//! lives (the build, from its Dockerfile's parse to the end of its solve); without one (tests
+//! that run steps directly) every step starts its own runner, as before.
 //!
 //! What a finished step leaves (its runner's cgroups and step directory, its overlay's work
 //! directory: a dozen `rmdir` calls, 0.8 ms of a trivial step) is removed by another thread,
