@@ -170,11 +170,8 @@ impl Database {
         Ok(rows)
     }
 
-    pub fn put_record(&mut self, record: &RecordRow) -> Result<(), DatabaseError> {
-        self.write(|transaction| insert_record(transaction, record))
-    }
-
-    /// Writes `rows` in one transaction, in order.
+    /// Writes `rows` in one transaction, in order: the one way layers and records are written
+    /// (blobs also one at a time, [`Database::put_blob`]).
     pub fn put_rows(&mut self, rows: &[PendingRow]) -> Result<(), DatabaseError> {
         self.write(|transaction| {
             for row in rows {
@@ -243,12 +240,6 @@ impl Database {
         )?;
         let rows = statement.query_map([], layer_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    /// Inserts a layer, or refreshes its use time when it is already known (the first
-    /// creation time wins: it is the layer's history timestamp).
-    pub fn put_layer(&mut self, layer: &LayerRow) -> Result<(), DatabaseError> {
-        self.write(|transaction| insert_layer(transaction, layer))
     }
 
     pub fn delete_layer(&mut self, diff_id: &DiffId) -> Result<(), DatabaseError> {
@@ -584,7 +575,7 @@ mod tests {
             created_at: 10,
             last_used_at: 10,
         };
-        database.put_record(&record).unwrap();
+        database.put_rows(&[PendingRow::Record(record.clone())]).unwrap();
         drop(database);
         let database = Database::open(&path).unwrap();
         let version: i64 = database.connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
@@ -599,7 +590,7 @@ mod tests {
     fn digests_are_stored_as_text_and_checked_when_read() {
         let directory = tempfile::tempdir().unwrap();
         let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
-        database.put_record(&record_of("k", &["l1"])).unwrap();
+        database.put_rows(&[PendingRow::Record(record_of("k", &["l1"]))]).unwrap();
         database.put_blob(&BlobRow::metadata(digest("config"), 1, "m", 0)).unwrap();
         let (stored_key, layers): (String, String) =
             database.connection.query_row("SELECT cache_key, layers FROM record", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
@@ -662,9 +653,9 @@ mod tests {
             description: String::new(),
             kind: LayerKind::Regular,
         };
-        database.put_layer(&layer("l1")).unwrap();
+        database.put_rows(&[PendingRow::Layer(layer("l1"))]).unwrap();
         for (name, layers) in [("kept", vec!["l1"]), ("lazy", vec!["l1", "l2"])] {
-            database.put_record(&record_of(name, &layers)).unwrap();
+            database.put_rows(&[PendingRow::Record(record_of(name, &layers))]).unwrap();
         }
         for (blob, layer) in [("b1", Some("l1")), ("b2", Some("l2")), ("config", None)] {
             database
@@ -694,7 +685,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut database = Database::open(&directory.path().join("db.sqlite")).unwrap();
         for (name, layers) in [("a", vec!["l1"]), ("b", vec!["l1", "l2"]), ("c", vec!["l3"])] {
-            database.put_record(&record_of(name, &layers)).unwrap();
+            database.put_rows(&[PendingRow::Record(record_of(name, &layers))]).unwrap();
         }
         database.delete_layer(&diff_id("l1")).unwrap();
         let left: Vec<CacheKey> = database.records().unwrap().into_iter().map(|r| r.cache_key).collect();

@@ -590,7 +590,7 @@ mod tests {
     }
 
     fn record_layer(store: &Store, diff_id: &DiffId) {
-        store.database().put_layer(&LayerRow::example(diff_id.clone())).unwrap();
+        store.put_when_synced(vec![PendingRow::Layer(LayerRow::example(diff_id.clone()))]).unwrap();
     }
 
     /// Regression: a `cache prune` killed while it deleted a snapshot left half of it without a

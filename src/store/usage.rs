@@ -341,7 +341,7 @@ pub fn tree_size(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LayerRow, LockMode, now};
+    use crate::store::{LayerRow, LockMode, PendingRow, now};
 
     fn layer_diff_id(name: &str) -> DiffId {
         DiffId::new(Digest::sha256_of(name.as_bytes()))
@@ -353,8 +353,7 @@ mod tests {
         let diff_id = layer_diff_id(name);
         let path = store.commit_snapshot(directory, &diff_id).unwrap();
         store
-            .database()
-            .put_layer(&LayerRow {
+            .put_when_synced(vec![PendingRow::Layer(LayerRow {
                 diff_id,
                 size: tree_size(&path).unwrap(),
                 created_at: last_used_at,
@@ -362,7 +361,7 @@ mod tests {
                 from_image,
                 description: name.into(),
                 kind: LayerKind::Regular,
-            })
+            })])
             .unwrap();
     }
 
