@@ -103,11 +103,7 @@ pub(crate) fn run(directory: &Path, cgroup: &str) -> ! {
 /// Ends the step's output (the container is gone): rbuild goes on from the end of both streams,
 /// while this process's exit tears its mount namespace down.
 fn end_output() {
-    if let Ok(null) = File::options().write(true).open("/dev/null") {
-        for stream in [1, 2] {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), stream);
-        }
-    }
+    sys::point_at_null(&[1, 2]);
 }
 
 /// Reads the step from stdin, a pipe from rbuild (the spec holds `env=` secrets: never a file),

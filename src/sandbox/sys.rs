@@ -267,10 +267,7 @@ pub(super) fn run_only_when_idle() -> io::Result<()> {
 /// `fork()`, only while this process is single-threaded (else [`SandboxError::NotSingleThreaded`]),
 /// so the child may run any code: no other thread held a lock or was allocating at the fork.
 pub(super) fn fork_single_threaded() -> Result<ForkResult, SandboxError> {
-    let threads = thread_count();
-    if threads != 1 {
-        return Err(SandboxError::NotSingleThreaded { threads });
-    }
+    ensure_single_threaded()?;
     // SAFETY: the process has one thread (checked just above, and only this thread could have
     // started another since), so the child inherits no lock held by a thread that is gone.
     unsafe { nix::unistd::fork() }.map_err(|error| SandboxError::syscall("fork", error))
@@ -299,10 +296,7 @@ pub(super) fn fork_single_threaded_into_cgroup(cgroup: BorrowedFd<'_>) -> Result
         cgroup: u64,
     }
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-    let threads = thread_count();
-    if threads != 1 {
-        return Err(SandboxError::NotSingleThreaded { threads });
-    }
+    ensure_single_threaded()?;
     let arguments = CloneArguments {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -317,6 +311,15 @@ pub(super) fn fork_single_threaded_into_cgroup(cgroup: BorrowedFd<'_>) -> Result
         -1 => Err(SandboxError::syscall("clone3 into a cgroup", nix::errno::Errno::last())),
         0 => Ok(ForkResult::Child),
         pid => Ok(ForkResult::Parent { child: Pid::from_raw(pid as i32) }),
+    }
+}
+
+/// What makes a fork safe: this process has one thread, so the child inherits no lock held by a
+/// thread that is gone.
+fn ensure_single_threaded() -> Result<(), SandboxError> {
+    match thread_count() {
+        1 => Ok(()),
+        threads => Err(SandboxError::NotSingleThreaded { threads }),
     }
 }
 
@@ -440,13 +443,18 @@ pub(super) fn close_descriptors_from(first: RawFd) {
     close_descriptors(first, RawFd::MAX);
 }
 
-/// Makes `keep` the only open descriptor but stdin, stdout and stderr, which become `/dev/null`.
-pub(super) fn keep_only_descriptor(keep: BorrowedFd<'_>) {
+/// Points the descriptors `targets` (of 0, 1 and 2) at `/dev/null`; best effort.
+pub(super) fn point_at_null(targets: &[RawFd]) {
     if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
-        for target in 0..3 {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), target);
+        for target in targets {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), *target);
         }
     }
+}
+
+/// Makes `keep` the only open descriptor but stdin, stdout and stderr, which become `/dev/null`.
+pub(super) fn keep_only_descriptor(keep: BorrowedFd<'_>) {
+    point_at_null(&[0, 1, 2]);
     let keep = keep.as_raw_fd();
     close_descriptors(3, keep - 1);
     close_descriptors_from(keep + 1);
