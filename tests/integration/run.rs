@@ -488,6 +488,15 @@ fn run_failure_shows_snippet_and_exit_code() {
     });
 }
 
+/// A build of three steps, the last reading what the first two wrote (`/both`: "one\ntwo\n"),
+/// `--no-cache`, to a local directory; the command and that directory.
+fn three_steps(case: &Case) -> (Command, PathBuf) {
+    case.dockerfile("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\nRUN cat /one /two > /both\n");
+    let out = case.out("out");
+    let spec = format!("type=local,dest={}", out.display());
+    (case.command(&["--no-cache", "-o", &spec]), out)
+}
+
 /// With stderr a pipe nobody reads (`| head` gone, a closed log), every message and debug event
 /// is lost and the build still ends, with its own exit code. Writing there used to panic a worker
 /// (tracing's report of the failed write is an `eprintln!`), and the build waited forever for the
@@ -495,10 +504,7 @@ fn run_failure_shows_snippet_and_exit_code() {
 #[test]
 fn a_build_whose_stderr_reader_is_gone_finishes_with_its_own_exit_code() {
     both(|case| {
-        case.dockerfile("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\nRUN cat /one /two > /both\n");
-        let out = case.out("out");
-        let spec = format!("type=local,dest={}", out.display());
-        let mut command = case.command(&["--no-cache", "-o", &spec]);
+        let (mut command, out) = three_steps(case);
         command.env("RBUILD_LOG", "debug").stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
         drop(child.stderr.take());
@@ -525,10 +531,7 @@ fn a_build_whose_stderr_reader_is_gone_finishes_with_its_own_exit_code() {
 #[test]
 fn each_step_overlay_is_unmounted_before_the_step_reports() {
     both(|case| {
-        case.dockerfile("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\nRUN cat /one /two > /both\n");
-        let out = case.out("out");
-        let spec = format!("type=local,dest={}", out.display());
-        let mut command = case.command(&["--no-cache", "-o", &spec]);
+        let (mut command, out) = three_steps(case);
         command.env("RBUILD_LOG", "rbuild::sandbox=debug");
         let mut run = run_command(command, None);
         run.what = format!("[{:?}] {}", case.mode, run.what);
